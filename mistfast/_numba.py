@@ -1,0 +1,16 @@
+"""The one place that decides numba options for every kernel.
+
+``cache=True`` keeps a second process from recompiling; the cache directory can be
+redirected (e.g. off a shared filesystem on cluster workers) with the standard
+``NUMBA_CACHE_DIR`` environment variable, and switched off with ``MISTFAST_NUMBA_CACHE=0``.
+``fastmath`` stays off: results must be bit-identical across runs and schedulers.
+"""
+from __future__ import annotations
+
+import os
+
+import numba
+
+CACHE = os.environ.get("MISTFAST_NUMBA_CACHE", "1") not in ("0", "false", "no")
+
+jit = numba.njit(cache=CACHE, nogil=True, fastmath=False, boundscheck=False, error_model="numpy")

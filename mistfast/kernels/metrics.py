@@ -1,0 +1,162 @@
+"""Per-point reduction of per-request results to summary metrics (MODEL.md §8), in numba so a
+sweep of many points reduces without Python per point."""
+from __future__ import annotations
+
+import numpy as np
+
+from .._numba import jit
+from .engine import FINISHED, N_RUNSTATS, PENDING, REJECTED, RS_END, UNFINISHED
+
+# ---- metric parameter vector ----------------------------------------------------------------------
+M_SLO_TTFT = 0
+M_SLO_TPOT = 1
+M_SLO_E2E = 2       # inf when unset
+M_WARMUP = 3
+M_HORIZON = 4
+M_PCT_COMPAT = 5    # 1: reference percentile (value at sorted index int(q n))
+M_BRANCHES = 6
+N_MPARAMS = 7
+
+# ---- outputs -------------------------------------------------------------------------------------------
+QUANTILES = (0.5, 0.9, 0.99)
+O_N_MEASURED = 0
+O_N_FINISHED = 1
+O_N_REJECTED = 2
+O_N_UNFINISHED = 3
+O_N_NOT_ARRIVED = 4
+O_TTFT = 5      # mean, p50, p90, p99 (4 slots)
+O_TPOT = 9
+O_E2E = 13
+O_QUEUE = 17
+O_N_GOOD = 21
+O_OUT_TOKENS = 22
+O_PROMPT_TOKENS = 23
+O_COMPUTED_PROMPT = 24
+O_HIT_TOKENS = 25
+O_GOOD_TOKENS = 26
+O_WINDOW = 27
+O_TTFT_MAX = 28
+N_OUT = 29
+
+
+@jit
+def _percentile(sorted_x, n, q, compat):
+    if n == 0:
+        return np.nan
+    if compat:
+        i = int(q * n)
+        if i > n - 1:
+            i = n - 1
+        return sorted_x[i]
+    pos = q * (n - 1)
+    lo = int(np.floor(pos))
+    hi = lo + 1 if lo + 1 < n else n - 1
+    frac = pos - lo
+    a = sorted_x[lo]
+    b = sorted_x[hi]
+    # numpy's lerp: symmetric form for bit-compatibility with np.percentile(method="linear")
+    d = b - a
+    if frac >= 0.5:
+        return b - d * (1.0 - frac)
+    return a + d * frac
+
+
+@jit
+def _stats(x, n, out, at, compat):
+    if n == 0:
+        for j in range(4):
+            out[at + j] = np.nan
+        return
+    s = 0.0
+    for i in range(n):
+        s += x[i]
+    out[at] = s / n
+    xs = np.sort(x[:n])
+    for j in range(3):
+        out[at + 1 + j] = _percentile(xs, n, QUANTILES[j], compat)
+
+
+@jit
+def summarize_point(mp, prompt, output, status, arrival, t_first_sched, t_first_tok, t_last_tok, t_finish,
+                    generated, hit_first, computed_pf, runstats, out):
+    n = prompt.shape[0]
+    for j in range(N_OUT):
+        out[j] = 0.0
+    warm = mp[M_WARMUP]
+    horizon = mp[M_HORIZON]
+    compat = mp[M_PCT_COMPAT] > 0.0
+    w = mp[M_BRANCHES]
+    ttft = np.empty(n)
+    tpot = np.empty(n)
+    e2e = np.empty(n)
+    queue = np.empty(n)
+    nt = 0
+    np_ = 0
+    ne = 0
+    nq = 0
+    ttft_max = 0.0
+    for i in range(n):
+        st = status[i]
+        if st == PENDING:
+            out[O_N_NOT_ARRIVED] += 1.0
+            continue
+        if arrival[i] < warm or arrival[i] > horizon:
+            continue
+        out[O_N_MEASURED] += 1.0
+        out[O_PROMPT_TOKENS] += prompt[i]
+        out[O_COMPUTED_PROMPT] += computed_pf[i]
+        if hit_first[i] > 0:
+            out[O_HIT_TOKENS] += hit_first[i]
+        out[O_OUT_TOKENS] += generated[i] * w
+        if st == REJECTED:
+            out[O_N_REJECTED] += 1.0
+        elif st == UNFINISHED:
+            out[O_N_UNFINISHED] += 1.0
+        if not np.isnan(t_first_sched[i]):
+            queue[nq] = t_first_sched[i] - arrival[i]
+            nq += 1
+        good = st == FINISHED
+        if not np.isnan(t_first_tok[i]):
+            x = t_first_tok[i] - arrival[i]
+            ttft[nt] = x
+            nt += 1
+            if x > ttft_max:
+                ttft_max = x
+            if x > mp[M_SLO_TTFT]:
+                good = False
+        if st == FINISHED:
+            out[O_N_FINISHED] += 1.0
+            e = t_finish[i] - arrival[i]
+            e2e[ne] = e
+            ne += 1
+            if e > mp[M_SLO_E2E]:
+                good = False
+            if generated[i] >= 2:
+                tp = (t_last_tok[i] - t_first_tok[i]) / (generated[i] - 1)
+                tpot[np_] = tp
+                np_ += 1
+                if tp > mp[M_SLO_TPOT]:
+                    good = False
+        if good:
+            out[O_N_GOOD] += 1.0
+            out[O_GOOD_TOKENS] += generated[i] * w
+    _stats(ttft, nt, out, O_TTFT, compat)
+    _stats(tpot, np_, out, O_TPOT, compat)
+    _stats(e2e, ne, out, O_E2E, compat)
+    _stats(queue, nq, out, O_QUEUE, compat)
+    out[O_TTFT_MAX] = ttft_max if nt > 0 else np.nan
+    out[O_WINDOW] = runstats[RS_END] - warm
+
+
+@jit
+def summarize_points(mp, offsets, prompt, output, status, arrival, t_first_sched, t_first_tok, t_last_tok,
+                     t_finish, generated, hit_first, computed_pf, runstats, out):
+    for q in range(offsets.shape[0] - 1):
+        a = offsets[q]
+        z = offsets[q + 1]
+        summarize_point(mp[q], prompt[a:z], output[a:z], status[a:z], arrival[a:z], t_first_sched[a:z],
+                        t_first_tok[a:z], t_last_tok[a:z], t_finish[a:z], generated[a:z], hit_first[a:z],
+                        computed_pf[a:z], runstats[q], out[q])
+
+
+assert N_RUNSTATS > RS_END

@@ -1,0 +1,322 @@
+"""Analytical roofline step latency of one engine step (MODEL.md §2.1), as a numba kernel.
+
+Inputs are flat arrays: a parameter vector ``prm`` (built once per client by
+:func:`mistfast.stepmodel.client_params`, indices below) and the batch descriptor
+(prefill chunks ``(past, new)`` and decodes ``(branches, shared, private)``). Times are
+float64 seconds, sizes bytes, work FLOP (1 MAC = 2 FLOP).
+
+Every op costs ``max(F/F_peak, Y/BW, t_comm) + tau``; ops do not overlap; the step is the sum
+over ops, plus PP point-to-point hops. All transformer layers of one kind are identical, so
+each layer's ops are costed once and multiplied by the layer count.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._numba import jit
+
+# ---- parameter vector layout -------------------------------------------------------------
+P_FPEAK = 0          # GEMM FLOP/s, efficiency applied
+P_FPEAK_ATTN = 1     # attention FLOP/s, efficiency applied
+P_BW = 2             # HBM B/s, efficiency applied
+P_BW_ONCHIP = 3      # on-chip B/s (GenZ residency convention only)
+P_TAU = 4            # per-op overhead s
+P_GENZ = 5           # 1: GenZ conventions (MODEL.md §2.4 compat column)
+P_D = 6
+P_V = 7
+P_V_SHARD = 8        # V / t
+P_N_DENSE = 9        # dense-FFN layers
+P_N_MOE = 10         # MoE layers
+P_PP = 11
+P_STAGE_LAYERS = 12  # ceil(L/p)
+P_HQ = 13            # query heads per device
+P_HKV = 14           # KV heads per device
+P_DH = 15
+P_QKV_W = 16         # QKV (or MLA down/up) weight elements per device
+P_QKV_OUT = 17       # QKV output width per device
+P_O_W = 18           # out-proj weight elements per device
+P_O_IN = 19          # out-proj input width per device
+P_FFN_W = 20         # dense FFN weight elements per device (all matrices)
+P_FFN_UP_OUT = 21    # g*Df/t
+P_FFN_DOWN_IN = 22   # Df/t
+P_BWB = 23           # bytes per weight element
+P_BAB = 24           # bytes per activation / collective element
+P_BKVB = 25          # bytes per KV element
+P_CAUSAL = 26
+P_ENCODER = 27
+P_MLA = 28
+P_MLA_LAT = 29       # r_kv + d_rope latent elements per token per layer
+P_MLA_FPAIR = 30     # FLOP per query-key pair per head (absorbed): 2*(2 r_kv + d_rope)
+P_SHARED_ONCE = 31   # 1: a shared prefix is read once per decode step, not once per branch
+P_TP = 32
+P_TP_ALPHA = 33
+P_TP_BETA = 34       # per-direction B/s, network efficiency applied
+P_S0 = 35            # collective start-up s
+P_PP_ALPHA = 36
+P_PP_BETA = 37
+P_E = 38             # routed experts
+P_K = 39             # top-k
+P_EP = 40
+P_TE = 41            # TP inside an expert
+P_EXPERT_W = 42      # weight elements of one routed expert (all matrices, unsharded)
+P_EXPERT_MATS = 43   # matrices per expert (3 gated, 2 plain)
+P_DE = 44
+P_SHARED_W = 45      # shared-expert weight elements per device
+P_ROUTER_W = 46      # D*E
+P_EP_ALPHA = 47
+P_EP_BETA = 48
+P_HAS_LMHEAD = 49
+P_GENZ_KV_EXTRA = 50  # GenZ decode reads kv_len (0) — we read kv_len+1 (1) incl. the new token
+N_PARAMS = 51
+
+# ---- breakdown layout (per device, whole step) ---------------------------------------------
+B_GEMM = 0
+B_ATTN = 1
+B_COMM = 2
+B_OTHER = 3          # embedding, LM head, router
+B_COMPUTE_BOUND = 4  # time of ops whose compute term is the max
+B_MEMORY_BOUND = 5   # time of ops whose memory term is the max
+B_FLOPS = 6
+B_BYTES = 7          # HBM (off-chip) bytes
+B_TC = 8             # sum of ideal compute times (energy model)
+B_TM = 9             # sum of ideal memory times
+B_TN = 10            # sum of communication times
+B_INTERVAL = 11      # PP: time between batch starts (slowest stage); = latency when pp = 1
+N_BREAKDOWN = 12
+
+CAT_GEMM, CAT_ATTN, CAT_COMM, CAT_OTHER = B_GEMM, B_ATTN, B_COMM, B_OTHER
+
+
+@jit
+def _op(prm, out, cat, mult, flops, off_bytes, on_bytes, comm_s):
+    """Cost one op ``mult`` times; returns the total time added."""
+    tc = flops / prm[P_FPEAK_ATTN] if cat == CAT_ATTN else flops / prm[P_FPEAK]
+    tm = off_bytes / prm[P_BW]
+    if on_bytes > 0.0:
+        tm += on_bytes / prm[P_BW_ONCHIP]
+    if prm[P_GENZ] > 0.0 and flops == 0.0 and cat != CAT_COMM:
+        tm = 0.0  # GenZ: zero-MAC ops cost nothing (drops the embedding on decode-only steps)
+    t = tc
+    if tm > t:
+        t = tm
+    if comm_s > t:
+        t = comm_s
+    if t == 0.0:
+        return 0.0
+    t += prm[P_TAU]
+    t *= mult
+    out[cat] += t
+    if comm_s >= tc and comm_s >= tm:
+        pass
+    elif tc >= tm:
+        out[B_COMPUTE_BOUND] += t
+    else:
+        out[B_MEMORY_BOUND] += t
+    out[B_FLOPS] += flops * mult
+    out[B_BYTES] += off_bytes * mult
+    out[B_TC] += tc * mult
+    out[B_TM] += tm * mult
+    out[B_TN] += comm_s * mult
+    return t
+
+
+@jit
+def _allreduce(n, size, alpha, beta, s0):
+    if n <= 1 or size <= 0.0:
+        return 0.0
+    return s0 + 2.0 * (n - 1) * alpha + 2.0 * (n - 1) / n * size / beta
+
+
+@jit
+def _allgather(n, size, alpha, beta, s0):
+    if n <= 1 or size <= 0.0:
+        return 0.0
+    return s0 + (n - 1) * alpha + (n - 1) / n * size / beta
+
+
+@jit
+def step_time(prm, pf_past, pf_new, n_pf, n_pf_done, dec_w, dec_s, dec_k, n_dec, out):
+    """Latency (s) of one step; fills ``out`` (length N_BREAKDOWN, zeroed here).
+
+    pf_past[i], pf_new[i] for i < n_pf: KV tokens before the chunk and chunk tokens.
+    n_pf_done: prompts whose prefill completes this step (they sample a logit row).
+    dec_w[j], dec_s[j], dec_k[j] for j < n_dec: branches, shared-prefix tokens, private
+    context before this token (single branch: s = 0, k = full context).
+    """
+    for i in range(N_BREAKDOWN):
+        out[i] = 0.0
+    genz = prm[P_GENZ] > 0.0
+    D = prm[P_D]
+    ba = prm[P_BAB]
+    bw = prm[P_BWB]
+    bkv = prm[P_BKVB]
+    hq = prm[P_HQ]
+    hkv = prm[P_HKV]
+    dh = prm[P_DH]
+    tp = prm[P_TP]
+
+    # ---- token rows --------------------------------------------------------------------
+    t_pf = 0.0
+    for i in range(n_pf):
+        t_pf += pf_new[i]
+    t_dec = 0.0
+    for j in range(n_dec):
+        t_dec += dec_w[j]
+    T = t_pf + t_dec
+    if T <= 0.0:
+        return 0.0
+    R = t_dec + n_pf_done  # logit rows actually sampled
+
+    # ---- attention work summed over the batch (one varlen kernel per layer) ---------------
+    attn_f = 0.0
+    attn_off = 0.0
+    attn_on = 0.0
+    mla = prm[P_MLA] > 0.0
+    for i in range(n_pf):
+        p = pf_past[i]
+        c = pf_new[i]
+        if prm[P_ENCODER] > 0.0:
+            pairs = c * c  # bidirectional encoder
+        elif prm[P_CAUSAL] > 0.0:
+            pairs = c * p + c * (c + 1.0) / 2.0
+        else:
+            pairs = c * (p + c)
+        if mla:
+            attn_f += prm[P_MLA_FPAIR] * hq * pairs
+            attn_off += prm[P_MLA_LAT] * (p + 2.0 * c) * bkv + 2.0 * hq * c * dh * ba
+        elif genz:
+            # Logit: Q, K off chip, scores on chip; Attend: scores on chip, V and O off chip
+            attn_f += 4.0 * hq * dh * pairs
+            attn_off += 2.0 * (c * hq * dh * ba + (p + c) * hkv * dh * bkv)
+            attn_on += 2.0 * hq * pairs * ba
+        elif prm[P_ENCODER] > 0.0:
+            attn_f += 4.0 * hq * dh * pairs
+            attn_off += 4.0 * hq * c * dh * ba  # Q, K, V in, O out; nothing cached
+        else:
+            attn_f += 4.0 * hq * dh * pairs
+            attn_off += 2.0 * hkv * dh * (p + c) * bkv + 2.0 * hkv * dh * c * bkv + 2.0 * hq * c * dh * ba
+    extra = prm[P_GENZ_KV_EXTRA]
+    for j in range(n_dec):
+        w = dec_w[j]
+        s = dec_s[j]
+        k = dec_k[j]
+        sig = 1.0 if prm[P_SHARED_ONCE] > 0.0 else w
+        if mla:
+            attn_f += prm[P_MLA_FPAIR] * hq * w * (s + k + 1.0)
+            attn_off += prm[P_MLA_LAT] * bkv * (s * sig + w * (k + 1.0))
+        elif genz:
+            attn_f += 4.0 * w * hq * dh * (s + k + extra)
+            attn_off += 2.0 * hkv * dh * bkv * (s * sig + w * (k + extra))
+            attn_on += 2.0 * w * hq * dh * ba + 2.0 * w * hq * (s + k + extra) * ba
+        else:
+            attn_f += 4.0 * w * hq * dh * (s + k + 1.0)
+            attn_off += 2.0 * hkv * dh * bkv * (s * sig + w * (k + 1.0))
+
+    n_dense = prm[P_N_DENSE]
+    n_moe = prm[P_N_MOE]
+    n_layers = n_dense + n_moe
+    alpha = prm[P_TP_ALPHA]
+    beta = prm[P_TP_BETA]
+    s0 = prm[P_S0]
+
+    # ---- one attention block (all layers alike) -------------------------------------------
+    layer_t = 0.0
+    w_qkv = prm[P_QKV_W]
+    w_o = prm[P_O_W]
+    if genz:  # weights off chip, I/O on chip
+        layer_t += _op(prm, out, CAT_GEMM, n_layers, 2.0 * T * w_qkv, w_qkv * bw,
+                       T * (D + prm[P_QKV_OUT]) * ba, 0.0)
+        layer_t += _op(prm, out, CAT_GEMM, n_layers, 2.0 * T * w_o, w_o * bw,
+                       T * (prm[P_O_IN] + D) * ba, 0.0)
+    else:
+        layer_t += _op(prm, out, CAT_GEMM, n_layers, 2.0 * T * w_qkv,
+                       w_qkv * bw + T * (D + prm[P_QKV_OUT]) * ba, 0.0, 0.0)
+        layer_t += _op(prm, out, CAT_GEMM, n_layers, 2.0 * T * w_o,
+                       w_o * bw + T * (prm[P_O_IN] + D) * ba, 0.0, 0.0)
+    if genz:  # Logit and Attend are two ops of equal size in GenZ
+        layer_t += _op(prm, out, CAT_ATTN, 2.0 * n_layers, attn_f / 2.0, attn_off / 2.0, attn_on / 2.0, 0.0)
+    else:
+        layer_t += _op(prm, out, CAT_ATTN, n_layers, attn_f, attn_off, 0.0, 0.0)
+    # two AllReduces per layer (after O-proj and after the FFN)
+    ar = _allreduce(tp, T * D * ba, alpha, beta, s0)
+    layer_t += _op(prm, out, CAT_COMM, 2.0 * n_layers, 0.0, 0.0, 0.0, ar)
+
+    # ---- dense FFN layers --------------------------------------------------------------------
+    if n_dense > 0.0:
+        w_ffn = prm[P_FFN_W]
+        layer_t += _op(prm, out, CAT_GEMM, n_dense, 2.0 * T * w_ffn,
+                       w_ffn * bw + T * (D + prm[P_FFN_UP_OUT] + prm[P_FFN_DOWN_IN] + D) * ba, 0.0, 0.0)
+
+    # ---- MoE layers ----------------------------------------------------------------------------
+    if n_moe > 0.0:
+        E = prm[P_E]
+        K = prm[P_K]
+        ep = prm[P_EP]
+        te = prm[P_TE]
+        w_router = prm[P_ROUTER_W]
+        layer_t += _op(prm, out, CAT_OTHER, n_moe, 2.0 * T * w_router, w_router * bw + T * (D + E) * ba, 0.0, 0.0)
+        if ep > 1.0:
+            a2a = _allgather(ep, T * K * D * ba, prm[P_EP_ALPHA], prm[P_EP_BETA], s0)  # same cost form as All-to-All
+            layer_t += _op(prm, out, CAT_COMM, 2.0 * n_moe, 0.0, 0.0, 0.0, a2a)
+        if genz:
+            # GenZ: a decode-only step reads max(1, ceil(K/EP)) experts per chip; prefill touches all
+            if t_pf == 0.0:
+                e_dev = max(1.0, np.ceil(K / ep))
+            else:
+                e_dev = E / ep
+        else:
+            # distinct experts hit by T tokens under uniform routing: E (1 - (1 - K/E)^T)
+            e_dev = E * (1.0 - (1.0 - K / E) ** T) / ep
+        w_exp = prm[P_EXPERT_W] / te
+        f_exp = 2.0 * T * K * prm[P_EXPERT_W] / (ep * te)
+        y_exp = e_dev * w_exp * bw + 2.0 * T * K * D * ba / ep
+        layer_t += _op(prm, out, CAT_GEMM, n_moe, f_exp, y_exp, 0.0, 0.0)
+        w_sh = prm[P_SHARED_W]
+        if w_sh > 0.0:
+            layer_t += _op(prm, out, CAT_GEMM, n_moe, 2.0 * T * w_sh, w_sh * bw + 2.0 * T * D * ba, 0.0, 0.0)
+
+    # ---- embedding and LM head ---------------------------------------------------------------
+    V = prm[P_V]
+    vs = prm[P_V_SHARD]
+    emb_t = 0.0
+    head_t = 0.0
+    if genz:
+        # a GEMM over the prefill tokens reading the full table; nothing on decode-only steps
+        emb_t += _op(prm, out, CAT_OTHER, 1.0, 2.0 * t_pf * D * vs, (V * D + t_pf * vs + t_pf * D) * bw, 0.0, 0.0)
+        if t_pf > 0.0:
+            emb_t += _op(prm, out, CAT_COMM, 1.0, 0.0, 0.0, 0.0, _allreduce(tp, t_pf * D * ba, alpha, beta, s0))
+    else:
+        emb_t += _op(prm, out, CAT_OTHER, 1.0, 0.0, T * D * bw, 0.0, 0.0)  # gather of T rows
+    if prm[P_HAS_LMHEAD] > 0.0:
+        rows = T if genz else R
+        if rows > 0.0:
+            head_t += _op(prm, out, CAT_OTHER, 1.0, 2.0 * rows * D * vs,
+                          D * vs * bw + rows * (D + vs) * ba, 0.0, 0.0)
+            head_t += _op(prm, out, CAT_COMM, 1.0, 0.0, 0.0, 0.0, _allgather(tp, rows * V * ba, alpha, beta, s0))
+
+    # ---- pipeline parallelism ---------------------------------------------------------------
+    pp = prm[P_PP]
+    p2p_t = 0.0
+    if pp > 1.0:
+        p2p = prm[P_PP_ALPHA] + T * D * ba / prm[P_PP_BETA]
+        p2p_t = _op(prm, out, CAT_COMM, pp - 1.0, 0.0, 0.0, 0.0, p2p)
+    total = layer_t + emb_t + head_t + p2p_t
+    if pp > 1.0:
+        # slowest stage: ceil(L/p) layers (+ embedding or LM head) + one hop
+        per_layer = layer_t / n_layers
+        stage = prm[P_STAGE_LAYERS] * per_layer + max(emb_t, head_t) + p2p_t / (pp - 1.0)
+        out[B_INTERVAL] = min(stage, total)
+    else:
+        out[B_INTERVAL] = total
+    return total
+
+
+@jit
+def step_time_many(prm, pf_past, pf_new, pf_off, pf_done, dec_w, dec_s, dec_k, dec_off, out_t, out_bd):
+    """Vectorised evaluation of many steps described in CSR form (for the public API/bench)."""
+    n = out_t.shape[0]
+    for i in range(n):
+        a, b = pf_off[i], pf_off[i + 1]
+        c, d = dec_off[i], dec_off[i + 1]
+        out_t[i] = step_time(prm, pf_past[a:b], pf_new[a:b], b - a, pf_done[i],
+                             dec_w[c:d], dec_s[c:d], dec_k[c:d], d - c, out_bd[i])

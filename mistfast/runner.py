@@ -1,0 +1,262 @@
+"""Run many single-client configuration points through the numba kernels in one call.
+
+Python work here is per point (building parameter vectors) and per batch (concatenating
+request arrays); nothing is per step or per request.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import stepmodel
+from .kernels import engine as E
+from .kernels import metrics as M
+from .specs import ClientSpec, SLOSpec, SimulationSpec
+from .workload import Requests
+
+BATCHING_CODE = {"static": E.STATIC, "continuous": E.CONTINUOUS, "mixed": E.MIXED, "chunked": E.CHUNKED}
+POLICY_CODE = {"fcfs": E.FCFS, "spf": E.SPF, "lwl": E.LWL}
+POWER_SPLIT = (0.30, 0.40, 0.20, 0.10)   # static, compute, memory, network share of TDP (MODEL.md §8)
+
+
+@dataclass(frozen=True)
+class Point:
+    """One configuration point: a client, its workload and the run settings."""
+    client: ClientSpec
+    requests: Requests
+    simulation: SimulationSpec
+    slo: SLOSpec
+    branches: int = 1
+    concurrency: int = 0      # closed loop: users in flight (0 = open loop)
+    think_s: float = 0.0
+
+
+def scheduler_vector(client: ClientSpec, sim: SimulationSpec, branches: int, hash_block: int,
+                     log_cap: int = 0, concurrency: int = 0, think_s: float = 0.0) -> np.ndarray:
+    s = client.scheduler
+    sch = np.zeros(E.N_SCHED)
+    kv_blocks = client.kv_capacity_blocks()
+    prefix_blocks = 0
+    if s.prefix_caching:
+        # fixed carve-out of KV memory for the prefix cache, counted in hash blocks
+        carve = int(kv_blocks * s.prefix_cache_fraction)
+        prefix_blocks = max(1, carve * s.block_size // hash_block)
+        kv_blocks -= carve
+    sch[E.S_BATCHING] = BATCHING_CODE[s.batching]
+    sch[E.S_POLICY] = POLICY_CODE[s.policy]
+    sch[E.S_MAX_TOKENS] = s.max_batched_tokens
+    sch[E.S_MAX_SEQS] = s.max_batch_size
+    sch[E.S_CHUNK] = s.chunk_size
+    sch[E.S_BLOCK] = s.block_size
+    sch[E.S_TOTAL_BLOCKS] = min(kv_blocks, 2**52)
+    sch[E.S_WATERMARK] = int(s.watermark * min(kv_blocks, 2**52))
+    sch[E.S_PREEMPTION] = 1.0 if s.preemption else 0.0
+    sch[E.S_PREFIX_BLOCKS] = prefix_blocks
+    sch[E.S_STATIC_PAD] = 1.0 if s.static_pad else 0.0
+    sch[E.S_AGING] = s.aging_s
+    sch[E.S_MAX_MODEL_LEN] = client.model.max_model_len
+    sch[E.S_CONCURRENCY] = concurrency
+    sch[E.S_THINK] = think_s
+    sch[E.S_HORIZON] = sim.horizon_s
+    sch[E.S_MAX_SIM] = sim.max_sim_time_s if sim.max_sim_time_s is not None else 10.0 * sim.horizon_s
+    sch[E.S_DRAIN] = 1.0 if sim.drain else 0.0
+    sch[E.S_BRANCHES] = branches
+    sch[E.S_HASH_BLOCK] = hash_block
+    sch[E.S_LOG_CAP] = log_cap
+    return sch
+
+
+def metric_vector(sim: SimulationSpec, slo: SLOSpec, branches: int) -> np.ndarray:
+    mp = np.zeros(M.N_MPARAMS)
+    mp[M.M_SLO_TTFT] = slo.ttft_ms / 1e3
+    mp[M.M_SLO_TPOT] = slo.tpot_ms / 1e3
+    mp[M.M_SLO_E2E] = np.inf if slo.e2e_ms is None else slo.e2e_ms / 1e3
+    mp[M.M_WARMUP] = sim.warmup_s
+    mp[M.M_HORIZON] = sim.horizon_s
+    mp[M.M_PCT_COMPAT] = 1.0 if sim.percentile_method == "compat" else 0.0
+    mp[M.M_BRANCHES] = branches
+    return mp
+
+
+def _dense_hashes(reqs: Requests) -> tuple[np.ndarray, np.ndarray, int]:
+    """Remap hash ids to 0..H-1 so the kernel can index arrays by them."""
+    if reqs.hash_ids.size == 0:
+        return reqs.hash_offsets.astype(np.int64), np.zeros(0, np.int64), 0
+    uniq, inv = np.unique(reqs.hash_ids, return_inverse=True)
+    return reqs.hash_offsets.astype(np.int64), inv.astype(np.int64), int(uniq.size)
+
+
+def _split_replicas(reqs: Requests, dp: int) -> list[np.ndarray]:
+    """Round-robin assignment of requests to ``dp`` identical engines (exact for round robin:
+    the replicas never interact)."""
+    idx = np.arange(len(reqs))
+    return [idx[r::dp] for r in range(dp)]
+
+
+def run_points(points: list[Point], *, per_request: bool = False, log_steps: int = 0,
+               parallel: bool = False) -> dict:
+    """Simulate every point; returns summary arrays (length P) and, on request, per-request data."""
+    # expand data-parallel replicas into sub-points
+    sub_client, sub_idx, owner = [], [], []
+    for q, pt in enumerate(points):
+        for idx in _split_replicas(pt.requests, pt.client.dp):
+            sub_client.append(q)
+            sub_idx.append(idx)
+            owner.append(q)
+    ns = len(sub_idx)
+    prm_cache: dict[int, np.ndarray] = {}
+    prm = np.empty((ns, stepmodel.K.N_PARAMS))
+    sch = np.empty((ns, E.N_SCHED))
+    offsets = np.zeros(ns + 1, np.int64)
+    n_hash = np.zeros(ns, np.int64)
+    arr_l, pr_l, out_l, ho_l, hi_l = [], [], [], [], []
+    hbase = 0
+    for s, (q, idx) in enumerate(zip(sub_client, sub_idx)):
+        pt = points[q]
+        key = id(pt.client)
+        if key not in prm_cache:
+            prm_cache[key] = stepmodel.client_params(pt.client)
+        prm[s] = prm_cache[key]
+        r = pt.requests._take(idx) if pt.client.dp > 1 else pt.requests
+        conc = pt.concurrency if pt.client.dp == 1 else -(-pt.concurrency // pt.client.dp)
+        sch[s] = scheduler_vector(pt.client, pt.simulation, pt.branches, r.hash_block_tokens,
+                                  log_steps, conc, pt.think_s)
+        offsets[s + 1] = offsets[s] + len(r)
+        arr_l.append(r.arrival_s)
+        pr_l.append(r.input_tokens)
+        out_l.append(r.output_tokens)
+        ho, hi, nh = _dense_hashes(r)
+        ho_l.append(ho + hbase)
+        hi_l.append(hi)
+        hbase += hi.size
+        n_hash[s] = nh
+    N = int(offsets[-1])
+    cat = lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)  # noqa: E731
+    arrival_in = cat(arr_l, np.float64)
+    prompt = cat(pr_l, np.int64)
+    output = cat(out_l, np.int64)
+    hash_off = cat(ho_l, np.int64)
+    hash_ids = cat(hi_l, np.int64)
+    f = lambda: np.empty(N)  # noqa: E731
+    res = dict(status=np.empty(N, np.int8), reason=np.empty(N, np.int8), arrival=f(), t_first_sched=f(),
+               t_first_tok=f(), t_last_tok=f(), t_finish=f(), generated=np.empty(N, np.int64),
+               preempts=np.empty(N, np.int32), hit_first=np.empty(N, np.int64), computed_pf=np.empty(N, np.int64))
+    runstats = np.zeros((ns, E.N_RUNSTATS))
+    steplog = np.zeros((ns, max(log_steps, 1), E.N_LOG))
+    kern = E.simulate_points if parallel else E.simulate_points_serial
+    kern(prm, sch, offsets, arrival_in, prompt, output, hash_off, hash_ids, n_hash,
+         res["status"], res["reason"], res["arrival"], res["t_first_sched"], res["t_first_tok"],
+         res["t_last_tok"], res["t_finish"], res["generated"], res["preempts"], res["hit_first"],
+         res["computed_pf"], runstats, steplog)
+
+    # ---- regroup replicas into their points (original request order) --------------------------
+    P = len(points)
+    pt_off = np.zeros(P + 1, np.int64)
+    for q, pt in enumerate(points):
+        pt_off[q + 1] = pt_off[q] + len(pt.requests)
+    perm = np.empty(N, np.int64)
+    replica = np.empty(N, np.int32)
+    pos = 0
+    rep_count: dict[int, int] = {}
+    for s, (q, idx) in enumerate(zip(sub_client, sub_idx)):
+        perm[pt_off[q] + idx] = np.arange(offsets[s], offsets[s + 1])
+        replica[pt_off[q] + idx] = rep_count.get(q, 0)
+        rep_count[q] = rep_count.get(q, 0) + 1
+        pos += len(idx)
+    if ns != P:
+        for k in res:
+            res[k] = res[k][perm]
+        prompt_p, output_p = prompt[perm], output[perm]
+    else:
+        prompt_p, output_p = prompt, output
+    # per-point run stats: sums over replicas, end = latest replica end
+    rs = np.zeros((P, E.N_RUNSTATS))
+    nrep = np.zeros(P)
+    for s, q in enumerate(owner):
+        end = max(rs[q, E.RS_END], runstats[s, E.RS_END])
+        peak = max(rs[q, E.RS_KV_PEAK], runstats[s, E.RS_KV_PEAK])
+        rs[q] += runstats[s]
+        rs[q, E.RS_END] = end
+        rs[q, E.RS_KV_PEAK] = peak
+        nrep[q] += 1
+    mp = np.stack([metric_vector(pt.simulation, pt.slo, pt.branches) for pt in points])
+    out = np.zeros((P, M.N_OUT))
+    M.summarize_points(mp, pt_off, prompt_p, output_p, res["status"], res["arrival"], res["t_first_sched"],
+                       res["t_first_tok"], res["t_last_tok"], res["t_finish"], res["generated"],
+                       res["hit_first"], res["computed_pf"], rs, out)
+    summary = _summary(points, out, rs, nrep, res, pt_off)
+    result = {"summary": summary, "offsets": pt_off}
+    if per_request:
+        result["requests"] = dict(res, prompt=prompt_p, output=output_p, replica=replica)
+    if log_steps:
+        result["steplog"] = steplog
+        result["steplog_points"] = np.asarray(owner)
+        result["steps_per_sub"] = runstats[:, E.RS_STEPS].astype(np.int64)
+    return result
+
+
+def _summary(points, out, rs, nrep, res, pt_off) -> dict[str, np.ndarray]:
+    P = len(points)
+    s: dict[str, np.ndarray] = {}
+    win = np.maximum(out[:, M.O_WINDOW], 1e-300)
+    s["n_arrived"] = out[:, M.O_N_MEASURED]
+    s["n_finished"] = out[:, M.O_N_FINISHED]
+    s["n_rejected"] = out[:, M.O_N_REJECTED]
+    s["n_unfinished"] = out[:, M.O_N_UNFINISHED]
+    s["n_not_arrived"] = out[:, M.O_N_NOT_ARRIVED]
+    by_reason = np.zeros((P, len(E.REASON_NAMES) - 1))
+    for q in range(P):
+        a, z = pt_off[q], pt_off[q + 1]
+        st = res["status"][a:z]
+        rr = res["reason"][a:z]
+        m = st == E.REJECTED
+        by_reason[q] = np.bincount(rr[m].astype(np.int64), minlength=len(E.REASON_NAMES))[1:]
+    s["n_rejected_by_reason"] = by_reason
+    for base, at in (("ttft", M.O_TTFT), ("tpot", M.O_TPOT), ("e2e", M.O_E2E), ("queue_delay", M.O_QUEUE)):
+        s[f"{base}_mean_ms"] = out[:, at] * 1e3
+        s[f"{base}_p50_ms"] = out[:, at + 1] * 1e3
+        s[f"{base}_p90_ms"] = out[:, at + 2] * 1e3
+        s[f"{base}_p99_ms"] = out[:, at + 3] * 1e3
+    s["ttft_max_ms"] = out[:, M.O_TTFT_MAX] * 1e3
+    s["output_tok_s"] = out[:, M.O_OUT_TOKENS] / win
+    s["total_tok_s"] = (out[:, M.O_OUT_TOKENS] + out[:, M.O_PROMPT_TOKENS]) / win
+    s["computed_prompt_tok_s"] = out[:, M.O_COMPUTED_PROMPT] / win
+    s["request_throughput_rps"] = out[:, M.O_N_FINISHED] / win
+    s["goodput_rps"] = out[:, M.O_N_GOOD] / win
+    s["goodput_tok_s"] = out[:, M.O_GOOD_TOKENS] / win
+    s["slo_attainment"] = np.where(out[:, M.O_N_MEASURED] > 0, out[:, M.O_N_GOOD] / np.maximum(out[:, M.O_N_MEASURED], 1), np.nan)
+    s["window_s"] = out[:, M.O_WINDOW]
+    steps = rs[:, E.RS_STEPS]
+    s["n_steps"] = steps
+    s["mean_batch_tokens"] = rs[:, E.RS_BATCH_TOKENS] / np.maximum(steps, 1)
+    s["mean_batch_size"] = rs[:, E.RS_BATCH_SEQS] / np.maximum(steps, 1)
+    end = np.maximum(rs[:, E.RS_END], 1e-300)
+    busy_rep = rs[:, E.RS_BUSY] / nrep  # mean busy time per replica
+    s["busy_fraction"] = busy_rep / end
+    kvb = np.array([max(pt.client.kv_capacity_blocks(), 1) for pt in points], dtype=float)
+    s["kv_util_mean"] = rs[:, E.RS_KV_BLOCK_S] / np.maximum(rs[:, E.RS_BUSY], 1e-300) / kvb
+    s["kv_util_peak"] = rs[:, E.RS_KV_PEAK] / kvb
+    fpk = np.array([pt.client.device.peak_flops(pt.client.precision.compute) for pt in points])
+    bwd = np.array([pt.client.device.memory_bandwidth_GBps * 1e9 for pt in points])
+    s["mfu"] = rs[:, E.RS_FLOPS] / nrep / (fpk * end)
+    s["mbu"] = rs[:, E.RS_BYTES] / nrep / (bwd * end)
+    s["preemptions"] = rs[:, E.RS_PREEMPTIONS]
+    s["recomputed_tokens"] = rs[:, E.RS_RECOMPUTED]
+    s["prefix_hit_rate"] = out[:, M.O_HIT_TOKENS] / np.maximum(out[:, M.O_PROMPT_TOKENS], 1)
+    s["kv_capacity_tokens"] = np.array([min(pt.client.kv_capacity_tokens(), 2**62) for pt in points], dtype=float)
+    s["weights_GiB_per_device"] = np.array([pt.client.weight_bytes_device() / 2**30 for pt in points])
+    # energy: per device E = busy·P_s + Σt_c·P_c + Σt_m·P_m + Σt_n·P_n, idle devices draw P_s
+    tdp = np.array([pt.client.device.tdp_W for pt in points])
+    ndev_rep = np.array([pt.client.tp * pt.client.pp for pt in points], dtype=float)
+    ps, pc, pm, pn = (tdp * f for f in POWER_SPLIT)
+    busy_energy = ndev_rep * (rs[:, E.RS_BUSY] * ps + rs[:, E.RS_TC] * pc + rs[:, E.RS_TM] * pm + rs[:, E.RS_TN] * pn)
+    idle_energy = ndev_rep * ps * (nrep * end - rs[:, E.RS_BUSY])
+    s["energy_J"] = busy_energy + idle_energy
+    s["energy_per_output_token_J"] = s["energy_J"] / np.maximum(out[:, M.O_OUT_TOKENS], 1)
+    price_h = np.array([pt.client.device.price_usd_per_hour * pt.client.num_devices for pt in points])
+    s["cost_usd"] = price_h * end / 3600.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s["tokens_per_dollar"] = np.where(price_h > 0, out[:, M.O_OUT_TOKENS] / s["cost_usd"], np.nan)
+        s["output_tok_s_per_usd_per_hour"] = np.where(price_h > 0, s["output_tok_s"] / price_h, np.nan)
+    return s

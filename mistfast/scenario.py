@@ -1,0 +1,191 @@
+"""``simulate(spec) -> xr.Dataset`` for one scenario, and the workload builder it shares with
+the sweep runner."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from . import __version__
+from . import workload as W
+from .kernels import engine as E
+from .runner import Point, run_points
+from .specs import ScenarioSpec, SpecError, WorkloadSpec, load_scenario, parse_scenario
+from .variables import REGISTRY, variable
+
+
+def _shared_dir() -> Path | None:
+    import os
+    env = os.environ.get("MISTFAST_SHARED")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parents[1]
+    for cand in (here.parent / "shared", here / "shared"):
+        if cand.is_dir():
+            return cand
+    return None
+
+
+def resolve_trace_path(path: str) -> Path:
+    """Trace paths may start with ``shared:`` (the ../shared folder) or ``samples:`` (data/samples)."""
+    if path.startswith("shared:"):
+        base = _shared_dir()
+        if base is None:
+            raise SpecError([f"workload.trace.path = {path!r}: the shared folder was not found (set MISTFAST_SHARED)"])
+        return base / path[len("shared:"):]
+    if path.startswith("samples:"):
+        from .catalog import data_dir
+        return data_dir() / "samples" / path[len("samples:"):]
+    return Path(path).expanduser()
+
+
+def _lengths(spec, n, rng, what):
+    kw = {k: getattr(spec, k) for k in ("value", "mean", "std", "low", "high", "values", "probs")
+          if getattr(spec, k) is not None}
+    try:
+        return W.sample_lengths(spec.dist, n, rng, max_tokens=spec.max_tokens, **kw)
+    except W.WorkloadError as exc:
+        raise SpecError([f"workload.{what}: {exc}"]) from None
+
+
+def build_requests(wl: WorkloadSpec, horizon_s: float, seed_seq: np.random.SeedSequence) -> W.Requests:
+    """The point's requests: independent streams for arrivals, inputs, outputs and sampling."""
+    s_arr, s_in, s_out, s_sub = (np.random.default_rng(s) for s in seed_seq.spawn(4))
+    n = wl.num_requests
+    a = wl.arrival
+    try:
+        if wl.trace is not None:
+            tr = wl.trace
+            path = resolve_trace_path(tr.path)
+            if tr.format == "servegen":
+                client = W.load_servegen(path, tr.chunk or 0)
+                end = tr.end_s if tr.end_s is not None else tr.start_s + horizon_s
+                reqs, _ = W.servegen_requests(client, s_arr, start_s=tr.start_s, duration_s=end - tr.start_s,
+                                              max_requests=n)
+            else:
+                reqs = W.load_trace(path, tr.format)
+                if tr.start_s > 0 or tr.end_s is not None:
+                    reqs = reqs.window(tr.start_s, tr.end_s if tr.end_s is not None else np.inf)
+                elif len(reqs):
+                    reqs = reqs.with_arrivals(reqs.arrival_s - reqs.arrival_s[0])
+                if tr.rate_scale != 1.0:
+                    reqs = reqs.scale_rate(tr.rate_scale)
+                if tr.sample is not None:
+                    reqs = reqs.subsample(int(tr.sample) if tr.sample >= 1 else tr.sample, s_sub)
+                if not tr.use_arrivals:
+                    reqs = reqs.with_arrivals(_arrivals(a, len(reqs), s_arr))
+                if len(reqs) > n:
+                    reqs = reqs.head(n)
+            if len(reqs) == 0:
+                raise SpecError([f"workload.trace = {tr.path!r}: no requests left after windowing/sampling"])
+        else:
+            arr = _arrivals(a, n, s_arr)
+            reqs = W.Requests.from_arrays(arr, _lengths(wl.input, n, s_in, "input"),
+                                          _lengths(wl.output, n, s_out, "output"))
+    except W.WorkloadError as exc:
+        raise SpecError([f"workload: {exc}"]) from None
+    if wl.prefix_tokens > 0 and not reqs.has_hashes:
+        reqs = _synthetic_prefixes(reqs, wl.prefix_tokens, wl.prefix_groups, s_sub)
+    return reqs
+
+
+def _arrivals(a, n, rng):
+    if a.process == "closed_loop":
+        return np.zeros(n)
+    return W.arrival_times(a.process, n, rng, rate_rps=a.rate_rps, cv=a.cv, burst_factor=a.burst_factor,
+                           burst_freq=a.burst_freq, burst_power=a.burst_power)
+
+
+def _synthetic_prefixes(reqs: W.Requests, prefix_tokens: int, groups: int, rng) -> W.Requests:
+    """Shared system-prompt style prefixes: request i gets group g's first prefix_tokens//block ids,
+    then ids of its own. Prompts shorter than the prefix are lengthened to prefix + 1."""
+    hb = reqs.hash_block_tokens
+    k = prefix_tokens // hb
+    inp = np.maximum(reqs.input_tokens, prefix_tokens + 1)
+    g = rng.integers(0, groups, size=len(reqs))
+    lists = []
+    nxt = groups * k
+    for i in range(len(reqs)):
+        own = int(np.ceil(inp[i] / hb)) - k
+        ids = list(range(g[i] * k, g[i] * k + k)) + list(range(nxt, nxt + own))
+        nxt += own
+        lists.append(ids)
+    return W.Requests.from_arrays(reqs.arrival_s, inp, reqs.output_tokens, lists, hash_block_tokens=hb)
+
+
+def point_seed(seed: int, *key: int) -> np.random.SeedSequence:
+    return np.random.SeedSequence([seed, *key])
+
+
+def scenario_point(spec: ScenarioSpec, seed_seq: np.random.SeedSequence | None = None) -> Point:
+    if len(spec.clients) != 1:
+        raise SpecError([f"clients = {len(spec.clients)} clients: the single-client engine takes exactly one; "
+                         "multi-client pipelines are not available yet"])
+    sim = spec.simulation
+    ss = seed_seq if seed_seq is not None else point_seed(sim.seed)
+    reqs = build_requests(spec.workload, sim.horizon_s, ss)
+    a = spec.workload.arrival
+    return Point(spec.client, reqs, sim, spec.slo, spec.workload.branches,
+                 concurrency=a.concurrency or 0 if a.process == "closed_loop" else 0,
+                 think_s=a.think_time_s)
+
+
+def summary_dataset(summary: dict[str, np.ndarray], index: int | None = None, extra_dims=()) -> xr.Dataset:
+    ds = xr.Dataset()
+    for name, arr in summary.items():
+        data = arr if index is None else arr[index]
+        ds[name] = variable(name, data, extra_dims)
+    ds = ds.assign_coords(reject_reason=list(E.REASON_NAMES[1:]))
+    return ds
+
+
+def simulate(spec: ScenarioSpec | dict | str | Path, *, per_request: bool | None = None,
+             log_steps: int = 0) -> xr.Dataset:
+    """Simulate one scenario; returns summary variables (and per-request ones on request)."""
+    if isinstance(spec, (str, Path)):
+        spec = load_scenario(spec)
+    elif isinstance(spec, dict):
+        spec = parse_scenario(spec)
+    pt = scenario_point(spec)
+    want_req = spec.simulation.per_request if per_request is None else per_request
+    res = run_points([pt], per_request=want_req, log_steps=log_steps)
+    ds = summary_dataset(res["summary"], 0)
+    if want_req:
+        r = res["requests"]
+        with np.errstate(invalid="ignore"):
+            gen = r["generated"].astype(float)
+            tpot = np.where(gen >= 2, (r["t_last_tok"] - r["t_first_tok"]) / np.maximum(gen - 1, 1), np.nan)
+        per = {
+            "req_arrival_s": r["arrival"], "req_prompt_tokens": r["prompt"], "req_output_tokens": r["output"],
+            "req_status": r["status"], "req_reason": r["reason"], "req_replica": r["replica"],
+            "req_ttft_ms": (r["t_first_tok"] - r["arrival"]) * 1e3, "req_tpot_ms": tpot * 1e3,
+            "req_e2e_ms": np.where(r["status"] == E.FINISHED, r["t_finish"] - r["arrival"], np.nan) * 1e3,
+            "req_queue_ms": (r["t_first_sched"] - r["arrival"]) * 1e3,
+            "req_first_scheduled_s": r["t_first_sched"], "req_first_token_s": r["t_first_tok"],
+            "req_finish_s": r["t_finish"], "req_generated_tokens": r["generated"],
+            "req_preemptions": r["preempts"], "req_hit_tokens": np.maximum(r["hit_first"], 0),
+        }
+        for k, v in per.items():
+            ds[k] = variable(k, v)
+    if log_steps:
+        n = int(min(res["steps_per_sub"][0], log_steps))
+        log = res["steplog"][0, :n]
+        ds.attrs["steplog"] = "see .steplog"
+        ds = ds.assign_coords(step=np.arange(n))
+        for j, name in enumerate(("step_start_s", "step_duration_s", "step_prefills", "step_prefill_tokens",
+                                  "step_decodes", "step_decode_tokens", "step_kv_blocks")):
+            ds[name] = xr.Variable(("step",), log[:, j])
+    ds.attrs.update(spec_attrs(spec))
+    return ds
+
+
+def spec_attrs(spec) -> dict:
+    return {"mistfast_version": __version__, "spec_json": json.dumps(spec.model_dump(mode="json"), sort_keys=True),
+            "token_counting": "tokens of requests arriving in [warmup, horizon], divided by the time from warmup "
+                              "to the end of the simulation (drain included)",
+            "percentiles": "over requests that reached the event (counts of the others are reported)"}
+
+
+assert all(k in REGISTRY for k in ("ttft_p99_ms", "req_ttft_ms"))

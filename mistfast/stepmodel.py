@@ -1,0 +1,187 @@
+"""Client spec -> flat parameter vector of the step-latency kernel, and the public
+``step_latency`` API built on it."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .specs import DTYPE_BYTES, ClientSpec, LinkSpec
+from .kernels import steptime as K
+
+GENZ_GB = float(2**30)          # GenZ reads "X GB/s" as X * 2^30 B/s
+GENZ_ONCHIP_GBps = 18000.0      # GenZ on-chip (SRAM) bandwidth, GiB/s
+GENZ_COMPUTE_MULT = {"fp32": 2.0, "tf32": 2.0, "bf16": 1.0, "fp16": 1.0, "fp8": 0.5, "int8": 0.5,
+                     "fp6": 0.5, "fp4": 0.25, "int4": 0.25}
+COLLECTIVE_STARTUP_S = 5e-6     # s0 of MODEL.md §2.1 collectives
+DEFAULT_INTER_NODE = LinkSpec(name="RDMA-400G (default)", bandwidth_GBps=50.0, latency_us=5.0, efficiency=1.0,
+                              source="400 Gb/s NIC = 50 GB/s per direction (MODEL.md §9.2); latency assumed")
+
+
+def tp_link(client: ClientSpec, group: int) -> tuple[float, float]:
+    """(alpha s, beta B/s per direction) of the slowest link of a ring over ``group`` devices."""
+    dev = client.device
+    genz = client.reference == "genz"
+    unit = GENZ_GB if genz else 1e9
+    eff = client.efficiency.network
+    if group <= dev.devices_per_node:
+        link = client.intra_node_link
+        if link is None:
+            bw = dev.scaleup_bidir_GBps / 2.0
+            if bw <= 0:
+                link = client.inter_node_link or DEFAULT_INTER_NODE
+            else:
+                return dev.scaleup_latency_us * 1e-6, bw * unit * eff
+    else:
+        link = client.inter_node_link or DEFAULT_INTER_NODE
+    return link.latency_us * 1e-6, link.bandwidth_GBps * unit * link.efficiency * eff
+
+
+def client_params(client: ClientSpec) -> np.ndarray:
+    """The kernel's parameter vector for one client (one TP x PP x EP engine)."""
+    m, dev, prec, eff = client.model, client.device, client.precision, client.efficiency
+    genz = client.reference == "genz"
+    t, p, e = client.tp, client.pp, client.ep
+    prm = np.zeros(K.N_PARAMS)
+    if genz:
+        # one `bits` value scales everything (MODEL.md §2.3 compat)
+        b = DTYPE_BYTES[prec.weights]
+        bw_b = ba_b = bkv_b = b
+        fpeak = dev.peak_flops("bf16") / GENZ_COMPUTE_MULT[prec.weights]
+        fpeak_attn = fpeak
+        unit = GENZ_GB
+        prm[K.P_BW_ONCHIP] = GENZ_ONCHIP_GBps * GENZ_GB * eff.memory
+        prm[K.P_GENZ] = 1.0
+        prm[K.P_GENZ_KV_EXTRA] = 0.0
+    else:
+        bw_b, ba_b, bkv_b = DTYPE_BYTES[prec.weights], DTYPE_BYTES[prec.activations], DTYPE_BYTES[prec.kv]
+        fpeak = dev.peak_flops(prec.compute)
+        # attention matmuls run in the activation precision (FlashAttention is bf16/fp16 unless
+        # the engine enables fp8 attention): assumption
+        fpeak_attn = dev.peak_flops(prec.activations)
+        unit = 1e9
+        prm[K.P_BW_ONCHIP] = 1.0  # unused
+        prm[K.P_GENZ_KV_EXTRA] = 1.0
+    prm[K.P_FPEAK] = fpeak * eff.compute
+    prm[K.P_FPEAK_ATTN] = fpeak_attn * eff.compute
+    prm[K.P_BW] = dev.memory_bandwidth_GBps * unit * eff.memory
+    prm[K.P_TAU] = eff.op_overhead_us * 1e-6
+    D, dh = m.hidden_size, m.head_dim
+    hq, hkv = math.ceil(m.num_heads / t), math.ceil(m.num_kv_heads / t)
+    prm[K.P_D] = D
+    prm[K.P_V] = m.vocab_size
+    prm[K.P_V_SHARD] = m.vocab_size / t
+    if m.is_moe:
+        prm[K.P_N_DENSE] = m.first_dense_layers
+        prm[K.P_N_MOE] = m.num_layers - m.first_dense_layers
+    else:
+        prm[K.P_N_DENSE] = m.num_layers
+    prm[K.P_PP] = p
+    prm[K.P_STAGE_LAYERS] = math.ceil(m.num_layers / p)
+    prm[K.P_HQ] = hq
+    prm[K.P_HKV] = hkv
+    prm[K.P_DH] = dh
+    if m.is_mla:
+        ql = m.q_lora_rank
+        qkv_w = (D * ql + ql * hq * (dh + m.rope_head_dim)) if ql else D * hq * (dh + m.rope_head_dim)
+        qkv_w += D * (m.kv_lora_rank + m.rope_head_dim) + m.kv_lora_rank * hq * 2 * dh
+        prm[K.P_QKV_OUT] = hq * (dh + m.rope_head_dim) + m.kv_lora_rank + m.rope_head_dim
+        prm[K.P_MLA] = 1.0
+        prm[K.P_MLA_LAT] = m.kv_lora_rank + m.rope_head_dim
+        prm[K.P_MLA_FPAIR] = 2.0 * (2 * m.kv_lora_rank + m.rope_head_dim)
+    else:
+        qkv_w = D * (hq + 2 * hkv) * dh
+        prm[K.P_QKV_OUT] = (hq + 2 * hkv) * dh
+    prm[K.P_QKV_W] = qkv_w
+    prm[K.P_O_W] = hq * dh * D
+    prm[K.P_O_IN] = hq * dh
+    g = 2 if m.gated_ffn else 1
+    prm[K.P_FFN_W] = m.ffn_mats * D * m.ffn_dim / t
+    prm[K.P_FFN_UP_OUT] = g * m.ffn_dim / t
+    prm[K.P_FFN_DOWN_IN] = m.ffn_dim / t
+    prm[K.P_BWB], prm[K.P_BAB], prm[K.P_BKVB] = bw_b, ba_b, bkv_b
+    causal = client.causal_attention if client.causal_attention is not None else not genz
+    prm[K.P_CAUSAL] = 1.0 if causal else 0.0
+    prm[K.P_ENCODER] = 1.0 if m.architecture == "encoder" else 0.0
+    prm[K.P_SHARED_ONCE] = 1.0 if client.shared_prefix_read_once else 0.0
+    prm[K.P_TP] = t
+    prm[K.P_TP_ALPHA], prm[K.P_TP_BETA] = tp_link(client, t)
+    prm[K.P_S0] = COLLECTIVE_STARTUP_S
+    prm[K.P_PP_ALPHA], prm[K.P_PP_BETA] = tp_link(client, t * p)
+    if m.is_moe:
+        prm[K.P_E] = m.num_experts
+        prm[K.P_K] = m.top_k
+        prm[K.P_EP] = e
+        prm[K.P_TE] = t // e
+        prm[K.P_EXPERT_W] = m.ffn_mats * D * m.expert_ffn_dim
+        prm[K.P_EXPERT_MATS] = m.ffn_mats
+        prm[K.P_DE] = m.expert_ffn_dim
+        prm[K.P_SHARED_W] = m.num_shared_experts * m.ffn_mats * D * m.expert_ffn_dim / t
+        prm[K.P_ROUTER_W] = D * m.num_experts
+        prm[K.P_EP_ALPHA], prm[K.P_EP_BETA] = tp_link(client, t)
+    prm[K.P_HAS_LMHEAD] = 0.0 if m.architecture == "encoder" else 1.0
+    return prm
+
+
+BREAKDOWN_NAMES = ("gemm_s", "attention_s", "communication_s", "other_s", "compute_bound_s",
+                   "memory_bound_s", "flops", "hbm_bytes", "ideal_compute_s", "ideal_memory_s",
+                   "communication_busy_s", "pp_interval_s")
+
+
+@dataclass(frozen=True)
+class StepLatency:
+    """Result of :func:`step_latency`: total time and a per-category breakdown (per device)."""
+    total_s: float
+    breakdown: dict
+
+    @property
+    def total_ms(self) -> float:
+        return self.total_s * 1e3
+
+    def __str__(self) -> str:
+        b = self.breakdown
+        lines = [f"step latency       {self.total_ms:10.4f} ms"]
+        for k in ("gemm_s", "attention_s", "communication_s", "other_s", "compute_bound_s", "memory_bound_s"):
+            lines.append(f"  {k[:-2]:<17}{b[k] * 1e3:10.4f} ms  ({b[k] / self.total_s * 100 if self.total_s else 0:5.1f} %)")
+        lines.append(f"  FLOP per device  {b['flops']:10.4g}")
+        lines.append(f"  HBM bytes/device {b['hbm_bytes']:10.4g}")
+        return "\n".join(lines)
+
+
+def _as_arrays(prefill: Iterable[Sequence[int]], decode: Iterable[Sequence[int]]):
+    pf = np.asarray([tuple(x) for x in prefill], dtype=np.float64).reshape(-1, 2)
+    dec_rows = []
+    for x in decode:
+        x = tuple(x)
+        if len(x) == 2:      # (branches, kv)
+            dec_rows.append((x[0], 0, x[1]))
+        elif len(x) == 3:    # (branches, shared, private)
+            dec_rows.append(x)
+        else:
+            raise ValueError(f"decode entry {x!r}: expected (branches, kv) or (branches, shared, private)")
+    dec = np.asarray(dec_rows, dtype=np.float64).reshape(-1, 3)
+    if (pf < 0).any() or (dec < 0).any():
+        raise ValueError("prefill/decode entries must be >= 0")
+    if len(pf) and (pf[:, 1] < 1).any():
+        raise ValueError("prefill chunk tokens must be >= 1")
+    if len(dec) and (dec[:, 0] < 1).any():
+        raise ValueError("decode branches must be >= 1")
+    return pf, dec
+
+
+def step_latency(client: ClientSpec, prefill=(), decode=(), *, prompts_done: int | None = None) -> StepLatency:
+    """Latency of one engine step.
+
+    prefill: ``[(kv_before_chunk, chunk_tokens), ...]``; decode: ``[(branches, kv), ...]`` or
+    ``[(branches, shared_prefix, private_kv), ...]``. ``prompts_done`` = prefills finishing this
+    step (default: all of them).
+    """
+    pf, dec = _as_arrays(prefill, decode)
+    prm = client_params(client)
+    out = np.zeros(K.N_BREAKDOWN)
+    done = len(pf) if prompts_done is None else prompts_done
+    t = K.step_time(prm, pf[:, 0].copy(), pf[:, 1].copy(), len(pf), float(done),
+                    dec[:, 0].copy(), dec[:, 1].copy(), dec[:, 2].copy(), len(dec), out)
+    return StepLatency(float(t), dict(zip(BREAKDOWN_NAMES, map(float, out))))

@@ -1,0 +1,171 @@
+"""Step-latency model: GenZ oracle values, hand-derived sizes and FLOPs, kernel == Python twin,
+and the physics users expect."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from mistfast import step_latency
+from mistfast.specs import SpecError, make_client
+from tests.reference.step_reference import reference_step_time
+
+GiB = 2**30
+
+
+# ---- GenZ oracle values (MODEL.md §11.1, computed by running GenZ at commit 091bdd0) ----------
+@pytest.mark.parametrize("model,tp,prefill,decode,expected_ms", [
+    ("llama-3.1-8b", 1, [(0, 512)], [], 11.282),
+    ("llama-3.1-8b", 1, [], [(1, 1024)], 5.532),
+    ("llama-3.1-70b-genz", 8, [(0, 2048)], [], 74.141),
+])
+def test_genz_oracles(model, tp, prefill, decode, expected_ms):
+    dev = {"preset": "H100-genz", "memory_GiB": 1000.0}  # capacity is irrelevant to latency
+    c = make_client(model, dev, tp=tp, reference="genz")
+    got = step_latency(c, prefill=prefill, decode=decode).total_ms
+    assert got == pytest.approx(expected_ms, rel=0.01)
+
+
+def test_genz_hand_check_8b_prefill_parts():
+    # MODEL.md §11.1: 0.725 (embedding GEMM) + 32 x 0.307 (layers) + 0.725 (LM head) ms
+    c = make_client("llama-3.1-8b", "H100-genz", reference="genz")
+    emb_ms = 2 * 512 * 128256 * 4096 / (989e12 * 0.75) * 1e3
+    assert emb_ms == pytest.approx(0.725, abs=0.001)
+    total = step_latency(c, prefill=[(0, 512)]).total_ms
+    assert total == pytest.approx(2 * 0.725 + 32 * 0.307, rel=0.003)
+
+
+# ---- hand-derived sizes ---------------------------------------------------------------------
+def test_llama_8b_sizes_by_hand():
+    c = make_client("llama-3.1-8b", "H100")
+    # per layer: QKV 4096*(32+16)*128 + O 4096*4096 + FFN 3*4096*14336 ; 32 layers ; emb + head 2*128256*4096
+    layer = 4096 * 6144 + 4096 * 4096 + 3 * 4096 * 14336
+    params = 32 * layer + 2 * 128256 * 4096
+    assert c.model.param_count() == params
+    assert params == pytest.approx(8.03e9, rel=0.001)
+    assert c.weight_bytes_device() == 2 * params
+    assert c.kv_bytes_per_token() == 2 * 32 * 8 * 128 * 2 == 131072  # 128 KiB
+    assert c.kv_bytes_per_token_device() == 131072
+    # capacity: floor(0.95 * (80 GiB - 16.06 GB - 3.5 GiB) / 128 KiB)
+    expect = math.floor(0.95 * (80 * GiB - 2 * params - 3.5 * GiB) / 131072)
+    assert c.kv_capacity_tokens() == expect
+
+
+def test_llama_70b_tp8_sizes_by_hand():
+    c = make_client("llama-3.1-70b", "H100", tp=8)
+    assert c.model.param_count() == pytest.approx(70.6e9, rel=0.002)
+    assert c.kv_bytes_per_token() == 2 * 80 * 8 * 128 * 2 == 327680  # 320 KiB
+    assert c.kv_bytes_per_token_device() == 2 * 1 * 128 * 80 * 2
+    # one KV head per device: per-device QKV has 8 + 2 heads of 128
+    per_layer = 8192 * (8 + 2) * 128 + 8 * 128 * 8192 + 3 * 8192 * 28672 / 8
+    emb = 128256 * 8192 / 8
+    assert c.weight_bytes_device() == pytest.approx(2 * (80 * per_layer + 2 * emb))
+
+
+def test_flops_8b_decode_by_hand():
+    c = make_client("llama-3.1-8b", "H100")
+    r = step_latency(c, decode=[(1, 1000)])
+    layer = 4096 * 6144 + 4096 * 4096 + 3 * 4096 * 14336
+    gemm = 2 * 32 * layer                     # 1 token row through every layer
+    attn = 32 * 4 * 32 * 128 * 1001           # 4*H*dh*(k+1) per layer
+    head = 2 * 4096 * 128256
+    assert r.breakdown["flops"] == pytest.approx(gemm + attn + head, rel=1e-12)
+
+
+def test_model_does_not_fit_is_clear():
+    with pytest.raises(SpecError, match=r"does not fit.*tp=1"):
+        make_client("llama-3.1-70b", "H100", tp=1)
+
+
+def test_tp_must_divide_heads():
+    with pytest.raises(SpecError, match=r"tp = 3: tp must divide num_heads \(64\)"):
+        make_client("llama-3.1-70b", "H100", tp=3)
+
+
+# ---- kernel == Python twin ------------------------------------------------------------------
+CLIENTS = {
+    "8b": dict(model="llama-3.1-8b", device="H100"),
+    "70b-tp4-pp2": dict(model="llama-3.1-70b", device="H100", tp=4, pp=2),
+    "qwen-fp8": dict(model="qwen3-32b", device="H200", tp=2, precision="fp8"),
+    "mixtral-ep2": dict(model="mixtral-8x7b", device="H100", tp=2, ep=2),
+    "dsv3": dict(model="deepseek-v3", device={"preset": "B200", "memory_GiB": 4000}, tp=8, precision="fp8"),
+    "genz-8b": dict(model="llama-3.1-8b", device="H100-genz", reference="genz"),
+    "genz-mixtral": dict(model="mixtral-8x7b", device={"preset": "H100-genz", "memory_GiB": 400}, reference="genz", tp=2, ep=2),
+    "e5": dict(model="e5-large", device="A100"),
+    "multi-node-tp16": dict(model="llama-3.1-405b", device="H100", tp=16, precision="fp8"),
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(name=st.sampled_from(sorted(CLIENTS)),
+       pf=st.lists(st.tuples(st.integers(0, 5000), st.integers(1, 3000)), max_size=5),
+       dec=st.lists(st.tuples(st.integers(1, 4), st.integers(0, 3000), st.integers(0, 8000)), max_size=40),
+       done=st.integers(0, 5))
+def test_kernel_matches_python_twin(name, pf, dec, done):
+    c = make_client(**CLIENTS[name])
+    if c.model.architecture == "encoder":
+        pf, dec = [(0, x) for _, x in pf], []
+    done = min(done, len(pf))
+    got = step_latency(c, prefill=pf, decode=dec, prompts_done=done).total_s
+    want, _ = reference_step_time(c, pf, dec, prompts_done=done)
+    assert got == pytest.approx(want, rel=1e-9, abs=1e-15)
+
+
+# ---- physics -----------------------------------------------------------------------------------
+def test_decode_grows_with_kv_and_is_memory_bound():
+    c = make_client("llama-3.1-8b", "H100")
+    ts = [step_latency(c, decode=[(1, k)] * 8).total_s for k in (128, 1024, 8192, 32768)]
+    assert all(a < b for a, b in zip(ts, ts[1:]))
+    r = step_latency(c, decode=[(1, 1024)] * 4)
+    assert r.breakdown["memory_bound_s"] > 0.9 * r.total_s
+
+
+def test_prefill_becomes_compute_bound():
+    c = make_client("llama-3.1-8b", "H100")
+    small = step_latency(c, prefill=[(0, 16)])
+    big = step_latency(c, prefill=[(0, 1024)])
+    assert small.breakdown["memory_bound_s"] > small.breakdown["compute_bound_s"]
+    assert big.breakdown["compute_bound_s"] > 0.8 * big.total_s
+
+
+def test_fp8_faster_than_bf16():
+    for pf, dec in (([(0, 2048)], []), ([], [(1, 2000)] * 32)):
+        bf = step_latency(make_client("llama-3.1-70b", "H100", tp=4), prefill=pf, decode=dec).total_s
+        f8 = step_latency(make_client("llama-3.1-70b", "H100", tp=4, precision="fp8"), prefill=pf, decode=dec).total_s
+        assert f8 < bf
+
+
+def test_tp8_faster_than_tp2_for_70b_prefill():
+    t2 = step_latency(make_client("llama-3.1-70b", "H100", tp=2), prefill=[(0, 4096)]).total_s
+    t8 = step_latency(make_client("llama-3.1-70b", "H100", tp=8), prefill=[(0, 4096)]).total_s
+    assert t8 < t2
+
+
+def test_moe_batch1_reads_only_active_experts():
+    c = make_client("mixtral-8x7b", "H100", tp=2)
+    r = step_latency(c, decode=[(1, 100)])
+    m = c.model
+    all_expert_bytes = m.num_layers * m.num_experts * 3 * m.hidden_size * m.expert_ffn_dim * 2 / 2
+    active = m.num_layers * m.top_k * 3 * m.hidden_size * m.expert_ffn_dim * 2 / 2  # E(1-(1-K/E)^1) = K
+    # every byte beyond the attention/embedding weights is the active experts, not all 8
+    assert r.breakdown["hbm_bytes"] < c.weight_bytes_device() - (all_expert_bytes - active) * 0.99
+    assert r.breakdown["hbm_bytes"] > active
+
+
+def test_causal_cheaper_than_full_attention():
+    c = make_client("llama-3.1-8b", "H100")
+    full = make_client("llama-3.1-8b", "H100", causal_attention=False)
+    pf = [(0, 8192)]
+    assert step_latency(c, prefill=pf).breakdown["flops"] < step_latency(full, prefill=pf).breakdown["flops"]
+
+
+def test_empty_step_is_zero():
+    assert step_latency(make_client("llama-3.1-8b", "H100")).total_s == 0.0
+
+
+def test_bad_batch_entries():
+    c = make_client("llama-3.1-8b", "H100")
+    with pytest.raises(ValueError, match="chunk tokens"):
+        step_latency(c, prefill=[(0, 0)])
+    with pytest.raises(ValueError, match="decode entry"):
+        step_latency(c, decode=[(1, 2, 3, 4)])
