@@ -259,4 +259,5 @@ def _summary(points, out, rs, nrep, res, pt_off) -> dict[str, np.ndarray]:
     with np.errstate(divide="ignore", invalid="ignore"):
         s["tokens_per_dollar"] = np.where(price_h > 0, out[:, M.O_OUT_TOKENS] / s["cost_usd"], np.nan)
         s["output_tok_s_per_usd_per_hour"] = np.where(price_h > 0, s["output_tok_s"] / price_h, np.nan)
+    s["steps_outside_calibration"] = rs[:, E.RS_OUT_OF_RANGE]
     return s

@@ -152,6 +152,11 @@ def simulate(spec: ScenarioSpec | dict | str | Path, *, per_request: bool | None
     want_req = spec.simulation.per_request if per_request is None else per_request
     res = run_points([pt], per_request=want_req, log_steps=log_steps)
     ds = summary_dataset(res["summary"], 0)
+    n_out = int(res["summary"]["steps_outside_calibration"][0])
+    if n_out:
+        import warnings
+        warnings.warn(f"{n_out} of {int(ds.n_steps)} steps fell outside the measured range of the step correction "
+                      "of client {spec.client.name!r}; the factor of the nearest measured point was used", stacklevel=2)
     if want_req:
         r = res["requests"]
         with np.errstate(invalid="ignore"):

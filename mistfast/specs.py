@@ -266,6 +266,28 @@ class EfficiencySpec(Spec):
     source: str = "MODEL.md §2.1 defaults (reference system_eff 0.75)"
 
 
+class StepCorrectionSpec(Spec):
+    """Measured-step correction of the analytical model (MODEL.md §2.2): step time is multiplied
+    by a factor interpolated linearly in log(token rows) between ``tokens`` knots, separately for
+    steps with prefill and decode-only steps; outside the knots the end factor applies."""
+    tokens: list[float] = Field(min_length=1, max_length=16)
+    prefill: list[float]
+    decode: list[float]
+    source: str = ""
+
+    @model_validator(mode="after")
+    def _check(self):
+        if any(x <= 0 for x in self.tokens) or any(b <= a for a, b in zip(self.tokens, self.tokens[1:])):
+            raise field_error("tokens", self.tokens, "must be > 0 and strictly increasing")
+        for name in ("prefill", "decode"):
+            v = getattr(self, name)
+            if len(v) != len(self.tokens):
+                raise field_error(name, f"{len(v)} values", f"needs one factor per knot ({len(self.tokens)})")
+            if any(not (x > 0) for x in v):
+                raise field_error(name, v, "factors must be > 0")
+        return self
+
+
 BATCHING = ("static", "continuous", "mixed", "chunked")
 POLICIES = ("fcfs", "spf", "lwl")
 
@@ -302,6 +324,7 @@ class ClientSpec(Spec):
     intra_node_link: LinkSpec | None = None
     inter_node_link: LinkSpec | None = None
     reference: Literal["correct", "genz"] = "correct"
+    step_correction: StepCorrectionSpec | None = None
     causal_attention: bool | None = None
     shared_prefix_read_once: bool = True
 

@@ -122,12 +122,19 @@ def client_params(client: ClientSpec) -> np.ndarray:
         prm[K.P_ROUTER_W] = D * m.num_experts
         prm[K.P_EP_ALPHA], prm[K.P_EP_BETA] = tp_link(client, t)
     prm[K.P_HAS_LMHEAD] = 0.0 if m.architecture == "encoder" else 1.0
+    corr = client.step_correction
+    if corr is not None:
+        nk = len(corr.tokens)
+        prm[K.P_CORR_N] = nk
+        prm[K.P_CORR_LOGT:K.P_CORR_LOGT + nk] = np.log(corr.tokens)
+        prm[K.P_CORR_PF:K.P_CORR_PF + nk] = corr.prefill
+        prm[K.P_CORR_DEC:K.P_CORR_DEC + nk] = corr.decode
     return prm
 
 
 BREAKDOWN_NAMES = ("gemm_s", "attention_s", "communication_s", "other_s", "compute_bound_s",
                    "memory_bound_s", "flops", "hbm_bytes", "ideal_compute_s", "ideal_memory_s",
-                   "communication_busy_s", "pp_interval_s")
+                   "communication_busy_s", "pp_interval_s", "outside_calibrated_range")
 
 
 @dataclass(frozen=True)

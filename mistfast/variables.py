@@ -65,6 +65,7 @@ _add("mbu", (), "float64", "1", "memory bandwidth utilisation: HBM bytes / (band
 _add("preemptions", (), "int64", "1", "preemptions (recompute)")
 _add("recomputed_tokens", (), "int64", "tokens", "prompt+generated tokens scheduled again after preemption")
 _add("prefix_hit_rate", (), "float64", "1", "prompt tokens served from the prefix cache / prompt tokens")
+_add("steps_outside_calibration", (), "int64", "1", "steps whose token count fell outside the measured range of the client's step correction (the nearest boundary factor was used)")
 _add("kv_capacity_tokens", (), "int64", "tokens", "KV tokens one engine can hold")
 _add("weights_GiB_per_device", (), "float64", "GiB", "weight bytes on the most loaded device")
 # ---- energy and cost ----

@@ -61,7 +61,8 @@ RS_FLOPS = 12
 RS_BYTES = 13
 RS_PF_TOKENS = 14
 RS_DEC_TOKENS = 15
-N_RUNSTATS = 16
+RS_OUT_OF_RANGE = 16   # steps costed outside the calibrated range of a step correction table
+N_RUNSTATS = 17
 
 # ---- step log columns -----------------------------------------------------------------------------
 L_T, L_DT, L_NPF, L_PF_TOKENS, L_NDEC, L_DEC_TOKENS, L_KV_USED = 0, 1, 2, 3, 4, 5, 6
@@ -585,6 +586,7 @@ def simulate_client(prm, sch, arrival_in, prompt, output, hash_off, hash_ids, n_
         runstats[RS_TN] += bd[ST.B_TN]
         runstats[RS_FLOPS] += bd[ST.B_FLOPS]
         runstats[RS_BYTES] += bd[ST.B_BYTES]
+        runstats[RS_OUT_OF_RANGE] += bd[ST.B_OUT_OF_RANGE]
 
         # ---- 4. apply at t_end ---------------------------------------------------------------------------------
         any_finished = False

@@ -67,7 +67,15 @@ P_EP_ALPHA = 47
 P_EP_BETA = 48
 P_HAS_LMHEAD = 49
 P_GENZ_KV_EXTRA = 50  # GenZ decode reads kv_len (0) — we read kv_len+1 (1) incl. the new token
-N_PARAMS = 51
+# measured-step correction (MODEL.md §2.2): total *= factor(T), piecewise linear in log(T) between
+# knots, clamped at the end knots (outside the measured range: the analytical model scaled by the
+# factor of the nearest boundary point). Separate factor rows for decode-only and other steps.
+P_CORR_N = 51         # number of knots (0 = no correction)
+CORR_MAX = 16
+P_CORR_LOGT = 52      # CORR_MAX knots: log(token rows)
+P_CORR_PF = P_CORR_LOGT + CORR_MAX      # factor for steps with any prefill
+P_CORR_DEC = P_CORR_PF + CORR_MAX       # factor for decode-only steps
+N_PARAMS = P_CORR_DEC + CORR_MAX
 
 # ---- breakdown layout (per device, whole step) ---------------------------------------------
 B_GEMM = 0
@@ -82,7 +90,8 @@ B_TC = 8             # sum of ideal compute times (energy model)
 B_TM = 9             # sum of ideal memory times
 B_TN = 10            # sum of communication times
 B_INTERVAL = 11      # PP: time between batch starts (slowest stage); = latency when pp = 1
-N_BREAKDOWN = 12
+B_OUT_OF_RANGE = 12  # 1 when a correction table exists and T is outside its knots
+N_BREAKDOWN = 13
 
 CAT_GEMM, CAT_ATTN, CAT_COMM, CAT_OTHER = B_GEMM, B_ATTN, B_COMM, B_OTHER
 
@@ -301,6 +310,32 @@ def step_time(prm, pf_past, pf_new, n_pf, n_pf_done, dec_w, dec_s, dec_k, n_dec,
         p2p = prm[P_PP_ALPHA] + T * D * ba / prm[P_PP_BETA]
         p2p_t = _op(prm, out, CAT_COMM, pp - 1.0, 0.0, 0.0, 0.0, p2p)
     total = layer_t + emb_t + head_t + p2p_t
+    nk = int(prm[P_CORR_N])
+    if nk > 0:
+        row = P_CORR_DEC if t_pf == 0.0 else P_CORR_PF
+        x = np.log(T)
+        if x <= prm[P_CORR_LOGT]:
+            f = prm[row]
+            out[B_OUT_OF_RANGE] = 1.0 if x < prm[P_CORR_LOGT] else 0.0
+        elif x >= prm[P_CORR_LOGT + nk - 1]:
+            f = prm[row + nk - 1]
+            out[B_OUT_OF_RANGE] = 1.0 if x > prm[P_CORR_LOGT + nk - 1] else 0.0
+        else:
+            j = 1
+            while prm[P_CORR_LOGT + j] < x:
+                j += 1
+            x0 = prm[P_CORR_LOGT + j - 1]
+            x1 = prm[P_CORR_LOGT + j]
+            u = (x - x0) / (x1 - x0)
+            f = prm[row + j - 1] + (prm[row + j] - prm[row + j - 1]) * u
+        total *= f
+        layer_t *= f
+        emb_t *= f
+        head_t *= f
+        p2p_t *= f
+        for i in range(B_COMPUTE_BOUND + 1):
+            out[i] *= f
+        out[B_MEMORY_BOUND] *= f
     if pp > 1.0:
         # slowest stage: ceil(L/p) layers (+ embedding or LM head) + one hop
         per_layer = layer_t / n_layers

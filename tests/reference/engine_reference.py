@@ -1,0 +1,590 @@
+"""Plain-Python twin of the single-client engine kernel (``mistfast.kernels.engine``).
+
+Written directly from ``mistfast/ENGINE_SEMANTICS.md`` (with MODEL.md §4.4, §5, §8 as context),
+WITHOUT looking at the numba kernel: it is the test oracle for that kernel. It is slow and
+obvious on purpose: per-request Python lists, a deque for ``waiting``, a list for ``running``,
+an ``OrderedDict`` LRU for the prefix cache, and every rule spelled out where it applies.
+
+Nothing here imports ``mistfast``.
+
+Choices made where the contract is silent or ambiguous are marked ``AMBIGUITY:`` below
+(and listed in ``AMBIGUITIES`` at the bottom of this module).
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict, deque
+
+import numpy as np
+
+# batching strategies
+STATIC, CONTINUOUS, MIXED, CHUNKED = 0, 1, 2, 3
+# admission order policies
+FCFS, SPF, LWL = 0, 1, 2
+# request status codes
+PENDING, WAITING, RUNNING, FINISHED, REJECTED, UNFINISHED = 0, 1, 2, 3, 4, 5
+# reasons
+R_NONE = 0
+R_PROMPT_EXCEEDS_TOKEN_BUDGET = 1
+R_EXCEEDS_MAX_MODEL_LEN = 2
+R_KV_EXCEEDS_CAPACITY = 3
+R_KV_EXHAUSTED = 4
+
+# AMBIGUITY (prefix-cache insertion time): the loop text (step 4) says a request inserts its full
+# prompt hash blocks when it *finishes*; the "Prefix cache" section says "when the request
+# finishes its first prefill (i.e. when computed reaches pf_target the first time)", and MODEL.md
+# §4.2 says "new full blocks are written after prefill". We follow the specific section:
+# "first_prefill". Set to "finish" to get the other reading.
+PREFIX_INSERT_AT = "first_prefill"
+
+
+def _ceil_div(a, b):
+    return -(-a // b)
+
+
+class _PrefixLRU:
+    """LRU set of hash-block ids with a fixed capacity (in hash blocks)."""
+
+    def __init__(self, capacity):
+        self.capacity = int(capacity)
+        self.od = OrderedDict()
+
+    def leading_hits(self, ids):
+        """m = number of leading ids present (stops at the first miss). Does not touch."""
+        m = 0
+        for h in ids:
+            if h in self.od:
+                m += 1
+            else:
+                break
+        return m
+
+    def touch(self, ids, m):
+        # lookup hits move to the most-recent end, in prefix order (so the last hit block ends
+        # up most recent)
+        for h in ids[:m]:
+            self.od.move_to_end(h)
+
+    def insert(self, ids):
+        for h in ids:
+            if h in self.od:
+                # AMBIGUITY: inserting an id that is already cached just moves it to the
+                # most-recent end (no duplicate, no eviction).
+                self.od.move_to_end(h)
+            else:
+                if len(self.od) >= self.capacity:
+                    self.od.popitem(last=False)  # evict least recent
+                self.od[h] = True
+
+
+def reference_simulate(requests: dict, sched: dict, step_fn) -> dict:
+    """Simulate one engine (single client) step by step.
+
+    requests: {'arrival_s': float64[n] sorted, 'prompt': int64[n], 'output': int64[n],
+               'hash_off': int64[n+1], 'hash_ids': int64[m] (dense ids 0..H-1),
+               'branches': int, 'hash_block': int}
+    sched: {'batching': 0 STATIC|1 CONTINUOUS|2 MIXED|3 CHUNKED, 'policy': 0 FCFS|1 SPF|2 LWL,
+            'max_batched_tokens', 'max_batch_size', 'chunk_size', 'block_size', 'total_blocks',
+            'watermark_blocks', 'preemption' (0/1), 'prefix_cache_blocks' (0 = off),
+            'static_pad' (0/1), 'aging_s', 'max_model_len', 'concurrency' (0 = open loop),
+            'think_s', 'horizon_s', 'max_sim_s', 'drain' (0/1)}
+    step_fn(prefill: list[(past, new)], decode: list[(w, s, k)], n_done: int) -> seconds
+
+    Returns per-request numpy arrays ('status', 'reason', 'arrival_s', 't_first_scheduled',
+    't_first_token', 't_last_token', 't_finish', 'generated', 'preemptions', 'hit_tokens',
+    'computed_prompt_tokens') and per-run values ('steps', 'busy_s', 'n_steps',
+    'kv_peak_blocks', 'kv_block_seconds', 'preemptions_total', 'recomputed_tokens',
+    'end_time_s', plus the extras 'sum_batch_tokens', 'sum_batch_seqs').
+
+    Each step dict is {'t', 'dt', 'prefill': [(id, past, new)], 'decode': [(id, w, s, k)]} plus
+    the extras 'n_done' (what was passed to step_fn) and 'kv_blocks' (blocks in use after the
+    step's admissions/growth, the value used for the peak and the time-weighted sum).
+    """
+    # ---------------------------------------------------------------- inputs
+    arrival_in = [float(x) for x in np.asarray(requests["arrival_s"], dtype=np.float64)]
+    prompt = [int(x) for x in np.asarray(requests["prompt"])]
+    output = [int(x) for x in np.asarray(requests["output"])]
+    n = len(prompt)
+    hash_off = np.asarray(requests.get("hash_off", np.zeros(n + 1, dtype=np.int64)))
+    hash_ids_all = np.asarray(requests.get("hash_ids", np.zeros(0, dtype=np.int64)))
+    if hash_off.size != n + 1:
+        hash_off = np.zeros(n + 1, dtype=np.int64)
+    ids_of = [[int(h) for h in hash_ids_all[int(hash_off[i]):int(hash_off[i + 1])]] for i in range(n)]
+    w = int(requests.get("branches", 1))
+    hash_block = int(requests.get("hash_block", 512))
+
+    batching = int(sched["batching"])
+    policy = int(sched["policy"])
+    B_tok = int(sched["max_batched_tokens"])
+    B_seq = int(sched["max_batch_size"])
+    C = int(sched["chunk_size"])
+    b = int(sched["block_size"])
+    N_blk = int(sched["total_blocks"])
+    watermark = int(sched["watermark_blocks"])
+    preemption = int(sched["preemption"])
+    cache_cap = int(sched["prefix_cache_blocks"])
+    static_pad = int(sched["static_pad"])
+    aging_s = float(sched["aging_s"])
+    max_model_len = int(sched["max_model_len"])
+    concurrency = int(sched["concurrency"])
+    think_s = float(sched["think_s"])
+    horizon_s = float(sched["horizon_s"])
+    max_sim_s = float(sched["max_sim_s"])
+    drain = int(sched["drain"])
+
+    cache = _PrefixLRU(cache_cap) if cache_cap > 0 else None
+
+    # ---------------------------------------------------------------- per-request state
+    nan = float("nan")
+    status = [PENDING] * n
+    reason = [R_NONE] * n
+    arrival = [nan] * n        # effective arrival times (NaN = not released in closed loop)
+    released = [False] * n     # arrival time known
+    t_first_sched = [nan] * n
+    t_first_tok = [nan] * n
+    t_last_tok = [nan] * n
+    t_fin = [nan] * n
+    generated = [0] * n
+    preempt_count = [0] * n
+    hit_first = [0] * n        # hit tokens at first admission
+    cpt = [0] * n              # computed prompt tokens (all chunk tokens summed)
+    pf_target = list(prompt)
+    computed = [0] * n
+    blocks = [0] * n
+    hit = [0] * n              # hit at the latest admission
+    admitted_once = [False] * n
+    first_prefill_done = [False] * n
+
+    # AMBIGUITY (closed loop): "only the first N requests have their arrival times given (0)" is
+    # read as: the first N requests arrive at t = 0 (their input arrival_s is ignored), the rest
+    # get x + think_s when released.
+    if concurrency > 0:
+        for i in range(min(concurrency, n)):
+            arrival[i] = 0.0
+            released[i] = True
+        next_release = min(concurrency, n)
+    else:
+        for i in range(n):
+            arrival[i] = arrival_in[i]
+            released[i] = True
+        next_release = n
+
+    def release_next(x):
+        """Closed loop: a request finished or was rejected at time x."""
+        nonlocal next_release
+        if concurrency > 0 and next_release < n:
+            j = next_release
+            arrival[j] = x + think_s
+            released[j] = True
+            next_release += 1
+
+    waiting = deque()   # FCFS / deque order; preempted requests go to the front
+    running = []        # admission order, newest last
+    used_blocks = 0     # Σ blocks of running requests
+    static_batch = []   # STATIC: the requests admitted together in the current batch
+
+    preemptions_total = 0
+    recomputed_tokens = 0
+
+    def blocks_for(i, g, h):
+        p_eff = prompt[i] - h
+        if w == 1:
+            return _ceil_div(p_eff + g, b)
+        return _ceil_div(p_eff, b) + w * _ceil_div(g, b)
+
+    # ---------------------------------------------------------------- arrivals
+    next_arrival_idx = 0   # arrivals happen in index order
+
+    def process_arrivals(t):
+        nonlocal next_arrival_idx
+        # a while loop: a rejection in closed loop can release a request that arrives at once
+        while next_arrival_idx < n:
+            i = next_arrival_idx
+            if not released[i]:
+                break
+            a = arrival[i]
+            if a > horizon_s or a > t:
+                # arrivals after the horizon never arrive (stay PENDING); arrivals are monotone
+                # in index, so nothing behind i can arrive either
+                break
+            next_arrival_idx += 1
+            rej = R_NONE
+            if batching != CHUNKED and prompt[i] > B_tok:
+                rej = R_PROMPT_EXCEEDS_TOKEN_BUDGET
+            elif prompt[i] + output[i] > max_model_len:
+                rej = R_EXCEEDS_MAX_MODEL_LEN
+            elif blocks_for(i, output[i], 0) > N_blk:
+                rej = R_KV_EXCEEDS_CAPACITY
+            if rej != R_NONE:
+                status[i] = REJECTED
+                reason[i] = rej
+                t_fin[i] = a  # t_finish = arrival time
+                release_next(a)
+            else:
+                status[i] = WAITING
+                waiting.append(i)
+
+    def next_arrival_time():
+        """Arrival time of the next request still to arrive (released, ≤ horizon), or None."""
+        if next_arrival_idx < n and released[next_arrival_idx] and arrival[next_arrival_idx] <= horizon_s:
+            return arrival[next_arrival_idx]
+        return None
+
+    # ---------------------------------------------------------------- scheduling helpers
+    def scan_order(t):
+        order = list(waiting)
+        if policy == FCFS:
+            return order
+        # AMBIGUITY: "waited longer than aging_s" is t - arrival > aging_s (strict), measured from
+        # the (effective) first arrival, also for preempted requests; aging_s = 0 is NOT "off"
+        # (every request with t > arrival is then aged, i.e. FCFS); use inf to disable aging.
+        aged = [i for i in order if t - arrival[i] > aging_s]
+        rest = [i for i in order if not (t - arrival[i] > aging_s)]
+        if policy == SPF:
+            rest.sort(key=lambda i: (prompt[i], i))
+        elif policy == LWL:
+            rest.sort(key=lambda i: (pf_target[i] - computed[i] + output[i] - generated[i], i))
+        else:
+            raise ValueError(f"unknown policy {policy}")
+        return aged + rest
+
+    def try_admit(i, token_ok):
+        """Try to admit waiting request i. token_ok(new_prefill_tokens) -> bool is the caller's
+        token-budget test. Returns the number of new prefill tokens (pf_target - hit) on success,
+        None on failure (a failed admission changes nothing)."""
+        nonlocal used_blocks
+        if cache is not None:
+            m = cache.leading_hits(ids_of[i])
+            h = min(hash_block * m, prompt[i] - 1)
+        else:
+            m, h = 0, 0
+        new_tokens = pf_target[i] - h
+        if not token_ok(new_tokens):
+            return None
+        if len(running) >= B_seq:
+            return None
+        need = blocks_for(i, generated[i] + 1, h)
+        free = N_blk - used_blocks
+        if free - need < watermark:
+            return None
+        # success
+        if cache is not None:
+            cache.touch(ids_of[i], m)
+        hit[i] = h
+        computed[i] = h
+        blocks[i] = need
+        used_blocks += need
+        if not admitted_once[i]:
+            admitted_once[i] = True
+            hit_first[i] = h
+        waiting.remove(i)
+        status[i] = RUNNING
+        running.append(i)
+        return new_tokens
+
+    def preempt(v):
+        nonlocal used_blocks, preemptions_total, recomputed_tokens
+        used_blocks -= blocks[v]
+        blocks[v] = 0
+        running.remove(v)
+        pf_target[v] = prompt[v] + w * generated[v]
+        computed[v] = 0
+        hit[v] = 0
+        status[v] = WAITING
+        waiting.appendleft(v)
+        preempt_count[v] += 1
+        preemptions_total += 1
+        recomputed_tokens += pf_target[v]
+        if v in static_batch:
+            static_batch.remove(v)
+
+    def is_decode(i):
+        return computed[i] == pf_target[i] and generated[i] >= 1
+
+    def decode_tuple(i):
+        g = generated[i]
+        if w == 1:
+            return (1, 0, prompt[i] + g)
+        return (w, prompt[i], g)
+
+    def add_decode(r, dec, prefill_ids):
+        """Add decode r to the decode list `dec` (list of ids), growing its KV and preempting if
+        needed. Returns (added, removed) where removed lists already-batched decodes that were
+        preempted as victims (the caller gives their token budget back)."""
+        nonlocal used_blocks
+        removed = []
+        extra = blocks_for(r, generated[r], hit[r]) - blocks[r]
+        if extra > 0 and N_blk - used_blocks < extra:
+            if not preemption:
+                return False, removed  # skipped this step
+            while N_blk - used_blocks < extra:
+                victims = [v for v in running if v != r and v not in prefill_ids]
+                if victims:
+                    v = victims[-1]  # newest
+                    # AMBIGUITY: a victim may be a decode already put in this step's batch (the
+                    # contract only protects r and the prefill list); it is removed from the batch
+                    # and its token budget is given back.
+                    if v in dec:
+                        dec.remove(v)
+                        removed.append(v)
+                    preempt(v)
+                else:
+                    preempt(r)
+                    return False, removed
+        if extra > 0:
+            blocks[r] += extra
+            used_blocks += extra
+        dec.append(r)
+        return True, removed
+
+    # ---------------------------------------------------------------- batch formation
+    def form_batch(t):
+        """Form one batch at time t (admissions, KV growth and preemptions happen here).
+
+        Returns (prefill, dec, pad_order): prefill = [(id, past, new)] in batch order; dec = ids
+        of the live decodes in batch order; pad_order = None except for a STATIC decode step, where
+        it is the full decode order as [(id, is_pad)] (pads only with static_pad)."""
+        nonlocal static_batch
+        prefill = []   # (id, past, new)
+        dec = []       # ids of live decodes
+        pad_order = None  # STATIC with pad: full decode order as list of (id, is_pad)
+
+        if batching == STATIC:
+            if not running:
+                static_batch = []
+                tok = [0]
+
+                def ok(new):
+                    return tok[0] + new <= B_tok
+
+                for i in scan_order(t):
+                    got = try_admit(i, ok)
+                    if got is None:
+                        break  # strict head-of-line
+                    tok[0] += got
+                    prefill.append((i, hit[i], got))
+                    static_batch.append(i)
+            else:
+                # decode step: walk the batch in admission order; finished members are pads
+                # (only with static_pad), live members are decodes (KV growth / preemption)
+                pad_order = []
+                for i in list(static_batch):
+                    if status[i] == FINISHED:
+                        if static_pad:
+                            pad_order.append((i, True))
+                    elif status[i] == RUNNING and is_decode(i):
+                        added, _removed = add_decode(i, dec, ())
+                        if added:
+                            pad_order.append((i, False))
+                # drop live entries that a later decode preempted as its victim
+                pad_order = [(i, p) for (i, p) in pad_order if p or i in dec]
+
+        elif batching in (CONTINUOUS, MIXED):
+            tok = [0]
+
+            def ok(new):
+                return tok[0] + new <= B_tok
+
+            for i in scan_order(t):
+                got = try_admit(i, ok)
+                if got is None:
+                    break
+                tok[0] += got
+                prefill.append((i, hit[i], got))
+            if batching == CONTINUOUS:
+                if not prefill:
+                    for i in list(running):
+                        if i in running and is_decode(i):
+                            add_decode(i, dec, ())
+            else:  # MIXED
+                budget = B_tok - tok[0]
+                pf_ids = {p[0] for p in prefill}
+                for i in list(running):
+                    if i not in running or not is_decode(i):
+                        continue
+                    if budget < w:
+                        break
+                    added, removed = add_decode(i, dec, pf_ids)
+                    budget += w * len(removed)
+                    if added:
+                        budget -= w
+
+        elif batching == CHUNKED:
+            budget = C
+            # 1. decodes in running order while budget >= w
+            for i in list(running):
+                if i not in running or not is_decode(i):
+                    continue
+                if budget < w:
+                    break
+                added, removed = add_decode(i, dec, ())
+                budget += w * len(removed)
+                if added:
+                    budget -= w
+            # 2. partials in running order
+            for i in list(running):
+                if budget <= 0:
+                    break
+                if computed[i] < pf_target[i]:
+                    chunk = min(pf_target[i] - computed[i], budget)
+                    prefill.append((i, computed[i], chunk))
+                    budget -= chunk
+            # 3. new admissions (strict), token budget = whatever is left (> 0)
+            for i in scan_order(t):
+                if budget <= 0:
+                    break
+                got = try_admit(i, lambda new: True)
+                if got is None:
+                    break
+                chunk = min(got, budget)
+                prefill.append((i, hit[i], chunk))
+                budget -= chunk
+        else:
+            raise ValueError(f"unknown batching {batching}")
+
+        return prefill, dec, pad_order
+
+    # ---------------------------------------------------------------- main loop
+    steps = []
+    busy_s = 0.0
+    kv_peak = 0
+    kv_block_seconds = 0.0
+    sum_batch_tokens = 0
+    sum_batch_seqs = 0
+    t = 0.0
+
+    while True:
+        # 1. arrivals
+        process_arrivals(t)
+        # 2. batch
+        prefill, dec, pad_order = form_batch(t)
+        if not prefill and not dec:
+            # AMBIGUITY: a STATIC step that would hold only padded (finished) entries counts as
+            # empty: it has no live work.
+            if running:
+                # AMBIGUITY: applied whatever the preemption flag (the doc says it only happens with
+                # preemption off). After the abort we go back to step 1 at the same t (a closed-loop
+                # release with think_s = 0 can arrive at once) and form the batch again.
+                v = running[-1]
+                used_blocks -= blocks[v]
+                blocks[v] = 0
+                running.remove(v)
+                if v in static_batch:
+                    static_batch.remove(v)
+                status[v] = REJECTED
+                reason[v] = R_KV_EXHAUSTED
+                t_fin[v] = t
+                release_next(t)
+                continue
+            nxt = next_arrival_time()
+            if nxt is not None:
+                # AMBIGUITY: literal — no max_sim_s / horizon check after this jump; the step
+                # formed at the new t runs, and the stop test of step 5 applies after it.
+                t = max(t, nxt)
+                continue
+            break
+
+        # decode entries in batch order
+        if pad_order is not None:  # STATIC decode step (with or without pad)
+            dec_entries = []
+            for i, is_pad in pad_order:
+                if is_pad:
+                    # AMBIGUITY: the pad entry is (1, 0, prompt + output) for w = 1 (final context
+                    # = prompt + generated with generated = output); for w > 1 we use
+                    # (w, prompt, output), mirroring the live w > 1 decode format.
+                    if w == 1:
+                        dec_entries.append((i, 1, 0, prompt[i] + output[i]))
+                    else:
+                        dec_entries.append((i, w, prompt[i], output[i]))
+                else:
+                    dec_entries.append((i,) + decode_tuple(i))
+        else:
+            dec_entries = [(i,) + decode_tuple(i) for i in dec]
+
+        n_done = sum(1 for (i, past, new) in prefill if past + new == pf_target[i])
+
+        # 3. step time
+        dt = float(step_fn([(past, new) for (_, past, new) in prefill],
+                           [(ww, s, k) for (_, ww, s, k) in dec_entries], n_done))
+        busy_s += dt
+        kv_peak = max(kv_peak, used_blocks)
+        kv_block_seconds += used_blocks * dt
+        sum_batch_tokens += sum(new for (_, _, new) in prefill) + sum(ww for (_, ww, _, _) in dec_entries)
+        sum_batch_seqs += len(prefill) + len(dec_entries)
+        steps.append({"t": t, "dt": dt, "prefill": list(prefill), "decode": list(dec_entries),
+                      "n_done": n_done, "kv_blocks": used_blocks})
+        for (i, _, _) in prefill:
+            if math.isnan(t_first_sched[i]):
+                t_first_sched[i] = t
+        for (i, _, _, _) in dec_entries:
+            if math.isnan(t_first_sched[i]):
+                t_first_sched[i] = t
+
+        # 4. apply at t + dt
+        t_end = t + dt
+
+        def emit(i):
+            nonlocal used_blocks
+            generated[i] += 1
+            if math.isnan(t_first_tok[i]):
+                t_first_tok[i] = t_end
+            t_last_tok[i] = t_end
+            if generated[i] >= output[i]:
+                status[i] = FINISHED
+                t_fin[i] = t_end
+                used_blocks -= blocks[i]
+                blocks[i] = 0
+                running.remove(i)
+                if cache is not None and PREFIX_INSERT_AT == "finish":
+                    cache.insert(ids_of[i][:prompt[i] // hash_block])
+                release_next(t_end)
+
+        for (i, past, new) in prefill:
+            computed[i] += new
+            cpt[i] += new
+            if computed[i] == pf_target[i]:
+                if not first_prefill_done[i]:
+                    first_prefill_done[i] = True
+                    if cache is not None and PREFIX_INSERT_AT == "first_prefill":
+                        # only full prompt blocks, in order
+                        cache.insert(ids_of[i][:prompt[i] // hash_block])
+                emit(i)
+        for i in dec:
+            emit(i)
+
+        # 5. advance and stop test
+        t = t_end
+        if t > max_sim_s or (drain == 0 and t >= horizon_s):
+            break
+
+    for i in range(n):
+        if status[i] in (WAITING, RUNNING):
+            status[i] = UNFINISHED
+
+    f64 = np.float64
+    return {
+        "status": np.array(status, dtype=np.int64),
+        "reason": np.array(reason, dtype=np.int64),
+        "arrival_s": np.array(arrival, dtype=f64),
+        "t_first_scheduled": np.array(t_first_sched, dtype=f64),
+        "t_first_token": np.array(t_first_tok, dtype=f64),
+        "t_last_token": np.array(t_last_tok, dtype=f64),
+        "t_finish": np.array(t_fin, dtype=f64),
+        "generated": np.array(generated, dtype=np.int64),
+        "preemptions": np.array(preempt_count, dtype=np.int64),
+        "hit_tokens": np.array(hit_first, dtype=np.int64),
+        "computed_prompt_tokens": np.array(cpt, dtype=np.int64),
+        "steps": steps,
+        "busy_s": busy_s,
+        "n_steps": len(steps),
+        "kv_peak_blocks": kv_peak,
+        "kv_block_seconds": kv_block_seconds,
+        "preemptions_total": preemptions_total,
+        "recomputed_tokens": recomputed_tokens,
+        "end_time_s": t,
+        "sum_batch_tokens": sum_batch_tokens,
+        "sum_batch_seqs": sum_batch_seqs,
+    }
+
+
+AMBIGUITIES = """see the AMBIGUITY comments in the source"""
