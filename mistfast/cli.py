@@ -183,7 +183,7 @@ def summary(path, objective, constraints):
     click.echo("dims: " + ", ".join(f"{k}={v}" for k, v in ds.sizes.items()))
     for k, v in ds.coords.items():
         if v.ndim == 1 and v.size <= 12:
-            click.echo(f"  {k}: {list(v.values)}")
+            click.echo(f"  {k}: {v.values.tolist()}")
     click.echo(f"{len(ds.data_vars)} variables: " + ", ".join(list(ds.data_vars)[:12]) + ", ...")
     if "status" in ds and int((ds.status != 0).sum()):
         click.echo(f"invalid points: {int((ds.status != 0).sum())}; first reason: "
@@ -209,11 +209,19 @@ def step(model, device, tp, pp, ep, precision, reference, prefill, decode):
     from .stepmodel import step_latency
     try:
         c = make_client(model, device, tp=tp, pp=pp, ep=ep, precision=precision, reference=reference)
-        pf = [tuple(int(x) for x in p.split(":")) for p in prefill]
+        pf = []
+        for p in prefill:
+            parts = p.split(":")
+            if len(parts) != 2:
+                raise ValueError(p)
+            pf.append((int(parts[0]), int(parts[1])))
         dec = []
         for d in decode:
             body, _, count = d.partition("x")
-            w, kv = (int(x) for x in body.split(":"))
+            parts = body.split(":")
+            if len(parts) != 2:
+                raise ValueError(d)
+            w, kv = int(parts[0]), int(parts[1])
             dec += [(w, kv)] * int(count or 1)
     except SpecError as e:
         _fail(str(e))

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import stepmodel
+from .kernels import cluster as CL
 from .kernels import engine as E
 from .kernels import metrics as M
 from .specs import ClientSpec, SLOSpec, SimulationSpec
@@ -17,7 +18,8 @@ from .workload import Requests
 
 BATCHING_CODE = {"static": E.STATIC, "continuous": E.CONTINUOUS, "mixed": E.MIXED, "chunked": E.CHUNKED}
 POLICY_CODE = {"fcfs": E.FCFS, "spf": E.SPF, "lwl": E.LWL}
-POWER_SPLIT = (0.30, 0.40, 0.20, 0.10)   # static, compute, memory, network share of TDP (MODEL.md §8)
+POWER_SPLIT = (0.30, 0.40, 0.20, 0.10)
+HASH_BLOCK_TOKENS = 512   # Mooncake prefix-hash block (MODEL.md §4.2)   # static, compute, memory, network share of TDP (MODEL.md §8)
 
 
 @dataclass(frozen=True)
@@ -32,16 +34,16 @@ class Point:
     think_s: float = 0.0
 
 
-def scheduler_vector(client: ClientSpec, sim: SimulationSpec, branches: int, hash_block: int,
-                     log_cap: int = 0, concurrency: int = 0, think_s: float = 0.0) -> np.ndarray:
+def scheduler_vector(client: ClientSpec) -> np.ndarray:
+    """The LLM scheduler settings of a client as the kernel's flat vector."""
     s = client.scheduler
     sch = np.zeros(E.N_SCHED)
     kv_blocks = client.kv_capacity_blocks()
     prefix_blocks = 0
     if s.prefix_caching:
-        # fixed carve-out of KV memory for the prefix cache, counted in hash blocks
+        # fixed carve-out of KV memory for the prefix cache, counted in 512-token hash blocks
         carve = int(kv_blocks * s.prefix_cache_fraction)
-        prefix_blocks = max(1, carve * s.block_size // hash_block)
+        prefix_blocks = max(1, carve * s.block_size // HASH_BLOCK_TOKENS)
         kv_blocks -= carve
     sch[E.S_BATCHING] = BATCHING_CODE[s.batching]
     sch[E.S_POLICY] = POLICY_CODE[s.policy]
@@ -56,18 +58,22 @@ def scheduler_vector(client: ClientSpec, sim: SimulationSpec, branches: int, has
     sch[E.S_STATIC_PAD] = 1.0 if s.static_pad else 0.0
     sch[E.S_AGING] = s.aging_s
     sch[E.S_MAX_MODEL_LEN] = client.model.max_model_len
-    sch[E.S_CONCURRENCY] = concurrency
-    sch[E.S_THINK] = think_s
-    sch[E.S_HORIZON] = sim.horizon_s
-    sch[E.S_MAX_SIM] = sim.max_sim_time_s if sim.max_sim_time_s is not None else 10.0 * sim.horizon_s
-    sch[E.S_DRAIN] = 1.0 if sim.drain else 0.0
-    sch[E.S_BRANCHES] = branches
-    sch[E.S_HASH_BLOCK] = hash_block
-    sch[E.S_LOG_CAP] = log_cap
     return sch
 
 
-def metric_vector(sim: SimulationSpec, slo: SLOSpec, branches: int) -> np.ndarray:
+def global_vector(sim: SimulationSpec, concurrency: int, think_s: float, hash_block: int, log_cap: int) -> np.ndarray:
+    g = np.zeros(CL.N_G)
+    g[CL.G_HORIZON] = sim.horizon_s
+    g[CL.G_MAX_SIM] = sim.max_sim_time_s if sim.max_sim_time_s is not None else 10.0 * sim.horizon_s
+    g[CL.G_DRAIN] = 1.0 if sim.drain else 0.0
+    g[CL.G_CONC] = concurrency
+    g[CL.G_THINK] = think_s
+    g[CL.G_LOG_CAP] = log_cap
+    g[CL.G_HASH_BLOCK] = hash_block
+    return g
+
+
+def metric_vector(sim: SimulationSpec, slo: SLOSpec) -> np.ndarray:
     mp = np.zeros(M.N_MPARAMS)
     mp[M.M_SLO_TTFT] = slo.ttft_ms / 1e3
     mp[M.M_SLO_TPOT] = slo.tpot_ms / 1e3
@@ -75,7 +81,6 @@ def metric_vector(sim: SimulationSpec, slo: SLOSpec, branches: int) -> np.ndarra
     mp[M.M_WARMUP] = sim.warmup_s
     mp[M.M_HORIZON] = sim.horizon_s
     mp[M.M_PCT_COMPAT] = 1.0 if sim.percentile_method == "compat" else 0.0
-    mp[M.M_BRANCHES] = branches
     return mp
 
 
@@ -105,27 +110,28 @@ def run_points(points: list[Point], *, per_request: bool = False, log_steps: int
             sub_idx.append(idx)
             owner.append(q)
     ns = len(sub_idx)
-    prm_cache: dict[int, np.ndarray] = {}
+    prm_cache: dict[int, tuple] = {}
     prm = np.empty((ns, stepmodel.K.N_PARAMS))
     sch = np.empty((ns, E.N_SCHED))
+    gv = np.empty((ns, CL.N_G))
     offsets = np.zeros(ns + 1, np.int64)
     n_hash = np.zeros(ns, np.int64)
-    arr_l, pr_l, out_l, ho_l, hi_l = [], [], [], [], []
+    arr_l, pr_l, out_l, br_l, ho_l, hi_l = [], [], [], [], [], []
     hbase = 0
     for s, (q, idx) in enumerate(zip(sub_client, sub_idx)):
         pt = points[q]
         key = id(pt.client)
         if key not in prm_cache:
-            prm_cache[key] = stepmodel.client_params(pt.client)
-        prm[s] = prm_cache[key]
+            prm_cache[key] = (stepmodel.client_params(pt.client), scheduler_vector(pt.client))
+        prm[s], sch[s] = prm_cache[key]
         r = pt.requests._take(idx) if pt.client.dp > 1 else pt.requests
         conc = pt.concurrency if pt.client.dp == 1 else -(-pt.concurrency // pt.client.dp)
-        sch[s] = scheduler_vector(pt.client, pt.simulation, pt.branches, r.hash_block_tokens,
-                                  log_steps, conc, pt.think_s)
+        gv[s] = global_vector(pt.simulation, conc, pt.think_s, r.hash_block_tokens, log_steps)
         offsets[s + 1] = offsets[s] + len(r)
         arr_l.append(r.arrival_s)
         pr_l.append(r.input_tokens)
         out_l.append(r.output_tokens)
+        br_l.append(np.full(len(r), pt.branches, np.int64))
         ho, hi, nh = _dense_hashes(r)
         ho_l.append(ho + hbase)
         hi_l.append(hi)
@@ -136,19 +142,21 @@ def run_points(points: list[Point], *, per_request: bool = False, log_steps: int
     arrival_in = cat(arr_l, np.float64)
     prompt = cat(pr_l, np.int64)
     output = cat(out_l, np.int64)
+    branches = cat(br_l, np.int64)
     hash_off = cat(ho_l, np.int64)
     hash_ids = cat(hi_l, np.int64)
     f = lambda: np.empty(N)  # noqa: E731
     res = dict(status=np.empty(N, np.int8), reason=np.empty(N, np.int8), arrival=f(), t_first_sched=f(),
                t_first_tok=f(), t_last_tok=f(), t_finish=f(), generated=np.empty(N, np.int64),
                preempts=np.empty(N, np.int32), hit_first=np.empty(N, np.int64), computed_pf=np.empty(N, np.int64))
-    runstats = np.zeros((ns, E.N_RUNSTATS))
-    steplog = np.zeros((ns, max(log_steps, 1), E.N_LOG))
-    kern = E.simulate_points if parallel else E.simulate_points_serial
-    kern(prm, sch, offsets, arrival_in, prompt, output, hash_off, hash_ids, n_hash,
+    cstats = np.zeros((ns, 1, CL.N_CS))
+    runstats = np.zeros((ns, 4))
+    steplog = np.zeros((ns, max(log_steps, 1), CL.LOG_COLS))
+    kern = CL.simulate_points if parallel else CL.simulate_points_serial
+    kern(prm, sch, gv, offsets, arrival_in, prompt, output, branches, hash_off, hash_ids, n_hash,
          res["status"], res["reason"], res["arrival"], res["t_first_sched"], res["t_first_tok"],
          res["t_last_tok"], res["t_finish"], res["generated"], res["preempts"], res["hit_first"],
-         res["computed_pf"], runstats, steplog)
+         res["computed_pf"], cstats, runstats, steplog)
 
     # ---- regroup replicas into their points (original request order) --------------------------
     P = len(points)
@@ -167,36 +175,36 @@ def run_points(points: list[Point], *, per_request: bool = False, log_steps: int
     if ns != P:
         for k in res:
             res[k] = res[k][perm]
-        prompt_p, output_p = prompt[perm], output[perm]
+        prompt_p, output_p, branches_p = prompt[perm], output[perm], branches[perm]
     else:
-        prompt_p, output_p = prompt, output
-    # per-point run stats: sums over replicas, end = latest replica end
-    rs = np.zeros((P, E.N_RUNSTATS))
+        prompt_p, output_p, branches_p = prompt, output, branches
+    # per-point engine stats: sums over replicas; end = latest replica end; KV peak = largest
+    rs = np.zeros((P, CL.N_CS))
+    end = np.zeros(P)
     nrep = np.zeros(P)
     for s, q in enumerate(owner):
-        end = max(rs[q, E.RS_END], runstats[s, E.RS_END])
-        peak = max(rs[q, E.RS_KV_PEAK], runstats[s, E.RS_KV_PEAK])
-        rs[q] += runstats[s]
-        rs[q, E.RS_END] = end
-        rs[q, E.RS_KV_PEAK] = peak
+        peak = max(rs[q, CL.CS_KV_PEAK], cstats[s, 0, CL.CS_KV_PEAK])
+        rs[q] += cstats[s, 0]
+        rs[q, CL.CS_KV_PEAK] = peak
+        end[q] = max(end[q], runstats[s, 0])
         nrep[q] += 1
-    mp = np.stack([metric_vector(pt.simulation, pt.slo, pt.branches) for pt in points])
+    mp = np.stack([metric_vector(pt.simulation, pt.slo) for pt in points])
     out = np.zeros((P, M.N_OUT))
-    M.summarize_points(mp, pt_off, prompt_p, output_p, res["status"], res["arrival"], res["t_first_sched"],
+    M.summarize_points(mp, pt_off, prompt_p, branches_p, res["status"], res["arrival"], res["t_first_sched"],
                        res["t_first_tok"], res["t_last_tok"], res["t_finish"], res["generated"],
-                       res["hit_first"], res["computed_pf"], rs, out)
-    summary = _summary(points, out, rs, nrep, res, pt_off)
+                       res["hit_first"], res["computed_pf"], end, out)
+    summary = _summary(points, out, rs, end, nrep, res, pt_off)
     result = {"summary": summary, "offsets": pt_off}
     if per_request:
         result["requests"] = dict(res, prompt=prompt_p, output=output_p, replica=replica)
     if log_steps:
         result["steplog"] = steplog
         result["steplog_points"] = np.asarray(owner)
-        result["steps_per_sub"] = runstats[:, E.RS_STEPS].astype(np.int64)
+        result["steps_per_sub"] = cstats[:, 0, CL.CS_STEPS].astype(np.int64)
     return result
 
 
-def _summary(points, out, rs, nrep, res, pt_off) -> dict[str, np.ndarray]:
+def _summary(points, out, rs, end_time, nrep, res, pt_off) -> dict[str, np.ndarray]:
     P = len(points)
     s: dict[str, np.ndarray] = {}
     win = np.maximum(out[:, M.O_WINDOW], 1e-300)
@@ -227,22 +235,22 @@ def _summary(points, out, rs, nrep, res, pt_off) -> dict[str, np.ndarray]:
     s["goodput_tok_s"] = out[:, M.O_GOOD_TOKENS] / win
     s["slo_attainment"] = np.where(out[:, M.O_N_MEASURED] > 0, out[:, M.O_N_GOOD] / np.maximum(out[:, M.O_N_MEASURED], 1), np.nan)
     s["window_s"] = out[:, M.O_WINDOW]
-    steps = rs[:, E.RS_STEPS]
+    steps = rs[:, CL.CS_STEPS]
     s["n_steps"] = steps
-    s["mean_batch_tokens"] = rs[:, E.RS_BATCH_TOKENS] / np.maximum(steps, 1)
-    s["mean_batch_size"] = rs[:, E.RS_BATCH_SEQS] / np.maximum(steps, 1)
-    end = np.maximum(rs[:, E.RS_END], 1e-300)
-    busy_rep = rs[:, E.RS_BUSY] / nrep  # mean busy time per replica
+    s["mean_batch_tokens"] = rs[:, CL.CS_BATCH_TOKENS] / np.maximum(steps, 1)
+    s["mean_batch_size"] = rs[:, CL.CS_BATCH_SEQS] / np.maximum(steps, 1)
+    end = np.maximum(end_time, 1e-300)
+    busy_rep = rs[:, CL.CS_BUSY] / nrep  # mean busy time per replica
     s["busy_fraction"] = busy_rep / end
     kvb = np.array([max(pt.client.kv_capacity_blocks(), 1) for pt in points], dtype=float)
-    s["kv_util_mean"] = rs[:, E.RS_KV_BLOCK_S] / np.maximum(rs[:, E.RS_BUSY], 1e-300) / kvb
-    s["kv_util_peak"] = rs[:, E.RS_KV_PEAK] / kvb
+    s["kv_util_mean"] = rs[:, CL.CS_KV_BLOCK_S] / np.maximum(rs[:, CL.CS_BUSY], 1e-300) / kvb
+    s["kv_util_peak"] = rs[:, CL.CS_KV_PEAK] / kvb
     fpk = np.array([pt.client.device.peak_flops(pt.client.precision.compute) for pt in points])
     bwd = np.array([pt.client.device.memory_bandwidth_GBps * 1e9 for pt in points])
-    s["mfu"] = rs[:, E.RS_FLOPS] / nrep / (fpk * end)
-    s["mbu"] = rs[:, E.RS_BYTES] / nrep / (bwd * end)
-    s["preemptions"] = rs[:, E.RS_PREEMPTIONS]
-    s["recomputed_tokens"] = rs[:, E.RS_RECOMPUTED]
+    s["mfu"] = rs[:, CL.CS_FLOPS] / nrep / (fpk * end)
+    s["mbu"] = rs[:, CL.CS_BYTES] / nrep / (bwd * end)
+    s["preemptions"] = rs[:, CL.CS_PREEMPT]
+    s["recomputed_tokens"] = rs[:, CL.CS_RECOMP]
     s["prefix_hit_rate"] = out[:, M.O_HIT_TOKENS] / np.maximum(out[:, M.O_PROMPT_TOKENS], 1)
     s["kv_capacity_tokens"] = np.array([min(pt.client.kv_capacity_tokens(), 2**62) for pt in points], dtype=float)
     s["weights_GiB_per_device"] = np.array([pt.client.weight_bytes_device() / 2**30 for pt in points])
@@ -250,8 +258,8 @@ def _summary(points, out, rs, nrep, res, pt_off) -> dict[str, np.ndarray]:
     tdp = np.array([pt.client.device.tdp_W for pt in points])
     ndev_rep = np.array([pt.client.tp * pt.client.pp for pt in points], dtype=float)
     ps, pc, pm, pn = (tdp * f for f in POWER_SPLIT)
-    busy_energy = ndev_rep * (rs[:, E.RS_BUSY] * ps + rs[:, E.RS_TC] * pc + rs[:, E.RS_TM] * pm + rs[:, E.RS_TN] * pn)
-    idle_energy = ndev_rep * ps * (nrep * end - rs[:, E.RS_BUSY])
+    busy_energy = ndev_rep * (rs[:, CL.CS_BUSY] * ps + rs[:, CL.CS_TC] * pc + rs[:, CL.CS_TM] * pm + rs[:, CL.CS_TN] * pn)
+    idle_energy = ndev_rep * ps * (nrep * end - rs[:, CL.CS_BUSY])
     s["energy_J"] = busy_energy + idle_energy
     s["energy_per_output_token_J"] = s["energy_J"] / np.maximum(out[:, M.O_OUT_TOKENS], 1)
     price_h = np.array([pt.client.device.price_usd_per_hour * pt.client.num_devices for pt in points])
@@ -259,5 +267,5 @@ def _summary(points, out, rs, nrep, res, pt_off) -> dict[str, np.ndarray]:
     with np.errstate(divide="ignore", invalid="ignore"):
         s["tokens_per_dollar"] = np.where(price_h > 0, out[:, M.O_OUT_TOKENS] / s["cost_usd"], np.nan)
         s["output_tok_s_per_usd_per_hour"] = np.where(price_h > 0, s["output_tok_s"] / price_h, np.nan)
-    s["steps_outside_calibration"] = rs[:, E.RS_OUT_OF_RANGE]
+    s["steps_outside_calibration"] = rs[:, CL.CS_OUT_OF_RANGE]
     return s

@@ -133,12 +133,10 @@ def scenario_point(spec: ScenarioSpec, seed_seq: np.random.SeedSequence | None =
 
 
 def summary_dataset(summary: dict[str, np.ndarray], index: int | None = None, extra_dims=()) -> xr.Dataset:
-    ds = xr.Dataset()
-    for name, arr in summary.items():
-        data = arr if index is None else arr[index]
-        ds[name] = variable(name, data, extra_dims)
-    ds = ds.assign_coords(reject_reason=list(E.REASON_NAMES[1:]))
-    return ds
+    # one constructor call: adding variables one by one costs an xarray merge each
+    ds = xr.Dataset({name: variable(name, arr if index is None else arr[index], extra_dims)
+                     for name, arr in summary.items()})
+    return ds.assign_coords(reject_reason=list(E.REASON_NAMES[1:]))
 
 
 def simulate(spec: ScenarioSpec | dict | str | Path, *, per_request: bool | None = None,

@@ -282,6 +282,17 @@ def _check_expr(expr: str, names: list[str]) -> None:
     for node in ast.walk(tree):
         if isinstance(node, ast.Name) and node.id not in names and node.id not in _FUNCS:
             raise SpecError([f"{expr!r}: unknown name {node.id!r}; axis names: {', '.join(names)}"])
+        # reject what _eval cannot evaluate now, not at run time in every point
+        ok = (isinstance(node, (ast.Expression, ast.Name, ast.Load, ast.BinOp, ast.UnaryOp, ast.IfExp))
+              or type(node) in _OPS
+              or (isinstance(node, ast.Compare) and len(node.ops) == 1)
+              or (isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str)))
+              or (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCS
+                  and not node.keywords))
+        if not ok:
+            what = type(node).__name__ if not isinstance(node, ast.Call) else "call with keywords or of an unknown function"
+            raise SpecError([f"{expr!r}: unsupported expression element ({what}); use numbers, axis names, "
+                             f"+ - * / // % **, comparisons, 'a if c else b' and {', '.join(_FUNCS)}"])
 
 
 # ----------------------------------------------------------------------------- points
@@ -344,6 +355,7 @@ def point_doc(spec: SweepSpec, values: tuple) -> tuple[dict, dict]:
 
 def build_point(spec: SweepSpec, values: tuple) -> tuple[Point | None, str, dict]:
     """The point's simulation input, or (None, reason) when the configuration is invalid."""
+    derived: dict = {}  # kept for invalid points too, when the expressions could be evaluated
     try:
         doc, derived = point_doc(spec, values)
         scen = parse_scenario(doc, base={})
@@ -351,9 +363,9 @@ def build_point(spec: SweepSpec, values: tuple) -> tuple[Point | None, str, dict
         ss = np.random.SeedSequence([base_seed, spec.seed, _stable_key(spec, values)])
         return scenario_point(scen, ss), "", derived
     except SpecError as e:
-        return None, "; ".join(e.problems), {}
+        return None, "; ".join(e.problems), derived
     except ZeroDivisionError:
-        return None, "derived expression divided by zero", {}
+        return None, "derived expression divided by zero", derived
 
 
 # ----------------------------------------------------------------------------- chunks
@@ -447,6 +459,9 @@ def run_sweep(spec: SweepSpec | str | Path, output: str | Path | None = None, *,
     """
     if not isinstance(spec, SweepSpec):
         spec = load_sweep(spec)
+    if client is None and scheduler not in ("serial", "threads", "processes") and ":" not in scheduler:
+        raise SpecError([f"scheduler = {scheduler!r}: use serial, threads, processes or a dask.distributed "
+                         "address such as tcp://host:8786"])
     if chunk_points is not None:
         spec = SweepSpec(**{**spec.__dict__, "chunk_points": int(chunk_points)})
     chunks = _chunks(spec.n_points, spec.chunk_points)
@@ -524,11 +539,27 @@ def _run_dask(spec, todo, results, scheduler, workers, client, bar):
     tasks = [dask.delayed(_task)(spec, a, z, part) for k, a, z, part in todo]
     n_workers = workers or os.cpu_count() or 1
     batch = max(n_workers * 4, 1)
-    for i in range(0, len(tasks), batch):
-        outs = dask.compute(*tasks[i:i + batch], scheduler=scheduler, num_workers=n_workers)
-        for (k, *_), o in zip(todo[i:i + batch], outs):
-            results[k] = o
-        bar.update(len(outs))
+    extra = {}
+    if scheduler == "processes" and tasks:
+        # one pool for the whole sweep, each process warmed once (dask would start a new pool per
+        # compute call), and one task per submission (dask's default of 6 starves other workers)
+        import functools
+        from concurrent.futures import ProcessPoolExecutor
+
+        from dask.multiprocessing import get_context, initialize_worker_process
+        extra = {"pool": ProcessPoolExecutor(min(n_workers, len(tasks)), mp_context=get_context(),
+                                             initializer=functools.partial(initialize_worker_process,
+                                                                           user_initializer=_warm)),
+                 "chunksize": 1}
+    try:
+        for i in range(0, len(tasks), batch):
+            outs = dask.compute(*tasks[i:i + batch], scheduler=scheduler, num_workers=n_workers, **extra)
+            for (k, *_), o in zip(todo[i:i + batch], outs):
+                results[k] = o
+            bar.update(len(outs))
+    finally:
+        if "pool" in extra:
+            extra["pool"].shutdown()
 
 
 def assemble(spec: SweepSpec, cat: dict[str, np.ndarray]) -> xr.Dataset:
@@ -583,7 +614,8 @@ def dry_run(spec: SweepSpec, sample_points: int = 4) -> dict:
     """Number of points and an estimated serial time from a few timed points."""
     n = spec.n_points
     k = min(sample_points, n)
-    run_chunk(spec, 0, 1)  # warm (compile or load cache)
+    _warm()  # load (or compile) the kernels; point 0 may be invalid and would not touch them
+    run_chunk(spec, 0, 1)
     t0 = time.perf_counter()
     idx = np.linspace(0, n - 1, k).astype(int)
     for i in idx:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._numba import jit
-from .engine import FINISHED, N_RUNSTATS, PENDING, REJECTED, RS_END, UNFINISHED
+from .engine import FINISHED, PENDING, REJECTED, UNFINISHED
 
 # ---- metric parameter vector ----------------------------------------------------------------------
 M_SLO_TTFT = 0
@@ -14,8 +14,7 @@ M_SLO_E2E = 2       # inf when unset
 M_WARMUP = 3
 M_HORIZON = 4
 M_PCT_COMPAT = 5    # 1: reference percentile (value at sorted index int(q n))
-M_BRANCHES = 6
-N_MPARAMS = 7
+N_MPARAMS = 6
 
 # ---- outputs -------------------------------------------------------------------------------------------
 QUANTILES = (0.5, 0.9, 0.99)
@@ -77,15 +76,14 @@ def _stats(x, n, out, at, compat):
 
 
 @jit
-def summarize_point(mp, prompt, output, status, arrival, t_first_sched, t_first_tok, t_last_tok, t_finish,
-                    generated, hit_first, computed_pf, runstats, out):
+def summarize_point(mp, prompt, branches, status, arrival, t_first_sched, t_first_tok, t_last_tok, t_finish,
+                    generated, hit_first, computed_pf, end_time, out):
     n = prompt.shape[0]
     for j in range(N_OUT):
         out[j] = 0.0
     warm = mp[M_WARMUP]
     horizon = mp[M_HORIZON]
     compat = mp[M_PCT_COMPAT] > 0.0
-    w = mp[M_BRANCHES]
     ttft = np.empty(n)
     tpot = np.empty(n)
     e2e = np.empty(n)
@@ -107,7 +105,7 @@ def summarize_point(mp, prompt, output, status, arrival, t_first_sched, t_first_
         out[O_COMPUTED_PROMPT] += computed_pf[i]
         if hit_first[i] > 0:
             out[O_HIT_TOKENS] += hit_first[i]
-        out[O_OUT_TOKENS] += generated[i] * w
+        out[O_OUT_TOKENS] += generated[i] * branches[i]
         if st == REJECTED:
             out[O_N_REJECTED] += 1.0
         elif st == UNFINISHED:
@@ -139,24 +137,21 @@ def summarize_point(mp, prompt, output, status, arrival, t_first_sched, t_first_
                     good = False
         if good:
             out[O_N_GOOD] += 1.0
-            out[O_GOOD_TOKENS] += generated[i] * w
+            out[O_GOOD_TOKENS] += generated[i] * branches[i]
     _stats(ttft, nt, out, O_TTFT, compat)
     _stats(tpot, np_, out, O_TPOT, compat)
     _stats(e2e, ne, out, O_E2E, compat)
     _stats(queue, nq, out, O_QUEUE, compat)
     out[O_TTFT_MAX] = ttft_max if nt > 0 else np.nan
-    out[O_WINDOW] = runstats[RS_END] - warm
+    out[O_WINDOW] = end_time - warm
 
 
 @jit
-def summarize_points(mp, offsets, prompt, output, status, arrival, t_first_sched, t_first_tok, t_last_tok,
-                     t_finish, generated, hit_first, computed_pf, runstats, out):
+def summarize_points(mp, offsets, prompt, branches, status, arrival, t_first_sched, t_first_tok, t_last_tok,
+                     t_finish, generated, hit_first, computed_pf, end_time, out):
     for q in range(offsets.shape[0] - 1):
         a = offsets[q]
         z = offsets[q + 1]
-        summarize_point(mp[q], prompt[a:z], output[a:z], status[a:z], arrival[a:z], t_first_sched[a:z],
+        summarize_point(mp[q], prompt[a:z], branches[a:z], status[a:z], arrival[a:z], t_first_sched[a:z],
                         t_first_tok[a:z], t_last_tok[a:z], t_finish[a:z], generated[a:z], hit_first[a:z],
-                        computed_pf[a:z], runstats[q], out[q])
-
-
-assert N_RUNSTATS > RS_END
+                        computed_pf[a:z], end_time[q], out[q])

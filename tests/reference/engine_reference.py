@@ -107,8 +107,10 @@ def reference_simulate(requests: dict, sched: dict, step_fn) -> dict:
     n = len(prompt)
     hash_off = np.asarray(requests.get("hash_off", np.zeros(n + 1, dtype=np.int64)))
     hash_ids_all = np.asarray(requests.get("hash_ids", np.zeros(0, dtype=np.int64)))
-    if hash_off.size != n + 1:
+    if hash_off.size == 0:
         hash_off = np.zeros(n + 1, dtype=np.int64)
+    if hash_off.size != n + 1:
+        raise ValueError(f"hash_off needs n + 1 = {n + 1} entries, got {hash_off.size}")
     ids_of = [[int(h) for h in hash_ids_all[int(hash_off[i]):int(hash_off[i + 1])]] for i in range(n)]
     w = int(requests.get("branches", 1))
     hash_block = int(requests.get("hash_block", 512))
@@ -193,42 +195,63 @@ def reference_simulate(requests: dict, sched: dict, step_fn) -> dict:
         return _ceil_div(p_eff, b) + w * _ceil_div(g, b)
 
     # ---------------------------------------------------------------- arrivals
-    next_arrival_idx = 0   # arrivals happen in index order
+    # Requests before `first_open` are settled: arrived, or released with an arrival after the
+    # horizon (they never arrive). Released-but-unsettled requests lie in [first_open, next_release).
+    settled = [False] * n
+    first_open = 0
+
+    def settle(i):
+        nonlocal first_open
+        settled[i] = True
+        while first_open < n and settled[first_open]:
+            first_open += 1
 
     def process_arrivals(t):
-        nonlocal next_arrival_idx
-        # a while loop: a rejection in closed loop can release a request that arrives at once
-        while next_arrival_idx < n:
-            i = next_arrival_idx
-            if not released[i]:
-                break
-            a = arrival[i]
-            if a > horizon_s or a > t:
-                # arrivals after the horizon never arrive (stay PENDING); arrivals are monotone
-                # in index, so nothing behind i can arrive either
-                break
-            next_arrival_idx += 1
-            rej = R_NONE
-            if batching != CHUNKED and prompt[i] > B_tok:
-                rej = R_PROMPT_EXCEEDS_TOKEN_BUDGET
-            elif prompt[i] + output[i] > max_model_len:
-                rej = R_EXCEEDS_MAX_MODEL_LEN
-            elif blocks_for(i, output[i], 0) > N_blk:
-                rej = R_KV_EXCEEDS_CAPACITY
-            if rej != R_NONE:
-                status[i] = REJECTED
-                reason[i] = rej
-                t_fin[i] = a  # t_finish = arrival time
-                release_next(a)
-            else:
-                status[i] = WAITING
-                waiting.append(i)
+        # AMBIGUITY (closed loop): releases happen when the loop processes a finish (at step end)
+        # or a rejection (stamped at the rejected request's arrival time, which can be earlier
+        # than a finish processed just before), so effective arrival times need not be monotone
+        # in index. Literal rule: every released request with arrival <= t arrives, in index
+        # order; a request released during this pass (a rejection with a small think_s) is
+        # considered in the same pass (it has a higher index).
+        i = first_open
+        while i < next_release:  # next_release grows when a rejection releases a request
+            if not settled[i]:
+                a = arrival[i]
+                if a > horizon_s:
+                    settle(i)  # arrivals after the horizon never arrive (stay PENDING)
+                elif a <= t:
+                    settle(i)
+                    rej = R_NONE
+                    if batching != CHUNKED and prompt[i] > B_tok:
+                        rej = R_PROMPT_EXCEEDS_TOKEN_BUDGET
+                    elif prompt[i] + output[i] > max_model_len:
+                        rej = R_EXCEEDS_MAX_MODEL_LEN
+                    elif blocks_for(i, output[i], 0) > N_blk:
+                        rej = R_KV_EXCEEDS_CAPACITY
+                    if rej != R_NONE:
+                        status[i] = REJECTED
+                        reason[i] = rej
+                        t_fin[i] = a  # t_finish = arrival time
+                        release_next(a)
+                    else:
+                        status[i] = WAITING
+                        waiting.append(i)
+                elif concurrency == 0:
+                    break  # open loop: input sorted by arrival, nothing further can be due
+            i += 1
 
     def next_arrival_time():
-        """Arrival time of the next request still to arrive (released, ≤ horizon), or None."""
-        if next_arrival_idx < n and released[next_arrival_idx] and arrival[next_arrival_idx] <= horizon_s:
-            return arrival[next_arrival_idx]
-        return None
+        """Earliest arrival among released requests still to arrive (all <= horizon), or None."""
+        best = None
+        for i in range(first_open, next_release):
+            if not settled[i]:
+                if arrival[i] > horizon_s:
+                    continue
+                if best is None or arrival[i] < best:
+                    best = arrival[i]
+                if concurrency == 0:
+                    break  # sorted
+        return best
 
     # ---------------------------------------------------------------- scheduling helpers
     def scan_order(t):
@@ -302,10 +325,12 @@ def reference_simulate(requests: dict, sched: dict, step_fn) -> dict:
         return computed[i] == pf_target[i] and generated[i] >= 1
 
     def decode_tuple(i):
+        # contract: with g generated, w = 1 -> (1, 0, prompt + g - 1) (tokens whose KV exists
+        # before the step); w > 1 -> (w, prompt, g - 1)
         g = generated[i]
         if w == 1:
-            return (1, 0, prompt[i] + g)
-        return (w, prompt[i], g)
+            return (1, 0, prompt[i] + g - 1)
+        return (w, prompt[i], g - 1)
 
     def add_decode(r, dec, prefill_ids):
         """Add decode r to the decode list `dec` (list of ids), growing its KV and preempting if
@@ -318,12 +343,12 @@ def reference_simulate(requests: dict, sched: dict, step_fn) -> dict:
             if not preemption:
                 return False, removed  # skipped this step
             while N_blk - used_blocks < extra:
-                victims = [v for v in running if v != r and v not in prefill_ids]
+                victims = [v for v in running if v != r and v not in prefill_ids and v not in dec]
                 if victims:
                     v = victims[-1]  # newest
-                    # AMBIGUITY: a victim may be a decode already put in this step's batch (the
-                    # contract only protects r and the prefill list); it is removed from the batch
-                    # and its token budget is given back.
+                    # victims exclude decodes already in this step's batch (ENGINE_SEMANTICS: like
+                    # vLLM, which pops the last running request, never one already scheduled);
+                    # the removal below is kept as a guard and never triggers.
                     if v in dec:
                         dec.remove(v)
                         removed.append(v)
@@ -489,13 +514,8 @@ def reference_simulate(requests: dict, sched: dict, step_fn) -> dict:
             dec_entries = []
             for i, is_pad in pad_order:
                 if is_pad:
-                    # AMBIGUITY: the pad entry is (1, 0, prompt + output) for w = 1 (final context
-                    # = prompt + generated with generated = output); for w > 1 we use
-                    # (w, prompt, output), mirroring the live w > 1 decode format.
-                    if w == 1:
-                        dec_entries.append((i, 1, 0, prompt[i] + output[i]))
-                    else:
-                        dec_entries.append((i, w, prompt[i], output[i]))
+                    # contract: a padded entry is (1, 0, prompt + output - 1), for every w
+                    dec_entries.append((i, 1, 0, prompt[i] + output[i] - 1))
                 else:
                     dec_entries.append((i,) + decode_tuple(i))
         else:
@@ -587,4 +607,48 @@ def reference_simulate(requests: dict, sched: dict, step_fn) -> dict:
     }
 
 
-AMBIGUITIES = """see the AMBIGUITY comments in the source"""
+AMBIGUITIES = """Readings chosen where ENGINE_SEMANTICS.md is silent or ambiguous (see AMBIGUITY comments):
+
+ 1. Prefix-cache insert time: at the first prefill completion (the "Prefix cache" section and
+    MODEL.md 4.2), not at finish (loop step 4). Switch: PREFIX_INSERT_AT.
+ 2. Inserting an id already in the cache moves it to the most-recent end (no eviction).
+ 3. m counts leading ids over all of a request's hash ids (not only its floor(prompt/hash_block)
+    full blocks); the min(., prompt - 1) cap handles a partial last block.
+ 4. Closed loop: the first N requests arrive at t = 0 (input arrival_s ignored).
+ 5. Closed loop: releases happen when the loop processes a finish (x = step end), a rejection at
+    arrival (x = the rejected request's arrival time) or a kv_exhausted abort (x = t). Effective
+    arrivals can therefore be non-monotone in index; every released request with arrival <= t
+    arrives, in index order (no index pointer that would hold an earlier one behind a later one).
+ 6. Aging: t - arrival > aging_s (strict), from the effective first arrival (also for preempted
+    requests); aging_s = 0 is not "off" (all requests with t > arrival are aged -> FCFS).
+ 7. SPF sorts preempted requests by prompt (not pf_target) too.
+ 8. A preemption victim may be an older decode already placed in this step's batch (only r and
+    the prefill list are protected); it is removed from the batch and its w tokens go back to the
+    MIXED/CHUNKED budget. (vLLM would preempt r itself in that case.)
+ 9. Decode KV growth ignores the watermark (the watermark applies to admissions only).
+10. MIXED/CHUNKED decodes: the token budget is tested before KV growth; a decode skipped for KV
+    (preemption off) uses no budget and the scan continues; the scan stops at the first budget
+    misfit.
+11. Empty batch with running requests: the newest is aborted whatever the preemption flag, then
+    the loop goes back to step 1 at the same t and forms the batch again. (Preemptions done while
+    forming the empty batch stay.)
+12. STATIC + static_pad: a batch with only pad entries counts as empty; pads keep their place in
+    the batch's admission order; preempted/aborted members leave the batch and are not padded.
+    A preempted request waits until the whole static batch is done.
+13. CHUNKED admissions: only B_seq and KV can stop the scan (any budget > 0 admits a partial chunk).
+14. After an idle jump (t = next arrival) there is no stop test before the step runs; with
+    horizon_s > max_sim_s one step can start after max_sim_s. An arrival exactly at horizon_s
+    arrives.
+15. recomputed_tokens += pf_target = prompt + w*generated even if the victim was a partial prefill
+    or had a prefix hit.
+16. Effective arrival_s of a never-released request (closed loop) is NaN.
+17. kv_peak_blocks / kv_block_seconds use the blocks in use after batch formation (before the
+    step's finishes free blocks).
+
+Doc issues noticed (not ambiguities):
+ a. MODEL.md 5.5 ex. 3: under non-chunked batching R2 (20,000 tokens) is rejected with reason 1
+    (checked first), not kv_exceeds_capacity.
+ b. Non-chunked strategies: a preempted request whose recompute pf_target = prompt + w*generated
+    exceeds B_tok can never be re-admitted; with the strict head-of-line scan it blocks the
+    queue until the run stops (those requests end UNFINISHED).
+"""

@@ -1,0 +1,1280 @@
+"""Calibration of the analytical step model from measurements (MODEL.md §2.2, §11.2).
+
+Two layers, both fitted by minimising relative (log-ratio) error:
+
+1. **Efficiencies** η_c, η_m (and optionally η_net) and the per-op overhead τ of the roofline
+   (MODEL §2.1), per (device, engine family): :func:`fit_efficiency`. The physical form
+   extrapolates safely, so this is what other configurations of the same device and engine use.
+2. **Step correction**: a residual factor over log(token rows) for one exact client (model,
+   device, TP/PP, precision, engine), separately for steps with prefill and decode-only steps:
+   :func:`fit_step_correction`. It makes the client reproduce its measured steps; outside the
+   measured token range the kernel uses the factor of the nearest measured point and flags the
+   step (``outside_calibrated_range``; ``simulate`` warns).
+
+Inputs
+------
+*Per-step measurements* (:data:`STEP_CSV_COLUMNS`, :func:`load_step_csv`): one row per measured
+engine step::
+
+    id,model,hardware,tp,pp,precision,engine,prefill,decode,time_ms
+    s1,llama-3.1-8b,H100,1,1,fp8,vllm,0:512,,31.2
+    s2,llama-3.1-8b,H100,1,1,fp8,vllm,,64*1:576,9.8
+    s3,llama-3.1-8b,H100,1,1,fp8,vllm,0:256;1024:256,8*1:2048,22.5
+
+``prefill`` lists the step's prefill chunks as ``past:new`` (KV tokens already cached : new
+tokens), ``decode`` its decodes as ``branches:kv`` (parallel branches : context tokens before
+this token); entries are separated by ``;`` and ``N*entry`` repeats an entry N times. ``pp``,
+``precision`` and ``engine`` may be empty (1, ``bf16``, ``""``); optional ``group`` and
+``source`` columns are kept (``group`` drives train/test splits).
+
+*Splitwise-style profile tables* (:func:`import_splitwise_profile`; splitwise-sim
+``data/perf_model.csv``): ``model, hardware, tensor_parallel, prompt_size, batch_size,
+token_size, prompt_time, token_time`` (ms). ``prompt_time`` is one prefill step of
+``batch_size`` prompts of ``prompt_size`` tokens; ``token_time`` is the mean decode step of
+the batch while it generates ``token_size`` tokens, i.e. ``batch_size`` decodes at the mean
+context ``prompt_size + token_size/2``. Repeated runs are averaged.
+
+*Per-request benchmark results* (:data:`REQUEST_CSV_COLUMNS`,
+:func:`import_request_benchmark`): ``isl, osl, ttft_ms`` and ``tpot_ms`` (or ``e2e_ms``), plus
+``batch`` (requests served together as one static batch, default 1) and optional model /
+hardware / tp / pp / precision / engine columns. Without queueing (batch-1 or static-batch runs)
+each row is two step observations: TTFT = one prefill step of ``batch`` prompts of ``isl``
+tokens; TPOT (= (e2e − ttft)/(osl − 1) when only e2e is given) = one decode step of ``batch``
+decodes at the mean context ``isl + osl/2``. Rows measured under load (a ``concurrency`` or
+``rate`` column > 1) include queueing and are skipped with a reason.
+
+*The shared measurements table* (``../shared/calibration/measurements.csv``):
+:func:`observations_from_measurements` turns its ``prefill_ms``, ``decode_step_ms`` and
+``ttft_ms`` rows into step observations; throughput rows are fitted through
+:class:`RunObservation` (the simulator is run once, the logged batch sequence is re-costed for
+every trial parameter set; see :func:`fit_efficiency`).
+
+Stored results
+--------------
+``data/calibration.toml`` (written by :func:`write_calibration_toml`, read by
+:func:`load_calibration`, :func:`calibrated_efficiency`, :func:`calibrated_step_correction`)
+holds the fitted efficiencies per ``[efficiency.DEVICE.ENGINE]`` (``"*"`` = pooled over devices
+or engines) with their provenance: rows used, date, split, train and test errors.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as _dt
+import functools
+import json
+import math
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from ._numba import jit
+from .kernels import steptime as K
+from .specs import ClientSpec, EfficiencySpec, make_client
+from .stepmodel import client_params
+
+# ============================================================================ schemas
+STEP_CSV_COLUMNS = ("id", "model", "hardware", "tp", "pp", "precision", "engine", "prefill", "decode", "time_ms")
+STEP_CSV_OPTIONAL = ("group", "source")
+REQUEST_CSV_COLUMNS = ("isl", "osl", "ttft_ms", "tpot_ms", "e2e_ms", "batch")
+SPLITWISE_COLUMNS = ("model", "hardware", "tensor_parallel", "prompt_size", "batch_size", "token_size",
+                     "prompt_time", "token_time")
+EFFICIENCY_PARAMS = ("compute", "memory", "op_overhead_us")
+ETA_BOUNDS = (0.05, 1.0)
+DEFAULT_EFFICIENCY = {"compute": 0.75, "memory": 0.75, "network": 1.0, "op_overhead_us": 0.0}
+CORRECTION_TOLERANCE = 0.02   # a calibrated client reproduces distinct training steps within this
+
+
+class CalibrationError(ValueError):
+    pass
+
+
+# ============================================================================ names
+# Free-text names of the measurement tables -> catalog presets. First match wins.
+MODEL_ALIASES: tuple[tuple[str, str], ...] = (
+    (r"llama[-_ ]?3\.3[-_ ]?70b", "llama-3.3-70b"),
+    (r"llama[-_ ]?3\.1[-_ ]?405b", "llama-3.1-405b"),
+    (r"llama[-_ ]?3\.1[-_ ]?70b", "llama-3.1-70b"),
+    (r"llama[-_ ]?3\.1[-_ ]?8b", "llama-3.1-8b"),
+    (r"llama[-_ ]?2.*?70b", "llama-2-70b"),
+    (r"llama[-_ ]?2.*?7b", "llama-2-7b"),
+    (r"bloom[-_ ]?176b|^bloom$", "bloom-176b"),
+    (r"qwen[-_ ]?3[-_ ]?32b", "qwen3-32b"),
+    (r"mixtral[-_ ]?8x7b", "mixtral-8x7b"),
+    (r"mistral[-_ ]?7b", "mistral-7b"),
+    (r"deepseek[-_ ]?v3", "deepseek-v3"),
+)
+DEVICE_ALIASES: tuple[tuple[str, str], ...] = (
+    (r"^gb200", "GB200"), (r"^gb300", "GB300"), (r"^gh200", "GH200"),
+    (r"^(nvidia[-_ ]?)?b200", "B200"), (r"^(nvidia[-_ ]?)?h200", "H200"),
+    (r"^(nvidia[-_ ]?)?h100", "H100"), (r"^(nvidia[-_ ]?)?a100", "A100"),
+    (r"^(amd[-_ ]?)?mi300x", "MI300X"), (r"^(amd[-_ ]?)?mi325x", "MI325X"),
+    (r"^(amd[-_ ]?)?mi355x", "MI355X"), (r"^gaudi[-_ ]?3", "Gaudi3"), (r"^gaudi[-_ ]?2", "Gaudi2"),
+)
+
+
+def _catalog_name(kind: str, name: str) -> str | None:
+    from .catalog import default_catalog
+    cat = default_catalog()
+    if cat.has(kind, name):
+        return cat.get(kind, name)["name"]
+    return None
+
+
+def resolve_model(name: str) -> str | None:
+    """Catalog model preset for a free-text model name (``Llama-2 LLaMA-70B`` -> ``llama-2-70b``),
+    or None when no preset matches."""
+    s = str(name).strip()
+    hit = _catalog_name("models", s)
+    if hit:
+        return hit
+    low = s.lower()
+    for pat, preset in MODEL_ALIASES:
+        if re.search(pat, low):
+            return preset
+    return None
+
+
+def resolve_device(name: str) -> str | None:
+    """Catalog device preset for a free-text hardware name (``H100-SXM-80GB`` -> ``H100``)."""
+    s = str(name).strip()
+    hit = _catalog_name("devices", s)
+    if hit:
+        return hit
+    low = s.lower()
+    for pat, preset in DEVICE_ALIASES:
+        if re.search(pat, low):
+            return preset
+    return None
+
+
+_DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp6", "fp4", "int4")
+
+
+def parse_precision(text: Any) -> dict | None:
+    """Precision dict (weights, compute, kv, activations) from a name or free text.
+
+    Accepts a dtype name (``fp8``), the slash form ``weights/compute/kv/activations``
+    (``fp4/fp4/fp8/bf16``), a dict, or table text such as ``FP8 (ModelOpt)`` and
+    ``FP4 (nvidia/...-FP4)``. Assumptions for free text: an FP8 checkpoint also stores the KV cache
+    in FP8 (ModelOpt default); an FP4 (NVFP4) checkpoint computes in FP4 and keeps an FP8 KV
+    cache; activations stay 16-bit below 16-bit weights.
+    """
+    if text is None or (isinstance(text, float) and math.isnan(text)):
+        return {"weights": "bf16", "compute": "bf16", "kv": "bf16", "activations": "bf16"}
+    if isinstance(text, Mapping):
+        return dict(text)
+    s = str(text).strip().lower()
+    if not s:
+        return {"weights": "bf16", "compute": "bf16", "kv": "bf16", "activations": "bf16"}
+    if "/" in s and all(p in _DTYPES for p in s.split("/")) and len(s.split("/")) == 4:
+        w, c, kv, a = s.split("/")
+        return {"weights": w, "compute": c, "kv": kv, "activations": a}
+    s = s.replace("float16", "fp16").replace("bfloat16", "bf16")
+    m = re.search(r"\b(fp32|tf32|bf16|fp16|fp8|int8|fp6|fp4|nvfp4|mxfp4|int4)\b", s)
+    if m is None:
+        return None
+    d = m.group(1)
+    if d in ("nvfp4", "mxfp4"):
+        d = "fp4"
+    if d in ("fp16", "bf16", "fp32", "tf32"):
+        return {"weights": d, "compute": d, "kv": d, "activations": d}
+    kv = "fp8" if d in ("fp4", "int4", "fp6") else d
+    kvm = re.search(r"(fp8|int8|fp16|bf16|fp4)\s*kv|kv\s*(?:cache)?\s*(fp8|int8|fp16|bf16|fp4)", s)
+    if kvm:
+        kv = kvm.group(1) or kvm.group(2)
+    return {"weights": d, "compute": d, "kv": kv, "activations": "bf16"}
+
+
+def precision_key(prec: Any) -> str:
+    """Canonical ``weights/compute/kv/activations`` string of a precision (name, text or dict)."""
+    p = parse_precision(prec) if not isinstance(prec, Mapping) else dict(prec)
+    if p is None:
+        raise CalibrationError(f"precision {prec!r}: not recognised")
+    full = {"weights": "bf16", "compute": "bf16", "kv": "bf16", "activations": "bf16"}
+    if isinstance(prec, str) and prec in _DTYPES:  # same rule as PrecisionSpec for one name
+        full = {"weights": prec, "compute": prec, "kv": prec,
+                "activations": "bf16" if prec in ("fp8", "int8", "fp6", "fp4", "int4") else prec}
+    else:
+        full.update(p)
+    return "/".join(full[k] for k in ("weights", "compute", "kv", "activations"))
+
+
+def engine_family(engine: Any, version: Any = "") -> str:
+    """Engine family used to group efficiencies: ``trtllm-1`` (TensorRT-LLM 1.x, PyTorch backend),
+    ``trtllm-0`` (0.x TensorRT engines), ``vllm``, ``sglang``, ``splitwise`` (splitwise-sim
+    characterisation runs, engine not named), or a slug of the text."""
+    e = "" if engine is None or (isinstance(engine, float) and math.isnan(engine)) else str(engine).strip().lower()
+    v = "" if version is None or (isinstance(version, float) and math.isnan(version)) else str(version).strip().lower()
+    if not e:
+        return ""
+    if re.fullmatch(r"[a-z0-9][a-z0-9.\-_]*", e) and ("-" in e or e in ("vllm", "sglang", "splitwise")) \
+            and not e.startswith("tensorrt"):
+        return e  # already a family name
+    if "tensorrt" in e or "trt-llm" in e or "trtllm" in e:
+        m = re.search(r"v?(\d+)\.\d", v) or re.search(r"v(\d+)\.\d", e)
+        if m:
+            major = m.group(1)
+        else:
+            major = "1" if ("trtllm-bench" in e or "pytorch" in e) else "0"
+        return f"trtllm-{major}"
+    for name in ("vllm", "sglang", "splitwise", "lmdeploy", "deepspeed", "tgi"):
+        if name in e:
+            return name
+    return re.sub(r"[^a-z0-9]+", "-", e).strip("-")[:40] or "unknown"
+
+
+# ============================================================================ observations
+@dataclass(frozen=True)
+class StepObservation:
+    """One measured engine step. ``prefill``: ((past, new), ...); ``decode``: ((branches, kv), ...)."""
+    model: str
+    device: str
+    time_s: float
+    prefill: tuple = ()
+    decode: tuple = ()
+    tp: int = 1
+    pp: int = 1
+    precision: str = "bf16/bf16/bf16/bf16"
+    engine: str = ""
+    id: str = ""
+    group: str = ""
+    source: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "prefill", tuple((int(p), int(n)) for p, n in self.prefill))
+        object.__setattr__(self, "decode", tuple((int(w), int(k)) for w, k in self.decode))
+        object.__setattr__(self, "precision", precision_key(self.precision))
+        if not (self.time_s > 0):
+            raise CalibrationError(f"observation {self.id!r}: time must be > 0, got {self.time_s}")
+        if not self.prefill and not self.decode:
+            raise CalibrationError(f"observation {self.id!r}: a step needs prefill chunks or decodes")
+
+    @property
+    def tokens(self) -> int:
+        """Token rows T of the step (prefill tokens + decode branches)."""
+        return sum(n for _, n in self.prefill) + sum(w for w, _ in self.decode)
+
+    @property
+    def kind(self) -> str:
+        """``prefill`` for any step with prefill chunks (the kernel's correction row), else ``decode``."""
+        return "prefill" if self.prefill else "decode"
+
+    @property
+    def client_key(self) -> str:
+        return client_key(self.model, self.device, self.tp, self.pp, self.precision, self.engine)
+
+
+def client_key(model: str, device: str, tp: int = 1, pp: int = 1, precision: Any = "bf16", engine: str = "") -> str:
+    """Identity of one measured configuration (a step correction applies to exactly one)."""
+    return f"{model}|{device}|tp{int(tp)}|pp{int(pp)}|{precision_key(precision)}|{engine}"
+
+
+def parse_batch(text: Any) -> tuple[tuple[int, int], ...]:
+    """``"0:512;1024:256"`` or ``"64*1:576"`` -> ((0, 512), (1024, 256)) / 64 x (1, 576)."""
+    if text is None or (isinstance(text, float) and math.isnan(text)):
+        return ()
+    out: list[tuple[int, int]] = []
+    for part in str(text).replace(" ", "").split(";"):
+        if not part:
+            continue
+        rep = 1
+        if "*" in part:
+            r, part = part.split("*", 1)
+            rep = int(r)
+        a, b = part.split(":")
+        out.extend([(int(float(a)), int(float(b)))] * rep)
+    return tuple(out)
+
+
+def format_batch(entries: Sequence[tuple[int, int]]) -> str:
+    """Inverse of :func:`parse_batch` (runs of equal entries use ``N*``)."""
+    parts, i = [], 0
+    entries = list(entries)
+    while i < len(entries):
+        j = i
+        while j < len(entries) and entries[j] == entries[i]:
+            j += 1
+        a, b = entries[i]
+        parts.append(f"{j - i}*{a}:{b}" if j - i > 1 else f"{a}:{b}")
+        i = j
+    return ";".join(parts)
+
+
+def _num(v, default=None):
+    if v is None:
+        return default
+    if isinstance(v, str):
+        v = v.strip()
+        if not v:
+            return default
+        try:
+            return float(v)
+        except ValueError:
+            return default
+    if isinstance(v, float) and math.isnan(v):
+        return default
+    return float(v)
+
+
+def _read_rows(path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def load_step_csv(path: str | Path) -> list[StepObservation]:
+    """Load per-step measurements (schema :data:`STEP_CSV_COLUMNS`); model and hardware names are
+    resolved to catalog presets (a row whose names do not resolve raises)."""
+    rows = _read_rows(path)
+    obs = []
+    for i, r in enumerate(rows):
+        missing = [c for c in ("model", "hardware", "time_ms") if not (r.get(c) or "").strip()]
+        if missing:
+            raise CalibrationError(f"{path}: row {i + 1}: missing {', '.join(missing)}")
+        model, dev = resolve_model(r["model"]), resolve_device(r["hardware"])
+        if model is None or dev is None:
+            raise CalibrationError(f"{path}: row {i + 1}: unknown model {r['model']!r} or hardware {r['hardware']!r}")
+        obs.append(StepObservation(
+            model=model, device=dev, time_s=float(r["time_ms"]) / 1e3,
+            prefill=parse_batch(r.get("prefill")), decode=parse_batch(r.get("decode")),
+            tp=int(_num(r.get("tp"), 1)), pp=int(_num(r.get("pp"), 1)),
+            precision=precision_key(r.get("precision") or "bf16"),
+            engine=engine_family(r.get("engine") or ""), id=(r.get("id") or f"row{i + 1}"),
+            group=r.get("group") or "", source=r.get("source") or str(path)))
+    return obs
+
+
+def write_step_csv(observations: Iterable[StepObservation], path: str | Path) -> None:
+    """Write observations in the :data:`STEP_CSV_COLUMNS` schema (plus group, source)."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(STEP_CSV_COLUMNS + STEP_CSV_OPTIONAL)
+        for o in observations:
+            w.writerow([o.id, o.model, o.device, o.tp, o.pp, o.precision, o.engine, format_batch(o.prefill),
+                        format_batch(o.decode), repr(o.time_s * 1e3), o.group, o.source])
+
+
+def import_splitwise_profile(path: str | Path, *, precision: str = "fp16", engine: str = "splitwise",
+                             model: str | None = None, hardware: str | None = None) -> list[StepObservation]:
+    """Step observations from a splitwise-sim style profile table (see the module docstring).
+
+    Rows with the same (model, hardware, TP, prompt, batch, token size) are averaged (mean).
+    ``model``/``hardware`` override the table's names (else they are resolved to presets).
+    """
+    rows = _read_rows(path)
+    groups: dict[tuple, list[tuple[float, float]]] = {}
+    for i, r in enumerate(rows):
+        m = model or resolve_model(r.get("model", ""))
+        d = hardware or resolve_device(r.get("hardware", ""))
+        if m is None or d is None:
+            raise CalibrationError(f"{path}: row {i + 1}: unknown model {r.get('model')!r} or hardware {r.get('hardware')!r}")
+        key = (m, d, int(_num(r.get("tensor_parallel"), 1)), int(_num(r["prompt_size"])),
+               int(_num(r["batch_size"])), int(_num(r.get("token_size"), 0)))
+        groups.setdefault(key, []).append((_num(r.get("prompt_time"), float("nan")), _num(r.get("token_time"), float("nan"))))
+    obs = []
+    prec = precision_key(precision)
+    fam = engine_family(engine)
+    for (m, d, tp, P, B, S), vals in sorted(groups.items()):
+        pt = np.nanmean([v[0] for v in vals]) if any(np.isfinite(v[0]) for v in vals) else np.nan
+        tt = np.nanmean([v[1] for v in vals]) if any(np.isfinite(v[1]) for v in vals) else np.nan
+        grp = f"splitwise|{m}|{d}|tp{tp}"
+        if np.isfinite(pt) and pt > 0:
+            obs.append(StepObservation(model=m, device=d, tp=tp, precision=prec, engine=fam, time_s=pt / 1e3,
+                                       prefill=((0, P),) * B, id=f"{m}-{d}-tp{tp}-prefill-P{P}-B{B}",
+                                       group=grp + "|prefill", source=str(path)))
+        if np.isfinite(tt) and tt > 0 and S > 1:
+            obs.append(StepObservation(model=m, device=d, tp=tp, precision=prec, engine=fam, time_s=tt / 1e3,
+                                       decode=((1, P + S // 2),) * B, id=f"{m}-{d}-tp{tp}-decode-P{P}-B{B}-S{S}",
+                                       group=grp + "|decode", source=str(path)))
+    return obs
+
+
+def import_request_benchmark(path: str | Path, *, model: str | None = None, hardware: str | None = None,
+                             tp: int = 1, pp: int = 1, precision: str = "bf16", engine: str = ""
+                             ) -> tuple[list[StepObservation], list[tuple[str, str]]]:
+    """Step observations from per-request benchmark results (see the module docstring).
+
+    Returns (observations, skipped) where skipped lists (row id, reason)."""
+    rows = _read_rows(path)
+    obs, skipped = [], []
+    for i, r in enumerate(rows):
+        rid = r.get("id") or f"row{i + 1}"
+        m = resolve_model(r["model"]) if r.get("model") else model
+        d = resolve_device(r["hardware"]) if r.get("hardware") else hardware
+        if m is None or d is None:
+            skipped.append((rid, f"unknown model {r.get('model') or model!r} or hardware {r.get('hardware') or hardware!r}"))
+            continue
+        conc = _num(r.get("concurrency"), 1.0)
+        rate = _num(r.get("rate"), None)
+        if conc > 1 or (rate is not None and rate > 0 and math.isfinite(rate)):
+            skipped.append((rid, "measured under load (concurrency/rate): TTFT/TPOT include queueing and "
+                                 "interleaving, not single steps; use it in `mistfast validate` instead"))
+            continue
+        isl, osl = _num(r.get("isl")), _num(r.get("osl"), 1)
+        if isl is None:
+            skipped.append((rid, "no isl"))
+            continue
+        isl, osl = int(isl), int(osl)
+        B = int(_num(r.get("batch"), 1))
+        kw = dict(model=m, device=d, tp=int(_num(r.get("tp"), tp)), pp=int(_num(r.get("pp"), pp)),
+                  precision=precision_key(r.get("precision") or precision),
+                  engine=engine_family(r.get("engine") or engine), group=f"{path}|{rid}", source=str(path))
+        ttft, tpot, e2e = _num(r.get("ttft_ms")), _num(r.get("tpot_ms")), _num(r.get("e2e_ms"))
+        if ttft is not None and ttft > 0:
+            obs.append(StepObservation(time_s=ttft / 1e3, prefill=((0, isl),) * B, id=f"{rid}:ttft", **kw))
+        if (tpot is None or tpot <= 0) and e2e is not None and ttft is not None and osl > 1:
+            tpot = (e2e - ttft) / (osl - 1)
+        if tpot is not None and tpot > 0 and osl > 1:
+            obs.append(StepObservation(time_s=tpot / 1e3, decode=((1, isl + osl // 2),) * B, id=f"{rid}:tpot", **kw))
+        elif ttft is None:
+            skipped.append((rid, "neither ttft_ms nor tpot_ms/e2e_ms"))
+    return obs, skipped
+
+
+STEP_METRICS = ("prefill_ms", "decode_step_ms", "ttft_ms")
+
+
+def _batch_of(value) -> int | None:
+    b = _num(value, None)
+    return int(b) if b is not None and b >= 1 else None
+
+
+def observations_from_measurements(data) -> tuple[list[StepObservation], dict[str, str]]:
+    """Step observations from the step-like rows of a measurements table (the schema of
+    ``../shared/calibration/measurements.csv``): ``prefill_ms`` (one prefill step of ``batch``
+    prompts of ``isl`` tokens), ``decode_step_ms`` (one decode step of ``batch`` decodes at context
+    ``isl + osl/2``) and ``ttft_ms`` at batch/concurrency 1 (one prefill step of ``isl`` tokens).
+
+    Returns (observations, skipped: id -> reason) for rows that are not step measurements or
+    cannot be mapped."""
+    import pandas as pd
+    df = data if isinstance(data, pd.DataFrame) else pd.read_csv(data)
+    obs, skipped = [], {}
+    for _, r in df.iterrows():
+        rid = str(r.get("id"))
+        metric = str(r.get("metric", "")).strip()
+        if metric not in STEP_METRICS:
+            skipped[rid] = f"metric {metric!r} is not a single-step measurement"
+            continue
+        m, d = resolve_model(r.get("model", "")), resolve_device(r.get("hardware", ""))
+        prec = parse_precision(r.get("precision"))
+        if m is None or d is None or prec is None:
+            skipped[rid] = f"unknown model/hardware/precision {r.get('model')!r} / {r.get('hardware')!r} / {r.get('precision')!r}"
+            continue
+        B = _batch_of(r.get("batch_or_concurrency")) or 1
+        isl = int(_num(r.get("isl"), 0) or 0)
+        osl = int(_num(r.get("osl"), 1) or 1)
+        if isl < 1:
+            skipped[rid] = "no isl"
+            continue
+        if metric == "ttft_ms" and B > 1 and "static" not in str(r.get("workload", "")).lower():
+            skipped[rid] = "ttft at concurrency > 1 includes queueing"
+            continue
+        kw = dict(model=m, device=d, tp=int(_num(r.get("tp"), 1)), pp=int(_num(r.get("pp"), 1)),
+                  precision=precision_key(prec), engine=engine_family(r.get("engine"), r.get("engine_version")),
+                  id=rid, source=str(r.get("source", "")), time_s=float(r["value"]) / 1e3)
+        if metric in ("prefill_ms", "ttft_ms"):
+            obs.append(StepObservation(prefill=((0, isl),) * B, **kw))
+        else:
+            obs.append(StepObservation(decode=((1, isl + osl // 2),) * B, **kw))
+    return obs, skipped
+
+
+# ============================================================================ clients
+@functools.lru_cache(maxsize=512)
+def _client_cached(model: str, device: str, tp: int, pp: int, precision: str) -> ClientSpec:
+    w, c, kv, a = precision.split("/")
+    return make_client(model, device, tp=tp, pp=pp,
+                       precision={"weights": w, "compute": c, "kv": kv, "activations": a})
+
+
+def default_client(obs: StepObservation) -> ClientSpec:
+    """The uncalibrated analytical client of an observation (default efficiencies)."""
+    return _client_cached(obs.model, obs.device, int(obs.tp), int(obs.pp), obs.precision)
+
+
+def with_efficiency(client: ClientSpec, eff: Mapping[str, Any] | None, correction: Mapping | None = None,
+                    source: str | None = None) -> ClientSpec:
+    """Copy of ``client`` with efficiency fields (and optionally a step correction) replaced."""
+    upd: dict[str, Any] = {}
+    if eff:
+        e = client.efficiency.model_dump()
+        e.update({k: float(v) for k, v in eff.items() if k in ("compute", "memory", "network", "op_overhead_us")})
+        e["compute"] = min(max(e["compute"], 1e-6), 1.0)
+        e["memory"] = min(max(e["memory"], 1e-6), 1.0)
+        e["network"] = min(max(e["network"], 1e-6), 1.0)
+        e["op_overhead_us"] = max(e["op_overhead_us"], 0.0)
+        if source or eff.get("source"):
+            e["source"] = str(source or eff.get("source"))
+        upd["efficiency"] = EfficiencySpec(**e)
+    if correction is not None:
+        from .specs import StepCorrectionSpec
+        upd["step_correction"] = StepCorrectionSpec(**dict(correction))
+    return client.model_copy(update=upd) if upd else client
+
+
+# ============================================================================ fast re-costing
+# A "step set" is a CSR description of many steps, each with its own parameter-vector row and a
+# weight; efficiencies are changed by rescaling the rate entries of the parameter vectors.
+@jit
+def _cost_steps(prm, row, pf_off, pf_past, pf_new, pf_done, dec_off, dec_w, dec_s, dec_k, out_t):
+    nb = np.zeros(K.N_BREAKDOWN)
+    for i in range(out_t.shape[0]):
+        a, b = pf_off[i], pf_off[i + 1]
+        c, d = dec_off[i], dec_off[i + 1]
+        out_t[i] = K.step_time(prm[row[i]], pf_past[a:b], pf_new[a:b], b - a, pf_done[i],
+                               dec_w[c:d], dec_s[c:d], dec_k[c:d], d - c, nb)
+
+
+class StepSet:
+    """Steps to re-cost under trial efficiencies. ``add(client, prefill, decode, weight, owner)``."""
+
+    def __init__(self):
+        self._clients: dict[int, int] = {}
+        self.client_list: list[ClientSpec] = []
+        self.rows: list[int] = []
+        self.pf: list[list[tuple[float, float]]] = []
+        self.dec: list[list[tuple[float, float]]] = []
+        self.done: list[float] = []
+        self.weight: list[float] = []
+        self.owner: list[int] = []
+        self._built = False
+
+    def add(self, client: ClientSpec, prefill, decode, weight: float = 1.0, owner: int = 0, done=None):
+        key = id(client)
+        if key not in self._clients:
+            self._clients[key] = len(self.client_list)
+            self.client_list.append(client)
+        self.rows.append(self._clients[key])
+        self.pf.append([(float(p), float(n)) for p, n in prefill])
+        self.dec.append([(float(w), float(k)) for w, k in decode])
+        self.done.append(float(len(self.pf[-1]) if done is None else done))
+        self.weight.append(float(weight))
+        self.owner.append(int(owner))
+        self._built = False
+
+    def __len__(self):
+        return len(self.rows)
+
+    def build(self):
+        n = len(self.rows)
+        self.pf_off = np.zeros(n + 1, np.int64)
+        self.dec_off = np.zeros(n + 1, np.int64)
+        for i in range(n):
+            self.pf_off[i + 1] = self.pf_off[i] + len(self.pf[i])
+            self.dec_off[i + 1] = self.dec_off[i] + len(self.dec[i])
+        pf = np.array([x for l in self.pf for x in l], dtype=np.float64).reshape(-1, 2)
+        dec = np.array([x for l in self.dec for x in l], dtype=np.float64).reshape(-1, 2)
+        self.pf_past, self.pf_new = pf[:, 0].copy(), pf[:, 1].copy()
+        self.dec_w, self.dec_k = dec[:, 0].copy(), dec[:, 1].copy()
+        self.dec_s = np.zeros(len(dec))
+        self.pf_done = np.asarray(self.done, dtype=np.float64)
+        self.row = np.asarray(self.rows, dtype=np.int64)
+        self.w = np.asarray(self.weight)
+        self.own = np.asarray(self.owner, dtype=np.int64)
+        # raw (efficiency-free) rate entries of each client's parameter vector
+        P = len(self.client_list)
+        self.prm0 = np.zeros((P, K.N_PARAMS))
+        self.raw = np.zeros((P, 8))
+        for j, c in enumerate(self.client_list):
+            prm = client_params(c)
+            e = c.efficiency
+            self.prm0[j] = prm
+            self.raw[j] = (prm[K.P_FPEAK] / e.compute, prm[K.P_FPEAK_ATTN] / e.compute, prm[K.P_BW] / e.memory,
+                           prm[K.P_BW_ONCHIP] / e.memory if prm[K.P_GENZ] > 0 else prm[K.P_BW_ONCHIP],
+                           prm[K.P_TP_BETA] / e.network, prm[K.P_PP_BETA] / e.network,
+                           prm[K.P_EP_BETA] / e.network if prm[K.P_EP_BETA] > 0 else 0.0,
+                           1.0 if prm[K.P_GENZ] > 0 else 0.0)
+        self._built = True
+        return self
+
+    def params(self, eta_c: float, eta_m: float, tau_us: float, eta_n: float = 1.0) -> np.ndarray:
+        prm = self.prm0.copy()
+        r = self.raw
+        prm[:, K.P_FPEAK] = r[:, 0] * eta_c
+        prm[:, K.P_FPEAK_ATTN] = r[:, 1] * eta_c
+        prm[:, K.P_BW] = r[:, 2] * eta_m
+        prm[:, K.P_BW_ONCHIP] = np.where(r[:, 7] > 0, r[:, 3] * eta_m, r[:, 3])
+        prm[:, K.P_TP_BETA] = r[:, 4] * eta_n
+        prm[:, K.P_PP_BETA] = r[:, 5] * eta_n
+        prm[:, K.P_EP_BETA] = r[:, 6] * eta_n
+        prm[:, K.P_TAU] = tau_us * 1e-6
+        return prm
+
+    def times(self, eta_c: float, eta_m: float, tau_us: float, eta_n: float = 1.0, prm=None) -> np.ndarray:
+        """Unweighted time of every step (s)."""
+        if not self._built:
+            self.build()
+        if prm is None:
+            prm = self.params(eta_c, eta_m, tau_us, eta_n)
+        out = np.zeros(len(self.rows))
+        _cost_steps(prm, self.row, self.pf_off, self.pf_past, self.pf_new, self.pf_done,
+                    self.dec_off, self.dec_w, self.dec_s, self.dec_k, out)
+        return out
+
+    def totals(self, n_owners: int, *args, **kw) -> np.ndarray:
+        """Weighted time per owner."""
+        t = self.times(*args, **kw)
+        return np.bincount(self.own, weights=t * self.w, minlength=n_owners)
+
+
+# ============================================================================ run observations
+RATE_METRICS = ("output_tok_s", "output_tok_s_per_gpu", "total_tok_s", "request_throughput_rps")
+
+
+@dataclass(eq=False)
+class RunObservation:
+    """A measured whole-run metric (throughput or latency) fitted through the simulator.
+
+    ``point`` is a :class:`mistfast.runner.Point` whose client carries the *base* configuration;
+    ``value_of(summary)`` extracts the predicted metric from the run summary (a dict of scalars);
+    ``rate_like``: the metric scales as 1/(step time) (throughputs) rather than with it.
+
+    Fitting runs the simulator once with the step log on (:func:`prepare_runs`), compresses the
+    logged batches (prefill chunk count and tokens, decode count, KV in use) into a step set, and
+    predicts the metric at trial efficiencies as ``m_ref · (S_ref/S)`` (rate-like) or
+    ``m_ref · S/S_ref`` (time-like), with S the re-costed time of the logged steps and m_ref the
+    simulated metric at an anchor efficiency. The batch sequence of an offline or static-batch run
+    does not depend on step durations, so only the compression of each batch is approximate, and it
+    enters through the ratio S/S_ref only; the fit re-anchors once at its result (a plain
+    simulation), which removes most of that error. (Open-loop and closed-loop runs change their
+    batches with the step times; the same scheme is then an approximation.)
+    """
+    id: str
+    device: str
+    engine: str
+    point: Any
+    measured: float
+    value_of: Callable[[dict], float]
+    rate_like: bool = True
+    group: str = ""
+    isl: int = 0
+    osl: int = 0
+    n_steps_hint: int = 0
+    steps: list | None = None          # compressed batches: (prefill, decode, weight, n_done)
+    ref_value: float = float("nan")    # simulated metric of the base client
+    ref_total_s: float = float("nan")
+
+    @property
+    def client(self) -> ClientSpec:
+        return self.point.client
+
+
+MAX_SURROGATE_STEPS = 3000
+
+
+def _simulate_points(points, *, log_steps: int = 0, parallel: bool = True) -> dict:
+    from .runner import run_points
+    return run_points(list(points), log_steps=log_steps, parallel=parallel and len(points) > 1)
+
+
+def _run_summary(res: dict, q: int) -> dict:
+    return {k: float(np.asarray(v)[q]) if np.asarray(v).ndim == 1 else np.asarray(v)[q] for k, v in res["summary"].items()}
+
+
+def prepare_runs(runs: Sequence[RunObservation], parallel: bool = True) -> None:
+    """Simulate each run (base client) with the step log on, once, and keep its compressed batch
+    sequence and reference metric."""
+    from .kernels import engine as E
+    need = [r for r in runs if r.steps is None]
+    if not need:
+        return
+    unknown = [r for r in need if r.n_steps_hint <= 0]
+    if unknown:
+        res0 = _simulate_points([r.point for r in unknown], parallel=parallel)
+        for q, r in enumerate(unknown):
+            r.n_steps_hint = int(res0["summary"]["n_steps"][q])
+    for r in need:
+        res = _simulate_points([r.point], log_steps=int(max(r.n_steps_hint, 1)), parallel=False)
+        summ = _run_summary(res, 0)
+        r.ref_value = float(r.value_of(summ))
+        log = res["steplog"][0, :int(min(res["steps_per_sub"][0], r.n_steps_hint))]
+        r.ref_total_s = float(log[:, E.L_DT].sum())
+        r.steps = _compress_log(r.point.client, log, r)
+
+
+def run_values(runs: Sequence[RunObservation], eff: Mapping[str, float] | None, parallel: bool = True) -> np.ndarray:
+    """Simulated metric of every run with its client's efficiency replaced by ``eff``."""
+    pts = [dataclasses.replace(r.point, client=with_efficiency(r.point.client, eff)) if eff else r.point for r in runs]
+    res = _simulate_points(pts, parallel=parallel)
+    return np.array([float(r.value_of(_run_summary(res, q))) for q, r in enumerate(runs)])
+
+
+def _run_stepset(runs: Sequence[RunObservation]) -> StepSet:
+    st = StepSet()
+    for j, r in enumerate(runs):
+        for pf, dec, w, done in r.steps or ():
+            st.add(r.point.client, pf, dec, weight=w, owner=j, done=done)
+    return st.build()
+
+
+def _compress_log(client: ClientSpec, log: np.ndarray, run: RunObservation) -> list:
+    """Group identical (prefills, prefill tokens, decodes, KV-in-use bucket) compositions of a step
+    log; keep at most MAX_SURROGATE_STEPS groups (stride sample, reweighted). A decode group becomes
+    one entry with ``w`` = number of decodes at the mean context (identical attention sums)."""
+    from .kernels import engine as E
+    if len(log) == 0:
+        return []
+    bs = client.scheduler.block_size
+    npf = log[:, E.L_NPF].astype(np.int64)
+    pft = log[:, E.L_PF_TOKENS].astype(np.int64)
+    ndec = log[:, E.L_NDEC].astype(np.int64)
+    kv = log[:, E.L_KV_USED] * bs
+    kbucket = np.round(np.log2(np.maximum(kv, 1.0)) * 8).astype(np.int64)
+    keys = np.stack([npf, pft, ndec, kbucket], axis=1)
+    uniq, inv, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    inv = inv.ravel()
+    kv_mean = np.bincount(inv, weights=kv) / counts
+    order = np.arange(len(uniq))
+    scale = 1.0
+    if len(uniq) > MAX_SURROGATE_STEPS:
+        stride = int(math.ceil(len(uniq) / MAX_SURROGATE_STEPS))
+        order = order[::stride]
+        scale = counts.sum() / counts[order].sum()
+    out = []
+    for g in order:
+        n_pf, toks, n_dec = int(uniq[g, 0]), int(uniq[g, 1]), int(uniq[g, 2])
+        prefill = [(0.0, toks / n_pf)] * n_pf if n_pf > 0 else []
+        decode = []
+        if n_dec > 0:
+            # KV in use minus the prompts being prefilled, shared by the decodes
+            k = max(1.0, (kv_mean[g] - (toks if n_pf else 0)) / n_dec - 1.0)
+            if run.osl > 0 and run.isl > 0:
+                k = min(max(k, float(run.isl)), float(run.isl + run.osl))
+            decode = [(float(n_dec), k)]
+        if prefill or decode:
+            out.append((prefill, decode, float(counts[g]) * scale, float(n_pf)))
+    return out
+
+
+# ============================================================================ efficiency fit
+@dataclass
+class EfficiencyFit:
+    """Result of :func:`fit_efficiency` for one group (errors are |predicted/measured − 1| on the
+    fitted rows)."""
+    compute: float
+    memory: float
+    op_overhead_us: float
+    network: float = 1.0
+    n_steps: int = 0
+    n_runs: int = 0
+    rows: tuple = ()
+    params: tuple = ()
+    median_abs_rel_err: float = float("nan")
+    p90_abs_rel_err: float = float("nan")
+    success: bool = True
+    message: str = ""
+
+    def as_efficiency(self) -> dict:
+        return {"compute": self.compute, "memory": self.memory, "network": self.network,
+                "op_overhead_us": self.op_overhead_us}
+
+    def __getitem__(self, k):
+        return getattr(self, k)
+
+
+def _group_key(device: str, engine: str, group_by) -> tuple:
+    if group_by is None:
+        return ("*", "*")
+    g = tuple(group_by)
+    return (device if "device" in g else "*", engine if "engine" in g else "*")
+
+
+def fit_efficiency(observations: Sequence[StepObservation],
+                   base_client_factory: Callable[[StepObservation], ClientSpec] = default_client, *,
+                   runs: Sequence[RunObservation] = (), group_by: Sequence[str] | None = ("device", "engine"),
+                   params: Sequence[str] | None = None, x0: Mapping[str, float] | None = None,
+                   prior_weight: float = 0.02, memory_prior_weight: float = 0.3, tau_prior_weight: float = 1e-3,
+                   refine_runs: bool = True):
+    """Fit η_c, η_m, τ (and η_net) by minimising the log-ratio error ``log(predicted/measured)``
+    over step observations (and run observations) with :func:`scipy.optimize.least_squares`
+    (bounds: η in [0.05, 1], τ >= 0 µs).
+
+    ``base_client_factory(obs)`` gives the analytical client of an observation (its efficiency is
+    replaced during the fit). ``group_by``: a separate fit per (device, engine) by default; a
+    subset such as ``("engine",)`` pools devices; None fits one set for everything and returns a
+    single :class:`EfficiencyFit` instead of a dict keyed by (device, engine) (``"*"`` = pooled).
+
+    ``params`` (default: compute, memory, op_overhead_us; add ``"network"`` to fit η_net too) are
+    the fitted parameters; the others stay at ``x0`` (default η = 0.75, η_net = 1, τ = 0). η_net
+    is off by default: the collective model has bandwidth but no fitted latency, so at one TP
+    degree η_net mostly trades off against η_c and does not transfer to other TP degrees. A weak prior keeps parameters the data cannot identify near their
+    defaults: ``prior_weight`` per η in log units (towards η_c = η_m = 0.75, η_net = 1) and
+    ``tau_prior_weight`` per 10 µs of τ; with exact data it moves the fit by about prior_weight²
+    (relative). Memory-bound steps of one configuration cannot tell a slow memory (low η_m) from
+    a fixed per-op overhead (τ): both add a constant to every decode step. Streaming weights and
+    KV from HBM reaches well over half the datasheet bandwidth in any serving engine, while
+    launch, synchronisation and framework overheads differ a lot between engines, so a one-sided
+    penalty (``floor_weight`` per log unit below ``memory_floor``) makes the fit explain such
+    floors with τ rather than with η_m < ``memory_floor`` unless the data insists.
+
+    Run observations are re-costed through their logged batch sequences (:class:`RunObservation`);
+    with ``refine_runs`` the runs are simulated again at the fitted values and the fit is redone
+    around that anchor.
+    """
+    from scipy.optimize import least_squares
+
+    groups: dict[tuple, tuple[list, list]] = {}
+    for o in observations:
+        groups.setdefault(_group_key(o.device, o.engine, group_by), ([], []))[0].append(o)
+    for r in runs:
+        groups.setdefault(_group_key(r.device, r.engine, group_by), ([], []))[1].append(r)
+    if params is not None:
+        for p in params:
+            if p not in ("compute", "memory", "op_overhead_us", "network"):
+                raise CalibrationError(f"params: unknown parameter {p!r}")
+    start = dict(DEFAULT_EFFICIENCY)
+    if x0:
+        start.update(x0)
+    results = {}
+    for key, (obs, rns) in groups.items():
+        ps = tuple(params) if params is not None else EFFICIENCY_PARAMS
+        results[key] = _fit_one(obs, rns, base_client_factory, ps, start, prior_weight, memory_prior_weight,
+                                tau_prior_weight, refine_runs, least_squares)
+    if group_by is None:
+        return results.get(("*", "*")) if results else None
+    return results
+
+
+def _fit_one(obs, runs, factory, params, start, prior_weight, memory_prior_weight, tau_prior_weight,
+             refine_runs, least_squares) -> EfficiencyFit:
+    steps = StepSet()
+    for i, o in enumerate(obs):
+        steps.add(factory(o), o.prefill, o.decode, owner=i)
+    if len(steps):
+        steps.build()
+    meas = np.log([o.time_s for o in obs]) if obs else np.zeros(0)
+    run_meas = np.log([r.measured for r in runs]) if runs else np.zeros(0)
+    lo_eta, hi_eta = ETA_BOUNDS
+    names = ("compute", "memory", "network", "op_overhead_us")
+
+    def unpack(x) -> dict:
+        v = {k: start[k] for k in names}
+        for p, xi in zip(params, x):
+            v[p] = float(np.exp(xi)) if p != "op_overhead_us" else float(xi)
+        return v
+
+    def clip_eta(v):
+        return min(max(v, lo_eta), hi_eta)
+
+    x_start = np.array([math.log(clip_eta(start[p])) if p != "op_overhead_us" else max(start[p], 0.0) + 0.5
+                        for p in params])
+    lb = np.array([math.log(lo_eta) if p != "op_overhead_us" else 0.0 for p in params])
+    ub = np.array([math.log(hi_eta) if p != "op_overhead_us" else np.inf for p in params])
+    x_start = np.clip(x_start, lb, ub)
+    prior_at = {"compute": math.log(0.75), "memory": math.log(0.75), "network": 0.0}
+    x_scale = np.array([0.3 if p != "op_overhead_us" else 5.0 for p in params])
+
+    run_steps = None
+    anchor = {}
+    if runs:
+        prepare_runs(runs)
+        run_steps = _run_stepset(runs)
+        # the logged reference simulations ran with each run's base-client efficiency
+        for j, r in enumerate(runs):
+            e = r.client.efficiency
+            anchor.setdefault(j, ((e.compute, e.memory, e.op_overhead_us, e.network), r.ref_value))
+
+    def anchor_totals():
+        S0 = np.zeros(len(runs))
+        for (c, m, t, n) in {a[0] for a in anchor.values()}:
+            tot = run_steps.totals(len(runs), c, m, t, n)
+            for j, a in anchor.items():
+                if a[0] == (c, m, t, n):
+                    S0[j] = tot[j]
+        return S0, np.array([anchor[j][1] for j in range(len(runs))])
+
+    def residuals(x, S0, m0):
+        v = unpack(x)
+        res = []
+        if len(obs):
+            t = steps.times(v["compute"], v["memory"], v["op_overhead_us"], v["network"])
+            res.append(np.log(t) - meas)
+        if runs:
+            S = run_steps.totals(len(runs), v["compute"], v["memory"], v["op_overhead_us"], v["network"])
+            ratio = np.where([r.rate_like for r in runs], S0 / S, S / S0)
+            res.append(np.log(np.maximum(m0 * ratio, 1e-300)) - run_meas)
+        pri = [(memory_prior_weight if p == "memory" else prior_weight) * (xi - prior_at[p])
+               if p != "op_overhead_us" else tau_prior_weight * xi / 10.0 for p, xi in zip(params, x)]
+        res.append(np.asarray(pri, dtype=float))
+        return np.concatenate(res)
+
+    S0, m0 = anchor_totals() if runs else (None, None)
+    kw = dict(bounds=(lb, ub), method="trf", x_scale=x_scale, xtol=1e-10, ftol=1e-12, gtol=1e-12, max_nfev=300)
+    sol = least_squares(residuals, x_start, args=(S0, m0), **kw)
+    if runs and refine_runs:
+        v = unpack(sol.x)
+        vals = run_values(runs, v)
+        key = (v["compute"], v["memory"], v["op_overhead_us"], v["network"])
+        anchor = {j: (key, vals[j]) for j in range(len(runs))}
+        S0, m0 = anchor_totals()
+        sol = least_squares(residuals, sol.x, args=(S0, m0), **kw)
+    v = unpack(sol.x)
+    r = residuals(sol.x, S0, m0)[:len(obs) + len(runs)]
+    err = np.abs(np.expm1(r)) if len(r) else np.array([np.nan])
+    return EfficiencyFit(compute=v["compute"], memory=v["memory"], op_overhead_us=v["op_overhead_us"],
+                         network=v["network"], n_steps=len(obs), n_runs=len(runs), params=tuple(params),
+                         rows=tuple([o.id for o in obs] + [r_.id for r_ in runs]),
+                         median_abs_rel_err=float(np.median(err)), p90_abs_rel_err=float(np.percentile(err, 90)),
+                         success=bool(sol.success), message=str(sol.message))
+
+
+# ============================================================================ step correction
+def _representative(obs: StepObservation, T: float) -> tuple[list, list]:
+    """The observation's batch shape rescaled to ``T`` token rows (for checks between knots)."""
+    s = T / obs.tokens
+    if obs.prefill:
+        return [(p, max(1.0, n * s)) for p, n in obs.prefill], [(w, k) for w, k in obs.decode]
+    n = max(1, int(round(len(obs.decode) * s)))
+    k = float(np.mean([k for _, k in obs.decode]))
+    w = float(np.mean([w for w, _ in obs.decode]))
+    return [], [(w, k)] * n
+
+
+def fit_step_correction(observations: Sequence[StepObservation], client: ClientSpec, *, max_knots: int = 16,
+                        monotone_grid: int = 24, source: str = "") -> dict:
+    """Residual factor table (a ``StepCorrectionSpec`` dict) that makes ``client`` reproduce the
+    measured steps of one configuration.
+
+    For each step kind (with prefill / decode-only) the ratio measured/predicted is computed at
+    every observation (geometric mean over observations with the same token count T); the kernel
+    interpolates the factor linearly in log T between knots and clamps it at the ends. Knots are
+    the union of both kinds' T values (the table shares them); a kind's factor at the other kind's
+    knots is its own interpolant, so each kind reproduces its distinct-T training points exactly
+    (within :data:`CORRECTION_TOLERANCE` after thinning to ``max_knots``). A kind with no data keeps
+    factor 1.
+
+    Monotone-safe: between two neighbouring measured points whose times are ordered, the corrected
+    time f(T)·analytical(T) is checked on a grid; where it leaves the measured interval
+    (possible when the factor falls steeply while the analytical time rises), knots are inserted
+    with the log-linear interpolation of the measured times as target until it is monotone (or
+    the knot budget is used, with a warning).
+    """
+    if max_knots > K.CORR_MAX:
+        raise CalibrationError(f"max_knots = {max_knots}: the kernel table holds at most {K.CORR_MAX}")
+    base = client.model_copy(update={"step_correction": None})
+    kinds: dict[str, list[StepObservation]] = {"prefill": [], "decode": []}
+    for o in observations:
+        kinds[o.kind].append(o)
+    if not observations:
+        raise CalibrationError("fit_step_correction: no observations")
+
+    def analytic(prefill, decode) -> float:
+        st = StepSet()
+        st.add(base, prefill, decode)
+        return float(st.times(base.efficiency.compute, base.efficiency.memory, base.efficiency.op_overhead_us,
+                              base.efficiency.network)[0])
+
+    # per kind: sorted distinct log T, log-ratio, measured log time, representative obs
+    data: dict[str, dict] = {}
+    for kind, obs in kinds.items():
+        if not obs:
+            continue
+        by_T: dict[int, list] = {}
+        for o in obs:
+            pred = analytic(o.prefill, o.decode)
+            by_T.setdefault(o.tokens, []).append((math.log(o.time_s / pred), math.log(o.time_s), o))
+        Ts = sorted(by_T)
+        data[kind] = {
+            "x": np.log(np.array(Ts, dtype=float)),
+            "lr": np.array([np.mean([v[0] for v in by_T[t]]) for t in Ts]),
+            "lt": np.array([np.mean([v[1] for v in by_T[t]]) for t in Ts]),
+            "obs": [by_T[t][0][2] for t in Ts],
+        }
+    knots = np.unique(np.concatenate([d["x"] for d in data.values()]))
+    knots = _thin_knots(knots, max_knots)
+
+    def factors(kind, xs):
+        if kind not in data:
+            return np.ones(len(xs))
+        d = data[kind]
+        return np.exp(np.interp(xs, d["x"], d["lr"]))
+
+    table = {k: factors(k, knots) for k in ("prefill", "decode")}
+
+    # ---- monotone safety between measured neighbours ------------------------------------------
+    def corrected(kind, x, obs_lo):
+        f = np.interp(x, knots, table[kind])
+        pf, dec = _representative(obs_lo, math.exp(x))
+        return f * analytic(pf, dec)
+
+    def find_violation():
+        """First (kind, segment, grid xs, model log-times incl. ends, direction) that is not
+        monotone between two measured neighbours, or None."""
+        for kind, d in data.items():
+            for i in range(len(d["x"]) - 1):
+                lo_t, hi_t = d["lt"][i], d["lt"][i + 1]
+                if abs(hi_t - lo_t) < 1e-12:
+                    continue
+                xs = np.linspace(d["x"][i], d["x"][i + 1], monotone_grid + 2)[1:-1]
+                if kind == "decode":  # decode rows are whole numbers
+                    xs = np.unique(np.log(np.unique(np.round(np.exp(xs)))))
+                    xs = xs[(xs > d["x"][i] + 1e-12) & (xs < d["x"][i + 1] - 1e-12)]
+                xs = np.unique(np.concatenate([xs, knots[(knots > d["x"][i]) & (knots < d["x"][i + 1])]]))
+                if len(xs) == 0:
+                    continue
+                ys = np.concatenate([[math.log(corrected(kind, d["x"][i], d["obs"][i]))],
+                                     np.log([corrected(kind, x, d["obs"][i]) for x in xs]),
+                                     [math.log(corrected(kind, d["x"][i + 1], d["obs"][i]))]])
+                sgn = 1.0 if hi_t > lo_t else -1.0
+                if (np.diff(ys) * sgn < -1e-10).any():
+                    return kind, i, np.concatenate([[d["x"][i]], xs, [d["x"][i + 1]]]), ys, sgn
+        return None
+
+    # 1) insert knots (targets: log-linear interpolation of the measured times) while the budget lasts
+    while len(knots) < max_knots:
+        v = find_violation()
+        if v is None:
+            break
+        kind, i, xs, ys, sgn = v
+        d = data[kind]
+        j = int(np.argmin(np.diff(ys) * sgn))
+        xn = xs[min(max(j, 1), len(xs) - 2)]
+        if np.min(np.abs(knots - xn)) < 1e-9:
+            break
+        u = (xn - d["x"][i]) / (d["x"][i + 1] - d["x"][i])
+        target = math.exp(d["lt"][i] + u * (d["lt"][i + 1] - d["lt"][i]))
+        pf, dec = _representative(d["obs"][i], math.exp(xn))
+        f_new = target / analytic(pf, dec)
+        new_knots = np.sort(np.append(knots, xn))
+        new_table = {}
+        for k2 in ("prefill", "decode"):
+            vals = np.interp(new_knots, knots, table[k2])
+            if k2 == kind:
+                vals[np.searchsorted(new_knots, xn)] = f_new
+            new_table[k2] = vals
+        knots, table = new_knots, new_table
+    # 2) smoothing: where the product still turns back, move the factor of the knot that ends the
+    #    offending sub-segment so the curve clears the turn (changes are of the size of the dip)
+    for _ in range(200):
+        v = find_violation()
+        if v is None:
+            break
+        kind, i, xs, ys, sgn = v
+        run = np.maximum.accumulate(ys * sgn)
+        j = int(np.argmax(run - ys * sgn > 1e-10))      # first point below the running extreme
+        gap = (run[j] - ys[j] * sgn) * sgn              # log-time to add (sgn > 0) / remove
+        k = int(np.searchsorted(knots, xs[j] - 1e-12))  # knot at or right of the dip
+        k = min(k, len(knots) - 1)
+        left = knots[k - 1] if k > 0 else knots[k]
+        u = 1.0 if knots[k] == left else max((xs[j] - left) / (knots[k] - left), 0.05)
+        table[kind] = table[kind].copy()
+        table[kind][k] *= math.exp(gap / u) * (1.0 + 1e-7 * sgn)
+    else:
+        warnings.warn("fit_step_correction: could not make the corrected step time monotone between all "
+                      "measured neighbours", stacklevel=2)
+
+    # reproduction error of the distinct-T training points
+    worst = 0.0
+    for kind, d in data.items():
+        for x, lt, o in zip(d["x"], d["lt"], d["obs"]):
+            worst = max(worst, abs(math.log(corrected(kind, x, o)) - lt))
+    worst = math.expm1(worst)
+    if worst > CORRECTION_TOLERANCE:
+        warnings.warn(f"fit_step_correction: training steps reproduced only within {worst:.1%} "
+                      f"(tolerance {CORRECTION_TOLERANCE:.0%})", stacklevel=2)
+
+    tokens = [float(round(math.exp(x), 6)) for x in knots]
+    # strictly increasing after rounding
+    keep = [0] + [i for i in range(1, len(tokens)) if tokens[i] > tokens[i - 1]]
+    return {"tokens": [tokens[i] for i in keep], "prefill": [float(table["prefill"][i]) for i in keep],
+            "decode": [float(table["decode"][i]) for i in keep],
+            "source": (source or f"fit_step_correction on {len(observations)} measured steps")
+            + f"; reproduces its distinct-T training steps within {100 * worst:.2g} %"}
+
+
+def _thin_knots(x: np.ndarray, max_knots: int) -> np.ndarray:
+    x = np.asarray(sorted(set(float(v) for v in x)))
+    while len(x) > max_knots:
+        gaps = np.diff(x)
+        j = int(np.argmin(gaps))
+        if j == 0:
+            x = np.delete(x, 1)           # keep the end points
+        elif j == len(gaps) - 1:
+            x = np.delete(x, j)
+        else:
+            x = np.concatenate([x[:j], [(x[j] + x[j + 1]) / 2], x[j + 2:]])
+    return x
+
+
+# ============================================================================ calibration set
+@dataclass
+class Calibration:
+    """Fitted efficiencies per (device, engine) (``"*"`` = pooled) and step corrections per
+    :func:`client_key`."""
+    efficiencies: dict = field(default_factory=dict)
+    corrections: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+
+    def efficiency_for(self, device: str, engine: str) -> tuple[dict | None, str]:
+        """(efficiency dict, key used): (device, engine), then (*, engine), then (device, *)."""
+        for key in ((device, engine), ("*", engine), (device, "*")):
+            e = self.efficiencies.get(key)
+            if e is not None:
+                return _eff_dict(e), f"{key[0]}/{key[1]}"
+        return None, "default"
+
+    def client(self, base: ClientSpec, device: str, engine: str, key: str | None = None) -> tuple[ClientSpec, str]:
+        eff, used = self.efficiency_for(device, engine)
+        corr = self.corrections.get(key) if key else None
+        if eff is None and corr is None:
+            return base, "default"
+        c = with_efficiency(base, eff, corr, source=f"calibrated ({used})")
+        return c, used + ("+correction" if corr is not None else "")
+
+
+def _eff_dict(e) -> dict:
+    if isinstance(e, EfficiencyFit):
+        return e.as_efficiency()
+    return {k: float(e[k]) for k in ("compute", "memory", "network", "op_overhead_us") if k in e}
+
+
+def calibrate(observations: Sequence[StepObservation], runs: Sequence[RunObservation] = (), *,
+              base_client_factory: Callable = default_client, pooled: bool = True,
+              corrections: bool = True) -> Calibration:
+    """Fit efficiencies per (device, engine) — plus pooled (*, engine) and (device, *) fallbacks — and a
+    step correction per measured configuration (on top of its fitted efficiency)."""
+    cal = Calibration()
+    cal.efficiencies.update(fit_efficiency(observations, base_client_factory, runs=runs))
+    if pooled:
+        for gb in (("engine",), ("device",)):
+            for k, v in fit_efficiency(observations, base_client_factory, runs=runs, group_by=gb).items():
+                cal.efficiencies.setdefault(k, v)
+    if corrections:
+        by_key: dict[str, list[StepObservation]] = {}
+        for o in observations:
+            by_key.setdefault(o.client_key, []).append(o)
+        for key, obs in by_key.items():
+            o0 = obs[0]
+            eff, used = cal.efficiency_for(o0.device, o0.engine)
+            cl = with_efficiency(base_client_factory(o0), eff)
+            cal.corrections[key] = fit_step_correction(
+                obs, cl, source=f"fit_step_correction on {len(obs)} steps ({', '.join(o.id for o in obs[:8])}"
+                                 f"{', ...' if len(obs) > 8 else ''}) over efficiency {used}")
+    return cal
+
+
+# ============================================================================ TOML store
+def calibration_path() -> Path:
+    from .catalog import data_dir
+    return data_dir() / "calibration.toml"
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return repr(round(v, 6)) if abs(v) >= 1e-4 or v == 0 else f"{v:.6g}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return json.dumps(str(v), ensure_ascii=False)
+
+
+def _toml_key(k: str) -> str:
+    return k if re.fullmatch(r"[A-Za-z0-9_\-]+", k) else json.dumps(k)
+
+
+def write_calibration_toml(cal: Calibration, path: str | Path, *, header: str = "",
+                           errors: Mapping[tuple, Mapping[str, Any]] | None = None) -> Path:
+    """Write ``cal`` as TOML: ``[meta]``, ``[efficiency.DEVICE.ENGINE]`` entries with provenance
+    (rows, date, split, errors: ``errors[(device, engine)]`` adds/overrides fields) and
+    ``[step_correction."CLIENT-KEY"]`` tables."""
+    lines = []
+    for h in (header or "").splitlines():
+        lines.append(f"# {h}" if h else "#")
+    lines.append("")
+    meta = dict(cal.provenance)
+    meta.setdefault("date", _dt.date.today().isoformat())
+    lines.append("[meta]")
+    for k, v in meta.items():
+        lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
+    lines.append("")
+    for (dev, eng), fit in sorted(cal.efficiencies.items(), key=lambda kv: (kv[0][0] == "*", kv[0])):
+        lines.append(f"[efficiency.{_toml_key(dev)}.{_toml_key(eng)}]")
+        d = _eff_dict(fit)
+        for k in ("compute", "memory", "network", "op_overhead_us"):
+            lines.append(f"{k} = {_toml_value(d.get(k, DEFAULT_EFFICIENCY[k]))}")
+        if isinstance(fit, EfficiencyFit):
+            extra = {"n_step_rows": fit.n_steps, "n_run_rows": fit.n_runs, "train_rows": list(fit.rows),
+                     "train_median_abs_rel_err": fit.median_abs_rel_err, "train_p90_abs_rel_err": fit.p90_abs_rel_err,
+                     "date": meta["date"], "split": meta.get("split", "")}
+        else:
+            extra = {k: v for k, v in fit.items() if k not in ("compute", "memory", "network", "op_overhead_us")}
+        extra.update((errors or {}).get((dev, eng), {}))
+        for k, v in extra.items():
+            lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
+        lines.append("")
+    for key, corr in sorted(cal.corrections.items()):
+        lines.append(f"[step_correction.{_toml_key(key)}]")
+        for k in ("tokens", "prefill", "decode", "source"):
+            lines.append(f"{k} = {_toml_value(corr[k])}")
+        lines.append("")
+    p = Path(path)
+    p.write_text("\n".join(lines))
+    return p
+
+
+def load_calibration(path: str | Path | None = None) -> Calibration:
+    """Read a calibration TOML (default ``data/calibration.toml``); missing file -> empty."""
+    from .catalog import tomllib
+    p = Path(path) if path is not None else calibration_path()
+    if not p.exists():
+        return Calibration()
+    with open(p, "rb") as f:
+        doc = tomllib.load(f)
+    cal = Calibration(provenance=dict(doc.get("meta", {})))
+    for dev, engines in doc.get("efficiency", {}).items():
+        for eng, entry in engines.items():
+            cal.efficiencies[(dev, eng)] = dict(entry)
+    for key, entry in doc.get("step_correction", {}).items():
+        cal.corrections[key] = dict(entry)
+    return cal
+
+
+@functools.lru_cache(maxsize=4)
+def _default_calibration(path: str) -> Calibration:
+    return load_calibration(path)
+
+
+def calibrated_efficiency(device: str, engine: str | None = None, *, path: str | Path | None = None) -> dict | None:
+    """Fitted efficiency of ``device`` (a preset name or free text) for ``engine`` (a family name
+    such as ``trtllm-1`` or free text; None = pooled over engines) from ``data/calibration.toml``,
+    as a dict for ``ClientSpec.efficiency`` (compute, memory, network, op_overhead_us, source), or
+    None when nothing was fitted for it. With an engine, falls back to the device's pooled entry."""
+    dev = resolve_device(device) or device
+    cal = _default_calibration(str(Path(path) if path is not None else calibration_path()))
+    candidates = [(dev, "*")]
+    if engine:
+        fam = engine_family(engine)
+        if fam == "trtllm-0" and not re.search(r"\d", str(engine)) and str(engine).strip().lower() in ("trtllm", "tensorrt-llm"):
+            fam = "trtllm-1"  # a bare "TensorRT-LLM" means the current release
+        candidates.insert(0, (dev, fam))
+    for key in candidates:
+        e = cal.efficiencies.get(key)
+        if e is not None:
+            out = _eff_dict(e)
+            when = e.get("date", cal.provenance.get("date", "")) if isinstance(e, dict) else ""
+            out["source"] = f"data/calibration.toml [{key[0]}.{key[1]}] fitted {when}".strip()
+            return out
+    return None
+
+
+def calibrated_step_correction(model: str, device: str, tp: int = 1, pp: int = 1, precision: Any = "bf16",
+                               engine: str = "", *, path: str | Path | None = None) -> dict | None:
+    """Stored step correction of one exact configuration, or None."""
+    cal = _default_calibration(str(Path(path) if path is not None else calibration_path()))
+    key = client_key(resolve_model(model) or model, resolve_device(device) or device, tp, pp, precision,
+                     engine_family(engine) if engine else "")
+    c = cal.corrections.get(key)
+    return dict(c) if c is not None else None

@@ -1,0 +1,1159 @@
+"""Multi-client, multi-stage serving simulation: one global event loop over LLM clients (each a
+scheduler + step-latency model), CPU slot servers, batched retrieval servers, memory tiers and
+links with processor-sharing bandwidth (MODEL.md §1.2, §3, §4, §5, §6, §7).
+
+The single-client engine is this loop with one LLM client and one stage per request; the LLM
+scheduler semantics are in ``mistfast/ENGINE_SEMANTICS.md``.
+
+Event order at equal times (MODEL.md §1.2): flow completions, then arrivals, then client step
+boundaries: the outputs of every step ending at t are released and routed before any client
+forms its next batch; clients go in index order, flows in start order. Times are float64 s.
+
+State is struct-of-arrays: ``rq[r, Q_*]`` per request, ``ci[c, I_*]`` / ``cf[c, F_*]`` per client,
+``ctr[*]`` loop counters, so helpers share state without per-request objects.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from .._numba import CACHE, jit
+from . import steptime as ST
+from .engine import (CHUNKED, FINISHED, L_DEC_TOKENS, L_DT, L_KV_USED, L_NDEC, L_NPF, L_PF_TOKENS, L_T, LWL,
+                     MIXED, N_LOG, PENDING, R_KV_CAPACITY, R_KV_EXHAUSTED, R_MAX_MODEL_LEN, R_NONE,
+                     R_TOKEN_BUDGET, REJECTED, RUNNING, S_AGING, S_BATCHING, S_BLOCK, S_CHUNK, S_MAX_MODEL_LEN,
+                     S_MAX_SEQS, S_MAX_TOKENS, S_POLICY, S_PREEMPTION, S_PREFIX_BLOCKS, S_STATIC_PAD,
+                     S_TOTAL_BLOCKS, S_WATERMARK, SPF, STATIC, CONTINUOUS, FCFS, UNFINISHED, WAITING, _blocks_for,
+                     _cache_insert, _cache_lookup, _cache_touch)
+
+# ---- client kinds ---------------------------------------------------------------------------
+CK_LLM, CK_SLOTS, CK_BATCH = 0, 1, 2
+# ---- stage kinds -----------------------------------------------------------------------------
+K_LLM, K_PREFILL, K_DECODE, K_ENCODE, K_SERVE, K_RETRIEVE, K_KVFETCH = 0, 1, 2, 3, 4, 5, 6
+STAGE_NAMES = ("llm", "prefill", "decode", "encode", "serve", "retrieve", "kv_fetch")
+F_TTFT = 1        # the first token emitted in this stage is the request's first token
+F_COUNT = 2       # tokens emitted in this stage count as the request's output tokens
+# ---- routing policies -----------------------------------------------------------------------------
+RT_RR, RT_LEAST_PREFILL, RT_LEAST_DECODE, RT_LEAST_KV, RT_JSQ, RT_HEAVY_LIGHT, RT_LEAST_REQUESTS = 0, 1, 2, 3, 4, 5, 6
+ROUTING_NAMES = ("round_robin", "least_prefill_tokens", "least_decodes", "least_kv", "join_shortest_queue",
+                 "heavy_light", "least_requests")
+# ---- server parameters (CK_SLOTS / CK_BATCH) ---------------------------------------------------------
+SRV_SLOTS, SRV_BASE_S, SRV_PER_TOKEN_S, SRV_BATCH_MAX, SRV_FLOP_Q, SRV_BYTES_BATCH = 0, 1, 2, 3, 4, 5
+SRV_BYTES_Q, SRV_FLOPS, SRV_BW, SRV_MEM_RES, SRV_OVERLAP = 6, 7, 8, 9, 10
+N_SRV = 11
+# ---- simulation settings ---------------------------------------------------------------------------
+G_HORIZON, G_MAX_SIM, G_DRAIN, G_CONC, G_THINK, G_LOG_CAP, G_HASH_BLOCK = 0, 1, 2, 3, 4, 5, 6
+N_G = 7
+# ---- per-client statistics -------------------------------------------------------------------------
+CS_BUSY, CS_STEPS, CS_BATCH_TOKENS, CS_BATCH_SEQS, CS_KV_PEAK, CS_KV_BLOCK_S, CS_PREEMPT, CS_RECOMP = range(8)
+CS_TC, CS_TM, CS_TN, CS_FLOPS, CS_BYTES, CS_PF_TOKENS, CS_DEC_TOKENS, CS_OUT_OF_RANGE, CS_SERVED = range(8, 17)
+N_CS = 17
+# ---- request state columns ---------------------------------------------------------------------------
+Q_CUR, Q_PF_TARGET, Q_COMPUTED, Q_GEN, Q_BLOCKS, Q_HIT, Q_FETCHED, Q_PROMPT, Q_OUT = range(9)
+Q_IN_STEP, Q_WNEXT, Q_WPREV, Q_INSERTED = 9, 10, 11, 12
+N_Q = 13
+# ---- client state columns ------------------------------------------------------------------------------
+I_WHEAD, I_WTAIL, I_WCOUNT, I_NRUN, I_USED, I_NPF, I_NDEC, I_NREAL, I_PFTOK = range(9)
+I_NSTATIC, I_PEND_PF, I_NDEC_C, I_NREQ, I_BPHASE, I_DIRTY, I_RR, I_RR2 = range(9, 17)
+N_I = 17
+F_NEXT, F_START = 0, 1
+N_F = 2
+# ---- loop counters -------------------------------------------------------------------------------------
+C_NFL, C_REL, C_NA, C_FORM, C_NLOG = 0, 1, 2, 3, 4
+N_CTR = 5
+MAX_HOPS = 4
+LOG_COLS = N_LOG + 1   # step log: engine columns + client index
+
+
+# ============================================================================ waiting queues
+@jit
+def _wpush_back(rq, ci, c, r):
+    t = ci[c, I_WTAIL]
+    rq[r, Q_WPREV] = t
+    rq[r, Q_WNEXT] = -1
+    if t >= 0:
+        rq[t, Q_WNEXT] = r
+    else:
+        ci[c, I_WHEAD] = r
+    ci[c, I_WTAIL] = r
+    ci[c, I_WCOUNT] += 1
+
+
+@jit
+def _wpush_front(rq, ci, c, r):
+    h = ci[c, I_WHEAD]
+    rq[r, Q_WNEXT] = h
+    rq[r, Q_WPREV] = -1
+    if h >= 0:
+        rq[h, Q_WPREV] = r
+    else:
+        ci[c, I_WTAIL] = r
+    ci[c, I_WHEAD] = r
+    ci[c, I_WCOUNT] += 1
+
+
+@jit
+def _wremove(rq, ci, c, r):
+    p = rq[r, Q_WPREV]
+    q = rq[r, Q_WNEXT]
+    if p >= 0:
+        rq[p, Q_WNEXT] = q
+    else:
+        ci[c, I_WHEAD] = q
+    if q >= 0:
+        rq[q, Q_WPREV] = p
+    else:
+        ci[c, I_WTAIL] = p
+    rq[r, Q_WNEXT] = -1
+    rq[r, Q_WPREV] = -1
+    ci[c, I_WCOUNT] -= 1
+
+
+# ============================================================================ flows
+@jit
+def _max_min_rates(flist, nfl, fstate, fres, fnres, frate, res_cap, res_left, res_cnt, frozen):
+    """Max-min fair rates of the moving flows (progressive filling, MODEL.md §4.3)."""
+    for i in range(res_cap.shape[0]):
+        res_left[i] = res_cap[i]
+        res_cnt[i] = 0
+    n_unfrozen = 0
+    for k in range(nfl):
+        f = flist[k]
+        if fstate[f] != 2:
+            frozen[f] = True
+            continue
+        if fnres[f] == 0:
+            frate[f] = np.inf
+            frozen[f] = True
+            continue
+        frozen[f] = False
+        n_unfrozen += 1
+        for h in range(fnres[f]):
+            res_cnt[fres[f, h]] += 1
+    while n_unfrozen > 0:
+        best = -1
+        share = np.inf
+        for i in range(res_cap.shape[0]):
+            if res_cnt[i] > 0:
+                s = res_left[i] / res_cnt[i]
+                if s < share:
+                    share = s
+                    best = i
+        for k in range(nfl):
+            f = flist[k]
+            if frozen[f]:
+                continue
+            uses = False
+            for h in range(fnres[f]):
+                if fres[f, h] == best:
+                    uses = True
+            if uses:
+                frozen[f] = True
+                n_unfrozen -= 1
+                frate[f] = share
+                for h in range(fnres[f]):
+                    j = fres[f, h]
+                    res_left[j] -= share
+                    res_cnt[j] -= 1
+
+
+@jit
+def _retime_flows(t, flist, nfl, fstate, fres, fnres, frate, frem, fdone, res_cap, res_left, res_cnt, frozen):
+    _max_min_rates(flist, nfl, fstate, fres, fnres, frate, res_cap, res_left, res_cnt, frozen)
+    for k in range(nfl):
+        f = flist[k]
+        if fstate[f] == 2:
+            fdone[f] = t + frem[f] / frate[f] if frate[f] > 0 else np.inf
+
+
+@jit
+def _start_flow(f, src, dst, byts, t, route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest,
+                flist, ctr):
+    """Register a transfer: fixed latency first (no bandwidth), then bytes over the route."""
+    fstate[f] = 1
+    ft0[f] = t + route_lat[src, dst]
+    frem[f] = byts
+    fnres[f] = route_nres[src, dst]
+    for h in range(fnres[f]):
+        fres[f, h] = route_res[src, dst, h]
+    fdest[f] = dst
+    flist[ctr[C_NFL]] = f
+    ctr[C_NFL] += 1
+
+
+# ============================================================================ routing
+@jit
+def _choose(p, P, pool_off, pool_cli, pool_policy, pool_thresh, ci):
+    """Pick a client of pool p for a request with P prompt tokens (MODEL.md §6.3).
+    Loads are read at the moment of routing; ties go to the lowest position in the pool."""
+    a = pool_off[p]
+    z = pool_off[p + 1]
+    m = z - a
+    pol = pool_policy[p]
+    if m == 1:
+        return pool_cli[a]
+    lead = pool_cli[a]  # per-pool round-robin pointers live on the pool's first client
+    if pol == RT_RR:
+        c = pool_cli[a + ci[lead, I_RR] % m]
+        ci[lead, I_RR] += 1
+        return c
+    if pol == RT_HEAVY_LIGHT:
+        # heavy (prompt > threshold) to even positions, light to odd; round robin within each group
+        if P > pool_thresh[p]:
+            ne = (m + 1) // 2
+            c = pool_cli[a + 2 * (ci[lead, I_RR] % ne)]
+            ci[lead, I_RR] += 1
+        else:
+            no = m // 2
+            c = pool_cli[a + 1 + 2 * (ci[lead, I_RR2] % no)]
+            ci[lead, I_RR2] += 1
+        return c
+    best = lead
+    bestv = np.inf
+    for j in range(a, z):
+        c = pool_cli[j]
+        if pol == RT_LEAST_PREFILL:
+            v = float(ci[c, I_PEND_PF])
+        elif pol == RT_LEAST_DECODE:
+            v = float(ci[c, I_NDEC_C])
+        elif pol == RT_LEAST_KV:
+            v = float(ci[c, I_USED])
+        elif pol == RT_JSQ:
+            v = float(ci[c, I_PEND_PF] + ci[c, I_NDEC_C])
+        else:
+            v = float(ci[c, I_NREQ])
+        if v < bestv:
+            bestv = v
+            best = c
+    return best
+
+
+# ============================================================================ requests
+@jit
+def _emit(r, s, t, st_flags, t_first_tok, t_last_tok, generated):
+    fl = st_flags[s]
+    if (fl & F_TTFT) and np.isnan(t_first_tok[r]):
+        t_first_tok[r] = t
+    if fl & F_COUNT:
+        generated[r] += 1
+        t_last_tok[r] = t
+
+
+@jit
+def _release(t, n, g, arrival, ctr):
+    """Closed loop: a request that left the system lets the next user submit after think time."""
+    if g[G_CONC] > 0 and ctr[C_REL] < n:
+        arrival[ctr[C_REL]] = t + g[G_THINK]
+        ctr[C_REL] += 1
+
+
+@jit
+def _arrive(r, c, t, s, cli_kind, cli_sch, st_kind, st_prompt, st_output, branches, status, reason, t_finish,
+            rq, ci):
+    """Request r arrives for stage s at client c at time t: checks, then the waiting queue.
+    Returns False when it was rejected."""
+    sk = st_kind[s]
+    P = st_prompt[s]
+    O = st_output[s]
+    rq[r, Q_PROMPT] = P
+    rq[r, Q_OUT] = O
+    if cli_kind[c] == 0:
+        sch = cli_sch[c]
+        w = branches[r]
+        b = int(sch[S_BLOCK])
+        rej = R_NONE
+        if sk != K_DECODE and int(sch[S_BATCHING]) != CHUNKED and P > int(sch[S_MAX_TOKENS]):
+            rej = R_TOKEN_BUDGET
+        elif P + O > int(sch[S_MAX_MODEL_LEN]):
+            rej = R_MAX_MODEL_LEN
+        elif _blocks_for(P, O, w, b) > int(sch[S_TOTAL_BLOCKS]):
+            rej = R_KV_CAPACITY
+        if rej != R_NONE:
+            status[r] = REJECTED
+            reason[r] = rej
+            t_finish[r] = t
+            ci[c, I_NREQ] -= 1
+            return False
+        rq[r, Q_PF_TARGET] = P
+        rq[r, Q_HIT] = 0
+        if sk == K_DECODE:
+            rq[r, Q_COMPUTED] = P   # its KV arrived with it
+            rq[r, Q_GEN] = 1        # token 1 was emitted by the prefill client
+        else:
+            rq[r, Q_COMPUTED] = 0
+            rq[r, Q_GEN] = 0
+            ci[c, I_PEND_PF] += P
+    status[r] = WAITING
+    _wpush_back(rq, ci, c, r)
+    ci[c, I_DIRTY] = 1
+    return True
+
+
+@jit
+def _enter_stage(r, s, c_from, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_policy, pool_thresh,
+                 st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
+                 status, reason, t_finish, arrival, st_client, st_t_ready, st_t_arrive, st_t_exit,
+                 rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist):
+    """Request r becomes ready for stage s at time t, coming from client c_from (-1: its source).
+    Late binding: the stage is routed now, then the data moves (immediate arrival, or a flow)."""
+    C = cli_kind.shape[0]
+    rq[r, Q_CUR] = s
+    rq[r, Q_FETCHED] = 0
+    st_t_ready[s] = t
+    if st_kind[s] == K_KVFETCH:
+        # route the stage the KV is for, then read it from the sampled tier; on a miss nothing moves
+        # and the next stage recomputes the whole prompt, past tokens included (MODEL.md §4.1)
+        s2 = s + 1
+        c2 = _choose(st_pool[s2], st_prompt[s2], pool_off, pool_cli, pool_policy, pool_thresh, ci)
+        st_client[s2] = c2
+        ci[c2, I_NREQ] += 1
+        st_t_arrive[s] = t
+        tier = st_tier[s]
+        if tier >= 0 and st_bytes[s] > 0.0:
+            st_client[s] = C + tier
+            _start_flow(r, C + tier, c2, st_bytes[s], t, route_lat, route_res, route_nres, fstate, ft0, frem,
+                        fres, fnres, fdest, flist, ctr)
+            return
+        st_t_exit[s] = t
+        st_t_ready[s2] = t
+        st_t_arrive[s2] = t
+        rq[r, Q_CUR] = s2
+        if not _arrive(r, c2, t, s2, cli_kind, cli_sch, st_kind, st_prompt, st_output, branches, status, reason,
+                       t_finish, rq, ci):
+            _release(t, n, g, arrival, ctr)
+        return
+    c2 = st_client[s]
+    if c2 < 0:
+        c2 = _choose(st_pool[s], st_prompt[s], pool_off, pool_cli, pool_policy, pool_thresh, ci)
+        st_client[s] = c2
+    ci[c2, I_NREQ] += 1
+    if c_from < 0 or c_from == c2 or st_bytes[s] <= 0.0:
+        st_t_arrive[s] = t
+        if not _arrive(r, c2, t, s, cli_kind, cli_sch, st_kind, st_prompt, st_output, branches, status, reason,
+                       t_finish, rq, ci):
+            _release(t, n, g, arrival, ctr)
+        return
+    status[r] = WAITING  # in transfer
+    _start_flow(r, c_from, c2, st_bytes[s], t, route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres,
+                fdest, flist, ctr)
+
+
+@jit
+def _leave_stage(r, c, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_policy, pool_thresh,
+                 st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
+                 status, reason, t_finish, arrival, st_client, st_t_ready, st_t_arrive, st_t_exit,
+                 rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist):
+    """Request r finished its stage at client c at time t: it finishes, or enters the next stage."""
+    s = rq[r, Q_CUR]
+    st_t_exit[s] = t
+    ci[c, I_NREQ] -= 1
+    if s + 1 >= st_off[r + 1]:
+        status[r] = FINISHED
+        t_finish[r] = t
+        _release(t, n, g, arrival, ctr)
+        return
+    status[r] = WAITING
+    _enter_stage(r, s + 1, c, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_policy, pool_thresh,
+                 st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
+                 status, reason, t_finish, arrival, st_client, st_t_ready, st_t_arrive, st_t_exit,
+                 rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist)
+
+
+# ============================================================================ LLM batch formation
+@jit
+def _preempt(v, c, rq, ci, run, status, preempts, cstats, w_of):
+    """Recompute preemption (vLLM): free v's blocks, back to the front of waiting."""
+    if rq[v, Q_COMPUTED] >= rq[v, Q_PF_TARGET]:
+        ci[c, I_NDEC_C] -= 1
+    ci[c, I_USED] -= rq[v, Q_BLOCKS]
+    ci[c, I_PEND_PF] -= rq[v, Q_PF_TARGET] - rq[v, Q_COMPUTED]
+    rq[v, Q_BLOCKS] = 0
+    status[v] = WAITING
+    rq[v, Q_PF_TARGET] = rq[v, Q_PROMPT] + w_of * rq[v, Q_GEN]
+    rq[v, Q_COMPUTED] = 0
+    rq[v, Q_HIT] = 0
+    rq[v, Q_FETCHED] = 0
+    ci[c, I_PEND_PF] += rq[v, Q_PF_TARGET]
+    preempts[v] += 1
+    cstats[c, CS_PREEMPT] += 1.0
+    cstats[c, CS_RECOMP] += rq[v, Q_PF_TARGET]
+    _wpush_front(rq, ci, c, v)
+
+
+@jit
+def _add_decode(r, c, form, sch, rq, ci, run, status, preempts, cstats, branches, dec_req, dec_w, dec_s, dec_k):
+    """Grow r's KV for this decode (preempting the newest others if needed) and add it.
+    Returns 1 added, 0 skipped, -1 r itself was preempted; bit 2 set when anyone was preempted."""
+    w = branches[r]
+    b = int(sch[S_BLOCK])
+    total = int(sch[S_TOTAL_BLOCKS])
+    need = _blocks_for(rq[r, Q_PROMPT] - rq[r, Q_HIT], rq[r, Q_GEN], w, b) - rq[r, Q_BLOCKS]
+    pre = 0
+    while need > total - ci[c, I_USED]:
+        if sch[S_PREEMPTION] <= 0.0:
+            return 0
+        victim = -1
+        for jj in range(ci[c, I_NRUN] - 1, -1, -1):
+            v = run[c, jj]
+            if v != r and status[v] == RUNNING and rq[v, Q_IN_STEP] != form:
+                victim = v
+                break
+        if victim < 0:
+            _preempt(r, c, rq, ci, run, status, preempts, cstats, w)
+            return -1
+        _preempt(victim, c, rq, ci, run, status, preempts, cstats, branches[victim])
+        pre = 2
+    if need > 0:
+        ci[c, I_USED] += need
+        rq[r, Q_BLOCKS] += need
+    rq[r, Q_IN_STEP] = form
+    k = ci[c, I_NDEC]
+    dec_req[c, k] = r
+    dec_w[c, k] = w
+    if w == 1:
+        dec_s[c, k] = 0.0
+        dec_k[c, k] = rq[r, Q_PROMPT] + rq[r, Q_GEN] - 1
+    else:
+        dec_s[c, k] = rq[r, Q_PROMPT]
+        dec_k[c, k] = rq[r, Q_GEN] - 1
+    ci[c, I_NDEC] = k + 1
+    return 1 | pre
+
+
+@jit
+def _compact_running(c, ci, run, status):
+    k = 0
+    for ii in range(ci[c, I_NRUN]):
+        r = run[c, ii]
+        if status[r] == RUNNING:
+            run[c, k] = r
+            k += 1
+    ci[c, I_NRUN] = k
+
+
+@jit
+def _form_batch(c, t, sch, rq, ci, run, status, reason, arrival, t_finish, preempts, hit_first, branches,
+                order, keys, pf_req, pf_past, pf_new, dec_req, dec_w, dec_s, dec_k, static_batch, cstats,
+                hash_off, hash_ids, cache_slot, in_cache, lru_prev, lru_next, lru_ends, hb, ctr):
+    """One batch for LLM client c at time t (ENGINE_SEMANTICS.md). Returns
+    1: a batch was formed; 2: a request was aborted/rejected (it left; form again);
+    3: requests were preempted and the batch is empty (form again); 4: nothing to run."""
+    ctr[C_FORM] += 1
+    form = ctr[C_FORM]
+    batching = int(sch[S_BATCHING])
+    policy = int(sch[S_POLICY])
+    max_seq = int(sch[S_MAX_SEQS])
+    b = int(sch[S_BLOCK])
+    total = int(sch[S_TOTAL_BLOCKS])
+    watermark = int(sch[S_WATERMARK])
+    budget = int(sch[S_CHUNK]) if batching == CHUNKED else int(sch[S_MAX_TOKENS])
+    slot = cache_slot[c]
+    ci[c, I_NPF] = 0
+    ci[c, I_NDEC] = 0
+    ci[c, I_PFTOK] = 0
+    preempted = False
+    npf = 0
+    # ---- CHUNKED: running decodes first, then partial prefills -----------------------------------
+    if batching == CHUNKED:
+        for ii in range(ci[c, I_NRUN]):
+            r = run[c, ii]
+            if status[r] != RUNNING or rq[r, Q_COMPUTED] < rq[r, Q_PF_TARGET] or rq[r, Q_GEN] < 1:
+                continue
+            if budget < branches[r]:
+                break
+            res = _add_decode(r, c, form, sch, rq, ci, run, status, preempts, cstats, branches,
+                              dec_req, dec_w, dec_s, dec_k)
+            if res & 2 or res < 0:
+                preempted = True
+            if res & 1 and res > 0:
+                budget -= branches[r]
+        if preempted:
+            _compact_running(c, ci, run, status)  # victims may be re-admitted below
+        for ii in range(ci[c, I_NRUN]):
+            if budget <= 0:
+                break
+            r = run[c, ii]
+            if status[r] != RUNNING or rq[r, Q_COMPUTED] >= rq[r, Q_PF_TARGET]:
+                continue
+            cc = rq[r, Q_PF_TARGET] - rq[r, Q_COMPUTED]
+            if cc > budget:
+                cc = budget
+            pf_req[c, npf] = r
+            pf_past[c, npf] = rq[r, Q_COMPUTED]
+            pf_new[c, npf] = cc
+            rq[r, Q_IN_STEP] = form
+            npf += 1
+            budget -= cc
+            ci[c, I_PFTOK] += cc
+    # ---- waiting order (FCFS = queue order; SPF / LWL sorted, with aging) ----------------------------
+    nw = 0
+    r = ci[c, I_WHEAD]
+    while r >= 0:
+        order[nw] = r
+        nw += 1
+        r = rq[r, Q_WNEXT]
+    if policy != FCFS and nw > 1:
+        for i in range(nw):
+            r = order[i]
+            if t - arrival[r] > sch[S_AGING]:
+                keys[i] = i - 4.0e15
+            elif policy == SPF:
+                keys[i] = rq[r, Q_PROMPT] * (rq.shape[0] + 1.0) + r
+            else:
+                keys[i] = (rq[r, Q_PF_TARGET] - rq[r, Q_COMPUTED] + rq[r, Q_OUT] - rq[r, Q_GEN]) * (rq.shape[0] + 1.0) + r
+        idx = np.argsort(keys[:nw], kind="mergesort")
+        tmp = order[:nw].copy()
+        for i in range(nw):
+            order[i] = tmp[idx[i]]
+    # ---- admissions (strict head-of-line) ----------------------------------------------------------------
+    admit = not (batching == STATIC and ci[c, I_NRUN] > 0)
+    if admit:
+        for i in range(nw):
+            r = order[i]
+            if ci[c, I_NRUN] >= max_seq:
+                break
+            if batching == CHUNKED and budget <= 0:
+                break
+            w = branches[r]
+            m = 0
+            h = 0
+            if rq[r, Q_FETCHED] > 0:
+                h = rq[r, Q_FETCHED]       # KV fetched from a tier: held in this client's blocks
+            elif slot >= 0:
+                m, h = _cache_lookup(r, rq[r, Q_PROMPT], hash_off, hash_ids, in_cache[slot], hb)
+            cc = rq[r, Q_PF_TARGET] - h
+            if rq[r, Q_COMPUTED] >= rq[r, Q_PF_TARGET]:
+                cc = 0                      # decode-only arrival (disaggregated)
+            if batching != CHUNKED and cc > budget:
+                break
+            cached = h if rq[r, Q_FETCHED] == 0 else 0
+            if rq[r, Q_COMPUTED] >= rq[r, Q_PF_TARGET]:
+                need = _blocks_for(rq[r, Q_PROMPT], max(rq[r, Q_GEN], 1), w, b)
+            else:
+                need = _blocks_for(rq[r, Q_PROMPT] - cached, rq[r, Q_GEN] + 1, w, b)
+            if total - ci[c, I_USED] - need < watermark:
+                break
+            # admit
+            _wremove(rq, ci, c, r)
+            if m > 0:
+                _cache_touch(r, m, hash_off, hash_ids, lru_prev[slot], lru_next[slot], lru_ends[slot])
+            if cc == 0:
+                ci[c, I_NDEC_C] += 1
+            else:
+                rq[r, Q_HIT] = cached
+                if hit_first[r] < 0:
+                    hit_first[r] = h
+                rq[r, Q_COMPUTED] = h
+                ci[c, I_PEND_PF] -= h
+            ci[c, I_USED] += need
+            rq[r, Q_BLOCKS] = need
+            status[r] = RUNNING
+            run[c, ci[c, I_NRUN]] = r
+            ci[c, I_NRUN] += 1
+            if batching == STATIC:
+                static_batch[c, ci[c, I_NSTATIC]] = r
+                ci[c, I_NSTATIC] += 1
+            if cc == 0:
+                continue
+            if batching == CHUNKED and cc > budget:
+                cc = budget
+            pf_req[c, npf] = r
+            pf_past[c, npf] = h
+            pf_new[c, npf] = cc
+            rq[r, Q_IN_STEP] = form
+            npf += 1
+            budget -= cc
+            ci[c, I_PFTOK] += cc
+    ci[c, I_NPF] = npf
+    # ---- decodes (non-chunked strategies) ------------------------------------------------------------------
+    do_dec = (batching == MIXED) or ((batching == STATIC or batching == CONTINUOUS) and npf == 0)
+    if do_dec and batching != CHUNKED:
+        for ii in range(ci[c, I_NRUN]):
+            r = run[c, ii]
+            if status[r] != RUNNING or rq[r, Q_COMPUTED] < rq[r, Q_PF_TARGET] or rq[r, Q_GEN] < 1:
+                continue
+            if rq[r, Q_IN_STEP] == form:
+                continue
+            if batching == MIXED and budget < branches[r]:
+                break
+            res = _add_decode(r, c, form, sch, rq, ci, run, status, preempts, cstats, branches,
+                              dec_req, dec_w, dec_s, dec_k)
+            if res & 2 or res < 0:
+                preempted = True
+            if res & 1 and res > 0:
+                budget -= branches[r]
+    ci[c, I_NREAL] = ci[c, I_NDEC]
+    if batching == STATIC and sch[S_STATIC_PAD] > 0.0 and npf == 0 and ci[c, I_NDEC] > 0:
+        # padded static batching: finished members keep costing a decode slot
+        for ii in range(ci[c, I_NSTATIC]):
+            r = static_batch[c, ii]
+            if status[r] == FINISHED or (status[r] != RUNNING and status[r] != WAITING and status[r] != REJECTED):
+                k = ci[c, I_NDEC]
+                dec_req[c, k] = -1
+                dec_w[c, k] = 1.0
+                dec_s[c, k] = 0.0
+                dec_k[c, k] = rq[r, Q_PROMPT] + rq[r, Q_GEN] - 1
+                ci[c, I_NDEC] = k + 1
+    if preempted:
+        _compact_running(c, ci, run, status)
+    if npf + ci[c, I_NDEC] > 0:
+        return 1
+    if preempted:
+        return 3
+    if ci[c, I_NRUN] > 0:
+        # only without preemption: nobody can grow; abort the newest to break the deadlock
+        r = run[c, ci[c, I_NRUN] - 1]
+        ci[c, I_NRUN] -= 1
+        if rq[r, Q_COMPUTED] >= rq[r, Q_PF_TARGET]:
+            ci[c, I_NDEC_C] -= 1
+        ci[c, I_USED] -= rq[r, Q_BLOCKS]
+        ci[c, I_PEND_PF] -= rq[r, Q_PF_TARGET] - rq[r, Q_COMPUTED]
+        ci[c, I_NREQ] -= 1
+        rq[r, Q_BLOCKS] = 0
+        status[r] = REJECTED
+        reason[r] = R_KV_EXHAUSTED
+        t_finish[r] = t
+        return 2
+    if nw > 0:
+        # nothing runs, yet the first request in policy order cannot be admitted: it never will be
+        # (watermark, or a recompute target above the token budget)
+        r = order[0]
+        _wremove(rq, ci, c, r)
+        ci[c, I_PEND_PF] -= rq[r, Q_PF_TARGET] - rq[r, Q_COMPUTED]
+        ci[c, I_NREQ] -= 1
+        status[r] = REJECTED
+        if batching != CHUNKED and rq[r, Q_PF_TARGET] > int(sch[S_MAX_TOKENS]):
+            reason[r] = R_TOKEN_BUDGET
+        else:
+            reason[r] = R_KV_CAPACITY
+        t_finish[r] = t
+        return 2
+    return 4
+
+
+# ============================================================================ the event loop
+@jit
+def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, pool_policy, pool_thresh,
+                     res_cap, route_lat, route_res, route_nres, g,
+                     arrival_in, branches, hash_off, hash_ids, n_hash,
+                     st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, st_flags,
+                     status, reason, arrival, t_first_sched, t_first_tok, t_last_tok, t_finish,
+                     generated, preempts, hit_first, computed_pf,
+                     st_client, st_t_ready, st_t_arrive, st_t_sched, st_t_exit,
+                     cstats, res_bytes, runstats, steplog):
+    """Simulate one configuration point; all outputs are filled in place. Returns steps logged."""
+    n = arrival_in.shape[0]
+    C = cli_kind.shape[0]
+    R = res_cap.shape[0]
+    horizon = g[G_HORIZON]
+    max_sim = g[G_MAX_SIM]
+    drain = g[G_DRAIN] > 0.0
+    log_cap = int(g[G_LOG_CAP])
+    hb = int(g[G_HASH_BLOCK])
+
+    for i in range(n):
+        arrival[i] = arrival_in[i]
+        status[i] = PENDING
+        reason[i] = R_NONE
+        t_first_sched[i] = np.nan
+        t_first_tok[i] = np.nan
+        t_last_tok[i] = np.nan
+        t_finish[i] = np.nan
+        generated[i] = 0
+        preempts[i] = 0
+        hit_first[i] = -1
+        computed_pf[i] = 0
+    for s in range(st_kind.shape[0]):
+        st_client[s] = -1
+        st_t_ready[s] = np.nan
+        st_t_arrive[s] = np.nan
+        st_t_sched[s] = np.nan
+        st_t_exit[s] = np.nan
+    cstats[:, :] = 0.0
+    res_bytes[:] = 0.0
+    runstats[:] = 0.0
+    ctr = np.zeros(N_CTR, np.int64)
+    ctr[C_REL] = n
+    if g[G_CONC] > 0:
+        ctr[C_REL] = min(int(g[G_CONC]), n)
+        for i in range(n):
+            arrival[i] = 0.0 if i < ctr[C_REL] else np.inf
+
+    rq = np.zeros((n, N_Q), np.int64)
+    for i in range(n):
+        rq[i, Q_IN_STEP] = -1
+        rq[i, Q_WNEXT] = -1
+        rq[i, Q_WPREV] = -1
+    ci = np.zeros((C, N_I), np.int64)
+    cf = np.zeros((C, N_F))
+    cap = 2
+    for c in range(C):
+        ci[c, I_WHEAD] = -1
+        ci[c, I_WTAIL] = -1
+        cf[c, F_NEXT] = np.inf
+        if cli_kind[c] == CK_LLM:
+            cap = max(cap, int(cli_sch[c, S_MAX_SEQS]) + 1)
+        elif cli_kind[c] == CK_SLOTS:
+            cap = max(cap, int(cli_srv[c, SRV_SLOTS]) + 1)
+        else:
+            cap = max(cap, int(cli_srv[c, SRV_BATCH_MAX]) + 1)
+    run = np.full((C, cap), -1, np.int64)
+    pf_req = np.zeros((C, cap), np.int64)
+    pf_past = np.zeros((C, cap))
+    pf_new = np.zeros((C, cap))
+    dec_req = np.zeros((C, cap), np.int64)
+    dec_w = np.zeros((C, cap))
+    dec_s = np.zeros((C, cap))
+    dec_k = np.zeros((C, cap))
+    static_batch = np.zeros((C, cap), np.int64)
+    bd = np.zeros(ST.N_BREAKDOWN)
+    order = np.zeros(max(n, 1), np.int64)
+    keys = np.zeros(max(n, 1))
+    cache_slot = np.full(C, -1, np.int64)
+    ncache = 0
+    for c in range(C):
+        if cli_kind[c] == CK_LLM and cli_sch[c, S_PREFIX_BLOCKS] > 0:
+            cache_slot[c] = ncache
+            ncache += 1
+    H = max(n_hash, 1)
+    nc1 = max(ncache, 1)
+    lru_prev = np.full((nc1, H), -1, np.int64)
+    lru_next = np.full((nc1, H), -1, np.int64)
+    in_cache = np.zeros((nc1, H), np.bool_)
+    lru_ends = np.zeros((nc1, 3), np.int64)
+    lru_ends[:, 0] = -1
+    lru_ends[:, 1] = -1
+    # flows: slot r = request r's current transfer; slot n + c = client c's retrieval memory read
+    NF = n + C
+    fstate = np.zeros(NF, np.int64)   # 0 idle, 1 latency phase, 2 moving bytes
+    ft0 = np.zeros(NF)
+    frem = np.zeros(NF)
+    frate = np.zeros(NF)
+    fdone = np.full(NF, np.inf)
+    fres = np.full((NF, MAX_HOPS), -1, np.int64)
+    fnres = np.zeros(NF, np.int64)
+    ffrozen = np.zeros(NF, np.bool_)
+    fdest = np.zeros(NF, np.int64)
+    flist = np.zeros(NF, np.int64)
+    res_left = np.zeros(max(R, 1))
+    res_cnt = np.zeros(max(R, 1), np.int64)
+    flow_clock = 0.0
+
+    t = 0.0
+    while True:
+        # ---- next event time -------------------------------------------------------------------
+        t_next = np.inf
+        na = ctr[C_NA]
+        if na < n and arrival[na] <= horizon:
+            t_next = arrival[na]
+        for k in range(ctr[C_NFL]):
+            f = flist[k]
+            x = ft0[f] if fstate[f] == 1 else fdone[f]
+            if x < t_next:
+                t_next = x
+        for c in range(C):
+            if cf[c, F_NEXT] < t_next:
+                t_next = cf[c, F_NEXT]
+        if t_next == np.inf:
+            break
+        if t_next > t:
+            t = t_next
+        step_now = False
+        for c in range(C):
+            if cf[c, F_NEXT] <= t and cli_kind[c] == CK_LLM:
+                step_now = True
+        if t > max_sim and not step_now:
+            break
+
+        # ---- phase 0: transfers ------------------------------------------------------------------
+        if ctr[C_NFL] > 0:
+            dt_f = t - flow_clock
+            for k in range(ctr[C_NFL]):
+                f = flist[k]
+                if fstate[f] == 2 and fnres[f] > 0 and dt_f > 0.0:
+                    moved = min(frate[f] * dt_f, frem[f])
+                    frem[f] -= moved
+                    for h in range(fnres[f]):
+                        res_bytes[fres[f, h]] += moved
+            changed = False
+            k = 0
+            while k < ctr[C_NFL]:
+                f = flist[k]
+                if fstate[f] == 1 and ft0[f] <= t:
+                    fstate[f] = 2
+                    changed = True
+                    if fnres[f] == 0:
+                        fdone[f] = t
+                if fstate[f] == 2 and fdone[f] <= t and not (changed and fdone[f] > t):
+                    if fdone[f] <= t:
+                        # transfer complete
+                        fstate[f] = 0
+                        fdone[f] = np.inf
+                        for j in range(k, ctr[C_NFL] - 1):
+                            flist[j] = flist[j + 1]
+                        ctr[C_NFL] -= 1
+                        changed = True
+                        if f < n:
+                            r = f
+                            c2 = fdest[f]
+                            s = rq[r, Q_CUR]
+                            if st_kind[s] == K_KVFETCH:
+                                st_t_exit[s] = t
+                                s = s + 1
+                                rq[r, Q_CUR] = s
+                                st_t_ready[s] = t
+                                st_t_arrive[s] = t
+                                fetched_tokens = st_prompt[s - 1]
+                                if not _arrive(r, c2, t, s, cli_kind, cli_sch, st_kind, st_prompt, st_output,
+                                               branches, status, reason, t_finish, rq, ci):
+                                    _release(t, n, g, arrival, ctr)
+                                else:
+                                    rq[r, Q_FETCHED] = fetched_tokens
+                            else:
+                                st_t_arrive[s] = t
+                                if not _arrive(r, c2, t, s, cli_kind, cli_sch, st_kind, st_prompt, st_output,
+                                               branches, status, reason, t_finish, rq, ci):
+                                    _release(t, n, g, arrival, ctr)
+                        else:
+                            c2 = f - n
+                            ci[c2, I_BPHASE] = 3
+                            cf[c2, F_NEXT] = t
+                        continue
+                k += 1
+            flow_clock = t
+            if changed:
+                _retime_flows(t, flist, ctr[C_NFL], fstate, fres, fnres, frate, frem, fdone, res_cap, res_left,
+                              res_cnt, ffrozen)
+
+        # ---- phase 1: arrivals from the workload ---------------------------------------------------------
+        _workload_arrivals(t, n, g, horizon, arrival, cli_kind, cli_sch, pool_off, pool_cli, pool_policy,
+                           pool_thresh, st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
+                           status, reason, t_finish, st_client, st_t_ready, st_t_arrive, st_t_exit, rq, ci, ctr,
+                           route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist)
+
+        # ---- phase 2: outputs of every step ending now are released and routed ------------------------------
+        nfl_before = ctr[C_NFL]
+        any_step_end = False
+        for c in range(C):
+            if cf[c, F_NEXT] > t:
+                continue
+            kind = cli_kind[c]
+            if kind == CK_LLM:
+                any_step_end = True
+                cf[c, F_NEXT] = np.inf
+                for i in range(ci[c, I_NPF]):
+                    r = pf_req[c, i]
+                    cc = int(pf_new[c, i])
+                    rq[r, Q_COMPUTED] += cc
+                    computed_pf[r] += cc
+                    ci[c, I_PEND_PF] -= cc
+                    if rq[r, Q_COMPUTED] >= rq[r, Q_PF_TARGET]:
+                        s = rq[r, Q_CUR]
+                        slot = cache_slot[c]
+                        if slot >= 0 and rq[r, Q_INSERTED] == 0:
+                            _cache_insert(r, rq[r, Q_PROMPT], hash_off, hash_ids, in_cache[slot], lru_prev[slot],
+                                          lru_next[slot], lru_ends[slot], int(cli_sch[c, S_PREFIX_BLOCKS]), hb)
+                            rq[r, Q_INSERTED] = 1
+                        ci[c, I_NDEC_C] += 1
+                        if st_kind[s] != K_ENCODE:
+                            rq[r, Q_GEN] += 1
+                            _emit(r, s, t, st_flags, t_first_tok, t_last_tok, generated)
+                for i in range(ci[c, I_NREAL]):
+                    r = dec_req[c, i]
+                    rq[r, Q_GEN] += 1
+                    _emit(r, rq[r, Q_CUR], t, st_flags, t_first_tok, t_last_tok, generated)
+                k2 = 0
+                for ii in range(ci[c, I_NRUN]):
+                    r = run[c, ii]
+                    s = rq[r, Q_CUR]
+                    sk = st_kind[s]
+                    done = False
+                    if status[r] == RUNNING:
+                        if sk == K_ENCODE or sk == K_PREFILL:
+                            done = rq[r, Q_COMPUTED] >= rq[r, Q_PF_TARGET]
+                        else:
+                            done = rq[r, Q_GEN] >= rq[r, Q_OUT]
+                    if done:
+                        ci[c, I_USED] -= rq[r, Q_BLOCKS]
+                        rq[r, Q_BLOCKS] = 0
+                        ci[c, I_NDEC_C] -= 1
+                        _leave_stage(r, c, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_policy, pool_thresh,
+                                     st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
+                                     status, reason, t_finish, arrival, st_client, st_t_ready, st_t_arrive,
+                                     st_t_exit, rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem,
+                                     fres, fnres, fdest, flist)
+                    else:
+                        run[c, k2] = r
+                        k2 += 1
+                ci[c, I_NRUN] = k2
+                if int(cli_sch[c, S_BATCHING]) == STATIC and k2 == 0:
+                    ci[c, I_NSTATIC] = 0
+                ci[c, I_NPF] = 0
+                ci[c, I_NDEC] = 0
+                ci[c, I_NREAL] = 0
+                ci[c, I_DIRTY] = 1
+            elif kind == CK_SLOTS:
+                for j in range(int(cli_srv[c, SRV_SLOTS])):
+                    r = run[c, j]
+                    if r >= 0 and pf_past[c, j] <= t:
+                        run[c, j] = -1
+                        cstats[c, CS_SERVED] += 1.0
+                        _leave_stage(r, c, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_policy, pool_thresh,
+                                     st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
+                                     status, reason, t_finish, arrival, st_client, st_t_ready, st_t_arrive,
+                                     st_t_exit, rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem,
+                                     fres, fnres, fdest, flist)
+                cf[c, F_NEXT] = np.inf
+                ci[c, I_DIRTY] = 1
+            else:  # CK_BATCH: retrieval
+                if ci[c, I_BPHASE] == 1:
+                    # compute phase over: read the index from host memory, a resource shared with
+                    # tier reads (processor sharing), unless the memory is private
+                    byts = cli_srv[c, SRV_BYTES_BATCH] + ci[c, I_NPF] * cli_srv[c, SRV_BYTES_Q]
+                    f = n + c
+                    fstate[f] = 2
+                    ft0[f] = t
+                    frem[f] = byts
+                    fres[f, 0] = int(cli_srv[c, SRV_MEM_RES])
+                    fnres[f] = 1
+                    flist[ctr[C_NFL]] = f
+                    ctr[C_NFL] += 1
+                    ci[c, I_BPHASE] = 2
+                    cf[c, F_NEXT] = np.inf
+                    continue
+                cstats[c, CS_BUSY] += t - cf[c, F_START]
+                cstats[c, CS_STEPS] += 1.0
+                cstats[c, CS_BATCH_SEQS] += ci[c, I_NPF]
+                nb = ci[c, I_NPF]
+                ci[c, I_NPF] = 0
+                ci[c, I_BPHASE] = 0
+                cf[c, F_NEXT] = np.inf
+                ci[c, I_DIRTY] = 1
+                for i in range(nb):
+                    r = pf_req[c, i]
+                    cstats[c, CS_SERVED] += 1.0
+                    _leave_stage(r, c, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_policy, pool_thresh,
+                                 st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
+                                 status, reason, t_finish, arrival, st_client, st_t_ready, st_t_arrive,
+                                 st_t_exit, rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem,
+                                 fres, fnres, fdest, flist)
+        if ctr[C_NFL] != nfl_before or ctr[C_NFL] > 0:
+            flow_clock = t
+            _retime_flows(t, flist, ctr[C_NFL], fstate, fres, fnres, frate, frem, fdone, res_cap, res_left,
+                          res_cnt, ffrozen)
+        if t > max_sim or (any_step_end and (not drain) and t >= horizon):
+            break
+
+        # ---- phase 3: clients start new work -------------------------------------------------------------
+        # requests released at this very time (closed loop, zero think time) join first
+        _workload_arrivals(t, n, g, horizon, arrival, cli_kind, cli_sch, pool_off, pool_cli, pool_policy,
+                           pool_thresh, st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
+                           status, reason, t_finish, st_client, st_t_ready, st_t_arrive, st_t_exit, rq, ci, ctr,
+                           route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist)
+        nfl_before = ctr[C_NFL]
+        for c in range(C):
+            if ci[c, I_DIRTY] == 0 or cf[c, F_NEXT] < np.inf:
+                continue
+            ci[c, I_DIRTY] = 0
+            kind = cli_kind[c]
+            if kind == CK_SLOTS:
+                nslots = int(cli_srv[c, SRV_SLOTS])
+                nxt = np.inf
+                for j in range(nslots):
+                    if run[c, j] < 0 and ci[c, I_WCOUNT] > 0:
+                        r = ci[c, I_WHEAD]
+                        _wremove(rq, ci, c, r)
+                        s = rq[r, Q_CUR]
+                        svc = cli_srv[c, SRV_BASE_S] + cli_srv[c, SRV_PER_TOKEN_S] * st_prompt[s]
+                        run[c, j] = r
+                        pf_past[c, j] = t + svc
+                        st_t_sched[s] = t
+                        if np.isnan(t_first_sched[r]):
+                            t_first_sched[r] = t
+                        cstats[c, CS_BUSY] += svc
+                        status[r] = RUNNING
+                    if run[c, j] >= 0 and pf_past[c, j] < nxt:
+                        nxt = pf_past[c, j]
+                cf[c, F_NEXT] = nxt
+                continue
+            if kind == CK_BATCH:
+                if ci[c, I_BPHASE] != 0 or ci[c, I_WCOUNT] == 0:
+                    continue
+                nb = 0
+                while ci[c, I_WCOUNT] > 0 and nb < int(cli_srv[c, SRV_BATCH_MAX]):
+                    r = ci[c, I_WHEAD]
+                    _wremove(rq, ci, c, r)
+                    pf_req[c, nb] = r
+                    nb += 1
+                    s = rq[r, Q_CUR]
+                    st_t_sched[s] = t
+                    if np.isnan(t_first_sched[r]):
+                        t_first_sched[r] = t
+                    status[r] = RUNNING
+                ci[c, I_NPF] = nb
+                comp = nb * cli_srv[c, SRV_FLOP_Q] / cli_srv[c, SRV_FLOPS]
+                cf[c, F_START] = t
+                if cli_srv[c, SRV_MEM_RES] >= 0:
+                    ci[c, I_BPHASE] = 1
+                    cf[c, F_NEXT] = t + comp
+                else:
+                    mem = (cli_srv[c, SRV_BYTES_BATCH] + nb * cli_srv[c, SRV_BYTES_Q]) / cli_srv[c, SRV_BW]
+                    ci[c, I_BPHASE] = 3
+                    cf[c, F_NEXT] = t + (max(comp, mem) if cli_srv[c, SRV_OVERLAP] > 0.0 else comp + mem)
+                continue
+            # ---- LLM client --------------------------------------------------------------------------
+            res = 3
+            while res == 2 or res == 3:
+                res = _form_batch(c, t, cli_sch[c], rq, ci, run, status, reason, arrival, t_finish, preempts,
+                                  hit_first, branches, order, keys, pf_req, pf_past, pf_new, dec_req, dec_w, dec_s,
+                                  dec_k, static_batch, cstats, hash_off, hash_ids, cache_slot, in_cache, lru_prev,
+                                  lru_next, lru_ends, hb, ctr)
+                if res == 2:
+                    _release(t, n, g, arrival, ctr)
+            if res != 1:
+                continue
+            npf = ci[c, I_NPF]
+            nd = 0
+            for i in range(npf):
+                r = pf_req[c, i]
+                if rq[r, Q_COMPUTED] + pf_new[c, i] >= rq[r, Q_PF_TARGET]:
+                    nd += 1
+            dt = ST.step_time(cli_prm[c], pf_past[c], pf_new[c], npf, float(nd), dec_w[c], dec_s[c], dec_k[c],
+                              ci[c, I_NDEC], bd)
+            w_tok = 0.0
+            for i in range(npf):
+                r = pf_req[c, i]
+                s = rq[r, Q_CUR]
+                if np.isnan(st_t_sched[s]):
+                    st_t_sched[s] = t
+                if np.isnan(t_first_sched[r]):
+                    t_first_sched[r] = t
+            for i in range(ci[c, I_NREAL]):
+                r = dec_req[c, i]
+                s = rq[r, Q_CUR]
+                w_tok += dec_w[c, i]
+                if np.isnan(st_t_sched[s]):
+                    st_t_sched[s] = t
+                if np.isnan(t_first_sched[r]):
+                    t_first_sched[r] = t
+            nlog = ctr[C_NLOG]
+            if nlog < log_cap:
+                steplog[nlog, L_T] = t
+                steplog[nlog, L_DT] = dt
+                steplog[nlog, L_NPF] = npf
+                steplog[nlog, L_PF_TOKENS] = ci[c, I_PFTOK]
+                steplog[nlog, L_NDEC] = ci[c, I_NREAL]
+                steplog[nlog, L_DEC_TOKENS] = w_tok
+                steplog[nlog, L_KV_USED] = ci[c, I_USED]
+                steplog[nlog, N_LOG] = c
+                # optional extra columns: ids of the step's prefills, then its decodes (-1 pads)
+                j = LOG_COLS
+                for i in range(npf):
+                    if j < steplog.shape[1]:
+                        steplog[nlog, j] = pf_req[c, i]
+                        j += 1
+                for i in range(ci[c, I_NREAL]):
+                    if j < steplog.shape[1]:
+                        steplog[nlog, j] = dec_req[c, i]
+                        j += 1
+                ctr[C_NLOG] = nlog + 1
+            cstats[c, CS_BUSY] += dt
+            cstats[c, CS_STEPS] += 1.0
+            cstats[c, CS_BATCH_TOKENS] += ci[c, I_PFTOK] + w_tok
+            cstats[c, CS_BATCH_SEQS] += npf + ci[c, I_NREAL]
+            cstats[c, CS_PF_TOKENS] += ci[c, I_PFTOK]
+            cstats[c, CS_DEC_TOKENS] += w_tok
+            if ci[c, I_USED] > cstats[c, CS_KV_PEAK]:
+                cstats[c, CS_KV_PEAK] = ci[c, I_USED]
+            cstats[c, CS_KV_BLOCK_S] += ci[c, I_USED] * dt
+            cstats[c, CS_TC] += bd[ST.B_TC]
+            cstats[c, CS_TM] += bd[ST.B_TM]
+            cstats[c, CS_TN] += bd[ST.B_TN]
+            cstats[c, CS_FLOPS] += bd[ST.B_FLOPS]
+            cstats[c, CS_BYTES] += bd[ST.B_BYTES]
+            cstats[c, CS_OUT_OF_RANGE] += bd[ST.B_OUT_OF_RANGE]
+            cf[c, F_START] = t
+            cf[c, F_NEXT] = t + dt
+        if ctr[C_NFL] != nfl_before:
+            flow_clock = t
+            _retime_flows(t, flist, ctr[C_NFL], fstate, fres, fnres, frate, frem, fdone, res_cap, res_left,
+                          res_cnt, ffrozen)
+
+    runstats[0] = t
+    for i in range(n):
+        if status[i] == WAITING or status[i] == RUNNING:
+            status[i] = UNFINISHED
+        if arrival[i] == np.inf:
+            arrival[i] = np.nan  # closed loop: never released
+    return ctr[C_NLOG]
+
+
+@jit
+def simulate_single(prm, sch, g, arrival_in, prompt, output, branches, hash_off, hash_ids, n_hash,
+                    status, reason, arrival, t_first_sched, t_first_tok, t_last_tok, t_finish, generated, preempts,
+                    hit_first, computed_pf, cstats, runstats, steplog):
+    """One LLM client, one stage per request: the single-client engine."""
+    n = prompt.shape[0]
+    cli_kind = np.zeros(1, np.int64)
+    cli_prm = prm.reshape(1, prm.shape[0])
+    cli_sch = sch.reshape(1, sch.shape[0])
+    cli_srv = np.zeros((1, N_SRV))
+    pool_off = np.array([0, 1], np.int64)
+    pool_cli = np.zeros(1, np.int64)
+    pool_policy = np.zeros(1, np.int64)
+    pool_thresh = np.zeros(1)
+    res_cap = np.zeros(0)
+    route_lat = np.zeros((1, 1))
+    route_res = np.full((1, 1, MAX_HOPS), -1, np.int64)
+    route_nres = np.zeros((1, 1), np.int64)
+    st_off = np.arange(n + 1).astype(np.int64)
+    st_kind = np.zeros(n, np.int64)
+    st_pool = np.zeros(n, np.int64)
+    st_bytes = np.zeros(n)
+    st_tier = np.full(n, -1, np.int64)
+    st_flags = np.full(n, F_TTFT | F_COUNT, np.int64)
+    st_client = np.zeros(n, np.int64)
+    st_a = np.zeros(n)
+    st_b = np.zeros(n)
+    st_c = np.zeros(n)
+    st_d = np.zeros(n)
+    res_bytes = np.zeros(0)
+    return simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, pool_policy, pool_thresh,
+                            res_cap, route_lat, route_res, route_nres, g, arrival_in, branches, hash_off, hash_ids,
+                            n_hash, st_off, st_kind, st_pool, prompt, output, st_bytes, st_tier, st_flags,
+                            status, reason, arrival, t_first_sched, t_first_tok, t_last_tok, t_finish, generated,
+                            preempts, hit_first, computed_pf, st_client, st_a, st_b, st_c, st_d, cstats, res_bytes,
+                            runstats, steplog)
+
+
+@jit
+def _workload_arrivals(t, n, g, horizon, arrival, cli_kind, cli_sch, pool_off, pool_cli, pool_policy, pool_thresh,
+                       st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches, status, reason,
+                       t_finish, st_client, st_t_ready, st_t_arrive, st_t_exit, rq, ci, ctr, route_lat, route_res,
+                       route_nres, fstate, ft0, frem, fres, fnres, fdest, flist):
+    while ctr[C_NA] < n and arrival[ctr[C_NA]] <= t and arrival[ctr[C_NA]] <= horizon:
+        r = ctr[C_NA]
+        ctr[C_NA] += 1
+        _enter_stage(r, st_off[r], -1, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_policy, pool_thresh,
+                     st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
+                     status, reason, t_finish, arrival, st_client, st_t_ready, st_t_arrive, st_t_exit,
+                     rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist)
+        st_t_ready[st_off[r]] = arrival[r]
+
+
+def _simulate_single_points_impl(prm, sch, g, offsets, arrival_in, prompt, output, branches, hash_off, hash_ids,
+                                 n_hash, status, reason, arrival, t_first_sched, t_first_tok, t_last_tok, t_finish,
+                                 generated, preempts, hit_first, computed_pf, cstats, runstats, steplog):
+    """Many single-client points in one call: point q owns requests offsets[q]:offsets[q+1] and the
+    hash CSR slice hash_off[offsets[q] + q : offsets[q+1] + q + 1] (absolute offsets)."""
+    for q in numba.prange(prm.shape[0]):
+        a = offsets[q]
+        z = offsets[q + 1]
+        simulate_single(prm[q], sch[q], g[q], arrival_in[a:z], prompt[a:z], output[a:z], branches[a:z],
+                        hash_off[a + q:z + q + 1], hash_ids, n_hash[q], status[a:z], reason[a:z], arrival[a:z],
+                        t_first_sched[a:z], t_first_tok[a:z], t_last_tok[a:z], t_finish[a:z], generated[a:z],
+                        preempts[a:z], hit_first[a:z], computed_pf[a:z], cstats[q], runstats[q], steplog[q])
+
+
+simulate_points = numba.njit(parallel=True, cache=CACHE, nogil=True)(_simulate_single_points_impl)
+simulate_points_serial = numba.njit(parallel=False, cache=CACHE, nogil=True)(_simulate_single_points_impl)

@@ -1,0 +1,707 @@
+"""``mistfast validate``: simulate every measured data point and report the prediction error.
+
+Input: a CSV with the columns of ``../shared/calibration/measurements.csv``::
+
+    id, source, engine, engine_version, model, precision, hardware, num_accel, tp, pp, workload,
+    isl, osl, batch_or_concurrency, request_rate, metric, value, notes   (+ optional ``group``)
+
+Each row becomes one prediction (see :func:`plan_row`):
+
+* ``prefill_ms`` / batch-1 ``ttft_ms``: one prefill step of ``batch`` prompts of ``isl`` tokens
+  (:func:`mistfast.step_latency`); ``decode_step_ms``: one decode step of ``batch`` decodes at
+  context ``isl + osl/2``.
+* offline max-throughput rows (``request_rate`` ``inf``/workload "offline"): all requests at t = 0
+  with the engine's in-flight batching (``chunked``; TensorRT-LLM 1.x uses the ``trtllm-bench``
+  max batch size / max num tokens heuristic, :func:`trtllm_bench_settings`), the measured request
+  count capped at :data:`MAX_SIM_REQUESTS`.
+* static-batch rows: ``static`` batching, one batch of ``batch_or_concurrency`` requests.
+* fixed-concurrency rows (workload mentions concurrency / closed loop): closed loop.
+* Poisson rows (numeric ``request_rate``): Poisson arrivals at that rate.
+* ``*_per_gpu`` metrics are divided by the device count (``num_accel``, else tp·pp).
+
+Rows that cannot be represented (unknown model/hardware/precision, unknown metric or workload)
+are reported with status ``unsupported`` and the reason, never dropped.
+
+With ``calibrate=True`` the rows are split by measurement group (same source, engine, model,
+hardware, parallelism, precision, metric and workload: a whole sweep is either train or test;
+stratified by metric, deterministic for a seed), efficiencies are fitted per (device, engine
+family) on the training rows (:func:`mistfast.calibration.calibrate`), and the report gives the
+calibrated error on the test rows only.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import re
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from . import calibration as C
+
+MAX_SIM_REQUESTS = 12000      # offline runs: cap on simulated requests (steady state long reached)
+DEFAULT_OFFLINE_REQUESTS = 2000
+REPORT_COLUMNS = ("id", "model", "hardware", "engine", "metric", "measured", "predicted", "rel_error",
+                  "predicted_calibrated", "rel_error_calibrated", "split", "status", "reason")
+
+RUN_METRICS = {
+    # metric -> (summary variable, rate-like, divide by device count)
+    "output_tok_s": ("output_tok_s", True, False),
+    "output_tok_s_per_gpu": ("output_tok_s", True, True),
+    "total_tok_s": ("total_tok_s", True, False),
+    "total_tok_s_per_gpu": ("total_tok_s", True, True),
+    "request_throughput_rps": ("request_throughput_rps", True, False),
+    "ttft_ms": ("ttft_mean_ms", False, False), "ttft_mean_ms": ("ttft_mean_ms", False, False),
+    "ttft_p50_ms": ("ttft_p50_ms", False, False), "ttft_p90_ms": ("ttft_p90_ms", False, False),
+    "ttft_p99_ms": ("ttft_p99_ms", False, False),
+    "tpot_ms": ("tpot_mean_ms", False, False), "tpot_mean_ms": ("tpot_mean_ms", False, False),
+    "tpot_p50_ms": ("tpot_p50_ms", False, False), "tpot_p90_ms": ("tpot_p90_ms", False, False),
+    "tpot_p99_ms": ("tpot_p99_ms", False, False),
+    "e2e_ms": ("e2e_mean_ms", False, False), "e2e_mean_ms": ("e2e_mean_ms", False, False),
+    "e2e_p50_ms": ("e2e_p50_ms", False, False), "e2e_p90_ms": ("e2e_p90_ms", False, False),
+    "e2e_p99_ms": ("e2e_p99_ms", False, False),
+}
+STEP_ROW_METRICS = ("prefill_ms", "decode_step_ms", "ttft_ms")
+
+
+# ============================================================================ engine settings
+def trtllm_bench_settings(client, isl: int, osl: int, kv_fraction: float = 0.95) -> tuple[int, int]:
+    """(max_batch_size, max_num_tokens) that ``trtllm-bench throughput`` picks for a dataset of
+    fixed ISL/OSL (TensorRT-LLM ``bench/build/tuning.py``): KV-limited request count
+    ``R = f·(total memory − weights)/(KV bytes per token · (isl + osl))``, batch ``min(R, 4096)/pp``
+    rounded up (to 32 below 256, 128 below 1024, else 256; at least 64), tokens
+    ``min(batch·(1 + isl/osl), 32768)`` rounded up (to 256 below 4096, 512 below 8192, else 1024;
+    at least 2048)."""
+    m = client.model
+    n_gpu = client.tp * client.pp
+    GiB = float(2**30)
+    from .specs import DTYPE_BYTES
+    engine = m.param_count() * DTYPE_BYTES[client.precision.weights] / GiB
+    total = client.device.memory_GiB * n_gpu
+    kv_heads = max(client.tp, m.num_kv_heads)
+    per_tok = 2 * m.num_layers * kv_heads * m.head_dim * DTYPE_BYTES[client.precision.kv] / GiB
+    reqs = max((total - engine) * kv_fraction / (per_tok * (isl + osl)), 1.0)
+    raw_bs = min(reqs, 4096) / client.pp
+    raw_tok = min(raw_bs * (1 + isl / max(osl, 1)), 32768)
+    if raw_bs < 256:
+        bs = max(64, 32 * math.ceil(raw_bs / 32))
+    elif raw_bs < 1024:
+        bs = 128 * math.ceil(raw_bs / 128)
+    else:
+        bs = 256 * math.ceil(raw_bs / 256)
+    if raw_tok < 4096:
+        tok = max(2048, 256 * math.ceil(raw_tok / 256))
+    elif raw_tok < 8192:
+        tok = 512 * math.ceil(raw_tok / 512)
+    else:
+        tok = 1024 * math.ceil(raw_tok / 1024)
+    return int(bs), int(tok)
+
+
+def offline_scheduler(engine: str, client, isl: int, osl: int) -> dict:
+    """Scheduler fields for an offline max-throughput run of ``engine`` (family name)."""
+    if engine.startswith("trtllm"):
+        bs, tok = trtllm_bench_settings(client, isl, osl)
+        tok = max(tok, 1)
+        return {"batching": "chunked", "max_batch_size": bs, "max_batched_tokens": tok, "chunk_size": tok,
+                "kv_memory_fraction": 0.95}
+    if engine == "vllm":   # vLLM V1 engine defaults (max_num_batched_tokens 8192, max_num_seqs 256)
+        return {"batching": "chunked", "max_batch_size": 256, "max_batched_tokens": 8192, "chunk_size": 8192}
+    if engine == "sglang":
+        return {"batching": "chunked", "max_batch_size": 1024, "max_batched_tokens": 8192, "chunk_size": 8192}
+    return {"batching": "chunked", "max_batch_size": 256, "max_batched_tokens": 8192, "chunk_size": 8192}
+
+
+# ============================================================================ row plans
+@dataclass
+class RowPlan:
+    id: str
+    model_text: str
+    hardware_text: str
+    engine_text: str
+    metric: str
+    measured: float
+    group: str
+    status: str = "ok"            # ok | unsupported
+    reason: str = ""
+    kind: str = ""                # step | run
+    model: str = ""
+    device: str = ""
+    engine: str = ""
+    tp: int = 1
+    pp: int = 1
+    dp: int = 1
+    n_devices: int = 1
+    precision: str = ""
+    # step rows
+    prefill: tuple = ()
+    decode: tuple = ()
+    # run rows
+    scenario: dict = field(default_factory=dict)
+    value_key: str = ""
+    rate_like: bool = True
+    per_device: bool = False
+    isl: int = 0
+    osl: int = 0
+    n_requests_measured: int = 0
+    n_requests_sim: int = 0
+    workload_kind: str = ""
+
+    @property
+    def client_key(self) -> str:
+        return C.client_key(self.model, self.device, self.tp, self.pp, self.precision, self.engine)
+
+    def unsupported(self, reason: str) -> "RowPlan":
+        self.status, self.reason = "unsupported", reason
+        return self
+
+
+def _txt(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    return str(v).strip()
+
+
+def _int(v, default=None):
+    x = C._num(v, None)
+    return int(x) if x is not None and math.isfinite(x) else default
+
+
+def group_of(r: Mapping) -> str:
+    """Measurement group of a row: its ``group`` column, else the sweep it belongs to."""
+    g = _txt(r.get("group"))
+    if g:
+        return g
+    parts = [_txt(r.get(k)) for k in ("source", "engine", "engine_version", "model", "hardware", "tp", "pp",
+                                      "precision", "metric", "workload")]
+    return "|".join(parts)
+
+
+
+def plan_row(r: Mapping) -> RowPlan:
+    """How to predict one measurement row (or why it cannot be)."""
+    metric = _txt(r.get("metric"))
+    plan = RowPlan(id=_txt(r.get("id")), model_text=_txt(r.get("model")), hardware_text=_txt(r.get("hardware")),
+                   engine_text=_txt(r.get("engine")), metric=metric, measured=C._num(r.get("value"), float("nan")),
+                   group=group_of(r))
+    if not (plan.measured > 0):
+        return plan.unsupported(f"no positive measured value ({r.get('value')!r})")
+    plan.model = C.resolve_model(plan.model_text) or ""
+    if not plan.model:
+        return plan.unsupported(f"model {plan.model_text!r} is not in the model catalog (data/models.toml)")
+    plan.device = C.resolve_device(plan.hardware_text) or ""
+    if not plan.device:
+        return plan.unsupported(f"hardware {plan.hardware_text!r} is not in the device catalog (data/devices.toml)")
+    prec = C.parse_precision(r.get("precision"))
+    if prec is None:
+        return plan.unsupported(f"precision {r.get('precision')!r} not recognised")
+    plan.precision = C.precision_key(prec)
+    plan.engine = C.engine_family(r.get("engine"), r.get("engine_version"))
+    plan.tp = _int(r.get("tp"), 1) or 1
+    plan.pp = _int(r.get("pp"), 1) or 1
+    n_acc = _int(r.get("num_accel"), None)
+    plan.n_devices = n_acc or plan.tp * plan.pp
+    if plan.n_devices % (plan.tp * plan.pp):
+        return plan.unsupported(f"num_accel = {plan.n_devices} is not a multiple of tp*pp = {plan.tp * plan.pp}")
+    plan.dp = plan.n_devices // (plan.tp * plan.pp)
+    try:
+        C._client_cached(plan.model, plan.device, plan.tp, plan.pp, plan.precision)
+    except Exception as exc:  # does not fit, bad tp, ...
+        return plan.unsupported(f"configuration not representable: {str(exc).splitlines()[-1].strip()}")
+    plan.isl = _int(r.get("isl"), 0) or 0
+    plan.osl = _int(r.get("osl"), 0) or 0
+    wl = _txt(r.get("workload")).lower()
+    bc_txt = _txt(r.get("batch_or_concurrency"))
+    rr_txt = _txt(r.get("request_rate")).lower()
+    batch = _int(bc_txt, None)
+    if plan.isl < 1:
+        return plan.unsupported("no input length (isl)")
+
+    # ---- single steps --------------------------------------------------------------------------
+    batch1 = (batch or 1) == 1
+    single = any(s in wl for s in ("single request", "single batch", "batch 1", "batch-1", "prefill only",
+                                   "step", "microbenchmark"))
+    if metric == "prefill_ms" or (metric == "ttft_ms" and (single or batch1) and "offline" not in wl
+                                  and "concurrency" not in wl and not rr_txt.replace(".", "").isdigit()):
+        if metric == "ttft_ms" and not batch1 and "static" not in wl:
+            return plan.unsupported("TTFT at concurrency > 1 outside a static batch needs a run, not given")
+        plan.kind, plan.workload_kind = "step", "prefill step"
+        plan.prefill = ((0, plan.isl),) * (batch or 1)
+        return plan
+    if metric == "decode_step_ms":
+        if plan.osl < 1:
+            return plan.unsupported("decode step without an output length (context unknown)")
+        plan.kind, plan.workload_kind = "step", "decode step"
+        plan.decode = ((1, plan.isl + plan.osl // 2),) * (batch or 1)
+        return plan
+
+    # ---- whole runs --------------------------------------------------------------------------------
+    if metric not in RUN_METRICS:
+        return plan.unsupported(f"metric {metric!r} cannot be predicted (known: "
+                                f"{', '.join(STEP_ROW_METRICS)}, {', '.join(RUN_METRICS)})")
+    if plan.osl < 1:
+        return plan.unsupported("no output length (osl)")
+    plan.value_key, plan.rate_like, plan.per_device = RUN_METRICS[metric]
+    client = C._client_cached(plan.model, plan.device, plan.tp, plan.pp, plan.precision)
+    m = re.search(r"\(([\d,]+)\s*requests?\)", rr_txt)
+    n_meas = int(m.group(1).replace(",", "")) if m else 0
+    rate = C._num(rr_txt, None)
+    workload: dict[str, Any] = {"input": {"dist": "fixed", "value": plan.isl},
+                                "output": {"dist": "fixed", "value": plan.osl}}
+    sched: dict[str, Any]
+    if "static" in wl:
+        if batch is None:
+            return plan.unsupported(f"static batch without a batch size ({bc_txt!r})")
+        plan.workload_kind = "static batch"
+        n = batch
+        sched = {"batching": "static", "max_batch_size": batch,
+                 "max_batched_tokens": max(batch * plan.isl, plan.isl, 8192)}
+        workload["arrival"] = {"process": "offline"}
+    elif "offline" in wl or rr_txt.startswith("inf"):
+        plan.workload_kind = "offline"
+        n = min(n_meas or DEFAULT_OFFLINE_REQUESTS, MAX_SIM_REQUESTS)
+        sched = offline_scheduler(plan.engine, client, plan.isl, plan.osl)
+        if batch is not None:  # a fixed batch size given by the row
+            sched["max_batch_size"] = batch
+        workload["arrival"] = {"process": "offline"}
+    elif "concurren" in wl or "closed" in wl:
+        if batch is None:
+            return plan.unsupported(f"fixed-concurrency run without a concurrency ({bc_txt!r})")
+        plan.workload_kind = "closed loop"
+        n = min(max(n_meas, 20 * batch, 200), MAX_SIM_REQUESTS)
+        sched = offline_scheduler(plan.engine, client, plan.isl, plan.osl)
+        workload["arrival"] = {"process": "closed_loop", "concurrency": batch}
+    elif rate is not None and math.isfinite(rate) and rate > 0:
+        plan.workload_kind = "poisson"
+        n = min(max(n_meas, int(rate * 120), 500), MAX_SIM_REQUESTS)
+        sched = offline_scheduler(plan.engine, client, plan.isl, plan.osl)
+        workload["arrival"] = {"process": "poisson", "rate_rps": rate}
+    else:
+        return plan.unsupported(f"workload {r.get('workload')!r} with request rate {r.get('request_rate')!r} "
+                                "is not a recognised kind (offline, static batch, fixed concurrency, Poisson rate)")
+    plan.kind = "run"
+    notes = _txt(r.get("notes")).lower()
+    if plan.n_devices > 1 and not plan.per_device and plan.rate_like and re.search(
+            r"per[- ]gpu or total|total or per[- ]gpu|per[- ]gpu.{0,40}not stated|ambiguous", notes):
+        plan.status = "ambiguous"
+        plan.reason = (f"the source does not say whether this throughput is per GPU or for all {plan.n_devices} "
+                       "GPUs: predicted as labelled (total), excluded from fitting and from the error statistics")
+    plan.n_requests_measured = n_meas or n
+    plan.n_requests_sim = n * plan.dp
+    workload["num_requests"] = n * plan.dp
+    plan.scenario = {
+        "clients": [{"model": plan.model, "device": plan.device, "tp": plan.tp, "pp": plan.pp, "dp": plan.dp,
+                     "precision": dict(zip(("weights", "compute", "kv", "activations"), plan.precision.split("/"))),
+                     "scheduler": sched}],
+        "workload": workload,
+        "simulation": {"horizon_s": 1e7, "seed": 0},
+    }
+    return plan
+
+
+# ============================================================================ split
+def split_groups(plans: list[RowPlan], test_fraction: float = 0.3, seed: int = 0) -> dict[str, str]:
+    """Group -> "train"/"test". Groups are shuffled deterministically (seeded hash of the group
+    name) within each metric; groups go to test while that moves the metric's test share closer
+    to ``test_fraction``; a metric with a single group keeps it in train."""
+    by_metric: dict[str, dict[str, int]] = {}
+    for p in plans:
+        if p.status != "ok":
+            continue
+        by_metric.setdefault(p.metric, {}).setdefault(p.group, 0)
+        by_metric[p.metric][p.group] += 1
+    out: dict[str, str] = {}
+    for metric, groups in sorted(by_metric.items()):
+        names = sorted(groups, key=lambda g: hashlib.sha256(f"{seed}|{g}".encode()).hexdigest())
+        total = sum(groups.values())
+        target = test_fraction * total
+        test = 0
+        for i, g in enumerate(names):
+            n = groups[g]
+            remaining_train = total - test - n
+            if len(groups) > 1 and abs(test + n - target) < abs(test - target) and remaining_train > 0:
+                out[g] = "test"
+                test += n
+            else:
+                out.setdefault(g, "train")
+    return out
+
+
+# ============================================================================ predictions
+def _points(plans: list[RowPlan]):
+    from .scenario import scenario_point
+    from .specs import parse_scenario
+    pts = []
+    for p in plans:
+        pts.append(scenario_point(parse_scenario(p.scenario)))
+    return pts
+
+
+def _predict_runs(plans: list[RowPlan], points: list, clients: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Simulate run rows (clients replace the points' clients); returns (values, steps outside the
+    step-correction range, steps)."""
+    from .runner import run_points
+    if not plans:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    pts = [dataclasses.replace(pt, client=c) for pt, c in zip(points, clients)]
+    res = run_points(pts, parallel=len(pts) > 1)
+    out = np.full(len(plans), np.nan)
+    outside = np.asarray(res["summary"].get("steps_outside_calibration", np.zeros(len(pts))), dtype=float)
+    for q, p in enumerate(plans):
+        s = C._run_summary(res, q)
+        v = float(s[p.value_key])
+        if p.per_device:
+            v /= p.n_devices
+        out[q] = v
+        if s.get("n_finished", 0) < p.n_requests_sim:
+            p.reason = (p.reason + "; " if p.reason else "") + \
+                f"{int(p.n_requests_sim - s.get('n_finished', 0))} simulated requests did not finish"
+    return out, outside, np.asarray(res["summary"]["n_steps"], dtype=float)
+
+
+def _predict_steps(plans: list[RowPlan], clients: list) -> tuple[np.ndarray, np.ndarray]:
+    from .stepmodel import step_latency
+    out = np.full(len(plans), np.nan)
+    flag = np.zeros(len(plans))
+    for i, (p, c) in enumerate(zip(plans, clients)):
+        st = step_latency(c, prefill=p.prefill, decode=p.decode)
+        out[i] = st.total_ms
+        flag[i] = st.breakdown.get("outside_calibrated_range", 0.0)
+    return out, flag
+
+
+def _run_observation(p: RowPlan, point) -> C.RunObservation:
+    key, per_dev, nd = p.value_key, p.per_device, p.n_devices
+
+    def value_of(s, key=key, per_dev=per_dev, nd=nd):
+        v = float(s[key])
+        return v / nd if per_dev else v
+    return C.RunObservation(id=p.id, device=p.device, engine=p.engine, point=point, measured=p.measured,
+                            value_of=value_of, rate_like=p.rate_like, group=p.group, isl=p.isl, osl=p.osl)
+
+
+def _step_observation(p: RowPlan) -> C.StepObservation:
+    return C.StepObservation(model=p.model, device=p.device, tp=p.tp, pp=p.pp, precision=p.precision,
+                             engine=p.engine, prefill=p.prefill, decode=p.decode, time_s=p.measured / 1e3,
+                             id=p.id, group=p.group)
+
+
+# ============================================================================ statistics
+def _stats(err: pd.Series) -> tuple[int, float, float]:
+    e = err.dropna().abs()
+    if len(e) == 0:
+        return 0, float("nan"), float("nan")
+    return len(e), float(np.median(e)), float(np.percentile(e, 90))
+
+
+def error_table(rep: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Per value of ``by``: n and median / p90 absolute relative error of the analytical model (all
+    rows and test rows) and of the calibrated model (test rows, and train rows for reference)."""
+    ok = rep[rep.status == "ok"]
+    rows = []
+    for key, g in ok.groupby(by, sort=True):
+        n_all, med_u, p90_u = _stats(g.rel_error)
+        t = g[g.split == "test"]
+        tr = g[g.split == "train"]
+        n_t, med_ut, p90_ut = _stats(t.rel_error)
+        _, med_ct, p90_ct = _stats(t.rel_error_calibrated) if "rel_error_calibrated" in g else (0, np.nan, np.nan)
+        n_tr, med_ctr, p90_ctr = _stats(tr.rel_error_calibrated) if "rel_error_calibrated" in g else (0, np.nan, np.nan)
+        rows.append({by: key, "n": n_all, "uncal_median": med_u, "uncal_p90": p90_u,
+                     "n_test": n_t, "uncal_test_median": med_ut, "uncal_test_p90": p90_ut,
+                     "cal_test_median": med_ct, "cal_test_p90": p90_ct,
+                     "n_train": n_tr, "cal_train_median": med_ctr, "cal_train_p90": p90_ctr})
+    return pd.DataFrame(rows)
+
+
+def _pct(x) -> str:
+    return "—" if x is None or not np.isfinite(x) else f"{100 * x:.1f} %"
+
+
+def _md_table(df: pd.DataFrame, by: str) -> str:
+    head = (f"| {by} | n | analytical median | analytical p90 | n test | analytical test median | "
+            "analytical test p90 | calibrated test median | calibrated test p90 | calibrated train median |")
+    lines = [head, "|" + "---|" * 10]
+    for _, r in df.iterrows():
+        lines.append(f"| {r[by]} | {r.n} | {_pct(r.uncal_median)} | {_pct(r.uncal_p90)} | {r.n_test} | "
+                     f"{_pct(r.uncal_test_median)} | {_pct(r.uncal_test_p90)} | {_pct(r.cal_test_median)} | "
+                     f"{_pct(r.cal_test_p90)} | {_pct(r.cal_train_median)} |")
+    return "\n".join(lines)
+
+
+# ============================================================================ main entry
+def validate(measurements_csv: str | Path, out_dir: str | Path, *, calibrate: bool = True,
+             test_fraction: float = 0.3, seed: int = 0, write_catalog: str | Path | None = None,
+             plot: bool = True) -> pd.DataFrame:
+    """Predict every row of ``measurements_csv``; write ``report.csv``, ``report.md``,
+    ``predicted_vs_measured.png`` (and, when calibrating, ``calibration.toml``) into ``out_dir``.
+    Returns the report table (one row per input row, unsupported ones included)."""
+    t_start = time.time()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    df = pd.read_csv(measurements_csv)
+    if "metric" not in df.columns or "value" not in df.columns:
+        raise C.CalibrationError(f"{measurements_csv}: needs at least the columns metric and value")
+    if "id" not in df.columns:
+        df["id"] = [f"row{i + 1}" for i in range(len(df))]
+    plans = [plan_row(r) for r in df.to_dict("records")]
+    split = split_groups(plans, test_fraction, seed) if calibrate else {}
+    live = [p for p in plans if p.status in ("ok", "ambiguous")]
+    steps = [p for p in live if p.kind == "step"]
+    runs = [p for p in live if p.kind == "run"]
+    base_step = [C._client_cached(p.model, p.device, p.tp, p.pp, p.precision) for p in steps]
+    points = _points(runs)
+
+    pred_u = {}
+    v, _ = _predict_steps(steps, base_step)
+    pred_u.update(zip((p.id for p in steps), v))
+    v, _, n_steps = _predict_runs(runs, points, [pt.client for pt in points])
+    pred_u.update(zip((p.id for p in runs), v))
+
+    pred_c: dict[str, float] = {}
+    used: dict[str, str] = {}
+    outside: dict[str, float] = {}
+    cal = None
+    if calibrate:
+        train = lambda p: p.status == "ok" and split.get(p.group) == "train"  # noqa: E731
+        train_steps = [_step_observation(p) for p in steps if train(p)]
+        train_runs = []
+        for p, pt, ns in zip(runs, points, n_steps):
+            if train(p):
+                ro = _run_observation(p, pt)
+                if p.workload_kind in ("offline", "static batch"):
+                    ro.n_steps_hint = int(ns)  # the batch sequence does not depend on the efficiencies
+                train_runs.append(ro)
+        t_fit = time.time()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cal = C.calibrate(train_steps, train_runs)
+        cal.provenance.update({
+            "measurements": str(measurements_csv),
+            "measurements_sha256": hashlib.sha256(Path(measurements_csv).read_bytes()).hexdigest()[:16],
+            "split": f"by measurement group, stratified by metric, test_fraction={test_fraction}, seed={seed}",
+            "command": f"python -m mistfast.validate {measurements_csv} {out_dir} --seed {seed}",
+            "date": time.strftime("%Y-%m-%d"),
+            "fit_seconds": round(time.time() - t_fit, 1),
+        })
+        cs = []
+        for p, b in zip(steps, base_step):
+            c, u = cal.client(b, p.device, p.engine, p.client_key)
+            cs.append(c)
+            used[p.id] = u
+        v, fl = _predict_steps(steps, cs)
+        pred_c.update(zip((p.id for p in steps), v))
+        outside.update(zip((p.id for p in steps), fl))
+        cr = []
+        for p, pt in zip(runs, points):
+            # whole runs use the fitted efficiencies only: the step corrections describe the
+            # single-step batch shapes they were fitted on (see docs/calibration.md)
+            c, u = cal.client(pt.client, p.device, p.engine, None)
+            cr.append(c)
+            used[p.id] = u
+        v, fl, _ = _predict_runs(runs, points, cr)
+        pred_c.update(zip((p.id for p in runs), v))
+        outside.update(zip((p.id for p in runs), fl))
+
+    for p in plans:
+        if p.status == "ambiguous" and p.id in pred_u:
+            alt = [f"per-device reading (value x {p.n_devices} as total): analytical error "
+                   f"{pred_u[p.id] / (p.measured * p.n_devices) - 1:+.1%}"]
+            if p.id in pred_c:
+                alt.append(f"calibrated {pred_c[p.id] / (p.measured * p.n_devices) - 1:+.1%}")
+            p.reason = (p.reason + "; " if p.reason else "") + ", ".join(alt)
+
+    rows = []
+    for p in plans:
+        pu = pred_u.get(p.id, np.nan)
+        pc = pred_c.get(p.id, np.nan)
+        reason = p.reason
+        if outside.get(p.id, 0) > 0:
+            reason = (reason + "; " if reason else "") + "calibrated prediction used steps outside the step-correction range"
+        rows.append({
+            "id": p.id, "model": p.model_text, "hardware": p.hardware_text, "engine": p.engine_text,
+            "metric": p.metric, "measured": p.measured, "predicted": pu,
+            "rel_error": (pu - p.measured) / p.measured if np.isfinite(pu) else np.nan,
+            "predicted_calibrated": pc,
+            "rel_error_calibrated": (pc - p.measured) / p.measured if np.isfinite(pc) else np.nan,
+            "split": split.get(p.group, "") if p.status == "ok" else "",
+            "status": p.status, "reason": reason,
+            "model_preset": p.model, "device": p.device, "engine_family": p.engine, "tp": p.tp, "pp": p.pp,
+            "precision_used": p.precision, "prediction_kind": p.workload_kind, "group": p.group,
+            "simulated_requests": p.n_requests_sim if p.kind == "run" else 0,
+            "calibration_used": used.get(p.id, ""),
+        })
+    rep = pd.DataFrame(rows)
+    rep.to_csv(out / "report.csv", index=False)
+    if calibrate and cal is not None:
+        errs = {}
+        okr = rep[rep.status == "ok"]
+        for (dev, eng), g in okr.groupby(["device", "engine_family"]):
+            for sp in ("train", "test"):
+                e = g[g.split == sp].rel_error_calibrated.abs().dropna()
+                errs.setdefault((dev, eng), {})[f"{sp}_rows_calibrated_median_abs_rel_err"] = \
+                    float(np.median(e)) if len(e) else float("nan")
+            errs[(dev, eng)]["test_rows"] = sorted(g[g.split == "test"].id)
+        C.write_calibration_toml(cal, out / "calibration.toml", errors=errs, header=_toml_header())
+        if write_catalog:
+            C.write_calibration_toml(cal, write_catalog, errors=errs, header=_toml_header())
+    note = _plot(rep, out / "predicted_vs_measured.png") if plot else "plot skipped"
+    _write_md(rep, cal, out / "report.md", calibrate, note, time.time() - t_start, measurements_csv,
+              test_fraction, seed)
+    return rep
+
+
+def _toml_header() -> str:
+    return ("mistfast calibration: efficiencies fitted per (device, engine family) from measured data.\n"
+            "Written by `python -m mistfast.validate CSV OUT_DIR --write-catalog data/calibration.toml`\n"
+            "(mistfast.calibration.write_calibration_toml); read by mistfast.calibration.calibrated_efficiency.\n"
+            "[efficiency.DEVICE.ENGINE]: compute = eta_c, memory = eta_m, network = eta_net, op_overhead_us = tau\n"
+            "(MODEL.md §2.1); '*' = pooled over devices or engines (fallback). Fitted on the TRAIN split only;\n"
+            "train_rows / test_rows list the measurement ids; errors are |predicted/measured - 1| of the\n"
+            "calibrated simulator. [step_correction.KEY]: residual factor tables per measured configuration.")
+
+
+def _plot(rep: pd.DataFrame, path: Path) -> str:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception:  # pragma: no cover - optional dependency
+        return "matplotlib is not installed: predicted_vs_measured.png was not written"
+    ok = rep[rep.status == "ok"]
+    has_cal = ok.predicted_calibrated.notna().any()
+    fig, axes = plt.subplots(1, 2 if has_cal else 1, figsize=(12 if has_cal else 6, 5.5), squeeze=False)
+    metrics = sorted(ok.metric.unique())
+    cmap = plt.get_cmap("tab10")
+    panels = [("analytical model (all rows)", "predicted", None)]
+    if has_cal:
+        panels.append(("calibrated (filled: test split, faint: train)", "predicted_calibrated", "test"))
+    for ax, (title, col, sp) in zip(axes[0], panels):
+        for i, m in enumerate(metrics):
+            g = ok[ok.metric == m]
+            if sp is None:
+                ax.scatter(g.measured, g[col], s=18, color=cmap(i % 10), label=m)
+            else:
+                t, tr = g[g.split == "test"], g[g.split == "train"]
+                ax.scatter(tr.measured, tr[col], s=12, color=cmap(i % 10), alpha=0.25)
+                ax.scatter(t.measured, t[col], s=22, color=cmap(i % 10), label=m)
+        vals = pd.concat([ok.measured, ok[col]]).dropna()
+        lo, hi = vals[vals > 0].min() / 1.5, vals.max() * 1.5
+        xs = np.array([lo, hi])
+        ax.plot(xs, xs, "k-", lw=0.8)
+        for f, ls in ((1.1, ":"), (1.25, "--")):
+            ax.plot(xs, xs * f, "k" + ls, lw=0.6)
+            ax.plot(xs, xs / f, "k" + ls, lw=0.6)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_xlabel("measured")
+        ax.set_ylabel("predicted")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle("mistfast predicted vs measured (lines: exact, ±10 %, ±25 %)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return f"plot: {path.name}"
+
+
+def _write_md(rep, cal, path, calibrate, note, elapsed, csv_path, test_fraction, seed):
+    ok = rep[rep.status == "ok"]
+    un = rep[rep.status != "ok"]
+    L = [f"# mistfast validation report", "",
+         f"Measurements: `{csv_path}` — {len(rep)} rows: {len(ok)} in the statistics, "
+         f"{(rep.status == 'unsupported').sum()} unsupported, {(rep.status == 'ambiguous').sum()} ambiguous. "
+         f"Run time {elapsed:.0f} s.", "",
+         "Error = |predicted / measured − 1|. *Analytical*: the roofline step model with default "
+         "efficiencies (η_c = η_m = 0.75, τ = 0). *Calibrated*: efficiencies fitted per (device, engine "
+         "family) on the **train** split (plus step corrections per measured configuration); its error is "
+         "reported on the **test** split, whose measurement groups (whole sweeps) were not used for fitting."
+         if calibrate else "Error = |predicted / measured − 1| of the analytical model (no calibration).", ""]
+    if calibrate:
+        L += [f"Split: by measurement group, stratified by metric, test fraction {test_fraction}, seed {seed}: "
+              f"{(ok.split == 'train').sum()} train rows, {(ok.split == 'test').sum()} test rows.", ""]
+    for by, title in (("metric", "Per metric"), ("device", "Per hardware"), ("engine_family", "Per engine")):
+        L += [f"## {title}", "", _md_table(error_table(rep, by), by), ""]
+    if cal is not None:
+        L += ["## Fitted efficiencies (train split)", "",
+              "| device | engine | η_c | η_m | τ (µs/op) | step rows | run rows | train median err |", "|---|---|---|---|---|---|---|---|"]
+        for (d, e), f in sorted(cal.efficiencies.items(), key=lambda kv: (kv[0][0] == "*", kv[0][1] == "*", kv[0])):
+            L.append(f"| {d} | {e} | {f.compute:.3f} | {f.memory:.3f} | {f.op_overhead_us:.2f} | {f.n_steps} | "
+                     f"{f.n_runs} | {_pct(f.median_abs_rel_err)} |")
+        L += ["", f"Step corrections fitted for {len(cal.corrections)} configuration(s): "
+              + ", ".join(f"`{k}`" for k in sorted(cal.corrections)), ""]
+    L += ["## Rows outside the statistics (unsupported or ambiguous)", ""]
+    if len(un):
+        L += ["| id | status | model | hardware | metric | measured | analytical | calibrated | reason |",
+              "|---|---|---|---|---|---|---|---|---|"]
+        for _, r in un.iterrows():
+            L.append(f"| {r.id} | {r.status} | {r.model} | {r.hardware} | {r.metric} | {r.measured:.4g} | "
+                     f"{r.predicted:.4g} | {r.predicted_calibrated:.4g} | {r.reason} |")
+    else:
+        L.append("None: every row was simulated.")
+    L += ["", "## Worst rows (calibrated test split, else analytical)", ""]
+    col = "rel_error_calibrated" if calibrate else "rel_error"
+    sub = ok[ok.split == "test"] if calibrate else ok
+    worst = sub.assign(a=sub[col].abs()).sort_values("a", ascending=False).head(10)
+    L += ["| id | metric | hardware | model | measured | analytical | calibrated | calibration used |", "|---|---|---|---|---|---|---|---|"]
+    for _, r in worst.iterrows():
+        L.append(f"| {r.id} | {r.metric} | {r.device} | {r.model_preset} | {r.measured:.4g} | {r.predicted:.4g} | "
+                 f"{r.predicted_calibrated:.4g} | {r.calibration_used} |")
+    L += ["", "## How to read this", "",
+          "* `report.csv` has one line per input row: `predicted`/`rel_error` are the analytical model, "
+          "`predicted_calibrated`/`rel_error_calibrated` the calibrated one (signed: > 0 = over-prediction), "
+          "`split` says whether the row's group was used for fitting, `calibration_used` which fitted "
+          "entry applied (`device/engine`, a `*` fallback, or `default`).",
+          "* Compare *analytical test* with *calibrated test*: same rows, before and after calibration.",
+          "* *Calibrated train* shows how well the fit reproduces the rows it was fitted on.",
+          f"* {note}.", ""]
+    Path(path).write_text("\n".join(L))
+
+
+def summary_table(rep: pd.DataFrame) -> pd.DataFrame:
+    """Per metric: n, median and p90 absolute relative error before (all rows) and after calibration
+    (test split)."""
+    t = error_table(rep, "metric")
+    return t[["metric", "n", "uncal_median", "uncal_p90", "n_test", "uncal_test_median", "cal_test_median",
+              "cal_test_p90"]]
+
+
+def main(csv_path, out_dir, calibrate: bool = True, seed: int = 0, write_catalog=None) -> int:
+    """Run :func:`validate` and print a short per-metric summary; returns 0 on success."""
+    rep = validate(csv_path, out_dir, calibrate=calibrate, seed=seed, write_catalog=write_catalog)
+    t = summary_table(rep)
+    n_un = int((rep.status == "unsupported").sum())
+    n_amb = int((rep.status == "ambiguous").sum())
+    print(f"{len(rep)} rows: {len(rep) - n_un - n_amb} in the statistics, {n_un} unsupported, {n_amb} ambiguous "
+          f"(see {Path(out_dir) / 'report.md'})")
+    hdr = f"{'metric':<22}{'n':>4}{'median':>9}{'p90':>9}{'n_test':>8}{'test med':>10}{'cal med':>9}{'cal p90':>9}"
+    print("abs. relative error: analytical (all rows) | analytical and calibrated on the test split")
+    print(hdr)
+    for _, r in t.iterrows():
+        print(f"{r.metric:<22}{r.n:>4}{_pct(r.uncal_median):>9}{_pct(r.uncal_p90):>9}{r.n_test:>8}"
+              f"{_pct(r.uncal_test_median):>10}{_pct(r.cal_test_median):>9}{_pct(r.cal_test_p90):>9}")
+    return 0
+
+
+def _cli(argv=None) -> int:
+    import argparse
+    ap = argparse.ArgumentParser(prog="mistfast validate", description=__doc__.split("\n")[0])
+    ap.add_argument("csv", help="measurements CSV (schema of ../shared/calibration/measurements.csv)")
+    ap.add_argument("out_dir", help="folder for report.csv, report.md, predicted_vs_measured.png")
+    ap.add_argument("--no-calibrate", action="store_true", help="analytical model only")
+    ap.add_argument("--seed", type=int, default=0, help="train/test split seed")
+    ap.add_argument("--write-catalog", default=None, help="also write the fitted calibration TOML here "
+                    "(e.g. data/calibration.toml)")
+    a = ap.parse_args(argv)
+    return main(a.csv, a.out_dir, calibrate=not a.no_calibrate, seed=a.seed, write_catalog=a.write_catalog)
+
+
+if __name__ == "__main__":
+    raise SystemExit(_cli())
