@@ -1048,22 +1048,24 @@ def fit_step_correction(observations: Sequence[StepObservation], client: ClientS
                 vals[np.searchsorted(new_knots, xn)] = f_new
             new_table[k2] = vals
         knots, table = new_knots, new_table
-    # 2) smoothing: where the product still turns back, move the factor of the knot that ends the
-    #    offending sub-segment so the curve clears the turn (changes are of the size of the dip)
-    for _ in range(200):
+    # 2) smoothing: where the product still turns back, nudge one knot factor by the size of the
+    #    turn (the knot ending the offending sub-segment, or the one at the preceding peak), repeat
+    for _ in range(400):
         v = find_violation()
         if v is None:
             break
         kind, i, xs, ys, sgn = v
         run = np.maximum.accumulate(ys * sgn)
         j = int(np.argmax(run - ys * sgn > 1e-10))      # first point below the running extreme
-        gap = (run[j] - ys[j] * sgn) * sgn              # log-time to add (sgn > 0) / remove
-        k = int(np.searchsorted(knots, xs[j] - 1e-12))  # knot at or right of the dip
-        k = min(k, len(knots) - 1)
-        left = knots[k - 1] if k > 0 else knots[k]
-        u = 1.0 if knots[k] == left else max((xs[j] - left) / (knots[k] - left), 0.05)
+        gap = float(run[j] - ys[j] * sgn) + 1e-9
+        peak = int(np.argmax(ys[:j + 1] * sgn))
         table[kind] = table[kind].copy()
-        table[kind][k] *= math.exp(gap / u) * (1.0 + 1e-7 * sgn)
+        if peak == 0:     # turns right after the left neighbour: lower (raise) that end
+            k = int(np.argmin(np.abs(knots - xs[0])))
+            table[kind][k] *= math.exp(-gap * sgn)
+        else:             # raise (lower) the knot that ends the sub-segment of the turn
+            k = min(int(np.searchsorted(knots, xs[j] - 1e-12)), len(knots) - 1)
+            table[kind][k] *= math.exp(gap * sgn)
     else:
         warnings.warn("fit_step_correction: could not make the corrected step time monotone between all "
                       "measured neighbours", stacklevel=2)

@@ -216,9 +216,6 @@ def test_help():
     assert "--dry-run" in invoke("sweep", "--help").output
 
 
-@pytest.mark.xfail(strict=True, reason="cli.summary prints coordinate values with numpy 2 reprs "
-                   "(\"device: [np.str_('H100'), ...]\"); cli.py is outside this helper's files, "
-                   "fix: echo v.values.tolist() instead of list(v.values)")
 def test_summary_prints_plain_coordinate_values(tiny, tmp_path):
     out = tmp_path / "c.nc"
     invoke("sweep", tiny, "-o", out, "--scheduler", "serial", "--no-progress")
