@@ -117,9 +117,10 @@ def format_summary(ds) -> str:
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.option("--objective", default="output_tok_s_per_usd_per_hour", show_default=True,
               help="variable to maximise when printing the best configurations")
+@click.option("--minimize", is_flag=True, help="the objective is a cost or latency: smaller is better")
 @click.option("--constraint", "constraints", multiple=True, metavar="VAR<=VALUE",
               help="constraint for the best configurations (default: the scenario's SLOs as p99 limits)")
-def sweep(spec, output, dry_run, scheduler, workers, chunk_points, resume, progress, objective, constraints):
+def sweep(spec, output, dry_run, scheduler, workers, chunk_points, resume, progress, objective, minimize, constraints):
     """Run a sweep TOML: many configuration points, one Dataset, optionally written to netCDF."""
     from .sweep import dry_run as _dry, load_sweep, run_sweep
     try:
@@ -144,10 +145,10 @@ def sweep(spec, output, dry_run, scheduler, workers, chunk_points, resume, progr
     click.echo(f"{n} points in {dt:.1f} s ({n / dt:.0f} points/s); {ds.attrs['n_invalid']} invalid")
     if output:
         click.echo(f"results: {output}")
-    click.echo(_best_text(ds, objective, constraints))
+    click.echo(_best_text(ds, objective, constraints, not minimize))
 
 
-def _best_text(ds, objective, constraints) -> str:
+def _best_text(ds, objective, constraints, maximize=True) -> str:
     import json
 
     from .analysis import best_configs
@@ -160,22 +161,23 @@ def _best_text(ds, objective, constraints) -> str:
                        "n_rejected<=0", "n_unfinished<=0"]
     by = "batching" if "batching" in ds.dims or "batching" in ds.coords else None
     try:
-        best = best_configs(ds, objective, constraints=constraints, by=by, n=1)
+        best = best_configs(ds, objective, maximize=maximize, constraints=constraints, by=by, n=1)
     except KeyError as e:
         return f"(no best configurations: {e})"
     if best.empty:
         return f"no configuration meets {', '.join(constraints)}"
     import pandas as pd
     with pd.option_context("display.width", 160, "display.max_columns", 20):
-        return (f"best configurations by {objective} subject to {', '.join(constraints)}"
+        return (f"best configurations by {objective} ({'max' if maximize else 'min'}) subject to {', '.join(constraints)}"
                 + (f", per {by}" if by else "") + ":\n" + best.to_string(index=False))
 
 
 @main.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--objective", default="output_tok_s_per_usd_per_hour", show_default=True)
+@click.option("--minimize", is_flag=True, help="smaller objective is better")
 @click.option("--constraint", "constraints", multiple=True, metavar="VAR<=VALUE")
-def summary(path, objective, constraints):
+def summary(path, objective, minimize, constraints):
     """Describe a results file (dims, variables, invalid points) and its best configurations."""
     import xarray as xr
     ds = xr.load_dataset(path, engine="netcdf4")
@@ -189,7 +191,7 @@ def summary(path, objective, constraints):
         click.echo(f"invalid points: {int((ds.status != 0).sum())}; first reason: "
                    f"{ds.reason.values.ravel()[(ds.status.values.ravel() != 0)][0]}")
     if "status" in ds and ds.sizes:
-        click.echo(_best_text(ds, objective, constraints))
+        click.echo(_best_text(ds, objective, constraints, not minimize))
 
 
 @main.command()

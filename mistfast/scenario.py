@@ -120,9 +120,8 @@ def point_seed(seed: int, *key: int) -> np.random.SeedSequence:
 
 
 def scenario_point(spec: ScenarioSpec, seed_seq: np.random.SeedSequence | None = None) -> Point:
-    if len(spec.clients) != 1:
-        raise SpecError([f"clients = {len(spec.clients)} clients: the single-client engine takes exactly one; "
-                         "multi-client pipelines are not available yet"])
+    if spec.is_pipeline:
+        raise SpecError(["scenario: a multi-client pipeline scenario has no single-client point"])
     sim = spec.simulation
     ss = seed_seq if seed_seq is not None else point_seed(sim.seed)
     reqs = build_requests(spec.workload, sim.horizon_s, ss)
@@ -146,8 +145,16 @@ def simulate(spec: ScenarioSpec | dict | str | Path, *, per_request: bool | None
         spec = load_scenario(spec)
     elif isinstance(spec, dict):
         spec = parse_scenario(spec)
-    pt = scenario_point(spec)
     want_req = spec.simulation.per_request if per_request is None else per_request
+    if spec.is_pipeline:
+        from .pipeline import pipeline_dataset, run_pipeline
+        ss = point_seed(spec.simulation.seed)
+        reqs = build_requests(spec.workload, spec.simulation.horizon_s, ss)
+        run = run_pipeline(spec, reqs, ss, per_request=want_req, log_steps=log_steps)
+        ds = pipeline_dataset(spec, run, want_req)
+        ds.attrs.update(spec_attrs(spec))
+        return ds
+    pt = scenario_point(spec)
     res = run_points([pt], per_request=want_req, log_steps=log_steps)
     ds = summary_dataset(res["summary"], 0)
     n_out = int(res["summary"]["steps_outside_calibration"][0])
@@ -156,21 +163,7 @@ def simulate(spec: ScenarioSpec | dict | str | Path, *, per_request: bool | None
         warnings.warn(f"{n_out} of {int(ds.n_steps)} steps fell outside the measured range of the step correction "
                       "of client {spec.client.name!r}; the factor of the nearest measured point was used", stacklevel=2)
     if want_req:
-        r = res["requests"]
-        with np.errstate(invalid="ignore"):
-            gen = r["generated"].astype(float)
-            tpot = np.where(gen >= 2, (r["t_last_tok"] - r["t_first_tok"]) / np.maximum(gen - 1, 1), np.nan)
-        per = {
-            "req_arrival_s": r["arrival"], "req_prompt_tokens": r["prompt"], "req_output_tokens": r["output"],
-            "req_status": r["status"], "req_reason": r["reason"], "req_replica": r["replica"],
-            "req_ttft_ms": (r["t_first_tok"] - r["arrival"]) * 1e3, "req_tpot_ms": tpot * 1e3,
-            "req_e2e_ms": np.where(r["status"] == E.FINISHED, r["t_finish"] - r["arrival"], np.nan) * 1e3,
-            "req_queue_ms": (r["t_first_sched"] - r["arrival"]) * 1e3,
-            "req_first_scheduled_s": r["t_first_sched"], "req_first_token_s": r["t_first_tok"],
-            "req_finish_s": r["t_finish"], "req_generated_tokens": r["generated"],
-            "req_preemptions": r["preempts"], "req_hit_tokens": np.maximum(r["hit_first"], 0),
-        }
-        for k, v in per.items():
+        for k, v in per_request_vars(res["requests"]).items():
             ds[k] = variable(k, v)
     if log_steps:
         n = int(min(res["steps_per_sub"][0], log_steps))
@@ -182,6 +175,22 @@ def simulate(spec: ScenarioSpec | dict | str | Path, *, per_request: bool | None
             ds[name] = xr.Variable(("step",), log[:, j])
     ds.attrs.update(spec_attrs(spec))
     return ds
+
+
+def per_request_vars(r: dict) -> dict:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gen = r["generated"].astype(float)
+        tpot = np.where(gen >= 2, (r["t_last_tok"] - r["t_first_tok"]) / np.maximum(gen - 1, 1), np.nan)
+        return {
+            "req_arrival_s": r["arrival"], "req_prompt_tokens": r["prompt"], "req_output_tokens": r["output"],
+            "req_status": r["status"], "req_reason": r["reason"], "req_replica": r["replica"],
+            "req_ttft_ms": (r["t_first_tok"] - r["arrival"]) * 1e3, "req_tpot_ms": tpot * 1e3,
+            "req_e2e_ms": np.where(r["status"] == E.FINISHED, r["t_finish"] - r["arrival"], np.nan) * 1e3,
+            "req_queue_ms": (r["t_first_sched"] - r["arrival"]) * 1e3,
+            "req_first_scheduled_s": r["t_first_sched"], "req_first_token_s": r["t_first_tok"],
+            "req_finish_s": r["t_finish"], "req_generated_tokens": r["generated"],
+            "req_preemptions": r["preempts"], "req_hit_tokens": np.maximum(r["hit_first"], 0),
+        }
 
 
 def spec_attrs(spec) -> dict:

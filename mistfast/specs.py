@@ -514,6 +514,138 @@ class WorkloadSpec(Spec):
     branches: int = Field(default=1, ge=1, description="parallel decode branches per request (multi-path reasoning)")
 
 
+# ----------------------------------------------------------------------------- pipelines (multi-client)
+
+
+class ServerSpec(Spec):
+    """A non-LLM client: CPU pre/post-processing (``kind = "cpu"``, c-server FCFS) or an IVF-PQ
+    vector retrieval host (``kind = "retrieval"``, batched, RAGO cost model, MODEL.md §3.2)."""
+    name: str
+    kind: Literal["cpu", "retrieval"]
+    device: DeviceSpec | None = None
+    replicas: int = Field(default=1, ge=1)
+    # cpu
+    slots: int = Field(default=8, ge=1, description="cores serving requests in parallel")
+    base_ms: float = Field(default=1.0, ge=0)
+    per_token_us: float = Field(default=1.0, ge=0)
+    # retrieval (RAGO; defaults: the MODEL.md §10.2 RAG study index)
+    dim: int = Field(default=768, ge=1, description="vector dimension D")
+    centroids: int = Field(default=4_000_000, ge=1)
+    probes: int = Field(default=50, ge=1)
+    pq_m: int = Field(default=16, ge=1)
+    vectors_per_list: int = Field(default=5000, ge=1)
+    top_k: int = Field(default=20, ge=1)
+    id_bytes: int = Field(default=8, ge=0)
+    max_batch: int = Field(default=32, ge=1)
+    overlap: bool = False
+    memory_resource: str | None = Field(default=None, description="name of a tier whose bandwidth the index reads share")
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _device(cls, v, info: ValidationInfo):
+        return None if v is None else _resolve("devices", v, info)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.kind == "retrieval" and self.device is None:
+            raise field_error("device", None, "a retrieval server needs a device (e.g. \"SPR\", \"Grace\")")
+        return self
+
+    def ivf_costs(self) -> tuple[float, float, float]:
+        """(FLOP per query, bytes per batch, bytes per query) of IVF-PQ search (MODEL.md §3.2)."""
+        D, Cc, npb, M, Nc, k = self.dim, self.centroids, self.probes, self.pq_m, self.vectors_per_list, self.top_k
+        flop_q = 2 * D * Cc + M * Nc * npb + 2 * D * k
+        bytes_batch = 4 * Cc * D + 4 * 256 * D
+        bytes_q = 4 * D + 8 * npb + npb * Nc * (M + self.id_bytes) + 4 * k + 4 * k * D + 4 * k
+        return float(flop_q), float(bytes_batch), float(bytes_q)
+
+
+class TierSpec(Spec):
+    """A KV-cache memory tier (KV_FETCH source) with the link that brings KV to its clients."""
+    name: str
+    tier: MemoryTierSpec
+    link: LinkSpec
+
+    @field_validator("tier", mode="before")
+    @classmethod
+    def _tier(cls, v, info: ValidationInfo):
+        return _resolve("memory_tiers", v, info)
+
+    @field_validator("link", mode="before")
+    @classmethod
+    def _link(cls, v, info: ValidationInfo):
+        return _resolve("links", v, info)
+
+
+class ClientLinkSpec(Spec):
+    """The link used by transfers between two client groups (both directions); one shared resource."""
+    between: tuple[str, str]
+    link: LinkSpec
+
+    @field_validator("link", mode="before")
+    @classmethod
+    def _link(cls, v, info: ValidationInfo):
+        return _resolve("links", v, info)
+
+
+class TierHitSpec(Spec):
+    tier: str
+    hit: float = Field(ge=0, le=1, description="hit rate at this tier given a miss above")
+
+
+class StageSpec(Spec):
+    kind: Literal["pre", "post", "embed", "retrieve", "rerank", "kv_fetch", "llm", "prefill", "decode", "reason", "verify"]
+    pool: str | list[str] | None = None
+    routing: Literal["round_robin", "least_prefill_tokens", "least_decodes", "least_kv", "join_shortest_queue",
+                     "heavy_light", "least_requests"] = "round_robin"
+    heavy_threshold: int = Field(default=2048, ge=0)
+    # retrieve / rerank
+    docs: int = Field(default=0, ge=0)
+    doc_tokens: int = Field(default=512, ge=1)
+    # kv_fetch
+    past_tokens: int = Field(default=0, ge=0)
+    tiers: list[TierHitSpec] = []
+    # reason: a policy LLM writing `steps` segments of `step_tokens`, each checked by `verifier`
+    steps: int = Field(default=1, ge=1)
+    step_tokens: int = Field(default=256, ge=1)
+    verifier: str | list[str] | None = None
+
+
+class PipelineSpec(Spec):
+    name: str = "default"
+    weight: float = Field(default=1.0, gt=0)
+    branches: int = Field(default=1, ge=1)
+    stages: list[StageSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self):
+        kinds = [s.kind for s in self.stages]
+        for i, s in enumerate(self.stages):
+            if s.kind == "kv_fetch" and (i + 1 >= len(kinds) or kinds[i + 1] not in ("llm", "prefill")):
+                raise field_error(f"stages[{i}].kind", s.kind, "a kv_fetch stage must be followed by an llm or prefill stage")
+            if s.kind == "decode" and (i == 0 or kinds[i - 1] != "prefill"):
+                raise field_error(f"stages[{i}].kind", s.kind, "a decode stage must follow a prefill stage")
+            if s.kind == "prefill" and (i + 1 >= len(kinds) or kinds[i + 1] != "decode"):
+                raise field_error(f"stages[{i}].kind", s.kind, "a prefill stage must be followed by a decode stage")
+            if s.kind != "kv_fetch" and s.pool is None:
+                raise field_error(f"stages[{i}].pool", None, "names the client(s) serving this stage")
+            if s.kind == "reason" and s.verifier is None and s.steps > 1:
+                raise field_error(f"stages[{i}].verifier", None, "a multi-step reason stage needs a verifier client")
+        if not any(k in ("llm", "prefill", "reason") for k in kinds):
+            raise field_error("stages", kinds, "a pipeline needs an llm, prefill or reason stage")
+        return self
+
+
+class NetworkSpec(Spec):
+    default_link: LinkSpec = Field(default="mist-default")  # type: ignore[assignment]
+
+    @field_validator("default_link", mode="before")
+    @classmethod
+    def _link(cls, v, info: ValidationInfo):
+        return _resolve("links", v, info)
+
+
+
 class SLOSpec(Spec):
     ttft_ms: float = Field(default=500.0, gt=0)
     tpot_ms: float = Field(default=50.0, gt=0)
@@ -532,9 +664,19 @@ class SimulationSpec(Spec):
 
 class ScenarioSpec(Spec):
     clients: list[ClientSpec] = Field(min_length=1)
+    servers: list[ServerSpec] = []
+    tiers: list[TierSpec] = []
+    links: list[ClientLinkSpec] = []
+    network: NetworkSpec = NetworkSpec()
+    pipelines: list[PipelineSpec] = []
     workload: WorkloadSpec = WorkloadSpec()
     simulation: SimulationSpec = SimulationSpec()
     slo: SLOSpec = SLOSpec()
+
+    @property
+    def is_pipeline(self) -> bool:
+        """Several clients, servers or explicit pipelines: the multi-client path."""
+        return len(self.clients) > 1 or bool(self.servers) or bool(self.pipelines)
 
     @property
     def client(self) -> ClientSpec:

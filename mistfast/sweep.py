@@ -361,6 +361,8 @@ def build_point(spec: SweepSpec, values: tuple) -> tuple[Point | None, str, dict
         scen = parse_scenario(doc, base={})
         base_seed = scen.simulation.seed
         ss = np.random.SeedSequence([base_seed, spec.seed, _stable_key(spec, values)])
+        if scen.is_pipeline:
+            return (scen, ss), "", derived
         return scenario_point(scen, ss), "", derived
     except SpecError as e:
         return None, "; ".join(e.problems), derived
@@ -389,7 +391,35 @@ def run_chunk(spec: SweepSpec, start: int, stop: int) -> dict[str, np.ndarray]:
             where.append(i)
     n = len(allv)
     out: dict[str, np.ndarray] = {}
-    res = run_points(pts)["summary"] if pts else {}
+    single = [p for p in pts if isinstance(p, Point)]
+    res = run_points(single)["summary"] if single else {}
+    if len(single) != len(pts):
+        # multi-client pipeline points: one kernel call each (their client sets differ)
+        from .pipeline import pipeline_summary, run_pipeline
+        rows = []
+        for p in pts:
+            if isinstance(p, Point):
+                continue
+            scen, ss = p
+            reqs = build_requests(scen.workload, scen.simulation.horizon_s, ss)
+            rows.append(pipeline_summary(scen, run_pipeline(scen, reqs, ss)))
+        merged = {}
+        it_single = 0
+        it_pipe = 0
+        order = []
+        for p in pts:
+            if isinstance(p, Point):
+                order.append(("s", it_single))
+                it_single += 1
+            else:
+                order.append(("p", it_pipe))
+                it_pipe += 1
+        for name in (rows[0] if rows else res):
+            vals = []
+            for kind, j in order:
+                vals.append(res[name][j] if kind == "s" else rows[j][name][0])
+            merged[name] = np.asarray(vals)
+        res = merged
     for name, var in REGISTRY.items():
         if var.dims and var.dims != ("reject_reason",):
             continue

@@ -95,6 +95,24 @@ _add("req_generated_tokens", ("request",), "int64", "tokens", "tokens generated 
 _add("req_preemptions", ("request",), "int32", "1", "times the request was preempted")
 _add("req_hit_tokens", ("request",), "int64", "tokens", "prefix-cache tokens reused at first admission")
 
+_add("req_class", ("request",), "int32", "1", "pipeline (request class) index")
+# ---- multi-client runs ----
+_add("client_busy_fraction", ("client",), "float64", "1", "busy time / simulated time (slot servers: per core)")
+_add("client_kv_util_mean", ("client",), "float64", "1", "time-weighted KV blocks in use / KV blocks, over busy time")
+_add("client_kv_util_peak", ("client",), "float64", "1", "peak KV blocks in use / KV blocks")
+_add("client_mfu", ("client",), "float64", "1", "model FLOP utilisation of the client's devices")
+_add("client_mbu", ("client",), "float64", "1", "memory bandwidth utilisation of the client's devices")
+_add("client_energy_J", ("client",), "float64", "J", "energy of the client's devices over the simulated time")
+_add("client_price_usd_per_hour", ("client",), "float64", "USD/h", "price of the client's devices per hour")
+_add("client_steps", ("client",), "int64", "1", "engine steps (LLM) or batches (retrieval)")
+_add("client_served", ("client",), "int64", "1", "requests served (servers)")
+_add("stage_count", ("stage_kind",), "int64", "1", "stage instances completed")
+_add("stage_transfer_ms", ("stage_kind",), "float64", "ms", "mean time moving data into the stage (previous exit to arrival)")
+_add("stage_queue_ms", ("stage_kind",), "float64", "ms", "mean time from arrival at the client to first scheduled")
+_add("stage_service_ms", ("stage_kind",), "float64", "ms", "mean time from first scheduled to leaving the stage")
+_add("resource_utilisation", ("resource",), "float64", "1", "bytes moved / (capacity x simulated time) of each link or tier port")
+_add("resource_bytes", ("resource",), "float64", "B", "bytes moved through each link or tier port")
+
 REGISTRY = _V
 
 

@@ -554,6 +554,13 @@ def _form_batch(c, t, sch, rq, ci, run, status, reason, arrival, t_finish, preem
                 static_batch[c, ci[c, I_NSTATIC]] = r
                 ci[c, I_NSTATIC] += 1
             if cc == 0:
+                # a decode-only arrival (disaggregated): under CHUNKED the decodes were placed
+                # before admissions, so place it now; other strategies add decodes below
+                if batching == CHUNKED and budget >= w:
+                    res = _add_decode(r, c, form, sch, rq, ci, run, status, preempts, cstats, branches,
+                                      dec_req, dec_w, dec_s, dec_k)
+                    if res > 0 and res & 1:
+                        budget -= w
                 continue
             if batching == CHUNKED and cc > budget:
                 cc = budget

@@ -1,0 +1,501 @@
+"""Multi-stage pipelines on several clients: specs, the builder that flattens a scenario into the
+arrays of ``kernels.cluster.simulate_cluster``, and the Dataset it returns.
+
+A scenario becomes a pipeline scenario when it has ``[[pipelines]]``, ``[[servers]]`` or more
+than one client. Sizes moved between stages follow MODEL.md §1.3 (correct column).
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+import xarray as xr
+
+from . import stepmodel
+from .kernels import cluster as CL
+from .kernels import engine as E
+from .specs import ClientSpec, PipelineSpec, SpecError, StageSpec
+
+ROUTING = {name: i for i, name in enumerate(CL.ROUTING_NAMES)}
+
+# ----------------------------------------------------------------------------- builder
+STAGE_CODE = {"pre": CL.K_SERVE, "post": CL.K_SERVE, "embed": CL.K_ENCODE, "rerank": CL.K_ENCODE,
+              "retrieve": CL.K_RETRIEVE, "kv_fetch": CL.K_KVFETCH, "llm": CL.K_LLM, "prefill": CL.K_PREFILL,
+              "decode": CL.K_DECODE, "verify": CL.K_LLM}
+
+
+class Topology:
+    """Client instances (replicas expanded), pools, resources and routes of one scenario."""
+
+    def __init__(self, scen):
+        self.names: list[str] = []      # instance names
+        self.group: list[str] = []      # the spec entry each instance comes from
+        self.llm: list[ClientSpec | None] = []
+        self.server: list[ServerSpec | None] = []
+        for c in scen.clients:
+            for i in range(c.dp):
+                self.names.append(c.name if c.dp == 1 else f"{c.name}[{i}]")
+                self.group.append(c.name)
+                self.llm.append(c.replace(dp=1, num_devices=c.tp * c.pp) if c.dp > 1 else c)
+                self.server.append(None)
+        for s in scen.servers:
+            for i in range(s.replicas):
+                self.names.append(s.name if s.replicas == 1 else f"{s.name}[{i}]")
+                self.group.append(s.name)
+                self.llm.append(None)
+                self.server.append(s)
+        groups = set(self.group)
+        if len(groups) != len(scen.clients) + len(scen.servers):
+            raise SpecError(["clients/servers: names must be unique"])
+        self.C = len(self.names)
+        self.tiers = list(scen.tiers)
+        self.tier_index = {t.name: i for i, t in enumerate(self.tiers)}
+        # resources: one read port per tier, one per tier link, one per declared client link,
+        # one per group pair on the default network (created on demand)
+        self.res_names: list[str] = []
+        self.res_cap: list[float] = []
+        for t in self.tiers:
+            self._res(f"tier:{t.name}", t.tier.bandwidth_GBps * 1e9)
+        for t in self.tiers:
+            self._res(f"tierlink:{t.name}", t.link.bandwidth_GBps * 1e9 * t.link.efficiency)
+        self.links = {}
+        for i, l in enumerate(scen.links):
+            for gname in l.between:
+                if gname not in groups:
+                    raise SpecError([f"links[{i}].between = {list(l.between)}: unknown client {gname!r}; "
+                                     f"known: {', '.join(sorted(groups))}"])
+            rid = self._res(f"link:{l.between[0]}-{l.between[1]}", l.link.bandwidth_GBps * 1e9 * l.link.efficiency)
+            self.links[frozenset(l.between)] = (rid, l.link.latency_us * 1e-6)
+        self.default_link = scen.network.default_link
+        for s in scen.servers:
+            if s.memory_resource is not None and s.memory_resource not in self.tier_index:
+                raise SpecError([f"servers.{s.name}.memory_resource = {s.memory_resource!r}: not a tier; "
+                                 f"tiers: {', '.join(self.tier_index) or '(none)'}"])
+
+    def _res(self, name, cap):
+        self.res_names.append(name)
+        self.res_cap.append(float(cap))
+        return len(self.res_names) - 1
+
+    def pool(self, names, where) -> list[int]:
+        names = [names] if isinstance(names, str) else list(names)
+        out = []
+        for nm in names:
+            ids = [i for i, g in enumerate(self.group) if g == nm] or [i for i, x in enumerate(self.names) if x == nm]
+            if not ids:
+                raise SpecError([f"{where} = {nm!r}: unknown client; known: {', '.join(sorted(set(self.group)))}"])
+            out += ids
+        return out
+
+    def routes(self):
+        """Latency (s) and resource ids of every (source node, destination client) pair;
+        nodes are clients then tiers."""
+        C, T = self.C, len(self.tiers)
+        N = C + T
+        lat = np.zeros((N, N))
+        res = np.full((N, N, CL.MAX_HOPS), -1, np.int64)
+        nres = np.zeros((N, N), np.int64)
+        for a in range(C):
+            for b in range(C):
+                if a == b:
+                    continue
+                key = frozenset((self.group[a], self.group[b]))
+                if self.group[a] == self.group[b]:
+                    key = None
+                if key in self.links:
+                    rid, l = self.links[key]
+                else:
+                    # the default network: one shared link per (group, group) pair
+                    nm = f"net:{'-'.join(sorted({self.group[a], self.group[b]}))}"
+                    if nm in self.res_names:
+                        rid = self.res_names.index(nm)
+                    else:
+                        d = self.default_link
+                        rid = self._res(nm, d.bandwidth_GBps * 1e9 * d.efficiency)
+                    l = self.default_link.latency_us * 1e-6
+                lat[a, b] = l
+                res[a, b, 0] = rid
+                nres[a, b] = 1
+        for ti, t in enumerate(self.tiers):
+            for b in range(C):
+                # streaming read: lookup + link latency, bytes through the tier port and the link
+                lat[C + ti, b] = t.tier.latency_us * 1e-6 + t.link.latency_us * 1e-6
+                res[C + ti, b, 0] = ti
+                res[C + ti, b, 1] = T + ti
+                nres[C + ti, b] = 2
+        return lat, res, nres
+
+
+def build_cluster_inputs(scen, reqs, seed_seq, log_steps: int = 0) -> dict:
+    """Flatten a pipeline scenario and its requests into the kernel's arrays."""
+    from .runner import BATCHING_CODE, global_vector, scheduler_vector, _dense_hashes
+    topo = Topology(scen)
+    C = topo.C
+    kind = np.zeros(C, np.int64)
+    prm = np.zeros((C, stepmodel.K.N_PARAMS))
+    sch = np.zeros((C, E.N_SCHED))
+    srv = np.zeros((C, CL.N_SRV))
+    for c in range(C):
+        if topo.llm[c] is not None:
+            cl = topo.llm[c]
+            prm[c] = stepmodel.client_params(cl)
+            sch[c] = scheduler_vector(cl)
+        else:
+            s = topo.server[c]
+            if s.kind == "cpu":
+                kind[c] = CL.CK_SLOTS
+                srv[c, CL.SRV_SLOTS] = s.slots
+                srv[c, CL.SRV_BASE_S] = s.base_ms * 1e-3
+                srv[c, CL.SRV_PER_TOKEN_S] = s.per_token_us * 1e-6
+            else:
+                kind[c] = CL.CK_BATCH
+                fq, fb, bq = s.ivf_costs()
+                srv[c, CL.SRV_BATCH_MAX] = s.max_batch
+                srv[c, CL.SRV_FLOP_Q] = fq
+                srv[c, CL.SRV_BYTES_BATCH] = fb
+                srv[c, CL.SRV_BYTES_Q] = bq
+                srv[c, CL.SRV_FLOPS] = s.device.peak_flops("fp32")
+                srv[c, CL.SRV_BW] = s.device.memory_bandwidth_GBps * 1e9
+                srv[c, CL.SRV_MEM_RES] = -1 if s.memory_resource is None else topo.tier_index[s.memory_resource]
+                srv[c, CL.SRV_OVERLAP] = 1.0 if s.overlap else 0.0
+    # ---- pools (one per stage spec of each pipeline) ------------------------------------------
+    pools: list[tuple[list[int], int, float]] = []
+    pipes = scen.pipelines or [default_pipeline(scen)]
+    n = len(reqs)
+    rng = np.random.default_rng(seed_seq.spawn(1)[0])
+    weights = np.array([p.weight for p in pipes])
+    cls = rng.choice(len(pipes), size=n, p=weights / weights.sum()) if len(pipes) > 1 else np.zeros(n, np.int64)
+    P = reqs.input_tokens.astype(np.int64)
+    O = reqs.output_tokens.astype(np.int64)
+    # ---- stage instances, built class by class (vectorised over the class's requests) ------------
+    per_req_stages: list[list] = [None] * n  # type: ignore[list-item]
+    cols = {k: [] for k in ("kind", "pool", "prompt", "output", "bytes", "tier", "flags", "req")}
+    counts = np.zeros(n, np.int64)
+    branches = np.ones(n, np.int64)
+    stage_rows = []  # (class, [rows]) where a row is a dict of equal-length arrays over the class
+    for ci_, pipe in enumerate(pipes):
+        idx = np.flatnonzero(cls == ci_)
+        if idx.size == 0:
+            continue
+        branches[idx] = pipe.branches
+        rows = _expand_pipeline(pipe, ci_, topo, pools, P[idx], O[idx], rng, scen)
+        counts[idx] = len(rows)
+        stage_rows.append((idx, rows))
+    st_off = np.zeros(n + 1, np.int64)
+    st_off[1:] = np.cumsum(counts)
+    S = int(st_off[-1])
+    arrs = {k: np.zeros(S, np.float64 if k == "bytes" else np.int64) for k in ("kind", "pool", "prompt", "output", "bytes", "tier", "flags")}
+    for idx, rows in stage_rows:
+        for j, row in enumerate(rows):
+            pos = st_off[idx] + j
+            for k in arrs:
+                arrs[k][pos] = row[k]
+    pool_off = np.zeros(len(pools) + 1, np.int64)
+    pool_off[1:] = np.cumsum([len(p[0]) for p in pools])
+    pool_cli = np.array([c for p in pools for c in p[0]], np.int64)
+    pool_policy = np.array([p[1] for p in pools], np.int64)
+    pool_thresh = np.array([p[2] for p in pools], np.float64)
+    lat, res, nres = topo.routes()
+    a = scen.workload.arrival
+    conc = a.concurrency or 0 if a.process == "closed_loop" else 0
+    g = global_vector(scen.simulation, conc, a.think_time_s, reqs.hash_block_tokens, log_steps)
+    ho, hi, nh = _dense_hashes(reqs)
+    return dict(topo=topo, cli_kind=kind, cli_prm=prm, cli_sch=sch, cli_srv=srv, pool_off=pool_off, pool_cli=pool_cli,
+                pool_policy=pool_policy, pool_thresh=pool_thresh, res_cap=np.array(topo.res_cap), route_lat=lat,
+                route_res=res, route_nres=nres, g=g, arrival_in=reqs.arrival_s.astype(np.float64),
+                branches=branches, hash_off=ho, hash_ids=hi, n_hash=nh, st_off=st_off, st_kind=arrs["kind"],
+                st_pool=arrs["pool"], st_prompt=arrs["prompt"], st_output=arrs["output"], st_bytes=arrs["bytes"],
+                st_tier=arrs["tier"], st_flags=arrs["flags"], cls=cls, pipes=pipes)
+
+
+def default_pipeline(scen) -> PipelineSpec:
+    return PipelineSpec(stages=[StageSpec(kind="llm", pool=scen.clients[0].name,
+                                          routing="round_robin")])
+
+
+def _kv_bytes_of(topo, pool_ids) -> float:
+    c = topo.llm[pool_ids[0]]
+    if c is None:
+        raise SpecError([f"pool {topo.names[pool_ids[0]]!r}: KV moves only to an LLM client"])
+    return c.kv_bytes_per_token()
+
+
+def _expand_pipeline(pipe, ci_, topo, pools, P, O, rng, scen) -> list[dict]:
+    """Stage instances of one request class, each field an array over the class's requests."""
+    m = P.size
+    zeros = np.zeros(m, np.int64)
+    rows: list[dict] = []
+    prompt = P.copy()            # tokens the next LLM stage must hold (grows with RAG context, past KV)
+    ttft_done = False
+    prev_kind = None
+
+    def add_pool(stage, names, where):
+        ids = topo.pool(names, where)
+        pools.append((ids, ROUTING[stage.routing], float(stage.heavy_threshold)))
+        return len(pools) - 1, ids
+
+    def row(kind, pool, prm, out, byts, tier=None, flags=0):
+        return dict(kind=np.full(m, kind), pool=np.full(m, pool), prompt=np.asarray(prm, np.int64).copy(),
+                    output=np.asarray(out, np.int64).copy(), bytes=np.asarray(byts, np.float64).copy(),
+                    tier=(np.full(m, -1) if tier is None else tier), flags=np.full(m, flags))
+
+    where0 = f"pipelines[{pipe.name}]"
+    for i, st in enumerate(pipe.stages):
+        where = f"{where0}.stages[{i}].pool"
+        ids_bytes_ids = 4.0 * prompt  # token ids (int32) into the next stage
+        if st.kind in ("pre", "post"):
+            pid, ids = add_pool(st, st.pool, where)
+            tokens = prompt if st.kind == "pre" else O
+            rows.append(row(CL.K_SERVE, pid, tokens, zeros, 4.0 * tokens if rows else 0.0 * tokens))
+        elif st.kind in ("embed", "rerank"):
+            pid, ids = add_pool(st, st.pool, where)
+            enc = topo.llm[ids[0]]
+            if enc is None:
+                raise SpecError([f"{where}: an {st.kind} stage runs on an LLM-kind client (an encoder model)"])
+            if st.kind == "embed":
+                toks = np.minimum(P, enc.model.max_model_len)  # queries are truncated to the encoder's length
+            else:
+                # cross-encoder over the retrieved docs: k sequences of (query + doc) tokens, as one prefill
+                toks = np.minimum(st.docs * (np.minimum(P, 512) + st.doc_tokens), 10**9)
+            rows.append(row(CL.K_ENCODE, pid, toks, zeros, ids_bytes_ids if rows else 0.0 * toks))
+        elif st.kind == "retrieve":
+            pid, ids = add_pool(st, st.pool, where)
+            srv = topo.server[ids[0]]
+            dim = srv.dim if srv is not None else 768
+            # one pooled query vector (fp32) comes from the embedder (MODEL.md §1.3)
+            rows.append(row(CL.K_RETRIEVE, pid, P, zeros, np.full(m, 4.0 * dim) if rows else np.zeros(m)))
+            prompt = prompt + st.docs * st.doc_tokens
+        elif st.kind == "kv_fetch":
+            nxt = pipe.stages[i + 1]
+            ids = topo.pool(nxt.pool, f"{where0}.stages[{i + 1}].pool")
+            kvb = _kv_bytes_of(topo, ids)
+            tier = _sample_tiers(st, topo, m, rng, f"{where0}.stages[{i}]")
+            past = np.full(m, st.past_tokens, np.int64)
+            pools.append(([ids[0]], 0, 0.0))  # placeholder pool (the next stage routes)
+            rows.append(row(CL.K_KVFETCH, len(pools) - 1, past, zeros, past * kvb, tier=tier))
+            prompt = prompt + past
+        elif st.kind in ("llm", "verify"):
+            pid, ids = add_pool(st, st.pool, where)
+            if st.kind == "llm":
+                flags = CL.F_COUNT | (0 if ttft_done else CL.F_TTFT)
+                ttft_done = True
+                rows.append(row(CL.K_LLM, pid, prompt, O, ids_bytes_ids if rows and prev_kind != "kv_fetch" else 0.0 * prompt, flags=flags))
+                prompt = prompt + O
+            else:
+                rows.append(row(CL.K_LLM, pid, prompt, np.ones(m), ids_bytes_ids if rows else 0.0 * prompt))
+        elif st.kind == "prefill":
+            pid, ids = add_pool(st, st.pool, where)
+            flags = CL.F_COUNT | (0 if ttft_done else CL.F_TTFT)
+            ttft_done = True
+            rows.append(row(CL.K_PREFILL, pid, prompt, np.ones(m), ids_bytes_ids if rows and prev_kind != "kv_fetch" else 0.0 * prompt, flags=flags))
+        elif st.kind == "decode":
+            pid, ids = add_pool(st, st.pool, where)
+            kvb = _kv_bytes_of(topo, ids)
+            # the prompt's KV moves from the prefill client (a shared prefix is sent once)
+            rows.append(row(CL.K_DECODE, pid, prompt, O, prompt * kvb, flags=CL.F_COUNT))
+            prompt = prompt + O
+        elif st.kind == "reason":
+            pid, ids = add_pool(st, st.pool, where)
+            vid = None
+            if st.verifier is not None:
+                vid, _ = add_pool(StageSpec(kind="verify", pool=st.verifier), st.verifier, f"{where0}.stages[{i}].verifier")
+            for k in range(st.steps):
+                flags = CL.F_COUNT | (0 if ttft_done else CL.F_TTFT)
+                ttft_done = True
+                seg = np.full(m, st.step_tokens, np.int64)
+                rows.append(row(CL.K_LLM, pid, prompt, seg, 4.0 * prompt if rows else 0.0 * prompt, flags=flags))
+                prompt = prompt + seg
+                if vid is not None:
+                    # process reward model: prefill of the context so far plus one output token
+                    rows.append(row(CL.K_LLM, vid, prompt, np.ones(m), 4.0 * prompt))
+        prev_kind = st.kind
+    return rows
+
+
+def _sample_tiers(st, topo, m, rng, where) -> np.ndarray:
+    """Serving tier per request: tier n with probability m_{n-1} h_n, a miss (-1) with m_N."""
+    probs, ids = [], []
+    miss = 1.0
+    for j, th in enumerate(st.tiers):
+        if th.tier not in topo.tier_index:
+            raise SpecError([f"{where}.tiers[{j}].tier = {th.tier!r}: unknown tier; known: "
+                             f"{', '.join(topo.tier_index) or '(none)'}"])
+        probs.append(miss * th.hit)
+        ids.append(topo.tier_index[th.tier])
+        miss *= 1.0 - th.hit
+    probs.append(miss)
+    ids.append(-1)
+    choice = rng.choice(len(probs), size=m, p=np.array(probs) / sum(probs))
+    return np.asarray(ids, np.int64)[choice]
+
+
+# ----------------------------------------------------------------------------- run
+def run_pipeline(scen, reqs, seed_seq, *, per_request=False, log_steps=0) -> dict:
+    ins = build_cluster_inputs(scen, reqs, seed_seq, log_steps)
+    n = len(reqs)
+    S = ins["st_kind"].size
+    topo = ins["topo"]
+    C = topo.C
+    f = lambda k=n: np.empty(k)  # noqa: E731
+    out = dict(status=np.empty(n, np.int8), reason=np.empty(n, np.int8), arrival=f(), t_first_sched=f(),
+               t_first_tok=f(), t_last_tok=f(), t_finish=f(), generated=np.empty(n, np.int64),
+               preempts=np.empty(n, np.int32), hit_first=np.empty(n, np.int64), computed_pf=np.empty(n, np.int64))
+    st = dict(client=np.empty(S, np.int64), ready=f(S), arrive=f(S), sched=f(S), exit=f(S))
+    cstats = np.zeros((C, CL.N_CS))
+    res_bytes = np.zeros(len(ins["res_cap"]))
+    runstats = np.zeros(4)
+    steplog = np.zeros((max(log_steps, 1), CL.LOG_COLS))
+    nlog = CL.simulate_cluster(
+        ins["cli_kind"], ins["cli_prm"], ins["cli_sch"], ins["cli_srv"], ins["pool_off"], ins["pool_cli"],
+        ins["pool_policy"], ins["pool_thresh"], ins["res_cap"], ins["route_lat"], ins["route_res"], ins["route_nres"],
+        ins["g"], ins["arrival_in"], ins["branches"], ins["hash_off"], ins["hash_ids"], ins["n_hash"], ins["st_off"],
+        ins["st_kind"], ins["st_pool"], ins["st_prompt"], ins["st_output"], ins["st_bytes"], ins["st_tier"],
+        ins["st_flags"], out["status"], out["reason"], out["arrival"], out["t_first_sched"], out["t_first_tok"],
+        out["t_last_tok"], out["t_finish"], out["generated"], out["preempts"], out["hit_first"], out["computed_pf"],
+        st["client"], st["ready"], st["arrive"], st["sched"], st["exit"], cstats, res_bytes, runstats, steplog)
+    return dict(inputs=ins, requests=out, stages=st, cstats=cstats, res_bytes=res_bytes, end=float(runstats[0]),
+                steplog=steplog[:nlog], prompt=reqs.input_tokens.astype(np.int64))
+
+
+def pipeline_summary(scen, run: dict) -> dict[str, np.ndarray]:
+    """Summary variables (length-1 arrays, as the single-client runner's) of one pipeline run."""
+    from .kernels import metrics as M
+    from .runner import POWER_SPLIT, metric_vector
+    ins, r, topo = run["inputs"], run["requests"], run["inputs"]["topo"]
+    n = r["status"].size
+    mp = metric_vector(scen.simulation, scen.slo)[None, :]
+    out = np.zeros((1, M.N_OUT))
+    end = np.array([run["end"]])
+    M.summarize_points(mp, np.array([0, n], np.int64), run["prompt"], ins["branches"], r["status"], r["arrival"],
+                       r["t_first_sched"], r["t_first_tok"], r["t_last_tok"], r["t_finish"], r["generated"],
+                       r["hit_first"], r["computed_pf"], end, out)
+    cs = run["cstats"]
+    win = max(out[0, M.O_WINDOW], 1e-300)
+    s: dict[str, np.ndarray] = {}
+    s["n_arrived"] = out[:, M.O_N_MEASURED]
+    s["n_finished"] = out[:, M.O_N_FINISHED]
+    s["n_rejected"] = out[:, M.O_N_REJECTED]
+    s["n_unfinished"] = out[:, M.O_N_UNFINISHED]
+    s["n_not_arrived"] = out[:, M.O_N_NOT_ARRIVED]
+    rej = r["status"] == E.REJECTED
+    s["n_rejected_by_reason"] = np.bincount(r["reason"][rej].astype(np.int64), minlength=len(E.REASON_NAMES))[None, 1:]
+    for base, at in (("ttft", M.O_TTFT), ("tpot", M.O_TPOT), ("e2e", M.O_E2E), ("queue_delay", M.O_QUEUE)):
+        for j, q in enumerate(("mean", "p50", "p90", "p99")):
+            s[f"{base}_{q}_ms"] = out[:, at + j] * 1e3
+    s["ttft_max_ms"] = out[:, M.O_TTFT_MAX] * 1e3
+    s["output_tok_s"] = out[:, M.O_OUT_TOKENS] / win
+    s["total_tok_s"] = (out[:, M.O_OUT_TOKENS] + out[:, M.O_PROMPT_TOKENS]) / win
+    s["computed_prompt_tok_s"] = out[:, M.O_COMPUTED_PROMPT] / win
+    s["request_throughput_rps"] = out[:, M.O_N_FINISHED] / win
+    s["goodput_rps"] = out[:, M.O_N_GOOD] / win
+    s["goodput_tok_s"] = out[:, M.O_GOOD_TOKENS] / win
+    s["slo_attainment"] = out[:, M.O_N_GOOD] / max(out[0, M.O_N_MEASURED], 1)
+    s["window_s"] = out[:, M.O_WINDOW]
+    llm = [c for c in range(topo.C) if topo.llm[c] is not None]
+    steps = cs[llm, CL.CS_STEPS].sum()
+    s["n_steps"] = np.array([steps])
+    s["mean_batch_tokens"] = np.array([cs[llm, CL.CS_BATCH_TOKENS].sum() / max(steps, 1)])
+    s["mean_batch_size"] = np.array([cs[llm, CL.CS_BATCH_SEQS].sum() / max(steps, 1)])
+    endt = max(run["end"], 1e-300)
+    cl = client_vars(scen, run)
+    s["busy_fraction"] = np.array([np.mean(cl["client_busy_fraction"][llm])])
+    s["kv_util_mean"] = np.array([np.nanmean(cl["client_kv_util_mean"][llm])])
+    s["kv_util_peak"] = np.array([np.nanmax(cl["client_kv_util_peak"][llm])])
+    s["mfu"] = np.array([np.mean(cl["client_mfu"][llm])])
+    s["mbu"] = np.array([np.mean(cl["client_mbu"][llm])])
+    s["preemptions"] = np.array([cs[:, CL.CS_PREEMPT].sum()])
+    s["recomputed_tokens"] = np.array([cs[:, CL.CS_RECOMP].sum()])
+    s["prefix_hit_rate"] = out[:, M.O_HIT_TOKENS] / max(out[0, M.O_PROMPT_TOKENS], 1)
+    s["steps_outside_calibration"] = np.array([cs[:, CL.CS_OUT_OF_RANGE].sum()])
+    s["kv_capacity_tokens"] = np.array([float(min(topo.llm[c].kv_capacity_tokens() for c in llm))])
+    s["weights_GiB_per_device"] = np.array([max(topo.llm[c].weight_bytes_device() for c in llm) / 2**30])
+    s["energy_J"] = np.array([cl["client_energy_J"].sum()])
+    s["energy_per_output_token_J"] = s["energy_J"] / max(out[0, M.O_OUT_TOKENS], 1)
+    price_h = cl["client_price_usd_per_hour"].sum()
+    s["cost_usd"] = np.array([price_h * endt / 3600.0])
+    s["tokens_per_dollar"] = np.array([out[0, M.O_OUT_TOKENS] / s["cost_usd"][0] if price_h > 0 else np.nan])
+    s["output_tok_s_per_usd_per_hour"] = np.array([s["output_tok_s"][0] / price_h if price_h > 0 else np.nan])
+    return s
+
+
+def client_vars(scen, run) -> dict[str, np.ndarray]:
+    from .runner import POWER_SPLIT
+    topo, cs = run["inputs"]["topo"], run["cstats"]
+    endt = max(run["end"], 1e-300)
+    C = topo.C
+    out = {k: np.full(C, np.nan) for k in ("client_busy_fraction", "client_kv_util_mean", "client_kv_util_peak",
+                                            "client_mfu", "client_mbu", "client_energy_J", "client_price_usd_per_hour")}
+    out["client_steps"] = cs[:, CL.CS_STEPS].copy()
+    out["client_served"] = cs[:, CL.CS_SERVED].copy()
+    for c in range(C):
+        busy = cs[c, CL.CS_BUSY]
+        if topo.llm[c] is not None:
+            cl = topo.llm[c]
+            dev = cl.device
+            ndev = cl.tp * cl.pp
+            kvb = max(cl.kv_capacity_blocks(), 1)
+            out["client_busy_fraction"][c] = busy / endt
+            out["client_kv_util_mean"][c] = cs[c, CL.CS_KV_BLOCK_S] / max(busy, 1e-300) / kvb
+            out["client_kv_util_peak"][c] = cs[c, CL.CS_KV_PEAK] / kvb
+            out["client_mfu"][c] = cs[c, CL.CS_FLOPS] / (dev.peak_flops(cl.precision.compute) * endt)
+            out["client_mbu"][c] = cs[c, CL.CS_BYTES] / (dev.memory_bandwidth_GBps * 1e9 * endt)
+            ps, pc, pm, pn = (dev.tdp_W * f for f in POWER_SPLIT)
+            out["client_energy_J"][c] = ndev * (busy * ps + cs[c, CL.CS_TC] * pc + cs[c, CL.CS_TM] * pm
+                                                + cs[c, CL.CS_TN] * pn + ps * max(endt - busy, 0.0))
+            out["client_price_usd_per_hour"][c] = dev.price_usd_per_hour * ndev
+        else:
+            s = topo.server[c]
+            # a slot server is busy for the sum of its slots' service over `slots` cores
+            frac = busy / endt / (s.slots if s.kind == "cpu" else 1)
+            out["client_busy_fraction"][c] = frac
+            tdp = s.device.tdp_W if s.device is not None else 0.0
+            # assumption: a CPU host draws 30 % of TDP idle and the full TDP when busy
+            out["client_energy_J"][c] = tdp * (0.3 * endt + 0.7 * frac * endt)
+            out["client_price_usd_per_hour"][c] = s.device.price_usd_per_hour if s.device is not None else 0.0
+    return out
+
+
+def stage_vars(run) -> dict[str, np.ndarray]:
+    """Mean transfer-in, queue and service time per stage kind (MODEL.md §8 breakdown)."""
+    ins, st = run["inputs"], run["stages"]
+    kinds = ins["st_kind"]
+    K = len(CL.STAGE_NAMES)
+    out = {k: np.full(K, np.nan) for k in ("stage_transfer_ms", "stage_queue_ms", "stage_service_ms")}
+    out["stage_count"] = np.zeros(K)
+    with np.errstate(invalid="ignore"):
+        tr = st["arrive"] - st["ready"]
+        qu = st["sched"] - st["arrive"]
+        sv = st["exit"] - np.where(np.isnan(st["sched"]), st["arrive"], st["sched"])
+    done = ~np.isnan(st["exit"])
+    for k in range(K):
+        m = (kinds == k) & done
+        out["stage_count"][k] = m.sum()
+        if m.any():
+            out["stage_transfer_ms"][k] = np.nanmean(tr[m]) * 1e3
+            out["stage_queue_ms"][k] = np.nanmean(np.where(np.isnan(qu[m]), 0.0, qu[m])) * 1e3
+            out["stage_service_ms"][k] = np.nanmean(sv[m]) * 1e3
+    return out
+
+
+def pipeline_dataset(scen, run, per_request: bool) -> xr.Dataset:
+    from .scenario import summary_dataset
+    from .variables import variable
+    ds = summary_dataset(pipeline_summary(scen, run), 0)
+    topo = run["inputs"]["topo"]
+    cv = client_vars(scen, run)
+    sv = stage_vars(run)
+    data = {k: variable(k, v) for k, v in {**cv, **sv}.items()}
+    res_cap = run["inputs"]["res_cap"]
+    endt = max(run["end"], 1e-300)
+    data["resource_utilisation"] = variable("resource_utilisation", run["res_bytes"] / np.maximum(res_cap, 1e-300) / endt)
+    data["resource_bytes"] = variable("resource_bytes", run["res_bytes"])
+    ds = ds.assign(data).assign_coords(client=topo.names, stage_kind=list(CL.STAGE_NAMES), resource=topo.res_names)
+    if per_request:
+        from .scenario import per_request_vars
+        rq = run["requests"]
+        rq = dict(rq, prompt=run["prompt"], output=np.zeros_like(run["prompt"]), replica=np.zeros(rq["status"].size, np.int32))
+        for k, v in per_request_vars(rq).items():
+            ds[k] = variable(k, v)
+        ds["req_class"] = variable("req_class", run["inputs"]["cls"])
+    return ds
