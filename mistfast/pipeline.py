@@ -68,6 +68,23 @@ class Topology:
             rid = self._res(f"link:{l.between[0]}-{l.between[1]}", l.link.bandwidth_GBps * 1e9 * l.link.efficiency)
             self.links[frozenset(l.between)] = (rid, l.link.latency_us * 1e-6)
         self.default_link = scen.network.default_link
+        self.topology = scen.network.topology
+        self.node = [0] * self.C
+        self.rack = [0] * self.C
+        if self.topology is not None:
+            # pack LLM clients into nodes by their device footprint; CPU hosts sit with node 0
+            gpn, npr = self.topology.gpus_per_node, self.topology.nodes_per_rack
+            used = 0
+            for c in range(self.C):
+                if self.llm[c] is None:
+                    continue
+                k = self.llm[c].tp * self.llm[c].pp
+                if used % gpn and (used % gpn) + k > gpn:
+                    used += gpn - used % gpn  # start a new node rather than straddle one
+                self.node[c] = used // gpn
+                used += k
+            for c in range(self.C):
+                self.rack[c] = self.node[c] // npr
         for s in scen.servers:
             if s.memory_resource is not None and s.memory_resource not in self.tier_index:
                 raise SpecError([f"servers.{s.name}.memory_resource = {s.memory_resource!r}: not a tier; "
@@ -88,6 +105,24 @@ class Topology:
             out += ids
         return out
 
+    def _shared(self, name, level):
+        if name in self.res_names:
+            return self.res_names.index(name)
+        lv = self.topology.levels[level]
+        return self._res(name, lv.bandwidth_GBps * 1e9 * lv.efficiency)
+
+    def _topo_path(self, a, b):
+        """Resources and latency between two clients: the node fabric, node uplinks in a rack,
+        rack uplinks across the pod (each a shared resource; cut-through, the level's latency)."""
+        lv = self.topology.levels
+        na, nb, ra, rb = self.node[a], self.node[b], self.rack[a], self.rack[b]
+        if na == nb:
+            return [self._shared(f"node{na}", 0)], lv[0].latency_us * 1e-6
+        if ra == rb:
+            return [self._shared(f"node{na}-up", 1), self._shared(f"node{nb}-up", 1)], lv[1].latency_us * 1e-6
+        return ([self._shared(f"node{na}-up", 1), self._shared(f"rack{ra}-up", 2), self._shared(f"rack{rb}-up", 2),
+                 self._shared(f"node{nb}-up", 1)], lv[2].latency_us * 1e-6)
+
     def routes(self):
         """Latency (s) and resource ids of every (source node, destination client) pair;
         nodes are clients then tiers."""
@@ -105,6 +140,13 @@ class Topology:
                     key = None
                 if key in self.links:
                     rid, l = self.links[key]
+                elif self.topology is not None:
+                    hops, l = self._topo_path(a, b)
+                    lat[a, b] = l
+                    for h, rid in enumerate(hops):
+                        res[a, b, h] = rid
+                    nres[a, b] = len(hops)
+                    continue
                 else:
                     # the default network: one shared link per (group, group) pair
                     nm = f"net:{'-'.join(sorted({self.group[a], self.group[b]}))}"
@@ -247,7 +289,11 @@ def _expand_pipeline(pipe, ci_, topo, pools, P, O, rng, scen) -> list[dict]:
         if st.kind in ("pre", "post"):
             pid, ids = add_pool(st, st.pool, where)
             tokens = prompt if st.kind == "pre" else O
-            rows.append(row(CL.K_SERVE, pid, tokens, zeros, 4.0 * tokens if rows else 0.0 * tokens))
+            if topo.llm[ids[0]] is not None:
+                # a model pass (e.g. a ~2B safety filter over prompt + answer): prefill only
+                rows.append(row(CL.K_ENCODE, pid, prompt, zeros, 4.0 * tokens if rows else 0.0 * tokens))
+            else:
+                rows.append(row(CL.K_SERVE, pid, tokens, zeros, 4.0 * tokens if rows else 0.0 * tokens))
         elif st.kind in ("embed", "rerank"):
             pid, ids = add_pool(st, st.pool, where)
             enc = topo.llm[ids[0]]

@@ -636,8 +636,31 @@ class PipelineSpec(Spec):
         return self
 
 
+class TopologyLevelSpec(Spec):
+    name: str
+    bandwidth_GBps: float = Field(gt=0)
+    efficiency: float = Field(gt=0, le=1, default=1.0)
+    latency_us: float = Field(ge=0, default=0.0)
+
+
+class TopologySpec(Spec):
+    """Hierarchical interconnect (MODEL.md §7): clients are packed into nodes by their device
+    footprint, nodes into racks; levels are node, rack, pod."""
+    name: str = "custom"
+    gpus_per_node: int = Field(default=8, ge=1)
+    nodes_per_rack: int = Field(default=8, ge=1)
+    levels: list[TopologyLevelSpec] = Field(min_length=3, max_length=3)
+    source: str = ""
+
+
 class NetworkSpec(Spec):
     default_link: LinkSpec = Field(default="mist-default")  # type: ignore[assignment]
+    topology: TopologySpec | None = None
+
+    @field_validator("topology", mode="before")
+    @classmethod
+    def _topo(cls, v, info: ValidationInfo):
+        return None if v is None else _resolve("topologies", v, info)
 
     @field_validator("default_link", mode="before")
     @classmethod

@@ -281,3 +281,29 @@ def test_bad_pipeline_specs_are_clear():
     with pytest.raises(mf.SpecError, match=r"unknown tier"):
         mf.simulate(scen(pipelines=[{"stages": [{"kind": "kv_fetch", "past_tokens": 10, "tiers": [{"tier": "x", "hit": 1}]},
                                                 {"kind": "llm", "pool": "llm"}]}]))
+
+
+def test_hierarchical_topology_multi_hop_paths():
+    # 10 TP8 clients on H100_nvl8: one node each, 8 nodes per rack -> clients 8, 9 in rack 1.
+    clients = [{**LLM, "name": f"c{i}", "model": "llama-3.1-70b", "tp": 8} for i in range(10)]
+    spec = scen(clients=clients, network={"topology": "H100_nvl8"}, workload=fixed(1, 1000, 2),
+                pipelines=[{"stages": [{"kind": "prefill", "pool": "c0"}, {"kind": "decode", "pool": "c9"}]}])
+    r = run(spec)
+    topo = r["inputs"]["topo"]
+    assert topo.node[:10] == list(range(10)) and topo.rack[9] == 1
+    lat, res, nres = r["inputs"]["route_lat"], r["inputs"]["route_res"], r["inputs"]["route_nres"]
+    assert nres[0, 1] == 2 and lat[0, 1] == pytest.approx(20e-6)     # same rack: two node uplinks
+    assert nres[0, 9] == 4 and lat[0, 9] == pytest.approx(200e-6)    # across racks: 4 hops
+    # the KV of 1000 tokens moves at the slowest hop: inter-rack 12.5 GB/s x 0.6
+    _, _, _, p_exit, _ = stage_times(r, 0, 0)
+    d_arrive = stage_times(r, 0, 1)[1]
+    assert d_arrive - p_exit == pytest.approx(200e-6 + 1000 * 327680 / (12.5e9 * 0.6), rel=1e-9)
+
+
+def test_post_filter_model_pass_on_an_llm_client():
+    spec = scen(clients=[LLM, {"name": "guard", "model": "llama-3.1-8b", "device": "A100"}],
+                links=[{"between": ["llm", "guard"], "link": "PCIe5-x16"}], workload=fixed(2, 300, 20),
+                pipelines=[{"stages": [{"kind": "llm", "pool": "llm"}, {"kind": "post", "pool": "guard"}]}])
+    r = run(spec)
+    assert list(r["requests"]["computed_pf"]) == [300 + 320, 300 + 320]  # the filter reads prompt + answer
+    assert all(r["requests"]["status"] == 3)
