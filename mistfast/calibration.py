@@ -640,9 +640,9 @@ class RunObservation:
     ``m_ref · S/S_ref`` (time-like), with S the re-costed time of the logged steps and m_ref the
     simulated metric at an anchor efficiency. The batch sequence of an offline or static-batch run
     does not depend on step durations, so only the compression of each batch is approximate, and it
-    enters through the ratio S/S_ref only; the fit re-anchors once at its result (a plain
-    simulation), which removes most of that error. (Open-loop and closed-loop runs change their
-    batches with the step times; the same scheme is then an approximation.)
+    enters through the ratio S/S_ref only (optionally the fit re-anchors at its result with a plain
+    simulation, ``fit_efficiency(refine_runs=True)``). Open-loop and closed-loop runs change their
+    batches with the step times; the same scheme is then an approximation.
     """
     id: str
     device: str

@@ -433,7 +433,10 @@ def run_chunk(spec: SweepSpec, start: int, stop: int) -> dict[str, np.ndarray]:
     out["status"] = np.array([0 if not r else 1 for r in reasons], np.int8)
     out["reason"] = np.array(reasons, dtype=object)
     for k, v in derived_cols.items():
-        out[f"in_{k}"] = np.array(v, dtype=float)
+        try:
+            out[f"in_{k}"] = np.array(v, dtype=float)
+        except (TypeError, ValueError):  # text-valued derived inputs (preset names)
+            out[f"in_{k}"] = np.array(["" if x is None or x != x else str(x) for x in v], dtype=object)
     return out
 
 
@@ -598,7 +601,10 @@ def assemble(spec: SweepSpec, cat: dict[str, np.ndarray]) -> xr.Dataset:
     ds = xr.Dataset()
     for name, arr in cat.items():
         if name.startswith("in_"):
-            ds[name] = xr.Variable(dims, arr.reshape(shape), attrs={"long_name": f"derived input {name[3:]}"})
+            data = arr.reshape(shape)
+            if data.dtype.kind in "US":
+                data = data.astype(object)
+            ds[name] = xr.Variable(dims, data, attrs={"long_name": f"derived input {name[3:]}"})
             continue
         v = REGISTRY[name]
         data = arr.reshape(shape + arr.shape[1:])
