@@ -14,3 +14,9 @@ import numba
 CACHE = os.environ.get("MISTFAST_NUMBA_CACHE", "1") not in ("0", "false", "no")
 
 jit = numba.njit(cache=CACHE, nogil=True, fastmath=False, boundscheck=False, error_model="numpy")
+
+# small helpers called per token or per decode: inlined into their callers at the numba-IR
+# level (a plain call passes every array argument with reference counting, which dominated the
+# per-step cost of the engine)
+jit_inline = numba.njit(cache=CACHE, nogil=True, fastmath=False, boundscheck=False, error_model="numpy",
+                        inline="always")

@@ -623,9 +623,6 @@ class StepSet:
 
 
 # ============================================================================ run observations
-RATE_METRICS = ("output_tok_s", "output_tok_s_per_gpu", "total_tok_s", "request_throughput_rps")
-
-
 @dataclass(eq=False)
 class RunObservation:
     """A measured whole-run metric (throughput or latency) fitted through the simulator.
@@ -814,8 +811,8 @@ def fit_efficiency(observations: Sequence[StepObservation],
                    base_client_factory: Callable[[StepObservation], ClientSpec] = default_client, *,
                    runs: Sequence[RunObservation] = (), group_by: Sequence[str] | None = ("device", "engine"),
                    params: Sequence[str] | None = None, x0: Mapping[str, float] | None = None,
-                   prior_weight: float = 0.02, memory_prior_weight: float = 0.3, tau_prior_weight: float = 1e-3,
-                   refine_runs: bool = False):
+                   prior_weight: float = 0.02, tau_prior_weight: float = 1e-3, memory_floor: float = 0.5,
+                   floor_weight: float = 1.0, refine_runs: bool = False):
     """Fit η_c, η_m, τ (and η_net) by minimising the log-ratio error ``log(predicted/measured)``
     over step observations (and run observations) with :func:`scipy.optimize.least_squares`
     (bounds: η in [0.05, 1], τ >= 0 µs).
@@ -828,8 +825,9 @@ def fit_efficiency(observations: Sequence[StepObservation],
     ``params`` (default: compute, memory, op_overhead_us; add ``"network"`` to fit η_net too) are
     the fitted parameters; the others stay at ``x0`` (default η = 0.75, η_net = 1, τ = 0). η_net
     is off by default: the collective model has bandwidth but no fitted latency, so at one TP
-    degree η_net mostly trades off against η_c and does not transfer to other TP degrees. A weak prior keeps parameters the data cannot identify near their
-    defaults: ``prior_weight`` per η in log units (towards η_c = η_m = 0.75, η_net = 1) and
+    degree η_net mostly trades off against η_c and does not transfer to other TP degrees.
+
+    A weak prior keeps parameters the data cannot identify near their defaults: ``prior_weight`` per η in log units (towards η_c = η_m = 0.75, η_net = 1) and
     ``tau_prior_weight`` per 10 µs of τ; with exact data it moves the fit by about prior_weight²
     (relative). Memory-bound steps of one configuration cannot tell a slow memory (low η_m) from
     a fixed per-op overhead (τ): both add a constant to every decode step. Streaming weights and
@@ -860,14 +858,14 @@ def fit_efficiency(observations: Sequence[StepObservation],
     results = {}
     for key, (obs, rns) in groups.items():
         ps = tuple(params) if params is not None else EFFICIENCY_PARAMS
-        results[key] = _fit_one(obs, rns, base_client_factory, ps, start, prior_weight, memory_prior_weight,
-                                tau_prior_weight, refine_runs, least_squares)
+        results[key] = _fit_one(obs, rns, base_client_factory, ps, start, prior_weight, tau_prior_weight,
+                                memory_floor, floor_weight, refine_runs, least_squares)
     if group_by is None:
         return results.get(("*", "*")) if results else None
     return results
 
 
-def _fit_one(obs, runs, factory, params, start, prior_weight, memory_prior_weight, tau_prior_weight,
+def _fit_one(obs, runs, factory, params, start, prior_weight, tau_prior_weight, memory_floor, floor_weight,
              refine_runs, least_squares) -> EfficiencyFit:
     steps = StepSet()
     for i, o in enumerate(obs):
@@ -925,8 +923,10 @@ def _fit_one(obs, runs, factory, params, start, prior_weight, memory_prior_weigh
             S = run_steps.totals(len(runs), v["compute"], v["memory"], v["op_overhead_us"], v["network"])
             ratio = np.where([r.rate_like for r in runs], S0 / S, S / S0)
             res.append(np.log(np.maximum(m0 * ratio, 1e-300)) - run_meas)
-        pri = [(memory_prior_weight if p == "memory" else prior_weight) * (xi - prior_at[p])
-               if p != "op_overhead_us" else tau_prior_weight * xi / 10.0 for p, xi in zip(params, x)]
+        pri = [prior_weight * (xi - prior_at[p]) if p != "op_overhead_us" else tau_prior_weight * xi / 10.0
+               for p, xi in zip(params, x)]
+        if "memory" in params and floor_weight > 0:
+            pri.append(floor_weight * max(0.0, math.log(memory_floor) - x[params.index("memory")]))
         res.append(np.asarray(pri, dtype=float))
         return np.concatenate(res)
 

@@ -568,31 +568,28 @@ def _run_dask(spec, todo, results, scheduler, workers, client, bar):
         if owns:
             client.close()
         return
-    # threaded / process schedulers: one delayed task per chunk, computed in batches for progress
+    # threaded / process schedulers: one delayed task per chunk, computed in batches for progress.
+    # The kernels are compiled (or loaded from numba's cache) in this process first, so worker
+    # processes only load the cache; one pool serves every batch.
+    _warm()
     tasks = [dask.delayed(_task)(spec, a, z, part) for k, a, z, part in todo]
     n_workers = workers or os.cpu_count() or 1
-    batch = max(n_workers * 4, 1)
-    extra = {}
-    if scheduler == "processes" and tasks:
-        # one pool for the whole sweep, each process warmed once (dask would start a new pool per
-        # compute call), and one task per submission (dask's default of 6 starves other workers)
-        import functools
+    batch = max(n_workers * 8, 1)
+    pool = None
+    if scheduler == "processes":
+        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
-
-        from dask.multiprocessing import get_context, initialize_worker_process
-        extra = {"pool": ProcessPoolExecutor(min(n_workers, len(tasks)), mp_context=get_context(),
-                                             initializer=functools.partial(initialize_worker_process,
-                                                                           user_initializer=_warm)),
-                 "chunksize": 1}
+        pool = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"), initializer=_warm)
     try:
         for i in range(0, len(tasks), batch):
-            outs = dask.compute(*tasks[i:i + batch], scheduler=scheduler, num_workers=n_workers, **extra)
+            kw = {"pool": pool} if pool is not None else {"num_workers": n_workers}
+            outs = dask.compute(*tasks[i:i + batch], scheduler=scheduler, **kw)
             for (k, *_), o in zip(todo[i:i + batch], outs):
                 results[k] = o
             bar.update(len(outs))
     finally:
-        if "pool" in extra:
-            extra["pool"].shutdown()
+        if pool is not None:
+            pool.shutdown()
 
 
 def assemble(spec: SweepSpec, cat: dict[str, np.ndarray]) -> xr.Dataset:

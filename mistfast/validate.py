@@ -489,7 +489,8 @@ def validate(measurements_csv: str | Path, out_dir: str | Path, *, calibrate: bo
             "measurements": str(measurements_csv),
             "measurements_sha256": hashlib.sha256(Path(measurements_csv).read_bytes()).hexdigest()[:16],
             "split": f"by measurement group, stratified by metric, test_fraction={test_fraction}, seed={seed}",
-            "command": f"python -m mistfast.validate {measurements_csv} {out_dir} --seed {seed}",
+            "command": f"python -m mistfast.validate {measurements_csv} {out_dir} --seed {seed} "
+                       f"--test-fraction {test_fraction}" + (f" --write-catalog {write_catalog}" if write_catalog else ""),
             "date": time.strftime("%Y-%m-%d"),
             "fit_seconds": round(time.time() - t_fit, 1),
         })
@@ -680,9 +681,11 @@ def summary_table(rep: pd.DataFrame) -> pd.DataFrame:
               "cal_test_p90"]]
 
 
-def main(csv_path, out_dir, calibrate: bool = True, seed: int = 0, write_catalog=None) -> int:
+def main(csv_path, out_dir, calibrate: bool = True, seed: int = 0, write_catalog=None,
+         test_fraction: float = 0.3) -> int:
     """Run :func:`validate` and print a short per-metric summary; returns 0 on success."""
-    rep = validate(csv_path, out_dir, calibrate=calibrate, seed=seed, write_catalog=write_catalog)
+    rep = validate(csv_path, out_dir, calibrate=calibrate, seed=seed, write_catalog=write_catalog,
+                   test_fraction=test_fraction)
     t = summary_table(rep)
     n_un = int((rep.status == "unsupported").sum())
     n_amb = int((rep.status == "ambiguous").sum())
@@ -704,10 +707,13 @@ def _cli(argv=None) -> int:
     ap.add_argument("out_dir", help="folder for report.csv, report.md, predicted_vs_measured.png")
     ap.add_argument("--no-calibrate", action="store_true", help="analytical model only")
     ap.add_argument("--seed", type=int, default=0, help="train/test split seed")
+    ap.add_argument("--test-fraction", type=float, default=0.3,
+                    help="share of rows (whole measurement groups) held out for testing; 0 fits on everything")
     ap.add_argument("--write-catalog", default=None, help="also write the fitted calibration TOML here "
                     "(e.g. data/calibration.toml)")
     a = ap.parse_args(argv)
-    return main(a.csv, a.out_dir, calibrate=not a.no_calibrate, seed=a.seed, write_catalog=a.write_catalog)
+    return main(a.csv, a.out_dir, calibrate=not a.no_calibrate, seed=a.seed, write_catalog=a.write_catalog,
+                test_fraction=a.test_fraction)
 
 
 if __name__ == "__main__":

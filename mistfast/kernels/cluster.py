@@ -17,7 +17,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .._numba import CACHE, jit
+from .._numba import CACHE, jit, jit_inline
 from . import steptime as ST
 from .engine import (CHUNKED, FINISHED, L_DEC_TOKENS, L_DT, L_KV_USED, L_NDEC, L_NPF, L_PF_TOKENS, L_T, LWL,
                      MIXED, N_LOG, PENDING, R_KV_CAPACITY, R_KV_EXHAUSTED, R_MAX_MODEL_LEN, R_NONE,
@@ -66,7 +66,7 @@ LOG_COLS = N_LOG + 1   # step log: engine columns + client index
 
 
 # ============================================================================ waiting queues
-@jit
+@jit_inline
 def _wpush_back(rq, ci, c, r):
     t = ci[c, I_WTAIL]
     rq[r, Q_WPREV] = t
@@ -79,7 +79,7 @@ def _wpush_back(rq, ci, c, r):
     ci[c, I_WCOUNT] += 1
 
 
-@jit
+@jit_inline
 def _wpush_front(rq, ci, c, r):
     h = ci[c, I_WHEAD]
     rq[r, Q_WNEXT] = h
@@ -92,7 +92,7 @@ def _wpush_front(rq, ci, c, r):
     ci[c, I_WCOUNT] += 1
 
 
-@jit
+@jit_inline
 def _wremove(rq, ci, c, r):
     p = rq[r, Q_WPREV]
     q = rq[r, Q_WNEXT]
@@ -229,7 +229,7 @@ def _choose(p, P, pool_off, pool_cli, pool_policy, pool_thresh, ci):
 
 
 # ============================================================================ requests
-@jit
+@jit_inline
 def _emit(r, s, t, st_flags, t_first_tok, t_last_tok, generated):
     fl = st_flags[s]
     if (fl & F_TTFT) and np.isnan(t_first_tok[r]):
@@ -239,7 +239,7 @@ def _emit(r, s, t, st_flags, t_first_tok, t_last_tok, generated):
         t_last_tok[r] = t
 
 
-@jit
+@jit_inline
 def _release(t, n, g, arrival, ctr):
     """Closed loop: a request that left the system lets the next user submit after think time."""
     if g[G_CONC] > 0 and ctr[C_REL] < n:
@@ -360,7 +360,7 @@ def _leave_stage(r, c, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_poli
 
 
 # ============================================================================ LLM batch formation
-@jit
+@jit_inline
 def _preempt(v, c, rq, ci, run, status, preempts, cstats, w_of):
     """Recompute preemption (vLLM): free v's blocks, back to the front of waiting."""
     if rq[v, Q_COMPUTED] >= rq[v, Q_PF_TARGET]:
@@ -380,7 +380,7 @@ def _preempt(v, c, rq, ci, run, status, preempts, cstats, w_of):
     _wpush_front(rq, ci, c, v)
 
 
-@jit
+@jit_inline
 def _add_decode(r, c, form, sch, rq, ci, run, status, preempts, cstats, branches, dec_req, dec_w, dec_s, dec_k):
     """Grow r's KV for this decode (preempting the newest others if needed) and add it.
     Returns 1 added, 0 skipped, -1 r itself was preempted; bit 2 set when anyone was preempted."""
@@ -420,7 +420,7 @@ def _add_decode(r, c, form, sch, rq, ci, run, status, preempts, cstats, branches
     return 1 | pre
 
 
-@jit
+@jit_inline
 def _compact_running(c, ci, run, status):
     k = 0
     for ii in range(ci[c, I_NRUN]):
@@ -486,13 +486,15 @@ def _form_batch(c, t, sch, rq, ci, run, status, reason, arrival, t_finish, preem
             budget -= cc
             ci[c, I_PFTOK] += cc
     # ---- waiting order (FCFS = queue order; SPF / LWL sorted, with aging) ----------------------------
-    nw = 0
-    r = ci[c, I_WHEAD]
-    while r >= 0:
-        order[nw] = r
-        nw += 1
-        r = rq[r, Q_WNEXT]
-    if policy != FCFS and nw > 1:
+    nw = ci[c, I_WCOUNT]
+    sorted_order = policy != FCFS and nw > 1
+    if sorted_order:
+        # FCFS walks the queue itself below and stops at the head-of-line block; only the other
+        # policies need the whole queue in order
+        r = ci[c, I_WHEAD]
+        for i in range(nw):
+            order[i] = r
+            r = rq[r, Q_WNEXT]
         for i in range(nw):
             r = order[i]
             if t - arrival[r] > sch[S_AGING]:
@@ -508,8 +510,13 @@ def _form_batch(c, t, sch, rq, ci, run, status, reason, arrival, t_finish, preem
     # ---- admissions (strict head-of-line) ----------------------------------------------------------------
     admit = not (batching == STATIC and ci[c, I_NRUN] > 0)
     if admit:
+        nxt = ci[c, I_WHEAD]
         for i in range(nw):
-            r = order[i]
+            if sorted_order:
+                r = order[i]
+            else:
+                r = nxt
+                nxt = rq[r, Q_WNEXT]  # read before an admission unlinks r
             if ci[c, I_NRUN] >= max_seq:
                 break
             if batching == CHUNKED and budget <= 0:
@@ -624,7 +631,7 @@ def _form_batch(c, t, sch, rq, ci, run, status, reason, arrival, t_finish, preem
     if nw > 0:
         # nothing runs, yet the first request in policy order cannot be admitted: it never will be
         # (watermark, or a recompute target above the token budget)
-        r = order[0]
+        r = order[0] if sorted_order else ci[c, I_WHEAD]
         _wremove(rq, ci, c, r)
         ci[c, I_PEND_PF] -= rq[r, Q_PF_TARGET] - rq[r, Q_COMPUTED]
         ci[c, I_NREQ] -= 1
@@ -833,10 +840,11 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
                               res_cnt, ffrozen)
 
         # ---- phase 1: arrivals from the workload ---------------------------------------------------------
-        _workload_arrivals(t, n, g, horizon, arrival, cli_kind, cli_sch, pool_off, pool_cli, pool_policy,
-                           pool_thresh, st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
-                           status, reason, t_finish, st_client, st_t_ready, st_t_arrive, st_t_exit, rq, ci, ctr,
-                           route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist)
+        if ctr[C_NA] < n and arrival[ctr[C_NA]] <= t:
+          _workload_arrivals(t, n, g, horizon, arrival, cli_kind, cli_sch, pool_off, pool_cli, pool_policy,
+                             pool_thresh, st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
+                             status, reason, t_finish, st_client, st_t_ready, st_t_arrive, st_t_exit, rq, ci, ctr,
+                             route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist)
 
         # ---- phase 2: outputs of every step ending now are released and routed ------------------------------
         nfl_before = ctr[C_NFL]
@@ -953,10 +961,11 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
 
         # ---- phase 3: clients start new work -------------------------------------------------------------
         # requests released at this very time (closed loop, zero think time) join first
-        _workload_arrivals(t, n, g, horizon, arrival, cli_kind, cli_sch, pool_off, pool_cli, pool_policy,
-                           pool_thresh, st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
-                           status, reason, t_finish, st_client, st_t_ready, st_t_arrive, st_t_exit, rq, ci, ctr,
-                           route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist)
+        if ctr[C_NA] < n and arrival[ctr[C_NA]] <= t:
+          _workload_arrivals(t, n, g, horizon, arrival, cli_kind, cli_sch, pool_off, pool_cli, pool_policy,
+                             pool_thresh, st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
+                             status, reason, t_finish, st_client, st_t_ready, st_t_arrive, st_t_exit, rq, ci, ctr,
+                             route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist)
         nfl_before = ctr[C_NFL]
         for c in range(C):
             if ci[c, I_DIRTY] == 0 or cf[c, F_NEXT] < np.inf:

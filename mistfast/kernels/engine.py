@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np  # noqa: F401  (used by the jitted helpers)
 
-from .._numba import jit
+from .._numba import jit, jit_inline
 
 # ---- integer codes ------------------------------------------------------------------------
 STATIC, CONTINUOUS, MIXED, CHUNKED = 0, 1, 2, 3
@@ -40,12 +40,12 @@ L_T, L_DT, L_NPF, L_PF_TOKENS, L_NDEC, L_DEC_TOKENS, L_KV_USED = 0, 1, 2, 3, 4, 
 N_LOG = 7
 
 
-@jit
+@jit_inline
 def _cdiv(a, b):
     return (a + b - 1) // b
 
 
-@jit
+@jit_inline
 def _blocks_for(prompt_uncached, g, w, b):
     if w == 1:
         return _cdiv(prompt_uncached + g, b)
