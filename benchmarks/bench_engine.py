@@ -65,22 +65,23 @@ def kernel_args(pt):
     """Exactly the arrays ``runner.run_points`` hands to the kernel for one dp=1 point."""
     import numpy as np
     from mistfast import runner, stepmodel
-    from mistfast.kernels import engine as E
+    from mistfast.kernels import cluster as CL
     r = pt.requests
     prm = stepmodel.client_params(pt.client)[None, :].copy()
-    sch = runner.scheduler_vector(pt.client, pt.simulation, pt.branches, r.hash_block_tokens, 0,
-                                  pt.concurrency, pt.think_s)[None, :].copy()
+    sch = runner.scheduler_vector(pt.client)[None, :].copy()
+    g = runner.global_vector(pt.simulation, pt.concurrency, pt.think_s, r.hash_block_tokens, 0)[None, :].copy()
     N = len(r)
     offsets = np.array([0, N], np.int64)
     ho, hi, nh = runner._dense_hashes(r)
     f = lambda: np.empty(N)  # noqa: E731
     outs = (np.empty(N, np.int8), np.empty(N, np.int8), f(), f(), f(), f(), f(),
             np.empty(N, np.int64), np.empty(N, np.int32), np.empty(N, np.int64), np.empty(N, np.int64))
-    runstats = np.zeros((1, E.N_RUNSTATS))
-    steplog = np.zeros((1, 1, E.N_LOG))
-    return (prm, sch, offsets, r.arrival_s.astype(np.float64), r.input_tokens.astype(np.int64),
-            r.output_tokens.astype(np.int64), ho.astype(np.int64), hi.astype(np.int64),
-            np.array([nh], np.int64), *outs, runstats, steplog)
+    cstats = np.zeros((1, 1, CL.N_CS))
+    runstats = np.zeros((1, 4))
+    steplog = np.zeros((1, 1, CL.LOG_COLS))
+    return (prm, sch, g, offsets, r.arrival_s.astype(np.float64), r.input_tokens.astype(np.int64),
+            r.output_tokens.astype(np.int64), np.full(N, pt.branches, np.int64), ho.astype(np.int64),
+            hi.astype(np.int64), np.array([nh], np.int64), *outs, cstats, runstats, steplog)
 
 
 def best_of(fn, repeats):
@@ -132,7 +133,7 @@ def main():
     import numpy as np
     import mistfast
     from mistfast import scenario as SC
-    from mistfast.kernels import engine as E
+    from mistfast.kernels import cluster as CL
     from mistfast.runner import run_points
     from mistfast.specs import parse_scenario
     t_import = time.perf_counter() - t0
@@ -176,16 +177,16 @@ def main():
     spec = parse_scenario(doc)
     pt = SC.scenario_point(spec)
     kargs = kernel_args(pt)
-    E.simulate_points_serial(*kargs)
+    CL.simulate_points_serial(*kargs)
     res = run_points([pt])
-    assert int(kargs[-2][0, E.RS_STEPS]) == int(n_steps), "raw kernel run differs from simulate()"
+    assert int(kargs[-3][0, 0, CL.CS_STEPS]) == int(n_steps), "raw kernel run differs from simulate()"
 
     timings = [
         ("mistfast.simulate(doc)  [end to end]", lambda: mistfast.simulate(doc)),
         ("  parse_scenario(doc)", lambda: parse_scenario(doc)),
         ("  scenario_point (workload sampling)", lambda: SC.scenario_point(spec)),
         ("  run_points([pt])  (kernel + metrics)", lambda: run_points([pt])),
-        ("  raw kernel simulate_points_serial", lambda: E.simulate_points_serial(*kargs)),
+        ("  raw kernel simulate_points_serial", lambda: CL.simulate_points_serial(*kargs)),
         ("  summary_dataset (xarray Dataset build)", lambda: SC.summary_dataset(res["summary"], 0)),
         ("  spec_attrs (spec -> JSON attrs)", lambda: SC.spec_attrs(spec)),
     ]
@@ -212,7 +213,7 @@ def main():
     mistfast.simulate(doc)
     _, peak_sim = tracemalloc.get_traced_memory()
     tracemalloc.reset_peak()
-    E.simulate_points_serial(*kargs)
+    CL.simulate_points_serial(*kargs)
     _, peak_kern = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux

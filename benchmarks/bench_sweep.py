@@ -14,12 +14,12 @@ and peak memory.
     a few per cent here because the kernel, not Python, takes the time; ``--no-tracemalloc`` to
     time without it). The numba cache is checked (compiled if stale) before anything is timed.
     Static batching is left out of the product: a static batch runs until its longest output is
-    done, ~20x the engine steps of the other policies; its cost per point is printed on its own.
+    done, 10-20x the engine steps of the other policies; its cost per point is printed on its own.
 (b) 100 points of 10,000-request 3-client RAG pipelines: needs multi-client pipelines (issue 4),
     not available yet -- only that line is printed.
 
 Usage: python benchmarks/bench_sweep.py [--quick] [--no-tracemalloc] [--chunk-points N]
-``--quick`` runs 500 points (a smoke run, about a minute with the current kernel).
+``--quick`` runs 500 points (a smoke run of a minute or less).
 """
 from __future__ import annotations
 

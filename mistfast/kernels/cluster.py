@@ -453,149 +453,165 @@ def _form_batch(c, t, sch, rq, ci, run, status, reason, arrival, t_finish, preem
     ci[c, I_PFTOK] = 0
     preempted = False
     npf = 0
-    # ---- CHUNKED: running decodes first, then partial prefills -----------------------------------
-    if batching == CHUNKED:
-        for ii in range(ci[c, I_NRUN]):
-            r = run[c, ii]
-            if status[r] != RUNNING or rq[r, Q_COMPUTED] < rq[r, Q_PF_TARGET] or rq[r, Q_GEN] < 1:
-                continue
-            if budget < branches[r]:
-                break
-            res = _add_decode(r, c, form, sch, rq, ci, run, status, preempts, cstats, branches,
-                              dec_req, dec_w, dec_s, dec_k)
-            if res & 2 or res < 0:
-                preempted = True
-            if res & 1 and res > 0:
-                budget -= branches[r]
-        if preempted:
-            _compact_running(c, ci, run, status)  # victims may be re-admitted below
-        for ii in range(ci[c, I_NRUN]):
-            if budget <= 0:
-                break
-            r = run[c, ii]
-            if status[r] != RUNNING or rq[r, Q_COMPUTED] >= rq[r, Q_PF_TARGET]:
-                continue
-            cc = rq[r, Q_PF_TARGET] - rq[r, Q_COMPUTED]
-            if cc > budget:
-                cc = budget
-            pf_req[c, npf] = r
-            pf_past[c, npf] = rq[r, Q_COMPUTED]
-            pf_new[c, npf] = cc
-            rq[r, Q_IN_STEP] = form
-            npf += 1
-            budget -= cc
-            ci[c, I_PFTOK] += cc
-    # ---- waiting order (FCFS = queue order; SPF / LWL sorted, with aging) ----------------------------
-    nw = ci[c, I_WCOUNT]
-    sorted_order = policy != FCFS and nw > 1
-    if sorted_order:
-        # FCFS walks the queue itself below and stops at the head-of-line block; only the other
-        # policies need the whole queue in order
-        r = ci[c, I_WHEAD]
-        for i in range(nw):
-            order[i] = r
-            r = rq[r, Q_WNEXT]
-        for i in range(nw):
-            r = order[i]
-            if t - arrival[r] > sch[S_AGING]:
-                keys[i] = i - 4.0e15
-            elif policy == SPF:
-                keys[i] = rq[r, Q_PROMPT] * (rq.shape[0] + 1.0) + r
-            else:
-                keys[i] = (rq[r, Q_PF_TARGET] - rq[r, Q_COMPUTED] + rq[r, Q_OUT] - rq[r, Q_GEN]) * (rq.shape[0] + 1.0) + r
-        idx = np.argsort(keys[:nw], kind="mergesort")
-        tmp = order[:nw].copy()
-        for i in range(nw):
-            order[i] = tmp[idx[i]]
-    # ---- admissions (strict head-of-line) ----------------------------------------------------------------
-    admit = not (batching == STATIC and ci[c, I_NRUN] > 0)
-    if admit:
-        nxt = ci[c, I_WHEAD]
-        for i in range(nw):
-            if sorted_order:
-                r = order[i]
-            else:
-                r = nxt
-                nxt = rq[r, Q_WNEXT]  # read before an admission unlinks r
-            if ci[c, I_NRUN] >= max_seq:
-                break
-            if batching == CHUNKED and budget <= 0:
-                break
-            w = branches[r]
-            m = 0
-            h = 0
-            if rq[r, Q_FETCHED] > 0:
-                h = rq[r, Q_FETCHED]       # KV fetched from a tier: held in this client's blocks
-            elif slot >= 0:
-                m, h = _cache_lookup(r, rq[r, Q_PROMPT], hash_off, hash_ids, in_cache[slot], hb)
-            cc = rq[r, Q_PF_TARGET] - h
-            if rq[r, Q_COMPUTED] >= rq[r, Q_PF_TARGET]:
-                cc = 0                      # decode-only arrival (disaggregated)
-            if batching != CHUNKED and cc > budget:
-                break
-            cached = h if rq[r, Q_FETCHED] == 0 else 0
-            if rq[r, Q_COMPUTED] >= rq[r, Q_PF_TARGET]:
-                need = _blocks_for(rq[r, Q_PROMPT], max(rq[r, Q_GEN], 1), w, b)
-            else:
-                need = _blocks_for(rq[r, Q_PROMPT] - cached, rq[r, Q_GEN] + 1, w, b)
-            if total - ci[c, I_USED] - need < watermark:
-                break
-            # admit
-            _wremove(rq, ci, c, r)
-            if m > 0:
-                _cache_touch(r, m, hash_off, hash_ids, lru_prev[slot], lru_next[slot], lru_ends[slot])
-            if cc == 0:
-                ci[c, I_NDEC_C] += 1
-            else:
-                rq[r, Q_HIT] = cached
-                if hit_first[r] < 0:
-                    hit_first[r] = h
-                rq[r, Q_COMPUTED] = h
-                ci[c, I_PEND_PF] -= h
-            ci[c, I_USED] += need
-            rq[r, Q_BLOCKS] = need
-            status[r] = RUNNING
-            run[c, ci[c, I_NRUN]] = r
-            ci[c, I_NRUN] += 1
-            if batching == STATIC:
-                static_batch[c, ci[c, I_NSTATIC]] = r
-                ci[c, I_NSTATIC] += 1
-            if cc == 0:
-                # a decode-only arrival (disaggregated): under CHUNKED the decodes were placed
-                # before admissions, so place it now; other strategies add decodes below
-                if batching == CHUNKED and budget >= w:
+    nw = 0
+    sorted_order = False
+    # CHUNKED places the running decodes (then partial prefills) before admissions; the other
+    # strategies admit whole prompts first and add decodes after (MODEL.md §5.2)
+    for part in range(2):
+        decode_part = (part == 0) == (batching == CHUNKED)
+        if decode_part:
+            do_dec = batching == CHUNKED or batching == MIXED or npf == 0
+            if do_dec:
+                total_b = total
+                for ii in range(ci[c, I_NRUN]):
+                    r = run[c, ii]
+                    if status[r] != RUNNING or rq[r, Q_COMPUTED] < rq[r, Q_PF_TARGET] or rq[r, Q_GEN] < 1:
+                        continue
+                    if rq[r, Q_IN_STEP] == form:
+                        continue
+                    w = branches[r]
+                    if (batching == CHUNKED or batching == MIXED) and budget < w:
+                        break
+                    need = _blocks_for(rq[r, Q_PROMPT] - rq[r, Q_HIT], rq[r, Q_GEN], w, b) - rq[r, Q_BLOCKS]
+                    if need <= total_b - ci[c, I_USED]:
+                        # fast path, written out here: a helper call per decode costs array
+                        # reference counting on every token
+                        if need > 0:
+                            ci[c, I_USED] += need
+                            rq[r, Q_BLOCKS] += need
+                        rq[r, Q_IN_STEP] = form
+                        k = ci[c, I_NDEC]
+                        dec_req[c, k] = r
+                        dec_w[c, k] = w
+                        if w == 1:
+                            dec_s[c, k] = 0.0
+                            dec_k[c, k] = rq[r, Q_PROMPT] + rq[r, Q_GEN] - 1
+                        else:
+                            dec_s[c, k] = rq[r, Q_PROMPT]
+                            dec_k[c, k] = rq[r, Q_GEN] - 1
+                        ci[c, I_NDEC] = k + 1
+                        budget -= w
+                        continue
                     res = _add_decode(r, c, form, sch, rq, ci, run, status, preempts, cstats, branches,
                                       dec_req, dec_w, dec_s, dec_k)
-                    if res > 0 and res & 1:
+                    if res & 2 or res < 0:
+                        preempted = True
+                    if res & 1 and res > 0:
                         budget -= w
-                continue
-            if batching == CHUNKED and cc > budget:
-                cc = budget
-            pf_req[c, npf] = r
-            pf_past[c, npf] = h
-            pf_new[c, npf] = cc
-            rq[r, Q_IN_STEP] = form
-            npf += 1
-            budget -= cc
-            ci[c, I_PFTOK] += cc
-    ci[c, I_NPF] = npf
-    # ---- decodes (non-chunked strategies) ------------------------------------------------------------------
-    do_dec = (batching == MIXED) or ((batching == STATIC or batching == CONTINUOUS) and npf == 0)
-    if do_dec and batching != CHUNKED:
-        for ii in range(ci[c, I_NRUN]):
-            r = run[c, ii]
-            if status[r] != RUNNING or rq[r, Q_COMPUTED] < rq[r, Q_PF_TARGET] or rq[r, Q_GEN] < 1:
-                continue
-            if rq[r, Q_IN_STEP] == form:
-                continue
-            if batching == MIXED and budget < branches[r]:
-                break
-            res = _add_decode(r, c, form, sch, rq, ci, run, status, preempts, cstats, branches,
-                              dec_req, dec_w, dec_s, dec_k)
-            if res & 2 or res < 0:
-                preempted = True
-            if res & 1 and res > 0:
-                budget -= branches[r]
+                if preempted:
+                    _compact_running(c, ci, run, status)  # victims may be re-admitted below
+            if batching == CHUNKED:
+                for ii in range(ci[c, I_NRUN]):
+                    if budget <= 0:
+                        break
+                    r = run[c, ii]
+                    if status[r] != RUNNING or rq[r, Q_COMPUTED] >= rq[r, Q_PF_TARGET]:
+                        continue
+                    cc = rq[r, Q_PF_TARGET] - rq[r, Q_COMPUTED]
+                    if cc > budget:
+                        cc = budget
+                    pf_req[c, npf] = r
+                    pf_past[c, npf] = rq[r, Q_COMPUTED]
+                    pf_new[c, npf] = cc
+                    rq[r, Q_IN_STEP] = form
+                    npf += 1
+                    budget -= cc
+                    ci[c, I_PFTOK] += cc
+            continue
+        # ---- waiting order (FCFS = queue order; SPF / LWL sorted, with aging) ----------------------------
+        nw = ci[c, I_WCOUNT]
+        sorted_order = policy != FCFS and nw > 1
+        if sorted_order:
+            # FCFS walks the queue itself below and stops at the head-of-line block; only the other
+            # policies need the whole queue in order
+            r = ci[c, I_WHEAD]
+            for i in range(nw):
+                order[i] = r
+                r = rq[r, Q_WNEXT]
+            for i in range(nw):
+                r = order[i]
+                if t - arrival[r] > sch[S_AGING]:
+                    keys[i] = i - 4.0e15
+                elif policy == SPF:
+                    keys[i] = rq[r, Q_PROMPT] * (rq.shape[0] + 1.0) + r
+                else:
+                    keys[i] = (rq[r, Q_PF_TARGET] - rq[r, Q_COMPUTED] + rq[r, Q_OUT] - rq[r, Q_GEN]) * (rq.shape[0] + 1.0) + r
+            idx = np.argsort(keys[:nw], kind="mergesort")
+            tmp = order[:nw].copy()
+            for i in range(nw):
+                order[i] = tmp[idx[i]]
+        # ---- admissions (strict head-of-line) ----------------------------------------------------------------
+        admit = not (batching == STATIC and ci[c, I_NRUN] > 0)
+        if admit:
+            nxt = ci[c, I_WHEAD]
+            for i in range(nw):
+                if sorted_order:
+                    r = order[i]
+                else:
+                    r = nxt
+                    nxt = rq[r, Q_WNEXT]  # read before an admission unlinks r
+                if ci[c, I_NRUN] >= max_seq:
+                    break
+                if batching == CHUNKED and budget <= 0:
+                    break
+                w = branches[r]
+                m = 0
+                h = 0
+                if rq[r, Q_FETCHED] > 0:
+                    h = rq[r, Q_FETCHED]       # KV fetched from a tier: held in this client's blocks
+                elif slot >= 0:
+                    m, h = _cache_lookup(r, rq[r, Q_PROMPT], hash_off, hash_ids, in_cache[slot], hb)
+                cc = rq[r, Q_PF_TARGET] - h
+                if rq[r, Q_COMPUTED] >= rq[r, Q_PF_TARGET]:
+                    cc = 0                      # decode-only arrival (disaggregated)
+                if batching != CHUNKED and cc > budget:
+                    break
+                cached = h if rq[r, Q_FETCHED] == 0 else 0
+                if rq[r, Q_COMPUTED] >= rq[r, Q_PF_TARGET]:
+                    need = _blocks_for(rq[r, Q_PROMPT], max(rq[r, Q_GEN], 1), w, b)
+                else:
+                    need = _blocks_for(rq[r, Q_PROMPT] - cached, rq[r, Q_GEN] + 1, w, b)
+                if total - ci[c, I_USED] - need < watermark:
+                    break
+                # admit
+                _wremove(rq, ci, c, r)
+                if m > 0:
+                    _cache_touch(r, m, hash_off, hash_ids, lru_prev[slot], lru_next[slot], lru_ends[slot])
+                if cc == 0:
+                    ci[c, I_NDEC_C] += 1
+                else:
+                    rq[r, Q_HIT] = cached
+                    if hit_first[r] < 0:
+                        hit_first[r] = h
+                    rq[r, Q_COMPUTED] = h
+                    ci[c, I_PEND_PF] -= h
+                ci[c, I_USED] += need
+                rq[r, Q_BLOCKS] = need
+                status[r] = RUNNING
+                run[c, ci[c, I_NRUN]] = r
+                ci[c, I_NRUN] += 1
+                if batching == STATIC:
+                    static_batch[c, ci[c, I_NSTATIC]] = r
+                    ci[c, I_NSTATIC] += 1
+                if cc == 0:
+                    # a decode-only arrival (disaggregated): under CHUNKED the decodes were placed
+                    # before admissions, so place it now; other strategies add decodes below
+                    if batching == CHUNKED and budget >= w:
+                        res = _add_decode(r, c, form, sch, rq, ci, run, status, preempts, cstats, branches,
+                                          dec_req, dec_w, dec_s, dec_k)
+                        if res > 0 and res & 1:
+                            budget -= w
+                    continue
+                if batching == CHUNKED and cc > budget:
+                    cc = budget
+                pf_req[c, npf] = r
+                pf_past[c, npf] = h
+                pf_new[c, npf] = cc
+                rq[r, Q_IN_STEP] = form
+                npf += 1
+                budget -= cc
+                ci[c, I_PFTOK] += cc
+        ci[c, I_NPF] = npf
     ci[c, I_NREAL] = ci[c, I_NDEC]
     if batching == STATIC and sch[S_STATIC_PAD] > 0.0 and npf == 0 and ci[c, I_NDEC] > 0:
         # padded static batching: finished members keep costing a decode slot
@@ -874,9 +890,12 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
                             rq[r, Q_GEN] += 1
                             _emit(r, s, t, st_flags, t_first_tok, t_last_tok, generated)
                 for i in range(ci[c, I_NREAL]):
+                    # decodes never carry a first token; written out (no helper call per token)
                     r = dec_req[c, i]
                     rq[r, Q_GEN] += 1
-                    _emit(r, rq[r, Q_CUR], t, st_flags, t_first_tok, t_last_tok, generated)
+                    if st_flags[rq[r, Q_CUR]] & F_COUNT:
+                        generated[r] += 1
+                        t_last_tok[r] = t
                 k2 = 0
                 for ii in range(ci[c, I_NRUN]):
                     r = run[c, ii]
