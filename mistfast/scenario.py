@@ -161,7 +161,7 @@ def simulate(spec: ScenarioSpec | dict | str | Path, *, per_request: bool | None
     if n_out:
         import warnings
         warnings.warn(f"{n_out} of {int(ds.n_steps)} steps fell outside the measured range of the step correction "
-                      "of client {spec.client.name!r}; the factor of the nearest measured point was used", stacklevel=2)
+                      f"of client {spec.client.name!r}; the factor of the nearest measured point was used", stacklevel=2)
     if want_req:
         for k, v in per_request_vars(res["requests"]).items():
             ds[k] = variable(k, v)

@@ -324,9 +324,24 @@ class ClientSpec(Spec):
     intra_node_link: LinkSpec | None = None
     inter_node_link: LinkSpec | None = None
     reference: Literal["correct", "genz"] = "correct"
+    engine: str | None = Field(default=None, description="serving engine (e.g. vllm, trtllm-1, splitwise): selects calibrated efficiencies")
     step_correction: StepCorrectionSpec | None = None
     causal_attention: bool | None = None
     shared_prefix_read_once: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _calibrated(cls, data):
+        """A client that names its engine gets the efficiencies fitted for (device, engine) in
+        data/calibration.toml (MODEL.md §2.2) unless it sets ``efficiency`` itself."""
+        if isinstance(data, dict) and data.get("engine") and "efficiency" not in data:
+            from .calibration import calibrated_efficiency
+            dev = data.get("device")
+            name = dev if isinstance(dev, str) else (dev.get("preset") or dev.get("name")) if isinstance(dev, dict) else None
+            eff = calibrated_efficiency(name, data["engine"]) if name else None
+            if eff is not None:
+                data = {**data, "efficiency": eff}
+        return data
 
     @field_validator("model", mode="before")
     @classmethod

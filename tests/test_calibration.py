@@ -348,3 +348,17 @@ def test_shipped_calibration_loads():
     for key, corr in cal.corrections.items():
         model, dev, tp, pp, prec, eng = key.split("|")
         make_client(model, dev, tp=int(tp[2:]), pp=int(pp[2:]), step_correction=corr)
+
+
+def test_client_naming_its_engine_gets_calibrated_efficiency_by_default():
+    from mistfast.calibration import calibrated_efficiency
+    from mistfast.specs import make_client
+    want = calibrated_efficiency("H100", "trtllm-1")
+    if want is None:
+        pytest.skip("no H100 / trtllm-1 calibration in data/calibration.toml")
+    c = make_client("llama-3.1-70b", "H100", tp=8, engine="trtllm-1")
+    assert c.efficiency.compute == pytest.approx(want["compute"]) and c.efficiency.memory == pytest.approx(want["memory"])
+    assert "calibration.toml" in c.efficiency.source
+    # an explicit efficiency wins; no engine keeps the analytical defaults
+    assert make_client("llama-3.1-70b", "H100", tp=8, engine="trtllm-1", efficiency={"compute": 0.5}).efficiency.compute == 0.5
+    assert make_client("llama-3.1-70b", "H100", tp=8).efficiency.compute == 0.75
