@@ -407,7 +407,7 @@ def run_pipeline(scen, reqs, seed_seq, *, per_request=False, log_steps=0) -> dic
 def pipeline_summary(scen, run: dict) -> dict[str, np.ndarray]:
     """Summary variables (length-1 arrays, as the single-client runner's) of one pipeline run."""
     from .kernels import metrics as M
-    from .runner import POWER_SPLIT, metric_vector
+    from .runner import metric_vector, request_summary
     ins, r, topo = run["inputs"], run["requests"], run["inputs"]["topo"]
     n = r["status"].size
     mp = metric_vector(scen.simulation, scen.slo)[None, :]
@@ -417,27 +417,7 @@ def pipeline_summary(scen, run: dict) -> dict[str, np.ndarray]:
                        r["t_first_sched"], r["t_first_tok"], r["t_last_tok"], r["t_finish"], r["generated"],
                        r["hit_first"], r["computed_pf"], end, out)
     cs = run["cstats"]
-    win = max(out[0, M.O_WINDOW], 1e-300)
-    s: dict[str, np.ndarray] = {}
-    s["n_arrived"] = out[:, M.O_N_MEASURED]
-    s["n_finished"] = out[:, M.O_N_FINISHED]
-    s["n_rejected"] = out[:, M.O_N_REJECTED]
-    s["n_unfinished"] = out[:, M.O_N_UNFINISHED]
-    s["n_not_arrived"] = out[:, M.O_N_NOT_ARRIVED]
-    rej = r["status"] == E.REJECTED
-    s["n_rejected_by_reason"] = np.bincount(r["reason"][rej].astype(np.int64), minlength=len(E.REASON_NAMES))[None, 1:]
-    for base, at in (("ttft", M.O_TTFT), ("tpot", M.O_TPOT), ("e2e", M.O_E2E), ("queue_delay", M.O_QUEUE)):
-        for j, q in enumerate(("mean", "p50", "p90", "p99")):
-            s[f"{base}_{q}_ms"] = out[:, at + j] * 1e3
-    s["ttft_max_ms"] = out[:, M.O_TTFT_MAX] * 1e3
-    s["output_tok_s"] = out[:, M.O_OUT_TOKENS] / win
-    s["total_tok_s"] = (out[:, M.O_OUT_TOKENS] + out[:, M.O_PROMPT_TOKENS]) / win
-    s["computed_prompt_tok_s"] = out[:, M.O_COMPUTED_PROMPT] / win
-    s["request_throughput_rps"] = out[:, M.O_N_FINISHED] / win
-    s["goodput_rps"] = out[:, M.O_N_GOOD] / win
-    s["goodput_tok_s"] = out[:, M.O_GOOD_TOKENS] / win
-    s["slo_attainment"] = out[:, M.O_N_GOOD] / max(out[0, M.O_N_MEASURED], 1)
-    s["window_s"] = out[:, M.O_WINDOW]
+    s = request_summary(out, r["status"], r["reason"], np.array([0, n], np.int64))
     llm = [c for c in range(topo.C) if topo.llm[c] is not None]
     steps = cs[llm, CL.CS_STEPS].sum()
     s["n_steps"] = np.array([steps])
@@ -452,7 +432,6 @@ def pipeline_summary(scen, run: dict) -> dict[str, np.ndarray]:
     s["mbu"] = np.array([np.mean(cl["client_mbu"][llm])])
     s["preemptions"] = np.array([cs[:, CL.CS_PREEMPT].sum()])
     s["recomputed_tokens"] = np.array([cs[:, CL.CS_RECOMP].sum()])
-    s["prefix_hit_rate"] = out[:, M.O_HIT_TOKENS] / max(out[0, M.O_PROMPT_TOKENS], 1)
     s["steps_outside_calibration"] = np.array([cs[:, CL.CS_OUT_OF_RANGE].sum()])
     s["kv_capacity_tokens"] = np.array([float(min(topo.llm[c].kv_capacity_tokens() for c in llm))])
     s["weights_GiB_per_device"] = np.array([max(topo.llm[c].weight_bytes_device() for c in llm) / 2**30])

@@ -204,8 +204,10 @@ def run_points(points: list[Point], *, per_request: bool = False, log_steps: int
     return result
 
 
-def _summary(points, out, rs, end_time, nrep, res, pt_off) -> dict[str, np.ndarray]:
-    P = len(points)
+def request_summary(out: np.ndarray, status: np.ndarray, reason: np.ndarray, pt_off: np.ndarray) -> dict[str, np.ndarray]:
+    """The summary variables that come from per-request results (the metrics kernel's ``out``),
+    shared by single-client points and multi-client pipelines."""
+    P = out.shape[0]
     s: dict[str, np.ndarray] = {}
     win = np.maximum(out[:, M.O_WINDOW], 1e-300)
     s["n_arrived"] = out[:, M.O_N_MEASURED]
@@ -216,16 +218,12 @@ def _summary(points, out, rs, end_time, nrep, res, pt_off) -> dict[str, np.ndarr
     by_reason = np.zeros((P, len(E.REASON_NAMES) - 1))
     for q in range(P):
         a, z = pt_off[q], pt_off[q + 1]
-        st = res["status"][a:z]
-        rr = res["reason"][a:z]
-        m = st == E.REJECTED
-        by_reason[q] = np.bincount(rr[m].astype(np.int64), minlength=len(E.REASON_NAMES))[1:]
+        m = status[a:z] == E.REJECTED
+        by_reason[q] = np.bincount(reason[a:z][m].astype(np.int64), minlength=len(E.REASON_NAMES))[1:]
     s["n_rejected_by_reason"] = by_reason
     for base, at in (("ttft", M.O_TTFT), ("tpot", M.O_TPOT), ("e2e", M.O_E2E), ("queue_delay", M.O_QUEUE)):
-        s[f"{base}_mean_ms"] = out[:, at] * 1e3
-        s[f"{base}_p50_ms"] = out[:, at + 1] * 1e3
-        s[f"{base}_p90_ms"] = out[:, at + 2] * 1e3
-        s[f"{base}_p99_ms"] = out[:, at + 3] * 1e3
+        for j, q in enumerate(("mean", "p50", "p90", "p99")):
+            s[f"{base}_{q}_ms"] = out[:, at + j] * 1e3
     s["ttft_max_ms"] = out[:, M.O_TTFT_MAX] * 1e3
     s["output_tok_s"] = out[:, M.O_OUT_TOKENS] / win
     s["total_tok_s"] = (out[:, M.O_OUT_TOKENS] + out[:, M.O_PROMPT_TOKENS]) / win
@@ -235,6 +233,12 @@ def _summary(points, out, rs, end_time, nrep, res, pt_off) -> dict[str, np.ndarr
     s["goodput_tok_s"] = out[:, M.O_GOOD_TOKENS] / win
     s["slo_attainment"] = np.where(out[:, M.O_N_MEASURED] > 0, out[:, M.O_N_GOOD] / np.maximum(out[:, M.O_N_MEASURED], 1), np.nan)
     s["window_s"] = out[:, M.O_WINDOW]
+    s["prefix_hit_rate"] = out[:, M.O_HIT_TOKENS] / np.maximum(out[:, M.O_PROMPT_TOKENS], 1)
+    return s
+
+
+def _summary(points, out, rs, end_time, nrep, res, pt_off) -> dict[str, np.ndarray]:
+    s = request_summary(out, res["status"], res["reason"], pt_off)
     steps = rs[:, CL.CS_STEPS]
     s["n_steps"] = steps
     s["mean_batch_tokens"] = rs[:, CL.CS_BATCH_TOKENS] / np.maximum(steps, 1)
@@ -251,7 +255,6 @@ def _summary(points, out, rs, end_time, nrep, res, pt_off) -> dict[str, np.ndarr
     s["mbu"] = rs[:, CL.CS_BYTES] / nrep / (bwd * end)
     s["preemptions"] = rs[:, CL.CS_PREEMPT]
     s["recomputed_tokens"] = rs[:, CL.CS_RECOMP]
-    s["prefix_hit_rate"] = out[:, M.O_HIT_TOKENS] / np.maximum(out[:, M.O_PROMPT_TOKENS], 1)
     s["kv_capacity_tokens"] = np.array([min(pt.client.kv_capacity_tokens(), 2**62) for pt in points], dtype=float)
     s["weights_GiB_per_device"] = np.array([pt.client.weight_bytes_device() / 2**30 for pt in points])
     # energy: per device E = busy·P_s + Σt_c·P_c + Σt_m·P_m + Σt_n·P_n, idle devices draw P_s
