@@ -346,15 +346,26 @@ def _expand_pipeline(pipe, ci_, topo, pools, P, O, rng, scen) -> list[dict]:
             vid = None
             if st.verifier is not None:
                 vid, _ = add_pool(StageSpec(kind="verify", pool=st.verifier), st.verifier, f"{where0}.stages[{i}].verifier")
+            # segments taken: the verifier stops the loop after each segment with stop_prob
+            # (at most `steps`); the segments not taken are skipped stages
+            if st.stop_prob > 0:
+                taken = np.minimum(rng.geometric(st.stop_prob, size=m), st.steps)
+            else:
+                taken = np.full(m, st.steps)
             for k in range(st.steps):
+                active = k < taken
                 flags = CL.F_COUNT | (0 if ttft_done else CL.F_TTFT)
                 ttft_done = True
                 seg = np.full(m, st.step_tokens, np.int64)
-                rows.append(row(CL.K_LLM, pid, prompt, seg, 4.0 * prompt if rows else 0.0 * prompt, flags=flags))
-                prompt = prompt + seg
+                r_ = row(CL.K_LLM, pid, prompt, seg, 4.0 * prompt if rows else 0.0 * prompt, flags=flags)
+                r_["kind"] = np.where(active, CL.K_LLM, CL.K_SKIP)
+                rows.append(r_)
+                prompt = prompt + seg * active
                 if vid is not None:
                     # process reward model: prefill of the context so far plus one output token
-                    rows.append(row(CL.K_LLM, vid, prompt, np.ones(m), 4.0 * prompt))
+                    v_ = row(CL.K_LLM, vid, prompt, np.ones(m), 4.0 * prompt)
+                    v_["kind"] = np.where(active, CL.K_LLM, CL.K_SKIP)
+                    rows.append(v_)
         prev_kind = st.kind
     return rows
 

@@ -621,9 +621,10 @@ class StageSpec(Spec):
     past_tokens: int = Field(default=0, ge=0)
     tiers: list[TierHitSpec] = []
     # reason: a policy LLM writing `steps` segments of `step_tokens`, each checked by `verifier`
-    steps: int = Field(default=1, ge=1)
+    steps: int = Field(default=1, ge=1, description="most reasoning segments")
     step_tokens: int = Field(default=256, ge=1)
     verifier: str | list[str] | None = None
+    stop_prob: float = Field(default=0.0, ge=0, le=1, description="chance the verifier stops the loop after a segment")
 
 
 class PipelineSpec(Spec):

@@ -307,3 +307,23 @@ def test_post_filter_model_pass_on_an_llm_client():
     r = run(spec)
     assert list(r["requests"]["computed_pf"]) == [300 + 320, 300 + 320]  # the filter reads prompt + answer
     assert all(r["requests"]["status"] == 3)
+
+
+def test_reasoning_loop_with_verifier_stops_early():
+    base = dict(clients=[LLM, {**LLM, "name": "rm", "device": "A100"}],
+                links=[{"between": ["llm", "rm"], "link": "RDMA-400G"}], workload=fixed(200, 300, 50, rate=5.0))
+    always = run(scen(pipelines=[{"stages": [{"kind": "reason", "pool": "llm", "steps": 4, "step_tokens": 64,
+                                              "verifier": "rm"}, {"kind": "llm", "pool": "llm"}]}], **base))
+    early = run(scen(pipelines=[{"stages": [{"kind": "reason", "pool": "llm", "steps": 4, "step_tokens": 64,
+                                             "verifier": "rm", "stop_prob": 0.5}, {"kind": "llm", "pool": "llm"}]}], **base))
+    # every request ends; output tokens = segments taken x 64 + the 50-token answer
+    assert all(always["requests"]["status"] == 3) and all(early["requests"]["status"] == 3)
+    assert set(always["requests"]["generated"]) == {4 * 64 + 50}
+    gen = early["requests"]["generated"]
+    assert set(gen) <= {k * 64 + 50 for k in range(1, 5)}
+    # geometric(0.5) capped at 4: mean segments 1.875
+    assert np.mean((gen - 50) / 64) == pytest.approx(1.875, abs=0.25)
+    # the verifier sees the context so far: prompt + segments (+1 output token)
+    ins = always["inputs"]
+    vs = [s for s in range(ins["st_off"][0], ins["st_off"][1]) if ins["st_pool"][s] == ins["st_pool"][ins["st_off"][0] + 1]]
+    assert list(ins["st_prompt"][vs]) == [300 + 64 * k for k in range(1, 5)]

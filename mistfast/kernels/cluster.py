@@ -30,7 +30,8 @@ from .engine import (CHUNKED, FINISHED, L_DEC_TOKENS, L_DT, L_KV_USED, L_NDEC, L
 CK_LLM, CK_SLOTS, CK_BATCH = 0, 1, 2
 # ---- stage kinds -----------------------------------------------------------------------------
 K_LLM, K_PREFILL, K_DECODE, K_ENCODE, K_SERVE, K_RETRIEVE, K_KVFETCH = 0, 1, 2, 3, 4, 5, 6
-STAGE_NAMES = ("llm", "prefill", "decode", "encode", "serve", "retrieve", "kv_fetch")
+K_SKIP = 7        # a stage the request does not take (e.g. reasoning steps after the verifier said stop)
+STAGE_NAMES = ("llm", "prefill", "decode", "encode", "serve", "retrieve", "kv_fetch", "skipped")
 F_TTFT = 1        # the first token emitted in this stage is the request's first token
 F_COUNT = 2       # tokens emitted in this stage count as the request's output tokens
 # ---- routing policies -----------------------------------------------------------------------------
@@ -347,13 +348,16 @@ def _leave_stage(r, c, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_poli
     s = rq[r, Q_CUR]
     st_t_exit[s] = t
     ci[c, I_NREQ] -= 1
-    if s + 1 >= st_off[r + 1]:
+    nxt = s + 1
+    while nxt < st_off[r + 1] and st_kind[nxt] == K_SKIP:
+        nxt += 1
+    if nxt >= st_off[r + 1]:
         status[r] = FINISHED
         t_finish[r] = t
         _release(t, n, g, arrival, ctr)
         return
     status[r] = WAITING
-    _enter_stage(r, s + 1, c, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_policy, pool_thresh,
+    _enter_stage(r, nxt, c, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_policy, pool_thresh,
                  st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
                  status, reason, t_finish, arrival, st_client, st_t_ready, st_t_arrive, st_t_exit,
                  rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist)
