@@ -51,6 +51,9 @@ class Topology:
         self.C = len(self.names)
         self.tiers = list(scen.tiers)
         self.tier_index = {t.name: i for i, t in enumerate(self.tiers)}
+        self.tier_cap = [-1] * len(self.tiers)   # hash blocks; set by chain()
+        self.chains: list[list[int]] = []
+        self.hash_block = 512
         # resources: one read port per tier, one per tier link, one per declared client link,
         # one per group pair on the default network (created on demand)
         self.res_names: list[str] = []
@@ -89,6 +92,23 @@ class Topology:
             if s.memory_resource is not None and s.memory_resource not in self.tier_index:
                 raise SpecError([f"servers.{s.name}.memory_resource = {s.memory_resource!r}: not a tier; "
                                  f"tiers: {', '.join(self.tier_index) or '(none)'}"])
+
+    def chain(self, tier_names, kv_bytes_per_token, where) -> int:
+        """Register the ordered tier list of a hash-mode kv_fetch stage; returns its chain id.
+        A tier's capacity in hash blocks follows from its bytes and the model's KV size."""
+        ids = []
+        for j, nm in enumerate(tier_names):
+            if nm not in self.tier_index:
+                raise SpecError([f"{where}.tiers[{j}].tier = {nm!r}: unknown tier; known: "
+                                 f"{', '.join(self.tier_index) or '(none)'}"])
+            k = self.tier_index[nm]
+            ids.append(k)
+            cap = int(self.tiers[k].tier.capacity_GB * 1e9 // (self.hash_block * kv_bytes_per_token))
+            self.tier_cap[k] = cap if self.tier_cap[k] < 0 else min(self.tier_cap[k], cap)
+        if not ids:
+            raise SpecError([f"{where}.tiers: a hash-mode kv_fetch stage needs at least one tier"])
+        self.chains.append(ids)
+        return len(self.chains) - 1
 
     def _res(self, name, cap):
         self.res_names.append(name)
@@ -173,6 +193,7 @@ def build_cluster_inputs(scen, reqs, seed_seq, log_steps: int = 0) -> dict:
     """Flatten a pipeline scenario and its requests into the kernel's arrays."""
     from .runner import BATCHING_CODE, global_vector, scheduler_vector, _dense_hashes
     topo = Topology(scen)
+    topo.hash_block = reqs.hash_block_tokens
     C = topo.C
     kind = np.zeros(C, np.int64)
     prm = np.zeros((C, stepmodel.K.N_PARAMS))
@@ -239,6 +260,10 @@ def build_cluster_inputs(scen, reqs, seed_seq, log_steps: int = 0) -> dict:
     pool_policy = np.array([p[1] for p in pools], np.int64)
     pool_thresh = np.array([p[2] for p in pools], np.float64)
     lat, res, nres = topo.routes()
+    tcap = np.array([max(c, 0) for c in topo.tier_cap], np.int64)
+    chain_off = np.zeros(len(topo.chains) + 1, np.int64)
+    chain_off[1:] = np.cumsum([len(c) for c in topo.chains])
+    chain_tier = np.array([k for c in topo.chains for k in c], np.int64)
     a = scen.workload.arrival
     conc = a.concurrency or 0 if a.process == "closed_loop" else 0
     g = global_vector(scen.simulation, conc, a.think_time_s, reqs.hash_block_tokens, log_steps)
@@ -248,7 +273,8 @@ def build_cluster_inputs(scen, reqs, seed_seq, log_steps: int = 0) -> dict:
                 route_res=res, route_nres=nres, g=g, arrival_in=reqs.arrival_s.astype(np.float64),
                 branches=branches, hash_off=ho, hash_ids=hi, n_hash=nh, st_off=st_off, st_kind=arrs["kind"],
                 st_pool=arrs["pool"], st_prompt=arrs["prompt"], st_output=arrs["output"], st_bytes=arrs["bytes"],
-                st_tier=arrs["tier"], st_flags=arrs["flags"], cls=cls, pipes=pipes)
+                st_tier=arrs["tier"], st_flags=arrs["flags"], cls=cls, pipes=pipes, tcap=tcap, chain_off=chain_off,
+                chain_tier=chain_tier)
 
 
 def default_pipeline(scen) -> PipelineSpec:
@@ -316,11 +342,17 @@ def _expand_pipeline(pipe, ci_, topo, pools, P, O, rng, scen) -> list[dict]:
             nxt = pipe.stages[i + 1]
             ids = topo.pool(nxt.pool, f"{where0}.stages[{i + 1}].pool")
             kvb = _kv_bytes_of(topo, ids)
-            tier = _sample_tiers(st, topo, m, rng, f"{where0}.stages[{i}]")
-            past = np.full(m, st.past_tokens, np.int64)
             pools.append(([ids[0]], 0, 0.0))  # placeholder pool (the next stage routes)
-            rows.append(row(CL.K_KVFETCH, len(pools) - 1, past, zeros, past * kvb, tier=tier))
-            prompt = prompt + past
+            if st.use_hashes:
+                # the prompt's own prefix blocks are looked up in the tiers (LRU contents)
+                chain = topo.chain([th.tier for th in st.tiers], kvb, f"{where0}.stages[{i}]")
+                rows.append(row(CL.K_KVFETCH, len(pools) - 1, zeros, zeros, np.full(m, kvb),
+                                tier=np.full(m, -2 - chain)))
+            else:
+                tier = _sample_tiers(st, topo, m, rng, f"{where0}.stages[{i}]")
+                past = np.full(m, st.past_tokens, np.int64)
+                rows.append(row(CL.K_KVFETCH, len(pools) - 1, past, zeros, past * kvb, tier=tier))
+                prompt = prompt + past
         elif st.kind in ("llm", "verify"):
             pid, ids = add_pool(st, st.pool, where)
             if st.kind == "llm":
@@ -410,7 +442,8 @@ def run_pipeline(scen, reqs, seed_seq, *, per_request=False, log_steps=0) -> dic
         ins["st_kind"], ins["st_pool"], ins["st_prompt"], ins["st_output"], ins["st_bytes"], ins["st_tier"],
         ins["st_flags"], out["status"], out["reason"], out["arrival"], out["t_first_sched"], out["t_first_tok"],
         out["t_last_tok"], out["t_finish"], out["generated"], out["preempts"], out["hit_first"], out["computed_pf"],
-        st["client"], st["ready"], st["arrive"], st["sched"], st["exit"], cstats, res_bytes, runstats, steplog)
+        st["client"], st["ready"], st["arrive"], st["sched"], st["exit"], cstats, res_bytes, runstats, steplog,
+        ins["tcap"], ins["chain_off"], ins["chain_tier"])
     return dict(inputs=ins, requests=out, stages=st, cstats=cstats, res_bytes=res_bytes, end=float(runstats[0]),
                 steplog=steplog[:nlog], prompt=reqs.input_tokens.astype(np.int64))
 

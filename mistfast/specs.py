@@ -620,6 +620,7 @@ class StageSpec(Spec):
     # kv_fetch
     past_tokens: int = Field(default=0, ge=0)
     tiers: list[TierHitSpec] = []
+    use_hashes: bool = Field(default=False, description="hits emerge from the tiers' LRU contents and the requests' prefix-block hashes (the prompt's own blocks), instead of fixed hit rates")
     # reason: a policy LLM writing `steps` segments of `step_tokens`, each checked by `verifier`
     steps: int = Field(default=1, ge=1, description="most reasoning segments")
     step_tokens: int = Field(default=256, ge=1)

@@ -327,3 +327,35 @@ def test_reasoning_loop_with_verifier_stops_early():
     ins = always["inputs"]
     vs = [s for s in range(ins["st_off"][0], ins["st_off"][1]) if ins["st_pool"][s] == ins["st_pool"][ins["st_off"][0] + 1]]
     assert list(ins["st_prompt"][vs]) == [300 + 64 * k for k in range(1, 5)]
+
+
+def hash_kv_scenario(capacity_blocks, n=40, tiers=1):
+    kvb = 131072
+    tier_defs = [{"name": f"t{k}", "tier": {"preset": "ref-DRAM", "capacity_GB": capacity_blocks * 512 * kvb / 1e9,
+                                            "bandwidth_GBps": 100.0, "latency_us": 10.0},
+                  "link": {"preset": "PCIe5-x16", "bandwidth_GBps": 1000.0, "latency_us": 2.0}} for k in range(tiers)]
+    return scen(tiers=tier_defs,
+                workload={"num_requests": n, "arrival": {"process": "uniform", "rate_rps": 2.0},
+                          "input": {"dist": "fixed", "value": 2100}, "output": {"dist": "fixed", "value": 4},
+                          "prefix_tokens": 2048, "prefix_groups": 4},
+                pipelines=[{"stages": [{"kind": "kv_fetch", "use_hashes": True,
+                                        "tiers": [{"tier": f"t{k}", "hit": 0.0} for k in range(tiers)]},
+                                       {"kind": "llm", "pool": "llm"}]}])
+
+
+def test_kv_store_hits_emerge_from_capacity_and_lru():
+    # 4 groups share a 2048-token prefix (4 blocks of 512); every prompt adds its own 5th block
+    big = run(hash_kv_scenario(10_000))
+    small = run(hash_kv_scenario(6))        # room for one group's prefix (+ a block), not four
+    two_tier = run(hash_kv_scenario(6, tiers=2))  # evictions fall into a second tier
+    c_big = big["requests"]["computed_pf"]
+    # with room for everything, only the first request of each group computes its prefix
+    assert int((c_big > 100).sum()) == 4
+    assert sorted(set(c_big)) == [2100 - 2048, 2100]
+    c_small = small["requests"]["computed_pf"]
+    assert int((c_small > 100).sum()) > 4               # LRU thrash: prefixes evicted and recomputed
+    assert int((two_tier["requests"]["computed_pf"] > 100).sum()) < int((c_small > 100).sum())
+    # a hit reads exactly the 4 matched blocks: lookup 10 us + link 2 us + 2048 x 128 KiB / 100 GB/s
+    k = int(np.flatnonzero(c_big < 100)[0])
+    ready, arrive, _, exit_, _ = stage_times(big, k, 0)
+    assert exit_ - ready == pytest.approx(12e-6 + 2048 * 131072 / 100e9, rel=1e-9)

@@ -24,7 +24,7 @@ from .engine import (CHUNKED, FINISHED, L_DEC_TOKENS, L_DT, L_KV_USED, L_NDEC, L
                      R_TOKEN_BUDGET, REJECTED, RUNNING, S_AGING, S_BATCHING, S_BLOCK, S_CHUNK, S_MAX_MODEL_LEN,
                      S_MAX_SEQS, S_MAX_TOKENS, S_POLICY, S_PREEMPTION, S_PREFIX_BLOCKS, S_STATIC_PAD,
                      S_TOTAL_BLOCKS, S_WATERMARK, SPF, STATIC, CONTINUOUS, FCFS, UNFINISHED, WAITING, _blocks_for,
-                     _cache_insert, _cache_lookup, _cache_touch)
+                     _cache_insert, _cache_lookup, _cache_touch, _lru_push_mru, _lru_unlink)
 
 # ---- client kinds ---------------------------------------------------------------------------
 CK_LLM, CK_SLOTS, CK_BATCH = 0, 1, 2
@@ -51,8 +51,8 @@ CS_TC, CS_TM, CS_TN, CS_FLOPS, CS_BYTES, CS_PF_TOKENS, CS_DEC_TOKENS, CS_OUT_OF_
 N_CS = 17
 # ---- request state columns ---------------------------------------------------------------------------
 Q_CUR, Q_PF_TARGET, Q_COMPUTED, Q_GEN, Q_BLOCKS, Q_HIT, Q_FETCHED, Q_PROMPT, Q_OUT = range(9)
-Q_IN_STEP, Q_WNEXT, Q_WPREV, Q_INSERTED = 9, 10, 11, 12
-N_Q = 13
+Q_IN_STEP, Q_WNEXT, Q_WPREV, Q_INSERTED, Q_PENDING = 9, 10, 11, 12, 13
+N_Q = 14
 # ---- client state columns ------------------------------------------------------------------------------
 I_WHEAD, I_WTAIL, I_WCOUNT, I_NRUN, I_USED, I_NPF, I_NDEC, I_NREAL, I_PFTOK = range(9)
 I_NSTATIC, I_PEND_PF, I_NDEC_C, I_NREQ, I_BPHASE, I_DIRTY, I_RR, I_RR2 = range(9, 17)
@@ -294,7 +294,7 @@ def _arrive(r, c, t, s, cli_kind, cli_sch, st_kind, st_prompt, st_output, branch
 def _enter_stage(r, s, c_from, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_policy, pool_thresh,
                  st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
                  status, reason, t_finish, arrival, st_client, st_t_ready, st_t_arrive, st_t_exit,
-                 rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist):
+                 rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier):
     """Request r becomes ready for stage s at time t, coming from client c_from (-1: its source).
     Late binding: the stage is routed now, then the data moves (immediate arrival, or a flow)."""
     C = cli_kind.shape[0]
@@ -310,9 +310,20 @@ def _enter_stage(r, s, c_from, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, p
         ci[c2, I_NREQ] += 1
         st_t_arrive[s] = t
         tier = st_tier[s]
-        if tier >= 0 and st_bytes[s] > 0.0:
+        byts = st_bytes[s]
+        rq[r, Q_PENDING] = st_prompt[s]
+        if tier <= -2:
+            # hash mode: the hits emerge from what the tiers hold (LRU, MODEL.md §4.2); the
+            # deepest tier holding a matched block serves the read; st_bytes = KV bytes per token
+            m, tier = _tier_lookup(r, -2 - tier, hash_off, hash_ids, tstate, chain_off, chain_tier)
+            tok = min(int(g[G_HASH_BLOCK]) * m, st_prompt[s2] - 1)
+            rq[r, Q_PENDING] = tok
+            byts = tok * st_bytes[s]
+            if m == 0 or tok <= 0:
+                tier = -1
+        if tier >= 0 and byts > 0.0:
             st_client[s] = C + tier
-            _start_flow(r, C + tier, c2, st_bytes[s], t, route_lat, route_res, route_nres, fstate, ft0, frem,
+            _start_flow(r, C + tier, c2, byts, t, route_lat, route_res, route_nres, fstate, ft0, frem,
                         fres, fnres, fdest, flist, ctr)
             return
         st_t_exit[s] = t
@@ -343,7 +354,7 @@ def _enter_stage(r, s, c_from, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, p
 def _leave_stage(r, c, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_policy, pool_thresh,
                  st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
                  status, reason, t_finish, arrival, st_client, st_t_ready, st_t_arrive, st_t_exit,
-                 rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist):
+                 rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier):
     """Request r finished its stage at client c at time t: it finishes, or enters the next stage."""
     s = rq[r, Q_CUR]
     st_t_exit[s] = t
@@ -360,7 +371,66 @@ def _leave_stage(r, c, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_poli
     _enter_stage(r, nxt, c, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_policy, pool_thresh,
                  st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
                  status, reason, t_finish, arrival, st_client, st_t_ready, st_t_arrive, st_t_exit,
-                 rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist)
+                 rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier)
+
+
+# ============================================================================ KV stores (hash mode)
+@jit
+def _tier_lookup(r, ch, hash_off, hash_ids, tstate, chain_off, chain_tier):
+    """Leading blocks of r found in the chain's tiers, and the deepest tier among them."""
+    m = 0
+    deepest = -1
+    depth = -1
+    for j in range(hash_off[r], hash_off[r + 1]):
+        h = hash_ids[j]
+        found = -1
+        for q in range(chain_off[ch], chain_off[ch + 1]):
+            if tstate[chain_tier[q], 2, h] != 0:
+                found = q - chain_off[ch]
+                break
+        if found < 0:
+            break
+        m += 1
+        if found > depth:
+            depth = found
+            deepest = chain_tier[chain_off[ch] + found]
+    return m, deepest
+
+
+@jit
+def _tier_insert(r, nblocks, ch, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier):
+    """Write r's first nblocks full blocks to the chain's first tier (hits are promoted there);
+    each tier is an LRU whose evictions move down the chain and fall off the last tier."""
+    a = chain_off[ch]
+    z = chain_off[ch + 1]
+    nb = min(nblocks, hash_off[r + 1] - hash_off[r])
+    for j in range(hash_off[r], hash_off[r] + nb):
+        h = hash_ids[j]
+        for q in range(a, z):
+            k = chain_tier[q]
+            if tstate[k, 2, h] != 0:
+                _lru_unlink(tstate[k, 0], tstate[k, 1], tends[k], h)
+                tstate[k, 2, h] = 0
+                tends[k, 2] -= 1
+                break
+        cur = h
+        for q in range(a, z):
+            k = chain_tier[q]
+            victim = -1
+            if tends[k, 2] >= tcap[k]:
+                victim = tends[k, 0]
+                _lru_unlink(tstate[k, 0], tstate[k, 1], tends[k], victim)
+                tstate[k, 2, victim] = 0
+                tends[k, 2] -= 1
+            if tcap[k] > 0:
+                _lru_push_mru(tstate[k, 0], tstate[k, 1], tends[k], cur)
+                tstate[k, 2, cur] = 1
+                tends[k, 2] += 1
+            else:
+                victim = cur
+            if victim < 0:
+                break
+            cur = victim
 
 
 # ============================================================================ LLM batch formation
@@ -674,8 +744,10 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
                      status, reason, arrival, t_first_sched, t_first_tok, t_last_tok, t_finish,
                      generated, preempts, hit_first, computed_pf,
                      st_client, st_t_ready, st_t_arrive, st_t_sched, st_t_exit,
-                     cstats, res_bytes, runstats, steplog):
-    """Simulate one configuration point; all outputs are filled in place. Returns steps logged."""
+                     cstats, res_bytes, runstats, steplog, tcap, chain_off, chain_tier):
+    """Simulate one configuration point; all outputs are filled in place. Returns steps logged.
+    tcap[k]: capacity of tier k in hash blocks (hash-mode KV stores); chain_off/chain_tier: CSR
+    lists of the tiers a hash-mode kv_fetch stage searches, first to last."""
     n = arrival_in.shape[0]
     C = cli_kind.shape[0]
     R = res_cap.shape[0]
@@ -757,6 +829,14 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
     lru_ends = np.zeros((nc1, 3), np.int64)
     lru_ends[:, 0] = -1
     lru_ends[:, 1] = -1
+    # hash-mode KV stores: one LRU per tier over the dense hash ids (prev, next, present)
+    T = tcap.shape[0]
+    tstate = np.zeros((max(T, 1), 3, H), np.int64)
+    tstate[:, 0, :] = -1
+    tstate[:, 1, :] = -1
+    tends = np.zeros((max(T, 1), 3), np.int64)
+    tends[:, 0] = -1
+    tends[:, 1] = -1
     # flows: slot r = request r's current transfer; slot n + c = client c's retrieval memory read
     NF = n + C
     fstate = np.zeros(NF, np.int64)   # 0 idle, 1 latency phase, 2 moving bytes
@@ -837,7 +917,7 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
                                 rq[r, Q_CUR] = s
                                 st_t_ready[s] = t
                                 st_t_arrive[s] = t
-                                fetched_tokens = st_prompt[s - 1]
+                                fetched_tokens = rq[r, Q_PENDING]
                                 if not _arrive(r, c2, t, s, cli_kind, cli_sch, st_kind, st_prompt, st_output,
                                                branches, status, reason, t_finish, rq, ci):
                                     _release(t, n, g, arrival, ctr)
@@ -864,7 +944,7 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
           _workload_arrivals(t, n, g, horizon, arrival, cli_kind, cli_sch, pool_off, pool_cli, pool_policy,
                              pool_thresh, st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
                              status, reason, t_finish, st_client, st_t_ready, st_t_arrive, st_t_exit, rq, ci, ctr,
-                             route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist)
+                             route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier)
 
         # ---- phase 2: outputs of every step ending now are released and routed ------------------------------
         nfl_before = ctr[C_NFL]
@@ -890,6 +970,11 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
                                           lru_next[slot], lru_ends[slot], int(cli_sch[c, S_PREFIX_BLOCKS]), hb)
                             rq[r, Q_INSERTED] = 1
                         ci[c, I_NDEC_C] += 1
+                        if s > st_off[r] and st_kind[s - 1] == K_KVFETCH and st_tier[s - 1] <= -2:
+                            # the new prompt blocks are written to the KV store (first tier; LRU
+                            # evictions demote down the chain)
+                            _tier_insert(r, rq[r, Q_PROMPT] // hb, -2 - st_tier[s - 1], hash_off, hash_ids, tstate,
+                                         tends, tcap, chain_off, chain_tier)
                         if st_kind[s] != K_ENCODE:
                             rq[r, Q_GEN] += 1
                             _emit(r, s, t, st_flags, t_first_tok, t_last_tok, generated)
@@ -919,7 +1004,7 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
                                      st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
                                      status, reason, t_finish, arrival, st_client, st_t_ready, st_t_arrive,
                                      st_t_exit, rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem,
-                                     fres, fnres, fdest, flist)
+                                     fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier)
                     else:
                         run[c, k2] = r
                         k2 += 1
@@ -940,7 +1025,7 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
                                      st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
                                      status, reason, t_finish, arrival, st_client, st_t_ready, st_t_arrive,
                                      st_t_exit, rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem,
-                                     fres, fnres, fdest, flist)
+                                     fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier)
                 cf[c, F_NEXT] = np.inf
                 ci[c, I_DIRTY] = 1
             else:  # CK_BATCH: retrieval
@@ -974,7 +1059,7 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
                                  st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
                                  status, reason, t_finish, arrival, st_client, st_t_ready, st_t_arrive,
                                  st_t_exit, rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem,
-                                 fres, fnres, fdest, flist)
+                                 fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier)
         if ctr[C_NFL] != nfl_before or ctr[C_NFL] > 0:
             flow_clock = t
             _retime_flows(t, flist, ctr[C_NFL], fstate, fres, fnres, frate, frem, fdone, res_cap, res_left,
@@ -988,7 +1073,7 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
           _workload_arrivals(t, n, g, horizon, arrival, cli_kind, cli_sch, pool_off, pool_cli, pool_policy,
                              pool_thresh, st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
                              status, reason, t_finish, st_client, st_t_ready, st_t_arrive, st_t_exit, rq, ci, ctr,
-                             route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist)
+                             route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier)
         nfl_before = ctr[C_NFL]
         for c in range(C):
             if ci[c, I_DIRTY] == 0 or cf[c, F_NEXT] < np.inf:
@@ -1162,21 +1247,21 @@ def simulate_single(prm, sch, g, arrival_in, prompt, output, branches, hash_off,
                             n_hash, st_off, st_kind, st_pool, prompt, output, st_bytes, st_tier, st_flags,
                             status, reason, arrival, t_first_sched, t_first_tok, t_last_tok, t_finish, generated,
                             preempts, hit_first, computed_pf, st_client, st_a, st_b, st_c, st_d, cstats, res_bytes,
-                            runstats, steplog)
+                            runstats, steplog, np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int64))
 
 
 @jit
 def _workload_arrivals(t, n, g, horizon, arrival, cli_kind, cli_sch, pool_off, pool_cli, pool_policy, pool_thresh,
                        st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches, status, reason,
                        t_finish, st_client, st_t_ready, st_t_arrive, st_t_exit, rq, ci, ctr, route_lat, route_res,
-                       route_nres, fstate, ft0, frem, fres, fnres, fdest, flist):
+                       route_nres, fstate, ft0, frem, fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier):
     while ctr[C_NA] < n and arrival[ctr[C_NA]] <= t and arrival[ctr[C_NA]] <= horizon:
         r = ctr[C_NA]
         ctr[C_NA] += 1
         _enter_stage(r, st_off[r], -1, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_policy, pool_thresh,
                      st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
                      status, reason, t_finish, arrival, st_client, st_t_ready, st_t_arrive, st_t_exit,
-                     rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist)
+                     rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier)
         st_t_ready[st_off[r]] = arrival[r]
 
 
