@@ -204,6 +204,11 @@ def build_cluster_inputs(scen, reqs, seed_seq, log_steps: int = 0) -> dict:
             cl = topo.llm[c]
             prm[c] = stepmodel.client_params(cl)
             sch[c] = scheduler_vector(cl)
+            # drain-time router: a 2,048-token prefill and a 32-decode step at 1K context, costed once
+            t_pf = stepmodel.step_latency(cl, prefill=[(0, 2048)]).total_s
+            t_dec = stepmodel.step_latency(cl, decode=[(1, 1024)] * 32).total_s if cl.model.architecture == "decoder" else 0.0
+            srv[c, CL.SRV_DRAIN_PF_S_PER_TOKEN] = t_pf / 2048
+            srv[c, CL.SRV_DRAIN_DEC_S] = t_dec / 32
         else:
             s = topo.server[c]
             if s.kind == "cpu":

@@ -359,3 +359,13 @@ def test_kv_store_hits_emerge_from_capacity_and_lru():
     k = int(np.flatnonzero(c_big < 100)[0])
     ready, arrive, _, exit_, _ = stage_times(big, k, 0)
     assert exit_ - ready == pytest.approx(12e-6 + 2048 * 131072 / 100e9, rel=1e-9)
+
+
+def test_drain_time_router_prefers_the_faster_client():
+    # same queue lengths, but an H200 drains memory-bound decodes faster than an A100
+    spec = scen(clients=[{**LLM, "name": "slow", "device": "A100"}, {**LLM, "name": "fast", "device": "H200"}],
+                workload=fixed(60, 500, 200, rate=20.0),
+                pipelines=[{"stages": [{"kind": "llm", "pool": ["slow", "fast"], "routing": "least_drain_time"}]}])
+    r = run(spec)
+    served = np.array([stage_times(r, i, 0)[4] for i in range(60)])
+    assert (served == 1).sum() > (served == 0).sum()

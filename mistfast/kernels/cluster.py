@@ -36,8 +36,12 @@ F_TTFT = 1        # the first token emitted in this stage is the request's first
 F_COUNT = 2       # tokens emitted in this stage count as the request's output tokens
 # ---- routing policies -----------------------------------------------------------------------------
 RT_RR, RT_LEAST_PREFILL, RT_LEAST_DECODE, RT_LEAST_KV, RT_JSQ, RT_HEAVY_LIGHT, RT_LEAST_REQUESTS = 0, 1, 2, 3, 4, 5, 6
+RT_DRAIN = 7
 ROUTING_NAMES = ("round_robin", "least_prefill_tokens", "least_decodes", "least_kv", "join_shortest_queue",
-                 "heavy_light", "least_requests")
+                 "heavy_light", "least_requests", "least_drain_time")
+# LLM clients: step-time estimates for the drain-time router, measured once on dummy batches
+SRV_DRAIN_PF_S_PER_TOKEN = 0
+SRV_DRAIN_DEC_S = 1
 # ---- server parameters (CK_SLOTS / CK_BATCH) ---------------------------------------------------------
 SRV_SLOTS, SRV_BASE_S, SRV_PER_TOKEN_S, SRV_BATCH_MAX, SRV_FLOP_Q, SRV_BYTES_BATCH = 0, 1, 2, 3, 4, 5
 SRV_BYTES_Q, SRV_FLOPS, SRV_BW, SRV_MEM_RES, SRV_OVERLAP = 6, 7, 8, 9, 10
@@ -184,7 +188,7 @@ def _start_flow(f, src, dst, byts, t, route_lat, route_res, route_nres, fstate, 
 
 # ============================================================================ routing
 @jit
-def _choose(p, P, pool_off, pool_cli, pool_policy, pool_thresh, ci):
+def _choose(p, P, pool_off, pool_cli, pool_policy, pool_thresh, ci, cli_srv):
     """Pick a client of pool p for a request with P prompt tokens (MODEL.md §6.3).
     Loads are read at the moment of routing; ties go to the lowest position in the pool."""
     a = pool_off[p]
@@ -221,6 +225,10 @@ def _choose(p, P, pool_off, pool_cli, pool_policy, pool_thresh, ci):
             v = float(ci[c, I_USED])
         elif pol == RT_JSQ:
             v = float(ci[c, I_PEND_PF] + ci[c, I_NDEC_C])
+        elif pol == RT_DRAIN:
+            # estimated drain time: pending prefill work, then one decode step per running decode
+            # batch (MODEL.md §6.3, with step times measured once per client)
+            v = ci[c, I_PEND_PF] * cli_srv[c, SRV_DRAIN_PF_S_PER_TOKEN] + ci[c, I_NDEC_C] * cli_srv[c, SRV_DRAIN_DEC_S]
         else:
             v = float(ci[c, I_NREQ])
         if v < bestv:
@@ -294,7 +302,7 @@ def _arrive(r, c, t, s, cli_kind, cli_sch, st_kind, st_prompt, st_output, branch
 def _enter_stage(r, s, c_from, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_policy, pool_thresh,
                  st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
                  status, reason, t_finish, arrival, st_client, st_t_ready, st_t_arrive, st_t_exit,
-                 rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier):
+                 rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier, cli_srv):
     """Request r becomes ready for stage s at time t, coming from client c_from (-1: its source).
     Late binding: the stage is routed now, then the data moves (immediate arrival, or a flow)."""
     C = cli_kind.shape[0]
@@ -305,7 +313,7 @@ def _enter_stage(r, s, c_from, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, p
         # route the stage the KV is for, then read it from the sampled tier; on a miss nothing moves
         # and the next stage recomputes the whole prompt, past tokens included (MODEL.md §4.1)
         s2 = s + 1
-        c2 = _choose(st_pool[s2], st_prompt[s2], pool_off, pool_cli, pool_policy, pool_thresh, ci)
+        c2 = _choose(st_pool[s2], st_prompt[s2], pool_off, pool_cli, pool_policy, pool_thresh, ci, cli_srv)
         st_client[s2] = c2
         ci[c2, I_NREQ] += 1
         st_t_arrive[s] = t
@@ -336,7 +344,7 @@ def _enter_stage(r, s, c_from, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, p
         return
     c2 = st_client[s]
     if c2 < 0:
-        c2 = _choose(st_pool[s], st_prompt[s], pool_off, pool_cli, pool_policy, pool_thresh, ci)
+        c2 = _choose(st_pool[s], st_prompt[s], pool_off, pool_cli, pool_policy, pool_thresh, ci, cli_srv)
         st_client[s] = c2
     ci[c2, I_NREQ] += 1
     if c_from < 0 or c_from == c2 or st_bytes[s] <= 0.0:
@@ -354,7 +362,7 @@ def _enter_stage(r, s, c_from, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, p
 def _leave_stage(r, c, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_policy, pool_thresh,
                  st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
                  status, reason, t_finish, arrival, st_client, st_t_ready, st_t_arrive, st_t_exit,
-                 rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier):
+                 rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier, cli_srv):
     """Request r finished its stage at client c at time t: it finishes, or enters the next stage."""
     s = rq[r, Q_CUR]
     st_t_exit[s] = t
@@ -371,7 +379,7 @@ def _leave_stage(r, c, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_poli
     _enter_stage(r, nxt, c, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_policy, pool_thresh,
                  st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
                  status, reason, t_finish, arrival, st_client, st_t_ready, st_t_arrive, st_t_exit,
-                 rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier)
+                 rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier, cli_srv)
 
 
 # ============================================================================ KV stores (hash mode)
@@ -944,7 +952,7 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
           _workload_arrivals(t, n, g, horizon, arrival, cli_kind, cli_sch, pool_off, pool_cli, pool_policy,
                              pool_thresh, st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
                              status, reason, t_finish, st_client, st_t_ready, st_t_arrive, st_t_exit, rq, ci, ctr,
-                             route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier)
+                             route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier, cli_srv)
 
         # ---- phase 2: outputs of every step ending now are released and routed ------------------------------
         nfl_before = ctr[C_NFL]
@@ -1004,7 +1012,7 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
                                      st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
                                      status, reason, t_finish, arrival, st_client, st_t_ready, st_t_arrive,
                                      st_t_exit, rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem,
-                                     fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier)
+                                     fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier, cli_srv)
                     else:
                         run[c, k2] = r
                         k2 += 1
@@ -1025,7 +1033,7 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
                                      st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
                                      status, reason, t_finish, arrival, st_client, st_t_ready, st_t_arrive,
                                      st_t_exit, rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem,
-                                     fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier)
+                                     fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier, cli_srv)
                 cf[c, F_NEXT] = np.inf
                 ci[c, I_DIRTY] = 1
             else:  # CK_BATCH: retrieval
@@ -1059,7 +1067,7 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
                                  st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
                                  status, reason, t_finish, arrival, st_client, st_t_ready, st_t_arrive,
                                  st_t_exit, rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem,
-                                 fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier)
+                                 fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier, cli_srv)
         if ctr[C_NFL] != nfl_before or ctr[C_NFL] > 0:
             flow_clock = t
             _retime_flows(t, flist, ctr[C_NFL], fstate, fres, fnres, frate, frem, fdone, res_cap, res_left,
@@ -1073,7 +1081,7 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
           _workload_arrivals(t, n, g, horizon, arrival, cli_kind, cli_sch, pool_off, pool_cli, pool_policy,
                              pool_thresh, st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
                              status, reason, t_finish, st_client, st_t_ready, st_t_arrive, st_t_exit, rq, ci, ctr,
-                             route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier)
+                             route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier, cli_srv)
         nfl_before = ctr[C_NFL]
         for c in range(C):
             if ci[c, I_DIRTY] == 0 or cf[c, F_NEXT] < np.inf:
@@ -1254,14 +1262,14 @@ def simulate_single(prm, sch, g, arrival_in, prompt, output, branches, hash_off,
 def _workload_arrivals(t, n, g, horizon, arrival, cli_kind, cli_sch, pool_off, pool_cli, pool_policy, pool_thresh,
                        st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches, status, reason,
                        t_finish, st_client, st_t_ready, st_t_arrive, st_t_exit, rq, ci, ctr, route_lat, route_res,
-                       route_nres, fstate, ft0, frem, fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier):
+                       route_nres, fstate, ft0, frem, fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier, cli_srv):
     while ctr[C_NA] < n and arrival[ctr[C_NA]] <= t and arrival[ctr[C_NA]] <= horizon:
         r = ctr[C_NA]
         ctr[C_NA] += 1
         _enter_stage(r, st_off[r], -1, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_policy, pool_thresh,
                      st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
                      status, reason, t_finish, arrival, st_client, st_t_ready, st_t_arrive, st_t_exit,
-                     rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier)
+                     rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier, cli_srv)
         st_t_ready[st_off[r]] = arrival[r]
 
 
