@@ -963,6 +963,7 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
             kind = cli_kind[c]
             if kind == CK_LLM:
                 any_step_end = True
+                any_done = False
                 cf[c, F_NEXT] = np.inf
                 for i in range(ci[c, I_NPF]):
                     r = pf_req[c, i]
@@ -983,6 +984,7 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
                             # evictions demote down the chain)
                             _tier_insert(r, rq[r, Q_PROMPT] // hb, -2 - st_tier[s - 1], hash_off, hash_ids, tstate,
                                          tends, tcap, chain_off, chain_tier)
+                        any_done = True  # (a prefill-only stage ends here; an LLM stage may too)
                         if st_kind[s] != K_ENCODE:
                             rq[r, Q_GEN] += 1
                             _emit(r, s, t, st_flags, t_first_tok, t_last_tok, generated)
@@ -993,8 +995,10 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
                     if st_flags[rq[r, Q_CUR]] & F_COUNT:
                         generated[r] += 1
                         t_last_tok[r] = t
+                    if rq[r, Q_GEN] >= rq[r, Q_OUT]:
+                        any_done = True
                 k2 = 0
-                for ii in range(ci[c, I_NRUN]):
+                for ii in range(ci[c, I_NRUN] if any_done else 0):
                     r = run[c, ii]
                     s = rq[r, Q_CUR]
                     sk = st_kind[s]
@@ -1016,8 +1020,9 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
                     else:
                         run[c, k2] = r
                         k2 += 1
-                ci[c, I_NRUN] = k2
-                if int(cli_sch[c, S_BATCHING]) == STATIC and k2 == 0:
+                if any_done:
+                    ci[c, I_NRUN] = k2
+                if int(cli_sch[c, S_BATCHING]) == STATIC and ci[c, I_NRUN] == 0:
                     ci[c, I_NSTATIC] = 0
                 ci[c, I_NPF] = 0
                 ci[c, I_NDEC] = 0
