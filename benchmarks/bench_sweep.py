@@ -15,8 +15,9 @@ and peak memory.
     time without it). The numba cache is checked (compiled if stale) before anything is timed.
     Static batching is left out of the product: a static batch runs until its longest output is
     done, 10-20x the engine steps of the other policies; its cost per point is printed on its own.
-(b) 100 points of 10,000-request 3-client RAG pipelines: needs multi-client pipelines (issue 4),
-    not available yet -- only that line is printed.
+(b) 100 points of 10,000-request 3-client RAG pipelines (embedder client, IVF-PQ retrieval
+    server, Llama-3.1-8B client; 20 x 512 retrieved tokens per query): embedder device (5) x
+    LLM device (2) x request rate (10), serially in a fresh process.
 
 Usage: python benchmarks/bench_sweep.py [--quick] [--no-tracemalloc] [--chunk-points N]
 ``--quick`` runs 500 points (a smoke run of a minute or less).
@@ -42,8 +43,49 @@ sys.path.insert(0, str(ROOT))
 
 TARGET_POINTS_PER_CORE_S = 200.0
 N_REQUESTS = 1000
-PLACEHOLDER_B = ("(b) 100 points of 10,000-request 3-client RAG pipelines: needs multi-client pipelines (issue 4), "
-                 "not available yet")
+
+
+def rag_sweep_doc(quick: bool) -> dict:
+    n = 1000 if quick else 10000
+    return {
+        "sweep": {"name": "bench_rag", "seed": 1, "chunk_points": 5, "axis": [
+            {"name": "embed_device", "path": "clients[1].device", "values": ["Grace", "SPR", "Genoa", "A100", "H100"]},
+            {"name": "llm_device", "path": "clients[0].device", "values": ["H100", "H200"]},
+            {"name": "rate_rps", "path": "workload.arrival.rate_rps", "values": [0.2 * k for k in range(1, 11)]}]},
+        "scenario": {
+            "simulation": {"horizon_s": 1e6, "seed": 259},
+            "workload": {"num_requests": n, "arrival": {"process": "poisson", "rate_rps": 1.0},
+                         "input": {"dist": "lognormal", "mean": 1155, "std": 1109, "max_tokens": 4096},
+                         "output": {"dist": "lognormal", "mean": 211, "std": 230, "max_tokens": 1024}},
+            "clients": [{"name": "llm", "model": "llama-3.1-8b", "device": "H100",
+                         "scheduler": {"batching": "chunked", "chunk_size": 2048}},
+                        {"name": "embed", "model": "e5-base", "device": "Grace",
+                         "scheduler": {"batching": "continuous", "max_batched_tokens": 8192}}],
+            "servers": [{"name": "retrieval", "kind": "retrieval", "device": "Grace"}],
+            "links": [{"between": ["retrieval", "llm"], "link": "PCIe4-x4"}],
+            "pipelines": [{"name": "rag", "stages": [
+                {"kind": "embed", "pool": "embed"},
+                {"kind": "retrieve", "pool": "retrieval", "docs": 20, "doc_tokens": 512},
+                {"kind": "llm", "pool": "llm"}]}],
+        },
+    }
+
+
+def rag_child(quick: bool) -> dict:
+    import tracemalloc
+    from mistfast.sweep import _warm, parse_sweep, run_sweep
+    _warm()
+    spec = parse_sweep(rag_sweep_doc(quick))
+    run_sweep(parse_sweep({**rag_sweep_doc(True), "sweep": {**rag_sweep_doc(True)["sweep"], "axis": [
+        {"name": "rate_rps", "path": "workload.arrival.rate_rps", "values": [1.0]}]}}))  # load the pipeline kernel
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    ds = run_sweep(spec)
+    wall = time.perf_counter() - t0
+    peak = tracemalloc.get_traced_memory()[1] / 2**20
+    return {"points": spec.n_points, "wall_s": wall, "requests": int(ds.n_arrived.sum()),
+            "finished": int(ds.n_finished.sum()), "maxrss_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "tracemalloc_peak_MiB": peak}
 
 
 def sweep_doc(quick: bool, batching=("continuous", "chunked")) -> dict:
@@ -139,7 +181,11 @@ def main() -> None:
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--static", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--rag", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.rag:
+        print(json.dumps(rag_child(args.quick)))
+        return
     if args.child:
         print(json.dumps(child(args.child, args.quick, args.trace, args.chunk_points)))
         return
@@ -192,7 +238,14 @@ def main() -> None:
     print(f"    static batching (left out above): {st * 1e3:.0f} ms per point on one core "
           f"({1 / st:.0f} points/s), measured on 20 points of the same workload")
     print()
-    print(PLACEHOLDER_B)
+    cmd = [sys.executable, __file__, "--rag"] + (["--quick"] if args.quick else [])
+    rag = json.loads(subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
+                                    check=True).stdout.strip().splitlines()[-1])
+    print(f"(b) {rag['points']} points of {rag['requests'] // rag['points']:,}-request 3-client RAG pipelines "
+          f"(embedder x LLM device x rate), serial, one core")
+    print(f"    wall {rag['wall_s']:.1f} s: {rag['points'] / rag['wall_s']:.2f} points/s, "
+          f"{rag['requests'] / rag['wall_s']:,.0f} simulated requests/s ({rag['finished']:,} of {rag['requests']:,} finished); "
+          f"peak RSS {rag['maxrss_MiB']:.0f} MiB, traced {rag['tracemalloc_peak_MiB']:.1f} MiB")
 
 
 if __name__ == "__main__":
