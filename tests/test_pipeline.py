@@ -369,3 +369,32 @@ def test_drain_time_router_prefers_the_faster_client():
     r = run(spec)
     served = np.array([stage_times(r, i, 0)[4] for i in range(60)])
     assert (served == 1).sum() > (served == 0).sum()
+
+
+def test_retrieval_and_kv_fetch_on_one_dram_slow_each_other():
+    # the retrieval index reads and the KV fetches share the host DRAM tier's bandwidth
+    def spec(shared, with_kv):
+        srv = {"name": "ret", "kind": "retrieval", "device": "SPR", "dim": 128, "centroids": 65536, "probes": 50,
+               "pq_m": 32, "vectors_per_list": 5000, "top_k": 20, "max_batch": 1}
+        if shared:
+            srv["memory_resource"] = "dram"
+        tier = {"name": "dram", "tier": {"preset": "ref-DRAM", "bandwidth_GBps": 20.0, "latency_us": 0.0},
+                "link": {"preset": "PCIe5-x16", "bandwidth_GBps": 1000.0, "latency_us": 0.0}}
+        pipes = [{"name": "rag", "weight": 1, "stages": [{"kind": "retrieve", "pool": "ret", "docs": 1, "doc_tokens": 10},
+                                                         {"kind": "llm", "pool": "llm"}]}]
+        if with_kv:
+            pipes.append({"name": "kv", "weight": 1, "stages": [
+                {"kind": "kv_fetch", "past_tokens": 8000, "tiers": [{"tier": "dram", "hit": 1.0}]},
+                {"kind": "llm", "pool": "llm"}]})
+        return scen(servers=[srv], tiers=[tier], pipelines=pipes, workload=fixed(40, 50, 2, rate=20.0))
+
+    def mean_retrieval(r):
+        ins, st = r["inputs"], r["stages"]
+        m = ins["st_kind"] == 5  # K_RETRIEVE
+        return np.nanmean((st["exit"] - st["sched"])[m])
+
+    alone = mean_retrieval(run(spec(True, False)))
+    contended = mean_retrieval(run(spec(True, True)))
+    private = mean_retrieval(run(spec(False, True)))
+    assert contended > 1.2 * alone
+    assert private < contended
