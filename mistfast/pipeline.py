@@ -6,16 +6,13 @@ than one client. Sizes moved between stages follow MODEL.md §1.3 (correct colum
 """
 from __future__ import annotations
 
-import math
-from typing import Literal
-
 import numpy as np
 import xarray as xr
 
 from . import stepmodel
 from .kernels import cluster as CL
 from .kernels import engine as E
-from .specs import ClientSpec, PipelineSpec, SpecError, StageSpec
+from .specs import ClientSpec, PipelineSpec, ServerSpec, SpecError, StageSpec
 
 ROUTING = {name: i for i, name in enumerate(CL.ROUTING_NAMES)}
 
@@ -191,7 +188,7 @@ class Topology:
 
 def build_cluster_inputs(scen, reqs, seed_seq, log_steps: int = 0) -> dict:
     """Flatten a pipeline scenario and its requests into the kernel's arrays."""
-    from .runner import BATCHING_CODE, global_vector, scheduler_vector, _dense_hashes
+    from .runner import global_vector, scheduler_vector, _dense_hashes
     topo = Topology(scen)
     topo.hash_block = reqs.hash_block_tokens
     C = topo.C
@@ -237,8 +234,6 @@ def build_cluster_inputs(scen, reqs, seed_seq, log_steps: int = 0) -> dict:
     P = reqs.input_tokens.astype(np.int64)
     O = reqs.output_tokens.astype(np.int64)
     # ---- stage instances, built class by class (vectorised over the class's requests) ------------
-    per_req_stages: list[list] = [None] * n  # type: ignore[list-item]
-    cols = {k: [] for k in ("kind", "pool", "prompt", "output", "bytes", "tier", "flags", "req")}
     counts = np.zeros(n, np.int64)
     branches = np.ones(n, np.int64)
     stage_rows = []  # (class, [rows]) where a row is a dict of equal-length arrays over the class

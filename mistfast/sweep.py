@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import itertools
 import json
 import math
 import operator
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +37,8 @@ import xarray as xr
 from . import __version__
 from .runner import Point, run_points
 from .scenario import build_requests, scenario_point
-from .specs import (DEFAULT_SCENARIO, ClientSpec, ScenarioSpec, SpecError, deep_merge, load_toml,
-                    parse_scenario, set_path)
-from .variables import REGISTRY, check_dataset, variable
+from .specs import DEFAULT_SCENARIO, SpecError, deep_merge, load_toml, parse_scenario, set_path
+from .variables import REGISTRY, variable
 
 # ----------------------------------------------------------------------------- spec
 MODES = ("product", "zip", "sample")
@@ -87,24 +85,10 @@ class SweepSpec:
         return tuple(a.name for a in self.axes) if self.mode == "product" else ("point",)
 
 
-_SCHEMA_ROOTS = None
-
-
-def _field_type(model, name):
-    from .specs import Spec
-    f = model.model_fields.get(name)
-    if f is None:
-        return None, sorted(model.model_fields)
-    ann = f.annotation
-    return ann, None
-
-
 def check_path(path: str) -> None:
     """Raise SpecError if ``path`` does not name a field of the scenario schema (typo check)."""
     import re
     import typing
-
-    from pydantic import BaseModel
 
     from .specs import ScenarioSpec
     parts = [p for p in re.split(r"\.|\[(\d+)\]", path) if p]
@@ -464,7 +448,7 @@ def _load_part(path: Path) -> dict:
 
 def _warm():
     """Load (or compile) the kernels once in this process."""
-    from .runner import Point, run_points
+    from .runner import run_points
     from .scenario import scenario_point
     from .specs import parse_scenario
     pt = scenario_point(parse_scenario({"workload": {"num_requests": 4}}))

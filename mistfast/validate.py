@@ -620,7 +620,7 @@ def _plot(rep: pd.DataFrame, path: Path) -> str:
 def _write_md(rep, cal, path, calibrate, note, elapsed, csv_path, test_fraction, seed, fit_warnings=()):
     ok = rep[rep.status == "ok"]
     un = rep[rep.status != "ok"]
-    L = [f"# mistfast validation report", "",
+    L = ["# mistfast validation report", "",
          f"Measurements: `{csv_path}` — {len(rep)} rows: {len(ok)} in the statistics, "
          f"{(rep.status == 'unsupported').sum()} unsupported, {(rep.status == 'ambiguous').sum()} ambiguous. "
          f"Run time {elapsed:.0f} s.", "",

@@ -19,11 +19,11 @@ import numpy as np
 
 from .._numba import CACHE, jit, jit_inline
 from . import steptime as ST
-from .engine import (CHUNKED, FINISHED, L_DEC_TOKENS, L_DT, L_KV_USED, L_NDEC, L_NPF, L_PF_TOKENS, L_T, LWL,
+from .engine import (CHUNKED, FINISHED, L_DEC_TOKENS, L_DT, L_KV_USED, L_NDEC, L_NPF, L_PF_TOKENS, L_T,
                      MIXED, N_LOG, PENDING, R_KV_CAPACITY, R_KV_EXHAUSTED, R_MAX_MODEL_LEN, R_NONE,
                      R_TOKEN_BUDGET, REJECTED, RUNNING, S_AGING, S_BATCHING, S_BLOCK, S_CHUNK, S_MAX_MODEL_LEN,
                      S_MAX_SEQS, S_MAX_TOKENS, S_POLICY, S_PREEMPTION, S_PREFIX_BLOCKS, S_STATIC_PAD,
-                     S_TOTAL_BLOCKS, S_WATERMARK, SPF, STATIC, CONTINUOUS, FCFS, UNFINISHED, WAITING, _blocks_for,
+                     S_TOTAL_BLOCKS, S_WATERMARK, SPF, STATIC, FCFS, UNFINISHED, WAITING, _blocks_for,
                      _cache_insert, _cache_lookup, _cache_touch, _lru_push_mru, _lru_unlink)
 
 # ---- client kinds ---------------------------------------------------------------------------
@@ -302,7 +302,8 @@ def _arrive(r, c, t, s, cli_kind, cli_sch, st_kind, st_prompt, st_output, branch
 def _enter_stage(r, s, c_from, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_policy, pool_thresh,
                  st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
                  status, reason, t_finish, arrival, st_client, st_t_ready, st_t_arrive, st_t_exit,
-                 rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier, cli_srv):
+                 rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist,
+                 hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier, cli_srv):
     """Request r becomes ready for stage s at time t, coming from client c_from (-1: its source).
     Late binding: the stage is routed now, then the data moves (immediate arrival, or a flow)."""
     C = cli_kind.shape[0]
@@ -362,7 +363,8 @@ def _enter_stage(r, s, c_from, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, p
 def _leave_stage(r, c, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_policy, pool_thresh,
                  st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
                  status, reason, t_finish, arrival, st_client, st_t_ready, st_t_arrive, st_t_exit,
-                 rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier, cli_srv):
+                 rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist,
+                 hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier, cli_srv):
     """Request r finished its stage at client c at time t: it finishes, or enters the next stage."""
     s = rq[r, Q_CUR]
     st_t_exit[s] = t
@@ -379,7 +381,8 @@ def _leave_stage(r, c, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_poli
     _enter_stage(r, nxt, c, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_policy, pool_thresh,
                  st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
                  status, reason, t_finish, arrival, st_client, st_t_ready, st_t_arrive, st_t_exit,
-                 rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier, cli_srv)
+                 rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist,
+                 hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier, cli_srv)
 
 
 # ============================================================================ KV stores (hash mode)
@@ -952,7 +955,8 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
           _workload_arrivals(t, n, g, horizon, arrival, cli_kind, cli_sch, pool_off, pool_cli, pool_policy,
                              pool_thresh, st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
                              status, reason, t_finish, st_client, st_t_ready, st_t_arrive, st_t_exit, rq, ci, ctr,
-                             route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier, cli_srv)
+                             route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist,
+                             hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier, cli_srv)
 
         # ---- phase 2: outputs of every step ending now are released and routed ------------------------------
         nfl_before = ctr[C_NFL]
@@ -1016,7 +1020,8 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
                                      st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
                                      status, reason, t_finish, arrival, st_client, st_t_ready, st_t_arrive,
                                      st_t_exit, rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem,
-                                     fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier, cli_srv)
+                                     fres, fnres, fdest, flist,
+                                     hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier, cli_srv)
                     else:
                         run[c, k2] = r
                         k2 += 1
@@ -1038,7 +1043,8 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
                                      st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
                                      status, reason, t_finish, arrival, st_client, st_t_ready, st_t_arrive,
                                      st_t_exit, rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem,
-                                     fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier, cli_srv)
+                                     fres, fnres, fdest, flist,
+                                     hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier, cli_srv)
                 cf[c, F_NEXT] = np.inf
                 ci[c, I_DIRTY] = 1
             else:  # CK_BATCH: retrieval
@@ -1072,7 +1078,8 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
                                  st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
                                  status, reason, t_finish, arrival, st_client, st_t_ready, st_t_arrive,
                                  st_t_exit, rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem,
-                                 fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier, cli_srv)
+                                 fres, fnres, fdest, flist,
+                                 hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier, cli_srv)
         if ctr[C_NFL] != nfl_before or ctr[C_NFL] > 0:
             flow_clock = t
             _retime_flows(t, flist, ctr[C_NFL], fstate, fres, fnres, frate, frem, fdone, res_cap, res_left,
@@ -1086,7 +1093,8 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
           _workload_arrivals(t, n, g, horizon, arrival, cli_kind, cli_sch, pool_off, pool_cli, pool_policy,
                              pool_thresh, st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
                              status, reason, t_finish, st_client, st_t_ready, st_t_arrive, st_t_exit, rq, ci, ctr,
-                             route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier, cli_srv)
+                             route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist,
+                             hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier, cli_srv)
         nfl_before = ctr[C_NFL]
         for c in range(C):
             if ci[c, I_DIRTY] == 0 or cf[c, F_NEXT] < np.inf:
@@ -1267,14 +1275,16 @@ def simulate_single(prm, sch, g, arrival_in, prompt, output, branches, hash_off,
 def _workload_arrivals(t, n, g, horizon, arrival, cli_kind, cli_sch, pool_off, pool_cli, pool_policy, pool_thresh,
                        st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches, status, reason,
                        t_finish, st_client, st_t_ready, st_t_arrive, st_t_exit, rq, ci, ctr, route_lat, route_res,
-                       route_nres, fstate, ft0, frem, fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier, cli_srv):
+                       route_nres, fstate, ft0, frem, fres, fnres, fdest, flist,
+                       hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier, cli_srv):
     while ctr[C_NA] < n and arrival[ctr[C_NA]] <= t and arrival[ctr[C_NA]] <= horizon:
         r = ctr[C_NA]
         ctr[C_NA] += 1
         _enter_stage(r, st_off[r], -1, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_policy, pool_thresh,
                      st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
                      status, reason, t_finish, arrival, st_client, st_t_ready, st_t_arrive, st_t_exit,
-                     rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier, cli_srv)
+                     rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist,
+                     hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier, cli_srv)
         st_t_ready[st_off[r]] = arrival[r]
 
 

@@ -6,8 +6,6 @@ in ``tests/reference/engine_reference.py``. Times are float64 seconds throughout
 """
 from __future__ import annotations
 
-import numpy as np  # noqa: F401  (used by the jitted helpers)
-
 from .._numba import jit, jit_inline
 
 # ---- integer codes ------------------------------------------------------------------------
