@@ -125,31 +125,27 @@ def _catalog_name(kind: str, name: str) -> str | None:
     return None
 
 
-def resolve_model(name: str) -> str | None:
-    """Catalog model preset for a free-text model name (``Llama-2 LLaMA-70B`` -> ``llama-2-70b``),
-    or None when no preset matches."""
+def _resolve(kind: str, aliases, name: str) -> str | None:
     s = str(name).strip()
-    hit = _catalog_name("models", s)
+    hit = _catalog_name(kind, s)
     if hit:
         return hit
     low = s.lower()
-    for pat, preset in MODEL_ALIASES:
+    for pat, preset in aliases:
         if re.search(pat, low):
             return preset
     return None
+
+
+def resolve_model(name: str) -> str | None:
+    """Catalog model preset for a free-text model name (``Llama-2 LLaMA-70B`` -> ``llama-2-70b``),
+    or None when no preset matches."""
+    return _resolve("models", MODEL_ALIASES, name)
 
 
 def resolve_device(name: str) -> str | None:
     """Catalog device preset for a free-text hardware name (``H100-SXM-80GB`` -> ``H100``)."""
-    s = str(name).strip()
-    hit = _catalog_name("devices", s)
-    if hit:
-        return hit
-    low = s.lower()
-    for pat, preset in DEVICE_ALIASES:
-        if re.search(pat, low):
-            return preset
-    return None
+    return _resolve("devices", DEVICE_ALIASES, name)
 
 
 _DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp6", "fp4", "int4")

@@ -16,12 +16,8 @@ from .specs import ClientSpec, PipelineSpec, ServerSpec, SpecError, StageSpec
 
 ROUTING = {name: i for i, name in enumerate(CL.ROUTING_NAMES)}
 
+
 # ----------------------------------------------------------------------------- builder
-STAGE_CODE = {"pre": CL.K_SERVE, "post": CL.K_SERVE, "embed": CL.K_ENCODE, "rerank": CL.K_ENCODE,
-              "retrieve": CL.K_RETRIEVE, "kv_fetch": CL.K_KVFETCH, "llm": CL.K_LLM, "prefill": CL.K_PREFILL,
-              "decode": CL.K_DECODE, "verify": CL.K_LLM}
-
-
 class Topology:
     """Client instances (replicas expanded), pools, resources and routes of one scenario."""
 

@@ -288,10 +288,6 @@ class StepCorrectionSpec(Spec):
         return self
 
 
-BATCHING = ("static", "continuous", "mixed", "chunked")
-POLICIES = ("fcfs", "spf", "lwl")
-
-
 class SchedulerSpec(Spec):
     batching: Literal["static", "continuous", "mixed", "chunked"] = "chunked"
     policy: Literal["fcfs", "spf", "lwl"] = "fcfs"
@@ -383,10 +379,6 @@ class ClientSpec(Spec):
         return self
 
     # ---- derived sizes (MODEL.md §4.4) ----
-    @property
-    def tokens_per_kv_block(self) -> int:
-        return self.scheduler.block_size
-
     def kv_bytes_per_token_device(self) -> float:
         """KV bytes per token on one device: 2·ceil(Hkv/t)·dh·ceil(L/p)·b_kv (MLA: replicated)."""
         m = self.model

@@ -375,35 +375,21 @@ def run_chunk(spec: SweepSpec, start: int, stop: int) -> dict[str, np.ndarray]:
             where.append(i)
     n = len(allv)
     out: dict[str, np.ndarray] = {}
-    single = [p for p in pts if isinstance(p, Point)]
-    res = run_points(single)["summary"] if single else {}
-    if len(single) != len(pts):
-        # multi-client pipeline points: one kernel call each (their client sets differ)
+    # single-client points go through the kernel together; pipeline points one call each (their
+    # client sets differ). Each list of results is then scattered to its points' rows.
+    is_single = np.array([isinstance(p, Point) for p in pts], bool)
+    parts_ = []
+    if is_single.any():
+        parts_.append((np.asarray(where)[is_single], run_points([p for p in pts if isinstance(p, Point)])["summary"]))
+    if not is_single.all():
         from .pipeline import pipeline_summary, run_pipeline
         rows = []
         for p in pts:
-            if isinstance(p, Point):
-                continue
-            scen, ss = p
-            reqs = build_requests(scen.workload, scen.simulation.horizon_s, ss)
-            rows.append(pipeline_summary(scen, run_pipeline(scen, reqs, ss)))
-        merged = {}
-        it_single = 0
-        it_pipe = 0
-        order = []
-        for p in pts:
-            if isinstance(p, Point):
-                order.append(("s", it_single))
-                it_single += 1
-            else:
-                order.append(("p", it_pipe))
-                it_pipe += 1
-        for name in (rows[0] if rows else res):
-            vals = []
-            for kind, j in order:
-                vals.append(res[name][j] if kind == "s" else rows[j][name][0])
-            merged[name] = np.asarray(vals)
-        res = merged
+            if not isinstance(p, Point):
+                scen, ss = p
+                reqs = build_requests(scen.workload, scen.simulation.horizon_s, ss)
+                rows.append(pipeline_summary(scen, run_pipeline(scen, reqs, ss)))
+        parts_.append((np.asarray(where)[~is_single], {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}))
     for name, var in REGISTRY.items():
         if var.dims and var.dims != ("reject_reason",):
             continue
@@ -411,8 +397,9 @@ def run_chunk(spec: SweepSpec, start: int, stop: int) -> dict[str, np.ndarray]:
             continue
         shape = (n,) + ((len(REJECT_REASONS),) if var.dims else ())
         arr = np.full(shape, np.nan)
-        if pts:
-            arr[where] = res[name]
+        for rows_at, summ in parts_:
+            if name in summ:
+                arr[rows_at] = summ[name]
         out[name] = arr
     out["status"] = np.array([0 if not r else 1 for r in reasons], np.int8)
     out["reason"] = np.array(reasons, dtype=object)

@@ -922,23 +922,20 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
                             r = f
                             c2 = fdest[f]
                             s = rq[r, Q_CUR]
+                            fetched_tokens = 0
                             if st_kind[s] == K_KVFETCH:
+                                # the KV read ended: the fetch stage ends, the stage it was for begins
                                 st_t_exit[s] = t
+                                fetched_tokens = rq[r, Q_PENDING]
                                 s = s + 1
                                 rq[r, Q_CUR] = s
                                 st_t_ready[s] = t
-                                st_t_arrive[s] = t
-                                fetched_tokens = rq[r, Q_PENDING]
-                                if not _arrive(r, c2, t, s, cli_kind, cli_sch, st_kind, st_prompt, st_output,
-                                               branches, status, reason, t_finish, rq, ci):
-                                    _release(t, n, g, arrival, ctr)
-                                else:
-                                    rq[r, Q_FETCHED] = fetched_tokens
+                            st_t_arrive[s] = t
+                            if _arrive(r, c2, t, s, cli_kind, cli_sch, st_kind, st_prompt, st_output,
+                                       branches, status, reason, t_finish, rq, ci):
+                                rq[r, Q_FETCHED] = fetched_tokens
                             else:
-                                st_t_arrive[s] = t
-                                if not _arrive(r, c2, t, s, cli_kind, cli_sch, st_kind, st_prompt, st_output,
-                                               branches, status, reason, t_finish, rq, ci):
-                                    _release(t, n, g, arrival, ctr)
+                                _release(t, n, g, arrival, ctr)
                         else:
                             c2 = f - n
                             ci[c2, I_BPHASE] = 3

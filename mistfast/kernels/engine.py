@@ -15,7 +15,6 @@ PENDING, WAITING, RUNNING, FINISHED, REJECTED, UNFINISHED = 0, 1, 2, 3, 4, 5
 R_NONE, R_TOKEN_BUDGET, R_MAX_MODEL_LEN, R_KV_CAPACITY, R_KV_EXHAUSTED = 0, 1, 2, 3, 4
 REASON_NAMES = ("none", "prompt_exceeds_token_budget", "exceeds_max_model_len", "kv_exceeds_capacity",
                 "kv_exhausted")
-STATUS_NAMES = ("not_arrived", "waiting", "running", "finished", "rejected", "unfinished")
 
 # ---- scheduler parameter vector --------------------------------------------------------------
 S_BATCHING = 0
