@@ -115,10 +115,10 @@ def main():
     prm0 = stepmodel.client_params(clients[0][1])
     p0 = pools[cases[0][0]]
     t0 = time.perf_counter()
-    K.step_time_many(prm0, *p0[:8], np.empty(n_distinct), np.empty((n_distinct, K.N_BREAKDOWN)))
+    K.step_time_many(prm0, *p0[:8], np.empty(n_distinct), np.empty((n_distinct, K.N_OUT)))
     t_warm_many = time.perf_counter() - t0
     t0 = time.perf_counter()
-    loop_step_time(prm0, *p0, 1, np.empty(K.N_BREAKDOWN))
+    loop_step_time(prm0, *p0, 1, np.empty(K.N_OUT))
     t_warm_loop = time.perf_counter() - t0
     print(f"  first call step_time_many (cache load or compile): {t_warm_many:.3f} s; "
           f"benchmark njit loop (compile): {t_warm_loop:.3f} s")
@@ -135,13 +135,13 @@ def main():
             pool = pools[case]
             passes = max(1, n_evals // n_distinct)
             out_t = np.empty(n_distinct)
-            out_bd = np.empty((n_distinct, K.N_BREAKDOWN))
+            out_bd = np.empty((n_distinct, K.N_OUT))
 
             def run_many():
                 for _ in range(passes):
                     K.step_time_many(prm, *pool[:8], out_t, out_bd)
 
-            out1 = np.empty(K.N_BREAKDOWN)
+            out1 = np.empty(K.N_OUT)
 
             def run_loop():
                 loop_step_time(prm, *pool, passes * n_distinct, out1)

@@ -20,3 +20,10 @@ jit = numba.njit(cache=CACHE, nogil=True, fastmath=False, boundscheck=False, err
 # per-step cost of the engine)
 jit_inline = numba.njit(cache=CACHE, nogil=True, fastmath=False, boundscheck=False, error_model="numpy",
                         inline="always")
+
+# helpers that never allocate: compiled without the numba runtime (NRT), so they do not
+# reference-count their array arguments. A jitted call otherwise increfs and decrefs every array
+# argument (atomic operations); for the event helpers taking 30-50 arrays that was most of the
+# cost of an arrival or a departure. An allocation inside one of these is a compile error.
+jit_noalloc = numba.njit(cache=CACHE, nogil=True, fastmath=False, boundscheck=False, error_model="numpy",
+                         _nrt=False)

@@ -518,7 +518,7 @@ def with_efficiency(client: ClientSpec, eff: Mapping[str, Any] | None, correctio
 # weight; efficiencies are changed by rescaling the rate entries of the parameter vectors.
 @jit
 def _cost_steps(prm, row, pf_off, pf_past, pf_new, pf_done, dec_off, dec_w, dec_s, dec_k, out_t):
-    nb = np.zeros(K.N_BREAKDOWN)
+    nb = np.zeros(K.N_OUT)
     for i in range(out_t.shape[0]):
         a, b = pf_off[i], pf_off[i + 1]
         c, d = dec_off[i], dec_off[i + 1]

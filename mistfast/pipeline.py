@@ -182,7 +182,7 @@ class Topology:
         return lat, res, nres
 
 
-def build_cluster_inputs(scen, reqs, seed_seq, log_steps: int = 0) -> dict:
+def build_cluster_inputs(scen, reqs, seed_seq, log_steps: int = 0, decode_runs: bool = True) -> dict:
     """Flatten a pipeline scenario and its requests into the kernel's arrays."""
     from .runner import global_vector, scheduler_vector, _dense_hashes
     topo = Topology(scen)
@@ -262,7 +262,7 @@ def build_cluster_inputs(scen, reqs, seed_seq, log_steps: int = 0) -> dict:
     chain_tier = np.array([k for c in topo.chains for k in c], np.int64)
     a = scen.workload.arrival
     conc = a.concurrency or 0 if a.process == "closed_loop" else 0
-    g = global_vector(scen.simulation, conc, a.think_time_s, reqs.hash_block_tokens, log_steps)
+    g = global_vector(scen.simulation, conc, a.think_time_s, reqs.hash_block_tokens, log_steps, decode_runs)
     ho, hi, nh = _dense_hashes(reqs)
     return dict(topo=topo, cli_kind=kind, cli_prm=prm, cli_sch=sch, cli_srv=srv, pool_off=pool_off, pool_cli=pool_cli,
                 pool_policy=pool_policy, pool_thresh=pool_thresh, res_cap=np.array(topo.res_cap), route_lat=lat,
@@ -416,8 +416,8 @@ def _sample_tiers(st, topo, m, rng, where) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- run
-def run_pipeline(scen, reqs, seed_seq, *, per_request=False, log_steps=0) -> dict:
-    ins = build_cluster_inputs(scen, reqs, seed_seq, log_steps)
+def run_pipeline(scen, reqs, seed_seq, *, per_request=False, log_steps=0, decode_runs=True) -> dict:
+    ins = build_cluster_inputs(scen, reqs, seed_seq, log_steps, decode_runs)
     n = len(reqs)
     S = ins["st_kind"].size
     topo = ins["topo"]

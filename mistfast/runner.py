@@ -61,7 +61,8 @@ def scheduler_vector(client: ClientSpec) -> np.ndarray:
     return sch
 
 
-def global_vector(sim: SimulationSpec, concurrency: int, think_s: float, hash_block: int, log_cap: int) -> np.ndarray:
+def global_vector(sim: SimulationSpec, concurrency: int, think_s: float, hash_block: int, log_cap: int,
+                  decode_runs: bool = True) -> np.ndarray:
     g = np.zeros(CL.N_G)
     g[CL.G_HORIZON] = sim.horizon_s
     g[CL.G_MAX_SIM] = sim.max_sim_time_s if sim.max_sim_time_s is not None else 10.0 * sim.horizon_s
@@ -70,6 +71,7 @@ def global_vector(sim: SimulationSpec, concurrency: int, think_s: float, hash_bl
     g[CL.G_THINK] = think_s
     g[CL.G_LOG_CAP] = log_cap
     g[CL.G_HASH_BLOCK] = hash_block
+    g[CL.G_DECODE_RUNS] = 1.0 if decode_runs else 0.0
     return g
 
 
@@ -100,8 +102,10 @@ def _split_replicas(reqs: Requests, dp: int) -> list[np.ndarray]:
 
 
 def run_points(points: list[Point], *, per_request: bool = False, log_steps: int = 0,
-               parallel: bool = False) -> dict:
-    """Simulate every point; returns summary arrays (length P) and, on request, per-request data."""
+               parallel: bool = False, decode_runs: bool = True) -> dict:
+    """Simulate every point; returns summary arrays (length P) and, on request, per-request data.
+    ``decode_runs=False`` steps every decode step through the full loop (same results, slower;
+    kept as a cross-check of the decode-run fast path)."""
     # expand data-parallel replicas into sub-points
     sub_client, sub_idx, owner = [], [], []
     for q, pt in enumerate(points):
@@ -126,7 +130,7 @@ def run_points(points: list[Point], *, per_request: bool = False, log_steps: int
         prm[s], sch[s] = prm_cache[key]
         r = pt.requests._take(idx) if pt.client.dp > 1 else pt.requests
         conc = pt.concurrency if pt.client.dp == 1 else -(-pt.concurrency // pt.client.dp)
-        gv[s] = global_vector(pt.simulation, conc, pt.think_s, r.hash_block_tokens, log_steps)
+        gv[s] = global_vector(pt.simulation, conc, pt.think_s, r.hash_block_tokens, log_steps, decode_runs)
         offsets[s + 1] = offsets[s] + len(r)
         arr_l.append(r.arrival_s)
         pr_l.append(r.input_tokens)

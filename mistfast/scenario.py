@@ -139,8 +139,10 @@ def summary_dataset(summary: dict[str, np.ndarray], index: int | None = None, ex
 
 
 def simulate(spec: ScenarioSpec | dict | str | Path, *, per_request: bool | None = None,
-             log_steps: int = 0) -> xr.Dataset:
-    """Simulate one scenario; returns summary variables (and per-request ones on request)."""
+             log_steps: int = 0, decode_runs: bool = True) -> xr.Dataset:
+    """Simulate one scenario; returns summary variables (and per-request ones on request).
+    ``decode_runs=False`` takes every engine step through the full event loop instead of advancing
+    repeated decode-only steps in runs: identical results, several times slower (a cross-check)."""
     if isinstance(spec, (str, Path)):
         spec = load_scenario(spec)
     elif isinstance(spec, dict):
@@ -150,12 +152,12 @@ def simulate(spec: ScenarioSpec | dict | str | Path, *, per_request: bool | None
         from .pipeline import pipeline_dataset, run_pipeline
         ss = point_seed(spec.simulation.seed)
         reqs = build_requests(spec.workload, spec.simulation.horizon_s, ss)
-        run = run_pipeline(spec, reqs, ss, per_request=want_req, log_steps=log_steps)
+        run = run_pipeline(spec, reqs, ss, per_request=want_req, log_steps=log_steps, decode_runs=decode_runs)
         ds = pipeline_dataset(spec, run, want_req)
         ds.attrs.update(spec_attrs(spec))
         return ds
     pt = scenario_point(spec)
-    res = run_points([pt], per_request=want_req, log_steps=log_steps)
+    res = run_points([pt], per_request=want_req, log_steps=log_steps, decode_runs=decode_runs)
     ds = summary_dataset(res["summary"], 0)
     n_out = int(res["summary"]["steps_outside_calibration"][0])
     if n_out:

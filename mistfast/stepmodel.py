@@ -187,7 +187,7 @@ def step_latency(client: ClientSpec, prefill=(), decode=(), *, prompts_done: int
     """
     pf, dec = _as_arrays(prefill, decode)
     prm = client_params(client)
-    out = np.zeros(K.N_BREAKDOWN)
+    out = np.zeros(K.N_OUT)
     done = len(pf) if prompts_done is None else prompts_done
     t = K.step_time(prm, pf[:, 0].copy(), pf[:, 1].copy(), len(pf), float(done),
                     dec[:, 0].copy(), dec[:, 1].copy(), dec[:, 2].copy(), len(dec), out)

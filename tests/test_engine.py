@@ -19,7 +19,7 @@ PRM = stepmodel.client_params(CLIENT)
 def numba_step_fn(pf, dec, n_done):
     pf = np.asarray(pf, float).reshape(-1, 2)
     dec = np.asarray(dec, float).reshape(-1, 3)
-    out = np.zeros(ST.N_BREAKDOWN)
+    out = np.zeros(ST.N_OUT)
     return ST.step_time(PRM, pf[:, 0].copy(), pf[:, 1].copy(), len(pf), float(n_done),
                         dec[:, 0].copy(), dec[:, 1].copy(), dec[:, 2].copy(), len(dec), out)
 
@@ -36,6 +36,7 @@ def run_kernel(req, sch, log_cap=100000):
         s[i] = sch[k]
     g = np.zeros(CL.N_G)
     g[CL.G_HORIZON], g[CL.G_MAX_SIM], g[CL.G_DRAIN] = sch["horizon_s"], sch["max_sim_s"], sch["drain"]
+    g[CL.G_DECODE_RUNS] = sch.get("decode_runs", 1)
     g[CL.G_CONC], g[CL.G_THINK], g[CL.G_LOG_CAP], g[CL.G_HASH_BLOCK] = (sch["concurrency"], sch["think_s"],
                                                                         log_cap, req["hash_block"])
     f = lambda: np.empty(n)  # noqa: E731
@@ -132,3 +133,82 @@ def test_kernel_matches_twin_scarce_kv(batching):
         rng = np.random.default_rng(seed)
         req, sch = make_case(rng, batching, 40, total_blocks=160)
         assert_same(req, sch)
+
+
+# ---- decode runs: repeated decode-only steps advanced in O(1) each (cluster._decode_run) --------
+def long_decode_case(seed, batching, *, policy=0, branches=1, total_blocks=4000, drain=1, aging_s=30.0,
+                     concurrency=0, max_seq=8):
+    """Few requests with long outputs: most steps repeat the previous batch, so runs are long and
+    are cut by arrivals, last tokens, the horizon, KV growth and waiting-order changes."""
+    rng = np.random.default_rng(seed)
+    req, sch = make_case(rng, batching, 12, branches=branches, total_blocks=total_blocks, policy=policy,
+                         concurrency=concurrency, drain=drain)
+    req["output"] = rng.integers(50, 600, 12).astype(np.int64)
+    req["arrival_s"] = np.sort(rng.uniform(0.0, 3.0, 12))
+    sch.update(max_batch_size=max_seq, aging_s=aging_s, static_pad=0, chunk_size=512)
+    if not drain:
+        sch.update(horizon_s=2.0, max_sim_s=1e9)
+    return req, sch
+
+
+DECODE_RUN_CASES = {
+    # name: (batching, options)
+    "continuous": (E.CONTINUOUS, {}),
+    "mixed": (E.MIXED, {}),
+    "chunked": (E.CHUNKED, {}),
+    "static": (E.STATIC, {}),
+    "three_branches": (E.CONTINUOUS, dict(branches=3)),
+    "horizon_cuts_a_run": (E.CONTINUOUS, dict(drain=0)),
+    "closed_loop": (E.CHUNKED, dict(concurrency=3)),
+    # KV so scarce that growth inside a run must preempt (the run stops before that step)
+    "growth_preempts": (E.CONTINUOUS, dict(total_blocks=120)),
+    # waiting requests blocked by KV while decodes run; aging reorders the queue mid-run
+    "spf_aging": (E.CONTINUOUS, dict(policy=E.SPF, total_blocks=160, aging_s=0.3)),
+    "lwl_aging": (E.CHUNKED, dict(policy=E.LWL, total_blocks=160, aging_s=0.3)),
+    "max_seq_full": (E.MIXED, dict(policy=E.SPF, max_seq=2, aging_s=0.3)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DECODE_RUN_CASES))
+def test_decode_runs_match_twin_step_by_step(name):
+    batching, opts = DECODE_RUN_CASES[name]
+    ran = 0.0
+    for seed in range(4):
+        req, sch = long_decode_case(seed, batching, **opts)
+        assert_same(req, sch)              # the twin steps one at a time
+        _, cs, _ = run_kernel(req, sch)
+        ran += cs[CL.CS_RUN_STEPS]
+        sch_off = dict(sch, decode_runs=0)
+        got_off, cs_off, log_off = run_kernel(req, sch_off)
+        assert cs_off[CL.CS_RUN_STEPS] == 0
+        got_on, cs_on, log_on = run_kernel(req, sch)
+        np.testing.assert_array_equal(log_on, log_off)
+        np.testing.assert_array_equal(np.delete(cs_on, CL.CS_RUN_STEPS), np.delete(cs_off, CL.CS_RUN_STEPS))
+        for k in got_on:
+            np.testing.assert_array_equal(got_on[k], got_off[k], err_msg=k)
+    assert ran > 0, "the cases must exercise decode runs"
+
+
+def test_decode_run_stops_when_aging_reorders_the_queue():
+    """SPF: S (short prompt) heads the queue but does not fit; B (longer prompt, mostly a prefix-
+    cache hit) would fit. B waits behind S until it ages, which happens in the middle of a run of
+    decode-only steps of R0: the run must stop there so that B is admitted on time."""
+    # requests R0, R1, B, S (arrival order); hash blocks of 512 tokens, dense ids
+    lists = [[0, 1, 2], [3], [0, 1, 4], [5, 6]]
+    off = np.zeros(5, np.int64)
+    off[1:] = np.cumsum([len(x) for x in lists])
+    req = dict(arrival_s=np.array([0.0, 0.001, 0.5, 0.6]), prompt=np.array([1100, 100, 1200, 1000], np.int64),
+               output=np.array([3000, 300, 50, 50], np.int64), hash_off=off,
+               hash_ids=np.array([x for l in lists for x in l], np.int64), branches=1, hash_block=512)
+    sch = dict(batching=E.CONTINUOUS, policy=E.SPF, max_batched_tokens=2048, max_batch_size=2, chunk_size=512,
+               block_size=16, total_blocks=300, watermark_blocks=160, preemption=1, prefix_cache_blocks=8,
+               static_pad=0, aging_s=2.0, max_model_len=8192, concurrency=0, think_s=0.0, horizon_s=1e9,
+               max_sim_s=1e9, drain=1)
+    assert_same(req, sch)
+    got, cs, _ = run_kernel(req, sch)
+    want = reference_simulate(req, sch, numba_step_fn)
+    t_done_r1 = want["t_finish"][1]
+    # the scenario is what it claims: B was admitted after R1 left, once it had aged, before S
+    assert t_done_r1 < req["arrival_s"][2] + sch["aging_s"] < want["t_first_scheduled"][2] < want["t_first_scheduled"][3]
+    assert want["t_first_scheduled"][2] - (req["arrival_s"][2] + sch["aging_s"]) < 0.05
+    assert cs[CL.CS_RUN_STEPS] > 0

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .._numba import CACHE, jit, jit_inline
+from .._numba import CACHE, jit, jit_inline, jit_noalloc
 from . import steptime as ST
 from .engine import (CHUNKED, FINISHED, L_DEC_TOKENS, L_DT, L_KV_USED, L_NDEC, L_NPF, L_PF_TOKENS, L_T,
                      MIXED, N_LOG, PENDING, R_KV_CAPACITY, R_KV_EXHAUSTED, R_MAX_MODEL_LEN, R_NONE,
@@ -48,11 +48,13 @@ SRV_BYTES_Q, SRV_FLOPS, SRV_BW, SRV_MEM_RES, SRV_OVERLAP = 6, 7, 8, 9, 10
 N_SRV = 11
 # ---- simulation settings ---------------------------------------------------------------------------
 G_HORIZON, G_MAX_SIM, G_DRAIN, G_CONC, G_THINK, G_LOG_CAP, G_HASH_BLOCK = 0, 1, 2, 3, 4, 5, 6
-N_G = 7
+G_DECODE_RUNS = 7  # 1: repeated decode-only steps are advanced in runs (phase 4); 0: one by one (tests)
+N_G = 8
 # ---- per-client statistics -------------------------------------------------------------------------
 CS_BUSY, CS_STEPS, CS_BATCH_TOKENS, CS_BATCH_SEQS, CS_KV_PEAK, CS_KV_BLOCK_S, CS_PREEMPT, CS_RECOMP = range(8)
 CS_TC, CS_TM, CS_TN, CS_FLOPS, CS_BYTES, CS_PF_TOKENS, CS_DEC_TOKENS, CS_OUT_OF_RANGE, CS_SERVED = range(8, 17)
-N_CS = 17
+CS_RUN_STEPS = 17  # steps advanced inside decode runs (a subset of CS_STEPS)
+N_CS = 18
 # ---- request state columns ---------------------------------------------------------------------------
 Q_CUR, Q_PF_TARGET, Q_COMPUTED, Q_GEN, Q_BLOCKS, Q_HIT, Q_FETCHED, Q_PROMPT, Q_OUT = range(9)
 Q_IN_STEP, Q_WNEXT, Q_WPREV, Q_INSERTED, Q_PENDING = 9, 10, 11, 12, 13
@@ -68,6 +70,33 @@ C_NFL, C_REL, C_NA, C_FORM, C_NLOG = 0, 1, 2, 3, 4
 N_CTR = 5
 MAX_HOPS = 4
 LOG_COLS = N_LOG + 1   # step log: engine columns + client index
+
+
+@jit_inline
+def _sift_down(order, keys, i, end):
+    while True:
+        j = 2 * i + 1
+        if j >= end:
+            return
+        if j + 1 < end and keys[j + 1] > keys[j]:
+            j += 1
+        if keys[i] >= keys[j]:
+            return
+        keys[i], keys[j] = keys[j], keys[i]
+        order[i], order[j] = order[j], order[i]
+        i = j
+
+
+@jit_noalloc
+def _sort_by_key(order, keys, nw):
+    """Sort order[:nw] by keys[:nw] ascending, in place (heapsort: no allocation). The waiting-
+    order keys are unique (they end in the request id), so any sort gives the same order."""
+    for i in range(nw // 2 - 1, -1, -1):
+        _sift_down(order, keys, i, nw)
+    for end in range(nw - 1, 0, -1):
+        keys[0], keys[end] = keys[end], keys[0]
+        order[0], order[end] = order[end], order[0]
+        _sift_down(order, keys, 0, end)
 
 
 # ============================================================================ waiting queues
@@ -115,7 +144,7 @@ def _wremove(rq, ci, c, r):
 
 
 # ============================================================================ flows
-@jit
+@jit_noalloc
 def _max_min_rates(flist, nfl, fstate, fres, fnres, frate, res_cap, res_left, res_cnt, frozen):
     """Max-min fair rates of the moving flows (progressive filling, MODEL.md §4.3)."""
     for i in range(res_cap.shape[0]):
@@ -162,7 +191,7 @@ def _max_min_rates(flist, nfl, fstate, fres, fnres, frate, res_cap, res_left, re
                     res_cnt[j] -= 1
 
 
-@jit
+@jit_noalloc
 def _retime_flows(t, flist, nfl, fstate, fres, fnres, frate, frem, fdone, res_cap, res_left, res_cnt, frozen):
     _max_min_rates(flist, nfl, fstate, fres, fnres, frate, res_cap, res_left, res_cnt, frozen)
     for k in range(nfl):
@@ -171,7 +200,7 @@ def _retime_flows(t, flist, nfl, fstate, fres, fnres, frate, frem, fdone, res_ca
             fdone[f] = t + frem[f] / frate[f] if frate[f] > 0 else np.inf
 
 
-@jit
+@jit_noalloc
 def _start_flow(f, src, dst, byts, t, route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest,
                 flist, ctr):
     """Register a transfer: fixed latency first (no bandwidth), then bytes over the route."""
@@ -187,7 +216,7 @@ def _start_flow(f, src, dst, byts, t, route_lat, route_res, route_nres, fstate, 
 
 
 # ============================================================================ routing
-@jit
+@jit_noalloc
 def _choose(p, P, pool_off, pool_cli, pool_policy, pool_thresh, ci, cli_srv):
     """Pick a client of pool p for a request with P prompt tokens (MODEL.md §6.3).
     Loads are read at the moment of routing; ties go to the lowest position in the pool."""
@@ -256,7 +285,7 @@ def _release(t, n, g, arrival, ctr):
         ctr[C_REL] += 1
 
 
-@jit
+@jit_noalloc
 def _arrive(r, c, t, s, cli_kind, cli_sch, st_kind, st_prompt, st_output, branches, status, reason, t_finish,
             rq, ci):
     """Request r arrives for stage s at client c at time t: checks, then the waiting queue.
@@ -298,7 +327,7 @@ def _arrive(r, c, t, s, cli_kind, cli_sch, st_kind, st_prompt, st_output, branch
     return True
 
 
-@jit
+@jit_noalloc
 def _enter_stage(r, s, c_from, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_policy, pool_thresh,
                  st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
                  status, reason, t_finish, arrival, st_client, st_t_ready, st_t_arrive, st_t_exit,
@@ -359,7 +388,7 @@ def _enter_stage(r, s, c_from, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, p
                 fdest, flist, ctr)
 
 
-@jit
+@jit_noalloc
 def _leave_stage(r, c, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_policy, pool_thresh,
                  st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
                  status, reason, t_finish, arrival, st_client, st_t_ready, st_t_arrive, st_t_exit,
@@ -386,7 +415,7 @@ def _leave_stage(r, c, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_poli
 
 
 # ============================================================================ KV stores (hash mode)
-@jit
+@jit_noalloc
 def _tier_lookup(r, ch, hash_off, hash_ids, tstate, chain_off, chain_tier):
     """Leading blocks of r found in the chain's tiers, and the deepest tier among them."""
     m = 0
@@ -408,7 +437,7 @@ def _tier_lookup(r, ch, hash_off, hash_ids, tstate, chain_off, chain_tier):
     return m, deepest
 
 
-@jit
+@jit_noalloc
 def _tier_insert(r, nblocks, ch, hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier):
     """Write r's first nblocks full blocks to the chain's first tier (hits are promoted there);
     each tier is an LRU whose evictions move down the chain and fall off the last tier."""
@@ -516,7 +545,7 @@ def _compact_running(c, ci, run, status):
     ci[c, I_NRUN] = k
 
 
-@jit
+@jit_noalloc
 def _form_batch(c, t, sch, rq, ci, run, status, reason, arrival, t_finish, preempts, hit_first, branches,
                 order, keys, pf_req, pf_past, pf_new, dec_req, dec_w, dec_s, dec_k, static_batch, cstats,
                 hash_off, hash_ids, cache_slot, in_cache, lru_prev, lru_next, lru_ends, hb, ctr):
@@ -621,10 +650,7 @@ def _form_batch(c, t, sch, rq, ci, run, status, reason, arrival, t_finish, preem
                     keys[i] = rq[r, Q_PROMPT] * (rq.shape[0] + 1.0) + r
                 else:
                     keys[i] = (rq[r, Q_PF_TARGET] - rq[r, Q_COMPUTED] + rq[r, Q_OUT] - rq[r, Q_GEN]) * (rq.shape[0] + 1.0) + r
-            idx = np.argsort(keys[:nw], kind="mergesort")
-            tmp = order[:nw].copy()
-            for i in range(nw):
-                order[i] = tmp[idx[i]]
+            _sort_by_key(order, keys, nw)
         # ---- admissions (strict head-of-line) ----------------------------------------------------------------
         admit = not (batching == STATIC and ci[c, I_NRUN] > 0)
         if admit:
@@ -746,6 +772,162 @@ def _form_batch(c, t, sch, rq, ci, run, status, reason, arrival, t_finish, preem
     return 4
 
 
+# ============================================================================ decode runs
+@jit_noalloc
+def _decode_run(c, t_other, horizon, max_sim, drain, log_cap, prm, sch, rq, ci, cf, arrival, dec_req, dec_w, dec_s,
+                dec_k, st_flags, generated, t_last_tok, cstats, steplog, ctr, bd, run_j1, run_amt, ring):
+    """Advance LLM client c through the decode-only steps that repeat its batch unchanged.
+
+    Called right after c formed a decode-only batch holding every running request. Until the next
+    outside event (t_other: an arrival, a transfer, another client's step), a request's last token,
+    the horizon, a KV growth that would not fit (preemption) or a change in the waiting order, the
+    loop would apply this step and form the same batch again with every context one token longer.
+    Those iterations are done here with O(1) work per step: the step time comes from the same
+    step_fixed/step_finish pair as step_time (only the attention sums change), KV growth from a ring
+    of per-step block needs (a request grows every b tokens), and the per-request updates are
+    applied once at the end. The results are bit-identical to stepping one by one
+    (ENGINE_SEMANTICS.md; tests/test_engine.py checks the engine against its reference twin)."""
+    n_dec = ci[c, I_NDEC]
+    batching = int(sch[S_BATCHING])
+    b = int(sch[S_BLOCK])
+    total = int(sch[S_TOTAL_BLOCKS])
+    # ---- would the next formation admit someone? (strict head-of-line scan, ENGINE_SEMANTICS.md)
+    # Free blocks only shrink during the run and the sequence/token budgets stay as they were, so a
+    # scan that stopped at a request that did not fit stops there again, unless the waiting order
+    # changes: under SPF/LWL a request that reaches its aging time moves to the front.
+    w_sum = 0
+    for i in range(n_dec):
+        w_sum += int(dec_w[i])
+    nw = ci[c, I_WCOUNT]
+    t_age = np.inf     # arrival time of the oldest waiting request not yet aged (SPF/LWL)
+    if nw > 0 and int(sch[S_POLICY]) != FCFS and ci[c, I_NRUN] < int(sch[S_MAX_SEQS]) and not (
+            batching == CHUNKED and int(sch[S_CHUNK]) - w_sum <= 0):
+        r = ci[c, I_WHEAD]
+        t0 = cf[c, F_START]
+        while r >= 0:
+            if not (t0 - arrival[r] > sch[S_AGING]) and arrival[r] < t_age:
+                t_age = arrival[r]
+            r = rq[r, Q_WNEXT]
+    # ---- per request: tokens left, first KV growth, growth ring ----------------------------------
+    left = np.iinfo(np.int64).max
+    j_irregular = np.iinfo(np.int64).max
+    a_ctx = 0
+    a_read = 0
+    shared_once = prm[ST.P_SHARED_ONCE] > 0.0
+    for j in range(b):
+        ring[j] = 0
+    for i in range(n_dec):
+        r = dec_req[i]
+        w = int(dec_w[i])
+        s = int(dec_s[i])
+        k = int(dec_k[i])
+        a_ctx += w * (s + k + 1)
+        a_read += (s if shared_once else s * w) + w * (k + 1)
+        g0 = rq[r, Q_GEN]
+        if rq[r, Q_OUT] - g0 < left:
+            left = rq[r, Q_OUT] - g0
+        pu = rq[r, Q_PROMPT] - rq[r, Q_HIT]
+        b0 = rq[r, Q_BLOCKS]
+        # the formation j steps ahead sees g0 + j tokens and needs _blocks_for(pu, g0 + j) blocks;
+        # j1 = first j needing more than b0; from then on the request grows every b steps by w
+        if w == 1:
+            j1 = b0 * b - pu - g0 + 1
+            amt = 1
+        else:
+            base = (pu + b - 1) // b
+            q1 = (b0 - base) // w + 1
+            j1 = (q1 - 1) * b - g0 + 1
+            amt = base + w * q1 - b0
+        run_j1[i] = j1
+        run_amt[i] = amt
+        if j1 <= b and amt == w:
+            ring[j1 % b] += amt
+        else:
+            # more blocks held than the context needs: no admission rule allocates that today,
+            # but should one, the run stops before this request's first growth (ordinary step)
+            run_amt[i] = 0
+            if j1 < j_irregular:
+                j_irregular = j1
+    if left < 2:
+        return
+    # ---- the run ----------------------------------------------------------------------------
+    w_f = float(w_sum)
+    ST.step_fixed(prm, w_f, w_f + 0.0, 0.0, bd)  # as step_time would for this batch (t_pf = 0)
+    used = ci[c, I_USED]
+    te = cf[c, F_NEXT]
+    t_start = cf[c, F_START]
+    J = 0
+    while J < left - 1:
+        j = J + 1
+        # iteration j: at te the step in flight ends (nobody finishes: j < left) and the same
+        # batch is formed again; anything else happening at or before te ends the run
+        if not (te < t_other) or te > max_sim or (not drain and te >= horizon):
+            break
+        if j >= j_irregular or te - t_age > sch[S_AGING]:
+            break
+        grow = ring[j % b]
+        if used + grow > total:
+            break  # someone would be preempted
+        used += grow
+        a_ctx += w_sum
+        a_read += w_sum
+        ctr[C_FORM] += 1
+        af, aoff, aon = ST.decode_attention(prm, w_f, float(a_ctx), float(a_read))
+        dt = ST.step_finish(prm, af, aoff, aon, bd)
+        nlog = ctr[C_NLOG]
+        if nlog < log_cap:
+            steplog[nlog, L_T] = te
+            steplog[nlog, L_DT] = dt
+            steplog[nlog, L_NPF] = 0
+            steplog[nlog, L_PF_TOKENS] = 0
+            steplog[nlog, L_NDEC] = n_dec
+            steplog[nlog, L_DEC_TOKENS] = w_f
+            steplog[nlog, L_KV_USED] = used
+            steplog[nlog, N_LOG] = c
+            jj = LOG_COLS
+            for i in range(n_dec):
+                if jj < steplog.shape[1]:
+                    steplog[nlog, jj] = dec_req[i]
+                    jj += 1
+            ctr[C_NLOG] = nlog + 1
+        # the same accumulations, in the same order, as the ordinary step
+        cstats[c, CS_BUSY] += dt
+        cstats[c, CS_STEPS] += 1.0
+        cstats[c, CS_RUN_STEPS] += 1.0
+        cstats[c, CS_BATCH_TOKENS] += w_f   # (+ 0 prefill tokens)
+        cstats[c, CS_BATCH_SEQS] += n_dec
+        cstats[c, CS_DEC_TOKENS] += w_f
+        if used > cstats[c, CS_KV_PEAK]:
+            cstats[c, CS_KV_PEAK] = used
+        cstats[c, CS_KV_BLOCK_S] += used * dt
+        cstats[c, CS_TC] += bd[ST.B_TC]
+        cstats[c, CS_TM] += bd[ST.B_TM]
+        cstats[c, CS_TN] += bd[ST.B_TN]
+        cstats[c, CS_FLOPS] += bd[ST.B_FLOPS]
+        cstats[c, CS_BYTES] += bd[ST.B_BYTES]
+        cstats[c, CS_OUT_OF_RANGE] += bd[ST.B_OUT_OF_RANGE]
+        t_start = te
+        te = te + dt
+        J = j
+    if J == 0:
+        return
+    # ---- per-request state after J applied steps and the formation of the one now in flight ----
+    form = ctr[C_FORM]
+    for i in range(n_dec):
+        r = dec_req[i]
+        rq[r, Q_GEN] += J
+        if st_flags[rq[r, Q_CUR]] & F_COUNT:
+            generated[r] += J
+            t_last_tok[r] = t_start
+        if run_amt[i] > 0 and J >= run_j1[i]:
+            rq[r, Q_BLOCKS] += run_amt[i] * ((J - run_j1[i]) // b + 1)
+        rq[r, Q_IN_STEP] = form
+        dec_k[i] += J
+    ci[c, I_USED] = used
+    cf[c, F_START] = t_start
+    cf[c, F_NEXT] = te
+
+
 # ============================================================================ the event loop
 @jit
 def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, pool_policy, pool_thresh,
@@ -823,7 +1005,14 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
     dec_s = np.zeros((C, cap))
     dec_k = np.zeros((C, cap))
     static_batch = np.zeros((C, cap), np.int64)
-    bd = np.zeros(ST.N_BREAKDOWN)
+    bd = np.zeros(ST.N_OUT)
+    run_j1 = np.zeros(cap, np.int64)   # decode runs: per batch entry, first growth step and amount
+    run_amt = np.zeros(cap, np.int64)
+    max_block = 1
+    for c in range(C):
+        if cli_kind[c] == CK_LLM:
+            max_block = max(max_block, int(cli_sch[c, S_BLOCK]))
+    ring = np.zeros(max_block, np.int64)
     order = np.zeros(max(n, 1), np.int64)
     keys = np.zeros(max(n, 1))
     cache_slot = np.full(C, -1, np.int64)
@@ -862,8 +1051,30 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
     flist = np.zeros(NF, np.int64)
     res_left = np.zeros(max(R, 1))
     res_cnt = np.zeros(max(R, 1), np.int64)
-    flow_clock = 0.0
 
+    return _event_loop(
+        n, C, horizon, max_sim, drain, log_cap, hb, g, cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli,
+        pool_policy, pool_thresh, res_cap, route_lat, route_res, route_nres, arrival, branches, hash_off, hash_ids,
+        st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, st_flags, status, reason, t_first_sched,
+        t_first_tok, t_last_tok, t_finish, generated, preempts, hit_first, computed_pf, st_client, st_t_ready,
+        st_t_arrive, st_t_sched, st_t_exit, cstats, res_bytes, runstats, steplog, tcap, chain_off, chain_tier, ctr,
+        rq, ci, cf, run, pf_req, pf_past, pf_new, dec_req, dec_w, dec_s, dec_k, static_batch, bd, run_j1, run_amt,
+        ring, order, keys, cache_slot, in_cache, lru_prev, lru_next, lru_ends, tstate, tends, fstate, ft0, frem,
+        frate, fdone, fres, fnres, ffrozen, fdest, flist, res_left, res_cnt)
+
+
+@jit_noalloc
+def _event_loop(
+        n, C, horizon, max_sim, drain, log_cap, hb, g, cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli,
+        pool_policy, pool_thresh, res_cap, route_lat, route_res, route_nres, arrival, branches, hash_off, hash_ids,
+        st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, st_flags, status, reason, t_first_sched,
+        t_first_tok, t_last_tok, t_finish, generated, preempts, hit_first, computed_pf, st_client, st_t_ready,
+        st_t_arrive, st_t_sched, st_t_exit, cstats, res_bytes, runstats, steplog, tcap, chain_off, chain_tier, ctr,
+        rq, ci, cf, run, pf_req, pf_past, pf_new, dec_req, dec_w, dec_s, dec_k, static_batch, bd, run_j1, run_amt,
+        ring, order, keys, cache_slot, in_cache, lru_prev, lru_next, lru_ends, tstate, tends, fstate, ft0, frem,
+        frate, fdone, fres, fnres, ffrozen, fdest, flist, res_left, res_cnt):
+    """The event loop of simulate_cluster over state it allocated (no allocation here: see jit_noalloc)."""
+    flow_clock = 0.0
     t = 0.0
     while True:
         # ---- next event time -------------------------------------------------------------------
@@ -1145,6 +1356,7 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
                 continue
             # ---- LLM client --------------------------------------------------------------------------
             res = 3
+            n_preempt = cstats[c, CS_PREEMPT]
             while res == 2 or res == 3:
                 res = _form_batch(c, t, cli_sch[c], rq, ci, run, status, reason, arrival, t_finish, preempts,
                                   hit_first, branches, order, keys, pf_req, pf_past, pf_new, dec_req, dec_w, dec_s,
@@ -1154,6 +1366,10 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
                     _release(t, n, g, arrival, ctr)
             if res != 1:
                 continue
+            if cstats[c, CS_PREEMPT] != n_preempt:
+                # victims joined the waiting queue after its scan, so the next formation may admit
+                # them: no decode run (phase 4) from this batch
+                ci[c, I_DIRTY] = 1
             npf = ci[c, I_NPF]
             nd = 0
             for i in range(npf):
@@ -1221,6 +1437,25 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
             _retime_flows(t, flist, ctr[C_NFL], fstate, fres, fnres, frate, frem, fdone, res_cap, res_left,
                           res_cnt, ffrozen)
 
+        # ---- phase 4: a client that just formed a pure-decode batch of all its running requests runs
+        # ahead through the steps that repeat it (no transfers in flight: their byte accounting is
+        # per loop iteration)
+        if ctr[C_NFL] == 0 and g[G_DECODE_RUNS] > 0.0:
+            for c in range(C):
+                if cli_kind[c] != CK_LLM or cf[c, F_START] != t or cf[c, F_NEXT] == np.inf or ci[c, I_DIRTY] != 0:
+                    continue
+                if ci[c, I_NPF] != 0 or ci[c, I_NDEC] != ci[c, I_NREAL] or ci[c, I_NREAL] != ci[c, I_NRUN]:
+                    continue
+                t_other = np.inf
+                if ctr[C_NA] < n and arrival[ctr[C_NA]] <= horizon:
+                    t_other = arrival[ctr[C_NA]]
+                for c2 in range(C):
+                    if c2 != c and cf[c2, F_NEXT] < t_other:
+                        t_other = cf[c2, F_NEXT]
+                _decode_run(c, t_other, horizon, max_sim, drain, log_cap, cli_prm[c], cli_sch[c], rq, ci, cf,
+                            arrival, dec_req[c], dec_w[c], dec_s[c], dec_k[c], st_flags, generated, t_last_tok,
+                            cstats, steplog, ctr, bd, run_j1, run_amt, ring)
+
     runstats[0] = t
     for i in range(n):
         if status[i] == WAITING or status[i] == RUNNING:
@@ -1268,7 +1503,7 @@ def simulate_single(prm, sch, g, arrival_in, prompt, output, branches, hash_off,
                             runstats, steplog, np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int64))
 
 
-@jit
+@jit_noalloc
 def _workload_arrivals(t, n, g, horizon, arrival, cli_kind, cli_sch, pool_off, pool_cli, pool_policy, pool_thresh,
                        st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches, status, reason,
                        t_finish, st_client, st_t_ready, st_t_arrive, st_t_exit, rq, ci, ctr, route_lat, route_res,

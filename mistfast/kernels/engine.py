@@ -6,7 +6,7 @@ in ``tests/reference/engine_reference.py``. Times are float64 seconds throughout
 """
 from __future__ import annotations
 
-from .._numba import jit, jit_inline
+from .._numba import jit, jit_inline, jit_noalloc
 
 # ---- integer codes ------------------------------------------------------------------------
 STATIC, CONTINUOUS, MIXED, CHUNKED = 0, 1, 2, 3
@@ -50,7 +50,7 @@ def _blocks_for(prompt_uncached, g, w, b):
 
 
 # ---- prefix cache: LRU doubly linked list over dense hash ids -----------------------------------
-@jit
+@jit_noalloc
 def _lru_unlink(prev, nxt, ends, h):
     p = prev[h]
     q = nxt[h]
@@ -66,7 +66,7 @@ def _lru_unlink(prev, nxt, ends, h):
     nxt[h] = -1
 
 
-@jit
+@jit_noalloc
 def _lru_push_mru(prev, nxt, ends, h):
     tail = ends[1]
     prev[h] = tail
@@ -78,7 +78,7 @@ def _lru_push_mru(prev, nxt, ends, h):
     ends[1] = h
 
 
-@jit
+@jit_noalloc
 def _cache_lookup(r, prompt, hash_off, hash_ids, in_cache, hb):
     m = 0
     for j in range(hash_off[r], hash_off[r + 1]):
@@ -92,7 +92,7 @@ def _cache_lookup(r, prompt, hash_off, hash_ids, in_cache, hb):
     return m, hit
 
 
-@jit
+@jit_noalloc
 def _cache_touch(r, m, hash_off, hash_ids, prev, nxt, ends):
     for j in range(hash_off[r], hash_off[r] + m):
         h = hash_ids[j]
@@ -100,7 +100,7 @@ def _cache_touch(r, m, hash_off, hash_ids, prev, nxt, ends):
         _lru_push_mru(prev, nxt, ends, h)
 
 
-@jit
+@jit_noalloc
 def _cache_insert(r, prompt, hash_off, hash_ids, in_cache, prev, nxt, ends, cap, hb):
     full = prompt // hb
     n = hash_off[r + 1] - hash_off[r]

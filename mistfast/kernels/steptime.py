@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._numba import jit
+from .._numba import jit, jit_inline, jit_noalloc
 
 # ---- parameter vector layout -------------------------------------------------------------
 P_FPEAK = 0          # GEMM FLOP/s, efficiency applied
@@ -96,7 +96,7 @@ N_BREAKDOWN = 13
 CAT_GEMM, CAT_ATTN, CAT_COMM, CAT_OTHER = B_GEMM, B_ATTN, B_COMM, B_OTHER
 
 
-@jit
+@jit_inline
 def _op(prm, out, cat, mult, flops, off_bytes, on_bytes, comm_s):
     """Cost one op ``mult`` times; returns the total time added."""
     tc = flops / prm[P_FPEAK_ATTN] if cat == CAT_ATTN else flops / prm[P_FPEAK]
@@ -143,44 +143,85 @@ def _allgather(n, size, alpha, beta, s0):
     return s0 + (n - 1) * alpha + (n - 1) / n * size / beta
 
 
-@jit
+# ---- scratch after the breakdown in ``out``: the part of a step that does not depend on the
+# attention work (every op but attention, the correction factor). A run of decode-only steps over
+# one batch changes only the attention work, so the engine computes this part once per run
+# (step_fixed) and finishes each step with step_finish; step_time does exactly the same two
+# calls, so both paths give bit-identical results.
+X_BD = N_BREAKDOWN                 # N_BREAKDOWN entries: breakdown of the non-attention ops
+X_LAYER = X_BD + N_BREAKDOWN       # one layer of every kind, attention excluded (times layer count)
+X_EMB = X_LAYER + 1
+X_HEAD = X_EMB + 1
+X_P2P = X_HEAD + 1
+X_FACTOR = X_P2P + 1               # measured-step correction factor (1 without a table)
+X_OOR = X_FACTOR + 1
+N_OUT = X_OOR + 1                  # length of the ``out`` buffer every caller passes
+
+
+@jit_inline
+def decode_attention(prm, w_sum, a_ctx, a_read):
+    """Attention FLOP, off-chip bytes and on-chip bytes of a batch's decodes, from integer sums:
+    w_sum = sum w, a_ctx = sum w (s + k + 1) (query-key pairs per head), a_read = sum (s sig +
+    w (k + 1)) (KV tokens read; sig = 1 when a shared prefix is read once, else w). Exact integer
+    sums make the result independent of the order of the decodes."""
+    hq = prm[P_HQ]
+    hkv = prm[P_HKV]
+    dh = prm[P_DH]
+    bkv = prm[P_BKVB]
+    ba = prm[P_BAB]
+    if prm[P_MLA] > 0.0:
+        return prm[P_MLA_FPAIR] * hq * a_ctx, prm[P_MLA_LAT] * bkv * a_read, 0.0
+    if prm[P_GENZ] > 0.0:
+        # GenZ reads kv_len (+extra) per decode: shift both sums by (extra - 1) per branch
+        shift = (prm[P_GENZ_KV_EXTRA] - 1.0) * w_sum
+        ctx = a_ctx + shift
+        return (4.0 * hq * dh * ctx, 2.0 * hkv * dh * bkv * (a_read + shift),
+                2.0 * hq * dh * ba * w_sum + 2.0 * hq * ba * ctx)
+    return 4.0 * hq * dh * a_ctx, 2.0 * hkv * dh * bkv * a_read, 0.0
+
+
+@jit_noalloc
 def step_time(prm, pf_past, pf_new, n_pf, n_pf_done, dec_w, dec_s, dec_k, n_dec, out):
-    """Latency (s) of one step; fills ``out`` (length N_BREAKDOWN, zeroed here).
+    """Latency (s) of one step; fills ``out`` (length N_OUT: the breakdown, then scratch).
 
     pf_past[i], pf_new[i] for i < n_pf: KV tokens before the chunk and chunk tokens.
     n_pf_done: prompts whose prefill completes this step (they sample a logit row).
     dec_w[j], dec_s[j], dec_k[j] for j < n_dec: branches, shared-prefix tokens, private
     context before this token (single branch: s = 0, k = full context).
     """
-    for i in range(N_BREAKDOWN):
-        out[i] = 0.0
-    genz = prm[P_GENZ] > 0.0
-    D = prm[P_D]
-    ba = prm[P_BAB]
-    bw = prm[P_BWB]
-    bkv = prm[P_BKVB]
+    dh = prm[P_DH]
     hq = prm[P_HQ]
     hkv = prm[P_HKV]
-    dh = prm[P_DH]
-    tp = prm[P_TP]
+    ba = prm[P_BAB]
+    bkv = prm[P_BKVB]
+    genz = prm[P_GENZ] > 0.0
+    mla = prm[P_MLA] > 0.0
 
-    # ---- token rows --------------------------------------------------------------------
+    # ---- decodes: integer sums (token rows, query-key pairs, KV tokens read) ------------------
+    shared_once = prm[P_SHARED_ONCE] > 0.0
+    w_sum = 0
+    a_ctx = 0
+    a_read = 0
+    for j in range(n_dec):
+        w = int(dec_w[j])
+        s = int(dec_s[j])
+        k = int(dec_k[j])
+        w_sum += w
+        a_ctx += w * (s + k + 1)
+        a_read += (s if shared_once else s * w) + w * (k + 1)
     t_pf = 0.0
     for i in range(n_pf):
         t_pf += pf_new[i]
-    t_dec = 0.0
-    for j in range(n_dec):
-        t_dec += dec_w[j]
-    T = t_pf + t_dec
+    T = t_pf + w_sum
     if T <= 0.0:
+        for i in range(N_BREAKDOWN):
+            out[i] = 0.0
         return 0.0
-    R = t_dec + n_pf_done  # logit rows actually sampled
 
-    # ---- attention work summed over the batch (one varlen kernel per layer) ---------------
+    # ---- prefill attention work summed over the chunks (one varlen kernel per layer) ----------
     attn_f = 0.0
     attn_off = 0.0
     attn_on = 0.0
-    mla = prm[P_MLA] > 0.0
     for i in range(n_pf):
         p = pf_past[i]
         c = pf_new[i]
@@ -204,23 +245,27 @@ def step_time(prm, pf_past, pf_new, n_pf, n_pf_done, dec_w, dec_s, dec_k, n_dec,
         else:
             attn_f += 4.0 * hq * dh * pairs
             attn_off += 2.0 * hkv * dh * (p + c) * bkv + 2.0 * hkv * dh * c * bkv + 2.0 * hq * c * dh * ba
-    extra = prm[P_GENZ_KV_EXTRA]
-    for j in range(n_dec):
-        w = dec_w[j]
-        s = dec_s[j]
-        k = dec_k[j]
-        sig = 1.0 if prm[P_SHARED_ONCE] > 0.0 else w
-        if mla:
-            attn_f += prm[P_MLA_FPAIR] * hq * w * (s + k + 1.0)
-            attn_off += prm[P_MLA_LAT] * bkv * (s * sig + w * (k + 1.0))
-        elif genz:
-            attn_f += 4.0 * w * hq * dh * (s + k + extra)
-            attn_off += 2.0 * hkv * dh * bkv * (s * sig + w * (k + extra))
-            attn_on += 2.0 * w * hq * dh * ba + 2.0 * w * hq * (s + k + extra) * ba
-        else:
-            attn_f += 4.0 * w * hq * dh * (s + k + 1.0)
-            attn_off += 2.0 * hkv * dh * bkv * (s * sig + w * (k + 1.0))
+    if n_dec > 0:
+        df, doff, don = decode_attention(prm, float(w_sum), float(a_ctx), float(a_read))
+        attn_f += df
+        attn_off += doff
+        attn_on += don
+    step_fixed(prm, T, w_sum + n_pf_done, t_pf, out)
+    return step_finish(prm, attn_f, attn_off, attn_on, out)
 
+
+@jit_noalloc
+def step_fixed(prm, T, R, t_pf, out):
+    """Every op but attention for a step of T token rows, R sampled logit rows and t_pf prefill
+    tokens; written to the scratch part of ``out`` (X_*)."""
+    for i in range(N_BREAKDOWN):
+        out[X_BD + i] = 0.0
+    bdx = out[X_BD:X_BD + N_BREAKDOWN]
+    genz = prm[P_GENZ] > 0.0
+    D = prm[P_D]
+    ba = prm[P_BAB]
+    bw = prm[P_BWB]
+    tp = prm[P_TP]
     n_dense = prm[P_N_DENSE]
     n_moe = prm[P_N_MOE]
     n_layers = n_dense + n_moe
@@ -228,32 +273,28 @@ def step_time(prm, pf_past, pf_new, n_pf, n_pf_done, dec_w, dec_s, dec_k, n_dec,
     beta = prm[P_TP_BETA]
     s0 = prm[P_S0]
 
-    # ---- one attention block (all layers alike) -------------------------------------------
+    # ---- one block of every layer kind (all layers alike), attention excluded ------------------
     layer_t = 0.0
     w_qkv = prm[P_QKV_W]
     w_o = prm[P_O_W]
     if genz:  # weights off chip, I/O on chip
-        layer_t += _op(prm, out, CAT_GEMM, n_layers, 2.0 * T * w_qkv, w_qkv * bw,
+        layer_t += _op(prm, bdx, CAT_GEMM, n_layers, 2.0 * T * w_qkv, w_qkv * bw,
                        T * (D + prm[P_QKV_OUT]) * ba, 0.0)
-        layer_t += _op(prm, out, CAT_GEMM, n_layers, 2.0 * T * w_o, w_o * bw,
+        layer_t += _op(prm, bdx, CAT_GEMM, n_layers, 2.0 * T * w_o, w_o * bw,
                        T * (prm[P_O_IN] + D) * ba, 0.0)
     else:
-        layer_t += _op(prm, out, CAT_GEMM, n_layers, 2.0 * T * w_qkv,
+        layer_t += _op(prm, bdx, CAT_GEMM, n_layers, 2.0 * T * w_qkv,
                        w_qkv * bw + T * (D + prm[P_QKV_OUT]) * ba, 0.0, 0.0)
-        layer_t += _op(prm, out, CAT_GEMM, n_layers, 2.0 * T * w_o,
+        layer_t += _op(prm, bdx, CAT_GEMM, n_layers, 2.0 * T * w_o,
                        w_o * bw + T * (prm[P_O_IN] + D) * ba, 0.0, 0.0)
-    if genz:  # Logit and Attend are two ops of equal size in GenZ
-        layer_t += _op(prm, out, CAT_ATTN, 2.0 * n_layers, attn_f / 2.0, attn_off / 2.0, attn_on / 2.0, 0.0)
-    else:
-        layer_t += _op(prm, out, CAT_ATTN, n_layers, attn_f, attn_off, 0.0, 0.0)
     # two AllReduces per layer (after O-proj and after the FFN)
     ar = _allreduce(tp, T * D * ba, alpha, beta, s0)
-    layer_t += _op(prm, out, CAT_COMM, 2.0 * n_layers, 0.0, 0.0, 0.0, ar)
+    layer_t += _op(prm, bdx, CAT_COMM, 2.0 * n_layers, 0.0, 0.0, 0.0, ar)
 
     # ---- dense FFN layers --------------------------------------------------------------------
     if n_dense > 0.0:
         w_ffn = prm[P_FFN_W]
-        layer_t += _op(prm, out, CAT_GEMM, n_dense, 2.0 * T * w_ffn,
+        layer_t += _op(prm, bdx, CAT_GEMM, n_dense, 2.0 * T * w_ffn,
                        w_ffn * bw + T * (D + prm[P_FFN_UP_OUT] + prm[P_FFN_DOWN_IN] + D) * ba, 0.0, 0.0)
 
     # ---- MoE layers ----------------------------------------------------------------------------
@@ -263,10 +304,10 @@ def step_time(prm, pf_past, pf_new, n_pf, n_pf_done, dec_w, dec_s, dec_k, n_dec,
         ep = prm[P_EP]
         te = prm[P_TE]
         w_router = prm[P_ROUTER_W]
-        layer_t += _op(prm, out, CAT_OTHER, n_moe, 2.0 * T * w_router, w_router * bw + T * (D + E) * ba, 0.0, 0.0)
+        layer_t += _op(prm, bdx, CAT_OTHER, n_moe, 2.0 * T * w_router, w_router * bw + T * (D + E) * ba, 0.0, 0.0)
         if ep > 1.0:
             a2a = _allgather(ep, T * K * D * ba, prm[P_EP_ALPHA], prm[P_EP_BETA], s0)  # same cost form as All-to-All
-            layer_t += _op(prm, out, CAT_COMM, 2.0 * n_moe, 0.0, 0.0, 0.0, a2a)
+            layer_t += _op(prm, bdx, CAT_COMM, 2.0 * n_moe, 0.0, 0.0, 0.0, a2a)
         if genz:
             # GenZ: a decode-only step reads max(1, ceil(K/EP)) experts per chip; prefill touches all
             if t_pf == 0.0:
@@ -279,10 +320,10 @@ def step_time(prm, pf_past, pf_new, n_pf, n_pf_done, dec_w, dec_s, dec_k, n_dec,
         w_exp = prm[P_EXPERT_W] / te
         f_exp = 2.0 * T * K * prm[P_EXPERT_W] / (ep * te)
         y_exp = e_dev * w_exp * bw + 2.0 * T * K * D * ba / ep
-        layer_t += _op(prm, out, CAT_GEMM, n_moe, f_exp, y_exp, 0.0, 0.0)
+        layer_t += _op(prm, bdx, CAT_GEMM, n_moe, f_exp, y_exp, 0.0, 0.0)
         w_sh = prm[P_SHARED_W]
         if w_sh > 0.0:
-            layer_t += _op(prm, out, CAT_GEMM, n_moe, 2.0 * T * w_sh, w_sh * bw + 2.0 * T * D * ba, 0.0, 0.0)
+            layer_t += _op(prm, bdx, CAT_GEMM, n_moe, 2.0 * T * w_sh, w_sh * bw + 2.0 * T * D * ba, 0.0, 0.0)
 
     # ---- embedding and LM head ---------------------------------------------------------------
     V = prm[P_V]
@@ -291,35 +332,42 @@ def step_time(prm, pf_past, pf_new, n_pf, n_pf_done, dec_w, dec_s, dec_k, n_dec,
     head_t = 0.0
     if genz:
         # a GEMM over the prefill tokens reading the full table; nothing on decode-only steps
-        emb_t += _op(prm, out, CAT_OTHER, 1.0, 2.0 * t_pf * D * vs, (V * D + t_pf * vs + t_pf * D) * bw, 0.0, 0.0)
+        emb_t += _op(prm, bdx, CAT_OTHER, 1.0, 2.0 * t_pf * D * vs, (V * D + t_pf * vs + t_pf * D) * bw, 0.0, 0.0)
         if t_pf > 0.0:
-            emb_t += _op(prm, out, CAT_COMM, 1.0, 0.0, 0.0, 0.0, _allreduce(tp, t_pf * D * ba, alpha, beta, s0))
+            emb_t += _op(prm, bdx, CAT_COMM, 1.0, 0.0, 0.0, 0.0, _allreduce(tp, t_pf * D * ba, alpha, beta, s0))
     else:
-        emb_t += _op(prm, out, CAT_OTHER, 1.0, 0.0, T * D * bw, 0.0, 0.0)  # gather of T rows
+        emb_t += _op(prm, bdx, CAT_OTHER, 1.0, 0.0, T * D * bw, 0.0, 0.0)  # gather of T rows
     if prm[P_HAS_LMHEAD] > 0.0:
         rows = T if genz else R
         if rows > 0.0:
-            head_t += _op(prm, out, CAT_OTHER, 1.0, 2.0 * rows * D * vs,
+            head_t += _op(prm, bdx, CAT_OTHER, 1.0, 2.0 * rows * D * vs,
                           D * vs * bw + rows * (D + vs) * ba, 0.0, 0.0)
-            head_t += _op(prm, out, CAT_COMM, 1.0, 0.0, 0.0, 0.0, _allgather(tp, rows * V * ba, alpha, beta, s0))
+            head_t += _op(prm, bdx, CAT_COMM, 1.0, 0.0, 0.0, 0.0, _allgather(tp, rows * V * ba, alpha, beta, s0))
 
     # ---- pipeline parallelism ---------------------------------------------------------------
     pp = prm[P_PP]
     p2p_t = 0.0
     if pp > 1.0:
         p2p = prm[P_PP_ALPHA] + T * D * ba / prm[P_PP_BETA]
-        p2p_t = _op(prm, out, CAT_COMM, pp - 1.0, 0.0, 0.0, 0.0, p2p)
-    total = layer_t + emb_t + head_t + p2p_t
+        p2p_t = _op(prm, bdx, CAT_COMM, pp - 1.0, 0.0, 0.0, 0.0, p2p)
+    out[X_LAYER] = layer_t
+    out[X_EMB] = emb_t
+    out[X_HEAD] = head_t
+    out[X_P2P] = p2p_t
+
+    # ---- measured-step correction factor --------------------------------------------------------
+    f = 1.0
+    oor = 0.0
     nk = int(prm[P_CORR_N])
     if nk > 0:
         row = P_CORR_DEC if t_pf == 0.0 else P_CORR_PF
         x = np.log(T)
         if x <= prm[P_CORR_LOGT]:
             f = prm[row]
-            out[B_OUT_OF_RANGE] = 1.0 if x < prm[P_CORR_LOGT] else 0.0
+            oor = 1.0 if x < prm[P_CORR_LOGT] else 0.0
         elif x >= prm[P_CORR_LOGT + nk - 1]:
             f = prm[row + nk - 1]
-            out[B_OUT_OF_RANGE] = 1.0 if x > prm[P_CORR_LOGT + nk - 1] else 0.0
+            oor = 1.0 if x > prm[P_CORR_LOGT + nk - 1] else 0.0
         else:
             j = 1
             while prm[P_CORR_LOGT + j] < x:
@@ -328,6 +376,29 @@ def step_time(prm, pf_past, pf_new, n_pf, n_pf_done, dec_w, dec_s, dec_k, n_dec,
             x1 = prm[P_CORR_LOGT + j]
             u = (x - x0) / (x1 - x0)
             f = prm[row + j - 1] + (prm[row + j] - prm[row + j - 1]) * u
+    out[X_FACTOR] = f
+    out[X_OOR] = oor
+
+
+@jit_inline
+def step_finish(prm, attn_f, attn_off, attn_on, out):
+    """Add the attention op to the fixed part in ``out`` (from step_fixed); fills the breakdown
+    out[:N_BREAKDOWN] and returns the step latency."""
+    for i in range(N_BREAKDOWN):
+        out[i] = out[X_BD + i]
+    n_layers = prm[P_N_DENSE] + prm[P_N_MOE]
+    if prm[P_GENZ] > 0.0:  # Logit and Attend are two ops of equal size in GenZ
+        attn_t = _op(prm, out, CAT_ATTN, 2.0 * n_layers, attn_f / 2.0, attn_off / 2.0, attn_on / 2.0, 0.0)
+    else:
+        attn_t = _op(prm, out, CAT_ATTN, n_layers, attn_f, attn_off, 0.0, 0.0)
+    layer_t = out[X_LAYER] + attn_t
+    emb_t = out[X_EMB]
+    head_t = out[X_HEAD]
+    p2p_t = out[X_P2P]
+    total = layer_t + emb_t + head_t + p2p_t
+    if int(prm[P_CORR_N]) > 0:
+        f = out[X_FACTOR]
+        out[B_OUT_OF_RANGE] = out[X_OOR]
         total *= f
         layer_t *= f
         emb_t *= f
@@ -336,6 +407,7 @@ def step_time(prm, pf_past, pf_new, n_pf, n_pf_done, dec_w, dec_s, dec_k, n_dec,
         for i in range(B_COMPUTE_BOUND + 1):
             out[i] *= f
         out[B_MEMORY_BOUND] *= f
+    pp = prm[P_PP]
     if pp > 1.0:
         # slowest stage: ceil(L/p) layers (+ embedding or LM head) + one hop
         per_layer = layer_t / n_layers
@@ -348,7 +420,8 @@ def step_time(prm, pf_past, pf_new, n_pf, n_pf_done, dec_w, dec_s, dec_k, n_dec,
 
 @jit
 def step_time_many(prm, pf_past, pf_new, pf_off, pf_done, dec_w, dec_s, dec_k, dec_off, out_t, out_bd):
-    """Vectorised evaluation of many steps described in CSR form (for the public API/bench)."""
+    """Vectorised evaluation of many steps described in CSR form (for the public API/bench).
+    out_bd: (n, N_OUT) buffer; its first N_BREAKDOWN columns are the breakdown of each step."""
     n = out_t.shape[0]
     for i in range(n):
         a, b = pf_off[i], pf_off[i + 1]
