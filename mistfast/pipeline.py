@@ -185,6 +185,7 @@ class Topology:
 def build_cluster_inputs(scen, reqs, seed_seq, log_steps: int = 0, decode_runs: bool = True) -> dict:
     """Flatten a pipeline scenario and its requests into the kernel's arrays."""
     from .runner import global_vector, scheduler_vector, _dense_hashes
+    from .scenario import seed_child
     topo = Topology(scen)
     topo.hash_block = reqs.hash_block_tokens
     C = topo.C
@@ -224,7 +225,7 @@ def build_cluster_inputs(scen, reqs, seed_seq, log_steps: int = 0, decode_runs: 
     pools: list[tuple[list[int], int, float]] = []
     pipes = scen.pipelines or [default_pipeline(scen)]
     n = len(reqs)
-    rng = np.random.default_rng(seed_seq.spawn(1)[0])
+    rng = np.random.default_rng(seed_child(seed_seq, 4))
     weights = np.array([p.weight for p in pipes])
     cls = rng.choice(len(pipes), size=n, p=weights / weights.sum()) if len(pipes) > 1 else np.zeros(n, np.int64)
     P = reqs.input_tokens.astype(np.int64)

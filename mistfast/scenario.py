@@ -50,9 +50,17 @@ def _lengths(spec, n, rng, what):
         raise SpecError([f"workload.{what}: {exc}"]) from None
 
 
+def seed_child(seed_seq: np.random.SeedSequence, i: int) -> np.random.SeedSequence:
+    """Child ``i`` of a point's seed, without the state ``SeedSequence.spawn`` keeps: a point's
+    random streams do not depend on what was drawn before (or on a cache skipping a draw).
+    Children 0-3: arrivals, input lengths, output lengths, trace sampling; 4: pipeline sampling."""
+    return np.random.SeedSequence(seed_seq.entropy, spawn_key=tuple(seed_seq.spawn_key) + (i,),
+                                  pool_size=seed_seq.pool_size)
+
+
 def build_requests(wl: WorkloadSpec, horizon_s: float, seed_seq: np.random.SeedSequence) -> W.Requests:
     """The point's requests: independent streams for arrivals, inputs, outputs and sampling."""
-    s_arr, s_in, s_out, s_sub = (np.random.default_rng(s) for s in seed_seq.spawn(4))
+    s_arr, s_in, s_out, s_sub = (np.random.default_rng(seed_child(seed_seq, i)) for i in range(4))
     n = wl.num_requests
     a = wl.arrival
     try:
@@ -119,12 +127,14 @@ def point_seed(seed: int, *key: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([seed, *key])
 
 
-def scenario_point(spec: ScenarioSpec, seed_seq: np.random.SeedSequence | None = None) -> Point:
+def scenario_point(spec: ScenarioSpec, seed_seq: np.random.SeedSequence | None = None,
+                   requests: W.Requests | None = None) -> Point:
+    """The single-client point of a scenario; ``requests`` (built from this seed) may be passed in."""
     if spec.is_pipeline:
         raise SpecError(["scenario: a multi-client pipeline scenario has no single-client point"])
     sim = spec.simulation
     ss = seed_seq if seed_seq is not None else point_seed(sim.seed)
-    reqs = build_requests(spec.workload, sim.horizon_s, ss)
+    reqs = requests if requests is not None else build_requests(spec.workload, sim.horizon_s, ss)
     a = spec.workload.arrival
     return Point(spec.client, reqs, sim, spec.slo, spec.workload.branches,
                  concurrency=a.concurrency or 0 if a.process == "closed_loop" else 0,

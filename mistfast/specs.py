@@ -734,11 +734,13 @@ def deep_merge(base: dict, over: dict) -> dict:
 
 
 def set_path(doc: dict, path: str, value: Any) -> dict:
-    """Return a copy of ``doc`` with the dotted ``path`` (``clients[0].tp``, ``clients.0.tp``) set."""
-    import copy
+    """Return a copy of ``doc`` with the dotted ``path`` (``clients[0].tp``, ``clients.0.tp``) set.
+
+    Only the tables and lists along the path are copied; everything else is shared with ``doc``
+    (documents are never modified in place), which keeps building many sweep points cheap."""
     import re
     parts = [p for p in re.split(r"\.|\[(\d+)\]", path) if p]
-    out = copy.deepcopy(doc)
+    out = dict(doc)
     cur: Any = out
     for i, p in enumerate(parts):
         last = i == len(parts) - 1
@@ -756,10 +758,11 @@ def set_path(doc: dict, path: str, value: Any) -> dict:
                 nxt = {"preset": nxt}
             elif nxt is None:
                 nxt = {}
-            if isinstance(cur, list):
-                cur[key] = nxt
-            else:
-                cur[key] = nxt
+            elif isinstance(nxt, dict):
+                nxt = dict(nxt)
+            elif isinstance(nxt, list):
+                nxt = list(nxt)
+            cur[key] = nxt
             cur = nxt
     return out
 

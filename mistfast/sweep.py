@@ -316,11 +316,41 @@ def _sample_values(spec: SweepSpec) -> list[tuple]:
     return list(zip(*cols))
 
 
-def _stable_key(spec: SweepSpec, values: tuple) -> int:
-    """Seed key from the point's coordinates only, so adding axis values keeps other points' seeds."""
-    items = sorted((a.name, repr(v)) for a, v in zip(spec.axes, values))
+def _draws_path(path: str) -> bool:
+    """Does a field at ``path`` change a point's random draws (its requests)?"""
+    return path.split(".")[0].split("[")[0] in ("workload", "simulation")
+
+
+def _stable_key(spec: SweepSpec, values: tuple, derived: dict | None = None) -> int:
+    """Seed key from the point's workload and simulation coordinates only (axes and derived
+    quantities whose path starts with ``workload`` or ``simulation``).
+
+    Points that differ only in hardware, model, parallelism or scheduler therefore simulate the same
+    requests (common random numbers): the differences between them are the configuration's, not
+    sampling noise. Adding values to any axis leaves the other points' seeds unchanged."""
+    items = sorted((a.name, repr(v)) for a, v in zip(spec.axes, values) if _draws_path(a.path))
+    items += sorted((name, repr((derived or {}).get(name))) for name, path, _ in spec.derived if _draws_path(path))
     h = hashlib.sha256(json.dumps(items).encode()).digest()
     return int.from_bytes(h[:8], "little")
+
+
+# Requests of recent points, per process: points sharing a seed key share their request sample, and
+# a chunk (or a worker's run of chunks) usually revisits the same few workloads. Keyed by everything
+# build_requests reads; bounded by the number of requests held.
+_REQUESTS_CACHE: dict = {}
+_REQUESTS_CACHE_MAX = 2_000_000
+
+
+def _cached_requests(scen, ss: np.random.SeedSequence):
+    key = (scen.workload.model_dump_json(), scen.simulation.horizon_s, repr(ss.entropy), repr(ss.spawn_key), os.getcwd())
+    reqs = _REQUESTS_CACHE.pop(key, None)
+    if reqs is None:
+        reqs = build_requests(scen.workload, scen.simulation.horizon_s, ss)
+        held = sum(len(r) for r in _REQUESTS_CACHE.values())
+        while _REQUESTS_CACHE and held + len(reqs) > _REQUESTS_CACHE_MAX:
+            held -= len(_REQUESTS_CACHE.pop(next(iter(_REQUESTS_CACHE))))  # least recently used
+    _REQUESTS_CACHE[key] = reqs  # most recently used last
+    return reqs
 
 
 def point_doc(spec: SweepSpec, values: tuple) -> tuple[dict, dict]:
@@ -344,10 +374,10 @@ def build_point(spec: SweepSpec, values: tuple) -> tuple[Point | None, str, dict
         doc, derived = point_doc(spec, values)
         scen = parse_scenario(doc, base={})
         base_seed = scen.simulation.seed
-        ss = np.random.SeedSequence([base_seed, spec.seed, _stable_key(spec, values)])
+        ss = np.random.SeedSequence([base_seed, spec.seed, _stable_key(spec, values, derived)])
         if scen.is_pipeline:
             return (scen, ss), "", derived
-        return scenario_point(scen, ss), "", derived
+        return scenario_point(scen, ss, _cached_requests(scen, ss)), "", derived
     except SpecError as e:
         return None, "; ".join(e.problems), derived
     except ZeroDivisionError:
@@ -387,7 +417,7 @@ def run_chunk(spec: SweepSpec, start: int, stop: int) -> dict[str, np.ndarray]:
         for p in pts:
             if not isinstance(p, Point):
                 scen, ss = p
-                reqs = build_requests(scen.workload, scen.simulation.horizon_s, ss)
+                reqs = _cached_requests(scen, ss)
                 rows.append(pipeline_summary(scen, run_pipeline(scen, reqs, ss)))
         parts_.append((np.asarray(where)[~is_single], {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}))
     for name, var in REGISTRY.items():
@@ -605,7 +635,9 @@ def assemble(spec: SweepSpec, cat: dict[str, np.ndarray]) -> xr.Dataset:
     ds.attrs.update({"mistfast_version": __version__, "sweep_name": spec.name, "sweep_mode": spec.mode,
                      "sweep_seed": spec.seed, "sweep_spec_toml": spec.text or json.dumps(spec.base, default=str),
                      "n_points": spec.n_points, "n_invalid": int((cat["status"] != 0).sum()),
-                     "seeding": "each point's seed = SeedSequence([scenario seed, sweep seed, sha256(point coordinates)])"})
+                     "seeding": "each point's seed = SeedSequence([scenario seed, sweep seed, sha256(the point's coordinates "
+                                "on workload.* and simulation.* axes)]): points differing only in hardware, "
+                                "model or scheduler simulate the same requests"})
     return ds
 
 

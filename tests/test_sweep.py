@@ -347,6 +347,33 @@ def test_sweep_seed_changes_results():
     assert not np.array_equal(a.ttft_p99_ms.values, b.ttft_p99_ms.values)
 
 
+def test_common_random_numbers_across_configurations():
+    """Points differing only in hardware or scheduler simulate the same requests; a workload axis, a
+    derived workload quantity or the sweep seed changes them. The per-process request cache gives
+    the requests a fresh build gives."""
+    spec = make_spec(axes={"clients[0].device": ["H100", "A100"], "clients[0].scheduler.batching": ["continuous", "chunked"],
+                           "workload.arrival.rate_rps": [4, 16]})
+    vals = S.point_values(spec, 0, spec.n_points)
+    S._REQUESTS_CACHE.clear()
+    pts = {v: S.build_point(spec, v)[0] for v in vals}
+    same = [pts[("H100", "continuous", 4)], pts[("A100", "continuous", 4)], pts[("A100", "chunked", 4)]]
+    for p in same[1:]:
+        assert p.requests.equals(same[0].requests)
+    assert not pts[("H100", "continuous", 16)].requests.equals(same[0].requests)
+    # cache hit == fresh build (the cache holds 2 workloads here)
+    assert len(S._REQUESTS_CACHE) == 2
+    S._REQUESTS_CACHE.clear()
+    fresh = S.build_point(spec, ("A100", "chunked", 16))[0]
+    assert fresh.requests.equals(pts[("A100", "chunked", 16)].requests)
+    other_seed = make_spec(axes={"clients[0].device": ["H100"], "workload.arrival.rate_rps": [4]}, seed=4)
+    assert not S.build_point(other_seed, ("H100", 4))[0].requests.equals(same[0].requests)
+    # a derived quantity that sets a workload field from a hardware axis is part of the seed key
+    der = make_spec(axes={"clients[0].tp": [1, 2]}, derived={"workload.num_requests": "10 * tp"})
+    a, b = (S.build_point(der, (tp,))[0] for tp in (1, 2))
+    assert len(a.requests) == 10 and len(b.requests) == 20
+    assert not np.array_equal(a.requests.arrival_s, b.requests.arrival_s[:10])
+
+
 # ----------------------------------------------------------------------------- derived
 def test_derived_quantity_lands_as_input_and_changes_results():
     axes = {"clients[0].tp": [1, 2], "workload.arrival.rate_rps": [16]}
