@@ -17,7 +17,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .._numba import CACHE, jit, jit_inline, jit_noalloc
+from .._numba import jit, jit_inline, jit_noalloc, njit
 from . import steptime as ST
 from .engine import (CHUNKED, FINISHED, L_DEC_TOKENS, L_DT, L_KV_USED, L_NDEC, L_NPF, L_PF_TOKENS, L_T,
                      MIXED, N_LOG, PENDING, R_KV_CAPACITY, R_KV_EXHAUSTED, R_MAX_MODEL_LEN, R_NONE,
@@ -1534,5 +1534,5 @@ def _simulate_single_points_impl(prm, sch, g, offsets, arrival_in, prompt, outpu
                         preempts[a:z], hit_first[a:z], computed_pf[a:z], cstats[q], runstats[q], steplog[q])
 
 
-simulate_points = numba.njit(parallel=True, cache=CACHE, nogil=True)(_simulate_single_points_impl)
-simulate_points_serial = numba.njit(parallel=False, cache=CACHE, nogil=True)(_simulate_single_points_impl)
+simulate_points = njit(parallel=True, nogil=True)(_simulate_single_points_impl)
+simulate_points_serial = njit(parallel=False, nogil=True)(_simulate_single_points_impl)
