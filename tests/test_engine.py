@@ -172,21 +172,25 @@ DECODE_RUN_CASES = {
 @pytest.mark.parametrize("name", sorted(DECODE_RUN_CASES))
 def test_decode_runs_match_twin_step_by_step(name):
     batching, opts = DECODE_RUN_CASES[name]
-    ran = 0.0
+    ran = left_in_runs = 0.0
     for seed in range(4):
         req, sch = long_decode_case(seed, batching, **opts)
         assert_same(req, sch)              # the twin steps one at a time
         _, cs, _ = run_kernel(req, sch)
         ran += cs[CL.CS_RUN_STEPS]
+        left_in_runs += cs[CL.CS_RUN_LEAVES]
         sch_off = dict(sch, decode_runs=0)
         got_off, cs_off, log_off = run_kernel(req, sch_off)
         assert cs_off[CL.CS_RUN_STEPS] == 0
         got_on, cs_on, log_on = run_kernel(req, sch)
         np.testing.assert_array_equal(log_on, log_off)
-        np.testing.assert_array_equal(np.delete(cs_on, CL.CS_RUN_STEPS), np.delete(cs_off, CL.CS_RUN_STEPS))
+        run_cols = [CL.CS_RUN_STEPS, CL.CS_RUN_LEAVES]
+        np.testing.assert_array_equal(np.delete(cs_on, run_cols), np.delete(cs_off, run_cols))
         for k in got_on:
             np.testing.assert_array_equal(got_on[k], got_off[k], err_msg=k)
     assert ran > 0, "the cases must exercise decode runs"
+    # requests leave inside runs when nobody waits (open loop, not static batches)
+    assert (left_in_runs > 0) == (name not in ("static", "closed_loop")), left_in_runs
 
 
 def test_decode_run_stops_when_aging_reorders_the_queue():

@@ -54,7 +54,8 @@ N_G = 8
 CS_BUSY, CS_STEPS, CS_BATCH_TOKENS, CS_BATCH_SEQS, CS_KV_PEAK, CS_KV_BLOCK_S, CS_PREEMPT, CS_RECOMP = range(8)
 CS_TC, CS_TM, CS_TN, CS_FLOPS, CS_BYTES, CS_PF_TOKENS, CS_DEC_TOKENS, CS_OUT_OF_RANGE, CS_SERVED = range(8, 17)
 CS_RUN_STEPS = 17  # steps advanced inside decode runs (a subset of CS_STEPS)
-N_CS = 18
+CS_RUN_LEAVES = 18  # requests that emitted their last token and left inside a decode run
+N_CS = 19
 # ---- request state columns ---------------------------------------------------------------------------
 Q_CUR, Q_PF_TARGET, Q_COMPUTED, Q_GEN, Q_BLOCKS, Q_HIT, Q_FETCHED, Q_PROMPT, Q_OUT = range(9)
 Q_IN_STEP, Q_WNEXT, Q_WPREV, Q_INSERTED, Q_PENDING = 9, 10, 11, 12, 13
@@ -774,19 +775,21 @@ def _form_batch(c, t, sch, rq, ci, run, status, reason, arrival, t_finish, preem
 
 # ============================================================================ decode runs
 @jit_noalloc
-def _decode_run(c, t_other, horizon, max_sim, drain, log_cap, prm, sch, rq, ci, cf, arrival, dec_req, dec_w, dec_s,
-                dec_k, st_flags, generated, t_last_tok, cstats, steplog, ctr, bd, run_j1, run_amt, ring):
-    """Advance LLM client c through the decode-only steps that repeat its batch unchanged.
+def _decode_run(c, t_other, horizon, max_sim, drain, log_cap, closed, prm, sch, rq, ci, cf, arrival, run, dec_req,
+                dec_w, dec_s, dec_k, st_off, st_kind, st_flags, status, t_finish, st_t_exit, generated, t_last_tok,
+                cstats, steplog, ctr, bd, run_j1, run_amt, ring):
+    """Advance LLM client c through the decode-only steps that repeat its batch.
 
     Called right after c formed a decode-only batch holding every running request. Until the next
-    outside event (t_other: an arrival, a transfer, another client's step), a request's last token,
-    the horizon, a KV growth that would not fit (preemption) or a change in the waiting order, the
-    loop would apply this step and form the same batch again with every context one token longer.
-    Those iterations are done here with O(1) work per step: the step time comes from the same
+    outside event (t_other: an arrival, a transfer, another client's step), the horizon, a KV growth
+    that would not fit (preemption) or a change in the waiting order, the loop would apply this
+    step and form the same batch again with every context one token longer, less the requests
+    that emitted their last token (those leave; with nobody waiting nothing else changes). Those
+    iterations are done here with O(1) work per step: the step time comes from the same
     step_fixed/step_finish pair as step_time (only the attention sums change), KV growth from a ring
     of per-step block needs (a request grows every b tokens), and the per-request updates are
-    applied once at the end. The results are bit-identical to stepping one by one
-    (ENGINE_SEMANTICS.md; tests/test_engine.py checks the engine against its reference twin)."""
+    applied when a request leaves or at the end. The results are bit-identical to stepping one by
+    one (ENGINE_SEMANTICS.md; tests/test_engine.py checks the engine against its reference twin)."""
     n_dec = ci[c, I_NDEC]
     batching = int(sch[S_BATCHING])
     b = int(sch[S_BLOCK])
@@ -808,9 +811,15 @@ def _decode_run(c, t_other, horizon, max_sim, drain, log_cap, prm, sch, rq, ci, 
             if not (t0 - arrival[r] > sch[S_AGING]) and arrival[r] < t_age:
                 t_age = arrival[r]
             r = rq[r, Q_WNEXT]
+    # A request emitting its last token leaves; the run goes on without it only if its blocks and
+    # its sequence slot cannot admit anybody (nobody waits), it leaves the system (last stage: no
+    # routing, no transfer), no closed-loop user is released by it, and others remain. STATIC
+    # batches end as a whole instead.
+    through_finish = nw == 0 and not closed and batching != STATIC
     # ---- per request: tokens left, first KV growth, growth ring ----------------------------------
-    left = np.iinfo(np.int64).max
-    j_irregular = np.iinfo(np.int64).max
+    big = np.iinfo(np.int64).max
+    left = big
+    j_irregular = big
     a_ctx = 0
     a_read = 0
     shared_once = prm[ST.P_SHARED_ONCE] > 0.0
@@ -848,8 +857,6 @@ def _decode_run(c, t_other, horizon, max_sim, drain, log_cap, prm, sch, rq, ci, 
             run_amt[i] = 0
             if j1 < j_irregular:
                 j_irregular = j1
-    if left < 2:
-        return
     # ---- the run ----------------------------------------------------------------------------
     w_f = float(w_sum)
     ST.step_fixed(prm, w_f, w_f + 0.0, 0.0, bd)  # as step_time would for this batch (t_pf = 0)
@@ -857,20 +864,91 @@ def _decode_run(c, t_other, horizon, max_sim, drain, log_cap, prm, sch, rq, ci, 
     te = cf[c, F_NEXT]
     t_start = cf[c, F_START]
     J = 0
-    while J < left - 1:
+    while True:
         j = J + 1
-        # iteration j: at te the step in flight ends (nobody finishes: j < left) and the same
-        # batch is formed again; anything else happening at or before te ends the run
+        # iteration j: at te the step in flight ends and the batch is formed again; anything else
+        # happening at or before te ends the run
         if not (te < t_other) or te > max_sim or (not drain and te >= horizon):
             break
         if j >= j_irregular or te - t_age > sch[S_AGING]:
             break
+        if j >= left:
+            # requests emit their last token at te
+            if not through_finish:
+                break
+            n_left = 0
+            stay = True
+            for i in range(n_dec):
+                r = dec_req[i]
+                if rq[r, Q_OUT] - rq[r, Q_GEN] == j:
+                    n_left += 1
+                    nxt = rq[r, Q_CUR] + 1
+                    while nxt < st_off[r + 1] and st_kind[nxt] == K_SKIP:
+                        nxt += 1
+                    if nxt < st_off[r + 1]:
+                        stay = False  # a later stage follows: routing and transfers (ordinary step)
+            if not stay or n_left == n_dec:
+                break
+            # they leave at te (ENGINE_SEMANTICS.md step 4), in running order, before the formation
+            a_ctx += w_sum
+            a_read += w_sum
+            k2 = 0
+            for i in range(n_dec):
+                r = dec_req[i]
+                w = int(dec_w[i])
+                if rq[r, Q_OUT] - rq[r, Q_GEN] != j:
+                    dec_req[k2] = r
+                    dec_w[k2] = dec_w[i]
+                    dec_s[k2] = dec_s[i]
+                    dec_k[k2] = dec_k[i]
+                    run_j1[k2] = run_j1[i]
+                    run_amt[k2] = run_amt[i]
+                    run[k2] = r
+                    k2 += 1
+                    continue
+                s = int(dec_s[i])
+                kj = int(dec_k[i]) + j      # its context at this formation, had it stayed
+                a_ctx -= w * (s + kj + 1)
+                a_read -= (s if shared_once else s * w) + w * (kj + 1)
+                w_sum -= w
+                blocks = rq[r, Q_BLOCKS]
+                if run_amt[i] > 0:
+                    ring[run_j1[i] % b] -= run_amt[i]
+                    if j - 1 >= run_j1[i]:
+                        blocks += run_amt[i] * ((j - 1 - run_j1[i]) // b + 1)
+                used -= blocks
+                rq[r, Q_BLOCKS] = 0
+                rq[r, Q_GEN] += j
+                if st_flags[rq[r, Q_CUR]] & F_COUNT:
+                    generated[r] += j
+                    t_last_tok[r] = te
+                ci[c, I_NDEC_C] -= 1
+                # _leave for the last stage: the request finishes
+                st_t_exit[rq[r, Q_CUR]] = te
+                ci[c, I_NREQ] -= 1
+                status[r] = FINISHED
+                t_finish[r] = te
+                cstats[c, CS_RUN_LEAVES] += 1.0
+            n_dec = k2
+            ci[c, I_NRUN] = k2
+            ci[c, I_NDEC] = k2
+            ci[c, I_NREAL] = k2
+            w_f = float(w_sum)
+            ST.step_fixed(prm, w_f, w_f + 0.0, 0.0, bd)
+            left = big
+            for i in range(n_dec):
+                r = dec_req[i]
+                if rq[r, Q_OUT] - rq[r, Q_GEN] < left:
+                    left = rq[r, Q_OUT] - rq[r, Q_GEN]
+        else:
+            a_ctx += w_sum
+            a_read += w_sum
         grow = ring[j % b]
         if used + grow > total:
-            break  # someone would be preempted
+            # someone would be preempted: the ordinary step forms this batch. (If requests left
+            # just now, that is already done: it applies the step of those that stay.)
+            break
         used += grow
-        a_ctx += w_sum
-        a_read += w_sum
         ctr[C_FORM] += 1
         af, aoff, aon = ST.decode_attention(prm, w_f, float(a_ctx), float(a_read))
         dt = ST.step_finish(prm, af, aoff, aon, bd)
@@ -909,6 +987,7 @@ def _decode_run(c, t_other, horizon, max_sim, drain, log_cap, prm, sch, rq, ci, 
         t_start = te
         te = te + dt
         J = j
+    ci[c, I_USED] = used  # (requests that left gave their blocks back even when J = 0)
     if J == 0:
         return
     # ---- per-request state after J applied steps and the formation of the one now in flight ----
@@ -923,7 +1002,6 @@ def _decode_run(c, t_other, horizon, max_sim, drain, log_cap, prm, sch, rq, ci, 
             rq[r, Q_BLOCKS] += run_amt[i] * ((J - run_j1[i]) // b + 1)
         rq[r, Q_IN_STEP] = form
         dec_k[i] += J
-    ci[c, I_USED] = used
     cf[c, F_START] = t_start
     cf[c, F_NEXT] = te
 
@@ -1452,9 +1530,10 @@ def _event_loop(
                 for c2 in range(C):
                     if c2 != c and cf[c2, F_NEXT] < t_other:
                         t_other = cf[c2, F_NEXT]
-                _decode_run(c, t_other, horizon, max_sim, drain, log_cap, cli_prm[c], cli_sch[c], rq, ci, cf,
-                            arrival, dec_req[c], dec_w[c], dec_s[c], dec_k[c], st_flags, generated, t_last_tok,
-                            cstats, steplog, ctr, bd, run_j1, run_amt, ring)
+                _decode_run(c, t_other, horizon, max_sim, drain, log_cap, g[G_CONC] > 0.0, cli_prm[c], cli_sch[c], rq,
+                            ci, cf, arrival, run[c], dec_req[c], dec_w[c], dec_s[c], dec_k[c], st_off, st_kind,
+                            st_flags, status, t_finish, st_t_exit, generated, t_last_tok, cstats, steplog, ctr, bd,
+                            run_j1, run_amt, ring)
 
     runstats[0] = t
     for i in range(n):
