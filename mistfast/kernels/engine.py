@@ -6,7 +6,7 @@ in ``tests/reference/engine_reference.py``. Times are float64 seconds throughout
 """
 from __future__ import annotations
 
-from .._numba import jit, jit_inline, jit_noalloc
+from .._numba import jit_inline, jit_noalloc
 
 # ---- integer codes ------------------------------------------------------------------------
 STATIC, CONTINUOUS, MIXED, CHUNKED = 0, 1, 2, 3
