@@ -389,6 +389,15 @@ def _enter_stage(r, s, c_from, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, p
                 fdest, flist, ctr)
 
 
+@jit_inline
+def _next_stage(r, s, st_off, st_kind):
+    """The stage r takes after stage s (skipped stages passed over); st_off[r + 1] if none."""
+    nxt = s + 1
+    while nxt < st_off[r + 1] and st_kind[nxt] == K_SKIP:
+        nxt += 1
+    return nxt
+
+
 @jit_noalloc
 def _leave_stage(r, c, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_policy, pool_thresh,
                  st_off, st_kind, st_pool, st_prompt, st_output, st_bytes, st_tier, branches,
@@ -399,9 +408,7 @@ def _leave_stage(r, c, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_poli
     s = rq[r, Q_CUR]
     st_t_exit[s] = t
     ci[c, I_NREQ] -= 1
-    nxt = s + 1
-    while nxt < st_off[r + 1] and st_kind[nxt] == K_SKIP:
-        nxt += 1
+    nxt = _next_stage(r, s, st_off, st_kind)
     if nxt >= st_off[r + 1]:
         status[r] = FINISHED
         t_finish[r] = t
@@ -774,6 +781,20 @@ def _form_batch(c, t, sch, rq, ci, run, status, reason, arrival, t_finish, preem
 
 
 # ============================================================================ decode runs
+@jit_inline
+def _run_catch_up(r, i, n_tok, n_grow, t_tok, b, rq, st_flags, generated, t_last_tok, run_j1, run_amt):
+    """Bring request r (batch entry i of a decode run) up to date: n_tok tokens emitted (the last
+    at t_tok) and the KV growth of the run's first n_grow formations; returns its blocks."""
+    rq[r, Q_GEN] += n_tok
+    if st_flags[rq[r, Q_CUR]] & F_COUNT:
+        generated[r] += n_tok
+        t_last_tok[r] = t_tok
+    blocks = rq[r, Q_BLOCKS]
+    if run_amt[i] > 0 and n_grow >= run_j1[i]:
+        blocks += run_amt[i] * ((n_grow - run_j1[i]) // b + 1)
+    return blocks
+
+
 @jit_noalloc
 def _decode_run(c, t_other, horizon, max_sim, drain, log_cap, closed, prm, sch, rq, ci, cf, arrival, run, dec_req,
                 dec_w, dec_s, dec_k, st_off, st_kind, st_flags, status, t_finish, st_t_exit, generated, t_last_tok,
@@ -859,7 +880,7 @@ def _decode_run(c, t_other, horizon, max_sim, drain, log_cap, closed, prm, sch, 
                 j_irregular = j1
     # ---- the run ----------------------------------------------------------------------------
     w_f = float(w_sum)
-    ST.step_fixed(prm, w_f, w_f + 0.0, 0.0, bd)  # as step_time would for this batch (t_pf = 0)
+    ST.step_fixed(prm, w_f, w_f, 0.0, bd)  # as step_time does for this batch: T = R = w_sum, t_pf = 0
     used = ci[c, I_USED]
     te = cf[c, F_NEXT]
     t_start = cf[c, F_START]
@@ -882,10 +903,7 @@ def _decode_run(c, t_other, horizon, max_sim, drain, log_cap, closed, prm, sch, 
                 r = dec_req[i]
                 if rq[r, Q_OUT] - rq[r, Q_GEN] == j:
                     n_left += 1
-                    nxt = rq[r, Q_CUR] + 1
-                    while nxt < st_off[r + 1] and st_kind[nxt] == K_SKIP:
-                        nxt += 1
-                    if nxt < st_off[r + 1]:
+                    if _next_stage(r, rq[r, Q_CUR], st_off, st_kind) < st_off[r + 1]:
                         stay = False  # a later stage follows: routing and transfers (ordinary step)
             if not stay or n_left == n_dec:
                 break
@@ -911,17 +929,11 @@ def _decode_run(c, t_other, horizon, max_sim, drain, log_cap, closed, prm, sch, 
                 a_ctx -= w * (s + kj + 1)
                 a_read -= (s if shared_once else s * w) + w * (kj + 1)
                 w_sum -= w
-                blocks = rq[r, Q_BLOCKS]
                 if run_amt[i] > 0:
                     ring[run_j1[i] % b] -= run_amt[i]
-                    if j - 1 >= run_j1[i]:
-                        blocks += run_amt[i] * ((j - 1 - run_j1[i]) // b + 1)
-                used -= blocks
+                # j tokens (the last one now), the growth of formations 1 .. j - 1
+                used -= _run_catch_up(r, i, j, j - 1, te, b, rq, st_flags, generated, t_last_tok, run_j1, run_amt)
                 rq[r, Q_BLOCKS] = 0
-                rq[r, Q_GEN] += j
-                if st_flags[rq[r, Q_CUR]] & F_COUNT:
-                    generated[r] += j
-                    t_last_tok[r] = te
                 ci[c, I_NDEC_C] -= 1
                 # _leave for the last stage: the request finishes
                 st_t_exit[rq[r, Q_CUR]] = te
@@ -934,7 +946,7 @@ def _decode_run(c, t_other, horizon, max_sim, drain, log_cap, closed, prm, sch, 
             ci[c, I_NDEC] = k2
             ci[c, I_NREAL] = k2
             w_f = float(w_sum)
-            ST.step_fixed(prm, w_f, w_f + 0.0, 0.0, bd)
+            ST.step_fixed(prm, w_f, w_f, 0.0, bd)
             left = big
             for i in range(n_dec):
                 r = dec_req[i]
@@ -994,12 +1006,7 @@ def _decode_run(c, t_other, horizon, max_sim, drain, log_cap, closed, prm, sch, 
     form = ctr[C_FORM]
     for i in range(n_dec):
         r = dec_req[i]
-        rq[r, Q_GEN] += J
-        if st_flags[rq[r, Q_CUR]] & F_COUNT:
-            generated[r] += J
-            t_last_tok[r] = t_start
-        if run_amt[i] > 0 and J >= run_j1[i]:
-            rq[r, Q_BLOCKS] += run_amt[i] * ((J - run_j1[i]) // b + 1)
+        rq[r, Q_BLOCKS] = _run_catch_up(r, i, J, J, t_start, b, rq, st_flags, generated, t_last_tok, run_j1, run_amt)
         rq[r, Q_IN_STEP] = form
         dec_k[i] += J
     cf[c, F_START] = t_start
