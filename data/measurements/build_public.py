@@ -18,6 +18,7 @@ import glob
 import json
 import math
 import os
+import re
 import sys
 
 import pandas as pd
@@ -134,6 +135,181 @@ def _inferencemax_config_rows(rec, group, source_prefix):
     return out
 
 
+# ---------------------------------------------------------------- MLPerf Inference v5.1
+MLPERF_MODELS = {  # MLPerf benchmark -> (HF model id, dataset, config file stem)
+    "llama2-70b-99": ("meta-llama/Llama-2-70b-chat-hf", "openorca", "llama2-70b"),
+    "llama2-70b-99.9": ("meta-llama/Llama-2-70b-chat-hf", "openorca", "llama2-70b"),
+    "llama3.1-8b": ("meta-llama/Llama-3.1-8B-Instruct", "cnn_dailymail", "llama3_1-8b"),
+    "llama3.1-405b": ("meta-llama/Llama-3.1-405B-Instruct", "mlperf_llama3.1-405b_mix", "llama3_1-405b"),
+    "mixtral-8x7b": ("mistralai/Mixtral-8x7B-Instruct-v0.1", "mlperf_mixtral_mix", "mixtral-8x7b"),
+    "deepseek-r1": ("deepseek-ai/DeepSeek-R1", "mlperf_deepseek_r1_mix", "deepseek-r1"),
+}
+MLPERF_DATASET_NOTE = {
+    "openorca": "MLPerf llama2-70b OpenOrca subset (24,576 samples)",
+    "cnn_dailymail": "MLPerf llama3.1-8b CNN-DailyMail validation set (13,368 samples)",
+    "mlperf_llama3.1-405b_mix": "MLPerf llama3.1-405b long-context mix (8,313 samples)",
+    "mlperf_mixtral_mix": "MLPerf mixtral-8x7b mix of OpenOrca, GSM8K and MBXP (15,000 samples)",
+    "mlperf_deepseek_r1_mix": "MLPerf deepseek-r1 reasoning mix (4,388 samples)",
+}
+MLPERF_HARDWARE = {
+    "NVIDIA B200-SXM-180GB": "B200", "NVIDIA H200-SXM-141GB": "H200-SXM-141GB",
+    "NVIDIA H100-SXM-80GB": "H100-SXM-80GB", "NVIDIA GB200": "GB200", "NVIDIA GB300": "GB300",
+    "NVIDIA H200-NVL-141GB": "H200-NVL-141GB", "Virtualized NVIDIA H200-SXM-141GB": "H200-SXM-141GB",
+    "AMD Instinct MI300X 192GB HBM3": "MI300X", "AMD Instinct MI325X 256GB HBM3e": "MI325X",
+    "AMD Instinct MI355X 288GB HBM3e": "MI355X",
+}
+# TensorRT-LLM commit pinned in NVIDIA's v5.1 Makefile.build: "7/24/25 1.0-mlpinf side branch"
+MLPERF_TRTLLM_1 = "18c0333e96ea7a2c37caded8a310d05c5f095e88"
+SUMMARY_FIELDS = {  # mlperf_log_summary.txt line -> key
+    "Completed samples per second": "samples_s", "Completed tokens per second": "tokens_s",
+    "Mean latency (ns)": "e2e_mean_ns", "99.00 percentile latency (ns)": "e2e_p99_ns",
+    "Mean First Token latency (ns)": "ttft_mean_ns", "99.00 percentile first token latency (ns)": "ttft_p99_ns",
+    "Mean Time to Output Token (ns)": "tpot_mean_ns", "99.00 percentile time to output token (ns)": "tpot_p99_ns",
+    "target_qps": "target_qps", "ttft_latency (ns)": "ttft_limit_ns", "tpot_latency (ns)": "tpot_limit_ns",
+    "Samples per second": "samples_s", "Tokens per second": "tokens_s",  # Offline wording
+    "Result is": "result",
+}
+
+
+def _git_show(repo: str, commit: str, path: str) -> str | None:
+    import subprocess
+    out = subprocess.run(["git", "-C", repo, "show", f"{commit}:{path}"], capture_output=True, text=True)
+    return out.stdout if out.returncode == 0 else None
+
+
+def parse_mlperf_summary(text: str) -> dict:
+    values = {}
+    for line in text.splitlines():
+        if ":" not in line:
+            continue
+        label, _, raw = line.partition(":")
+        key = SUMMARY_FIELDS.get(label.strip())
+        if key and key not in values:
+            raw = raw.strip()
+            values[key] = raw if key == "result" else float(raw)
+    return values
+
+
+def _single_int(pattern: str, text: str | None) -> int | None:
+    found = {int(v) for v in re.findall(pattern, text or "")}
+    return found.pop() if len(found) == 1 else None
+
+
+def _mlperf_parallelism(repo, commit, rec, family):
+    """(tp, pp, ep, config path) from the submitter's own config, or None when ambiguous."""
+    submitter, platform, scenario = rec["Submitter"], rec["Platform"], rec["Scenario"]
+    stem = MLPERF_MODELS[rec["Model"]][2]
+    if family == "trtllm-1":
+        system = platform.split("_TRT")[0]
+        path = f"closed/{submitter}/configs/{system}/{scenario}/{stem}.py"
+        text = _git_show(repo, commit, path)
+        tp = _single_int(r"tensor_parallelism:\s*(\d+)", text)
+        pp = _single_int(r"pipeline_parallelism:\s*(\d+)", text)
+        ep = _single_int(r"moe_expert_parallelism:\s*(\d+)", text)
+    else:  # AMD harness_llm with vLLM
+        device = MLPERF_HARDWARE[rec["Accelerator"]].lower()
+        path = (f"closed/{submitter}/code/{rec['Model']}/harness_llm/models/{stem}/"
+                f"{scenario.lower()}_{device}.yaml")
+        text = _git_show(repo, commit, path)
+        section = (text or "").split("vllm_engine_config:", 1)[-1] if text else None
+        tp = _single_int(r"\n\s*tensor_parallel_size:\s*(\d+)", section)
+        pp, ep = (1 if tp else None), None
+    if tp is None or pp is None:
+        return None
+    return tp, pp, ep, path
+
+
+def _mlperf_family(repo, commit, rec):
+    software = rec["Software"]
+    if software.startswith("TensorRT"):
+        makefile = _git_show(repo, commit, f"closed/{rec['Submitter']}/Makefile.build") or ""
+        return "trtllm-1" if re.search(rf"^TRTLLM_HASH\s*\??=\s*{MLPERF_TRTLLM_1}", makefile, re.M) else None
+    if software.startswith("vLLM") and rec["Accelerator"].startswith("AMD"):
+        return "vllm"
+    return None
+
+
+def mlperf51_rows(repo: str, commit: str) -> pd.DataFrame:
+    import json as _json
+    results = _json.loads(_git_show(repo, commit, "summary_results.json"))
+    rows, seen = [], set()
+    for rec in results:
+        if (rec["Category"], rec["Suite"]) != ("closed", "datacenter") or rec["Model"] not in MLPERF_MODELS:
+            continue
+        if rec["Accelerator"] not in MLPERF_HARDWARE:
+            continue
+        family = _mlperf_family(repo, commit, rec)
+        if family is None:
+            continue
+        layout = _mlperf_parallelism(repo, commit, rec, family)
+        if layout is None:
+            continue
+        summary_path = f"{rec['Location']}/performance/run_1/mlperf_log_summary.txt"
+        text = _git_show(repo, commit, summary_path)
+        if text is None:
+            continue
+        stats = parse_mlperf_summary(text)
+        if stats.get("result") != "VALID":
+            continue
+        # llama2-70b-99 and -99.9 are often the very same run submitted twice
+        fingerprint = (rec["Submitter"], rec["Platform"], MLPERF_MODELS[rec["Model"]][0],
+                       rec["Scenario"], stats.get("tokens_s"), stats.get("samples_s"))
+        if fingerprint in seen:
+            continue
+        seen.add(fingerprint)
+        rows.extend(_mlperf_result_rows(rec, family, layout, stats, commit, summary_path))
+    return pd.DataFrame(rows, columns=COLUMNS[1:])
+
+
+def _mlperf_result_rows(rec, family, layout, stats, commit, summary_path):
+    tp, pp, ep, config_path = layout
+    model, dataset, _ = MLPERF_MODELS[rec["Model"]]
+    gpus = int(rec["a#"]) * int(rec["Nodes"])
+    scenario = rec["Scenario"]
+    offline = scenario == "Offline"
+    if family == "trtllm-1":
+        engine = "TensorRT-LLM (NVIDIA MLPerf harness)"
+        version = f"1.0-mlpinf branch @{MLPERF_TRTLLM_1[:12]} ({rec['Software']})"
+    else:
+        engine = "vLLM ROCm (AMD MLPerf harness_llm)"
+        version = rec["Software"].split(",")[0].replace("vLLM ", "")
+    if offline:
+        workload = f"MLPerf Inference v5.1 Offline: {MLPERF_DATASET_NOTE[dataset]}, all queries issued at t=0"
+        rate = "offline (all queries at t=0)"
+    else:
+        limits = (f"p99 TTFT <= {stats['ttft_limit_ns'] / 1e6:g} ms, "
+                  f"p99 TPOT <= {stats['tpot_limit_ns'] / 1e6:g} ms")
+        workload = (f"MLPerf Inference v5.1 {scenario}: {MLPERF_DATASET_NOTE[dataset]}, "
+                    f"Poisson arrivals at target_qps, {limits}")
+        rate = f"{stats['target_qps']:g}"
+    notes = (f"submitter {rec['Submitter']}; result id {rec['ID']}; system {rec['System']}; "
+             f"{rec['a#']} accelerators x {rec['Nodes']} node(s); replicas = {gpus} / (tp x pp) = "
+             f"{gpus / (tp * pp):g}; "
+             + (f"moe ep={ep}; " if ep else "")
+             + f"weights {rec['weight_data_types']}; benchmark {rec['Model']}; "
+             f"parallelism from {config_path}; summary_results.json Performance_Result "
+             f"{rec['Performance_Result']} {rec['Performance_Units']}")
+    common = {
+        "source": f"github:mlcommons/inference_results_v5.1@{commit}:{summary_path}",
+        "engine": engine, "engine_version": version, "model": model,
+        "precision": str(rec["weight_data_types"]).upper(), "hardware": MLPERF_HARDWARE[rec["Accelerator"]],
+        "num_accel": gpus, "tp": tp, "pp": pp, "workload": workload, "isl": "", "osl": "",
+        "batch_or_concurrency": "engine-chosen (max load)" if offline else "open loop (Poisson)",
+        "request_rate": rate, "dataset": dataset, "engine_family": family,
+    }
+    wanted = [("output_tok_s", "tokens_s", 1.0), ("requests_s", "samples_s", 1.0)]
+    if not offline:
+        wanted += [("ttft_ms", "ttft_mean_ns", 1e-6), ("ttft_p99_ms", "ttft_p99_ns", 1e-6),
+                   ("tpot_ms", "tpot_mean_ns", 1e-6), ("tpot_p99_ms", "tpot_p99_ns", 1e-6),
+                   ("e2e_mean_ms", "e2e_mean_ns", 1e-6)]
+    out = []
+    for metric, key, scale in wanted:
+        if key in stats:
+            out.append(dict(common, metric=metric, value=round(stats[key] * scale, 3),
+                            notes=notes + f"; value from summary line {key}"))
+    return out
+
+
 def assemble() -> pd.DataFrame:
     parts = [pd.read_csv(p, dtype=str, keep_default_na=False)
              for p in sorted(glob.glob(os.path.join(HERE, "rows_*.csv")))]
@@ -163,6 +339,11 @@ def main(argv):
         rows = inferencemax_rows(argv[1], argv[2])
         rows.to_csv(os.path.join(HERE, "rows_inferencemax.csv"), index=False)
         print(f"rows_inferencemax.csv: {len(rows)} rows")
+        return 0
+    if argv[:1] == ["mlperf51"]:
+        rows = mlperf51_rows(argv[1], argv[2])
+        rows.to_csv(os.path.join(HERE, "rows_mlperf51.csv"), index=False)
+        print(f"rows_mlperf51.csv: {len(rows)} rows")
         return 0
     table = assemble()
     problems = check(table)
