@@ -78,6 +78,73 @@ def _load_inferencemax_runs(raw_dir: str) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
+# disaggregated runs kept only when the container names the engine version and the
+# layout fields add up (workers x tp == GPUs of that stage)
+IMX_DISAGG_IMAGES = {
+    "jwillthomson/dynamo-trtllm-1.2.0rc2-min-tokens-fix-v2":
+        ("NVIDIA Dynamo + TensorRT-LLM (disaggregated prefill/decode)", "trtllm-1",
+         "TensorRT-LLM 1.2.0rc2 (per container name; custom Dynamo image jwillthomson/dynamo-trtllm-1.2.0rc2-min-tokens-fix-v2)"),
+    "rocm/sgl-dev:sglang-0.5.6.post1-rocm700-mi35x-mori-1224":
+        ("SGLang PD disaggregation (MoRI transfer)", "sglang",
+         "0.5.6.post1 (container rocm/sgl-dev:sglang-0.5.6.post1-rocm700-mi35x-mori-1224)"),
+}
+IMX_DISAGG_KEY = ["hw", "framework", "image", "model", "precision", "isl", "osl", "conc",
+                  "prefill_tp", "prefill_ep", "prefill_dp_attention", "prefill_num_workers",
+                  "decode_tp", "decode_ep", "decode_dp_attention", "decode_num_workers"]
+IMX_DISAGG_HARDWARE = {"gb200": "GB200", "mi355x-amd_0": "MI355X"}
+IMX_DISAGG_MODELS = {"/mnt/lustre01/models/gpt-oss-120b": "openai/gpt-oss-120b",
+                     "/models/DeepSeek-R1": "deepseek-ai/DeepSeek-R1"}
+
+
+def _disaggregated_pinned(runs: pd.DataFrame) -> pd.DataFrame:
+    keep = runs["disagg"].astype(bool) & (runs["spec_decoding"] == "none")
+    keep &= runs["image"].isin(list(IMX_DISAGG_IMAGES))
+    runs = runs[keep]
+    adds_up = ((runs["prefill_tp"] * runs["prefill_num_workers"] == runs["num_prefill_gpu"])
+               & (runs["decode_tp"] * runs["decode_num_workers"] == runs["num_decode_gpu"]))
+    return runs[adds_up]
+
+
+def inferencemax_disagg_rows(raw_dir: str, source_prefix: str) -> pd.DataFrame:
+    runs = _disaggregated_pinned(_load_inferencemax_runs(raw_dir))
+    rows = []
+    for _, group in runs.groupby(IMX_DISAGG_KEY, sort=True):
+        group = group.sort_values("run")
+        rows.extend(_inferencemax_disagg_config_rows(group.iloc[-1], group, source_prefix))
+    return pd.DataFrame(rows, columns=COLUMNS[1:])
+
+
+def _inferencemax_disagg_config_rows(rec, group, source_prefix):
+    engine, family, version = IMX_DISAGG_IMAGES[rec["image"]]
+    prefill_gpus, decode_gpus = int(rec["num_prefill_gpu"]), int(rec["num_decode_gpu"])
+    # multi-node: InferenceMAX divides output throughput by the decode GPUs only
+    output_tok_s = float(rec["output_tput_per_gpu"]) * decode_gpus
+    layout = (f"{int(rec['prefill_num_workers'])} prefill worker(s) x tp {int(rec['prefill_tp'])} "
+              f"(ep {int(rec['prefill_ep'])}, dp_attention {rec['prefill_dp_attention']}) = {prefill_gpus} GPUs; "
+              f"{int(rec['decode_num_workers'])} decode worker(s) x tp {int(rec['decode_tp'])} "
+              f"(ep {int(rec['decode_ep'])}, dp_attention {rec['decode_dp_attention']}) = {decode_gpus} GPUs")
+    notes = (f"InferenceMAX (SemiAnalysis) GitHub Actions run {rec['run']} "
+             f"(https://github.com/InferenceMAX/InferenceMAX/actions/runs/{rec['run']}); runner {rec['hw']}; "
+             f"disaggregated, multi-node: {layout}; model path as run: {rec['model']}; "
+             f"runs of this config in the collection: {group['run'].nunique()}")
+    precision = "MXFP4 (native gpt-oss MoE weights)" if "gpt-oss" in rec["model"] else "FP8 (block-scaled, native)"
+    common = {
+        "source": f"{source_prefix}/run_{rec['run']}/agg_bmk.json", "engine": engine,
+        "engine_version": version, "model": IMX_DISAGG_MODELS[rec["model"]], "precision": precision,
+        "hardware": IMX_DISAGG_HARDWARE[rec["hw"]], "num_accel": prefill_gpus + decode_gpus,
+        "tp": int(rec["decode_tp"]), "pp": 1,
+        "workload": "disaggregated prefill/decode serving; " + IMX_WORKLOAD,
+        "isl": int(rec["isl"]), "osl": int(rec["osl"]), "batch_or_concurrency": int(rec["conc"]),
+        "request_rate": "inf (closed loop)", "dataset": "random", "engine_family": family,
+    }
+    out = [dict(common, metric="output_tok_s", value=round(output_tok_s, 2),
+                notes=notes + "; tp column = decode tp; value = output_tput_per_gpu x decode GPUs")]
+    for metric, field, scale in IMX_METRICS:
+        out.append(dict(common, metric=metric, value=round(float(rec[field]) * scale, 3),
+                        notes=notes + f"; tp column = decode tp; value = {field} x {scale:g} (mean over requests)"))
+    return out
+
+
 def _aggregated_single_node(runs: pd.DataFrame) -> pd.DataFrame:
     # disaggregated multi-node rows and speculative (MTP) decoding are left out:
     # their layout does not fit one tp column and mistfast does not model MTP
@@ -318,8 +385,20 @@ def assemble() -> pd.DataFrame:
     return table[COLUMNS]
 
 
+# sources reserved for independent validation must never appear here
+RESERVED_SOURCE_MARKERS = ("dstack", "blog.vllm.ai", "inference_results_v4.0", "inference_results_v4.1")
+
+
 def check(table: pd.DataFrame) -> list[str]:
     problems = []
+    if list(table.columns) != COLUMNS:
+        problems.append(f"columns {list(table.columns)} differ from {COLUMNS}")
+    if table["id"].duplicated().any():
+        problems.append("duplicate ids")
+    for marker in RESERVED_SOURCE_MARKERS:
+        hits = table["source"].str.contains(marker, regex=False)
+        if hits.any():
+            problems.append(f"{hits.sum()} rows cite a reserved source ({marker})")
     for _, row in table.iterrows():
         for field in ("source", "metric", "value", "engine_version", "hardware", "model"):
             if not str(row[field]).strip():
@@ -339,6 +418,9 @@ def main(argv):
         rows = inferencemax_rows(argv[1], argv[2])
         rows.to_csv(os.path.join(HERE, "rows_inferencemax.csv"), index=False)
         print(f"rows_inferencemax.csv: {len(rows)} rows")
+        disagg = inferencemax_disagg_rows(argv[1], argv[2])
+        disagg.to_csv(os.path.join(HERE, "rows_inferencemax_disagg.csv"), index=False)
+        print(f"rows_inferencemax_disagg.csv: {len(disagg)} rows")
         return 0
     if argv[:1] == ["mlperf51"]:
         rows = mlperf51_rows(argv[1], argv[2])
