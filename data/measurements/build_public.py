@@ -53,7 +53,10 @@ IMX_METRICS = [
     ("ttft_ms", "mean_ttft", 1000.0),
     ("tpot_ms", "mean_tpot", 1000.0),
     ("e2e_mean_ms", "mean_e2el", 1000.0),
+    ("ttft_p99_ms", "p99_ttft", 1000.0),
+    ("tpot_p99_ms", "p99_tpot", 1000.0),
 ]
+IMX_STATISTIC = {"mean": "mean over requests", "p99": "99th percentile over requests"}
 IMX_WORKLOAD = (
     "online serving, closed loop at fixed max concurrency, request rate inf; "
     "random token prompts (--dataset-name random --random-range-ratio 0.8, --ignore-eos), "
@@ -141,7 +144,7 @@ def _inferencemax_disagg_config_rows(rec, group, source_prefix):
                 notes=notes + "; tp column = decode tp; value = output_tput_per_gpu x decode GPUs")]
     for metric, field, scale in IMX_METRICS:
         out.append(dict(common, metric=metric, value=round(float(rec[field]) * scale, 3),
-                        notes=notes + f"; tp column = decode tp; value = {field} x {scale:g} (mean over requests)"))
+                        notes=notes + f"; tp column = decode tp; value = {field} x {scale:g} ({IMX_STATISTIC[field[:field.index('_')]]})"))
     return out
 
 
@@ -198,7 +201,7 @@ def _inferencemax_config_rows(rec, group, source_prefix):
                 notes=base_notes + "; value = output_tput_per_gpu x tp (whole server)")]
     for metric, field, scale in IMX_METRICS:
         out.append(dict(common, metric=metric, value=round(float(rec[field]) * scale, 3),
-                        notes=base_notes + f"; value = {field} x {scale:g} (mean over requests)"))
+                        notes=base_notes + f"; value = {field} x {scale:g} ({IMX_STATISTIC[field[:field.index('_')]]})"))
     return out
 
 
@@ -377,12 +380,26 @@ def _mlperf_result_rows(rec, family, layout, stats, commit, summary_path):
     return out
 
 
-def assemble() -> pd.DataFrame:
+def assemble(previous_path: str | None = None) -> pd.DataFrame:
+    """Concatenate rows_*.csv; a row already in the previous public.csv keeps its id
+    (so ids stay stable for anyone who cites them), new rows get the next free ids."""
     parts = [pd.read_csv(p, dtype=str, keep_default_na=False)
              for p in sorted(glob.glob(os.path.join(HERE, "rows_*.csv")))]
     table = pd.concat(parts, ignore_index=True)
-    table.insert(0, "id", [f"P{i:04d}" for i in range(1, len(table) + 1)])
-    return table[COLUMNS]
+    previous_ids = {}
+    if previous_path and os.path.exists(previous_path):
+        previous = pd.read_csv(previous_path, dtype=str, keep_default_na=False)
+        previous_ids = {tuple(r[1:]): r[0] for r in previous[COLUMNS].itertuples(index=False)}
+    next_number = 1 + max((int(i[1:]) for i in previous_ids.values()), default=0)
+    ids = []
+    for row in table[COLUMNS[1:]].itertuples(index=False):
+        known = previous_ids.get(tuple(row))
+        if known is None:
+            known, next_number = f"P{next_number:04d}", next_number + 1
+        ids.append(known)
+    table.insert(0, "id", ids)
+    table = table.sort_values("id", key=lambda s: s.str[1:].astype(int), kind="stable")
+    return table[COLUMNS].reset_index(drop=True)
 
 
 # sources reserved for independent validation must never appear here
@@ -427,7 +444,7 @@ def main(argv):
         rows.to_csv(os.path.join(HERE, "rows_mlperf51.csv"), index=False)
         print(f"rows_mlperf51.csv: {len(rows)} rows")
         return 0
-    table = assemble()
+    table = assemble(os.path.join(HERE, "public.csv"))
     problems = check(table)
     for p in problems:
         print(p)
