@@ -177,7 +177,10 @@ def _inferencemax_config_rows(rec, group, source_prefix):
         f"runner {rec['hw']}; ep={int(rec['ep'])}; dp_attention={rec['dp_attention']}; "
         f"model id as run: {rec['model']}; "
         f"runs of this config in the collection: {group['run'].nunique()} "
-        f"(output tok/s seen: {'/'.join(str(v) for v in repeats)})"
+        f"(output tok/s seen: {'/'.join(str(v) for v in repeats)}; "
+        f"spread max/min-1 = {100 * (max(repeats) / min(repeats) - 1):.1f}%"
+        + ("; CAUTION runs disagree by more than 10%" if max(repeats) > 1.1 * min(repeats) else "")
+        + ")"
     )
     common = {
         "source": f"{source_prefix}/run_{rec['run']}/agg_bmk.json",
@@ -380,8 +383,12 @@ def _mlperf_result_rows(rec, family, layout, stats, commit, summary_path):
     return out
 
 
+# what makes a row the same measurement across rebuilds (notes may be reworded)
+IDENTITY = [c for c in COLUMNS if c != "notes"]
+
+
 def assemble(previous_path: str | None = None) -> pd.DataFrame:
-    """Concatenate rows_*.csv; a row already in the previous public.csv keeps its id
+    """Concatenate rows_*.csv; a measurement already in the previous public.csv keeps its id
     (so ids stay stable for anyone who cites them), new rows get the next free ids."""
     parts = [pd.read_csv(p, dtype=str, keep_default_na=False)
              for p in sorted(glob.glob(os.path.join(HERE, "rows_*.csv")))]
@@ -389,10 +396,10 @@ def assemble(previous_path: str | None = None) -> pd.DataFrame:
     previous_ids = {}
     if previous_path and os.path.exists(previous_path):
         previous = pd.read_csv(previous_path, dtype=str, keep_default_na=False)
-        previous_ids = {tuple(r[1:]): r[0] for r in previous[COLUMNS].itertuples(index=False)}
+        previous_ids = {tuple(r[1:]): r[0] for r in previous[IDENTITY].itertuples(index=False)}
     next_number = 1 + max((int(i[1:]) for i in previous_ids.values()), default=0)
     ids = []
-    for row in table[COLUMNS[1:]].itertuples(index=False):
+    for row in table[IDENTITY[1:]].itertuples(index=False):
         known = previous_ids.get(tuple(row))
         if known is None:
             known, next_number = f"P{next_number:04d}", next_number + 1
