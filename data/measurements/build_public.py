@@ -272,6 +272,8 @@ def _mlperf_parallelism(repo, commit, rec, family):
     """(tp, pp, ep, config path) from the submitter's own config, or None when ambiguous."""
     submitter, platform, scenario = rec["Submitter"], rec["Platform"], rec["Scenario"]
     stem = MLPERF_MODELS[rec["Model"]][2]
+    if family == "vllm-single":
+        return 1, 1, None, "single accelerator"
     if family == "trtllm-1":
         system = platform.split("_TRT")[0]
         path = f"closed/{submitter}/configs/{system}/{scenario}/{stem}.py"
@@ -281,7 +283,7 @@ def _mlperf_parallelism(repo, commit, rec, family):
         ep = _single_int(r"moe_expert_parallelism:\s*(\d+)", text)
     else:  # AMD harness_llm with vLLM
         device = MLPERF_HARDWARE[rec["Accelerator"]].lower()
-        path = (f"closed/{submitter}/code/{rec['Model']}/harness_llm/models/{stem}/"
+        path = (f"{rec['Category']}/{submitter}/code/{rec['Model']}/harness_llm/models/{stem}/"
                 f"{scenario.lower()}_{device}.yaml")
         text = _git_show(repo, commit, path)
         section = (text or "").split("vllm_engine_config:", 1)[-1] if text else None
@@ -299,6 +301,8 @@ def _mlperf_family(repo, commit, rec):
         return "trtllm-1" if re.search(rf"^TRTLLM_HASH\s*\??=\s*{MLPERF_TRTLLM_1}", makefile, re.M) else None
     if software.startswith("vLLM") and rec["Accelerator"].startswith("AMD"):
         return "vllm"
+    if software.startswith("vLLM") and int(rec["a#"]) * int(rec["Nodes"]) == 1:
+        return "vllm-single"  # one GPU: no parallelism to look up
     return None
 
 
@@ -307,7 +311,13 @@ def mlperf51_rows(repo: str, commit: str) -> pd.DataFrame:
     results = _json.loads(_git_show(repo, commit, "summary_results.json"))
     rows, seen = [], set()
     for rec in results:
-        if (rec["Category"], rec["Suite"]) != ("closed", "datacenter") or rec["Model"] not in MLPERF_MODELS:
+        if rec["Suite"] != "datacenter" or rec["Model"] not in MLPERF_MODELS:
+            continue
+        # open division lets submitters change the model; only AMD's MI355X llama2-70b
+        # run is kept (same benchmark id, its harness config is in the repository)
+        open_mi355x = (rec["Category"] == "open" and rec["Submitter"] == "AMD"
+                       and "MI355X" in rec["Accelerator"] and rec["Model"].startswith("llama2-70b"))
+        if rec["Category"] != "closed" and not open_mi355x:
             continue
         if rec["Accelerator"] not in MLPERF_HARDWARE:
             continue
@@ -340,19 +350,24 @@ def _mlperf_result_rows(rec, family, layout, stats, commit, summary_path):
     gpus = int(rec["a#"]) * int(rec["Nodes"])
     scenario = rec["Scenario"]
     offline = scenario == "Offline"
+    division = "" if rec["Category"] == "closed" else f"{rec['Category']} division "
     if family == "trtllm-1":
         engine = "TensorRT-LLM (NVIDIA MLPerf harness)"
         version = f"1.0-mlpinf branch @{MLPERF_TRTLLM_1[:12]} ({rec['Software']})"
+    elif family == "vllm-single":
+        engine = f"vLLM ({rec['Submitter']} MLPerf harness)"
+        version = rec["Software"].split(",")[0].replace("vLLM ", "")
+        family = "vllm"
     else:
         engine = "vLLM ROCm (AMD MLPerf harness_llm)"
         version = rec["Software"].split(",")[0].replace("vLLM ", "")
     if offline:
-        workload = f"MLPerf Inference v5.1 Offline: {MLPERF_DATASET_NOTE[dataset]}, all queries issued at t=0"
+        workload = f"MLPerf Inference v5.1 {division}Offline: {MLPERF_DATASET_NOTE[dataset]}, all queries issued at t=0"
         rate = "offline (all queries at t=0)"
     else:
         limits = (f"p99 TTFT <= {stats['ttft_limit_ns'] / 1e6:g} ms, "
                   f"p99 TPOT <= {stats['tpot_limit_ns'] / 1e6:g} ms")
-        workload = (f"MLPerf Inference v5.1 {scenario}: {MLPERF_DATASET_NOTE[dataset]}, "
+        workload = (f"MLPerf Inference v5.1 {division}{scenario}: {MLPERF_DATASET_NOTE[dataset]}, "
                     f"Poisson arrivals at target_qps, {limits}")
         rate = f"{stats['target_qps']:g}"
     notes = (f"submitter {rec['Submitter']}; result id {rec['ID']}; system {rec['System']}; "
