@@ -344,6 +344,14 @@ def mlperf51_rows(repo: str, commit: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS[1:])
 
 
+def _mlperf_precision(rec, engine):
+    weights = str(rec["weight_data_types"]).lower()
+    if engine.startswith("TensorRT-LLM") and weights == "fp4":
+        # NVIDIA's documentation/calibration.md: FP4 with per-block scales, i.e. NVFP4
+        return "NVFP4 (per-block scaled FP4; NVIDIA MLPerf calibration.md)"
+    return weights.upper()
+
+
 def _mlperf_result_rows(rec, family, layout, stats, commit, summary_path):
     tp, pp, ep, config_path = layout
     model, dataset, _ = MLPERF_MODELS[rec["Model"]]
@@ -380,7 +388,7 @@ def _mlperf_result_rows(rec, family, layout, stats, commit, summary_path):
     common = {
         "source": f"github:mlcommons/inference_results_v5.1@{commit}:{summary_path}",
         "engine": engine, "engine_version": version, "model": model,
-        "precision": str(rec["weight_data_types"]).upper(), "hardware": MLPERF_HARDWARE[rec["Accelerator"]],
+        "precision": _mlperf_precision(rec, engine), "hardware": MLPERF_HARDWARE[rec["Accelerator"]],
         "num_accel": gpus, "tp": tp, "pp": pp, "workload": workload, "isl": "", "osl": "",
         "batch_or_concurrency": "engine-chosen (max load)" if offline else "open loop (Poisson)",
         "request_rate": rate, "dataset": dataset, "engine_family": family,
