@@ -112,8 +112,7 @@ def inferencemax_disagg_rows(raw_dir: str, source_prefix: str) -> pd.DataFrame:
     runs = _disaggregated_pinned(_load_inferencemax_runs(raw_dir))
     rows = []
     for _, group in runs.groupby(IMX_DISAGG_KEY, sort=True):
-        group = group.sort_values("run")
-        rows.extend(_inferencemax_disagg_config_rows(group.iloc[-1], group, source_prefix))
+        rows.extend(_inferencemax_disagg_config_rows(_median_run(group), group, source_prefix))
     return pd.DataFrame(rows, columns=COLUMNS[1:])
 
 
@@ -156,14 +155,22 @@ def _aggregated_single_node(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def inferencemax_rows(raw_dir: str, source_prefix: str) -> pd.DataFrame:
-    """One row per (configuration, metric) from the newest run of each configuration."""
+    """One row per (configuration, metric) from the median run of each configuration."""
     runs = _aggregated_single_node(_load_inferencemax_runs(raw_dir))
     rows = []
     for _, group in runs.groupby(IMX_KEY, sort=True):
-        group = group.sort_values("run")
-        newest = group.iloc[-1]
-        rows.extend(_inferencemax_config_rows(newest, group, source_prefix))
+        rows.extend(_inferencemax_config_rows(_median_run(group), group, source_prefix))
     return pd.DataFrame(rows, columns=COLUMNS[1:])
+
+
+def _median_run(group: pd.DataFrame):
+    """The run with the median output throughput (upper median for an even count).
+
+    Repeated runs of one configuration use the same container; when they disagree the
+    outlier is usually a slow, disturbed run, so the median is kept rather than the newest.
+    """
+    ordered = group.sort_values(["output_tput_per_gpu", "run"], kind="stable")
+    return ordered.iloc[len(ordered) // 2]
 
 
 def _inferencemax_config_rows(rec, group, source_prefix):
