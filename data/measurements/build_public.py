@@ -282,9 +282,12 @@ def _mlperf_parallelism(repo, commit, rec, family):
     if family == "vllm-single":
         return 1, 1, None, "single accelerator"
     if family == "trtllm-1":
-        system = platform.split("_TRT")[0]
-        path = f"closed/{submitter}/configs/{system}/{scenario}/{stem}.py"
-        text = _git_show(repo, commit, path)
+        # config folders are named after the system, with or without the _TRT suffix
+        for system in (platform.split("_TRT")[0], platform):
+            path = f"closed/{submitter}/configs/{system}/{scenario}/{stem}.py"
+            text = _git_show(repo, commit, path)
+            if text is not None:
+                break
         tp = _single_int(r"tensor_parallelism:\s*(\d+)", text)
         pp = _single_int(r"pipeline_parallelism:\s*(\d+)", text)
         ep = _single_int(r"moe_expert_parallelism:\s*(\d+)", text)
