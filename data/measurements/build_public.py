@@ -59,7 +59,9 @@ IMX_METRICS = [
 IMX_STATISTIC = {"mean": "mean over requests", "p99": "99th percentile over requests"}
 IMX_WORKLOAD = (
     "online serving, closed loop at fixed max concurrency, request rate inf; "
-    "random token prompts (--dataset-name random --random-range-ratio 0.8, --ignore-eos), "
+    "random token prompts (--dataset-name random --random-range-ratio 0.8, --ignore-eos): "
+    "each request's input and output lengths drawn uniformly from the integers in "
+    "[0.8 x isl, isl] and [0.8 x osl, osl] (kimbochen/bench_serving@2ddd364 sample_uniform); "
     "num-prompts 10x concurrency on most runners"
 )
 IMX_KEY = ["hw", "framework", "image", "model", "precision", "isl", "osl", "tp", "ep",
