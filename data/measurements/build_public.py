@@ -183,7 +183,8 @@ def _inferencemax_config_rows(rec, group, source_prefix):
     base_notes = (
         f"InferenceMAX (SemiAnalysis) GitHub Actions run {rec['run']} "
         f"(https://github.com/InferenceMAX/InferenceMAX/actions/runs/{rec['run']}); "
-        f"runner {rec['hw']}; ep={int(rec['ep'])}; dp_attention={rec['dp_attention']}; "
+        f"runner {rec['hw']}" + (" (form factor not stated; SXM assumed)" if rec["hw"] in ("h100", "h200") else "")
+        + f"; ep={int(rec['ep'])}; dp_attention={rec['dp_attention']}; "
         f"model id as run: {rec['model']}; "
         f"runs of this config in the collection: {group['run'].nunique()} "
         f"(output tok/s seen: {'/'.join(str(v) for v in repeats)}; "
