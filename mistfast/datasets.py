@@ -8,6 +8,7 @@ statistics it reproduces (each with its source). ``docs/datasets.md`` lists them
 Public API
 ----------
 ``dataset_names()``                 canonical names of the shipped datasets.
+``dataset_in_text(text)``           the dataset a workload description names, or None.
 ``resolve_dataset(name)``           canonical name for a name or common spelling (case and
                                     punctuation ignored); :class:`DatasetError` lists the known ones.
 ``dataset_stats(name, **options)``  mean and percentiles of both sides (dict of floats).
@@ -35,7 +36,7 @@ import numpy as np
 
 from .catalog import data_dir, tomllib
 
-__all__ = ["DatasetError", "Dataset", "Marginal", "dataset_names", "resolve_dataset", "get_dataset",
+__all__ = ["DatasetError", "Dataset", "Marginal", "dataset_names", "resolve_dataset", "get_dataset", "dataset_in_text",
            "dataset_stats", "sample_pairs", "sample_side", "table_from_lengths", "TABLE_PROBS"]
 
 MARGINAL_KINDS = ("quantiles", "lognormal", "fixed", "uniform")
@@ -277,6 +278,24 @@ def resolve_dataset(name: Any) -> str:
         if hit is not None:
             return hit
     raise DatasetError(f"unknown dataset {name!r}; known datasets: {', '.join(dataset_names())}")
+
+
+def dataset_in_text(text: Any) -> str | None:
+    """The dataset a free-text workload description names ("offline, ShareGPT prompts" → "sharegpt"),
+    or None. Only the empirical/fitted datasets are looked for (not random or sonnet, whose names are
+    ordinary words), by canonical name or any spelling of at least 6 letters; the longest match wins."""
+    if not isinstance(text, str) or not text.strip():
+        return None
+    hay = _normalise(text)
+    best: tuple[int, str] | None = None
+    for ds in _catalog().values():
+        if ds.generator != "table":
+            continue
+        for spelling in (ds.name, *ds.aliases):
+            key = _normalise(spelling)
+            if (len(key) >= 6 or spelling == ds.name) and key in hay and (best is None or len(key) > best[0]):
+                best = (len(key), ds.name)
+    return None if best is None else best[1]
 
 
 def get_dataset(name: str, **options: Any) -> Dataset:
