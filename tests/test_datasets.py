@@ -333,3 +333,13 @@ def test_table_from_lengths_round_trip():
     y = m.quantile(np.random.default_rng(6).random(100_000))
     assert y.mean() == pytest.approx(x.mean(), rel=0.02)
     assert np.percentile(y, 90) == pytest.approx(np.percentile(x, 90), rel=0.02)
+
+
+def test_cli_lists_the_datasets():
+    from click.testing import CliRunner
+    from mistfast.cli import main
+    res = CliRunner().invoke(main, ["datasets"])
+    assert res.exit_code == 0
+    for name in D.dataset_names():
+        assert name in res.output
+    assert "294/" in res.output   # openorca output mean
