@@ -476,7 +476,7 @@ class LengthSpec(Spec):
     @model_validator(mode="before")
     @classmethod
     def _from_int(cls, v):
-        if isinstance(v, dict) and "dataset" in v:
+        if isinstance(v, dict) and v.get("dataset") is not None:
             v = {**v, "dist": v.get("dist", "dataset"), "dataset": _canonical_dataset(v["dataset"])}
         return {"dist": "fixed", "value": v} if isinstance(v, int) else v
 

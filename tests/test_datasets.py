@@ -259,6 +259,14 @@ def test_parametric_preset_options_and_max_tokens():
     assert reqs.input_tokens.max() == 2000
 
 
+def test_dataset_specs_survive_a_dump_and_reload():
+    spec = parse_scenario({"workload": {"dataset": "sharegpt", "output": 128}})
+    again = parse_scenario(spec.model_dump(mode="json"))
+    assert again.workload == spec.workload
+    assert again.workload.input.dataset == "sharegpt" and again.workload.output.value == 128
+    assert spec.replace().workload == spec.workload
+
+
 def test_scenario_lengths_are_deterministic():
     doc = {"workload": {"dataset": "burstgpt", "num_requests": 300}}
     _, a = _requests(doc, seed=7)
