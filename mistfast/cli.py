@@ -40,6 +40,7 @@ def main():
       mistfast summary results.nc                what a results file holds, best points
       mistfast step --model llama-3.1-70b --device H100 --tp 8 --prefill 0:2048
       mistfast catalog models                    list presets
+      mistfast datasets                          list named benchmark workloads
     """
 
 
@@ -252,6 +253,18 @@ def catalog(kind):
         elif kind == "models":
             extra = f"D={e.get('hidden_size')} L={e.get('num_layers')} H={e.get('num_heads')}/{e.get('num_kv_heads')}"
         click.echo(f"{name:<22} {desc:<30} {extra}")
+
+
+@main.command("datasets")
+def datasets_cmd():
+    """List the named benchmark datasets (workload.dataset = NAME) with their length statistics."""
+    from . import datasets as D
+    click.echo(f"{'name':<17} {'input mean/p50/p99':>20} {'output mean/p50/p99':>20}  title")
+    for name in D.dataset_names():
+        s = D.dataset_stats(name)
+        ins = f"{s['input_mean']:.0f}/{s['input_p50']:.0f}/{s['input_p99']:.0f}"
+        outs = f"{s['output_mean']:.0f}/{s['output_p50']:.0f}/{s['output_p99']:.0f}"
+        click.echo(f"{name:<17} {ins:>20} {outs:>20}  {D.get_dataset(name).title}")
 
 
 @main.command()

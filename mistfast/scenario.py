@@ -42,12 +42,29 @@ def resolve_trace_path(path: str) -> Path:
 
 
 def _lengths(spec, n, rng, what):
-    kw = {k: getattr(spec, k) for k in ("value", "mean", "std", "low", "high", "values", "probs")
-          if getattr(spec, k) is not None}
+    kw = {k: getattr(spec, k) for k in ("value", "mean", "std", "low", "high", "values", "probs", "dataset",
+                                        "range_ratio") if getattr(spec, k) is not None}
+    if spec.dist == "dataset":
+        kw["side"] = what
     try:
         return W.sample_lengths(spec.dist, n, rng, max_tokens=spec.max_tokens, **kw)
     except W.WorkloadError as exc:
         raise SpecError([f"workload.{what}: {exc}"]) from None
+
+
+def _workload_lengths(wl: WorkloadSpec, n: int, s_in, s_out) -> tuple[np.ndarray, np.ndarray]:
+    """Input and output lengths. Both sides from the same named dataset are drawn as joint pairs
+    (its rank correlation and total-length filter) from the input stream; otherwise each side on
+    its own stream."""
+    i, o = wl.input, wl.output
+    if i.dist == o.dist == "dataset" and i.dataset == o.dataset and i.range_ratio == o.range_ratio:
+        inp, out = W.sample_dataset_pairs(i.dataset, n, s_in, input_len=i.value, output_len=o.value,
+                                          range_ratio=i.range_ratio)
+        for side, spec in ((inp, i), (out, o)):
+            if spec.max_tokens is not None:
+                np.minimum(side, spec.max_tokens, out=side)
+        return inp, out
+    return _lengths(i, n, s_in, "input"), _lengths(o, n, s_out, "output")
 
 
 def seed_child(seed_seq: np.random.SeedSequence, i: int) -> np.random.SeedSequence:
@@ -90,8 +107,7 @@ def build_requests(wl: WorkloadSpec, horizon_s: float, seed_seq: np.random.SeedS
                 raise SpecError([f"workload.trace = {tr.path!r}: no requests left after windowing/sampling"])
         else:
             arr = _arrivals(a, n, s_arr)
-            reqs = W.Requests.from_arrays(arr, _lengths(wl.input, n, s_in, "input"),
-                                          _lengths(wl.output, n, s_out, "output"))
+            reqs = W.Requests.from_arrays(arr, *_workload_lengths(wl, n, s_in, s_out))
     except W.WorkloadError as exc:
         raise SpecError([f"workload: {exc}"]) from None
     if wl.prefix_tokens > 0 and not reqs.has_hashes:

@@ -449,8 +449,17 @@ def check_fits(client: ClientSpec, path: str = "clients[0]") -> None:
 
 
 # ----------------------------------------------------------------------------- workload
+def _canonical_dataset(name: Any) -> str:
+    """A named benchmark dataset's canonical name (mistfast.datasets); the error lists the known ones."""
+    from .datasets import DatasetError, dataset_names, resolve_dataset
+    try:
+        return resolve_dataset(name)
+    except DatasetError:
+        raise field_error("dataset", name, f"unknown dataset; known: {', '.join(dataset_names())}") from None
+
+
 class LengthSpec(Spec):
-    dist: Literal["fixed", "normal", "lognormal", "uniform", "empirical"] = "fixed"
+    dist: Literal["fixed", "normal", "lognormal", "uniform", "empirical", "dataset"] = "fixed"
     value: int | None = Field(default=None, ge=1)
     mean: float | None = Field(default=None, gt=0)
     std: float | None = Field(default=None, ge=0)
@@ -459,14 +468,24 @@ class LengthSpec(Spec):
     values: list[int] | None = None
     probs: list[float] | None = None
     max_tokens: int | None = Field(default=None, ge=1)
+    # named benchmark dataset (mistfast.datasets): `{ dataset = "sharegpt" }`; `value` and
+    # `range_ratio` set the nominal length and spread of the parametric ones (random, sonnet)
+    dataset: str | None = None
+    range_ratio: float | None = Field(default=None, ge=0, lt=1)
 
     @model_validator(mode="before")
     @classmethod
     def _from_int(cls, v):
+        if isinstance(v, dict) and v.get("dataset") is not None:
+            v = {**v, "dist": v.get("dist", "dataset"), "dataset": _canonical_dataset(v["dataset"])}
         return {"dist": "fixed", "value": v} if isinstance(v, int) else v
 
     @model_validator(mode="after")
     def _check(self):
+        if self.dist == "dataset" or self.dataset is not None:
+            return self._check_dataset()
+        if self.range_ratio is not None:
+            raise field_error("range_ratio", self.range_ratio, "only applies with dataset = \"random\"")
         need = {"fixed": ["value"], "normal": ["mean", "std"], "lognormal": ["mean", "std"],
                 "uniform": ["low", "high"], "empirical": ["values"]}[self.dist]
         for f in need:
@@ -476,6 +495,25 @@ class LengthSpec(Spec):
             raise field_error("high", self.high, f"must be >= low ({self.low})")
         if self.dist == "empirical" and self.probs is not None and len(self.probs) != len(self.values):
             raise field_error("probs", f"{len(self.probs)} items", f"must have one probability per value ({len(self.values)})")
+        return self
+
+    def _check_dataset(self):
+        if self.dist != "dataset":
+            raise field_error("dist", self.dist, "must be 'dataset' (or left out) when dataset is given")
+        if self.dataset is None:
+            raise field_error("dataset", None, "required for dist = 'dataset'")
+        stray = [f for f in ("mean", "std", "low", "high", "values", "probs") if getattr(self, f) is not None]
+        if stray:
+            raise field_error(stray[0], getattr(self, stray[0]), f"does not apply to dataset = {self.dataset!r} "
+                              f"(allowed with a dataset: value, range_ratio, max_tokens)")
+        from .datasets import get_dataset
+        if get_dataset(self.dataset).generator == "table":
+            for f in ("value", "range_ratio"):
+                if getattr(self, f) is not None:
+                    raise field_error(f, getattr(self, f), f"dataset {self.dataset!r} has fixed length distributions; "
+                                      f"{f} applies only to the parametric datasets (random, sonnet)")
+        elif self.range_ratio is not None and get_dataset(self.dataset).generator != "vllm_random":
+            raise field_error("range_ratio", self.range_ratio, "only applies with dataset = \"random\"")
         return self
 
 
@@ -510,6 +548,15 @@ class TraceSpec(Spec):
     use_arrivals: bool = True
 
 
+class DatasetPresetSpec(Spec):
+    """`workload.dataset`: a named benchmark dataset for both input and output lengths (drawn as
+    joint pairs); options for the parametric ones (random, sonnet)."""
+    name: str
+    input_len: int | None = Field(default=None, ge=1)
+    output_len: int | None = Field(default=None, ge=1)
+    range_ratio: float | None = Field(default=None, ge=0, lt=1)
+
+
 class WorkloadSpec(Spec):
     num_requests: int = Field(default=1000, ge=1)
     arrival: ArrivalSpec = ArrivalSpec(rate_rps=10.0)
@@ -519,6 +566,26 @@ class WorkloadSpec(Spec):
     prefix_tokens: int = Field(default=0, ge=0, description="synthetic shared prefix per request (tokens)")
     prefix_groups: int = Field(default=1, ge=1, description="number of distinct shared prefixes")
     branches: int = Field(default=1, ge=1, description="parallel decode branches per request (multi-path reasoning)")
+    dataset: DatasetPresetSpec | None = Field(default=None, description="named benchmark dataset for input and output")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dataset_preset(cls, v):
+        """`dataset = "sharegpt"` (or a table with name and options) sets input and output unless given."""
+        if not isinstance(v, dict) or v.get("dataset") is None:
+            return v
+        preset = v["dataset"]
+        if isinstance(preset, str):
+            preset = {"name": preset}
+        if not isinstance(preset, dict) or "name" not in preset:
+            return v  # the field validator reports the shape
+        name = _canonical_dataset(preset["name"])
+        v = {**v, "dataset": {**preset, "name": name}}
+        rr = preset.get("range_ratio")
+        for side, length in (("input", preset.get("input_len")), ("output", preset.get("output_len"))):
+            if side not in v:
+                v[side] = {k: x for k, x in (("dataset", name), ("value", length), ("range_ratio", rr)) if x is not None}
+        return v
 
 
 # ----------------------------------------------------------------------------- pipelines (multi-client)

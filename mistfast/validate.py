@@ -152,6 +152,7 @@ class RowPlan:
     n_requests_measured: int = 0
     n_requests_sim: int = 0
     workload_kind: str = ""
+    dataset: str = ""   # named benchmark dataset giving the length distribution (mistfast.datasets)
 
     @property
     def client_key(self) -> str:
@@ -182,6 +183,36 @@ def group_of(r: Mapping) -> str:
                                       "precision", "metric", "workload")]
     return "|".join(parts)
 
+
+
+def _apply_dataset(plan: RowPlan, r: Mapping) -> str:
+    """A row whose ``dataset`` column (or ``workload`` text) names a benchmark dataset is simulated
+    with that dataset's length distribution; missing isl/osl become the dataset's means (for the
+    step rows and the engine heuristics). Returns why the row cannot be represented, or ""."""
+    from . import datasets as D
+    named = _txt(r.get("dataset"))
+    if named:
+        try:
+            plan.dataset = D.resolve_dataset(named)
+        except D.DatasetError as exc:
+            return str(exc)
+    else:
+        plan.dataset = D.dataset_in_text(_txt(r.get("workload"))) or ""
+    if plan.dataset and (plan.isl < 1 or plan.osl < 1):
+        if D.get_dataset(plan.dataset).generator != "table":
+            return f"dataset {plan.dataset!r} needs the row's isl and osl (its nominal lengths)"
+        stats = D.dataset_stats(plan.dataset)
+        plan.isl = plan.isl or max(int(round(stats["input_mean"])), 1)
+        plan.osl = plan.osl or max(int(round(stats["output_mean"])), 1)
+    return ""
+
+
+def _dataset_preset(plan: RowPlan, r: Mapping) -> dict:
+    """``workload.dataset`` of a row's scenario (the row's isl/osl are the nominal lengths of random/sonnet)."""
+    from . import datasets as D
+    if D.get_dataset(plan.dataset).generator == "table":
+        return {"name": plan.dataset}
+    return {"name": plan.dataset, "input_len": plan.isl, "output_len": plan.osl}
 
 
 def plan_row(r: Mapping) -> RowPlan:
@@ -220,6 +251,9 @@ def plan_row(r: Mapping) -> RowPlan:
     bc_txt = _txt(r.get("batch_or_concurrency"))
     rr_txt = _txt(r.get("request_rate")).lower()
     batch = _int(bc_txt, None)
+    why_not = _apply_dataset(plan, r)
+    if why_not:
+        return plan.unsupported(why_not)
     if plan.isl < 1:
         return plan.unsupported("no input length (isl)")
 
@@ -254,6 +288,8 @@ def plan_row(r: Mapping) -> RowPlan:
     rate = C._num(rr_txt, None)
     workload: dict[str, Any] = {"input": {"dist": "fixed", "value": plan.isl},
                                 "output": {"dist": "fixed", "value": plan.osl}}
+    if plan.dataset:
+        workload = {"dataset": _dataset_preset(plan, r)}
     sched: dict[str, Any]
     if "static" in wl:
         if batch is None:

@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 ARRIVAL_PROCESSES = ("poisson", "gamma", "weibull", "uniform", "normal", "bursty", "offline")
-LENGTH_DISTS = ("fixed", "normal", "lognormal", "uniform", "empirical")
+LENGTH_DISTS = ("fixed", "normal", "lognormal", "uniform", "empirical", "dataset")
 TRACE_FORMATS = ("azure", "mooncake", "lengths")
 SERVEGEN_DISTS = ("Gamma", "Weibull", "Exponential")
 MOONCAKE_BLOCK_TOKENS = 512
@@ -433,6 +433,7 @@ _DIST_PARAMS = {
     "lognormal": ({"mean"}, {"std", "sigma"}),
     "uniform": ({"low", "high"}, set()),
     "empirical": ({"values"}, {"probs"}),
+    "dataset": ({"dataset"}, {"value", "range_ratio", "side"}),
 }
 
 
@@ -459,7 +460,7 @@ def _empirical_pmf(values: Any, probs: Any, where: str = "empirical") -> tuple[n
 
 def sample_lengths(dist: str, n: int, rng: np.random.Generator, *, value=None, mean=None, std=None,
                    sigma=None, low=None, high=None, values=None, probs=None, min_tokens: int = 1,
-                   max_tokens: int | None = None) -> np.ndarray:
+                   max_tokens: int | None = None, dataset=None, side=None, range_ratio=None) -> np.ndarray:
     """``n`` int64 token lengths, rounded to the nearest integer and clamped to
     [min_tokens, max_tokens] (min_tokens >= 1, so never 0).
 
@@ -467,13 +468,16 @@ def sample_lengths(dist: str, n: int, rng: np.random.Generator, *, value=None, m
     ``std`` of the lengths (σ² = ln(1 + std²/mean²)) or the log-space ``sigma``; μ = ln(mean) − σ²/2.
     uniform: integers in [``low``, ``high``] inclusive. empirical: draws from ``values`` (uniformly,
     or with ``probs``; ``values`` may also be a {value: prob} dict). Parameters that do not belong to
-    the chosen distribution are rejected.
+    the chosen distribution are rejected. dataset: one ``side`` ("input", the default, or "output")
+    of a named benchmark dataset (:mod:`mistfast.datasets`); ``value`` and ``range_ratio`` set the
+    nominal length and spread of the parametric ones (random, sonnet).
     """
     if dist not in LENGTH_DISTS:
         raise WorkloadError(f"unknown length distribution {dist!r}; allowed: {', '.join(LENGTH_DISTS)}")
     n = _check_count("n", n)
     given = {k: v for k, v in dict(value=value, mean=mean, std=std, sigma=sigma, low=low, high=high,
-                                   values=values, probs=probs).items() if v is not None}
+                                   values=values, probs=probs, dataset=dataset, side=side,
+                                   range_ratio=range_ratio).items() if v is not None}
     required, optional = _DIST_PARAMS[dist]
     missing = required - given.keys()
     if missing:
@@ -505,11 +509,37 @@ def sample_lengths(dist: str, n: int, rng: np.random.Generator, *, value=None, m
         if lo != round(lo) or hi != round(hi) or hi < lo:
             raise WorkloadError(f"uniform needs integers low <= high, got low={low!r}, high={high!r}")
         x = rng.integers(int(lo), int(hi) + 1, n).astype(_F64)
+    elif dist == "dataset":
+        x = _dataset_side(dataset, side or "input", n, rng, value, range_ratio).astype(_F64)
     else:
         v, p = _empirical_pmf(values, probs)
         x = rng.choice(v, size=n, p=p)
     hi = np.inf if max_tokens is None else float(max_tokens)
     return np.clip(np.rint(x), float(min_tokens), hi).astype(_I64)
+
+
+def dataset_options(side: str, value=None, range_ratio=None) -> dict:
+    """Options of a parametric dataset for one side: its nominal length (``value``) and spread."""
+    return {f"{side}_len": value, "range_ratio": range_ratio}
+
+
+def _dataset_side(name, side: str, n: int, rng: np.random.Generator, value=None, range_ratio=None) -> np.ndarray:
+    from .datasets import DatasetError, sample_side
+    try:
+        return sample_side(name, side, n, rng, **dataset_options(side, value, range_ratio))
+    except DatasetError as exc:
+        raise WorkloadError(str(exc)) from None
+
+
+def sample_dataset_pairs(name, n: int, rng: np.random.Generator, *, input_len=None, output_len=None,
+                         range_ratio=None) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` jointly drawn (input, output) length pairs of a named benchmark dataset (int64)."""
+    from .datasets import DatasetError, sample_pairs
+    n = _check_count("n", n)
+    try:
+        return sample_pairs(name, n, rng, input_len=input_len, output_len=output_len, range_ratio=range_ratio)
+    except DatasetError as exc:
+        raise WorkloadError(str(exc)) from None
 
 
 # ----------------------------------------------------------------------------------------------
