@@ -1531,6 +1531,8 @@ def _event_loop(
                     continue
                 if ci[c, I_NPF] != 0 or ci[c, I_NDEC] != ci[c, I_NREAL] or ci[c, I_NREAL] != ci[c, I_NRUN]:
                     continue
+                if cli_prm[c][ST.P_N_WIN] > 0.0:
+                    continue  # windowed attention work does not grow by a constant per step: step by step
                 t_other = np.inf
                 if ctr[C_NA] < n and arrival[ctr[C_NA]] <= horizon:
                     t_other = arrival[ctr[C_NA]]
