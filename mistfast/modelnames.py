@@ -33,7 +33,7 @@ from .catalog import Catalog, data_dir, default_catalog, tomllib
 WEIGHT_ONLY_INT4 = {"weights": "int4", "compute": "bf16", "kv": "bf16", "activations": "bf16"}
 WEIGHT_ONLY_INT8 = {"weights": "int8", "compute": "bf16", "kv": "bf16", "activations": "bf16"}
 QUANT_TAGS: dict[str, Any] = {
-    "fp8": "fp8", "fp8-dynamic": "fp8", "fp8-static": "fp8", "fp8-block": "fp8", "w8a8-fp8": "fp8",
+    "fp8": "fp8", "fp8-dynamic": "fp8", "fp8-static": "fp8", "fp8-block": "fp8", "w8a8-fp8": "fp8", "fp8-kv": "fp8",
     "nvfp4": "nvfp4", "fp4": "nvfp4", "mxfp4": "mxfp4",
     "awq": WEIGHT_ONLY_INT4, "gptq": WEIGHT_ONLY_INT4, "int4": WEIGHT_ONLY_INT4, "w4a16": WEIGHT_ONLY_INT4,
     "gptq-int4": WEIGHT_ONLY_INT4, "awq-int4": WEIGHT_ONLY_INT4, "bnb-4bit": WEIGHT_ONLY_INT4,
@@ -41,8 +41,10 @@ QUANT_TAGS: dict[str, Any] = {
     "int8": "int8", "w8a8": "int8", "bf16": "bf16", "fp16": "fp16",
 }
 # suffixes that name a fine-tune or packaging of the same architecture
-PLAIN_SUFFIXES = ("instruct", "chat", "it", "hf", "base", "dynamic", "quantized", "v1", "v2")
+PLAIN_SUFFIXES = ("instruct", "chat", "it", "hf", "base", "dynamic", "quantized", "thinking", "reasoning")
 DATE_SUFFIX = re.compile(r"-(\d{4}|\d{6}|\d{8})$")
+VERSION_SUFFIX = re.compile(r"-v\d+(\.\d+)*$")
+SEPARATORS = ("-", ".", "_")
 
 
 @dataclass(frozen=True)
@@ -71,19 +73,20 @@ def _strip_tags(name: str) -> tuple[str, Any]:
     while changed:
         changed = False
         for tag in sorted(QUANT_TAGS, key=len, reverse=True):
-            if name.endswith("-" + tag):
+            if any(name.endswith(sep + tag) for sep in SEPARATORS):
                 name = name[: -len(tag) - 1]
                 precision = QUANT_TAGS[tag] if precision is None else precision
                 changed = True
                 break
         for suf in PLAIN_SUFFIXES:
-            if name.endswith("-" + suf):
+            if any(name.endswith(sep + suf) for sep in SEPARATORS):
                 name = name[: -len(suf) - 1]
                 changed = True
-        m = DATE_SUFFIX.search(name)
-        if m:
-            name = name[: m.start()]
-            changed = True
+        for pattern in (DATE_SUFFIX, VERSION_SUFFIX):
+            m = pattern.search(name)
+            if m:
+                name = name[: m.start()]
+                changed = True
     return name, precision
 
 
@@ -104,17 +107,24 @@ def resolve_model_name(name: str, catalog: Catalog | None = None) -> ResolvedMod
     low = raw.lower()
     if cat.has("models", low):
         return ResolvedModel(cat.get("models", low)["name"], None, "catalog key")
-    hit = explicit_names().get(low)
-    if hit is not None and cat.has("models", hit["model"]):
-        return ResolvedModel(cat.get("models", hit["model"])["name"], hit.get("precision"), "Hugging Face id")
-    spellings = _spellings(cat)
+    explicit = explicit_names()
     base = low.rsplit("/", 1)[-1]
+    for key in (low, base):
+        hit = explicit.get(key)
+        if hit is not None and cat.has("models", hit["model"]):
+            return ResolvedModel(cat.get("models", hit["model"])["name"], hit.get("precision"), "named checkpoint")
+    spellings = _spellings(cat)
     for cand in (base, base.removeprefix("meta-")):
-        stem, precision = _strip_tags(cand)
+        stem, tag_precision = _strip_tags(cand)
         for s in (cand, stem, stem.removeprefix("meta-")):
+            precision = tag_precision if s != cand else None
+            hit = explicit.get(s)
+            if hit is not None and cat.has("models", hit["model"]):
+                return ResolvedModel(cat.get("models", hit["model"])["name"],
+                                     precision if precision is not None else hit.get("precision"), "spelling")
             if s in spellings:
                 return ResolvedModel(spellings[s], precision, "spelling")
-    known = sorted(set(spellings) | set(explicit_names()))
+    known = sorted(set(spellings) | set(explicit))
     close = difflib.get_close_matches(base, known, n=5, cutoff=0.5) or difflib.get_close_matches(low, known, n=5, cutoff=0.4)
     hint = f"closest: {', '.join(close)}" if close else f"known: {', '.join(cat.names('models'))}"
     raise KeyError(f"unknown model {raw!r} (not a catalog key, Hugging Face id or alias); {hint}; "

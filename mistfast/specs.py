@@ -503,16 +503,33 @@ class ClientSpec(Spec):
         return 2 * math.ceil(m.num_kv_heads / self.tp) * m.head_dim * lp * b_kv
 
     def window_kv_reserve_bytes_device(self) -> float:
-        """KV bytes set aside for the windowed layers: every one of max_batch_size sequences holds
-        at most sliding_window + block_size tokens (the window plus one partly filled block) in
-        each windowed layer of the most loaded stage. 0 without windowed layers, and when every
-        layer is windowed (then tokens are charged in full instead)."""
+        """KV bytes set aside for the windowed layers of the most loaded stage.
+
+        A sequence holds at most sliding_window + block_size tokens (the window plus one partly
+        filled block) in a windowed layer, so max_batch_size sequences need at most
+        B·(W + b)·w bytes (w = windowed-layer KV bytes per token). Nor can the running sequences
+        hold more window tokens than context tokens, which the pool left after the reserve bounds
+        by (pool − reserve)/f (f = full-layer bytes per token); the reserve is the smaller of the
+        two, min(B·(W + b)·w, pool·w/(w + f)), so the memory is never oversubscribed and the
+        capacity is never below charging every layer per token. 0 without windowed layers and
+        when every layer is windowed (then tokens are charged over all layers)."""
         m = self.model
-        if m.architecture == "encoder" or not m.sliding_window or m.num_window_layers == m.num_layers:
+        if m.architecture == "encoder" or m.is_mla or not m.sliding_window or m.num_window_layers == m.num_layers:
             return 0.0
-        win = max(sum(m.is_window_layer(i) for i in st) for st in self._stage_layers())
+        stages = self._stage_layers()
+        win = max(sum(m.is_window_layer(i) for i in st) for st in stages) * self._kv_layer_bytes()
+        full = self.kv_bytes_per_token_device()
+        pool = self._kv_pool_bytes()
+        if pool <= 0:
+            return 0.0
         tokens = min(m.sliding_window + self.scheduler.block_size, m.max_model_len)
-        return float(self.scheduler.max_batch_size * tokens * win * self._kv_layer_bytes())
+        return float(min(self.scheduler.max_batch_size * tokens * win, pool * win / (win + full)))
+
+    def _kv_pool_bytes(self) -> float:
+        """f·(M − W − R): device memory the engine gives to the KV cache."""
+        s = self.scheduler
+        return s.kv_memory_fraction * (self.device.memory_GiB * GiB - self.weight_bytes_device()
+                                       - s.reserved_memory_GiB * GiB)
 
     def kv_bytes_per_token(self) -> float:
         """KV bytes per token of the whole model (what moves between clients)."""
@@ -550,7 +567,8 @@ class ClientSpec(Spec):
         s = self.scheduler
         free = s.kv_memory_fraction * (self.device.memory_GiB * GiB - self.weight_bytes_device()
                                        - s.reserved_memory_GiB * GiB)
-        free -= self.window_kv_reserve_bytes_device()
+        if self.model.sliding_window:
+            free -= self.window_kv_reserve_bytes_device()
         per_tok = self.kv_bytes_per_token_device()
         if per_tok == 0:
             return 2**62 if free > 0 else 0
