@@ -127,7 +127,7 @@ def resolve_model_name(name: str, catalog: Catalog | None = None) -> ResolvedMod
     known = sorted(set(spellings) | set(explicit))
     close = difflib.get_close_matches(base, known, n=5, cutoff=0.5) or difflib.get_close_matches(low, known, n=5, cutoff=0.4)
     hint = f"closest: {', '.join(close)}" if close else f"known: {', '.join(cat.names('models'))}"
-    raise KeyError(f"unknown model {raw!r} (not a catalog key, Hugging Face id or alias); {hint}; "
+    raise KeyError(f"unknown model preset {raw!r} (not a catalog key, Hugging Face id or alias); {hint}; "
                    f"or define it under [catalog.models.NAME]")
 
 

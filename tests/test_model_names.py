@@ -50,9 +50,9 @@ def test_weight_only_tags_keep_16_bit_compute():
 
 
 def test_unknown_name_lists_the_closest():
-    with pytest.raises(KeyError, match=r"unknown model 'llama-3.1-7b'.*closest: llama-3.1-70b, llama-3.1-8b"):
+    with pytest.raises(KeyError, match=r"unknown model preset 'llama-3.1-7b'.*closest: llama-3.1-70b, llama-3.1-8b"):
         resolve_model_name("llama-3.1-7b")
-    with pytest.raises(SpecError, match=r"clients\[0\]\.model = 'openai/gpt-oss-12b': unknown model .*closest: gpt-oss-120b"):
+    with pytest.raises(SpecError, match=r"clients\[0\]\.model = 'openai/gpt-oss-12b': unknown model preset .*closest: gpt-oss-120b"):
         parse_scenario({"clients": [{"model": "openai/gpt-oss-12b", "device": "H100"}]})
 
 
