@@ -878,6 +878,8 @@ def _decode_run(c, t_other, horizon, max_sim, drain, log_cap, closed, prm, sch, 
             run_amt[i] = 0
             if j1 < j_irregular:
                 j_irregular = j1
+    if left < 1:
+        return  # a request with no token left (e.g. a 1-token output after a remote prefill) leaves at the ordinary step
     # ---- the run ----------------------------------------------------------------------------
     w_f = float(w_sum)
     ST.step_fixed(prm, w_f, w_f, 0.0, bd)  # as step_time does for this batch: T = R = w_sum, t_pf = 0
