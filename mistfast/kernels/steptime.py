@@ -263,6 +263,33 @@ def window_attention(prm, pf_past, pf_new, n_pf, dec_w, dec_s, dec_k, n_dec):
 
 
 @jit_noalloc
+def window_run_ok(prm, dec_k, n_dec):
+    """True when the windowed attention of these decodes stays the same step after step: a
+    sliding window that every decode's private context already fills (k + 1 >= W). Each branch
+    then sees W keys, all of them private, so the windowed-layer work is W per branch."""
+    if prm[P_WIN_CHUNKED] > 0.0:
+        return False
+    W = prm[P_WIN]
+    for j in range(n_dec):
+        if dec_k[j] + 1.0 < W:
+            return False
+    return True
+
+
+@jit_noalloc
+def add_window_attention_full(prm, w_sum, out):
+    """Add the windowed layers' attention of w_sum decode branches whose windows are full of
+    private tokens (window_run_ok) to the fixed part in ``out``; the same arithmetic as
+    window_attention + step_time, so a decode run gives bit-identical steps."""
+    pairs_d = int(prm[P_WIN]) * w_sum
+    f = 0.0
+    off = 0.0
+    f += 4.0 * prm[P_HQ] * prm[P_DH] * pairs_d
+    off += 2.0 * prm[P_HKV] * prm[P_DH] * prm[P_BKVB] * pairs_d
+    out[X_LAYER] += _op(prm, out[X_BD:X_BD + N_BREAKDOWN], CAT_ATTN, prm[P_N_WIN], f, off, 0.0, 0.0)
+
+
+@jit_noalloc
 def step_time(prm, pf_past, pf_new, n_pf, n_pf_done, dec_w, dec_s, dec_k, n_dec, out):
     """Latency (s) of one step; fills ``out`` (length N_OUT: the breakdown, then scratch).
 
