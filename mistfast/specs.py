@@ -278,6 +278,10 @@ class ModelSpec(Spec):
         """Parameters from the shapes (norms ignored, untied unless ``tied_embeddings``)."""
         D, L, dh = self.hidden_size, self.num_layers, self.head_dim
         attn = D * (self.num_heads + 2 * self.num_kv_heads) * dh + self.num_heads * dh * D
+        if self.is_mla:  # q_a, q_b, kv_a, kv_b, o (MODEL.md §9.4)
+            H, rq, rkv, dr = self.num_heads, self.q_lora_rank, self.kv_lora_rank, self.rope_head_dim
+            q = D * rq + rq * H * (dh + dr) if rq else D * H * (dh + dr)
+            attn = q + D * (rkv + dr) + rkv * H * 2 * dh + H * dh * D
         dense_ffn = self.ffn_mats * D * self.ffn_dim
         if self.is_moe:
             moe_ffn = (self.num_experts + self.num_shared_experts) * self.ffn_mats * D * self.expert_ffn_dim \

@@ -88,6 +88,9 @@ def _spec(name):
     # Llama-4 text decoders: 109 B and 400 B (Meta; Scout's 109 B includes its vision encoder)
     ("llama-4-scout", 109.0, 0.02), ("llama-4-maverick", 400.0, 0.01),
     ("gemma-3-27b", 27.0, 0.01), ("mistral-small-24b", 23.57, 0.002), ("gpt-j-6b", 6.05, 0.01),
+    # MLA models: DeepSeek-V3 671 B (MODEL.md §9.4); Kimi-K2 1.03 T by the MLA count of tests/test_catalog_data.py
+    # (model card: "1 T total, 32 B active")
+    ("deepseek-v3", 671.0, 0.01), ("kimi-k2", 1026.4, 0.01),
 ])
 def test_param_counts_match_published_totals(name, total_B, tol):
     assert _spec(name).param_count() / 1e9 == pytest.approx(total_B, rel=tol)
