@@ -108,7 +108,7 @@ def resolve_model_name(name: str, catalog: Catalog | None = None) -> ResolvedMod
     if cat.has("models", low):
         return ResolvedModel(cat.get("models", low)["name"], None, "catalog key")
     explicit = explicit_names()
-    base = low.rsplit("/", 1)[-1]
+    base = re.sub(r"[\s_]+", "-", low.rsplit("/", 1)[-1])   # "GPT-J 6B" is spelled gpt-j-6b
     for key in (low, base):
         hit = explicit.get(key)
         if hit is not None and cat.has("models", hit["model"]):

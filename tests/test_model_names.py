@@ -35,6 +35,7 @@ GiB = 2**30
     ("llama2-70b-99.9", "llama-2-70b", None),
     ("deepseek-ai/DeepSeek-R1-Distill-Llama-70B", "llama-3.3-70b", None),
     ("LLAMA-3.1-70B", "llama-3.1-70b", None),              # catalog keys are case-insensitive
+    ("GPT-J 6B", "gpt-j-6b", None),                          # blanks spell dashes
 ])
 def test_names_resolve_to_model_and_precision(name, model, precision):
     r = resolve_model_name(name)
