@@ -363,6 +363,13 @@ class StepCorrectionSpec(Spec):
         return self
 
 
+# captured CUDA-graph batch sizes of serving engines (scheduler.cuda_graph_sizes = "NAME")
+CUDA_GRAPH_PRESETS = {
+    # vLLM v0 worker/model_runner.py: _BATCH_SIZES_TO_CAPTURE = [1, 2, 4] + [8 * i for i in range(1, 33)]
+    "vllm-v0": [1, 2, 4] + [8 * i for i in range(1, 33)],
+}
+
+
 class SchedulerSpec(Spec):
     batching: Literal["static", "continuous", "mixed", "chunked"] = "chunked"
     policy: Literal["fcfs", "spf", "lwl"] = "fcfs"
@@ -379,6 +386,15 @@ class SchedulerSpec(Spec):
     static_pad: bool = False
     aging_s: float = Field(gt=0, default=30.0, description="waiting time after which a non-FCFS policy serves a request first")
     cuda_graph_sizes: list[int] = Field(default=[], max_length=128, description="captured CUDA-graph batch sizes: a decode-only step of T <= max tokens runs at the next captured size (empty: no padding)")
+
+    @field_validator("cuda_graph_sizes", mode="before")
+    @classmethod
+    def _graph_preset(cls, v):
+        if isinstance(v, str):
+            if v not in CUDA_GRAPH_PRESETS:
+                raise ValueError(f"unknown preset; allowed: {', '.join(CUDA_GRAPH_PRESETS)} or a list of sizes")
+            return CUDA_GRAPH_PRESETS[v]
+        return v
 
     @field_validator("cuda_graph_sizes")
     @classmethod

@@ -234,6 +234,15 @@ def test_cuda_graph_padding():
         assert step_latency(g, pf, dec).total_s == step_latency(e, pf, dec).total_s
 
 
+def test_vllm_v0_graph_preset():
+    c = make_client("llama-3.1-8b", "H100", scheduler={"cuda_graph_sizes": "vllm-v0"})
+    assert c.scheduler.cuda_graph_sizes[:5] == [1, 2, 4, 8, 16] and c.scheduler.cuda_graph_sizes[-1] == 256
+    e = make_client("llama-3.1-8b", "H100")
+    # 100 decodes run the graph of 104
+    assert step_latency(c, decode=[(1, 300)] * 100).breakdown["gemm_s"] == \
+        step_latency(e, decode=[(1, 300)] * 104).breakdown["gemm_s"]
+
+
 def test_bad_graph_sizes_are_one_clear_line():
     with pytest.raises(mf.SpecError, match=r"cuda_graph_sizes = \[4, 2\]: .*strictly increasing"):
         mf.parse_scenario({"clients": [{"model": "llama-3.1-8b", "device": "H100",
