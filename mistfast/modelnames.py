@@ -105,8 +105,9 @@ def resolve_model_name(name: str, catalog: Catalog | None = None) -> ResolvedMod
     cat = catalog or default_catalog()
     raw = str(name).strip()
     low = raw.lower()
-    if cat.has("models", low):
-        return ResolvedModel(cat.get("models", low)["name"], None, "catalog key")
+    hit_key = cat.entry("models", low)
+    if hit_key is not None:
+        return ResolvedModel(hit_key[0], None, "catalog key")
     explicit = explicit_names()
     base = re.sub(r"[\s_]+", "-", low.rsplit("/", 1)[-1])   # "GPT-J 6B" is spelled gpt-j-6b
     for key in (low, base):
@@ -142,11 +143,13 @@ def resolve_client_model(data: dict, catalog: Catalog) -> dict:
     else:
         return data
     r = resolve_model_name(name, catalog)
+    if r.rule == "catalog key" and r.model == name and "native_precision" not in catalog.entry("models", name)[1]:
+        return data  # the common case: nothing to change
     out = dict(data)
     out["model"] = r.model if table is None else {**table, "preset": r.model}
     precision = r.precision
     if precision is None:
-        precision = (table or {}).get("native_precision", catalog.get("models", r.model).get("native_precision"))
+        precision = (table or {}).get("native_precision", catalog.entry("models", r.model)[1].get("native_precision"))
     if precision is not None and "precision" not in data:
         out["precision"] = precision
     return out

@@ -385,7 +385,8 @@ class SchedulerSpec(Spec):
     prefix_cache_fraction: float = Field(ge=0, lt=1, default=0.25)
     static_pad: bool = False
     aging_s: float = Field(gt=0, default=30.0, description="waiting time after which a non-FCFS policy serves a request first")
-    cuda_graph_sizes: list[int] = Field(default=[], max_length=128, description="captured CUDA-graph batch sizes: a decode-only step of T <= max tokens runs at the next captured size (empty: no padding)")
+    # a tuple keeps the spec hashable (pydantic then shares the default instead of deep-copying it)
+    cuda_graph_sizes: tuple[int, ...] = Field(default=(), max_length=128, description="captured CUDA-graph batch sizes: a decode-only step of T <= max tokens runs at the next captured size (empty: no padding)")
 
     @field_validator("cuda_graph_sizes", mode="before")
     @classmethod
@@ -400,7 +401,7 @@ class SchedulerSpec(Spec):
     @classmethod
     def _graph_sizes(cls, v):
         if any(x < 1 for x in v) or any(b <= a for a, b in zip(v, v[1:])):
-            raise ValueError(f"{v}: must be >= 1 and strictly increasing, e.g. [1, 2, 4, 8, 16]")
+            raise ValueError("must be >= 1 and strictly increasing, e.g. [1, 2, 4, 8, 16]")
         return v
 
 

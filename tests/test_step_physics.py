@@ -236,7 +236,7 @@ def test_cuda_graph_padding():
 
 def test_vllm_v0_graph_preset():
     c = make_client("llama-3.1-8b", "H100", scheduler={"cuda_graph_sizes": "vllm-v0"})
-    assert c.scheduler.cuda_graph_sizes[:5] == [1, 2, 4, 8, 16] and c.scheduler.cuda_graph_sizes[-1] == 256
+    assert c.scheduler.cuda_graph_sizes[:5] == (1, 2, 4, 8, 16) and c.scheduler.cuda_graph_sizes[-1] == 256
     e = make_client("llama-3.1-8b", "H100")
     # 100 decodes run the graph of 104
     assert step_latency(c, decode=[(1, 300)] * 100).breakdown["gemm_s"] == \
