@@ -84,6 +84,11 @@ class Catalog:
     def has(self, kind: str, name: str) -> bool:
         return name.lower() in self._lower[kind]
 
+    def entry(self, kind: str, name: str) -> tuple[str, dict[str, Any]] | None:
+        """(preset name, the stored entry, NOT a copy: do not modify it), or None if unknown."""
+        real = self._lower[kind].get(str(name).lower())
+        return None if real is None else (real, self._tables[kind][real])
+
     def get(self, kind: str, name: str) -> dict[str, Any]:
         real = self._lower[kind].get(str(name).lower())
         if real is None:

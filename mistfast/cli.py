@@ -200,7 +200,7 @@ def summary(path, objective, minimize, constraints):
 @click.option("--tp", default=1, show_default=True)
 @click.option("--pp", default=1, show_default=True)
 @click.option("--ep", default=1, show_default=True)
-@click.option("--precision", default="bf16", show_default=True)
+@click.option("--precision", default=None, help="default: the checkpoint's format (e.g. gpt-oss: MXFP4 experts), else bf16")
 @click.option("--reference", type=click.Choice(["correct", "genz"]), default="correct", show_default=True)
 @click.option("--prefill", "prefill", multiple=True, metavar="PAST:NEW", help="prefill chunk (repeatable)")
 @click.option("--decode", "decode", multiple=True, metavar="BRANCHES:KV[xCOUNT]",
@@ -210,7 +210,8 @@ def step(model, device, tp, pp, ep, precision, reference, prefill, decode):
     from .specs import make_client
     from .stepmodel import step_latency
     try:
-        c = make_client(model, device, tp=tp, pp=pp, ep=ep, precision=precision, reference=reference)
+        c = make_client(model, device, tp=tp, pp=pp, ep=ep, reference=reference,
+                        **({"precision": precision} if precision else {}))
         pf = []
         for p in prefill:
             parts = p.split(":")
@@ -231,7 +232,7 @@ def step(model, device, tp, pp, ep, precision, reference, prefill, decode):
         _fail("--prefill takes PAST:NEW and --decode BRANCHES:KV[xCOUNT], all integers")
     if not pf and not dec:
         pf = [(0, 512)]
-    click.echo(f"{c.model.name} on {c.num_devices} x {c.device.name} (tp={tp}, pp={pp}, {precision}, {reference}); "
+    click.echo(f"{c.model.name} on {c.num_devices} x {c.device.name} (tp={tp}, pp={pp}, {precision or c.precision.weights + (f'+{c.precision.experts} experts' if c.precision.experts else '')}, {reference}); "
                f"{len(pf)} prefill chunks, {len(dec)} decodes")
     click.echo(str(step_latency(c, prefill=pf, decode=dec)))
     click.echo(f"weights per device {c.weight_bytes_device() / 2**30:.2f} GiB, KV capacity {c.kv_capacity_tokens()} tokens")
@@ -252,6 +253,10 @@ def catalog(kind):
             extra = f"{e.get('memory_GiB', '?')} GiB, {e.get('memory_bandwidth_GBps', '?')} GB/s, bf16 {e.get('tflops', {}).get('bf16', '?')} TF"
         elif kind == "models":
             extra = f"D={e.get('hidden_size')} L={e.get('num_layers')} H={e.get('num_heads')}/{e.get('num_kv_heads')}"
+            if e.get("num_experts"):
+                extra += f" E={e['num_experts']}/top{e.get('top_k')}"
+            if e.get("sliding_window"):
+                extra += f" {e.get('window_kind', 'sliding')} window {e['sliding_window']}"
         click.echo(f"{name:<22} {desc:<30} {extra}")
 
 

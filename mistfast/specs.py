@@ -20,11 +20,16 @@ GiB = float(2**30)
 
 # bytes per element of each precision name (fp6 packs 4 values in 3 bytes)
 DTYPE_BYTES = {"fp32": 4.0, "tf32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0,
-               "fp6": 0.75, "fp4": 0.5, "int4": 0.5}
+               "fp6": 0.75, "fp4": 0.5, "int4": 0.5,
+               # block-scaled FP4 (OCP MX / NVIDIA): 4-bit E2M1 values plus one scale per block,
+               # MXFP4 an 8-bit E8M0 scale per 32 values (4.25 bits), NVFP4 an FP8 E4M3 scale per
+               # 16 values (4.5 bits; its one FP32 per-tensor scale is negligible)
+               "mxfp4": 4.25 / 8, "nvfp4": 4.5 / 8}
 # an unsupported compute dtype runs at the next higher supported rate (MODEL.md §2.3)
-DTYPE_FALLBACK = {"fp4": "fp6", "int4": "int8", "fp6": "fp8", "int8": "fp8", "fp8": "bf16",
+DTYPE_FALLBACK = {"mxfp4": "fp6", "nvfp4": "fp6", "fp4": "fp6", "int4": "int8", "fp6": "fp8", "int8": "fp8", "fp8": "bf16",
                   "fp16": "bf16", "bf16": "fp32", "tf32": "fp32", "fp32": None}
-Dtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp6", "fp4", "int4"]
+Dtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp6", "fp4", "int4", "mxfp4", "nvfp4"]
+FP4_FORMATS = ("mxfp4", "nvfp4")
 
 
 class SpecError(ValueError):
@@ -140,6 +145,11 @@ class DeviceSpec(Spec):
     def peak_flops(self, dtype: str) -> float:
         """Dense peak FLOP/s for ``dtype``; unsupported dtypes run at the next higher rate."""
         d: str | None = dtype
+        if d in FP4_FORMATS and d not in self.tflops:
+            # a device listing only a generic "fp4" peak runs every FP4 format there; one that
+            # lists formats (MI355X: mxfp4 only) runs an unlisted one at the next lower peak
+            listed = any(f in self.tflops for f in FP4_FORMATS)
+            d = "fp4" if ("fp4" in self.tflops and not listed) else DTYPE_FALLBACK[d]
         while d is not None:
             if d in self.tflops:
                 return self.tflops[d] * 1e12
@@ -188,6 +198,23 @@ class ModelSpec(Spec):
     kv_lora_rank: int = Field(ge=0, default=0)
     rope_head_dim: int = Field(ge=0, default=0)
     q_lora_rank: int = Field(ge=0, default=0)
+    # MoE layer interleave (Llama-4 Maverick interleave_moe_layer_step = 2): after the first
+    # first_dense_layers, layer i is MoE when (i + 1) % moe_every == 0, else a dense FFN
+    moe_every: int = Field(ge=1, default=1)
+    # local attention (docs/step-model.md): windowed layers attend to at most `sliding_window`
+    # keys; "sliding" = the last W positions (Mistral, Gemma-3, gpt-oss), "chunked" = the
+    # positions of the query's own aligned block of W (Llama-4 attention_chunk_size). Layer i is
+    # full (global) attention when global_every > 0 and (i + 1) % global_every == 0; every other
+    # layer is windowed (global_every = 0: all layers windowed)
+    sliding_window: int = Field(ge=0, default=0)
+    window_kind: Literal["sliding", "chunked"] = "sliding"
+    global_every: int = Field(ge=0, default=0)
+    attention_sinks: bool = Field(default=False, description="learned per-head sink logits (gpt-oss): no KV, cost neglected")
+    # name resolution (mistfast/modelnames.py): Hugging Face ids and other spellings of this
+    # architecture, and the weight format its reference checkpoint ships in
+    hf_ids: list[str] = []
+    aliases: list[str] = []
+    native_precision: str | dict | None = None
     source: str = ""
 
     @model_validator(mode="after")
@@ -203,7 +230,29 @@ class ModelSpec(Spec):
             if self.first_dense_layers > self.num_layers:
                 raise field_error("first_dense_layers", self.first_dense_layers,
                                   f"must be <= num_layers ({self.num_layers})")
+        if self.sliding_window and self.is_mla:
+            raise field_error("sliding_window", self.sliding_window, "local attention is not modelled for MLA models; use 0")
+        if self.sliding_window and self.global_every > self.num_layers:
+            raise field_error("global_every", self.global_every, f"must be <= num_layers ({self.num_layers}); 0 = every layer windowed")
         return self
+
+    def is_moe_layer(self, i: int) -> bool:
+        """Layer i (0-based) has a MoE FFN."""
+        return self.is_moe and i >= self.first_dense_layers and (i + 1) % self.moe_every == 0
+
+    @property
+    def num_moe_layers(self) -> int:
+        return sum(self.is_moe_layer(i) for i in range(self.num_layers))
+
+    def is_window_layer(self, i: int) -> bool:
+        """Layer i (0-based) uses local (sliding or chunked) attention."""
+        if not self.sliding_window:
+            return False
+        return self.global_every == 0 or (i + 1) % self.global_every != 0
+
+    @property
+    def num_window_layers(self) -> int:
+        return sum(self.is_window_layer(i) for i in range(self.num_layers))
 
     @property
     def is_moe(self) -> bool:
@@ -229,11 +278,16 @@ class ModelSpec(Spec):
         """Parameters from the shapes (norms ignored, untied unless ``tied_embeddings``)."""
         D, L, dh = self.hidden_size, self.num_layers, self.head_dim
         attn = D * (self.num_heads + 2 * self.num_kv_heads) * dh + self.num_heads * dh * D
+        if self.is_mla:  # q_a, q_b, kv_a, kv_b, o (MODEL.md §9.4)
+            H, rq, rkv, dr = self.num_heads, self.q_lora_rank, self.kv_lora_rank, self.rope_head_dim
+            q = D * rq + rq * H * (dh + dr) if rq else D * H * (dh + dr)
+            attn = q + D * (rkv + dr) + rkv * H * 2 * dh + H * dh * D
         dense_ffn = self.ffn_mats * D * self.ffn_dim
         if self.is_moe:
             moe_ffn = (self.num_experts + self.num_shared_experts) * self.ffn_mats * D * self.expert_ffn_dim \
                 + D * self.num_experts
-            ffn = self.first_dense_layers * dense_ffn + (L - self.first_dense_layers) * moe_ffn
+            n_moe = self.num_moe_layers
+            ffn = (L - n_moe) * dense_ffn + n_moe * moe_ffn
         else:
             ffn = L * dense_ffn
         emb = self.vocab_size * D * (1 if self.tied_embeddings else 2)
@@ -246,6 +300,10 @@ class PrecisionSpec(Spec):
     compute: Dtype = "bf16"
     kv: Dtype = "bf16"
     activations: Dtype = "bf16"
+    # MoE expert weights (routed and shared) may be stored and multiplied in another format than
+    # the rest (gpt-oss: MXFP4 experts, BF16 attention); None = same as weights / compute
+    experts: Dtype | None = None
+    experts_compute: Dtype | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -253,9 +311,21 @@ class PrecisionSpec(Spec):
         if isinstance(v, str):
             if v not in DTYPE_BYTES:
                 raise ValueError(f"unknown precision {v!r}; allowed: {', '.join(DTYPE_BYTES)}")
+            if v in FP4_FORMATS:
+                # block-scaled FP4 checkpoints: weights and GEMMs in the format; engines keep the
+                # KV cache and activations in 16 bits unless told otherwise
+                return {"weights": v, "compute": v, "kv": "bf16", "activations": "bf16"}
             # one name: weights, compute and KV in that dtype; activations stay 16-bit
             return {"weights": v, "compute": v, "kv": v, "activations": "bf16" if DTYPE_BYTES[v] < 2 else v}
         return v
+
+    @property
+    def expert_weights(self) -> str:
+        return self.experts or self.weights
+
+    @property
+    def expert_compute(self) -> str:
+        return self.experts_compute or self.compute
 
 
 class EfficiencySpec(Spec):
@@ -263,6 +333,11 @@ class EfficiencySpec(Spec):
     memory: float = Field(gt=0, le=1, default=0.75)
     network: float = Field(gt=0, le=1, default=1.0)
     op_overhead_us: float = Field(ge=0, default=0.0)
+    # fixed host time per engine step (scheduler, sampling, kernel launches), added to every step
+    # after the measured-step correction (docs/step-model.md)
+    step_overhead_ms: float = Field(ge=0, default=0.0)
+    # MoE expert parallelism: tokens on the busiest device / the mean (>= 1) (MODEL.md §2.1 λ)
+    expert_imbalance: float = Field(ge=1, default=1.0)
     source: str = "MODEL.md §2.1 defaults (reference system_eff 0.75)"
 
 
@@ -288,6 +363,13 @@ class StepCorrectionSpec(Spec):
         return self
 
 
+# captured CUDA-graph batch sizes of serving engines (scheduler.cuda_graph_sizes = "NAME")
+CUDA_GRAPH_PRESETS = {
+    # vLLM v0 worker/model_runner.py: _BATCH_SIZES_TO_CAPTURE = [1, 2, 4] + [8 * i for i in range(1, 33)]
+    "vllm-v0": [1, 2, 4] + [8 * i for i in range(1, 33)],
+}
+
+
 class SchedulerSpec(Spec):
     batching: Literal["static", "continuous", "mixed", "chunked"] = "chunked"
     policy: Literal["fcfs", "spf", "lwl"] = "fcfs"
@@ -303,6 +385,24 @@ class SchedulerSpec(Spec):
     prefix_cache_fraction: float = Field(ge=0, lt=1, default=0.25)
     static_pad: bool = False
     aging_s: float = Field(gt=0, default=30.0, description="waiting time after which a non-FCFS policy serves a request first")
+    # a tuple keeps the spec hashable (pydantic then shares the default instead of deep-copying it)
+    cuda_graph_sizes: tuple[int, ...] = Field(default=(), max_length=128, description="captured CUDA-graph batch sizes: a decode-only step of T <= max tokens runs at the next captured size (empty: no padding)")
+
+    @field_validator("cuda_graph_sizes", mode="before")
+    @classmethod
+    def _graph_preset(cls, v):
+        if isinstance(v, str):
+            if v not in CUDA_GRAPH_PRESETS:
+                raise ValueError(f"unknown preset; allowed: {', '.join(CUDA_GRAPH_PRESETS)} or a list of sizes")
+            return CUDA_GRAPH_PRESETS[v]
+        return v
+
+    @field_validator("cuda_graph_sizes")
+    @classmethod
+    def _graph_sizes(cls, v):
+        if any(x < 1 for x in v) or any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError("must be >= 1 and strictly increasing, e.g. [1, 2, 4, 8, 16]")
+        return v
 
 
 class ClientSpec(Spec):
@@ -324,6 +424,7 @@ class ClientSpec(Spec):
     step_correction: StepCorrectionSpec | None = None
     causal_attention: bool | None = None
     shared_prefix_read_once: bool = True
+    mla_prefill: Literal["expanded", "absorbed"] = Field(default="expanded", description="MLA prefill form: per-head K/V rebuilt from the latent (what engines run) or the absorbed decode form")
 
     @model_validator(mode="before")
     @classmethod
@@ -338,6 +439,19 @@ class ClientSpec(Spec):
             if eff is not None:
                 data = {**data, "efficiency": eff}
         return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_name(cls, data, info: ValidationInfo):
+        """Hugging Face ids and other spellings of a model name the catalog model, and (unless the
+        client sets ``precision``) the weight format of that checkpoint (mistfast/modelnames.py)."""
+        if not isinstance(data, dict):
+            return data
+        from .modelnames import resolve_client_model
+        try:
+            return resolve_client_model(data, _catalog(info))
+        except KeyError as exc:
+            raise field_error("model", data.get("model"), exc.args[0]) from None
 
     @field_validator("model", mode="before")
     @classmethod
@@ -379,8 +493,24 @@ class ClientSpec(Spec):
         return self
 
     # ---- derived sizes (MODEL.md §4.4) ----
+    def _stage_layers(self) -> list[range]:
+        """Layer indices of each PP stage: ceil(L/p) per stage, the last holds the rest."""
+        L = self.model.num_layers
+        lp = math.ceil(L / self.pp)
+        return [range(i, min(i + lp, L)) for i in range(0, L, lp)]
+
+    def _kv_layer_bytes(self) -> float:
+        """KV bytes per token of one non-MLA layer on one device."""
+        m = self.model
+        return 2 * math.ceil(m.num_kv_heads / self.tp) * m.head_dim * DTYPE_BYTES[self.precision.kv]
+
     def kv_bytes_per_token_device(self) -> float:
-        """KV bytes per token on one device: 2·ceil(Hkv/t)·dh·ceil(L/p)·b_kv (MLA: replicated)."""
+        """KV bytes per token on one device: 2·ceil(Hkv/t)·dh·ceil(L/p)·b_kv (MLA: replicated).
+
+        Local-attention layers (sliding or chunked window) keep at most a window of tokens per
+        sequence; their memory is set aside up front (window_kv_reserve_bytes_device), so a
+        context token costs only the full-attention layers of the most loaded stage. A model
+        whose every layer is windowed is charged per token over all layers (no cap)."""
         m = self.model
         if m.architecture == "encoder":
             return 0.0
@@ -388,7 +518,39 @@ class ClientSpec(Spec):
         lp = math.ceil(m.num_layers / self.pp)
         if m.is_mla:
             return (m.kv_lora_rank + m.rope_head_dim) * lp * b_kv
+        if m.sliding_window and m.num_window_layers < m.num_layers:
+            full = max(sum(not m.is_window_layer(i) for i in st) for st in self._stage_layers())
+            return full * self._kv_layer_bytes()
         return 2 * math.ceil(m.num_kv_heads / self.tp) * m.head_dim * lp * b_kv
+
+    def window_kv_reserve_bytes_device(self) -> float:
+        """KV bytes set aside for the windowed layers of the most loaded stage.
+
+        A sequence holds at most sliding_window + block_size tokens (the window plus one partly
+        filled block) in a windowed layer, so max_batch_size sequences need at most
+        B·(W + b)·w bytes (w = windowed-layer KV bytes per token). Nor can the running sequences
+        hold more window tokens than context tokens, which the pool left after the reserve bounds
+        by (pool − reserve)/f (f = full-layer bytes per token); the reserve is the smaller of the
+        two, min(B·(W + b)·w, pool·w/(w + f)), so the memory is never oversubscribed and the
+        capacity is never below charging every layer per token. 0 without windowed layers and
+        when every layer is windowed (then tokens are charged over all layers)."""
+        m = self.model
+        if m.architecture == "encoder" or m.is_mla or not m.sliding_window or m.num_window_layers == m.num_layers:
+            return 0.0
+        stages = self._stage_layers()
+        win = max(sum(m.is_window_layer(i) for i in st) for st in stages) * self._kv_layer_bytes()
+        full = self.kv_bytes_per_token_device()
+        pool = self._kv_pool_bytes()
+        if pool <= 0:
+            return 0.0
+        tokens = min(m.sliding_window + self.scheduler.block_size, m.max_model_len)
+        return float(min(self.scheduler.max_batch_size * tokens * win, pool * win / (win + full)))
+
+    def _kv_pool_bytes(self) -> float:
+        """f·(M − W − R): device memory the engine gives to the KV cache."""
+        s = self.scheduler
+        return s.kv_memory_fraction * (self.device.memory_GiB * GiB - self.weight_bytes_device()
+                                       - s.reserved_memory_GiB * GiB)
 
     def kv_bytes_per_token(self) -> float:
         """KV bytes per token of the whole model (what moves between clients)."""
@@ -398,6 +560,7 @@ class ClientSpec(Spec):
         """Weight bytes on the most loaded device (first or last PP stage)."""
         m, t = self.model, self.tp
         bw = DTYPE_BYTES[self.precision.weights]
+        bx = DTYPE_BYTES[self.precision.expert_weights]
         D, dh = m.hidden_size, m.head_dim
         hq, hkv = math.ceil(m.num_heads / t), math.ceil(m.num_kv_heads / t)
         if m.is_mla:
@@ -408,24 +571,25 @@ class ClientSpec(Spec):
             attn = D * (hq + 2 * hkv) * dh + hq * dh * D
         dense = m.ffn_mats * D * m.ffn_dim / t
         if m.is_moe:
-            moe = (m.num_experts + m.num_shared_experts) * m.ffn_mats * D * m.expert_ffn_dim / t + D * m.num_experts
+            # expert weights in weight-element units of their own format (x bx/bw; 1 when the same)
+            moe = (m.num_experts + m.num_shared_experts) * m.ffn_mats * D * m.expert_ffn_dim / t * (bx / bw) \
+                + D * m.num_experts
         else:
             moe = 0.0
-        L, p = m.num_layers, self.pp
-        lp = math.ceil(L / p)
-        n_dense = m.first_dense_layers if m.is_moe else L
-        per_layer = [attn + (dense if i < n_dense else moe) for i in range(L)]
-        stages = [sum(per_layer[i:i + lp]) for i in range(0, L, lp)]
+        per_layer = [attn + (moe if m.is_moe_layer(i) else dense) for i in range(m.num_layers)]
+        stages = [sum(per_layer[i] for i in st) for st in self._stage_layers()]
         emb = m.vocab_size * D / t
         stages[0] += emb
-        stages[-1] += 0.0 if (m.tied_embeddings and p == 1) else emb
+        stages[-1] += 0.0 if (m.tied_embeddings and self.pp == 1) else emb
         return max(stages) * bw
 
     def kv_capacity_tokens(self) -> int:
-        """KV tokens one engine can hold: floor(f·(M − W − R)/kv_bytes_per_token_device)."""
+        """KV tokens one engine can hold: floor((f·(M − W − R) − window reserve)/kv_bytes_per_token_device)."""
         s = self.scheduler
         free = s.kv_memory_fraction * (self.device.memory_GiB * GiB - self.weight_bytes_device()
                                        - s.reserved_memory_GiB * GiB)
+        if self.model.sliding_window:
+            free -= self.window_kv_reserve_bytes_device()
         per_tok = self.kv_bytes_per_token_device()
         if per_tok == 0:
             return 2**62 if free > 0 else 0

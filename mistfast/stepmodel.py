@@ -14,7 +14,7 @@ from .kernels import steptime as K
 GENZ_GB = float(2**30)          # GenZ reads "X GB/s" as X * 2^30 B/s
 GENZ_ONCHIP_GBps = 18000.0      # GenZ on-chip (SRAM) bandwidth, GiB/s
 GENZ_COMPUTE_MULT = {"fp32": 2.0, "tf32": 2.0, "bf16": 1.0, "fp16": 1.0, "fp8": 0.5, "int8": 0.5,
-                     "fp6": 0.5, "fp4": 0.25, "int4": 0.25}
+                     "fp6": 0.5, "fp4": 0.25, "int4": 0.25, "mxfp4": 0.25, "nvfp4": 0.25}
 COLLECTIVE_STARTUP_S = 5e-6     # s0 of MODEL.md §2.1 collectives
 DEFAULT_INTER_NODE = LinkSpec(name="RDMA-400G (default)", bandwidth_GBps=50.0, latency_us=5.0, efficiency=1.0,
                               source="400 Gb/s NIC = 50 GB/s per direction (MODEL.md §9.2); latency assumed")
@@ -74,8 +74,8 @@ def client_params(client: ClientSpec) -> np.ndarray:
     prm[K.P_V] = m.vocab_size
     prm[K.P_V_SHARD] = m.vocab_size / t
     if m.is_moe:
-        prm[K.P_N_DENSE] = m.first_dense_layers
-        prm[K.P_N_MOE] = m.num_layers - m.first_dense_layers
+        prm[K.P_N_MOE] = m.num_moe_layers
+        prm[K.P_N_DENSE] = m.num_layers - prm[K.P_N_MOE]
     else:
         prm[K.P_N_DENSE] = m.num_layers
     prm[K.P_PP] = p
@@ -122,6 +122,7 @@ def client_params(client: ClientSpec) -> np.ndarray:
         prm[K.P_ROUTER_W] = D * m.num_experts
         prm[K.P_EP_ALPHA], prm[K.P_EP_BETA] = tp_link(client, t)
     prm[K.P_HAS_LMHEAD] = 0.0 if m.architecture == "encoder" else 1.0
+    _extension_params(client, prm, genz, fpeak)
     corr = client.step_correction
     if corr is not None:
         nk = len(corr.tokens)
@@ -130,6 +131,35 @@ def client_params(client: ClientSpec) -> np.ndarray:
         prm[K.P_CORR_PF:K.P_CORR_PF + nk] = corr.prefill
         prm[K.P_CORR_DEC:K.P_CORR_DEC + nk] = corr.decode
     return prm
+
+
+def _extension_params(client: ClientSpec, prm: np.ndarray, genz: bool, fpeak: float) -> None:
+    """Parameters of the 2025-26 physics (docs/step-model.md); their defaults leave the step
+    time of every earlier model unchanged."""
+    m, prec, eff = client.model, client.precision, client.efficiency
+    # experts in their own format (gpt-oss MXFP4); GenZ compat keeps one precision for everything
+    if genz:
+        prm[K.P_FPEAK_EXPERT] = prm[K.P_FPEAK]
+        prm[K.P_BWB_EXPERT] = prm[K.P_BWB]
+    else:
+        prm[K.P_FPEAK_EXPERT] = client.device.peak_flops(prec.expert_compute) * eff.compute
+        prm[K.P_BWB_EXPERT] = DTYPE_BYTES[prec.expert_weights]
+    prm[K.P_IMBALANCE] = eff.expert_imbalance
+    prm[K.P_STEP_OVH] = eff.step_overhead_ms * 1e-3
+    # local attention: correct mode only (GenZ has no windows); MLA and encoders have none
+    if m.sliding_window and not genz and m.architecture == "decoder" and not m.is_mla:
+        prm[K.P_N_WIN] = m.num_window_layers
+        prm[K.P_WIN] = m.sliding_window
+        prm[K.P_WIN_CHUNKED] = 1.0 if m.window_kind == "chunked" else 0.0
+    if m.is_mla and not genz and client.mla_prefill == "expanded":
+        dh, dr = m.head_dim, m.rope_head_dim
+        prm[K.P_MLA_EXPANDED] = 1.0
+        prm[K.P_MLA_FPAIR_PF] = 2.0 * (2 * dh + dr)
+        prm[K.P_MLA_UP] = 4.0 * m.kv_lora_rank * dh
+        prm[K.P_MLA_EXP_ELEMS] = 2 * dh + dr
+    sizes = client.scheduler.cuda_graph_sizes
+    prm[K.P_CG_N] = len(sizes)
+    prm[K.P_CG_SIZES:K.P_CG_SIZES + len(sizes)] = sizes
 
 
 BREAKDOWN_NAMES = ("gemm_s", "attention_s", "communication_s", "other_s", "compute_bound_s",

@@ -69,7 +69,7 @@ DEVICE_NUM_KEYS = (
     "devices_per_node",
 )
 DEVICE_KINDS = {"gpu", "tpu", "asic", "cpu"}
-DTYPES = {"fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp4"}
+DTYPES = {"fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp4", "mxfp4", "nvfp4"}
 
 
 def test_devices_schema(devices):

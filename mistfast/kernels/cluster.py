@@ -812,6 +812,9 @@ def _decode_run(c, t_other, horizon, max_sim, drain, log_cap, closed, prm, sch, 
     applied when a request leaves or at the end. The results are bit-identical to stepping one by
     one (ENGINE_SEMANTICS.md; tests/test_engine.py checks the engine against its reference twin)."""
     n_dec = ci[c, I_NDEC]
+    win = prm[ST.P_N_WIN] > 0.0
+    if win and not ST.window_run_ok(prm, dec_k, n_dec):
+        return  # windowed attention that still changes from step to step: step by step
     batching = int(sch[S_BATCHING])
     b = int(sch[S_BLOCK])
     total = int(sch[S_TOTAL_BLOCKS])
@@ -878,9 +881,13 @@ def _decode_run(c, t_other, horizon, max_sim, drain, log_cap, closed, prm, sch, 
             run_amt[i] = 0
             if j1 < j_irregular:
                 j_irregular = j1
+    if left < 1:
+        return  # a request with no token left (e.g. a 1-token output after a remote prefill) leaves at the ordinary step
     # ---- the run ----------------------------------------------------------------------------
     w_f = float(w_sum)
     ST.step_fixed(prm, w_f, w_f, 0.0, bd)  # as step_time does for this batch: T = R = w_sum, t_pf = 0
+    if win:
+        ST.add_window_attention_full(prm, w_sum, bd)
     used = ci[c, I_USED]
     te = cf[c, F_NEXT]
     t_start = cf[c, F_START]
@@ -947,6 +954,8 @@ def _decode_run(c, t_other, horizon, max_sim, drain, log_cap, closed, prm, sch, 
             ci[c, I_NREAL] = k2
             w_f = float(w_sum)
             ST.step_fixed(prm, w_f, w_f, 0.0, bd)
+            if win:
+                ST.add_window_attention_full(prm, w_sum, bd)
             left = big
             for i in range(n_dec):
                 r = dec_req[i]

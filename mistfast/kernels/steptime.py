@@ -75,7 +75,23 @@ CORR_MAX = 16
 P_CORR_LOGT = 52      # CORR_MAX knots: log(token rows)
 P_CORR_PF = P_CORR_LOGT + CORR_MAX      # factor for steps with any prefill
 P_CORR_DEC = P_CORR_PF + CORR_MAX       # factor for decode-only steps
-N_PARAMS = P_CORR_DEC + CORR_MAX
+# ---- extensions of 2025-26 models (docs/step-model.md); every default keeps the plain model ----
+P_EXT = P_CORR_DEC + CORR_MAX
+P_N_WIN = P_EXT           # layers with local (windowed) attention; the rest attend to everything
+P_WIN = P_EXT + 1         # window W, tokens
+P_WIN_CHUNKED = P_EXT + 2  # 1: chunked (aligned blocks of W, Llama-4), 0: sliding (last W)
+P_STEP_OVH = P_EXT + 3    # fixed host time per step, s (after the correction)
+P_IMBALANCE = P_EXT + 4   # expert load on the busiest EP rank / the mean (EP > 1)
+P_FPEAK_EXPERT = P_EXT + 5  # expert GEMM FLOP/s, efficiency applied
+P_BWB_EXPERT = P_EXT + 6  # bytes per expert weight element
+P_MLA_EXPANDED = P_EXT + 7  # 1: MLA prefill in expanded (per-head K/V) form; decode stays absorbed
+P_MLA_FPAIR_PF = P_EXT + 8  # expanded FLOP per query-key pair per head: 2 (2 dh + d_rope)
+P_MLA_UP = P_EXT + 9      # FLOP per past token per head to rebuild K and V: 4 r_kv dh
+P_MLA_EXP_ELEMS = P_EXT + 10  # rebuilt K/V elements per past token per head: 2 dh + d_rope
+P_CG_N = P_EXT + 11       # captured CUDA-graph batch sizes (0: no padding)
+CG_MAX = 128
+P_CG_SIZES = P_EXT + 12   # CG_MAX slots, increasing
+N_PARAMS = P_CG_SIZES + CG_MAX
 
 # ---- breakdown layout (per device, whole step) ---------------------------------------------
 B_GEMM = 0
@@ -99,7 +115,14 @@ CAT_GEMM, CAT_ATTN, CAT_COMM, CAT_OTHER = B_GEMM, B_ATTN, B_COMM, B_OTHER
 @jit_inline
 def _op(prm, out, cat, mult, flops, off_bytes, on_bytes, comm_s):
     """Cost one op ``mult`` times; returns the total time added."""
-    tc = flops / prm[P_FPEAK_ATTN] if cat == CAT_ATTN else flops / prm[P_FPEAK]
+    peak = prm[P_FPEAK_ATTN] if cat == CAT_ATTN else prm[P_FPEAK]
+    return _op_at(prm, out, cat, mult, flops, off_bytes, on_bytes, comm_s, peak)
+
+
+@jit_inline
+def _op_at(prm, out, cat, mult, flops, off_bytes, on_bytes, comm_s, peak):
+    """Cost one op ``mult`` times at the compute peak ``peak`` FLOP/s; returns the time added."""
+    tc = flops / peak
     tm = off_bytes / prm[P_BW]
     if on_bytes > 0.0:
         tm += on_bytes / prm[P_BW_ONCHIP]
@@ -180,6 +203,92 @@ def decode_attention(prm, w_sum, a_ctx, a_read):
     return 4.0 * hq * dh * a_ctx, 2.0 * hkv * dh * bkv * a_read, 0.0
 
 
+@jit_inline
+def window_keys(n, W, chunked):
+    """Keys a query at 0-based position n attends to in a windowed layer (itself included)."""
+    if chunked:
+        return n % W + 1
+    return min(n + 1, W)
+
+
+@jit_inline
+def window_pairs_upto(n, W, chunked):
+    """Sum of window_keys(i) for i < n, closed form."""
+    if chunked:
+        q = n // W
+        r = n % W
+        return q * (W * (W + 1) // 2) + r * (r + 1) // 2
+    if n <= W:
+        return n * (n + 1) // 2
+    return W * (W + 1) // 2 + (n - W) * W
+
+
+@jit_noalloc
+def window_attention(prm, pf_past, pf_new, n_pf, dec_w, dec_s, dec_k, n_dec):
+    """Attention FLOP and off-chip bytes of ONE windowed layer for the whole batch (correct
+    mode, GQA): as the full-attention terms, with each query seeing window_keys keys and each
+    chunk or decode reading only the KV inside its window."""
+    W = int(prm[P_WIN])
+    chunked = prm[P_WIN_CHUNKED] > 0.0
+    hq = prm[P_HQ]
+    hkv = prm[P_HKV]
+    dh = prm[P_DH]
+    bkv = prm[P_BKVB]
+    ba = prm[P_BAB]
+    shared_once = prm[P_SHARED_ONCE] > 0.0
+    f = 0.0
+    off = 0.0
+    for i in range(n_pf):
+        p = int(pf_past[i])
+        c = int(pf_new[i])
+        pairs = window_pairs_upto(p + c, W, chunked) - window_pairs_upto(p, W, chunked)
+        past_read = p % W if chunked else min(p, W - 1)   # keys before the chunk its first query sees
+        f += 4.0 * hq * dh * pairs
+        off += 2.0 * hkv * dh * (past_read + c) * bkv + 2.0 * hkv * dh * c * bkv + 2.0 * hq * c * dh * ba
+    pairs_d = 0
+    read_d = 0
+    for j in range(n_dec):
+        w = int(dec_w[j])
+        s = int(dec_s[j])
+        n = s + int(dec_k[j])          # position of the new token
+        keys = window_keys(n, W, chunked)
+        lo = n + 1 - keys              # first position inside the window
+        pairs_d += w * keys
+        shared_seen = s - lo if s > lo else 0
+        sig = 1 if shared_once else w
+        read_d += sig * shared_seen + w * (n + 1 - (lo if lo > s else s))
+    f += 4.0 * hq * dh * pairs_d
+    off += 2.0 * hkv * dh * bkv * read_d
+    return f, off
+
+
+@jit_noalloc
+def window_run_ok(prm, dec_k, n_dec):
+    """True when the windowed attention of these decodes stays the same step after step: a
+    sliding window that every decode's private context already fills (k + 1 >= W). Each branch
+    then sees W keys, all of them private, so the windowed-layer work is W per branch."""
+    if prm[P_WIN_CHUNKED] > 0.0:
+        return False
+    W = prm[P_WIN]
+    for j in range(n_dec):
+        if dec_k[j] + 1.0 < W:
+            return False
+    return True
+
+
+@jit_noalloc
+def add_window_attention_full(prm, w_sum, out):
+    """Add the windowed layers' attention of w_sum decode branches whose windows are full of
+    private tokens (window_run_ok) to the fixed part in ``out``; the same arithmetic as
+    window_attention + step_time, so a decode run gives bit-identical steps."""
+    pairs_d = int(prm[P_WIN]) * w_sum
+    f = 0.0
+    off = 0.0
+    f += 4.0 * prm[P_HQ] * prm[P_DH] * pairs_d
+    off += 2.0 * prm[P_HKV] * prm[P_DH] * prm[P_BKVB] * pairs_d
+    out[X_LAYER] += _op(prm, out[X_BD:X_BD + N_BREAKDOWN], CAT_ATTN, prm[P_N_WIN], f, off, 0.0, 0.0)
+
+
 @jit_noalloc
 def step_time(prm, pf_past, pf_new, n_pf, n_pf_done, dec_w, dec_s, dec_k, n_dec, out):
     """Latency (s) of one step; fills ``out`` (length N_OUT: the breakdown, then scratch).
@@ -231,7 +340,13 @@ def step_time(prm, pf_past, pf_new, n_pf, n_pf_done, dec_w, dec_s, dec_k, n_dec,
             pairs = c * p + c * (c + 1.0) / 2.0
         else:
             pairs = c * (p + c)
-        if mla:
+        if mla and prm[P_MLA_EXPANDED] > 0.0:
+            # expanded prefill: per-head K/V rebuilt from the cached latent of the p past tokens
+            # (the c new ones go through the up-projection GEMM with the step's token rows)
+            attn_f += prm[P_MLA_FPAIR_PF] * hq * pairs + prm[P_MLA_UP] * hq * p
+            attn_off += prm[P_MLA_LAT] * (p + 2.0 * c) * bkv + 2.0 * hq * c * dh * ba \
+                + 2.0 * prm[P_MLA_EXP_ELEMS] * hq * p * ba
+        elif mla:
             attn_f += prm[P_MLA_FPAIR] * hq * pairs
             attn_off += prm[P_MLA_LAT] * (p + 2.0 * c) * bkv + 2.0 * hq * c * dh * ba
         elif genz:
@@ -251,6 +366,10 @@ def step_time(prm, pf_past, pf_new, n_pf, n_pf_done, dec_w, dec_s, dec_k, n_dec,
         attn_off += doff
         attn_on += don
     step_fixed(prm, T, w_sum + n_pf_done, t_pf, out)
+    n_win = prm[P_N_WIN]
+    if n_win > 0.0:
+        wf, woff = window_attention(prm, pf_past, pf_new, n_pf, dec_w, dec_s, dec_k, n_dec)
+        out[X_LAYER] += _op(prm, out[X_BD:X_BD + N_BREAKDOWN], CAT_ATTN, n_win, wf, woff, 0.0, 0.0)
     return step_finish(prm, attn_f, attn_off, attn_on, out)
 
 
@@ -261,6 +380,8 @@ def step_fixed(prm, T, R, t_pf, out):
     for i in range(N_BREAKDOWN):
         out[X_BD + i] = 0.0
     bdx = out[X_BD:X_BD + N_BREAKDOWN]
+    T_real = T
+    T = cuda_graph_rows(prm, T, t_pf)
     genz = prm[P_GENZ] > 0.0
     D = prm[P_D]
     ba = prm[P_BAB]
@@ -305,8 +426,10 @@ def step_fixed(prm, T, R, t_pf, out):
         te = prm[P_TE]
         w_router = prm[P_ROUTER_W]
         layer_t += _op(prm, bdx, CAT_OTHER, n_moe, 2.0 * T * w_router, w_router * bw + T * (D + E) * ba, 0.0, 0.0)
+        # EP: the busiest rank receives lam times the mean tokens (MODEL.md §2.1 imbalance λ)
+        lam = prm[P_IMBALANCE] if (ep > 1.0 and not genz) else 1.0
         if ep > 1.0:
-            a2a = _allgather(ep, T * K * D * ba, prm[P_EP_ALPHA], prm[P_EP_BETA], s0)  # same cost form as All-to-All
+            a2a = _allgather(ep, lam * T * K * D * ba, prm[P_EP_ALPHA], prm[P_EP_BETA], s0)  # same cost form as All-to-All
             layer_t += _op(prm, bdx, CAT_COMM, 2.0 * n_moe, 0.0, 0.0, 0.0, a2a)
         if genz:
             # GenZ: a decode-only step reads max(1, ceil(K/EP)) experts per chip; prefill touches all
@@ -315,15 +438,18 @@ def step_fixed(prm, T, R, t_pf, out):
             else:
                 e_dev = E / ep
         else:
-            # distinct experts hit by T tokens under uniform routing: E (1 - (1 - K/E)^T)
-            e_dev = E * (1.0 - (1.0 - K / E) ** T) / ep
+            # distinct experts hit by T tokens under uniform routing: E (1 - (1 - K/E)^T);
+            # the busiest rank draws for lam T tokens
+            e_dev = E * (1.0 - (1.0 - K / E) ** (lam * T)) / ep
+        bx = prm[P_BWB_EXPERT]
         w_exp = prm[P_EXPERT_W] / te
-        f_exp = 2.0 * T * K * prm[P_EXPERT_W] / (ep * te)
-        y_exp = e_dev * w_exp * bw + 2.0 * T * K * D * ba / ep
-        layer_t += _op(prm, bdx, CAT_GEMM, n_moe, f_exp, y_exp, 0.0, 0.0)
+        f_exp = 2.0 * lam * T * K * prm[P_EXPERT_W] / (ep * te)
+        y_exp = e_dev * w_exp * bx + 2.0 * lam * T * K * D * ba / ep
+        layer_t += _op_at(prm, bdx, CAT_GEMM, n_moe, f_exp, y_exp, 0.0, 0.0, prm[P_FPEAK_EXPERT])
         w_sh = prm[P_SHARED_W]
         if w_sh > 0.0:
-            layer_t += _op(prm, bdx, CAT_GEMM, n_moe, 2.0 * T * w_sh, w_sh * bw + 2.0 * T * D * ba, 0.0, 0.0)
+            layer_t += _op_at(prm, bdx, CAT_GEMM, n_moe, 2.0 * T * w_sh, w_sh * bx + 2.0 * T * D * ba, 0.0, 0.0,
+                              prm[P_FPEAK_EXPERT])
 
     # ---- embedding and LM head ---------------------------------------------------------------
     V = prm[P_V]
@@ -361,7 +487,7 @@ def step_fixed(prm, T, R, t_pf, out):
     nk = int(prm[P_CORR_N])
     if nk > 0:
         row = P_CORR_DEC if t_pf == 0.0 else P_CORR_PF
-        x = np.log(T)
+        x = np.log(T_real)
         if x <= prm[P_CORR_LOGT]:
             f = prm[row]
             oor = 1.0 if x < prm[P_CORR_LOGT] else 0.0
@@ -390,7 +516,8 @@ def step_finish(prm, attn_f, attn_off, attn_on, out):
     if prm[P_GENZ] > 0.0:  # Logit and Attend are two ops of equal size in GenZ
         attn_t = _op(prm, out, CAT_ATTN, 2.0 * n_layers, attn_f / 2.0, attn_off / 2.0, attn_on / 2.0, 0.0)
     else:
-        attn_t = _op(prm, out, CAT_ATTN, n_layers, attn_f, attn_off, 0.0, 0.0)
+        # full-attention layers; windowed ones (P_N_WIN) were costed by step_time
+        attn_t = _op(prm, out, CAT_ATTN, n_layers - prm[P_N_WIN], attn_f, attn_off, 0.0, 0.0)
     layer_t = out[X_LAYER] + attn_t
     emb_t = out[X_EMB]
     head_t = out[X_HEAD]
@@ -407,15 +534,36 @@ def step_finish(prm, attn_f, attn_off, attn_on, out):
         for i in range(B_COMPUTE_BOUND + 1):
             out[i] *= f
         out[B_MEMORY_BOUND] *= f
+    # fixed host time per step (scheduler, launches): not scaled by the correction
+    ovh = prm[P_STEP_OVH]
+    if ovh > 0.0:
+        total += ovh
+        out[B_OTHER] += ovh
     pp = prm[P_PP]
     if pp > 1.0:
         # slowest stage: ceil(L/p) layers (+ embedding or LM head) + one hop
         per_layer = layer_t / n_layers
         stage = prm[P_STAGE_LAYERS] * per_layer + max(emb_t, head_t) + p2p_t / (pp - 1.0)
+        if ovh > 0.0:
+            stage += ovh
         out[B_INTERVAL] = min(stage, total)
     else:
         out[B_INTERVAL] = total
     return total
+
+
+@jit_inline
+def cuda_graph_rows(prm, T, t_pf):
+    """Token rows a step is costed at: a decode-only step of T rows up to the largest captured
+    CUDA-graph size runs the graph of the smallest captured size >= T (padding rows); mixed,
+    prefill and larger steps run eagerly at T."""
+    n = int(prm[P_CG_N])
+    if n == 0 or t_pf > 0.0 or T > prm[P_CG_SIZES + n - 1]:
+        return T
+    j = 0
+    while prm[P_CG_SIZES + j] < T:
+        j += 1
+    return prm[P_CG_SIZES + j]
 
 
 @jit

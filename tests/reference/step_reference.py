@@ -30,22 +30,26 @@ def reference_step_time(client, prefill, decode, prompts_done=None):
     if genz:
         b = DTYPE_BYTES[prec.weights]
         bw = ba = bkv = b
-        mult = {"fp32": 2, "tf32": 2, "bf16": 1, "fp16": 1, "fp8": .5, "int8": .5, "fp6": .5, "fp4": .25, "int4": .25}
-        peak = peak_attn = dev.peak_flops("bf16") / mult[prec.weights] * eff.compute
+        mult = {"fp32": 2, "tf32": 2, "bf16": 1, "fp16": 1, "fp8": .5, "int8": .5, "fp6": .5, "fp4": .25, "int4": .25,
+                "mxfp4": .25, "nvfp4": .25}
+        peak = peak_attn = peak_exp = dev.peak_flops("bf16") / mult[prec.weights] * eff.compute
+        bx = b
         hbm = dev.memory_bandwidth_GBps * GiB * eff.memory
         onchip = 18000 * GiB * eff.memory
     else:
         bw, ba, bkv = DTYPE_BYTES[prec.weights], DTYPE_BYTES[prec.activations], DTYPE_BYTES[prec.kv]
         peak = dev.peak_flops(prec.compute) * eff.compute
         peak_attn = dev.peak_flops(prec.activations) * eff.compute
+        peak_exp = dev.peak_flops(prec.experts_compute or prec.compute) * eff.compute
+        bx = DTYPE_BYTES[prec.experts or prec.weights]
         hbm = dev.memory_bandwidth_GBps * 1e9 * eff.memory
         onchip = None
     tau = eff.op_overhead_us * 1e-6
     alpha, beta = _ring(client, t)
     s0 = 5e-6
 
-    def op(name, flops=0.0, off=0.0, on=0.0, comm=0.0, attn=False):
-        tc = flops / (peak_attn if attn else peak)
+    def op(name, flops=0.0, off=0.0, on=0.0, comm=0.0, attn=False, fpeak=None):
+        tc = flops / (fpeak or (peak_attn if attn else peak))
         tm = off / hbm + (on / onchip if on else 0.0)
         if genz and flops == 0 and comm == 0:
             tm = 0.0
@@ -66,12 +70,23 @@ def reference_step_time(client, prefill, decode, prompts_done=None):
     ops: list = []
     if T == 0:
         return 0.0, ops
+    sizes = client.scheduler.cuda_graph_sizes
+    if sizes and T_pf == 0 and T <= sizes[-1]:
+        T = min(x for x in sizes if x >= T)  # decode-only step padded to a captured CUDA graph
     D, dh, V = m.hidden_size, m.head_dim, m.vocab_size
     H1, Hkv1 = math.ceil(m.num_heads / t), math.ceil(m.num_kv_heads / t)
     causal = client.causal_attention if client.causal_attention is not None else not genz
     encoder = m.architecture == "encoder"
     mla = m.kv_lora_rank > 0
     lat = m.kv_lora_rank + m.rope_head_dim
+    expanded = mla and not genz and client.mla_prefill == "expanded"
+    W = m.sliding_window
+    lam = eff.expert_imbalance if (e > 1 and not genz) else 1.0
+
+    def keys(i):  # keys the query at position i sees in a windowed layer
+        if m.window_kind == "chunked":
+            return i - (i // W) * W + 1
+        return min(i + 1, W)
 
     for layer in range(m.num_layers):
         # QKV (column-parallel) and O-proj (row-parallel)
@@ -91,14 +106,38 @@ def reference_step_time(client, prefill, decode, prompts_done=None):
             op("o", 2 * T * H1 * dh * D, H1 * dh * D * bw + T * (H1 * dh + D) * ba)
         # attention, summed over the requests of the batch (one varlen kernel)
         F = off = on = 0.0
-        for past, c in prefill:
+        if m.is_window_layer(layer) and not genz:
+            for past, c in prefill:
+                pairs = sum(keys(i) for i in range(int(past), int(past + c)))
+                lo = int(past) + 1 - keys(int(past))  # first position the chunk's first query sees
+                F += 4 * H1 * dh * pairs
+                off += 2 * Hkv1 * dh * (past - lo + c) * bkv + 2 * Hkv1 * dh * c * bkv + 2 * H1 * c * dh * ba
+            for w, s, k in decode:
+                n = int(s + k)
+                lo = n + 1 - keys(n)
+                visible_shared = max(0, int(s) - lo)
+                visible_private = n + 1 - max(lo, int(s))
+                F += 4 * w * H1 * dh * keys(n)
+                off += 2 * Hkv1 * dh * bkv * (visible_shared * (1 if client.shared_prefix_read_once else w)
+                                              + w * visible_private)
+            op("attention_window", F, off, attn=True)
+            prefill_iter = []
+            decode_iter = []
+        else:
+            prefill_iter, decode_iter = prefill, decode
+        for past, c in prefill_iter:
             if encoder:
                 pairs = c * c
             elif causal:
                 pairs = sum(past + i for i in range(1, int(c) + 1))  # query i sees past + i keys
             else:
                 pairs = c * (past + c)
-            if mla:
+            if expanded:
+                # K (dh + d_rope) and V (dh) per head, rebuilt from the latent of the past tokens
+                F += 2 * (2 * dh + m.rope_head_dim) * H1 * pairs + 2 * past * m.kv_lora_rank * H1 * 2 * dh
+                off += lat * (past + c) * bkv + lat * c * bkv + 2 * H1 * c * dh * ba
+                off += 2 * past * H1 * (2 * dh + m.rope_head_dim) * ba  # written, then read
+            elif mla:
                 F += 2 * (2 * m.kv_lora_rank + m.rope_head_dim) * H1 * pairs
                 off += lat * (past + c) * bkv + lat * c * bkv + 2 * H1 * c * dh * ba
             elif genz:
@@ -112,7 +151,7 @@ def reference_step_time(client, prefill, decode, prompts_done=None):
             else:
                 F += 4 * H1 * dh * pairs
                 off += 2 * Hkv1 * dh * (past + c) * bkv + 2 * Hkv1 * dh * c * bkv + 2 * H1 * c * dh * ba
-        for w, s, k in decode:
+        for w, s, k in decode_iter:
             reads = s * (1 if client.shared_prefix_read_once else w)
             if mla:
                 F += 2 * (2 * m.kv_lora_rank + m.rope_head_dim) * H1 * w * (s + k + 1)
@@ -127,11 +166,11 @@ def reference_step_time(client, prefill, decode, prompts_done=None):
         if genz:
             op("logit", F / 2, off / 2, on / 2, attn=True)
             op("attend", F / 2, off / 2, on / 2, attn=True)
-        else:
+        elif prefill_iter or decode_iter:
             op("attention", F, off, attn=True)
         op("allreduce_attn", comm=allreduce(t, T * D * ba))
         # FFN: dense or MoE
-        dense = not (m.num_experts and layer >= m.first_dense_layers)
+        dense = not m.is_moe_layer(layer)
         if dense:
             up = (2 if m.gated_ffn else 1) * m.ffn_dim / t
             w = m.ffn_mats * D * m.ffn_dim / t
@@ -141,7 +180,7 @@ def reference_step_time(client, prefill, decode, prompts_done=None):
             op("router", 2 * T * D * E, D * E * bw + T * (D + E) * ba)
             ep_alpha, ep_beta = _ring(client, t)
             if e > 1:
-                a2a = s0 + (e - 1) * ep_alpha + (e - 1) / e * T * Kk * D * ba / ep_beta
+                a2a = s0 + (e - 1) * ep_alpha + (e - 1) / e * lam * T * Kk * D * ba / ep_beta
                 op("dispatch", comm=a2a)
                 op("combine", comm=a2a)
             te = t // e
@@ -149,11 +188,12 @@ def reference_step_time(client, prefill, decode, prompts_done=None):
             if genz:
                 active = max(1, math.ceil(Kk / e)) if T_pf == 0 else E / e
             else:
-                active = E * (1 - (1 - Kk / E) ** T) / e
-            op("experts", 2 * T * Kk * one / (e * te), active * one / te * bw + 2 * T * Kk * D * ba / e)
+                active = E * (1 - (1 - Kk / E) ** (lam * T)) / e  # the busiest rank serves lam T tokens
+            op("experts", 2 * lam * T * Kk * one / (e * te), active * one / te * bx + 2 * lam * T * Kk * D * ba / e,
+               fpeak=peak_exp)
             if m.num_shared_experts:
                 w = m.num_shared_experts * one / t
-                op("shared_expert", 2 * T * w, w * bw + 2 * T * D * ba)
+                op("shared_expert", 2 * T * w, w * bx + 2 * T * D * ba, fpeak=peak_exp)
         op("allreduce_ffn", comm=allreduce(t, T * D * ba))
     # embedding
     if genz:
@@ -171,4 +211,6 @@ def reference_step_time(client, prefill, decode, prompts_done=None):
         pa, pb = _ring(client, t * p)
         for _ in range(p - 1):
             op("pp_send", comm=pa + T * D * ba / pb)
+    if eff.step_overhead_ms:
+        ops.append(("step_overhead", eff.step_overhead_ms * 1e-3))
     return sum(x for _, x in ops), ops
