@@ -54,7 +54,7 @@ def client_params(client: ClientSpec) -> np.ndarray:
         unit = GENZ_GB
         prm[K.P_BW_ONCHIP] = GENZ_ONCHIP_GBps * GENZ_GB * eff.memory
         prm[K.P_GENZ] = 1.0
-        prm[K.P_GENZ_KV_EXTRA] = 0.0
+        prm[K.P_GENZ_KV_EXTRA] = 1.0  # MIST: decode KV = prompt + generated (MODEL.md §2.4)
     else:
         bw_b, ba_b, bkv_b = DTYPE_BYTES[prec.weights], DTYPE_BYTES[prec.activations], DTYPE_BYTES[prec.kv]
         fpeak = dev.peak_flops(prec.compute)

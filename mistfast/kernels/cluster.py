@@ -844,6 +844,7 @@ def _decode_run(c, t_other, horizon, max_sim, drain, log_cap, closed, prm, sch, 
     a_ctx = 0
     a_read = 0
     shared_once = prm[ST.P_SHARED_ONCE] > 0.0
+    genz = prm[ST.P_GENZ] > 0.0
     for j in range(b):
         ring[j] = 0
     for i in range(n_dec):
@@ -856,6 +857,9 @@ def _decode_run(c, t_other, horizon, max_sim, drain, log_cap, closed, prm, sch, 
         g0 = rq[r, Q_GEN]
         if rq[r, Q_OUT] - g0 < left:
             left = rq[r, Q_OUT] - g0
+        if genz and (ST.genz_decode_compute_bound(prm, w, s, k)
+                     or ST.genz_decode_compute_bound(prm, w, s, k + rq[r, Q_OUT] - g0)):
+            j_irregular = 1  # GenZ compat sums memory-bound decodes only: ordinary steps
         pu = rq[r, Q_PROMPT] - rq[r, Q_HIT]
         b0 = rq[r, Q_BLOCKS]
         # the formation j steps ahead sees g0 + j tokens and needs _blocks_for(pu, g0 + j) blocks;
@@ -962,8 +966,7 @@ def _decode_run(c, t_other, horizon, max_sim, drain, log_cap, closed, prm, sch, 
             break
         used += grow
         ctr[C_FORM] += 1
-        af, aoff, aon = ST.decode_attention(prm, w_f, float(a_ctx), float(a_read))
-        dt = ST.step_finish(prm, af, aoff, aon, bd)
+        dt = ST.decode_step_finish(prm, w_f, float(a_ctx), float(a_read), n_dec, bd)
         nlog = ctr[C_NLOG]
         if nlog < log_cap:
             steplog[nlog, L_T] = te

@@ -98,14 +98,22 @@ def reference_step_time(client, prefill, decode, prompts_done=None):
                 pairs = sum(past + i for i in range(1, int(c) + 1))  # query i sees past + i keys
             else:
                 pairs = c * (past + c)
-            if mla:
+            if mla and genz:
+                f1 = 2 * (2 * m.kv_lora_rank + m.rope_head_dim) * H1 * pairs
+                off1 = lat * (past + c) * bkv + lat * c * bkv + 2 * H1 * c * dh * ba
+                op("logit", f1 / 2, off1 / 2, attn=True)
+                op("attend", f1 / 2, off1 / 2, attn=True)
+            elif mla:
                 F += 2 * (2 * m.kv_lora_rank + m.rope_head_dim) * H1 * pairs
                 off += lat * (past + c) * bkv + lat * c * bkv + 2 * H1 * c * dh * ba
             elif genz:
-                F += 4 * H1 * dh * pairs
-                off += c * H1 * dh * ba + (past + c) * Hkv1 * dh * bkv   # Logit: Q, K
-                off += (past + c) * Hkv1 * dh * bkv + c * H1 * dh * ba   # Attend: V, O
-                on += 2 * H1 * pairs * ba                                # scores, both ops
+                # one Logit and one Attend op per request, each with its own max (MODEL.md §2.4)
+                f1 = 4 * H1 * dh * pairs
+                off1 = c * H1 * dh * ba + (past + c) * Hkv1 * dh * bkv   # Logit: Q, K
+                off1 += (past + c) * Hkv1 * dh * bkv + c * H1 * dh * ba  # Attend: V, O
+                on1 = 2 * H1 * pairs * ba                                # scores, both ops
+                op("logit", f1 / 2, off1 / 2, on1 / 2, attn=True)
+                op("attend", f1 / 2, off1 / 2, on1 / 2, attn=True)
             elif encoder:
                 F += 4 * H1 * dh * pairs
                 off += 4 * H1 * c * dh * ba
@@ -114,20 +122,25 @@ def reference_step_time(client, prefill, decode, prompts_done=None):
                 off += 2 * Hkv1 * dh * (past + c) * bkv + 2 * Hkv1 * dh * c * bkv + 2 * H1 * c * dh * ba
         for w, s, k in decode:
             reads = s * (1 if client.shared_prefix_read_once else w)
-            if mla:
+            if mla and genz:
+                f1 = 2 * (2 * m.kv_lora_rank + m.rope_head_dim) * H1 * w * (s + k + 1)
+                off1 = lat * bkv * (reads + w * (k + 1))
+                op("logit", f1 / 2, off1 / 2, attn=True)
+                op("attend", f1 / 2, off1 / 2, attn=True)
+            elif mla:
                 F += 2 * (2 * m.kv_lora_rank + m.rope_head_dim) * H1 * w * (s + k + 1)
                 off += lat * bkv * (reads + w * (k + 1))
             elif genz:
-                F += 4 * w * H1 * dh * (s + k)
-                off += 2 * Hkv1 * dh * bkv * (reads + w * k)
-                on += 2 * w * H1 * dh * ba + 2 * w * H1 * (s + k) * ba
+                # MIST: KV = prompt + generated = s + k + 1; one Logit and one Attend op per request
+                f1 = 4 * w * H1 * dh * (s + k + 1)
+                off1 = 2 * Hkv1 * dh * bkv * (reads + w * (k + 1))
+                on1 = 2 * w * H1 * dh * ba + 2 * w * H1 * (s + k + 1) * ba
+                op("logit", f1 / 2, off1 / 2, on1 / 2, attn=True)
+                op("attend", f1 / 2, off1 / 2, on1 / 2, attn=True)
             else:
                 F += 4 * w * H1 * dh * (s + k + 1)
                 off += 2 * Hkv1 * dh * bkv * (reads + w * (k + 1))
-        if genz:
-            op("logit", F / 2, off / 2, on / 2, attn=True)
-            op("attend", F / 2, off / 2, on / 2, attn=True)
-        else:
+        if not genz:
             op("attention", F, off, attn=True)
         op("allreduce_attn", comm=allreduce(t, T * D * ba))
         # FFN: dense or MoE
@@ -157,7 +170,7 @@ def reference_step_time(client, prefill, decode, prompts_done=None):
         op("allreduce_ffn", comm=allreduce(t, T * D * ba))
     # embedding
     if genz:
-        op("embedding", 2 * T_pf * D * V / t, (V * D + T_pf * V / t + T_pf * D) * bw)
+        op("embedding", 2 * T_pf * D * V / t, (V / t * D + T_pf * V / t + T_pf * D) * bw)  # V/t shard
         if T_pf:
             op("embedding_allreduce", comm=allreduce(t, T_pf * D * ba))
     else:
