@@ -692,6 +692,10 @@ class SimulationSpec(Spec):
     warmup_s: float = Field(default=0.0, ge=0)
     per_request: bool = False
     percentile_method: Literal["linear", "compat"] = "linear"
+    metrics: Literal["default", "mist"] = Field(
+        default="default", description="'mist': the reference's definitions (docs/mist_parity.md): TPOT = mean "
+        "duration of the steps each decode ran in, throughputs over [0, start of the last step that finished a "
+        "request], int(q n) percentiles")
 
 
 class ScenarioSpec(Spec):

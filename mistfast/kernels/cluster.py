@@ -55,7 +55,12 @@ CS_BUSY, CS_STEPS, CS_BATCH_TOKENS, CS_BATCH_SEQS, CS_KV_PEAK, CS_KV_BLOCK_S, CS
 CS_TC, CS_TM, CS_TN, CS_FLOPS, CS_BYTES, CS_PF_TOKENS, CS_DEC_TOKENS, CS_OUT_OF_RANGE, CS_SERVED = range(8, 17)
 CS_RUN_STEPS = 17  # steps advanced inside decode runs (a subset of CS_STEPS)
 CS_RUN_LEAVES = 18  # requests that emitted their last token and left inside a decode run
-N_CS = 19
+# MIST metric definitions (metrics = "mist"): sum over steps of the decoding requests, of decoding
+# requests x step duration, and the latest start of a step at whose end a request finished
+CS_DEC_SEQS = 19
+CS_DEC_SEQ_S = 20
+CS_FINISH_STEP_START = 21
+N_CS = 22
 # ---- request state columns ---------------------------------------------------------------------------
 Q_CUR, Q_PF_TARGET, Q_COMPUTED, Q_GEN, Q_BLOCKS, Q_HIT, Q_FETCHED, Q_PROMPT, Q_OUT = range(9)
 Q_IN_STEP, Q_WNEXT, Q_WPREV, Q_INSERTED, Q_PENDING = 9, 10, 11, 12, 13
@@ -945,6 +950,7 @@ def _decode_run(c, t_other, horizon, max_sim, drain, log_cap, closed, prm, sch, 
                 status[r] = FINISHED
                 t_finish[r] = te
                 cstats[c, CS_RUN_LEAVES] += 1.0
+                cstats[c, CS_FINISH_STEP_START] = t_start  # the step ending at te started then
             n_dec = k2
             ci[c, I_NRUN] = k2
             ci[c, I_NDEC] = k2
@@ -990,6 +996,8 @@ def _decode_run(c, t_other, horizon, max_sim, drain, log_cap, closed, prm, sch, 
         cstats[c, CS_BATCH_TOKENS] += w_f   # (+ 0 prefill tokens)
         cstats[c, CS_BATCH_SEQS] += n_dec
         cstats[c, CS_DEC_TOKENS] += w_f
+        cstats[c, CS_DEC_SEQS] += n_dec
+        cstats[c, CS_DEC_SEQ_S] += n_dec * dt
         if used > cstats[c, CS_KV_PEAK]:
             cstats[c, CS_KV_PEAK] = used
         cstats[c, CS_KV_BLOCK_S] += used * dt
@@ -1318,6 +1326,8 @@ def _event_loop(
                                      st_t_exit, rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem,
                                      fres, fnres, fdest, flist,
                                      hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier, cli_srv)
+                        if status[r] == FINISHED and cf[c, F_START] > cstats[c, CS_FINISH_STEP_START]:
+                            cstats[c, CS_FINISH_STEP_START] = cf[c, F_START]
                     else:
                         run[c, k2] = r
                         k2 += 1
@@ -1509,6 +1519,8 @@ def _event_loop(
             cstats[c, CS_BATCH_SEQS] += npf + ci[c, I_NREAL]
             cstats[c, CS_PF_TOKENS] += ci[c, I_PFTOK]
             cstats[c, CS_DEC_TOKENS] += w_tok
+            cstats[c, CS_DEC_SEQS] += ci[c, I_NREAL]
+            cstats[c, CS_DEC_SEQ_S] += ci[c, I_NREAL] * dt
             if ci[c, I_USED] > cstats[c, CS_KV_PEAK]:
                 cstats[c, CS_KV_PEAK] = ci[c, I_USED]
             cstats[c, CS_KV_BLOCK_S] += ci[c, I_USED] * dt
