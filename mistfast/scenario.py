@@ -164,6 +164,8 @@ def simulate(spec: ScenarioSpec | dict | str | Path, *, per_request: bool | None
         reqs = build_requests(spec.workload, spec.simulation.horizon_s, ss)
         run = run_pipeline(spec, reqs, ss, per_request=want_req, log_steps=log_steps, decode_runs=decode_runs)
         ds = pipeline_dataset(spec, run, want_req)
+        if log_steps:
+            ds = _with_step_log(ds, run["steplog"], client_names=run["inputs"]["topo"].names)
         ds.attrs.update(spec_attrs(spec))
         return ds
     pt = scenario_point(spec)
@@ -179,13 +181,26 @@ def simulate(spec: ScenarioSpec | dict | str | Path, *, per_request: bool | None
             ds[k] = variable(k, v)
     if log_steps:
         n = int(min(res["steps_per_sub"][0], log_steps))
-        log = res["steplog"][0, :n]
-        ds.attrs["steplog"] = "see .steplog"
-        ds = ds.assign_coords(step=np.arange(n))
-        for j, name in enumerate(("step_start_s", "step_duration_s", "step_prefills", "step_prefill_tokens",
-                                  "step_decodes", "step_decode_tokens", "step_kv_blocks")):
-            ds[name] = xr.Variable(("step",), log[:, j])
+        ds = _with_step_log(ds, res["steplog"][0, :n])
     ds.attrs.update(spec_attrs(spec))
+    return ds
+
+
+STEP_LOG_VARS = ("step_start_s", "step_duration_s", "step_prefills", "step_prefill_tokens",
+                 "step_decodes", "step_decode_tokens", "step_kv_blocks")
+
+
+def _with_step_log(ds: xr.Dataset, log: np.ndarray, client_names=None) -> xr.Dataset:
+    """The engine step log as variables along a ``step`` dimension (in the order the steps were
+    formed); with several clients, ``step_client`` names the client of each step."""
+    n = log.shape[0]
+    ds.attrs["steplog"] = "see .steplog"
+    ds = ds.assign_coords(step=np.arange(n))
+    for j, name in enumerate(STEP_LOG_VARS):
+        ds[name] = xr.Variable(("step",), log[:, j])
+    if client_names is not None:
+        from .kernels.cluster import N_LOG
+        ds["step_client"] = xr.Variable(("step",), np.asarray(client_names, dtype=object)[log[:, N_LOG].astype(np.int64)])
     return ds
 
 

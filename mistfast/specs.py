@@ -304,6 +304,17 @@ class SchedulerSpec(Spec):
     static_pad: bool = False
     aging_s: float = Field(gt=0, default=30.0, description="waiting time after which a non-FCFS policy serves a request first")
 
+    @model_validator(mode="after")
+    def _budget_holds_a_full_batch(self):
+        # as vLLM (SchedulerConfig: max_num_batched_tokens >= max_num_seqs): a step must be able
+        # to decode every sequence the batch may hold
+        field = "chunk_size" if self.batching == "chunked" else "max_batched_tokens"
+        budget = getattr(self, field)
+        if budget < self.max_batch_size:
+            raise field_error(field, budget, f"the per-step token budget must be >= max_batch_size "
+                              f"({self.max_batch_size}), or a full batch could never decode in one step")
+        return self
+
 
 class ClientSpec(Spec):
     name: str = "llm"
