@@ -508,7 +508,7 @@ def client_vars(scen, run) -> dict[str, np.ndarray]:
             out["client_mbu"][c] = cs[c, CL.CS_BYTES] / (dev.memory_bandwidth_GBps * 1e9 * endt)
             ps, pc, pm, pn = (dev.tdp_W * f for f in POWER_SPLIT)
             out["client_energy_J"][c] = ndev * (busy * ps + cs[c, CL.CS_TC] * pc + cs[c, CL.CS_TM] * pm
-                                                + cs[c, CL.CS_TN] * pn + ps * max(endt - busy, 0.0))
+                                                + cs[c, CL.CS_TN] * pn + dev.idle_power_W * max(endt - busy, 0.0))
             out["client_price_usd_per_hour"][c] = dev.price_usd_per_hour * ndev
         else:
             s = topo.server[c]
@@ -516,8 +516,10 @@ def client_vars(scen, run) -> dict[str, np.ndarray]:
             frac = busy / endt / (s.slots if s.kind == "cpu" else 1)
             out["client_busy_fraction"][c] = frac
             tdp = s.device.tdp_W if s.device is not None else 0.0
-            # assumption: a CPU host draws 30 % of TDP idle and the full TDP when busy
-            out["client_energy_J"][c] = tdp * (0.3 * endt + 0.7 * frac * endt)
+            idle = s.device.idle_power_W if s.device is not None else 0.0
+            # assumption: a CPU host draws its idle power (catalog idle_W, else 30 % of TDP) and
+            # the full TDP when busy
+            out["client_energy_J"][c] = idle * endt + (tdp - idle) * frac * endt
             out["client_price_usd_per_hour"][c] = s.device.price_usd_per_hour if s.device is not None else 0.0
     return out
 

@@ -268,7 +268,8 @@ def _summary(points, out, rs, end_time, nrep, res, pt_off) -> dict[str, np.ndarr
     ndev_rep = np.array([pt.client.tp * pt.client.pp for pt in points], dtype=float)
     ps, pc, pm, pn = (tdp * f for f in POWER_SPLIT)
     busy_energy = ndev_rep * (rs[:, CL.CS_BUSY] * ps + rs[:, CL.CS_TC] * pc + rs[:, CL.CS_TM] * pm + rs[:, CL.CS_TN] * pn)
-    idle_energy = ndev_rep * ps * (nrep * end - rs[:, CL.CS_BUSY])
+    p_idle = np.array([pt.client.device.idle_power_W for pt in points])
+    idle_energy = ndev_rep * p_idle * (nrep * end - rs[:, CL.CS_BUSY])
     s["energy_J"] = busy_energy + idle_energy
     s["energy_per_output_token_J"] = s["energy_J"] / np.maximum(out[:, M.O_OUT_TOKENS], 1)
     price_h = np.array([pt.client.device.price_usd_per_hour * pt.client.num_devices for pt in points])

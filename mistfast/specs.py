@@ -112,6 +112,9 @@ def _resolve(kind: str, value: Any, info: ValidationInfo) -> Any:
 
 
 # ----------------------------------------------------------------------------- hardware
+IDLE_SHARE_OF_TDP = 0.30  # reference static power share (MODEL.md §8), the fallback for idle power
+
+
 class DeviceSpec(Spec):
     name: str = "custom"
     kind: Literal["gpu", "tpu", "asic", "cpu"]
@@ -123,7 +126,13 @@ class DeviceSpec(Spec):
     scaleup_bidir_GBps: float = Field(ge=0, default=0.0)
     scaleup_latency_us: float = Field(ge=0, default=1.0)
     devices_per_node: int = Field(ge=1, default=8)
+    scaleup_domain_size: int | None = Field(
+        default=None, ge=1, description="devices one scale-up fabric (NVLink domain, TPU ICI slice) connects "
+        "at scaleup_bidir_GBps; default devices_per_node. A TP group larger than this uses the inter-node link")
     tdp_W: float = Field(ge=0, default=0.0)
+    idle_W: float | None = Field(
+        default=None, ge=0, description="power drawn by an idle device (W); default 0.3 x tdp_W (the reference's "
+        "static share) when the catalog gives no sourced value")
     price_usd_per_hour: float = Field(ge=0, default=0.0)
     source: str = ""
 
@@ -136,6 +145,17 @@ class DeviceSpec(Spec):
             if not (x > 0):
                 raise field_error(k, x, "peak TFLOPS must be > 0")
         return v
+
+    @property
+    def idle_power_W(self) -> float:
+        """Power of an idle device: the catalog's sourced idle_W, else the reference's static share
+        of TDP (0.3 x tdp_W, MODEL.md §8)."""
+        return self.idle_W if self.idle_W is not None else IDLE_SHARE_OF_TDP * self.tdp_W
+
+    @property
+    def scaleup_domain(self) -> int:
+        """Devices reachable over the scale-up fabric (scaleup_domain_size, else devices_per_node)."""
+        return self.scaleup_domain_size if self.scaleup_domain_size is not None else self.devices_per_node
 
     def peak_flops(self, dtype: str) -> float:
         """Dense peak FLOP/s for ``dtype``; unsupported dtypes run at the next higher rate."""

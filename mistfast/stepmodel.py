@@ -26,7 +26,7 @@ def tp_link(client: ClientSpec, group: int) -> tuple[float, float]:
     genz = client.reference == "genz"
     unit = GENZ_GB if genz else 1e9
     eff = client.efficiency.network
-    if group <= dev.devices_per_node:
+    if group <= dev.scaleup_domain:
         link = client.intra_node_link
         if link is None:
             bw = dev.scaleup_bidir_GBps / 2.0

@@ -76,3 +76,75 @@ def test_mist_percentiles_take_element_int_qn():
     ds = mf.simulate(doc, per_request=True)
     e2e = np.sort(ds.req_e2e_ms.values)
     assert float(ds.e2e_p50_ms) == e2e[5] and float(ds.e2e_p90_ms) == e2e[9]
+
+
+# ---- item 8: a device never slower than a strictly weaker one ------------------------------------
+def _catalog_accelerators():
+    from mistfast.catalog import default_catalog
+    cat = default_catalog()
+    return [n for n in cat.names("devices")
+            if cat.get("devices", n).get("kind") != "cpu" and not n.endswith("-genz")]
+
+
+PERF_DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp4")
+
+
+def _perf_numbers(dev):
+    """Every number that can only make a device faster when larger (link latency: when smaller)."""
+    nums = [dev.peak_flops(d) for d in PERF_DTYPES]
+    nums += [dev.memory_bandwidth_GBps, dev.scaleup_bidir_GBps, -dev.scaleup_latency_us, dev.scaleup_domain]
+    return np.array(nums, dtype=float)
+
+
+def test_no_device_slower_than_a_strictly_weaker_one():
+    from mistfast import make_client, step_latency
+    names = sorted(_catalog_accelerators())
+    batches = {"prefill": dict(prefill=[(0, 2048)]), "decode": dict(decode=[(1, 1024)] * 32)}
+    times, nums = {}, {}
+    for name in names:
+        dev = {"preset": name, "memory_GiB": 4000.0}   # capacity is irrelevant to step latency
+        for tp in (1, 2, 4, 8):
+            c = make_client("llama-3.1-70b", dev, tp=tp)
+            nums[name] = _perf_numbers(c.device)
+            for b, kw in batches.items():
+                times[name, tp, b] = step_latency(c, **kw).total_s
+    bad = []
+    for weak in names:
+        for strong in names:
+            w, s = nums[weak], nums[strong]
+            if weak == strong or not (np.all(w <= s) and np.any(w < s)):
+                continue
+            for tp in (1, 2, 4, 8):
+                for b in batches:
+                    if times[strong, tp, b] > times[weak, tp, b] * (1 + 1e-12):
+                        bad.append(f"{strong} slower than the weaker {weak} at TP {tp} ({b}): "
+                                   f"{times[strong, tp, b] * 1e3:.3f} > {times[weak, tp, b] * 1e3:.3f} ms")
+    assert not bad, "\n".join(bad)
+
+
+def test_gb200_tp8_uses_its_nvlink_domain():
+    from mistfast import make_client, step_latency
+    t = {d: step_latency(make_client("llama-3.1-70b", d, tp=8), prefill=[(0, 2048)]).total_ms
+         for d in ("B200", "GB200")}
+    assert t["GB200"] < t["B200"]  # same NVLink5, faster chip
+
+
+# ---- item 11: idle power is a catalog field -----------------------------------------------------------
+def test_idle_power_from_catalog_by_hand():
+    # one 1,000-token request at t = 0 on an H200, horizon far away: the device is busy for the
+    # prefill and decode steps, idle for nothing. Two requests 100 s apart: idle in between, at
+    # the catalog's measured idle_W (80.3 W), not 0.3 x 700 W
+    from mistfast.specs import make_client
+    dev = make_client("llama-3.1-8b", "H200").device
+    assert dev.idle_W == 80.3 and dev.idle_power_W == 80.3
+    assert make_client("llama-3.1-8b", "A100").device.idle_power_W == pytest.approx(0.3 * 400.0)
+    doc = {"clients": [{**LLM, "device": "H200"}],
+           "workload": {"num_requests": 2, "arrival": {"process": "uniform", "rate_rps": 0.01},
+                        "input": {"dist": "fixed", "value": 1000}, "output": {"dist": "fixed", "value": 2}}}
+    ds = mf.simulate(doc, log_steps=100)
+    busy = float(ds.step_duration_s.sum())
+    end = float(ds.step_start_s[-1] + ds.step_duration_s[-1])
+    low = mf.simulate({**doc, "clients": [{**LLM, "device": {"preset": "H200", "idle_W": 0.0}}]})
+    # the energies differ by exactly the idle time at 80.3 W
+    assert float(ds.energy_J) - float(low.energy_J) == pytest.approx(80.3 * (end - busy), rel=1e-9)
+    assert end - busy > 90.0

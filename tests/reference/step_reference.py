@@ -14,9 +14,10 @@ def _ring(client, n):
     dev = client.device
     unit = GiB if client.reference == "genz" else 1e9
     eta = client.efficiency.network
-    if n <= dev.devices_per_node and client.intra_node_link is None and dev.scaleup_bidir_GBps > 0:
+    domain = dev.scaleup_domain_size or dev.devices_per_node  # one scale-up fabric
+    if n <= domain and client.intra_node_link is None and dev.scaleup_bidir_GBps > 0:
         return dev.scaleup_latency_us * 1e-6, dev.scaleup_bidir_GBps / 2 * unit * eta
-    link = client.intra_node_link if n <= dev.devices_per_node and client.intra_node_link else client.inter_node_link
+    link = client.intra_node_link if n <= domain and client.intra_node_link else client.inter_node_link
     if link is None:
         return 5e-6, 50.0 * unit * eta
     return link.latency_us * 1e-6, link.bandwidth_GBps * unit * link.efficiency * eta
