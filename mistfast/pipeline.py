@@ -445,6 +445,24 @@ def run_pipeline(scen, reqs, seed_seq, *, per_request=False, log_steps=0, decode
                 steplog=steplog[:nlog], prompt=reqs.input_tokens.astype(np.int64))
 
 
+def prefix_hit_rate(scen, ins: dict, r: dict) -> float:
+    """Reused KV tokens over the prompt tokens of the LLM stage that reused them. That stage's
+    prompt includes past context fetched from a KV tier (a request's own new prompt alone would let
+    the rate exceed 1). Over the requests the other metrics count (arrived, in [warmup, horizon])."""
+    from .kernels.engine import PENDING
+    sim = scen.simulation
+    kinds, off = ins["st_kind"], ins["st_off"]
+    is_llm = (kinds == CL.K_LLM) | (kinds == CL.K_PREFILL)
+    idx = np.flatnonzero(is_llm)
+    owner = np.searchsorted(off, idx, side="right") - 1       # request of each LLM stage
+    first = np.full(len(off) - 1, -1, np.int64)
+    first[owner[::-1]] = idx[::-1]                            # the first LLM stage of each request
+    keep = (r["status"] != PENDING) & (r["arrival"] >= sim.warmup_s) & (r["arrival"] <= sim.horizon_s) & (first >= 0)
+    prompt = ins["st_prompt"][first[keep]].astype(float).sum()
+    hits = np.maximum(r["hit_first"][keep], 0).sum()
+    return float(hits / prompt) if prompt > 0 else 0.0
+
+
 def pipeline_summary(scen, run: dict) -> dict[str, np.ndarray]:
     """Summary variables (length-1 arrays, as the single-client runner's) of one pipeline run."""
     from .kernels import metrics as M
@@ -459,6 +477,7 @@ def pipeline_summary(scen, run: dict) -> dict[str, np.ndarray]:
                        r["hit_first"], r["computed_pf"], end, out)
     cs = run["cstats"]
     s = request_summary(out, r["status"], r["reason"], np.array([0, n], np.int64))
+    s["prefix_hit_rate"] = np.array([prefix_hit_rate(scen, ins, r)])
     llm = [c for c in range(topo.C) if topo.llm[c] is not None]
     steps = cs[llm, CL.CS_STEPS].sum()
     s["n_steps"] = np.array([steps])
@@ -494,6 +513,9 @@ def client_vars(scen, run) -> dict[str, np.ndarray]:
                                             "client_mfu", "client_mbu", "client_energy_J", "client_price_usd_per_hour")}
     out["client_steps"] = cs[:, CL.CS_STEPS].copy()
     out["client_served"] = cs[:, CL.CS_SERVED].copy()
+    # prompt tokens each client computed (prefill or encode chunks, recompute included), per second
+    # of the run; the scalar computed_prompt_tok_s counts the LLM stages' only
+    out["client_computed_prompt_tok_s"] = cs[:, CL.CS_PF_TOKENS] / endt
     for c in range(C):
         busy = cs[c, CL.CS_BUSY]
         if topo.llm[c] is not None:

@@ -148,3 +148,54 @@ def test_idle_power_from_catalog_by_hand():
     # the energies differ by exactly the idle time at 80.3 W
     assert float(ds.energy_J) - float(low.energy_J) == pytest.approx(80.3 * (end - busy), rel=1e-9)
     assert end - busy > 90.0
+
+
+# ---- item 9: every rate and fraction of every shipped sweep lies in [0, 1] -----------------------------
+SWEEPS = sorted((__import__("pathlib").Path(__file__).resolve().parents[1] / "sweeps").glob("*.toml"))
+FRACTION_WORDS = ("fraction", "util", "_rate", "attainment", "mfu", "mbu")
+
+
+def fraction_variables(ds):
+    from mistfast.variables import REGISTRY
+    return [k for k in ds.data_vars if k in REGISTRY and REGISTRY[k].units == "1"
+            and any(w in k for w in FRACTION_WORDS)]
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
+def test_rates_and_fractions_in_unit_interval(path):
+    from mistfast.sweep import SweepSpec, load_sweep, run_sweep
+    spec = load_sweep(path)
+    base = {**spec.base, "workload": {**spec.base.get("workload", {}), "num_requests": 40}}
+    tr = base["workload"].get("trace")
+    if tr and tr.get("sample") and tr["sample"] > 40:
+        base["workload"]["trace"] = {**tr, "sample": 40}
+    ds = run_sweep(SweepSpec(**{**spec.__dict__, "base": base}))
+    names = fraction_variables(ds)
+    assert "prefix_hit_rate" in names and "busy_fraction" in names
+    bad = []
+    for k in names:
+        v = ds[k].values.astype(float)
+        v = v[~np.isnan(v)]
+        if v.size and (v.min() < 0 or v.max() > 1 + 1e-12):
+            bad.append(f"{k}: [{v.min():.4g}, {v.max():.4g}]")
+    assert not bad, f"{path.name}: " + "; ".join(bad)
+
+
+# ---- item 10: computed prompt tokens per client ----------------------------------------------------------
+def test_computed_prompt_tokens_per_client():
+    doc = {"clients": [LLM, {"name": "embed", "model": "e5-base", "device": "A100",
+                             "scheduler": {"batching": "continuous", "max_batched_tokens": 8192}}],
+           "servers": [{"name": "ret", "kind": "retrieval", "device": "Grace"}],
+           "links": [{"between": ["ret", "llm"], "link": "PCIe4-x4"}],
+           "workload": fixed(5, 300, 4),
+           "pipelines": [{"stages": [{"kind": "embed", "pool": "embed"},
+                                     {"kind": "retrieve", "pool": "ret", "docs": 20, "doc_tokens": 512},
+                                     {"kind": "llm", "pool": "llm"}]}]}
+    ds = mf.simulate(doc)
+    win = float(ds.window_s)
+    per_client = dict(zip(ds.client.values.tolist(), ds.client_computed_prompt_tok_s.values * win))
+    # the embedder encodes the 300-token queries; the LLM prefills query + 20 x 512 retrieved tokens
+    assert per_client["embed"] == pytest.approx(5 * 300, rel=1e-9)
+    assert per_client["llm"] == pytest.approx(5 * (300 + 20 * 512), rel=1e-9)
+    assert per_client["ret"] == 0
+    assert float(ds.computed_prompt_tok_s) * win == pytest.approx(5 * (300 + 20 * 512), rel=1e-9)
