@@ -514,7 +514,7 @@ def client_vars(scen, run) -> dict[str, np.ndarray]:
     out["client_steps"] = cs[:, CL.CS_STEPS].copy()
     out["client_served"] = cs[:, CL.CS_SERVED].copy()
     # prompt tokens each client computed (prefill or encode chunks, recompute included), per second
-    # of the run; the scalar computed_prompt_tok_s counts the LLM stages' only
+    # of the run; the scalar computed_prompt_tok_s sums every client's
     out["client_computed_prompt_tok_s"] = cs[:, CL.CS_PF_TOKENS] / endt
     for c in range(C):
         busy = cs[c, CL.CS_BUSY]

@@ -539,10 +539,13 @@ class TraceSpec(Spec):
     rate_scale: float = Field(default=1.0, gt=0)
     sample: float | None = Field(default=None, gt=0, description="keep this many requests (>=1) or this fraction (<1)")
     use_arrivals: bool = True
+    shift_arrivals: bool = Field(default=False, description="move the trace so its first arrival is at t = 0 "
+                                 "(otherwise the trace's own times are kept)")
 
 
 class WorkloadSpec(Spec):
-    num_requests: int = Field(default=1000, ge=1)
+    num_requests: int = Field(default=1000, ge=1, description="synthetic workloads: requests drawn; traces: "
+                              "when given, the first ones kept (default: the whole trace)")
     arrival: ArrivalSpec = ArrivalSpec(rate_rps=10.0)
     input: LengthSpec = LengthSpec(dist="lognormal", mean=1155, std=1109, max_tokens=16384)
     output: LengthSpec = LengthSpec(dist="lognormal", mean=211, std=230, max_tokens=4096)
@@ -740,6 +743,21 @@ class ScenarioSpec(Spec):
     simulation: SimulationSpec = SimulationSpec()
     slo: SLOSpec = SLOSpec()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _trace_runs_whole(cls, data):
+        """A request-list trace (not the ServeGen generator) runs whole by default: unless the
+        scenario sets simulation.horizon_s, arrivals never stop early (MODEL.md §1.4)."""
+        if isinstance(data, dict):
+            wl = data.get("workload")
+            tr = wl.get("trace") if isinstance(wl, dict) else getattr(wl, "trace", None)
+            fmt = tr.get("format") if isinstance(tr, dict) else getattr(tr, "format", None)
+            if tr is not None and fmt != "servegen":
+                sim = data.get("simulation")
+                if sim is None or (isinstance(sim, dict) and "horizon_s" not in sim):
+                    data = {**data, "simulation": {**(sim or {}), "horizon_s": float("inf")}}
+        return data
+
     @property
     def is_pipeline(self) -> bool:
         """Several clients, servers or explicit pipelines: the multi-client path."""
@@ -754,7 +772,7 @@ class ScenarioSpec(Spec):
 DEFAULT_SCENARIO: dict[str, Any] = {
     "clients": [{"name": "llm", "model": "llama-3.1-8b", "device": "H100", "tp": 1,
                  "scheduler": {"batching": "chunked"}}],
-    "workload": {"num_requests": 1000, "arrival": {"process": "poisson", "rate_rps": 10.0}},
+    "workload": {"arrival": {"process": "poisson", "rate_rps": 10.0}},  # num_requests: WorkloadSpec default
 }
 
 

@@ -198,4 +198,58 @@ def test_computed_prompt_tokens_per_client():
     assert per_client["embed"] == pytest.approx(5 * 300, rel=1e-9)
     assert per_client["llm"] == pytest.approx(5 * (300 + 20 * 512), rel=1e-9)
     assert per_client["ret"] == 0
-    assert float(ds.computed_prompt_tok_s) * win == pytest.approx(5 * (300 + 20 * 512), rel=1e-9)
+    # the scalar sums both clients (the split is the per-client variable)
+    assert float(ds.computed_prompt_tok_s) * win == pytest.approx(5 * (300 + 300 + 20 * 512), rel=1e-9)
+
+
+# ---- item 12: a trace runs whole; every request left out is counted with its reason --------------
+def _azure_trace(path, n, gap_s):
+    import pandas as pd
+    t0 = pd.Timestamp("2023-11-16 18:00:00")
+    ts = [(t0 + pd.Timedelta(seconds=gap_s * i)).strftime("%Y-%m-%d %H:%M:%S.%f") for i in range(n)]
+    pd.DataFrame({"TIMESTAMP": ts, "ContextTokens": 100 + (np.arange(n) % 50),
+                  "GeneratedTokens": 5 + (np.arange(n) % 7)}).to_csv(path, index=False)
+    return str(path)
+
+
+def test_trace_of_10000_runs_whole_by_default(tmp_path, recwarn):
+    # 10,000 requests over 5,000 s: past the synthetic default horizon (3,600 s) and the default
+    # num_requests (1,000); with default settings every one is simulated
+    path = _azure_trace(tmp_path / "t.csv", 10_000, 0.5)
+    ds = mf.simulate({"clients": [LLM], "workload": {"trace": {"path": path, "format": "azure"}}})
+    assert int(ds.n_arrived) == 10_000 and int(ds.n_finished) == 10_000
+    assert int(ds.n_not_arrived) == 0 and int(ds.n_left_out.sum()) == 0
+    assert not [w for w in recwarn if "not simulated" in str(w.message)]
+
+
+def test_trace_requests_left_out_are_counted_with_reasons(tmp_path):
+    path = _azure_trace(tmp_path / "t.csv", 2_000, 1.0)   # arrivals 0 .. 1,999 s
+    doc = {"clients": [LLM], "simulation": {"horizon_s": 1000.0},
+           "workload": {"num_requests": 1500,
+                        "trace": {"path": path, "format": "azure", "start_s": 100.0, "sample": 0.9}}}
+    with pytest.warns(UserWarning, match="not simulated") as rec:
+        ds = mf.simulate(doc)
+    left = dict(zip(ds.left_out_reason.values.tolist(), ds.n_left_out.values.tolist()))
+    # window [100, inf): 100 out; sample 0.9 of 1,900 = 1,710 kept (190 out); the first 1,500 kept
+    # (210 out); window arrivals are shifted by start_s, so those at >= 1,100 s (trace time)
+    # arrive after the 1,000 s horizon
+    assert left == {"outside_trace_window": 100, "trace_sample": 190, "num_requests": 210}
+    assert int(ds.n_arrived) + int(ds.n_not_arrived) == 1500
+    assert int(ds.n_not_arrived) > 0
+    msg = str(rec[0].message)
+    for k in ("100 outside", "190 not drawn", "210 beyond workload.num_requests = 1500",
+              f"{int(ds.n_not_arrived)} arriving after simulation.horizon_s = 1000 s"):
+        assert k in msg
+
+
+def test_trace_arrivals_kept_unless_shift_requested(tmp_path):
+    import pandas as pd
+    p = tmp_path / "m.csv"
+    pd.DataFrame({"num_prefill_tokens": [100, 120], "num_decode_tokens": [3, 4],
+                  "arrived_at": [5.0, 6.0]}).to_csv(p, index=False)
+    base = {"clients": [LLM]}
+    kept = mf.simulate({**base, "workload": {"trace": {"path": str(p), "format": "lengths"}}}, per_request=True)
+    assert list(kept.req_arrival_s.values) == [5.0, 6.0]
+    shifted = mf.simulate({**base, "workload": {"trace": {"path": str(p), "format": "lengths",
+                                                          "shift_arrivals": True}}}, per_request=True)
+    assert list(shifted.req_arrival_s.values) == [0.0, 1.0]

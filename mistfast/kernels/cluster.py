@@ -1277,8 +1277,7 @@ def _event_loop(
                     r = pf_req[c, i]
                     cc = int(pf_new[c, i])
                     rq[r, Q_COMPUTED] += cc
-                    if st_kind[rq[r, Q_CUR]] != K_ENCODE:
-                        computed_pf[r] += cc  # the LLM's prompt tokens (an embedder's: client_computed_prompt_tok_s)
+                    computed_pf[r] += cc
                     ci[c, I_PEND_PF] -= cc
                     if rq[r, Q_COMPUTED] >= rq[r, Q_PF_TARGET]:
                         s = rq[r, Q_CUR]
