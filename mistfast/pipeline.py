@@ -256,6 +256,9 @@ def build_cluster_inputs(scen, reqs, seed_seq, log_steps: int = 0, decode_runs: 
     pool_cli = np.array([c for p in pools for c in p[0]], np.int64)
     pool_policy = np.array([p[1] for p in pools], np.int64)
     pool_thresh = np.array([p[2] for p in pools], np.float64)
+    for ids, pol, _ in pools:  # clients of MIST-routed pools keep MIST's token load
+        if pol == CL.RT_MIST_JSQ and len(ids) > 1:
+            srv[list(ids), CL.SRV_MIST_JSQ] = 1.0
     lat, res, nres = topo.routes()
     tcap = np.array([max(c, 0) for c in topo.tier_cap], np.int64)
     chain_off = np.zeros(len(topo.chains) + 1, np.int64)

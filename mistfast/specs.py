@@ -638,7 +638,7 @@ class StageSpec(Spec):
     kind: Literal["pre", "post", "embed", "retrieve", "rerank", "kv_fetch", "llm", "prefill", "decode", "reason", "verify"]
     pool: str | list[str] | None = None
     routing: Literal["round_robin", "least_prefill_tokens", "least_decodes", "least_kv", "join_shortest_queue",
-                     "heavy_light", "least_requests", "least_drain_time"] = "round_robin"
+                     "heavy_light", "least_requests", "least_drain_time", "mist_jsq"] = "round_robin"
     heavy_threshold: int = Field(default=2048, ge=0)
     # retrieve / rerank
     docs: int = Field(default=0, ge=0)

@@ -253,3 +253,40 @@ def test_trace_arrivals_kept_unless_shift_requested(tmp_path):
     shifted = mf.simulate({**base, "workload": {"trace": {"path": str(p), "format": "lengths",
                                                           "shift_arrivals": True}}}, per_request=True)
     assert list(shifted.req_arrival_s.values) == [0.0, 1.0]
+
+
+# ---- item 5: MIST's routing for disaggregated pools ---------------------------------------------------
+def _pd_mist(n, prompt=1000, output=4, arrival=None):
+    from mistfast.scenario import build_requests, point_seed
+    from mistfast.pipeline import run_pipeline
+    wl = fixed(n, prompt, output)
+    if arrival is not None:
+        wl["arrival"] = arrival
+    spec = parse_scenario({
+        "clients": [{**LLM, "name": f"{k}{i}"} for k in "PD" for i in range(2)],
+        "links": [{"between": ["P0", "D0"], "link": "RDMA-400G"}],
+        "workload": wl, "simulation": {"seed": 1},
+        "pipelines": [{"stages": [{"kind": "prefill", "pool": ["P0", "P1"], "routing": "mist_jsq"},
+                                  {"kind": "decode", "pool": ["D0", "D1"], "routing": "mist_jsq"}]}]})
+    ss = point_seed(1)
+    r = run_pipeline(spec, build_requests(spec.workload, spec.simulation.horizon_s, ss), ss)
+    names = r["inputs"]["topo"].names
+    off = r["inputs"]["st_off"]
+    return [(names[r["stages"]["client"][off[q]]], names[r["stages"]["client"][off[q] + 1]]) for q in range(n)], r
+
+
+def test_mist_jsq_by_hand():
+    # three requests at t = 0. Request 0: every load is 0 -> round robin: P0, and (chosen at the
+    # same moment) D0. Request 1: P0 holds request 0's 1,000 queued tokens, P1 none -> P1; the
+    # decode clients have nothing yet (request 0's KV has not arrived) -> round robin: D1.
+    # Request 2: both prefill clients hold 1,000 -> round robin, whose list was rotated once: P1;
+    # decode clients still equal -> rotated twice: D0
+    got, r = _pd_mist(3)
+    assert got == [("P0", "D0"), ("P1", "D1"), ("P1", "D0")]
+    assert all(r["requests"]["status"] == 3)
+
+
+def test_mist_jsq_spaced_arrivals_alternate():
+    # requests far apart find every client idle (load 0): plain round robin on both pools
+    got, _ = _pd_mist(4, arrival={"process": "uniform", "rate_rps": 0.1})
+    assert got == [("P0", "D0"), ("P1", "D1"), ("P0", "D0"), ("P1", "D1")]

@@ -37,15 +37,20 @@ F_COUNT = 2       # tokens emitted in this stage count as the request's output t
 # ---- routing policies -----------------------------------------------------------------------------
 RT_RR, RT_LEAST_PREFILL, RT_LEAST_DECODE, RT_LEAST_KV, RT_JSQ, RT_HEAVY_LIGHT, RT_LEAST_REQUESTS = 0, 1, 2, 3, 4, 5, 6
 RT_DRAIN = 7
+RT_MIST_JSQ = 8   # MIST's disaggregated join-shortest-queue (docs/mist_parity.md)
 ROUTING_NAMES = ("round_robin", "least_prefill_tokens", "least_decodes", "least_kv", "join_shortest_queue",
-                 "heavy_light", "least_requests", "least_drain_time")
+                 "heavy_light", "least_requests", "least_drain_time", "mist_jsq")
 # LLM clients: step-time estimates for the drain-time router, measured once on dummy batches
 SRV_DRAIN_PF_S_PER_TOKEN = 0
 SRV_DRAIN_DEC_S = 1
 # ---- server parameters (CK_SLOTS / CK_BATCH) ---------------------------------------------------------
 SRV_SLOTS, SRV_BASE_S, SRV_PER_TOKEN_S, SRV_BATCH_MAX, SRV_FLOP_Q, SRV_BYTES_BATCH = 0, 1, 2, 3, 4, 5
 SRV_BYTES_Q, SRV_FLOPS, SRV_BW, SRV_MEM_RES, SRV_OVERLAP = 6, 7, 8, 9, 10
-N_SRV = 11
+# LLM clients of a mist_jsq pool: the flag (input), and the end of the step in flight (state the
+# loop writes: MIST counts a step's load while it runs)
+SRV_MIST_JSQ = 11
+SRV_MIST_STEP_END = 12
+N_SRV = 13
 # ---- simulation settings ---------------------------------------------------------------------------
 G_HORIZON, G_MAX_SIM, G_DRAIN, G_CONC, G_THINK, G_LOG_CAP, G_HASH_BLOCK = 0, 1, 2, 3, 4, 5, 6
 G_DECODE_RUNS = 7  # 1: repeated decode-only steps are advanced in runs (phase 4); 0: one by one (tests)
@@ -68,7 +73,9 @@ N_Q = 14
 # ---- client state columns ------------------------------------------------------------------------------
 I_WHEAD, I_WTAIL, I_WCOUNT, I_NRUN, I_USED, I_NPF, I_NDEC, I_NREAL, I_PFTOK = range(9)
 I_NSTATIC, I_PEND_PF, I_NDEC_C, I_NREQ, I_BPHASE, I_DIRTY, I_RR, I_RR2 = range(9, 17)
-N_I = 17
+# MIST token load (mist_jsq pools): flag, load of the step in flight, load that arrived since it began
+I_MIST, I_MIST_STEP, I_MIST_Q = 17, 18, 19
+N_I = 20
 F_NEXT, F_START = 0, 1
 N_F = 2
 # ---- loop counters -------------------------------------------------------------------------------------
@@ -222,9 +229,77 @@ def _start_flow(f, src, dst, byts, t, route_lat, route_res, route_nres, fstate, 
 
 
 # ============================================================================ routing
+@jit_inline
+def _mist_load(c, t, ci, cli_srv):
+    """MIST's token load of client c at time t (Distserve coordinator, tokens_load): the load of
+    the step in flight (while it runs) plus what arrived since it began."""
+    step = ci[c, I_MIST_STEP] if t < cli_srv[c, SRV_MIST_STEP_END] else 0
+    return step + ci[c, I_MIST_Q]
+
+
 @jit_noalloc
-def _choose(p, P, pool_off, pool_cli, pool_policy, pool_thresh, ci, cli_srv):
-    """Pick a client of pool p for a request with P prompt tokens (MODEL.md §6.3).
+def _choose_mist(p, t, pool_off, pool_cli, ci, cli_srv):
+    """MIST's join-shortest-queue: when every client of the pool has the same token load, round
+    robin over a list rotated at each such pick; otherwise the least loaded, the first in the
+    rotated list on ties."""
+    a = pool_off[p]
+    m = pool_off[p + 1] - a
+    lead = pool_cli[a]
+    k = ci[lead, I_RR] % m
+    first = _mist_load(pool_cli[a + k], t, ci, cli_srv)
+    same = True
+    best = pool_cli[a + k]
+    bestv = first
+    for j in range(1, m):
+        c = pool_cli[a + (k + j) % m]
+        v = _mist_load(c, t, ci, cli_srv)
+        if v != first:
+            same = False
+        if v < bestv:
+            bestv = v
+            best = c
+    if same:
+        ci[lead, I_RR] += 1
+        return pool_cli[a + k]
+    return best
+
+
+@jit_noalloc
+def _mist_step_load(c, t_end, npf, st_kind, st_prompt, rq, ci, run, pf_req, ctr, cli_srv):
+    """MIST's load of the step just formed (MIST_Engine step: the scheduled prefills' prompts and
+    decodes are counted twice, every other waiting or running request once: its prompt while it
+    still prefills, else 1). Everything that had arrived is now in the scheduler."""
+    form = ctr[C_FORM]
+    load = 0
+    for i in range(npf):
+        r = pf_req[c, i]
+        load += 2 * st_prompt[rq[r, Q_CUR]]
+    load += 2 * ci[c, I_NREAL]
+    for i in range(ci[c, I_NRUN]):
+        r = run[c, i]
+        if rq[r, Q_IN_STEP] != form:
+            load += _mist_weight(r, st_kind, st_prompt, rq)
+    r = ci[c, I_WHEAD]
+    while r >= 0:
+        load += _mist_weight(r, st_kind, st_prompt, rq)
+        r = rq[r, Q_WNEXT]
+    ci[c, I_MIST_STEP] = load
+    ci[c, I_MIST_Q] = 0
+    cli_srv[c, SRV_MIST_STEP_END] = t_end
+
+
+@jit_inline
+def _mist_weight(r, st_kind, st_prompt, rq):
+    s = rq[r, Q_CUR]
+    k = st_kind[s]
+    if (k == K_LLM or k == K_PREFILL) and rq[r, Q_COMPUTED] < rq[r, Q_PF_TARGET]:
+        return st_prompt[s]
+    return 1
+
+
+@jit_noalloc
+def _choose(p, P, pool_off, pool_cli, pool_policy, pool_thresh, ci, cli_srv, t=0.0):
+    """Pick a client of pool p for a request with P prompt tokens at time t (MODEL.md §6.3).
     Loads are read at the moment of routing; ties go to the lowest position in the pool."""
     a = pool_off[p]
     z = pool_off[p + 1]
@@ -233,6 +308,8 @@ def _choose(p, P, pool_off, pool_cli, pool_policy, pool_thresh, ci, cli_srv):
     if m == 1:
         return pool_cli[a]
     lead = pool_cli[a]  # per-pool round-robin pointers live on the pool's first client
+    if pol == RT_MIST_JSQ:
+        return _choose_mist(p, t, pool_off, pool_cli, ci, cli_srv)
     if pol == RT_RR:
         c = pool_cli[a + ci[lead, I_RR] % m]
         ci[lead, I_RR] += 1
@@ -298,6 +375,9 @@ def _arrive(r, c, t, s, cli_kind, cli_sch, st_kind, st_prompt, st_output, branch
     Returns False when it was rejected."""
     sk = st_kind[s]
     P = st_prompt[s]
+    if ci[c, I_MIST] > 0:
+        # MIST token load: a prompt still to prefill counts its tokens, a decode counts 1
+        ci[c, I_MIST_Q] += P if (sk == K_LLM or sk == K_PREFILL) else 1
     O = st_output[s]
     rq[r, Q_PROMPT] = P
     rq[r, Q_OUT] = O
@@ -349,7 +429,7 @@ def _enter_stage(r, s, c_from, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, p
         # route the stage the KV is for, then read it from the sampled tier; on a miss nothing moves
         # and the next stage recomputes the whole prompt, past tokens included (MODEL.md §4.1)
         s2 = s + 1
-        c2 = _choose(st_pool[s2], st_prompt[s2], pool_off, pool_cli, pool_policy, pool_thresh, ci, cli_srv)
+        c2 = _choose(st_pool[s2], st_prompt[s2], pool_off, pool_cli, pool_policy, pool_thresh, ci, cli_srv, t)
         st_client[s2] = c2
         ci[c2, I_NREQ] += 1
         st_t_arrive[s] = t
@@ -380,8 +460,14 @@ def _enter_stage(r, s, c_from, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, p
         return
     c2 = st_client[s]
     if c2 < 0:
-        c2 = _choose(st_pool[s], st_prompt[s], pool_off, pool_cli, pool_policy, pool_thresh, ci, cli_srv)
+        c2 = _choose(st_pool[s], st_prompt[s], pool_off, pool_cli, pool_policy, pool_thresh, ci, cli_srv, t)
         st_client[s] = c2
+        s2 = s + 1  # (a decode stage always directly follows its prefill stage)
+        if (pool_policy[st_pool[s]] == RT_MIST_JSQ and st_kind[s] == K_PREFILL and s2 < st_client.shape[0]
+                and st_kind[s2] == K_DECODE and st_client[s2] < 0 and pool_policy[st_pool[s2]] == RT_MIST_JSQ):
+            # MIST picks the decode client together with the prefill client, on the loads of now
+            st_client[s2] = _choose(st_pool[s2], st_prompt[s2], pool_off, pool_cli, pool_policy, pool_thresh,
+                                    ci, cli_srv, t)
     ci[c2, I_NREQ] += 1
     if c_from < 0 or c_from == c2 or st_bytes[s] <= 0.0:
         st_t_arrive[s] = t
@@ -816,6 +902,8 @@ def _decode_run(c, t_other, horizon, max_sim, drain, log_cap, closed, prm, sch, 
     of per-step block needs (a request grows every b tokens), and the per-request updates are
     applied when a request leaves or at the end. The results are bit-identical to stepping one by
     one (ENGINE_SEMANTICS.md; tests/test_engine.py checks the engine against its reference twin)."""
+    if ci[c, I_MIST] > 0:
+        return  # MIST token loads are taken at every formation: ordinary steps
     n_dec = ci[c, I_NDEC]
     batching = int(sch[S_BATCHING])
     b = int(sch[S_BLOCK])
@@ -1086,6 +1174,8 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
         ci[c, I_WHEAD] = -1
         ci[c, I_WTAIL] = -1
         cf[c, F_NEXT] = np.inf
+        if cli_kind[c] == CK_LLM and cli_srv[c, SRV_MIST_JSQ] > 0.0:
+            ci[c, I_MIST] = 1
         if cli_kind[c] == CK_LLM:
             cap = max(cap, int(cli_sch[c, S_MAX_SEQS]) + 1)
         elif cli_kind[c] == CK_SLOTS:
@@ -1532,6 +1622,8 @@ def _event_loop(
             cstats[c, CS_OUT_OF_RANGE] += bd[ST.B_OUT_OF_RANGE]
             cf[c, F_START] = t
             cf[c, F_NEXT] = t + dt
+            if ci[c, I_MIST] > 0:
+                _mist_step_load(c, t + dt, npf, st_kind, st_prompt, rq, ci, run, pf_req, ctr, cli_srv)
         if ctr[C_NFL] != nfl_before:
             flow_clock = t
             _retime_flows(t, flist, ctr[C_NFL], fstate, fres, fnres, frate, frem, fdone, res_cap, res_left,
