@@ -504,6 +504,11 @@ def pipeline_summary(scen, run: dict) -> dict[str, np.ndarray]:
     s["cost_usd"] = np.array([price_h * endt / 3600.0])
     s["tokens_per_dollar"] = np.array([out[0, M.O_OUT_TOKENS] / s["cost_usd"][0] if price_h > 0 else np.nan])
     s["output_tok_s_per_usd_per_hour"] = np.array([s["output_tok_s"][0] / price_h if price_h > 0 else np.nan])
+    if scen.simulation.metrics == "mist":
+        from .runner import apply_mist_metrics
+        apply_mist_metrics(s, out, np.array([cs[llm, CL.CS_DEC_SEQS].sum()]), np.array([cs[llm, CL.CS_DEC_SEQ_S].sum()]),
+                           np.array([cs[llm, CL.CS_FINISH_STEP_START].max() - scen.simulation.warmup_s]),
+                           np.array([True]))
     return s
 
 

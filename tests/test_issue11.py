@@ -290,3 +290,18 @@ def test_mist_jsq_spaced_arrivals_alternate():
     # requests far apart find every client idle (load 0): plain round robin on both pools
     got, _ = _pd_mist(4, arrival={"process": "uniform", "rate_rps": 0.1})
     assert got == [("P0", "D0"), ("P1", "D1"), ("P0", "D0"), ("P1", "D1")]
+
+
+def test_mist_metrics_disaggregated_by_hand():
+    # one request, P/D: P prefills (token 1), D decodes tokens 2..4 in three steps. MIST TPOT = mean
+    # duration of those decode steps; throughput over [0, start of D's last step]
+    doc = {"clients": [{**LLM, "name": "P"}, {**LLM, "name": "D"}],
+           "links": [{"between": ["P", "D"], "link": "RDMA-400G"}],
+           "workload": fixed(1, 1000, 4), "simulation": {"metrics": "mist"},
+           "pipelines": [{"stages": [{"kind": "prefill", "pool": "P"}, {"kind": "decode", "pool": "D"}]}]}
+    ds = mf.simulate(doc, log_steps=100)
+    d = ds.step_client.values == "D"
+    dur, start = ds.step_duration_s.values[d], ds.step_start_s.values[d]
+    assert len(dur) == 3
+    assert float(ds.tpot_mean_ms) == pytest.approx(dur.mean() * 1e3, rel=1e-12)
+    assert float(ds.request_throughput_rps) == pytest.approx(1 / start[-1], rel=1e-12)
