@@ -286,6 +286,8 @@ def _kv_bytes_of(topo, pool_ids) -> float:
     c = topo.llm[pool_ids[0]]
     if c is None:
         raise SpecError([f"pool {topo.names[pool_ids[0]]!r}: KV moves only to an LLM client"])
+    if c.reference == "genz":
+        return float(c.model.kv_elems_per_token())  # MIST moves 1 B per KV element (MODEL.md §2.4)
     return c.kv_bytes_per_token()
 
 

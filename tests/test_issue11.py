@@ -305,3 +305,24 @@ def test_mist_metrics_disaggregated_by_hand():
     assert len(dur) == 3
     assert float(ds.tpot_mean_ms) == pytest.approx(dur.mean() * 1e3, rel=1e-12)
     assert float(ds.request_throughput_rps) == pytest.approx(1 / start[-1], rel=1e-12)
+
+
+def test_genz_kv_transfer_moves_one_byte_per_element():
+    # MODEL.md §2.4 compat: KV bytes in transfers are 1 B per element (Llama-3.1-8B: 2 x 32 x 8 x 128
+    # = 65,536 elements per token), not b_kv = 2 B
+    from mistfast.scenario import build_requests, point_seed
+    from mistfast.pipeline import run_pipeline
+    def transfer_s(reference):
+        genz = {"device": "H100-genz", "reference": reference}
+        spec = parse_scenario({
+            "clients": [{**LLM, **genz, "name": "P"}, {**LLM, **genz, "name": "D"}],
+            "links": [{"between": ["P", "D"], "link": {"preset": "RDMA-400G", "bandwidth_GBps": 10.0,
+                                                      "efficiency": 1.0, "latency_us": 0.0}}],
+            "workload": fixed(1, 3000, 4),
+            "pipelines": [{"stages": [{"kind": "prefill", "pool": "P"}, {"kind": "decode", "pool": "D"}]}]})
+        ss = point_seed(0)
+        r = run_pipeline(spec, build_requests(spec.workload, spec.simulation.horizon_s, ss), ss)
+        st, off = r["stages"], r["inputs"]["st_off"]
+        return st["arrive"][off[0] + 1] - st["exit"][off[0]]
+    assert transfer_s("genz") == pytest.approx(3000 * 65536 / 10e9, rel=1e-9)
+    assert transfer_s("correct") == pytest.approx(3000 * 131072 / 10e9, rel=1e-9)
