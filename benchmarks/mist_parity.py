@@ -43,23 +43,25 @@ def main() -> None:
     ref = pd.read_csv(d / "W1_requests.csv").sort_values("request_id").reset_index(drop=True)
     stats = json.loads((d / "W1_stats.json").read_text())
     reqs = W.Requests.from_arrays(ref.arrival_ms.to_numpy() / 1e3, ref.input_len.to_numpy(), ref.output_len.to_numpy())
-    pt = scenario_point(parse_scenario(W1_SPEC), requests=reqs)
-    run_points([pt])  # compile / load the kernels outside the timing
-    t0 = time.perf_counter()
-    res = run_points([pt], per_request=True)
-    wall = time.perf_counter() - t0
-    s, pr = res["summary"], per_request_vars(res["requests"])
-    print(f"W1: {len(ref)} requests, {int(s['n_steps'][0])} steps (MIST: {stats['scheduled_steps']}); "
-          f"{wall * 1e3:.1f} ms wall here, {stats['wall_run_sim_s']:.0f} s in MIST")
-    print(f"{'metric':24s} {'mistfast':>14s} {'MIST':>14s} {'diff':>9s}")
-    for k, m in METRICS.items():
-        a, b = float(s[k][0]), float(stats["stats"][m])
-        print(f"{k:24s} {a:14.6f} {b:14.6f} {100 * (a / b - 1):+8.4f}%")
-    for col, refcol in (("req_ttft_ms", "ttft_ms"), ("req_e2e_ms", "e2e_ms")):
-        rel = np.abs(pr[col] / ref[refcol].to_numpy() - 1)
-        exact = int(np.argmax(rel > 1e-9)) if (rel > 1e-9).any() else len(rel)
-        print(f"per-request {refcol}: median |diff| {np.median(rel) * 100:.4f} %, max {rel.max() * 100:.3f} %, "
-              f"> 1 %: {(rel > 0.01).sum()} requests; exact (1e-9) up to request {exact}")
+    for memo in (False, True):
+        doc = {**W1_SPEC, "clients": [{**W1_SPEC["clients"][0], "mist_memo": memo}]}
+        pt = scenario_point(parse_scenario(doc), requests=reqs)
+        run_points([pt])  # compile / load the kernels outside the timing
+        t0 = time.perf_counter()
+        res = run_points([pt], per_request=True)
+        wall = time.perf_counter() - t0
+        s, pr = res["summary"], per_request_vars(res["requests"])
+        print(f"\nW1, mist_memo = {str(memo).lower()}: {len(ref)} requests, {int(s['n_steps'][0])} steps "
+              f"(MIST: {stats['scheduled_steps']}); {wall * 1e3:.1f} ms wall here, {stats['wall_run_sim_s']:.0f} s in MIST")
+        print(f"{'metric':24s} {'mistfast':>14s} {'MIST':>14s} {'diff':>9s}")
+        for k, m in METRICS.items():
+            a, b = float(s[k][0]), float(stats["stats"][m])
+            print(f"{k:24s} {a:14.6f} {b:14.6f} {100 * (a / b - 1):+8.4f}%")
+        for col, refcol in (("req_ttft_ms", "ttft_ms"), ("req_e2e_ms", "e2e_ms")):
+            rel = np.abs(pr[col] / ref[refcol].to_numpy() - 1)
+            exact = int(np.argmax(rel > 1e-9)) if (rel > 1e-9).any() else len(rel)
+            print(f"per-request {refcol}: median |diff| {np.median(rel) * 100:.4f} %, max {rel.max() * 100:.3g} %, "
+                  f"> 1 %: {(rel > 0.01).sum()} requests; exact (1e-9) up to request {exact}")
 
 
 if __name__ == "__main__":

@@ -256,6 +256,12 @@ def build_cluster_inputs(scen, reqs, seed_seq, log_steps: int = 0, decode_runs: 
     pool_cli = np.array([c for p in pools for c in p[0]], np.int64)
     pool_policy = np.array([p[1] for p in pools], np.int64)
     pool_thresh = np.array([p[2] for p in pools], np.float64)
+    # MIST memo: one table per platform (MIST shares a platform's cache between its engines)
+    groups: dict[bytes, int] = {}
+    for c in range(C):
+        if prm[c, stepmodel.K.P_MIST_MEMO] > 0.0:
+            key = np.delete(prm[c], stepmodel.K.P_MIST_MEMO).tobytes()
+            prm[c, stepmodel.K.P_MIST_MEMO] = groups.setdefault(key, len(groups) + 1)
     for ids, pol, _ in pools:  # clients of MIST-routed pools keep MIST's token load
         if pol == CL.RT_MIST_JSQ and len(ids) > 1:
             srv[list(ids), CL.SRV_MIST_JSQ] = 1.0

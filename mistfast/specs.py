@@ -355,6 +355,8 @@ class ClientSpec(Spec):
     step_correction: StepCorrectionSpec | None = None
     causal_attention: bool | None = None
     shared_prefix_read_once: bool = True
+    mist_memo: bool = Field(default=False, description="GenZ compat: reuse a step time for a batch with the same "
+                            "token count and total KV as an earlier one, as MIST's 'exact' memo does")
 
     @model_validator(mode="before")
     @classmethod
@@ -403,6 +405,8 @@ class ClientSpec(Spec):
                 raise field_error("ep", self.ep, f"ep > 1 needs a MoE model; {m.name} is dense")
             if self.tp % self.ep or m.num_experts % self.ep:
                 raise field_error("ep", self.ep, f"ep must divide tp ({self.tp}) and num_experts ({m.num_experts})")
+        if self.mist_memo and self.reference != "genz":
+            raise field_error("mist_memo", True, "the MIST step-time memo is a GenZ-compat option: set reference = \"genz\"")
         s = self.scheduler
         if s.batching == "chunked" and s.chunk_size > s.max_batched_tokens:
             raise field_error("scheduler.chunk_size", s.chunk_size,

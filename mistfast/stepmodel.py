@@ -122,6 +122,7 @@ def client_params(client: ClientSpec) -> np.ndarray:
         prm[K.P_ROUTER_W] = D * m.num_experts
         prm[K.P_EP_ALPHA], prm[K.P_EP_BETA] = tp_link(client, t)
     prm[K.P_HAS_LMHEAD] = 0.0 if m.architecture == "encoder" else 1.0
+    prm[K.P_MIST_MEMO] = 1.0 if client.mist_memo else 0.0  # memo group (pipelines renumber per platform)
     corr = client.step_correction
     if corr is not None:
         nk = len(corr.tokens)

@@ -326,3 +326,72 @@ def test_genz_kv_transfer_moves_one_byte_per_element():
         return st["arrive"][off[0] + 1] - st["exit"][off[0]]
     assert transfer_s("genz") == pytest.approx(3000 * 65536 / 10e9, rel=1e-9)
     assert transfer_s("correct") == pytest.approx(3000 * 131072 / 10e9, rel=1e-9)
+
+
+# ---- MIST step-time memo (GenZ compat option) against the engine twin ---------------------------------
+def _memo_step_fn(prm):
+    """The twin's step function with MIST's memo written from its definition: decode-only batches
+    keyed by (decodes, sum of prompt + branches x generated), others by (chunk tokens + branches,
+    sum of chunk pasts + decode KV lengths); the first time a key is seen its step time is kept."""
+    from mistfast.kernels import steptime as ST
+    memo = {}
+
+    def step_fn(pf, dec, n_done):
+        pf2 = np.asarray(pf, float).reshape(-1, 2)
+        dec2 = np.asarray(dec, float).reshape(-1, 3)
+        out = np.zeros(ST.N_OUT)
+        dt = ST.step_time(prm, pf2[:, 0].copy(), pf2[:, 1].copy(), len(pf2), float(n_done),
+                          dec2[:, 0].copy(), dec2[:, 1].copy(), dec2[:, 2].copy(), len(dec2), out)
+        kv = sum(int(s) + int(w) * (int(k) + 1) for w, s, k in dec2)
+        if len(pf2) == 0:
+            key = (0, len(dec2), kv)
+        else:
+            key = (1, int(pf2[:, 1].sum()) + int(dec2[:, 0].sum()), kv + int(pf2[:, 0].sum()))
+        return memo.setdefault(key, dt)
+    return step_fn
+
+
+@pytest.mark.parametrize("batching,seed", [(3, 1), (3, 2), (1, 3), (2, 4)])
+def test_mist_memo_kernel_matches_twin(monkeypatch, batching, seed):
+    import tests.test_engine as TE
+    from mistfast import stepmodel
+    from mistfast.kernels import cluster as CL
+    from mistfast.kernels import steptime as ST
+    from mistfast.specs import make_client
+    from tests.reference.engine_reference import reference_simulate
+    prm = stepmodel.client_params(make_client("llama-3.1-8b", "H100-genz", reference="genz", mist_memo=True))
+    assert prm[ST.P_MIST_MEMO] == 1.0
+    monkeypatch.setattr(TE, "PRM", prm)
+    req, sch = TE.make_case(np.random.default_rng(seed), batching, 80, preemption=0, total_blocks=100000)
+    # fixed lengths make equal keys (and so reused step times) common
+    req["prompt"][:] = np.where(np.arange(80) % 2, 600, 900)
+    req["output"][:] = 30
+    got, cs, log = TE.run_kernel(req, sch)
+    want = reference_simulate(req, sch, _memo_step_fn(prm))
+    assert len(log) == want["n_steps"]
+    np.testing.assert_array_equal(log[:, 1], [s_["dt"] for s_ in want["steps"]])
+    for k_got, k_want in TE.PER_REQUEST:
+        np.testing.assert_array_equal(np.asarray(got[k_got], float), np.asarray(want[k_want], float), err_msg=k_got)
+    # the MIST-metric statistics, from the twin's steps
+    assert cs[CL.CS_DEC_SEQS] == sum(len(s_["decode"]) for s_ in want["steps"])
+    assert cs[CL.CS_DEC_SEQ_S] == pytest.approx(sum(len(s_["decode"]) * s_["dt"] for s_ in want["steps"]), rel=1e-12)
+
+
+def test_mist_memo_reuses_by_token_count_and_total_kv():
+    from mistfast.kernels import cluster as CL
+    key = np.full((1 << 4, 4), -1, np.int64)
+    val = np.zeros(1 << 4)
+    f = lambda g, past, new, dec, dt: CL._mist_memo(  # noqa: E731
+        float(g), len(past), np.array(past, float), np.array(new, float), len(dec),
+        np.array([d[0] for d in dec], float), np.array([d[1] for d in dec], float),
+        np.array([d[2] for d in dec], float), dt, key, val)
+    # mixed: chunk (100, 400) + decode (1, 0, 99): tokens 401, KV 100 + 100 = 200
+    assert f(1, [100], [400], [(1, 0, 99)], 1.0) == 1.0
+    # another batch with the same tokens (400 + 1) and total KV (150 + 50): the stored time
+    assert f(1, [150], [400], [(1, 0, 49)], 2.0) == 1.0
+    # decode-only with 1 decode at KV 200 is another kind; another memo group is another table
+    assert f(1, [], [], [(1, 0, 199)], 3.0) == 3.0
+    assert f(2, [150], [400], [(1, 0, 49)], 4.0) == 4.0
+    # decode-only: (2 decodes, KV 300) either way
+    assert f(1, [], [], [(1, 0, 99), (1, 0, 199)], 5.0) == 5.0
+    assert f(1, [], [], [(1, 0, 149), (1, 0, 149)], 6.0) == 5.0

@@ -36,17 +36,29 @@ W1_SPEC = {
 }
 
 
-@pytest.fixture(scope="module")
-def w1():
+def _replay(memo: bool):
     import pandas as pd
     d = _mist_dir()
     ref = pd.read_csv(d / "W1_requests.csv").sort_values("request_id").reset_index(drop=True)
     stats = json.loads((d / "W1_stats.json").read_text())
-    spec = parse_scenario(W1_SPEC)
+    doc = {**W1_SPEC, "clients": [{**W1_SPEC["clients"][0], "mist_memo": memo}]}
+    spec = parse_scenario(doc)
     reqs = W.Requests.from_arrays(ref.arrival_ms.to_numpy() / 1e3, ref.input_len.to_numpy(),
                                   ref.output_len.to_numpy())
     res = run_points([scenario_point(spec, requests=reqs)], per_request=True)
     return ref, stats, res["summary"], per_request_vars(res["requests"])
+
+
+@pytest.fixture(scope="module")
+def w1():
+    """Every step computed exactly (no memo emulation)."""
+    return _replay(memo=False)
+
+
+@pytest.fixture(scope="module")
+def w1_memo():
+    """With MIST's step-time memo emulated (mist_memo = true)."""
+    return _replay(memo=True)
 
 
 def test_w1_summary_within_0_1_percent(w1):
@@ -85,3 +97,17 @@ def test_w1_per_request_e2e_within_1_percent(w1):
     e2e = pr["req_e2e_ms"] / ref.e2e_ms.to_numpy() - 1
     assert np.abs(e2e).max() < 0.01
     assert np.median(np.abs(pr["req_ttft_ms"] / ref.ttft_ms.to_numpy() - 1)) < 0.01
+
+
+def test_w1_with_the_memo_emulated_is_exact(w1_memo):
+    # with MIST's memo emulated every request and every summary metric match to rounding
+    ref, stats, s, pr = w1_memo
+    st = stats["stats"]
+    assert s["n_steps"][0] == stats["scheduled_steps"]
+    for name, want in (("ttft_mean_ms", st["TTFT"]), ("tpot_mean_ms", st["TPOT"]), ("e2e_p50_ms", st["T50_latency"]),
+                       ("e2e_p99_ms", st["T99_latency"]), ("request_throughput_rps", st["rps"]),
+                       ("output_tok_s", st["output_throughput"]), ("total_tok_s", st["total_token_throughput"])):
+        assert s[name][0] == pytest.approx(want, rel=1e-9), name
+    for col, want in (("req_ttft_ms", "ttft_ms"), ("req_e2e_ms", "e2e_ms"), ("req_finish_s", "finish_ms")):
+        scale = 1e3 if col == "req_finish_s" else 1.0
+        np.testing.assert_allclose(pr[col] * scale, ref[want].to_numpy(), rtol=1e-9)

@@ -264,6 +264,47 @@ def _choose_mist(p, t, pool_off, pool_cli, ci, cli_srv):
     return best
 
 
+MEMO_CAP = 1 << 18
+
+
+@jit_noalloc
+def _mist_memo(group, npf, pf_past, pf_new, n_dec, dec_w, dec_s, dec_k, dt, memo_key, memo_dt):
+    """MIST's step-time memo with tolerance 0 (Mixed_LLM_Engine.step, platforms.get_chunked_time):
+    a decode-only batch is keyed by (decodes, sum of their KV lengths), any other batch by (prefill
+    chunk tokens + decode branches, sum of the chunks' past KV and the decodes' KV lengths); a key
+    seen before returns the step time stored then. MIST's KV length of a decode is prompt + branches
+    x generated = s + w (k + 1). Returns the step time to use."""
+    kv = 0
+    for j in range(n_dec):
+        kv += int(dec_s[j]) + int(dec_w[j]) * (int(dec_k[j]) + 1)
+    if npf == 0:
+        kind = 0
+        tokens = n_dec
+    else:
+        kind = 1
+        tokens = 0
+        for i in range(npf):
+            tokens += int(pf_new[i])
+            kv += int(pf_past[i])
+        for j in range(n_dec):
+            tokens += int(dec_w[j])
+    cap = memo_key.shape[0]
+    gid = int(group)
+    h = (gid * 1000003 + kind * 7919 + tokens * 2654435761 + kv * 40503) & (cap - 1)
+    for _ in range(cap):
+        if memo_key[h, 0] < 0:
+            memo_key[h, 0] = gid
+            memo_key[h, 1] = kind
+            memo_key[h, 2] = tokens
+            memo_key[h, 3] = kv
+            memo_dt[h] = dt
+            return dt
+        if memo_key[h, 0] == gid and memo_key[h, 1] == kind and memo_key[h, 2] == tokens and memo_key[h, 3] == kv:
+            return memo_dt[h]
+        h = (h + 1) & (cap - 1)
+    return dt  # table full: no memo
+
+
 @jit_noalloc
 def _mist_step_load(c, t_end, npf, st_kind, st_prompt, rq, ci, run, pf_req, ctr, cli_srv):
     """MIST's load of the step just formed (MIST_Engine step: the scheduled prefills' prompts and
@@ -902,8 +943,8 @@ def _decode_run(c, t_other, horizon, max_sim, drain, log_cap, closed, prm, sch, 
     of per-step block needs (a request grows every b tokens), and the per-request updates are
     applied when a request leaves or at the end. The results are bit-identical to stepping one by
     one (ENGINE_SEMANTICS.md; tests/test_engine.py checks the engine against its reference twin)."""
-    if ci[c, I_MIST] > 0:
-        return  # MIST token loads are taken at every formation: ordinary steps
+    if ci[c, I_MIST] > 0 or prm[ST.P_MIST_MEMO] > 0.0:
+        return  # MIST token loads / the MIST memo are taken at every formation: ordinary steps
     n_dec = ci[c, I_NDEC]
     batching = int(sch[S_BATCHING])
     b = int(sch[S_BLOCK])
@@ -1237,6 +1278,13 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
     flist = np.zeros(NF, np.int64)
     res_left = np.zeros(max(R, 1))
     res_cnt = np.zeros(max(R, 1), np.int64)
+    # MIST step-time memo (GenZ compat option): open addressing over (group, kind, tokens, KV)
+    memo_cap = 1
+    for c in range(C):
+        if cli_kind[c] == CK_LLM and cli_prm[c, ST.P_MIST_MEMO] > 0.0:
+            memo_cap = MEMO_CAP
+    memo_key = np.full((memo_cap, 4), -1, np.int64)
+    memo_dt = np.zeros(memo_cap)
 
     return _event_loop(
         n, C, horizon, max_sim, drain, log_cap, hb, g, cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli,
@@ -1246,7 +1294,7 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
         st_t_arrive, st_t_sched, st_t_exit, cstats, res_bytes, runstats, steplog, tcap, chain_off, chain_tier, ctr,
         rq, ci, cf, run, pf_req, pf_past, pf_new, dec_req, dec_w, dec_s, dec_k, static_batch, bd, run_j1, run_amt,
         ring, order, keys, cache_slot, in_cache, lru_prev, lru_next, lru_ends, tstate, tends, fstate, ft0, frem,
-        frate, fdone, fres, fnres, ffrozen, fdest, flist, res_left, res_cnt)
+        frate, fdone, fres, fnres, ffrozen, fdest, flist, res_left, res_cnt, memo_key, memo_dt)
 
 
 @jit_noalloc
@@ -1258,7 +1306,7 @@ def _event_loop(
         st_t_arrive, st_t_sched, st_t_exit, cstats, res_bytes, runstats, steplog, tcap, chain_off, chain_tier, ctr,
         rq, ci, cf, run, pf_req, pf_past, pf_new, dec_req, dec_w, dec_s, dec_k, static_batch, bd, run_j1, run_amt,
         ring, order, keys, cache_slot, in_cache, lru_prev, lru_next, lru_ends, tstate, tends, fstate, ft0, frem,
-        frate, fdone, fres, fnres, ffrozen, fdest, flist, res_left, res_cnt):
+        frate, fdone, fres, fnres, ffrozen, fdest, flist, res_left, res_cnt, memo_key, memo_dt):
     """The event loop of simulate_cluster over state it allocated (no allocation here: see jit_noalloc)."""
     flow_clock = 0.0
     t = 0.0
@@ -1566,6 +1614,9 @@ def _event_loop(
                     nd += 1
             dt = ST.step_time(cli_prm[c], pf_past[c], pf_new[c], npf, float(nd), dec_w[c], dec_s[c], dec_k[c],
                               ci[c, I_NDEC], bd)
+            if cli_prm[c, ST.P_MIST_MEMO] > 0.0:
+                dt = _mist_memo(cli_prm[c, ST.P_MIST_MEMO], npf, pf_past[c], pf_new[c], ci[c, I_NDEC], dec_w[c],
+                                dec_s[c], dec_k[c], dt, memo_key, memo_dt)
             w_tok = 0.0
             for i in range(npf):
                 r = pf_req[c, i]

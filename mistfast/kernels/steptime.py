@@ -75,7 +75,11 @@ CORR_MAX = 16
 P_CORR_LOGT = 52      # CORR_MAX knots: log(token rows)
 P_CORR_PF = P_CORR_LOGT + CORR_MAX      # factor for steps with any prefill
 P_CORR_DEC = P_CORR_PF + CORR_MAX       # factor for decode-only steps
-N_PARAMS = P_CORR_DEC + CORR_MAX
+# GenZ compat: emulate MIST's step-time memo (0 = off; else the memo group, one per distinct
+# platform: a batch with the same kind, token count and total KV as an earlier one of the group
+# reuses that step time, docs/mist_parity.md)
+P_MIST_MEMO = P_CORR_DEC + CORR_MAX
+N_PARAMS = P_MIST_MEMO + 1
 
 # ---- breakdown layout (per device, whole step) ---------------------------------------------
 B_GEMM = 0
