@@ -256,6 +256,15 @@ def build_cluster_inputs(scen, reqs, seed_seq, log_steps: int = 0, decode_runs: 
     pool_cli = np.array([c for p in pools for c in p[0]], np.int64)
     pool_policy = np.array([p[1] for p in pools], np.int64)
     pool_thresh = np.array([p[2] for p in pools], np.float64)
+    # MIST memo: one table per platform (MIST shares a platform's cache between its engines)
+    groups: dict[bytes, int] = {}
+    for c in range(C):
+        if prm[c, stepmodel.K.P_MIST_MEMO] > 0.0:
+            key = np.delete(prm[c], stepmodel.K.P_MIST_MEMO).tobytes()
+            prm[c, stepmodel.K.P_MIST_MEMO] = groups.setdefault(key, len(groups) + 1)
+    for ids, pol, _ in pools:  # clients of MIST-routed pools keep MIST's token load
+        if pol == CL.RT_MIST_JSQ and len(ids) > 1:
+            srv[list(ids), CL.SRV_MIST_JSQ] = 1.0
     lat, res, nres = topo.routes()
     tcap = np.array([max(c, 0) for c in topo.tier_cap], np.int64)
     chain_off = np.zeros(len(topo.chains) + 1, np.int64)
@@ -283,6 +292,8 @@ def _kv_bytes_of(topo, pool_ids) -> float:
     c = topo.llm[pool_ids[0]]
     if c is None:
         raise SpecError([f"pool {topo.names[pool_ids[0]]!r}: KV moves only to an LLM client"])
+    if c.reference == "genz":
+        return float(c.model.kv_elems_per_token())  # MIST moves 1 B per KV element (MODEL.md §2.4)
     return c.kv_bytes_per_token()
 
 
@@ -445,6 +456,24 @@ def run_pipeline(scen, reqs, seed_seq, *, per_request=False, log_steps=0, decode
                 steplog=steplog[:nlog], prompt=reqs.input_tokens.astype(np.int64))
 
 
+def prefix_hit_rate(scen, ins: dict, r: dict) -> float:
+    """Reused KV tokens over the prompt tokens of the LLM stage that reused them. That stage's
+    prompt includes past context fetched from a KV tier (a request's own new prompt alone would let
+    the rate exceed 1). Over the requests the other metrics count (arrived, in [warmup, horizon])."""
+    from .kernels.engine import PENDING
+    sim = scen.simulation
+    kinds, off = ins["st_kind"], ins["st_off"]
+    is_llm = (kinds == CL.K_LLM) | (kinds == CL.K_PREFILL)
+    idx = np.flatnonzero(is_llm)
+    owner = np.searchsorted(off, idx, side="right") - 1       # request of each LLM stage
+    first = np.full(len(off) - 1, -1, np.int64)
+    first[owner[::-1]] = idx[::-1]                            # the first LLM stage of each request
+    keep = (r["status"] != PENDING) & (r["arrival"] >= sim.warmup_s) & (r["arrival"] <= sim.horizon_s) & (first >= 0)
+    prompt = ins["st_prompt"][first[keep]].astype(float).sum()
+    hits = np.maximum(r["hit_first"][keep], 0).sum()
+    return float(hits / prompt) if prompt > 0 else 0.0
+
+
 def pipeline_summary(scen, run: dict) -> dict[str, np.ndarray]:
     """Summary variables (length-1 arrays, as the single-client runner's) of one pipeline run."""
     from .kernels import metrics as M
@@ -459,6 +488,7 @@ def pipeline_summary(scen, run: dict) -> dict[str, np.ndarray]:
                        r["hit_first"], r["computed_pf"], end, out)
     cs = run["cstats"]
     s = request_summary(out, r["status"], r["reason"], np.array([0, n], np.int64))
+    s["prefix_hit_rate"] = np.array([prefix_hit_rate(scen, ins, r)])
     llm = [c for c in range(topo.C) if topo.llm[c] is not None]
     steps = cs[llm, CL.CS_STEPS].sum()
     s["n_steps"] = np.array([steps])
@@ -482,6 +512,11 @@ def pipeline_summary(scen, run: dict) -> dict[str, np.ndarray]:
     s["cost_usd"] = np.array([price_h * endt / 3600.0])
     s["tokens_per_dollar"] = np.array([out[0, M.O_OUT_TOKENS] / s["cost_usd"][0] if price_h > 0 else np.nan])
     s["output_tok_s_per_usd_per_hour"] = np.array([s["output_tok_s"][0] / price_h if price_h > 0 else np.nan])
+    if scen.simulation.metrics == "mist":
+        from .runner import apply_mist_metrics
+        apply_mist_metrics(s, out, np.array([cs[llm, CL.CS_DEC_SEQS].sum()]), np.array([cs[llm, CL.CS_DEC_SEQ_S].sum()]),
+                           np.array([cs[llm, CL.CS_FINISH_STEP_START].max() - scen.simulation.warmup_s]),
+                           np.array([True]))
     return s
 
 
@@ -494,6 +529,9 @@ def client_vars(scen, run) -> dict[str, np.ndarray]:
                                             "client_mfu", "client_mbu", "client_energy_J", "client_price_usd_per_hour")}
     out["client_steps"] = cs[:, CL.CS_STEPS].copy()
     out["client_served"] = cs[:, CL.CS_SERVED].copy()
+    # prompt tokens each client computed (prefill or encode chunks, recompute included), per second
+    # of the run; the scalar computed_prompt_tok_s sums every client's
+    out["client_computed_prompt_tok_s"] = cs[:, CL.CS_PF_TOKENS] / endt
     for c in range(C):
         busy = cs[c, CL.CS_BUSY]
         if topo.llm[c] is not None:
@@ -508,7 +546,7 @@ def client_vars(scen, run) -> dict[str, np.ndarray]:
             out["client_mbu"][c] = cs[c, CL.CS_BYTES] / (dev.memory_bandwidth_GBps * 1e9 * endt)
             ps, pc, pm, pn = (dev.tdp_W * f for f in POWER_SPLIT)
             out["client_energy_J"][c] = ndev * (busy * ps + cs[c, CL.CS_TC] * pc + cs[c, CL.CS_TM] * pm
-                                                + cs[c, CL.CS_TN] * pn + ps * max(endt - busy, 0.0))
+                                                + cs[c, CL.CS_TN] * pn + dev.idle_power_W * max(endt - busy, 0.0))
             out["client_price_usd_per_hour"][c] = dev.price_usd_per_hour * ndev
         else:
             s = topo.server[c]
@@ -516,8 +554,10 @@ def client_vars(scen, run) -> dict[str, np.ndarray]:
             frac = busy / endt / (s.slots if s.kind == "cpu" else 1)
             out["client_busy_fraction"][c] = frac
             tdp = s.device.tdp_W if s.device is not None else 0.0
-            # assumption: a CPU host draws 30 % of TDP idle and the full TDP when busy
-            out["client_energy_J"][c] = tdp * (0.3 * endt + 0.7 * frac * endt)
+            idle = s.device.idle_power_W if s.device is not None else 0.0
+            # assumption: a CPU host draws its idle power (catalog idle_W, else 30 % of TDP) and
+            # the full TDP when busy
+            out["client_energy_J"][c] = idle * endt + (tdp - idle) * frac * endt
             out["client_price_usd_per_hour"][c] = s.device.price_usd_per_hour if s.device is not None else 0.0
     return out
 

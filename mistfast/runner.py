@@ -82,7 +82,7 @@ def metric_vector(sim: SimulationSpec, slo: SLOSpec) -> np.ndarray:
     mp[M.M_SLO_E2E] = np.inf if slo.e2e_ms is None else slo.e2e_ms / 1e3
     mp[M.M_WARMUP] = sim.warmup_s
     mp[M.M_HORIZON] = sim.horizon_s
-    mp[M.M_PCT_COMPAT] = 1.0 if sim.percentile_method == "compat" else 0.0
+    mp[M.M_PCT_COMPAT] = 1.0 if sim.percentile_method == "compat" or sim.metrics == "mist" else 0.0
     return mp
 
 
@@ -188,8 +188,10 @@ def run_points(points: list[Point], *, per_request: bool = False, log_steps: int
     nrep = np.zeros(P)
     for s, q in enumerate(owner):
         peak = max(rs[q, CL.CS_KV_PEAK], cstats[s, 0, CL.CS_KV_PEAK])
+        last = max(rs[q, CL.CS_FINISH_STEP_START], cstats[s, 0, CL.CS_FINISH_STEP_START])
         rs[q] += cstats[s, 0]
         rs[q, CL.CS_KV_PEAK] = peak
+        rs[q, CL.CS_FINISH_STEP_START] = last
         end[q] = max(end[q], runstats[s, 0])
         nrep[q] += 1
     mp = np.stack([metric_vector(pt.simulation, pt.slo) for pt in points])
@@ -266,7 +268,8 @@ def _summary(points, out, rs, end_time, nrep, res, pt_off) -> dict[str, np.ndarr
     ndev_rep = np.array([pt.client.tp * pt.client.pp for pt in points], dtype=float)
     ps, pc, pm, pn = (tdp * f for f in POWER_SPLIT)
     busy_energy = ndev_rep * (rs[:, CL.CS_BUSY] * ps + rs[:, CL.CS_TC] * pc + rs[:, CL.CS_TM] * pm + rs[:, CL.CS_TN] * pn)
-    idle_energy = ndev_rep * ps * (nrep * end - rs[:, CL.CS_BUSY])
+    p_idle = np.array([pt.client.device.idle_power_W for pt in points])
+    idle_energy = ndev_rep * p_idle * (nrep * end - rs[:, CL.CS_BUSY])
     s["energy_J"] = busy_energy + idle_energy
     s["energy_per_output_token_J"] = s["energy_J"] / np.maximum(out[:, M.O_OUT_TOKENS], 1)
     price_h = np.array([pt.client.device.price_usd_per_hour * pt.client.num_devices for pt in points])
@@ -275,4 +278,29 @@ def _summary(points, out, rs, end_time, nrep, res, pt_off) -> dict[str, np.ndarr
         s["tokens_per_dollar"] = np.where(price_h > 0, out[:, M.O_OUT_TOKENS] / s["cost_usd"], np.nan)
         s["output_tok_s_per_usd_per_hour"] = np.where(price_h > 0, s["output_tok_s"] / price_h, np.nan)
     s["steps_outside_calibration"] = rs[:, CL.CS_OUT_OF_RANGE]
+    mist = np.array([pt.simulation.metrics == "mist" for pt in points])
+    if mist.any():
+        warm = np.array([pt.simulation.warmup_s for pt in points])
+        apply_mist_metrics(s, out, rs[:, CL.CS_DEC_SEQS], rs[:, CL.CS_DEC_SEQ_S],
+                           rs[:, CL.CS_FINISH_STEP_START] - warm, mist)
     return s
+
+
+def apply_mist_metrics(s: dict, out: np.ndarray, dec_seqs: np.ndarray, dec_seq_s: np.ndarray,
+                       window_s: np.ndarray, where: np.ndarray) -> None:
+    """MIST's metric definitions (docs/mist_parity.md) for the points in ``where``: TPOT mean = mean,
+    over every decode of every step, of that step's duration; throughputs divided by the time from
+    warmup to the start of the last step that finished a request. (Percentiles are int(q n), set
+    through the metric vector.)"""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tpot = np.where(dec_seqs > 0, dec_seq_s / np.maximum(dec_seqs, 1) * 1e3, np.nan)
+        win = np.maximum(window_s, 1e-300)
+        s["tpot_mean_ms"] = np.where(where, tpot, s["tpot_mean_ms"])
+        rates = {"output_tok_s": out[:, M.O_OUT_TOKENS],
+                 "total_tok_s": out[:, M.O_OUT_TOKENS] + out[:, M.O_PROMPT_TOKENS],
+                 "computed_prompt_tok_s": out[:, M.O_COMPUTED_PROMPT],
+                 "request_throughput_rps": out[:, M.O_N_FINISHED],
+                 "goodput_rps": out[:, M.O_N_GOOD], "goodput_tok_s": out[:, M.O_GOOD_TOKENS]}
+        for k, num in rates.items():
+            s[k] = np.where(where, num / win, s[k])
+        s["window_s"] = np.where(where, window_s, s["window_s"])

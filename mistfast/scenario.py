@@ -75,11 +75,25 @@ def seed_child(seed_seq: np.random.SeedSequence, i: int) -> np.random.SeedSequen
                                   pool_size=seed_seq.pool_size)
 
 
+LEFT_OUT_REASONS = ("outside_trace_window", "trace_sample", "num_requests")
+
+
 def build_requests(wl: WorkloadSpec, horizon_s: float, seed_seq: np.random.SeedSequence) -> W.Requests:
     """The point's requests: independent streams for arrivals, inputs, outputs and sampling."""
+    return build_requests_report(wl, horizon_s, seed_seq)[0]
+
+
+def build_requests_report(wl: WorkloadSpec, horizon_s: float, seed_seq: np.random.SeedSequence
+                          ) -> tuple[W.Requests, dict[str, int]]:
+    """build_requests, plus how many trace requests were left out before the simulation, per
+    reason (LEFT_OUT_REASONS): outside the [start_s, end_s) window, not drawn by ``sample``, or
+    beyond an explicit ``num_requests``. (Requests arriving after the horizon are simulated as not
+    arrived and reported as n_not_arrived.)"""
     s_arr, s_in, s_out, s_sub = (np.random.default_rng(seed_child(seed_seq, i)) for i in range(4))
     n = wl.num_requests
+    explicit_n = "num_requests" in wl.model_fields_set
     a = wl.arrival
+    left = dict.fromkeys(LEFT_OUT_REASONS, 0)
     try:
         if wl.trace is not None:
             tr = wl.trace
@@ -87,21 +101,28 @@ def build_requests(wl: WorkloadSpec, horizon_s: float, seed_seq: np.random.SeedS
             if tr.format == "servegen":
                 client = W.load_servegen(path, tr.chunk or 0)
                 end = tr.end_s if tr.end_s is not None else tr.start_s + horizon_s
+                if not np.isfinite(end):
+                    end = tr.start_s + client.period_s  # one period of the daily profile
                 reqs, _ = W.servegen_requests(client, s_arr, start_s=tr.start_s, duration_s=end - tr.start_s,
-                                              max_requests=n)
+                                              max_requests=n if explicit_n else None)
             else:
                 reqs = W.load_trace(path, tr.format)
                 if tr.start_s > 0 or tr.end_s is not None:
+                    n0 = len(reqs)
                     reqs = reqs.window(tr.start_s, tr.end_s if tr.end_s is not None else np.inf)
-                elif len(reqs):
+                    left["outside_trace_window"] = n0 - len(reqs)
+                elif len(reqs) and tr.shift_arrivals:
                     reqs = reqs.with_arrivals(reqs.arrival_s - reqs.arrival_s[0])
                 if tr.rate_scale != 1.0:
                     reqs = reqs.scale_rate(tr.rate_scale)
                 if tr.sample is not None:
+                    n0 = len(reqs)
                     reqs = reqs.subsample(int(tr.sample) if tr.sample >= 1 else tr.sample, s_sub)
+                    left["trace_sample"] = n0 - len(reqs)
                 if not tr.use_arrivals:
                     reqs = reqs.with_arrivals(_arrivals(a, len(reqs), s_arr))
-                if len(reqs) > n:
+                if explicit_n and len(reqs) > n:
+                    left["num_requests"] = len(reqs) - n
                     reqs = reqs.head(n)
             if len(reqs) == 0:
                 raise SpecError([f"workload.trace = {tr.path!r}: no requests left after windowing/sampling"])
@@ -112,7 +133,7 @@ def build_requests(wl: WorkloadSpec, horizon_s: float, seed_seq: np.random.SeedS
         raise SpecError([f"workload: {exc}"]) from None
     if wl.prefix_tokens > 0 and not reqs.has_hashes:
         reqs = _synthetic_prefixes(reqs, wl.prefix_tokens, wl.prefix_groups, s_sub)
-    return reqs
+    return reqs, left
 
 
 def _arrivals(a, n, rng):
@@ -177,12 +198,15 @@ def simulate(spec: ScenarioSpec | dict | str | Path, *, per_request: bool | None
     if spec.is_pipeline:
         from .pipeline import pipeline_dataset, run_pipeline
         ss = point_seed(spec.simulation.seed)
-        reqs = build_requests(spec.workload, spec.simulation.horizon_s, ss)
+        reqs, left = build_requests_report(spec.workload, spec.simulation.horizon_s, ss)
         run = run_pipeline(spec, reqs, ss, per_request=want_req, log_steps=log_steps, decode_runs=decode_runs)
         ds = pipeline_dataset(spec, run, want_req)
+        if log_steps:
+            ds = _with_step_log(ds, run["steplog"], client_names=run["inputs"]["topo"].names)
         ds.attrs.update(spec_attrs(spec))
-        return ds
-    pt = scenario_point(spec)
+        return _with_left_out(ds, spec, left)
+    reqs, left = build_requests_report(spec.workload, spec.simulation.horizon_s, point_seed(spec.simulation.seed))
+    pt = scenario_point(spec, requests=reqs)
     res = run_points([pt], per_request=want_req, log_steps=log_steps, decode_runs=decode_runs)
     ds = summary_dataset(res["summary"], 0)
     n_out = int(res["summary"]["steps_outside_calibration"][0])
@@ -195,13 +219,47 @@ def simulate(spec: ScenarioSpec | dict | str | Path, *, per_request: bool | None
             ds[k] = variable(k, v)
     if log_steps:
         n = int(min(res["steps_per_sub"][0], log_steps))
-        log = res["steplog"][0, :n]
-        ds.attrs["steplog"] = "see .steplog"
-        ds = ds.assign_coords(step=np.arange(n))
-        for j, name in enumerate(("step_start_s", "step_duration_s", "step_prefills", "step_prefill_tokens",
-                                  "step_decodes", "step_decode_tokens", "step_kv_blocks")):
-            ds[name] = xr.Variable(("step",), log[:, j])
+        ds = _with_step_log(ds, res["steplog"][0, :n])
     ds.attrs.update(spec_attrs(spec))
+    return _with_left_out(ds, spec, left)
+
+
+def _with_left_out(ds: xr.Dataset, spec: ScenarioSpec, left: dict[str, int]) -> xr.Dataset:
+    """Count, per reason, the trace requests not simulated (n_left_out); warn about every one of
+    them, and about trace requests that arrived after the horizon (n_not_arrived)."""
+    ds = ds.assign_coords(left_out_reason=list(LEFT_OUT_REASONS))
+    ds["n_left_out"] = variable("n_left_out", np.array([left[k] for k in LEFT_OUT_REASONS], dtype=np.int64))
+    if spec.workload.trace is None:
+        return ds
+    import warnings
+    why = {"outside_trace_window": "outside workload.trace start_s/end_s",
+           "trace_sample": "not drawn by workload.trace.sample",
+           "num_requests": f"beyond workload.num_requests = {spec.workload.num_requests}"}
+    parts = [f"{left[k]} {why[k]}" for k in LEFT_OUT_REASONS if left[k]]
+    late = int(ds.n_not_arrived)
+    if late:
+        parts.append(f"{late} arriving after simulation.horizon_s = {spec.simulation.horizon_s:g} s (n_not_arrived)")
+    if parts:
+        warnings.warn(f"workload.trace {spec.workload.trace.path!r}: trace requests not simulated: "
+                      + "; ".join(parts), stacklevel=3)
+    return ds
+
+
+STEP_LOG_VARS = ("step_start_s", "step_duration_s", "step_prefills", "step_prefill_tokens",
+                 "step_decodes", "step_decode_tokens", "step_kv_blocks")
+
+
+def _with_step_log(ds: xr.Dataset, log: np.ndarray, client_names=None) -> xr.Dataset:
+    """The engine step log as variables along a ``step`` dimension (in the order the steps were
+    formed); with several clients, ``step_client`` names the client of each step."""
+    n = log.shape[0]
+    ds.attrs["steplog"] = "see .steplog"
+    ds = ds.assign_coords(step=np.arange(n))
+    for j, name in enumerate(STEP_LOG_VARS):
+        ds[name] = xr.Variable(("step",), log[:, j])
+    if client_names is not None:
+        from .kernels.cluster import N_LOG
+        ds["step_client"] = xr.Variable(("step",), np.asarray(client_names, dtype=object)[log[:, N_LOG].astype(np.int64)])
     return ds
 
 

@@ -117,6 +117,9 @@ def _resolve(kind: str, value: Any, info: ValidationInfo) -> Any:
 
 
 # ----------------------------------------------------------------------------- hardware
+IDLE_SHARE_OF_TDP = 0.30  # reference static power share (MODEL.md §8), the fallback for idle power
+
+
 class DeviceSpec(Spec):
     name: str = "custom"
     kind: Literal["gpu", "tpu", "asic", "cpu"]
@@ -128,7 +131,13 @@ class DeviceSpec(Spec):
     scaleup_bidir_GBps: float = Field(ge=0, default=0.0)
     scaleup_latency_us: float = Field(ge=0, default=1.0)
     devices_per_node: int = Field(ge=1, default=8)
+    scaleup_domain_size: int | None = Field(
+        default=None, ge=1, description="devices one scale-up fabric (NVLink domain, TPU ICI slice) connects "
+        "at scaleup_bidir_GBps; default devices_per_node. A TP group larger than this uses the inter-node link")
     tdp_W: float = Field(ge=0, default=0.0)
+    idle_W: float | None = Field(
+        default=None, ge=0, description="power drawn by an idle device (W); default 0.3 x tdp_W (the reference's "
+        "static share) when the catalog gives no sourced value")
     price_usd_per_hour: float = Field(ge=0, default=0.0)
     source: str = ""
 
@@ -141,6 +150,17 @@ class DeviceSpec(Spec):
             if not (x > 0):
                 raise field_error(k, x, "peak TFLOPS must be > 0")
         return v
+
+    @property
+    def idle_power_W(self) -> float:
+        """Power of an idle device: the catalog's sourced idle_W, else the reference's static share
+        of TDP (0.3 x tdp_W, MODEL.md §8)."""
+        return self.idle_W if self.idle_W is not None else IDLE_SHARE_OF_TDP * self.tdp_W
+
+    @property
+    def scaleup_domain(self) -> int:
+        """Devices reachable over the scale-up fabric (scaleup_domain_size, else devices_per_node)."""
+        return self.scaleup_domain_size if self.scaleup_domain_size is not None else self.devices_per_node
 
     def peak_flops(self, dtype: str) -> float:
         """Dense peak FLOP/s for ``dtype``; unsupported dtypes run at the next higher rate."""
@@ -404,6 +424,17 @@ class SchedulerSpec(Spec):
             raise ValueError("must be >= 1 and strictly increasing, e.g. [1, 2, 4, 8, 16]")
         return v
 
+    @model_validator(mode="after")
+    def _budget_holds_a_full_batch(self):
+        # as vLLM (SchedulerConfig: max_num_batched_tokens >= max_num_seqs): a step must be able
+        # to decode every sequence the batch may hold
+        field = "chunk_size" if self.batching == "chunked" else "max_batched_tokens"
+        budget = getattr(self, field)
+        if budget < self.max_batch_size:
+            raise field_error(field, budget, f"the per-step token budget must be >= max_batch_size "
+                              f"({self.max_batch_size}), or a full batch could never decode in one step")
+        return self
+
 
 class ClientSpec(Spec):
     name: str = "llm"
@@ -425,6 +456,8 @@ class ClientSpec(Spec):
     causal_attention: bool | None = None
     shared_prefix_read_once: bool = True
     mla_prefill: Literal["expanded", "absorbed"] = Field(default="expanded", description="MLA prefill form: per-head K/V rebuilt from the latent (what engines run) or the absorbed decode form")
+    mist_memo: bool = Field(default=False, description="GenZ compat: reuse a step time for a batch with the same "
+                            "token count and total KV as an earlier one, as MIST's 'exact' memo does")
 
     @model_validator(mode="before")
     @classmethod
@@ -486,6 +519,8 @@ class ClientSpec(Spec):
                 raise field_error("ep", self.ep, f"ep > 1 needs a MoE model; {m.name} is dense")
             if self.tp % self.ep or m.num_experts % self.ep:
                 raise field_error("ep", self.ep, f"ep must divide tp ({self.tp}) and num_experts ({m.num_experts})")
+        if self.mist_memo and self.reference != "genz":
+            raise field_error("mist_memo", True, "the MIST step-time memo is a GenZ-compat option: set reference = \"genz\"")
         s = self.scheduler
         if s.batching == "chunked" and s.chunk_size > s.max_batched_tokens:
             raise field_error("scheduler.chunk_size", s.chunk_size,
@@ -710,6 +745,8 @@ class TraceSpec(Spec):
     rate_scale: float = Field(default=1.0, gt=0)
     sample: float | None = Field(default=None, gt=0, description="keep this many requests (>=1) or this fraction (<1)")
     use_arrivals: bool = True
+    shift_arrivals: bool = Field(default=False, description="move the trace so its first arrival is at t = 0 "
+                                 "(otherwise the trace's own times are kept)")
 
 
 class DatasetPresetSpec(Spec):
@@ -722,7 +759,8 @@ class DatasetPresetSpec(Spec):
 
 
 class WorkloadSpec(Spec):
-    num_requests: int = Field(default=1000, ge=1)
+    num_requests: int = Field(default=1000, ge=1, description="synthetic workloads: requests drawn; traces: "
+                              "when given, the first ones kept (default: the whole trace)")
     arrival: ArrivalSpec = ArrivalSpec(rate_rps=10.0)
     input: LengthSpec = LengthSpec(dist="lognormal", mean=1155, std=1109, max_tokens=16384)
     output: LengthSpec = LengthSpec(dist="lognormal", mean=211, std=230, max_tokens=4096)
@@ -835,7 +873,7 @@ class StageSpec(Spec):
     kind: Literal["pre", "post", "embed", "retrieve", "rerank", "kv_fetch", "llm", "prefill", "decode", "reason", "verify"]
     pool: str | list[str] | None = None
     routing: Literal["round_robin", "least_prefill_tokens", "least_decodes", "least_kv", "join_shortest_queue",
-                     "heavy_light", "least_requests", "least_drain_time"] = "round_robin"
+                     "heavy_light", "least_requests", "least_drain_time", "mist_jsq"] = "round_robin"
     heavy_threshold: int = Field(default=2048, ge=0)
     # retrieve / rerank
     docs: int = Field(default=0, ge=0)
@@ -923,6 +961,10 @@ class SimulationSpec(Spec):
     warmup_s: float = Field(default=0.0, ge=0)
     per_request: bool = False
     percentile_method: Literal["linear", "compat"] = "linear"
+    metrics: Literal["default", "mist"] = Field(
+        default="default", description="'mist': the reference's definitions (docs/mist_parity.md): TPOT = mean "
+        "duration of the steps each decode ran in, throughputs over [0, start of the last step that finished a "
+        "request], int(q n) percentiles")
 
 
 class ScenarioSpec(Spec):
@@ -935,6 +977,21 @@ class ScenarioSpec(Spec):
     workload: WorkloadSpec = WorkloadSpec()
     simulation: SimulationSpec = SimulationSpec()
     slo: SLOSpec = SLOSpec()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _trace_runs_whole(cls, data):
+        """A request-list trace (not the ServeGen generator) runs whole by default: unless the
+        scenario sets simulation.horizon_s, arrivals never stop early (MODEL.md §1.4)."""
+        if isinstance(data, dict):
+            wl = data.get("workload")
+            tr = wl.get("trace") if isinstance(wl, dict) else getattr(wl, "trace", None)
+            fmt = tr.get("format") if isinstance(tr, dict) else getattr(tr, "format", None)
+            if tr is not None and fmt != "servegen":
+                sim = data.get("simulation")
+                if sim is None or (isinstance(sim, dict) and "horizon_s" not in sim):
+                    data = {**data, "simulation": {**(sim or {}), "horizon_s": float("inf")}}
+        return data
 
     @property
     def is_pipeline(self) -> bool:
@@ -950,7 +1007,7 @@ class ScenarioSpec(Spec):
 DEFAULT_SCENARIO: dict[str, Any] = {
     "clients": [{"name": "llm", "model": "llama-3.1-8b", "device": "H100", "tp": 1,
                  "scheduler": {"batching": "chunked"}}],
-    "workload": {"num_requests": 1000, "arrival": {"process": "poisson", "rate_rps": 10.0}},
+    "workload": {"arrival": {"process": "poisson", "rate_rps": 10.0}},  # num_requests: WorkloadSpec default
 }
 
 

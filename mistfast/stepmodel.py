@@ -26,7 +26,7 @@ def tp_link(client: ClientSpec, group: int) -> tuple[float, float]:
     genz = client.reference == "genz"
     unit = GENZ_GB if genz else 1e9
     eff = client.efficiency.network
-    if group <= dev.devices_per_node:
+    if group <= dev.scaleup_domain:
         link = client.intra_node_link
         if link is None:
             bw = dev.scaleup_bidir_GBps / 2.0
@@ -54,7 +54,7 @@ def client_params(client: ClientSpec) -> np.ndarray:
         unit = GENZ_GB
         prm[K.P_BW_ONCHIP] = GENZ_ONCHIP_GBps * GENZ_GB * eff.memory
         prm[K.P_GENZ] = 1.0
-        prm[K.P_GENZ_KV_EXTRA] = 0.0
+        prm[K.P_GENZ_KV_EXTRA] = 1.0  # MIST: decode KV = prompt + generated (MODEL.md §2.4)
     else:
         bw_b, ba_b, bkv_b = DTYPE_BYTES[prec.weights], DTYPE_BYTES[prec.activations], DTYPE_BYTES[prec.kv]
         fpeak = dev.peak_flops(prec.compute)
@@ -123,6 +123,7 @@ def client_params(client: ClientSpec) -> np.ndarray:
         prm[K.P_EP_ALPHA], prm[K.P_EP_BETA] = tp_link(client, t)
     prm[K.P_HAS_LMHEAD] = 0.0 if m.architecture == "encoder" else 1.0
     _extension_params(client, prm, genz, fpeak)
+    prm[K.P_MIST_MEMO] = 1.0 if client.mist_memo else 0.0  # memo group (pipelines renumber per platform)
     corr = client.step_correction
     if corr is not None:
         nk = len(corr.tokens)

@@ -342,7 +342,8 @@ _REQUESTS_CACHE_MAX = 2_000_000
 
 
 def _cached_requests(scen, ss: np.random.SeedSequence):
-    key = (scen.workload.model_dump_json(), scen.simulation.horizon_s, repr(ss.entropy), repr(ss.spawn_key), os.getcwd())
+    key = (scen.workload.model_dump_json(), "num_requests" in scen.workload.model_fields_set,  # (a trace runs whole unless it is set)
+           scen.simulation.horizon_s, repr(ss.entropy), repr(ss.spawn_key), os.getcwd())
     reqs = _REQUESTS_CACHE.pop(key, None)
     if reqs is None:
         reqs = build_requests(scen.workload, scen.simulation.horizon_s, ss)

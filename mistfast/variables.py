@@ -47,7 +47,8 @@ _add("ttft_max_ms", (), "float64", "ms", "largest time to first token")
 # ---- throughput and SLO ----
 _add("output_tok_s", (), "float64", "tokens/s", "output tokens (all branches) of measured requests / window")
 _add("total_tok_s", (), "float64", "tokens/s", "(prompt + output) tokens of measured requests / window")
-_add("computed_prompt_tok_s", (), "float64", "tokens/s", "prompt tokens actually computed (cache hits excluded, recompute included) / window")
+_add("computed_prompt_tok_s", (), "float64", "tokens/s", "prompt tokens actually computed (cache hits excluded, recompute included), summed over every "
+     "client a request passes (embedder, LLM, filter: see client_computed_prompt_tok_s for each) / window")
 _add("request_throughput_rps", (), "float64", "requests/s", "finished requests / window")
 _add("goodput_rps", (), "float64", "requests/s", "finished requests meeting every SLO / window")
 _add("goodput_tok_s", (), "float64", "tokens/s", "output tokens of requests meeting every SLO / window")
@@ -105,6 +106,11 @@ _add("client_mbu", ("client",), "float64", "1", "memory bandwidth utilisation of
 _add("client_energy_J", ("client",), "float64", "J", "energy of the client's devices over the simulated time")
 _add("client_price_usd_per_hour", ("client",), "float64", "USD/h", "price of the client's devices per hour")
 _add("client_steps", ("client",), "int64", "1", "engine steps (LLM) or batches (retrieval)")
+_add("n_left_out", ("left_out_reason",), "int64", "1",
+     "trace requests not simulated, per reason (trace window, trace sample, explicit num_requests); "
+     "arrivals after horizon_s are n_not_arrived")
+_add("client_computed_prompt_tok_s", ("client",), "float64", "tokens/s",
+     "prompt tokens this client computed (prefill or encoder chunks, recompute included) / simulated time")
 _add("client_served", ("client",), "int64", "1", "requests served (servers)")
 _add("stage_count", ("stage_kind",), "int64", "1", "stage instances completed")
 _add("stage_transfer_ms", ("stage_kind",), "float64", "ms", "mean time moving data into the stage (previous exit to arrival)")

@@ -37,15 +37,20 @@ F_COUNT = 2       # tokens emitted in this stage count as the request's output t
 # ---- routing policies -----------------------------------------------------------------------------
 RT_RR, RT_LEAST_PREFILL, RT_LEAST_DECODE, RT_LEAST_KV, RT_JSQ, RT_HEAVY_LIGHT, RT_LEAST_REQUESTS = 0, 1, 2, 3, 4, 5, 6
 RT_DRAIN = 7
+RT_MIST_JSQ = 8   # MIST's disaggregated join-shortest-queue (docs/mist_parity.md)
 ROUTING_NAMES = ("round_robin", "least_prefill_tokens", "least_decodes", "least_kv", "join_shortest_queue",
-                 "heavy_light", "least_requests", "least_drain_time")
+                 "heavy_light", "least_requests", "least_drain_time", "mist_jsq")
 # LLM clients: step-time estimates for the drain-time router, measured once on dummy batches
 SRV_DRAIN_PF_S_PER_TOKEN = 0
 SRV_DRAIN_DEC_S = 1
 # ---- server parameters (CK_SLOTS / CK_BATCH) ---------------------------------------------------------
 SRV_SLOTS, SRV_BASE_S, SRV_PER_TOKEN_S, SRV_BATCH_MAX, SRV_FLOP_Q, SRV_BYTES_BATCH = 0, 1, 2, 3, 4, 5
 SRV_BYTES_Q, SRV_FLOPS, SRV_BW, SRV_MEM_RES, SRV_OVERLAP = 6, 7, 8, 9, 10
-N_SRV = 11
+# LLM clients of a mist_jsq pool: the flag (input), and the end of the step in flight (state the
+# loop writes: MIST counts a step's load while it runs)
+SRV_MIST_JSQ = 11
+SRV_MIST_STEP_END = 12
+N_SRV = 13
 # ---- simulation settings ---------------------------------------------------------------------------
 G_HORIZON, G_MAX_SIM, G_DRAIN, G_CONC, G_THINK, G_LOG_CAP, G_HASH_BLOCK = 0, 1, 2, 3, 4, 5, 6
 G_DECODE_RUNS = 7  # 1: repeated decode-only steps are advanced in runs (phase 4); 0: one by one (tests)
@@ -55,7 +60,12 @@ CS_BUSY, CS_STEPS, CS_BATCH_TOKENS, CS_BATCH_SEQS, CS_KV_PEAK, CS_KV_BLOCK_S, CS
 CS_TC, CS_TM, CS_TN, CS_FLOPS, CS_BYTES, CS_PF_TOKENS, CS_DEC_TOKENS, CS_OUT_OF_RANGE, CS_SERVED = range(8, 17)
 CS_RUN_STEPS = 17  # steps advanced inside decode runs (a subset of CS_STEPS)
 CS_RUN_LEAVES = 18  # requests that emitted their last token and left inside a decode run
-N_CS = 19
+# MIST metric definitions (metrics = "mist"): sum over steps of the decoding requests, of decoding
+# requests x step duration, and the latest start of a step at whose end a request finished
+CS_DEC_SEQS = 19
+CS_DEC_SEQ_S = 20
+CS_FINISH_STEP_START = 21
+N_CS = 22
 # ---- request state columns ---------------------------------------------------------------------------
 Q_CUR, Q_PF_TARGET, Q_COMPUTED, Q_GEN, Q_BLOCKS, Q_HIT, Q_FETCHED, Q_PROMPT, Q_OUT = range(9)
 Q_IN_STEP, Q_WNEXT, Q_WPREV, Q_INSERTED, Q_PENDING = 9, 10, 11, 12, 13
@@ -63,7 +73,9 @@ N_Q = 14
 # ---- client state columns ------------------------------------------------------------------------------
 I_WHEAD, I_WTAIL, I_WCOUNT, I_NRUN, I_USED, I_NPF, I_NDEC, I_NREAL, I_PFTOK = range(9)
 I_NSTATIC, I_PEND_PF, I_NDEC_C, I_NREQ, I_BPHASE, I_DIRTY, I_RR, I_RR2 = range(9, 17)
-N_I = 17
+# MIST token load (mist_jsq pools): flag, load of the step in flight, load that arrived since it began
+I_MIST, I_MIST_STEP, I_MIST_Q = 17, 18, 19
+N_I = 20
 F_NEXT, F_START = 0, 1
 N_F = 2
 # ---- loop counters -------------------------------------------------------------------------------------
@@ -217,9 +229,118 @@ def _start_flow(f, src, dst, byts, t, route_lat, route_res, route_nres, fstate, 
 
 
 # ============================================================================ routing
+@jit_inline
+def _mist_load(c, t, ci, cli_srv):
+    """MIST's token load of client c at time t (Distserve coordinator, tokens_load): the load of
+    the step in flight (while it runs) plus what arrived since it began."""
+    step = ci[c, I_MIST_STEP] if t < cli_srv[c, SRV_MIST_STEP_END] else 0
+    return step + ci[c, I_MIST_Q]
+
+
 @jit_noalloc
-def _choose(p, P, pool_off, pool_cli, pool_policy, pool_thresh, ci, cli_srv):
-    """Pick a client of pool p for a request with P prompt tokens (MODEL.md §6.3).
+def _choose_mist(p, t, pool_off, pool_cli, ci, cli_srv):
+    """MIST's join-shortest-queue: when every client of the pool has the same token load, round
+    robin over a list rotated at each such pick; otherwise the least loaded, the first in the
+    rotated list on ties."""
+    a = pool_off[p]
+    m = pool_off[p + 1] - a
+    lead = pool_cli[a]
+    k = ci[lead, I_RR] % m
+    first = _mist_load(pool_cli[a + k], t, ci, cli_srv)
+    same = True
+    best = pool_cli[a + k]
+    bestv = first
+    for j in range(1, m):
+        c = pool_cli[a + (k + j) % m]
+        v = _mist_load(c, t, ci, cli_srv)
+        if v != first:
+            same = False
+        if v < bestv:
+            bestv = v
+            best = c
+    if same:
+        ci[lead, I_RR] += 1
+        return pool_cli[a + k]
+    return best
+
+
+MEMO_CAP = 1 << 18
+
+
+@jit_noalloc
+def _mist_memo(group, npf, pf_past, pf_new, n_dec, dec_w, dec_s, dec_k, dt, memo_key, memo_dt):
+    """MIST's step-time memo with tolerance 0 (Mixed_LLM_Engine.step, platforms.get_chunked_time):
+    a decode-only batch is keyed by (decodes, sum of their KV lengths), any other batch by (prefill
+    chunk tokens + decode branches, sum of the chunks' past KV and the decodes' KV lengths); a key
+    seen before returns the step time stored then. MIST's KV length of a decode is prompt + branches
+    x generated = s + w (k + 1). Returns the step time to use."""
+    kv = 0
+    for j in range(n_dec):
+        kv += int(dec_s[j]) + int(dec_w[j]) * (int(dec_k[j]) + 1)
+    if npf == 0:
+        kind = 0
+        tokens = n_dec
+    else:
+        kind = 1
+        tokens = 0
+        for i in range(npf):
+            tokens += int(pf_new[i])
+            kv += int(pf_past[i])
+        for j in range(n_dec):
+            tokens += int(dec_w[j])
+    cap = memo_key.shape[0]
+    gid = int(group)
+    h = (gid * 1000003 + kind * 7919 + tokens * 2654435761 + kv * 40503) & (cap - 1)
+    for _ in range(cap):
+        if memo_key[h, 0] < 0:
+            memo_key[h, 0] = gid
+            memo_key[h, 1] = kind
+            memo_key[h, 2] = tokens
+            memo_key[h, 3] = kv
+            memo_dt[h] = dt
+            return dt
+        if memo_key[h, 0] == gid and memo_key[h, 1] == kind and memo_key[h, 2] == tokens and memo_key[h, 3] == kv:
+            return memo_dt[h]
+        h = (h + 1) & (cap - 1)
+    return dt  # table full: no memo
+
+
+@jit_noalloc
+def _mist_step_load(c, t_end, npf, st_kind, st_prompt, rq, ci, run, pf_req, ctr, cli_srv):
+    """MIST's load of the step just formed (MIST_Engine step: the scheduled prefills' prompts and
+    decodes are counted twice, every other waiting or running request once: its prompt while it
+    still prefills, else 1). Everything that had arrived is now in the scheduler."""
+    form = ctr[C_FORM]
+    load = 0
+    for i in range(npf):
+        r = pf_req[c, i]
+        load += 2 * st_prompt[rq[r, Q_CUR]]
+    load += 2 * ci[c, I_NREAL]
+    for i in range(ci[c, I_NRUN]):
+        r = run[c, i]
+        if rq[r, Q_IN_STEP] != form:
+            load += _mist_weight(r, st_kind, st_prompt, rq)
+    r = ci[c, I_WHEAD]
+    while r >= 0:
+        load += _mist_weight(r, st_kind, st_prompt, rq)
+        r = rq[r, Q_WNEXT]
+    ci[c, I_MIST_STEP] = load
+    ci[c, I_MIST_Q] = 0
+    cli_srv[c, SRV_MIST_STEP_END] = t_end
+
+
+@jit_inline
+def _mist_weight(r, st_kind, st_prompt, rq):
+    s = rq[r, Q_CUR]
+    k = st_kind[s]
+    if (k == K_LLM or k == K_PREFILL) and rq[r, Q_COMPUTED] < rq[r, Q_PF_TARGET]:
+        return st_prompt[s]
+    return 1
+
+
+@jit_noalloc
+def _choose(p, P, pool_off, pool_cli, pool_policy, pool_thresh, ci, cli_srv, t=0.0):
+    """Pick a client of pool p for a request with P prompt tokens at time t (MODEL.md §6.3).
     Loads are read at the moment of routing; ties go to the lowest position in the pool."""
     a = pool_off[p]
     z = pool_off[p + 1]
@@ -228,6 +349,8 @@ def _choose(p, P, pool_off, pool_cli, pool_policy, pool_thresh, ci, cli_srv):
     if m == 1:
         return pool_cli[a]
     lead = pool_cli[a]  # per-pool round-robin pointers live on the pool's first client
+    if pol == RT_MIST_JSQ:
+        return _choose_mist(p, t, pool_off, pool_cli, ci, cli_srv)
     if pol == RT_RR:
         c = pool_cli[a + ci[lead, I_RR] % m]
         ci[lead, I_RR] += 1
@@ -293,6 +416,9 @@ def _arrive(r, c, t, s, cli_kind, cli_sch, st_kind, st_prompt, st_output, branch
     Returns False when it was rejected."""
     sk = st_kind[s]
     P = st_prompt[s]
+    if ci[c, I_MIST] > 0:
+        # MIST token load: a prompt still to prefill counts its tokens, a decode counts 1
+        ci[c, I_MIST_Q] += P if (sk == K_LLM or sk == K_PREFILL) else 1
     O = st_output[s]
     rq[r, Q_PROMPT] = P
     rq[r, Q_OUT] = O
@@ -344,7 +470,7 @@ def _enter_stage(r, s, c_from, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, p
         # route the stage the KV is for, then read it from the sampled tier; on a miss nothing moves
         # and the next stage recomputes the whole prompt, past tokens included (MODEL.md §4.1)
         s2 = s + 1
-        c2 = _choose(st_pool[s2], st_prompt[s2], pool_off, pool_cli, pool_policy, pool_thresh, ci, cli_srv)
+        c2 = _choose(st_pool[s2], st_prompt[s2], pool_off, pool_cli, pool_policy, pool_thresh, ci, cli_srv, t)
         st_client[s2] = c2
         ci[c2, I_NREQ] += 1
         st_t_arrive[s] = t
@@ -375,8 +501,14 @@ def _enter_stage(r, s, c_from, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, p
         return
     c2 = st_client[s]
     if c2 < 0:
-        c2 = _choose(st_pool[s], st_prompt[s], pool_off, pool_cli, pool_policy, pool_thresh, ci, cli_srv)
+        c2 = _choose(st_pool[s], st_prompt[s], pool_off, pool_cli, pool_policy, pool_thresh, ci, cli_srv, t)
         st_client[s] = c2
+        s2 = s + 1  # (a decode stage always directly follows its prefill stage)
+        if (pool_policy[st_pool[s]] == RT_MIST_JSQ and st_kind[s] == K_PREFILL and s2 < st_client.shape[0]
+                and st_kind[s2] == K_DECODE and st_client[s2] < 0 and pool_policy[st_pool[s2]] == RT_MIST_JSQ):
+            # MIST picks the decode client together with the prefill client, on the loads of now
+            st_client[s2] = _choose(st_pool[s2], st_prompt[s2], pool_off, pool_cli, pool_policy, pool_thresh,
+                                    ci, cli_srv, t)
     ci[c2, I_NREQ] += 1
     if c_from < 0 or c_from == c2 or st_bytes[s] <= 0.0:
         st_t_arrive[s] = t
@@ -811,6 +943,8 @@ def _decode_run(c, t_other, horizon, max_sim, drain, log_cap, closed, prm, sch, 
     of per-step block needs (a request grows every b tokens), and the per-request updates are
     applied when a request leaves or at the end. The results are bit-identical to stepping one by
     one (ENGINE_SEMANTICS.md; tests/test_engine.py checks the engine against its reference twin)."""
+    if ci[c, I_MIST] > 0 or prm[ST.P_MIST_MEMO] > 0.0:
+        return  # MIST token loads / the MIST memo are taken at every formation: ordinary steps
     n_dec = ci[c, I_NDEC]
     win = prm[ST.P_N_WIN] > 0.0
     if win and not ST.window_run_ok(prm, dec_k, n_dec):
@@ -847,6 +981,7 @@ def _decode_run(c, t_other, horizon, max_sim, drain, log_cap, closed, prm, sch, 
     a_ctx = 0
     a_read = 0
     shared_once = prm[ST.P_SHARED_ONCE] > 0.0
+    genz = prm[ST.P_GENZ] > 0.0
     for j in range(b):
         ring[j] = 0
     for i in range(n_dec):
@@ -859,6 +994,9 @@ def _decode_run(c, t_other, horizon, max_sim, drain, log_cap, closed, prm, sch, 
         g0 = rq[r, Q_GEN]
         if rq[r, Q_OUT] - g0 < left:
             left = rq[r, Q_OUT] - g0
+        if genz and (ST.genz_decode_compute_bound(prm, w, s, k)
+                     or ST.genz_decode_compute_bound(prm, w, s, k + rq[r, Q_OUT] - g0)):
+            j_irregular = 1  # GenZ compat sums memory-bound decodes only: ordinary steps
         pu = rq[r, Q_PROMPT] - rq[r, Q_HIT]
         b0 = rq[r, Q_BLOCKS]
         # the formation j steps ahead sees g0 + j tokens and needs _blocks_for(pu, g0 + j) blocks;
@@ -948,6 +1086,7 @@ def _decode_run(c, t_other, horizon, max_sim, drain, log_cap, closed, prm, sch, 
                 status[r] = FINISHED
                 t_finish[r] = te
                 cstats[c, CS_RUN_LEAVES] += 1.0
+                cstats[c, CS_FINISH_STEP_START] = t_start  # the step ending at te started then
             n_dec = k2
             ci[c, I_NRUN] = k2
             ci[c, I_NDEC] = k2
@@ -971,8 +1110,7 @@ def _decode_run(c, t_other, horizon, max_sim, drain, log_cap, closed, prm, sch, 
             break
         used += grow
         ctr[C_FORM] += 1
-        af, aoff, aon = ST.decode_attention(prm, w_f, float(a_ctx), float(a_read))
-        dt = ST.step_finish(prm, af, aoff, aon, bd)
+        dt = ST.decode_step_finish(prm, w_f, float(a_ctx), float(a_read), n_dec, bd)
         nlog = ctr[C_NLOG]
         if nlog < log_cap:
             steplog[nlog, L_T] = te
@@ -996,6 +1134,8 @@ def _decode_run(c, t_other, horizon, max_sim, drain, log_cap, closed, prm, sch, 
         cstats[c, CS_BATCH_TOKENS] += w_f   # (+ 0 prefill tokens)
         cstats[c, CS_BATCH_SEQS] += n_dec
         cstats[c, CS_DEC_TOKENS] += w_f
+        cstats[c, CS_DEC_SEQS] += n_dec
+        cstats[c, CS_DEC_SEQ_S] += n_dec * dt
         if used > cstats[c, CS_KV_PEAK]:
             cstats[c, CS_KV_PEAK] = used
         cstats[c, CS_KV_BLOCK_S] += used * dt
@@ -1084,6 +1224,8 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
         ci[c, I_WHEAD] = -1
         ci[c, I_WTAIL] = -1
         cf[c, F_NEXT] = np.inf
+        if cli_kind[c] == CK_LLM and cli_srv[c, SRV_MIST_JSQ] > 0.0:
+            ci[c, I_MIST] = 1
         if cli_kind[c] == CK_LLM:
             cap = max(cap, int(cli_sch[c, S_MAX_SEQS]) + 1)
         elif cli_kind[c] == CK_SLOTS:
@@ -1145,6 +1287,13 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
     flist = np.zeros(NF, np.int64)
     res_left = np.zeros(max(R, 1))
     res_cnt = np.zeros(max(R, 1), np.int64)
+    # MIST step-time memo (GenZ compat option): open addressing over (group, kind, tokens, KV)
+    memo_cap = 1
+    for c in range(C):
+        if cli_kind[c] == CK_LLM and cli_prm[c, ST.P_MIST_MEMO] > 0.0:
+            memo_cap = MEMO_CAP
+    memo_key = np.full((memo_cap, 4), -1, np.int64)
+    memo_dt = np.zeros(memo_cap)
 
     return _event_loop(
         n, C, horizon, max_sim, drain, log_cap, hb, g, cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli,
@@ -1154,7 +1303,7 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
         st_t_arrive, st_t_sched, st_t_exit, cstats, res_bytes, runstats, steplog, tcap, chain_off, chain_tier, ctr,
         rq, ci, cf, run, pf_req, pf_past, pf_new, dec_req, dec_w, dec_s, dec_k, static_batch, bd, run_j1, run_amt,
         ring, order, keys, cache_slot, in_cache, lru_prev, lru_next, lru_ends, tstate, tends, fstate, ft0, frem,
-        frate, fdone, fres, fnres, ffrozen, fdest, flist, res_left, res_cnt)
+        frate, fdone, fres, fnres, ffrozen, fdest, flist, res_left, res_cnt, memo_key, memo_dt)
 
 
 @jit_noalloc
@@ -1166,7 +1315,7 @@ def _event_loop(
         st_t_arrive, st_t_sched, st_t_exit, cstats, res_bytes, runstats, steplog, tcap, chain_off, chain_tier, ctr,
         rq, ci, cf, run, pf_req, pf_past, pf_new, dec_req, dec_w, dec_s, dec_k, static_batch, bd, run_j1, run_amt,
         ring, order, keys, cache_slot, in_cache, lru_prev, lru_next, lru_ends, tstate, tends, fstate, ft0, frem,
-        frate, fdone, fres, fnres, ffrozen, fdest, flist, res_left, res_cnt):
+        frate, fdone, fres, fnres, ffrozen, fdest, flist, res_left, res_cnt, memo_key, memo_dt):
     """The event loop of simulate_cluster over state it allocated (no allocation here: see jit_noalloc)."""
     flow_clock = 0.0
     t = 0.0
@@ -1324,6 +1473,8 @@ def _event_loop(
                                      st_t_exit, rq, ci, ctr, route_lat, route_res, route_nres, fstate, ft0, frem,
                                      fres, fnres, fdest, flist,
                                      hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier, cli_srv)
+                        if status[r] == FINISHED and cf[c, F_START] > cstats[c, CS_FINISH_STEP_START]:
+                            cstats[c, CS_FINISH_STEP_START] = cf[c, F_START]
                     else:
                         run[c, k2] = r
                         k2 += 1
@@ -1472,6 +1623,9 @@ def _event_loop(
                     nd += 1
             dt = ST.step_time(cli_prm[c], pf_past[c], pf_new[c], npf, float(nd), dec_w[c], dec_s[c], dec_k[c],
                               ci[c, I_NDEC], bd)
+            if cli_prm[c, ST.P_MIST_MEMO] > 0.0:
+                dt = _mist_memo(cli_prm[c, ST.P_MIST_MEMO], npf, pf_past[c], pf_new[c], ci[c, I_NDEC], dec_w[c],
+                                dec_s[c], dec_k[c], dt, memo_key, memo_dt)
             w_tok = 0.0
             for i in range(npf):
                 r = pf_req[c, i]
@@ -1515,6 +1669,8 @@ def _event_loop(
             cstats[c, CS_BATCH_SEQS] += npf + ci[c, I_NREAL]
             cstats[c, CS_PF_TOKENS] += ci[c, I_PFTOK]
             cstats[c, CS_DEC_TOKENS] += w_tok
+            cstats[c, CS_DEC_SEQS] += ci[c, I_NREAL]
+            cstats[c, CS_DEC_SEQ_S] += ci[c, I_NREAL] * dt
             if ci[c, I_USED] > cstats[c, CS_KV_PEAK]:
                 cstats[c, CS_KV_PEAK] = ci[c, I_USED]
             cstats[c, CS_KV_BLOCK_S] += ci[c, I_USED] * dt
@@ -1526,6 +1682,8 @@ def _event_loop(
             cstats[c, CS_OUT_OF_RANGE] += bd[ST.B_OUT_OF_RANGE]
             cf[c, F_START] = t
             cf[c, F_NEXT] = t + dt
+            if ci[c, I_MIST] > 0:
+                _mist_step_load(c, t + dt, npf, st_kind, st_prompt, rq, ci, run, pf_req, ctr, cli_srv)
         if ctr[C_NFL] != nfl_before:
             flow_clock = t
             _retime_flows(t, flist, ctr[C_NFL], fstate, fres, fnres, frate, frem, fdone, res_cap, res_left,

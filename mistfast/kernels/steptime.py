@@ -91,7 +91,11 @@ P_MLA_EXP_ELEMS = P_EXT + 10  # rebuilt K/V elements per past token per head: 2 
 P_CG_N = P_EXT + 11       # captured CUDA-graph batch sizes (0: no padding)
 CG_MAX = 128
 P_CG_SIZES = P_EXT + 12   # CG_MAX slots, increasing
-N_PARAMS = P_CG_SIZES + CG_MAX
+# GenZ compat: emulate MIST's step-time memo (0 = off; else the memo group, one per distinct
+# platform: a batch with the same kind, token count and total KV as an earlier one of the group
+# reuses that step time, docs/mist_parity.md)
+P_MIST_MEMO = P_CG_SIZES + CG_MAX
+N_PARAMS = P_MIST_MEMO + 1
 
 # ---- breakdown layout (per device, whole step) ---------------------------------------------
 B_GEMM = 0
@@ -195,7 +199,9 @@ def decode_attention(prm, w_sum, a_ctx, a_read):
     if prm[P_MLA] > 0.0:
         return prm[P_MLA_FPAIR] * hq * a_ctx, prm[P_MLA_LAT] * bkv * a_read, 0.0
     if prm[P_GENZ] > 0.0:
-        # GenZ reads kv_len (+extra) per decode: shift both sums by (extra - 1) per branch
+        # GenZ reads kv_len (+extra) per decode: shift both sums by (extra - 1) per branch. MIST
+        # costs a decode of a request with p prompt and g generated tokens at kv_len = p + g, i.e.
+        # k + 1 (extra = 1, MODEL.md §2.4)
         shift = (prm[P_GENZ_KV_EXTRA] - 1.0) * w_sum
         ctx = a_ctx + shift
         return (4.0 * hq * dh * ctx, 2.0 * hkv * dh * bkv * (a_read + shift),
@@ -289,6 +295,28 @@ def add_window_attention_full(prm, w_sum, out):
     out[X_LAYER] += _op(prm, out[X_BD:X_BD + N_BREAKDOWN], CAT_ATTN, prm[P_N_WIN], f, off, 0.0, 0.0)
 
 
+@jit_inline
+def attention_compute_bound(prm, flops, off_bytes, on_bytes):
+    """GenZ compat (MODEL.md §2.4): is one request's attention op compute-bound? (Same terms as
+    _op; the ops of a request are costed separately, so a step's attention is the sum of the
+    compute-bound requests' compute times and the memory-bound requests' memory times.)"""
+    tc = flops / prm[P_FPEAK_ATTN]
+    tm = off_bytes / prm[P_BW]
+    if on_bytes > 0.0:
+        tm += on_bytes / prm[P_BW_ONCHIP]
+    return tc >= tm
+
+
+@jit_inline
+def genz_decode_compute_bound(prm, w, s, k):
+    """GenZ compat: is the attention of one decode (w branches, s shared, k private tokens)
+    compute-bound? Evaluated on that decode's own integer sums, as step_time does."""
+    a_ctx = w * (s + k + 1)
+    a_read = (s if prm[P_SHARED_ONCE] > 0.0 else s * w) + w * (k + 1)
+    f, off, on = decode_attention(prm, float(w), float(a_ctx), float(a_read))
+    return attention_compute_bound(prm, f, off, on)
+
+
 @jit_noalloc
 def step_time(prm, pf_past, pf_new, n_pf, n_pf_done, dec_w, dec_s, dec_k, n_dec, out):
     """Latency (s) of one step; fills ``out`` (length N_OUT: the breakdown, then scratch).
@@ -298,12 +326,13 @@ def step_time(prm, pf_past, pf_new, n_pf, n_pf_done, dec_w, dec_s, dec_k, n_dec,
     dec_w[j], dec_s[j], dec_k[j] for j < n_dec: branches, shared-prefix tokens, private
     context before this token (single branch: s = 0, k = full context).
     """
+    if prm[P_GENZ] > 0.0:
+        return _step_time_genz(prm, pf_past, pf_new, n_pf, dec_w, dec_s, dec_k, n_dec, out)
     dh = prm[P_DH]
     hq = prm[P_HQ]
     hkv = prm[P_HKV]
     ba = prm[P_BAB]
     bkv = prm[P_BKVB]
-    genz = prm[P_GENZ] > 0.0
     mla = prm[P_MLA] > 0.0
 
     # ---- decodes: integer sums (token rows, query-key pairs, KV tokens read) ------------------
@@ -349,11 +378,6 @@ def step_time(prm, pf_past, pf_new, n_pf, n_pf_done, dec_w, dec_s, dec_k, n_dec,
         elif mla:
             attn_f += prm[P_MLA_FPAIR] * hq * pairs
             attn_off += prm[P_MLA_LAT] * (p + 2.0 * c) * bkv + 2.0 * hq * c * dh * ba
-        elif genz:
-            # Logit: Q, K off chip, scores on chip; Attend: scores on chip, V and O off chip
-            attn_f += 4.0 * hq * dh * pairs
-            attn_off += 2.0 * (c * hq * dh * ba + (p + c) * hkv * dh * bkv)
-            attn_on += 2.0 * hq * pairs * ba
         elif prm[P_ENCODER] > 0.0:
             attn_f += 4.0 * hq * dh * pairs
             attn_off += 4.0 * hq * c * dh * ba  # Q, K, V in, O out; nothing cached
@@ -371,6 +395,104 @@ def step_time(prm, pf_past, pf_new, n_pf, n_pf_done, dec_w, dec_s, dec_k, n_dec,
         wf, woff = window_attention(prm, pf_past, pf_new, n_pf, dec_w, dec_s, dec_k, n_dec)
         out[X_LAYER] += _op(prm, out[X_BD:X_BD + N_BREAKDOWN], CAT_ATTN, n_win, wf, woff, 0.0, 0.0)
     return step_finish(prm, attn_f, attn_off, attn_on, out)
+
+
+@jit_noalloc
+def _step_time_genz(prm, pf_past, pf_new, n_pf, dec_w, dec_s, dec_k, n_dec, out):
+    """step_time under GenZ conventions (MODEL.md §2.4 compat column): every prefill chunk and
+    every decode is its own Logit and Attend op with its own max(compute, memory). Requests are
+    grouped by which term wins; each group's work is summed (decodes as exact integer sums, so
+    the order of the decodes does not matter)."""
+    dh = prm[P_DH]
+    hq = prm[P_HQ]
+    hkv = prm[P_HKV]
+    ba = prm[P_BAB]
+    bkv = prm[P_BKVB]
+    shared_once = prm[P_SHARED_ONCE] > 0.0
+    # decodes: integer sums per group (c = compute-bound, m = memory-bound)
+    w_c = 0
+    ctx_c = 0
+    read_c = 0
+    w_m = 0
+    ctx_m = 0
+    read_m = 0
+    for j in range(n_dec):
+        w = int(dec_w[j])
+        s = int(dec_s[j])
+        k = int(dec_k[j])
+        ctx = w * (s + k + 1)
+        rd = (s if shared_once else s * w) + w * (k + 1)
+        if genz_decode_compute_bound(prm, w, s, k):
+            w_c += w
+            ctx_c += ctx
+            read_c += rd
+        else:
+            w_m += w
+            ctx_m += ctx
+            read_m += rd
+    w_sum = w_c + w_m
+    t_pf = 0.0
+    for i in range(n_pf):
+        t_pf += pf_new[i]
+    T = t_pf + w_sum
+    if T <= 0.0:
+        for i in range(N_BREAKDOWN):
+            out[i] = 0.0
+        return 0.0
+    # prefill chunks: Logit reads Q, K off chip and writes scores on chip; Attend reads the scores
+    # on chip, V and writes O off chip
+    f_c = 0.0
+    off_c = 0.0
+    on_c = 0.0
+    n_c = 0
+    f_m = 0.0
+    off_m = 0.0
+    on_m = 0.0
+    n_m = 0
+    for i in range(n_pf):
+        p = pf_past[i]
+        c = pf_new[i]
+        if prm[P_ENCODER] > 0.0:
+            pairs = c * c
+        elif prm[P_CAUSAL] > 0.0:
+            pairs = c * p + c * (c + 1.0) / 2.0
+        else:
+            pairs = c * (p + c)
+        if prm[P_MLA] > 0.0:
+            f = prm[P_MLA_FPAIR] * hq * pairs
+            off = prm[P_MLA_LAT] * (p + 2.0 * c) * bkv + 2.0 * hq * c * dh * ba
+            on = 0.0
+        else:
+            f = 4.0 * hq * dh * pairs
+            off = 2.0 * (c * hq * dh * ba + (p + c) * hkv * dh * bkv)
+            on = 2.0 * hq * pairs * ba
+        if attention_compute_bound(prm, f, off, on):
+            f_c += f
+            off_c += off
+            on_c += on
+            n_c += 1
+        else:
+            f_m += f
+            off_m += off
+            on_m += on
+            n_m += 1
+    if w_c > 0:
+        df, doff, don = decode_attention(prm, float(w_c), float(ctx_c), float(read_c))
+        f_c += df
+        off_c += doff
+        on_c += don
+    if w_m > 0:
+        df, doff, don = decode_attention(prm, float(w_m), float(ctx_m), float(read_m))
+        f_m += df
+        off_m += doff
+        on_m += don
+    n_c_dec = 0
+    for j in range(n_dec):
+        if genz_decode_compute_bound(prm, int(dec_w[j]), int(dec_s[j]), int(dec_k[j])):
+            n_c_dec += 1
+    step_fixed(prm, T, T, t_pf, out)  # GenZ: the LM head runs over all T rows
+    return step_finish_genz(prm, f_c, off_c, on_c, float(n_c + n_c_dec), f_m, off_m, on_m,
+                            float(n_m + n_dec - n_c_dec), out)
 
 
 @jit_noalloc
@@ -457,8 +579,9 @@ def step_fixed(prm, T, R, t_pf, out):
     emb_t = 0.0
     head_t = 0.0
     if genz:
-        # a GEMM over the prefill tokens reading the full table; nothing on decode-only steps
-        emb_t += _op(prm, bdx, CAT_OTHER, 1.0, 2.0 * t_pf * D * vs, (V * D + t_pf * vs + t_pf * D) * bw, 0.0, 0.0)
+        # a GEMM over the prefill tokens reading this device's V/t shard of the table (and a
+        # T x V/t input, the T x D output); nothing on decode-only steps
+        emb_t += _op(prm, bdx, CAT_OTHER, 1.0, 2.0 * t_pf * D * vs, (vs * D + t_pf * vs + t_pf * D) * bw, 0.0, 0.0)
         if t_pf > 0.0:
             emb_t += _op(prm, bdx, CAT_COMM, 1.0, 0.0, 0.0, 0.0, _allreduce(tp, t_pf * D * ba, alpha, beta, s0))
     else:
@@ -509,16 +632,57 @@ def step_fixed(prm, T, R, t_pf, out):
 @jit_inline
 def step_finish(prm, attn_f, attn_off, attn_on, out):
     """Add the attention op to the fixed part in ``out`` (from step_fixed); fills the breakdown
-    out[:N_BREAKDOWN] and returns the step latency."""
+    out[:N_BREAKDOWN] and returns the step latency. (Not GenZ compat: see step_finish_genz.)"""
     for i in range(N_BREAKDOWN):
         out[i] = out[X_BD + i]
     n_layers = prm[P_N_DENSE] + prm[P_N_MOE]
-    if prm[P_GENZ] > 0.0:  # Logit and Attend are two ops of equal size in GenZ
-        attn_t = _op(prm, out, CAT_ATTN, 2.0 * n_layers, attn_f / 2.0, attn_off / 2.0, attn_on / 2.0, 0.0)
-    else:
-        # full-attention layers; windowed ones (P_N_WIN) were costed by step_time
-        attn_t = _op(prm, out, CAT_ATTN, n_layers - prm[P_N_WIN], attn_f, attn_off, 0.0, 0.0)
-    layer_t = out[X_LAYER] + attn_t
+    # full-attention layers; windowed ones (P_N_WIN) were costed by step_time
+    attn_t = _op(prm, out, CAT_ATTN, n_layers - prm[P_N_WIN], attn_f, attn_off, 0.0, 0.0)
+    return _step_total(prm, out[X_LAYER] + attn_t, out)
+
+
+@jit_inline
+def step_finish_genz(prm, f_c, off_c, on_c, n_c, f_m, off_m, on_m, n_m, out):
+    """GenZ compat: add the per-request attention ops to the fixed part in ``out``. (f, off, on)_c
+    is the summed work of the n_c compute-bound requests, (f, off, on)_m that of the n_m
+    memory-bound ones; each request is a Logit and an Attend op of equal halves, each paying tau."""
+    for i in range(N_BREAKDOWN):
+        out[i] = out[X_BD + i]
+    n_layers = prm[P_N_DENSE] + prm[P_N_MOE]
+    tau = prm[P_TAU]
+    tc_c = f_c / prm[P_FPEAK_ATTN]
+    tm_c = off_c / prm[P_BW] + on_c / prm[P_BW_ONCHIP]
+    tc_m = f_m / prm[P_FPEAK_ATTN]
+    tm_m = off_m / prm[P_BW] + on_m / prm[P_BW_ONCHIP]
+    t_c = (tc_c + 2.0 * tau * n_c) * n_layers
+    t_m = (tm_m + 2.0 * tau * n_m) * n_layers
+    attn_t = t_c + t_m
+    out[B_ATTN] += attn_t
+    out[B_COMPUTE_BOUND] += t_c
+    out[B_MEMORY_BOUND] += t_m
+    out[B_FLOPS] += (f_c + f_m) * n_layers
+    out[B_BYTES] += (off_c + off_m) * n_layers
+    out[B_TC] += (tc_c + tc_m) * n_layers
+    out[B_TM] += (tm_c + tm_m) * n_layers
+    return _step_total(prm, out[X_LAYER] + attn_t, out)
+
+
+@jit_inline
+def decode_step_finish(prm, w_sum, a_ctx, a_read, n_dec, out):
+    """Finish a decode-only step from its integer sums (the engine's decode runs). Under GenZ
+    compat the caller guarantees every decode is memory-bound (genz_decode_compute_bound false),
+    which is what _step_time_genz then finds too."""
+    af, aoff, aon = decode_attention(prm, w_sum, a_ctx, a_read)
+    if prm[P_GENZ] > 0.0:
+        return step_finish_genz(prm, 0.0, 0.0, 0.0, 0.0, af, aoff, aon, float(n_dec), out)
+    return step_finish(prm, af, aoff, aon, out)
+
+
+@jit_inline
+def _step_total(prm, layer_t, out):
+    """Sum the layers, embedding, LM head and PP hops; apply the measured-step correction; fill
+    the PP interval. Returns the step latency."""
+    n_layers = prm[P_N_DENSE] + prm[P_N_MOE]
     emb_t = out[X_EMB]
     head_t = out[X_HEAD]
     p2p_t = out[X_P2P]

@@ -14,9 +14,10 @@ def _ring(client, n):
     dev = client.device
     unit = GiB if client.reference == "genz" else 1e9
     eta = client.efficiency.network
-    if n <= dev.devices_per_node and client.intra_node_link is None and dev.scaleup_bidir_GBps > 0:
+    domain = dev.scaleup_domain_size or dev.devices_per_node  # one scale-up fabric
+    if n <= domain and client.intra_node_link is None and dev.scaleup_bidir_GBps > 0:
         return dev.scaleup_latency_us * 1e-6, dev.scaleup_bidir_GBps / 2 * unit * eta
-    link = client.intra_node_link if n <= dev.devices_per_node and client.intra_node_link else client.inter_node_link
+    link = client.intra_node_link if n <= domain and client.intra_node_link else client.inter_node_link
     if link is None:
         return 5e-6, 50.0 * unit * eta
     return link.latency_us * 1e-6, link.bandwidth_GBps * unit * link.efficiency * eta
@@ -132,7 +133,12 @@ def reference_step_time(client, prefill, decode, prompts_done=None):
                 pairs = sum(past + i for i in range(1, int(c) + 1))  # query i sees past + i keys
             else:
                 pairs = c * (past + c)
-            if expanded:
+            if mla and genz:
+                f1 = 2 * (2 * m.kv_lora_rank + m.rope_head_dim) * H1 * pairs
+                off1 = lat * (past + c) * bkv + lat * c * bkv + 2 * H1 * c * dh * ba
+                op("logit", f1 / 2, off1 / 2, attn=True)
+                op("attend", f1 / 2, off1 / 2, attn=True)
+            elif expanded:
                 # K (dh + d_rope) and V (dh) per head, rebuilt from the latent of the past tokens
                 F += 2 * (2 * dh + m.rope_head_dim) * H1 * pairs + 2 * past * m.kv_lora_rank * H1 * 2 * dh
                 off += lat * (past + c) * bkv + lat * c * bkv + 2 * H1 * c * dh * ba
@@ -141,10 +147,13 @@ def reference_step_time(client, prefill, decode, prompts_done=None):
                 F += 2 * (2 * m.kv_lora_rank + m.rope_head_dim) * H1 * pairs
                 off += lat * (past + c) * bkv + lat * c * bkv + 2 * H1 * c * dh * ba
             elif genz:
-                F += 4 * H1 * dh * pairs
-                off += c * H1 * dh * ba + (past + c) * Hkv1 * dh * bkv   # Logit: Q, K
-                off += (past + c) * Hkv1 * dh * bkv + c * H1 * dh * ba   # Attend: V, O
-                on += 2 * H1 * pairs * ba                                # scores, both ops
+                # one Logit and one Attend op per request, each with its own max (MODEL.md §2.4)
+                f1 = 4 * H1 * dh * pairs
+                off1 = c * H1 * dh * ba + (past + c) * Hkv1 * dh * bkv   # Logit: Q, K
+                off1 += (past + c) * Hkv1 * dh * bkv + c * H1 * dh * ba  # Attend: V, O
+                on1 = 2 * H1 * pairs * ba                                # scores, both ops
+                op("logit", f1 / 2, off1 / 2, on1 / 2, attn=True)
+                op("attend", f1 / 2, off1 / 2, on1 / 2, attn=True)
             elif encoder:
                 F += 4 * H1 * dh * pairs
                 off += 4 * H1 * c * dh * ba
@@ -153,20 +162,25 @@ def reference_step_time(client, prefill, decode, prompts_done=None):
                 off += 2 * Hkv1 * dh * (past + c) * bkv + 2 * Hkv1 * dh * c * bkv + 2 * H1 * c * dh * ba
         for w, s, k in decode_iter:
             reads = s * (1 if client.shared_prefix_read_once else w)
-            if mla:
+            if mla and genz:
+                f1 = 2 * (2 * m.kv_lora_rank + m.rope_head_dim) * H1 * w * (s + k + 1)
+                off1 = lat * bkv * (reads + w * (k + 1))
+                op("logit", f1 / 2, off1 / 2, attn=True)
+                op("attend", f1 / 2, off1 / 2, attn=True)
+            elif mla:
                 F += 2 * (2 * m.kv_lora_rank + m.rope_head_dim) * H1 * w * (s + k + 1)
                 off += lat * bkv * (reads + w * (k + 1))
             elif genz:
-                F += 4 * w * H1 * dh * (s + k)
-                off += 2 * Hkv1 * dh * bkv * (reads + w * k)
-                on += 2 * w * H1 * dh * ba + 2 * w * H1 * (s + k) * ba
+                # MIST: KV = prompt + generated = s + k + 1; one Logit and one Attend op per request
+                f1 = 4 * w * H1 * dh * (s + k + 1)
+                off1 = 2 * Hkv1 * dh * bkv * (reads + w * (k + 1))
+                on1 = 2 * w * H1 * dh * ba + 2 * w * H1 * (s + k + 1) * ba
+                op("logit", f1 / 2, off1 / 2, on1 / 2, attn=True)
+                op("attend", f1 / 2, off1 / 2, on1 / 2, attn=True)
             else:
                 F += 4 * w * H1 * dh * (s + k + 1)
                 off += 2 * Hkv1 * dh * bkv * (reads + w * (k + 1))
-        if genz:
-            op("logit", F / 2, off / 2, on / 2, attn=True)
-            op("attend", F / 2, off / 2, on / 2, attn=True)
-        elif prefill_iter or decode_iter:
+        if not genz and (prefill_iter or decode_iter):
             op("attention", F, off, attn=True)
         op("allreduce_attn", comm=allreduce(t, T * D * ba))
         # FFN: dense or MoE
@@ -197,7 +211,7 @@ def reference_step_time(client, prefill, decode, prompts_done=None):
         op("allreduce_ffn", comm=allreduce(t, T * D * ba))
     # embedding
     if genz:
-        op("embedding", 2 * T_pf * D * V / t, (V * D + T_pf * V / t + T_pf * D) * bw)
+        op("embedding", 2 * T_pf * D * V / t, (V / t * D + T_pf * V / t + T_pf * D) * bw)  # V/t shard
         if T_pf:
             op("embedding_allreduce", comm=allreduce(t, T_pf * D * ba))
     else:
