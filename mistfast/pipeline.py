@@ -560,8 +560,22 @@ def pipeline_dataset(scen, run, per_request: bool) -> xr.Dataset:
     if per_request:
         from .scenario import per_request_vars
         rq = run["requests"]
-        rq = dict(rq, prompt=run["prompt"], output=np.zeros_like(run["prompt"]), replica=np.zeros(rq["status"].size, np.int32))
+        rq = dict(rq, prompt=run["prompt"], output=requested_output_tokens(run["inputs"]),
+                  replica=np.zeros(rq["status"].size, np.int32))
         for k, v in per_request_vars(rq).items():
             ds[k] = variable(k, v)
         ds["req_class"] = variable("req_class", run["inputs"]["cls"])
     return ds
+
+
+def requested_output_tokens(ins) -> np.ndarray:
+    """Per request: output tokens of the stages whose tokens count as its output (the LLM,
+    decode and reasoning segments it takes; skipped segments excluded), per branch."""
+    n = ins["st_off"].size - 1
+    kind = ins["st_kind"]
+    counted = ((ins["st_flags"] & CL.F_COUNT) != 0) & (kind != CL.K_SKIP)
+    owner = np.repeat(np.arange(n), np.diff(ins["st_off"]))
+    # a decode stage's output includes the token its prefill stage emitted: count that one once
+    has_decode = np.bincount(owner, weights=kind == CL.K_DECODE, minlength=n) > 0
+    counted &= ~((kind == CL.K_PREFILL) & has_decode[owner])
+    return np.bincount(owner, weights=np.where(counted, ins["st_output"], 0), minlength=n).astype(np.int64)

@@ -6,14 +6,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-import xarray as xr
 
 from . import __version__
 from . import workload as W
 from .kernels import engine as E
 from .runner import Point, run_points
 from .specs import ScenarioSpec, SpecError, WorkloadSpec, load_scenario, parse_scenario
-from .variables import REGISTRY, variable
+from .variables import REGISTRY, add_coord_attrs, variable
 
 
 def _shared_dir() -> Path | None:
@@ -143,9 +142,10 @@ def scenario_point(spec: ScenarioSpec, seed_seq: np.random.SeedSequence | None =
 
 def summary_dataset(summary: dict[str, np.ndarray], index: int | None = None, extra_dims=()) -> xr.Dataset:
     # one constructor call: adding variables one by one costs an xarray merge each
+    import xarray as xr
     ds = xr.Dataset({name: variable(name, arr if index is None else arr[index], extra_dims)
                      for name, arr in summary.items()})
-    return ds.assign_coords(reject_reason=list(E.REASON_NAMES[1:]))
+    return add_coord_attrs(ds.assign_coords(reject_reason=list(E.REASON_NAMES[1:])))
 
 
 def simulate(spec: ScenarioSpec | dict | str | Path, *, per_request: bool | None = None,
@@ -157,6 +157,7 @@ def simulate(spec: ScenarioSpec | dict | str | Path, *, per_request: bool | None
         spec = load_scenario(spec)
     elif isinstance(spec, dict):
         spec = parse_scenario(spec)
+    import xarray as xr
     want_req = spec.simulation.per_request if per_request is None else per_request
     if spec.is_pipeline:
         from .pipeline import pipeline_dataset, run_pipeline
@@ -165,7 +166,7 @@ def simulate(spec: ScenarioSpec | dict | str | Path, *, per_request: bool | None
         run = run_pipeline(spec, reqs, ss, per_request=want_req, log_steps=log_steps, decode_runs=decode_runs)
         ds = pipeline_dataset(spec, run, want_req)
         ds.attrs.update(spec_attrs(spec))
-        return ds
+        return add_coord_attrs(ds)
     pt = scenario_point(spec)
     res = run_points([pt], per_request=want_req, log_steps=log_steps, decode_runs=decode_runs)
     ds = summary_dataset(res["summary"], 0)
@@ -184,9 +185,19 @@ def simulate(spec: ScenarioSpec | dict | str | Path, *, per_request: bool | None
         ds = ds.assign_coords(step=np.arange(n))
         for j, name in enumerate(("step_start_s", "step_duration_s", "step_prefills", "step_prefill_tokens",
                                   "step_decodes", "step_decode_tokens", "step_kv_blocks")):
-            ds[name] = xr.Variable(("step",), log[:, j])
+            ds[name] = xr.Variable(("step",), log[:, j], attrs=_STEPLOG_ATTRS[name])
     ds.attrs.update(spec_attrs(spec))
-    return ds
+    return add_coord_attrs(ds)
+
+
+# the step log of a traced run (CF attributes; these variables are not in the registry)
+_STEPLOG_ATTRS = {"step_start_s": {"units": "s", "long_name": "step start"},
+                  "step_duration_s": {"units": "s", "long_name": "step duration"},
+                  "step_prefills": {"units": "1", "long_name": "prefill chunks in the step"},
+                  "step_prefill_tokens": {"units": "1", "long_name": "prefill tokens in the step"},
+                  "step_decodes": {"units": "1", "long_name": "decodes in the step"},
+                  "step_decode_tokens": {"units": "1", "long_name": "decode tokens in the step"},
+                  "step_kv_blocks": {"units": "1", "long_name": "KV blocks in use"}}
 
 
 def per_request_vars(r: dict) -> dict:
@@ -206,7 +217,9 @@ def per_request_vars(r: dict) -> dict:
 
 
 def spec_attrs(spec) -> dict:
-    return {"mistfast_version": __version__, "spec_json": json.dumps(spec.model_dump(mode="json"), sort_keys=True),
+    from .variables import global_attrs, slo_attrs
+    return {**global_attrs("simulate one scenario"), **slo_attrs(spec.slo),
+            "mistfast_version": __version__, "spec_json": json.dumps(spec.model_dump(mode="json"), sort_keys=True),
             "token_counting": "tokens of requests arriving in [warmup, horizon], divided by the time from warmup "
                               "to the end of the simulation (drain included)",
             "percentiles": "over requests that reached the event (counts of the others are reported)"}

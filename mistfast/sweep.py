@@ -38,7 +38,7 @@ from . import __version__
 from .runner import Point, run_points
 from .scenario import build_requests, scenario_point
 from .specs import DEFAULT_SCENARIO, SpecError, deep_merge, load_toml, parse_scenario, set_path
-from .variables import REGISTRY, variable
+from .variables import REGISTRY, add_coord_attrs, coord_attrs, global_attrs, slo_attrs, variable
 
 # ----------------------------------------------------------------------------- spec
 MODES = ("product", "zip", "sample")
@@ -604,14 +604,19 @@ def assemble(spec: SweepSpec, cat: dict[str, np.ndarray]) -> xr.Dataset:
             data = arr.reshape(shape)
             if data.dtype.kind in "US":
                 data = data.astype(object)
-            ds[name] = xr.Variable(dims, data, attrs={"long_name": f"derived input {name[3:]}"})
+            paths = {d[0]: d[1] for d in spec.derived}
+            attrs = {"long_name": f"derived input {name[3:]}", "description": f"derived input {name[3:]}",
+                     "spec_path": paths.get(name[3:], "")}
+            if data.dtype.kind in "fiu":
+                attrs["units"] = coord_attrs(name[3:], paths.get(name[3:]))["units"]
+            ds[name] = xr.Variable(dims, data, attrs=attrs)
             continue
         v = REGISTRY[name]
         data = arr.reshape(shape + arr.shape[1:])
         if v.dtype.startswith("int") and np.isnan(data.astype(float)).any():
-            var = xr.Variable(dims + v.dims, data.astype(float), attrs={"units": v.units, "long_name": v.description})
+            var = xr.Variable(dims + v.dims, data.astype(float), attrs=v.attrs())
         elif v.dtype == "str":
-            var = xr.Variable(dims + v.dims, data.astype(str).astype(object), attrs={"units": v.units, "long_name": v.description})
+            var = xr.Variable(dims + v.dims, data.astype(str).astype(object), attrs=v.attrs())
         else:
             var = variable(name, data, dims)
         ds[name] = var
@@ -627,11 +632,9 @@ def assemble(spec: SweepSpec, cat: dict[str, np.ndarray]) -> xr.Dataset:
     ds = ds.assign_coords(coords)
     for a in spec.axes:
         ds[a.name].attrs.update({"spec_path": a.path, "long_name": f"sweep axis {a.path}"})
-    try:
-        slo = deep_merge(DEFAULT_SCENARIO, spec.base).get("slo", {})
-        ds.attrs["slo_json"] = json.dumps(slo, default=str)
-    except Exception:  # pragma: no cover - attrs are informative only
-        pass
+    ds.attrs.update(_sweep_slo_attrs(spec))
+    add_coord_attrs(ds)
+    ds.attrs.update(global_attrs(f"sweep {spec.name}, {spec.n_points} points"))
     ds.attrs.update({"mistfast_version": __version__, "sweep_name": spec.name, "sweep_mode": spec.mode,
                      "sweep_seed": spec.seed, "sweep_spec_toml": spec.text or json.dumps(spec.base, default=str),
                      "n_points": spec.n_points, "n_invalid": int((cat["status"] != 0).sum()),
@@ -639,6 +642,18 @@ def assemble(spec: SweepSpec, cat: dict[str, np.ndarray]) -> xr.Dataset:
                                 "on workload.* and simulation.* axes)]): points differing only in hardware, "
                                 "model or scheduler simulate the same requests"})
     return ds
+
+
+def _sweep_slo_attrs(spec: SweepSpec) -> dict:
+    """The base scenario's SLO after validation (defaults filled in). A sweep axis over an SLO
+    field is a per-point input; the attributes then hold the base value."""
+    from .specs import SLOSpec
+    raw = deep_merge(DEFAULT_SCENARIO, spec.base).get("slo", {})
+    try:
+        slo = SLOSpec.model_validate(raw)
+    except Exception:  # an invalid base SLO is reported per point; keep the defaults here
+        slo = SLOSpec()
+    return slo_attrs(slo)
 
 
 def write_netcdf(ds: xr.Dataset, path: str | Path) -> None:
