@@ -287,7 +287,8 @@ def summary(path, objective, minimize, constraints):
 @click.option("--prefill", "prefill", multiple=True, metavar="PAST:NEW", help="prefill chunk (repeatable)")
 @click.option("--decode", "decode", multiple=True, metavar="BRANCHES:KV[xCOUNT]",
               help="decode entry, e.g. 1:1024x64 for 64 decodes at KV 1024 (repeatable)")
-def step(model, device, tp, pp, ep, precision, reference, prefill, decode):
+@click.option("--ops", is_flag=True, help="per-operator table: count, FLOP, HBM bytes, bound, time")
+def step(model, device, tp, pp, ep, precision, reference, prefill, decode, ops):
     """Print the analytical latency of one engine step and its breakdown."""
     from .specs import make_client
     from .stepmodel import step_latency
@@ -316,6 +317,11 @@ def step(model, device, tp, pp, ep, precision, reference, prefill, decode):
     click.echo(f"{c.model.name} on {c.num_devices} x {c.device.name} (tp={tp}, pp={pp}, {precision}, {reference}); "
                f"{len(pf)} prefill chunks, {len(dec)} decodes")
     click.echo(str(step_latency(c, prefill=pf, decode=dec)))
+    if ops:
+        from .opbreakdown import format_ops, op_breakdown
+        rows, total = op_breakdown(c, prefill=pf, decode=dec)
+        click.echo("\nper operator (per device; count = times the op runs in the step):")
+        click.echo(format_ops(rows, total))
     click.echo(f"weights per device {c.weight_bytes_device() / 2**30:.2f} GiB, KV capacity {c.kv_capacity_tokens()} tokens")
 
 
