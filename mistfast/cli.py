@@ -361,6 +361,38 @@ def _entry_fields(e: dict) -> str:
 
 
 @main.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--csv", "fmt", flag_value="csv", default=True, help="write CSV (the default)")
+@click.option("--parquet", "fmt", flag_value="parquet", help="write Parquet (needs pyarrow)")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="output file (default: next to PATH)")
+@click.option("--per-request", is_flag=True, help="one row per request (runs simulated with --per-request)")
+def export(path, fmt, output, per_request):
+    """Write a results file as a tidy table: one row per configuration point (or per request)."""
+    from .export import export as _export
+    try:
+        out = _export(path, fmt, output, per_request=per_request)
+    except (ValueError, OSError) as e:
+        _fail(f"{path}: {e}")
+    click.echo(f"written to {out}")
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", "out_dir", default="report", show_default=True, type=click.Path(file_okay=False))
+def report(path, out_dir):
+    """Figures (latency-throughput, CDFs, timelines, stage breakdown, Pareto front) and an HTML page."""
+    from .quickrun import notice_if_compiling
+    from .report import write_report
+    notice_if_compiling("single", lambda m: click.echo(m, err=True))
+    try:
+        page = write_report(path, out_dir)
+    except (ValueError, OSError, KeyError) as e:
+        _fail(f"{path}: {e}")
+    figs = sorted(p.name for p in page.parent.glob("*.png"))
+    click.echo(f"{len(figs)} figures ({', '.join(figs)}) and {page}")
+
+
+@main.command()
 @click.argument("csv_path", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", "out_dir", default="validation", show_default=True, type=click.Path(file_okay=False))
 @click.option("--no-calibrate", is_flag=True, help="only the uncalibrated analytical model")
