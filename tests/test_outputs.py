@@ -47,14 +47,6 @@ def invoke(*args, ok=True, **kw):
 
 
 @pytest.fixture(scope="module")
-def quickstart_nc(tmp_path_factory):
-    out = tmp_path_factory.mktemp("qs") / "quickstart.nc"
-    res = invoke("sweep", QUICKSTART, "-o", out, "--scheduler", "serial", "--no-progress")
-    assert "1280 points" in res.output
-    return out
-
-
-@pytest.fixture(scope="module")
 def report_dir(quickstart_nc):
     d = quickstart_nc.parent / "report"
     res = invoke("report", quickstart_nc, "-o", d)
