@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mistfast.opbreakdown import format_ops, op_breakdown
+from mistfast.opbreakdown import format_ops, op_breakdown, step_latency_python
 from mistfast.specs import make_client
 from mistfast.stepmodel import step_latency
 
@@ -31,6 +31,10 @@ def test_ops_sum_to_the_kernel_step_time(kw):
             pf = pf or [(0, 128)]
         ops, total = op_breakdown(c, prefill=pf, decode=dec)
         ref = step_latency(c, prefill=pf, decode=dec)
+        py = step_latency_python(c, prefill=pf, decode=dec)  # what `mistfast step` prints
+        assert py.total_s == pytest.approx(ref.total_s, rel=1e-12)
+        for k, v in ref.breakdown.items():
+            assert py.breakdown[k] == pytest.approx(v, rel=1e-12, abs=1e-300), k
         assert total == pytest.approx(ref.total_s, rel=1e-12)
         assert sum(o.time_s for o in ops) == pytest.approx(ref.total_s, rel=1e-9)
         assert sum(o.flops for o in ops) == pytest.approx(ref.breakdown["flops"], rel=1e-9)
