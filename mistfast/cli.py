@@ -86,7 +86,7 @@ def run(spec, sets, output, per_request, trace_out):
             summ, dt, _ = timed_summary(sc)
     except SpecError as e:
         _fail(str(e))
-    click.echo(format_summary(summ))
+    click.echo(format_summary(summ, sc.metrics.quantiles))
     click.echo(f"\nsimulated in {dt * 1e3:.1f} ms (imports and kernel loading excluded)")
     if trace_out:
         from .trace import write_chrome_trace
@@ -105,7 +105,12 @@ def _scalar(m, name) -> float:
     return float(np.asarray(m[name]).reshape(-1)[0]) if name in m else float("nan")
 
 
-def format_summary(ds) -> str:
+def _qlabel(q: float) -> str:
+    """0.5 -> p50, 0.999 -> p99.9"""
+    return "p" + f"{q * 100:.6g}"
+
+
+def format_summary(ds, quantiles=None) -> str:
     """Readable summary of one simulated scenario: a Dataset, or the summary mapping of
     :func:`mistfast.quickrun.timed_summary` (name -> number)."""
     def g(name, fmt="{:.2f}"):
@@ -126,11 +131,19 @@ def format_summary(ds) -> str:
         counts = np.asarray(ds["n_rejected_by_reason"]).reshape(-1)
         rr = {str(k): int(v) for k, v in zip(REASON_NAMES[1:], counts) if v}
         lines.append(f"           rejected by reason: {rr}")
-    lines += [
-        f"{'':11}{'mean':>10}{'p50':>10}{'p90':>10}{'p99':>10}",
-    ]
-    for base, label in (("ttft", "TTFT ms"), ("tpot", "TPOT ms"), ("e2e", "E2E ms"), ("queue_delay", "queue ms")):
-        lines.append(f"{label:<11}" + "".join(f"{g(f'{base}_{q}_ms'):>10}" for q in ("mean", "p50", "p90", "p99")))
+    import numpy as np
+    qs = quantiles if quantiles is not None else (
+        [float(q) for q in ds["quantile"].values] if "quantile" in getattr(ds, "coords", {}) else None)
+    if qs is not None and "ttft_quantile_ms" in ds:  # the configured quantiles ([metrics] quantiles)
+        lines.append(f"{'':11}{'mean':>10}" + "".join(f"{_qlabel(q):>10}" for q in qs))
+        for base, label in (("ttft", "TTFT ms"), ("tpot", "TPOT ms"), ("e2e", "E2E ms"), ("queue_delay", "queue ms")):
+            vals = np.asarray(ds[f"{base}_quantile_ms"], float).reshape(-1)
+            lines.append(f"{label:<11}{g(f'{base}_mean_ms'):>10}"
+                         + "".join(f"{v:>10.2f}" if v == v else f"{'n/a':>10}" for v in vals))
+    else:
+        lines.append(f"{'':11}{'mean':>10}{'p50':>10}{'p90':>10}{'p99':>10}")
+        for base, label in (("ttft", "TTFT ms"), ("tpot", "TPOT ms"), ("e2e", "E2E ms"), ("queue_delay", "queue ms")):
+            lines.append(f"{label:<11}" + "".join(f"{g(f'{base}_{q}_ms'):>10}" for q in ("mean", "p50", "p90", "p99")))
     lines += [
         f"throughput {g('output_tok_s', '{:.1f}')} output tok/s, {g('total_tok_s', '{:.1f}')} total tok/s, "
         f"{g('request_throughput_rps', '{:.3f}')} req/s",

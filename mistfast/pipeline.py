@@ -451,7 +451,7 @@ def pipeline_summary(scen, run: dict) -> dict[str, np.ndarray]:
     from .runner import metric_vector, request_summary
     ins, r, topo = run["inputs"], run["requests"], run["inputs"]["topo"]
     n = r["status"].size
-    mp = metric_vector(scen.simulation, scen.slo)[None, :]
+    mp = metric_vector(scen.simulation, scen.slo, tuple(scen.metrics.quantiles))[None, :]
     out = np.zeros((1, M.N_OUT))
     end = np.array([run["end"]])
     M.summarize_points(mp, np.array([0, n], np.int64), run["prompt"], ins["branches"], r["status"], r["arrival"],
@@ -482,6 +482,8 @@ def pipeline_summary(scen, run: dict) -> dict[str, np.ndarray]:
     s["cost_usd"] = np.array([price_h * endt / 3600.0])
     s["tokens_per_dollar"] = np.array([out[0, M.O_OUT_TOKENS] / s["cost_usd"][0] if price_h > 0 else np.nan])
     s["output_tok_s_per_usd_per_hour"] = np.array([s["output_tok_s"][0] / price_h if price_h > 0 else np.nan])
+    from .runner import quantile_summary
+    s.update(quantile_summary(out, [tuple(scen.metrics.quantiles)]))
     return s
 
 
@@ -547,7 +549,7 @@ def stage_vars(run) -> dict[str, np.ndarray]:
 def pipeline_dataset(scen, run, per_request: bool) -> xr.Dataset:
     from .scenario import summary_dataset
     from .variables import variable
-    ds = summary_dataset(pipeline_summary(scen, run), 0)
+    ds = summary_dataset(pipeline_summary(scen, run), 0, quantiles=scen.metrics.quantiles)
     topo = run["inputs"]["topo"]
     cv = client_vars(scen, run)
     sv = stage_vars(run)

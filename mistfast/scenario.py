@@ -137,15 +137,19 @@ def scenario_point(spec: ScenarioSpec, seed_seq: np.random.SeedSequence | None =
     a = spec.workload.arrival
     return Point(spec.client, reqs, sim, spec.slo, spec.workload.branches,
                  concurrency=a.concurrency or 0 if a.process == "closed_loop" else 0,
-                 think_s=a.think_time_s)
+                 think_s=a.think_time_s, quantiles=tuple(spec.metrics.quantiles))
 
 
-def summary_dataset(summary: dict[str, np.ndarray], index: int | None = None, extra_dims=()) -> xr.Dataset:
+def summary_dataset(summary: dict[str, np.ndarray], index: int | None = None, extra_dims=(),
+                    quantiles=(0.5, 0.9, 0.99)) -> xr.Dataset:
     # one constructor call: adding variables one by one costs an xarray merge each
     import xarray as xr
     ds = xr.Dataset({name: variable(name, arr if index is None else arr[index], extra_dims)
                      for name, arr in summary.items()})
-    return add_coord_attrs(ds.assign_coords(reject_reason=list(E.REASON_NAMES[1:])))
+    coords = {"reject_reason": list(E.REASON_NAMES[1:])}
+    if "quantile" in ds.dims:
+        coords["quantile"] = list(quantiles)
+    return add_coord_attrs(ds.assign_coords(coords))
 
 
 def simulate(spec: ScenarioSpec | dict | str | Path, *, per_request: bool | None = None,
@@ -169,7 +173,7 @@ def simulate(spec: ScenarioSpec | dict | str | Path, *, per_request: bool | None
         return add_coord_attrs(ds)
     pt = scenario_point(spec)
     res = run_points([pt], per_request=want_req, log_steps=log_steps, decode_runs=decode_runs)
-    ds = summary_dataset(res["summary"], 0)
+    ds = summary_dataset(res["summary"], 0, quantiles=spec.metrics.quantiles)
     n_out = int(res["summary"]["steps_outside_calibration"][0])
     if n_out:
         import warnings

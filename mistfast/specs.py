@@ -694,6 +694,22 @@ class SimulationSpec(Spec):
     percentile_method: Literal["linear", "compat"] = "linear"
 
 
+class MetricsSpec(Spec):
+    quantiles: list[float] = Field(default=[0.5, 0.9, 0.99], min_length=1, max_length=8,
+                                   description="quantiles of TTFT, TPOT, E2E and queueing delay (the *_quantile_ms "
+                                               "variables, on a `quantile` dimension); p50/p90/p99 variables always exist")
+
+    @field_validator("quantiles")
+    @classmethod
+    def _in_unit_interval(cls, v):
+        bad = [q for q in v if not 0.0 < q < 1.0]
+        if bad:
+            raise ValueError(f"every quantile must lie in (0, 1), e.g. 0.95 for p95; got {bad}")
+        if len(set(v)) != len(v):
+            raise ValueError("quantiles must be distinct")
+        return v
+
+
 class ScenarioSpec(Spec):
     clients: list[ClientSpec] = Field(min_length=1)
     servers: list[ServerSpec] = []
@@ -704,6 +720,7 @@ class ScenarioSpec(Spec):
     workload: WorkloadSpec = WorkloadSpec()
     simulation: SimulationSpec = SimulationSpec()
     slo: SLOSpec = SLOSpec()
+    metrics: MetricsSpec = MetricsSpec()
 
     @property
     def is_pipeline(self) -> bool:

@@ -179,6 +179,9 @@ def parse_sweep(doc: dict, text: str = "", name: str = "sweep") -> SweepSpec:
             check_path(a.path)
         except SpecError as e:
             problems.extend(f"sweep axis {a.name!r}: {p}" for p in e.problems)
+        if a.path.startswith("metrics."):
+            problems.append(f"sweep axis {a.name!r} ({a.path}): the quantiles are a dimension of the results; "
+                            "set them in [scenario.metrics], not on an axis")
         if mode == "sample" and not a.values:
             if a.low is None or a.high is None or not a.high > a.low:
                 problems.append(f"sweep axis {a.name!r}: sample mode needs values = [...] or low < high")
@@ -421,11 +424,12 @@ def run_chunk(spec: SweepSpec, start: int, stop: int) -> dict[str, np.ndarray]:
                 rows.append(pipeline_summary(scen, run_pipeline(scen, reqs, ss)))
         parts_.append((np.asarray(where)[~is_single], {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}))
     for name, var in REGISTRY.items():
-        if var.dims and var.dims != ("reject_reason",):
+        if var.dims and var.dims not in (("reject_reason",), ("quantile",)):
             continue
         if name in ("status", "reason"):
             continue
-        shape = (n,) + ((len(REJECT_REASONS),) if var.dims else ())
+        shape = (n,) + ((len(REJECT_REASONS),) if var.dims == ("reject_reason",) else
+                        (len(sweep_quantiles(spec)),) if var.dims else ())
         arr = np.full(shape, np.nan)
         for rows_at, summ in parts_:
             if name in summ:
@@ -621,6 +625,8 @@ def assemble(spec: SweepSpec, cat: dict[str, np.ndarray]) -> xr.Dataset:
             var = variable(name, data, dims)
         ds[name] = var
     coords: dict[str, Any] = {"reject_reason": REJECT_REASONS}
+    if "quantile" in ds.dims:
+        coords["quantile"] = sweep_quantiles(spec)
     vals = point_values(spec)
     if spec.mode == "product":
         for a in spec.axes:
@@ -642,6 +648,15 @@ def assemble(spec: SweepSpec, cat: dict[str, np.ndarray]) -> xr.Dataset:
                                 "on workload.* and simulation.* axes)]): points differing only in hardware, "
                                 "model or scheduler simulate the same requests"})
     return ds
+
+
+def sweep_quantiles(spec: SweepSpec) -> list[float]:
+    """The [metrics] quantiles of the base scenario (a dimension of the results: not sweepable)."""
+    from .specs import MetricsSpec
+    try:
+        return list(MetricsSpec.model_validate(spec.base.get("metrics", {})).quantiles)
+    except Exception:  # reported by every point's validation
+        return list(MetricsSpec().quantiles)
 
 
 def _sweep_slo_attrs(spec: SweepSpec) -> dict:

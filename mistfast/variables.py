@@ -78,6 +78,10 @@ for base, what in (("ttft", "time to first token (first token time - arrival)"),
     for q in ("p50", "p90", "p99"):
         _add(f"{base}_{q}_ms", (), "float64", "ms", f"{q} of {what}")
 _add("ttft_max_ms", (), "float64", "ms", "largest time to first token")
+for base, what in (("ttft", "time to first token"), ("tpot", "time per output token after the first"),
+                   ("e2e", "end-to-end latency of finished requests"), ("queue_delay", "queueing delay")):
+    _add(f"{base}_quantile_ms", ("quantile",), "float64", "ms",
+         f"{what} at the quantiles of [metrics] quantiles (the `quantile` coordinate), same method as the p50/p90/p99 variables")
 # ---- throughput and SLO ----
 _add("output_tok_s", (), "float64", "tokens/s", "output tokens (all branches) of measured requests / window")
 _add("total_tok_s", (), "float64", "tokens/s", "(prompt + output) tokens of measured requests / window")
@@ -178,6 +182,8 @@ _LONG_NAMES = {
     "client_served": "client requests served", "stage_count": "stage count", "stage_transfer_ms": "stage transfer time",
     "stage_queue_ms": "stage queueing time", "stage_service_ms": "stage service time",
     "resource_utilisation": "resource utilisation", "resource_bytes": "resource bytes",
+    "ttft_quantile_ms": "TTFT quantile", "tpot_quantile_ms": "TPOT quantile",
+    "e2e_quantile_ms": "end-to-end latency quantile", "queue_delay_quantile_ms": "queueing delay quantile",
 }
 for _b, _lab in _BASE_LABEL.items():
     _LONG_NAMES[f"{_b}_mean_ms"] = f"mean {_lab}"

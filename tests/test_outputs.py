@@ -296,3 +296,37 @@ def test_compile_notice(monkeypatch, tmp_path):
     said = []
     quickrun.notice_if_compiling("single", said.append)
     assert said == [quickrun.COMPILE_NOTICE] and "once per install" in said[0]
+
+
+# ----------------------------------------------------------------------------- quantiles
+def test_configured_quantiles_match_numpy_and_the_fixed_percentiles():
+    from mistfast.scenario import simulate
+    ds = simulate({"workload": {"num_requests": 300}, "metrics": {"quantiles": [0.5, 0.9, 0.95, 0.99, 0.999]}},
+                  per_request=True)
+    assert [float(q) for q in ds["quantile"].values] == [0.5, 0.9, 0.95, 0.99, 0.999]
+    for base in ("ttft", "tpot", "e2e"):
+        v = ds[f"{base}_quantile_ms"].values
+        # the same kernel percentile as the fixed p50/p90/p99 variables: bit-identical
+        assert (v[0], v[1], v[3]) == tuple(float(ds[f"{base}_{p}_ms"]) for p in ("p50", "p90", "p99"))
+        req = ds[f"req_{base}_ms"].values
+        ref = np.percentile(req[np.isfinite(req)], [50, 90, 95, 99, 99.9])  # numpy "linear", independent
+        assert np.allclose(v, ref, rtol=1e-12), base
+
+
+def test_quantiles_in_pipelines_sweeps_and_errors(tmp_path):
+    from mistfast.scenario import simulate
+    from mistfast.specs import SpecError
+    ds = simulate(ROOT / "examples" / "rag.toml")
+    assert ds.ttft_quantile_ms.sizes == {"quantile": 3}
+    assert float(ds.ttft_quantile_ms.sel(quantile=0.99)) == float(ds.ttft_p99_ms)
+    with pytest.raises(SpecError, match=r"metrics\.quantiles.*\(0, 1\)"):
+        simulate({"metrics": {"quantiles": [0.5, 95]}})
+    sw = TINY + "\n[scenario.metrics]\nquantiles = [0.25, 0.75]\n"
+    ds = run_sweep(parse_sweep(__import__("tomllib").loads(sw), sw))
+    assert ds.ttft_quantile_ms.dims == ("batching", "rate_rps", "quantile") and list(ds["quantile"].values) == [0.25, 0.75]
+    from mistfast.specs import SpecError as SE
+    with pytest.raises(SE, match="cannot|not on an axis"):
+        bad = TINY.replace("[sweep.axes]", '[sweep.axes]\n"metrics.quantiles" = [[0.5], [0.9]]')
+        parse_sweep(__import__("tomllib").loads(bad), bad)
+    res = invoke("run", ROOT / "examples" / "single_client.toml", "--set", "metrics.quantiles=[0.5,0.95,0.999]")
+    assert "p95" in res.output and "p99.9" in res.output
