@@ -86,7 +86,7 @@ def run(spec, sets, output, per_request, trace_out):
             summ, dt, _ = timed_summary(sc)
     except SpecError as e:
         _fail(str(e))
-    click.echo(format_summary(summ, sc.metrics.quantiles))
+    click.echo(format_summary(summ, sc.metrics.quantiles or None))
     click.echo(f"\nsimulated in {dt * 1e3:.1f} ms (imports and kernel loading excluded)")
     if trace_out:
         from .trace import write_chrome_trace

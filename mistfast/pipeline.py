@@ -451,7 +451,7 @@ def pipeline_summary(scen, run: dict) -> dict[str, np.ndarray]:
     from .runner import metric_vector, request_summary
     ins, r, topo = run["inputs"], run["requests"], run["inputs"]["topo"]
     n = r["status"].size
-    mp = metric_vector(scen.simulation, scen.slo, tuple(scen.metrics.quantiles))[None, :]
+    mp = metric_vector(scen.simulation, scen.slo, tuple(scen.metrics.quantiles or ()))[None, :]
     out = np.zeros((1, M.N_OUT))
     end = np.array([run["end"]])
     M.summarize_points(mp, np.array([0, n], np.int64), run["prompt"], ins["branches"], r["status"], r["arrival"],
@@ -483,7 +483,7 @@ def pipeline_summary(scen, run: dict) -> dict[str, np.ndarray]:
     s["tokens_per_dollar"] = np.array([out[0, M.O_OUT_TOKENS] / s["cost_usd"][0] if price_h > 0 else np.nan])
     s["output_tok_s_per_usd_per_hour"] = np.array([s["output_tok_s"][0] / price_h if price_h > 0 else np.nan])
     from .runner import quantile_summary
-    s.update(quantile_summary(out, [tuple(scen.metrics.quantiles)]))
+    s.update(quantile_summary(out, [tuple(scen.metrics.quantiles or ())]))
     return s
 
 

@@ -32,7 +32,7 @@ class Point:
     branches: int = 1
     concurrency: int = 0      # closed loop: users in flight (0 = open loop)
     think_s: float = 0.0
-    quantiles: tuple = (0.5, 0.9, 0.99)   # [metrics] quantiles
+    quantiles: tuple = ()     # [metrics] quantiles (none: no *_quantile_ms variables)
 
 
 def scheduler_vector(client: ClientSpec) -> np.ndarray:
@@ -76,7 +76,7 @@ def global_vector(sim: SimulationSpec, concurrency: int, think_s: float, hash_bl
     return g
 
 
-def metric_vector(sim: SimulationSpec, slo: SLOSpec, quantiles=(0.5, 0.9, 0.99)) -> np.ndarray:
+def metric_vector(sim: SimulationSpec, slo: SLOSpec, quantiles=()) -> np.ndarray:
     mp = np.zeros(M.N_MPARAMS)
     mp[M.M_NQ] = len(quantiles)
     mp[M.M_Q:M.M_Q + len(quantiles)] = quantiles
@@ -224,6 +224,8 @@ def quantile_summary(out: np.ndarray, quantiles_per_point) -> dict[str, np.ndarr
         raise SpecError([f"metrics.quantiles: points of one run differ ({sorted(qs)}); the quantiles are a "
                          "dimension of the results and cannot be swept"])
     nq = len(next(iter(qs))) if qs else 0
+    if nq == 0:
+        return {}
     return {f"{b}_quantile_ms": out[:, M.O_QUANT + k * M.MAX_QUANTILES:M.O_QUANT + k * M.MAX_QUANTILES + nq] * 1e3
             for k, b in enumerate(QUANTILE_BASES)}
 

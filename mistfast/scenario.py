@@ -137,11 +137,11 @@ def scenario_point(spec: ScenarioSpec, seed_seq: np.random.SeedSequence | None =
     a = spec.workload.arrival
     return Point(spec.client, reqs, sim, spec.slo, spec.workload.branches,
                  concurrency=a.concurrency or 0 if a.process == "closed_loop" else 0,
-                 think_s=a.think_time_s, quantiles=tuple(spec.metrics.quantiles))
+                 think_s=a.think_time_s, quantiles=tuple(spec.metrics.quantiles or ()))
 
 
 def summary_dataset(summary: dict[str, np.ndarray], index: int | None = None, extra_dims=(),
-                    quantiles=(0.5, 0.9, 0.99)) -> xr.Dataset:
+                    quantiles=()) -> xr.Dataset:
     # one constructor call: adding variables one by one costs an xarray merge each
     import xarray as xr
     ds = xr.Dataset({name: variable(name, arr if index is None else arr[index], extra_dims)

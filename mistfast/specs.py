@@ -695,13 +695,16 @@ class SimulationSpec(Spec):
 
 
 class MetricsSpec(Spec):
-    quantiles: list[float] = Field(default=[0.5, 0.9, 0.99], min_length=1, max_length=8,
-                                   description="quantiles of TTFT, TPOT, E2E and queueing delay (the *_quantile_ms "
-                                               "variables, on a `quantile` dimension); p50/p90/p99 variables always exist")
+    quantiles: list[float] | None = Field(default=None, min_length=1, max_length=8,
+                                          description="quantiles of TTFT, TPOT, E2E and queueing delay (the "
+                                                      "*_quantile_ms variables, on a `quantile` dimension, exist only "
+                                                      "when this is set); p50/p90/p99 variables always exist")
 
     @field_validator("quantiles")
     @classmethod
     def _in_unit_interval(cls, v):
+        if v is None:
+            return v
         bad = [q for q in v if not 0.0 < q < 1.0]
         if bad:
             raise ValueError(f"every quantile must lie in (0, 1), e.g. 0.95 for p95; got {bad}")

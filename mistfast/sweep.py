@@ -426,6 +426,8 @@ def run_chunk(spec: SweepSpec, start: int, stop: int) -> dict[str, np.ndarray]:
     for name, var in REGISTRY.items():
         if var.dims and var.dims not in (("reject_reason",), ("quantile",)):
             continue
+        if var.dims == ("quantile",) and not sweep_quantiles(spec):
+            continue
         if name in ("status", "reason"):
             continue
         shape = (n,) + ((len(REJECT_REASONS),) if var.dims == ("reject_reason",) else
@@ -654,9 +656,9 @@ def sweep_quantiles(spec: SweepSpec) -> list[float]:
     """The [metrics] quantiles of the base scenario (a dimension of the results: not sweepable)."""
     from .specs import MetricsSpec
     try:
-        return list(MetricsSpec.model_validate(spec.base.get("metrics", {})).quantiles)
+        return list(MetricsSpec.model_validate(spec.base.get("metrics", {})).quantiles or [])
     except Exception:  # reported by every point's validation
-        return list(MetricsSpec().quantiles)
+        return []
 
 
 def _sweep_slo_attrs(spec: SweepSpec) -> dict:

@@ -316,7 +316,10 @@ def test_configured_quantiles_match_numpy_and_the_fixed_percentiles():
 def test_quantiles_in_pipelines_sweeps_and_errors(tmp_path):
     from mistfast.scenario import simulate
     from mistfast.specs import SpecError
-    ds = simulate(ROOT / "examples" / "rag.toml")
+    assert "ttft_quantile_ms" not in simulate(ROOT / "examples" / "rag.toml")  # only when configured
+    ds = simulate(
+        {**__import__("tomllib").loads((ROOT / "examples" / "rag.toml").read_text()),
+         "metrics": {"quantiles": [0.5, 0.9, 0.99]}})
     assert ds.ttft_quantile_ms.sizes == {"quantile": 3}
     assert float(ds.ttft_quantile_ms.sel(quantile=0.99)) == float(ds.ttft_p99_ms)
     with pytest.raises(SpecError, match=r"metrics\.quantiles.*\(0, 1\)"):
