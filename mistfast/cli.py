@@ -75,6 +75,8 @@ def run(spec, sets, output, per_request, trace_out):
     want_ds = bool(output or per_request or trace_out)
     try:
         if want_ds:
+            import xarray  # noqa: F401  (imported here: the timing below is the simulation's)
+
             from .quickrun import load_kernels
             from .scenario import simulate
             load_kernels(sc)
