@@ -16,6 +16,7 @@ import pytest
 import xarray as xr
 from click.testing import CliRunner
 
+from mistfast.catalog import tomllib
 from mistfast.cli import _auto_scheduler, _best_text, main
 from mistfast.sweep import load_sweep, parse_sweep, run_sweep
 from mistfast.variables import REGISTRY
@@ -97,7 +98,7 @@ def test_single_run_attrs_and_coords():
 
 # ----------------------------------------------------------------------------- SLO defaults
 def test_sweep_without_slo_uses_the_validated_default(tmp_path):
-    ds = run_sweep(parse_sweep(__import__("tomllib").loads(TINY), TINY))
+    ds = run_sweep(parse_sweep(tomllib.loads(TINY), TINY))
     assert ds.attrs["slo_ttft_ms"] == 500.0 and ds.attrs["slo_tpot_ms"] == 50.0
     text = _best_text(ds, "output_tok_s", ())
     assert "ttft_p99_ms<=500.0" in text and "1000" not in text
@@ -318,18 +319,17 @@ def test_quantiles_in_pipelines_sweeps_and_errors(tmp_path):
     from mistfast.specs import SpecError
     assert "ttft_quantile_ms" not in simulate(ROOT / "examples" / "rag.toml")  # only when configured
     ds = simulate(
-        {**__import__("tomllib").loads((ROOT / "examples" / "rag.toml").read_text()),
+        {**tomllib.loads((ROOT / "examples" / "rag.toml").read_text()),
          "metrics": {"quantiles": [0.5, 0.9, 0.99]}})
     assert ds.ttft_quantile_ms.sizes == {"quantile": 3}
     assert float(ds.ttft_quantile_ms.sel(quantile=0.99)) == float(ds.ttft_p99_ms)
     with pytest.raises(SpecError, match=r"metrics\.quantiles.*\(0, 1\)"):
         simulate({"metrics": {"quantiles": [0.5, 95]}})
     sw = TINY + "\n[scenario.metrics]\nquantiles = [0.25, 0.75]\n"
-    ds = run_sweep(parse_sweep(__import__("tomllib").loads(sw), sw))
+    ds = run_sweep(parse_sweep(tomllib.loads(sw), sw))
     assert ds.ttft_quantile_ms.dims == ("batching", "rate_rps", "quantile") and list(ds["quantile"].values) == [0.25, 0.75]
-    from mistfast.specs import SpecError as SE
-    with pytest.raises(SE, match="cannot|not on an axis"):
+    with pytest.raises(SpecError, match="not on an axis"):
         bad = TINY.replace("[sweep.axes]", '[sweep.axes]\n"metrics.quantiles" = [[0.5], [0.9]]')
-        parse_sweep(__import__("tomllib").loads(bad), bad)
+        parse_sweep(tomllib.loads(bad), bad)
     res = invoke("run", ROOT / "examples" / "single_client.toml", "--set", "metrics.quantiles=[0.5,0.95,0.999]")
     assert "p95" in res.output and "p99.9" in res.output
