@@ -175,7 +175,7 @@ def fig_latency_throughput(ds, path: Path) -> bool:
             ax.plot(*front, "-o", ms=3, color=color, label=str(name))
         if lim:
             ax.axhline(lim, color="k", ls="--", lw=0.8, label=f"SLO {lim:g} ms")
-        ax.set_yscale("log")
+        _log(ax, "y")
         ax.set_xlabel("output throughput (tokens/s)")
         ax.set_ylabel(f"{ds[y].attrs.get('long_name', y)} (ms)")
         ax.grid(True, which="both", alpha=0.3)
@@ -212,11 +212,11 @@ def fig_cdfs(ds, reps: list[Representative], path: Path) -> bool:
                 ax.step(x, np.arange(1, x.size + 1) / x.size, where="post", color=f"C{i}", label=r.label)
         if lim:
             ax.axvline(lim, color="k", ls="--", lw=0.8, label=f"SLO {lim:g} ms")
-        ax.set_xscale("log")
+        _log(ax, "x")
         ax.set_xlabel(lab)
         ax.set_ylabel("fraction of requests")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7, loc="lower right")  # the TPOT panel's lower right is empty
     fig.suptitle("Latency distributions" + (" of the best point per policy" if len(reps) > 1 else ""))
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -337,7 +337,7 @@ def fig_pareto(ds, path: Path) -> bool:
     lim = _slo(ds).get("ttft_ms")
     if lim:
         ax.axhline(lim, color="k", ls="--", lw=0.8, label=f"SLO {lim:g} ms")
-    ax.set_yscale("log")
+    _log(ax, "y")
     ax.set_xlabel("output tokens/s per USD/h")
     ax.set_ylabel("TTFT p99 (ms)")
     ax.grid(True, which="both", alpha=0.3)
@@ -346,6 +346,19 @@ def fig_pareto(ds, path: Path) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def _log(ax, axis: str) -> None:
+    """A log axis with plain numbers on the decades and no minor-tick labels (they collide)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    lo, hi = (ax.get_xlim() if axis == "x" else ax.get_ylim())
+    if lo > 0 and hi / lo < 100:  # under two decades: label the 2x and 5x minor ticks too
+        target.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
+    else:
+        target.set_minor_formatter(NullFormatter())
 
 
 def _slo(ds) -> dict:
