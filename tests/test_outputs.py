@@ -333,3 +333,12 @@ def test_quantiles_in_pipelines_sweeps_and_errors(tmp_path):
         parse_sweep(tomllib.loads(bad), bad)
     res = invoke("run", ROOT / "examples" / "single_client.toml", "--set", "metrics.quantiles=[0.5,0.95,0.999]")
     assert "p95" in res.output and "p99.9" in res.output
+
+
+def test_lean_run_prints_what_the_dataset_holds(tmp_path):
+    """`mistfast run` without -o builds no Dataset; its summary must equal the Dataset path's."""
+    scen = ROOT / "examples" / "pd_disaggregation.toml"
+    lean = invoke("run", scen).output.splitlines()
+    full = invoke("run", scen, "-o", tmp_path / "x.nc").output.splitlines()
+    assert lean[:-2] == full[:-3] and "simulated in" in lean[-1] and "kernel loading excluded" in lean[-1]
+    assert "requests   arrived" in lean[0]
