@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 # names of the ops, by a word of the kernel line that costs them (first match wins)
-_OP_NAMES = (("w_qkv", "qkv_proj"), ("w_o,", "out_proj"), ("w_o)", "out_proj"), ("ar)", "tp_allreduce"),
+_OP_NAMES = (("wf, woff", "attention_windowed"), ("prm[P_N_WIN], f, off", "attention_windowed"),
+             ("w_qkv", "qkv_proj"), ("w_o,", "out_proj"), ("w_o)", "out_proj"), ("ar)", "tp_allreduce"),
              ("w_ffn", "ffn"), ("w_router", "moe_router"), ("a2a", "moe_all_to_all"), ("f_exp", "moe_experts"),
              ("w_sh", "moe_shared_expert"), ("CAT_ATTN", "attention"), ("emb_t += _op(prm, bdx, CAT_OTHER", "embedding"),
              ("emb_t += _op(prm, bdx, CAT_COMM", "embedding_allreduce"), ("_allgather(tp, rows", "lm_head_allgather"),
@@ -79,21 +80,30 @@ def op_breakdown(client, prefill=(), decode=(), *, prompts_done=None) -> tuple[l
     pf, dec = _as_arrays(prefill, decode)
     prm = client_params(client)
     g = _plain(K)
-    real_op = g["_op"]
     src = sys.modules[K.__name__].__file__
     lines = open(src).read().splitlines()
     calls: list[tuple] = []
+    depth = [0]  # an op function may call another (_op -> _op_at): record the outermost call only
 
-    def recording_op(prm_, out, cat, mult, flops, off_bytes, on_bytes, comm_s):
-        before_c, before_m = out[K.B_COMPUTE_BOUND], out[K.B_MEMORY_BOUND]
-        t = real_op(prm_, out, cat, mult, flops, off_bytes, on_bytes, comm_s)
-        if t:
-            bound = ("compute" if out[K.B_COMPUTE_BOUND] > before_c else
-                     "memory" if out[K.B_MEMORY_BOUND] > before_m else "communication")
-            lineno = sys._getframe(1).f_lineno
-            calls.append((lineno, int(cat), float(mult), float(flops) * mult, float(off_bytes) * mult, bound, float(t)))
-        return t
-    g["_op"] = recording_op
+    def recorder(real):
+        def recording_op(prm_, out, cat, mult, flops, off_bytes, on_bytes, comm_s, *rest):
+            before_c, before_m = out[K.B_COMPUTE_BOUND], out[K.B_MEMORY_BOUND]
+            depth[0] += 1
+            try:
+                t = real(prm_, out, cat, mult, flops, off_bytes, on_bytes, comm_s, *rest)
+            finally:
+                depth[0] -= 1
+            if t and depth[0] == 0:
+                bound = ("compute" if out[K.B_COMPUTE_BOUND] > before_c else
+                         "memory" if out[K.B_MEMORY_BOUND] > before_m else "communication")
+                lineno = sys._getframe(1).f_lineno
+                calls.append((lineno, int(cat), float(mult), float(flops) * mult, float(off_bytes) * mult, bound,
+                              float(t)))
+            return t
+        return recording_op
+    # every op-costing function of the kernel: _op and its variants (_op_at, ...)
+    for name in [k for k in g if k.startswith("_op") and isinstance(g[k], types.FunctionType)]:
+        g[name] = recorder(g[name])
     out = np.zeros(K.N_OUT)
     done = len(pf) if prompts_done is None else prompts_done
     total = g["step_time"](prm, pf[:, 0].copy(), pf[:, 1].copy(), len(pf), float(done),
@@ -108,13 +118,13 @@ def op_breakdown(client, prefill=(), decode=(), *, prompts_done=None) -> tuple[l
 
 
 def _call_text(lines: list[str], lineno: int) -> str:
-    """The source of the statement around line ``lineno`` (a call may span two lines)."""
+    """The source of the op call at line ``lineno``, from the line that opens it (``_op(``) to the
+    next line (a call may span lines)."""
     i = lineno - 1
-    text = lines[i]
-    while i > 0 and not re.search(r"(_t\s*[+=]|attn_t\s*=)", text):
+    while i > 0 and not re.search(r"\b_op\w*\(", lines[i]):
         i -= 1
-        text = lines[i] + text
-    return text
+    code = [ln.split("#")[0].rstrip() for ln in lines[i:i + 2]]
+    return code[0] if code[0].endswith(")") else " ".join(code)
 
 
 def format_ops(ops: list[OpCost], total_s: float) -> str:
