@@ -276,6 +276,10 @@ def summary(path, objective, minimize, constraints):
     ds = xr.load_dataset(path, engine="netcdf4")
     click.echo(f"{path}: mistfast {ds.attrs.get('mistfast_version', '?')}, {ds.attrs.get('n_points', 1)} points")
     click.echo("dims: " + ", ".join(f"{k}={v}" for k, v in ds.sizes.items()))
+    from .variables import slo_of
+    slo = slo_of(ds)
+    click.echo(f"SLO (goodput, attainment, default constraints): TTFT {slo['ttft_ms']:g} ms, TPOT {slo['tpot_ms']:g} ms"
+               + (f", E2E {slo['e2e_ms']:g} ms" if slo.get("e2e_ms") else ""))
     for k, v in ds.coords.items():
         if v.ndim == 1 and v.size <= 12:
             click.echo(f"  {k}: {v.values.tolist()}")
