@@ -34,16 +34,55 @@ def _read(path: Path) -> dict[str, Any]:
         return tomllib.load(f)
 
 
-def _split(doc: dict[str, Any], default_kind: str | None) -> dict[str, dict[str, Any]]:
+class CatalogError(ValueError):
+    """A catalog file that cannot be read as catalog entries (message names the file and table)."""
+
+
+# fields that only one kind of entry has: how a bare ``[NAME]`` table in a user file is sorted
+_KIND_MARKERS = (("models", ("hidden_size", "num_layers")), ("topologies", ("levels", "gpus_per_node")),
+                 ("devices", ("tflops", "memory_bandwidth_GBps", "memory_GiB")),
+                 ("memory_tiers", ("capacity_GB",)), ("links", ("bandwidth_GBps",)))
+
+
+def _guess_kind(entry: dict[str, Any]) -> str | None:
+    for kind, fields in _KIND_MARKERS:
+        if any(f in entry for f in fields):
+            return kind
+    return None
+
+
+def _split(doc: dict[str, Any], default_kind: str | None, source: str | None = None) -> dict[str, dict[str, Any]]:
     """Sort a TOML document into catalog kinds. A file may hold ``[devices.X]`` style tables
-    or, for the shipped one-kind files, bare ``[X]`` tables."""
+    or bare ``[X]`` tables, as the shipped one-kind files do. For a user file (``source``) a bare
+    table goes to the kind its file is named after (``devices.toml``) or, failing that, the kind
+    its fields identify; a table that fits no kind is refused, never silently dropped."""
     out: dict[str, dict[str, Any]] = {k: {} for k in KINDS}
+    if source is not None and default_kind is None and Path(source).stem in KINDS:
+        default_kind = Path(source).stem
     for key, val in doc.items():
         if key in KINDS and isinstance(val, dict):
             out[key].update(val)
         elif default_kind is not None and isinstance(val, dict):
             out[default_kind][key] = val
+        elif source is not None:
+            kind = _guess_kind(val) if isinstance(val, dict) else None
+            if kind is None:
+                raise CatalogError(f"catalog file {source}: [{key}] is not a catalog entry; write "
+                                   f"[devices.{key}] (or memory_tiers, links, topologies, models), or name the "
+                                   f"file after its kind (devices.toml)")
+            out[kind][key] = val
     return out
+
+
+def _read_user(path: str | Path) -> dict[str, dict[str, Any]]:
+    p = Path(path)
+    try:
+        doc = _read(p)
+    except FileNotFoundError:
+        raise CatalogError(f"catalog file {p}: not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogError(f"catalog file {p}: not valid TOML: {exc}") from None
+    return _split(doc, None, str(p))
 
 
 @functools.lru_cache(maxsize=None)
@@ -59,7 +98,7 @@ def _builtin() -> dict[str, dict[str, Any]]:
         for k, v in _split(_read(p), kind).items():
             merged[k].update(v)
     for extra in filter(None, os.environ.get("MISTFAST_CATALOG", "").split(":")):
-        for k, v in _split(_read(Path(extra)), None).items():
+        for k, v in _read_user(extra).items():
             merged[k].update(v)
     return merged
 
@@ -70,7 +109,7 @@ class Catalog:
     def __init__(self, extra: dict[str, dict[str, Any]] | None = None, extra_files=()):
         self._tables = {k: dict(v) for k, v in _builtin().items()}
         for f in extra_files:
-            for k, v in _split(_read(Path(f)), None).items():
+            for k, v in _read_user(f).items():
                 self._tables[k].update(v)
         for k, v in (extra or {}).items():
             if k not in KINDS:

@@ -15,7 +15,7 @@ def _fail(msg: str) -> None:
 
 
 def _parse_set(items) -> dict:
-    import tomllib
+    from .catalog import tomllib  # tomllib, or tomli on Python 3.10
     out = {}
     for it in items:
         if "=" not in it:
@@ -28,7 +28,18 @@ def _parse_set(items) -> dict:
     return out
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Turns a bad catalog file (``MISTFAST_CATALOG``) into one clear line, whatever the command."""
+
+    def invoke(self, ctx):
+        from .catalog import CatalogError
+        try:
+            return super().invoke(ctx)
+        except CatalogError as e:
+            _fail(str(e))
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mistfast")
 def main():
     """mistfast: fast simulator of multi-stage LLM inference serving.
@@ -38,7 +49,9 @@ def main():
       mistfast run scenario.toml                 simulate one scenario, print a summary
       mistfast sweep sweeps/quickstart.toml -o results.nc
       mistfast summary results.nc                what a results file holds, best points
-      mistfast step --model llama-3.1-70b --device H100 --tp 8 --prefill 0:2048
+      mistfast step --model llama-3.1-70b --device H100 --tp 8 --prefill 0:2048 --ops
+      mistfast export results.nc --csv           tidy table for pandas, R, spreadsheets
+      mistfast report results.nc -o report/      figures and an HTML page
       mistfast catalog models                    list presets
       mistfast datasets                          list named benchmark workloads
     """
@@ -53,17 +66,29 @@ def main():
               help="write a Chrome/Perfetto trace (JSON) of steps and requests")
 def run(spec, sets, output, per_request, trace_out):
     """Simulate one scenario TOML and print a readable summary."""
-    from .scenario import simulate
     from .specs import load_scenario
     try:
         sc = load_scenario(spec, _parse_set(sets))
-        t0 = time.perf_counter()
-        ds = simulate(sc, per_request=per_request or bool(trace_out), log_steps=200000 if trace_out else 0)
-        dt = time.perf_counter() - t0
     except SpecError as e:
         _fail(str(e))
-    click.echo(format_summary(ds))
-    click.echo(f"\nsimulated in {dt * 1e3:.1f} ms")
+    from .quickrun import notice_if_compiling, timed_summary
+    notice_if_compiling("pipeline" if sc.is_pipeline else "single", lambda m: click.echo(m, err=True))
+    want_ds = bool(output or per_request or trace_out)
+    try:
+        if want_ds:
+            from .quickrun import load_kernels
+            from .scenario import simulate
+            load_kernels(sc, dataset=True)  # kernels, xarray and pandas set up outside the timing
+            t0 = time.perf_counter()
+            ds = simulate(sc, per_request=per_request or bool(trace_out), log_steps=200000 if trace_out else 0)
+            dt = time.perf_counter() - t0
+            summ = ds
+        else:  # no Dataset wanted: skip xarray altogether (most of a small run's wall time)
+            summ, dt, _ = timed_summary(sc)
+    except SpecError as e:
+        _fail(str(e))
+    click.echo(format_summary(summ, sc.metrics.quantiles or None))
+    click.echo(f"\nsimulated in {dt * 1e3:.1f} ms (imports and kernel loading excluded)")
     if trace_out:
         from .trace import write_chrome_trace
         write_chrome_trace(ds, trace_out)
@@ -76,29 +101,57 @@ def run(spec, sets, output, per_request, trace_out):
         click.echo(f"written to {output}")
 
 
-def format_summary(ds) -> str:
+def _scalar(m, name) -> float:
+    import numpy as np
+    return float(np.asarray(m[name]).reshape(-1)[0]) if name in m else float("nan")
+
+
+def _qlabel(q: float) -> str:
+    """0.5 -> p50, 0.999 -> p99.9"""
+    return "p" + f"{q * 100:.6g}"
+
+
+def format_summary(ds, quantiles=None) -> str:
+    """Readable summary of one simulated scenario: a Dataset, or the summary mapping of
+    :func:`mistfast.quickrun.timed_summary` (name -> number)."""
     def g(name, fmt="{:.2f}"):
-        v = ds[name].values
-        return fmt.format(float(v)) if v == v else "n/a"
+        v = _scalar(ds, name)
+        return fmt.format(v) if v == v else "n/a"
+
+    def n(name):
+        v = _scalar(ds, name)
+        return int(v) if v == v else 0
     lines = [
-        f"requests   arrived {int(ds.n_arrived)}  finished {int(ds.n_finished)}  rejected {int(ds.n_rejected)}  "
-        f"unfinished {int(ds.n_unfinished)}  not arrived {int(ds.n_not_arrived)}",
+        f"requests   arrived {n('n_arrived')}  finished {n('n_finished')}  rejected {n('n_rejected')}  "
+        f"unfinished {n('n_unfinished')}  not arrived {n('n_not_arrived')}",
     ]
-    if int(ds.n_rejected):
-        rr = {str(k): int(v) for k, v in zip(ds.reject_reason.values, ds.n_rejected_by_reason.values) if v}
+    if n("n_rejected"):
+        import numpy as np
+
+        from .kernels.engine import REASON_NAMES
+        counts = np.asarray(ds["n_rejected_by_reason"]).reshape(-1)
+        rr = {str(k): int(v) for k, v in zip(REASON_NAMES[1:], counts) if v}
         lines.append(f"           rejected by reason: {rr}")
-    lines += [
-        f"{'':11}{'mean':>10}{'p50':>10}{'p90':>10}{'p99':>10}",
-    ]
-    for base, label in (("ttft", "TTFT ms"), ("tpot", "TPOT ms"), ("e2e", "E2E ms"), ("queue_delay", "queue ms")):
-        lines.append(f"{label:<11}" + "".join(f"{g(f'{base}_{q}_ms'):>10}" for q in ("mean", "p50", "p90", "p99")))
+    import numpy as np
+    qs = quantiles if quantiles is not None else (
+        [float(q) for q in ds["quantile"].values] if "quantile" in getattr(ds, "coords", {}) else None)
+    if qs is not None and "ttft_quantile_ms" in ds:  # the configured quantiles ([metrics] quantiles)
+        lines.append(f"{'':11}{'mean':>10}" + "".join(f"{_qlabel(q):>10}" for q in qs))
+        for base, label in (("ttft", "TTFT ms"), ("tpot", "TPOT ms"), ("e2e", "E2E ms"), ("queue_delay", "queue ms")):
+            vals = np.asarray(ds[f"{base}_quantile_ms"], float).reshape(-1)
+            lines.append(f"{label:<11}{g(f'{base}_mean_ms'):>10}"
+                         + "".join(f"{v:>10.2f}" if v == v else f"{'n/a':>10}" for v in vals))
+    else:
+        lines.append(f"{'':11}{'mean':>10}{'p50':>10}{'p90':>10}{'p99':>10}")
+        for base, label in (("ttft", "TTFT ms"), ("tpot", "TPOT ms"), ("e2e", "E2E ms"), ("queue_delay", "queue ms")):
+            lines.append(f"{label:<11}" + "".join(f"{g(f'{base}_{q}_ms'):>10}" for q in ("mean", "p50", "p90", "p99")))
     lines += [
         f"throughput {g('output_tok_s', '{:.1f}')} output tok/s, {g('total_tok_s', '{:.1f}')} total tok/s, "
         f"{g('request_throughput_rps', '{:.3f}')} req/s",
         f"SLO        goodput {g('goodput_rps', '{:.3f}')} req/s, attainment {g('slo_attainment', '{:.1%}')}",
-        f"engine     {int(ds.n_steps)} steps, mean batch {g('mean_batch_size', '{:.1f}')} seqs / "
+        f"engine     {n('n_steps')} steps, mean batch {g('mean_batch_size', '{:.1f}')} seqs / "
         f"{g('mean_batch_tokens', '{:.0f}')} tokens, busy {g('busy_fraction', '{:.1%}')}, "
-        f"KV mean {g('kv_util_mean', '{:.1%}')} peak {g('kv_util_peak', '{:.1%}')}, preemptions {int(ds.preemptions)}",
+        f"KV mean {g('kv_util_mean', '{:.1%}')} peak {g('kv_util_peak', '{:.1%}')}, preemptions {n('preemptions')}",
         f"cost       {g('energy_J', '{:.3g}')} J ({g('energy_per_output_token_J', '{:.3g}')} J/token), "
         f"${g('cost_usd', '{:.4f}')}, {g('tokens_per_dollar', '{:.3g}')} tokens/$",
     ]
@@ -109,8 +162,9 @@ def format_summary(ds) -> str:
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="netCDF results file")
 @click.option("--dry-run", is_flag=True, help="print the number of points and an estimated time, run nothing")
-@click.option("--scheduler", default="processes", show_default=True,
-              help="serial | threads | processes | a dask.distributed address (tcp://host:8786)")
+@click.option("--scheduler", default="auto", show_default=True,
+              help="auto | serial | threads | processes | a dask.distributed address (tcp://host:8786); "
+                   "auto runs small sweeps serially (worker start-up would cost more than it saves)")
 @click.option("--workers", type=int, default=None, help="worker count for threads/processes (default: cores)")
 @click.option("--chunk-points", type=int, default=None, help="points per task (default: the spec's)")
 @click.option("--resume", is_flag=True, help="reuse finished chunks of an interrupted run with the same output")
@@ -127,19 +181,29 @@ def sweep(spec, output, dry_run, scheduler, workers, chunk_points, resume, progr
         sw = load_sweep(spec)
     except SpecError as e:
         _fail(str(e))
+    from .quickrun import notice_if_compiling
+    notice_if_compiling("single", lambda m: click.echo(m, err=True))
     if dry_run:
         est = _dry(sw)
         shape = " x ".join(f"{k}={v}" for k, v in est["shape"].items())
         click.echo(f"{est['n_points']} points ({shape}) in {est['chunks']} chunks")
         click.echo(f"estimated {est['seconds_per_point_est'] * 1e3:.1f} ms per point: "
-                   f"{est['serial_seconds_est']:.1f} s on one core")
+                   f"{est['serial_seconds_est']:.1f} s on one core (kernel compilation and loading excluded); "
+                   f"--scheduler auto would run it {_auto_scheduler(sw)}")
         return
+    if scheduler == "auto":
+        scheduler = _auto_scheduler(sw)
     t0 = time.perf_counter()
     try:
         ds = run_sweep(sw, output, scheduler=scheduler, workers=workers, resume=resume, progress=progress,
                        chunk_points=chunk_points)
     except SpecError as e:
         _fail(str(e))
+    except KeyboardInterrupt:
+        _interrupted(output)
+    if output:  # the results file holds everything: the chunk files of --resume are not needed now
+        import shutil
+        shutil.rmtree(str(output) + ".parts", ignore_errors=True)
     dt = time.perf_counter() - t0
     n = ds.attrs["n_points"]
     click.echo(f"{n} points in {dt:.1f} s ({n / dt:.0f} points/s); {ds.attrs['n_invalid']} invalid")
@@ -148,17 +212,47 @@ def sweep(spec, output, dry_run, scheduler, workers, chunk_points, resume, progr
     click.echo(_best_text(ds, objective, constraints, not minimize))
 
 
-def _best_text(ds, objective, constraints, maximize=True) -> str:
-    import json
+# simulated requests below which a sweep runs serially under --scheduler auto: starting worker
+# processes and loading the kernels in each costs about 2-3 s, which a serial run of this many
+# requests (about 200 k requests/s on one core) does not reach
+AUTO_SERIAL_REQUESTS = 1_000_000
 
+
+def _auto_scheduler(sw) -> str:
+    """serial for small sweeps (one chunk, or few simulated requests), processes otherwise."""
+    import math
+
+    from .specs import DEFAULT_SCENARIO, deep_merge
+    if sw.n_points <= sw.chunk_points or (os_cpus() or 1) < 2:
+        return "serial"
+    n_req = deep_merge(DEFAULT_SCENARIO, sw.base).get("workload", {}).get("num_requests", 1000)
+    for a in sw.axes:  # the largest value when the request count itself is swept
+        if a.path.endswith("workload.num_requests") and a.values:
+            n_req = max(a.values)
+    n_req = n_req if isinstance(n_req, (int, float)) and math.isfinite(n_req) else 1000
+    return "serial" if sw.n_points * n_req < AUTO_SERIAL_REQUESTS else "processes"
+
+
+def os_cpus() -> int | None:
+    import os
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def _interrupted(output) -> None:
+    """Ctrl-C during a sweep: finished chunks are on disk (with -o); say how to go on."""
+    if output:
+        click.echo(f"\ninterrupted — rerun with --resume (same command) to compute only the missing chunks of {output}",
+                   err=True)
+    else:
+        click.echo("\ninterrupted — nothing was saved; give -o results.nc to make a sweep resumable", err=True)
+    sys.exit(130)
+
+
+def _best_text(ds, objective, constraints, maximize=True) -> str:
     from .analysis import best_configs
+    from .variables import default_constraints
     if not constraints:
-        try:
-            slo = json.loads(ds.attrs.get("slo_json", "{}"))
-        except ValueError:
-            slo = {}
-        constraints = [f"ttft_p99_ms<={slo.get('ttft_ms', 1000.0)}", f"tpot_p99_ms<={slo.get('tpot_ms', 50.0)}",
-                       "n_rejected<=0", "n_unfinished<=0"]
+        constraints = default_constraints(ds)  # from the SLO the points were simulated with
     by = "batching" if "batching" in ds.dims or "batching" in ds.coords else None
     try:
         best = best_configs(ds, objective, maximize=maximize, constraints=constraints, by=by, n=1)
@@ -183,6 +277,10 @@ def summary(path, objective, minimize, constraints):
     ds = xr.load_dataset(path, engine="netcdf4")
     click.echo(f"{path}: mistfast {ds.attrs.get('mistfast_version', '?')}, {ds.attrs.get('n_points', 1)} points")
     click.echo("dims: " + ", ".join(f"{k}={v}" for k, v in ds.sizes.items()))
+    from .variables import slo_of
+    slo = slo_of(ds)
+    click.echo(f"SLO (goodput, attainment, default constraints): TTFT {slo['ttft_ms']:g} ms, TPOT {slo['tpot_ms']:g} ms"
+               + (f", E2E {slo['e2e_ms']:g} ms" if slo.get("e2e_ms") else ""))
     for k, v in ds.coords.items():
         if v.ndim == 1 and v.size <= 12:
             click.echo(f"  {k}: {v.values.tolist()}")
@@ -192,6 +290,8 @@ def summary(path, objective, minimize, constraints):
                    f"{ds.reason.values.ravel()[(ds.status.values.ravel() != 0)][0]}")
     if "status" in ds and ds.sizes:
         click.echo(_best_text(ds, objective, constraints, not minimize))
+    elif "status" not in ds and "n_arrived" in ds and ds["n_arrived"].ndim == 0:  # one simulated scenario
+        click.echo(format_summary(ds))
 
 
 @main.command()
@@ -205,10 +305,11 @@ def summary(path, objective, minimize, constraints):
 @click.option("--prefill", "prefill", multiple=True, metavar="PAST:NEW", help="prefill chunk (repeatable)")
 @click.option("--decode", "decode", multiple=True, metavar="BRANCHES:KV[xCOUNT]",
               help="decode entry, e.g. 1:1024x64 for 64 decodes at KV 1024 (repeatable)")
-def step(model, device, tp, pp, ep, precision, reference, prefill, decode):
+@click.option("--ops", is_flag=True, help="per-operator table: count, FLOP, HBM bytes, bound, time")
+def step(model, device, tp, pp, ep, precision, reference, prefill, decode, ops):
     """Print the analytical latency of one engine step and its breakdown."""
+    from .opbreakdown import step_latency_python as step_latency  # same numbers, no kernel loading
     from .specs import make_client
-    from .stepmodel import step_latency
     try:
         c = make_client(model, device, tp=tp, pp=pp, ep=ep, reference=reference,
                         **({"precision": precision} if precision else {}))
@@ -235,6 +336,11 @@ def step(model, device, tp, pp, ep, precision, reference, prefill, decode):
     click.echo(f"{c.model.name} on {c.num_devices} x {c.device.name} (tp={tp}, pp={pp}, {precision or c.precision.weights + (f'+{c.precision.experts} experts' if c.precision.experts else '')}, {reference}); "
                f"{len(pf)} prefill chunks, {len(dec)} decodes")
     click.echo(str(step_latency(c, prefill=pf, decode=dec)))
+    if ops:
+        from .opbreakdown import format_ops, op_breakdown
+        rows, total = op_breakdown(c, prefill=pf, decode=dec)
+        click.echo("\nper operator (per device; count = times the op runs in the step):")
+        click.echo(format_ops(rows, total))
     click.echo(f"weights per device {c.weight_bytes_device() / 2**30:.2f} GiB, KV capacity {c.kv_capacity_tokens()} tokens")
 
 
@@ -257,7 +363,56 @@ def catalog(kind):
                 extra += f" E={e['num_experts']}/top{e.get('top_k')}"
             if e.get("sliding_window"):
                 extra += f" {e.get('window_kind', 'sliding')} window {e['sliding_window']}"
-        click.echo(f"{name:<22} {desc:<30} {extra}")
+        else:
+            extra = _entry_fields(e)
+        click.echo(f"{name:<22} {desc:<30} {extra}".rstrip())
+
+
+def _entry_fields(e: dict) -> str:
+    """The numeric and short fields of a links / memory_tiers / topologies entry, as k=v."""
+    parts = []
+    for k, v in e.items():
+        if k in ("name", "description", "kind", "source", "sources", "notes"):
+            continue
+        if k == "levels" and isinstance(v, list):
+            lv = [f"{x.get('name', '?')}: {x.get('bandwidth_GBps', '?')} GB/s x {x.get('efficiency', 1.0)}, "
+                  f"{x.get('latency_us', '?')} us" for x in v if isinstance(x, dict)]
+            parts.append("levels=[" + "; ".join(lv) + "]")
+        elif isinstance(v, (int, float, bool)) or (isinstance(v, str) and len(v) <= 24):
+            parts.append(f"{k}={v}")
+    return " ".join(parts)
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--csv", "fmt", flag_value="csv", default=True, help="write CSV (the default)")
+@click.option("--parquet", "fmt", flag_value="parquet", help="write Parquet (needs pyarrow)")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="output file (default: next to PATH)")
+@click.option("--per-request", is_flag=True, help="one row per request (runs simulated with --per-request)")
+def export(path, fmt, output, per_request):
+    """Write a results file as a tidy table: one row per configuration point (or per request)."""
+    from .export import export as _export
+    try:
+        out = _export(path, fmt, output, per_request=per_request)
+    except (ValueError, OSError) as e:
+        _fail(f"{path}: {e}")
+    click.echo(f"written to {out}")
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", "out_dir", default="report", show_default=True, type=click.Path(file_okay=False))
+def report(path, out_dir):
+    """Figures (latency-throughput, CDFs, timelines, stage breakdown, Pareto front) and an HTML page."""
+    from .quickrun import notice_if_compiling
+    from .report import write_report
+    notice_if_compiling("single", lambda m: click.echo(m, err=True))
+    try:
+        page = write_report(path, out_dir)
+    except (ValueError, OSError, KeyError) as e:
+        _fail(f"{path}: {e}")
+    figs = sorted(p.name for p in page.parent.glob("*.png"))
+    click.echo(f"{len(figs)} figures ({', '.join(figs)}) and {page}")
 
 
 @main.command("datasets")

@@ -480,7 +480,7 @@ def pipeline_summary(scen, run: dict) -> dict[str, np.ndarray]:
     from .runner import metric_vector, request_summary
     ins, r, topo = run["inputs"], run["requests"], run["inputs"]["topo"]
     n = r["status"].size
-    mp = metric_vector(scen.simulation, scen.slo)[None, :]
+    mp = metric_vector(scen.simulation, scen.slo, tuple(scen.metrics.quantiles or ()))[None, :]
     out = np.zeros((1, M.N_OUT))
     end = np.array([run["end"]])
     M.summarize_points(mp, np.array([0, n], np.int64), run["prompt"], ins["branches"], r["status"], r["arrival"],
@@ -512,6 +512,8 @@ def pipeline_summary(scen, run: dict) -> dict[str, np.ndarray]:
     s["cost_usd"] = np.array([price_h * endt / 3600.0])
     s["tokens_per_dollar"] = np.array([out[0, M.O_OUT_TOKENS] / s["cost_usd"][0] if price_h > 0 else np.nan])
     s["output_tok_s_per_usd_per_hour"] = np.array([s["output_tok_s"][0] / price_h if price_h > 0 else np.nan])
+    from .runner import quantile_summary
+    s.update(quantile_summary(out, [tuple(scen.metrics.quantiles or ())]))
     if scen.simulation.metrics == "mist":
         from .runner import apply_mist_metrics
         apply_mist_metrics(s, out, np.array([cs[llm, CL.CS_DEC_SEQS].sum()]), np.array([cs[llm, CL.CS_DEC_SEQ_S].sum()]),
@@ -587,7 +589,7 @@ def stage_vars(run) -> dict[str, np.ndarray]:
 def pipeline_dataset(scen, run, per_request: bool) -> xr.Dataset:
     from .scenario import summary_dataset
     from .variables import variable
-    ds = summary_dataset(pipeline_summary(scen, run), 0)
+    ds = summary_dataset(pipeline_summary(scen, run), 0, quantiles=scen.metrics.quantiles)
     topo = run["inputs"]["topo"]
     cv = client_vars(scen, run)
     sv = stage_vars(run)
@@ -600,8 +602,22 @@ def pipeline_dataset(scen, run, per_request: bool) -> xr.Dataset:
     if per_request:
         from .scenario import per_request_vars
         rq = run["requests"]
-        rq = dict(rq, prompt=run["prompt"], output=np.zeros_like(run["prompt"]), replica=np.zeros(rq["status"].size, np.int32))
+        rq = dict(rq, prompt=run["prompt"], output=requested_output_tokens(run["inputs"]),
+                  replica=np.zeros(rq["status"].size, np.int32))
         for k, v in per_request_vars(rq).items():
             ds[k] = variable(k, v)
         ds["req_class"] = variable("req_class", run["inputs"]["cls"])
     return ds
+
+
+def requested_output_tokens(ins) -> np.ndarray:
+    """Per request: output tokens of the stages whose tokens count as its output (the LLM,
+    decode and reasoning segments it takes; skipped segments excluded), per branch."""
+    n = ins["st_off"].size - 1
+    kind = ins["st_kind"]
+    counted = ((ins["st_flags"] & CL.F_COUNT) != 0) & (kind != CL.K_SKIP)
+    owner = np.repeat(np.arange(n), np.diff(ins["st_off"]))
+    # a decode stage's output includes the token its prefill stage emitted: count that one once
+    has_decode = np.bincount(owner, weights=kind == CL.K_DECODE, minlength=n) > 0
+    counted &= ~((kind == CL.K_PREFILL) & has_decode[owner])
+    return np.bincount(owner, weights=np.where(counted, ins["st_output"], 0), minlength=n).astype(np.int64)

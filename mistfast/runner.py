@@ -32,6 +32,7 @@ class Point:
     branches: int = 1
     concurrency: int = 0      # closed loop: users in flight (0 = open loop)
     think_s: float = 0.0
+    quantiles: tuple = ()     # [metrics] quantiles (none: no *_quantile_ms variables)
 
 
 def scheduler_vector(client: ClientSpec) -> np.ndarray:
@@ -75,8 +76,10 @@ def global_vector(sim: SimulationSpec, concurrency: int, think_s: float, hash_bl
     return g
 
 
-def metric_vector(sim: SimulationSpec, slo: SLOSpec) -> np.ndarray:
+def metric_vector(sim: SimulationSpec, slo: SLOSpec, quantiles=()) -> np.ndarray:
     mp = np.zeros(M.N_MPARAMS)
+    mp[M.M_NQ] = len(quantiles)
+    mp[M.M_Q:M.M_Q + len(quantiles)] = quantiles
     mp[M.M_SLO_TTFT] = slo.ttft_ms / 1e3
     mp[M.M_SLO_TPOT] = slo.tpot_ms / 1e3
     mp[M.M_SLO_E2E] = np.inf if slo.e2e_ms is None else slo.e2e_ms / 1e3
@@ -194,12 +197,13 @@ def run_points(points: list[Point], *, per_request: bool = False, log_steps: int
         rs[q, CL.CS_FINISH_STEP_START] = last
         end[q] = max(end[q], runstats[s, 0])
         nrep[q] += 1
-    mp = np.stack([metric_vector(pt.simulation, pt.slo) for pt in points])
+    mp = np.stack([metric_vector(pt.simulation, pt.slo, pt.quantiles) for pt in points])
     out = np.zeros((P, M.N_OUT))
     M.summarize_points(mp, pt_off, prompt_p, branches_p, res["status"], res["arrival"], res["t_first_sched"],
                        res["t_first_tok"], res["t_last_tok"], res["t_finish"], res["generated"],
                        res["hit_first"], res["computed_pf"], end, out)
     summary = _summary(points, out, rs, end, nrep, res, pt_off)
+    summary.update(quantile_summary(out, [pt.quantiles for pt in points]))
     result = {"summary": summary, "offsets": pt_off}
     if per_request:
         result["requests"] = dict(res, prompt=prompt_p, output=output_p, replica=replica)
@@ -208,6 +212,24 @@ def run_points(points: list[Point], *, per_request: bool = False, log_steps: int
         result["steplog_points"] = np.asarray(owner)
         result["steps_per_sub"] = cstats[:, 0, CL.CS_STEPS].astype(np.int64)
     return result
+
+
+QUANTILE_BASES = ("ttft", "tpot", "e2e", "queue_delay")
+
+
+def quantile_summary(out: np.ndarray, quantiles_per_point) -> dict[str, np.ndarray]:
+    """``{base}_quantile_ms`` arrays (points x quantiles) of the configured quantiles; every point
+    of one call must have the same quantiles (they are a dimension of the results)."""
+    qs = {tuple(q) for q in quantiles_per_point}
+    if len(qs) > 1:
+        from .specs import SpecError
+        raise SpecError([f"metrics.quantiles: points of one run differ ({sorted(qs)}); the quantiles are a "
+                         "dimension of the results and cannot be swept"])
+    nq = len(next(iter(qs))) if qs else 0
+    if nq == 0:
+        return {}
+    return {f"{b}_quantile_ms": out[:, M.O_QUANT + k * M.MAX_QUANTILES:M.O_QUANT + k * M.MAX_QUANTILES + nq] * 1e3
+            for k, b in enumerate(QUANTILE_BASES)}
 
 
 def request_summary(out: np.ndarray, status: np.ndarray, reason: np.ndarray, pt_off: np.ndarray) -> dict[str, np.ndarray]:

@@ -6,14 +6,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-import xarray as xr
 
 from . import __version__
 from . import workload as W
 from .kernels import engine as E
 from .runner import Point, run_points
 from .specs import ScenarioSpec, SpecError, WorkloadSpec, load_scenario, parse_scenario
-from .variables import REGISTRY, variable
+from .variables import REGISTRY, add_coord_attrs, variable
 
 
 def _shared_dir() -> Path | None:
@@ -175,14 +174,19 @@ def scenario_point(spec: ScenarioSpec, seed_seq: np.random.SeedSequence | None =
     a = spec.workload.arrival
     return Point(spec.client, reqs, sim, spec.slo, spec.workload.branches,
                  concurrency=a.concurrency or 0 if a.process == "closed_loop" else 0,
-                 think_s=a.think_time_s)
+                 think_s=a.think_time_s, quantiles=tuple(spec.metrics.quantiles or ()))
 
 
-def summary_dataset(summary: dict[str, np.ndarray], index: int | None = None, extra_dims=()) -> xr.Dataset:
+def summary_dataset(summary: dict[str, np.ndarray], index: int | None = None, extra_dims=(),
+                    quantiles=()) -> xr.Dataset:
     # one constructor call: adding variables one by one costs an xarray merge each
+    import xarray as xr
     ds = xr.Dataset({name: variable(name, arr if index is None else arr[index], extra_dims)
                      for name, arr in summary.items()})
-    return ds.assign_coords(reject_reason=list(E.REASON_NAMES[1:]))
+    coords = {"reject_reason": list(E.REASON_NAMES[1:])}
+    if "quantile" in ds.dims:
+        coords["quantile"] = list(quantiles)
+    return add_coord_attrs(ds.assign_coords(coords))
 
 
 def simulate(spec: ScenarioSpec | dict | str | Path, *, per_request: bool | None = None,
@@ -194,6 +198,7 @@ def simulate(spec: ScenarioSpec | dict | str | Path, *, per_request: bool | None
         spec = load_scenario(spec)
     elif isinstance(spec, dict):
         spec = parse_scenario(spec)
+    import xarray as xr
     want_req = spec.simulation.per_request if per_request is None else per_request
     if spec.is_pipeline:
         from .pipeline import pipeline_dataset, run_pipeline
@@ -204,11 +209,11 @@ def simulate(spec: ScenarioSpec | dict | str | Path, *, per_request: bool | None
         if log_steps:
             ds = _with_step_log(ds, run["steplog"], client_names=run["inputs"]["topo"].names)
         ds.attrs.update(spec_attrs(spec))
-        return _with_left_out(ds, spec, left)
+        return add_coord_attrs(_with_left_out(ds, spec, left))
     reqs, left = build_requests_report(spec.workload, spec.simulation.horizon_s, point_seed(spec.simulation.seed))
     pt = scenario_point(spec, requests=reqs)
     res = run_points([pt], per_request=want_req, log_steps=log_steps, decode_runs=decode_runs)
-    ds = summary_dataset(res["summary"], 0)
+    ds = summary_dataset(res["summary"], 0, quantiles=spec.metrics.quantiles)
     n_out = int(res["summary"]["steps_outside_calibration"][0])
     if n_out:
         import warnings
@@ -221,7 +226,7 @@ def simulate(spec: ScenarioSpec | dict | str | Path, *, per_request: bool | None
         n = int(min(res["steps_per_sub"][0], log_steps))
         ds = _with_step_log(ds, res["steplog"][0, :n])
     ds.attrs.update(spec_attrs(spec))
-    return _with_left_out(ds, spec, left)
+    return add_coord_attrs(_with_left_out(ds, spec, left))
 
 
 def _with_left_out(ds: xr.Dataset, spec: ScenarioSpec, left: dict[str, int]) -> xr.Dataset:
@@ -256,11 +261,22 @@ def _with_step_log(ds: xr.Dataset, log: np.ndarray, client_names=None) -> xr.Dat
     ds.attrs["steplog"] = "see .steplog"
     ds = ds.assign_coords(step=np.arange(n))
     for j, name in enumerate(STEP_LOG_VARS):
-        ds[name] = xr.Variable(("step",), log[:, j])
+        ds[name] = xr.Variable(("step",), log[:, j], attrs=_STEPLOG_ATTRS[name])
     if client_names is not None:
         from .kernels.cluster import N_LOG
-        ds["step_client"] = xr.Variable(("step",), np.asarray(client_names, dtype=object)[log[:, N_LOG].astype(np.int64)])
+        ds["step_client"] = xr.Variable(("step",), np.asarray(client_names, dtype=object)[log[:, N_LOG].astype(np.int64)],
+                                        attrs={"long_name": "client of the step"})
     return ds
+
+
+# the step log of a traced run (CF attributes; these variables are not in the registry)
+_STEPLOG_ATTRS = {"step_start_s": {"units": "s", "long_name": "step start"},
+                  "step_duration_s": {"units": "s", "long_name": "step duration"},
+                  "step_prefills": {"units": "1", "long_name": "prefill chunks in the step"},
+                  "step_prefill_tokens": {"units": "1", "long_name": "prefill tokens in the step"},
+                  "step_decodes": {"units": "1", "long_name": "decodes in the step"},
+                  "step_decode_tokens": {"units": "1", "long_name": "decode tokens in the step"},
+                  "step_kv_blocks": {"units": "1", "long_name": "KV blocks in use"}}
 
 
 def per_request_vars(r: dict) -> dict:
@@ -280,7 +296,9 @@ def per_request_vars(r: dict) -> dict:
 
 
 def spec_attrs(spec) -> dict:
-    return {"mistfast_version": __version__, "spec_json": json.dumps(spec.model_dump(mode="json"), sort_keys=True),
+    from .variables import global_attrs, slo_attrs
+    return {**global_attrs("simulate one scenario"), **slo_attrs(spec.slo),
+            "mistfast_version": __version__, "spec_json": json.dumps(spec.model_dump(mode="json"), sort_keys=True),
             "token_counting": "tokens of requests arriving in [warmup, horizon], divided by the time from warmup "
                               "to the end of the simulation (drain included)",
             "percentiles": "over requests that reached the event (counts of the others are reported)"}

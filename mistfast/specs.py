@@ -967,6 +967,25 @@ class SimulationSpec(Spec):
         "request], int(q n) percentiles")
 
 
+class MetricsSpec(Spec):
+    quantiles: list[float] | None = Field(default=None, min_length=1, max_length=8,
+                                          description="quantiles of TTFT, TPOT, E2E and queueing delay (the "
+                                                      "*_quantile_ms variables, on a `quantile` dimension, exist only "
+                                                      "when this is set); p50/p90/p99 variables always exist")
+
+    @field_validator("quantiles")
+    @classmethod
+    def _in_unit_interval(cls, v):
+        if v is None:
+            return v
+        bad = [q for q in v if not 0.0 < q < 1.0]
+        if bad:
+            raise ValueError(f"every quantile must lie in (0, 1), e.g. 0.95 for p95; got {bad}")
+        if len(set(v)) != len(v):
+            raise ValueError("quantiles must be distinct")
+        return v
+
+
 class ScenarioSpec(Spec):
     clients: list[ClientSpec] = Field(min_length=1)
     servers: list[ServerSpec] = []
@@ -977,6 +996,7 @@ class ScenarioSpec(Spec):
     workload: WorkloadSpec = WorkloadSpec()
     simulation: SimulationSpec = SimulationSpec()
     slo: SLOSpec = SLOSpec()
+    metrics: MetricsSpec = MetricsSpec()
 
     @model_validator(mode="before")
     @classmethod

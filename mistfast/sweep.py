@@ -38,7 +38,7 @@ from . import __version__
 from .runner import Point, run_points
 from .scenario import build_requests, scenario_point
 from .specs import DEFAULT_SCENARIO, SpecError, deep_merge, load_toml, parse_scenario, set_path
-from .variables import REGISTRY, variable
+from .variables import REGISTRY, add_coord_attrs, coord_attrs, global_attrs, slo_attrs, variable
 
 # ----------------------------------------------------------------------------- spec
 MODES = ("product", "zip", "sample")
@@ -179,6 +179,9 @@ def parse_sweep(doc: dict, text: str = "", name: str = "sweep") -> SweepSpec:
             check_path(a.path)
         except SpecError as e:
             problems.extend(f"sweep axis {a.name!r}: {p}" for p in e.problems)
+        if a.path.startswith("metrics."):
+            problems.append(f"sweep axis {a.name!r} ({a.path}): the quantiles are a dimension of the results; "
+                            "set them in [scenario.metrics], not on an axis")
         if mode == "sample" and not a.values:
             if a.low is None or a.high is None or not a.high > a.low:
                 problems.append(f"sweep axis {a.name!r}: sample mode needs values = [...] or low < high")
@@ -422,11 +425,14 @@ def run_chunk(spec: SweepSpec, start: int, stop: int) -> dict[str, np.ndarray]:
                 rows.append(pipeline_summary(scen, run_pipeline(scen, reqs, ss)))
         parts_.append((np.asarray(where)[~is_single], {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}))
     for name, var in REGISTRY.items():
-        if var.dims and var.dims != ("reject_reason",):
+        if var.dims and var.dims not in (("reject_reason",), ("quantile",)):
+            continue
+        if var.dims == ("quantile",) and not sweep_quantiles(spec):
             continue
         if name in ("status", "reason"):
             continue
-        shape = (n,) + ((len(REJECT_REASONS),) if var.dims else ())
+        shape = (n,) + ((len(REJECT_REASONS),) if var.dims == ("reject_reason",) else
+                        (len(sweep_quantiles(spec)),) if var.dims else ())
         arr = np.full(shape, np.nan)
         for rows_at, summ in parts_:
             if name in summ:
@@ -605,18 +611,25 @@ def assemble(spec: SweepSpec, cat: dict[str, np.ndarray]) -> xr.Dataset:
             data = arr.reshape(shape)
             if data.dtype.kind in "US":
                 data = data.astype(object)
-            ds[name] = xr.Variable(dims, data, attrs={"long_name": f"derived input {name[3:]}"})
+            paths = {d[0]: d[1] for d in spec.derived}
+            attrs = {"long_name": f"derived input {name[3:]}", "description": f"derived input {name[3:]}",
+                     "spec_path": paths.get(name[3:], "")}
+            if data.dtype.kind in "fiu":
+                attrs["units"] = coord_attrs(name[3:], paths.get(name[3:]))["units"]
+            ds[name] = xr.Variable(dims, data, attrs=attrs)
             continue
         v = REGISTRY[name]
         data = arr.reshape(shape + arr.shape[1:])
         if v.dtype.startswith("int") and np.isnan(data.astype(float)).any():
-            var = xr.Variable(dims + v.dims, data.astype(float), attrs={"units": v.units, "long_name": v.description})
+            var = xr.Variable(dims + v.dims, data.astype(float), attrs=v.attrs())
         elif v.dtype == "str":
-            var = xr.Variable(dims + v.dims, data.astype(str).astype(object), attrs={"units": v.units, "long_name": v.description})
+            var = xr.Variable(dims + v.dims, data.astype(str).astype(object), attrs=v.attrs())
         else:
             var = variable(name, data, dims)
         ds[name] = var
     coords: dict[str, Any] = {"reject_reason": REJECT_REASONS}
+    if "quantile" in ds.dims:
+        coords["quantile"] = sweep_quantiles(spec)
     vals = point_values(spec)
     if spec.mode == "product":
         for a in spec.axes:
@@ -628,11 +641,9 @@ def assemble(spec: SweepSpec, cat: dict[str, np.ndarray]) -> xr.Dataset:
     ds = ds.assign_coords(coords)
     for a in spec.axes:
         ds[a.name].attrs.update({"spec_path": a.path, "long_name": f"sweep axis {a.path}"})
-    try:
-        slo = deep_merge(DEFAULT_SCENARIO, spec.base).get("slo", {})
-        ds.attrs["slo_json"] = json.dumps(slo, default=str)
-    except Exception:  # pragma: no cover - attrs are informative only
-        pass
+    ds.attrs.update(_sweep_slo_attrs(spec))
+    add_coord_attrs(ds)
+    ds.attrs.update(global_attrs(f"sweep {spec.name}, {spec.n_points} points"))
     ds.attrs.update({"mistfast_version": __version__, "sweep_name": spec.name, "sweep_mode": spec.mode,
                      "sweep_seed": spec.seed, "sweep_spec_toml": spec.text or json.dumps(spec.base, default=str),
                      "n_points": spec.n_points, "n_invalid": int((cat["status"] != 0).sum()),
@@ -640,6 +651,27 @@ def assemble(spec: SweepSpec, cat: dict[str, np.ndarray]) -> xr.Dataset:
                                 "on workload.* and simulation.* axes)]): points differing only in hardware, "
                                 "model or scheduler simulate the same requests"})
     return ds
+
+
+def sweep_quantiles(spec: SweepSpec) -> list[float]:
+    """The [metrics] quantiles of the base scenario (a dimension of the results: not sweepable)."""
+    from .specs import MetricsSpec
+    try:
+        return list(MetricsSpec.model_validate(spec.base.get("metrics", {})).quantiles or [])
+    except Exception:  # reported by every point's validation
+        return []
+
+
+def _sweep_slo_attrs(spec: SweepSpec) -> dict:
+    """The base scenario's SLO after validation (defaults filled in). A sweep axis over an SLO
+    field is a per-point input; the attributes then hold the base value."""
+    from .specs import SLOSpec
+    raw = deep_merge(DEFAULT_SCENARIO, spec.base).get("slo", {})
+    try:
+        slo = SLOSpec.model_validate(raw)
+    except Exception:  # an invalid base SLO is reported per point; keep the defaults here
+        slo = SLOSpec()
+    return slo_attrs(slo)
 
 
 def write_netcdf(ds: xr.Dataset, path: str | Path) -> None:

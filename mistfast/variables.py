@@ -1,15 +1,32 @@
-"""The one registry of every output variable: name, dims, dtype, units, description.
+"""The one registry of every output variable: name, dims, dtype, units, names for people.
 
 Used both to build Datasets (:func:`variable`) and to check them (:func:`check_dataset`).
 Summary variables have no dims of their own (a sweep adds its axes or ``point`` in front);
 per-request variables live on ``request``; rejection counts on ``reject_reason``.
+
+Attributes follow the CF conventions (https://cfconventions.org): ``units`` is a UDUNITS-2
+string (counts of tokens or requests are dimensionless, ``1``; ``tokens/s`` is ``s-1``), the
+unit people read is kept in ``display_units``; ``long_name`` is a short label for plot axes and
+``description`` the full definition.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-import xarray as xr
+
+CONVENTIONS = "CF-1.10"
+
+# units written as people say them -> UDUNITS-2 (cf-units parses every value; tested)
+_UDUNITS = {"": "1", "tokens": "1", "requests": "1", "tokens/s": "s-1", "requests/s": "s-1",
+            "GiB": "1073741824 byte", "B": "byte", "J/token": "J", "USD": "1", "tokens/USD": "1",
+            "tokens/s per USD/h": "h s-1", "USD/h": "h-1", "GB/s": "1e9 byte s-1", "GBps": "1e9 byte s-1",
+            "TFLOPS": "1e12 s-1", "tokens/s/USD": "s-1"}
+
+
+def udunits(units: str) -> str:
+    """The UDUNITS-2 spelling of a unit as written in the registry."""
+    return _UDUNITS.get(units, units)
 
 
 @dataclass(frozen=True)
@@ -17,8 +34,25 @@ class Var:
     name: str
     dims: tuple[str, ...]
     dtype: str
-    units: str
+    display_units: str
     description: str
+
+    @property
+    def units(self) -> str | None:
+        """UDUNITS-2 units; None for text variables (CF gives strings no units)."""
+        return None if self.dtype == "str" else udunits(self.display_units)
+
+    @property
+    def long_name(self) -> str:
+        return _LONG_NAMES.get(self.name) or _default_long_name(self.name)
+
+    def attrs(self) -> dict:
+        a = {"long_name": self.long_name, "description": self.description}
+        if self.units is not None:
+            a["units"] = self.units
+            if self.display_units and self.display_units != self.units:
+                a["display_units"] = self.display_units
+        return a
 
 
 _V: dict[str, Var] = {}
@@ -44,6 +78,10 @@ for base, what in (("ttft", "time to first token (first token time - arrival)"),
     for q in ("p50", "p90", "p99"):
         _add(f"{base}_{q}_ms", (), "float64", "ms", f"{q} of {what}")
 _add("ttft_max_ms", (), "float64", "ms", "largest time to first token")
+for base, what in (("ttft", "time to first token"), ("tpot", "time per output token after the first"),
+                   ("e2e", "end-to-end latency of finished requests"), ("queue_delay", "queueing delay")):
+    _add(f"{base}_quantile_ms", ("quantile",), "float64", "ms",
+         f"{what} at the quantiles of [metrics] quantiles (the `quantile` coordinate), same method as the p50/p90/p99 variables")
 # ---- throughput and SLO ----
 _add("output_tok_s", (), "float64", "tokens/s", "output tokens (all branches) of measured requests / window")
 _add("total_tok_s", (), "float64", "tokens/s", "(prompt + output) tokens of measured requests / window")
@@ -121,17 +159,140 @@ _add("resource_bytes", ("resource",), "float64", "B", "bytes moved through each 
 
 REGISTRY = _V
 
+# short labels for plot axes and tables (the full definition is in ``description``)
+_BASE_LABEL = {"ttft": "TTFT", "tpot": "TPOT", "e2e": "end-to-end latency", "queue_delay": "queueing delay"}
+_LONG_NAMES = {
+    "n_arrived": "requests arrived", "n_finished": "requests finished", "n_rejected": "requests rejected",
+    "n_unfinished": "requests unfinished", "n_not_arrived": "requests not arrived",
+    "n_rejected_by_reason": "requests rejected by reason", "ttft_max_ms": "max TTFT",
+    "output_tok_s": "output throughput", "total_tok_s": "total token throughput",
+    "computed_prompt_tok_s": "computed prompt throughput", "request_throughput_rps": "request throughput",
+    "goodput_rps": "goodput", "goodput_tok_s": "goodput (tokens)", "slo_attainment": "SLO attainment",
+    "window_s": "measurement window", "n_steps": "engine steps", "mean_batch_tokens": "mean batch tokens",
+    "mean_batch_size": "mean batch size", "busy_fraction": "busy fraction", "kv_util_mean": "mean KV use",
+    "kv_util_peak": "peak KV use", "mfu": "MFU", "mbu": "MBU", "preemptions": "preemptions",
+    "recomputed_tokens": "recomputed tokens", "prefix_hit_rate": "prefix-cache hit rate",
+    "steps_outside_calibration": "steps outside calibration", "kv_capacity_tokens": "KV capacity",
+    "weights_GiB_per_device": "weights per device", "energy_J": "energy",
+    "energy_per_output_token_J": "energy per output token", "cost_usd": "cost", "tokens_per_dollar": "tokens per dollar",
+    "output_tok_s_per_usd_per_hour": "output throughput per price", "status": "point status",
+    "reason": "invalid-point reason", "req_arrival_s": "arrival time", "req_prompt_tokens": "prompt tokens",
+    "req_output_tokens": "requested output tokens", "req_status": "request status", "req_reason": "rejection reason",
+    "req_replica": "replica", "req_ttft_ms": "TTFT", "req_tpot_ms": "TPOT", "req_e2e_ms": "end-to-end latency",
+    "req_queue_ms": "queueing delay", "req_first_scheduled_s": "first scheduled", "req_first_token_s": "first token time",
+    "req_finish_s": "finish time", "req_generated_tokens": "generated tokens", "req_preemptions": "preemptions",
+    "req_hit_tokens": "prefix-cache hit tokens", "req_class": "request class",
+    "client_busy_fraction": "client busy fraction", "client_kv_util_mean": "client mean KV use",
+    "client_kv_util_peak": "client peak KV use", "client_mfu": "client MFU", "client_mbu": "client MBU",
+    "client_energy_J": "client energy", "client_price_usd_per_hour": "client price", "client_steps": "client steps",
+    "client_served": "client requests served", "stage_count": "stage count", "stage_transfer_ms": "stage transfer time",
+    "stage_queue_ms": "stage queueing time", "stage_service_ms": "stage service time",
+    "resource_utilisation": "resource utilisation", "resource_bytes": "resource bytes",
+    "ttft_quantile_ms": "TTFT quantile", "tpot_quantile_ms": "TPOT quantile",
+    "e2e_quantile_ms": "end-to-end latency quantile", "queue_delay_quantile_ms": "queueing delay quantile",
+}
+for _b, _lab in _BASE_LABEL.items():
+    _LONG_NAMES[f"{_b}_mean_ms"] = f"mean {_lab}"
+    for _q in ("p50", "p90", "p99"):
+        _LONG_NAMES[f"{_b}_{_q}_ms"] = f"{_lab} {_q}"
 
-def variable(name: str, data, extra_dims: tuple[str, ...] = ()) -> xr.Variable:
+_UNIT_SUFFIXES = ("_ms", "_s", "_J", "_GiB", "_rps", "_usd", "_tokens")
+
+
+def _default_long_name(name: str) -> str:
+    """A label from the variable name (for variables added without one): unit suffix dropped."""
+    for suf in _UNIT_SUFFIXES:
+        if name.endswith(suf) and len(name) > len(suf):
+            name = name[: -len(suf)]
+            break
+    return name.replace("_", " ")
+
+
+# coordinates: units by the spec field's name (the last component of a sweep axis path)
+_COORD_UNIT_SUFFIX = (("_ms", "ms"), ("_us", "us"), ("_s", "s"), ("_rps", "s-1"), ("_GBps", "1e9 byte s-1"),
+                      ("_GiB", "1073741824 byte"), ("_GB", "1e9 byte"), ("_W", "W"), ("_usd_per_hour", "h-1"))
+_COORD_LONG = {"request": "request index", "reject_reason": "rejection reason", "client": "client",
+               "stage_kind": "stage kind", "resource": "link or tier port", "point": "sweep point",
+               "step": "engine step index", "quantile": "quantile"}
+
+
+def coord_attrs(name: str, path: str | None = None) -> dict:
+    """CF attributes of a coordinate: every coordinate gets ``units`` (``1`` for counts, indices
+    and labels) and a ``long_name``; sweep axes also name the spec field they set."""
+    units = "1"
+    for suf, u in _COORD_UNIT_SUFFIX:
+        if name.endswith(suf) or (path or "").endswith(suf):
+            units = u
+            break
+    a = {"units": units, "long_name": _COORD_LONG.get(name) or (f"sweep axis {path}" if path else name.replace("_", " "))}
+    if path:
+        a["spec_path"] = path
+    return a
+
+
+def add_coord_attrs(ds):
+    """Give every coordinate of ``ds`` CF attributes it does not have yet (in place; returns ds)."""
+    for k in ds.coords:
+        for key, val in coord_attrs(str(k), ds[k].attrs.get("spec_path")).items():
+            ds[k].attrs.setdefault(key, val)
+    return ds
+
+
+def slo_attrs(slo) -> dict:
+    """The validated SLO as global attributes: every default constraint is derived from these."""
+    import json
+    d = slo.model_dump(mode="json") if hasattr(slo, "model_dump") else dict(slo)
+    out = {"slo_json": json.dumps(d, sort_keys=True)}
+    for k, v in d.items():
+        if v is not None:
+            out[f"slo_{k}"] = float(v)
+    return out
+
+
+def slo_of(ds) -> dict:
+    """The SLO a Dataset was simulated with (the validated defaults for files without one)."""
+    import json
+    try:
+        d = json.loads(ds.attrs.get("slo_json") or "{}")
+    except ValueError:
+        d = {}
+    if not d or "ttft_ms" not in d:
+        from .specs import SLOSpec
+        d = {**SLOSpec().model_dump(mode="json"), **d}
+    return d
+
+
+def default_constraints(ds) -> list[str]:
+    """Best-configuration constraints from the Dataset's SLO: p99 TTFT and TPOT (and E2E when
+    set) within the SLO, no rejected and no unfinished requests."""
+    slo = slo_of(ds)
+    out = [f"ttft_p99_ms<={slo['ttft_ms']}", f"tpot_p99_ms<={slo['tpot_ms']}"]
+    if slo.get("e2e_ms") is not None:
+        out.append(f"e2e_p99_ms<={slo['e2e_ms']}")
+    return out + ["n_rejected<=0", "n_unfinished<=0"]
+
+
+def global_attrs(what: str) -> dict:
+    """CF global attributes. ``history`` carries no time stamp on purpose: the same spec and seed
+    must give bit-identical files."""
+    from . import __version__
+    return {"Conventions": CONVENTIONS, "title": f"mistfast {what}",
+            "source": f"mistfast {__version__} (LLM inference serving simulator)",
+            "history": f"mistfast {__version__}: {what}",
+            "references": "MIST (arXiv 2504.09775); GenZ; mistfast ENGINE_SEMANTICS.md"}
+
+
+def variable(name: str, data, extra_dims: tuple[str, ...] = ()):
     """An xr.Variable for a registered name; ``extra_dims`` are sweep dims put in front."""
+    import xarray as xr
     v = _V[name]
     arr = np.asarray(data)
     if v.dtype != "str":
         arr = arr.astype(v.dtype)
-    return xr.Variable(extra_dims + v.dims, arr, attrs={"units": v.units, "long_name": v.description})
+    return xr.Variable(extra_dims + v.dims, arr, attrs=v.attrs())
 
 
-def check_dataset(ds: xr.Dataset, extra_dims: tuple[str, ...] | None = None) -> None:
+def check_dataset(ds, extra_dims: tuple[str, ...] | None = None) -> None:
     """Raise if a data variable is unregistered or has the wrong dims, dtype or units."""
     for name, da in ds.data_vars.items():
         if name.startswith("in_"):

@@ -139,7 +139,18 @@ def test_sweep_output_summary_and_resume(tiny, tmp_path):
     assert "12 points in" in again.output
     xr.testing.assert_identical(xr.load_dataset(out, engine="netcdf4"), ds)
 
-    # --resume with another spec is refused cleanly
+    assert not Path(str(out) + ".parts").exists()  # chunk files go once the results file is written
+
+    # --resume with another spec's leftover chunks is refused cleanly
+    import mistfast.sweep as S
+
+    def fail_to_write(ds, path):
+        raise KeyboardInterrupt
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(S, "write_netcdf", fail_to_write)
+        res = invoke("sweep", tiny, "-o", tmp_path / "other.nc", "--scheduler", "serial", "--no-progress", ok=False)
+    assert res.exit_code == 130 and "interrupted — rerun with --resume" in res.output
+    out = tmp_path / "other.nc"
     tiny.write_text(TINY_SWEEP.replace("[4, 16]", "[4, 8]"))
     assert_clean_error(invoke("sweep", tiny, "-o", out, "--resume", "--no-progress", ok=False),
                        "different sweep spec")
@@ -147,7 +158,7 @@ def test_sweep_output_summary_and_resume(tiny, tmp_path):
 
 def test_sweep_processes_scheduler(tiny, tmp_path):
     out = tmp_path / "p.nc"
-    res = invoke("sweep", tiny, "-o", out, "--workers", "2", "--no-progress")  # default: processes
+    res = invoke("sweep", tiny, "-o", out, "--workers", "2", "--scheduler", "processes", "--no-progress")
     assert "12 points in" in res.output
     ref = tmp_path / "s.nc"
     invoke("sweep", tiny, "-o", ref, "--scheduler", "serial", "--no-progress")

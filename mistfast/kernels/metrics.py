@@ -14,7 +14,10 @@ M_SLO_E2E = 2       # inf when unset
 M_WARMUP = 3
 M_HORIZON = 4
 M_PCT_COMPAT = 5    # 1: reference percentile (value at sorted index int(q n))
-N_MPARAMS = 6
+M_NQ = 6            # number of configured quantiles ([metrics] quantiles)
+MAX_QUANTILES = 8
+M_Q = 7             # MAX_QUANTILES slots: the configured quantiles in (0, 1)
+N_MPARAMS = M_Q + MAX_QUANTILES
 
 # ---- outputs -------------------------------------------------------------------------------------------
 QUANTILES = (0.5, 0.9, 0.99)
@@ -35,7 +38,8 @@ O_HIT_TOKENS = 25
 O_GOOD_TOKENS = 26
 O_WINDOW = 27
 O_TTFT_MAX = 28
-N_OUT = 29
+O_QUANT = 29    # configured quantiles: MAX_QUANTILES slots each for TTFT, TPOT, E2E, queueing delay
+N_OUT = O_QUANT + 4 * MAX_QUANTILES
 
 
 @jit
@@ -61,10 +65,14 @@ def _percentile(sorted_x, n, q, compat):
 
 
 @jit
-def _stats(x, n, out, at, compat):
+def _stats(x, n, out, at, compat, mp, qat):
+    """Mean and p50/p90/p99 at out[at:at+4]; the configured quantiles at out[qat:qat+M_NQ]."""
+    nq = int(mp[M_NQ])
     if n == 0:
         for j in range(4):
             out[at + j] = np.nan
+        for j in range(nq):
+            out[qat + j] = np.nan
         return
     s = 0.0
     for i in range(n):
@@ -73,6 +81,8 @@ def _stats(x, n, out, at, compat):
     xs = np.sort(x[:n])
     for j in range(3):
         out[at + 1 + j] = _percentile(xs, n, QUANTILES[j], compat)
+    for j in range(nq):
+        out[qat + j] = _percentile(xs, n, mp[M_Q + j], compat)
 
 
 @jit
@@ -138,10 +148,10 @@ def summarize_point(mp, prompt, branches, status, arrival, t_first_sched, t_firs
         if good:
             out[O_N_GOOD] += 1.0
             out[O_GOOD_TOKENS] += generated[i] * branches[i]
-    _stats(ttft, nt, out, O_TTFT, compat)
-    _stats(tpot, np_, out, O_TPOT, compat)
-    _stats(e2e, ne, out, O_E2E, compat)
-    _stats(queue, nq, out, O_QUEUE, compat)
+    _stats(ttft, nt, out, O_TTFT, compat, mp, O_QUANT)
+    _stats(tpot, np_, out, O_TPOT, compat, mp, O_QUANT + MAX_QUANTILES)
+    _stats(e2e, ne, out, O_E2E, compat, mp, O_QUANT + 2 * MAX_QUANTILES)
+    _stats(queue, nq, out, O_QUEUE, compat, mp, O_QUANT + 3 * MAX_QUANTILES)
     out[O_TTFT_MAX] = ttft_max if nt > 0 else np.nan
     out[O_WINDOW] = end_time - warm
 
