@@ -257,6 +257,7 @@ STEP_LOG_VARS = ("step_start_s", "step_duration_s", "step_prefills", "step_prefi
 def _with_step_log(ds: xr.Dataset, log: np.ndarray, client_names=None) -> xr.Dataset:
     """The engine step log as variables along a ``step`` dimension (in the order the steps were
     formed); with several clients, ``step_client`` names the client of each step."""
+    import xarray as xr
     n = log.shape[0]
     ds.attrs["steplog"] = "see .steplog"
     ds = ds.assign_coords(step=np.arange(n))
