@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 FORMATS = ("csv", "parquet")
-_POINT_EXTRA_DIMS = ("reject_reason", "client", "stage_kind", "resource", "quantile")
+_POINT_EXTRA_DIMS = ("reject_reason", "left_out_reason", "client", "stage_kind", "resource", "quantile")
 
 
 def _point_dims(ds) -> list[str]:

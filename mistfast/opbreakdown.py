@@ -104,6 +104,23 @@ def op_breakdown(client, prefill=(), decode=(), *, prompts_done=None) -> tuple[l
     # every op-costing function of the kernel: _op and its variants (_op_at, ...)
     for name in [k for k in g if k.startswith("_op") and isinstance(g[k], types.FunctionType)]:
         g[name] = recorder(g[name])
+    # GenZ compat costs each request's attention on its own (compute- or memory-bound) and adds the
+    # two sums in step_finish_genz without _op: record them as two rows with the same arithmetic
+    real_finish_genz = g["step_finish_genz"]
+
+    def recording_finish_genz(prm_, f_c, off_c, on_c, n_c, f_m, off_m, on_m, n_m, out_):
+        n_layers = prm_[K.P_N_DENSE] + prm_[K.P_N_MOE]
+        tau = prm_[K.P_TAU]
+        t_c = (f_c / prm_[K.P_FPEAK_ATTN] + 2.0 * tau * n_c) * n_layers
+        t_m = (off_m / prm_[K.P_BW] + on_m / prm_[K.P_BW_ONCHIP] + 2.0 * tau * n_m) * n_layers
+        if n_c:
+            calls.append(("attention (compute-bound requests)", K.CAT_ATTN, 2.0 * n_c * n_layers,
+                          f_c * n_layers, off_c * n_layers, "compute", t_c))
+        if n_m:
+            calls.append(("attention (memory-bound requests)", K.CAT_ATTN, 2.0 * n_m * n_layers,
+                          f_m * n_layers, off_m * n_layers, "memory", t_m))
+        return real_finish_genz(prm_, f_c, off_c, on_c, n_c, f_m, off_m, on_m, n_m, out_)
+    g["step_finish_genz"] = recording_finish_genz
     out = np.zeros(K.N_OUT)
     done = len(pf) if prompts_done is None else prompts_done
     total = g["step_time"](prm, pf[:, 0].copy(), pf[:, 1].copy(), len(pf), float(done),
@@ -112,8 +129,8 @@ def op_breakdown(client, prefill=(), decode=(), *, prompts_done=None) -> tuple[l
     factor = out[K.X_FACTOR] if int(prm[K.P_CORR_N]) > 0 else 1.0
     ops = []
     for lineno, cat, mult, flops, byts, bound, t in calls:
-        line = _call_text(lines, lineno)
-        ops.append(OpCost(_op_name(line, lineno), _CATEGORY.get(cat, str(cat)), mult, flops, byts, bound, t * factor))
+        name = lineno if isinstance(lineno, str) else _op_name(_call_text(lines, lineno), lineno)
+        ops.append(OpCost(name, _CATEGORY.get(cat, str(cat)), mult, flops, byts, bound, t * factor))
     return ops, float(total)
 
 
