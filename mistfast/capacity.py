@@ -46,6 +46,7 @@ _TABLE2 = (("ttft", "p50", 2.0), ("ttft", "p90", 3.0), ("ttft", "p99", 6.0),
            ("tpot", "p50", 1.25), ("tpot", "p90", 1.5), ("tpot", "p99", 5.0))
 RATE_MIN_RPS = 1e-4      # below this a point is reported as never passing
 RATE_MAX_RPS = 1e6       # above this a point is reported as never failing (capacity >= this)
+STEADY_STATE_MIN = 10.0  # arrival span / mean E2E below which a warning says the run is a transient
 OPEN_LOOP = ("poisson", "gamma", "weibull", "uniform", "normal", "bursty")
 
 
@@ -237,6 +238,11 @@ def search(configs: list[_Config], cons, *, rel_tol: float = 0.02, max_iter: int
     res["converged"] = valid & (lo > 0) & np.isfinite(hi) & (hi / np.where(lo > 0, lo, 1) <= 1 + rel_tol)
     for name in ("ttft_p99_ms", "tpot_p99_ms", "e2e_p99_ms", "output_tok_s", "slo_attainment", "finished_fraction"):
         res[f"{name}_at_max_rate"] = at_lo.get(name, np.full(n, np.nan))
+    # how long arrivals last at the maximum rate, in mean request lifetimes: a short burst of
+    # requests drains before queues reach their steady state, which overstates the capacity
+    with np.errstate(invalid="ignore", divide="ignore"):
+        span_s = at_lo.get("n_arrived", np.full(n, np.nan)) / res["max_rate_rps"]
+        res["steady_state_ratio"] = span_s / (at_lo.get("e2e_mean_ms", np.full(n, np.nan)) / 1e3)
     return res
 
 
@@ -256,6 +262,10 @@ def _variables(res: dict, configs: list[_Config], dims: tuple, shape: tuple) -> 
         "n_evaluations": ("simulations run", "1", "trial rates simulated for this point"),
         "converged": ("bracket converged", "1", "rate_fail_rps / max_rate_rps <= 1 + rel_tol"),
         "invalid_reason": ("why the point was not searched", "", "empty for searched points"),
+        "steady_state_ratio": ("arrival span over request lifetime", "1",
+                               "(requests / max_rate_rps) / mean E2E at max_rate_rps; below about 10 the "
+                               "requests arrive as a burst that drains before queues reach a steady state, "
+                               "and max_rate_rps overstates the sustainable rate: raise num_requests"),
     }
     data = dict(res)
     data["max_rate_per_replica_rps"] = res["max_rate_rps"] / rep
@@ -303,6 +313,13 @@ def capacity(spec, slo=None, *, rel_tol: float = 0.02, min_finished: float = 0.9
     cons = slo_constraints(slo, ref, min_finished)
     res = search(configs, cons, rel_tol=rel_tol, max_iter=max_iter, decode_runs=decode_runs)
     ds = xr.Dataset(_variables(res, configs, dims, shape), coords=coords)
+    short = np.asarray(res["steady_state_ratio"] < STEADY_STATE_MIN)
+    if short.any():
+        import warnings
+        warnings.warn(f"capacity: at {int(short.sum())} of {short.size} points the requests arrive within fewer than "
+                      f"{STEADY_STATE_MIN} mean request lifetimes at the maximum rate (steady_state_ratio), so the "
+                      "search measured a transient burst and overstates the sustainable rate; raise "
+                      "workload.num_requests", stacklevel=2)
     ds.attrs.update({"constraints": "; ".join(f"{v}{op}{lim:g}" for v, op, lim in cons),
                      "rel_tol": rel_tol,
                      "method": "bisection over the arrival rate with common random numbers (same seed at every "

@@ -12,6 +12,8 @@ from mistfast.capacity import capacity, goodput_grid, slo_constraints
 from mistfast.specs import SpecError, parse_scenario
 
 IN_TOK, OUT_TOK = 512, 32
+# small runs on purpose: the transient warning is tested on its own below
+pytestmark = pytest.mark.filterwarnings("ignore:capacity. at:UserWarning")
 
 
 def one_at_a_time(process="poisson", rate=1.0, n=2000, seed=7) -> dict:
@@ -199,3 +201,19 @@ workload = { num_requests = 200, arrival = { process = "poisson", rate_rps = 4 }
     assert "max rate:" in r.output and out.exists()
     r = CliRunner().invoke(main, ["capacity", str(spec), "--slo", "bogus"])
     assert r.exit_code == 2 and "bogus" in r.output
+
+
+def test_short_runs_are_flagged_as_transient():
+    """400 requests at a rate a cluster drains in seconds: the search sees a burst, not a steady
+    state, and says so (steady_state_ratio < 10 and a warning); 20x the requests lift the ratio."""
+    base = {"clients": [{"name": "llm", "model": "llama-3.1-8b", "device": "H100",
+                         "scheduler": {"max_batch_size": 256}}],
+            "workload": {"num_requests": 60, "arrival": {"process": "poisson", "rate_rps": 5},
+                         "output": {"dist": "fixed", "value": 1000}}}
+    with pytest.warns(UserWarning, match="transient"):
+        short = capacity(base)
+    assert float(short.steady_state_ratio) < 10
+    base["workload"]["num_requests"] = 3000
+    long = capacity(base)
+    assert float(long.steady_state_ratio) > float(short.steady_state_ratio)
+    assert float(long.max_rate_rps) < float(short.max_rate_rps)
