@@ -45,6 +45,7 @@ from .specs import ScenarioSpec, SpecError, load_scenario, parse_scenario
 _TABLE2 = (("ttft", "p50", 2.0), ("ttft", "p90", 3.0), ("ttft", "p99", 6.0),
            ("tpot", "p50", 1.25), ("tpot", "p90", 1.5), ("tpot", "p99", 5.0))
 RATE_MIN_RPS = 1e-4      # below this a point is reported as never passing
+LOAD_INDEPENDENT_RTOL = 0.01  # binding metric unchanged by halving the rate: load-independent miss
 RATE_MAX_RPS = 1e6       # above this a point is reported as never failing (capacity >= this)
 STEADY_STATE_MIN = 10.0  # arrival span / mean E2E below which a warning says the run is a transient
 OPEN_LOOP = ("poisson", "gamma", "weibull", "uniform", "normal", "bursty")
@@ -176,6 +177,7 @@ def _failed(values: dict[str, np.ndarray], cons) -> tuple[np.ndarray, list[str]]
     n = len(next(iter(values.values())))
     fail = np.zeros(n, bool)
     binding = [""] * n
+    value = np.full(n, np.nan)   # the binding variable's value
     for var, op, lim in cons:
         if var not in values:
             raise SpecError([f"slo: {var!r} is not a summary variable; choose from {', '.join(sorted(values))}"])
@@ -183,8 +185,9 @@ def _failed(values: dict[str, np.ndarray], cons) -> tuple[np.ndarray, list[str]]
         bad = ~_CMP[op](x, lim) | np.isnan(x)   # a metric nobody reached (NaN) is a miss
         for i in np.flatnonzero(bad & ~fail):
             binding[i] = f"{var}{op}{lim:g}"
+            value[i] = x[i]
         fail |= bad
-    return fail, binding
+    return fail, binding, value
 
 
 # ----------------------------------------------------------------------------- the search
@@ -197,6 +200,8 @@ def search(configs: list[_Config], cons, *, rel_tol: float = 0.02, max_iter: int
     binding = np.array([""] * n, dtype=object)
     at_lo: dict[str, np.ndarray] = {}
     evals = np.zeros(n, np.int64)
+    last_fail = np.full(n, np.nan)              # binding metric at the last failing rate
+    load_independent = np.zeros(n, bool)
     valid = np.array([c.scenario is not None for c in configs])
     trial = np.array([c.rate0 if c.scenario is not None else np.nan for c in configs])
     done = ~valid
@@ -205,12 +210,21 @@ def search(configs: list[_Config], cons, *, rel_tol: float = 0.02, max_iter: int
         if act.size == 0:
             break
         vals = _evaluate([configs[i] for i in act], trial[act], decode_runs)
-        fail, why = _failed(vals, cons)
+        fail, why, val = _failed(vals, cons)
         evals[act] += 1
         for k, i in enumerate(act):
             if fail[k]:
+                # halving the rate left the binding metric where it was: it does not depend on the
+                # load (e.g. one request's TPOT is above the limit), so no lower rate will pass
+                if (lo[i] == 0.0 and why[k] == binding[i] and np.isfinite(val[k]) and np.isfinite(last_fail[i])
+                        and abs(val[k] - last_fail[i]) <= LOAD_INDEPENDENT_RTOL * abs(last_fail[i])):
+                    load_independent[i] = True
                 hi[i] = trial[i]
                 binding[i] = why[k]
+                last_fail[i] = val[k]
+                if load_independent[i]:
+                    done[i] = True
+                    continue
             else:
                 lo[i] = trial[i]
                 for name, v in vals.items():
@@ -234,7 +248,7 @@ def search(configs: list[_Config], cons, *, rel_tol: float = 0.02, max_iter: int
             trial[i] = nxt
     res = {"max_rate_rps": np.where(valid & (lo > 0), lo, np.nan),
            "rate_fail_rps": np.where(valid, hi, np.nan),
-           "binding_slo": binding, "n_evaluations": evals}
+           "binding_slo": binding, "n_evaluations": evals, "fails_at_any_rate": load_independent}
     res["converged"] = valid & (lo > 0) & np.isfinite(hi) & (hi / np.where(lo > 0, lo, 1) <= 1 + rel_tol)
     for name in ("ttft_p99_ms", "tpot_p99_ms", "e2e_p99_ms", "output_tok_s", "slo_attainment", "finished_fraction"):
         res[f"{name}_at_max_rate"] = at_lo.get(name, np.full(n, np.nan))
@@ -261,6 +275,9 @@ def _variables(res: dict, configs: list[_Config], dims: tuple, shape: tuple) -> 
         "binding_slo": ("binding SLO", "", "the first constraint that failed at rate_fail_rps"),
         "n_evaluations": ("simulations run", "1", "trial rates simulated for this point"),
         "converged": ("bracket converged", "1", "rate_fail_rps / max_rate_rps <= 1 + rel_tol"),
+        "fails_at_any_rate": ("SLO missed at any load", "1",
+                              "halving the rate left the binding metric within 1 % of its value: the limit is "
+                              "missed by the configuration itself (e.g. the TPOT of a lone request), not by load"),
         "invalid_reason": ("why the point was not searched", "", "empty for searched points"),
         "steady_state_ratio": ("arrival span over request lifetime", "1",
                                "(requests / max_rate_rps) / mean E2E at max_rate_rps; below about 10 the "

@@ -265,10 +265,6 @@ def validate(csv_path, out_dir, no_calibrate, seed):
     sys.exit(V.main(csv_path, out_dir, calibrate=not no_calibrate, seed=seed))
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
-
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--slo", "slo_name", default="spec", show_default=True,
@@ -303,10 +299,16 @@ def capacity(spec, slo_name, constraints, rel_tol, min_finished, sets, output):
         click.echo(f"max rate: {r:.4g} req/s (fails at {float(ds['rate_fail_rps']):.4g}: {ds['binding_slo'].item()}); "
                    f"per replica {float(ds['max_rate_per_replica_rps']):.4g} req/s")
         if not ds["max_rate_rps"].notnull():
-            click.echo(f"no passing rate: {ds['invalid_reason'].item() or 'fails even at the lowest rate searched'}")
+            why = ds["invalid_reason"].item() or ("the limit is missed at any load" if int(ds["fails_at_any_rate"])
+                                                  else "fails even at the lowest rate searched")
+            click.echo(f"no passing rate: {why}")
     else:
         click.echo(table.to_dataframe().to_string())
     if output:
         from .sweep import write_netcdf
         write_netcdf(ds, output)
         click.echo(f"wrote {output}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

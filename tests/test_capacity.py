@@ -217,3 +217,14 @@ def test_short_runs_are_flagged_as_transient():
     long = capacity(base)
     assert float(long.steady_state_ratio) > float(short.steady_state_ratio)
     assert float(long.max_rate_rps) < float(short.max_rate_rps)
+
+
+def test_a_limit_no_load_can_meet_stops_early(times):
+    """A TPOT limit below the decode step time of a lone request fails at every rate: the search
+    says so after a couple of halvings instead of walking down to the rate floor."""
+    t_p, d = times
+    step_ms = (d - t_p) / (OUT_TOK - 1) * 1e3
+    ds = capacity(one_at_a_time("poisson", rate=2.0, n=200), [f"tpot_p99_ms<={0.5 * step_ms}"])
+    assert np.isnan(float(ds.max_rate_rps))
+    assert int(ds.fails_at_any_rate) == 1 and int(ds.n_evaluations) <= 4
+    assert str(ds.binding_slo.item()).startswith("tpot_p99_ms")
