@@ -1,0 +1,102 @@
+"""Case-study helpers (mistfast.studies) on hand-built sweep Datasets, and the study sweeps'
+specs (they parse and name what they claim)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from mistfast import studies
+
+ROOT = Path(__file__).resolve().parents[1]
+RATE = "rate_per_client_rps"
+OK_LAT = dict(ttft_p50_ms=100.0, ttft_p90_ms=200.0, ttft_p99_ms=300.0, tpot_p50_ms=20.0, tpot_p90_ms=30.0,
+              tpot_p99_ms=40.0)
+
+
+def _sweep(axis, labels, apps, rates, cells, dp=None):
+    """A Dataset shaped like a study-3 sweep; ``cells[(label, app, rate)]`` overrides variables."""
+    shape = (len(apps), len(labels), len(rates))
+    dims = ("app", axis, RATE)
+    data = {}
+    names = list(OK_LAT) + ["output_tok_s", "energy_per_output_token_J", "n_arrived", "n_finished", "status"]
+    for v in names:
+        arr = np.zeros(shape)
+        for i, a in enumerate(apps):
+            for j, lab in enumerate(labels):
+                for k, r in enumerate(rates):
+                    base = dict(OK_LAT, output_tok_s=100.0 * r, energy_per_output_token_J=1.0, n_arrived=100,
+                                n_finished=100, status=0)
+                    base.update(cells.get((lab, a, r), {}))
+                    arr[i, j, k] = base[v]
+        data[v] = (dims, arr)
+    if dp is not None:
+        data["in_dp"] = (dims, np.broadcast_to(np.asarray(dp, float)[None, :, None], shape).copy())
+    return xr.Dataset(data, coords={"app": apps, axis: labels, RATE: rates})
+
+
+def test_table2_limits_are_the_papers_six():
+    assert studies.table2_limits() == {"ttft_p50_ms": 500.0, "ttft_p90_ms": 750.0, "ttft_p99_ms": 1500.0,
+                                       "tpot_p50_ms": 31.25, "tpot_p90_ms": 37.5, "tpot_p99_ms": 125.0}
+    assert studies.table2_limits(rag=True)["ttft_p99_ms"] == 6000.0
+
+
+def test_pipeline_table_passes_normalises_and_picks_winners():
+    rates = [1.0, 2.0]
+    colo = _sweep("batching", ["continuous", "chunked"], ["chat", "rag"], rates, {
+        # chat at rate 2: continuous misses the TPOT p50 limit (31.25 ms), chunked has a worse TTFT
+        ("continuous", "chat", 2.0): dict(tpot_p50_ms=32.0, output_tok_s=210.0),
+        ("chunked", "chat", 2.0): dict(ttft_p99_ms=900.0, output_tok_s=205.0, energy_per_output_token_J=0.5),
+        # rag: a 2,000 ms TTFT p50 passes the RAG baseline (limit 2,000) ...
+        ("continuous", "rag", 1.0): dict(ttft_p50_ms=2000.0),
+        # ... a chunked point that did not finish its requests fails whatever its latencies
+        ("chunked", "rag", 2.0): dict(n_finished=98),
+    })
+    dis = _sweep("num_prefill", [1, 3], ["chat", "rag"], rates, {
+        (1, "chat", 2.0): dict(ttft_p99_ms=1501.0),          # just over the p99 limit
+        (3, "chat", 2.0): dict(ttft_p99_ms=250.0, output_tok_s=190.0, energy_per_output_token_J=0.8),
+        (1, "rag", 1.0): dict(ttft_p50_ms=501.0, status=1),  # invalid point
+    }, dp=[3, 1])
+    t = studies.pipeline_table([colo, dis])
+    assert list(t.strategy.values) == ["continuous", "chunked", "1P/3D", "3P/1D"]
+    p = t["passes"].sel(rate_per_client_rps=2.0)
+    assert p.sel(app="chat").values.tolist() == [False, True, False, True]
+    assert p.sel(app="rag").values.tolist() == [True, False, True, True]
+    assert t["passes"].sel(app="rag", rate_per_client_rps=1.0).values.tolist() == [True, True, False, True]
+    # normalised to continuous at the lowest rate (100 tok/s, 1 token/J)
+    n = t["norm_output_tok_s"].sel(app="chat", rate_per_client_rps=2.0).values
+    np.testing.assert_allclose(n, [2.1, 2.05, 2.0, 1.9])
+    e = t["norm_tok_per_J"].sel(app="chat", rate_per_client_rps=2.0).values
+    np.testing.assert_allclose(e, [1.0, 2.0, 1.0, 1.25])
+    w = t.sel(app="chat", rate_per_client_rps=2.0)
+    assert str(w.best_ttft.values) == "3P/1D"            # 250 < 900 among passing
+    assert str(w.best_throughput.values) == "chunked"    # 205 > 190 (continuous fails)
+    assert str(w.best_efficiency.values) == "chunked"    # 2.0 tokens/J beats 1.25
+
+
+def test_pipeline_table_no_passing_strategy_gives_empty_label():
+    colo = _sweep("batching", ["continuous"], ["code"], [1.0], {("continuous", "code", 1.0): dict(tpot_p99_ms=200.0)})
+    t = studies.pipeline_table([colo])
+    assert str(t.best_ttft.values.item()) == ""
+
+
+def test_pipeline_table_refuses_unknown_axis_and_baseline():
+    bad = _sweep("batching", ["chunked"], ["chat"], [1.0], {}).rename(batching="device")
+    with pytest.raises(ValueError, match="'batching' or 'num_prefill'"):
+        studies.pipeline_table([bad])
+    with pytest.raises(ValueError, match="baseline = 'continuous'"):
+        studies.pipeline_table([_sweep("batching", ["chunked"], ["chat"], [1.0], {})])
+
+
+@pytest.mark.parametrize("name", ["pipelines_colocated", "pipelines_disaggregated"])
+def test_study3_sweeps_parse_with_five_pipelines(name):
+    from mistfast.sweep import build_point, load_sweep, point_values
+    sw = load_sweep(ROOT / "sweeps" / f"{name}.toml")
+    assert [str(v) for v in sw.axes[0].values] == ["chat", "code", "rag", "kv_retrieval", "reasoning"]
+    assert sw.n_points in (70, 105)
+    for vals in point_values(sw)[::7]:
+        point, reason, derived = build_point(sw, vals)
+        assert point is not None, reason
+        assert derived["rate_rps"] == 4 * vals[-1]
