@@ -42,8 +42,9 @@ class Topology:
         if len(groups) != len(scen.clients) + len(scen.servers):
             raise SpecError(["clients/servers: names must be unique"])
         self.C = len(self.names)
-        self.tiers = list(scen.tiers)
-        self.tier_index = {t.name: i for i, t in enumerate(self.tiers)}
+        # grouped tiers (private / per-group stores) become one instance per group of replicas;
+        # tier_index maps a spec name to its first instance, tier_groups to all of them
+        self.tiers, self.tier_index, self.tier_groups = _expand_tiers(scen)
         self.tier_cap = [-1] * len(self.tiers)   # hash blocks; set by chain()
         self.chains: list[list[int]] = []
         self.hash_block = 512
@@ -85,6 +86,9 @@ class Topology:
             if s.memory_resource is not None and s.memory_resource not in self.tier_index:
                 raise SpecError([f"servers.{s.name}.memory_resource = {s.memory_resource!r}: not a tier; "
                                  f"tiers: {', '.join(self.tier_index) or '(none)'}"])
+            if s.memory_resource is not None and len(self.tier_groups[s.memory_resource]) > 1:
+                raise SpecError([f"servers.{s.name}.memory_resource = {s.memory_resource!r}: a tier with group_size "
+                                 "has one instance per group; name a shared tier (no group_size)"])
 
     def chain(self, tier_names, kv_bytes_per_token, where) -> int:
         """Register the ordered tier list of a hash-mode kv_fetch stage; returns its chain id.
@@ -94,6 +98,10 @@ class Topology:
             if nm not in self.tier_index:
                 raise SpecError([f"{where}.tiers[{j}].tier = {nm!r}: unknown tier; known: "
                                  f"{', '.join(self.tier_index) or '(none)'}"])
+            if len(self.tier_groups[nm]) > 1:
+                raise SpecError([f"{where}.tiers[{j}].tier = {nm!r}: a tier with group_size cannot serve a "
+                                 "use_hashes = true stage (one LRU per instance is not modelled); drop group_size "
+                                 "or use fixed hit rates"])
             k = self.tier_index[nm]
             ids.append(k)
             cap = int(self.tiers[k].tier.capacity_GB * 1e9 // (self.hash_block * kv_bytes_per_token))
@@ -180,6 +188,43 @@ class Topology:
                 res[C + ti, b, 1] = T + ti
                 nres[C + ti, b] = 2
         return lat, res, nres
+
+
+def _pool_size(scen, names) -> int:
+    """Replica instances of the clients/servers a stage's pool names (unknown names count 0)."""
+    names = [names] if isinstance(names, str) else list(names or [])
+    size = {c.name: c.dp for c in scen.clients} | {s.name: s.replicas for s in scen.servers}
+    return sum(size.get(nm, 0) for nm in names)
+
+
+def _expand_tiers(scen):
+    """Tier instances: a tier with ``group_size = g`` gets one instance per g consecutive replicas of
+    the pool its kv_fetch stages feed (``name[k]``, each with its own bandwidth port and link);
+    the others stay one shared instance. Returns (instances, first instance by name, instances by name)."""
+    feeds: dict[str, tuple[int, str]] = {}
+    for p in scen.pipelines:
+        for i, st in enumerate(p.stages):
+            if st.kind != "kv_fetch" or i + 1 >= len(p.stages):
+                continue
+            n = _pool_size(scen, p.stages[i + 1].pool)
+            for j, th in enumerate(st.tiers):
+                where = f"pipelines[{p.name}].stages[{i}].tiers[{j}]"
+                if th.tier in feeds and feeds[th.tier][0] != n:
+                    raise SpecError([f"{where}.tier = {th.tier!r}: a tier with group_size must feed pools of one size; "
+                                     f"{feeds[th.tier][1]} feeds {feeds[th.tier][0]} replicas, this stage {n}"])
+                feeds.setdefault(th.tier, (n, where))
+    tiers, first, groups = [], {}, {}
+    for t in scen.tiers:
+        n_inst = 1
+        if t.group_size is not None and t.name in feeds:
+            n_inst = -(-feeds[t.name][0] // t.group_size)
+        first[t.name] = len(tiers)
+        groups[t.name] = list(range(len(tiers), len(tiers) + n_inst))
+        if n_inst == 1:
+            tiers.append(t)
+        else:
+            tiers += [t.model_copy(update={"name": f"{t.name}[{k}]"}) for k in range(n_inst)]
+    return tiers, first, groups
 
 
 def build_cluster_inputs(scen, reqs, seed_seq, log_steps: int = 0, decode_runs: bool = True) -> dict:
@@ -294,6 +339,7 @@ def _expand_pipeline(pipe, ci_, topo, pools, P, O, rng, scen) -> list[dict]:
     prompt = P.copy()            # tokens the next LLM stage must hold (grows with RAG context, past KV)
     ttft_done = False
     prev_kind = None
+    restrict = None   # per-request pool of the stage after a grouped-tier kv_fetch (-1: unrestricted)
 
     def add_pool(stage, names, where):
         ids = topo.pool(names, where)
@@ -347,6 +393,7 @@ def _expand_pipeline(pipe, ci_, topo, pools, P, O, rng, scen) -> list[dict]:
                                 tier=np.full(m, -2 - chain)))
             else:
                 tier = _sample_tiers(st, topo, m, rng, f"{where0}.stages[{i}]")
+                restrict = _favourite_groups(st, nxt, topo, pools, ids, tier, rng)
                 past = np.full(m, st.past_tokens, np.int64)
                 rows.append(row(CL.K_KVFETCH, len(pools) - 1, past, zeros, past * kvb, tier=tier))
                 prompt = prompt + past
@@ -395,8 +442,38 @@ def _expand_pipeline(pipe, ci_, topo, pools, P, O, rng, scen) -> list[dict]:
                     v_ = row(CL.K_LLM, vid, prompt, np.ones(m), 4.0 * prompt)
                     v_["kind"] = np.where(active, CL.K_LLM, CL.K_SKIP)
                     rows.append(v_)
+        if restrict is not None and st.kind != "kv_fetch":
+            # the KV lives in the favourite client's group store: only that group can take the request
+            rows[-1]["pool"] = np.where(restrict >= 0, restrict, rows[-1]["pool"])
+            restrict = None
         prev_kind = st.kind
     return rows
+
+
+def _favourite_groups(st, nxt, topo, pools, ids, tier, rng):
+    """Favourite-client access to grouped (private / per-group) tiers, in place on ``tier``.
+
+    Each request has a favourite replica, uniform over the next stage's pool ``ids``; a read from a
+    tier with ``group_size = g`` is served by the instance of the favourite's group (position // g)
+    and the next stage may route only to that group's replicas (a sub-pool with the stage's policy).
+    Returns the per-request sub-pool id (-1: a miss or a shared tier, routed over the whole pool),
+    or None when no tier of the stage is grouped (no random draw: results stay as before)."""
+    grouped = [(th.tier, topo.tier_groups[th.tier]) for th in st.tiers if len(topo.tier_groups[th.tier]) > 1]
+    if not grouped:
+        return None
+    fav = rng.integers(len(ids), size=tier.size)
+    restrict = np.full(tier.size, -1, np.int64)
+    for name, inst in grouped:
+        g = topo.tiers[inst[0]].group_size   # replicas per instance (the last group may be short)
+        sub = []
+        for k in range(len(inst)):
+            pools.append((ids[k * g:(k + 1) * g], ROUTING[nxt.routing], float(nxt.heavy_threshold)))
+            sub.append(len(pools) - 1)
+        hit = tier == inst[0]
+        grp = fav[hit] // g
+        tier[hit] = np.asarray(inst, np.int64)[grp]
+        restrict[hit] = np.asarray(sub, np.int64)[grp]
+    return restrict
 
 
 def _sample_tiers(st, topo, m, rng, where) -> np.ndarray:
