@@ -100,3 +100,21 @@ def test_study3_sweeps_parse_with_five_pipelines(name):
         point, reason, derived = build_point(sw, vals)
         assert point is not None, reason
         assert derived["rate_rps"] == 4 * vals[-1]
+
+
+def test_devices_the_studies_name():
+    """L40S and B300 entries match their datasheets (dense = sparse / 2 for NVIDIA's '*' figures)."""
+    from mistfast.catalog import default_catalog
+    from mistfast.specs import make_client
+    cat = default_catalog()
+    l40s, b300 = cat.get("devices", "L40S"), cat.get("devices", "B300")
+    assert (l40s["memory_GiB"], l40s["memory_bandwidth_GBps"], l40s["tdp_W"]) == (48.0, 864.0, 350.0)
+    assert l40s["tflops"]["fp8"] == 1466.0 / 2                    # datasheet 1,466* (sparse)
+    assert l40s["tflops"]["bf16"] == 362.05                       # datasheet dense (733* sparse, rounded)
+    assert b300["memory_GiB"] * 8 == 2304.0                       # HGX B300: 2.3 TB over 8 GPUs
+    assert b300["tflops"]["fp4"] == 108_000 / 8                   # 108 PF dense FP4 per 8 GPUs
+    assert b300["tflops"]["fp8"] == 72_000 / 2 / 8 and b300["tflops"]["bf16"] == 36_000 / 2 / 8
+    assert "L40S" in l40s["source"] or "l40s" in l40s["source"]
+    # the model sizes the studies use fit: 8B bf16 on one L40S, 70B fp8 on one B300
+    assert make_client("llama-3.1-8b", "L40S").kv_capacity_tokens() > 0
+    assert make_client("llama-3.1-70b", "B300", precision="fp8").kv_capacity_tokens() > 0
