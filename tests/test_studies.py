@@ -118,3 +118,22 @@ def test_devices_the_studies_name():
     # the model sizes the studies use fit: 8B bf16 on one L40S, 70B fp8 on one B300
     assert make_client("llama-3.1-8b", "L40S").kv_capacity_tokens() > 0
     assert make_client("llama-3.1-70b", "B300", precision="fp8").kv_capacity_tokens() > 0
+
+
+@pytest.mark.parametrize("name", ["output_scaling", "scaling_clients_pd", "validation_offline", "remote_kv",
+                                  "validation_splitwise"])
+def test_study_sweeps_build_every_point(name):
+    """Each case-study sweep parses and every point builds (or is invalid only for want of ../shared)."""
+    from mistfast.sweep import build_point, load_sweep, point_values
+    sw = load_sweep(ROOT / "sweeps" / f"{name}.toml")
+    for vals in point_values(sw):
+        point, reason, derived = build_point(sw, vals)
+        if point is None and "shared folder was not found" in reason:
+            pytest.skip(f"{name}: ../shared is not available")
+        assert point is not None, reason
+        if name == "scaling_clients_pd":
+            clients, share = vals
+            p = max(1, min(clients - 1, round(share * clients)))
+            assert derived["dp"] == clients - p                   # decode clients; prefill = clients - in_dp
+        if name == "remote_kv":
+            assert point[0].tiers[0].group_size == vals[1]
