@@ -202,12 +202,15 @@ def _expand_tiers(scen):
     the pool its kv_fetch stages feed (``name[k]``, each with its own bandwidth port and link);
     the others stay one shared instance. Returns (instances, first instance by name, instances by name)."""
     feeds: dict[str, tuple[int, str]] = {}
+    grouped = {t.name for t in scen.tiers if t.group_size is not None}
     for p in scen.pipelines:
         for i, st in enumerate(p.stages):
             if st.kind != "kv_fetch" or i + 1 >= len(p.stages):
                 continue
             n = _pool_size(scen, p.stages[i + 1].pool)
             for j, th in enumerate(st.tiers):
+                if th.tier not in grouped:
+                    continue
                 where = f"pipelines[{p.name}].stages[{i}].tiers[{j}]"
                 if th.tier in feeds and feeds[th.tier][0] != n:
                     raise SpecError([f"{where}.tier = {th.tier!r}: a tier with group_size must feed pools of one size; "

@@ -124,6 +124,21 @@ def test_grouped_tier_feeding_pools_of_two_sizes_is_refused():
         run(sc)
 
 
+def test_shared_tier_may_feed_pools_of_two_sizes():
+    sc = parse_scenario({
+        "workload": {"num_requests": 20},
+        "clients": [{"name": "a", "model": "llama-3.1-8b", "device": "H100", "dp": 2},
+                    {"name": "b", "model": "llama-3.1-8b", "device": "H100", "dp": 3}],
+        "tiers": [{"name": "store", "tier": "kvstore-B-dram", "link": "kvlink-B"}],
+        "pipelines": [
+            {"name": "x", "stages": [{"kind": "kv_fetch", "past_tokens": 10, "tiers": [{"tier": "store", "hit": 1.0}]},
+                                     {"kind": "llm", "pool": "a"}]},
+            {"name": "y", "stages": [{"kind": "kv_fetch", "past_tokens": 10, "tiers": [{"tier": "store", "hit": 1.0}]},
+                                     {"kind": "llm", "pool": "b"}]}],
+    })
+    assert (run(sc)["status"] == 3).all()
+
+
 def test_group_size_must_be_positive():
     with pytest.raises(SpecError, match=r"tiers\[0\]\.group_size"):
         scenario(0)
