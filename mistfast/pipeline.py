@@ -47,6 +47,7 @@ class Topology:
         self.tiers, self.tier_index, self.tier_groups = _expand_tiers(scen)
         self.tier_cap = [-1] * len(self.tiers)   # hash blocks; set by chain()
         self.chains: list[list[int]] = []
+        self._chain_of: dict[tuple, int] = {}   # grouped hash-mode chains by tier instances
         self.hash_block = 512
         # resources: one read port per tier, one per tier link, one per declared client link,
         # one per group pair on the default network (created on demand)
@@ -110,6 +111,18 @@ class Topology:
             raise SpecError([f"{where}.tiers: a hash-mode kv_fetch stage needs at least one tier"])
         self.chains.append(ids)
         return len(self.chains) - 1
+
+    def chain_instances(self, ids, kv_bytes_per_token) -> int:
+        """Register an ordered list of tier instances as a hash-mode chain (reused if seen before)."""
+        key = tuple(int(k) for k in ids)
+        if key in self._chain_of:
+            return self._chain_of[key]
+        for k in key:
+            cap = int(self.tiers[k].tier.capacity_GB * 1e9 // (self.hash_block * kv_bytes_per_token))
+            self.tier_cap[k] = cap if self.tier_cap[k] < 0 else min(self.tier_cap[k], cap)
+        self.chains.append(list(key))
+        self._chain_of[key] = len(self.chains) - 1
+        return self._chain_of[key]
 
     def _res(self, name, cap):
         self.res_names.append(name)
@@ -278,6 +291,10 @@ def build_cluster_inputs(scen, reqs, seed_seq, log_steps: int = 0, decode_runs: 
     cls = rng.choice(len(pipes), size=n, p=weights / weights.sum()) if len(pipes) > 1 else np.zeros(n, np.int64)
     P = reqs.input_tokens.astype(np.int64)
     O = reqs.output_tokens.astype(np.int64)
+    # a request's first prefix-block hash names its user / shared prefix (-1: no hashes)
+    hoff = reqs.hash_offsets.astype(np.int64)
+    first_hash = np.where(hoff[1:] > hoff[:-1], reqs.hash_ids[np.minimum(hoff[:-1], max(reqs.hash_ids.size - 1, 0))]
+                          if reqs.hash_ids.size else -1, -1).astype(np.int64)
     # ---- stage instances, built class by class (vectorised over the class's requests) ------------
     counts = np.zeros(n, np.int64)
     branches = np.ones(n, np.int64)
@@ -287,7 +304,7 @@ def build_cluster_inputs(scen, reqs, seed_seq, log_steps: int = 0, decode_runs: 
         if idx.size == 0:
             continue
         branches[idx] = pipe.branches
-        rows = _expand_pipeline(pipe, ci_, topo, pools, P[idx], O[idx], rng, scen)
+        rows = _expand_pipeline(pipe, ci_, topo, pools, P[idx], O[idx], rng, scen, first_hash[idx])
         counts[idx] = len(rows)
         stage_rows.append((idx, rows))
     st_off = np.zeros(n + 1, np.int64)
@@ -334,7 +351,7 @@ def _kv_bytes_of(topo, pool_ids) -> float:
     return c.kv_bytes_per_token()
 
 
-def _expand_pipeline(pipe, ci_, topo, pools, P, O, rng, scen) -> list[dict]:
+def _expand_pipeline(pipe, ci_, topo, pools, P, O, rng, scen, first_hash=None) -> list[dict]:
     """Stage instances of one request class, each field an array over the class's requests."""
     m = P.size
     zeros = np.zeros(m, np.int64)
@@ -389,7 +406,12 @@ def _expand_pipeline(pipe, ci_, topo, pools, P, O, rng, scen) -> list[dict]:
             ids = topo.pool(nxt.pool, f"{where0}.stages[{i + 1}].pool")
             kvb = _kv_bytes_of(topo, ids)
             pools.append(([ids[0]], 0, 0.0))  # placeholder pool (the next stage routes)
-            if st.use_hashes:
+            if st.use_hashes and any(len(topo.tier_groups.get(th.tier, [0])) > 1 for th in st.tiers):
+                # grouped tiers: each user's (first block's) favourite group has its own LRU stores
+                chains, restrict = _favourite_chains(st, nxt, topo, pools, ids, kvb, first_hash,
+                                                     f"{where0}.stages[{i}]")
+                rows.append(row(CL.K_KVFETCH, len(pools) - 1, zeros, zeros, np.full(m, kvb), tier=-2 - chains))
+            elif st.use_hashes:
                 # the prompt's own prefix blocks are looked up in the tiers (LRU contents)
                 chain = topo.chain([th.tier for th in st.tiers], kvb, f"{where0}.stages[{i}]")
                 rows.append(row(CL.K_KVFETCH, len(pools) - 1, zeros, zeros, np.full(m, kvb),
@@ -477,6 +499,41 @@ def _favourite_groups(st, nxt, topo, pools, ids, tier, rng):
         tier[hit] = np.asarray(inst, np.int64)[grp]
         restrict[hit] = np.asarray(sub, np.int64)[grp]
     return restrict
+
+
+def _favourite_chains(st, nxt, topo, pools, ids, kvb, first_hash, where):
+    """Hash-mode kv_fetch over grouped tiers: per-request chain ids and next-stage sub-pools.
+
+    A user's favourite replica follows from the first prefix-block hash of its requests (a fixed
+    multiplicative hash, so every request of a user or shared prefix has the same favourite); each
+    grouped tier is replaced by the favourite group's instance (its own LRU), and the next stage
+    routes within the group of the stage's smallest grouped tier, where the request's blocks are
+    read and written."""
+    for j, th in enumerate(st.tiers):
+        if th.tier not in topo.tier_index:
+            raise SpecError([f"{where}.tiers[{j}].tier = {th.tier!r}: unknown tier; known: "
+                             f"{', '.join(topo.tier_index) or '(none)'}"])
+    if first_hash is None or (first_hash < 0).any():
+        raise SpecError([f"{where}: use_hashes with a grouped tier needs prefix-block hashes on every request "
+                         "(a Mooncake trace or workload.prefix_tokens)"])
+    P = len(ids)
+    with np.errstate(over="ignore"):   # Fibonacci hashing: the product wraps, its high bits mix
+        mixed = first_hash.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    fav = (mixed >> np.uint64(33)).astype(np.int64) % P
+    per_tier = []
+    for th in st.tiers:
+        inst = np.asarray(topo.tier_groups[th.tier], np.int64)
+        g = topo.tiers[inst[0]].group_size if inst.size > 1 else P
+        per_tier.append((inst, g))
+    cols = np.stack([inst[np.minimum(fav // g, inst.size - 1)] for inst, g in per_tier], axis=1)
+    chains = np.array([topo.chain_instances(row_, kvb) for row_ in cols], np.int64)
+    gmin = min(g for inst, g in per_tier if inst.size > 1)
+    n_groups = -(-P // gmin)
+    sub = []
+    for k in range(n_groups):
+        pools.append((ids[k * gmin:(k + 1) * gmin], ROUTING[nxt.routing], float(nxt.heavy_threshold)))
+        sub.append(len(pools) - 1)
+    return chains, np.asarray(sub, np.int64)[fav // gmin]
 
 
 def _sample_tiers(st, topo, m, rng, where) -> np.ndarray:

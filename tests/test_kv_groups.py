@@ -96,16 +96,16 @@ def test_last_group_may_be_short():
     assert (r["llm_client"] // 2 == r["tier"]).all()
 
 
-def test_grouped_tier_refuses_hash_mode():
+def test_grouped_tier_in_hash_mode_needs_prefix_hashes():
     sc = parse_scenario({
-        "workload": {"num_requests": 4, "prefix_tokens": 1024},
+        "workload": {"num_requests": 4},
         "clients": [{"name": "llm", "model": "llama-3.1-8b", "device": "H100", "dp": 2}],
         "tiers": [{"name": "store", "tier": "kvstore-B-dram", "link": "kvlink-B", "group_size": 1}],
         "pipelines": [{"name": "kv", "stages": [
             {"kind": "kv_fetch", "use_hashes": True, "tiers": [{"tier": "store", "hit": 1.0}]},
             {"kind": "llm", "pool": "llm"}]}],
     })
-    with pytest.raises(SpecError, match="group_size cannot serve a use_hashes"):
+    with pytest.raises(SpecError, match=r"pipelines\[kv\]\.stages\[0\]: use_hashes with a grouped tier needs prefix-block hashes"):
         run(sc)
 
 
@@ -142,3 +142,55 @@ def test_shared_tier_may_feed_pools_of_two_sizes():
 def test_group_size_must_be_positive():
     with pytest.raises(SpecError, match=r"tiers\[0\]\.group_size"):
         scenario(0)
+
+
+def hash_scenario(group_size, dp=2, n=4, groups=1, rate=0.1):
+    tier = {"name": "store", "tier": "slow", "link": "fat"}
+    if group_size is not None:
+        tier["group_size"] = group_size
+    return parse_scenario({
+        "catalog": {"memory_tiers": {"slow": {"kind": "dram", "capacity_GB": 1000.0, "bandwidth_GBps": TIER_GBPS,
+                                              "latency_us": 0.0, "source": "test"}},
+                    "links": {"fat": {"bandwidth_GBps": 100.0, "latency_us": 0.0, "efficiency": 1.0,
+                                      "source": "test"}}},
+        "simulation": {"seed": 1},
+        "workload": {"num_requests": n, "arrival": {"process": "uniform", "rate_rps": rate},
+                     "input": {"dist": "fixed", "value": 2100}, "output": {"dist": "fixed", "value": 2},
+                     "prefix_tokens": 2048, "prefix_groups": groups},
+        "clients": [{"name": "llm", "model": "llama-3.1-8b", "device": "H100", "dp": dp}],
+        "tiers": [tier],
+        "pipelines": [{"name": "kv", "stages": [
+            {"kind": "kv_fetch", "use_hashes": True, "tiers": [{"tier": "store", "hit": 1.0}]},
+            {"kind": "llm", "pool": "llm", "routing": "round_robin"}]}],
+    })
+
+
+def run_stages(scen, seed=5):
+    ss = np.random.SeedSequence(seed)
+    out = run_pipeline(scen, build_requests(scen.workload, scen.simulation.horizon_s, ss), ss)
+    ins, st = out["inputs"], out["stages"]
+    first = ins["st_off"][:-1]
+    return dict(topo=ins["topo"], fetch_s=st["exit"][first] - st["ready"][first], client=st["client"][first + 1],
+                chain=-2 - ins["st_tier"][first], chains=ins["topo"].chains, status=out["requests"]["status"])
+
+
+@pytest.mark.parametrize("group_size", [None, 1])
+def test_hash_mode_private_store_serves_the_users_repeat_requests(group_size):
+    # one shared prefix (one user): the first request misses (nothing moves), the next three read
+    # the 2,048-token prefix (4 blocks of 512) = 2,048 x 131,072 B at 1 GB/s = 0.268 s each
+    r = run_stages(hash_scenario(group_size))
+    np.testing.assert_allclose(r["fetch_s"], [0.0] + [2048 * KV_BYTES_8B / 1e9] * 3, rtol=1e-9)
+    if group_size == 1:
+        # private: every request of the user goes to its favourite client, whose store holds the KV
+        assert len(set(r["client"].tolist())) == 1
+        assert len(r["topo"].tier_groups["store"]) == 2 and len(set(r["chain"].tolist())) == 1
+    else:
+        assert len(set(r["client"].tolist())) == 2   # round robin over both clients, one shared store
+
+
+def test_hash_mode_users_spread_over_private_stores():
+    r = run_stages(hash_scenario(1, dp=4, n=200, groups=40, rate=2.0))
+    inst = np.array([r["chains"][c][0] for c in r["chain"]])
+    assert (r["client"] == inst).all()                 # served where its store is
+    assert len(set(r["client"].tolist())) == 4          # 40 users spread over the 4 clients
+    assert (r["status"] == 3).all()
