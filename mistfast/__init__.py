@@ -19,6 +19,8 @@ _LAZY = {
     "load_sweep": ("mistfast.sweep", "load_sweep"),
     "best_configs": ("mistfast.analysis", "best_configs"),
     "pareto_front": ("mistfast.analysis", "pareto_front"),
+    "capacity": ("mistfast.capacity", "capacity"),
+    "goodput_grid": ("mistfast.capacity", "goodput_grid"),
 }
 
 

@@ -438,5 +438,50 @@ def validate(csv_path, out_dir, no_calibrate, seed):
     sys.exit(V.main(csv_path, out_dir, calibrate=not no_calibrate, seed=seed))
 
 
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--slo", "slo_name", default="spec", show_default=True,
+              help="constraint set: spec (the scenario's [slo] as p99 limits), table2, table2-rag")
+@click.option("--constraint", "constraints", multiple=True, metavar="'VAR<=VALUE'",
+              help="explicit constraint over summary variables (repeatable; replaces --slo)")
+@click.option("--rel-tol", default=0.02, show_default=True, help="stop when fail rate / pass rate <= 1 + rel-tol")
+@click.option("--min-finished", default=0.99, show_default=True, help="required finished fraction of requests")
+@click.option("--set", "sets", multiple=True, metavar="PATH=VALUE", help="override a scenario field (repeatable)")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="write the result Dataset to netCDF")
+def capacity(spec, slo_name, constraints, rel_tol, min_finished, sets, output):
+    """Highest request rate at which every SLO holds, for a scenario or every point of a sweep."""
+    from .capacity import capacity as run_capacity
+    from .specs import load_scenario, load_toml
+    try:
+        target = spec
+        if sets:
+            if "sweep" in load_toml(spec):
+                _fail("--set applies to scenario files; edit the sweep's [scenario] table instead")
+            target = load_scenario(spec, _parse_set(sets))
+        t0 = time.perf_counter()
+        ds = run_capacity(target, list(constraints) if constraints else slo_name, rel_tol=rel_tol,
+                          min_finished=min_finished)
+    except SpecError as e:
+        _fail("\n".join(e.problems))
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    click.echo(f"constraints: {ds.attrs['constraints']}  (searched in {time.perf_counter() - t0:.1f} s)")
+    table = ds[["max_rate_rps", "rate_fail_rps", "binding_slo", "max_rate_per_replica_rps"]]
+    if ds["max_rate_rps"].ndim == 0:
+        r = float(ds["max_rate_rps"])
+        click.echo(f"max rate: {r:.4g} req/s (fails at {float(ds['rate_fail_rps']):.4g}: {ds['binding_slo'].item()}); "
+                   f"per replica {float(ds['max_rate_per_replica_rps']):.4g} req/s")
+        if not ds["max_rate_rps"].notnull():
+            why = ds["invalid_reason"].item() or ("the limit is missed at any load" if int(ds["fails_at_any_rate"])
+                                                  else "fails even at the lowest rate searched")
+            click.echo(f"no passing rate: {why}")
+    else:
+        click.echo(table.to_dataframe().to_string())
+    if output:
+        from .sweep import write_netcdf
+        write_netcdf(ds, output)
+        click.echo(f"wrote {output}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

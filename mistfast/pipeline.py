@@ -42,10 +42,12 @@ class Topology:
         if len(groups) != len(scen.clients) + len(scen.servers):
             raise SpecError(["clients/servers: names must be unique"])
         self.C = len(self.names)
-        self.tiers = list(scen.tiers)
-        self.tier_index = {t.name: i for i, t in enumerate(self.tiers)}
+        # grouped tiers (private / per-group stores) become one instance per group of replicas;
+        # tier_index maps a spec name to its first instance, tier_groups to all of them
+        self.tiers, self.tier_index, self.tier_groups = _expand_tiers(scen)
         self.tier_cap = [-1] * len(self.tiers)   # hash blocks; set by chain()
         self.chains: list[list[int]] = []
+        self._chain_of: dict[tuple, int] = {}   # grouped hash-mode chains by tier instances
         self.hash_block = 512
         # resources: one read port per tier, one per tier link, one per declared client link,
         # one per group pair on the default network (created on demand)
@@ -85,6 +87,9 @@ class Topology:
             if s.memory_resource is not None and s.memory_resource not in self.tier_index:
                 raise SpecError([f"servers.{s.name}.memory_resource = {s.memory_resource!r}: not a tier; "
                                  f"tiers: {', '.join(self.tier_index) or '(none)'}"])
+            if s.memory_resource is not None and len(self.tier_groups[s.memory_resource]) > 1:
+                raise SpecError([f"servers.{s.name}.memory_resource = {s.memory_resource!r}: a tier with group_size "
+                                 "has one instance per group; name a shared tier (no group_size)"])
 
     def chain(self, tier_names, kv_bytes_per_token, where) -> int:
         """Register the ordered tier list of a hash-mode kv_fetch stage; returns its chain id.
@@ -94,6 +99,10 @@ class Topology:
             if nm not in self.tier_index:
                 raise SpecError([f"{where}.tiers[{j}].tier = {nm!r}: unknown tier; known: "
                                  f"{', '.join(self.tier_index) or '(none)'}"])
+            if len(self.tier_groups[nm]) > 1:
+                raise SpecError([f"{where}.tiers[{j}].tier = {nm!r}: a tier with group_size cannot serve a "
+                                 "use_hashes = true stage (one LRU per instance is not modelled); drop group_size "
+                                 "or use fixed hit rates"])
             k = self.tier_index[nm]
             ids.append(k)
             cap = int(self.tiers[k].tier.capacity_GB * 1e9 // (self.hash_block * kv_bytes_per_token))
@@ -102,6 +111,18 @@ class Topology:
             raise SpecError([f"{where}.tiers: a hash-mode kv_fetch stage needs at least one tier"])
         self.chains.append(ids)
         return len(self.chains) - 1
+
+    def chain_instances(self, ids, kv_bytes_per_token) -> int:
+        """Register an ordered list of tier instances as a hash-mode chain (reused if seen before)."""
+        key = tuple(int(k) for k in ids)
+        if key in self._chain_of:
+            return self._chain_of[key]
+        for k in key:
+            cap = int(self.tiers[k].tier.capacity_GB * 1e9 // (self.hash_block * kv_bytes_per_token))
+            self.tier_cap[k] = cap if self.tier_cap[k] < 0 else min(self.tier_cap[k], cap)
+        self.chains.append(list(key))
+        self._chain_of[key] = len(self.chains) - 1
+        return self._chain_of[key]
 
     def _res(self, name, cap):
         self.res_names.append(name)
@@ -182,6 +203,46 @@ class Topology:
         return lat, res, nres
 
 
+def _pool_size(scen, names) -> int:
+    """Replica instances of the clients/servers a stage's pool names (unknown names count 0)."""
+    names = [names] if isinstance(names, str) else list(names or [])
+    size = {c.name: c.dp for c in scen.clients} | {s.name: s.replicas for s in scen.servers}
+    return sum(size.get(nm, 0) for nm in names)
+
+
+def _expand_tiers(scen):
+    """Tier instances: a tier with ``group_size = g`` gets one instance per g consecutive replicas of
+    the pool its kv_fetch stages feed (``name[k]``, each with its own bandwidth port and link);
+    the others stay one shared instance. Returns (instances, first instance by name, instances by name)."""
+    feeds: dict[str, tuple[int, str]] = {}
+    grouped = {t.name for t in scen.tiers if t.group_size is not None}
+    for p in scen.pipelines:
+        for i, st in enumerate(p.stages):
+            if st.kind != "kv_fetch" or i + 1 >= len(p.stages):
+                continue
+            n = _pool_size(scen, p.stages[i + 1].pool)
+            for j, th in enumerate(st.tiers):
+                if th.tier not in grouped:
+                    continue
+                where = f"pipelines[{p.name}].stages[{i}].tiers[{j}]"
+                if th.tier in feeds and feeds[th.tier][0] != n:
+                    raise SpecError([f"{where}.tier = {th.tier!r}: a tier with group_size must feed pools of one size; "
+                                     f"{feeds[th.tier][1]} feeds {feeds[th.tier][0]} replicas, this stage {n}"])
+                feeds.setdefault(th.tier, (n, where))
+    tiers, first, groups = [], {}, {}
+    for t in scen.tiers:
+        n_inst = 1
+        if t.group_size is not None and t.name in feeds:
+            n_inst = -(-feeds[t.name][0] // t.group_size)
+        first[t.name] = len(tiers)
+        groups[t.name] = list(range(len(tiers), len(tiers) + n_inst))
+        if n_inst == 1:
+            tiers.append(t)
+        else:
+            tiers += [t.model_copy(update={"name": f"{t.name}[{k}]"}) for k in range(n_inst)]
+    return tiers, first, groups
+
+
 def build_cluster_inputs(scen, reqs, seed_seq, log_steps: int = 0, decode_runs: bool = True) -> dict:
     """Flatten a pipeline scenario and its requests into the kernel's arrays."""
     from .runner import global_vector, scheduler_vector, _dense_hashes
@@ -230,6 +291,10 @@ def build_cluster_inputs(scen, reqs, seed_seq, log_steps: int = 0, decode_runs: 
     cls = rng.choice(len(pipes), size=n, p=weights / weights.sum()) if len(pipes) > 1 else np.zeros(n, np.int64)
     P = reqs.input_tokens.astype(np.int64)
     O = reqs.output_tokens.astype(np.int64)
+    # a request's first prefix-block hash names its user / shared prefix (-1: no hashes)
+    hoff = reqs.hash_offsets.astype(np.int64)
+    first_hash = np.where(hoff[1:] > hoff[:-1], reqs.hash_ids[np.minimum(hoff[:-1], max(reqs.hash_ids.size - 1, 0))]
+                          if reqs.hash_ids.size else -1, -1).astype(np.int64)
     # ---- stage instances, built class by class (vectorised over the class's requests) ------------
     counts = np.zeros(n, np.int64)
     branches = np.ones(n, np.int64)
@@ -239,7 +304,7 @@ def build_cluster_inputs(scen, reqs, seed_seq, log_steps: int = 0, decode_runs: 
         if idx.size == 0:
             continue
         branches[idx] = pipe.branches
-        rows = _expand_pipeline(pipe, ci_, topo, pools, P[idx], O[idx], rng, scen)
+        rows = _expand_pipeline(pipe, ci_, topo, pools, P[idx], O[idx], rng, scen, first_hash[idx])
         counts[idx] = len(rows)
         stage_rows.append((idx, rows))
     st_off = np.zeros(n + 1, np.int64)
@@ -297,7 +362,7 @@ def _kv_bytes_of(topo, pool_ids) -> float:
     return c.kv_bytes_per_token()
 
 
-def _expand_pipeline(pipe, ci_, topo, pools, P, O, rng, scen) -> list[dict]:
+def _expand_pipeline(pipe, ci_, topo, pools, P, O, rng, scen, first_hash=None) -> list[dict]:
     """Stage instances of one request class, each field an array over the class's requests."""
     m = P.size
     zeros = np.zeros(m, np.int64)
@@ -305,6 +370,7 @@ def _expand_pipeline(pipe, ci_, topo, pools, P, O, rng, scen) -> list[dict]:
     prompt = P.copy()            # tokens the next LLM stage must hold (grows with RAG context, past KV)
     ttft_done = False
     prev_kind = None
+    restrict = None   # per-request pool of the stage after a grouped-tier kv_fetch (-1: unrestricted)
 
     def add_pool(stage, names, where):
         ids = topo.pool(names, where)
@@ -351,13 +417,19 @@ def _expand_pipeline(pipe, ci_, topo, pools, P, O, rng, scen) -> list[dict]:
             ids = topo.pool(nxt.pool, f"{where0}.stages[{i + 1}].pool")
             kvb = _kv_bytes_of(topo, ids)
             pools.append(([ids[0]], 0, 0.0))  # placeholder pool (the next stage routes)
-            if st.use_hashes:
+            if st.use_hashes and any(len(topo.tier_groups.get(th.tier, [0])) > 1 for th in st.tiers):
+                # grouped tiers: each user's (first block's) favourite group has its own LRU stores
+                chains, restrict = _favourite_chains(st, nxt, topo, pools, ids, kvb, first_hash,
+                                                     f"{where0}.stages[{i}]")
+                rows.append(row(CL.K_KVFETCH, len(pools) - 1, zeros, zeros, np.full(m, kvb), tier=-2 - chains))
+            elif st.use_hashes:
                 # the prompt's own prefix blocks are looked up in the tiers (LRU contents)
                 chain = topo.chain([th.tier for th in st.tiers], kvb, f"{where0}.stages[{i}]")
                 rows.append(row(CL.K_KVFETCH, len(pools) - 1, zeros, zeros, np.full(m, kvb),
                                 tier=np.full(m, -2 - chain)))
             else:
                 tier = _sample_tiers(st, topo, m, rng, f"{where0}.stages[{i}]")
+                restrict = _favourite_groups(st, nxt, topo, pools, ids, tier, rng)
                 past = np.full(m, st.past_tokens, np.int64)
                 rows.append(row(CL.K_KVFETCH, len(pools) - 1, past, zeros, past * kvb, tier=tier))
                 prompt = prompt + past
@@ -406,8 +478,73 @@ def _expand_pipeline(pipe, ci_, topo, pools, P, O, rng, scen) -> list[dict]:
                     v_ = row(CL.K_LLM, vid, prompt, np.ones(m), 4.0 * prompt)
                     v_["kind"] = np.where(active, CL.K_LLM, CL.K_SKIP)
                     rows.append(v_)
+        if restrict is not None and st.kind != "kv_fetch":
+            # the KV lives in the favourite client's group store: only that group can take the request
+            rows[-1]["pool"] = np.where(restrict >= 0, restrict, rows[-1]["pool"])
+            restrict = None
         prev_kind = st.kind
     return rows
+
+
+def _favourite_groups(st, nxt, topo, pools, ids, tier, rng):
+    """Favourite-client access to grouped (private / per-group) tiers, in place on ``tier``.
+
+    Each request has a favourite replica, uniform over the next stage's pool ``ids``; a read from a
+    tier with ``group_size = g`` is served by the instance of the favourite's group (position // g)
+    and the next stage may route only to that group's replicas (a sub-pool with the stage's policy).
+    Returns the per-request sub-pool id (-1: a miss or a shared tier, routed over the whole pool),
+    or None when no tier of the stage is grouped (no random draw: results stay as before)."""
+    grouped = [(th.tier, topo.tier_groups[th.tier]) for th in st.tiers if len(topo.tier_groups[th.tier]) > 1]
+    if not grouped:
+        return None
+    fav = rng.integers(len(ids), size=tier.size)
+    restrict = np.full(tier.size, -1, np.int64)
+    for name, inst in grouped:
+        g = topo.tiers[inst[0]].group_size   # replicas per instance (the last group may be short)
+        sub = []
+        for k in range(len(inst)):
+            pools.append((ids[k * g:(k + 1) * g], ROUTING[nxt.routing], float(nxt.heavy_threshold)))
+            sub.append(len(pools) - 1)
+        hit = tier == inst[0]
+        grp = fav[hit] // g
+        tier[hit] = np.asarray(inst, np.int64)[grp]
+        restrict[hit] = np.asarray(sub, np.int64)[grp]
+    return restrict
+
+
+def _favourite_chains(st, nxt, topo, pools, ids, kvb, first_hash, where):
+    """Hash-mode kv_fetch over grouped tiers: per-request chain ids and next-stage sub-pools.
+
+    A user's favourite replica follows from the first prefix-block hash of its requests (a fixed
+    multiplicative hash, so every request of a user or shared prefix has the same favourite); each
+    grouped tier is replaced by the favourite group's instance (its own LRU), and the next stage
+    routes within the group of the stage's smallest grouped tier, where the request's blocks are
+    read and written."""
+    for j, th in enumerate(st.tiers):
+        if th.tier not in topo.tier_index:
+            raise SpecError([f"{where}.tiers[{j}].tier = {th.tier!r}: unknown tier; known: "
+                             f"{', '.join(topo.tier_index) or '(none)'}"])
+    if first_hash is None or (first_hash < 0).any():
+        raise SpecError([f"{where}: use_hashes with a grouped tier needs prefix-block hashes on every request "
+                         "(a Mooncake trace or workload.prefix_tokens)"])
+    P = len(ids)
+    with np.errstate(over="ignore"):   # Fibonacci hashing: the product wraps, its high bits mix
+        mixed = first_hash.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    fav = (mixed >> np.uint64(33)).astype(np.int64) % P
+    per_tier = []
+    for th in st.tiers:
+        inst = np.asarray(topo.tier_groups[th.tier], np.int64)
+        g = topo.tiers[inst[0]].group_size if inst.size > 1 else P
+        per_tier.append((inst, g))
+    cols = np.stack([inst[np.minimum(fav // g, inst.size - 1)] for inst, g in per_tier], axis=1)
+    chains = np.array([topo.chain_instances(row_, kvb) for row_ in cols], np.int64)
+    gmin = min(g for inst, g in per_tier if inst.size > 1)
+    n_groups = -(-P // gmin)
+    sub = []
+    for k in range(n_groups):
+        pools.append((ids[k * gmin:(k + 1) * gmin], ROUTING[nxt.routing], float(nxt.heavy_threshold)))
+        sub.append(len(pools) - 1)
+    return chains, np.asarray(sub, np.int64)[fav // gmin]
 
 
 def _sample_tiers(st, topo, m, rng, where) -> np.ndarray:

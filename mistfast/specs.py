@@ -841,6 +841,9 @@ class TierSpec(Spec):
     name: str
     tier: MemoryTierSpec
     link: LinkSpec
+    group_size: int | None = Field(default=None, ge=1, description="private/shared stores: one instance of this tier "
+                                   "(with its own bandwidth and link) per group of this many consecutive replicas of "
+                                   "the pool its kv_fetch stages feed (1 = private per client); None = one shared instance")
 
     @field_validator("tier", mode="before")
     @classmethod
