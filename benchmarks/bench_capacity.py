@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Speed of a vectorised capacity search (``mistfast.capacity``) over a sweep's configuration points.
+"""Speed of a vectorised capacity search (``mistfast.capacity_search``) over a sweep's configuration points.
 
 100 single-client points of 1,000 requests each: Llama-3.1-8B on device (H100, H200, B200, MI300X,
 A100) x batching (continuous, chunked) x max_batch_size (32, 64, 128, 256, 512) x chunk_size
@@ -47,7 +47,7 @@ slo = { ttft_ms = 500, tpot_ms = 50 }
 
 def main() -> None:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
-    from mistfast.capacity import capacity
+    from mistfast.capacity_search import capacity
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "cap.toml"
         path.write_text(SWEEP)

@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--only", nargs="*", default=None, help="sweep names to run (default: all)")
     args = ap.parse_args()
-    from mistfast.capacity import capacity
+    from mistfast.capacity_search import capacity
     from mistfast.scenario import _shared_dir
     from mistfast.sweep import run_sweep
     warnings.filterwarnings("ignore", message="capacity: at")

@@ -19,8 +19,8 @@ _LAZY = {
     "load_sweep": ("mistfast.sweep", "load_sweep"),
     "best_configs": ("mistfast.analysis", "best_configs"),
     "pareto_front": ("mistfast.analysis", "pareto_front"),
-    "capacity": ("mistfast.capacity", "capacity"),
-    "goodput_grid": ("mistfast.capacity", "goodput_grid"),
+    "capacity": ("mistfast.capacity_search", "capacity"),
+    "goodput_grid": ("mistfast.capacity_search", "goodput_grid"),
 }
 
 

@@ -450,7 +450,7 @@ def validate(csv_path, out_dir, no_calibrate, seed):
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="write the result Dataset to netCDF")
 def capacity(spec, slo_name, constraints, rel_tol, min_finished, sets, output):
     """Highest request rate at which every SLO holds, for a scenario or every point of a sweep."""
-    from .capacity import capacity as run_capacity
+    from .capacity_search import capacity as run_capacity
     from .specs import load_scenario, load_toml
     try:
         target = spec

@@ -14,7 +14,7 @@ import numpy as np
 import xarray as xr
 
 from .analysis import _CMP
-from .capacity import _TABLE2
+from .capacity_search import _TABLE2
 
 RAG_APPS = ("rag", "kv_retrieval")   # pipelines judged against the 1,000 ms TTFT baseline
 TABLE_VARS = ("ttft_p50_ms", "ttft_p90_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p90_ms", "tpot_p99_ms",

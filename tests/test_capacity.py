@@ -1,4 +1,4 @@
-"""Capacity search (mistfast.capacity): against closed-form queues, against a brute-force rate
+"""Capacity search (mistfast.capacity_search): against closed-form queues, against a brute-force rate
 sweep, over a sweep's configuration points, and the goodput-over-SLO-grid derived result."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import mistfast as mf
-from mistfast.capacity import capacity, goodput_grid, slo_constraints
+from mistfast.capacity_search import capacity, goodput_grid, slo_constraints
 from mistfast.specs import SpecError, parse_scenario
 
 IN_TOK, OUT_TOK = 512, 32
@@ -228,3 +228,10 @@ def test_a_limit_no_load_can_meet_stops_early(times):
     assert np.isnan(float(ds.max_rate_rps))
     assert int(ds.fails_at_any_rate) == 1 and int(ds.n_evaluations) <= 4
     assert str(ds.binding_slo.item()).startswith("tpot_p99_ms")
+
+
+def test_public_name_stays_the_function():
+    """Importing the search module must not shadow ``mistfast.capacity`` (a submodule of the same
+    name would replace the lazily exported function)."""
+    import mistfast.capacity_search  # noqa: F401
+    assert callable(mf.capacity) and mf.capacity is mistfast.capacity_search.capacity

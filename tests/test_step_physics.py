@@ -98,7 +98,7 @@ def test_fp4_peaks_per_device():
     b200 = make_client("llama-3.1-8b", "B200").device
     assert b200.peak_flops("nvfp4") == b200.peak_flops("mxfp4") == 9000e12     # Blackwell FP4 dense
     b300 = make_client("llama-3.1-8b", "B300").device
-    assert b300.peak_flops("nvfp4") == 13125e12 and b300.peak_flops("bf16") == 2250e12  # HGX B300
+    assert b300.peak_flops("nvfp4") == 13500e12 and b300.peak_flops("bf16") == 2250e12  # HGX B300
     mi355 = make_client("llama-3.1-8b", "MI355X").device
     assert mi355.peak_flops("mxfp4") == 10066.3e12                               # CDNA4 MXFP4
     assert mi355.peak_flops("nvfp4") == 5033.2e12                                # no NVFP4: next lower peak (fp8)
