@@ -81,7 +81,8 @@ def format_summary(ds) -> str:
         return fmt.format(float(v)) if v == v else "n/a"
     lines = [
         f"requests   arrived {int(ds.n_arrived)}  finished {int(ds.n_finished)}  rejected {int(ds.n_rejected)}  "
-        f"unfinished {int(ds.n_unfinished)}  not arrived {int(ds.n_not_arrived)}",
+        f"unfinished {int(ds.n_unfinished)}  not arrived {int(ds.n_not_arrived)}"
+        + (f"  before warmup {int(ds.n_before_warmup)}" if int(ds.get("n_before_warmup", 0)) else ""),
     ]
     if int(ds.n_rejected):
         rr = {str(k): int(v) for k, v in zip(ds.reject_reason.values, ds.n_rejected_by_reason.values) if v}

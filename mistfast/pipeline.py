@@ -454,7 +454,7 @@ def pipeline_summary(scen, run: dict) -> dict[str, np.ndarray]:
     mp = metric_vector(scen.simulation, scen.slo)[None, :]
     out = np.zeros((1, M.N_OUT))
     end = np.array([run["end"]])
-    M.summarize_points(mp, np.array([0, n], np.int64), run["prompt"], ins["branches"], r["status"], r["arrival"],
+    M.summarize_points(mp, np.array([0, n], np.int64), run["prompt"], ins["branches"], r["status"], r["reason"], r["arrival"],
                        r["t_first_sched"], r["t_first_tok"], r["t_last_tok"], r["t_finish"], r["generated"],
                        r["hit_first"], r["computed_pf"], end, out)
     cs = run["cstats"]

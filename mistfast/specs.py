@@ -693,6 +693,14 @@ class SimulationSpec(Spec):
     per_request: bool = False
     percentile_method: Literal["linear", "compat"] = "linear"
 
+    @model_validator(mode="after")
+    def _window(self):
+        # the measurement window [warmup_s, horizon_s] must hold some arrivals
+        if self.warmup_s >= self.horizon_s:
+            raise field_error("warmup_s", self.warmup_s, f"must be < horizon_s ({self.horizon_s}): "
+                              "requests arriving before warmup_s are left out of every metric")
+        return self
+
 
 class ScenarioSpec(Spec):
     clients: list[ClientSpec] = Field(min_length=1)
