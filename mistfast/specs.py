@@ -41,6 +41,11 @@ def field_error(field: str, value: Any, message: str) -> ValueError:
     return ValueError(f"@{field}@{value!r}@{message}")
 
 
+def field_errors(problems: list[tuple[str, Any, str]]) -> ValueError:
+    """Several cross-field failures at once: ``(field, value, message)`` each."""
+    return ValueError("\n".join(f"@{f}@{v!r}@{m}" for f, v, m in problems))
+
+
 def _format_loc(loc) -> str:
     out = ""
     for part in loc:
@@ -59,10 +64,11 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> SpecError
         path = _format_loc(e["loc"])
         msg = e["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
         value = e.get("input")
-        if msg.startswith("@"):  # from field_error
-            _, fld, val, msg = msg.split("@", 3)
-            path = f"{path}.{fld}" if path else fld
-            problems.append(f"{prefix}{path} = {val}: {msg}")
+        if msg.startswith("@"):  # from field_error / field_errors
+            for one in msg.split("\n@"):
+                _, fld, val, text = ("@" + one.lstrip("@")).split("@", 3)
+                full = f"{path}.{fld}" if path else fld
+                problems.append(f"{prefix}{full} = {val}: {text}")
             continue
         if e["type"] == "missing":
             problems.append(f"{prefix}{path}: required field is missing")
@@ -713,6 +719,13 @@ class ScenarioSpec(Spec):
     simulation: SimulationSpec = SimulationSpec()
     slo: SLOSpec = SLOSpec()
 
+    @model_validator(mode="after")
+    def _references(self):
+        problems = scenario_reference_problems(self)
+        if problems:
+            raise field_errors(problems)
+        return self
+
     @property
     def is_pipeline(self) -> bool:
         """Several clients, servers or explicit pipelines: the multi-client path."""
@@ -721,6 +734,103 @@ class ScenarioSpec(Spec):
     @property
     def client(self) -> ClientSpec:
         return self.clients[0]
+
+
+# ----------------------------------------------------------------------------- cross references
+# which kind of client each stage kind may run on: "llm" = an LLM client with a decoder model,
+# "model" = any LLM client (encoders and decoder-based embedders), "cpu"/"retrieval" = servers
+STAGE_RUNS_ON = {"pre": ("cpu", "model"), "post": ("cpu", "model"), "embed": ("model",), "rerank": ("model",),
+                 "retrieve": ("retrieval",), "llm": ("llm",), "prefill": ("llm",), "decode": ("llm",),
+                 "reason": ("llm",), "verify": ("llm",)}
+_KIND_WORDS = {"cpu": "a CPU server (servers kind = 'cpu')", "retrieval": "a retrieval server (servers kind = 'retrieval')",
+               "model": "an LLM client", "llm": "an LLM client with a decoder model"}
+
+
+def _client_kinds(spec: "ScenarioSpec") -> dict[str, tuple[str, str]]:
+    """Client and server names (and their replica instance names ``name[i]``) -> (kind, description)."""
+    out: dict[str, tuple[str, str]] = {}
+    for c in spec.clients:
+        kind = "llm" if c.model.architecture == "decoder" else "model"
+        desc = f"LLM client {c.name!r} ({c.model.name}, {c.model.architecture})"
+        out[c.name] = (kind, desc)
+    for sv in spec.servers:
+        out.setdefault(sv.name, (sv.kind, f"{sv.kind} server {sv.name!r}"))
+    return out
+
+
+def _pool_kind(name: str, kinds: dict) -> tuple[str, str] | None:
+    if name in kinds:
+        return kinds[name]
+    base, _, rest = name.partition("[")
+    if rest.endswith("]") and rest[:-1].isdigit() and base in kinds:
+        return kinds[base]
+    return None
+
+
+def _stage_pool_problems(where: str, stage_kind: str, pool, kinds: dict, allowed: tuple[str, ...]) -> list:
+    names = [pool] if isinstance(pool, str) else list(pool)
+    if not names:
+        return [(where, pool, "names at least one client")]
+    problems, seen = [], []
+    for nm in names:
+        k = _pool_kind(nm, kinds)
+        if k is None:
+            return [(where, nm, f"unknown client; known: {', '.join(sorted(kinds))}")]
+        seen.append(k[0])
+        if k[0] not in allowed and not (k[0] == "llm" and "model" in allowed):
+            words = " or ".join(_KIND_WORDS[a] for a in allowed)
+            article = "an" if stage_kind[0] in "aeiou" or stage_kind == "llm" else "a"
+            problems.append((where, nm, f"{article} {stage_kind} stage runs on {words}; {k[1]} is not one"))
+    if not problems and len(set(seen)) > 1:
+        problems.append((where, names, "every client of one pool must be of the same kind"))
+    return problems
+
+
+def scenario_reference_problems(spec: "ScenarioSpec") -> list[tuple[str, Any, str]]:
+    """Names that must exist and kinds that must match, as (field path, value, what is allowed)."""
+    problems: list[tuple[str, Any, str]] = []
+    seen: dict[str, str] = {}
+    for what, items in (("clients", spec.clients), ("servers", spec.servers)):
+        for i, x in enumerate(items):
+            if x.name in seen:
+                problems.append((f"{what}[{i}].name", x.name, f"names must be unique; {seen[x.name]} has it too"))
+            else:
+                seen[x.name] = f"{what}[{i}]"
+    tiers = [t.name for t in spec.tiers]
+    for i, t in enumerate(spec.tiers):
+        if tiers.index(t.name) != i:
+            problems.append((f"tiers[{i}].name", t.name, f"names must be unique; tiers[{tiers.index(t.name)}] has it too"))
+    kinds = _client_kinds(spec)
+    for i, ln in enumerate(spec.links):
+        for j, nm in enumerate(ln.between):
+            if nm not in kinds:
+                problems.append((f"links[{i}].between[{j}]", nm, f"unknown client; known: {', '.join(sorted(kinds))}"))
+    for i, sv in enumerate(spec.servers):
+        if sv.memory_resource is not None and sv.memory_resource not in tiers:
+            problems.append((f"servers[{i}].memory_resource", sv.memory_resource,
+                             f"not a tier; tiers: {', '.join(tiers) or '(none)'}"))
+    for p, pipe in enumerate(spec.pipelines):
+        for i, st in enumerate(pipe.stages):
+            where = f"pipelines[{p}].stages[{i}]"
+            if st.kind == "kv_fetch":
+                for j, th in enumerate(st.tiers):
+                    if th.tier not in tiers:
+                        problems.append((f"{where}.tiers[{j}].tier", th.tier,
+                                         f"unknown tier; tiers: {', '.join(tiers) or '(none)'}"))
+                if st.pool is not None:
+                    problems.append((f"{where}.pool", st.pool, "a kv_fetch stage has no pool (the next stage's pool receives the KV)"))
+                continue
+            if st.pool is not None:
+                problems += _stage_pool_problems(f"{where}.pool", st.kind, st.pool, kinds, STAGE_RUNS_ON[st.kind])
+            if st.verifier is not None:
+                if st.kind != "reason":
+                    problems.append((f"{where}.verifier", st.verifier, "only a reason stage has a verifier"))
+                else:
+                    problems += _stage_pool_problems(f"{where}.verifier", "verify", st.verifier, kinds, STAGE_RUNS_ON["verify"])
+    if not spec.pipelines and spec.is_pipeline and spec.clients[0].model.architecture != "decoder":
+        problems.append(("clients[0].model", spec.clients[0].model.name,
+                         "without [[pipelines]] the first client serves the requests: it needs a decoder model"))
+    return problems
 
 
 # ----------------------------------------------------------------------------- loading
@@ -792,6 +902,8 @@ def parse_scenario(doc: dict[str, Any], catalog: Catalog | None = None, *, base:
     for i, c in enumerate(spec.clients):
         if c.model.architecture == "decoder":
             check_fits(c, f"clients[{i}]")
+    from .limits import check_scenario
+    check_scenario(spec)   # refuse what would run out of memory, before any work
     return spec
 
 
