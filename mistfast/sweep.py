@@ -38,6 +38,7 @@ from . import __version__
 from .runner import Point, run_points
 from .scenario import build_requests, scenario_point
 from .specs import DEFAULT_SCENARIO, SpecError, deep_merge, load_toml, parse_scenario, set_path
+from .sweepspec import safe_eval
 from .variables import REGISTRY, variable
 
 # ----------------------------------------------------------------------------- spec
@@ -144,6 +145,8 @@ def _axis_name(path: str) -> str:
 
 def parse_sweep(doc: dict, text: str = "", name: str = "sweep") -> SweepSpec:
     """Validate a sweep document; every problem is reported before any work starts."""
+    from .sweepspec import check_sweep_doc
+    check_sweep_doc(doc)   # types, paths, values, expressions and size, in the scenarios' error style
     if "sweep" not in doc:
         raise SpecError(["sweep: missing [sweep] table (a sweep file needs [sweep] plus [scenario])"])
     sw = dict(doc["sweep"])
@@ -360,7 +363,7 @@ def point_doc(spec: SweepSpec, values: tuple) -> tuple[dict, dict]:
         doc = set_path(doc, a.path, v)
     derived_vals = {}
     for name, path, expr in spec.derived:
-        v = _eval(ast.parse(expr, mode="eval"), env)
+        v = safe_eval(expr, env)   # bounded: sizes and time (sweepspec.py)
         env[name] = v
         derived_vals[name] = v
         doc = set_path(doc, path, v)
