@@ -14,6 +14,28 @@ def _fail(msg: str) -> None:
     sys.exit(2)
 
 
+def _check_writable(path, option: str) -> None:
+    """Refuse an output path that cannot be written, before any work (one line, no traceback)."""
+    import os
+    from pathlib import Path
+    if not path:
+        return
+    p = Path(path)
+    folder = p.parent if str(p.parent) else Path(".")
+    if not folder.is_dir():
+        _fail(f"{option} {path}: folder {str(folder)!r} does not exist")
+    if p.is_dir():
+        _fail(f"{option} {path}: is a folder; give a file name")
+    if not os.access(folder, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        _fail(f"{option} {path}: no permission to write there")
+    probe = folder / f".mistfast-write-probe-{os.getpid()}"
+    try:   # permission bits do not tell everything (root, read-only mounts, /proc)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        _fail(f"{option} {path}: cannot write in {str(folder)!r}: {e.strerror or e}")
+
+
 def _parse_set(items) -> dict:
     import tomllib
     out = {}
@@ -54,6 +76,8 @@ def run(spec, sets, output, per_request, trace_out):
     """Simulate one scenario TOML and print a readable summary."""
     from .scenario import simulate
     from .specs import load_scenario
+    _check_writable(output, "-o")
+    _check_writable(trace_out, "--trace")
     try:
         sc = load_scenario(spec, _parse_set(sets))
         t0 = time.perf_counter()
@@ -65,13 +89,19 @@ def run(spec, sets, output, per_request, trace_out):
     click.echo(f"\nsimulated in {dt * 1e3:.1f} ms")
     if trace_out:
         from .trace import write_chrome_trace
-        write_chrome_trace(ds, trace_out)
+        try:
+            write_chrome_trace(ds, trace_out)
+        except OSError as e:
+            _fail(f"--trace {trace_out}: cannot write: {e.strerror or e}")
         click.echo(f"trace written to {trace_out} (open in https://ui.perfetto.dev)")
         ds = ds.drop_vars([v for v in ds.variables if str(v).startswith("step")])
         ds = ds.drop_dims([d for d in ("step",) if d in ds.dims])
     if output:
         from .sweep import write_netcdf
-        write_netcdf(ds, output)
+        try:
+            write_netcdf(ds, output)
+        except OSError as e:
+            _fail(f"-o {output}: cannot write: {e.strerror or e}")
         click.echo(f"written to {output}")
 
 
@@ -123,6 +153,7 @@ def format_summary(ds) -> str:
 def sweep(spec, output, dry_run, scheduler, workers, chunk_points, resume, progress, objective, minimize, constraints):
     """Run a sweep TOML: many configuration points, one Dataset, optionally written to netCDF."""
     from .sweep import dry_run as _dry, load_sweep, run_sweep
+    _check_writable(output, "-o")
     try:
         sw = load_sweep(spec)
     except SpecError as e:
@@ -140,6 +171,8 @@ def sweep(spec, output, dry_run, scheduler, workers, chunk_points, resume, progr
                        chunk_points=chunk_points)
     except SpecError as e:
         _fail(str(e))
+    except PermissionError as e:
+        _fail(f"-o {output}: cannot write {e.filename or ''}: {e.strerror or e}")
     dt = time.perf_counter() - t0
     n = ds.attrs["n_points"]
     click.echo(f"{n} points in {dt:.1f} s ({n / dt:.0f} points/s); {ds.attrs['n_invalid']} invalid")

@@ -93,6 +93,8 @@ def build_requests(wl: WorkloadSpec, horizon_s: float, seed_seq: np.random.SeedS
             reqs = W.Requests.from_arrays(arr, _lengths(wl.input, n, s_in, "input"),
                                           _lengths(wl.output, n, s_out, "output"))
     except W.WorkloadError as exc:
+        if wl.trace is not None:   # name the field and the value given, then what went wrong
+            raise SpecError([f"workload.trace.path = {wl.trace.path!r}: {exc}"]) from None
         raise SpecError([f"workload: {exc}"]) from None
     if wl.prefix_tokens > 0 and not reqs.has_hashes:
         reqs = _synthetic_prefixes(reqs, wl.prefix_tokens, wl.prefix_groups, s_sub)

@@ -81,7 +81,8 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> SpecError
 
 
 class Spec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    # inf and nan are valid TOML floats but no valid spec value (they hang or poison results)
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False)
 
     def replace(self, **changes) -> "Spec":
         """A validated copy with some fields changed."""
@@ -918,9 +919,26 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise SpecError([f"{p}: not valid TOML: {exc}"]) from None
 
 
+def resolve_spec_paths(doc: dict[str, Any], folder: str | Path) -> dict[str, Any]:
+    """A copy of a scenario (or sweep) document whose relative file paths (``workload.trace.path``)
+    name files in ``folder`` (the spec file's folder), not in the working directory."""
+    if isinstance(doc.get("scenario"), dict):
+        return {**doc, "scenario": resolve_spec_paths(doc["scenario"], folder)}
+    wl = doc.get("workload")
+    tr = wl.get("trace") if isinstance(wl, dict) else None
+    path = tr.get("path") if isinstance(tr, dict) else None
+    if not isinstance(path, str) or path.startswith(("shared:", "samples:")):
+        return doc
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return doc
+    return {**doc, "workload": {**wl, "trace": {**tr, "path": str(Path(folder).resolve() / p)}}}
+
+
 def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> ScenarioSpec:
-    """Load a scenario TOML; ``overrides`` maps dotted paths to values (``{"clients[0].tp": 2}``)."""
-    doc = load_toml(path)
+    """Load a scenario TOML; ``overrides`` maps dotted paths to values (``{"clients[0].tp": 2}``).
+    Relative trace paths are relative to the file's folder."""
+    doc = resolve_spec_paths(load_toml(path), Path(path).parent)
     doc.pop("sweep", None)
     doc = doc.get("scenario", doc)
     for k, v in (overrides or {}).items():

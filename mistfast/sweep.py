@@ -37,7 +37,7 @@ import xarray as xr
 from . import __version__
 from .runner import Point, run_points
 from .scenario import build_requests, scenario_point
-from .specs import DEFAULT_SCENARIO, SpecError, deep_merge, load_toml, parse_scenario, set_path
+from .specs import DEFAULT_SCENARIO, SpecError, deep_merge, load_toml, parse_scenario, resolve_spec_paths, set_path
 from .sweepspec import safe_eval
 from .variables import REGISTRY, variable
 
@@ -226,7 +226,7 @@ def parse_sweep(doc: dict, text: str = "", name: str = "sweep") -> SweepSpec:
 
 def load_sweep(path: str | Path) -> SweepSpec:
     p = Path(path)
-    doc = load_toml(p)
+    doc = resolve_spec_paths(load_toml(p), p.parent)   # relative trace paths: the file's folder
     return parse_sweep(doc, p.read_text(), p.stem)
 
 

@@ -90,8 +90,10 @@ def safe_eval(expr: str, names: dict[str, Any]) -> Any:
     import operator
 
     from simpleeval import FeatureNotAvailable, InvalidExpression, SimpleEval
+    from .sweep import _check_expr
     if len(expr) > MAX_EXPR_CHARS:
         raise SpecError([f"{expr[:40]!r}...: expression longer than {MAX_EXPR_CHARS} characters"])
+    _check_expr(expr, list(names))   # only numbers, names, operators and the listed functions
     deadline = [time.perf_counter() + EXPR_TIME_LIMIT_S]
     ops = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
            ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: pow, ast.USub: operator.neg,
@@ -201,17 +203,21 @@ def check_sweep_doc(doc: dict) -> None:
     for i, a in enumerate(doc["sweep"].get("axis") or [] if isinstance(doc["sweep"].get("axis"), list) else []):
         if isinstance(a, dict):
             unknown += _unknown_keys(f"sweep.axis[{i}]", a, AxisTable)
+    problems: list[str] = list(unknown)
+    raw = {k: v for k, v in doc["sweep"].items() if k in SweepTable.model_fields}
     try:
-        table = SweepTable.model_validate(doc["sweep"])
+        table = SweepTable.model_validate(raw)
     except ValidationError as err:
-        found = [_plain(p) for p in format_validation_error(err, prefix="sweep.").problems if "unknown field" not in p]
-        raise SpecError(unknown + found) from None
-    if unknown:
-        raise SpecError(unknown)
+        problems += [_plain(p) for p in format_validation_error(err, prefix="sweep.").problems]
+        # go on without the fields in error, so the other problems are reported in the same message
+        bad = {e["loc"][0] for e in err.errors() if e["loc"]}
+        try:
+            table = SweepTable.model_validate({k: v for k, v in raw.items() if k not in bad})
+        except ValidationError:
+            raise SpecError(problems) from None
     base = doc.get("scenario", {k: v for k, v in doc.items() if k != "sweep"})
     if not isinstance(base, dict):
-        raise SpecError([f"scenario = {base!r}: must be a table ([scenario])"])
-    problems: list[str] = []
+        raise SpecError(problems + [f"scenario = {base!r}: must be a table ([scenario])"])
     # axes: (label, path, values, axis table or None)
     axes = [(f'sweep.axes."{path}"', path, v if isinstance(v, list) else [v], None) for path, v in table.axes.items()]
     axes += [(f"sweep.axis[{i}]", a.path, a.values, a) for i, a in enumerate(table.axis)]
