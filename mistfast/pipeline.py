@@ -442,7 +442,8 @@ def run_pipeline(scen, reqs, seed_seq, *, per_request=False, log_steps=0, decode
         st["client"], st["ready"], st["arrive"], st["sched"], st["exit"], cstats, res_bytes, runstats, steplog,
         ins["tcap"], ins["chain_off"], ins["chain_tier"])
     return dict(inputs=ins, requests=out, stages=st, cstats=cstats, res_bytes=res_bytes, end=float(runstats[0]),
-                steplog=steplog[:nlog], prompt=reqs.input_tokens.astype(np.int64))
+                steplog=steplog[:nlog], prompt=reqs.input_tokens.astype(np.int64),
+                output=reqs.output_tokens.astype(np.int64))
 
 
 def pipeline_summary(scen, run: dict) -> dict[str, np.ndarray]:
@@ -560,7 +561,8 @@ def pipeline_dataset(scen, run, per_request: bool) -> xr.Dataset:
     if per_request:
         from .scenario import per_request_vars
         rq = run["requests"]
-        rq = dict(rq, prompt=run["prompt"], output=np.zeros_like(run["prompt"]), replica=np.zeros(rq["status"].size, np.int32))
+        # output = the tokens the workload asked for (reason stages generate their own segments instead)
+        rq = dict(rq, prompt=run["prompt"], output=run["output"], replica=np.zeros(rq["status"].size, np.int32))
         for k, v in per_request_vars(rq).items():
             ds[k] = variable(k, v)
         ds["req_class"] = variable("req_class", run["inputs"]["cls"])

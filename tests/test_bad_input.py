@@ -114,8 +114,8 @@ def test_safe_eval_computes_ordinary_expressions_and_refuses_the_rest():
     assert safe_eval("2 ** 10 + max(tp, 3) * 1.5", env) == 1030.0
     assert safe_eval("'H100' if case == 'b' else 'A100'", env) == "H100"
     assert safe_eval("ceil(log2(tp)) - -1", env) == 3
-    for bad, what in (("1 / (tp - 4)", "divided by zero"), ("tp.real", ""), ("__import__('os')", ""),
-                      ("x" * 3000, "longer than")):
+    for bad, what in (("1 / (tp - 4)", "divided by zero"), ("tp.real", "unsupported expression"),
+                      ("__import__('os')", "__import__"), ("x" * 3000, "longer than")):
         with pytest.raises(SpecError, match=what):
             safe_eval(bad, env)
 
