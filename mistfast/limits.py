@@ -86,6 +86,23 @@ def scenario_estimate(spec) -> list[tuple[str, Any, float]]:
         tokens = max(_mean_length(wl.input), wl.prefix_tokens + 1)
         blocks = math.ceil(tokens / HASH_BLOCK_TOKENS)
         items.append(("workload.prefix_tokens", wl.prefix_tokens, float(n) * blocks * BYTES_PER_HASH_BLOCK))
+    # per-client batch arrays (about 12 of 8 bytes per batch slot) and the KV-growth ring (block_size);
+    # a single-client run simulates its replicas one at a time, a pipeline holds every instance
+    pipe = spec.is_pipeline
+    blocks_total = float(n) * math.ceil(max(_mean_length(wl.input), wl.prefix_tokens + 1) / HASH_BLOCK_TOKENS) \
+        if wl.prefix_tokens > 0 else 0.0
+    for i, c in enumerate(spec.clients):
+        copies = c.dp if pipe else 1
+        items.append((f"clients[{i}].scheduler.max_batch_size", c.scheduler.max_batch_size,
+                      96.0 * (c.scheduler.max_batch_size + 1) * copies))
+        items.append((f"clients[{i}].scheduler.block_size", c.scheduler.block_size, 8.0 * c.scheduler.block_size))
+        if c.scheduler.prefix_caching and blocks_total:
+            # LRU lists over every distinct hash id, per caching instance
+            items.append((f"clients[{i}].scheduler.prefix_caching", True, 24.0 * blocks_total * copies))
+    for i, sv in enumerate(spec.servers):
+        items.append((f"servers[{i}].slots" if sv.kind == "cpu" else f"servers[{i}].max_batch",
+                      sv.slots if sv.kind == "cpu" else sv.max_batch,
+                      96.0 * ((sv.slots if sv.kind == "cpu" else sv.max_batch) + 1) * sv.replicas))
     instances = sum(c.dp for c in spec.clients) + sum(s.replicas for s in spec.servers)
     for i, c in enumerate(spec.clients):
         if c.dp > 1:

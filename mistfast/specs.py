@@ -447,6 +447,11 @@ def check_fits(client: ClientSpec, path: str = "clients[0]") -> None:
     w = client.weight_bytes_device()
     mem = client.device.memory_GiB * GiB
     blocks = client.kv_capacity_blocks()
+    tokens = client.kv_capacity_tokens()
+    if blocks < 1 and tokens >= 1:
+        raise SpecError([f"{path}.scheduler.block_size = {client.scheduler.block_size}: larger than the KV cache "
+                         f"({tokens} tokens for {client.model.name} on {client.device.name}); use a block of at most "
+                         f"{tokens} tokens"])
     if blocks < 1:
         raise SpecError([
             f"{path} = {client.model.name} on {client.num_devices} x {client.device.name}: model does not fit; "
@@ -743,6 +748,8 @@ class ScenarioSpec(Spec):
 STAGE_RUNS_ON = {"pre": ("cpu", "model"), "post": ("cpu", "model"), "embed": ("model",), "rerank": ("model",),
                  "retrieve": ("retrieval",), "llm": ("llm",), "prefill": ("llm",), "decode": ("llm",),
                  "reason": ("llm",), "verify": ("llm",)}
+# phrases of the cross-reference problems below (a sweep refuses an axis value that causes one)
+REFERENCE_MARKERS = ("stage runs on", "unknown client", "unknown tier", "names must be unique", "of the same kind")
 _KIND_WORDS = {"cpu": "a CPU server (servers kind = 'cpu')", "retrieval": "a retrieval server (servers kind = 'retrieval')",
                "model": "an LLM client", "llm": "an LLM client with a decoder model"}
 

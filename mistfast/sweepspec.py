@@ -21,7 +21,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from .specs import DEFAULT_SCENARIO, Spec, SpecError, deep_merge, format_validation_error, parse_scenario, set_path
+from .specs import (DEFAULT_SCENARIO, REFERENCE_MARKERS, Spec, SpecError, deep_merge, format_validation_error,
+                    parse_scenario, set_path)
 
 # ----------------------------------------------------------------------------- the [sweep] table
 Scalar = int | float | str | bool
@@ -300,17 +301,24 @@ def _check_size(table, axes, base, problems, check_sweep, scenario_bytes) -> Non
     """Memory of the sweep: its points' results, and the largest point (base with one axis value
     changed at a time) times the points of one task."""
     worst, worst_field, worst_value = 0.0, "", None
+    base_ok = True
     tries = [(None, None)] + [(path, v) for _, path, vals, _ in axes for v in vals[:64]]
     for path, v in tries:
         try:
             doc = base if path is None else set_path(deep_merge(DEFAULT_SCENARIO, base), path, v)
             b = scenario_bytes(parse_scenario(doc, base=None if path is None else {}))
         except SpecError as e:
-            # a point that alone exceeds the memory limit is refused here; others are invalid points
+            # a point that alone exceeds the memory limit, or whose value names a client of the wrong
+            # kind or none at all, is wrong in every combination: refused here. Other problems
+            # (tp = 3 for 32 heads) make invalid points, as a sweep over a design space expects.
             for p in e.problems:
                 if "MISTFAST_MAX_MEMORY_GB" in p:
                     problems.append("scenario." + p if path is None else
                                     f"sweep axis {path} = {v!r}: " + p.split(": ", 1)[-1])
+                elif path is not None and base_ok and any(m in p for m in REFERENCE_MARKERS):
+                    problems.append(f"sweep axis {path} = {v!r}: {p}")
+            if path is None:
+                base_ok = False
             continue
         if b > worst:
             worst, worst_field, worst_value = b, path or "", v

@@ -245,3 +245,26 @@ def test_unwritable_output_paths_are_one_line_before_any_work(tmp_path, out, wha
         assert r.exit_code == 2, (cmd, r.output)
         assert what in r.output and "Traceback" not in r.output
         assert "requests" not in r.output   # refused before simulating
+
+
+def test_a_sweep_axis_value_of_the_wrong_client_kind_is_refused_but_a_bad_combination_is_an_invalid_point():
+    base = {"clients": [LLM], "servers": [CPU], "workload": {"num_requests": 4},
+            "pipelines": [{"stages": [{"kind": "pre", "pool": "cpu"}, {"kind": "llm", "pool": "llm"}]}]}
+    sweep_refused({"axes": {"pipelines[0].stages[1].pool": ["llm", "cpu"]}},
+                  "sweep axis pipelines[0].stages[1].pool = 'cpu'", "an llm stage runs on", base=base)
+    sweep_refused({"axes": {"pipelines[0].stages[0].pool": ["cpu", "gpu0"]}}, "= 'gpu0'", "unknown client", base=base)
+    # tp = 3 does not divide Llama-3.1-8B's 32 heads: one invalid point of a design space, not a refusal
+    spec = parse_sweep({"sweep": {"axes": {"clients[0].tp": [1, 3]}}, "scenario": {"clients": [LLM], "workload": {"num_requests": 4}}})
+    assert list(run_sweep(spec).status.values) == [0, 1]
+
+
+def test_scheduler_sizes_that_allocate_per_slot_are_refused():
+    refused({"clients": [{**LLM, "scheduler": {"max_batch_size": 10**9}}]},
+            "clients[0].scheduler.max_batch_size = 1000000000", "GB of memory")
+
+
+def test_a_block_larger_than_the_kv_cache_is_named_as_such():
+    # not "model does not fit": the weights fit, the block does not
+    msg = refused({"clients": [{**LLM, "scheduler": {"block_size": 10**10}}]},
+                  "clients[0].scheduler.block_size = 10000000000", "larger than the KV cache")
+    assert "does not fit" not in msg
