@@ -883,6 +883,8 @@ def set_path(doc: dict, path: str, value: Any) -> dict:
             if isinstance(nxt, str):  # preset name: expand to a table so fields can be overridden
                 nxt = {"preset": nxt}
             elif nxt is None:
+                if parts[i + 1].isdigit():   # an item of a list the document does not have
+                    raise SpecError([f"{path}: index {parts[i + 1]} out of range ({p} has no items)"])
                 nxt = {}
             elif isinstance(nxt, dict):
                 nxt = dict(nxt)
@@ -893,10 +895,29 @@ def set_path(doc: dict, path: str, value: Any) -> dict:
     return out
 
 
+def _check_catalog_table(extra: Any) -> None:
+    """An inline ``[catalog]`` is a table of kinds, each a table of named entries, each a table."""
+    if extra is None:
+        return
+    if not isinstance(extra, dict):
+        raise SpecError([f"catalog = {extra!r}: must be a table of catalog kinds, e.g. [catalog.devices.MyChip]"])
+    problems = []
+    for kind, entries in extra.items():
+        if not isinstance(entries, dict):
+            problems.append(f"catalog.{kind} = {entries!r}: must be a table of named entries, e.g. [catalog.{kind}.MyName]")
+            continue
+        for name, entry in entries.items():
+            if not isinstance(entry, dict):
+                problems.append(f"catalog.{kind}.{name} = {entry!r}: must be a table of fields")
+    if problems:
+        raise SpecError(problems)
+
+
 def parse_scenario(doc: dict[str, Any], catalog: Catalog | None = None, *, base: dict | None = None) -> ScenarioSpec:
     """Validate a scenario document (already-parsed TOML), merged over the built-in defaults."""
     doc = dict(doc)
     extra_cat = doc.pop("catalog", None)
+    _check_catalog_table(extra_cat)
     if extra_cat is not None or catalog is None:
         try:
             catalog = Catalog(extra=extra_cat) if extra_cat else (catalog or default_catalog())
