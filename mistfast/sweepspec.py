@@ -194,38 +194,55 @@ def _axis_name(path: str) -> str:
 
 def check_sweep_doc(doc: dict) -> None:
     """Refuse a sweep document with every problem listed, before any work."""
-    from .limits import check_sweep, scenario_bytes
-    from .sweep import _check_expr, check_path
     if not isinstance(doc.get("sweep"), dict):
         if "sweep" not in doc:
             raise SpecError(["sweep: missing [sweep] table (a sweep file needs [sweep] plus [scenario])"])
         raise SpecError([f"sweep = {doc['sweep']!r}: must be a table ([sweep])"])
-    unknown = _unknown_keys("sweep", doc["sweep"], SweepTable)
-    for i, a in enumerate(doc["sweep"].get("axis") or [] if isinstance(doc["sweep"].get("axis"), list) else []):
-        if isinstance(a, dict):
-            unknown += _unknown_keys(f"sweep.axis[{i}]", a, AxisTable)
-    problems: list[str] = list(unknown)
-    raw = {k: v for k, v in doc["sweep"].items() if k in SweepTable.model_fields}
-    try:
-        table = SweepTable.model_validate(raw)
-    except ValidationError as err:
-        problems += [_plain(p) for p in format_validation_error(err, prefix="sweep.").problems]
-        # go on without the fields in error, so the other problems are reported in the same message
-        bad = {e["loc"][0] for e in err.errors() if e["loc"]}
-        try:
-            table = SweepTable.model_validate({k: v for k, v in raw.items() if k not in bad})
-        except ValidationError:
-            raise SpecError(problems) from None
+    problems: list[str] = []
+    table = _validate_table(doc["sweep"], problems)
     base = doc.get("scenario", {k: v for k, v in doc.items() if k != "sweep"})
     if not isinstance(base, dict):
         raise SpecError(problems + [f"scenario = {base!r}: must be a table ([scenario])"])
-    # axes: (label, path, values, axis table or None)
+    # axes: (label, path, values, axis table or None), in the order points apply them
     axes = [(f'sweep.axes."{path}"', path, v if isinstance(v, list) else [v], None) for path, v in table.axes.items()]
     axes += [(f"sweep.axis[{i}]", a.path, a.values, a) for i, a in enumerate(table.axis)]
-    names = [(a.name if a is not None and a.name else _axis_name(path)) for _, path, _, a in axes]
-    merged = deep_merge(DEFAULT_SCENARIO, {k: v for k, v in base.items() if k != "catalog"})
-    doc_now = merged
-    for (label, path, values, a), nm in zip(axes, names):
+    doc_now = _check_axes(table, axes, base, problems)
+    _check_derived(table, axes, doc_now, problems)
+    if not problems:
+        _check_size(table, axes, base, problems)
+    if problems:
+        raise SpecError(problems)
+
+
+def _validate_table(sweep: dict, problems: list[str]) -> SweepTable:
+    """The [sweep] table through pydantic; the fields in error are left out so that the other
+    problems are still found and reported in the same message."""
+    problems += _unknown_keys("sweep", sweep, SweepTable)
+    for i, a in enumerate(sweep.get("axis") if isinstance(sweep.get("axis"), list) else []):
+        if isinstance(a, dict):
+            problems += _unknown_keys(f"sweep.axis[{i}]", a, AxisTable)
+    raw = {k: v for k, v in sweep.items() if k in SweepTable.model_fields}
+    try:
+        return SweepTable.model_validate(raw)
+    except ValidationError as err:
+        problems += [_plain(p) for p in format_validation_error(err, prefix="sweep.").problems]
+        bad = {e["loc"][0] for e in err.errors() if e["loc"]}
+        try:
+            return SweepTable.model_validate({k: v for k, v in raw.items() if k not in bad})
+        except ValidationError:
+            raise SpecError(problems) from None
+
+
+def _axis_names(axes) -> list[str]:
+    return [(a.name if a is not None and a.name else _axis_name(path)) for _, path, _, a in axes]
+
+
+def _check_axes(table: SweepTable, axes, base: dict, problems: list[str]) -> dict:
+    """Paths name fields and list items the base has; values fit their field. Returns the base with
+    every axis set to its first value (what derived expressions see first)."""
+    from .sweep import check_path
+    doc_now = deep_merge(DEFAULT_SCENARIO, {k: v for k, v in base.items() if k != "catalog"})
+    for label, path, values, a in axes:
         try:
             check_path(path)
         except SpecError as e:
@@ -240,6 +257,13 @@ def check_sweep_doc(doc: dict) -> None:
         check_axis_values(f"{label}.values" if a is not None else label, path, values, problems)
         if a is not None and table.mode == "sample" and not a.values and _is_int_field(path) and not a.integer:
             problems.append(f"{label}.integer = false: the field {path} takes integers; set integer = true")
+    return doc_now
+
+
+def _check_derived(table: SweepTable, axes, doc_now: dict, problems: list[str]) -> None:
+    """Each expression parses, names known axes, and evaluates within the limits on the first point."""
+    from .sweep import _check_expr, check_path
+    names = _axis_names(axes)
     env = {nm: (vals[0] if vals else (a.low if a is not None else 0)) for (_, _, vals, a), nm in zip(axes, names)}
     for path, expr in table.derived.items():
         label = f'sweep.derived."{path}"'
@@ -261,12 +285,7 @@ def check_sweep_doc(doc: dict) -> None:
         try:
             doc_now = set_path(doc_now, path, v)
         except SpecError as e:
-            problems.extend(f"{label}: {p.split(': ', 1)[-1]} in the base scenario" for p in e.problems)
-    if problems:
-        raise SpecError(problems)
-    _check_size(table, axes, base, problems, check_sweep, scenario_bytes)
-    if problems:
-        raise SpecError(problems)
+            problems.extend(f"{label}: {p} in the base scenario" for p in e.problems)
 
 
 _BOUNDS = (("Input should be greater than or equal to", ">="), ("Input should be greater than", ">"),
@@ -297,9 +316,10 @@ def _n_points(table: SweepTable, axes) -> int:
     return math.prod(len(v) for _, _, v, _ in axes)
 
 
-def _check_size(table, axes, base, problems, check_sweep, scenario_bytes) -> None:
+def _check_size(table, axes, base, problems) -> None:
     """Memory of the sweep: its points' results, and the largest point (base with one axis value
     changed at a time) times the points of one task."""
+    from .limits import check_sweep, scenario_bytes
     worst, worst_field, worst_value = 0.0, "", None
     base_ok = True
     tries = [(None, None)] + [(path, v) for _, path, vals, _ in axes for v in vals[:64]]
