@@ -210,8 +210,8 @@ def run_points(points: list[Point], *, per_request: bool = False, log_steps: int
 
 def request_summary(out: np.ndarray, status: np.ndarray, reason: np.ndarray, pt_off: np.ndarray) -> dict[str, np.ndarray]:
     """The summary variables that come from per-request results (the metrics kernel's ``out``),
-    shared by single-client points and multi-client pipelines."""
-    P = out.shape[0]
+    shared by single-client points and multi-client pipelines. (``status``, ``reason`` and
+    ``pt_off`` are no longer needed: the metrics kernel counts rejections by reason in its window.)"""
     s: dict[str, np.ndarray] = {}
     # rates over an empty window (the run stopped before warmup_s) are undefined, not huge
     win = np.where(out[:, M.O_WINDOW] > 0, out[:, M.O_WINDOW], np.nan)

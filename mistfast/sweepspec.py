@@ -25,7 +25,6 @@ from .specs import (DEFAULT_SCENARIO, REFERENCE_MARKERS, Spec, SpecError, deep_m
                     parse_scenario, set_path)
 
 # ----------------------------------------------------------------------------- the [sweep] table
-Scalar = int | float | str | bool
 
 
 class AxisTable(Spec):
