@@ -14,6 +14,28 @@ def _fail(msg: str) -> None:
     sys.exit(2)
 
 
+def _check_writable(path, option: str) -> None:
+    """Refuse an output path that cannot be written, before any work (one line, no traceback)."""
+    import os
+    from pathlib import Path
+    if not path:
+        return
+    p = Path(path)
+    folder = p.parent if str(p.parent) else Path(".")
+    if not folder.is_dir():
+        _fail(f"{option} {path}: folder {str(folder)!r} does not exist")
+    if p.is_dir():
+        _fail(f"{option} {path}: is a folder; give a file name")
+    if not os.access(folder, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        _fail(f"{option} {path}: no permission to write there")
+    probe = folder / f".mistfast-write-probe-{os.getpid()}"
+    try:   # permission bits do not tell everything (root, read-only mounts, /proc)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        _fail(f"{option} {path}: cannot write in {str(folder)!r}: {e.strerror or e}")
+
+
 def _parse_set(items) -> dict:
     from .catalog import tomllib  # tomllib, or tomli on Python 3.10
     out = {}
@@ -67,6 +89,8 @@ def main():
 def run(spec, sets, output, per_request, trace_out):
     """Simulate one scenario TOML and print a readable summary."""
     from .specs import load_scenario
+    _check_writable(output, "-o")
+    _check_writable(trace_out, "--trace")
     try:
         sc = load_scenario(spec, _parse_set(sets))
     except SpecError as e:
@@ -91,13 +115,19 @@ def run(spec, sets, output, per_request, trace_out):
     click.echo(f"\nsimulated in {dt * 1e3:.1f} ms (imports and kernel loading excluded)")
     if trace_out:
         from .trace import write_chrome_trace
-        write_chrome_trace(ds, trace_out)
+        try:
+            write_chrome_trace(ds, trace_out)
+        except OSError as e:
+            _fail(f"--trace {trace_out}: cannot write: {e.strerror or e}")
         click.echo(f"trace written to {trace_out} (open in https://ui.perfetto.dev)")
         ds = ds.drop_vars([v for v in ds.variables if str(v).startswith("step")])
         ds = ds.drop_dims([d for d in ("step",) if d in ds.dims])
     if output:
         from .sweep import write_netcdf
-        write_netcdf(ds, output)
+        try:
+            write_netcdf(ds, output)
+        except OSError as e:
+            _fail(f"-o {output}: cannot write: {e.strerror or e}")
         click.echo(f"written to {output}")
 
 
@@ -123,7 +153,8 @@ def format_summary(ds, quantiles=None) -> str:
         return int(v) if v == v else 0
     lines = [
         f"requests   arrived {n('n_arrived')}  finished {n('n_finished')}  rejected {n('n_rejected')}  "
-        f"unfinished {n('n_unfinished')}  not arrived {n('n_not_arrived')}",
+        f"unfinished {n('n_unfinished')}  not arrived {n('n_not_arrived')}"
+        + (f"  before warmup {n('n_before_warmup')}" if n("n_before_warmup") else ""),
     ]
     if n("n_rejected"):
         import numpy as np
@@ -177,6 +208,7 @@ def format_summary(ds, quantiles=None) -> str:
 def sweep(spec, output, dry_run, scheduler, workers, chunk_points, resume, progress, objective, minimize, constraints):
     """Run a sweep TOML: many configuration points, one Dataset, optionally written to netCDF."""
     from .sweep import dry_run as _dry, load_sweep, run_sweep
+    _check_writable(output, "-o")
     try:
         sw = load_sweep(spec)
     except SpecError as e:
@@ -201,6 +233,8 @@ def sweep(spec, output, dry_run, scheduler, workers, chunk_points, resume, progr
         _fail(str(e))
     except KeyboardInterrupt:
         _interrupted(output)
+    except PermissionError as e:
+        _fail(f"-o {output}: cannot write {e.filename or ''}: {e.strerror or e}")
     if output:  # the results file holds everything: the chunk files of --resume are not needed now
         import shutil
         shutil.rmtree(str(output) + ".parts", ignore_errors=True)

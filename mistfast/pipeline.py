@@ -590,7 +590,8 @@ def run_pipeline(scen, reqs, seed_seq, *, per_request=False, log_steps=0, decode
         st["client"], st["ready"], st["arrive"], st["sched"], st["exit"], cstats, res_bytes, runstats, steplog,
         ins["tcap"], ins["chain_off"], ins["chain_tier"])
     return dict(inputs=ins, requests=out, stages=st, cstats=cstats, res_bytes=res_bytes, end=float(runstats[0]),
-                steplog=steplog[:nlog], prompt=reqs.input_tokens.astype(np.int64))
+                steplog=steplog[:nlog], prompt=reqs.input_tokens.astype(np.int64),
+                output=reqs.output_tokens.astype(np.int64))
 
 
 def prefix_hit_rate(scen, ins: dict, r: dict) -> float:
@@ -620,7 +621,7 @@ def pipeline_summary(scen, run: dict) -> dict[str, np.ndarray]:
     mp = metric_vector(scen.simulation, scen.slo, tuple(scen.metrics.quantiles or ()))[None, :]
     out = np.zeros((1, M.N_OUT))
     end = np.array([run["end"]])
-    M.summarize_points(mp, np.array([0, n], np.int64), run["prompt"], ins["branches"], r["status"], r["arrival"],
+    M.summarize_points(mp, np.array([0, n], np.int64), run["prompt"], ins["branches"], r["status"], r["reason"], r["arrival"],
                        r["t_first_sched"], r["t_first_tok"], r["t_last_tok"], r["t_finish"], r["generated"],
                        r["hit_first"], r["computed_pf"], end, out)
     cs = run["cstats"]

@@ -199,7 +199,7 @@ def run_points(points: list[Point], *, per_request: bool = False, log_steps: int
         nrep[q] += 1
     mp = np.stack([metric_vector(pt.simulation, pt.slo, pt.quantiles) for pt in points])
     out = np.zeros((P, M.N_OUT))
-    M.summarize_points(mp, pt_off, prompt_p, branches_p, res["status"], res["arrival"], res["t_first_sched"],
+    M.summarize_points(mp, pt_off, prompt_p, branches_p, res["status"], res["reason"], res["arrival"], res["t_first_sched"],
                        res["t_first_tok"], res["t_last_tok"], res["t_finish"], res["generated"],
                        res["hit_first"], res["computed_pf"], end, out)
     summary = _summary(points, out, rs, end, nrep, res, pt_off)
@@ -234,21 +234,19 @@ def quantile_summary(out: np.ndarray, quantiles_per_point) -> dict[str, np.ndarr
 
 def request_summary(out: np.ndarray, status: np.ndarray, reason: np.ndarray, pt_off: np.ndarray) -> dict[str, np.ndarray]:
     """The summary variables that come from per-request results (the metrics kernel's ``out``),
-    shared by single-client points and multi-client pipelines."""
-    P = out.shape[0]
+    shared by single-client points and multi-client pipelines. (``status``, ``reason`` and
+    ``pt_off`` are no longer needed: the metrics kernel counts rejections by reason in its window.)"""
     s: dict[str, np.ndarray] = {}
-    win = np.maximum(out[:, M.O_WINDOW], 1e-300)
+    # rates over an empty window (the run stopped before warmup_s) are undefined, not huge
+    win = np.where(out[:, M.O_WINDOW] > 0, out[:, M.O_WINDOW], np.nan)
     s["n_arrived"] = out[:, M.O_N_MEASURED]
     s["n_finished"] = out[:, M.O_N_FINISHED]
     s["n_rejected"] = out[:, M.O_N_REJECTED]
     s["n_unfinished"] = out[:, M.O_N_UNFINISHED]
     s["n_not_arrived"] = out[:, M.O_N_NOT_ARRIVED]
-    by_reason = np.zeros((P, len(E.REASON_NAMES) - 1))
-    for q in range(P):
-        a, z = pt_off[q], pt_off[q + 1]
-        m = status[a:z] == E.REJECTED
-        by_reason[q] = np.bincount(reason[a:z][m].astype(np.int64), minlength=len(E.REASON_NAMES))[1:]
-    s["n_rejected_by_reason"] = by_reason
+    s["n_before_warmup"] = out[:, M.O_N_BEFORE_WARMUP]
+    # measured rejections only, like n_rejected (the metrics kernel applies the same window)
+    s["n_rejected_by_reason"] = out[:, M.O_REJ_BY_REASON + 1:M.O_REJ_BY_REASON + len(E.REASON_NAMES)].copy()
     for base, at in (("ttft", M.O_TTFT), ("tpot", M.O_TPOT), ("e2e", M.O_E2E), ("queue_delay", M.O_QUEUE)):
         for j, q in enumerate(("mean", "p50", "p90", "p99")):
             s[f"{base}_{q}_ms"] = out[:, at + j] * 1e3

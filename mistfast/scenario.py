@@ -129,6 +129,8 @@ def build_requests_report(wl: WorkloadSpec, horizon_s: float, seed_seq: np.rando
             arr = _arrivals(a, n, s_arr)
             reqs = W.Requests.from_arrays(arr, *_workload_lengths(wl, n, s_in, s_out))
     except W.WorkloadError as exc:
+        if wl.trace is not None:   # name the field and the value given, then what went wrong
+            raise SpecError([f"workload.trace.path = {wl.trace.path!r}: {exc}"]) from None
         raise SpecError([f"workload: {exc}"]) from None
     if wl.prefix_tokens > 0 and not reqs.has_hashes:
         reqs = _synthetic_prefixes(reqs, wl.prefix_tokens, wl.prefix_groups, s_sub)

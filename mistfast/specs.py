@@ -46,6 +46,11 @@ def field_error(field: str, value: Any, message: str) -> ValueError:
     return ValueError(f"@{field}@{value!r}@{message}")
 
 
+def field_errors(problems: list[tuple[str, Any, str]]) -> ValueError:
+    """Several cross-field failures at once: ``(field, value, message)`` each."""
+    return ValueError("\n".join(f"@{f}@{v!r}@{m}" for f, v, m in problems))
+
+
 def _format_loc(loc) -> str:
     out = ""
     for part in loc:
@@ -64,10 +69,11 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> SpecError
         path = _format_loc(e["loc"])
         msg = e["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
         value = e.get("input")
-        if msg.startswith("@"):  # from field_error
-            _, fld, val, msg = msg.split("@", 3)
-            path = f"{path}.{fld}" if path else fld
-            problems.append(f"{prefix}{path} = {val}: {msg}")
+        if msg.startswith("@"):  # from field_error / field_errors
+            for one in msg.split("\n@"):
+                _, fld, val, text = ("@" + one.lstrip("@")).split("@", 3)
+                full = f"{path}.{fld}" if path else fld
+                problems.append(f"{prefix}{full} = {val}: {text}")
             continue
         if e["type"] == "missing":
             problems.append(f"{prefix}{path}: required field is missing")
@@ -80,7 +86,8 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> SpecError
 
 
 class Spec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    # inf and nan are valid TOML floats but no valid spec value (they hang or poison results)
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False)
 
     def replace(self, **changes) -> "Spec":
         """A validated copy with some fields changed."""
@@ -639,6 +646,11 @@ def check_fits(client: ClientSpec, path: str = "clients[0]") -> None:
     w = client.weight_bytes_device()
     mem = client.device.memory_GiB * GiB
     blocks = client.kv_capacity_blocks()
+    tokens = client.kv_capacity_tokens()
+    if blocks < 1 and tokens >= 1:
+        raise SpecError([f"{path}.scheduler.block_size = {client.scheduler.block_size}: larger than the KV cache "
+                         f"({tokens} tokens for {client.model.name} on {client.device.name}); use a block of at most "
+                         f"{tokens} tokens"])
     if blocks < 1:
         raise SpecError([
             f"{path} = {client.model.name} on {client.num_devices} x {client.device.name}: model does not fit; "
@@ -988,6 +1000,14 @@ class MetricsSpec(Spec):
             raise ValueError("quantiles must be distinct")
         return v
 
+    @model_validator(mode="after")
+    def _window(self):
+        # the measurement window [warmup_s, horizon_s] must hold some arrivals
+        if self.warmup_s >= self.horizon_s:
+            raise field_error("warmup_s", self.warmup_s, f"must be < horizon_s ({self.horizon_s}): "
+                              "requests arriving before warmup_s are left out of every metric")
+        return self
+
 
 class ScenarioSpec(Spec):
     clients: list[ClientSpec] = Field(min_length=1)
@@ -1016,6 +1036,13 @@ class ScenarioSpec(Spec):
                     data = {**data, "simulation": {**(sim or {}), "horizon_s": float("inf")}}
         return data
 
+    @model_validator(mode="after")
+    def _references(self):
+        problems = scenario_reference_problems(self)
+        if problems:
+            raise field_errors(problems)
+        return self
+
     @property
     def is_pipeline(self) -> bool:
         """Several clients, servers or explicit pipelines: the multi-client path."""
@@ -1024,6 +1051,105 @@ class ScenarioSpec(Spec):
     @property
     def client(self) -> ClientSpec:
         return self.clients[0]
+
+
+# ----------------------------------------------------------------------------- cross references
+# which kind of client each stage kind may run on: "llm" = an LLM client with a decoder model,
+# "model" = any LLM client (encoders and decoder-based embedders), "cpu"/"retrieval" = servers
+STAGE_RUNS_ON = {"pre": ("cpu", "model"), "post": ("cpu", "model"), "embed": ("model",), "rerank": ("model",),
+                 "retrieve": ("retrieval",), "llm": ("llm",), "prefill": ("llm",), "decode": ("llm",),
+                 "reason": ("llm",), "verify": ("llm",)}
+# phrases of the cross-reference problems below (a sweep refuses an axis value that causes one)
+REFERENCE_MARKERS = ("stage runs on", "unknown client", "unknown tier", "names must be unique", "of the same kind")
+_KIND_WORDS = {"cpu": "a CPU server (servers kind = 'cpu')", "retrieval": "a retrieval server (servers kind = 'retrieval')",
+               "model": "an LLM client", "llm": "an LLM client with a decoder model"}
+
+
+def _client_kinds(spec: "ScenarioSpec") -> dict[str, tuple[str, str]]:
+    """Client and server names (and their replica instance names ``name[i]``) -> (kind, description)."""
+    out: dict[str, tuple[str, str]] = {}
+    for c in spec.clients:
+        kind = "llm" if c.model.architecture == "decoder" else "model"
+        desc = f"LLM client {c.name!r} ({c.model.name}, {c.model.architecture})"
+        out[c.name] = (kind, desc)
+    for sv in spec.servers:
+        out.setdefault(sv.name, (sv.kind, f"{sv.kind} server {sv.name!r}"))
+    return out
+
+
+def _pool_kind(name: str, kinds: dict) -> tuple[str, str] | None:
+    if name in kinds:
+        return kinds[name]
+    base, _, rest = name.partition("[")
+    if rest.endswith("]") and rest[:-1].isdigit() and base in kinds:
+        return kinds[base]
+    return None
+
+
+def _stage_pool_problems(where: str, stage_kind: str, pool, kinds: dict, allowed: tuple[str, ...]) -> list:
+    names = [pool] if isinstance(pool, str) else list(pool)
+    if not names:
+        return [(where, pool, "names at least one client")]
+    problems, seen = [], []
+    for nm in names:
+        k = _pool_kind(nm, kinds)
+        if k is None:
+            return [(where, nm, f"unknown client; known: {', '.join(sorted(kinds))}")]
+        seen.append(k[0])
+        if k[0] not in allowed and not (k[0] == "llm" and "model" in allowed):
+            words = " or ".join(_KIND_WORDS[a] for a in allowed)
+            article = "an" if stage_kind[0] in "aeiou" or stage_kind == "llm" else "a"
+            problems.append((where, nm, f"{article} {stage_kind} stage runs on {words}; {k[1]} is not one"))
+    if not problems and len(set(seen)) > 1:
+        problems.append((where, names, "every client of one pool must be of the same kind"))
+    return problems
+
+
+def scenario_reference_problems(spec: "ScenarioSpec") -> list[tuple[str, Any, str]]:
+    """Names that must exist and kinds that must match, as (field path, value, what is allowed)."""
+    problems: list[tuple[str, Any, str]] = []
+    seen: dict[str, str] = {}
+    for what, items in (("clients", spec.clients), ("servers", spec.servers)):
+        for i, x in enumerate(items):
+            if x.name in seen:
+                problems.append((f"{what}[{i}].name", x.name, f"names must be unique; {seen[x.name]} has it too"))
+            else:
+                seen[x.name] = f"{what}[{i}]"
+    tiers = [t.name for t in spec.tiers]
+    for i, t in enumerate(spec.tiers):
+        if tiers.index(t.name) != i:
+            problems.append((f"tiers[{i}].name", t.name, f"names must be unique; tiers[{tiers.index(t.name)}] has it too"))
+    kinds = _client_kinds(spec)
+    for i, ln in enumerate(spec.links):
+        for j, nm in enumerate(ln.between):
+            if nm not in kinds:
+                problems.append((f"links[{i}].between[{j}]", nm, f"unknown client; known: {', '.join(sorted(kinds))}"))
+    for i, sv in enumerate(spec.servers):
+        if sv.memory_resource is not None and sv.memory_resource not in tiers:
+            problems.append((f"servers[{i}].memory_resource", sv.memory_resource,
+                             f"not a tier; tiers: {', '.join(tiers) or '(none)'}"))
+    for p, pipe in enumerate(spec.pipelines):
+        for i, st in enumerate(pipe.stages):
+            where = f"pipelines[{p}].stages[{i}]"
+            if st.kind == "kv_fetch":
+                for j, th in enumerate(st.tiers):
+                    if th.tier not in tiers:
+                        problems.append((f"{where}.tiers[{j}].tier", th.tier,
+                                         f"unknown tier; tiers: {', '.join(tiers) or '(none)'}"))
+                if st.pool is not None:
+                    problems.append((f"{where}.pool", st.pool, "a kv_fetch stage has no pool (the next stage's pool receives the KV)"))
+                continue
+            if st.pool is not None:
+                problems += _stage_pool_problems(f"{where}.pool", st.kind, st.pool, kinds, STAGE_RUNS_ON[st.kind])
+            if st.verifier is not None:
+                if st.kind != "reason":
+                    problems.append((f"{where}.verifier", st.verifier, "only a reason stage has a verifier"))
+                else:
+                    problems += _stage_pool_problems(f"{where}.verifier", "verify", st.verifier, kinds, STAGE_RUNS_ON["verify"])
+    if not spec.pipelines and spec.is_pipeline and spec.clients[0].model.architecture != "decoder":
+        problems.append(("clients[0].model", spec.clients[0].model.name,
+                         "without [[pipelines]] the first client serves the requests: it needs a decoder model"))
+    return problems
 
 
 # ----------------------------------------------------------------------------- loading
@@ -1068,6 +1194,8 @@ def set_path(doc: dict, path: str, value: Any) -> dict:
             if isinstance(nxt, str):  # preset name: expand to a table so fields can be overridden
                 nxt = {"preset": nxt}
             elif nxt is None:
+                if parts[i + 1].isdigit():   # an item of a list the document does not have
+                    raise SpecError([f"{path}: index {parts[i + 1]} out of range ({p} has no items)"])
                 nxt = {}
             elif isinstance(nxt, dict):
                 nxt = dict(nxt)
@@ -1078,10 +1206,29 @@ def set_path(doc: dict, path: str, value: Any) -> dict:
     return out
 
 
+def _check_catalog_table(extra: Any) -> None:
+    """An inline ``[catalog]`` is a table of kinds, each a table of named entries, each a table."""
+    if extra is None:
+        return
+    if not isinstance(extra, dict):
+        raise SpecError([f"catalog = {extra!r}: must be a table of catalog kinds, e.g. [catalog.devices.MyChip]"])
+    problems = []
+    for kind, entries in extra.items():
+        if not isinstance(entries, dict):
+            problems.append(f"catalog.{kind} = {entries!r}: must be a table of named entries, e.g. [catalog.{kind}.MyName]")
+            continue
+        for name, entry in entries.items():
+            if not isinstance(entry, dict):
+                problems.append(f"catalog.{kind}.{name} = {entry!r}: must be a table of fields")
+    if problems:
+        raise SpecError(problems)
+
+
 def parse_scenario(doc: dict[str, Any], catalog: Catalog | None = None, *, base: dict | None = None) -> ScenarioSpec:
     """Validate a scenario document (already-parsed TOML), merged over the built-in defaults."""
     doc = dict(doc)
     extra_cat = doc.pop("catalog", None)
+    _check_catalog_table(extra_cat)
     if extra_cat is not None or catalog is None:
         try:
             catalog = Catalog(extra=extra_cat) if extra_cat else (catalog or default_catalog())
@@ -1095,6 +1242,8 @@ def parse_scenario(doc: dict[str, Any], catalog: Catalog | None = None, *, base:
     for i, c in enumerate(spec.clients):
         if c.model.architecture == "decoder":
             check_fits(c, f"clients[{i}]")
+    from .limits import check_scenario
+    check_scenario(spec)   # refuse what would run out of memory, before any work
     return spec
 
 
@@ -1109,9 +1258,26 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise SpecError([f"{p}: not valid TOML: {exc}"]) from None
 
 
+def resolve_spec_paths(doc: dict[str, Any], folder: str | Path) -> dict[str, Any]:
+    """A copy of a scenario (or sweep) document whose relative file paths (``workload.trace.path``)
+    name files in ``folder`` (the spec file's folder), not in the working directory."""
+    if isinstance(doc.get("scenario"), dict):
+        return {**doc, "scenario": resolve_spec_paths(doc["scenario"], folder)}
+    wl = doc.get("workload")
+    tr = wl.get("trace") if isinstance(wl, dict) else None
+    path = tr.get("path") if isinstance(tr, dict) else None
+    if not isinstance(path, str) or path.startswith(("shared:", "samples:")):
+        return doc
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return doc
+    return {**doc, "workload": {**wl, "trace": {**tr, "path": str(Path(folder).resolve() / p)}}}
+
+
 def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> ScenarioSpec:
-    """Load a scenario TOML; ``overrides`` maps dotted paths to values (``{"clients[0].tp": 2}``)."""
-    doc = load_toml(path)
+    """Load a scenario TOML; ``overrides`` maps dotted paths to values (``{"clients[0].tp": 2}``).
+    Relative trace paths are relative to the file's folder."""
+    doc = resolve_spec_paths(load_toml(path), Path(path).parent)
     doc.pop("sweep", None)
     doc = doc.get("scenario", doc)
     for k, v in (overrides or {}).items():

@@ -37,7 +37,8 @@ import xarray as xr
 from . import __version__
 from .runner import Point, run_points
 from .scenario import build_requests, scenario_point
-from .specs import DEFAULT_SCENARIO, SpecError, deep_merge, load_toml, parse_scenario, set_path
+from .specs import DEFAULT_SCENARIO, SpecError, deep_merge, load_toml, parse_scenario, resolve_spec_paths, set_path
+from .sweepspec import safe_eval
 from .variables import REGISTRY, add_coord_attrs, coord_attrs, global_attrs, slo_attrs, variable
 
 # ----------------------------------------------------------------------------- spec
@@ -144,6 +145,8 @@ def _axis_name(path: str) -> str:
 
 def parse_sweep(doc: dict, text: str = "", name: str = "sweep") -> SweepSpec:
     """Validate a sweep document; every problem is reported before any work starts."""
+    from .sweepspec import check_sweep_doc
+    check_sweep_doc(doc)   # types, paths, values, expressions and size, in the scenarios' error style
     if "sweep" not in doc:
         raise SpecError(["sweep: missing [sweep] table (a sweep file needs [sweep] plus [scenario])"])
     sw = dict(doc["sweep"])
@@ -226,7 +229,7 @@ def parse_sweep(doc: dict, text: str = "", name: str = "sweep") -> SweepSpec:
 
 def load_sweep(path: str | Path) -> SweepSpec:
     p = Path(path)
-    doc = load_toml(p)
+    doc = resolve_spec_paths(load_toml(p), p.parent)   # relative trace paths: the file's folder
     return parse_sweep(doc, p.read_text(), p.stem)
 
 
@@ -364,7 +367,7 @@ def point_doc(spec: SweepSpec, values: tuple) -> tuple[dict, dict]:
         doc = set_path(doc, a.path, v)
     derived_vals = {}
     for name, path, expr in spec.derived:
-        v = _eval(ast.parse(expr, mode="eval"), env)
+        v = safe_eval(expr, env)   # bounded: sizes and time (sweepspec.py)
         env[name] = v
         derived_vals[name] = v
         doc = set_path(doc, path, v)

@@ -68,6 +68,7 @@ _add("n_finished", (), "int64", "1", "measured requests that finished")
 _add("n_rejected", (), "int64", "1", "measured requests rejected (any reason)")
 _add("n_unfinished", (), "int64", "1", "measured requests still in flight when the simulation stopped")
 _add("n_not_arrived", (), "int64", "1", "requests of the workload whose arrival fell after the horizon (never entered)")
+_add("n_before_warmup", (), "int64", "1", "requests that arrived before warmup_s (served, but in no other count or metric)")
 _add("n_rejected_by_reason", ("reject_reason",), "int64", "1", "measured requests rejected, by reason")
 # ---- latency ----
 for base, what in (("ttft", "time to first token (first token time - arrival)"),

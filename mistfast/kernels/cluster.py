@@ -522,10 +522,12 @@ def _enter_stage(r, s, c_from, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, p
 
 
 @jit_inline
-def _next_stage(r, s, st_off, st_kind):
-    """The stage r takes after stage s (skipped stages passed over); st_off[r + 1] if none."""
+def _next_stage(r, s, st_off, st_kind, st_output):
+    """The stage r takes after stage s (skipped stages passed over); st_off[r + 1] if none.
+    A decode stage with nothing left to generate (output <= 1: the prefill client emitted the only
+    token) is passed over too: the request leaves from the prefill client, no KV moves."""
     nxt = s + 1
-    while nxt < st_off[r + 1] and st_kind[nxt] == K_SKIP:
+    while nxt < st_off[r + 1] and (st_kind[nxt] == K_SKIP or (st_kind[nxt] == K_DECODE and st_output[nxt] <= 1)):
         nxt += 1
     return nxt
 
@@ -540,7 +542,7 @@ def _leave_stage(r, c, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_poli
     s = rq[r, Q_CUR]
     st_t_exit[s] = t
     ci[c, I_NREQ] -= 1
-    nxt = _next_stage(r, s, st_off, st_kind)
+    nxt = _next_stage(r, s, st_off, st_kind, st_output)
     if nxt >= st_off[r + 1]:
         status[r] = FINISHED
         t_finish[r] = t
@@ -929,7 +931,7 @@ def _run_catch_up(r, i, n_tok, n_grow, t_tok, b, rq, st_flags, generated, t_last
 
 @jit_noalloc
 def _decode_run(c, t_other, horizon, max_sim, drain, log_cap, closed, prm, sch, rq, ci, cf, arrival, run, dec_req,
-                dec_w, dec_s, dec_k, st_off, st_kind, st_flags, status, t_finish, st_t_exit, generated, t_last_tok,
+                dec_w, dec_s, dec_k, st_off, st_kind, st_output, st_flags, status, t_finish, st_t_exit, generated, t_last_tok,
                 cstats, steplog, ctr, bd, run_j1, run_amt, ring):
     """Advance LLM client c through the decode-only steps that repeat its batch.
 
@@ -1048,7 +1050,7 @@ def _decode_run(c, t_other, horizon, max_sim, drain, log_cap, closed, prm, sch, 
                 r = dec_req[i]
                 if rq[r, Q_OUT] - rq[r, Q_GEN] == j:
                     n_left += 1
-                    if _next_stage(r, rq[r, Q_CUR], st_off, st_kind) < st_off[r + 1]:
+                    if _next_stage(r, rq[r, Q_CUR], st_off, st_kind, st_output) < st_off[r + 1]:
                         stay = False  # a later stage follows: routing and transfers (ordinary step)
             if not stay or n_left == n_dec:
                 break
@@ -1706,8 +1708,19 @@ def _event_loop(
                         t_other = cf[c2, F_NEXT]
                 _decode_run(c, t_other, horizon, max_sim, drain, log_cap, g[G_CONC] > 0.0, cli_prm[c], cli_sch[c], rq,
                             ci, cf, arrival, run[c], dec_req[c], dec_w[c], dec_s[c], dec_k[c], st_off, st_kind,
-                            st_flags, status, t_finish, st_t_exit, generated, t_last_tok, cstats, steplog, ctr, bd,
+                            st_output, st_flags, status, t_finish, st_t_exit, generated, t_last_tok, cstats, steplog, ctr, bd,
                             run_j1, run_amt, ring)
+
+    # busy time is booked when a step or a slot's service starts; work still in progress when the run
+    # stops (cut at max_sim_s, or another client's step end without drain) counts only up to the stop
+    for c in range(C):
+        if cli_kind[c] == CK_LLM:
+            if cf[c, F_NEXT] < np.inf and cf[c, F_NEXT] > t:
+                cstats[c, CS_BUSY] -= cf[c, F_NEXT] - t
+        elif cli_kind[c] == CK_SLOTS:
+            for j in range(int(cli_srv[c, SRV_SLOTS])):
+                if run[c, j] >= 0 and pf_past[c, j] > t:
+                    cstats[c, CS_BUSY] -= pf_past[c, j] - t
 
     runstats[0] = t
     for i in range(n):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._numba import jit
-from .engine import FINISHED, PENDING, REJECTED, UNFINISHED
+from .engine import FINISHED, PENDING, REASON_NAMES, REJECTED, UNFINISHED
 
 # ---- metric parameter vector ----------------------------------------------------------------------
 M_SLO_TTFT = 0
@@ -38,7 +38,10 @@ O_HIT_TOKENS = 25
 O_GOOD_TOKENS = 26
 O_WINDOW = 27
 O_TTFT_MAX = 28
-O_QUANT = 29    # configured quantiles: MAX_QUANTILES slots each for TTFT, TPOT, E2E, queueing delay
+O_N_BEFORE_WARMUP = 29   # arrived before warmup_s: entered the system, left out of every measurement
+O_REJ_BY_REASON = 30     # measured rejections by reason code (N_REASONS slots, code 0 unused)
+N_REASONS = len(REASON_NAMES)
+O_QUANT = O_REJ_BY_REASON + N_REASONS  # configured quantiles: MAX_QUANTILES slots each for TTFT, TPOT, E2E, queueing delay
 N_OUT = O_QUANT + 4 * MAX_QUANTILES
 
 
@@ -86,7 +89,7 @@ def _stats(x, n, out, at, compat, mp, qat):
 
 
 @jit
-def summarize_point(mp, prompt, branches, status, arrival, t_first_sched, t_first_tok, t_last_tok, t_finish,
+def summarize_point(mp, prompt, branches, status, reason, arrival, t_first_sched, t_first_tok, t_last_tok, t_finish,
                     generated, hit_first, computed_pf, end_time, out):
     n = prompt.shape[0]
     for j in range(N_OUT):
@@ -108,7 +111,12 @@ def summarize_point(mp, prompt, branches, status, arrival, t_first_sched, t_firs
         if st == PENDING:
             out[O_N_NOT_ARRIVED] += 1.0
             continue
-        if arrival[i] < warm or arrival[i] > horizon:
+        # every request lands in exactly one count: not arrived, before warmup, or measured
+        if arrival[i] > horizon:
+            out[O_N_NOT_ARRIVED] += 1.0
+            continue
+        if arrival[i] < warm:
+            out[O_N_BEFORE_WARMUP] += 1.0
             continue
         out[O_N_MEASURED] += 1.0
         out[O_PROMPT_TOKENS] += prompt[i]
@@ -118,6 +126,7 @@ def summarize_point(mp, prompt, branches, status, arrival, t_first_sched, t_firs
         out[O_OUT_TOKENS] += generated[i] * branches[i]
         if st == REJECTED:
             out[O_N_REJECTED] += 1.0
+            out[O_REJ_BY_REASON + reason[i]] += 1.0
         elif st == UNFINISHED:
             out[O_N_UNFINISHED] += 1.0
         if not np.isnan(t_first_sched[i]):
@@ -153,15 +162,16 @@ def summarize_point(mp, prompt, branches, status, arrival, t_first_sched, t_firs
     _stats(e2e, ne, out, O_E2E, compat, mp, O_QUANT + 2 * MAX_QUANTILES)
     _stats(queue, nq, out, O_QUEUE, compat, mp, O_QUANT + 3 * MAX_QUANTILES)
     out[O_TTFT_MAX] = ttft_max if nt > 0 else np.nan
-    out[O_WINDOW] = end_time - warm
+    # a run that stopped before warmup_s measured nothing: the window is empty, not negative
+    out[O_WINDOW] = end_time - warm if end_time > warm else 0.0
 
 
 @jit
-def summarize_points(mp, offsets, prompt, branches, status, arrival, t_first_sched, t_first_tok, t_last_tok,
+def summarize_points(mp, offsets, prompt, branches, status, reason, arrival, t_first_sched, t_first_tok, t_last_tok,
                      t_finish, generated, hit_first, computed_pf, end_time, out):
     for q in range(offsets.shape[0] - 1):
         a = offsets[q]
         z = offsets[q + 1]
-        summarize_point(mp[q], prompt[a:z], branches[a:z], status[a:z], arrival[a:z], t_first_sched[a:z],
+        summarize_point(mp[q], prompt[a:z], branches[a:z], status[a:z], reason[a:z], arrival[a:z], t_first_sched[a:z],
                         t_first_tok[a:z], t_last_tok[a:z], t_finish[a:z], generated[a:z], hit_first[a:z],
                         computed_pf[a:z], end_time[q], out[q])
