@@ -969,7 +969,8 @@ class SLOSpec(Spec):
 
 
 class SimulationSpec(Spec):
-    horizon_s: float = Field(default=3600.0, gt=0, description="arrivals stop here")
+    horizon_s: float = Field(default=3600.0, gt=0, allow_inf_nan=True,
+                             description="arrivals stop here (inf: never, the default of a request-list trace)")
     max_sim_time_s: float | None = Field(default=None, gt=0, description="hard stop; default horizon_s*10")
     drain: bool = True
     seed: int = Field(default=259, ge=0)

@@ -253,6 +253,8 @@ def _check_axes(table: SweepTable, axes, base: dict, problems: list[str]) -> dic
         except SpecError as e:
             problems.extend(f"{label}: {p} in the base scenario" for p in e.problems)
             continue
+        if path in table.derived:
+            continue  # a derived quantity overwrites this field: the axis is only a named variable
         check_axis_values(f"{label}.values" if a is not None else label, path, values, problems)
         if a is not None and table.mode == "sample" and not a.values and _is_int_field(path) and not a.integer:
             problems.append(f"{label}.integer = false: the field {path} takes integers; set integer = true")

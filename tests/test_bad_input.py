@@ -259,7 +259,9 @@ def test_a_sweep_axis_value_of_the_wrong_client_kind_is_refused_but_a_bad_combin
 
 
 def test_scheduler_sizes_that_allocate_per_slot_are_refused():
-    refused({"clients": [{**LLM, "scheduler": {"max_batch_size": 10**9}}]},
+    # token budgets as large, so the budget check (budget >= max_batch_size) does not answer first
+    refused({"clients": [{**LLM, "scheduler": {"max_batch_size": 10**9, "chunk_size": 10**9,
+                                                "max_batched_tokens": 10**9}}]},
             "clients[0].scheduler.max_batch_size = 1000000000", "GB of memory")
 
 
