@@ -638,7 +638,8 @@ def fit_efficiency(observations: Sequence[StepObservation],
                    runs: Sequence[RunObservation] = (), group_by: Sequence[str] | None = ("device", "engine"),
                    params: Sequence[str] | None = None, x0: Mapping[str, float] | None = None,
                    prior_weight: float = 0.02, tau_prior_weight: float = 1e-3, memory_floor: float = 0.5,
-                   floor_weight: float = 1.0, refine_runs: bool = False):
+                   floor_weight: float = 1.0, refine_runs: bool = False,
+                   prior: Mapping[str, float] | Callable[[tuple], Mapping[str, float] | None] | None = None):
     """Fit η_c, η_m, τ (and η_net) by minimising the log-ratio error ``log(predicted/measured)``
     over step observations (and run observations) with :func:`scipy.optimize.least_squares`
     (bounds: η in [0.05, 1], τ >= 0 µs).
@@ -684,15 +685,18 @@ def fit_efficiency(observations: Sequence[StepObservation],
     results = {}
     for key, (obs, rns) in groups.items():
         ps = tuple(params) if params is not None else EFFICIENCY_PARAMS
-        results[key] = _fit_one(obs, rns, base_client_factory, ps, start, prior_weight, tau_prior_weight,
-                                memory_floor, floor_weight, refine_runs, least_squares)
+        centre = prior(key) if callable(prior) else prior
+        centre = _eff_dict(centre) if centre is not None else None
+        results[key] = _fit_one(obs, rns, base_client_factory, ps, dict(start, **(centre or {})), prior_weight,
+                                tau_prior_weight, memory_floor, floor_weight, refine_runs, least_squares,
+                                prior_centre=centre)
     if group_by is None:
         return results.get(("*", "*")) if results else None
     return results
 
 
 def _fit_one(obs, runs, factory, params, start, prior_weight, tau_prior_weight, memory_floor, floor_weight,
-             refine_runs, least_squares) -> EfficiencyFit:
+             refine_runs, least_squares, prior_centre=None) -> EfficiencyFit:
     steps = StepSet()
     for i, o in enumerate(obs):
         steps.add(factory(o), o.prefill, o.decode, owner=i)
@@ -717,7 +721,10 @@ def _fit_one(obs, runs, factory, params, start, prior_weight, tau_prior_weight, 
     lb = np.array([math.log(lo_eta) if p != "op_overhead_us" else 0.0 for p in params])
     ub = np.array([math.log(hi_eta) if p != "op_overhead_us" else np.inf for p in params])
     x_start = np.clip(x_start, lb, ub)
-    prior_at = {"compute": math.log(0.75), "memory": math.log(0.75), "network": 0.0}
+    pc = {**DEFAULT_EFFICIENCY, **(prior_centre or {})}
+    prior_at = {"compute": math.log(min(max(pc["compute"], lo_eta), hi_eta)),
+                "memory": math.log(min(max(pc["memory"], lo_eta), hi_eta)),
+                "network": math.log(min(max(pc["network"], lo_eta), hi_eta)), "op_overhead_us": float(pc["op_overhead_us"])}
     x_scale = np.array([0.3 if p != "op_overhead_us" else 5.0 for p in params])
 
     run_steps = None
@@ -749,7 +756,8 @@ def _fit_one(obs, runs, factory, params, start, prior_weight, tau_prior_weight, 
             S = run_steps.totals(len(runs), v["compute"], v["memory"], v["op_overhead_us"], v["network"])
             ratio = np.where([r.rate_like for r in runs], S0 / S, S / S0)
             res.append(np.log(np.maximum(m0 * ratio, 1e-300)) - run_meas)
-        pri = [prior_weight * (xi - prior_at[p]) if p != "op_overhead_us" else tau_prior_weight * xi / 10.0
+        pri = [prior_weight * (xi - prior_at[p]) if p != "op_overhead_us"
+               else tau_prior_weight * (xi - prior_at["op_overhead_us"]) / 10.0
                for p, xi in zip(params, x)]
         if "memory" in params and floor_weight > 0:
             pri.append(floor_weight * max(0.0, math.log(memory_floor) - x[params.index("memory")]))
@@ -1105,17 +1113,54 @@ def _thin_knots(x: np.ndarray, max_knots: int) -> np.ndarray:
     return x
 
 
+HIERARCHY_PRIOR_WEIGHT = 0.1   # per log unit of eta (and per 10 us of tau x 0.05) towards the parent fit
+
+
 def calibrate(observations: Sequence[StepObservation], runs: Sequence[RunObservation] = (), *,
               base_client_factory: Callable = default_client, pooled: bool = True,
-              corrections: bool = True) -> Calibration:
-    """Fit efficiencies per (device, engine) — plus pooled (*, engine) and (device, *) fallbacks — and a
-    step correction per measured configuration (on top of its fitted efficiency)."""
+              corrections: bool = True, hierarchical: bool = True) -> Calibration:
+    """Fit efficiencies per (device, engine family) with priors, plus the pooled fallbacks, and a
+    step correction per measured configuration (on top of its fitted efficiency).
+
+    Pooled entries (``"*"`` = any): ``("*", "current")`` — one fit over the current engines
+    (:data:`CURRENT_ENGINE_FAMILIES`: vLLM, SGLang, TensorRT-LLM 1.x), the default of a client or
+    measurement that names no engine; ``("*", engine)`` per family, ``(device, "*")`` per device
+    and ``(device, "current")``. With ``hierarchical`` each of these, and each (device, engine)
+    fit, is pulled towards its parent (the family's pooled fit, else the current-engine fit) by a
+    prior of :data:`HIERARCHY_PRIOR_WEIGHT` per log unit, so parameters its own rows cannot
+    identify take the parent's value instead of the roofline default."""
+    from .calibration_store import CURRENT_ENGINE_FAMILIES, POOLED_ENGINE
     cal = Calibration()
-    cal.efficiencies.update(fit_efficiency(observations, base_client_factory, runs=runs))
+    kw = dict(prior_weight=HIERARCHY_PRIOR_WEIGHT, tau_prior_weight=0.05) if hierarchical else {}
+    top = None
     if pooled:
-        for gb in (("engine",), ("device",)):
-            for k, v in fit_efficiency(observations, base_client_factory, runs=runs, group_by=gb).items():
-                cal.efficiencies.setdefault(k, v)
+        cur_o = [o for o in observations if o.engine in CURRENT_ENGINE_FAMILIES]
+        cur_r = [r for r in runs if r.engine in CURRENT_ENGINE_FAMILIES]
+        if cur_o or cur_r:
+            top = fit_efficiency(cur_o, base_client_factory, runs=cur_r, group_by=None)
+            cal.efficiencies[("*", POOLED_ENGINE)] = top
+        else:  # no current engine measured: pool everything
+            top = fit_efficiency(observations, base_client_factory, runs=runs, group_by=None)
+        parent = (lambda key: top) if hierarchical else None
+        for k, v in fit_efficiency(observations, base_client_factory, runs=runs, group_by=("engine",),
+                                   prior=parent, **kw).items():
+            cal.efficiencies.setdefault(k, v)
+        for k, v in fit_efficiency(observations, base_client_factory, runs=runs, group_by=("device",),
+                                   prior=parent, **kw).items():
+            cal.efficiencies.setdefault(k, v)
+        if cur_o or cur_r:
+            for (dev, _), v in fit_efficiency(cur_o, base_client_factory, runs=cur_r, group_by=("device",),
+                                              prior=parent, **kw).items():
+                cal.efficiencies.setdefault((dev, POOLED_ENGINE), v)
+        if ("*", "*") not in cal.efficiencies and top is not None:
+            cal.efficiencies[("*", "*")] = top
+
+    def family_prior(key):
+        return cal.efficiencies.get(("*", key[1])) or top
+    main = fit_efficiency(observations, base_client_factory, runs=runs,
+                          prior=family_prior if (hierarchical and pooled) else None, **(kw if pooled else {}))
+    for k, v in main.items():
+        cal.efficiencies[k] = v
     if corrections:
         by_key: dict[str, list[StepObservation]] = {}
         for o in observations:

@@ -208,8 +208,11 @@ class Calibration:
     provenance: dict = field(default_factory=dict)
 
     def efficiency_for(self, device: str, engine: str) -> tuple[dict | None, str]:
-        """(efficiency dict, key used): (device, engine), then (*, engine), then (device, *)."""
-        for key in ((device, engine), ("*", engine), (device, "*")):
+        """(efficiency dict, key used): (device, engine), (*, engine), (device, current engines),
+        (*, current engines), (device, *), (*, *); a row without engine asks for the current engines."""
+        engine = engine or POOLED_ENGINE
+        for key in dict.fromkeys(((device, engine), ("*", engine), (device, POOLED_ENGINE), ("*", POOLED_ENGINE),
+                                  (device, "*"), ("*", "*"))):
             e = self.efficiencies.get(key)
             if e is not None:
                 return _eff_dict(e), f"{key[0]}/{key[1]}"
@@ -373,7 +376,7 @@ def calibrated_efficiency(device: str, engine: str | None = None, *, path: str |
     candidates = [(dev, "*")]
     if engine:
         fam = _family(engine)
-        candidates = [(dev, fam), ("*", fam), (dev, POOLED_ENGINE), ("*", POOLED_ENGINE), (dev, "*")]
+        candidates = [(dev, fam), ("*", fam), (dev, POOLED_ENGINE), ("*", POOLED_ENGINE), (dev, "*"), ("*", "*")]
     for key in dict.fromkeys(candidates):
         e = cal.efficiencies.get(key)
         if e is not None:
