@@ -1,0 +1,494 @@
+"""Assemble data/measurements/public.csv from per-source row files.
+
+Each ``rows_*.csv`` file next to this script holds rows of one source family,
+with every column of public.csv except ``id``.  This script concatenates them
+in file-name order, assigns ids P0001, P0002, ... and checks that every row has
+a source, a metric and a finite value.
+
+``python build_public.py inferencemax RAW_DIR SOURCE_PREFIX`` regenerates
+rows_inferencemax.csv from the InferenceMAX ``agg_bmk.json`` artifacts (one
+folder ``run_<github-actions-run-id>`` per workflow run), e.g. the copies kept
+in github:gminneci/mantile under reconcile/sources/inferencemax/raw/.
+
+This is a data-preparation tool, not part of the mistfast package.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import re
+import sys
+
+import pandas as pd
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+COLUMNS = [
+    "id", "source", "engine", "engine_version", "model", "precision", "hardware",
+    "num_accel", "tp", "pp", "workload", "isl", "osl", "batch_or_concurrency",
+    "request_rate", "metric", "value", "notes", "dataset", "engine_family",
+]
+
+# InferenceMAX runner names -> hardware spelling used in ../shared/calibration
+IMX_HARDWARE = {
+    "h100": "H100-SXM-80GB", "h200": "H200-SXM-141GB", "b200": "B200", "b200-trt": "B200",
+    "gb200": "GB200", "mi300x": "MI300X", "mi325x": "MI325X", "mi355x": "MI355X",
+}
+IMX_ENGINE = {  # framework -> (engine column, engine_family)
+    "vllm": ("vLLM (vllm serve)", "vllm"),
+    "sglang": ("SGLang (sglang.launch_server)", "sglang"),
+    "trt": ("TensorRT-LLM (trtllm-serve, PyTorch backend)", "trtllm-1"),
+    "atom": ("ATOM (AMD ROCm inference engine)", "other"),
+}
+# (model, InferenceMAX precision) -> precision spelling
+IMX_PRECISION = {
+    ("openai/gpt-oss-120b", "fp4"): "MXFP4 (native gpt-oss MoE weights)",
+    ("amd/DeepSeek-R1-0528-MXFP4-Preview", "fp4"): "MXFP4",
+    ("nvidia/DeepSeek-R1-0528-FP4-V2", "fp4"): "NVFP4",
+    ("deepseek-ai/DeepSeek-R1-0528", "fp8"): "FP8 (block-scaled, native)",
+}
+# one row per metric; (metric name, json field, scale to the metric unit)
+IMX_METRICS = [
+    ("ttft_ms", "mean_ttft", 1000.0),
+    ("tpot_ms", "mean_tpot", 1000.0),
+    ("e2e_mean_ms", "mean_e2el", 1000.0),
+    ("ttft_p99_ms", "p99_ttft", 1000.0),
+    ("tpot_p99_ms", "p99_tpot", 1000.0),
+]
+IMX_STATISTIC = {"mean": "mean over requests", "p99": "99th percentile over requests"}
+IMX_WORKLOAD = (
+    "online serving, closed loop at fixed max concurrency, request rate inf; "
+    "random token prompts (--dataset-name random --random-range-ratio 0.8, --ignore-eos), "
+    "num-prompts 10x concurrency on most runners"
+)
+IMX_KEY = ["hw", "framework", "image", "model", "precision", "isl", "osl", "tp", "ep",
+           "dp_attention", "conc"]
+
+
+def _image_version(image: str) -> str:
+    return f"{image.rsplit(':', 1)[-1]} (container {image.replace('#', '/')})"
+
+
+def _load_inferencemax_runs(raw_dir: str) -> pd.DataFrame:
+    records = []
+    for path in sorted(glob.glob(os.path.join(raw_dir, "run_*", "agg_bmk.json"))):
+        run_id = os.path.basename(os.path.dirname(path))[len("run_"):]
+        with open(path) as fh:
+            for rec in json.load(fh):
+                rec["run"] = run_id
+                records.append(rec)
+    return pd.DataFrame.from_records(records)
+
+
+# disaggregated runs kept only when the container names the engine version and the
+# layout fields add up (workers x tp == GPUs of that stage)
+IMX_DISAGG_IMAGES = {
+    "jwillthomson/dynamo-trtllm-1.2.0rc2-min-tokens-fix-v2":
+        ("NVIDIA Dynamo + TensorRT-LLM (disaggregated prefill/decode)", "trtllm-1",
+         "TensorRT-LLM 1.2.0rc2 (per container name; custom Dynamo image jwillthomson/dynamo-trtllm-1.2.0rc2-min-tokens-fix-v2)"),
+    "rocm/sgl-dev:sglang-0.5.6.post1-rocm700-mi35x-mori-1224":
+        ("SGLang PD disaggregation (MoRI transfer)", "sglang",
+         "0.5.6.post1 (container rocm/sgl-dev:sglang-0.5.6.post1-rocm700-mi35x-mori-1224)"),
+}
+IMX_DISAGG_KEY = ["hw", "framework", "image", "model", "precision", "isl", "osl", "conc",
+                  "prefill_tp", "prefill_ep", "prefill_dp_attention", "prefill_num_workers",
+                  "decode_tp", "decode_ep", "decode_dp_attention", "decode_num_workers"]
+IMX_DISAGG_HARDWARE = {"gb200": "GB200", "mi355x-amd_0": "MI355X"}
+IMX_DISAGG_MODELS = {"/mnt/lustre01/models/gpt-oss-120b": "openai/gpt-oss-120b",
+                     "/models/DeepSeek-R1": "deepseek-ai/DeepSeek-R1"}
+
+
+def _disaggregated_pinned(runs: pd.DataFrame) -> pd.DataFrame:
+    keep = runs["disagg"].astype(bool) & (runs["spec_decoding"] == "none")
+    keep &= runs["image"].isin(list(IMX_DISAGG_IMAGES))
+    runs = runs[keep]
+    adds_up = ((runs["prefill_tp"] * runs["prefill_num_workers"] == runs["num_prefill_gpu"])
+               & (runs["decode_tp"] * runs["decode_num_workers"] == runs["num_decode_gpu"]))
+    return runs[adds_up]
+
+
+def inferencemax_disagg_rows(raw_dir: str, source_prefix: str) -> pd.DataFrame:
+    runs = _disaggregated_pinned(_load_inferencemax_runs(raw_dir))
+    rows = []
+    for _, group in runs.groupby(IMX_DISAGG_KEY, sort=True):
+        rows.extend(_inferencemax_disagg_config_rows(_median_run(group), group, source_prefix))
+    return pd.DataFrame(rows, columns=COLUMNS[1:])
+
+
+def _inferencemax_disagg_config_rows(rec, group, source_prefix):
+    engine, family, version = IMX_DISAGG_IMAGES[rec["image"]]
+    prefill_gpus, decode_gpus = int(rec["num_prefill_gpu"]), int(rec["num_decode_gpu"])
+    # multi-node: InferenceMAX divides output throughput by the decode GPUs only
+    output_tok_s = float(rec["output_tput_per_gpu"]) * decode_gpus
+    layout = (f"{int(rec['prefill_num_workers'])} prefill worker(s) x tp {int(rec['prefill_tp'])} "
+              f"(ep {int(rec['prefill_ep'])}, dp_attention {rec['prefill_dp_attention']}) = {prefill_gpus} GPUs; "
+              f"{int(rec['decode_num_workers'])} decode worker(s) x tp {int(rec['decode_tp'])} "
+              f"(ep {int(rec['decode_ep'])}, dp_attention {rec['decode_dp_attention']}) = {decode_gpus} GPUs")
+    notes = (f"InferenceMAX (SemiAnalysis) GitHub Actions run {rec['run']} "
+             f"(https://github.com/InferenceMAX/InferenceMAX/actions/runs/{rec['run']}); runner {rec['hw']}; "
+             f"disaggregated, multi-node: {layout}; model path as run: {rec['model']}; "
+             f"runs of this config in the collection: {group['run'].nunique()}")
+    precision = "MXFP4 (native gpt-oss MoE weights)" if "gpt-oss" in rec["model"] else "FP8 (block-scaled, native)"
+    common = {
+        "source": f"{source_prefix}/run_{rec['run']}/agg_bmk.json", "engine": engine,
+        "engine_version": version, "model": IMX_DISAGG_MODELS[rec["model"]], "precision": precision,
+        "hardware": IMX_DISAGG_HARDWARE[rec["hw"]], "num_accel": prefill_gpus + decode_gpus,
+        "tp": int(rec["decode_tp"]), "pp": 1,
+        "workload": "disaggregated prefill/decode serving; " + IMX_WORKLOAD,
+        "isl": int(rec["isl"]), "osl": int(rec["osl"]), "batch_or_concurrency": int(rec["conc"]),
+        "request_rate": "inf (closed loop)", "dataset": "random", "engine_family": family,
+    }
+    out = [dict(common, metric="output_tok_s", value=round(output_tok_s, 2),
+                notes=notes + "; tp column = decode tp; value = output_tput_per_gpu x decode GPUs")]
+    for metric, field, scale in IMX_METRICS:
+        out.append(dict(common, metric=metric, value=round(float(rec[field]) * scale, 3),
+                        notes=notes + f"; tp column = decode tp; value = {field} x {scale:g} ({IMX_STATISTIC[field[:field.index('_')]]})"))
+    return out
+
+
+def _aggregated_single_node(runs: pd.DataFrame) -> pd.DataFrame:
+    # disaggregated multi-node rows and speculative (MTP) decoding are left out:
+    # their layout does not fit one tp column and mistfast does not model MTP
+    keep = (~runs["disagg"].astype(bool)) & (runs["spec_decoding"] == "none")
+    return runs[keep]
+
+
+def inferencemax_rows(raw_dir: str, source_prefix: str) -> pd.DataFrame:
+    """One row per (configuration, metric) from the median run of each configuration."""
+    runs = _aggregated_single_node(_load_inferencemax_runs(raw_dir))
+    rows = []
+    for _, group in runs.groupby(IMX_KEY, sort=True):
+        rows.extend(_inferencemax_config_rows(_median_run(group), group, source_prefix))
+    return pd.DataFrame(rows, columns=COLUMNS[1:])
+
+
+def _median_run(group: pd.DataFrame):
+    """The run with the median output throughput (upper median for an even count).
+
+    Repeated runs of one configuration use the same container; when they disagree the
+    outlier is usually a slow, disturbed run, so the median is kept rather than the newest.
+    """
+    ordered = group.sort_values(["output_tput_per_gpu", "run"], kind="stable")
+    return ordered.iloc[len(ordered) // 2]
+
+
+def _inferencemax_config_rows(rec, group, source_prefix):
+    engine, family = IMX_ENGINE[rec["framework"]]
+    gpus = int(rec["tp"])  # single node: InferenceMAX divides by tp to get per-GPU numbers
+    output_tok_s = float(rec["output_tput_per_gpu"]) * gpus
+    repeats = sorted({round(float(v) * gpus, 1) for v in group["output_tput_per_gpu"]})
+    base_notes = (
+        f"InferenceMAX (SemiAnalysis) GitHub Actions run {rec['run']} "
+        f"(https://github.com/InferenceMAX/InferenceMAX/actions/runs/{rec['run']}); "
+        f"runner {rec['hw']}; ep={int(rec['ep'])}; dp_attention={rec['dp_attention']}; "
+        f"model id as run: {rec['model']}; "
+        f"runs of this config in the collection: {group['run'].nunique()} "
+        f"(output tok/s seen: {'/'.join(str(v) for v in repeats)}; "
+        f"spread max/min-1 = {100 * (max(repeats) / min(repeats) - 1):.1f}%"
+        + ("; CAUTION runs disagree by more than 10%" if max(repeats) > 1.1 * min(repeats) else "")
+        + ")"
+    )
+    common = {
+        "source": f"{source_prefix}/run_{rec['run']}/agg_bmk.json",
+        "engine": engine,
+        "engine_version": _image_version(rec["image"]),
+        "model": rec["model"],
+        "precision": IMX_PRECISION[(rec["model"], rec["precision"])],
+        "hardware": IMX_HARDWARE[rec["hw"]],
+        "num_accel": gpus,
+        "tp": int(rec["tp"]),
+        "pp": 1,
+        "workload": IMX_WORKLOAD,
+        "isl": int(rec["isl"]),
+        "osl": int(rec["osl"]),
+        "batch_or_concurrency": int(rec["conc"]),
+        "request_rate": "inf (closed loop)",
+        "dataset": "random",
+        "engine_family": family,
+    }
+    out = [dict(common, metric="output_tok_s", value=round(output_tok_s, 2),
+                notes=base_notes + "; value = output_tput_per_gpu x tp (whole server)")]
+    for metric, field, scale in IMX_METRICS:
+        out.append(dict(common, metric=metric, value=round(float(rec[field]) * scale, 3),
+                        notes=base_notes + f"; value = {field} x {scale:g} ({IMX_STATISTIC[field[:field.index('_')]]})"))
+    return out
+
+
+# ---------------------------------------------------------------- MLPerf Inference v5.1
+MLPERF_MODELS = {  # MLPerf benchmark -> (HF model id, dataset, config file stem)
+    "llama2-70b-99": ("meta-llama/Llama-2-70b-chat-hf", "openorca", "llama2-70b"),
+    "llama2-70b-99.9": ("meta-llama/Llama-2-70b-chat-hf", "openorca", "llama2-70b"),
+    "llama3.1-8b": ("meta-llama/Llama-3.1-8B-Instruct", "cnn_dailymail", "llama3_1-8b"),
+    "llama3.1-405b": ("meta-llama/Llama-3.1-405B-Instruct", "mlperf_llama3.1-405b_mix", "llama3_1-405b"),
+    "mixtral-8x7b": ("mistralai/Mixtral-8x7B-Instruct-v0.1", "mlperf_mixtral_mix", "mixtral-8x7b"),
+    "deepseek-r1": ("deepseek-ai/DeepSeek-R1", "mlperf_deepseek_r1_mix", "deepseek-r1"),
+}
+MLPERF_DATASET_NOTE = {
+    "openorca": "MLPerf llama2-70b OpenOrca subset (24,576 samples)",
+    "cnn_dailymail": "MLPerf llama3.1-8b CNN-DailyMail validation set (13,368 samples)",
+    "mlperf_llama3.1-405b_mix": "MLPerf llama3.1-405b long-context mix (8,313 samples)",
+    "mlperf_mixtral_mix": "MLPerf mixtral-8x7b mix of OpenOrca, GSM8K and MBXP (15,000 samples)",
+    "mlperf_deepseek_r1_mix": "MLPerf deepseek-r1 reasoning mix (4,388 samples)",
+}
+MLPERF_HARDWARE = {
+    "NVIDIA B200-SXM-180GB": "B200", "NVIDIA H200-SXM-141GB": "H200-SXM-141GB",
+    "NVIDIA H100-SXM-80GB": "H100-SXM-80GB", "NVIDIA GB200": "GB200", "NVIDIA GB300": "GB300",
+    "NVIDIA H200-NVL-141GB": "H200-NVL-141GB", "Virtualized NVIDIA H200-SXM-141GB": "H200-SXM-141GB",
+    "AMD Instinct MI300X 192GB HBM3": "MI300X", "AMD Instinct MI325X 256GB HBM3e": "MI325X",
+    "AMD Instinct MI355X 288GB HBM3e": "MI355X",
+}
+# TensorRT-LLM commit pinned in NVIDIA's v5.1 Makefile.build: "7/24/25 1.0-mlpinf side branch"
+MLPERF_TRTLLM_1 = "18c0333e96ea7a2c37caded8a310d05c5f095e88"
+SUMMARY_FIELDS = {  # mlperf_log_summary.txt line -> key
+    "Completed samples per second": "samples_s", "Completed tokens per second": "tokens_s",
+    "Mean latency (ns)": "e2e_mean_ns", "99.00 percentile latency (ns)": "e2e_p99_ns",
+    "Mean First Token latency (ns)": "ttft_mean_ns", "99.00 percentile first token latency (ns)": "ttft_p99_ns",
+    "Mean Time to Output Token (ns)": "tpot_mean_ns", "99.00 percentile time to output token (ns)": "tpot_p99_ns",
+    "target_qps": "target_qps", "ttft_latency (ns)": "ttft_limit_ns", "tpot_latency (ns)": "tpot_limit_ns",
+    "Samples per second": "samples_s", "Tokens per second": "tokens_s",  # Offline wording
+    "Result is": "result",
+}
+
+
+def _git_show(repo: str, commit: str, path: str) -> str | None:
+    import subprocess
+    out = subprocess.run(["git", "-C", repo, "show", f"{commit}:{path}"], capture_output=True, text=True)
+    return out.stdout if out.returncode == 0 else None
+
+
+def parse_mlperf_summary(text: str) -> dict:
+    values = {}
+    for line in text.splitlines():
+        if ":" not in line:
+            continue
+        label, _, raw = line.partition(":")
+        key = SUMMARY_FIELDS.get(label.strip())
+        if key and key not in values:
+            raw = raw.strip()
+            values[key] = raw if key == "result" else float(raw)
+    return values
+
+
+def _single_int(pattern: str, text: str | None) -> int | None:
+    found = {int(v) for v in re.findall(pattern, text or "")}
+    return found.pop() if len(found) == 1 else None
+
+
+def _mlperf_parallelism(repo, commit, rec, family):
+    """(tp, pp, ep, config path) from the submitter's own config, or None when ambiguous."""
+    submitter, platform, scenario = rec["Submitter"], rec["Platform"], rec["Scenario"]
+    stem = MLPERF_MODELS[rec["Model"]][2]
+    if family == "vllm-single":
+        return 1, 1, None, "single accelerator"
+    if family == "trtllm-1":
+        system = platform.split("_TRT")[0]
+        path = f"closed/{submitter}/configs/{system}/{scenario}/{stem}.py"
+        text = _git_show(repo, commit, path)
+        tp = _single_int(r"tensor_parallelism:\s*(\d+)", text)
+        pp = _single_int(r"pipeline_parallelism:\s*(\d+)", text)
+        ep = _single_int(r"moe_expert_parallelism:\s*(\d+)", text)
+    else:  # AMD harness_llm with vLLM
+        device = MLPERF_HARDWARE[rec["Accelerator"]].lower()
+        path = (f"{rec['Category']}/{submitter}/code/{rec['Model']}/harness_llm/models/{stem}/"
+                f"{scenario.lower()}_{device}.yaml")
+        text = _git_show(repo, commit, path)
+        section = (text or "").split("vllm_engine_config:", 1)[-1] if text else None
+        tp = _single_int(r"\n\s*tensor_parallel_size:\s*(\d+)", section)
+        pp, ep = (1 if tp else None), None
+    if tp is None or pp is None:
+        return None
+    return tp, pp, ep, path
+
+
+def _mlperf_family(repo, commit, rec):
+    software = rec["Software"]
+    if software.startswith("TensorRT"):
+        makefile = _git_show(repo, commit, f"closed/{rec['Submitter']}/Makefile.build") or ""
+        return "trtllm-1" if re.search(rf"^TRTLLM_HASH\s*\??=\s*{MLPERF_TRTLLM_1}", makefile, re.M) else None
+    if software.startswith("vLLM") and rec["Accelerator"].startswith("AMD"):
+        return "vllm"
+    if software.startswith("vLLM") and int(rec["a#"]) * int(rec["Nodes"]) == 1:
+        return "vllm-single"  # one GPU: no parallelism to look up
+    return None
+
+
+def mlperf51_rows(repo: str, commit: str) -> pd.DataFrame:
+    import json as _json
+    results = _json.loads(_git_show(repo, commit, "summary_results.json"))
+    rows, seen = [], set()
+    for rec in results:
+        if rec["Suite"] != "datacenter" or rec["Model"] not in MLPERF_MODELS:
+            continue
+        # open division lets submitters change the model; only AMD's MI355X llama2-70b
+        # run is kept (same benchmark id, its harness config is in the repository)
+        open_mi355x = (rec["Category"] == "open" and rec["Submitter"] == "AMD"
+                       and "MI355X" in rec["Accelerator"] and rec["Model"].startswith("llama2-70b"))
+        if rec["Category"] != "closed" and not open_mi355x:
+            continue
+        if rec["Accelerator"] not in MLPERF_HARDWARE:
+            continue
+        family = _mlperf_family(repo, commit, rec)
+        if family is None:
+            continue
+        layout = _mlperf_parallelism(repo, commit, rec, family)
+        if layout is None:
+            continue
+        summary_path = f"{rec['Location']}/performance/run_1/mlperf_log_summary.txt"
+        text = _git_show(repo, commit, summary_path)
+        if text is None:
+            continue
+        stats = parse_mlperf_summary(text)
+        if stats.get("result") != "VALID":
+            continue
+        # llama2-70b-99 and -99.9 are often the very same run submitted twice
+        fingerprint = (rec["Submitter"], rec["Platform"], MLPERF_MODELS[rec["Model"]][0],
+                       rec["Scenario"], stats.get("tokens_s"), stats.get("samples_s"))
+        if fingerprint in seen:
+            continue
+        seen.add(fingerprint)
+        rows.extend(_mlperf_result_rows(rec, family, layout, stats, commit, summary_path))
+    return pd.DataFrame(rows, columns=COLUMNS[1:])
+
+
+def _mlperf_precision(rec, engine):
+    weights = str(rec["weight_data_types"]).lower()
+    if engine.startswith("TensorRT-LLM") and weights == "fp4":
+        # NVIDIA's documentation/calibration.md: FP4 with per-block scales, i.e. NVFP4
+        return "NVFP4 (per-block scaled FP4; NVIDIA MLPerf calibration.md)"
+    return weights.upper()
+
+
+def _mlperf_result_rows(rec, family, layout, stats, commit, summary_path):
+    tp, pp, ep, config_path = layout
+    model, dataset, _ = MLPERF_MODELS[rec["Model"]]
+    gpus = int(rec["a#"]) * int(rec["Nodes"])
+    scenario = rec["Scenario"]
+    offline = scenario == "Offline"
+    division = "" if rec["Category"] == "closed" else f"{rec['Category']} division "
+    if family == "trtllm-1":
+        engine = "TensorRT-LLM (NVIDIA MLPerf harness)"
+        version = f"1.0-mlpinf branch @{MLPERF_TRTLLM_1[:12]} ({rec['Software']})"
+    elif family == "vllm-single":
+        engine = f"vLLM ({rec['Submitter']} MLPerf harness)"
+        version = rec["Software"].split(",")[0].replace("vLLM ", "")
+        family = "vllm"
+    else:
+        engine = "vLLM ROCm (AMD MLPerf harness_llm)"
+        version = rec["Software"].split(",")[0].replace("vLLM ", "")
+    if offline:
+        workload = f"MLPerf Inference v5.1 {division}Offline: {MLPERF_DATASET_NOTE[dataset]}, all queries issued at t=0"
+        rate = "offline (all queries at t=0)"
+    else:
+        limits = (f"p99 TTFT <= {stats['ttft_limit_ns'] / 1e6:g} ms, "
+                  f"p99 TPOT <= {stats['tpot_limit_ns'] / 1e6:g} ms")
+        workload = (f"MLPerf Inference v5.1 {division}{scenario}: {MLPERF_DATASET_NOTE[dataset]}, "
+                    f"Poisson arrivals at target_qps, {limits}")
+        rate = f"{stats['target_qps']:g}"
+    notes = (f"submitter {rec['Submitter']}; result id {rec['ID']}; system {rec['System']}; "
+             f"{rec['a#']} accelerators x {rec['Nodes']} node(s); replicas = {gpus} / (tp x pp) = "
+             f"{gpus / (tp * pp):g}; "
+             + (f"moe ep={ep}; " if ep else "")
+             + f"weights {rec['weight_data_types']}; benchmark {rec['Model']}; "
+             f"parallelism from {config_path}; summary_results.json Performance_Result "
+             f"{rec['Performance_Result']} {rec['Performance_Units']}")
+    common = {
+        "source": f"github:mlcommons/inference_results_v5.1@{commit}:{summary_path}",
+        "engine": engine, "engine_version": version, "model": model,
+        "precision": _mlperf_precision(rec, engine), "hardware": MLPERF_HARDWARE[rec["Accelerator"]],
+        "num_accel": gpus, "tp": tp, "pp": pp, "workload": workload, "isl": "", "osl": "",
+        "batch_or_concurrency": "engine-chosen (max load)" if offline else "open loop (Poisson)",
+        "request_rate": rate, "dataset": dataset, "engine_family": family,
+    }
+    wanted = [("output_tok_s", "tokens_s", 1.0), ("requests_s", "samples_s", 1.0)]
+    if not offline:
+        wanted += [("ttft_ms", "ttft_mean_ns", 1e-6), ("ttft_p99_ms", "ttft_p99_ns", 1e-6),
+                   ("tpot_ms", "tpot_mean_ns", 1e-6), ("tpot_p99_ms", "tpot_p99_ns", 1e-6),
+                   ("e2e_mean_ms", "e2e_mean_ns", 1e-6)]
+    out = []
+    for metric, key, scale in wanted:
+        if key in stats:
+            out.append(dict(common, metric=metric, value=round(stats[key] * scale, 3),
+                            notes=notes + f"; value from summary line {key}"))
+    return out
+
+
+# what makes a row the same measurement across rebuilds (notes may be reworded)
+IDENTITY = [c for c in COLUMNS if c != "notes"]
+
+
+def assemble(previous_path: str | None = None) -> pd.DataFrame:
+    """Concatenate rows_*.csv; a measurement already in the previous public.csv keeps its id
+    (so ids stay stable for anyone who cites them), new rows get the next free ids."""
+    parts = [pd.read_csv(p, dtype=str, keep_default_na=False)
+             for p in sorted(glob.glob(os.path.join(HERE, "rows_*.csv")))]
+    table = pd.concat(parts, ignore_index=True)
+    previous_ids = {}
+    if previous_path and os.path.exists(previous_path):
+        previous = pd.read_csv(previous_path, dtype=str, keep_default_na=False)
+        previous_ids = {tuple(r[1:]): r[0] for r in previous[IDENTITY].itertuples(index=False)}
+    next_number = 1 + max((int(i[1:]) for i in previous_ids.values()), default=0)
+    ids = []
+    for row in table[IDENTITY[1:]].itertuples(index=False):
+        known = previous_ids.get(tuple(row))
+        if known is None:
+            known, next_number = f"P{next_number:04d}", next_number + 1
+        ids.append(known)
+    table.insert(0, "id", ids)
+    table = table.sort_values("id", key=lambda s: s.str[1:].astype(int), kind="stable")
+    return table[COLUMNS].reset_index(drop=True)
+
+
+# sources reserved for independent validation must never appear here
+RESERVED_SOURCE_MARKERS = ("dstack", "blog.vllm.ai", "inference_results_v4.0", "inference_results_v4.1")
+
+
+def check(table: pd.DataFrame) -> list[str]:
+    problems = []
+    if list(table.columns) != COLUMNS:
+        problems.append(f"columns {list(table.columns)} differ from {COLUMNS}")
+    if table["id"].duplicated().any():
+        problems.append("duplicate ids")
+    for marker in RESERVED_SOURCE_MARKERS:
+        hits = table["source"].str.contains(marker, regex=False)
+        if hits.any():
+            problems.append(f"{hits.sum()} rows cite a reserved source ({marker})")
+    for _, row in table.iterrows():
+        for field in ("source", "metric", "value", "engine_version", "hardware", "model"):
+            if not str(row[field]).strip():
+                problems.append(f"{row['id']}: empty {field}")
+        try:
+            if not math.isfinite(float(row["value"])) or float(row["value"]) <= 0:
+                problems.append(f"{row['id']}: value {row['value']!r} is not a positive number")
+        except ValueError:
+            problems.append(f"{row['id']}: value {row['value']!r} is not a number")
+        if row["engine_family"] not in {"vllm", "sglang", "trtllm-1", "tgi", "lmdeploy", "other"}:
+            problems.append(f"{row['id']}: engine_family {row['engine_family']!r}")
+    return problems
+
+
+def main(argv):
+    if argv[:1] == ["inferencemax"]:
+        rows = inferencemax_rows(argv[1], argv[2])
+        rows.to_csv(os.path.join(HERE, "rows_inferencemax.csv"), index=False)
+        print(f"rows_inferencemax.csv: {len(rows)} rows")
+        disagg = inferencemax_disagg_rows(argv[1], argv[2])
+        disagg.to_csv(os.path.join(HERE, "rows_inferencemax_disagg.csv"), index=False)
+        print(f"rows_inferencemax_disagg.csv: {len(disagg)} rows")
+        return 0
+    if argv[:1] == ["mlperf51"]:
+        rows = mlperf51_rows(argv[1], argv[2])
+        rows.to_csv(os.path.join(HERE, "rows_mlperf51.csv"), index=False)
+        print(f"rows_mlperf51.csv: {len(rows)} rows")
+        return 0
+    table = assemble(os.path.join(HERE, "public.csv"))
+    problems = check(table)
+    for p in problems:
+        print(p)
+    table.to_csv(os.path.join(HERE, "public.csv"), index=False)
+    print(f"public.csv: {len(table)} rows, {len(problems)} problems")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
