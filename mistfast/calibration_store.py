@@ -43,6 +43,7 @@ MODEL_ALIASES: tuple[tuple[str, str], ...] = (
     (r"mixtral[-_ ]?8x7b", "mixtral-8x7b"),
     (r"mistral[-_ ]?7b", "mistral-7b"),
     (r"deepseek[-_ ]?v3", "deepseek-v3"),
+    (r"deepseek[-_ ]?r1(?![-_ ]?distill)", "deepseek-v3"),   # R1 = the V3 architecture (671B MoE, MLA)
 )
 DEVICE_ALIASES: tuple[tuple[str, str], ...] = (
     (r"^gb200", "GB200"), (r"^gb300", "GB300"), (r"^gh200", "GH200"),
