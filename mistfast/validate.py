@@ -330,6 +330,15 @@ def _plan_row(r: Mapping) -> RowPlan:
     rate = C._num(rr_txt, None)
     workload: dict[str, Any] = {"input": plan.input_spec or {"dist": "fixed", "value": plan.isl},
                                 "output": plan.output_spec or {"dist": "fixed", "value": plan.osl}}
+    rr = re.search(r"random[-_ ]range[-_ ]ratio[ =]*([0-9.]+)", wl)
+    if rr and plan.input_spec is None and 0.0 < float(rr.group(1)) < 1.0:
+        # benchmark_serving's random dataset (SGLang, vLLM before 0.9): lengths uniform in [ratio*L, L]
+        lo = float(rr.group(1))
+        workload["input"] = {"dist": "uniform", "low": max(1, int(lo * plan.isl)), "high": plan.isl}
+        workload["output"] = {"dist": "uniform", "low": max(1, int(lo * plan.osl)), "high": plan.osl}
+    k_prompts = re.search(r"num[-_ ]prompts\s+(\d+)\s*x\s*concurrency", wl)
+    closed_n = (lambda b: min(max(n_meas, int(k_prompts.group(1)) * b, 100), MAX_SIM_REQUESTS)) if k_prompts else \
+        (lambda b: min(max(n_meas, 20 * b, 200), MAX_SIM_REQUESTS))
     sched: dict[str, Any]
     if "static" in wl:
         if batch is None:
@@ -341,7 +350,7 @@ def _plan_row(r: Mapping) -> RowPlan:
         workload["arrival"] = {"process": "offline"}
     elif ("concurren" in wl or "closed" in wl or "closed" in rr_txt) and batch is not None:
         plan.workload_kind = "closed loop"
-        n = min(max(n_meas, 20 * batch, 200), MAX_SIM_REQUESTS)
+        n = closed_n(batch)
         sched = offline_scheduler(plan.engine, client, plan.isl, plan.osl)
         workload["arrival"] = {"process": "closed_loop", "concurrency": batch}
     elif "offline" in wl or rr_txt.startswith("inf") or rr_txt.startswith("offline"):
@@ -355,7 +364,7 @@ def _plan_row(r: Mapping) -> RowPlan:
         if batch is None:
             return plan.unsupported(f"fixed-concurrency run without a concurrency ({bc_txt!r})")
         plan.workload_kind = "closed loop"
-        n = min(max(n_meas, 20 * batch, 200), MAX_SIM_REQUESTS)
+        n = closed_n(batch)
         sched = offline_scheduler(plan.engine, client, plan.isl, plan.osl)
         workload["arrival"] = {"process": "closed_loop", "concurrency": batch}
     elif rate is not None and math.isfinite(rate) and rate > 0:
