@@ -155,16 +155,14 @@ class RowPlan:
     value_key: str = ""
     rate_like: bool = True
     per_device: bool = False
+    price_usd_per_hour: float = 0.0    # cost metrics ($ per 1M tokens)
+    source_doc: str = ""               # the measurement's source document / repository (--cv source)
     isl: int = 0
     osl: int = 0
     n_requests_measured: int = 0
     n_requests_sim: int = 0
     workload_kind: str = ""
-    dataset: str = ""
-    input_spec: dict | None = None     # length distributions from a named dataset
-    output_spec: dict | None = None
-    price_usd_per_hour: float = 0.0    # cost metrics
-    source_doc: str = ""               # the measurement's source document / repository (--cv source)
+    dataset: str = ""   # named benchmark dataset giving the length distribution (mistfast.datasets)
 
     @property
     def client_key(self) -> str:
@@ -197,23 +195,13 @@ def group_of(r: Mapping) -> str:
 
 
 
-def dataset_lengths(name: str) -> tuple[dict, dict] | None:
-    """(input, output) length specs of a named benchmark dataset (``sharegpt``, ``openorca``, ...)
-    from :mod:`mistfast.datasets` when that module knows it, else None."""
-    try:
-        from . import datasets as D  # noqa: F401  (optional: named workloads)
-    except ImportError:
-        return None
-    for fn in ("validate_lengths", "lengths_for_validate", "length_specs"):
-        f = getattr(D, fn, None)
-        if f is not None:
-            try:
-                out = f(name)
-            except Exception:  # unknown name
-                return None
-            if out:
-                return out
-    return None
+def _closed_loop_requests(wl: str, n_meas: int, concurrency: int) -> int:
+    """Requests to simulate for a fixed-concurrency row: the measured count, else ``k`` x the
+    concurrency when the workload says ``num-prompts Kx concurrency``, else 20x (at least 200)."""
+    k = re.search(r"num[-_ ]prompts\s+(\d+)\s*x\s*concurrency", wl)
+    if k:
+        return min(max(n_meas, int(k.group(1)) * concurrency, 100), MAX_SIM_REQUESTS)
+    return min(max(n_meas, 20 * concurrency, 200), MAX_SIM_REQUESTS)
 
 
 def source_document(source: Any) -> str:
@@ -278,19 +266,14 @@ def _plan_row(r: Mapping) -> RowPlan:
         return plan.unsupported(f"configuration not representable: {str(exc).splitlines()[-1].strip()}")
     plan.isl = _int(r.get("isl"), 0) or 0
     plan.osl = _int(r.get("osl"), 0) or 0
-    plan.dataset = _txt(r.get("dataset")).lower()
     wl = _txt(r.get("workload")).lower()
     bc_txt = _txt(r.get("batch_or_concurrency"))
     rr_txt = _txt(r.get("request_rate")).lower()
     batch = _int(bc_txt, None)
     if plan.isl < 1:
-        lengths = dataset_lengths(plan.dataset) if plan.dataset else None
-        if lengths is None:
-            return plan.unsupported(f"dataset {plan.dataset!r} is not a known workload (no fixed isl/osl given)"
-                                    if plan.dataset and plan.dataset != "random" else "no input length (isl)")
-        plan.input_spec, plan.output_spec = lengths
-        plan.isl = int(round(lengths[0].get("mean", lengths[0].get("value", 0)) or 0))
-        plan.osl = int(round(lengths[1].get("mean", lengths[1].get("value", 0)) or 0))
+        if _txt(r.get("dataset")):
+            return plan.unsupported(f"dataset {_txt(r.get('dataset'))!r} gives no lengths here and the row has no isl")
+        return plan.unsupported("no input length (isl)")
 
     # ---- single steps --------------------------------------------------------------------------
     batch1 = (batch or 1) == 1
@@ -328,17 +311,8 @@ def _plan_row(r: Mapping) -> RowPlan:
     m = re.search(r"\(([\d,]+)\s*requests?\)", rr_txt)
     n_meas = int(m.group(1).replace(",", "")) if m else 0
     rate = C._num(rr_txt, None)
-    workload: dict[str, Any] = {"input": plan.input_spec or {"dist": "fixed", "value": plan.isl},
-                                "output": plan.output_spec or {"dist": "fixed", "value": plan.osl}}
-    rr = re.search(r"random[-_ ]range[-_ ]ratio[ =]*([0-9.]+)", wl)
-    if rr and plan.input_spec is None and 0.0 < float(rr.group(1)) < 1.0:
-        # benchmark_serving's random dataset (SGLang, vLLM before 0.9): lengths uniform in [ratio*L, L]
-        lo = float(rr.group(1))
-        workload["input"] = {"dist": "uniform", "low": max(1, int(lo * plan.isl)), "high": plan.isl}
-        workload["output"] = {"dist": "uniform", "low": max(1, int(lo * plan.osl)), "high": plan.osl}
-    k_prompts = re.search(r"num[-_ ]prompts\s+(\d+)\s*x\s*concurrency", wl)
-    closed_n = (lambda b: min(max(n_meas, int(k_prompts.group(1)) * b, 100), MAX_SIM_REQUESTS)) if k_prompts else \
-        (lambda b: min(max(n_meas, 20 * b, 200), MAX_SIM_REQUESTS))
+    workload: dict[str, Any] = {"input": {"dist": "fixed", "value": plan.isl},
+                                "output": {"dist": "fixed", "value": plan.osl}}
     sched: dict[str, Any]
     if "static" in wl:
         if batch is None:
@@ -350,7 +324,7 @@ def _plan_row(r: Mapping) -> RowPlan:
         workload["arrival"] = {"process": "offline"}
     elif ("concurren" in wl or "closed" in wl or "closed" in rr_txt) and batch is not None:
         plan.workload_kind = "closed loop"
-        n = closed_n(batch)
+        n = _closed_loop_requests(wl, n_meas, batch)
         sched = offline_scheduler(plan.engine, client, plan.isl, plan.osl)
         workload["arrival"] = {"process": "closed_loop", "concurrency": batch}
     elif "offline" in wl or rr_txt.startswith("inf") or rr_txt.startswith("offline"):
@@ -364,7 +338,7 @@ def _plan_row(r: Mapping) -> RowPlan:
         if batch is None:
             return plan.unsupported(f"fixed-concurrency run without a concurrency ({bc_txt!r})")
         plan.workload_kind = "closed loop"
-        n = closed_n(batch)
+        n = _closed_loop_requests(wl, n_meas, batch)
         sched = offline_scheduler(plan.engine, client, plan.isl, plan.osl)
         workload["arrival"] = {"process": "closed_loop", "concurrency": batch}
     elif rate is not None and math.isfinite(rate) and rate > 0:
@@ -376,6 +350,12 @@ def _plan_row(r: Mapping) -> RowPlan:
         return plan.unsupported(f"workload {r.get('workload')!r} with request rate {r.get('request_rate')!r} "
                                 "is not a recognised kind (offline, static batch, fixed concurrency, Poisson rate)")
     plan.kind = "run"
+    rr = re.search(r"random[-_ ]range[-_ ]ratio[ =]*([0-9.]+)", wl)
+    if rr and not plan.dataset and "input" in workload and 0.0 < float(rr.group(1)) < 1.0:
+        # benchmark_serving's random prompts (SGLang, vLLM before 0.9): lengths uniform in [ratio*L, L]
+        lo = float(rr.group(1))
+        workload["input"] = {"dist": "uniform", "low": max(1, int(lo * plan.isl)), "high": plan.isl}
+        workload["output"] = {"dist": "uniform", "low": max(1, int(lo * plan.osl)), "high": plan.osl}
     notes = _txt(r.get("notes")).lower()
     if plan.n_devices > 1 and not plan.per_device and plan.rate_like and re.search(
             r"per[- ]gpu or total|total or per[- ]gpu|per[- ]gpu.{0,40}not stated|ambiguous", notes):
