@@ -482,6 +482,7 @@ class RunObservation:
     ref_value: float = float("nan")    # simulated metric of the base client
     ref_total_s: float = float("nan")
     ref_summary: dict | None = None
+    share_key: str = ""                # runs with equal keys are the same simulation (several metrics of one run)
 
     @property
     def client(self) -> ClientSpec:
@@ -513,6 +514,17 @@ def prepare_runs(runs: Sequence[RunObservation], parallel: bool = True) -> None:
     need = [r for r in runs if r.steps is None]
     if not need:
         return
+    # several metrics of one run (throughput, TTFT, TPOT, ...) share one simulation
+    followers: dict[str, list[RunObservation]] = {}
+    leaders = []
+    for r in need:
+        if r.share_key and r.share_key in followers:
+            followers[r.share_key].append(r)
+        else:
+            if r.share_key:
+                followers[r.share_key] = []
+            leaders.append(r)
+    need = leaders
     row_bytes = 8.0 * E.N_LOG
     todo = sorted(need, key=lambda r: r.n_steps_hint or LOG_CAP)
     i = 0
@@ -535,6 +547,10 @@ def prepare_runs(runs: Sequence[RunObservation], parallel: bool = True) -> None:
             else:
                 _set_reference(r, _run_summary(res, q), res["steplog"][subs[0], :int(res["steps_per_sub"][subs[0]])])
         i = j
+    for r in leaders:
+        for f in followers.get(r.share_key, ()) if r.share_key else ():
+            f.ref_summary, f.ref_total_s, f.n_steps_hint, f.steps = r.ref_summary, r.ref_total_s, r.n_steps_hint, r.steps
+            f.ref_value = float(f.value_of(r.ref_summary))
 
 
 def _set_reference(r: RunObservation, summ: dict, log: np.ndarray) -> None:
@@ -553,12 +569,33 @@ def run_values(runs: Sequence[RunObservation], eff: Mapping[str, float] | None, 
     return np.array([float(r.value_of(_run_summary(res, q))) for q, r in enumerate(runs)])
 
 
-def _run_stepset(runs: Sequence[RunObservation]) -> StepSet:
-    st = StepSet()
-    for j, r in enumerate(runs):
-        for pf, dec, w, done in r.steps or ():
-            st.add(r.point.client, pf, dec, weight=w, owner=j, done=done)
-    return st.build()
+class _SharedRunSteps:
+    """The compressed batches of several runs, each distinct batch sequence costed once (runs
+    that share a simulation share its ``steps`` list)."""
+
+    def __init__(self, runs: Sequence[RunObservation]):
+        self.st = StepSet()
+        index: dict[int, int] = {}
+        self.of_run = np.zeros(len(runs), dtype=np.int64)
+        for j, r in enumerate(runs):
+            key = id(r.steps)
+            if key not in index:
+                index[key] = len(index)
+                for pf, dec, w, done in r.steps or ():
+                    self.st.add(r.point.client, pf, dec, weight=w, owner=index[key], done=done)
+            self.of_run[j] = index[key]
+        self.n_distinct = len(index)
+        if len(self.st):
+            self.st.build()
+
+    def totals(self, n_runs: int, *args, **kw) -> np.ndarray:
+        if not len(self.st):
+            return np.zeros(n_runs)
+        return self.st.totals(self.n_distinct, *args, **kw)[self.of_run]
+
+
+def _run_stepset(runs: Sequence[RunObservation]) -> _SharedRunSteps:
+    return _SharedRunSteps(runs)
 
 
 def _compress_log(client: ClientSpec, log: np.ndarray, run: RunObservation) -> list:

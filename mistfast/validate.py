@@ -460,8 +460,10 @@ def plan_value(p: RowPlan, summary: Mapping) -> float:
 def _run_observation(p: RowPlan, point) -> C.RunObservation:
     def value_of(s, p=p):
         return plan_value(p, s)
+    import json
     return C.RunObservation(id=p.id, device=p.device, engine=p.engine, point=point, measured=p.measured,
-                            value_of=value_of, rate_like=p.rate_like, group=p.group, isl=p.isl, osl=p.osl)
+                            value_of=value_of, rate_like=p.rate_like, group=p.group, isl=p.isl, osl=p.osl,
+                            share_key=json.dumps(p.scenario, sort_keys=True, default=str))
 
 
 def _step_observation(p: RowPlan) -> C.StepObservation:
