@@ -91,6 +91,7 @@ SPLITWISE_COLUMNS = ("model", "hardware", "tensor_parallel", "prompt_size", "bat
                      "prompt_time", "token_time")
 EFFICIENCY_PARAMS = ("compute", "memory", "op_overhead_us")
 ETA_BOUNDS = (0.05, 1.0)
+ROBUST_SCALE = 0.2           # log units: residuals beyond ~20 % count linearly in the efficiency fit (soft L1)
 CORRECTION_TOLERANCE = 0.02   # a calibrated client reproduces distinct training steps within this
 
 
@@ -802,7 +803,10 @@ def _fit_one(obs, runs, factory, params, start, prior_weight, tau_prior_weight, 
         return np.concatenate(res)
 
     S0, m0 = anchor_totals() if runs else (None, None)
-    kw = dict(bounds=(lb, ub), method="trf", x_scale=x_scale, xtol=1e-10, ftol=1e-12, gtol=1e-12, max_nfev=300)
+    # robust loss: a few rows the step model cannot represent (e.g. scheduling effects) must not
+    # drag the efficiencies of every other row; residuals below ROBUST_SCALE count as squares
+    kw = dict(bounds=(lb, ub), method="trf", x_scale=x_scale, xtol=1e-10, ftol=1e-12, gtol=1e-12, max_nfev=300,
+              loss="soft_l1", f_scale=ROBUST_SCALE)
     sol = least_squares(residuals, x_start, args=(S0, m0), **kw)
     if runs and refine_runs:
         v = unpack(sol.x)

@@ -664,7 +664,10 @@ def validate(measurements_csv, out_dir: str | Path, *, calibrate: bool = True, c
     cal = None
     fit_warnings: list[str] = []
     obs_of = {p.id: _step_observation(p) for p in steps if p.status == "ok"}
-    ro_of = {p.id: ro for p, ro in zip(runs, run_obs) if p.status == "ok"}
+    # TTFT of a loaded run is mostly queueing behind the engine's own scheduling choices; fitting
+    # step efficiencies to it would distort every other prediction, so such rows are validated
+    # but not fitted (single-step TTFT rows are fitted)
+    ro_of = {p.id: ro for p, ro in zip(runs, run_obs) if p.status == "ok" and not p.metric.startswith("ttft")}
 
     def fit_on(keep) -> C.Calibration:
         with warnings.catch_warnings(record=True) as caught:
