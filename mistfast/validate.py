@@ -156,7 +156,8 @@ class RowPlan:
     rate_like: bool = True
     per_device: bool = False
     price_usd_per_hour: float = 0.0    # cost metrics ($ per 1M tokens)
-    source_doc: str = ""               # the measurement's source document / repository (--cv source)
+    source_doc: str = ""               # the measurement's source repository / document (--cv)
+    source_text: str = ""
     isl: int = 0
     osl: int = 0
     n_requests_measured: int = 0
@@ -204,14 +205,18 @@ def _closed_loop_requests(wl: str, n_meas: int, concurrency: int) -> int:
     return min(max(n_meas, 20 * concurrency, 200), MAX_SIM_REQUESTS)
 
 
-def source_document(source: Any) -> str:
-    """The document or repository a ``source`` cell names, for leave-one-source-out: a GitHub
-    reference ``github:owner/repo@commit:path`` -> ``github:owner/repo``; a URL -> scheme, host
-    and path (no query, fragment or trailing note); other text -> its first 80 characters."""
+def source_document(source: Any, level: str = "source") -> str:
+    """The source a ``source`` cell names, for leave-one-source-out. ``level="source"``: a GitHub
+    reference ``github:owner/repo@commit:path`` -> ``github:owner/repo`` (one repository = one
+    source); ``level="document"``: -> ``github:owner/repo:path`` (each file apart, commit
+    dropped). A URL -> scheme, host and path (no query, fragment or trailing note); other text ->
+    its first 80 characters."""
     t = _txt(source)
     t = re.split(r"\s+\(|;\s", t, maxsplit=1)[0].strip()
-    m = re.match(r"github:([^@:\s]+/[^@:\s]+)", t)
+    m = re.match(r"github:([^@:\s]+/[^@:\s]+)(?:@[^:\s]*)?(?::(\S+))?", t)
     if m:
+        if level == "document" and m.group(2):
+            return f"github:{m.group(1)}:{m.group(2)}"
         return f"github:{m.group(1)}"
     m = re.match(r"(https?://[^?#\s]+)", t)
     if m:
@@ -229,7 +234,8 @@ def plan_row(r: Mapping) -> RowPlan:
                        engine_text=_txt(r.get("engine")), metric=_txt(r.get("metric")),
                        measured=C._num(r.get("value"), float("nan")), group=group_of(r))
         plan.unsupported(f"row could not be planned: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
-    plan.source_doc = source_document(r.get("source"))
+    plan.source_text = _txt(r.get("source"))
+    plan.source_doc = source_document(plan.source_text)
     return plan
 
 
@@ -519,7 +525,7 @@ def _md_table(df: pd.DataFrame, by: str) -> str:
 
 # ============================================================================ main entry
 CALIBRATION_MODES = ("shipped", "fit", "none")
-CV_MODES = ("source",)
+CV_MODES = ("source", "document")
 
 
 def read_measurements(paths) -> pd.DataFrame:
@@ -685,7 +691,10 @@ def validate(measurements_csv, out_dir: str | Path, *, calibrate: bool = True, c
         return make
 
     t_fit = time.time()
-    if cv == "source":
+    if cv is not None:
+        if cv == "document":
+            for p in plans:
+                p.source_doc = source_document(p.source_text, "document")
         folds: dict[str, list[RowPlan]] = {}
         for p in steps + runs:
             folds.setdefault(p.source_doc, []).append(p)
@@ -720,7 +729,7 @@ def validate(measurements_csv, out_dir: str | Path, *, calibrate: bool = True, c
                                                        else measurements_csv)),
             "measurements_sha256": _sha_of(measurements_csv),
             "split": (f"by measurement group, stratified by metric, test_fraction={test_fraction}, seed={seed}"
-                      if cv is None else "fitted on every row (leave-one-source-out errors in the report)"),
+                      if cv is None else f"fitted on every row (leave-one-{cv}-out errors in the report)"),
             "command": _command_line(measurements_csv, out_dir, mode, cal_path, cv, seed, test_fraction, write_catalog),
             "date": time.strftime("%Y-%m-%d"),
             "fit_seconds": round(time.time() - t_fit, 1),
@@ -964,7 +973,7 @@ def main(csv_path, out_dir, calibrate: bool = True, seed: int = 0, write_catalog
         reasons = rep[rep.status == "unsupported"].reason.str.replace(r"'[^']*'", "'…'", regex=True).value_counts()
         for why, n in reasons.head(6).items():
             print(f"  unsupported x{n}: {why[:110]}")
-    mode = "leave-one-source-out" if cv else (calibration or ("fit, test split" if calibrate else "none"))
+    mode = f"leave-one-{cv}-out" if cv else (calibration or ("fit, test split" if calibrate else "none"))
     hdr = f"{'metric':<24}{'n':>5}{'median':>9}{'p90':>9}{'n_eval':>8}{'an. med':>9}{'cal med':>9}{'cal p90':>9}"
     print(f"abs. relative error: analytical (all rows) | analytical and calibrated ({mode}) on the evaluated rows")
     print(hdr)

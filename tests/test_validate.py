@@ -269,6 +269,8 @@ def test_source_document():
     assert V.source_document("github:NVIDIA/TensorRT-LLM@00f3:docs/perf.md") == "github:NVIDIA/TensorRT-LLM"
     assert V.source_document("https://a.com/x/y.html?q=1#t (stored snapshot)") == "https://a.com/x/y.html"
     assert V.source_document("") == ""
+    assert V.source_document("github:NVIDIA/TensorRT-LLM@00f3:docs/perf.md (table 2)", "document") == \
+        "github:NVIDIA/TensorRT-LLM:docs/perf.md"
 
 
 def test_unrepresentable_rows_say_why_and_the_run_continues(tmp_path):
