@@ -1,12 +1,13 @@
 """Assemble data/measurements/public.csv from per-source row files.
 
-Each ``rows_*.csv`` file next to this script holds rows of one source family,
+Each ``rows_*.csv`` (hand-typed) or ``rows_*.csv.gz`` (generated) file next to this
+script holds rows of one source family,
 with every column of public.csv except ``id``.  This script concatenates them
 in file-name order, assigns ids P0001, P0002, ... and checks that every row has
 a source, a metric and a finite value.
 
 ``python build_public.py inferencemax RAW_DIR SOURCE_PREFIX`` regenerates
-rows_inferencemax.csv from the InferenceMAX ``agg_bmk.json`` artifacts (one
+rows_inferencemax*.csv.gz from the InferenceMAX ``agg_bmk.json`` artifacts (one
 folder ``run_<github-actions-run-id>`` per workflow run), e.g. the copies kept
 in github:gminneci/mantile under reconcile/sources/inferencemax/raw/.
 
@@ -56,11 +57,11 @@ IMX_METRICS = [
     ("ttft_p99_ms", "p99_ttft", 1000.0),
     ("tpot_p99_ms", "p99_tpot", 1000.0),
 ]
-IMX_STATISTIC = {"mean": "mean over requests", "p99": "99th percentile over requests"}
+# lengths: kimbochen/bench_serving@2ddd364 sample_uniform, integers uniform in [0.8 L, L]
 IMX_WORKLOAD = (
-    "online serving, closed loop at fixed max concurrency, request rate inf; "
-    "random token prompts (--dataset-name random --random-range-ratio 0.8, --ignore-eos), "
-    "num-prompts 10x concurrency on most runners"
+    "closed loop at max concurrency, request rate inf; random tokens, per-request lengths "
+    "uniform in [0.8*isl, isl] and [0.8*osl, osl] (--random-range-ratio 0.8), --ignore-eos, "
+    "~10x concurrency prompts"
 )
 IMX_KEY = ["hw", "framework", "image", "model", "precision", "isl", "osl", "tp", "ep",
            "dp_attention", "conc"]
@@ -125,10 +126,8 @@ def _inferencemax_disagg_config_rows(rec, group, source_prefix):
               f"(ep {int(rec['prefill_ep'])}, dp_attention {rec['prefill_dp_attention']}) = {prefill_gpus} GPUs; "
               f"{int(rec['decode_num_workers'])} decode worker(s) x tp {int(rec['decode_tp'])} "
               f"(ep {int(rec['decode_ep'])}, dp_attention {rec['decode_dp_attention']}) = {decode_gpus} GPUs")
-    notes = (f"InferenceMAX (SemiAnalysis) GitHub Actions run {rec['run']} "
-             f"(https://github.com/InferenceMAX/InferenceMAX/actions/runs/{rec['run']}); runner {rec['hw']}; "
-             f"disaggregated, multi-node: {layout}; model path as run: {rec['model']}; "
-             f"runs of this config in the collection: {group['run'].nunique()}")
+    notes = (f"InferenceMAX actions run {rec['run']}; runner {rec['hw']}; {layout}; "
+             f"model path as run: {rec['model']}; {group['run'].nunique()} run(s)")
     precision = "MXFP4 (native gpt-oss MoE weights)" if "gpt-oss" in rec["model"] else "FP8 (block-scaled, native)"
     common = {
         "source": f"{source_prefix}/run_{rec['run']}/agg_bmk.json", "engine": engine,
@@ -140,10 +139,10 @@ def _inferencemax_disagg_config_rows(rec, group, source_prefix):
         "request_rate": "inf (closed loop)", "dataset": "random", "engine_family": family,
     }
     out = [dict(common, metric="output_tok_s", value=round(output_tok_s, 2),
-                notes=notes + "; tp column = decode tp; value = output_tput_per_gpu x decode GPUs")]
+                notes=notes + "; tp = decode tp; value = output_tput_per_gpu x decode GPUs")]
     for metric, field, scale in IMX_METRICS:
         out.append(dict(common, metric=metric, value=round(float(rec[field]) * scale, 3),
-                        notes=notes + f"; tp column = decode tp; value = {field} x {scale:g} ({IMX_STATISTIC[field[:field.index('_')]]})"))
+                        notes=notes + f"; tp = decode tp; value = {field} x {scale:g}"))
     return out
 
 
@@ -179,15 +178,12 @@ def _inferencemax_config_rows(rec, group, source_prefix):
     output_tok_s = float(rec["output_tput_per_gpu"]) * gpus
     repeats = sorted({round(float(v) * gpus, 1) for v in group["output_tput_per_gpu"]})
     base_notes = (
-        f"InferenceMAX (SemiAnalysis) GitHub Actions run {rec['run']} "
-        f"(https://github.com/InferenceMAX/InferenceMAX/actions/runs/{rec['run']}); "
-        f"runner {rec['hw']}; ep={int(rec['ep'])}; dp_attention={rec['dp_attention']}; "
-        f"model id as run: {rec['model']}; "
-        f"runs of this config in the collection: {group['run'].nunique()} "
-        f"(output tok/s seen: {'/'.join(str(v) for v in repeats)}; "
-        f"spread max/min-1 = {100 * (max(repeats) / min(repeats) - 1):.1f}%"
-        + ("; CAUTION runs disagree by more than 10%" if max(repeats) > 1.1 * min(repeats) else "")
-        + ")"
+        f"InferenceMAX actions run {rec['run']}; runner {rec['hw']}"
+        + (" (SXM assumed)" if rec["hw"] in ("h100", "h200") else "")
+        + f"; ep {int(rec['ep'])}; dp_attention {rec['dp_attention']}; "
+        f"{group['run'].nunique()} run(s), output tok/s {'/'.join(str(v) for v in repeats)} "
+        f"(spread {100 * (max(repeats) / min(repeats) - 1):.1f}%)"
+        + ("; CAUTION runs disagree >10%" if max(repeats) > 1.1 * min(repeats) else "")
     )
     common = {
         "source": f"{source_prefix}/run_{rec['run']}/agg_bmk.json",
@@ -208,10 +204,10 @@ def _inferencemax_config_rows(rec, group, source_prefix):
         "engine_family": family,
     }
     out = [dict(common, metric="output_tok_s", value=round(output_tok_s, 2),
-                notes=base_notes + "; value = output_tput_per_gpu x tp (whole server)")]
+                notes=base_notes + "; value = output_tput_per_gpu x tp")]
     for metric, field, scale in IMX_METRICS:
         out.append(dict(common, metric=metric, value=round(float(rec[field]) * scale, 3),
-                        notes=base_notes + f"; value = {field} x {scale:g} ({IMX_STATISTIC[field[:field.index('_')]]})"))
+                        notes=base_notes + f"; value = {field} x {scale:g}"))
     return out
 
 
@@ -282,9 +278,12 @@ def _mlperf_parallelism(repo, commit, rec, family):
     if family == "vllm-single":
         return 1, 1, None, "single accelerator"
     if family == "trtllm-1":
-        system = platform.split("_TRT")[0]
-        path = f"closed/{submitter}/configs/{system}/{scenario}/{stem}.py"
-        text = _git_show(repo, commit, path)
+        # config folders are named after the system, with or without the _TRT suffix
+        for system in (platform.split("_TRT")[0], platform):
+            path = f"closed/{submitter}/configs/{system}/{scenario}/{stem}.py"
+            text = _git_show(repo, commit, path)
+            if text is not None:
+                break
         tp = _single_int(r"tensor_parallelism:\s*(\d+)", text)
         pp = _single_int(r"pipeline_parallelism:\s*(\d+)", text)
         ep = _single_int(r"moe_expert_parallelism:\s*(\d+)", text)
@@ -413,15 +412,16 @@ def _mlperf_result_rows(rec, family, layout, stats, commit, summary_path):
     return out
 
 
-# what makes a row the same measurement across rebuilds (notes may be reworded)
-IDENTITY = [c for c in COLUMNS if c != "notes"]
+# what makes a row the same measurement across rebuilds (notes and the workload text may be
+# reworded without changing the id)
+IDENTITY = [c for c in COLUMNS if c not in ("notes", "workload")]
 
 
 def assemble(previous_path: str | None = None) -> pd.DataFrame:
     """Concatenate rows_*.csv; a measurement already in the previous public.csv keeps its id
     (so ids stay stable for anyone who cites them), new rows get the next free ids."""
-    parts = [pd.read_csv(p, dtype=str, keep_default_na=False)
-             for p in sorted(glob.glob(os.path.join(HERE, "rows_*.csv")))]
+    paths = glob.glob(os.path.join(HERE, "rows_*.csv")) + glob.glob(os.path.join(HERE, "rows_*.csv.gz"))
+    parts = [pd.read_csv(p, dtype=str, keep_default_na=False) for p in sorted(paths)]
     table = pd.concat(parts, ignore_index=True)
     previous_ids = {}
     if previous_path and os.path.exists(previous_path):
@@ -449,6 +449,8 @@ def check(table: pd.DataFrame) -> list[str]:
         problems.append(f"columns {list(table.columns)} differ from {COLUMNS}")
     if table["id"].duplicated().any():
         problems.append("duplicate ids")
+    if table[IDENTITY[1:]].duplicated().any():
+        problems.append("two rows share every identity column (ids would be ambiguous)")
     for marker in RESERVED_SOURCE_MARKERS:
         hits = table["source"].str.contains(marker, regex=False)
         if hits.any():
@@ -467,19 +469,23 @@ def check(table: pd.DataFrame) -> list[str]:
     return problems
 
 
+def _write_generated(rows: pd.DataFrame, name: str) -> None:
+    """Generated row files are kept gzip-compressed (mtime 0, so rebuilds are byte-identical)."""
+    rows.to_csv(os.path.join(HERE, name), index=False,
+                compression={"method": "gzip", "mtime": 0})
+    print(f"{name}: {len(rows)} rows")
+
+
 def main(argv):
     if argv[:1] == ["inferencemax"]:
         rows = inferencemax_rows(argv[1], argv[2])
-        rows.to_csv(os.path.join(HERE, "rows_inferencemax.csv"), index=False)
-        print(f"rows_inferencemax.csv: {len(rows)} rows")
+        _write_generated(rows, "rows_inferencemax.csv.gz")
         disagg = inferencemax_disagg_rows(argv[1], argv[2])
-        disagg.to_csv(os.path.join(HERE, "rows_inferencemax_disagg.csv"), index=False)
-        print(f"rows_inferencemax_disagg.csv: {len(disagg)} rows")
+        _write_generated(disagg, "rows_inferencemax_disagg.csv.gz")
         return 0
     if argv[:1] == ["mlperf51"]:
         rows = mlperf51_rows(argv[1], argv[2])
-        rows.to_csv(os.path.join(HERE, "rows_mlperf51.csv"), index=False)
-        print(f"rows_mlperf51.csv: {len(rows)} rows")
+        _write_generated(rows, "rows_mlperf51.csv.gz")
         return 0
     table = assemble(os.path.join(HERE, "public.csv"))
     problems = check(table)
