@@ -199,7 +199,7 @@ def group_of(r: Mapping) -> str:
 def _closed_loop_requests(wl: str, n_meas: int, concurrency: int) -> int:
     """Requests to simulate for a fixed-concurrency row: the measured count, else ``k`` x the
     concurrency when the workload says ``num-prompts Kx concurrency``, else 20x (at least 200)."""
-    k = re.search(r"num[-_ ]prompts\s+(\d+)\s*x\s*concurrency", wl)
+    k = re.search(r"(?:num[-_ ]prompts\s+|~)(\d+)\s*x\s*concurrency", wl)
     if k:
         return min(max(n_meas, int(k.group(1)) * concurrency, 100), MAX_SIM_REQUESTS)
     return min(max(n_meas, 20 * concurrency, 200), MAX_SIM_REQUESTS)
@@ -218,9 +218,9 @@ def source_document(source: Any, level: str = "source") -> str:
         if level == "document" and m.group(2):
             return f"github:{m.group(1)}:{m.group(2)}"
         return f"github:{m.group(1)}"
-    m = re.match(r"(https?://[^?#\s]+)", t)
-    if m:
-        return m.group(1).rstrip("/")
+    m = re.match(r"(https?://)([^/?#\s]+)([^?#\s]*)", t)
+    if m:  # a web site is one publisher; its pages are documents
+        return (m.group(1) + m.group(2) + m.group(3)).rstrip("/") if level == "document" else m.group(1) + m.group(2)
     return t[:80]
 
 

@@ -257,7 +257,7 @@ def test_leave_one_source_out_never_sees_the_held_out_source(tmp_path):
     pd.DataFrame(rows_a + rows_b).to_csv(csv, index=False)
     rep = V.validate(csv, tmp_path / "out", calibration="shipped", cv="source", plot=False)
     ok = rep.set_index("id")
-    assert set(ok.split) == {"cv"} and set(ok.source_document) == {"github:x/a", "https://b.example/r.html"}
+    assert set(ok.split) == {"cv"} and set(ok.source_document) == {"github:x/a", "https://b.example"}
     for ra, rb in zip(rows_a, rows_b):
         assert ok.loc[ra["id"], "predicted_calibrated"] == pytest.approx(rb["value"], rel=0.01)
         assert ok.loc[rb["id"], "predicted_calibrated"] == pytest.approx(ra["value"], rel=0.01)
@@ -267,7 +267,8 @@ def test_leave_one_source_out_never_sees_the_held_out_source(tmp_path):
 
 def test_source_document():
     assert V.source_document("github:NVIDIA/TensorRT-LLM@00f3:docs/perf.md") == "github:NVIDIA/TensorRT-LLM"
-    assert V.source_document("https://a.com/x/y.html?q=1#t (stored snapshot)") == "https://a.com/x/y.html"
+    assert V.source_document("https://a.com/x/y.html?q=1#t (stored snapshot)") == "https://a.com"
+    assert V.source_document("https://a.com/x/y.html?q=1#t (stored snapshot)", "document") == "https://a.com/x/y.html"
     assert V.source_document("") == ""
     assert V.source_document("github:NVIDIA/TensorRT-LLM@00f3:docs/perf.md (table 2)", "document") == \
         "github:NVIDIA/TensorRT-LLM:docs/perf.md"
