@@ -810,9 +810,11 @@ def _toml_header() -> str:
             "Written by `python -m mistfast.validate CSV OUT_DIR --write-catalog data/calibration.toml`\n"
             "(mistfast.calibration.write_calibration_toml); read by mistfast.calibration.calibrated_efficiency.\n"
             "[efficiency.DEVICE.ENGINE]: compute = eta_c, memory = eta_m, network = eta_net, op_overhead_us = tau\n"
-            "(MODEL.md §2.1); '*' = pooled over devices or engines (fallback). Fitted on the TRAIN split only;\n"
-            "train_rows / test_rows list the measurement ids; errors are |predicted/measured - 1| of the\n"
-            "calibrated simulator. [step_correction.KEY]: residual factor tables per measured configuration.")
+            "(MODEL.md §2.1); '*' = pooled over devices, 'current' = pooled over vLLM, SGLang and TensorRT-LLM 1.x\n"
+            "(the default of a row or client without an engine). [meta] split says what the fit saw (a train split,\n"
+            "or every row with leave-one-source-out errors reported separately); train_rows list the measurement ids;\n"
+            "errors are |predicted/measured - 1| of the calibrated simulator. [step_correction.KEY]: residual factor\n"
+            "tables per measured configuration (attention_* rows: the attention op's own factor).")
 
 
 def _plot(rep: pd.DataFrame, path: Path) -> str:
