@@ -677,7 +677,8 @@ def fit_efficiency(observations: Sequence[StepObservation],
                    params: Sequence[str] | None = None, x0: Mapping[str, float] | None = None,
                    prior_weight: float = 0.02, tau_prior_weight: float = 1e-3, memory_floor: float = 0.5,
                    floor_weight: float = 1.0, refine_runs: bool = False,
-                   prior: Mapping[str, float] | Callable[[tuple], Mapping[str, float] | None] | None = None):
+                   prior: Mapping[str, float] | Callable[[tuple], Mapping[str, float] | None] | None = None,
+                   equal_model_weights: bool = False):
     """Fit η_c, η_m, τ (and η_net) by minimising the log-ratio error ``log(predicted/measured)``
     over step observations (and run observations) with :func:`scipy.optimize.least_squares`
     (bounds: η in [0.05, 1], τ >= 0 µs).
@@ -727,14 +728,14 @@ def fit_efficiency(observations: Sequence[StepObservation],
         centre = _eff_dict(centre) if centre is not None else None
         results[key] = _fit_one(obs, rns, base_client_factory, ps, dict(start, **(centre or {})), prior_weight,
                                 tau_prior_weight, memory_floor, floor_weight, refine_runs, least_squares,
-                                prior_centre=centre)
+                                prior_centre=centre, equal_model_weights=equal_model_weights)
     if group_by is None:
         return results.get(("*", "*")) if results else None
     return results
 
 
 def _fit_one(obs, runs, factory, params, start, prior_weight, tau_prior_weight, memory_floor, floor_weight,
-             refine_runs, least_squares, prior_centre=None) -> EfficiencyFit:
+             refine_runs, least_squares, prior_centre=None, equal_model_weights=False) -> EfficiencyFit:
     steps = StepSet()
     for i, o in enumerate(obs):
         steps.add(factory(o), o.prefill, o.decode, owner=i)
@@ -784,16 +785,30 @@ def _fit_one(obs, runs, factory, params, start, prior_weight, tau_prior_weight, 
                     S0[j] = tot[j]
         return S0, np.array([anchor[j][1] for j in range(len(runs))])
 
+    # pooled fits: each (device, engine, model) group carries the weight of ~one group's rows, so
+    # one large benchmark sweep of one model cannot set the pooled efficiencies of every other model
+    if equal_model_weights:
+        keys = [(o.device, o.engine, o.model) for o in obs] + \
+            [(r.device, r.engine, r.point.client.model.name) for r in runs]
+        sizes: dict[tuple, int] = {}
+        for k in keys:
+            sizes[k] = sizes.get(k, 0) + 1
+        n_mean = len(keys) / max(len(sizes), 1)
+        wts = np.sqrt(np.array([n_mean / sizes[k] for k in keys])) if keys else np.zeros(0)
+    else:
+        wts = np.ones(len(obs) + len(runs))
+    w_obs, w_run = wts[:len(obs)], wts[len(obs):]
+
     def residuals(x, S0, m0):
         v = unpack(x)
         res = []
         if len(obs):
             t = steps.times(v["compute"], v["memory"], v["op_overhead_us"], v["network"])
-            res.append(np.log(t) - meas)
+            res.append(w_obs * (np.log(t) - meas))
         if runs:
             S = run_steps.totals(len(runs), v["compute"], v["memory"], v["op_overhead_us"], v["network"])
             ratio = np.where([r.rate_like for r in runs], S0 / S, S / S0)
-            res.append(np.log(np.maximum(m0 * ratio, 1e-300)) - run_meas)
+            res.append(w_run * (np.log(np.maximum(m0 * ratio, 1e-300)) - run_meas))
         pri = [prior_weight * (xi - prior_at[p]) if p != "op_overhead_us"
                else tau_prior_weight * (xi - prior_at["op_overhead_us"]) / 10.0
                for p, xi in zip(params, x)]
@@ -816,7 +831,7 @@ def _fit_one(obs, runs, factory, params, start, prior_weight, tau_prior_weight, 
         S0, m0 = anchor_totals()
         sol = least_squares(residuals, sol.x, args=(S0, m0), **kw)
     v = unpack(sol.x)
-    r = residuals(sol.x, S0, m0)[:len(obs) + len(runs)]
+    r = residuals(sol.x, S0, m0)[:len(obs) + len(runs)] / np.maximum(wts, 1e-300)
     err = np.abs(np.expm1(r)) if len(r) else np.array([np.nan])
     return EfficiencyFit(compute=v["compute"], memory=v["memory"], op_overhead_us=v["op_overhead_us"],
                          network=v["network"], n_steps=len(obs), n_runs=len(runs), params=tuple(params),
@@ -1177,11 +1192,13 @@ def calibrate(observations: Sequence[StepObservation], runs: Sequence[RunObserva
     if pooled:
         cur_o = [o for o in observations if o.engine in CURRENT_ENGINE_FAMILIES]
         cur_r = [r for r in runs if r.engine in CURRENT_ENGINE_FAMILIES]
+        kw["equal_model_weights"] = True
         if cur_o or cur_r:
-            top = fit_efficiency(cur_o, base_client_factory, runs=cur_r, group_by=None)
+            top = fit_efficiency(cur_o, base_client_factory, runs=cur_r, group_by=None, equal_model_weights=True)
             cal.efficiencies[("*", POOLED_ENGINE)] = top
         else:  # no current engine measured: pool everything
-            top = fit_efficiency(observations, base_client_factory, runs=runs, group_by=None)
+            top = fit_efficiency(observations, base_client_factory, runs=runs, group_by=None,
+                                 equal_model_weights=True)
         parent = (lambda key: top) if hierarchical else None
         for k, v in fit_efficiency(observations, base_client_factory, runs=runs, group_by=("engine",),
                                    prior=parent, **kw).items():
@@ -1198,6 +1215,7 @@ def calibrate(observations: Sequence[StepObservation], runs: Sequence[RunObserva
 
     def family_prior(key):
         return cal.efficiencies.get(("*", key[1])) or top
+    kw.pop("equal_model_weights", None)
     main = fit_efficiency(observations, base_client_factory, runs=runs,
                           prior=family_prior if (hierarchical and pooled) else None, **(kw if pooled else {}))
     for k, v in main.items():
