@@ -369,8 +369,11 @@ def _plan_row(r: Mapping) -> RowPlan:
         plan.reason = (f"the source does not say whether this throughput is per GPU or for all {plan.n_devices} "
                        "GPUs: predicted as labelled (total), excluded from fitting and from the error statistics")
     plan.n_requests_measured = n_meas or n
-    plan.n_requests_sim = n * plan.dp
-    workload["num_requests"] = n * plan.dp
+    # data-parallel replicas: closed-loop users and offline batches are per replica; a Poisson
+    # rate is the whole system's, so its request count (from the rate) is already global
+    total = n if plan.workload_kind == "poisson" else n * plan.dp
+    plan.n_requests_sim = total
+    workload["num_requests"] = total
     plan.scenario = {
         "clients": [{"model": plan.model, "device": plan.device, "tp": plan.tp, "pp": plan.pp, "dp": plan.dp,
                      "precision": dict(zip(("weights", "compute", "kv", "activations"), plan.precision.split("/"))),
