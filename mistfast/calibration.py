@@ -54,19 +54,22 @@ Stored results
 ``data/calibration.toml`` (written by :func:`write_calibration_toml`, read by
 :func:`load_calibration`, :func:`calibrated_efficiency`, :func:`calibrated_step_correction`)
 holds the fitted efficiencies per ``[efficiency.DEVICE.ENGINE]`` (``"*"`` = pooled over devices
-or engines) with their provenance: rows used, date, split, train and test errors.
+or engines, ``current`` = pooled over current engines) with their provenance: rows used, date,
+split, train and test errors. Reading it, names, engine families and precisions live in
+:mod:`mistfast.calibration_store` (re-exported here), so specs need not import the fitter.
+:func:`calibrate` fits per (device, engine family) with priors towards pooled fits; step
+corrections may follow (tokens, context) (:func:`fit_context_correction`); importers of
+profiles and step logs are in :mod:`mistfast.importers`.
 """
 from __future__ import annotations
 
 import csv
 import dataclasses
-import datetime as _dt
 import functools
-import json
 import math
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -74,7 +77,7 @@ import numpy as np
 
 from ._numba import jit
 from .kernels import steptime as K
-from .specs import ClientSpec, EfficiencySpec, make_client
+from .specs import ClientSpec, make_client
 from .stepmodel import client_params
 from .calibration_store import (  # noqa: F401  (re-exported: the stored side of calibration)
     DEFAULT_EFFICIENCY, DEVICE_ALIASES, KNOWN_ENGINE_FAMILIES, MODEL_ALIASES, Calibration, CalibrationError, _catalog_name,
