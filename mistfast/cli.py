@@ -263,8 +263,8 @@ def catalog(kind):
               help="shipped (data/calibration.toml as a client gets it) | fit (train/test split) | none | FILE.toml  "
                    "[default: fit]")
 @click.option("--cv", type=click.Choice(["source", "document"]), default=None,
-              help="leave-one-source-out cross-validation: hold out each source repository / web page (source) "
-                   "or each file of it (document)")
+              help="leave-one-source-out cross-validation: hold out each publisher, a GitHub repository or a web "
+                   "site (source), or each file or page (document)")
 @click.option("--no-calibrate", is_flag=True, help="same as --calibration none")
 @click.option("--seed", default=0, show_default=True, help="train/test split seed (--calibration fit)")
 @click.option("--test-fraction", default=0.3, show_default=True, help="held-out share of measurement groups (fit)")

@@ -875,7 +875,8 @@ MODE_TEXT = {
                 "the step correction of the exact configuration); nothing is refitted on these rows, so rows "
                 "that were used to fit the shipped file are in-sample."),
     "file": "*Calibrated*: the calibration file given with `--calibration`, exactly as a client gets it.",
-    "cv": ("*Calibrated*: **leave-one-source-out** cross-validation. For each source document or repository "
+    "cv": ("*Calibrated*: **leave-one-source-out** cross-validation. For each source (publisher, or document with "
+           "`--cv document`) "
            "the calibration is fitted, as the shipped one is (per (device, engine family) with priors towards "
            "the pooled fits), on the rows of every **other** source and predicts the held-out source's rows. "
            "This is the honest estimate of the error on a new engine release, a new chip or a new benchmark."),
