@@ -1007,6 +1007,14 @@ class SimulationSpec(Spec):
         "duration of the steps each decode ran in, throughputs over [0, start of the last step that finished a "
         "request], int(q n) percentiles")
 
+    @model_validator(mode="after")
+    def _window(self):
+        # the measurement window [warmup_s, horizon_s] must hold some arrivals
+        if self.warmup_s >= self.horizon_s:
+            raise field_error("warmup_s", self.warmup_s, f"must be < horizon_s ({self.horizon_s}): "
+                              "requests arriving before warmup_s are left out of every metric")
+        return self
+
 
 class MetricsSpec(Spec):
     quantiles: list[float] | None = Field(default=None, min_length=1, max_length=8,
@@ -1025,14 +1033,6 @@ class MetricsSpec(Spec):
         if len(set(v)) != len(v):
             raise ValueError("quantiles must be distinct")
         return v
-
-    @model_validator(mode="after")
-    def _window(self):
-        # the measurement window [warmup_s, horizon_s] must hold some arrivals
-        if self.warmup_s >= self.horizon_s:
-            raise field_error("warmup_s", self.warmup_s, f"must be < horizon_s ({self.horizon_s}): "
-                              "requests arriving before warmup_s are left out of every metric")
-        return self
 
 
 class ScenarioSpec(Spec):
