@@ -54,19 +54,22 @@ Stored results
 ``data/calibration.toml`` (written by :func:`write_calibration_toml`, read by
 :func:`load_calibration`, :func:`calibrated_efficiency`, :func:`calibrated_step_correction`)
 holds the fitted efficiencies per ``[efficiency.DEVICE.ENGINE]`` (``"*"`` = pooled over devices
-or engines) with their provenance: rows used, date, split, train and test errors.
+or engines, ``current`` = pooled over current engines) with their provenance: rows used, date,
+split, train and test errors. Reading it, names, engine families and precisions live in
+:mod:`mistfast.calibration_store` (re-exported here), so specs need not import the fitter.
+:func:`calibrate` fits per (device, engine family) with priors towards pooled fits; step
+corrections may follow (tokens, context) (:func:`fit_context_correction`); importers of
+profiles and step logs are in :mod:`mistfast.importers`.
 """
 from __future__ import annotations
 
 import csv
 import dataclasses
-import datetime as _dt
 import functools
-import json
 import math
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -74,8 +77,14 @@ import numpy as np
 
 from ._numba import jit
 from .kernels import steptime as K
-from .specs import ClientSpec, EfficiencySpec, make_client
+from .specs import ClientSpec, make_client
 from .stepmodel import client_params
+from .calibration_store import (  # noqa: F401  (re-exported: the stored side of calibration)
+    DEFAULT_EFFICIENCY, DEVICE_ALIASES, KNOWN_ENGINE_FAMILIES, MODEL_ALIASES, Calibration, CalibrationError, _catalog_name,
+    _default_calibration, _DTYPES, _eff_dict, _num, _resolve, _toml_key, _toml_value, calibrated_efficiency,
+    calibrated_step_correction, calibration_path, check_engine, client_calibration, client_key, engine_family,
+    load_calibration, parse_precision, precision_key, resolve_device, resolve_model, with_efficiency,
+    write_calibration_toml)
 
 # ============================================================================ schemas
 STEP_CSV_COLUMNS = ("id", "model", "hardware", "tp", "pp", "precision", "engine", "prefill", "decode", "time_ms")
@@ -85,143 +94,8 @@ SPLITWISE_COLUMNS = ("model", "hardware", "tensor_parallel", "prompt_size", "bat
                      "prompt_time", "token_time")
 EFFICIENCY_PARAMS = ("compute", "memory", "op_overhead_us")
 ETA_BOUNDS = (0.05, 1.0)
-DEFAULT_EFFICIENCY = {"compute": 0.75, "memory": 0.75, "network": 1.0, "op_overhead_us": 0.0}
+ROBUST_SCALE = 0.2           # log units: residuals beyond ~20 % count linearly in the efficiency fit (soft L1)
 CORRECTION_TOLERANCE = 0.02   # a calibrated client reproduces distinct training steps within this
-
-
-class CalibrationError(ValueError):
-    pass
-
-
-# ============================================================================ names
-# Free-text names of the measurement tables -> catalog presets. First match wins.
-MODEL_ALIASES: tuple[tuple[str, str], ...] = (
-    (r"llama[-_ ]?3\.3[-_ ]?70b", "llama-3.3-70b"),
-    (r"llama[-_ ]?3\.1[-_ ]?405b", "llama-3.1-405b"),
-    (r"llama[-_ ]?3\.1[-_ ]?70b", "llama-3.1-70b"),
-    (r"llama[-_ ]?3\.1[-_ ]?8b", "llama-3.1-8b"),
-    (r"llama[-_ ]?2.*?70b", "llama-2-70b"),
-    (r"llama[-_ ]?2.*?7b", "llama-2-7b"),
-    (r"bloom[-_ ]?176b|^bloom$", "bloom-176b"),
-    (r"qwen[-_ ]?3[-_ ]?32b", "qwen3-32b"),
-    (r"mixtral[-_ ]?8x7b", "mixtral-8x7b"),
-    (r"mistral[-_ ]?7b", "mistral-7b"),
-    (r"deepseek[-_ ]?v3", "deepseek-v3"),
-)
-DEVICE_ALIASES: tuple[tuple[str, str], ...] = (
-    (r"^gb200", "GB200"), (r"^gb300", "GB300"), (r"^gh200", "GH200"),
-    (r"^(nvidia[-_ ]?)?b200", "B200"), (r"^(nvidia[-_ ]?)?h200", "H200"),
-    (r"^(nvidia[-_ ]?)?h100", "H100"), (r"^(nvidia[-_ ]?)?a100", "A100"),
-    (r"^(amd[-_ ]?)?mi300x", "MI300X"), (r"^(amd[-_ ]?)?mi325x", "MI325X"),
-    (r"^(amd[-_ ]?)?mi355x", "MI355X"), (r"^gaudi[-_ ]?3", "Gaudi3"), (r"^gaudi[-_ ]?2", "Gaudi2"),
-)
-
-
-def _catalog_name(kind: str, name: str) -> str | None:
-    from .catalog import default_catalog
-    cat = default_catalog()
-    if cat.has(kind, name):
-        return cat.get(kind, name)["name"]
-    return None
-
-
-def _resolve(kind: str, aliases, name: str) -> str | None:
-    s = str(name).strip()
-    hit = _catalog_name(kind, s)
-    if hit:
-        return hit
-    low = s.lower()
-    for pat, preset in aliases:
-        if re.search(pat, low):
-            return preset
-    return None
-
-
-def resolve_model(name: str) -> str | None:
-    """Catalog model preset for a free-text model name (``Llama-2 LLaMA-70B`` -> ``llama-2-70b``),
-    or None when no preset matches."""
-    return _resolve("models", MODEL_ALIASES, name)
-
-
-def resolve_device(name: str) -> str | None:
-    """Catalog device preset for a free-text hardware name (``H100-SXM-80GB`` -> ``H100``)."""
-    return _resolve("devices", DEVICE_ALIASES, name)
-
-
-_DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp6", "fp4", "int4")
-
-
-def parse_precision(text: Any) -> dict | None:
-    """Precision dict (weights, compute, kv, activations) from a name or free text.
-
-    Accepts a dtype name (``fp8``), the slash form ``weights/compute/kv/activations``
-    (``fp4/fp4/fp8/bf16``), a dict, or table text such as ``FP8 (ModelOpt)`` and
-    ``FP4 (nvidia/...-FP4)``. Assumptions for free text: an FP8 checkpoint also stores the KV cache
-    in FP8 (ModelOpt default); an FP4 (NVFP4) checkpoint computes in FP4 and keeps an FP8 KV
-    cache; activations stay 16-bit below 16-bit weights.
-    """
-    if text is None or (isinstance(text, float) and math.isnan(text)):
-        return {"weights": "bf16", "compute": "bf16", "kv": "bf16", "activations": "bf16"}
-    if isinstance(text, Mapping):
-        return dict(text)
-    s = str(text).strip().lower()
-    if not s:
-        return {"weights": "bf16", "compute": "bf16", "kv": "bf16", "activations": "bf16"}
-    if "/" in s and all(p in _DTYPES for p in s.split("/")) and len(s.split("/")) == 4:
-        w, c, kv, a = s.split("/")
-        return {"weights": w, "compute": c, "kv": kv, "activations": a}
-    s = s.replace("float16", "fp16").replace("bfloat16", "bf16")
-    m = re.search(r"\b(fp32|tf32|bf16|fp16|fp8|int8|fp6|fp4|nvfp4|mxfp4|int4)\b", s)
-    if m is None:
-        return None
-    d = m.group(1)
-    if d in ("nvfp4", "mxfp4"):
-        d = "fp4"
-    if d in ("fp16", "bf16", "fp32", "tf32"):
-        return {"weights": d, "compute": d, "kv": d, "activations": d}
-    kv = "fp8" if d in ("fp4", "int4", "fp6") else d
-    kvm = re.search(r"(fp8|int8|fp16|bf16|fp4)\s*kv|kv\s*(?:cache)?\s*(fp8|int8|fp16|bf16|fp4)", s)
-    if kvm:
-        kv = kvm.group(1) or kvm.group(2)
-    return {"weights": d, "compute": d, "kv": kv, "activations": "bf16"}
-
-
-def precision_key(prec: Any) -> str:
-    """Canonical ``weights/compute/kv/activations`` string of a precision (name, text or dict)."""
-    p = parse_precision(prec) if not isinstance(prec, Mapping) else dict(prec)
-    if p is None:
-        raise CalibrationError(f"precision {prec!r}: not recognised")
-    full = {"weights": "bf16", "compute": "bf16", "kv": "bf16", "activations": "bf16"}
-    if isinstance(prec, str) and prec in _DTYPES:  # same rule as PrecisionSpec for one name
-        full = {"weights": prec, "compute": prec, "kv": prec,
-                "activations": "bf16" if prec in ("fp8", "int8", "fp6", "fp4", "int4") else prec}
-    else:
-        full.update(p)
-    return "/".join(full[k] for k in ("weights", "compute", "kv", "activations"))
-
-
-def engine_family(engine: Any, version: Any = "") -> str:
-    """Engine family used to group efficiencies: ``trtllm-1`` (TensorRT-LLM 1.x, PyTorch backend),
-    ``trtllm-0`` (0.x TensorRT engines), ``vllm``, ``sglang``, ``splitwise`` (splitwise-sim
-    characterisation runs, engine not named), or a slug of the text."""
-    e = "" if engine is None or (isinstance(engine, float) and math.isnan(engine)) else str(engine).strip().lower()
-    v = "" if version is None or (isinstance(version, float) and math.isnan(version)) else str(version).strip().lower()
-    if not e:
-        return ""
-    if re.fullmatch(r"[a-z0-9][a-z0-9.\-_]*", e) and ("-" in e or e in ("vllm", "sglang", "splitwise")) \
-            and not e.startswith("tensorrt"):
-        return e  # already a family name
-    if "tensorrt" in e or "trt-llm" in e or "trtllm" in e:
-        m = re.search(r"v?(\d+)\.\d", v) or re.search(r"v(\d+)\.\d", e)
-        if m:
-            major = m.group(1)
-        else:
-            major = "1" if ("trtllm-bench" in e or "pytorch" in e) else "0"
-        return f"trtllm-{major}"
-    for name in ("vllm", "sglang", "splitwise", "lmdeploy", "deepspeed", "tgi"):
-        if name in e:
-            return name
-    return re.sub(r"[^a-z0-9]+", "-", e).strip("-")[:40] or "unknown"
 
 
 # ============================================================================ observations
@@ -240,6 +114,7 @@ class StepObservation:
     id: str = ""
     group: str = ""
     source: str = ""
+    attention_s: float | None = None   # measured time of the attention ops alone, when known (profiles)
 
     def __post_init__(self):
         object.__setattr__(self, "prefill", tuple((int(p), int(n)) for p, n in self.prefill))
@@ -263,11 +138,6 @@ class StepObservation:
     @property
     def client_key(self) -> str:
         return client_key(self.model, self.device, self.tp, self.pp, self.precision, self.engine)
-
-
-def client_key(model: str, device: str, tp: int = 1, pp: int = 1, precision: Any = "bf16", engine: str = "") -> str:
-    """Identity of one measured configuration (a step correction applies to exactly one)."""
-    return f"{model}|{device}|tp{int(tp)}|pp{int(pp)}|{precision_key(precision)}|{engine}"
 
 
 def parse_batch(text: Any) -> tuple[tuple[int, int], ...]:
@@ -299,22 +169,6 @@ def format_batch(entries: Sequence[tuple[int, int]]) -> str:
         parts.append(f"{j - i}*{a}:{b}" if j - i > 1 else f"{a}:{b}")
         i = j
     return ";".join(parts)
-
-
-def _num(v, default=None):
-    if v is None:
-        return default
-    if isinstance(v, str):
-        v = v.strip()
-        if not v:
-            return default
-        try:
-            return float(v)
-        except ValueError:
-            return default
-    if isinstance(v, float) and math.isnan(v):
-        return default
-    return float(v)
 
 
 def _read_rows(path) -> list[dict]:
@@ -493,26 +347,6 @@ def default_client(obs: StepObservation) -> ClientSpec:
     return _client_cached(obs.model, obs.device, int(obs.tp), int(obs.pp), obs.precision)
 
 
-def with_efficiency(client: ClientSpec, eff: Mapping[str, Any] | None, correction: Mapping | None = None,
-                    source: str | None = None) -> ClientSpec:
-    """Copy of ``client`` with efficiency fields (and optionally a step correction) replaced."""
-    upd: dict[str, Any] = {}
-    if eff:
-        e = client.efficiency.model_dump()
-        e.update({k: float(v) for k, v in eff.items() if k in ("compute", "memory", "network", "op_overhead_us")})
-        e["compute"] = min(max(e["compute"], 1e-6), 1.0)
-        e["memory"] = min(max(e["memory"], 1e-6), 1.0)
-        e["network"] = min(max(e["network"], 1e-6), 1.0)
-        e["op_overhead_us"] = max(e["op_overhead_us"], 0.0)
-        if source or eff.get("source"):
-            e["source"] = str(source or eff.get("source"))
-        upd["efficiency"] = EfficiencySpec(**e)
-    if correction is not None:
-        from .specs import StepCorrectionSpec
-        upd["step_correction"] = StepCorrectionSpec(**dict(correction))
-    return client.model_copy(update=upd) if upd else client
-
-
 # ============================================================================ fast re-costing
 # A "step set" is a CSR description of many steps, each with its own parameter-vector row and a
 # weight; efficiencies are changed by rescaling the rate entries of the parameter vectors.
@@ -652,6 +486,7 @@ class RunObservation:
     ref_value: float = float("nan")    # simulated metric of the base client
     ref_total_s: float = float("nan")
     ref_summary: dict | None = None
+    share_key: str = ""                # runs with equal keys are the same simulation (several metrics of one run)
 
     @property
     def client(self) -> ClientSpec:
@@ -683,6 +518,17 @@ def prepare_runs(runs: Sequence[RunObservation], parallel: bool = True) -> None:
     need = [r for r in runs if r.steps is None]
     if not need:
         return
+    # several metrics of one run (throughput, TTFT, TPOT, ...) share one simulation
+    followers: dict[str, list[RunObservation]] = {}
+    leaders = []
+    for r in need:
+        if r.share_key and r.share_key in followers:
+            followers[r.share_key].append(r)
+        else:
+            if r.share_key:
+                followers[r.share_key] = []
+            leaders.append(r)
+    need = leaders
     row_bytes = 8.0 * E.N_LOG
     todo = sorted(need, key=lambda r: r.n_steps_hint or LOG_CAP)
     i = 0
@@ -705,6 +551,10 @@ def prepare_runs(runs: Sequence[RunObservation], parallel: bool = True) -> None:
             else:
                 _set_reference(r, _run_summary(res, q), res["steplog"][subs[0], :int(res["steps_per_sub"][subs[0]])])
         i = j
+    for r in leaders:
+        for f in followers.get(r.share_key, ()) if r.share_key else ():
+            f.ref_summary, f.ref_total_s, f.n_steps_hint, f.steps = r.ref_summary, r.ref_total_s, r.n_steps_hint, r.steps
+            f.ref_value = float(f.value_of(r.ref_summary))
 
 
 def _set_reference(r: RunObservation, summ: dict, log: np.ndarray) -> None:
@@ -723,12 +573,33 @@ def run_values(runs: Sequence[RunObservation], eff: Mapping[str, float] | None, 
     return np.array([float(r.value_of(_run_summary(res, q))) for q, r in enumerate(runs)])
 
 
-def _run_stepset(runs: Sequence[RunObservation]) -> StepSet:
-    st = StepSet()
-    for j, r in enumerate(runs):
-        for pf, dec, w, done in r.steps or ():
-            st.add(r.point.client, pf, dec, weight=w, owner=j, done=done)
-    return st.build()
+class _SharedRunSteps:
+    """The compressed batches of several runs, each distinct batch sequence costed once (runs
+    that share a simulation share its ``steps`` list)."""
+
+    def __init__(self, runs: Sequence[RunObservation]):
+        self.st = StepSet()
+        index: dict[int, int] = {}
+        self.of_run = np.zeros(len(runs), dtype=np.int64)
+        for j, r in enumerate(runs):
+            key = id(r.steps)
+            if key not in index:
+                index[key] = len(index)
+                for pf, dec, w, done in r.steps or ():
+                    self.st.add(r.point.client, pf, dec, weight=w, owner=index[key], done=done)
+            self.of_run[j] = index[key]
+        self.n_distinct = len(index)
+        if len(self.st):
+            self.st.build()
+
+    def totals(self, n_runs: int, *args, **kw) -> np.ndarray:
+        if not len(self.st):
+            return np.zeros(n_runs)
+        return self.st.totals(self.n_distinct, *args, **kw)[self.of_run]
+
+
+def _run_stepset(runs: Sequence[RunObservation]) -> _SharedRunSteps:
+    return _SharedRunSteps(runs)
 
 
 def _compress_log(client: ClientSpec, log: np.ndarray, run: RunObservation) -> list:
@@ -808,7 +679,9 @@ def fit_efficiency(observations: Sequence[StepObservation],
                    runs: Sequence[RunObservation] = (), group_by: Sequence[str] | None = ("device", "engine"),
                    params: Sequence[str] | None = None, x0: Mapping[str, float] | None = None,
                    prior_weight: float = 0.02, tau_prior_weight: float = 1e-3, memory_floor: float = 0.5,
-                   floor_weight: float = 1.0, refine_runs: bool = False):
+                   floor_weight: float = 1.0, refine_runs: bool = False,
+                   prior: Mapping[str, float] | Callable[[tuple], Mapping[str, float] | None] | None = None,
+                   equal_model_weights: bool = False):
     """Fit η_c, η_m, τ (and η_net) by minimising the log-ratio error ``log(predicted/measured)``
     over step observations (and run observations) with :func:`scipy.optimize.least_squares`
     (bounds: η in [0.05, 1], τ >= 0 µs).
@@ -854,15 +727,18 @@ def fit_efficiency(observations: Sequence[StepObservation],
     results = {}
     for key, (obs, rns) in groups.items():
         ps = tuple(params) if params is not None else EFFICIENCY_PARAMS
-        results[key] = _fit_one(obs, rns, base_client_factory, ps, start, prior_weight, tau_prior_weight,
-                                memory_floor, floor_weight, refine_runs, least_squares)
+        centre = prior(key) if callable(prior) else prior
+        centre = _eff_dict(centre) if centre is not None else None
+        results[key] = _fit_one(obs, rns, base_client_factory, ps, dict(start, **(centre or {})), prior_weight,
+                                tau_prior_weight, memory_floor, floor_weight, refine_runs, least_squares,
+                                prior_centre=centre, equal_model_weights=equal_model_weights)
     if group_by is None:
         return results.get(("*", "*")) if results else None
     return results
 
 
 def _fit_one(obs, runs, factory, params, start, prior_weight, tau_prior_weight, memory_floor, floor_weight,
-             refine_runs, least_squares) -> EfficiencyFit:
+             refine_runs, least_squares, prior_centre=None, equal_model_weights=False) -> EfficiencyFit:
     steps = StepSet()
     for i, o in enumerate(obs):
         steps.add(factory(o), o.prefill, o.decode, owner=i)
@@ -887,7 +763,10 @@ def _fit_one(obs, runs, factory, params, start, prior_weight, tau_prior_weight, 
     lb = np.array([math.log(lo_eta) if p != "op_overhead_us" else 0.0 for p in params])
     ub = np.array([math.log(hi_eta) if p != "op_overhead_us" else np.inf for p in params])
     x_start = np.clip(x_start, lb, ub)
-    prior_at = {"compute": math.log(0.75), "memory": math.log(0.75), "network": 0.0}
+    pc = {**DEFAULT_EFFICIENCY, **(prior_centre or {})}
+    prior_at = {"compute": math.log(min(max(pc["compute"], lo_eta), hi_eta)),
+                "memory": math.log(min(max(pc["memory"], lo_eta), hi_eta)),
+                "network": math.log(min(max(pc["network"], lo_eta), hi_eta)), "op_overhead_us": float(pc["op_overhead_us"])}
     x_scale = np.array([0.3 if p != "op_overhead_us" else 5.0 for p in params])
 
     run_steps = None
@@ -909,17 +788,32 @@ def _fit_one(obs, runs, factory, params, start, prior_weight, tau_prior_weight, 
                     S0[j] = tot[j]
         return S0, np.array([anchor[j][1] for j in range(len(runs))])
 
+    # pooled fits: each (device, engine, model) group carries the weight of ~one group's rows, so
+    # one large benchmark sweep of one model cannot set the pooled efficiencies of every other model
+    if equal_model_weights:
+        keys = [(o.device, o.engine, o.model) for o in obs] + \
+            [(r.device, r.engine, r.point.client.model.name) for r in runs]
+        sizes: dict[tuple, int] = {}
+        for k in keys:
+            sizes[k] = sizes.get(k, 0) + 1
+        n_mean = len(keys) / max(len(sizes), 1)
+        wts = np.sqrt(np.array([n_mean / sizes[k] for k in keys])) if keys else np.zeros(0)
+    else:
+        wts = np.ones(len(obs) + len(runs))
+    w_obs, w_run = wts[:len(obs)], wts[len(obs):]
+
     def residuals(x, S0, m0):
         v = unpack(x)
         res = []
         if len(obs):
             t = steps.times(v["compute"], v["memory"], v["op_overhead_us"], v["network"])
-            res.append(np.log(t) - meas)
+            res.append(w_obs * (np.log(t) - meas))
         if runs:
             S = run_steps.totals(len(runs), v["compute"], v["memory"], v["op_overhead_us"], v["network"])
             ratio = np.where([r.rate_like for r in runs], S0 / S, S / S0)
-            res.append(np.log(np.maximum(m0 * ratio, 1e-300)) - run_meas)
-        pri = [prior_weight * (xi - prior_at[p]) if p != "op_overhead_us" else tau_prior_weight * xi / 10.0
+            res.append(w_run * (np.log(np.maximum(m0 * ratio, 1e-300)) - run_meas))
+        pri = [prior_weight * (xi - prior_at[p]) if p != "op_overhead_us"
+               else tau_prior_weight * (xi - prior_at["op_overhead_us"]) / 10.0
                for p, xi in zip(params, x)]
         if "memory" in params and floor_weight > 0:
             pri.append(floor_weight * max(0.0, math.log(memory_floor) - x[params.index("memory")]))
@@ -927,7 +821,10 @@ def _fit_one(obs, runs, factory, params, start, prior_weight, tau_prior_weight, 
         return np.concatenate(res)
 
     S0, m0 = anchor_totals() if runs else (None, None)
-    kw = dict(bounds=(lb, ub), method="trf", x_scale=x_scale, xtol=1e-10, ftol=1e-12, gtol=1e-12, max_nfev=300)
+    # robust loss: a few rows the step model cannot represent (e.g. scheduling effects) must not
+    # drag the efficiencies of every other row; residuals below ROBUST_SCALE count as squares
+    kw = dict(bounds=(lb, ub), method="trf", x_scale=x_scale, xtol=1e-10, ftol=1e-12, gtol=1e-12, max_nfev=300,
+              loss="soft_l1", f_scale=ROBUST_SCALE)
     sol = least_squares(residuals, x_start, args=(S0, m0), **kw)
     if runs and refine_runs:
         v = unpack(sol.x)
@@ -937,7 +834,7 @@ def _fit_one(obs, runs, factory, params, start, prior_weight, tau_prior_weight, 
         S0, m0 = anchor_totals()
         sol = least_squares(residuals, sol.x, args=(S0, m0), **kw)
     v = unpack(sol.x)
-    r = residuals(sol.x, S0, m0)[:len(obs) + len(runs)]
+    r = residuals(sol.x, S0, m0)[:len(obs) + len(runs)] / np.maximum(wts, 1e-300)
     err = np.abs(np.expm1(r)) if len(r) else np.array([np.nan])
     return EfficiencyFit(compute=v["compute"], memory=v["memory"], op_overhead_us=v["op_overhead_us"],
                          network=v["network"], n_steps=len(obs), n_runs=len(runs), params=tuple(params),
@@ -958,8 +855,9 @@ def _representative(obs: StepObservation, T: float) -> tuple[list, list]:
     return [], [(w, k)] * n
 
 
-def fit_step_correction(observations: Sequence[StepObservation], client: ClientSpec, *, max_knots: int = 16,
-                        monotone_grid: int = 24, monotone_rtol: float = 1e-3, source: str = "") -> dict:
+def fit_step_correction(observations: Sequence[StepObservation], client: ClientSpec, *, max_knots: int | None = None,
+                        monotone_grid: int = 24, monotone_rtol: float = 1e-3, source: str = "",
+                        context: bool = True) -> dict:
     """Residual factor table (a ``StepCorrectionSpec`` dict) that makes ``client`` reproduce the
     measured steps of one configuration.
 
@@ -978,8 +876,11 @@ def fit_step_correction(observations: Sequence[StepObservation], client: ClientS
     until it is monotone or the knot budget is used. A turn-back larger than ``monotone_rtol``
     (relative) left at the end is reported with a warning.
     """
-    if max_knots > K.CORR_MAX:
+    if max_knots is not None and max_knots > K.CORR_MAX:
         raise CalibrationError(f"max_knots = {max_knots}: the kernel table holds at most {K.CORR_MAX}")
+    if context and observations and _has_context_info(observations):
+        return fit_context_correction(observations, client, max_knots=max_knots or K.CORR_MAX, source=source)
+    max_knots = max_knots or 16
     base = client.model_copy(update={"step_correction": None})
     kinds: dict[str, list[StepObservation]] = {"prefill": [], "decode": []}
     for o in observations:
@@ -1087,17 +988,174 @@ def fit_step_correction(observations: Sequence[StepObservation], client: ClientS
         for x, lt, o in zip(d["x"], d["lt"], d["obs"]):
             worst = max(worst, abs(math.log(corrected(kind, x, o)) - lt))
     worst = math.expm1(worst)
-    if worst > CORRECTION_TOLERANCE:
-        warnings.warn(f"fit_step_correction: training steps reproduced only within {worst:.1%} "
-                      f"(tolerance {CORRECTION_TOLERANCE:.0%})", stacklevel=2)
 
     tokens = [float(round(math.exp(x), 6)) for x in knots]
     # strictly increasing after rounding
     keep = [0] + [i for i in range(1, len(tokens)) if tokens[i] > tokens[i - 1]]
-    return {"tokens": [tokens[i] for i in keep], "prefill": [float(table["prefill"][i]) for i in keep],
-            "decode": [float(table["decode"][i]) for i in keep],
-            "source": (source or f"fit_step_correction on {len(observations)} measured steps")
-            + f"; reproduces its distinct-T training steps within {100 * worst:.2g} %"}
+    corr = {"tokens": [tokens[i] for i in keep], "prefill": [float(table["prefill"][i]) for i in keep],
+            "decode": [float(table["decode"][i]) for i in keep]}
+    # the real per-step error over every training step (the distinct-T representatives above are
+    # reproduced within `worst`; steps of other batch shapes at the same T can differ)
+    diag = step_fit_errors(observations, with_efficiency(base, None, corr))
+    _warn_if_poor(diag)
+    corr["source"] = ((source or f"fit_step_correction on {len(observations)} measured steps")
+                      + f"; distinct-T training steps within {100 * worst:.2g} %; per-step error {diag.summary()}")
+    return corr
+
+
+# ============================================================================ context-aware correction
+def _analytic_parts(client: ClientSpec, obs: StepObservation) -> tuple[float, float]:
+    """(non-attention s, attention s) of the uncorrected analytical model for one observation."""
+    from .stepmodel import step_latency
+    st = step_latency(client, prefill=obs.prefill, decode=obs.decode)
+    at = st.breakdown["attention_s"]
+    return st.total_s - at, at
+
+
+def _has_context_info(observations: Sequence[StepObservation]) -> bool:
+    """True when the observations can separate the attention factor from the rest: they carry
+    their attention time, or some token count T was measured at several contexts."""
+    if any(o.attention_s is not None for o in observations):
+        return True
+    seen: dict[tuple, set] = {}
+    for o in observations:
+        ctx = sum(w * k for w, k in o.decode) + sum(n * p for p, n in o.prefill)
+        seen.setdefault((o.kind, o.tokens), set()).add(ctx)
+    return any(len(v) > 1 for v in seen.values())
+
+
+def fit_context_correction(observations: Sequence[StepObservation], client: ClientSpec, *,
+                           max_knots: int = K.CORR_MAX, knot_tolerance: float = 0.002, source: str = "") -> dict:
+    """Step correction over (tokens, context): per step kind and token count T, one factor f(T) for
+    every op but attention and one g(T) for the attention op, so that a corrected step costs
+    ``f(T)·A(T) + g(T)·Attn(T, context)`` with A and Attn the analytical parts. Decode steps then
+    follow the context length through the attention work instead of taking one factor per T.
+
+    At each T: observations that carry their attention time (:attr:`StepObservation.attention_s`,
+    e.g. from a Vidur profile) give f and g directly (geometric means over contexts); otherwise
+    steps measured at several contexts give (f, g) by non-negative least squares on relative error;
+    a single context gives f = g. The kernel interpolates both factors linearly in log T between
+    knots; knots are chosen greedily among the measured T (:func:`_greedy_knots`) until every
+    measured factor is reproduced within ``knot_tolerance`` (log units) or ``max_knots`` are used,
+    so tile steps of a measured GEMM profile get a knot on each side."""
+    from scipy.optimize import nnls
+    if not observations:
+        raise CalibrationError("fit_context_correction: no observations")
+    if max_knots > K.CORR_MAX:
+        raise CalibrationError(f"max_knots = {max_knots}: the kernel table holds at most {K.CORR_MAX}")
+    base = client.model_copy(update={"step_correction": None})
+    per: dict[str, dict[int, list]] = {"prefill": {}, "decode": {}}
+    for o in observations:
+        a, at = _analytic_parts(base, o)
+        per[o.kind].setdefault(o.tokens, []).append((o, a, at))
+    fits: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for kind, byT in per.items():
+        xs, fs, gs = [], [], []
+        for T in sorted(byT):
+            rows = byT[T]
+            f, g = _factors_at(rows, nnls)
+            xs.append(math.log(T))
+            fs.append(f)
+            gs.append(g)
+        if xs:
+            fits[kind] = (np.array(xs), np.array(fs), np.array(gs))
+    knots = _greedy_knots(fits, max_knots, knot_tolerance)
+    table = {}
+    for kind in ("prefill", "decode"):
+        if kind in fits:
+            x, f, g = fits[kind]
+            table[kind] = (np.exp(np.interp(knots, x, np.log(f))), np.exp(np.interp(knots, x, np.log(g))))
+        else:
+            table[kind] = (np.ones(len(knots)), np.ones(len(knots)))
+    tokens = [float(round(math.exp(x), 6)) for x in knots]
+    keep = [0] + [i for i in range(1, len(tokens)) if tokens[i] > tokens[i - 1]]
+    corr = {"tokens": [tokens[i] for i in keep],
+            "prefill": [float(table["prefill"][0][i]) for i in keep],
+            "decode": [float(table["decode"][0][i]) for i in keep],
+            "attention_prefill": [float(table["prefill"][1][i]) for i in keep],
+            "attention_decode": [float(table["decode"][1][i]) for i in keep]}
+    diag = step_fit_errors(observations, with_efficiency(base, None, corr))
+    corr["source"] = ((source or f"fit_context_correction on {len(observations)} measured steps")
+                      + f"; per-step error {diag.summary()}")
+    _warn_if_poor(diag)
+    return corr
+
+
+def _greedy_knots(fits: Mapping[str, tuple], max_knots: int, tol: float) -> np.ndarray:
+    """Knots (log T) among the measured ones: start from the ends of each kind's range, then add
+    the measured point whose factor (f or g, any kind) the piecewise-linear table misses most,
+    until all are within ``tol`` (log units) or ``max_knots`` are used."""
+    curves = []
+    for x, f, g in fits.values():
+        curves.append((x, np.log(f)))
+        curves.append((x, np.log(g)))
+    knots = sorted({float(c[0][0]) for c in curves} | {float(c[0][-1]) for c in curves})
+    while len(knots) < max_knots:
+        kn = np.array(knots)
+        worst, at = tol, None
+        for x, y in curves:
+            err = np.abs(np.interp(x, kn, np.interp(kn, x, y)) - y)
+            i = int(np.argmax(err))
+            if err[i] > worst:
+                worst, at = float(err[i]), float(x[i])
+        if at is None:
+            break
+        knots = sorted(set(knots) | {at})
+    if len(knots) > max_knots:  # more kinds' end points than the budget
+        knots = list(_thin_knots(np.array(knots), max_knots))
+    return np.array(knots)
+
+
+def _factors_at(rows, nnls) -> tuple[float, float]:
+    """(f, g) at one token count from (observation, analytical rest, analytical attention) rows."""
+    with_attn = [(o, a, at) for o, a, at in rows if o.attention_s is not None and a > 0]
+    if with_attn:
+        f = math.exp(np.mean([math.log(max(o.time_s - o.attention_s, 1e-12) / a) for o, a, at in with_attn]))
+        gl = [math.log(o.attention_s / at) for o, a, at in with_attn if at > 0 and o.attention_s > 0]
+        g = math.exp(np.mean(gl)) if gl else f
+        return f, g
+    ratios = {round(at / max(a, 1e-300), 9) for _, a, at in rows}
+    if len(ratios) > 1:
+        # relative least squares: t_i = f a_i + g at_i, each row divided by t_i
+        A = np.array([[a / o.time_s, at / o.time_s] for o, a, at in rows])
+        sol, _ = nnls(A, np.ones(len(rows)))
+        if sol[0] > 0 and sol[1] > 0:
+            return float(sol[0]), float(sol[1])
+    f = math.exp(np.mean([math.log(o.time_s / (a + at)) for o, a, at in rows]))
+    return f, f
+
+
+@dataclass
+class StepFitErrors:
+    """Per-step relative errors |corrected/measured − 1| of a calibrated client on the steps it was
+    fitted on (every step, not one representative per token count)."""
+    n: int
+    median: float
+    p90: float
+    max: float
+    worst_id: str = ""
+
+    def summary(self) -> str:
+        return (f"median {100 * self.median:.2g} %, p90 {100 * self.p90:.2g} %, max {100 * self.max:.2g} % "
+                f"over {self.n} steps" + (f" (worst {self.worst_id})" if self.worst_id else ""))
+
+
+def step_fit_errors(observations: Sequence[StepObservation], client: ClientSpec) -> StepFitErrors:
+    """Relative error of ``client`` on every observation (fit diagnostics)."""
+    from .stepmodel import step_latency
+    errs = np.array([abs(step_latency(client, prefill=o.prefill, decode=o.decode).total_s / o.time_s - 1.0)
+                     for o in observations])
+    if len(errs) == 0:
+        return StepFitErrors(0, float("nan"), float("nan"), float("nan"))
+    i = int(np.argmax(errs))
+    return StepFitErrors(len(errs), float(np.median(errs)), float(np.percentile(errs, 90)), float(errs[i]),
+                         observations[i].id)
+
+
+def _warn_if_poor(diag: StepFitErrors) -> None:
+    if diag.n and diag.median > CORRECTION_TOLERANCE:
+        warnings.warn(f"step correction: calibrated client reproduces its training steps with {diag.summary()} "
+                      f"(tolerance on the median {CORRECTION_TOLERANCE:.0%})", stacklevel=3)
 
 
 def _thin_knots(x: np.ndarray, max_knots: int) -> np.ndarray:
@@ -1114,49 +1172,57 @@ def _thin_knots(x: np.ndarray, max_knots: int) -> np.ndarray:
     return x
 
 
-# ============================================================================ calibration set
-@dataclass
-class Calibration:
-    """Fitted efficiencies per (device, engine) (``"*"`` = pooled) and step corrections per
-    :func:`client_key`."""
-    efficiencies: dict = field(default_factory=dict)
-    corrections: dict = field(default_factory=dict)
-    provenance: dict = field(default_factory=dict)
-
-    def efficiency_for(self, device: str, engine: str) -> tuple[dict | None, str]:
-        """(efficiency dict, key used): (device, engine), then (*, engine), then (device, *)."""
-        for key in ((device, engine), ("*", engine), (device, "*")):
-            e = self.efficiencies.get(key)
-            if e is not None:
-                return _eff_dict(e), f"{key[0]}/{key[1]}"
-        return None, "default"
-
-    def client(self, base: ClientSpec, device: str, engine: str, key: str | None = None) -> tuple[ClientSpec, str]:
-        eff, used = self.efficiency_for(device, engine)
-        corr = self.corrections.get(key) if key else None
-        if eff is None and corr is None:
-            return base, "default"
-        c = with_efficiency(base, eff, corr, source=f"calibrated ({used})")
-        return c, used + ("+correction" if corr is not None else "")
-
-
-def _eff_dict(e) -> dict:
-    if isinstance(e, EfficiencyFit):
-        return e.as_efficiency()
-    return {k: float(e[k]) for k in ("compute", "memory", "network", "op_overhead_us") if k in e}
+HIERARCHY_PRIOR_WEIGHT = 0.1   # per log unit of eta (and per 10 us of tau x 0.05) towards the parent fit
 
 
 def calibrate(observations: Sequence[StepObservation], runs: Sequence[RunObservation] = (), *,
               base_client_factory: Callable = default_client, pooled: bool = True,
-              corrections: bool = True) -> Calibration:
-    """Fit efficiencies per (device, engine) — plus pooled (*, engine) and (device, *) fallbacks — and a
-    step correction per measured configuration (on top of its fitted efficiency)."""
+              corrections: bool = True, hierarchical: bool = True) -> Calibration:
+    """Fit efficiencies per (device, engine family) with priors, plus the pooled fallbacks, and a
+    step correction per measured configuration (on top of its fitted efficiency).
+
+    Pooled entries (``"*"`` = any): ``("*", "current")`` — one fit over the current engines
+    (:data:`CURRENT_ENGINE_FAMILIES`: vLLM, SGLang, TensorRT-LLM 1.x), the default of a client or
+    measurement that names no engine; ``("*", engine)`` per family, ``(device, "*")`` per device
+    and ``(device, "current")``. With ``hierarchical`` each of these, and each (device, engine)
+    fit, is pulled towards its parent (the family's pooled fit, else the current-engine fit) by a
+    prior of :data:`HIERARCHY_PRIOR_WEIGHT` per log unit, so parameters its own rows cannot
+    identify take the parent's value instead of the roofline default."""
+    from .calibration_store import CURRENT_ENGINE_FAMILIES, POOLED_ENGINE
     cal = Calibration()
-    cal.efficiencies.update(fit_efficiency(observations, base_client_factory, runs=runs))
+    kw = dict(prior_weight=HIERARCHY_PRIOR_WEIGHT, tau_prior_weight=0.05) if hierarchical else {}
+    top = None
     if pooled:
-        for gb in (("engine",), ("device",)):
-            for k, v in fit_efficiency(observations, base_client_factory, runs=runs, group_by=gb).items():
-                cal.efficiencies.setdefault(k, v)
+        cur_o = [o for o in observations if o.engine in CURRENT_ENGINE_FAMILIES]
+        cur_r = [r for r in runs if r.engine in CURRENT_ENGINE_FAMILIES]
+        kw["equal_model_weights"] = True
+        if cur_o or cur_r:
+            top = fit_efficiency(cur_o, base_client_factory, runs=cur_r, group_by=None, equal_model_weights=True)
+            cal.efficiencies[("*", POOLED_ENGINE)] = top
+        else:  # no current engine measured: pool everything
+            top = fit_efficiency(observations, base_client_factory, runs=runs, group_by=None,
+                                 equal_model_weights=True)
+        parent = (lambda key: top) if hierarchical else None
+        for k, v in fit_efficiency(observations, base_client_factory, runs=runs, group_by=("engine",),
+                                   prior=parent, **kw).items():
+            cal.efficiencies.setdefault(k, v)
+        for k, v in fit_efficiency(observations, base_client_factory, runs=runs, group_by=("device",),
+                                   prior=parent, **kw).items():
+            cal.efficiencies.setdefault(k, v)
+        if cur_o or cur_r:
+            for (dev, _), v in fit_efficiency(cur_o, base_client_factory, runs=cur_r, group_by=("device",),
+                                              prior=parent, **kw).items():
+                cal.efficiencies.setdefault((dev, POOLED_ENGINE), v)
+        if ("*", "*") not in cal.efficiencies and top is not None:
+            cal.efficiencies[("*", "*")] = top
+
+    def family_prior(key):
+        return cal.efficiencies.get(("*", key[1])) or top
+    kw.pop("equal_model_weights", None)
+    main = fit_efficiency(observations, base_client_factory, runs=runs,
+                          prior=family_prior if (hierarchical and pooled) else None, **(kw if pooled else {}))
+    for k, v in main.items():
+        cal.efficiencies[k] = v
     if corrections:
         by_key: dict[str, list[StepObservation]] = {}
         for o in observations:
@@ -1170,124 +1236,3 @@ def calibrate(observations: Sequence[StepObservation], runs: Sequence[RunObserva
                                  f"{', ...' if len(obs) > 8 else ''}) over efficiency {used}")
     return cal
 
-
-# ============================================================================ TOML store
-def calibration_path() -> Path:
-    from .catalog import data_dir
-    return data_dir() / "calibration.toml"
-
-
-def _toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    if isinstance(v, (float, np.floating)):
-        v = float(v)
-        if math.isnan(v):
-            return "nan"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return repr(round(v, 6)) if abs(v) >= 1e-4 or v == 0 else f"{v:.6g}"
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    return json.dumps(str(v), ensure_ascii=False)
-
-
-def _toml_key(k: str) -> str:
-    return k if re.fullmatch(r"[A-Za-z0-9_\-]+", k) else json.dumps(k)
-
-
-def write_calibration_toml(cal: Calibration, path: str | Path, *, header: str = "",
-                           errors: Mapping[tuple, Mapping[str, Any]] | None = None) -> Path:
-    """Write ``cal`` as TOML: ``[meta]``, ``[efficiency.DEVICE.ENGINE]`` entries with provenance
-    (rows, date, split, errors: ``errors[(device, engine)]`` adds/overrides fields) and
-    ``[step_correction."CLIENT-KEY"]`` tables."""
-    lines = []
-    for h in (header or "").splitlines():
-        lines.append(f"# {h}" if h else "#")
-    lines.append("")
-    meta = dict(cal.provenance)
-    meta.setdefault("date", _dt.date.today().isoformat())
-    lines.append("[meta]")
-    for k, v in meta.items():
-        lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
-    lines.append("")
-    for (dev, eng), fit in sorted(cal.efficiencies.items(), key=lambda kv: (kv[0][0] == "*", kv[0])):
-        lines.append(f"[efficiency.{_toml_key(dev)}.{_toml_key(eng)}]")
-        d = _eff_dict(fit)
-        for k in ("compute", "memory", "network", "op_overhead_us"):
-            lines.append(f"{k} = {_toml_value(d.get(k, DEFAULT_EFFICIENCY[k]))}")
-        if isinstance(fit, EfficiencyFit):
-            extra = {"n_step_rows": fit.n_steps, "n_run_rows": fit.n_runs, "train_rows": list(fit.rows),
-                     "train_median_abs_rel_err": fit.median_abs_rel_err, "train_p90_abs_rel_err": fit.p90_abs_rel_err,
-                     "date": meta["date"], "split": meta.get("split", "")}
-        else:
-            extra = {k: v for k, v in fit.items() if k not in ("compute", "memory", "network", "op_overhead_us")}
-        extra.update((errors or {}).get((dev, eng), {}))
-        for k, v in extra.items():
-            lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
-        lines.append("")
-    for key, corr in sorted(cal.corrections.items()):
-        lines.append(f"[step_correction.{_toml_key(key)}]")
-        for k in ("tokens", "prefill", "decode", "source"):
-            lines.append(f"{k} = {_toml_value(corr[k])}")
-        lines.append("")
-    p = Path(path)
-    p.write_text("\n".join(lines))
-    return p
-
-
-def load_calibration(path: str | Path | None = None) -> Calibration:
-    """Read a calibration TOML (default ``data/calibration.toml``); missing file -> empty."""
-    from .catalog import tomllib
-    p = Path(path) if path is not None else calibration_path()
-    if not p.exists():
-        return Calibration()
-    with open(p, "rb") as f:
-        doc = tomllib.load(f)
-    cal = Calibration(provenance=dict(doc.get("meta", {})))
-    for dev, engines in doc.get("efficiency", {}).items():
-        for eng, entry in engines.items():
-            cal.efficiencies[(dev, eng)] = dict(entry)
-    for key, entry in doc.get("step_correction", {}).items():
-        cal.corrections[key] = dict(entry)
-    return cal
-
-
-@functools.lru_cache(maxsize=4)
-def _default_calibration(path: str) -> Calibration:
-    return load_calibration(path)
-
-
-def calibrated_efficiency(device: str, engine: str | None = None, *, path: str | Path | None = None) -> dict | None:
-    """Fitted efficiency of ``device`` (a preset name or free text) for ``engine`` (a family name
-    such as ``trtllm-1`` or free text; None = pooled over engines) from ``data/calibration.toml``,
-    as a dict for ``ClientSpec.efficiency`` (compute, memory, network, op_overhead_us, source), or
-    None when nothing was fitted for it. With an engine, falls back to the device's pooled entry."""
-    dev = resolve_device(device) or device
-    cal = _default_calibration(str(Path(path) if path is not None else calibration_path()))
-    candidates = [(dev, "*")]
-    if engine:
-        fam = engine_family(engine)
-        if fam == "trtllm-0" and not re.search(r"\d", str(engine)) and str(engine).strip().lower() in ("trtllm", "tensorrt-llm"):
-            fam = "trtllm-1"  # a bare "TensorRT-LLM" means the current release
-        candidates.insert(0, (dev, fam))
-    for key in candidates:
-        e = cal.efficiencies.get(key)
-        if e is not None:
-            out = _eff_dict(e)
-            when = e.get("date", cal.provenance.get("date", "")) if isinstance(e, dict) else ""
-            out["source"] = f"data/calibration.toml [{key[0]}.{key[1]}] fitted {when}".strip()
-            return out
-    return None
-
-
-def calibrated_step_correction(model: str, device: str, tp: int = 1, pp: int = 1, precision: Any = "bf16",
-                               engine: str = "", *, path: str | Path | None = None) -> dict | None:
-    """Stored step correction of one exact configuration, or None."""
-    cal = _default_calibration(str(Path(path) if path is not None else calibration_path()))
-    key = client_key(resolve_model(model) or model, resolve_device(device) or device, tp, pp, precision,
-                     engine_family(engine) if engine else "")
-    c = cal.corrections.get(key)
-    return dict(c) if c is not None else None

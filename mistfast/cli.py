@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import click
 
@@ -462,14 +463,33 @@ def datasets_cmd():
 
 
 @main.command()
-@click.argument("csv_path", type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--output", "out_dir", default="validation", show_default=True, type=click.Path(file_okay=False))
-@click.option("--no-calibrate", is_flag=True, help="only the uncalibrated analytical model")
-@click.option("--seed", default=0, show_default=True)
-def validate(csv_path, out_dir, no_calibrate, seed):
-    """Simulate measured data points and report predicted vs measured."""
+@click.argument("csv_paths", nargs=-1, required=True)
+@click.option("-o", "--output", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="folder for report.csv, report.md, the plot and calibration.toml  [default: validation]")
+@click.option("--calibration", default=None,
+              help="shipped (data/calibration.toml as a client gets it) | fit (train/test split) | none | FILE.toml  "
+                   "[default: fit]")
+@click.option("--cv", type=click.Choice(["source", "document"]), default=None,
+              help="leave-one-source-out cross-validation: hold out each publisher, a GitHub repository or a web "
+                   "site (source), or each file or page (document)")
+@click.option("--no-calibrate", is_flag=True, help="same as --calibration none")
+@click.option("--seed", default=0, show_default=True, help="train/test split seed (--calibration fit)")
+@click.option("--test-fraction", default=0.3, show_default=True, help="held-out share of measurement groups (fit)")
+@click.option("--write-catalog", default=None, help="also write the fitted calibration TOML here (e.g. data/calibration.toml)")
+def validate(csv_paths, out_dir, calibration, cv, no_calibrate, seed, test_fraction, write_catalog):
+    """Simulate measured data points and report predicted vs measured (one or more CSV files)."""
     from . import validate as V
-    sys.exit(V.main(csv_path, out_dir, calibrate=not no_calibrate, seed=seed))
+    paths = list(csv_paths)
+    if out_dir is None and len(paths) > 1 and not paths[-1].lower().endswith((".csv", ".gz")):
+        out_dir = paths.pop()  # historical form: CSV OUT_DIR
+    for p in paths:
+        if not Path(p).is_file():
+            _fail(f"measurements file {p!r} not found")
+    if no_calibrate:
+        calibration = "none"
+    sys.exit(V.main(paths if len(paths) > 1 else paths[0], out_dir or "validation", calibrate=True,
+                    seed=seed, write_catalog=write_catalog, test_fraction=test_fraction,
+                    calibration=calibration, cv=cv))
 
 
 @main.command()

@@ -372,17 +372,23 @@ class StepCorrectionSpec(Spec):
     """Measured-step correction of the analytical model (MODEL.md §2.2): step time is multiplied
     by a factor interpolated linearly in log(token rows) between ``tokens`` knots, separately for
     steps with prefill and decode-only steps; outside the knots the end factor applies."""
-    tokens: list[float] = Field(min_length=1, max_length=16)
+    tokens: list[float] = Field(min_length=1, max_length=128)   # kernels.steptime.CORR_MAX knots
     prefill: list[float]
     decode: list[float]
+    # optional factors of the attention op alone (same knots): the step then follows the context
+    # length through the attention work, a correction over (tokens, context); default = the rows above
+    attention_prefill: list[float] | None = None
+    attention_decode: list[float] | None = None
     source: str = ""
 
     @model_validator(mode="after")
     def _check(self):
         if any(x <= 0 for x in self.tokens) or any(b <= a for a, b in zip(self.tokens, self.tokens[1:])):
             raise field_error("tokens", self.tokens, "must be > 0 and strictly increasing")
-        for name in ("prefill", "decode"):
+        for name in ("prefill", "decode", "attention_prefill", "attention_decode"):
             v = getattr(self, name)
+            if v is None:
+                continue
             if len(v) != len(self.tokens):
                 raise field_error(name, f"{len(v)} values", f"needs one factor per knot ({len(self.tokens)})")
             if any(not (x > 0) for x in v):
@@ -442,6 +448,18 @@ class SchedulerSpec(Spec):
                               f"({self.max_batch_size}), or a full batch could never decode in one step")
         return self
 
+    # KV capacity given directly (e.g. what an engine or another simulator reported); replaces the
+    # kv_memory_fraction * (HBM - weights - reserved) rule. At most one of the two.
+    kv_capacity_tokens: int | None = Field(default=None, gt=0, description="KV tokens one engine holds (overrides the memory rule)")
+    kv_capacity_GiB: float | None = Field(default=None, gt=0, description="KV memory per device in GiB (overrides the memory rule)")
+
+    @model_validator(mode="after")
+    def _one_kv_capacity(self):
+        if self.kv_capacity_tokens is not None and self.kv_capacity_GiB is not None:
+            raise field_error("kv_capacity_GiB", self.kv_capacity_GiB,
+                              f"give kv_capacity_tokens ({self.kv_capacity_tokens}) or kv_capacity_GiB, not both")
+        return self
+
 
 class ClientSpec(Spec):
     name: str = "llm"
@@ -465,19 +483,23 @@ class ClientSpec(Spec):
     mla_prefill: Literal["expanded", "absorbed"] = Field(default="expanded", description="MLA prefill form: per-head K/V rebuilt from the latent (what engines run) or the absorbed decode form")
     mist_memo: bool = Field(default=False, description="GenZ compat: reuse a step time for a batch with the same "
                             "token count and total KV as an earlier one, as MIST's 'exact' memo does")
+    calibration: str | None = Field(default=None, description="calibration TOML to take engine efficiencies and step "
+                                    "corrections from (default data/calibration.toml)")
 
     @model_validator(mode="before")
     @classmethod
     def _calibrated(cls, data):
-        """A client that names its engine gets the efficiencies fitted for (device, engine) in
-        data/calibration.toml (MODEL.md §2.2) unless it sets ``efficiency`` itself."""
-        if isinstance(data, dict) and data.get("engine") and "efficiency" not in data:
-            from .calibration import calibrated_efficiency
-            dev = data.get("device")
-            name = dev if isinstance(dev, str) else (dev.get("preset") or dev.get("name")) if isinstance(dev, dict) else None
-            eff = calibrated_efficiency(name, data["engine"]) if name else None
-            if eff is not None:
-                data = {**data, "efficiency": eff}
+        """A client that names its engine (or a calibration file) gets the efficiencies fitted for
+        (device, engine) and the step correction of its exact configuration from that calibration
+        (MODEL.md §2.2) unless it sets ``efficiency`` / ``step_correction`` itself; an unknown engine
+        name is an error listing the known families (mistfast.calibration_store.client_calibration)."""
+        if isinstance(data, dict) and (data.get("engine") or data.get("calibration")):
+            from .calibration_store import CalibrationError, client_calibration
+            try:
+                data = {**data, **client_calibration(data)}
+            except CalibrationError as exc:
+                which = "calibration" if str(exc).startswith("calibration file") else "engine"
+                raise field_error(which, data.get(which), str(exc)) from None
         return data
 
     @model_validator(mode="before")
@@ -628,10 +650,14 @@ class ClientSpec(Spec):
     def kv_capacity_tokens(self) -> int:
         """KV tokens one engine can hold: floor((f·(M − W − R) − window reserve)/kv_bytes_per_token_device)."""
         s = self.scheduler
+        if s.kv_capacity_tokens is not None:
+            return int(s.kv_capacity_tokens)
         free = s.kv_memory_fraction * (self.device.memory_GiB * GiB - self.weight_bytes_device()
                                        - s.reserved_memory_GiB * GiB)
         if self.model.sliding_window:
             free -= self.window_kv_reserve_bytes_device()
+        if s.kv_capacity_GiB is not None:
+            free = s.kv_capacity_GiB * GiB
         per_tok = self.kv_bytes_per_token_device()
         if per_tok == 0:
             return 2**62 if free > 0 else 0
@@ -1044,6 +1070,18 @@ class ScenarioSpec(Spec):
             raise field_errors(problems)
         return self
 
+    calibration: str | None = Field(default=None, description="calibration TOML for every client that names none")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scenario_calibration(cls, data):
+        """``calibration = "path.toml"`` at the top level applies to every client without its own."""
+        if isinstance(data, dict) and data.get("calibration") and isinstance(data.get("clients"), list):
+            cal = data["calibration"]
+            data = {**data, "clients": [({**c, "calibration": cal} if isinstance(c, dict) and "calibration" not in c
+                                         else c) for c in data["clients"]]}
+        return data
+
     @property
     def is_pipeline(self) -> bool:
         """Several clients, servers or explicit pipelines: the multi-client path."""
@@ -1281,9 +1319,23 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     doc = resolve_spec_paths(load_toml(path), Path(path).parent)
     doc.pop("sweep", None)
     doc = doc.get("scenario", doc)
+    doc = _calibration_paths_relative_to(doc, Path(path).parent)
     for k, v in (overrides or {}).items():
         doc = set_path(deep_merge(DEFAULT_SCENARIO, doc), k, v)
     return parse_scenario(doc)
+
+
+def _calibration_paths_relative_to(doc: dict, folder: Path) -> dict:
+    """``calibration`` paths in a scenario file are relative to that file."""
+    def fix(v):
+        return str(folder / v) if isinstance(v, str) and v and not Path(v).expanduser().is_absolute() else v
+    out = dict(doc)
+    if "calibration" in out:
+        out["calibration"] = fix(out["calibration"])
+    if isinstance(out.get("clients"), list):
+        out["clients"] = [({**c, "calibration": fix(c["calibration"])} if isinstance(c, dict) and "calibration" in c
+                           else c) for c in out["clients"]]
+    return out
 
 
 def make_client(model: str | dict = "llama-3.1-8b", device: str | dict = "H100", **fields) -> ClientSpec:

@@ -131,6 +131,8 @@ def client_params(client: ClientSpec) -> np.ndarray:
         prm[K.P_CORR_LOGT:K.P_CORR_LOGT + nk] = np.log(corr.tokens)
         prm[K.P_CORR_PF:K.P_CORR_PF + nk] = corr.prefill
         prm[K.P_CORR_DEC:K.P_CORR_DEC + nk] = corr.decode
+        prm[K.P_CORR_ATTN_PF:K.P_CORR_ATTN_PF + nk] = corr.attention_prefill or corr.prefill
+        prm[K.P_CORR_ATTN_DEC:K.P_CORR_ATTN_DEC + nk] = corr.attention_decode or corr.decode
     return prm
 
 

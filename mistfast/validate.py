@@ -66,7 +66,15 @@ RUN_METRICS = {
     "e2e_ms": ("e2e_mean_ms", False, False), "e2e_mean_ms": ("e2e_mean_ms", False, False),
     "e2e_p50_ms": ("e2e_p50_ms", False, False), "e2e_p90_ms": ("e2e_p90_ms", False, False),
     "e2e_p99_ms": ("e2e_p99_ms", False, False),
+    # aliases used by public result tables
+    "requests_s": ("request_throughput_rps", True, False), "request_throughput": ("request_throughput_rps", True, False),
+    "tpot_p50": ("tpot_p50_ms", False, False),
+    "itl_ms": ("tpot_mean_ms", False, False), "itl_mean_ms": ("tpot_mean_ms", False, False),   # inter-token latency
+    "itl_p50_ms": ("tpot_p50_ms", False, False), "itl_p99_ms": ("tpot_p99_ms", False, False),  # = TPOT without speculation
+    # $ per 1M tokens from the predicted throughput and the catalog price per device-hour
+    "usd_per_1m_output_tokens": ("output_tok_s", False, False), "usd_per_1m_tokens": ("total_tok_s", False, False),
 }
+COST_METRICS = ("usd_per_1m_output_tokens", "usd_per_1m_tokens")
 STEP_ROW_METRICS = ("prefill_ms", "decode_step_ms", "ttft_ms")
 
 
@@ -147,6 +155,9 @@ class RowPlan:
     value_key: str = ""
     rate_like: bool = True
     per_device: bool = False
+    price_usd_per_hour: float = 0.0    # cost metrics ($ per 1M tokens)
+    source_doc: str = ""               # the measurement's source repository / document (--cv)
+    source_text: str = ""
     isl: int = 0
     osl: int = 0
     n_requests_measured: int = 0
@@ -215,8 +226,50 @@ def _dataset_preset(plan: RowPlan, r: Mapping) -> dict:
     return {"name": plan.dataset, "input_len": plan.isl, "output_len": plan.osl}
 
 
+def _closed_loop_requests(wl: str, n_meas: int, concurrency: int) -> int:
+    """Requests to simulate for a fixed-concurrency row: the measured count, else ``k`` x the
+    concurrency when the workload says ``num-prompts Kx concurrency``, else 20x (at least 200)."""
+    k = re.search(r"(?:num[-_ ]prompts\s+|~)(\d+)\s*x\s*concurrency", wl)
+    if k:
+        return min(max(n_meas, int(k.group(1)) * concurrency, 100), MAX_SIM_REQUESTS)
+    return min(max(n_meas, 20 * concurrency, 200), MAX_SIM_REQUESTS)
+
+
+def source_document(source: Any, level: str = "source") -> str:
+    """The source a ``source`` cell names, for leave-one-source-out. ``level="source"``: a GitHub
+    reference ``github:owner/repo@commit:path`` -> ``github:owner/repo`` (one repository = one
+    source); ``level="document"``: -> ``github:owner/repo:path`` (each file apart, commit
+    dropped). A URL -> scheme, host and path (no query, fragment or trailing note); other text ->
+    its first 80 characters."""
+    t = _txt(source)
+    t = re.split(r"\s+\(|;\s", t, maxsplit=1)[0].strip()
+    m = re.match(r"github:([^@:\s]+/[^@:\s]+)(?:@[^:\s]*)?(?::(\S+))?", t)
+    if m:
+        if level == "document" and m.group(2):
+            return f"github:{m.group(1)}:{m.group(2)}"
+        return f"github:{m.group(1)}"
+    m = re.match(r"(https?://)([^/?#\s]+)([^?#\s]*)", t)
+    if m:  # a web site is one publisher; its pages are documents
+        return (m.group(1) + m.group(2) + m.group(3)).rstrip("/") if level == "document" else m.group(1) + m.group(2)
+    return t[:80]
+
+
 def plan_row(r: Mapping) -> RowPlan:
-    """How to predict one measurement row (or why it cannot be)."""
+    """How to predict one measurement row (or why it cannot be); never raises: an unexpected
+    failure becomes an ``unsupported`` row with the reason."""
+    try:
+        plan = _plan_row(r)
+    except Exception as exc:  # keep going: one odd row must not stop a validation run
+        plan = RowPlan(id=_txt(r.get("id")), model_text=_txt(r.get("model")), hardware_text=_txt(r.get("hardware")),
+                       engine_text=_txt(r.get("engine")), metric=_txt(r.get("metric")),
+                       measured=C._num(r.get("value"), float("nan")), group=group_of(r))
+        plan.unsupported(f"row could not be planned: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+    plan.source_text = _txt(r.get("source"))
+    plan.source_doc = source_document(plan.source_text)
+    return plan
+
+
+def _plan_row(r: Mapping) -> RowPlan:
     metric = _txt(r.get("metric"))
     plan = RowPlan(id=_txt(r.get("id")), model_text=_txt(r.get("model")), hardware_text=_txt(r.get("hardware")),
                    engine_text=_txt(r.get("engine")), metric=metric, measured=C._num(r.get("value"), float("nan")),
@@ -233,7 +286,9 @@ def plan_row(r: Mapping) -> RowPlan:
     if prec is None:
         return plan.unsupported(f"precision {r.get('precision')!r} not recognised")
     plan.precision = C.precision_key(prec)
-    plan.engine = C.engine_family(r.get("engine"), r.get("engine_version"))
+    fam_col = _txt(r.get("engine_family"))
+    plan.engine = C.engine_family(fam_col) if fam_col and fam_col != "other" else \
+        C.engine_family(r.get("engine"), r.get("engine_version"))
     plan.tp = _int(r.get("tp"), 1) or 1
     plan.pp = _int(r.get("pp"), 1) or 1
     n_acc = _int(r.get("num_accel"), None)
@@ -255,6 +310,8 @@ def plan_row(r: Mapping) -> RowPlan:
     if why_not:
         return plan.unsupported(why_not)
     if plan.isl < 1:
+        if _txt(r.get("dataset")):
+            return plan.unsupported(f"dataset {_txt(r.get('dataset'))!r} gives no lengths here and the row has no isl")
         return plan.unsupported("no input length (isl)")
 
     # ---- single steps --------------------------------------------------------------------------
@@ -282,6 +339,13 @@ def plan_row(r: Mapping) -> RowPlan:
     if plan.osl < 1:
         return plan.unsupported("no output length (osl)")
     plan.value_key, plan.rate_like, plan.per_device = RUN_METRICS[metric]
+    if metric in COST_METRICS:
+        price = C._num(r.get("price_usd_per_hour"), None) or C._client_cached(
+            plan.model, plan.device, plan.tp, plan.pp, plan.precision).device.price_usd_per_hour
+        if not price or not (price > 0):
+            return plan.unsupported(f"metric {metric!r} needs a device price: {plan.device} has none in the catalog "
+                                    "and the row gives no price_usd_per_hour")
+        plan.price_usd_per_hour = float(price)
     client = C._client_cached(plan.model, plan.device, plan.tp, plan.pp, plan.precision)
     m = re.search(r"\(([\d,]+)\s*requests?\)", rr_txt)
     n_meas = int(m.group(1).replace(",", "")) if m else 0
@@ -299,7 +363,12 @@ def plan_row(r: Mapping) -> RowPlan:
         sched = {"batching": "static", "max_batch_size": batch,
                  "max_batched_tokens": max(batch * plan.isl, plan.isl, 8192)}
         workload["arrival"] = {"process": "offline"}
-    elif "offline" in wl or rr_txt.startswith("inf"):
+    elif ("concurren" in wl or "closed" in wl or "closed" in rr_txt) and batch is not None:
+        plan.workload_kind = "closed loop"
+        n = _closed_loop_requests(wl, n_meas, batch)
+        sched = offline_scheduler(plan.engine, client, plan.isl, plan.osl)
+        workload["arrival"] = {"process": "closed_loop", "concurrency": batch}
+    elif "offline" in wl or rr_txt.startswith("inf") or rr_txt.startswith("offline"):
         plan.workload_kind = "offline"
         n = min(n_meas or DEFAULT_OFFLINE_REQUESTS, MAX_SIM_REQUESTS)
         sched = offline_scheduler(plan.engine, client, plan.isl, plan.osl)
@@ -310,7 +379,7 @@ def plan_row(r: Mapping) -> RowPlan:
         if batch is None:
             return plan.unsupported(f"fixed-concurrency run without a concurrency ({bc_txt!r})")
         plan.workload_kind = "closed loop"
-        n = min(max(n_meas, 20 * batch, 200), MAX_SIM_REQUESTS)
+        n = _closed_loop_requests(wl, n_meas, batch)
         sched = offline_scheduler(plan.engine, client, plan.isl, plan.osl)
         workload["arrival"] = {"process": "closed_loop", "concurrency": batch}
     elif rate is not None and math.isfinite(rate) and rate > 0:
@@ -322,6 +391,12 @@ def plan_row(r: Mapping) -> RowPlan:
         return plan.unsupported(f"workload {r.get('workload')!r} with request rate {r.get('request_rate')!r} "
                                 "is not a recognised kind (offline, static batch, fixed concurrency, Poisson rate)")
     plan.kind = "run"
+    rr = re.search(r"random[-_ ]range[-_ ]ratio[ =]*([0-9.]+)", wl)
+    if rr and not plan.dataset and "input" in workload and 0.0 < float(rr.group(1)) < 1.0:
+        # benchmark_serving's random prompts (SGLang, vLLM before 0.9): lengths uniform in [ratio*L, L]
+        lo = float(rr.group(1))
+        workload["input"] = {"dist": "uniform", "low": max(1, int(lo * plan.isl)), "high": plan.isl}
+        workload["output"] = {"dist": "uniform", "low": max(1, int(lo * plan.osl)), "high": plan.osl}
     notes = _txt(r.get("notes")).lower()
     if plan.n_devices > 1 and not plan.per_device and plan.rate_like and re.search(
             r"per[- ]gpu or total|total or per[- ]gpu|per[- ]gpu.{0,40}not stated|ambiguous", notes):
@@ -329,8 +404,11 @@ def plan_row(r: Mapping) -> RowPlan:
         plan.reason = (f"the source does not say whether this throughput is per GPU or for all {plan.n_devices} "
                        "GPUs: predicted as labelled (total), excluded from fitting and from the error statistics")
     plan.n_requests_measured = n_meas or n
-    plan.n_requests_sim = n * plan.dp
-    workload["num_requests"] = n * plan.dp
+    # data-parallel replicas: closed-loop users and offline batches are per replica; a Poisson
+    # rate is the whole system's, so its request count (from the rate) is already global
+    total = n if plan.workload_kind == "poisson" else n * plan.dp
+    plan.n_requests_sim = total
+    workload["num_requests"] = total
     plan.scenario = {
         "clients": [{"model": plan.model, "device": plan.device, "tp": plan.tp, "pp": plan.pp, "dp": plan.dp,
                      "precision": dict(zip(("weights", "compute", "kv", "activations"), plan.precision.split("/"))),
@@ -398,8 +476,7 @@ def _predict_runs(plans: list[RowPlan], points: list, clients: list) -> tuple[np
     outside = np.asarray(res["summary"].get("steps_outside_calibration", np.zeros(len(pts))), dtype=float)
     for q, p in enumerate(plans):
         s = C._run_summary(res, q)
-        v = float(s[p.value_key])
-        out[q] = v / p.n_devices if p.per_device else v
+        out[q] = plan_value(p, s)
         _note_unfinished(p, s)
     return out, outside
 
@@ -415,14 +492,22 @@ def _predict_steps(plans: list[RowPlan], clients: list) -> tuple[np.ndarray, np.
     return out, flag
 
 
-def _run_observation(p: RowPlan, point) -> C.RunObservation:
-    key, per_dev, nd = p.value_key, p.per_device, p.n_devices
+def plan_value(p: RowPlan, summary: Mapping) -> float:
+    """The row's metric from a run summary: per device when the metric says so; $ per 1M tokens
+    = price per device-hour x devices / (tokens/s x 3600) x 1e6."""
+    v = float(summary[p.value_key])
+    if p.metric in COST_METRICS:
+        return p.price_usd_per_hour * p.n_devices / (v * 3600.0) * 1e6 if v > 0 else float("inf")
+    return v / p.n_devices if p.per_device else v
 
-    def value_of(s, key=key, per_dev=per_dev, nd=nd):
-        v = float(s[key])
-        return v / nd if per_dev else v
+
+def _run_observation(p: RowPlan, point) -> C.RunObservation:
+    def value_of(s, p=p):
+        return plan_value(p, s)
+    import json
     return C.RunObservation(id=p.id, device=p.device, engine=p.engine, point=point, measured=p.measured,
-                            value_of=value_of, rate_like=p.rate_like, group=p.group, isl=p.isl, osl=p.osl)
+                            value_of=value_of, rate_like=p.rate_like, group=p.group, isl=p.isl, osl=p.osl,
+                            share_key=json.dumps(p.scenario, sort_keys=True, default=str))
 
 
 def _step_observation(p: RowPlan) -> C.StepObservation:
@@ -439,6 +524,9 @@ def _stats(err: pd.Series) -> tuple[int, float, float]:
     return len(e), float(np.median(e)), float(np.percentile(e, 90))
 
 
+EVAL_SPLITS = ("test", "cv", "shipped", "file")   # rows whose calibrated error is an out-of-fit estimate
+
+
 def error_table(rep: pd.DataFrame, by: str) -> pd.DataFrame:
     """Per value of ``by``: n and median / p90 absolute relative error of the analytical model (all
     rows and test rows) and of the calibrated model (test rows, and train rows for reference)."""
@@ -446,7 +534,7 @@ def error_table(rep: pd.DataFrame, by: str) -> pd.DataFrame:
     rows = []
     for key, g in ok.groupby(by, sort=True):
         n_all, med_u, p90_u = _stats(g.rel_error)
-        t = g[g.split == "test"]
+        t = g[g.split.isin(EVAL_SPLITS)]
         tr = g[g.split == "train"]
         n_t, med_ut, p90_ut = _stats(t.rel_error)
         _, med_ct, p90_ct = _stats(t.rel_error_calibrated) if "rel_error_calibrated" in g else (0, np.nan, np.nan)
@@ -474,27 +562,132 @@ def _md_table(df: pd.DataFrame, by: str) -> str:
 
 
 # ============================================================================ main entry
-def validate(measurements_csv: str | Path, out_dir: str | Path, *, calibrate: bool = True,
-             test_fraction: float = 0.3, seed: int = 0, write_catalog: str | Path | None = None,
+CALIBRATION_MODES = ("shipped", "fit", "none")
+CV_MODES = ("source", "document")
+
+
+def read_measurements(paths) -> pd.DataFrame:
+    """One table from one or several measurement CSVs (columns of ../shared/calibration/measurements.csv,
+    optional ``group``, ``dataset``, ``engine_family``, ``price_usd_per_hour``); ids are made unique
+    by prefixing the file stem when files collide."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    frames = []
+    for path in paths:
+        p = Path(path)
+        if not p.exists():
+            raise C.CalibrationError(f"measurements file {str(path)!r} not found")
+        df = pd.read_csv(p)
+        if "metric" not in df.columns or "value" not in df.columns:
+            raise C.CalibrationError(f"{path}: needs at least the columns metric and value")
+        if "id" not in df.columns:
+            df["id"] = [f"row{i + 1}" for i in range(len(df))]
+        df["id"] = df["id"].astype(str)
+        df["measurements_file"] = str(path)
+        frames.append(df)
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    if df["id"].duplicated().any():
+        df["id"] = [f"{Path(f).stem}:{i}" for f, i in zip(df["measurements_file"], df["id"])]
+    return df
+
+
+def _resolve_mode(calibrate: bool, calibration) -> tuple[str, Path | None]:
+    """(mode, calibration file) from the ``calibration`` argument: shipped | fit | none | a path."""
+    if calibration is None:
+        return ("fit" if calibrate else "none"), None
+    c = str(calibration)
+    if c in ("fit", "none"):
+        return c, None
+    if c == "shipped":
+        return "shipped", C.calibration_path()
+    p = Path(c).expanduser()
+    if not p.exists():
+        raise C.CalibrationError(f"--calibration {c!r}: not one of {', '.join(CALIBRATION_MODES)} and no such file")
+    return "file", p
+
+
+def _live_points(runs: list[RowPlan]) -> tuple[list[RowPlan], list]:
+    """Scenario points of the run rows; a row whose scenario does not validate becomes unsupported."""
+    from .scenario import scenario_point
+    from .specs import parse_scenario
+    keep, pts = [], []
+    for p in runs:
+        try:
+            pts.append(scenario_point(parse_scenario(p.scenario)))
+            keep.append(p)
+        except Exception as exc:  # a row's own configuration problem: report, keep going
+            p.unsupported(f"scenario not representable: {str(exc).splitlines()[-1].strip()[:200]}")
+    return keep, pts
+
+
+def _stored_client(base, p: RowPlan, path: Path) -> tuple[Any, str]:
+    """What a user gets from a stored calibration for this row's client: the (device, engine)
+    efficiency with its fallbacks (no engine -> the pooled current engines) and the step
+    correction of exactly this configuration."""
+    cal = C.load_calibration(path)
+    eff, used = cal.efficiency_for(p.device, p.engine)
+    corr = cal.corrections.get(p.client_key)
+    if eff is None and corr is None:
+        return base, "default"
+    return C.with_efficiency(base, eff, corr, source=f"{path.name} [{used}]"), used + ("+correction" if corr else "")
+
+
+def _predict_with(cal_client, steps, base_step, runs, points):
+    """Predictions (id -> value), calibration used (id -> text) and out-of-range flags of every
+    step and run row, with clients made by ``cal_client(base_client, plan)``."""
+    pred, used, outside = {}, {}, {}
+    cs = []
+    for p, b in zip(steps, base_step):
+        c, u = cal_client(b, p)
+        cs.append(c)
+        used[p.id] = u
+    v, fl = _predict_steps(steps, cs)
+    pred.update(zip((p.id for p in steps), v))
+    outside.update(zip((p.id for p in steps), fl))
+    cr = []
+    for p, pt in zip(runs, points):
+        c, u = cal_client(pt.client, p)
+        cr.append(c)
+        used[p.id] = u
+    v, fl = _predict_runs(runs, points, cr)
+    pred.update(zip((p.id for p in runs), v))
+    outside.update(zip((p.id for p in runs), fl))
+    return pred, used, outside
+
+
+def validate(measurements_csv, out_dir: str | Path, *, calibrate: bool = True, calibration: str | Path | None = None,
+             cv: str | None = None, test_fraction: float = 0.3, seed: int = 0, write_catalog: str | Path | None = None,
              plot: bool = True) -> pd.DataFrame:
-    """Predict every row of ``measurements_csv``; write ``report.csv``, ``report.md``,
-    ``predicted_vs_measured.png`` (and, when calibrating, ``calibration.toml``) into ``out_dir``.
-    Returns the report table (one row per input row, unsupported ones included)."""
+    """Predict every row of ``measurements_csv`` (a path or a list of paths); write ``report.csv``,
+    ``report.md``, ``predicted_vs_measured.png`` (and, when fitting, ``calibration.toml``) into
+    ``out_dir``. Returns the report table (one row per input row, unsupported ones included).
+
+    ``calibration``: ``"shipped"`` — data/calibration.toml exactly as a client gets it (no refit
+    on the validated rows); a file path — the same with that file; ``"fit"`` — fit on a train
+    split of the rows and report the held-out split; ``"none"`` — the analytical model only
+    (default: ``"fit"`` when ``calibrate`` else ``"none"``). ``cv="source"``: leave-one-source-out
+    cross-validation — for each source document/repository (:func:`source_document`) the
+    calibration is fitted (as the shipped one is) on all other sources' rows and predicts the
+    held-out source's rows; every row is predicted once, by a fit that never saw its source."""
     t_start = time.time()
+    mode, cal_path = _resolve_mode(calibrate, calibration)
+    if cv is not None and cv not in CV_MODES:
+        raise C.CalibrationError(f"--cv {cv!r}: allowed: {', '.join(CV_MODES)}")
+    fitting = mode == "fit" or cv is not None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    df = pd.read_csv(measurements_csv)
-    if "metric" not in df.columns or "value" not in df.columns:
-        raise C.CalibrationError(f"{measurements_csv}: needs at least the columns metric and value")
-    if "id" not in df.columns:
-        df["id"] = [f"row{i + 1}" for i in range(len(df))]
+    df = read_measurements(measurements_csv)
     plans = [plan_row(r) for r in df.to_dict("records")]
-    split = split_groups(plans, test_fraction, seed) if calibrate else {}
     live = [p for p in plans if p.status in ("ok", "ambiguous")]
     steps = [p for p in live if p.kind == "step"]
-    runs = [p for p in live if p.kind == "run"]
+    runs, points = _live_points([p for p in live if p.kind == "run"])
+    if cv is not None:
+        split = {}
+    elif mode == "fit":
+        split = split_groups(plans, test_fraction, seed)
+    else:
+        split = {}
     base_step = [C._client_cached(p.model, p.device, p.tp, p.pp, p.precision) for p in steps]
-    points = _points(runs)
 
     pred_u = {}
     v, _ = _predict_steps(steps, base_step)
@@ -502,7 +695,8 @@ def validate(measurements_csv: str | Path, out_dir: str | Path, *, calibrate: bo
     # one logged pass with the analytical clients: the uncalibrated predictions, and the batch
     # sequences the efficiency fit re-costs
     run_obs = [_run_observation(p, pt) for p, pt in zip(runs, points)]
-    C.prepare_runs(run_obs)
+    if run_obs:
+        C.prepare_runs(run_obs)
     for p, ro in zip(runs, run_obs):
         pred_u[p.id] = ro.ref_value
         _note_unfinished(p, ro.ref_summary)
@@ -510,44 +704,75 @@ def validate(measurements_csv: str | Path, out_dir: str | Path, *, calibrate: bo
     pred_c: dict[str, float] = {}
     used: dict[str, str] = {}
     outside: dict[str, float] = {}
+    row_split: dict[str, str] = {}
     cal = None
     fit_warnings: list[str] = []
-    if calibrate:
-        train = lambda p: p.status == "ok" and split.get(p.group) == "train"  # noqa: E731
-        train_steps = [_step_observation(p) for p in steps if train(p)]
-        train_runs = [ro for p, ro in zip(runs, run_obs) if train(p)]
-        t_fit = time.time()
+    obs_of = {p.id: _step_observation(p) for p in steps if p.status == "ok"}
+    # TTFT of a loaded run is mostly queueing behind the engine's own scheduling choices; fitting
+    # step efficiencies to it would distort every other prediction, so such rows are validated
+    # but not fitted (single-step TTFT rows are fitted)
+    ro_of = {p.id: ro for p, ro in zip(runs, run_obs) if p.status == "ok" and not p.metric.startswith("ttft")}
+
+    def fit_on(keep) -> C.Calibration:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            cal = C.calibrate(train_steps, train_runs)
-        fit_warnings = sorted({str(w.message) for w in caught})
+            c = C.calibrate([o for i, o in obs_of.items() if keep(i)], [r for i, r in ro_of.items() if keep(i)])
+        fit_warnings.extend(str(w.message) for w in caught)
+        return c
+
+    def from_cal(c: C.Calibration, corrections_for_runs: bool = True):
+        # "fit" mode keeps its historical rule (step corrections for single-step rows only); the
+        # shipped procedure applies a stored correction to every client of that configuration
+        def make(base, p):
+            use_key = p.kind == "step" or corrections_for_runs
+            return c.client(base, p.device, p.engine, p.client_key if use_key else None)
+        return make
+
+    t_fit = time.time()
+    if cv is not None:
+        if cv == "document":
+            for p in plans:
+                p.source_doc = source_document(p.source_text, "document")
+        folds: dict[str, list[RowPlan]] = {}
+        for p in steps + runs:
+            folds.setdefault(p.source_doc, []).append(p)
+        docs = {p.id: p.source_doc for p in plans}
+        for doc, members in sorted(folds.items()):
+            c = fit_on(lambda i, doc=doc: docs.get(i) != doc)
+            f_steps = [p for p in steps if p.source_doc == doc]
+            f_base = [b for p, b in zip(steps, base_step) if p.source_doc == doc]
+            f_runs = [(p, pt) for p, pt in zip(runs, points) if p.source_doc == doc]
+            pr, us, ou = _predict_with(from_cal(c), f_steps, f_base, [p for p, _ in f_runs], [pt for _, pt in f_runs])
+            pred_c.update(pr)
+            used.update(us)
+            outside.update(ou)
+            for p in members:
+                row_split[p.id] = "cv"
+        cal = fit_on(lambda i: True)   # the fit on every source: what would be shipped
+    elif mode == "fit":
+        group_of_id = {p.id: p.group for p in plans}
+        cal = fit_on(lambda i: split.get(group_of_id.get(i)) == "train")
+        pr, us, ou = _predict_with(from_cal(cal, corrections_for_runs=False), steps, base_step, runs, points)
+        pred_c.update(pr), used.update(us), outside.update(ou)
+        for p in steps + runs:
+            row_split[p.id] = split.get(p.group, "")
+    elif mode in ("shipped", "file"):
+        pr, us, ou = _predict_with(lambda b, p: _stored_client(b, p, cal_path), steps, base_step, runs, points)
+        pred_c.update(pr), used.update(us), outside.update(ou)
+        for p in steps + runs:
+            row_split[p.id] = "shipped" if mode == "shipped" else "file"
+    if cal is not None:
         cal.provenance.update({
-            "measurements": str(measurements_csv),
-            "measurements_sha256": hashlib.sha256(Path(measurements_csv).read_bytes()).hexdigest()[:16],
-            "split": f"by measurement group, stratified by metric, test_fraction={test_fraction}, seed={seed}",
-            "command": f"python -m mistfast.validate {measurements_csv} {out_dir} --seed {seed} "
-                       f"--test-fraction {test_fraction}" + (f" --write-catalog {write_catalog}" if write_catalog else ""),
+            "measurements": ", ".join(str(x) for x in ([measurements_csv] if isinstance(measurements_csv, (str, Path))
+                                                       else measurements_csv)),
+            "measurements_sha256": _sha_of(measurements_csv),
+            "split": (f"by measurement group, stratified by metric, test_fraction={test_fraction}, seed={seed}"
+                      if cv is None else f"fitted on every row (leave-one-{cv}-out errors in the report)"),
+            "command": _command_line(measurements_csv, out_dir, mode, cal_path, cv, seed, test_fraction, write_catalog),
             "date": time.strftime("%Y-%m-%d"),
             "fit_seconds": round(time.time() - t_fit, 1),
         })
-        cs = []
-        for p, b in zip(steps, base_step):
-            c, u = cal.client(b, p.device, p.engine, p.client_key)
-            cs.append(c)
-            used[p.id] = u
-        v, fl = _predict_steps(steps, cs)
-        pred_c.update(zip((p.id for p in steps), v))
-        outside.update(zip((p.id for p in steps), fl))
-        cr = []
-        for p, pt in zip(runs, points):
-            # whole runs use the fitted efficiencies only: the step corrections describe the
-            # single-step batch shapes they were fitted on (see docs/calibration.md)
-            c, u = cal.client(pt.client, p.device, p.engine, None)
-            cr.append(c)
-            used[p.id] = u
-        v, fl = _predict_runs(runs, points, cr)
-        pred_c.update(zip((p.id for p in runs), v))
-        outside.update(zip((p.id for p in runs), fl))
+    fit_warnings = sorted(set(fit_warnings))
 
     for p in plans:
         if p.status == "ambiguous" and p.id in pred_u:
@@ -570,31 +795,52 @@ def validate(measurements_csv: str | Path, out_dir: str | Path, *, calibrate: bo
             "rel_error": (pu - p.measured) / p.measured if np.isfinite(pu) else np.nan,
             "predicted_calibrated": pc,
             "rel_error_calibrated": (pc - p.measured) / p.measured if np.isfinite(pc) else np.nan,
-            "split": split.get(p.group, "") if p.status == "ok" else "",
+            "split": row_split.get(p.id, "") if p.status == "ok" else "",
             "status": p.status, "reason": reason,
             "model_preset": p.model, "device": p.device, "engine_family": p.engine, "tp": p.tp, "pp": p.pp,
             "precision_used": p.precision, "prediction_kind": p.workload_kind, "group": p.group,
+            "source_document": p.source_doc,
             "simulated_requests": p.n_requests_sim if p.kind == "run" else 0,
             "calibration_used": used.get(p.id, ""),
         })
     rep = pd.DataFrame(rows)
     rep.to_csv(out / "report.csv", index=False)
-    if calibrate and cal is not None:
+    if cal is not None:
         errs = {}
         okr = rep[rep.status == "ok"]
         for (dev, eng), g in okr.groupby(["device", "engine_family"]):
-            for sp in ("train", "test"):
+            for sp in ("train", "test", "cv"):
                 e = g[g.split == sp].rel_error_calibrated.abs().dropna()
-                errs.setdefault((dev, eng), {})[f"{sp}_rows_calibrated_median_abs_rel_err"] = \
-                    float(np.median(e)) if len(e) else float("nan")
-            errs[(dev, eng)]["test_rows"] = sorted(g[g.split == "test"].id)
+                if len(e):
+                    errs.setdefault((dev, eng), {})[f"{sp}_rows_calibrated_median_abs_rel_err"] = float(np.median(e))
+            if (g.split == "test").any():
+                errs.setdefault((dev, eng), {})["test_rows"] = sorted(g[g.split == "test"].id)
         C.write_calibration_toml(cal, out / "calibration.toml", errors=errs, header=_toml_header())
         if write_catalog:
             C.write_calibration_toml(cal, write_catalog, errors=errs, header=_toml_header())
     note = _plot(rep, out / "predicted_vs_measured.png") if plot else "plot skipped"
-    _write_md(rep, cal, out / "report.md", calibrate, note, time.time() - t_start, measurements_csv,
-              test_fraction, seed, fit_warnings)
+    _write_md(rep, cal, out / "report.md", mode, note, time.time() - t_start, measurements_csv,
+              test_fraction, seed, fit_warnings, cv=cv, cal_path=cal_path)
     return rep
+
+
+def _sha_of(paths) -> str:
+    h = hashlib.sha256()
+    for pth in ([paths] if isinstance(paths, (str, Path)) else paths):
+        h.update(Path(pth).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _command_line(csvs, out_dir, mode, cal_path, cv, seed, test_fraction, write_catalog) -> str:
+    files = " ".join(str(x) for x in ([csvs] if isinstance(csvs, (str, Path)) else csvs))
+    cmd = f"mistfast validate {files} -o {out_dir} --calibration {cal_path if mode == 'file' else mode}"
+    if cv:
+        cmd += f" --cv {cv}"
+    if mode == "fit" and not cv:
+        cmd += f" --seed {seed} --test-fraction {test_fraction}"
+    if write_catalog:
+        cmd += f" --write-catalog {write_catalog}"
+    return cmd
 
 
 def _toml_header() -> str:
@@ -602,9 +848,11 @@ def _toml_header() -> str:
             "Written by `python -m mistfast.validate CSV OUT_DIR --write-catalog data/calibration.toml`\n"
             "(mistfast.calibration.write_calibration_toml); read by mistfast.calibration.calibrated_efficiency.\n"
             "[efficiency.DEVICE.ENGINE]: compute = eta_c, memory = eta_m, network = eta_net, op_overhead_us = tau\n"
-            "(MODEL.md §2.1); '*' = pooled over devices or engines (fallback). Fitted on the TRAIN split only;\n"
-            "train_rows / test_rows list the measurement ids; errors are |predicted/measured - 1| of the\n"
-            "calibrated simulator. [step_correction.KEY]: residual factor tables per measured configuration.")
+            "(MODEL.md §2.1); '*' = pooled over devices, 'current' = pooled over vLLM, SGLang and TensorRT-LLM 1.x\n"
+            "(the default of a row or client without an engine). [meta] split says what the fit saw (a train split,\n"
+            "or every row with leave-one-source-out errors reported separately); train_rows list the measurement ids;\n"
+            "errors are |predicted/measured - 1| of the calibrated simulator. [step_correction.KEY]: residual factor\n"
+            "tables per measured configuration (attention_* rows: the attention op's own factor).")
 
 
 def _plot(rep: pd.DataFrame, path: Path) -> str:
@@ -621,14 +869,14 @@ def _plot(rep: pd.DataFrame, path: Path) -> str:
     cmap = plt.get_cmap("tab10")
     panels = [("analytical model (all rows)", "predicted", None)]
     if has_cal:
-        panels.append(("calibrated (filled: test split, faint: train)", "predicted_calibrated", "test"))
+        panels.append(("calibrated (filled: out-of-fit rows, faint: train)", "predicted_calibrated", "test"))
     for ax, (title, col, sp) in zip(axes[0], panels):
         for i, m in enumerate(metrics):
             g = ok[ok.metric == m]
             if sp is None:
                 ax.scatter(g.measured, g[col], s=18, color=cmap(i % 10), label=m)
             else:
-                t, tr = g[g.split == "test"], g[g.split == "train"]
+                t, tr = g[g.split.isin(EVAL_SPLITS)], g[g.split == "train"]
                 ax.scatter(tr.measured, tr[col], s=12, color=cmap(i % 10), alpha=0.25)
                 ax.scatter(t.measured, t[col], s=22, color=cmap(i % 10), label=m)
         vals = pd.concat([ok.measured, ok[col]]).dropna()
@@ -653,27 +901,55 @@ def _plot(rep: pd.DataFrame, path: Path) -> str:
     return f"plot: {path.name}"
 
 
-def _write_md(rep, cal, path, calibrate, note, elapsed, csv_path, test_fraction, seed, fit_warnings=()):
+MODE_TEXT = {
+    "fit": ("*Calibrated*: efficiencies fitted per (device, engine family) on the **train** split (plus step "
+            "corrections per measured configuration); its error is reported on the **test** split, whose "
+            "measurement groups (whole sweeps) were not used for fitting."),
+    "shipped": ("*Calibrated*: the shipped `data/calibration.toml` exactly as a client gets it (efficiency of "
+                "(device, engine family) with its fallbacks, no engine = the pooled fit of current engines, plus "
+                "the step correction of the exact configuration); nothing is refitted on these rows, so rows "
+                "that were used to fit the shipped file are in-sample."),
+    "file": "*Calibrated*: the calibration file given with `--calibration`, exactly as a client gets it.",
+    "cv": ("*Calibrated*: **leave-one-source-out** cross-validation. For each source (publisher, or document with "
+           "`--cv document`) "
+           "the calibration is fitted, as the shipped one is (per (device, engine family) with priors towards "
+           "the pooled fits), on the rows of every **other** source and predicts the held-out source's rows. "
+           "This is the honest estimate of the error on a new engine release, a new chip or a new benchmark."),
+}
+
+
+def _write_md(rep, cal, path, mode, note, elapsed, csv_path, test_fraction, seed, fit_warnings=(), *, cv=None,
+              cal_path=None):
+    if mode is True or mode is False:  # historical signature: calibrate flag
+        mode = "fit" if mode else "none"
     ok = rep[rep.status == "ok"]
     un = rep[rep.status != "ok"]
+    files = csv_path if isinstance(csv_path, (str, Path)) else ", ".join(str(x) for x in csv_path)
+    n_all = len(rep)
+    cov = len(ok) / n_all if n_all else float("nan")
+    key = "cv" if cv else mode
     L = ["# mistfast validation report", "",
-         f"Measurements: `{csv_path}` — {len(rep)} rows: {len(ok)} in the statistics, "
+         f"Measurements: `{files}` — {n_all} rows: {len(ok)} in the statistics (coverage {_pct(cov)}), "
          f"{(rep.status == 'unsupported').sum()} unsupported, {(rep.status == 'ambiguous').sum()} ambiguous. "
          f"Run time {elapsed:.0f} s.", "",
          "Error = |predicted / measured − 1|. *Analytical*: the roofline step model with default "
-         "efficiencies (η_c = η_m = 0.75, τ = 0). *Calibrated*: efficiencies fitted per (device, engine "
-         "family) on the **train** split (plus step corrections per measured configuration); its error is "
-         "reported on the **test** split, whose measurement groups (whole sweeps) were not used for fitting."
-         if calibrate else "Error = |predicted / measured − 1| of the analytical model (no calibration).", ""]
-    if calibrate:
+         "efficiencies (η_c = η_m = 0.75, τ = 0). " + MODE_TEXT.get(key, "No calibration."), ""]
+    if key == "fit":
         L += [f"Split: by measurement group, stratified by metric, test fraction {test_fraction}, seed {seed}: "
               f"{(ok.split == 'train').sum()} train rows, {(ok.split == 'test').sum()} test rows.", ""]
+    if key == "cv":
+        L += [f"Folds: {ok.source_document.nunique()} source documents / repositories.", "",
+              "## Per held-out source", "", _md_table(error_table(rep, "source_document"), "source_document"), ""]
+    if key == "file" and cal_path is not None:
+        L += [f"Calibration file: `{cal_path}`.", ""]
     for by, title in (("metric", "Per metric"), ("device", "Per hardware"), ("engine_family", "Per engine")):
         L += [f"## {title}", "", _md_table(error_table(rep, by), by), ""]
     if cal is not None:
-        L += ["## Fitted efficiencies (train split)", "",
+        L += ["## Fitted efficiencies (" + ("every row" if key == "cv" else "train split") + ")", "",
               "| device | engine | η_c | η_m | τ (µs/op) | step rows | run rows | train median err |", "|---|---|---|---|---|---|---|---|"]
         for (d, e), f in sorted(cal.efficiencies.items(), key=lambda kv: (kv[0][0] == "*", kv[0][1] == "*", kv[0])):
+            if not hasattr(f, "as_efficiency"):
+                continue
             L.append(f"| {d} | {e} | {f.compute:.3f} | {f.memory:.3f} | {f.op_overhead_us:.2f} | {f.n_steps} | "
                      f"{f.n_runs} | {_pct(f.median_abs_rel_err)} |")
         L += ["", f"Step corrections fitted for {len(cal.corrections)} configuration(s) (used for single-step "
@@ -690,9 +966,10 @@ def _write_md(rep, cal, path, calibrate, note, elapsed, csv_path, test_fraction,
                      f"{r.predicted:.4g} | {r.predicted_calibrated:.4g} | {r.reason} |")
     else:
         L.append("None: every row was simulated.")
-    L += ["", "## Worst rows (calibrated test split, else analytical)", ""]
-    col = "rel_error_calibrated" if calibrate else "rel_error"
-    sub = ok[ok.split == "test"] if calibrate else ok
+    L += ["", "## Worst rows (calibrated, out of fit; else analytical)", ""]
+    calibrated = key != "none"
+    col = "rel_error_calibrated" if calibrated else "rel_error"
+    sub = ok[ok.split.isin(EVAL_SPLITS)] if calibrated else ok
     worst = sub.assign(a=sub[col].abs()).sort_values("a", ascending=False).head(10)
     L += ["| id | metric | hardware | model | measured | analytical | calibrated | calibration used |", "|---|---|---|---|---|---|---|---|"]
     for _, r in worst.iterrows():
@@ -718,38 +995,43 @@ def summary_table(rep: pd.DataFrame) -> pd.DataFrame:
 
 
 def main(csv_path, out_dir, calibrate: bool = True, seed: int = 0, write_catalog=None,
-         test_fraction: float = 0.3) -> int:
-    """Run :func:`validate` and print a short per-metric summary; returns 0 on success."""
-    rep = validate(csv_path, out_dir, calibrate=calibrate, seed=seed, write_catalog=write_catalog,
-                   test_fraction=test_fraction)
+         test_fraction: float = 0.3, calibration: str | None = None, cv: str | None = None) -> int:
+    """Run :func:`validate` and print coverage and a per-metric summary; returns 0 on success, 2 on
+    bad input (one line naming the problem)."""
+    try:
+        rep = validate(csv_path, out_dir, calibrate=calibrate, calibration=calibration, cv=cv, seed=seed,
+                       write_catalog=write_catalog, test_fraction=test_fraction)
+    except C.CalibrationError as exc:
+        print(f"error: {exc}")
+        return 2
     t = summary_table(rep)
     n_un = int((rep.status == "unsupported").sum())
     n_amb = int((rep.status == "ambiguous").sum())
-    print(f"{len(rep)} rows: {len(rep) - n_un - n_amb} in the statistics, {n_un} unsupported, {n_amb} ambiguous "
-          f"(see {Path(out_dir) / 'report.md'})")
-    hdr = f"{'metric':<22}{'n':>4}{'median':>9}{'p90':>9}{'n_test':>8}{'test med':>10}{'cal med':>9}{'cal p90':>9}"
-    print("abs. relative error: analytical (all rows) | analytical and calibrated on the test split")
+    n_ok = len(rep) - n_un - n_amb
+    print(f"{len(rep)} rows: {n_ok} in the statistics (coverage {_pct(n_ok / max(len(rep), 1))}), {n_un} unsupported, "
+          f"{n_amb} ambiguous (see {Path(out_dir) / 'report.md'})")
+    if n_un:
+        reasons = rep[rep.status == "unsupported"].reason.str.replace(r"'[^']*'", "'…'", regex=True).value_counts()
+        for why, n in reasons.head(6).items():
+            print(f"  unsupported x{n}: {why[:110]}")
+    mode = f"leave-one-{cv}-out" if cv else (calibration or ("fit, test split" if calibrate else "none"))
+    hdr = f"{'metric':<24}{'n':>5}{'median':>9}{'p90':>9}{'n_eval':>8}{'an. med':>9}{'cal med':>9}{'cal p90':>9}"
+    print(f"abs. relative error: analytical (all rows) | analytical and calibrated ({mode}) on the evaluated rows")
     print(hdr)
     for _, r in t.iterrows():
-        print(f"{r.metric:<22}{r.n:>4}{_pct(r.uncal_median):>9}{_pct(r.uncal_p90):>9}{r.n_test:>8}"
-              f"{_pct(r.uncal_test_median):>10}{_pct(r.cal_test_median):>9}{_pct(r.cal_test_p90):>9}")
+        print(f"{r.metric:<24}{r.n:>5}{_pct(r.uncal_median):>9}{_pct(r.uncal_p90):>9}{r.n_test:>8}"
+              f"{_pct(r.uncal_test_median):>9}{_pct(r.cal_test_median):>9}{_pct(r.cal_test_p90):>9}")
     return 0
 
 
 def _cli(argv=None) -> int:
-    import argparse
-    ap = argparse.ArgumentParser(prog="mistfast validate", description=__doc__.split("\n")[0])
-    ap.add_argument("csv", help="measurements CSV (schema of ../shared/calibration/measurements.csv)")
-    ap.add_argument("out_dir", help="folder for report.csv, report.md, predicted_vs_measured.png")
-    ap.add_argument("--no-calibrate", action="store_true", help="analytical model only")
-    ap.add_argument("--seed", type=int, default=0, help="train/test split seed")
-    ap.add_argument("--test-fraction", type=float, default=0.3,
-                    help="share of rows (whole measurement groups) held out for testing; 0 fits on everything")
-    ap.add_argument("--write-catalog", default=None, help="also write the fitted calibration TOML here "
-                    "(e.g. data/calibration.toml)")
-    a = ap.parse_args(argv)
-    return main(a.csv, a.out_dir, calibrate=not a.no_calibrate, seed=a.seed, write_catalog=a.write_catalog,
-                test_fraction=a.test_fraction)
+    """``python -m mistfast.validate ...`` is the same command as ``mistfast validate ...``."""
+    from .cli import main as cli_main
+    try:
+        cli_main(["validate", *(argv if argv is not None else __import__("sys").argv[1:])], standalone_mode=False)
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
 
 
 if __name__ == "__main__":

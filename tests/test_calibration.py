@@ -362,3 +362,30 @@ def test_client_naming_its_engine_gets_calibrated_efficiency_by_default():
     # an explicit efficiency wins; no engine keeps the analytical defaults
     assert make_client("llama-3.1-70b", "H100", tp=8, engine="trtllm-1", efficiency={"compute": 0.5}).efficiency.compute == 0.5
     assert make_client("llama-3.1-70b", "H100", tp=8).efficiency.compute == 0.75
+
+
+def test_hierarchical_prior_fills_what_a_group_cannot_identify():
+    """(MI300X, vllm) has one decode step only, which says nothing about compute efficiency: with
+    the prior towards the vLLM family fit (made from H100 steps of a 'true' engine with η_c = 0.4)
+    its η_c lands near 0.4 instead of the roofline default 0.75. The pooled current-engine entry
+    exists and is what a row without an engine uses."""
+    eff = {"compute": 0.4, "memory": 0.55, "op_overhead_us": 20.0}
+    h = make_client("llama-3.1-8b", "H100", precision="fp8", efficiency=eff)
+    m = make_client("llama-3.1-8b", "MI300X", precision="fp8", efficiency=eff)
+    obs = []
+    for isl in (256, 1024, 4096, 8192):
+        obs.append(C.StepObservation(model="llama-3.1-8b", device="H100", precision="fp8", engine="vllm",
+                                     prefill=((0, isl),), time_s=step_latency(h, prefill=[(0, isl)]).total_s))
+    for b in (1, 16, 64, 256):
+        for k in (512, 8192):
+            obs.append(C.StepObservation(model="llama-3.1-8b", device="H100", precision="fp8", engine="vllm",
+                                         decode=((1, k),) * b, time_s=step_latency(h, decode=[(1, k)] * b).total_s))
+    obs.append(C.StepObservation(model="llama-3.1-8b", device="MI300X", precision="fp8", engine="vllm",
+                                 decode=((1, 1024),) * 8, time_s=step_latency(m, decode=[(1, 1024)] * 8).total_s))
+    cal = C.calibrate(obs, corrections=False)
+    assert ("*", "current") in cal.efficiencies and ("*", "vllm") in cal.efficiencies
+    assert cal.efficiencies[("H100", "vllm")].compute == pytest.approx(0.4, rel=0.02)
+    assert cal.efficiencies[("MI300X", "vllm")].compute == pytest.approx(0.4, abs=0.05)
+    assert cal.efficiency_for("MI300X", "")[1] == "MI300X/current"
+    flat = C.calibrate(obs, corrections=False, hierarchical=False)
+    assert abs(flat.efficiencies[("MI300X", "vllm")].compute - 0.75) < 0.05   # the old behaviour

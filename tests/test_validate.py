@@ -202,3 +202,113 @@ def test_real_measurements_every_row_reported(tmp_path, monkeypatch):
     assert {"train", "test"} == set(ok.split)
     for f in ("report.csv", "report.md", "calibration.toml"):
         assert (tmp_path / f).exists()
+
+
+# ---------------------------------------------------------------- calibration modes (issue 10 item 4)
+_ROW = dict(engine="vLLM", engine_version="0.8", model="Llama-3.1-8B-Instruct", precision="FP8",
+            hardware="H100-SXM-80GB", num_accel=1, tp=1, pp=1, osl=128, request_rate="", notes="", group="")
+
+
+def _step_rows(source, eff, prefix):
+    """prefill and decode step rows whose values are the analytical model at efficiency ``eff``."""
+    c = make_client("llama-3.1-8b", "H100", precision="fp8", efficiency=eff)
+    rows = []
+    for i, isl in enumerate((256, 1024, 4096)):
+        rows.append(dict(_ROW, id=f"{prefix}p{i}", source=source, workload="single request, prefill", isl=isl,
+                         batch_or_concurrency=1, metric="prefill_ms",
+                         value=step_latency(c, prefill=[(0, isl)]).total_ms))
+    for i, b in enumerate((1, 16, 64)):
+        rows.append(dict(_ROW, id=f"{prefix}d{i}", source=source, workload="decode step", isl=1024,
+                         batch_or_concurrency=b, metric="decode_step_ms",
+                         value=step_latency(c, decode=[(1, 1024 + 64)] * b).total_ms))
+    return rows
+
+
+EFF_A = {"compute": 0.4, "memory": 0.55, "op_overhead_us": 20.0}
+EFF_B = {"compute": 0.6, "memory": 0.8, "op_overhead_us": 5.0}
+
+
+def test_shipped_file_mode_is_what_a_client_gets(tmp_path):
+    """--calibration FILE: each row is predicted by the client a user gets from that file — the
+    (device, engine) efficiency; a row naming no engine gets the pooled current-engine entry."""
+    from mistfast import calibration as C
+    cal = C.Calibration(efficiencies={("H100", "vllm"): dict(EFF_A, network=1.0),
+                                      ("*", "current"): dict(EFF_B, network=1.0)})
+    f = C.write_calibration_toml(cal, tmp_path / "cal.toml")
+    rows = _step_rows("doc-a", EFF_A, "a") + [dict(r, engine="", engine_version="", id="n" + r["id"])
+                                               for r in _step_rows("doc-a", EFF_B, "b")]
+    csv = tmp_path / "m.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    rep = V.validate(csv, tmp_path / "out", calibration=str(f), plot=False)
+    ok = rep[rep.status == "ok"]
+    assert len(ok) == 12 and set(ok.split) == {"file"}
+    # values were made with exactly these efficiencies: the calibrated error vanishes
+    assert ok.rel_error_calibrated.abs().max() < 1e-9
+    assert set(ok[ok.id.str.startswith("n")].calibration_used) == {"*/current"}
+    assert set(ok[~ok.id.str.startswith("n")].calibration_used) == {"H100/vllm"}
+
+
+def test_leave_one_source_out_never_sees_the_held_out_source(tmp_path):
+    """Two sources measured the same configuration with different efficiencies. Under --cv source
+    each source is predicted by a fit on the other one only, so its calibrated predictions are the
+    other source's values (same batch shapes), and its error is their ratio."""
+    rows_a, rows_b = _step_rows("github:x/a@1:f.md", EFF_A, "a"), _step_rows("https://b.example/r.html#t", EFF_B, "b")
+    csv = tmp_path / "m.csv"
+    pd.DataFrame(rows_a + rows_b).to_csv(csv, index=False)
+    rep = V.validate(csv, tmp_path / "out", calibration="shipped", cv="source", plot=False)
+    ok = rep.set_index("id")
+    assert set(ok.split) == {"cv"} and set(ok.source_document) == {"github:x/a", "https://b.example"}
+    for ra, rb in zip(rows_a, rows_b):
+        assert ok.loc[ra["id"], "predicted_calibrated"] == pytest.approx(rb["value"], rel=0.01)
+        assert ok.loc[rb["id"], "predicted_calibrated"] == pytest.approx(ra["value"], rel=0.01)
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "leave-one-source-out" in md and "Per held-out source" in md
+
+
+def test_source_document():
+    assert V.source_document("github:NVIDIA/TensorRT-LLM@00f3:docs/perf.md") == "github:NVIDIA/TensorRT-LLM"
+    assert V.source_document("https://a.com/x/y.html?q=1#t (stored snapshot)") == "https://a.com"
+    assert V.source_document("https://a.com/x/y.html?q=1#t (stored snapshot)", "document") == "https://a.com/x/y.html"
+    assert V.source_document("") == ""
+    assert V.source_document("github:NVIDIA/TensorRT-LLM@00f3:docs/perf.md (table 2)", "document") == \
+        "github:NVIDIA/TensorRT-LLM:docs/perf.md"
+
+
+def test_unrepresentable_rows_say_why_and_the_run_continues(tmp_path):
+    base = dict(_ROW, source="s", workload="online serving, closed loop at fixed max concurrency",
+                isl=512, batch_or_concurrency=4, request_rate="inf (closed loop)")
+    rows = [dict(base, id="ok1", metric="output_tok_s", value=1000.0),
+            dict(base, id="cost", metric="usd_per_1m_output_tokens", value=1.0),
+            dict(base, id="m1", model="gpt-zz-999b", metric="output_tok_s", value=1.0),
+            dict(base, id="d1", isl="", osl="", dataset="nonesuch", metric="output_tok_s", value=1.0),
+            dict(base, id="x1", metric="joules_per_haiku", value=1.0),
+            dict(base, id="h1", hardware="TPU-v99", metric="output_tok_s", value=1.0)]
+    csv = tmp_path / "m.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    rep = V.validate(csv, tmp_path / "out", calibration="none", plot=False).set_index("id")
+    assert list(rep.index) == [r["id"] for r in rows]
+    assert rep.loc["ok1", "status"] == "ok" and rep.loc["ok1", "prediction_kind"] == "closed loop"
+    assert "not in the model catalog" in rep.loc["m1", "reason"]
+    assert "nonesuch" in rep.loc["d1", "reason"] or "isl" in rep.loc["d1", "reason"]
+    assert "metric 'joules_per_haiku' cannot be predicted" in rep.loc["x1", "reason"]
+    assert "not in the device catalog" in rep.loc["h1", "reason"]
+    # $ per 1M output tokens = price per device-hour / (3600 x predicted output tokens/s) x 1e6
+    price = make_client("llama-3.1-8b", "H100").device.price_usd_per_hour
+    assert rep.loc["cost", "predicted"] == pytest.approx(price / (3600 * rep.loc["ok1", "predicted"]) * 1e6, rel=1e-12)
+
+
+def test_cli_validate_modes(tmp_path):
+    from click.testing import CliRunner
+
+    from mistfast.cli import main as cli
+    rows = _step_rows("s", EFF_A, "a")
+    csv = tmp_path / "m.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    r = CliRunner().invoke(cli, ["validate", str(csv), "-o", str(tmp_path / "o"), "--calibration", "shipped"])
+    assert r.exit_code == 0, r.output
+    assert "coverage 100.0 %" in r.output and (tmp_path / "o" / "report.csv").exists()
+    r = CliRunner().invoke(cli, ["validate", str(csv), "-o", str(tmp_path / "o"), "--calibration", "nope.toml"])
+    assert r.exit_code == 2 and "nope.toml" in r.output and "Traceback" not in r.output
+    # the historical form: python -m mistfast.validate CSV OUT_DIR
+    assert V._cli([str(csv), str(tmp_path / "old"), "--no-calibrate"]) == 0
+    assert (tmp_path / "old" / "report.md").exists()

@@ -71,12 +71,17 @@ P_GENZ_KV_EXTRA = 50  # GenZ decode reads kv_len (0) — we read kv_len+1 (1) in
 # knots, clamped at the end knots (outside the measured range: the analytical model scaled by the
 # factor of the nearest boundary point). Separate factor rows for decode-only and other steps.
 P_CORR_N = 51         # number of knots (0 = no correction)
-CORR_MAX = 16
+CORR_MAX = 128       # knots: enough to follow the tile steps of a measured GEMM profile
 P_CORR_LOGT = 52      # CORR_MAX knots: log(token rows)
 P_CORR_PF = P_CORR_LOGT + CORR_MAX      # factor for steps with any prefill
 P_CORR_DEC = P_CORR_PF + CORR_MAX       # factor for decode-only steps
+# attention op factors (same knots): the attention op is scaled by its own factor, the other ops by
+# the factor above, so a corrected step follows the context length through the attention work
+# (a correction over (tokens, context)). Equal to the rows above when a table has no attention rows.
+P_CORR_ATTN_PF = P_CORR_DEC + CORR_MAX
+P_CORR_ATTN_DEC = P_CORR_ATTN_PF + CORR_MAX
 # ---- extensions of 2025-26 models (docs/step-model.md); every default keeps the plain model ----
-P_EXT = P_CORR_DEC + CORR_MAX
+P_EXT = P_CORR_ATTN_DEC + CORR_MAX
 P_N_WIN = P_EXT           # layers with local (windowed) attention; the rest attend to everything
 P_WIN = P_EXT + 1         # window W, tokens
 P_WIN_CHUNKED = P_EXT + 2  # 1: chunked (aligned blocks of W, Llama-4), 0: sliding (last W)
@@ -182,7 +187,8 @@ X_HEAD = X_EMB + 1
 X_P2P = X_HEAD + 1
 X_FACTOR = X_P2P + 1               # measured-step correction factor (1 without a table)
 X_OOR = X_FACTOR + 1
-N_OUT = X_OOR + 1                  # length of the ``out`` buffer every caller passes
+X_FACTOR_ATTN = X_OOR + 1          # attention-op correction factor (= X_FACTOR without attention rows)
+N_OUT = X_FACTOR_ATTN + 1                  # length of the ``out`` buffer every caller passes
 
 
 @jit_inline
@@ -606,26 +612,39 @@ def step_fixed(prm, T, R, t_pf, out):
 
     # ---- measured-step correction factor --------------------------------------------------------
     f = 1.0
+    fa = 1.0
     oor = 0.0
     nk = int(prm[P_CORR_N])
     if nk > 0:
         row = P_CORR_DEC if t_pf == 0.0 else P_CORR_PF
+        arow = P_CORR_ATTN_DEC if t_pf == 0.0 else P_CORR_ATTN_PF
         x = np.log(T_real)
         if x <= prm[P_CORR_LOGT]:
             f = prm[row]
+            fa = prm[arow]
             oor = 1.0 if x < prm[P_CORR_LOGT] else 0.0
         elif x >= prm[P_CORR_LOGT + nk - 1]:
             f = prm[row + nk - 1]
+            fa = prm[arow + nk - 1]
             oor = 1.0 if x > prm[P_CORR_LOGT + nk - 1] else 0.0
         else:
-            j = 1
-            while prm[P_CORR_LOGT + j] < x:
-                j += 1
+            # binary search: knot[lo] < x <= knot[hi]; j = first knot >= x
+            lo = 0
+            hi = nk - 1
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if prm[P_CORR_LOGT + mid] < x:
+                    lo = mid
+                else:
+                    hi = mid
+            j = hi
             x0 = prm[P_CORR_LOGT + j - 1]
             x1 = prm[P_CORR_LOGT + j]
             u = (x - x0) / (x1 - x0)
             f = prm[row + j - 1] + (prm[row + j] - prm[row + j - 1]) * u
+            fa = prm[arow + j - 1] + (prm[arow + j] - prm[arow + j - 1]) * u
     out[X_FACTOR] = f
+    out[X_FACTOR_ATTN] = fa
     out[X_OOR] = oor
 
 
@@ -638,6 +657,15 @@ def step_finish(prm, attn_f, attn_off, attn_on, out):
     n_layers = prm[P_N_DENSE] + prm[P_N_MOE]
     # full-attention layers; windowed ones (P_N_WIN) were costed by step_time
     attn_t = _op(prm, out, CAT_ATTN, n_layers - prm[P_N_WIN], attn_f, attn_off, 0.0, 0.0)
+    if int(prm[P_CORR_N]) > 0 and out[X_FACTOR_ATTN] != out[X_FACTOR] and attn_t > 0.0:
+        # the attention op has its own factor: pre-scale it so that the common factor below gives fa
+        extra = attn_t * (out[X_FACTOR_ATTN] / out[X_FACTOR] - 1.0)
+        out[CAT_ATTN] += extra
+        if attn_off * prm[P_FPEAK_ATTN] > attn_f * prm[P_BW]:  # as _op: memory term the larger
+            out[B_MEMORY_BOUND] += extra
+        else:
+            out[B_COMPUTE_BOUND] += extra
+        attn_t += extra
     return _step_total(prm, out[X_LAYER] + attn_t, out)
 
 

@@ -1,0 +1,444 @@
+"""Stored calibrations and the names they are keyed by (no fitting here, so specs can read them).
+
+* Free-text names -> catalog presets (:func:`resolve_model`, :func:`resolve_device`), precisions
+  (:func:`parse_precision`, :func:`precision_key`) and engine families (:func:`engine_family`,
+  :data:`KNOWN_ENGINE_FAMILIES`, :func:`check_engine`).
+* ``data/calibration.toml`` (or any file of that format): :class:`Calibration`,
+  :func:`load_calibration`, :func:`write_calibration_toml`, and the look-ups a client uses —
+  :func:`calibrated_efficiency`, :func:`calibrated_step_correction`, :func:`client_calibration`.
+
+The fitters live in :mod:`mistfast.calibration` (which re-exports everything here).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+DEFAULT_EFFICIENCY = {"compute": 0.75, "memory": 0.75, "network": 1.0, "op_overhead_us": 0.0}
+
+
+class CalibrationError(ValueError):
+    pass
+
+
+# ============================================================================ names
+# Free-text names of the measurement tables -> catalog presets. First match wins.
+MODEL_ALIASES: tuple[tuple[str, str], ...] = (
+    (r"llama[-_ ]?3\.3[-_ ]?70b", "llama-3.3-70b"),
+    (r"llama[-_ ]?3\.1[-_ ]?405b", "llama-3.1-405b"),
+    (r"llama[-_ ]?3\.1[-_ ]?70b", "llama-3.1-70b"),
+    (r"llama[-_ ]?3\.1[-_ ]?8b", "llama-3.1-8b"),
+    (r"llama[-_ ]?2.*?70b", "llama-2-70b"),
+    (r"llama[-_ ]?2.*?7b", "llama-2-7b"),
+    (r"bloom[-_ ]?176b|^bloom$", "bloom-176b"),
+    (r"qwen[-_ ]?3[-_ ]?32b", "qwen3-32b"),
+    (r"mixtral[-_ ]?8x7b", "mixtral-8x7b"),
+    (r"mistral[-_ ]?7b", "mistral-7b"),
+    (r"deepseek[-_ ]?v3", "deepseek-v3"),
+    (r"deepseek[-_ ]?r1(?![-_ ]?distill)", "deepseek-v3"),   # R1 = the V3 architecture (671B MoE, MLA)
+)
+DEVICE_ALIASES: tuple[tuple[str, str], ...] = (
+    (r"^gb200", "GB200"), (r"^gb300", "GB300"), (r"^gh200", "GH200"),
+    (r"^(nvidia[-_ ]?)?b200", "B200"), (r"^(nvidia[-_ ]?)?h200", "H200"),
+    (r"^(nvidia[-_ ]?)?h100", "H100"), (r"^(nvidia[-_ ]?)?a100", "A100"),
+    (r"^(amd[-_ ]?)?mi300x", "MI300X"), (r"^(amd[-_ ]?)?mi325x", "MI325X"),
+    (r"^(amd[-_ ]?)?mi355x", "MI355X"), (r"^gaudi[-_ ]?3", "Gaudi3"), (r"^gaudi[-_ ]?2", "Gaudi2"),
+)
+
+
+def _catalog_name(kind: str, name: str) -> str | None:
+    from .catalog import default_catalog
+    cat = default_catalog()
+    if cat.has(kind, name):
+        return cat.get(kind, name)["name"]
+    return None
+
+
+def _resolve(kind: str, aliases, name: str) -> str | None:
+    s = str(name).strip()
+    hit = _catalog_name(kind, s)
+    if hit:
+        return hit
+    low = s.lower()
+    for pat, preset in aliases:
+        if re.search(pat, low):
+            return preset
+    return None
+
+
+def resolve_model(name: str) -> str | None:
+    """Catalog model preset for a free-text model name (``Llama-2 LLaMA-70B`` -> ``llama-2-70b``),
+    or None when no preset matches."""
+    return _resolve("models", MODEL_ALIASES, name)
+
+
+def resolve_device(name: str) -> str | None:
+    """Catalog device preset for a free-text hardware name (``H100-SXM-80GB`` -> ``H100``)."""
+    return _resolve("devices", DEVICE_ALIASES, name)
+
+
+_DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp6", "fp4", "int4")
+
+
+def parse_precision(text: Any) -> dict | None:
+    """Precision dict (weights, compute, kv, activations) from a name or free text.
+
+    Accepts a dtype name (``fp8``), the slash form ``weights/compute/kv/activations``
+    (``fp4/fp4/fp8/bf16``), a dict, or table text such as ``FP8 (ModelOpt)`` and
+    ``FP4 (nvidia/...-FP4)``. Assumptions for free text: an FP8 checkpoint also stores the KV cache
+    in FP8 (ModelOpt default); an FP4 (NVFP4) checkpoint computes in FP4 and keeps an FP8 KV
+    cache; activations stay 16-bit below 16-bit weights.
+    """
+    if text is None or (isinstance(text, float) and math.isnan(text)):
+        return {"weights": "bf16", "compute": "bf16", "kv": "bf16", "activations": "bf16"}
+    if isinstance(text, Mapping):
+        return dict(text)
+    s = str(text).strip().lower()
+    if not s:
+        return {"weights": "bf16", "compute": "bf16", "kv": "bf16", "activations": "bf16"}
+    if "/" in s and all(p in _DTYPES for p in s.split("/")) and len(s.split("/")) == 4:
+        w, c, kv, a = s.split("/")
+        return {"weights": w, "compute": c, "kv": kv, "activations": a}
+    s = s.replace("float16", "fp16").replace("bfloat16", "bf16")
+    m = re.search(r"\b(fp32|tf32|bf16|fp16|fp8|int8|fp6|fp4|nvfp4|mxfp4|int4)\b", s)
+    if m is None:
+        return None
+    d = m.group(1)
+    if d in ("nvfp4", "mxfp4"):
+        d = "fp4"
+    if d in ("fp16", "bf16", "fp32", "tf32"):
+        return {"weights": d, "compute": d, "kv": d, "activations": d}
+    kv = "fp8" if d in ("fp4", "int4", "fp6") else d
+    kvm = re.search(r"(fp8|int8|fp16|bf16|fp4)\s*kv|kv\s*(?:cache)?\s*(fp8|int8|fp16|bf16|fp4)", s)
+    if kvm:
+        kv = kvm.group(1) or kvm.group(2)
+    return {"weights": d, "compute": d, "kv": kv, "activations": "bf16"}
+
+
+def precision_key(prec: Any) -> str:
+    """Canonical ``weights/compute/kv/activations`` string of a precision (name, text or dict)."""
+    p = parse_precision(prec) if not isinstance(prec, Mapping) else dict(prec)
+    if p is None:
+        raise CalibrationError(f"precision {prec!r}: not recognised")
+    full = {"weights": "bf16", "compute": "bf16", "kv": "bf16", "activations": "bf16"}
+    if isinstance(prec, str) and prec in _DTYPES:  # same rule as PrecisionSpec for one name
+        full = {"weights": prec, "compute": prec, "kv": prec,
+                "activations": "bf16" if prec in ("fp8", "int8", "fp6", "fp4", "int4") else prec}
+    else:
+        full.update(p)
+    return "/".join(full[k] for k in ("weights", "compute", "kv", "activations"))
+
+
+def engine_family(engine: Any, version: Any = "") -> str:
+    """Engine family used to group efficiencies: ``trtllm-1`` (TensorRT-LLM 1.x, PyTorch backend),
+    ``trtllm-0`` (0.x TensorRT engines), ``vllm``, ``sglang``, ``splitwise`` (splitwise-sim
+    characterisation runs, engine not named), or a slug of the text."""
+    e = "" if engine is None or (isinstance(engine, float) and math.isnan(engine)) else str(engine).strip().lower()
+    v = "" if version is None or (isinstance(version, float) and math.isnan(version)) else str(version).strip().lower()
+    if not e:
+        return ""
+    if re.fullmatch(r"[a-z0-9][a-z0-9.\-_]*", e) and ("-" in e or e in ("vllm", "sglang", "splitwise")) \
+            and not e.startswith("tensorrt"):
+        return e  # already a family name
+    if "tensorrt" in e or "trt-llm" in e or "trtllm" in e:
+        m = re.search(r"v?(\d+)\.\d", v) or re.search(r"v(\d+)\.\d", e)
+        if m:
+            major = m.group(1)
+        else:
+            major = "1" if ("trtllm-bench" in e or "pytorch" in e) else "0"
+        return f"trtllm-{major}"
+    for name in ("vllm", "sglang", "splitwise", "lmdeploy", "deepspeed", "tgi"):
+        if name in e:
+            return name
+    return re.sub(r"[^a-z0-9]+", "-", e).strip("-")[:40] or "unknown"
+
+def client_key(model: str, device: str, tp: int = 1, pp: int = 1, precision: Any = "bf16", engine: str = "") -> str:
+    """Identity of one measured configuration (a step correction applies to exactly one)."""
+    return f"{model}|{device}|tp{int(tp)}|pp{int(pp)}|{precision_key(precision)}|{engine}"
+
+def _num(v, default=None):
+    if v is None:
+        return default
+    if isinstance(v, str):
+        v = v.strip()
+        if not v:
+            return default
+        try:
+            return float(v)
+        except ValueError:
+            return default
+    if isinstance(v, float) and math.isnan(v):
+        return default
+    return float(v)
+
+def with_efficiency(client, eff: Mapping[str, Any] | None, correction: Mapping | None = None,
+                    source: str | None = None):
+    """Copy of ``client`` (a ClientSpec) with efficiency fields (and optionally a step correction) replaced."""
+    from .specs import EfficiencySpec
+    upd: dict[str, Any] = {}
+    if eff:
+        e = client.efficiency.model_dump()
+        e.update({k: float(v) for k, v in eff.items() if k in ("compute", "memory", "network", "op_overhead_us")})
+        e["compute"] = min(max(e["compute"], 1e-6), 1.0)
+        e["memory"] = min(max(e["memory"], 1e-6), 1.0)
+        e["network"] = min(max(e["network"], 1e-6), 1.0)
+        e["op_overhead_us"] = max(e["op_overhead_us"], 0.0)
+        if source or eff.get("source"):
+            e["source"] = str(source or eff.get("source"))
+        upd["efficiency"] = EfficiencySpec(**e)
+    if correction is not None:
+        from .specs import StepCorrectionSpec
+        upd["step_correction"] = StepCorrectionSpec(**dict(correction))
+    return client.model_copy(update=upd) if upd else client
+
+# ============================================================================ calibration set
+@dataclass
+class Calibration:
+    """Fitted efficiencies per (device, engine) (``"*"`` = pooled) and step corrections per
+    :func:`client_key`."""
+    efficiencies: dict = field(default_factory=dict)
+    corrections: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+
+    def efficiency_for(self, device: str, engine: str) -> tuple[dict | None, str]:
+        """(efficiency dict, key used): (device, engine), (*, engine), (device, current engines),
+        (*, current engines), (device, *), (*, *); a row without engine asks for the current engines."""
+        engine = engine or POOLED_ENGINE
+        for key in dict.fromkeys(((device, engine), ("*", engine), (device, POOLED_ENGINE), ("*", POOLED_ENGINE),
+                                  (device, "*"), ("*", "*"))):
+            e = self.efficiencies.get(key)
+            if e is not None:
+                return _eff_dict(e), f"{key[0]}/{key[1]}"
+        return None, "default"
+
+    def client(self, base, device: str, engine: str, key: str | None = None) -> tuple[Any, str]:
+        eff, used = self.efficiency_for(device, engine)
+        corr = self.corrections.get(key) if key else None
+        if eff is None and corr is None:
+            return base, "default"
+        c = with_efficiency(base, eff, corr, source=f"calibrated ({used})")
+        return c, used + ("+correction" if corr is not None else "")
+
+
+def _eff_dict(e) -> dict:
+    if hasattr(e, "as_efficiency"):   # a fitted result (calibration.EfficiencyFit)
+        return e.as_efficiency()
+    return {k: float(e[k]) for k in ("compute", "memory", "network", "op_overhead_us") if k in e}
+
+# ============================================================================ TOML store
+def calibration_path() -> Path:
+    from .catalog import data_dir
+    return data_dir() / "calibration.toml"
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return repr(round(v, 6)) if abs(v) >= 1e-4 or v == 0 else f"{v:.6g}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return json.dumps(str(v), ensure_ascii=False)
+
+
+def _toml_key(k: str) -> str:
+    return k if re.fullmatch(r"[A-Za-z0-9_\-]+", k) else json.dumps(k)
+
+
+def write_calibration_toml(cal: Calibration, path: str | Path, *, header: str = "",
+                           errors: Mapping[tuple, Mapping[str, Any]] | None = None) -> Path:
+    """Write ``cal`` as TOML: ``[meta]``, ``[efficiency.DEVICE.ENGINE]`` entries with provenance
+    (rows, date, split, errors: ``errors[(device, engine)]`` adds/overrides fields) and
+    ``[step_correction."CLIENT-KEY"]`` tables."""
+    lines = []
+    for h in (header or "").splitlines():
+        lines.append(f"# {h}" if h else "#")
+    lines.append("")
+    meta = dict(cal.provenance)
+    meta.setdefault("date", _dt.date.today().isoformat())
+    lines.append("[meta]")
+    for k, v in meta.items():
+        lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
+    lines.append("")
+    for (dev, eng), fit in sorted(cal.efficiencies.items(), key=lambda kv: (kv[0][0] == "*", kv[0])):
+        lines.append(f"[efficiency.{_toml_key(dev)}.{_toml_key(eng)}]")
+        d = _eff_dict(fit)
+        for k in ("compute", "memory", "network", "op_overhead_us"):
+            lines.append(f"{k} = {_toml_value(d.get(k, DEFAULT_EFFICIENCY[k]))}")
+        if hasattr(fit, "as_efficiency"):
+            extra = {"n_step_rows": fit.n_steps, "n_run_rows": fit.n_runs, "train_rows": list(fit.rows),
+                     "train_median_abs_rel_err": fit.median_abs_rel_err, "train_p90_abs_rel_err": fit.p90_abs_rel_err,
+                     "date": meta["date"], "split": meta.get("split", "")}
+        else:
+            extra = {k: v for k, v in fit.items() if k not in ("compute", "memory", "network", "op_overhead_us")}
+        extra.update((errors or {}).get((dev, eng), {}))
+        for k, v in extra.items():
+            lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
+        lines.append("")
+    for key, corr in sorted(cal.corrections.items()):
+        lines.append(f"[step_correction.{_toml_key(key)}]")
+        for k in ("tokens", "prefill", "decode", "attention_prefill", "attention_decode", "source"):
+            if corr.get(k) is not None:
+                lines.append(f"{k} = {_toml_value(corr[k])}")
+        lines.append("")
+    p = Path(path)
+    p.write_text("\n".join(lines))
+    return p
+
+
+def load_calibration(path: str | Path | None = None) -> Calibration:
+    """Read a calibration TOML (default ``data/calibration.toml``); missing file -> empty."""
+    from .catalog import tomllib
+    p = Path(path) if path is not None else calibration_path()
+    if not p.exists():
+        return Calibration()
+    with open(p, "rb") as f:
+        doc = tomllib.load(f)
+    cal = Calibration(provenance=dict(doc.get("meta", {})))
+    for dev, engines in doc.get("efficiency", {}).items():
+        for eng, entry in engines.items():
+            cal.efficiencies[(dev, eng)] = dict(entry)
+    for key, entry in doc.get("step_correction", {}).items():
+        cal.corrections[key] = dict(entry)
+    return cal
+
+
+@functools.lru_cache(maxsize=4)
+def _default_calibration(path: str) -> Calibration:
+    return load_calibration(path)
+
+
+# ============================================================================ engines
+# Families the fitter and the catalog know; a calibration file may add more (its [efficiency] keys).
+BUILTIN_ENGINE_FAMILIES = ("vllm", "sglang", "trtllm-1", "trtllm-0", "splitwise", "vidur", "lmdeploy", "deepspeed",
+                           "tgi")
+# The engines people run today: their pooled fit is the default of a client that names no engine
+# in `mistfast validate`, and of `engine = "current"` on a client.
+CURRENT_ENGINE_FAMILIES = ("vllm", "sglang", "trtllm-1")
+POOLED_ENGINE = "current"
+POOLED_ALIASES = ("current", "pooled", "auto", "default")
+KNOWN_ENGINE_FAMILIES = BUILTIN_ENGINE_FAMILIES + (POOLED_ENGINE,)
+
+
+def _family(engine: Any) -> str:
+    fam = engine_family(engine)
+    if fam == "trtllm-0" and not re.search(r"\d", str(engine)) and str(engine).strip().lower() in ("trtllm", "tensorrt-llm"):
+        fam = "trtllm-1"  # a bare "TensorRT-LLM" means the current release
+    if str(engine).strip().lower() in POOLED_ALIASES:
+        fam = POOLED_ENGINE
+    return fam
+
+
+def known_engine_families(path: str | Path | None = None) -> tuple[str, ...]:
+    """Built-in engine families plus every family named in the calibration file."""
+    cal = _default_calibration(str(Path(path) if path is not None else calibration_path()))
+    extra = sorted({e for (_, e) in cal.efficiencies if e != "*"} - set(KNOWN_ENGINE_FAMILIES))
+    return KNOWN_ENGINE_FAMILIES + tuple(extra)
+
+
+def check_engine(engine: Any, path: str | Path | None = None) -> str:
+    """Engine family of ``engine`` (free text such as ``"vLLM 0.8"`` or ``"TensorRT-LLM"``), or a
+    CalibrationError naming the known families (an unknown name must not silently fall back)."""
+    fam = _family(engine)
+    known = known_engine_families(path)
+    if fam not in known:
+        raise CalibrationError(f"engine {engine!r} is not a known engine family; known: {', '.join(known)} "
+                               f"(or add [efficiency.DEVICE.{fam}] to a calibration file)")
+    return fam
+
+
+def calibrated_efficiency(device: str, engine: str | None = None, *, path: str | Path | None = None) -> dict | None:
+    """Fitted efficiency of ``device`` (a preset name or free text) for ``engine`` (a family name
+    such as ``trtllm-1`` or free text; ``"current"`` = the pooled fit of current engines; None =
+    the device's entry pooled over engines) from ``data/calibration.toml`` (or ``path``), as a
+    dict for ``ClientSpec.efficiency`` (compute, memory, network, op_overhead_us, source), or None
+    when nothing was fitted for it.
+
+    Fallbacks, in order: (device, engine), (all devices, engine), (device, current engines), (all
+    devices, current engines), (device, all engines)."""
+    dev = resolve_device(device) or device
+    pth = Path(path) if path is not None else calibration_path()
+    cal = _default_calibration(str(pth))
+    candidates = [(dev, "*")]
+    if engine:
+        fam = _family(engine)
+        candidates = [(dev, fam), ("*", fam), (dev, POOLED_ENGINE), ("*", POOLED_ENGINE), (dev, "*"), ("*", "*")]
+    for key in dict.fromkeys(candidates):
+        e = cal.efficiencies.get(key)
+        if e is not None:
+            out = _eff_dict(e)
+            when = e.get("date", cal.provenance.get("date", "")) if isinstance(e, dict) else ""
+            out["source"] = f"{pth.name} [{key[0]}.{key[1]}] fitted {when}".strip()
+            return out
+    return None
+
+
+def calibrated_step_correction(model: str, device: str, tp: int = 1, pp: int = 1, precision: Any = "bf16",
+                               engine: str = "", *, path: str | Path | None = None) -> dict | None:
+    """Stored step correction of one exact configuration, or None."""
+    cal = _default_calibration(str(Path(path) if path is not None else calibration_path()))
+    key = client_key(resolve_model(model) or model, resolve_device(device) or device, tp, pp, precision,
+                     _family(engine) if engine else "")
+    c = cal.corrections.get(key)
+    return dict(c) if c is not None else None
+
+
+def _preset_name(v: Any) -> str | None:
+    if isinstance(v, str):
+        return v
+    if isinstance(v, Mapping):
+        return v.get("preset") or v.get("name")
+    return getattr(v, "name", None)
+
+
+def client_calibration(data: Mapping[str, Any]) -> dict:
+    """Fields a client dict gets from its calibration (``ClientSpec`` calls this before validation).
+
+    ``engine`` selects the (device, engine family) efficiencies; ``calibration = "path.toml"``
+    reads another calibration file than ``data/calibration.toml`` (and, with no engine, its
+    pooled entries). An explicit ``efficiency`` or ``step_correction`` is never replaced. An
+    unknown engine name raises a CalibrationError listing the known families. A stored step
+    correction of exactly this (model, device, tp, pp, precision, engine) is applied too."""
+    engine, path = data.get("engine"), data.get("calibration")
+    if not engine and not path:
+        return {}
+    if path is not None:
+        p = Path(str(path)).expanduser()
+        if not p.exists():
+            raise CalibrationError(f"calibration file {str(path)!r} not found")
+        path = p
+    out: dict[str, Any] = {}
+    fam = check_engine(engine, path) if engine else ""
+    dev = _preset_name(data.get("device"))
+    if "efficiency" not in data and dev:
+        eff = calibrated_efficiency(dev, fam or None, path=path)
+        if eff is not None:
+            out["efficiency"] = eff
+    model = _preset_name(data.get("model"))
+    if "step_correction" not in data and model and dev:
+        prec = data.get("precision", "bf16")
+        if not isinstance(prec, (str, Mapping)):
+            prec = getattr(prec, "model_dump", lambda: "bf16")()
+        try:
+            corr = calibrated_step_correction(model, dev, int(data.get("tp", 1)), int(data.get("pp", 1)), prec,
+                                              fam, path=path)
+        except (CalibrationError, TypeError, ValueError):
+            corr = None   # the client's own validation reports bad fields
+        if corr is not None:
+            out["step_correction"] = corr
+    return out
