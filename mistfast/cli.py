@@ -71,7 +71,10 @@ def run(spec, sets, output, per_request, trace_out):
         ds = ds.drop_dims([d for d in ("step",) if d in ds.dims])
     if output:
         from .sweep import write_netcdf
-        write_netcdf(ds, output)
+        try:
+            write_netcdf(ds, output)
+        except SpecError as e:  # parts.SweepOutputError: disk full, no permission
+            _fail(str(e))
         click.echo(f"written to {output}")
 
 
@@ -139,6 +142,9 @@ def sweep(spec, output, dry_run, scheduler, workers, chunk_points, resume, progr
                        chunk_points=chunk_points)
     except SpecError as e:
         _fail(str(e))
+    except KeyboardInterrupt as e:  # sweep.SweepInterrupted: finished parts are kept
+        click.echo(getattr(e, "message", "interrupted — rerun with --resume"), err=True)
+        sys.exit(130)
     dt = time.perf_counter() - t0
     n = ds.attrs["n_points"]
     click.echo(f"{n} points in {dt:.1f} s ({n / dt:.0f} points/s); {ds.attrs['n_invalid']} invalid")

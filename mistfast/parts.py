@@ -47,6 +47,14 @@ def output_error(path: Path | str, exc: BaseException, what: str) -> SweepOutput
     return SweepOutputError([f"{path}: cannot write {what} ({reason}); nothing was written under the final name"])
 
 
+def remove_quietly(path: Path) -> None:
+    """Remove a temporary file if it exists (a read-only disk refuses even that; nothing to do then)."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -65,7 +73,7 @@ def write_atomic(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError:
-        tmp.unlink(missing_ok=True)
+        remove_quietly(tmp)
         raise
 
 
@@ -84,7 +92,7 @@ def save_part(path: Path, arrays: dict, chunk: tuple[int, int, int], sweep_hash:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        remove_quietly(tmp)
         raise output_error(path, exc, "a sweep part file") from None
     nan_vars = sorted(n for n, v in arrays.items() if v.dtype.kind == "f" and np.isnan(v).any())
     return {"chunk": k, "start": start, "stop": stop, "sha256": file_sha256(path), "bytes": path.stat().st_size,

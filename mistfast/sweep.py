@@ -683,7 +683,7 @@ def _assemble_from_parts(spec, parts_dir, chunks, manifest, h, output) -> xr.Dat
     nan_vars = {n for e in manifest.parts.values() for n in e.get("nan_vars", ())}
     n_invalid = int(sum(int(np.count_nonzero(_read_part_status(parts_dir, k, c, h))) for k, c in enumerate(chunks)))
     if not spec.axes:  # a single point: scalar variables
-        cols = {name: c[0] for name, c in cols.items()}
+        cols = {name: c.reshape(c.shape[1:]) for name, c in cols.items()}
     ds = _dataset(spec, cols, nan_vars, n_invalid)
     with dask.config.set(scheduler="synchronous"):
         write_netcdf(ds, output)
@@ -775,7 +775,7 @@ def write_netcdf(ds: xr.Dataset, path: str | Path) -> None:
         ds.to_netcdf(tmp, engine="netcdf4", encoding=enc)
         os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:  # netCDF4 reports HDF errors (e.g. a full disk) as RuntimeError
-        tmp.unlink(missing_ok=True)
+        P.remove_quietly(tmp)
         if isinstance(exc, RuntimeError) and "HDF" in str(exc) and _disk_nearly_full(Path(path)):
             exc = OSError(28, "no space left on device")
         raise P.output_error(path, exc, "the results file") from None
