@@ -103,7 +103,7 @@ def part_problem(path: Path, entry: dict | None, chunk: tuple[int, int, int]) ->
     """Why the part file at ``path`` cannot be used for ``chunk`` ("" when it verifies)."""
     k, start, stop = chunk
     if entry is None:
-        return "not in the manifest"
+        return "not in the manifest: finished after it was last written, or not this run's"
     if (entry.get("chunk"), entry.get("start"), entry.get("stop")) != (k, start, stop):
         return "the manifest entry is for other points"
     try:

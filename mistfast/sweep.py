@@ -641,10 +641,14 @@ def _run_distributed(spec, todo, done, scheduler, workers, client, bar, h, annou
         client.run(_warm)  # pay kernel loading once per worker, before the tasks
         futs = {client.submit(_task, spec, k, a, z, part, h, pure=False, key=f"mistfast-chunk-{k}-{h}"): k
                 for k, a, z, part in todo}
-        for fut in as_completed(futs):
-            done(futs[fut], fut.result())
-            fut.release()  # once recorded, a lost worker's copy need not be recomputed
-            bar.update(1)
+        try:
+            for fut in as_completed(futs):
+                done(futs[fut], fut.result())
+                fut.release()  # once recorded, a lost worker's copy need not be recomputed
+                bar.update(1)
+        except BaseException:  # an error or Ctrl-C: stop the remaining chunks before leaving
+            client.cancel(list(futs))
+            raise
     finally:
         for obj in reversed(stack):
             obj.close()
