@@ -10,12 +10,14 @@ loading, parts and the netCDF write included), points/s, points/s per core (goal
 driver's peak RSS (goal: flat within 20 % from 10^4 to 10^5 points), the largest worker's peak
 RSS, the netCDF and parts sizes.
 
-``--resume-check``: after the runs, the largest sweep is run again, interrupted with SIGINT once
-about half of its parts exist, resumed in a new process, and the resumed file is compared with
-the uninterrupted run's file (every variable, coordinate and attribute; floats bit for bit).
+``--resume-check``: first, a sweep of ``--resume-points`` points (default 10^5) of
+``--resume-requests`` requests each (default 100, to keep it affordable) is run once to the end,
+then run again, interrupted with SIGINT once about half of its parts exist, resumed in a new
+process, and the resumed file is compared with the uninterrupted run's file (every variable,
+coordinate and attribute; floats bit for bit).
 
 Usage: python benchmarks/bench_scale.py [--sizes 1000,10000,100000] [--workers 2] [--chunk-points 128]
-                                        [--resume-check] [--keep DIR]
+                                        [--resume-check [--resume-points N] [--resume-requests N]] [--keep DIR]
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ GOAL_POINTS_PER_CORE_S = 500.0
 N_REQUESTS = 1000
 
 
-def sweep_doc(n_points: int, chunk_points: int) -> dict:
+def sweep_doc(n_points: int, chunk_points: int, n_requests: int = N_REQUESTS) -> dict:
     n_rates = max(n_points // 200, 1)
     rates = [0.5 + 24.5 * k / max(n_rates - 1, 1) for k in range(n_rates)]
     return {
@@ -56,16 +58,16 @@ def sweep_doc(n_points: int, chunk_points: int) -> dict:
         "scenario": {
             "simulation": {"seed": 259},
             "slo": {"ttft_ms": 1000.0, "tpot_ms": 50.0},
-            "workload": {"num_requests": N_REQUESTS, "arrival": {"process": "poisson"}},
+            "workload": {"num_requests": n_requests, "arrival": {"process": "poisson"}},
             "clients": [{"name": "llm", "model": "llama-3.1-8b", "device": "H100", "tp": 1,
                          "scheduler": {"batching": "chunked", "max_batched_tokens": 8192}}],
         },
     }
 
 
-def spec_file(folder: Path, n_points: int, chunk_points: int) -> Path:
+def spec_file(folder: Path, n_points: int, chunk_points: int, n_requests: int = N_REQUESTS) -> Path:
     """The sweep as a TOML file (the spec text is stored in the results, so runs compare equal)."""
-    doc = sweep_doc(n_points, chunk_points)
+    doc = sweep_doc(n_points, chunk_points, n_requests)
 
     def val(v):
         if isinstance(v, dict):
@@ -82,7 +84,7 @@ def spec_file(folder: Path, n_points: int, chunk_points: int) -> Path:
         lines += [f"[scenario.{table}]"] + [f"{k} = {val(v)}" for k, v in sc[table].items()]
     for c in sc["clients"]:
         lines += ["[[scenario.clients]]"] + [f"{k} = {val(v)}" for k, v in c.items()]
-    p = folder / f"scale_{n_points}.toml"
+    p = folder / f"scale_{n_points}_{n_requests}.toml"
     p.write_text("\n".join(lines) + "\n")
     return p
 
@@ -149,9 +151,9 @@ def resume_check(spec_path: Path, reference: Path, workdir: Path, workers: int) 
           f"{kept} of {n_chunks} parts on disk; stderr: {err.strip().splitlines()[-1] if err.strip() else ''}")
     t0 = time.perf_counter()
     r = run_child("run", str(spec_path), str(out), str(workers), "resume")
-    print(f"    resumed in {time.perf_counter() - t0:.0f} s ({r['points']:,} points)")
+    print(f"    resumed in {time.perf_counter() - t0:.0f} s ({r['points']:,} points)", flush=True)
     diff = compare_files(out, reference)
-    print(f"    resumed Dataset identical to the uninterrupted run: {'YES' if not diff else 'NO: ' + diff}")
+    print(f"    resumed Dataset identical to the uninterrupted run: {'YES' if not diff else 'NO: ' + diff}", flush=True)
 
 
 # ----------------------------------------------------------------------------- report
@@ -160,7 +162,9 @@ def main() -> None:
     ap.add_argument("--sizes", default="1000,10000,100000", help="comma-separated numbers of points")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--chunk-points", type=int, default=128)
-    ap.add_argument("--resume-check", action="store_true", help="interrupt and resume the largest sweep")
+    ap.add_argument("--resume-check", action="store_true", help="interrupt and resume a sweep, compare")
+    ap.add_argument("--resume-points", type=int, default=100_000)
+    ap.add_argument("--resume-requests", type=int, default=100)
     ap.add_argument("--keep", help="keep the results in this folder")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -177,12 +181,22 @@ def main() -> None:
     subprocess.run([sys.executable, "-c", "from mistfast.sweep import _warm; _warm()"], cwd=ROOT, check=True)
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_scale_"))
     work.mkdir(parents=True, exist_ok=True)
-    print(f"single-client points of {N_REQUESTS:,} requests (Llama-3.1-8B; device x batching x max_batch_size x "
-          "chunk_size x rate); wall time includes cluster start-up and the netCDF write")
-    print(f"    {'points':>8}{'wall s':>9}{'points/s':>10}{'/core':>8}{'RSS drv MiB':>13}{'RSS wrk MiB':>13}"
-          f"{'netCDF MiB':>12}{'parts MiB':>11}{'chunks':>8}")
     rows = {}
     try:
+        if args.resume_check:
+            n, q = args.resume_points, args.resume_requests
+            sp = spec_file(work, n, args.chunk_points, q)
+            print(f"resume check: {n:,} points of {q:,} requests run to the end, then interrupted with SIGINT at about "
+                  "half, resumed, compared", flush=True)
+            ref = work / f"resume_ref_{n}.nc"
+            r = run_child("run", str(sp), str(ref), str(args.workers), "fresh")
+            print(f"    uninterrupted run: {r['wall_s']:.0f} s ({r['points'] / r['wall_s'] / args.workers:.0f} points/s "
+                  f"per core), driver peak RSS {r['rss_driver_MiB']:.0f} MiB", flush=True)
+            resume_check(sp, ref, work, args.workers)
+        print(f"single-client points of {N_REQUESTS:,} requests (Llama-3.1-8B; device x batching x max_batch_size x "
+              "chunk_size x rate); wall time includes cluster start-up and the netCDF write")
+        print(f"    {'points':>8}{'wall s':>9}{'points/s':>10}{'/core':>8}{'RSS drv MiB':>13}{'RSS wrk MiB':>13}"
+              f"{'netCDF MiB':>12}{'parts MiB':>11}{'chunks':>8}")
         for n in sizes:
             sp = spec_file(work, n, args.chunk_points)
             r = run_child("run", str(sp), str(work / f"scale_{n}.nc"), str(args.workers), "fresh")
@@ -199,10 +213,6 @@ def main() -> None:
             a, b = rows[big[0]]["rss_driver_MiB"], rows[big[-1]]["rss_driver_MiB"]
             print(f"    driver peak RSS {big[0]:,} -> {big[-1]:,} points: {a:.0f} -> {b:.0f} MiB ({b / a - 1:+.1%}; "
                   f"goal within 20 %: {'MET' if abs(b / a - 1) <= 0.2 else 'NOT MET'})")
-        if args.resume_check:
-            n = sizes[-1]
-            print(f"resume check: {n:,} points interrupted with SIGINT at about half, resumed, compared")
-            resume_check(work / f"scale_{n}.toml", work / f"scale_{n}.nc", work, args.workers)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

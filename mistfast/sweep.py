@@ -44,7 +44,7 @@ from .specs import DEFAULT_SCENARIO, SpecError, deep_merge, load_toml, parse_sce
 from .variables import REGISTRY, variable
 
 # ----------------------------------------------------------------------------- spec
-MODES = ("product", "zip", "sample")
+MODES = ("product", "zip", "sample", "refine")
 
 
 @dataclass(frozen=True)
@@ -70,10 +70,11 @@ class SweepSpec:
     chunk_points: int = 128
     text: str = ""
     name: str = "sweep"
+    refine: tuple = ()   # mode "refine": (axis name, constraints, rounds); see mistfast/refine.py
 
     @property
     def shape(self) -> tuple[int, ...]:
-        if self.mode == "product":
+        if self.mode in ("product", "refine"):  # refine: the coarse grid
             return tuple(len(a.values) for a in self.axes)
         if self.mode == "zip":
             return (len(self.axes[0].values),)
@@ -85,7 +86,7 @@ class SweepSpec:
 
     @property
     def dims(self) -> tuple[str, ...]:
-        return tuple(a.name for a in self.axes) if self.mode == "product" else ("point",)
+        return tuple(a.name for a in self.axes) if self.mode in ("product", "refine") else ("point",)
 
 
 def check_path(path: str) -> None:
@@ -152,7 +153,7 @@ def parse_sweep(doc: dict, text: str = "", name: str = "sweep") -> SweepSpec:
     sw = dict(doc["sweep"])
     base = doc.get("scenario", {k: v for k, v in doc.items() if k != "sweep"})
     problems: list[str] = []
-    allowed = {"seed", "mode", "samples", "method", "chunk_points", "axes", "axis", "derived", "name"}
+    allowed = {"seed", "mode", "samples", "method", "chunk_points", "axes", "axis", "derived", "name", "refine"}
     for k in sw:
         if k not in allowed:
             problems.append(f"sweep.{k}: unknown field; allowed: {', '.join(sorted(allowed))}")
@@ -208,9 +209,16 @@ def parse_sweep(doc: dict, text: str = "", name: str = "sweep") -> SweepSpec:
     chunk = int(sw.get("chunk_points", 128))
     if chunk < 1:
         problems.append(f"sweep.chunk_points = {chunk}: must be >= 1")
+    refine = ()
+    if mode == "refine":
+        from .refine import parse_refine
+        refine, refine_problems = parse_refine(sw.get("refine"), axes)
+        problems += refine_problems
+    elif "refine" in sw:
+        problems.append(f"sweep.refine: only used with mode = 'refine' (mode is {mode!r})")
     if problems:
         raise SpecError(problems)
-    spec = SweepSpec(base=base, axes=tuple(axes), derived=tuple(derived), mode=mode, samples=samples,
+    spec = SweepSpec(refine=refine, base=base, axes=tuple(axes), derived=tuple(derived), mode=mode, samples=samples,
                      method=sw.get("method", "lhs"), seed=int(sw.get("seed", 0)), chunk_points=chunk, text=text,
                      name=sw.get("name", name))
     # the base scenario must be valid on its own
@@ -514,6 +522,10 @@ def run_sweep(spec: SweepSpec | str | Path, output: str | Path | None = None, *,
     if chunk_points is not None:
         spec = SweepSpec(**{**spec.__dict__, "chunk_points": int(chunk_points)})
     _refuse_per_request(spec)
+    if spec.mode == "refine":
+        from .refine import run_refine
+        return run_refine(spec, output, resume=resume, scheduler=scheduler, workers=workers, progress=progress,
+                          client=client)
     chunks = _chunks(spec.n_points, spec.chunk_points)
     h = _spec_hash(spec)
     parts_dir = None if output is None else Path(str(output) + ".parts")
