@@ -133,6 +133,12 @@ def compare_files(a: Path, b: Path) -> str:
         return "" if np.array_equal(x.status.values, y.status.values) else "status differs"
 
 
+def default_sigint() -> None:
+    """A shell starts background jobs with SIGINT ignored, and children inherit that; the sweep
+    must see the signal as a user's Ctrl-C would deliver it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def resume_check(spec_path: Path, reference: Path, workdir: Path, workers: int) -> None:
     out = workdir / "interrupted.nc"
     parts = Path(str(out) + ".parts")
@@ -141,7 +147,8 @@ def resume_check(spec_path: Path, reference: Path, workdir: Path, workers: int) 
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "mistfast.cli", "sweep", str(spec_path), "-o", str(out),
                              "--scheduler", "processes", "--workers", str(workers), "--no-progress"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
     while len(list(parts.glob("chunk-*.npz"))) < n_chunks // 2 and proc.poll() is None:
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
@@ -189,9 +196,12 @@ def main() -> None:
             print(f"resume check: {n:,} points of {q:,} requests run to the end, then interrupted with SIGINT at about "
                   "half, resumed, compared", flush=True)
             ref = work / f"resume_ref_{n}.nc"
-            r = run_child("run", str(sp), str(ref), str(args.workers), "fresh")
-            print(f"    uninterrupted run: {r['wall_s']:.0f} s ({r['points'] / r['wall_s'] / args.workers:.0f} points/s "
-                  f"per core), driver peak RSS {r['rss_driver_MiB']:.0f} MiB", flush=True)
+            if ref.exists():  # from an earlier run with --keep
+                print(f"    uninterrupted run: reusing {ref}", flush=True)
+            else:
+                r = run_child("run", str(sp), str(ref), str(args.workers), "fresh")
+                print(f"    uninterrupted run: {r['wall_s']:.0f} s ({r['points'] / r['wall_s'] / args.workers:.0f} "
+                      f"points/s per core), driver peak RSS {r['rss_driver_MiB']:.0f} MiB", flush=True)
             resume_check(sp, ref, work, args.workers)
         print(f"single-client points of {N_REQUESTS:,} requests (Llama-3.1-8B; device x batching x max_batch_size x "
               "chunk_size x rate); wall time includes cluster start-up and the netCDF write")

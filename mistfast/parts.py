@@ -210,13 +210,17 @@ def block_grid(shape: tuple[int, ...], target_points: int = 65536) -> tuple[tupl
     return tuple(out)
 
 
-def read_flat_range(folder: Path, name: str, first: int, stop: int, chunks: list[tuple[int, int]],
-                    chunk_points: int, sweep_hash: str) -> np.ndarray:
-    """Points [first, stop) of one variable, read from the parts that hold them."""
-    pieces = []
+def read_flat_block(folder: Path, names: list[str], first: int, stop: int, chunks: list[tuple[int, int]],
+                    chunk_points: int, sweep_hash: str) -> dict[str, np.ndarray]:
+    """Points [first, stop) of every variable in ``names``, each part read once."""
+    pieces: dict[str, list] = {n: [] for n in names}
     for k in range(first // chunk_points, (stop - 1) // chunk_points + 1):
         a, z = chunks[k]
-        arr = read_part_columns(folder / part_name(k), [name], (k, a, z), sweep_hash)[name]
-        pieces.append(arr[max(first, a) - a: min(stop, z) - a])
-    out = np.concatenate(pieces)
-    return out.astype(object) if out.dtype.kind in "US" else out
+        cols = read_part_columns(Path(folder) / part_name(k), names, (k, a, z), sweep_hash)
+        for n in names:
+            pieces[n].append(cols[n][max(first, a) - a: min(stop, z) - a])
+    out = {}
+    for n in names:
+        arr = np.concatenate(pieces[n])
+        out[n] = arr.astype(object) if arr.dtype.kind in "US" else arr
+    return out

@@ -683,45 +683,71 @@ def _assemble_from_parts(spec, parts_dir, chunks, manifest, h, output) -> xr.Dat
         if problem:
             raise SpecError([f"{parts_dir / name}: {problem} after it was written; rerun with --resume to recompute it"])
     import dask
-    import dask.array as da
-    from xarray.coding.strings import create_vlen_dtype
     layout = P.part_layout(parts_dir / P.part_name(0))
     shape = spec.shape if spec.axes else (1,)
-    grid = P.block_grid(shape)
-    cols = {}
-    for name, (dtype, trail) in layout.items():
-        if dtype == object:  # declared variable-length strings: written as such, never loaded whole
-            dtype = create_vlen_dtype(str)
-        cols[name] = da.map_blocks(_read_block, dtype=dtype, chunks=grid + tuple((n,) for n in trail),
-                                   meta=np.empty((0,) * (len(shape) + len(trail)), dtype), name=f"part-{name}-{h}",
-                                   folder=str(parts_dir), var=name, shape=shape, chunks_=chunks,
-                                   chunk_points=spec.chunk_points, sweep_hash=h)
+    cols = _lazy_columns(parts_dir, layout, shape, chunks, spec.chunk_points, h)
     nan_vars = {n for e in manifest.parts.values() for n in e.get("nan_vars", ())}
     n_invalid = int(sum(int(np.count_nonzero(_read_part_status(parts_dir, k, c, h))) for k, c in enumerate(chunks)))
     if not spec.axes:  # a single point: scalar variables
         cols = {name: c.reshape(c.shape[1:]) for name, c in cols.items()}
     ds = _dataset(spec, cols, nan_vars, n_invalid)
     with dask.config.set(scheduler="synchronous"):
-        write_netcdf(ds, output)
+        write_netcdf(ds, output, block_chunks=True)
         if spec.n_points <= LOAD_MAX_POINTS:
             return ds.compute()
     return xr.open_dataset(output, engine="netcdf4")
 
 
+# points per assembly block: all variables of one block are held at once (~70 x 8 B x 16,384 = 9 MB)
+BLOCK_POINTS = 16384
+
+
+def _lazy_columns(parts_dir, layout, shape, chunks, chunk_points, h) -> dict:
+    """Dask arrays shaped like the sweep, one per variable, over a grid of blocks that are each a
+    contiguous run of points (parts.block_grid); one task reads a block's parts once for every
+    variable, so the write streams through the parts in order."""
+    import dask
+    import dask.array as da
+    from xarray.coding.strings import create_vlen_dtype
+    grid = P.block_grid(shape, BLOCK_POINTS)
+    offsets = [np.concatenate([[0], np.cumsum(c)[:-1]]).astype(int) for c in grid]
+    names = list(layout)
+    pieces = {name: {} for name in names}
+    for idx in np.ndindex(*[len(c) for c in grid]):
+        lo = [int(o[i]) for o, i in zip(offsets, idx)]
+        bshape = tuple(int(c[i]) for c, i in zip(grid, idx))
+        first = int(np.ravel_multi_index(lo, shape))
+        stop = first + int(np.prod(bshape))
+        block = dask.delayed(P.read_flat_block, pure=True)(parts_dir, names, first, stop, chunks, chunk_points, h,
+                                                          dask_key_name=f"mistfast-block-{h}-{first}")
+        for name, (dtype, trail) in layout.items():
+            if dtype == object:  # declared variable-length strings: written as such, never loaded whole
+                dtype = create_vlen_dtype(str)
+            arr = da.from_delayed(block[name], shape=(stop - first,) + trail, dtype=dtype)
+            pieces[name][idx] = arr.reshape(bshape + trail)
+    counts = [len(c) for c in grid]
+    out = {}
+    for name in names:
+        arr = da.block(_nested(pieces[name], counts, len(layout[name][1])))
+        if layout[name][0] == object:  # concatenation drops the variable-length string marker
+            arr = da.Array(arr.dask, arr.name, arr.chunks, dtype=create_vlen_dtype(str))
+        out[name] = arr
+    return out
+
+
+def _nested(blocks: dict, counts: list[int], trailing: int, prefix: tuple = ()):
+    """{(i, j, ...): array} -> nested lists for da.block (one level per dimension, the
+    ``trailing`` dims of every variable in one block each)."""
+    if len(prefix) == len(counts):
+        leaf = blocks[prefix]
+        for _ in range(trailing):
+            leaf = [leaf]
+        return leaf
+    return [_nested(blocks, counts, trailing, prefix + (i,)) for i in range(counts[len(prefix)])]
+
+
 def _read_part_status(parts_dir, k, chunk, h):
     return P.read_part_columns(parts_dir / P.part_name(k), ["status"], (k, *chunk), h)["status"]
-
-
-def _read_block(block_info=None, *, folder, var, shape, chunks_, chunk_points, sweep_hash):
-    """One dask block: a contiguous run of points (see parts.block_grid) read from the parts."""
-    info = block_info[None]
-    loc = info["array-location"]
-    starts = [lo for lo, _ in loc[:len(shape)]]
-    first = int(np.ravel_multi_index(starts, shape)) if shape else 0
-    block_shape = tuple(hi - lo for lo, hi in loc)
-    n = int(np.prod(block_shape[:len(shape)]))
-    flat = P.read_flat_range(Path(folder), var, first, first + n, chunks_, chunk_points, sweep_hash)
-    return flat.reshape(block_shape)
 
 
 def assemble(spec: SweepSpec, cat: dict[str, np.ndarray]) -> xr.Dataset:
@@ -781,14 +807,27 @@ def _dataset(spec: SweepSpec, cols: dict, nan_vars: set, n_invalid: int) -> xr.D
     return ds
 
 
-def write_netcdf(ds: xr.Dataset, path: str | Path) -> None:
+def write_netcdf(ds: xr.Dataset, path: str | Path, block_chunks: bool = False) -> None:
     """Write ``ds`` to ``path`` through a temporary file: on any failure (disk full, permission)
     the temporary file is removed, nothing is left under ``path``, and one SweepOutputError line
-    says why. Dask-backed variables are written block by block."""
+    says why. Dask-backed variables are written block by block; with ``block_chunks`` the file's
+    HDF5 chunks are the dask blocks, so every block writes whole chunks."""
+    import netCDF4
     tmp = Path(str(path) + ".tmp")
     enc = {k: {"zlib": True, "complevel": 1} for k, v in ds.data_vars.items() if v.dtype != object}
+    if block_chunks:
+        for k in enc:
+            if ds[k].chunks and ds[k].ndim:
+                enc[k]["chunksizes"] = tuple(max(c) for c in ds[k].chunks)
+    cache = netCDF4.get_chunk_cache()
     try:
-        ds.to_netcdf(tmp, engine="netcdf4", encoding=enc)
+        # HDF5 keeps written chunks in a per-variable cache (64 MiB each by default) until the file
+        # is closed; blocks arrive in file order, so a small cache bounds the writer's memory
+        netCDF4.set_chunk_cache(1 << 20, 521, 1.0)
+        try:
+            ds.to_netcdf(tmp, engine="netcdf4", encoding=enc)
+        finally:
+            netCDF4.set_chunk_cache(*cache)
         os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:  # netCDF4 reports HDF errors (e.g. a full disk) as RuntimeError
         P.remove_quietly(tmp)

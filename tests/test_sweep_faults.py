@@ -232,8 +232,11 @@ def write_sweep(tmp_path, n_rates=60, requests=1500, chunk_points=2) -> Path:
 
 def start_cli(*args) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NUMBA_NUM_THREADS": "1"}
+    # SIGINT back to its default: a shell starts background jobs (a CI runner's, too) with SIGINT
+    # ignored, and the child would inherit that
     return subprocess.Popen([sys.executable, "-m", "mistfast.cli", *map(str, args)], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for_parts(parts: Path, n: int, proc: subprocess.Popen, timeout=240.0) -> None:
