@@ -551,8 +551,10 @@ def run_sweep(spec: SweepSpec | str | Path, output: str | Path | None = None, *,
         else:
             _run_distributed(spec, todo, done, scheduler, workers, client, bar, h, progress)
     except KeyboardInterrupt:
-        kept = "" if manifest is None else f"; {len(manifest.parts)} of {len(chunks)} chunks are kept in {parts_dir}"
-        raise SweepInterrupted(f"interrupted — rerun with --resume{kept}") from None
+        if manifest is None:
+            raise SweepInterrupted("interrupted (nothing was kept: give an output file to keep finished chunks)") from None
+        raise SweepInterrupted(f"interrupted — rerun with --resume; {len(manifest.parts)} of {len(chunks)} chunks "
+                               f"are kept in {parts_dir}") from None
     finally:
         bar.close()
         if manifest is not None:

@@ -1,6 +1,7 @@
 """A sweep through a real SLURM: .ci/slurm-local.sh starts a one-node cluster (munged, slurmctld,
 slurmd, all state in a temporary folder), dask_jobqueue.SLURMCluster submits two single-core
-worker jobs with sbatch, and the sweep's Dataset is bit-identical to the serial run. Skips with
+worker jobs with sbatch (the sweep starts once one runs), and the sweep's Dataset is
+bit-identical to the serial run. Skips with
 the reason when SLURM cannot be started here (no root, no slurm-wlm/munge, no dask-jobqueue)."""
 from __future__ import annotations
 
@@ -45,6 +46,13 @@ def slurm(tmp_path_factory):
         subprocess.run(["bash", str(SCRIPT), "stop", str(state)], capture_output=True, timeout=120)
 
 
+def slurm_report(tmp_path) -> str:
+    """squeue and the tails of the job logs, for a failure message."""
+    q = subprocess.run(["squeue", "-o", "%i %T %R %M"], capture_output=True, text=True)
+    logs = "".join(f"--- {p.name}\n{p.read_text()[-1500:]}\n" for p in sorted((tmp_path / "logs").glob("*")))
+    return q.stdout + q.stderr + logs
+
+
 def test_sweep_on_slurm_is_bit_identical_to_serial(slurm, tmp_path):
     from dask_jobqueue import SLURMCluster
     from distributed import Client
@@ -58,9 +66,12 @@ def test_sweep_on_slurm_is_bit_identical_to_serial(slurm, tmp_path):
                       job_extra_directives=[f"--chdir={tmp_path}"]) as cluster:
         cluster.scale(jobs=2)
         with Client(cluster) as client:
-            client.wait_for_workers(2, timeout=180)
-            hosts = client.run(lambda: os.environ.get("SLURM_JOB_ID"))
-            assert len(hosts) == 2 and all(hosts.values()), f"workers are not SLURM jobs: {hosts}"
+            try:
+                client.wait_for_workers(1, timeout=240)
+            except Exception as exc:  # say what SLURM thinks of the jobs
+                raise AssertionError(f"no worker job started ({exc}):\n{slurm_report(tmp_path)}") from None
+            jobs = client.run(lambda: os.environ.get("SLURM_JOB_ID"))
+            assert jobs and all(jobs.values()), f"workers are not SLURM jobs: {jobs}"
             assert_bit_identical(run_sweep(spec, client=client), reference)
             out = tmp_path / "slurm.nc"
             ds = run_sweep(spec, out, client=client, chunk_points=4)

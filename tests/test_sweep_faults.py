@@ -403,3 +403,28 @@ def test_per_request_sweeps_are_refused_with_a_size_estimate():
     sp = make_spec(scenario={**BASE, "simulation": {"seed": 5, "per_request": True}})
     with pytest.raises(SpecError, match=r"simulation.per_request = true: .*36 points x 30 requests .* GiB"):
         run_sweep(sp, scheduler="serial")
+
+
+@pytest.mark.parametrize("to_disk", [True, False], ids=["with-output", "in-memory"])
+def test_keyboard_interrupt_keeps_finished_chunks_in_the_manifest(spec, reference, tmp_path, monkeypatch, to_disk):
+    orig = S.run_chunk
+
+    def interrupted(spec_, start, stop):
+        if start == 15:
+            raise KeyboardInterrupt
+        return orig(spec_, start, stop)
+
+    monkeypatch.setattr(S, "run_chunk", interrupted)
+    out = tmp_path / "i.nc" if to_disk else None
+    with pytest.raises(S.SweepInterrupted) as e:
+        run_sweep(spec, out, scheduler="serial")
+    if not to_disk:
+        assert "nothing was kept" in e.value.message
+        return
+    assert e.value.message.startswith("interrupted — rerun with --resume; 3 of 8 chunks are kept in")
+    doc, why = P.read_manifest(Path(str(out) + ".parts"))
+    assert why == "" and sorted(doc["parts"]) == [P.part_name(k) for k in range(3)]
+    monkeypatch.setattr(S, "run_chunk", orig)
+    calls = count_chunks(monkeypatch)
+    assert_bit_identical(run_sweep(spec, out, scheduler="serial", resume=True), reference)
+    assert [a for a, _ in calls] == [15, 20, 25, 30, 35]
