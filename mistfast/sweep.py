@@ -825,7 +825,7 @@ def write_netcdf(ds: xr.Dataset, path: str | Path, block_chunks: bool = False) -
     try:
         # HDF5 keeps written chunks in a per-variable cache (64 MiB each by default) until the file
         # is closed; blocks arrive in file order, so a small cache bounds the writer's memory
-        netCDF4.set_chunk_cache(1 << 20, 521, 1.0)
+        netCDF4.set_chunk_cache(256 << 10, 521, 1.0)
         try:
             ds.to_netcdf(tmp, engine="netcdf4", encoding=enc)
         finally:
