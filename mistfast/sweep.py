@@ -653,7 +653,10 @@ def _run_distributed(spec, todo, done, scheduler, workers, client, bar, h, annou
             if announce and client.dashboard_link and stack[0] is not client:
                 print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
         client.run(_warm)  # pay kernel loading once per worker, before the tasks
-        futs = {client.submit(_task, spec, k, a, z, part, h, pure=False, key=f"mistfast-chunk-{k}-{h}"): k
+        # the spec travels once, as the result of a task (recomputed like any other if its worker
+        # dies), instead of once inside every chunk task the scheduler holds
+        spec_f = client.submit(_same, spec, pure=False, key=f"mistfast-spec-{h}")
+        futs = {client.submit(_task, spec_f, k, a, z, part, h, pure=False, key=f"mistfast-chunk-{k}-{h}"): k
                 for k, a, z, part in todo}
         try:
             for fut in as_completed(futs):
@@ -666,6 +669,10 @@ def _run_distributed(spec, todo, done, scheduler, workers, client, bar, h, annou
     finally:
         for obj in reversed(stack):
             obj.close()
+
+
+def _same(x):
+    return x
 
 
 def _has_bokeh() -> bool:
