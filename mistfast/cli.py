@@ -127,6 +127,8 @@ def run(spec, sets, output, per_request, trace_out):
         from .sweep import write_netcdf
         try:
             write_netcdf(ds, output)
+        except SpecError as e:  # parts.SweepOutputError: disk full, no permission
+            _fail(str(e))
         except OSError as e:
             _fail(f"-o {output}: cannot write: {e.strerror or e}")
         click.echo(f"written to {output}")
@@ -232,7 +234,7 @@ def sweep(spec, output, dry_run, scheduler, workers, chunk_points, resume, progr
                        chunk_points=chunk_points)
     except SpecError as e:
         _fail(str(e))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # sweep.SweepInterrupted too: finished parts are kept
         _interrupted(output)
     except PermissionError as e:
         _fail(f"-o {output}: cannot write {e.filename or ''}: {e.strerror or e}")

@@ -26,7 +26,9 @@ import json
 import math
 import operator
 import os
+import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ import numpy as np
 import xarray as xr
 
 from . import __version__
+from . import parts as P
 from .runner import Point, run_points
 from .scenario import build_requests, scenario_point
 from .specs import DEFAULT_SCENARIO, SpecError, deep_merge, load_toml, parse_scenario, resolve_spec_paths, set_path
@@ -42,7 +45,7 @@ from .sweepspec import safe_eval
 from .variables import REGISTRY, add_coord_attrs, coord_attrs, global_attrs, slo_attrs, variable
 
 # ----------------------------------------------------------------------------- spec
-MODES = ("product", "zip", "sample")
+MODES = ("product", "zip", "sample", "refine")
 
 
 @dataclass(frozen=True)
@@ -68,10 +71,11 @@ class SweepSpec:
     chunk_points: int = 128
     text: str = ""
     name: str = "sweep"
+    refine: tuple = ()   # mode "refine": (axis name, constraints, rounds); see mistfast/refine.py
 
     @property
     def shape(self) -> tuple[int, ...]:
-        if self.mode == "product":
+        if self.mode in ("product", "refine"):  # refine: the coarse grid
             return tuple(len(a.values) for a in self.axes)
         if self.mode == "zip":
             return (len(self.axes[0].values),)
@@ -83,7 +87,7 @@ class SweepSpec:
 
     @property
     def dims(self) -> tuple[str, ...]:
-        return tuple(a.name for a in self.axes) if self.mode == "product" else ("point",)
+        return tuple(a.name for a in self.axes) if self.mode in ("product", "refine") else ("point",)
 
 
 def check_path(path: str) -> None:
@@ -152,7 +156,7 @@ def parse_sweep(doc: dict, text: str = "", name: str = "sweep") -> SweepSpec:
     sw = dict(doc["sweep"])
     base = doc.get("scenario", {k: v for k, v in doc.items() if k != "sweep"})
     problems: list[str] = []
-    allowed = {"seed", "mode", "samples", "method", "chunk_points", "axes", "axis", "derived", "name"}
+    allowed = {"seed", "mode", "samples", "method", "chunk_points", "axes", "axis", "derived", "name", "refine"}
     for k in sw:
         if k not in allowed:
             problems.append(f"sweep.{k}: unknown field; allowed: {', '.join(sorted(allowed))}")
@@ -211,9 +215,16 @@ def parse_sweep(doc: dict, text: str = "", name: str = "sweep") -> SweepSpec:
     chunk = int(sw.get("chunk_points", 128))
     if chunk < 1:
         problems.append(f"sweep.chunk_points = {chunk}: must be >= 1")
+    refine = ()
+    if mode == "refine":
+        from .refine import parse_refine
+        refine, refine_problems = parse_refine(sw.get("refine"), axes)
+        problems += refine_problems
+    elif "refine" in sw:
+        problems.append(f"sweep.refine: only used with mode = 'refine' (mode is {mode!r})")
     if problems:
         raise SpecError(problems)
-    spec = SweepSpec(base=base, axes=tuple(axes), derived=tuple(derived), mode=mode, samples=samples,
+    spec = SweepSpec(refine=refine, base=base, axes=tuple(axes), derived=tuple(derived), mode=mode, samples=samples,
                      method=sw.get("method", "lhs"), seed=int(sw.get("seed", 0)), chunk_points=chunk, text=text,
                      name=sw.get("name", name))
     # the base scenario must be valid on its own
@@ -240,28 +251,6 @@ _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, as
         ast.Eq: operator.eq, ast.NotEq: operator.ne}
 _FUNCS = {"min": min, "max": max, "round": round, "int": int, "float": float, "abs": abs, "ceil": math.ceil,
           "floor": math.floor, "log2": math.log2}
-
-
-def _eval(node, env):
-    if isinstance(node, ast.Expression):
-        return _eval(node.body, env)
-    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str)):
-        return node.value
-    if isinstance(node, ast.Name):
-        if node.id not in env:
-            raise SpecError([f"unknown name {node.id!r}; available: {', '.join(sorted(env))}"])
-        return env[node.id]
-    if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-        return _OPS[type(node.op)](_eval(node.left, env), _eval(node.right, env))
-    if isinstance(node, ast.UnaryOp) and type(node.op) in _OPS:
-        return _OPS[type(node.op)](_eval(node.operand, env))
-    if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _OPS:
-        return _OPS[type(node.ops[0])](_eval(node.left, env), _eval(node.comparators[0], env))
-    if isinstance(node, ast.IfExp):
-        return _eval(node.body, env) if _eval(node.test, env) else _eval(node.orelse, env)
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCS:
-        return _FUNCS[node.func.id](*[_eval(a, env) for a in node.args])
-    raise SpecError([f"unsupported expression element {ast.dump(node)[:60]}"])
 
 
 def _check_expr(expr: str, names: list[str]) -> None:
@@ -462,15 +451,21 @@ def _spec_hash(spec: SweepSpec) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _save_part(path: Path, arrays: dict) -> None:
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **{k: (v.astype(str) if v.dtype == object else v) for k, v in arrays.items()})
-    os.replace(tmp, path)
+class SweepInterrupted(KeyboardInterrupt):
+    """The sweep was interrupted (Ctrl-C); finished parts are kept for ``--resume``."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
 
 
-def _load_part(path: Path) -> dict:
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+class ResumeWarning(UserWarning):
+    """Parts of an earlier run that did not verify and are recomputed."""
+
+
+# Sweeps up to this many points come back as an in-memory Dataset; larger ones with an output file
+# come back opened lazily from that file, so the driver never holds the whole result.
+LOAD_MAX_POINTS = 50_000
 
 
 def _warm():
@@ -483,12 +478,13 @@ def _warm():
     return os.getpid()
 
 
-def _task(spec: SweepSpec, start: int, stop: int, part: str | None) -> dict | str:
+def _task(spec: SweepSpec, k: int, start: int, stop: int, part: str | None, sweep_hash: str = "") -> dict:
+    """One chunk: a pure function of (spec, chunk). Returns the arrays, or with ``part`` the part's
+    manifest entry after writing it (so a recomputed task rewrites the very same bytes)."""
     arrays = run_chunk(spec, start, stop)
     if part is None:
         return arrays
-    _save_part(Path(part), arrays)
-    return part
+    return P.save_part(Path(part), arrays, (k, start, stop), sweep_hash)
 
 
 def run_sweep(spec: SweepSpec | str | Path, output: str | Path | None = None, *, scheduler: str = "serial",
@@ -496,10 +492,15 @@ def run_sweep(spec: SweepSpec | str | Path, output: str | Path | None = None, *,
               chunk_points: int | None = None, client=None) -> xr.Dataset:
     """Run a sweep and return its Dataset (also written to ``output`` as netCDF when given).
 
-    scheduler: "serial", "threads", "processes", or a dask.distributed scheduler address
-    ("tcp://host:8786"); ``client`` may be an existing ``distributed.Client``. With ``output``,
-    finished chunks are written to ``<output>.parts/`` as they complete; ``resume=True`` reuses
-    the parts of an interrupted run of the same sweep.
+    scheduler: "serial", "threads", "processes" (a ``distributed.LocalCluster`` of ``workers``
+    single-threaded processes), or a dask.distributed scheduler address ("tcp://host:8786");
+    ``client`` may be an existing ``distributed.Client`` (e.g. of a ``dask_jobqueue.SLURMCluster``).
+
+    With ``output``, every finished chunk is written to ``<output>.parts/`` with its checksum in
+    the manifest, and the netCDF is assembled from the parts block by block (bounded memory).
+    ``resume=True`` reuses the parts of an earlier run of the same sweep that verify and recomputes
+    the others (a :class:`ResumeWarning` names them). Ctrl-C raises :class:`SweepInterrupted`;
+    unwritable outputs raise :class:`mistfast.parts.SweepOutputError` (a ``SpecError``).
     """
     if not isinstance(spec, SweepSpec):
         spec = load_sweep(spec)
@@ -508,51 +509,96 @@ def run_sweep(spec: SweepSpec | str | Path, output: str | Path | None = None, *,
                          "address such as tcp://host:8786"])
     if chunk_points is not None:
         spec = SweepSpec(**{**spec.__dict__, "chunk_points": int(chunk_points)})
+    _refuse_per_request(spec)
+    if spec.mode == "refine":
+        from .refine import run_refine
+        return run_refine(spec, output, resume=resume, scheduler=scheduler, workers=workers, progress=progress,
+                          client=client)
     chunks = _chunks(spec.n_points, spec.chunk_points)
-    parts_dir = None
-    if output is not None:
-        parts_dir = Path(str(output) + ".parts")
-        h = _spec_hash(spec)
-        if parts_dir.exists() and resume:
-            mf = parts_dir / "manifest.json"
-            if not mf.exists() or json.loads(mf.read_text()).get("hash") != h:
-                raise SpecError([f"--resume: {parts_dir} belongs to a different sweep spec; remove it or drop --resume"])
-        elif parts_dir.exists():
-            for f in parts_dir.glob("chunk-*.npz"):
-                f.unlink()
-        parts_dir.mkdir(parents=True, exist_ok=True)
-        (parts_dir / "manifest.json").write_text(json.dumps({"hash": h, "n_points": spec.n_points,
-                                                             "chunks": len(chunks)}))
-    todo, results = [], {}
-    for k, (a, z) in enumerate(chunks):
-        part = None if parts_dir is None else parts_dir / f"chunk-{k:06d}.npz"
-        if part is not None and resume and part.exists():
-            continue
-        todo.append((k, a, z, None if part is None else str(part)))
+    h = _spec_hash(spec)
+    parts_dir = None if output is None else Path(str(output) + ".parts")
+    manifest = None if parts_dir is None else _open_parts(spec, parts_dir, chunks, h, resume)
+    todo = [(k, a, z, None if parts_dir is None else str(parts_dir / P.part_name(k)))
+            for k, (a, z) in enumerate(chunks) if manifest is None or P.part_name(k) not in manifest.parts]
+    results: dict[int, dict] = {}
+
+    def done(k: int, result: dict) -> None:
+        if manifest is None:
+            results[k] = result
+        else:
+            manifest.add(P.part_name(k), result)
+
     bar = _progress(len(chunks), len(chunks) - len(todo), progress)
     try:
         if scheduler == "serial" and client is None:
             for k, a, z, part in todo:
-                results[k] = _task(spec, a, z, part)
+                done(k, _task(spec, k, a, z, part, h))
                 bar.update(1)
+        elif scheduler == "threads" and client is None:
+            _run_threads(spec, todo, done, workers, bar, h)
         else:
-            _run_dask(spec, todo, results, scheduler, workers, client, bar)
+            _run_distributed(spec, todo, done, scheduler, workers, client, bar, h, progress)
+    except KeyboardInterrupt:
+        if manifest is None:
+            raise SweepInterrupted("interrupted (nothing was kept: give an output file to keep finished chunks)") from None
+        raise SweepInterrupted(f"interrupted — rerun with --resume; {len(manifest.parts)} of {len(chunks)} chunks "
+                               f"are kept in {parts_dir}") from None
     finally:
         bar.close()
-    # ---- assemble ---------------------------------------------------------------------------
-    flat: dict[str, list] = {}
-    for k in range(len(chunks)):
-        if k in results and isinstance(results[k], dict):
-            arrays = results[k]
-        else:
-            arrays = _load_part(parts_dir / f"chunk-{k:06d}.npz")
-        for name, arr in arrays.items():
-            flat.setdefault(name, []).append(arr)
-    cat = {k: np.concatenate(v) for k, v in flat.items()}
-    ds = assemble(spec, cat)
-    if output is not None:
-        write_netcdf(ds, output)
-    return ds
+        if manifest is not None:
+            manifest.flush()
+    if manifest is None:
+        cat = {name: np.concatenate([results[k][name] for k in range(len(chunks))]) for name in results[0]}
+        return assemble(spec, cat)
+    return _assemble_from_parts(spec, parts_dir, chunks, manifest, h, Path(output))
+
+
+def _refuse_per_request(spec: SweepSpec) -> None:
+    """Sweeps keep summary variables only; per-request data would be points x requests rows."""
+    wants = bool(deep_merge(DEFAULT_SCENARIO, spec.base).get("simulation", {}).get("per_request", False))
+    wants |= any(a.path.endswith("per_request") and any(bool(v) for v in a.values) for a in spec.axes)
+    if wants:
+        n_req = int(deep_merge(DEFAULT_SCENARIO, spec.base).get("workload", {}).get("num_requests", 0) or 0)
+        est = spec.n_points * n_req * 11 * 8
+        raise SpecError([f"simulation.per_request = true: a sweep stores summary variables only; per-request "
+                         f"variables of {spec.n_points} points x {n_req} requests would take about {est / 2**30:.2f} GiB. "
+                         "Set it to false, or run single points with `mistfast run --per-request`"])
+
+
+def _open_parts(spec: SweepSpec, parts_dir: Path, chunks: list, h: str, resume: bool) -> P.Manifest:
+    """Prepare ``parts_dir``: fresh, or (resume) keep exactly the parts that verify."""
+    header = {"hash": h, "n_points": spec.n_points, "chunk_points": spec.chunk_points, "chunks": len(chunks)}
+    try:
+        parts_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise P.output_error(parts_dir, exc, "the sweep's parts folder") from None
+    manifest = P.Manifest(parts_dir, header)
+    old, why_not = P.read_manifest(parts_dir) if resume else (None, "")
+    if resume and old is not None and (old["hash"], old.get("chunks")) != (h, len(chunks)):
+        raise SpecError([f"--resume: {parts_dir} belongs to a different sweep spec; remove it or drop --resume"])
+    present = sorted(parts_dir.glob("chunk-*.npz"))
+    if resume:
+        rejected = []
+        for k, (a, z) in enumerate(chunks):
+            path = parts_dir / P.part_name(k)
+            if not path.exists():
+                continue
+            entry = None if old is None else old["parts"].get(path.name)
+            problem = why_not or P.part_problem(path, entry, (k, a, z))
+            if problem:
+                rejected.append(f"{path.name} ({problem})")
+            else:
+                manifest.parts[path.name] = entry
+        expected = {P.part_name(k) for k in range(len(chunks))}
+        rejected += [f"{p.name} (not a chunk of this sweep)" for p in present if p.name not in expected]
+        if rejected:
+            warnings.warn(f"resume: {len(rejected)} part file(s) in {parts_dir} do not verify and are recomputed: "
+                          + ", ".join(rejected[:20]) + (" ..." if len(rejected) > 20 else ""), ResumeWarning, stacklevel=3)
+    for p in present:  # never combine a part that did not verify: it is recomputed and overwritten
+        if p.name not in manifest.parts:
+            p.unlink()
+    manifest.write()
+    return manifest
 
 
 def _progress(total, done, enabled):
@@ -560,58 +606,163 @@ def _progress(total, done, enabled):
     return tqdm(total=total, initial=done, disable=not enabled, unit="chunk", desc="sweep")
 
 
-def _run_dask(spec, todo, results, scheduler, workers, client, bar):
+def _run_threads(spec, todo, done, workers, bar, h):
+    """Dask's threaded scheduler, in batches so that progress and parts arrive as they finish."""
     import dask
-    if client is None and scheduler not in ("threads", "processes"):
-        from distributed import Client
-        client = Client(scheduler)
-        owns = True
-    else:
-        owns = False
-    if client is not None:
-        from distributed import as_completed
-        client.run(_warm)  # pay kernel loading once per worker, before the tasks
-        futs = {client.submit(_task, spec, a, z, part, pure=False, key=f"mistfast-chunk-{k}-{_spec_hash(spec)}"): k
-                for k, a, z, part in todo}
-        for fut in as_completed(futs):
-            results[futs[fut]] = fut.result()
-            bar.update(1)
-        if owns:
-            client.close()
-        return
-    # threaded / process schedulers: one delayed task per chunk, computed in batches for progress.
-    # The kernels are compiled (or loaded from numba's cache) in this process first, so worker
-    # processes only load the cache; one pool serves every batch.
     _warm()
-    tasks = [dask.delayed(_task)(spec, a, z, part) for k, a, z, part in todo]
     n_workers = workers or os.cpu_count() or 1
     batch = max(n_workers * 8, 1)
-    pool = None
-    if scheduler == "processes":
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-        pool = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"), initializer=_warm)
+    for i in range(0, len(todo), batch):
+        tasks = [dask.delayed(_task)(spec, k, a, z, part, h) for k, a, z, part in todo[i:i + batch]]
+        outs = dask.compute(*tasks, scheduler="threads", num_workers=n_workers)
+        for (k, *_), o in zip(todo[i:i + batch], outs):
+            done(k, o)
+        bar.update(len(outs))
+
+
+def _run_distributed(spec, todo, done, scheduler, workers, client, bar, h, announce):
+    """Every parallel run that uses processes goes through a dask.distributed scheduler: a
+    LocalCluster of nanny-managed single-threaded workers for ``processes``, a remote scheduler
+    for an address, or the caller's client (SLURM). Nannies restart a worker that dies and the
+    scheduler reruns its tasks; worker processes exit when the driver's process disappears."""
+    from distributed import Client, as_completed
+    stack = []
     try:
-        for i in range(0, len(tasks), batch):
-            # chunksize=1: dask's process scheduler otherwise hands 6 tasks per submission, so a batch
-            # of 16 on 2 workers splits 6+4 / 6 and one worker idles for a quarter of the batch
-            kw = {"pool": pool, "chunksize": 1} if pool is not None else {"num_workers": n_workers}
-            outs = dask.compute(*tasks[i:i + batch], scheduler=scheduler, **kw)
-            for (k, *_), o in zip(todo[i:i + batch], outs):
-                results[k] = o
-            bar.update(len(outs))
+        if client is None:
+            if scheduler == "processes":
+                from distributed import LocalCluster
+                cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
+                                       dashboard_address=":0" if _has_bokeh() else None, silence_logs=40)
+                stack.append(cluster)
+                client = Client(cluster)
+            else:
+                client = Client(scheduler)
+            stack.append(client)
+            if announce and client.dashboard_link and stack[0] is not client:
+                print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
+        client.run(_warm)  # pay kernel loading once per worker, before the tasks
+        # the spec travels once, as the result of a task (recomputed like any other if its worker
+        # dies), instead of once inside every chunk task the scheduler holds
+        spec_f = client.submit(_same, spec, pure=False, key=f"mistfast-spec-{h}")
+        futs = {client.submit(_task, spec_f, k, a, z, part, h, pure=False, key=f"mistfast-chunk-{k}-{h}"): k
+                for k, a, z, part in todo}
+        try:
+            for fut in as_completed(futs):
+                done(futs[fut], fut.result())
+                fut.release()  # once recorded, a lost worker's copy need not be recomputed
+                bar.update(1)
+        except BaseException:  # an error or Ctrl-C: stop the remaining chunks before leaving
+            client.cancel(list(futs))
+            raise
     finally:
-        if pool is not None:
-            pool.shutdown()
+        for obj in reversed(stack):
+            obj.close()
+
+
+def _same(x):
+    return x
+
+
+def _has_bokeh() -> bool:
+    try:
+        import bokeh  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _assemble_from_parts(spec, parts_dir, chunks, manifest, h, output) -> xr.Dataset:
+    """Verify every part, write the netCDF block by block from them, return the Dataset (in
+    memory up to LOAD_MAX_POINTS points, else opened lazily from the written file)."""
+    for k, (a, z) in enumerate(chunks):
+        name = P.part_name(k)
+        problem = P.part_problem(parts_dir / name, manifest.parts.get(name), (k, a, z))
+        if problem:
+            raise SpecError([f"{parts_dir / name}: {problem} after it was written; rerun with --resume to recompute it"])
+    import dask
+    layout = P.part_layout(parts_dir / P.part_name(0))
+    shape = spec.shape if spec.axes else (1,)
+    cols = _lazy_columns(parts_dir, layout, shape, chunks, spec.chunk_points, h)
+    nan_vars = {n for e in manifest.parts.values() for n in e.get("nan_vars", ())}
+    n_invalid = int(sum(int(np.count_nonzero(_read_part_status(parts_dir, k, c, h))) for k, c in enumerate(chunks)))
+    if not spec.axes:  # a single point: scalar variables
+        cols = {name: c.reshape(c.shape[1:]) for name, c in cols.items()}
+    ds = _dataset(spec, cols, nan_vars, n_invalid)
+    with dask.config.set(scheduler="synchronous"):
+        write_netcdf(ds, output, block_chunks=True)
+        if spec.n_points <= LOAD_MAX_POINTS:
+            return ds.compute()
+    return xr.open_dataset(output, engine="netcdf4")
+
+
+# points per assembly block: all variables of one block are held at once (~70 x 8 B x 16,384 = 9 MB)
+BLOCK_POINTS = 16384
+
+
+def _lazy_columns(parts_dir, layout, shape, chunks, chunk_points, h) -> dict:
+    """Dask arrays shaped like the sweep, one per variable, over a grid of blocks that are each a
+    contiguous run of points (parts.block_grid); one task reads a block's parts once for every
+    variable, so the write streams through the parts in order."""
+    import dask
+    import dask.array as da
+    from xarray.coding.strings import create_vlen_dtype
+    grid = P.block_grid(shape, BLOCK_POINTS)
+    offsets = [np.concatenate([[0], np.cumsum(c)[:-1]]).astype(int) for c in grid]
+    names = list(layout)
+    pieces = {name: {} for name in names}
+    for idx in np.ndindex(*[len(c) for c in grid]):
+        lo = [int(o[i]) for o, i in zip(offsets, idx)]
+        bshape = tuple(int(c[i]) for c, i in zip(grid, idx))
+        first = int(np.ravel_multi_index(lo, shape))
+        stop = first + int(np.prod(bshape))
+        block = dask.delayed(P.read_flat_block, pure=True)(parts_dir, names, first, stop, chunks, chunk_points, h,
+                                                          dask_key_name=f"mistfast-block-{h}-{first}")
+        for name, (dtype, trail) in layout.items():
+            if dtype == object:  # declared variable-length strings: written as such, never loaded whole
+                dtype = create_vlen_dtype(str)
+            arr = da.from_delayed(block[name], shape=(stop - first,) + trail, dtype=dtype)
+            pieces[name][idx] = arr.reshape(bshape + trail)
+    counts = [len(c) for c in grid]
+    out = {}
+    for name in names:
+        arr = da.block(_nested(pieces[name], counts, len(layout[name][1])))
+        if layout[name][0] == object:  # concatenation drops the variable-length string marker
+            arr = da.Array(arr.dask, arr.name, arr.chunks, dtype=create_vlen_dtype(str))
+        out[name] = arr
+    return out
+
+
+def _nested(blocks: dict, counts: list[int], trailing: int, prefix: tuple = ()):
+    """{(i, j, ...): array} -> nested lists for da.block (one level per dimension, the
+    ``trailing`` dims of every variable in one block each)."""
+    if len(prefix) == len(counts):
+        leaf = blocks[prefix]
+        for _ in range(trailing):
+            leaf = [leaf]
+        return leaf
+    return [_nested(blocks, counts, trailing, prefix + (i,)) for i in range(counts[len(prefix)])]
+
+
+def _read_part_status(parts_dir, k, chunk, h):
+    return P.read_part_columns(parts_dir / P.part_name(k), ["status"], (k, *chunk), h)["status"]
 
 
 def assemble(spec: SweepSpec, cat: dict[str, np.ndarray]) -> xr.Dataset:
+    """The sweep's Dataset from flat per-point arrays held in memory."""
+    shape = spec.shape
+    cols = {name: arr.reshape(shape + arr.shape[1:]) for name, arr in cat.items()}
+    nan_vars = {name for name, arr in cat.items() if arr.dtype.kind == "f" and np.isnan(arr).any()}
+    return _dataset(spec, cols, nan_vars, int((cat["status"] != 0).sum()))
+
+
+def _dataset(spec: SweepSpec, cols: dict, nan_vars: set, n_invalid: int) -> xr.Dataset:
+    """Variables (numpy or dask arrays shaped like the sweep), coordinates and attrs.
+    ``nan_vars``: variables with a NaN somewhere (integer ones then stay float)."""
     shape = spec.shape
     dims = spec.dims
     ds = xr.Dataset()
-    for name, arr in cat.items():
+    for name, data in cols.items():
         if name.startswith("in_"):
-            data = arr.reshape(shape)
             if data.dtype.kind in "US":
                 data = data.astype(object)
             paths = {d[0]: d[1] for d in spec.derived}
@@ -622,22 +773,24 @@ def assemble(spec: SweepSpec, cat: dict[str, np.ndarray]) -> xr.Dataset:
             ds[name] = xr.Variable(dims, data, attrs=attrs)
             continue
         v = REGISTRY[name]
-        data = arr.reshape(shape + arr.shape[1:])
-        if v.dtype.startswith("int") and np.isnan(data.astype(float)).any():
-            var = xr.Variable(dims + v.dims, data.astype(float), attrs=v.attrs())
+        attrs = v.attrs()
+        if v.dtype.startswith("int") and name in nan_vars:
+            var = xr.Variable(dims + v.dims, data.astype(float), attrs=attrs)
         elif v.dtype == "str":
-            var = xr.Variable(dims + v.dims, data.astype(str).astype(object), attrs=v.attrs())
-        else:
+            var = xr.Variable(dims + v.dims, data if data.dtype == object else data.astype(str).astype(object), attrs=attrs)
+        elif isinstance(data, np.ndarray):
             var = variable(name, data, dims)
+        else:
+            var = xr.Variable(dims + v.dims, data.astype(v.dtype), attrs=attrs)
         ds[name] = var
     coords: dict[str, Any] = {"reject_reason": REJECT_REASONS}
     if "quantile" in ds.dims:
         coords["quantile"] = sweep_quantiles(spec)
-    vals = point_values(spec)
     if spec.mode == "product":
         for a in spec.axes:
             coords[a.name] = list(a.values)
     else:
+        vals = point_values(spec)
         coords["point"] = np.arange(spec.n_points)
         for j, a in enumerate(spec.axes):
             coords[a.name] = ("point", [v[j] for v in vals])
@@ -649,7 +802,7 @@ def assemble(spec: SweepSpec, cat: dict[str, np.ndarray]) -> xr.Dataset:
     ds.attrs.update(global_attrs(f"sweep {spec.name}, {spec.n_points} points"))
     ds.attrs.update({"mistfast_version": __version__, "sweep_name": spec.name, "sweep_mode": spec.mode,
                      "sweep_seed": spec.seed, "sweep_spec_toml": spec.text or json.dumps(spec.base, default=str),
-                     "n_points": spec.n_points, "n_invalid": int((cat["status"] != 0).sum()),
+                     "n_points": spec.n_points, "n_invalid": n_invalid,
                      "seeding": "each point's seed = SeedSequence([scenario seed, sweep seed, sha256(the point's coordinates "
                                 "on workload.* and simulation.* axes)]): points differing only in hardware, "
                                 "model or scheduler simulate the same requests"})
@@ -677,11 +830,41 @@ def _sweep_slo_attrs(spec: SweepSpec) -> dict:
     return slo_attrs(slo)
 
 
-def write_netcdf(ds: xr.Dataset, path: str | Path) -> None:
+def write_netcdf(ds: xr.Dataset, path: str | Path, block_chunks: bool = False) -> None:
+    """Write ``ds`` to ``path`` through a temporary file: on any failure (disk full, permission)
+    the temporary file is removed, nothing is left under ``path``, and one SweepOutputError line
+    says why. Dask-backed variables are written block by block; with ``block_chunks`` the file's
+    HDF5 chunks are the dask blocks, so every block writes whole chunks."""
+    import netCDF4
     tmp = Path(str(path) + ".tmp")
     enc = {k: {"zlib": True, "complevel": 1} for k, v in ds.data_vars.items() if v.dtype != object}
-    ds.to_netcdf(tmp, engine="netcdf4", encoding=enc)
-    os.replace(tmp, path)
+    if block_chunks:
+        for k in enc:
+            if ds[k].chunks and ds[k].ndim:
+                enc[k]["chunksizes"] = tuple(max(c) for c in ds[k].chunks)
+    cache = netCDF4.get_chunk_cache()
+    try:
+        # HDF5 keeps written chunks in a per-variable cache (64 MiB each by default) until the file
+        # is closed; blocks arrive in file order, so a small cache bounds the writer's memory
+        netCDF4.set_chunk_cache(256 << 10, 521, 1.0)
+        try:
+            ds.to_netcdf(tmp, engine="netcdf4", encoding=enc)
+        finally:
+            netCDF4.set_chunk_cache(*cache)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # netCDF4 reports HDF errors (e.g. a full disk) as RuntimeError
+        P.remove_quietly(tmp)
+        if isinstance(exc, RuntimeError) and "HDF" in str(exc) and _disk_nearly_full(Path(path)):
+            exc = OSError(28, "no space left on device")
+        raise P.output_error(path, exc, "the results file") from None
+
+
+def _disk_nearly_full(path: Path) -> bool:
+    import shutil
+    try:
+        return shutil.disk_usage(path.resolve().parent).free < 64 << 20
+    except OSError:
+        return False
 
 
 def dry_run(spec: SweepSpec, sample_points: int = 4) -> dict:

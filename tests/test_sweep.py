@@ -214,10 +214,10 @@ def test_resume_after_crash(spec, reference, tmp_path, monkeypatch):
     out = tmp_path / "crash.nc"
     orig_task = S._task
 
-    def crashing(spec_, a, z, part):
+    def crashing(spec_, k, a, z, part, h):
         if a == 20:
             raise RuntimeError("simulated crash in chunk 4")
-        return orig_task(spec_, a, z, part)
+        return orig_task(spec_, k, a, z, part, h)
 
     monkeypatch.setattr(S, "_task", crashing)
     with pytest.raises(RuntimeError, match="simulated crash"):

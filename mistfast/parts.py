@@ -1,0 +1,226 @@
+"""Part files of a sweep written to disk: one ``.npz`` per chunk of points, a manifest that records
+each part's chunk identity and checksum, verification on resume, and lazy reads for assembly.
+
+Layout of ``<output>.parts/``::
+
+    manifest.json        {"format": 2, "hash": <sweep hash>, "n_points", "chunk_points", "chunks",
+                          "parts": {"chunk-000003.npz": {"chunk": 3, "start": 384, "stop": 512,
+                                    "sha256": ..., "bytes": ..., "nan_vars": [...]}}}
+    chunk-000003.npz     the chunk's flat arrays (point order) plus ``__chunk__`` = [k, start, stop]
+                         and ``__sweep__`` = the sweep hash
+
+Only the driver writes the manifest, always atomically (temporary file, fsync, rename), at most
+about once a second while parts arrive and once more at the end or on an interruption: a part
+finished in the last second before a crash is not in the manifest and is recomputed on resume.
+A part is reused only when its file's SHA-256, size and chunk identity match the manifest entry.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .specs import SpecError
+
+MANIFEST = "manifest.json"
+FORMAT = 2
+
+
+class SweepOutputError(SpecError):
+    """An output file or folder cannot be written (disk full, no permission, missing folder)."""
+
+
+def part_name(k: int) -> str:
+    return f"chunk-{k:06d}.npz"
+
+
+def output_error(path: Path | str, exc: BaseException, what: str) -> SweepOutputError:
+    """One line naming the path, what was being written and why it failed."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        reason = "no space left on device"
+    return SweepOutputError([f"{path}: cannot write {what} ({reason}); nothing was written under the final name"])
+
+
+def remove_quietly(path: Path) -> None:
+    """Remove a temporary file if it exists (a read-only disk refuses even that; nothing to do then)."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file next to ``path``, fsync it and rename it over ``path``."""
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        remove_quietly(tmp)
+        raise
+
+
+# ----------------------------------------------------------------------------- part files
+def save_part(path: Path, arrays: dict, chunk: tuple[int, int, int], sweep_hash: str) -> dict:
+    """Write one chunk's arrays atomically; returns its manifest entry (identity and checksum)."""
+    k, start, stop = chunk
+    payload = {name: (v.astype(str) if v.dtype == object else v) for name, v in arrays.items()}
+    payload["__chunk__"] = np.array([k, start, stop], np.int64)
+    payload["__sweep__"] = np.array(sweep_hash)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        remove_quietly(tmp)
+        raise output_error(path, exc, "a sweep part file") from None
+    nan_vars = sorted(n for n, v in arrays.items() if v.dtype.kind == "f" and np.isnan(v).any())
+    return {"chunk": k, "start": start, "stop": stop, "sha256": file_sha256(path), "bytes": path.stat().st_size,
+            "nan_vars": nan_vars}
+
+
+def part_problem(path: Path, entry: dict | None, chunk: tuple[int, int, int]) -> str:
+    """Why the part file at ``path`` cannot be used for ``chunk`` ("" when it verifies)."""
+    k, start, stop = chunk
+    if entry is None:
+        return "not in the manifest: finished after it was last written, or not this run's"
+    if (entry.get("chunk"), entry.get("start"), entry.get("stop")) != (k, start, stop):
+        return "the manifest entry is for other points"
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
+    if size != entry.get("bytes"):
+        return f"size {size} B, the manifest says {entry.get('bytes')} B (truncated or replaced)"
+    if file_sha256(path) != entry.get("sha256"):
+        return "checksum mismatch (damaged or replaced by another file)"
+    return ""
+
+
+def read_part_columns(path: Path, names: list[str], chunk: tuple[int, int, int], sweep_hash: str) -> dict:
+    """Some arrays of a verified part, after checking the identity stored inside the file."""
+    with np.load(path, allow_pickle=False) as z:
+        ident = tuple(int(x) for x in z["__chunk__"])
+        if ident != tuple(chunk) or str(z["__sweep__"]) != sweep_hash:
+            raise SpecError([f"{path}: holds points {ident[1]}..{ident[2] - 1} of another run, expected "
+                             f"{chunk[1]}..{chunk[2] - 1}; rerun with --resume to recompute it"])
+        return {n: z[n] for n in names}
+
+
+def part_layout(path: Path) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+    """Variable name -> (dtype, trailing shape) of a part file (strings as object)."""
+    with np.load(path, allow_pickle=False) as z:
+        out = {}
+        for n in z.files:
+            if n.startswith("__"):
+                continue
+            a = z[n]
+            out[n] = (np.dtype(object) if a.dtype.kind in "US" else a.dtype, a.shape[1:])
+        return out
+
+
+# ----------------------------------------------------------------------------- manifest
+class Manifest:
+    """The driver's record of verified parts; written atomically, throttled while parts arrive."""
+
+    def __init__(self, folder: Path, header: dict, min_interval_s: float = 1.0):
+        self.folder = folder
+        self.path = folder / MANIFEST
+        self.header = dict(header, format=FORMAT)
+        self.parts: dict[str, dict] = {}
+        self.min_interval_s = min_interval_s
+        self._written_at = 0.0
+        self._dirty = False
+
+    def add(self, name: str, entry: dict) -> None:
+        self.parts[name] = entry
+        self._dirty = True
+        if time.monotonic() - self._written_at >= self.min_interval_s:
+            self.write()
+
+    def write(self) -> None:
+        data = json.dumps({**self.header, "parts": self.parts}, sort_keys=True).encode()
+        try:
+            write_atomic(self.path, data)
+        except OSError as exc:
+            raise output_error(self.path, exc, "the sweep manifest") from None
+        self._written_at = time.monotonic()
+        self._dirty = False
+
+    def flush(self) -> None:
+        if self._dirty:
+            self.write()
+
+
+def read_manifest(folder: Path) -> tuple[dict | None, str]:
+    """(manifest, "") or (None, why it cannot be used)."""
+    path = folder / MANIFEST
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None, "manifest.json is missing"
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return None, f"manifest.json is damaged ({type(exc).__name__}: {str(exc)[:80]})"
+    if not isinstance(doc, dict) or not isinstance(doc.get("hash"), str):
+        return None, "manifest.json is damaged (no sweep hash)"
+    if doc.get("format") != FORMAT or not isinstance(doc.get("parts"), dict):
+        return None, f"manifest.json has format {doc.get('format')!r}, this version writes {FORMAT} (no checksums)"
+    return doc, ""
+
+
+# ----------------------------------------------------------------------------- lazy reads
+def block_grid(shape: tuple[int, ...], target_points: int = 65536) -> tuple[tuple[int, ...], ...]:
+    """Dask chunks over ``shape`` whose every block is one contiguous run of C-order point indices
+    (leading dims one index at a time, one dim split in runs of rows, trailing dims whole), of
+    about ``target_points`` points, so that each block reads a few consecutive parts."""
+    nd = len(shape)
+    k = 0
+    while k < nd - 1 and int(np.prod(shape[k + 1:])) > target_points:
+        k += 1
+    inner = int(np.prod(shape[k + 1:])) if k + 1 < nd else 1
+    rows = max(1, target_points // max(inner, 1))
+    out = []
+    for d, n in enumerate(shape):
+        if d < k:
+            out.append((1,) * n)
+        elif d == k:
+            out.append(tuple(min(rows, n - a) for a in range(0, n, rows)) or (0,))
+        else:
+            out.append((n,))
+    return tuple(out)
+
+
+def read_flat_block(folder: Path, names: list[str], first: int, stop: int, chunks: list[tuple[int, int]],
+                    chunk_points: int, sweep_hash: str) -> dict[str, np.ndarray]:
+    """Points [first, stop) of every variable in ``names``, each part read once."""
+    pieces: dict[str, list] = {n: [] for n in names}
+    for k in range(first // chunk_points, (stop - 1) // chunk_points + 1):
+        a, z = chunks[k]
+        cols = read_part_columns(Path(folder) / part_name(k), names, (k, a, z), sweep_hash)
+        for n in names:
+            pieces[n].append(cols[n][max(first, a) - a: min(stop, z) - a])
+    out = {}
+    for n in names:
+        arr = np.concatenate(pieces[n])
+        out[n] = arr.astype(object) if arr.dtype.kind in "US" else arr
+    return out
