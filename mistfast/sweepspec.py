@@ -42,13 +42,14 @@ class SweepTable(Spec):
     """The ``[sweep]`` table."""
     name: str = "sweep"
     seed: int = Field(default=0, ge=0)
-    mode: Literal["product", "zip", "sample"] = "product"
+    mode: Literal["product", "zip", "sample", "refine"] = "product"
     samples: int = Field(default=0, ge=0)
     method: Literal["lhs", "random"] = "lhs"
     chunk_points: int = Field(default=128, ge=1)
     axes: dict[str, Any] = {}
     axis: list[AxisTable] = []
     derived: dict[str, str] = {}
+    refine: dict[str, Any] | None = None   # checked field by field by sweep.parse_sweep (mode = "refine")
 
 
 # ----------------------------------------------------------------------------- safe expressions

@@ -144,7 +144,7 @@ def test_sweep_output_summary_and_resume(tiny, tmp_path):
     # --resume with another spec's leftover chunks is refused cleanly
     import mistfast.sweep as S
 
-    def fail_to_write(ds, path):
+    def fail_to_write(ds, path, **kw):
         raise KeyboardInterrupt
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(S, "write_netcdf", fail_to_write)
