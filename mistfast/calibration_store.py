@@ -76,8 +76,14 @@ def _resolve(kind: str, aliases, name: str) -> str | None:
 
 def resolve_model(name: str) -> str | None:
     """Catalog model preset for a free-text model name (``Llama-2 LLaMA-70B`` -> ``llama-2-70b``),
-    or None when no preset matches."""
-    return _resolve("models", MODEL_ALIASES, name)
+    or None when no preset matches. Hugging Face ids and catalog spellings go through
+    :func:`mistfast.modelnames.resolve_model_name` (the same rules as a scenario's ``model``), so
+    every catalog model resolves; the free-text patterns above catch table spellings it does not."""
+    from .modelnames import resolve_model_name
+    try:
+        return resolve_model_name(str(name)).model
+    except KeyError:
+        return _resolve("models", MODEL_ALIASES, name)
 
 
 def resolve_device(name: str) -> str | None:

@@ -294,7 +294,12 @@ def test_name_resolution():
     assert C.resolve_model("Llama-3.1-8B-Instruct (nvidia/Llama-3.1-8B-Instruct-FP8)") == "llama-3.1-8b"
     assert C.resolve_model("Llama-3.3-70B-Instruct") == "llama-3.3-70b"
     assert C.resolve_model("BLOOM-176B") == "bloom-176b"
-    assert C.resolve_model("GPT-J 6B") is None
+    # Hugging Face ids and catalog spellings resolve as in a scenario (mistfast.modelnames)
+    assert C.resolve_model("GPT-J 6B") == "gpt-j-6b"
+    assert C.resolve_model("openai/gpt-oss-120b") == "gpt-oss-120b"
+    assert C.resolve_model("deepseek-ai/DeepSeek-R1-0528") == "deepseek-v3"
+    assert C.resolve_model("amd/Llama-3.1-70B-Instruct-FP8-KV") == "llama-3.1-70b"
+    assert C.resolve_model("Falcon-180B") is None
     assert C.resolve_device("H100-SXM-80GB") == "H100" and C.resolve_device("GB200") == "GB200"
     assert C.resolve_device("B200") == "B200" and C.resolve_device("H200-SXM-141GB") == "H200"
     assert C.resolve_device("TPU-v9z") is None
