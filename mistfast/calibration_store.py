@@ -22,7 +22,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-DEFAULT_EFFICIENCY = {"compute": 0.75, "memory": 0.75, "network": 1.0, "op_overhead_us": 0.0}
+DEFAULT_EFFICIENCY = {"compute": 0.75, "memory": 0.75, "network": 1.0, "op_overhead_us": 0.0, "step_overhead_ms": 0.0}
+# the efficiency fields a calibration fits and stores (EfficiencySpec names)
+EFFICIENCY_FIELDS = ("compute", "memory", "network", "op_overhead_us", "step_overhead_ms")
 
 
 class CalibrationError(ValueError):
@@ -192,11 +194,12 @@ def with_efficiency(client, eff: Mapping[str, Any] | None, correction: Mapping |
     upd: dict[str, Any] = {}
     if eff:
         e = client.efficiency.model_dump()
-        e.update({k: float(v) for k, v in eff.items() if k in ("compute", "memory", "network", "op_overhead_us")})
+        e.update({k: float(v) for k, v in eff.items() if k in EFFICIENCY_FIELDS})
         e["compute"] = min(max(e["compute"], 1e-6), 1.0)
         e["memory"] = min(max(e["memory"], 1e-6), 1.0)
         e["network"] = min(max(e["network"], 1e-6), 1.0)
         e["op_overhead_us"] = max(e["op_overhead_us"], 0.0)
+        e["step_overhead_ms"] = max(e.get("step_overhead_ms", 0.0), 0.0)
         if source or eff.get("source"):
             e["source"] = str(source or eff.get("source"))
         upd["efficiency"] = EfficiencySpec(**e)
@@ -237,7 +240,7 @@ class Calibration:
 def _eff_dict(e) -> dict:
     if hasattr(e, "as_efficiency"):   # a fitted result (calibration.EfficiencyFit)
         return e.as_efficiency()
-    return {k: float(e[k]) for k in ("compute", "memory", "network", "op_overhead_us") if k in e}
+    return {k: float(e[k]) for k in EFFICIENCY_FIELDS if k in e}
 
 # ============================================================================ TOML store
 def calibration_path() -> Path:
@@ -284,14 +287,14 @@ def write_calibration_toml(cal: Calibration, path: str | Path, *, header: str = 
     for (dev, eng), fit in sorted(cal.efficiencies.items(), key=lambda kv: (kv[0][0] == "*", kv[0])):
         lines.append(f"[efficiency.{_toml_key(dev)}.{_toml_key(eng)}]")
         d = _eff_dict(fit)
-        for k in ("compute", "memory", "network", "op_overhead_us"):
+        for k in EFFICIENCY_FIELDS:
             lines.append(f"{k} = {_toml_value(d.get(k, DEFAULT_EFFICIENCY[k]))}")
         if hasattr(fit, "as_efficiency"):
             extra = {"n_step_rows": fit.n_steps, "n_run_rows": fit.n_runs, "train_rows": list(fit.rows),
                      "train_median_abs_rel_err": fit.median_abs_rel_err, "train_p90_abs_rel_err": fit.p90_abs_rel_err,
                      "date": meta["date"], "split": meta.get("split", "")}
         else:
-            extra = {k: v for k, v in fit.items() if k not in ("compute", "memory", "network", "op_overhead_us")}
+            extra = {k: v for k, v in fit.items() if k not in EFFICIENCY_FIELDS}
         extra.update((errors or {}).get((dev, eng), {}))
         for k, v in extra.items():
             lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
