@@ -78,7 +78,7 @@ def test_every_row_reported_and_unsupported_listed(synth_report):
         assert col in rep.columns
     un = rep.set_index("id").loc[["S010", "S011"]]
     assert (un.status == "unsupported").all()
-    assert "GPT-J 6B" in un.loc["S010", "reason"] and "catalog" in un.loc["S010", "reason"]
+    assert "Falcon-180B" in un.loc["S010", "reason"] and "catalog" in un.loc["S010", "reason"]
     assert "energy_per_token_j" in un.loc["S011", "reason"]
     assert (rep.set_index("id").drop(["S010", "S011"]).status == "ok").all()
     csv = pd.read_csv(out / "report.csv")
