@@ -375,7 +375,8 @@ def calibrated_efficiency(device: str, engine: str | None = None, *, path: str |
     """Fitted efficiency of ``device`` (a preset name or free text) for ``engine`` (a family name
     such as ``trtllm-1`` or free text; ``"current"`` = the pooled fit of current engines; None =
     the device's entry pooled over engines) from ``data/calibration.toml`` (or ``path``), as a
-    dict for ``ClientSpec.efficiency`` (compute, memory, network, op_overhead_us, source), or None
+    dict for ``ClientSpec.efficiency`` (compute, memory, network, op_overhead_us, step_overhead_ms,
+    source), or None
     when nothing was fitted for it.
 
     Fallbacks, in order: (device, engine), (all devices, engine), (device, current engines), (all
