@@ -69,7 +69,7 @@ import functools
 import math
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -92,7 +92,18 @@ STEP_CSV_OPTIONAL = ("group", "source")
 REQUEST_CSV_COLUMNS = ("isl", "osl", "ttft_ms", "tpot_ms", "e2e_ms", "batch")
 SPLITWISE_COLUMNS = ("model", "hardware", "tensor_parallel", "prompt_size", "batch_size", "token_size",
                      "prompt_time", "token_time")
-EFFICIENCY_PARAMS = ("compute", "memory", "op_overhead_us")
+EFFICIENCY_PARAMS = ("compute", "memory", "op_overhead_us", "step_overhead_ms")
+# fitted parameters on a linear scale (>= 0); the η are fitted in log units within ETA_BOUNDS
+LINEAR_PARAMS = ("op_overhead_us", "step_overhead_ms")
+LINEAR_START = {"op_overhead_us": 0.5, "step_overhead_ms": 0.1}        # offset from the start value
+LINEAR_SCALE = {"op_overhead_us": 5.0, "step_overhead_ms": 1.0}        # least_squares x_scale
+# prior units: ``tau_prior_weight`` counts per 10 µs of per-op overhead, ``step_prior_weight`` per
+# 0.2 ms of per-step overhead. With one model per group a constant per-step floor cannot be split
+# between the two (both add the same time to every step); the stiffer per-step unit gives such a
+# floor to τ, as before the per-step overhead was fitted (> 95 % of it for a model of >= 100 ops).
+# Data with several layer counts in a group (or the Splitwise 30-45 ms floors) outweigh it by far.
+LINEAR_PRIOR_UNIT = {"op_overhead_us": 10.0, "step_overhead_ms": 0.2}
+STEP_PRIOR_WEIGHT = 1e-3
 ETA_BOUNDS = (0.05, 1.0)
 ROBUST_SCALE = 0.2           # log units: residuals beyond ~20 % count linearly in the efficiency fit (soft L1)
 CORRECTION_TOLERANCE = 0.02   # a calibrated client reproduces distinct training steps within this
@@ -409,7 +420,7 @@ class StepSet:
         # raw (efficiency-free) rate entries of each client's parameter vector
         P = len(self.client_list)
         self.prm0 = np.zeros((P, K.N_PARAMS))
-        self.raw = np.zeros((P, 8))
+        self.raw = np.zeros((P, 9))
         for j, c in enumerate(self.client_list):
             prm = client_params(c)
             e = c.efficiency
@@ -418,29 +429,36 @@ class StepSet:
                            prm[K.P_BW_ONCHIP] / e.memory if prm[K.P_GENZ] > 0 else prm[K.P_BW_ONCHIP],
                            prm[K.P_TP_BETA] / e.network, prm[K.P_PP_BETA] / e.network,
                            prm[K.P_EP_BETA] / e.network if prm[K.P_EP_BETA] > 0 else 0.0,
-                           1.0 if prm[K.P_GENZ] > 0 else 0.0)
+                           1.0 if prm[K.P_GENZ] > 0 else 0.0,
+                           prm[K.P_FPEAK_EXPERT] / e.compute)   # expert GEMM peak (own format), η_c applied
         self._built = True
         return self
 
-    def params(self, eta_c: float, eta_m: float, tau_us: float, eta_n: float = 1.0) -> np.ndarray:
+    def params(self, eta_c: float, eta_m: float, tau_us: float, eta_n: float = 1.0,
+               step_ms: float | None = None) -> np.ndarray:
+        """Parameter rows at trial efficiencies; ``step_ms`` None keeps each client's own per-step overhead."""
         prm = self.prm0.copy()
         r = self.raw
         prm[:, K.P_FPEAK] = r[:, 0] * eta_c
         prm[:, K.P_FPEAK_ATTN] = r[:, 1] * eta_c
+        prm[:, K.P_FPEAK_EXPERT] = r[:, 8] * eta_c
         prm[:, K.P_BW] = r[:, 2] * eta_m
         prm[:, K.P_BW_ONCHIP] = np.where(r[:, 7] > 0, r[:, 3] * eta_m, r[:, 3])
         prm[:, K.P_TP_BETA] = r[:, 4] * eta_n
         prm[:, K.P_PP_BETA] = r[:, 5] * eta_n
         prm[:, K.P_EP_BETA] = r[:, 6] * eta_n
         prm[:, K.P_TAU] = tau_us * 1e-6
+        if step_ms is not None:
+            prm[:, K.P_STEP_OVH] = step_ms * 1e-3
         return prm
 
-    def times(self, eta_c: float, eta_m: float, tau_us: float, eta_n: float = 1.0, prm=None) -> np.ndarray:
+    def times(self, eta_c: float, eta_m: float, tau_us: float, eta_n: float = 1.0, step_ms: float | None = None,
+              prm=None) -> np.ndarray:
         """Unweighted time of every step (s)."""
         if not self._built:
             self.build()
         if prm is None:
-            prm = self.params(eta_c, eta_m, tau_us, eta_n)
+            prm = self.params(eta_c, eta_m, tau_us, eta_n, step_ms)
         out = np.zeros(len(self.rows))
         _cost_steps(prm, self.row, self.pf_off, self.pf_past, self.pf_new, self.pf_done,
                     self.dec_off, self.dec_w, self.dec_s, self.dec_k, out)
@@ -650,6 +668,7 @@ class EfficiencyFit:
     memory: float
     op_overhead_us: float
     network: float = 1.0
+    step_overhead_ms: float = 0.0
     n_steps: int = 0
     n_runs: int = 0
     rows: tuple = ()
@@ -661,7 +680,7 @@ class EfficiencyFit:
 
     def as_efficiency(self) -> dict:
         return {"compute": self.compute, "memory": self.memory, "network": self.network,
-                "op_overhead_us": self.op_overhead_us}
+                "op_overhead_us": self.op_overhead_us, "step_overhead_ms": self.step_overhead_ms}
 
     def __getitem__(self, k):
         return getattr(self, k)
@@ -679,7 +698,7 @@ def fit_efficiency(observations: Sequence[StepObservation],
                    runs: Sequence[RunObservation] = (), group_by: Sequence[str] | None = ("device", "engine"),
                    params: Sequence[str] | None = None, x0: Mapping[str, float] | None = None,
                    prior_weight: float = 0.02, tau_prior_weight: float = 1e-3, memory_floor: float = 0.5,
-                   floor_weight: float = 1.0, refine_runs: bool = False,
+                   floor_weight: float = 1.0, refine_runs: bool = False, step_prior_weight: float = STEP_PRIOR_WEIGHT,
                    prior: Mapping[str, float] | Callable[[tuple], Mapping[str, float] | None] | None = None,
                    equal_model_weights: bool = False):
     """Fit η_c, η_m, τ (and η_net) by minimising the log-ratio error ``log(predicted/measured)``
@@ -691,7 +710,7 @@ def fit_efficiency(observations: Sequence[StepObservation],
     subset such as ``("engine",)`` pools devices; None fits one set for everything and returns a
     single :class:`EfficiencyFit` instead of a dict keyed by (device, engine) (``"*"`` = pooled).
 
-    ``params`` (default: compute, memory, op_overhead_us; add ``"network"`` to fit η_net too) are
+    ``params`` (default: compute, memory, op_overhead_us, step_overhead_ms; add ``"network"`` to fit η_net too) are
     the fitted parameters; the others stay at ``x0`` (default η = 0.75, η_net = 1, τ = 0). η_net
     is off by default: the collective model has bandwidth but no fitted latency, so at one TP
     degree η_net mostly trades off against η_c and does not transfer to other TP degrees.
@@ -719,7 +738,7 @@ def fit_efficiency(observations: Sequence[StepObservation],
         groups.setdefault(_group_key(r.device, r.engine, group_by), ([], []))[1].append(r)
     if params is not None:
         for p in params:
-            if p not in ("compute", "memory", "op_overhead_us", "network"):
+            if p not in ("compute", "memory", "op_overhead_us", "network", "step_overhead_ms"):
                 raise CalibrationError(f"params: unknown parameter {p!r}")
     start = dict(DEFAULT_EFFICIENCY)
     if x0:
@@ -731,14 +750,16 @@ def fit_efficiency(observations: Sequence[StepObservation],
         centre = _eff_dict(centre) if centre is not None else None
         results[key] = _fit_one(obs, rns, base_client_factory, ps, dict(start, **(centre or {})), prior_weight,
                                 tau_prior_weight, memory_floor, floor_weight, refine_runs, least_squares,
-                                prior_centre=centre, equal_model_weights=equal_model_weights)
+                                prior_centre=centre, equal_model_weights=equal_model_weights,
+                                step_prior_weight=step_prior_weight)
     if group_by is None:
         return results.get(("*", "*")) if results else None
     return results
 
 
 def _fit_one(obs, runs, factory, params, start, prior_weight, tau_prior_weight, memory_floor, floor_weight,
-             refine_runs, least_squares, prior_centre=None, equal_model_weights=False) -> EfficiencyFit:
+             refine_runs, least_squares, prior_centre=None, equal_model_weights=False,
+             step_prior_weight=STEP_PRIOR_WEIGHT) -> EfficiencyFit:
     steps = StepSet()
     for i, o in enumerate(obs):
         steps.add(factory(o), o.prefill, o.decode, owner=i)
@@ -747,27 +768,28 @@ def _fit_one(obs, runs, factory, params, start, prior_weight, tau_prior_weight, 
     meas = np.log([o.time_s for o in obs]) if obs else np.zeros(0)
     run_meas = np.log([r.measured for r in runs]) if runs else np.zeros(0)
     lo_eta, hi_eta = ETA_BOUNDS
-    names = ("compute", "memory", "network", "op_overhead_us")
+    names = ("compute", "memory", "network", "op_overhead_us", "step_overhead_ms")
 
     def unpack(x) -> dict:
-        v = {k: start[k] for k in names}
+        v = {k: start.get(k, DEFAULT_EFFICIENCY[k]) for k in names}
         for p, xi in zip(params, x):
-            v[p] = float(np.exp(xi)) if p != "op_overhead_us" else float(xi)
+            v[p] = float(np.exp(xi)) if p not in LINEAR_PARAMS else float(xi)
         return v
 
     def clip_eta(v):
         return min(max(v, lo_eta), hi_eta)
 
-    x_start = np.array([math.log(clip_eta(start[p])) if p != "op_overhead_us" else max(start[p], 0.0) + 0.5
-                        for p in params])
-    lb = np.array([math.log(lo_eta) if p != "op_overhead_us" else 0.0 for p in params])
-    ub = np.array([math.log(hi_eta) if p != "op_overhead_us" else np.inf for p in params])
+    x_start = np.array([math.log(clip_eta(start[p])) if p not in LINEAR_PARAMS
+                        else max(start.get(p, 0.0), 0.0) + LINEAR_START[p] for p in params])
+    lb = np.array([math.log(lo_eta) if p not in LINEAR_PARAMS else 0.0 for p in params])
+    ub = np.array([math.log(hi_eta) if p not in LINEAR_PARAMS else np.inf for p in params])
     x_start = np.clip(x_start, lb, ub)
     pc = {**DEFAULT_EFFICIENCY, **(prior_centre or {})}
     prior_at = {"compute": math.log(min(max(pc["compute"], lo_eta), hi_eta)),
                 "memory": math.log(min(max(pc["memory"], lo_eta), hi_eta)),
-                "network": math.log(min(max(pc["network"], lo_eta), hi_eta)), "op_overhead_us": float(pc["op_overhead_us"])}
-    x_scale = np.array([0.3 if p != "op_overhead_us" else 5.0 for p in params])
+                "network": math.log(min(max(pc["network"], lo_eta), hi_eta)), "op_overhead_us": float(pc["op_overhead_us"]),
+                "step_overhead_ms": float(pc.get("step_overhead_ms", 0.0))}
+    x_scale = np.array([0.3 if p not in LINEAR_PARAMS else LINEAR_SCALE[p] for p in params])
 
     run_steps = None
     anchor = {}
@@ -777,14 +799,15 @@ def _fit_one(obs, runs, factory, params, start, prior_weight, tau_prior_weight, 
         # the logged reference simulations ran with each run's base-client efficiency
         for j, r in enumerate(runs):
             e = r.client.efficiency
-            anchor.setdefault(j, ((e.compute, e.memory, e.op_overhead_us, e.network), r.ref_value))
+            anchor.setdefault(j, ((e.compute, e.memory, e.op_overhead_us, e.network, e.step_overhead_ms),
+                                  r.ref_value))
 
     def anchor_totals():
         S0 = np.zeros(len(runs))
-        for (c, m, t, n) in {a[0] for a in anchor.values()}:
-            tot = run_steps.totals(len(runs), c, m, t, n)
+        for (c, m, t, n, s) in {a[0] for a in anchor.values()}:
+            tot = run_steps.totals(len(runs), c, m, t, n, s)
             for j, a in anchor.items():
-                if a[0] == (c, m, t, n):
+                if a[0] == (c, m, t, n, s):
                     S0[j] = tot[j]
         return S0, np.array([anchor[j][1] for j in range(len(runs))])
 
@@ -806,14 +829,16 @@ def _fit_one(obs, runs, factory, params, start, prior_weight, tau_prior_weight, 
         v = unpack(x)
         res = []
         if len(obs):
-            t = steps.times(v["compute"], v["memory"], v["op_overhead_us"], v["network"])
+            t = steps.times(v["compute"], v["memory"], v["op_overhead_us"], v["network"], v["step_overhead_ms"])
             res.append(w_obs * (np.log(t) - meas))
         if runs:
-            S = run_steps.totals(len(runs), v["compute"], v["memory"], v["op_overhead_us"], v["network"])
+            S = run_steps.totals(len(runs), v["compute"], v["memory"], v["op_overhead_us"], v["network"],
+                                 v["step_overhead_ms"])
             ratio = np.where([r.rate_like for r in runs], S0 / S, S / S0)
             res.append(w_run * (np.log(np.maximum(m0 * ratio, 1e-300)) - run_meas))
-        pri = [prior_weight * (xi - prior_at[p]) if p != "op_overhead_us"
-               else tau_prior_weight * (xi - prior_at["op_overhead_us"]) / 10.0
+        linear_weight = {"op_overhead_us": tau_prior_weight, "step_overhead_ms": step_prior_weight}
+        pri = [prior_weight * (xi - prior_at[p]) if p not in LINEAR_PARAMS
+               else linear_weight[p] * (xi - prior_at[p]) / LINEAR_PRIOR_UNIT[p]
                for p, xi in zip(params, x)]
         if "memory" in params and floor_weight > 0:
             pri.append(floor_weight * max(0.0, math.log(memory_floor) - x[params.index("memory")]))
@@ -829,7 +854,7 @@ def _fit_one(obs, runs, factory, params, start, prior_weight, tau_prior_weight, 
     if runs and refine_runs:
         v = unpack(sol.x)
         vals = run_values(runs, v)
-        key = (v["compute"], v["memory"], v["op_overhead_us"], v["network"])
+        key = (v["compute"], v["memory"], v["op_overhead_us"], v["network"], v["step_overhead_ms"])
         anchor = {j: (key, vals[j]) for j in range(len(runs))}
         S0, m0 = anchor_totals()
         sol = least_squares(residuals, sol.x, args=(S0, m0), **kw)
@@ -837,7 +862,7 @@ def _fit_one(obs, runs, factory, params, start, prior_weight, tau_prior_weight, 
     r = residuals(sol.x, S0, m0)[:len(obs) + len(runs)] / np.maximum(wts, 1e-300)
     err = np.abs(np.expm1(r)) if len(r) else np.array([np.nan])
     return EfficiencyFit(compute=v["compute"], memory=v["memory"], op_overhead_us=v["op_overhead_us"],
-                         network=v["network"], n_steps=len(obs), n_runs=len(runs), params=tuple(params),
+                         network=v["network"], step_overhead_ms=v["step_overhead_ms"], n_steps=len(obs), n_runs=len(runs), params=tuple(params),
                          rows=tuple([o.id for o in obs] + [r_.id for r_ in runs]),
                          median_abs_rel_err=float(np.median(err)), p90_abs_rel_err=float(np.percentile(err, 90)),
                          success=bool(sol.success), message=str(sol.message))
@@ -878,6 +903,10 @@ def fit_step_correction(observations: Sequence[StepObservation], client: ClientS
     """
     if max_knots is not None and max_knots > K.CORR_MAX:
         raise CalibrationError(f"max_knots = {max_knots}: the kernel table holds at most {K.CORR_MAX}")
+    if client.efficiency.step_overhead_ms > 0 and observations:
+        return _correction_over_step_overhead(observations, client, max_knots=max_knots, context=context,
+                                              source=source, monotone_grid=monotone_grid,
+                                              monotone_rtol=monotone_rtol)
     if context and observations and _has_context_info(observations):
         return fit_context_correction(observations, client, max_knots=max_knots or K.CORR_MAX, source=source)
     max_knots = max_knots or 16
@@ -892,7 +921,7 @@ def fit_step_correction(observations: Sequence[StepObservation], client: ClientS
         st = StepSet()
         st.add(base, prefill, decode)
         return float(st.times(base.efficiency.compute, base.efficiency.memory, base.efficiency.op_overhead_us,
-                              base.efficiency.network)[0])
+                              base.efficiency.network, base.efficiency.step_overhead_ms)[0])
 
     # per kind: sorted distinct log T, log-ratio, measured log time, representative obs
     data: dict[str, dict] = {}
@@ -1000,6 +1029,22 @@ def fit_step_correction(observations: Sequence[StepObservation], client: ClientS
     _warn_if_poor(diag)
     corr["source"] = ((source or f"fit_step_correction on {len(observations)} measured steps")
                       + f"; distinct-T training steps within {100 * worst:.2g} %; per-step error {diag.summary()}")
+    return corr
+
+
+def _correction_over_step_overhead(observations, client: ClientSpec, **kw) -> dict:
+    """The kernel adds the per-step overhead after the correction (``f·analytical + overhead``), so
+    the factors are fitted on the measured times less that overhead, against the client without
+    it; a step measured faster than the overhead keeps a small positive remainder (2 % of it)."""
+    ovh_s = client.efficiency.step_overhead_ms * 1e-3
+    core = with_efficiency(client, {"step_overhead_ms": 0.0})
+    reduced = [replace(o, time_s=max(o.time_s - ovh_s, 0.02 * o.time_s)) for o in observations]
+    corr = fit_step_correction(reduced, core, **kw)
+    diag = step_fit_errors(observations, with_efficiency(client.model_copy(update={"step_correction": None}),
+                                                        None, {k: v for k, v in corr.items() if k != "source"}))
+    corr["source"] = ((kw.get("source") or f"fit_step_correction on {len(observations)} measured steps")
+                      + f"; factors on the measured times less the {client.efficiency.step_overhead_ms:.3g} ms "
+                      f"per-step overhead; per-step error {diag.summary()}")
     return corr
 
 

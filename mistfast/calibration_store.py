@@ -22,7 +22,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-DEFAULT_EFFICIENCY = {"compute": 0.75, "memory": 0.75, "network": 1.0, "op_overhead_us": 0.0}
+DEFAULT_EFFICIENCY = {"compute": 0.75, "memory": 0.75, "network": 1.0, "op_overhead_us": 0.0, "step_overhead_ms": 0.0}
+# the efficiency fields a calibration fits and stores (EfficiencySpec names)
+EFFICIENCY_FIELDS = ("compute", "memory", "network", "op_overhead_us", "step_overhead_ms")
 
 
 class CalibrationError(ValueError):
@@ -76,8 +78,14 @@ def _resolve(kind: str, aliases, name: str) -> str | None:
 
 def resolve_model(name: str) -> str | None:
     """Catalog model preset for a free-text model name (``Llama-2 LLaMA-70B`` -> ``llama-2-70b``),
-    or None when no preset matches."""
-    return _resolve("models", MODEL_ALIASES, name)
+    or None when no preset matches. Hugging Face ids and catalog spellings go through
+    :func:`mistfast.modelnames.resolve_model_name` (the same rules as a scenario's ``model``), so
+    every catalog model resolves; the free-text patterns above catch table spellings it does not."""
+    from .modelnames import resolve_model_name
+    try:
+        return resolve_model_name(str(name)).model
+    except KeyError:
+        return _resolve("models", MODEL_ALIASES, name)
 
 
 def resolve_device(name: str) -> str | None:
@@ -186,11 +194,12 @@ def with_efficiency(client, eff: Mapping[str, Any] | None, correction: Mapping |
     upd: dict[str, Any] = {}
     if eff:
         e = client.efficiency.model_dump()
-        e.update({k: float(v) for k, v in eff.items() if k in ("compute", "memory", "network", "op_overhead_us")})
+        e.update({k: float(v) for k, v in eff.items() if k in EFFICIENCY_FIELDS})
         e["compute"] = min(max(e["compute"], 1e-6), 1.0)
         e["memory"] = min(max(e["memory"], 1e-6), 1.0)
         e["network"] = min(max(e["network"], 1e-6), 1.0)
         e["op_overhead_us"] = max(e["op_overhead_us"], 0.0)
+        e["step_overhead_ms"] = max(e.get("step_overhead_ms", 0.0), 0.0)
         if source or eff.get("source"):
             e["source"] = str(source or eff.get("source"))
         upd["efficiency"] = EfficiencySpec(**e)
@@ -231,7 +240,7 @@ class Calibration:
 def _eff_dict(e) -> dict:
     if hasattr(e, "as_efficiency"):   # a fitted result (calibration.EfficiencyFit)
         return e.as_efficiency()
-    return {k: float(e[k]) for k in ("compute", "memory", "network", "op_overhead_us") if k in e}
+    return {k: float(e[k]) for k in EFFICIENCY_FIELDS if k in e}
 
 # ============================================================================ TOML store
 def calibration_path() -> Path:
@@ -278,14 +287,14 @@ def write_calibration_toml(cal: Calibration, path: str | Path, *, header: str = 
     for (dev, eng), fit in sorted(cal.efficiencies.items(), key=lambda kv: (kv[0][0] == "*", kv[0])):
         lines.append(f"[efficiency.{_toml_key(dev)}.{_toml_key(eng)}]")
         d = _eff_dict(fit)
-        for k in ("compute", "memory", "network", "op_overhead_us"):
+        for k in EFFICIENCY_FIELDS:
             lines.append(f"{k} = {_toml_value(d.get(k, DEFAULT_EFFICIENCY[k]))}")
         if hasattr(fit, "as_efficiency"):
             extra = {"n_step_rows": fit.n_steps, "n_run_rows": fit.n_runs, "train_rows": list(fit.rows),
                      "train_median_abs_rel_err": fit.median_abs_rel_err, "train_p90_abs_rel_err": fit.p90_abs_rel_err,
                      "date": meta["date"], "split": meta.get("split", "")}
         else:
-            extra = {k: v for k, v in fit.items() if k not in ("compute", "memory", "network", "op_overhead_us")}
+            extra = {k: v for k, v in fit.items() if k not in EFFICIENCY_FIELDS}
         extra.update((errors or {}).get((dev, eng), {}))
         for k, v in extra.items():
             lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
@@ -366,7 +375,8 @@ def calibrated_efficiency(device: str, engine: str | None = None, *, path: str |
     """Fitted efficiency of ``device`` (a preset name or free text) for ``engine`` (a family name
     such as ``trtllm-1`` or free text; ``"current"`` = the pooled fit of current engines; None =
     the device's entry pooled over engines) from ``data/calibration.toml`` (or ``path``), as a
-    dict for ``ClientSpec.efficiency`` (compute, memory, network, op_overhead_us, source), or None
+    dict for ``ClientSpec.efficiency`` (compute, memory, network, op_overhead_us, step_overhead_ms,
+    source), or None
     when nothing was fitted for it.
 
     Fallbacks, in order: (device, engine), (all devices, engine), (device, current engines), (all

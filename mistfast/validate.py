@@ -847,7 +847,8 @@ def _toml_header() -> str:
     return ("mistfast calibration: efficiencies fitted per (device, engine family) from measured data.\n"
             "Written by `python -m mistfast.validate CSV OUT_DIR --write-catalog data/calibration.toml`\n"
             "(mistfast.calibration.write_calibration_toml); read by mistfast.calibration.calibrated_efficiency.\n"
-            "[efficiency.DEVICE.ENGINE]: compute = eta_c, memory = eta_m, network = eta_net, op_overhead_us = tau\n"
+            "[efficiency.DEVICE.ENGINE]: compute = eta_c, memory = eta_m, network = eta_net, op_overhead_us = tau,\n"
+            "step_overhead_ms = fixed host time per engine step (docs/step-model.md)\n"
             "(MODEL.md §2.1); '*' = pooled over devices, 'current' = pooled over vLLM, SGLang and TensorRT-LLM 1.x\n"
             "(the default of a row or client without an engine). [meta] split says what the fit saw (a train split,\n"
             "or every row with leave-one-source-out errors reported separately); train_rows list the measurement ids;\n"
@@ -946,11 +947,12 @@ def _write_md(rep, cal, path, mode, note, elapsed, csv_path, test_fraction, seed
         L += [f"## {title}", "", _md_table(error_table(rep, by), by), ""]
     if cal is not None:
         L += ["## Fitted efficiencies (" + ("every row" if key == "cv" else "train split") + ")", "",
-              "| device | engine | η_c | η_m | τ (µs/op) | step rows | run rows | train median err |", "|---|---|---|---|---|---|---|---|"]
+              "| device | engine | η_c | η_m | τ (µs/op) | step overhead (ms) | step rows | run rows | train median err |",
+              "|---|---|---|---|---|---|---|---|---|"]
         for (d, e), f in sorted(cal.efficiencies.items(), key=lambda kv: (kv[0][0] == "*", kv[0][1] == "*", kv[0])):
             if not hasattr(f, "as_efficiency"):
                 continue
-            L.append(f"| {d} | {e} | {f.compute:.3f} | {f.memory:.3f} | {f.op_overhead_us:.2f} | {f.n_steps} | "
+            L.append(f"| {d} | {e} | {f.compute:.3f} | {f.memory:.3f} | {f.op_overhead_us:.2f} | {f.step_overhead_ms:.2f} | {f.n_steps} | "
                      f"{f.n_runs} | {_pct(f.median_abs_rel_err)} |")
         L += ["", f"Step corrections fitted for {len(cal.corrections)} configuration(s) (used for single-step "
               "rows of exactly that configuration; whole runs use the efficiencies only): "

@@ -169,12 +169,14 @@ def test_monotone_when_the_factor_must_fall_steeply():
 def test_outside_range_uses_boundary_factor_and_flags(calibrated):
     obs, eff_client, client, _ = calibrated
     last = next(o for o in obs if o.prefill == ((0, PREFILL_T[-1]),))
-    # expected factor: measured / efficiency-only prediction at the last measured point
-    f_last = last.time_s / step_latency(eff_client, prefill=last.prefill).total_s
+    # expected factor: measured / efficiency-only prediction at the last measured point, both less
+    # the fitted per-step overhead, which the kernel adds after the correction
+    ovh = eff_client.efficiency.step_overhead_ms * 1e-3
+    f_last = (last.time_s - ovh) / (step_latency(eff_client, prefill=last.prefill).total_s - ovh)
     out = step_latency(client, prefill=[(0, 16384)])
     ref = step_latency(eff_client, prefill=[(0, 16384)])
     assert out.breakdown["outside_calibrated_range"] == 1.0
-    assert out.total_s == pytest.approx(ref.total_s * f_last, rel=1e-9)
+    assert out.total_s == pytest.approx((ref.total_s - ovh) * f_last + ovh, rel=1e-9)
     inside = step_latency(client, prefill=[(0, 3000)])
     assert inside.breakdown["outside_calibrated_range"] == 0.0
 
@@ -277,7 +279,7 @@ def test_observations_from_measurements():
         dict(id="d", engine="TensorRT-LLM", engine_version="v1.0", model="Llama-3.1-8B", precision="FP8",
              hardware="H100-SXM-80GB", tp=1, pp=1, workload="offline", isl=128, osl=128,
              batch_or_concurrency="engine-chosen", metric="output_tok_s", value=28312),
-        dict(id="e", engine="x", engine_version="", model="GPT-J 6B", precision="FP16", hardware="A100",
+        dict(id="e", engine="x", engine_version="", model="Falcon-180B", precision="FP16", hardware="A100",
              tp=1, pp=1, workload="single request", isl=128, osl=1, batch_or_concurrency="1",
              metric="ttft_ms", value=12),
     ])
@@ -294,7 +296,12 @@ def test_name_resolution():
     assert C.resolve_model("Llama-3.1-8B-Instruct (nvidia/Llama-3.1-8B-Instruct-FP8)") == "llama-3.1-8b"
     assert C.resolve_model("Llama-3.3-70B-Instruct") == "llama-3.3-70b"
     assert C.resolve_model("BLOOM-176B") == "bloom-176b"
-    assert C.resolve_model("GPT-J 6B") is None
+    # Hugging Face ids and catalog spellings resolve as in a scenario (mistfast.modelnames)
+    assert C.resolve_model("GPT-J 6B") == "gpt-j-6b"
+    assert C.resolve_model("openai/gpt-oss-120b") == "gpt-oss-120b"
+    assert C.resolve_model("deepseek-ai/DeepSeek-R1-0528") == "deepseek-v3"
+    assert C.resolve_model("amd/Llama-3.1-70B-Instruct-FP8-KV") == "llama-3.1-70b"
+    assert C.resolve_model("Falcon-180B") is None
     assert C.resolve_device("H100-SXM-80GB") == "H100" and C.resolve_device("GB200") == "GB200"
     assert C.resolve_device("B200") == "B200" and C.resolve_device("H200-SXM-141GB") == "H200"
     assert C.resolve_device("TPU-v9z") is None
@@ -389,3 +396,59 @@ def test_hierarchical_prior_fills_what_a_group_cannot_identify():
     assert cal.efficiency_for("MI300X", "")[1] == "MI300X/current"
     flat = C.calibrate(obs, corrections=False, hierarchical=False)
     assert abs(flat.efficiencies[("MI300X", "vllm")].compute - 0.75) < 0.05   # the old behaviour
+
+
+# ---- fitted per-step overhead and the expert GEMM peak (2025-26 physics) ------------------------
+def _moe_sweep(client, engine="vllm"):
+    return _sweep(client, engine=engine, kvs=(512, 8192))
+
+
+def test_fit_recovers_step_overhead_and_eta_of_moe_model():
+    """gpt-oss-20b (MXFP4 experts at the B200 FP4 peak) with a 3 ms per-step floor: the fit must
+    recover η_c, η_m and the floor. Before the expert peak followed η_c, the expert GEMMs stayed
+    at the base client's η and the fitted η_c drifted."""
+    eff = {"compute": 0.5, "memory": 0.6, "step_overhead_ms": 3.0}
+    truth = make_client("gpt-oss-20b", "B200", efficiency=eff)
+    base = make_client("gpt-oss-20b", "B200")
+    assert truth.precision.expert_compute != truth.precision.compute   # the experts have their own peak
+    obs = [C.StepObservation(model="gpt-oss-20b", device="B200", tp=1, precision="bf16", engine="vllm", id=o.id,
+                             time_s=o.time_s, prefill=o.prefill, decode=o.decode) for o in _moe_sweep(truth)]
+    fit = C.fit_efficiency(obs, lambda o: base, group_by=None,
+                           params=("compute", "memory", "step_overhead_ms"))
+    assert fit.compute == pytest.approx(0.5, rel=0.02)
+    assert fit.memory == pytest.approx(0.6, rel=0.02)
+    assert fit.step_overhead_ms == pytest.approx(3.0, rel=0.02)
+    assert fit.median_abs_rel_err < 0.01
+    assert fit.as_efficiency()["step_overhead_ms"] == pytest.approx(fit.step_overhead_ms)
+
+
+def test_fit_splits_step_overhead_from_per_op_overhead_across_models():
+    """A per-step floor is the same for a 24-layer and a 32-layer MoE model while the per-op
+    overhead τ scales with the layer count: two models in one (device, engine) group separate them
+    (default fitted parameters)."""
+    eff = {"compute": 0.55, "memory": 0.7, "step_overhead_ms": 4.0}
+    obs, bases = [], {}
+    for name in ("gpt-oss-20b", "mixtral-8x7b"):
+        truth = make_client(name, "B200", efficiency=eff)
+        bases[name] = make_client(name, "B200")
+        obs += [C.StepObservation(model=name, device="B200", tp=1, precision="bf16", engine="vllm",
+                                  id=f"{name}-{o.id}", time_s=o.time_s, prefill=o.prefill, decode=o.decode)
+                for o in _moe_sweep(truth)]
+    assert bases["gpt-oss-20b"].model.num_layers != bases["mixtral-8x7b"].model.num_layers
+    fit = C.fit_efficiency(obs, lambda o: bases[o.model], group_by=None)
+    assert "step_overhead_ms" in fit.params
+    assert fit.step_overhead_ms == pytest.approx(4.0, rel=0.03)
+    assert fit.op_overhead_us < 0.5            # truth: no per-op overhead
+    assert fit.compute == pytest.approx(0.55, rel=0.02) and fit.memory == pytest.approx(0.7, rel=0.02)
+
+
+def test_step_overhead_round_trips_through_calibration_toml(tmp_path):
+    cal = C.Calibration()
+    cal.efficiencies[("H100", "vllm")] = C.EfficiencyFit(compute=0.6, memory=0.8, op_overhead_us=2.0,
+                                                         step_overhead_ms=12.5)
+    path = C.write_calibration_toml(cal, tmp_path / "cal.toml")
+    back = C.load_calibration(path)
+    eff, _ = back.efficiency_for("H100", "vllm")
+    assert eff["step_overhead_ms"] == pytest.approx(12.5)
+    client, _ = back.client(make_client(MODEL, "H100"), "H100", "vllm")
+    assert client.efficiency.step_overhead_ms == pytest.approx(12.5)

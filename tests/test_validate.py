@@ -78,7 +78,7 @@ def test_every_row_reported_and_unsupported_listed(synth_report):
         assert col in rep.columns
     un = rep.set_index("id").loc[["S010", "S011"]]
     assert (un.status == "unsupported").all()
-    assert "GPT-J 6B" in un.loc["S010", "reason"] and "catalog" in un.loc["S010", "reason"]
+    assert "Falcon-180B" in un.loc["S010", "reason"] and "catalog" in un.loc["S010", "reason"]
     assert "energy_per_token_j" in un.loc["S011", "reason"]
     assert (rep.set_index("id").drop(["S010", "S011"]).status == "ok").all()
     csv = pd.read_csv(out / "report.csv")
@@ -312,3 +312,22 @@ def test_cli_validate_modes(tmp_path):
     # the historical form: python -m mistfast.validate CSV OUT_DIR
     assert V._cli([str(csv), str(tmp_path / "old"), "--no-calibrate"]) == 0
     assert (tmp_path / "old" / "report.md").exists()
+
+
+def test_plan_row_resolves_hugging_face_ids_and_datasets():
+    """Rows name models by Hugging Face id and workloads by dataset, as public results do: the
+    model goes through mistfast.modelnames, the dataset through mistfast.datasets."""
+    base = dict(id="hf", source="s", engine="vLLM", engine_version="0.10.1", model="openai/gpt-oss-120b",
+                precision="MXFP4", hardware="H200", num_accel=8, tp=8, pp=1, dataset="ShareGPT",
+                workload="online serving", isl="", osl="", batch_or_concurrency="", request_rate="4",
+                metric="tpot_ms", value=20.0, notes="")
+    p = V.plan_row(base)
+    assert p.status == "ok", p.reason
+    assert (p.model, p.dataset, p.engine) == ("gpt-oss-120b", "sharegpt", "vllm")
+    assert p.scenario["workload"]["dataset"]["name"] == "sharegpt"
+    r1 = V.plan_row(dict(base, model="deepseek-ai/DeepSeek-R1-0528", precision="FP8", dataset=""))
+    assert r1.model == "deepseek-v3"
+    gone = V.plan_row(dict(base, model="tiiuae/falcon-180B"))
+    assert gone.status == "unsupported" and "falcon-180B" in gone.reason
+    odd = V.plan_row(dict(base, dataset="no-such-benchmark-set"))
+    assert odd.status == "unsupported" and "no-such-benchmark-set" in odd.reason
