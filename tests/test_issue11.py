@@ -150,6 +150,50 @@ def test_idle_power_from_catalog_by_hand():
     assert end - busy > 90.0
 
 
+
+DEVICES_TOML = __import__("pathlib").Path(__file__).resolve().parents[1] / "data" / "devices.toml"
+
+
+def test_catalog_idle_power_is_sourced_and_below_tdp():
+    # every catalog idle_W lies strictly between 0 and the device's TDP and carries a source
+    # comment on its own line; the *-genz presets keep the reference's 0.3 x TDP (no idle_W)
+    import tomllib
+    text = DEVICES_TOML.read_text()
+    devices = tomllib.loads(text)
+    sourced = {name: d for name, d in devices.items() if "idle_W" in d}
+    for name, d in sourced.items():
+        assert 0.0 < d["idle_W"] < d.get("tdp_W", 0.0), (name, d["idle_W"], d.get("tdp_W"))
+        assert not name.endswith("-genz"), name
+    idle_lines = [line for line in text.splitlines() if line.startswith("idle_W")]
+    assert len(idle_lines) == len(sourced)
+    for line in idle_lines:
+        comment = line.partition("#")[2]
+        assert ("github.com" in comment or "api.serialalice.pt" in comment), line
+    # the devices sourced in issue 11 item 11 (a regression guard against losing them in a merge)
+    assert {"H100", "H200", "B200", "GB200", "MI300X", "MI325X", "MI350X", "MI355X"} <= set(sourced)
+
+
+def test_idle_energy_mi355x_by_hand():
+    # MI355X, TP 2: two 1,000-token requests 100 s apart. Between them both devices idle at the
+    # catalog's 238 W (ROCm issue 5219), so idle energy = devices x idle_W x idle time:
+    # 2 x 238 W x (end - busy). Setting idle_W = 0 removes exactly that.
+    from mistfast.specs import make_client
+    dev = make_client("llama-3.1-8b", "MI355X").device
+    assert dev.idle_W == 238.0 and dev.idle_power_W == 238.0
+    assert dev.idle_power_W != pytest.approx(0.3 * dev.tdp_W)  # not the 420 W fallback
+    client = {**LLM, "device": "MI355X", "tp": 2}
+    doc = {"clients": [client],
+           "workload": {"num_requests": 2, "arrival": {"process": "uniform", "rate_rps": 0.01},
+                        "input": {"dist": "fixed", "value": 1000}, "output": {"dist": "fixed", "value": 2}}}
+    ds = mf.simulate(doc, log_steps=100)
+    busy = float(ds.step_duration_s.sum())
+    end = float(ds.step_start_s[-1] + ds.step_duration_s[-1])
+    zero = mf.simulate({**doc, "clients": [{**client, "device": {"preset": "MI355X", "idle_W": 0.0}}]})
+    idle_s = end - busy
+    assert idle_s > 90.0
+    assert float(ds.energy_J) - float(zero.energy_J) == pytest.approx(2 * 238.0 * idle_s, rel=1e-9)
+
+
 # ---- item 9: every rate and fraction of every shipped sweep lies in [0, 1] -----------------------------
 SWEEPS = sorted((__import__("pathlib").Path(__file__).resolve().parents[1] / "sweeps").glob("*.toml"))
 FRACTION_WORDS = ("fraction", "util", "_rate", "attainment", "mfu", "mbu")
