@@ -12,7 +12,8 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from .catalog import Catalog, default_catalog, tomllib
 
@@ -462,6 +463,9 @@ class SchedulerSpec(Spec):
 
 
 class ClientSpec(Spec):
+    # weight bytes per device, computed once per (frozen) client: it walks every layer and is read
+    # several times per configuration point (KV capacity, fit checks, summaries)
+    _weight_bytes: tuple | None = PrivateAttr(default=None)
     name: str = "llm"
     model: ModelSpec
     device: DeviceSpec
@@ -622,6 +626,16 @@ class ClientSpec(Spec):
 
     def weight_bytes_device(self) -> float:
         """Weight bytes on the most loaded device (first or last PP stage)."""
+        # cached with the inputs it depends on: model_copy(update=...) copies private attributes,
+        # so a copy with another tp, pp, model or precision must not reuse the value
+        key = (self.model, self.tp, self.pp, self.precision)
+        c = self._weight_bytes
+        if c is None or any(a is not b for a, b in zip(c[0], key)):
+            c = (key, self._weight_bytes_device())
+            self._weight_bytes = c
+        return c[1]
+
+    def _weight_bytes_device(self) -> float:
         m, t = self.model, self.tp
         bw = DTYPE_BYTES[self.precision.weights]
         bx = DTYPE_BYTES[self.precision.expert_weights]
