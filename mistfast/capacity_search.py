@@ -89,9 +89,7 @@ class _Config:
 
 def _rate_kind(scen: ScenarioSpec) -> str:
     wl = scen.workload
-    if wl.trace is not None:
-        if not wl.trace.use_arrivals:
-            return "rate" if wl.arrival.process in OPEN_LOOP else "none"
+    if wl.trace is not None and wl.trace.use_arrivals:
         return "trace"
     return "rate" if wl.arrival.process in OPEN_LOOP else "none"
 

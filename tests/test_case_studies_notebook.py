@@ -3,11 +3,9 @@ nbclient: every study section runs its sweep or capacity search and draws its fi
 with the reason, when nbclient/nbformat/ipykernel/matplotlib or a python3 kernel are missing."""
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
 
-import pytest
+from .test_notebooks import run_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "case_studies.ipynb"
@@ -15,31 +13,8 @@ TIME_LIMIT_S = 240  # whole notebook at the reduced size (about a minute on a qu
 STUDIES = 8
 
 
-def _require(module: str):
-    return pytest.importorskip(module, reason=f"{module} is not installed (pip install -e '.[test]')")
-
-
 def test_case_studies_notebook_runs_reduced(monkeypatch):
-    nbformat = _require("nbformat")
-    nbclient = _require("nbclient")
-    _require("ipykernel")
-    _require("matplotlib")
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-    try:
-        KernelSpecManager().get_kernel_spec("python3")
-    except NoSuchKernel:
-        pytest.skip("no 'python3' Jupyter kernel (python -m ipykernel install --user)")
-    monkeypatch.setenv("MISTFAST_STUDIES_SIZE", "reduced")
-    # the kernel imports this checkout's package, not whichever one is installed
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-    monkeypatch.delenv("MPLBACKEND", raising=False)
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=TIME_LIMIT_S, kernel_name="python3",
-                                     resources={"metadata": {"path": str(NOTEBOOK.parent)}})
-    t0 = time.perf_counter()
-    client.execute()  # raises CellExecutionError on the first failing cell
-    assert time.perf_counter() - t0 < TIME_LIMIT_S
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    nb, outputs = run_notebook(NOTEBOOK, monkeypatch, TIME_LIMIT_S, {"MISTFAST_STUDIES_SIZE": "reduced"})
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "size: reduced" in text

@@ -4,6 +4,8 @@ MISTFAST_NOTEBOOK_RESULTS. Skipped, with the reason, when nbclient/nbformat/ipyk
 or a python3 kernel are missing."""
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,10 @@ def _require(module: str):
     return pytest.importorskip(module, reason=f"{module} is not installed (pip install -e '.[test]')")
 
 
-def execute(env_results: str | None, monkeypatch) -> list:
+def run_notebook(path: Path, monkeypatch, time_limit_s: float, env: dict | None = None):
+    """Execute a notebook with nbclient (kernel python3) in its own folder, importing this checkout's
+    package, with ``env`` set (None values unset); returns (notebook, code-cell outputs). Skips,
+    with the reason, when nbclient/nbformat/ipykernel/matplotlib or a python3 kernel are missing."""
     nbformat = _require("nbformat")
     nbclient = _require("nbclient")
     _require("ipykernel")
@@ -27,19 +32,25 @@ def execute(env_results: str | None, monkeypatch) -> list:
         KernelSpecManager().get_kernel_spec("python3")
     except NoSuchKernel:
         pytest.skip("no 'python3' Jupyter kernel (python -m ipykernel install --user)")
-    if env_results is None:
-        monkeypatch.delenv("MISTFAST_NOTEBOOK_RESULTS", raising=False)
-    else:
-        monkeypatch.setenv("MISTFAST_NOTEBOOK_RESULTS", env_results)
+    for k, v in (env or {}).items():
+        if v is None:
+            monkeypatch.delenv(k, raising=False)
+        else:
+            monkeypatch.setenv(k, v)
+    # the kernel imports this checkout's package, not whichever one is installed
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     monkeypatch.delenv("MPLBACKEND", raising=False)  # keep the kernel's inline backend: figures become outputs
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=TIME_LIMIT_S, kernel_name="python3",
-                                     resources={"metadata": {"path": str(NOTEBOOK.parent)}})
-    import time
+    nb = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=time_limit_s, kernel_name="python3",
+                                     resources={"metadata": {"path": str(path.parent)}})
     t0 = time.perf_counter()
     client.execute()  # raises CellExecutionError on the first failing cell
-    assert time.perf_counter() - t0 < TIME_LIMIT_S
-    return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert time.perf_counter() - t0 < time_limit_s
+    return nb, [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+
+
+def execute(env_results: str | None, monkeypatch) -> list:
+    return run_notebook(NOTEBOOK, monkeypatch, TIME_LIMIT_S, {"MISTFAST_NOTEBOOK_RESULTS": env_results})[1]
 
 
 def _text(outputs) -> str:
