@@ -64,15 +64,15 @@ def scenario_doc(n: int, rate: float) -> dict:
 def kernel_args(pt):
     """Exactly the arrays ``runner.run_points`` hands to the kernel for one dp=1 point."""
     import numpy as np
-    from mistfast import runner, stepmodel
+    from mistfast import lowering, stepmodel
     from mistfast.kernels import cluster as CL
     r = pt.requests
     prm = stepmodel.client_params(pt.client)[None, :].copy()
-    sch = runner.scheduler_vector(pt.client)[None, :].copy()
-    g = runner.global_vector(pt.simulation, pt.concurrency, pt.think_s, r.hash_block_tokens, 0)[None, :].copy()
+    sch = lowering.scheduler_vector(pt.client)[None, :].copy()
+    g = lowering.global_vector(pt.simulation, pt.concurrency, pt.think_s, r.hash_block_tokens, 0)[None, :].copy()
     N = len(r)
     offsets = np.array([0, N], np.int64)
-    ho, hi, nh = runner._dense_hashes(r)
+    ho, hi, nh = lowering.dense_hashes(r)
     f = lambda: np.empty(N)  # noqa: E731
     outs = (np.empty(N, np.int8), np.empty(N, np.int8), f(), f(), f(), f(), f(),
             np.empty(N, np.int64), np.empty(N, np.int32), np.empty(N, np.int64), np.empty(N, np.int64))

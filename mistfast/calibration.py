@@ -502,7 +502,6 @@ class RunObservation:
     n_steps_hint: int = 0
     steps: list | None = None          # compressed batches: (prefill, decode, weight, n_done)
     ref_value: float = float("nan")    # simulated metric of the base client
-    ref_total_s: float = float("nan")
     ref_summary: dict | None = None
     share_key: str = ""                # runs with equal keys are the same simulation (several metrics of one run)
 
@@ -571,15 +570,13 @@ def prepare_runs(runs: Sequence[RunObservation], parallel: bool = True) -> None:
         i = j
     for r in leaders:
         for f in followers.get(r.share_key, ()) if r.share_key else ():
-            f.ref_summary, f.ref_total_s, f.n_steps_hint, f.steps = r.ref_summary, r.ref_total_s, r.n_steps_hint, r.steps
+            f.ref_summary, f.n_steps_hint, f.steps = r.ref_summary, r.n_steps_hint, r.steps
             f.ref_value = float(f.value_of(r.ref_summary))
 
 
 def _set_reference(r: RunObservation, summ: dict, log: np.ndarray) -> None:
-    from .kernels import engine as E
     r.ref_summary = summ
     r.ref_value = float(r.value_of(summ))
-    r.ref_total_s = float(log[:, E.L_DT].sum())
     r.n_steps_hint = len(log)
     r.steps = _compress_log(r.point.client, log, r)
 

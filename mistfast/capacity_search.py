@@ -138,14 +138,13 @@ def _with_rate(scen: ScenarioSpec, value: float, kind: str) -> ScenarioSpec:
 def _evaluate(configs: list[_Config], rates: np.ndarray, decode_runs: bool = True) -> dict[str, np.ndarray]:
     """Summary variables of every config at its trial rate: single-client points in one kernel call,
     pipelines one call each."""
-    from .runner import run_points
-    from .scenario import build_requests, scenario_point
-    singles, pipes = [], []
-    for j, (cfg, r) in enumerate(zip(configs, rates)):
+    from .runner import summaries
+    from .scenario import any_point
+    points = []
+    for cfg, r in zip(configs, rates):
         kind = "trace" if not math.isnan(cfg.trace_rate) else "rate"
         value = r / cfg.trace_rate if kind == "trace" else r
-        scen = _with_rate(cfg.scenario, value, kind)
-        (pipes if scen.is_pipeline else singles).append((j, scen, cfg.seed))
+        points.append(any_point(_with_rate(cfg.scenario, value, kind), cfg.seed))
     out: dict[str, np.ndarray] = {}
 
     def put(rows, summ):
@@ -157,14 +156,8 @@ def _evaluate(configs: list[_Config], rates: np.ndarray, decode_runs: bool = Tru
                 out[k] = np.full(len(configs), np.nan)
             out[k][rows] = v
 
-    if singles:
-        pts = [scenario_point(scen, ss) for _, scen, ss in singles]
-        put([j for j, _, _ in singles], run_points(pts, decode_runs=decode_runs)["summary"])
-    if pipes:
-        from .pipeline import pipeline_summary, run_pipeline
-        for j, scen, ss in pipes:
-            reqs = build_requests(scen.workload, scen.simulation.horizon_s, ss)
-            put([j], pipeline_summary(scen, run_pipeline(scen, reqs, ss, decode_runs=decode_runs)))
+    for rows, summ in summaries(points, decode_runs=decode_runs):
+        put(rows, summ)
     with np.errstate(invalid="ignore", divide="ignore"):
         out["finished_fraction"] = out["n_finished"] / out["n_arrived"]
     return out

@@ -24,7 +24,7 @@ BYTES_PER_HASH_BLOCK = 64         # each 512-token prefix-hash id (Python list w
 BYTES_PER_REPLICA = 8192          # per engine replica / client instance (parameter vectors, stats)
 BYTES_PER_ROUTE = 8 * (2 + 4)     # per (instance, instance) pair of a pipeline: latency, hops
 BYTES_PER_SWEEP_POINT = 4096      # summary variables of one point, in parts, concat and Dataset
-HASH_BLOCK_TOKENS = 512
+HASH_BLOCK_TOKENS = 512          # Mooncake prefix-hash block (MODEL.md §4.2); the lowering uses it too
 
 _override_GB: float | None = None
 

@@ -54,14 +54,9 @@ def load_kernels(spec, dataset: bool = False) -> float:
 
 def summary_of(spec) -> dict[str, np.ndarray]:
     """Summary variables of one scenario (arrays of length 1), as ``simulate`` computes them."""
-    from .scenario import build_requests, point_seed, scenario_point
-    if spec.is_pipeline:
-        from .pipeline import pipeline_summary, run_pipeline
-        ss = point_seed(spec.simulation.seed)
-        reqs = build_requests(spec.workload, spec.simulation.horizon_s, ss)
-        return pipeline_summary(spec, run_pipeline(spec, reqs, ss))
-    from .runner import run_points
-    return run_points([scenario_point(spec)])["summary"]
+    from .runner import summaries
+    from .scenario import any_point
+    return summaries([any_point(spec)])[0][1]
 
 
 def timed_summary(spec) -> tuple[dict[str, float], float, float]:

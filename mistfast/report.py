@@ -80,18 +80,16 @@ def _per_request(res_req: dict) -> dict:
 
 
 def _rerun_point(point, label: str) -> Representative | None:
-    from .runner import Point, run_points, scheduler_vector
+    from .lowering import Point, scheduler_vector
+    from .runner import run_points
     from .kernels import engine as E
     if isinstance(point, Point):
         res = run_points([point], per_request=True, log_steps=LOG_STEPS)
         n = int(min(res["steps_per_sub"][0], LOG_STEPS))
         kvb = float(scheduler_vector(point.client)[E.S_TOTAL_BLOCKS])
         return Representative(label, _per_request(res["requests"]), res["steplog"][0, :n], kvb)
-    from .pipeline import run_pipeline
-    scen, ss = point
-    from .scenario import build_requests
-    reqs = build_requests(scen.workload, scen.simulation.horizon_s, ss)
-    run = run_pipeline(scen, reqs, ss, per_request=True)
+    from .runner import run_pipeline
+    run = run_pipeline(point.scenario, point.requests, point.seed_seq, per_request=True)
     return Representative(label, _per_request(run["requests"]), None, float("nan"))
 
 
@@ -112,10 +110,10 @@ def representatives(ds, rows) -> list[Representative]:
     from .sweep import build_point, point_values
     out = []
     if "spec_json" in ds.attrs and "status" not in ds:  # one run written by `mistfast run -o`
-        from .scenario import point_seed, scenario_point
+        from .scenario import any_point
         from .specs import parse_scenario
         spec = parse_scenario(json.loads(ds.attrs["spec_json"]), base={})
-        point = (spec, point_seed(spec.simulation.seed)) if spec.is_pipeline else scenario_point(spec)
+        point = any_point(spec)
         rep = _rerun_point(point, "this run")
         return [rep] if rep else []
     spec = _sweep_spec(ds)

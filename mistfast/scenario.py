@@ -2,17 +2,23 @@
 the sweep runner."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import __version__
+from . import lowering
 from . import workload as W
-from .kernels import engine as E
-from .runner import Point, run_points
+from .lowering import Point
+from .results import (STEP_LOG_VARS, per_request_vars, pipeline_dataset, point_dataset,  # noqa: F401 (re-exported)
+                      spec_attrs, summary_dataset, with_step_log)
+from .runner import run_pipeline, run_points
+from .seeds import point_seed, seed_child  # noqa: F401 (re-exported: callers build requests with them)
 from .specs import ScenarioSpec, SpecError, WorkloadSpec, load_scenario, parse_scenario
-from .variables import REGISTRY, add_coord_attrs, variable
+from .variables import add_coord_attrs, variable
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 
 def _shared_dir() -> Path | None:
@@ -64,14 +70,6 @@ def _workload_lengths(wl: WorkloadSpec, n: int, s_in, s_out) -> tuple[np.ndarray
                 np.minimum(side, spec.max_tokens, out=side)
         return inp, out
     return _lengths(i, n, s_in, "input"), _lengths(o, n, s_out, "output")
-
-
-def seed_child(seed_seq: np.random.SeedSequence, i: int) -> np.random.SeedSequence:
-    """Child ``i`` of a point's seed, without the state ``SeedSequence.spawn`` keeps: a point's
-    random streams do not depend on what was drawn before (or on a cache skipping a draw).
-    Children 0-3: arrivals, input lengths, output lengths, trace sampling; 4: pipeline sampling."""
-    return np.random.SeedSequence(seed_seq.entropy, spawn_key=tuple(seed_seq.spawn_key) + (i,),
-                                  pool_size=seed_seq.pool_size)
 
 
 LEFT_OUT_REASONS = ("outside_trace_window", "trace_sample", "num_requests")
@@ -161,34 +159,20 @@ def _synthetic_prefixes(reqs: W.Requests, prefix_tokens: int, groups: int, rng) 
     return W.Requests.from_arrays(reqs.arrival_s, inp, reqs.output_tokens, lists, hash_block_tokens=hb)
 
 
-def point_seed(seed: int, *key: int) -> np.random.SeedSequence:
-    return np.random.SeedSequence([seed, *key])
-
-
 def scenario_point(spec: ScenarioSpec, seed_seq: np.random.SeedSequence | None = None,
                    requests: W.Requests | None = None) -> Point:
     """The single-client point of a scenario; ``requests`` (built from this seed) may be passed in."""
     if spec.is_pipeline:
         raise SpecError(["scenario: a multi-client pipeline scenario has no single-client point"])
-    sim = spec.simulation
-    ss = seed_seq if seed_seq is not None else point_seed(sim.seed)
-    reqs = requests if requests is not None else build_requests(spec.workload, sim.horizon_s, ss)
-    a = spec.workload.arrival
-    return Point(spec.client, reqs, sim, spec.slo, spec.workload.branches,
-                 concurrency=a.concurrency or 0 if a.process == "closed_loop" else 0,
-                 think_s=a.think_time_s, quantiles=tuple(spec.metrics.quantiles or ()))
+    return any_point(spec, seed_seq, requests)
 
 
-def summary_dataset(summary: dict[str, np.ndarray], index: int | None = None, extra_dims=(),
-                    quantiles=()) -> xr.Dataset:
-    # one constructor call: adding variables one by one costs an xarray merge each
-    import xarray as xr
-    ds = xr.Dataset({name: variable(name, arr if index is None else arr[index], extra_dims)
-                     for name, arr in summary.items()})
-    coords = {"reject_reason": list(E.REASON_NAMES[1:])}
-    if "quantile" in ds.dims:
-        coords["quantile"] = list(quantiles)
-    return add_coord_attrs(ds.assign_coords(coords))
+def any_point(spec: ScenarioSpec, seed_seq: np.random.SeedSequence | None = None,
+              requests: W.Requests | None = None) -> Point | lowering.PipelinePoint:
+    """The point of a scenario, single-client or pipeline, with its requests."""
+    ss = seed_seq if seed_seq is not None else point_seed(spec.simulation.seed)
+    reqs = requests if requests is not None else build_requests(spec.workload, spec.simulation.horizon_s, ss)
+    return lowering.scenario_point(spec, reqs, ss)
 
 
 def simulate(spec: ScenarioSpec | dict | str | Path, *, per_request: bool | None = None,
@@ -200,33 +184,25 @@ def simulate(spec: ScenarioSpec | dict | str | Path, *, per_request: bool | None
         spec = load_scenario(spec)
     elif isinstance(spec, dict):
         spec = parse_scenario(spec)
-    import xarray as xr
     want_req = spec.simulation.per_request if per_request is None else per_request
     if spec.is_pipeline:
-        from .pipeline import pipeline_dataset, run_pipeline
         ss = point_seed(spec.simulation.seed)
         reqs, left = build_requests_report(spec.workload, spec.simulation.horizon_s, ss)
         run = run_pipeline(spec, reqs, ss, per_request=want_req, log_steps=log_steps, decode_runs=decode_runs)
         ds = pipeline_dataset(spec, run, want_req)
         if log_steps:
-            ds = _with_step_log(ds, run["steplog"], client_names=run["inputs"]["topo"].names)
+            ds = with_step_log(ds, run["steplog"], client_names=run["inputs"]["topo"].names)
         ds.attrs.update(spec_attrs(spec))
         return add_coord_attrs(_with_left_out(ds, spec, left))
     reqs, left = build_requests_report(spec.workload, spec.simulation.horizon_s, point_seed(spec.simulation.seed))
     pt = scenario_point(spec, requests=reqs)
     res = run_points([pt], per_request=want_req, log_steps=log_steps, decode_runs=decode_runs)
-    ds = summary_dataset(res["summary"], 0, quantiles=spec.metrics.quantiles)
-    n_out = int(res["summary"]["steps_outside_calibration"][0])
+    ds = point_dataset(spec, res, want_req, log_steps)
+    n_out = int(ds.steps_outside_calibration)
     if n_out:
         import warnings
         warnings.warn(f"{n_out} of {int(ds.n_steps)} steps fell outside the measured range of the step correction "
                       f"of client {spec.client.name!r}; the factor of the nearest measured point was used", stacklevel=2)
-    if want_req:
-        for k, v in per_request_vars(res["requests"]).items():
-            ds[k] = variable(k, v)
-    if log_steps:
-        n = int(min(res["steps_per_sub"][0], log_steps))
-        ds = _with_step_log(ds, res["steplog"][0, :n])
     ds.attrs.update(spec_attrs(spec))
     return add_coord_attrs(_with_left_out(ds, spec, left))
 
@@ -251,60 +227,3 @@ def _with_left_out(ds: xr.Dataset, spec: ScenarioSpec, left: dict[str, int]) -> 
                       + "; ".join(parts), stacklevel=3)
     return ds
 
-
-STEP_LOG_VARS = ("step_start_s", "step_duration_s", "step_prefills", "step_prefill_tokens",
-                 "step_decodes", "step_decode_tokens", "step_kv_blocks")
-
-
-def _with_step_log(ds: xr.Dataset, log: np.ndarray, client_names=None) -> xr.Dataset:
-    """The engine step log as variables along a ``step`` dimension (in the order the steps were
-    formed); with several clients, ``step_client`` names the client of each step."""
-    import xarray as xr
-    n = log.shape[0]
-    ds.attrs["steplog"] = "see .steplog"
-    ds = ds.assign_coords(step=np.arange(n))
-    for j, name in enumerate(STEP_LOG_VARS):
-        ds[name] = xr.Variable(("step",), log[:, j], attrs=_STEPLOG_ATTRS[name])
-    if client_names is not None:
-        from .kernels.cluster import N_LOG
-        ds["step_client"] = xr.Variable(("step",), np.asarray(client_names, dtype=object)[log[:, N_LOG].astype(np.int64)],
-                                        attrs={"long_name": "client of the step"})
-    return ds
-
-
-# the step log of a traced run (CF attributes; these variables are not in the registry)
-_STEPLOG_ATTRS = {"step_start_s": {"units": "s", "long_name": "step start"},
-                  "step_duration_s": {"units": "s", "long_name": "step duration"},
-                  "step_prefills": {"units": "1", "long_name": "prefill chunks in the step"},
-                  "step_prefill_tokens": {"units": "1", "long_name": "prefill tokens in the step"},
-                  "step_decodes": {"units": "1", "long_name": "decodes in the step"},
-                  "step_decode_tokens": {"units": "1", "long_name": "decode tokens in the step"},
-                  "step_kv_blocks": {"units": "1", "long_name": "KV blocks in use"}}
-
-
-def per_request_vars(r: dict) -> dict:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        gen = r["generated"].astype(float)
-        tpot = np.where(gen >= 2, (r["t_last_tok"] - r["t_first_tok"]) / np.maximum(gen - 1, 1), np.nan)
-        return {
-            "req_arrival_s": r["arrival"], "req_prompt_tokens": r["prompt"], "req_output_tokens": r["output"],
-            "req_status": r["status"], "req_reason": r["reason"], "req_replica": r["replica"],
-            "req_ttft_ms": (r["t_first_tok"] - r["arrival"]) * 1e3, "req_tpot_ms": tpot * 1e3,
-            "req_e2e_ms": np.where(r["status"] == E.FINISHED, r["t_finish"] - r["arrival"], np.nan) * 1e3,
-            "req_queue_ms": (r["t_first_sched"] - r["arrival"]) * 1e3,
-            "req_first_scheduled_s": r["t_first_sched"], "req_first_token_s": r["t_first_tok"],
-            "req_finish_s": r["t_finish"], "req_generated_tokens": r["generated"],
-            "req_preemptions": r["preempts"], "req_hit_tokens": np.maximum(r["hit_first"], 0),
-        }
-
-
-def spec_attrs(spec) -> dict:
-    from .variables import global_attrs, slo_attrs
-    return {**global_attrs("simulate one scenario"), **slo_attrs(spec.slo),
-            "mistfast_version": __version__, "spec_json": json.dumps(spec.model_dump(mode="json"), sort_keys=True),
-            "token_counting": "tokens of requests arriving in [warmup, horizon], divided by the time from warmup "
-                              "to the end of the simulation (drain included)",
-            "percentiles": "over requests that reached the event (counts of the others are reported)"}
-
-
-assert all(k in REGISTRY for k in ("ttft_p99_ms", "req_ttft_ms"))

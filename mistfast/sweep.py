@@ -38,8 +38,9 @@ import xarray as xr
 
 from . import __version__
 from . import parts as P
-from .runner import Point, run_points
-from .scenario import build_requests, scenario_point
+from .lowering import PipelinePoint, Point
+from .runner import summaries
+from .scenario import any_point, build_requests
 from .specs import DEFAULT_SCENARIO, SpecError, deep_merge, load_toml, parse_scenario, resolve_spec_paths, set_path
 from .sweepspec import safe_eval
 from .variables import REGISTRY, add_coord_attrs, coord_attrs, global_attrs, slo_attrs, variable
@@ -363,7 +364,7 @@ def point_doc(spec: SweepSpec, values: tuple) -> tuple[dict, dict]:
     return doc, derived_vals
 
 
-def build_point(spec: SweepSpec, values: tuple) -> tuple[Point | None, str, dict]:
+def build_point(spec: SweepSpec, values: tuple) -> tuple[Point | PipelinePoint | None, str, dict]:
     """The point's simulation input, or (None, reason) when the configuration is invalid."""
     derived: dict = {}  # kept for invalid points too, when the expressions could be evaluated
     try:
@@ -371,9 +372,7 @@ def build_point(spec: SweepSpec, values: tuple) -> tuple[Point | None, str, dict
         scen = parse_scenario(doc, base={})
         base_seed = scen.simulation.seed
         ss = np.random.SeedSequence([base_seed, spec.seed, _stable_key(spec, values, derived)])
-        if scen.is_pipeline:
-            return (scen, ss), "", derived
-        return scenario_point(scen, ss, _cached_requests(scen, ss)), "", derived
+        return any_point(scen, ss, _cached_requests(scen, ss)), "", derived
     except SpecError as e:
         return None, "; ".join(e.problems), derived
     except ZeroDivisionError:
@@ -401,21 +400,11 @@ def run_chunk(spec: SweepSpec, start: int, stop: int) -> dict[str, np.ndarray]:
             where.append(i)
     n = len(allv)
     out: dict[str, np.ndarray] = {}
-    # single-client points go through the kernel together; pipeline points one call each (their
-    # client sets differ). Each list of results is then scattered to its points' rows.
-    is_single = np.array([isinstance(p, Point) for p in pts], bool)
-    parts_ = []
-    if is_single.any():
-        parts_.append((np.asarray(where)[is_single], run_points([p for p in pts if isinstance(p, Point)])["summary"]))
-    if not is_single.all():
-        from .pipeline import pipeline_summary, run_pipeline
-        rows = []
-        for p in pts:
-            if not isinstance(p, Point):
-                scen, ss = p
-                reqs = _cached_requests(scen, ss)
-                rows.append(pipeline_summary(scen, run_pipeline(scen, reqs, ss)))
-        parts_.append((np.asarray(where)[~is_single], {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}))
+    # single-client points go through the kernel together, pipeline points one call each; each
+    # list of results is then scattered to its points' rows
+    labels = sweep_table_labels(spec)
+    where_ = np.asarray(where, np.int64)
+    parts_ = [(where_[at], summ) for at, summ in summaries(pts, tables=labels is not None)]
     for name, var in REGISTRY.items():
         if var.dims and var.dims not in (("reject_reason",), ("quantile",)):
             continue
@@ -430,6 +419,9 @@ def run_chunk(spec: SweepSpec, start: int, stop: int) -> dict[str, np.ndarray]:
             if name in summ:
                 arr[rows_at] = summ[name]
         out[name] = arr
+    if labels is not None:
+        from .sweep_tables import table_columns
+        out.update(table_columns(labels, n, parts_))
     out["status"] = np.array([0 if not r else 1 for r in reasons], np.int8)
     out["reason"] = np.array(reasons, dtype=object)
     for k, v in derived_cols.items():
@@ -438,6 +430,12 @@ def run_chunk(spec: SweepSpec, start: int, stop: int) -> dict[str, np.ndarray]:
         except (TypeError, ValueError):  # text-valued derived inputs (preset names)
             out[f"in_{k}"] = np.array(["" if x is None or x != x else str(x) for x in v], dtype=object)
     return out
+
+
+def sweep_table_labels(spec: SweepSpec) -> dict[str, list] | None:
+    """Client, stage-kind and resource labels of the sweep's pipeline points (sweep_tables.py)."""
+    from .sweep_tables import table_labels
+    return table_labels(spec, _spec_hash(spec), point_values, point_doc)
 
 
 def _chunks(n: int, size: int) -> list[tuple[int, int]]:
@@ -784,6 +782,7 @@ def _dataset(spec: SweepSpec, cols: dict, nan_vars: set, n_invalid: int) -> xr.D
             var = xr.Variable(dims + v.dims, data.astype(v.dtype), attrs=attrs)
         ds[name] = var
     coords: dict[str, Any] = {"reject_reason": REJECT_REASONS}
+    coords.update({d: labels for d, labels in (sweep_table_labels(spec) or {}).items() if d in ds.dims})
     if "quantile" in ds.dims:
         coords["quantile"] = sweep_quantiles(spec)
     if spec.mode == "product":

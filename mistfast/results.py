@@ -1,0 +1,410 @@
+"""Results: kernel outputs become summary variables and xarray Datasets. The one place that
+builds them, for single runs, pipelines and sweeps: per-request metrics (through
+``kernels.metrics``), engine statistics, energy and cost (each formula written once, below),
+per-client, per-stage and per-resource tables, the per-request and step-log variables. Every
+variable takes its dims, units and attributes from ``variables.py``.
+"""
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import __version__
+from .kernels import cluster as CL
+from .kernels import engine as E
+from .kernels import metrics as M
+from .specs import SpecError
+from .lowering import metric_vector
+from .variables import REGISTRY, add_coord_attrs, global_attrs, slo_attrs, variable
+
+if TYPE_CHECKING:   # xarray is imported where a Dataset is built (import time of the CLI)
+    import xarray as xr
+
+POWER_SPLIT = (0.30, 0.40, 0.20, 0.10)   # static, compute, memory, network share of TDP (MODEL.md §8)
+
+
+# ----------------------------------------------------------------------------- formulas (once)
+def device_energy_J(tdp_W, idle_W, n_devices, busy_s, compute_s, memory_s, network_s, idle_s):
+    """Energy of ``n_devices`` identical devices (MODEL.md §8): while busy each draws the static
+    share of TDP plus the compute, memory and network shares for the time each unit worked; while
+    idle it draws its idle power. Works on scalars and arrays alike."""
+    ps, pc, pm, pn = (tdp_W * f for f in POWER_SPLIT)
+    busy = n_devices * (busy_s * ps + compute_s * pc + memory_s * pm + network_s * pn)
+    return busy + n_devices * idle_W * idle_s
+
+
+def host_energy_J(tdp_W, idle_W, busy_fraction, end_s):
+    """A CPU or vector-search host: its idle power all the time, the rest of its TDP while busy
+    (assumption: catalog idle_W, else 30 % of TDP)."""
+    return idle_W * end_s + (tdp_W - idle_W) * busy_fraction * end_s
+
+
+def utilisation(work, replicas, peak_per_s, end_s):
+    """Mean work per replica over what the peak rate could have done in the run (MFU, MBU)."""
+    return work / replicas / (peak_per_s * end_s)
+
+
+def kv_utilisation(block_s, kv_peak_blocks, busy_s, kv_blocks):
+    """(time-weighted mean over busy time, peak) of KV blocks in use over the KV blocks."""
+    return block_s / np.maximum(busy_s, 1e-300) / kv_blocks, kv_peak_blocks / kv_blocks
+
+
+def cost_vars(s: dict, price_usd_per_hour, end_s, output_tokens) -> None:
+    """cost_usd, tokens_per_dollar and output_tok_s_per_usd_per_hour (NaN when the devices are free)."""
+    price_h = np.asarray(price_usd_per_hour, float)
+    s["cost_usd"] = price_h * end_s / 3600.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s["tokens_per_dollar"] = np.where(price_h > 0, output_tokens / s["cost_usd"], np.nan)
+        s["output_tok_s_per_usd_per_hour"] = np.where(price_h > 0, s["output_tok_s"] / price_h, np.nan)
+
+
+# ----------------------------------------------------------------------------- summaries
+QUANTILE_BASES = ("ttft", "tpot", "e2e", "queue_delay")
+
+
+def quantile_summary(out: np.ndarray, quantiles_per_point) -> dict[str, np.ndarray]:
+    """``{base}_quantile_ms`` arrays (points x quantiles) of the configured quantiles; every point
+    of one call must have the same quantiles (they are a dimension of the results)."""
+    qs = {tuple(q) for q in quantiles_per_point}
+    if len(qs) > 1:
+        raise SpecError([f"metrics.quantiles: points of one run differ ({sorted(qs)}); the quantiles are a "
+                         "dimension of the results and cannot be swept"])
+    nq = len(next(iter(qs))) if qs else 0
+    if nq == 0:
+        return {}
+    return {f"{b}_quantile_ms": out[:, M.O_QUANT + k * M.MAX_QUANTILES:M.O_QUANT + k * M.MAX_QUANTILES + nq] * 1e3
+            for k, b in enumerate(QUANTILE_BASES)}
+
+
+def request_summary(out: np.ndarray) -> dict[str, np.ndarray]:
+    """The summary variables that come from per-request results (the metrics kernel's ``out``),
+    shared by single-client points and multi-client pipelines."""
+    s: dict[str, np.ndarray] = {}
+    # rates over an empty window (the run stopped before warmup_s) are undefined, not huge
+    win = np.where(out[:, M.O_WINDOW] > 0, out[:, M.O_WINDOW], np.nan)
+    s["n_arrived"] = out[:, M.O_N_MEASURED]
+    s["n_finished"] = out[:, M.O_N_FINISHED]
+    s["n_rejected"] = out[:, M.O_N_REJECTED]
+    s["n_unfinished"] = out[:, M.O_N_UNFINISHED]
+    s["n_not_arrived"] = out[:, M.O_N_NOT_ARRIVED]
+    s["n_before_warmup"] = out[:, M.O_N_BEFORE_WARMUP]
+    # measured rejections only, like n_rejected (the metrics kernel applies the same window)
+    s["n_rejected_by_reason"] = out[:, M.O_REJ_BY_REASON + 1:M.O_REJ_BY_REASON + len(E.REASON_NAMES)].copy()
+    for base, at in (("ttft", M.O_TTFT), ("tpot", M.O_TPOT), ("e2e", M.O_E2E), ("queue_delay", M.O_QUEUE)):
+        for j, q in enumerate(("mean", "p50", "p90", "p99")):
+            s[f"{base}_{q}_ms"] = out[:, at + j] * 1e3
+    s["ttft_max_ms"] = out[:, M.O_TTFT_MAX] * 1e3
+    s["output_tok_s"] = out[:, M.O_OUT_TOKENS] / win
+    s["total_tok_s"] = (out[:, M.O_OUT_TOKENS] + out[:, M.O_PROMPT_TOKENS]) / win
+    s["computed_prompt_tok_s"] = out[:, M.O_COMPUTED_PROMPT] / win
+    s["request_throughput_rps"] = out[:, M.O_N_FINISHED] / win
+    s["goodput_rps"] = out[:, M.O_N_GOOD] / win
+    s["goodput_tok_s"] = out[:, M.O_GOOD_TOKENS] / win
+    s["slo_attainment"] = np.where(out[:, M.O_N_MEASURED] > 0, out[:, M.O_N_GOOD] / np.maximum(out[:, M.O_N_MEASURED], 1), np.nan)
+    s["window_s"] = out[:, M.O_WINDOW]
+    s["prefix_hit_rate"] = out[:, M.O_HIT_TOKENS] / np.maximum(out[:, M.O_PROMPT_TOKENS], 1)
+    return s
+
+
+def point_summary(points, out, rs, end_time, nrep) -> dict[str, np.ndarray]:
+    """Summary variables of single-client points (length-P arrays): ``out`` from the metrics
+    kernel, ``rs`` the engine statistics summed over each point's replicas (KV peak and last
+    finishing step: the largest), ``end_time`` the latest replica's end, ``nrep`` replicas."""
+    s = request_summary(out)
+    steps = rs[:, CL.CS_STEPS]
+    s["n_steps"] = steps
+    s["mean_batch_tokens"] = rs[:, CL.CS_BATCH_TOKENS] / np.maximum(steps, 1)
+    s["mean_batch_size"] = rs[:, CL.CS_BATCH_SEQS] / np.maximum(steps, 1)
+    end = np.maximum(end_time, 1e-300)
+    clients = [pt.client for pt in points]
+    s["busy_fraction"] = rs[:, CL.CS_BUSY] / nrep / end   # mean busy time per replica
+    kvb = np.array([max(c.kv_capacity_blocks(), 1) for c in clients], dtype=float)
+    s["kv_util_mean"], s["kv_util_peak"] = kv_utilisation(rs[:, CL.CS_KV_BLOCK_S], rs[:, CL.CS_KV_PEAK],
+                                                          rs[:, CL.CS_BUSY], kvb)
+    fpk = np.array([c.device.peak_flops(c.precision.compute) for c in clients])
+    bwd = np.array([c.device.memory_bandwidth_GBps * 1e9 for c in clients])
+    s["mfu"] = utilisation(rs[:, CL.CS_FLOPS], nrep, fpk, end)
+    s["mbu"] = utilisation(rs[:, CL.CS_BYTES], nrep, bwd, end)
+    s["preemptions"] = rs[:, CL.CS_PREEMPT]
+    s["recomputed_tokens"] = rs[:, CL.CS_RECOMP]
+    s["kv_capacity_tokens"] = np.array([min(c.kv_capacity_tokens(), 2**62) for c in clients], dtype=float)
+    s["weights_GiB_per_device"] = np.array([c.weight_bytes_device() / 2**30 for c in clients])
+    # every replica's devices: busy for their replica's busy time, idle for the rest of the run
+    s["energy_J"] = device_energy_J(np.array([c.device.tdp_W for c in clients]),
+                                    np.array([c.device.idle_power_W for c in clients]),
+                                    np.array([c.tp * c.pp for c in clients], dtype=float),
+                                    rs[:, CL.CS_BUSY], rs[:, CL.CS_TC], rs[:, CL.CS_TM], rs[:, CL.CS_TN],
+                                    nrep * end - rs[:, CL.CS_BUSY])
+    s["energy_per_output_token_J"] = s["energy_J"] / np.maximum(out[:, M.O_OUT_TOKENS], 1)
+    cost_vars(s, np.array([c.device.price_usd_per_hour * c.num_devices for c in clients]), end, out[:, M.O_OUT_TOKENS])
+    s["steps_outside_calibration"] = rs[:, CL.CS_OUT_OF_RANGE]
+    mist = np.array([pt.simulation.metrics == "mist" for pt in points])
+    if mist.any():
+        warm = np.array([pt.simulation.warmup_s for pt in points])
+        apply_mist_metrics(s, out, rs[:, CL.CS_DEC_SEQS], rs[:, CL.CS_DEC_SEQ_S],
+                           rs[:, CL.CS_FINISH_STEP_START] - warm, mist)
+    return s
+
+def apply_mist_metrics(s: dict, out: np.ndarray, dec_seqs: np.ndarray, dec_seq_s: np.ndarray,
+                       window_s: np.ndarray, where: np.ndarray) -> None:
+    """MIST's metric definitions (docs/mist_parity.md) for the points in ``where``: TPOT mean = mean,
+    over every decode of every step, of that step's duration; throughputs divided by the time from
+    warmup to the start of the last step that finished a request. (Percentiles are int(q n), set
+    through the metric vector.)"""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tpot = np.where(dec_seqs > 0, dec_seq_s / np.maximum(dec_seqs, 1) * 1e3, np.nan)
+        win = np.maximum(window_s, 1e-300)
+        s["tpot_mean_ms"] = np.where(where, tpot, s["tpot_mean_ms"])
+        rates = {"output_tok_s": out[:, M.O_OUT_TOKENS],
+                 "total_tok_s": out[:, M.O_OUT_TOKENS] + out[:, M.O_PROMPT_TOKENS],
+                 "computed_prompt_tok_s": out[:, M.O_COMPUTED_PROMPT],
+                 "request_throughput_rps": out[:, M.O_N_FINISHED],
+                 "goodput_rps": out[:, M.O_N_GOOD], "goodput_tok_s": out[:, M.O_GOOD_TOKENS]}
+        for k, num in rates.items():
+            s[k] = np.where(where, num / win, s[k])
+        s["window_s"] = np.where(where, window_s, s["window_s"])
+
+
+def prefix_hit_rate(scen, ins: dict, r: dict) -> float:
+    """Reused KV tokens over the prompt tokens of the LLM stage that reused them. That stage's
+    prompt includes past context fetched from a KV tier (a request's own new prompt alone would let
+    the rate exceed 1). Over the requests the other metrics count (arrived, in [warmup, horizon])."""
+    sim = scen.simulation
+    kinds, off = ins["st_kind"], ins["st_off"]
+    is_llm = (kinds == CL.K_LLM) | (kinds == CL.K_PREFILL)
+    idx = np.flatnonzero(is_llm)
+    owner = np.searchsorted(off, idx, side="right") - 1       # request of each LLM stage
+    first = np.full(len(off) - 1, -1, np.int64)
+    first[owner[::-1]] = idx[::-1]                            # the first LLM stage of each request
+    keep = (r["status"] != E.PENDING) & (r["arrival"] >= sim.warmup_s) & (r["arrival"] <= sim.horizon_s) & (first >= 0)
+    prompt = ins["st_prompt"][first[keep]].astype(float).sum()
+    hits = np.maximum(r["hit_first"][keep], 0).sum()
+    return float(hits / prompt) if prompt > 0 else 0.0
+
+
+def pipeline_summary(scen, run: dict) -> dict[str, np.ndarray]:
+    """Summary variables (length-1 arrays, as the single-client runner's) of one pipeline run:
+    requests over the whole pipeline, engine statistics over its LLM clients."""
+    ins, r, topo = run["inputs"], run["requests"], run["inputs"]["topo"]
+    n = r["status"].size
+    mp = metric_vector(scen.simulation, scen.slo, tuple(scen.metrics.quantiles or ()))[None, :]
+    out = np.zeros((1, M.N_OUT))
+    end = np.array([run["end"]])
+    M.summarize_points(mp, np.array([0, n], np.int64), run["prompt"], ins["branches"], r["status"], r["reason"], r["arrival"],
+                       r["t_first_sched"], r["t_first_tok"], r["t_last_tok"], r["t_finish"], r["generated"],
+                       r["hit_first"], r["computed_pf"], end, out)
+    cs = run["cstats"]
+    s = request_summary(out)
+    s["prefix_hit_rate"] = np.array([prefix_hit_rate(scen, ins, r)])
+    llm = [c for c in range(topo.C) if topo.llm[c] is not None]
+    steps = cs[llm, CL.CS_STEPS].sum()
+    s["n_steps"] = np.array([steps])
+    s["mean_batch_tokens"] = np.array([cs[llm, CL.CS_BATCH_TOKENS].sum() / max(steps, 1)])
+    s["mean_batch_size"] = np.array([cs[llm, CL.CS_BATCH_SEQS].sum() / max(steps, 1)])
+    endt = max(run["end"], 1e-300)
+    cl = client_vars(scen, run)
+    s["busy_fraction"] = np.array([np.mean(cl["client_busy_fraction"][llm])])
+    s["kv_util_mean"] = np.array([np.nanmean(cl["client_kv_util_mean"][llm])])
+    s["kv_util_peak"] = np.array([np.nanmax(cl["client_kv_util_peak"][llm])])
+    s["mfu"] = np.array([np.mean(cl["client_mfu"][llm])])
+    s["mbu"] = np.array([np.mean(cl["client_mbu"][llm])])
+    s["preemptions"] = np.array([cs[:, CL.CS_PREEMPT].sum()])
+    s["recomputed_tokens"] = np.array([cs[:, CL.CS_RECOMP].sum()])
+    s["steps_outside_calibration"] = np.array([cs[:, CL.CS_OUT_OF_RANGE].sum()])
+    s["kv_capacity_tokens"] = np.array([float(min(topo.llm[c].kv_capacity_tokens() for c in llm))])
+    s["weights_GiB_per_device"] = np.array([max(topo.llm[c].weight_bytes_device() for c in llm) / 2**30])
+    s["energy_J"] = np.array([cl["client_energy_J"].sum()])
+    s["energy_per_output_token_J"] = s["energy_J"] / max(out[0, M.O_OUT_TOKENS], 1)
+    cost_vars(s, np.array([cl["client_price_usd_per_hour"].sum()]), endt, out[:, M.O_OUT_TOKENS])
+    s.update(quantile_summary(out, [tuple(scen.metrics.quantiles or ())]))
+    if scen.simulation.metrics == "mist":
+        apply_mist_metrics(s, out, np.array([cs[llm, CL.CS_DEC_SEQS].sum()]), np.array([cs[llm, CL.CS_DEC_SEQ_S].sum()]),
+                           np.array([cs[llm, CL.CS_FINISH_STEP_START].max() - scen.simulation.warmup_s]),
+                           np.array([True]))
+    return s
+
+
+def client_vars(scen, run) -> dict[str, np.ndarray]:
+    """Per client instance (replicas expanded): utilisation, energy, price and work of a pipeline run."""
+    topo, cs = run["inputs"]["topo"], run["cstats"]
+    endt = max(run["end"], 1e-300)
+    C = topo.C
+    out = {k: np.full(C, np.nan) for k in ("client_busy_fraction", "client_kv_util_mean", "client_kv_util_peak",
+                                            "client_mfu", "client_mbu", "client_energy_J", "client_price_usd_per_hour")}
+    out["client_steps"] = cs[:, CL.CS_STEPS].copy()
+    out["client_served"] = cs[:, CL.CS_SERVED].copy()
+    # prompt tokens each client computed (prefill or encode chunks, recompute included), per second
+    # of the run; the scalar computed_prompt_tok_s sums every client's
+    out["client_computed_prompt_tok_s"] = cs[:, CL.CS_PF_TOKENS] / endt
+    for c in range(C):
+        busy = cs[c, CL.CS_BUSY]
+        if topo.llm[c] is not None:
+            cl = topo.llm[c]
+            dev = cl.device
+            ndev = cl.tp * cl.pp
+            kvb = max(cl.kv_capacity_blocks(), 1)
+            out["client_busy_fraction"][c] = busy / endt
+            out["client_kv_util_mean"][c], out["client_kv_util_peak"][c] = kv_utilisation(
+                cs[c, CL.CS_KV_BLOCK_S], cs[c, CL.CS_KV_PEAK], busy, kvb)
+            out["client_mfu"][c] = utilisation(cs[c, CL.CS_FLOPS], 1, dev.peak_flops(cl.precision.compute), endt)
+            out["client_mbu"][c] = utilisation(cs[c, CL.CS_BYTES], 1, dev.memory_bandwidth_GBps * 1e9, endt)
+            out["client_energy_J"][c] = device_energy_J(dev.tdp_W, dev.idle_power_W, ndev, busy, cs[c, CL.CS_TC],
+                                                        cs[c, CL.CS_TM], cs[c, CL.CS_TN], max(endt - busy, 0.0))
+            out["client_price_usd_per_hour"][c] = dev.price_usd_per_hour * ndev
+        else:
+            s = topo.server[c]
+            # a slot server is busy for the sum of its slots' service over `slots` cores
+            frac = busy / endt / (s.slots if s.kind == "cpu" else 1)
+            out["client_busy_fraction"][c] = frac
+            tdp = s.device.tdp_W if s.device is not None else 0.0
+            idle = s.device.idle_power_W if s.device is not None else 0.0
+            out["client_energy_J"][c] = host_energy_J(tdp, idle, frac, endt)
+            out["client_price_usd_per_hour"][c] = s.device.price_usd_per_hour if s.device is not None else 0.0
+    return out
+
+
+def stage_vars(run) -> dict[str, np.ndarray]:
+    """Mean transfer-in, queue and service time per stage kind (MODEL.md §8 breakdown)."""
+    ins, st = run["inputs"], run["stages"]
+    kinds = ins["st_kind"]
+    K = len(CL.STAGE_NAMES)
+    out = {k: np.full(K, np.nan) for k in ("stage_transfer_ms", "stage_queue_ms", "stage_service_ms")}
+    out["stage_count"] = np.zeros(K)
+    with np.errstate(invalid="ignore"):
+        tr = st["arrive"] - st["ready"]
+        qu = st["sched"] - st["arrive"]
+        sv = st["exit"] - np.where(np.isnan(st["sched"]), st["arrive"], st["sched"])
+    done = ~np.isnan(st["exit"])
+    for k in range(K):
+        m = (kinds == k) & done
+        out["stage_count"][k] = m.sum()
+        if m.any():
+            out["stage_transfer_ms"][k] = np.nanmean(tr[m]) * 1e3
+            out["stage_queue_ms"][k] = np.nanmean(np.where(np.isnan(qu[m]), 0.0, qu[m])) * 1e3
+            out["stage_service_ms"][k] = np.nanmean(sv[m]) * 1e3
+    return out
+
+
+# ----------------------------------------------------------------------------- Datasets
+def summary_dataset(summary: dict[str, np.ndarray], index: int | None = None, extra_dims=(),
+                    quantiles=()) -> xr.Dataset:
+    """The Dataset of summary variables (``index``: one point of length-P arrays)."""
+    # one constructor call: adding variables one by one costs an xarray merge each
+    import xarray as xr
+    ds = xr.Dataset({name: variable(name, arr if index is None else arr[index], extra_dims)
+                     for name, arr in summary.items()})
+    coords = {"reject_reason": list(E.REASON_NAMES[1:])}
+    if "quantile" in ds.dims:
+        coords["quantile"] = list(quantiles)
+    return add_coord_attrs(ds.assign_coords(coords))
+
+
+def resource_vars(run) -> dict[str, np.ndarray]:
+    """Bytes through each link or tier port of a pipeline run, and their share of its capacity."""
+    res_cap = run["inputs"]["res_cap"]
+    endt = max(run["end"], 1e-300)
+    return {"resource_utilisation": run["res_bytes"] / np.maximum(res_cap, 1e-300) / endt,
+            "resource_bytes": run["res_bytes"]}
+
+
+def table_vars(scen, run) -> tuple[dict[str, np.ndarray], dict[str, list]]:
+    """The per-client, per-stage and per-resource variables of a pipeline run, and their labels."""
+    topo = run["inputs"]["topo"]
+    data = {**client_vars(scen, run), **stage_vars(run), **resource_vars(run)}
+    return data, {"client": list(topo.names), "stage_kind": list(CL.STAGE_NAMES), "resource": list(topo.res_names)}
+
+
+def point_dataset(spec, res: dict, per_request: bool, log_steps: int = 0) -> xr.Dataset:
+    """The Dataset of one single-client run (``runner.run_points`` of its one point)."""
+    ds = summary_dataset(res["summary"], 0, quantiles=spec.metrics.quantiles)
+    if per_request:
+        for k, v in per_request_vars(res["requests"]).items():
+            ds[k] = variable(k, v)
+    if log_steps:
+        n = int(min(res["steps_per_sub"][0], log_steps))
+        ds = with_step_log(ds, res["steplog"][0, :n])
+    return ds
+
+
+def pipeline_dataset(scen, run, per_request: bool) -> xr.Dataset:
+    ds = summary_dataset(pipeline_summary(scen, run), 0, quantiles=scen.metrics.quantiles)
+    tables, labels = table_vars(scen, run)
+    ds = ds.assign({k: variable(k, v) for k, v in tables.items()}).assign_coords(labels)
+    if per_request:
+        rq = run["requests"]
+        rq = dict(rq, prompt=run["prompt"], output=requested_output_tokens(run["inputs"]),
+                  replica=np.zeros(rq["status"].size, np.int32))
+        for k, v in per_request_vars(rq).items():
+            ds[k] = variable(k, v)
+        ds["req_class"] = variable("req_class", run["inputs"]["cls"])
+    return ds
+
+
+def requested_output_tokens(ins) -> np.ndarray:
+    """Per request: output tokens of the stages whose tokens count as its output (the LLM,
+    decode and reasoning segments it takes; skipped segments excluded), per branch."""
+    n = ins["st_off"].size - 1
+    kind = ins["st_kind"]
+    counted = ((ins["st_flags"] & CL.F_COUNT) != 0) & (kind != CL.K_SKIP)
+    owner = np.repeat(np.arange(n), np.diff(ins["st_off"]))
+    # a decode stage's output includes the token its prefill stage emitted: count that one once
+    has_decode = np.bincount(owner, weights=kind == CL.K_DECODE, minlength=n) > 0
+    counted &= ~((kind == CL.K_PREFILL) & has_decode[owner])
+    return np.bincount(owner, weights=np.where(counted, ins["st_output"], 0), minlength=n).astype(np.int64)
+
+
+def per_request_vars(r: dict) -> dict:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gen = r["generated"].astype(float)
+        tpot = np.where(gen >= 2, (r["t_last_tok"] - r["t_first_tok"]) / np.maximum(gen - 1, 1), np.nan)
+        return {
+            "req_arrival_s": r["arrival"], "req_prompt_tokens": r["prompt"], "req_output_tokens": r["output"],
+            "req_status": r["status"], "req_reason": r["reason"], "req_replica": r["replica"],
+            "req_ttft_ms": (r["t_first_tok"] - r["arrival"]) * 1e3, "req_tpot_ms": tpot * 1e3,
+            "req_e2e_ms": np.where(r["status"] == E.FINISHED, r["t_finish"] - r["arrival"], np.nan) * 1e3,
+            "req_queue_ms": (r["t_first_sched"] - r["arrival"]) * 1e3,
+            "req_first_scheduled_s": r["t_first_sched"], "req_first_token_s": r["t_first_tok"],
+            "req_finish_s": r["t_finish"], "req_generated_tokens": r["generated"],
+            "req_preemptions": r["preempts"], "req_hit_tokens": np.maximum(r["hit_first"], 0),
+        }
+
+
+STEP_LOG_VARS = ("step_start_s", "step_duration_s", "step_prefills", "step_prefill_tokens",
+                 "step_decodes", "step_decode_tokens", "step_kv_blocks")
+
+
+def with_step_log(ds: xr.Dataset, log: np.ndarray, client_names=None) -> xr.Dataset:
+    """The engine step log as variables along a ``step`` dimension (in the order the steps were
+    formed); with several clients, ``step_client`` names the client of each step."""
+    import xarray as xr
+    n = log.shape[0]
+    ds.attrs["steplog"] = "see .steplog"
+    ds = ds.assign_coords(step=np.arange(n))
+    for j, name in enumerate(STEP_LOG_VARS):
+        ds[name] = xr.Variable(("step",), log[:, j], attrs=_STEPLOG_ATTRS[name])
+    if client_names is not None:
+        ds["step_client"] = xr.Variable(("step",), np.asarray(client_names, dtype=object)[log[:, CL.N_LOG].astype(np.int64)],
+                                        attrs={"long_name": "client of the step"})
+    return ds
+
+
+_STEPLOG_ATTRS = {"step_start_s": {"units": "s", "long_name": "step start"},
+                  "step_duration_s": {"units": "s", "long_name": "step duration"},
+                  "step_prefills": {"units": "1", "long_name": "prefill chunks in the step"},
+                  "step_prefill_tokens": {"units": "1", "long_name": "prefill tokens in the step"},
+                  "step_decodes": {"units": "1", "long_name": "decodes in the step"},
+                  "step_decode_tokens": {"units": "1", "long_name": "decode tokens in the step"},
+                  "step_kv_blocks": {"units": "1", "long_name": "KV blocks in use"}}
+
+
+def spec_attrs(spec) -> dict:
+    return {**global_attrs("simulate one scenario"), **slo_attrs(spec.slo),
+            "mistfast_version": __version__, "spec_json": json.dumps(spec.model_dump(mode="json"), sort_keys=True),
+            "token_counting": "tokens of requests arriving in [warmup, horizon], divided by the time from warmup "
+                              "to the end of the simulation (drain included)",
+            "percentiles": "over requests that reached the event (counts of the others are reported)"}
+
+
+assert all(k in REGISTRY for k in ("ttft_p99_ms", "req_ttft_ms"))

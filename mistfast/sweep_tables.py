@@ -1,0 +1,84 @@
+"""The per-client, per-stage and per-resource variables of a sweep's pipeline points.
+
+A pipeline run has them along ``client`` (instances), ``stage_kind`` and ``resource`` (links and
+tier ports). A sweep puts them after its own dims, so every point needs the same labels: the union,
+in order of first appearance over the points, of each point's labels (a point without a client or
+resource has NaN there; single-client points have NaN everywhere). The labels are known before
+any point runs: they follow from the topology, which only the non-workload axes can change, so
+one scenario per distinct topology is parsed (cached per sweep and process).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .kernels import cluster as CL
+from .variables import REGISTRY
+
+TABLE_DIMS = ("client", "stage_kind", "resource")
+_LABELS: dict[str, dict[str, list] | None] = {}
+
+
+def _topology_path(path: str) -> bool:
+    """Can a field at ``path`` change the clients, servers, tiers, links or stages of a point?"""
+    return path.split(".")[0].split("[")[0] not in ("workload", "simulation", "slo", "metrics")
+
+
+def table_labels(spec, key: str, point_values, point_doc) -> dict[str, list] | None:
+    """Labels of the table dims over every point of ``spec`` (None: no point is a pipeline).
+    ``key``: the sweep's hash (the cache key); ``point_values(spec)`` and ``point_doc(spec, values)``
+    enumerate the points and build their scenario documents (sweep.py's)."""
+    if key in _LABELS:
+        return _LABELS[key]
+    from .lowering import Topology
+    from .specs import SpecError, parse_scenario
+    seen: set = set()
+    labels: dict[str, dict] = {"client": {}, "resource": {}}
+    any_pipeline = False
+    for values in point_values(spec):
+        # derived expressions may read any axis: then every point is its own topology
+        topo_key = values if spec.derived else tuple(v for a, v in zip(spec.axes, values) if _topology_path(a.path))
+        rk = repr(topo_key)
+        if rk in seen:
+            continue
+        seen.add(rk)
+        try:
+            doc, _ = point_doc(spec, values)
+            if not (len(doc.get("clients") or []) > 1 or doc.get("servers") or doc.get("pipelines")):
+                continue   # single client: no tables (the spec's own rule, read on the raw document)
+            scen = parse_scenario(doc, base={})
+        except (SpecError, ZeroDivisionError):
+            continue       # an invalid point: reported by the chunk that runs it
+        if not scen.is_pipeline:
+            continue
+        any_pipeline = True
+        topo = Topology(scen)
+        topo.routes()      # creates the network resources
+        for dim, names in (("client", topo.names), ("resource", topo.res_names)):
+            for nm in names:
+                labels[dim].setdefault(nm, len(labels[dim]))
+    out = None
+    if any_pipeline:
+        out = {"client": list(labels["client"]), "stage_kind": list(CL.STAGE_NAMES),
+               "resource": list(labels["resource"])}
+    _LABELS[key] = out
+    return out
+
+
+def table_columns(labels: dict[str, list], n: int, parts) -> dict[str, np.ndarray]:
+    """Columns (n points x labels) of every table variable, NaN where a point has no such label;
+    ``parts``: (positions, summary) pairs of ``runner.summaries(..., tables=True)``."""
+    index = {dim: {nm: i for i, nm in enumerate(names)} for dim, names in labels.items()}
+    cols = {name: np.full((n, len(labels[v.dims[0]])), np.nan)
+            for name, v in REGISTRY.items() if len(v.dims) == 1 and v.dims[0] in TABLE_DIMS}
+    for rows_at, summ in parts:
+        own = summ.get("_labels")
+        if own is None:
+            continue
+        for name, col in cols.items():
+            dim = REGISTRY[name].dims[0]
+            where = [index[dim].get(nm, -1) for nm in own[dim]]
+            if min(where, default=0) < 0:
+                raise RuntimeError(f"sweep tables: {dim} labels {own[dim]} of a point are not among the sweep's "
+                                   f"{labels[dim]} (a topology the label scan did not see)")
+            col[np.ix_(rows_at, where)] = summ[name]
+    return cols
