@@ -189,8 +189,9 @@ def _num(v, default=None):
 
 def with_efficiency(client, eff: Mapping[str, Any] | None, correction: Mapping | None = None,
                     source: str | None = None):
-    """Copy of ``client`` (a ClientSpec) with efficiency fields (and optionally a step correction) replaced."""
-    from .specs import EfficiencySpec
+    """Copy of ``client`` (a ClientSpec) with efficiency fields (and optionally a step correction) replaced.
+    The new values are validated against the client's own field types (specs.py imports this
+    module, so it does not import specs)."""
     upd: dict[str, Any] = {}
     if eff:
         e = client.efficiency.model_dump()
@@ -202,11 +203,16 @@ def with_efficiency(client, eff: Mapping[str, Any] | None, correction: Mapping |
         e["step_overhead_ms"] = max(e.get("step_overhead_ms", 0.0), 0.0)
         if source or eff.get("source"):
             e["source"] = str(source or eff.get("source"))
-        upd["efficiency"] = EfficiencySpec(**e)
+        upd["efficiency"] = _field_value(client, "efficiency", e)
     if correction is not None:
-        from .specs import StepCorrectionSpec
-        upd["step_correction"] = StepCorrectionSpec(**dict(correction))
+        upd["step_correction"] = _field_value(client, "step_correction", dict(correction))
     return client.model_copy(update=upd) if upd else client
+
+def _field_value(model, name: str, value):
+    """``value`` validated as field ``name`` of ``model``'s class."""
+    from pydantic import TypeAdapter
+    return TypeAdapter(type(model).model_fields[name].annotation).validate_python(value)
+
 
 # ============================================================================ calibration set
 @dataclass

@@ -16,7 +16,7 @@ import math
 import os
 from typing import Any
 
-from .specs import SpecError
+from .errors import SpecError
 
 BYTES_PER_REQUEST = 1024          # arrays in, per-request state, results (per_request off)
 BYTES_PER_REQUEST_STAGE = 256     # each pipeline stage instance of a request

@@ -79,10 +79,11 @@ def parse_refine(table, axes) -> tuple[tuple, list[str]]:
     return (axis, tuple(parsed), rounds), problems
 
 
-def run_refine(spec, output=None, *, resume: bool = False, **run_kw) -> xr.Dataset:
-    """Run a ``mode = "refine"`` sweep (see the module docstring) with run_sweep's schedulers."""
+def run_refine(spec, output=None, *, run_sweep, write_netcdf, resume: bool = False, **run_kw) -> xr.Dataset:
+    """Run a ``mode = "refine"`` sweep (see the module docstring): each round is a zip sweep run by
+    ``run_sweep`` with its schedulers (``run_kw``); ``write_netcdf`` writes the result (sweep.py
+    passes its own: this module sits beside it and imports neither)."""
     from .analysis import _CMP, parse_constraints
-    from .sweep import SweepSpec, run_sweep, write_netcdf
     if resume:
         raise SpecError(["--resume: not available for mode = 'refine' (each round depends on the one before); "
                          "rerun without --resume"])
@@ -96,8 +97,8 @@ def run_refine(spec, output=None, *, resume: bool = False, **run_kw) -> xr.Datas
     for r in range(rounds + 1):
         if not points:
             break
-        sub = SweepSpec(**{**spec.__dict__, "mode": "zip", "refine": (),
-                           "axes": tuple(replace(a, values=tuple(p[k] for p in points)) for k, a in enumerate(spec.axes))})
+        sub = replace(spec, mode="zip", refine=(),
+                      axes=tuple(replace(a, values=tuple(p[k] for p in points)) for k, a in enumerate(spec.axes)))
         ds = run_sweep(sub, **run_kw)
         ok = (ds.status == 0).values
         for var, op, value in cons:

@@ -410,7 +410,7 @@ def _html(ds, name: str, rows, figures: list[str]) -> str:
         table = ('<h2>Best point per policy</h2><div style="overflow-x:auto">'
                  + rows.to_html(index=False, float_format=lambda x: f"{x:.4g}", classes="best", border=0) + "</div>")
     elif "n_arrived" in ds and "status" not in ds:
-        from .cli import format_summary
+        from .summary_text import format_summary
         table = "<h2>Summary</h2><pre>" + e(format_summary(ds)) + "</pre>"
     figs = "".join(f'<figure><img src="{e(f)}" alt="{e(f[:-4])}"><figcaption>{e(_CAPTIONS[f])}</figcaption></figure>'
                    for f in figures)

@@ -14,8 +14,10 @@ from typing import Any, Literal
 
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
                       model_validator)
+from pydantic_core import PydanticCustomError
 
 from .catalog import Catalog, default_catalog, tomllib
+from .errors import SpecError  # noqa: F401 (the spec modules' error; defined on a lower floor)
 
 GiB = float(2**30)
 
@@ -33,23 +35,21 @@ Dtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp6", "fp4", "in
 FP4_FORMATS = ("mxfp4", "nvfp4")
 
 
-class SpecError(ValueError):
-    """A spec problem. ``str()`` lists every problem as ``path = value: what is allowed``."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("invalid spec:\n  " + "\n  ".join(problems) if len(problems) > 1
-                         else problems[0])
+FIELD_ERROR = "mistfast_field"   # the pydantic error type of field_error / field_errors
 
 
-def field_error(field: str, value: Any, message: str) -> ValueError:
-    """Cross-field check failure; the formatter appends ``field`` to the error path."""
-    return ValueError(f"@{field}@{value!r}@{message}")
+def field_error(field: str, value: Any, message: str) -> PydanticCustomError:
+    """Cross-field check failure of ``field`` (relative to the model being validated) with the
+    value given and what is allowed; the formatter prefixes the model's path."""
+    return field_errors([(field, value, message)])
 
 
-def field_errors(problems: list[tuple[str, Any, str]]) -> ValueError:
-    """Several cross-field failures at once: ``(field, value, message)`` each."""
-    return ValueError("\n".join(f"@{f}@{v!r}@{m}" for f, v, m in problems))
+def field_errors(problems: list[tuple[str, Any, str]]) -> PydanticCustomError:
+    """Several cross-field failures at once: ``(field, value, message)`` each, carried in the
+    error's context (``ctx["problems"]``) as (field, repr of the value, allowed)."""
+    rows = [(str(f), repr(v), str(m)) for f, v, m in problems]
+    return PydanticCustomError(FIELD_ERROR, "{summary}",
+                               {"problems": rows, "summary": "; ".join(f"{f} = {v}: {m}" for f, v, m in rows)})
 
 
 def _format_loc(loc) -> str:
@@ -70,9 +70,8 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> SpecError
         path = _format_loc(e["loc"])
         msg = e["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
         value = e.get("input")
-        if msg.startswith("@"):  # from field_error / field_errors
-            for one in msg.split("\n@"):
-                _, fld, val, text = ("@" + one.lstrip("@")).split("@", 3)
+        if e["type"] == FIELD_ERROR:
+            for fld, val, text in e["ctx"]["problems"]:
                 full = f"{path}.{fld}" if path else fld
                 problems.append(f"{prefix}{full} = {val}: {text}")
             continue

@@ -20,11 +20,8 @@ Sweep file layout (TOML)::
 """
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
-import math
-import operator
 import os
 import sys
 import time
@@ -42,7 +39,7 @@ from .lowering import PipelinePoint, Point
 from .runner import summaries
 from .scenario import any_point, build_requests
 from .specs import DEFAULT_SCENARIO, SpecError, deep_merge, load_toml, parse_scenario, resolve_spec_paths, set_path
-from .sweepspec import safe_eval
+from .sweepspec import _axis_name, _check_expr, check_path, safe_eval  # noqa: F401 (check_path: API)
 from .variables import REGISTRY, add_coord_attrs, coord_attrs, global_attrs, slo_attrs, variable
 
 # ----------------------------------------------------------------------------- spec
@@ -89,63 +86,6 @@ class SweepSpec:
     @property
     def dims(self) -> tuple[str, ...]:
         return tuple(a.name for a in self.axes) if self.mode in ("product", "refine") else ("point",)
-
-
-def check_path(path: str) -> None:
-    """Raise SpecError if ``path`` does not name a field of the scenario schema (typo check)."""
-    import re
-    import typing
-
-    from .specs import ScenarioSpec
-    parts = [p for p in re.split(r"\.|\[(\d+)\]", path) if p]
-    cur: Any = ScenarioSpec
-    walked = []
-    for p in parts:
-        if p.isdigit():
-            walked.append(f"[{p}]")
-            continue
-        if p == "preset":
-            cur = None
-            walked.append(".preset")
-            continue
-        models = _models_in(cur)
-        if not models:
-            if cur is dict or typing.get_origin(cur) is dict:
-                cur = typing.get_args(cur)[1] if typing.get_args(cur) else Any
-                walked.append(f".{p}")
-                continue
-            raise SpecError([f"{path}: {''.join(walked).lstrip('.') or 'field'} has no sub-field {p!r}"])
-        found = None
-        for m in models:
-            if p in m.model_fields:
-                found = m.model_fields[p].annotation
-                break
-        if found is None:
-            allowed = sorted({k for m in models for k in m.model_fields})
-            raise SpecError([f"{path}: unknown field {p!r} in {''.join(walked).lstrip('.') or 'scenario'}; "
-                             f"allowed: {', '.join(allowed)}"])
-        cur = found
-        walked.append(f".{p}")
-
-
-def _models_in(ann) -> list:
-    import typing
-
-    from pydantic import BaseModel
-    if ann is None:
-        return []
-    if isinstance(ann, type) and issubclass(ann, BaseModel):
-        return [ann]
-    out = []
-    for a in typing.get_args(ann):
-        out.extend(_models_in(a))
-    return out
-
-
-def _axis_name(path: str) -> str:
-    import re
-    last = [p for p in re.split(r"\.|\[(\d+)\]", path) if p and not p.isdigit()][-1]
-    return last
 
 
 def parse_sweep(doc: dict, text: str = "", name: str = "sweep") -> SweepSpec:
@@ -246,35 +186,6 @@ def load_sweep(path: str | Path) -> SweepSpec:
 
 
 # ----------------------------------------------------------------------------- expressions
-_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-        ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow, ast.USub: operator.neg,
-        ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
-        ast.Eq: operator.eq, ast.NotEq: operator.ne}
-_FUNCS = {"min": min, "max": max, "round": round, "int": int, "float": float, "abs": abs, "ceil": math.ceil,
-          "floor": math.floor, "log2": math.log2}
-
-
-def _check_expr(expr: str, names: list[str]) -> None:
-    try:
-        tree = ast.parse(expr, mode="eval")
-    except SyntaxError as exc:
-        raise SpecError([f"{expr!r}: not a valid expression ({exc.msg})"]) from None
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and node.id not in names and node.id not in _FUNCS:
-            raise SpecError([f"{expr!r}: unknown name {node.id!r}; axis names: {', '.join(names)}"])
-        # reject what _eval cannot evaluate now, not at run time in every point
-        ok = (isinstance(node, (ast.Expression, ast.Name, ast.Load, ast.BinOp, ast.UnaryOp, ast.IfExp))
-              or type(node) in _OPS
-              or (isinstance(node, ast.Compare) and len(node.ops) == 1)
-              or (isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str)))
-              or (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCS
-                  and not node.keywords))
-        if not ok:
-            what = type(node).__name__ if not isinstance(node, ast.Call) else "call with keywords or of an unknown function"
-            raise SpecError([f"{expr!r}: unsupported expression element ({what}); use numbers, axis names, "
-                             f"+ - * / // % **, comparisons, 'a if c else b' and {', '.join(_FUNCS)}"])
-
-
 # ----------------------------------------------------------------------------- points
 def point_values(spec: SweepSpec, start: int = 0, stop: int | None = None) -> list[tuple]:
     """Axis values of points [start, stop), in point order (C order over the axes for products)."""
@@ -510,8 +421,8 @@ def run_sweep(spec: SweepSpec | str | Path, output: str | Path | None = None, *,
     _refuse_per_request(spec)
     if spec.mode == "refine":
         from .refine import run_refine
-        return run_refine(spec, output, resume=resume, scheduler=scheduler, workers=workers, progress=progress,
-                          client=client)
+        return run_refine(spec, output, run_sweep=run_sweep, write_netcdf=write_netcdf, resume=resume,
+                          scheduler=scheduler, workers=workers, progress=progress, client=client)
     chunks = _chunks(spec.n_points, spec.chunk_points)
     h = _spec_hash(spec)
     parts_dir = None if output is None else Path(str(output) + ".parts")

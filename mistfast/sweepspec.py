@@ -13,6 +13,7 @@ intermediate results, a length limit and a time limit).
 """
 from __future__ import annotations
 
+import ast
 import math
 import re
 import time
@@ -87,11 +88,9 @@ def _bounded(op, deadline):
 def safe_eval(expr: str, names: dict[str, Any]) -> Any:
     """Evaluate a derived-quantity expression over axis values, within size and time limits.
     Raises SpecError (one line) on any problem."""
-    import ast
     import operator
 
     from simpleeval import FeatureNotAvailable, InvalidExpression, SimpleEval
-    from .sweep import _check_expr
     if len(expr) > MAX_EXPR_CHARS:
         raise SpecError([f"{expr[:40]!r}...: expression longer than {MAX_EXPR_CHARS} characters"])
     _check_expr(expr, list(names))   # only numbers, names, operators and the listed functions
@@ -114,6 +113,67 @@ def safe_eval(expr: str, names: dict[str, Any]) -> Any:
         raise SpecError([f"{expr!r}: {exc}"]) from None
     except (TypeError, ValueError, OverflowError, ArithmeticError) as exc:
         raise SpecError([f"{expr!r}: cannot be evaluated: {exc}"]) from None
+
+
+
+# the operator nodes a derived expression may use (checked before it is evaluated)
+_CHECKED_OPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow, ast.USub,
+                ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.Eq, ast.NotEq)
+
+
+def _check_expr(expr: str, names: list[str]) -> None:
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError as exc:
+        raise SpecError([f"{expr!r}: not a valid expression ({exc.msg})"]) from None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id not in names and node.id not in FUNCS:
+            raise SpecError([f"{expr!r}: unknown name {node.id!r}; axis names: {', '.join(names)}"])
+        # reject what _eval cannot evaluate now, not at run time in every point
+        ok = (isinstance(node, (ast.Expression, ast.Name, ast.Load, ast.BinOp, ast.UnaryOp, ast.IfExp))
+              or type(node) in _CHECKED_OPS
+              or (isinstance(node, ast.Compare) and len(node.ops) == 1)
+              or (isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str)))
+              or (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in FUNCS
+                  and not node.keywords))
+        if not ok:
+            what = type(node).__name__ if not isinstance(node, ast.Call) else "call with keywords or of an unknown function"
+            raise SpecError([f"{expr!r}: unsupported expression element ({what}); use numbers, axis names, "
+                             f"+ - * / // % **, comparisons, 'a if c else b' and {', '.join(FUNCS)}"])
+
+
+def check_path(path: str) -> None:
+    """Raise SpecError if ``path`` does not name a field of the scenario schema (typo check)."""
+    from .specs import ScenarioSpec
+    parts = [p for p in re.split(r"\.|\[(\d+)\]", path) if p]
+    cur: Any = ScenarioSpec
+    walked = []
+    for p in parts:
+        if p.isdigit():
+            walked.append(f"[{p}]")
+            continue
+        if p == "preset":
+            cur = None
+            walked.append(".preset")
+            continue
+        models = _models_in(cur)
+        if not models:
+            if cur is dict or typing.get_origin(cur) is dict:
+                cur = typing.get_args(cur)[1] if typing.get_args(cur) else Any
+                walked.append(f".{p}")
+                continue
+            raise SpecError([f"{path}: {''.join(walked).lstrip('.') or 'field'} has no sub-field {p!r}"])
+        found = None
+        for m in models:
+            if p in m.model_fields:
+                found = m.model_fields[p].annotation
+                break
+        if found is None:
+            allowed = sorted({k for m in models for k in m.model_fields})
+            raise SpecError([f"{path}: unknown field {p!r} in {''.join(walked).lstrip('.') or 'scenario'}; "
+                             f"allowed: {', '.join(allowed)}"])
+        cur = found
+        walked.append(f".{p}")
 
 
 # ----------------------------------------------------------------------------- field lookup
@@ -240,7 +300,6 @@ def _axis_names(axes) -> list[str]:
 def _check_axes(table: SweepTable, axes, base: dict, problems: list[str]) -> dict:
     """Paths name fields and list items the base has; values fit their field. Returns the base with
     every axis set to its first value (what derived expressions see first)."""
-    from .sweep import check_path
     doc_now = deep_merge(DEFAULT_SCENARIO, {k: v for k, v in base.items() if k != "catalog"})
     for label, path, values, a in axes:
         try:
@@ -264,7 +323,6 @@ def _check_axes(table: SweepTable, axes, base: dict, problems: list[str]) -> dic
 
 def _check_derived(table: SweepTable, axes, doc_now: dict, problems: list[str]) -> None:
     """Each expression parses, names known axes, and evaluates within the limits on the first point."""
-    from .sweep import _check_expr, check_path
     names = _axis_names(axes)
     env = {nm: (vals[0] if vals else (a.low if a is not None else 0)) for (_, _, vals, a), nm in zip(axes, names)}
     for path, expr in table.derived.items():

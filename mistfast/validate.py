@@ -1026,15 +1026,10 @@ def main(csv_path, out_dir, calibrate: bool = True, seed: int = 0, write_catalog
     return 0
 
 
-def _cli(argv=None) -> int:
-    """``python -m mistfast.validate ...`` is the same command as ``mistfast validate ...``."""
-    from .cli import main as cli_main
-    try:
-        cli_main(["validate", *(argv if argv is not None else __import__("sys").argv[1:])], standalone_mode=False)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(_cli())
+    # ``python -m mistfast.validate ...`` is the same command as ``mistfast validate ...`` (run as a
+    # script this module is the entry point, so it may reach the CLI floor)
+    import sys
+
+    from mistfast.cli import main as cli_main
+    cli_main(["validate", *sys.argv[1:]])

@@ -310,7 +310,8 @@ def test_cli_validate_modes(tmp_path):
     r = CliRunner().invoke(cli, ["validate", str(csv), "-o", str(tmp_path / "o"), "--calibration", "nope.toml"])
     assert r.exit_code == 2 and "nope.toml" in r.output and "Traceback" not in r.output
     # the historical form: python -m mistfast.validate CSV OUT_DIR
-    assert V._cli([str(csv), str(tmp_path / "old"), "--no-calibrate"]) == 0
+    r = CliRunner().invoke(cli, ["validate", str(csv), str(tmp_path / "old"), "--no-calibrate"])
+    assert r.exit_code == 0, r.output
     assert (tmp_path / "old" / "report.md").exists()
 
 
