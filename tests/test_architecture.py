@@ -1,0 +1,132 @@
+"""The floors of ARCHITECTURE.md hold: every import of every mistfast module (lazy ones inside
+functions included) goes to a module on its own floor or below, and no modules import each other
+round a loop. The table in ARCHITECTURE.md is the one copy of the rules: this test reads it."""
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "mistfast"
+
+
+def floors() -> dict[str, int]:
+    """Module (dotted, under ``mistfast``) -> floor, from the table of ARCHITECTURE.md."""
+    out: dict[str, int] = {}
+    for line in (ROOT / "ARCHITECTURE.md").read_text().splitlines():
+        m = re.match(r"\|\s*(\d+)\s[^|]*\|([^|]*)\|", line)
+        if not m:
+            continue
+        for path in re.findall(r"`([\w/]+\.py)`", m.group(2)):
+            out[_dotted(path)] = int(m.group(1))
+    return out
+
+
+def _dotted(path: str) -> str:
+    parts = path[:-3].split("/")
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(["mistfast", *parts])
+
+
+def _main_guard(node) -> bool:
+    """``if __name__ == "__main__":`` (the block that runs when the module is the program)."""
+    t = node.test
+    return (isinstance(node, ast.If) and isinstance(t, ast.Compare) and isinstance(t.left, ast.Name)
+            and t.left.id == "__name__" and any(isinstance(c, ast.Constant) and c.value == "__main__"
+                                                for c in t.comparators))
+
+
+def imports_of(path: Path, pkg: Path = PKG) -> set[str]:
+    """The mistfast modules a source file of package folder ``pkg`` imports anywhere (outside a
+    __main__ block)."""
+    name = _dotted(str(path.relative_to(pkg)).replace("\\", "/"))
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found: set[str] = set()
+
+    def visit(node):
+        if isinstance(node, ast.If) and _main_guard(node):
+            return
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.split(".")[0] == "mistfast":
+                for alias in node.names:   # `from . import x` may name a module
+                    sub = f"{target}.{alias.name}"
+                    found.add(sub if _exists(sub, pkg) else target)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == "mistfast")
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text()))
+    found.discard(name)
+    return found
+
+
+def _exists(dotted: str, pkg: Path) -> bool:
+    rel = Path(*dotted.split(".")[1:])
+    return (pkg / rel).with_suffix(".py").exists() or (pkg / rel / "__init__.py").exists()
+
+
+def graph() -> dict[str, set[str]]:
+    return {_dotted(str(p.relative_to(PKG)).replace("\\", "/")): imports_of(p) for p in sorted(PKG.rglob("*.py"))}
+
+
+def test_every_module_has_a_floor():
+    fl = floors()
+    missing = sorted(set(graph()) - set(fl))
+    assert not missing, f"modules on no floor of ARCHITECTURE.md: {missing}"
+    stale = sorted(set(fl) - set(graph()))
+    assert not stale, f"ARCHITECTURE.md names modules that do not exist: {stale}"
+
+
+def test_no_import_goes_up_a_floor():
+    fl = floors()
+    up = [f"{m} (floor {fl[m]}) imports {d} (floor {fl[d]})"
+          for m, deps in graph().items() for d in sorted(deps) if m in fl and d in fl and fl[d] > fl[m]]
+    assert not up, "upward imports:\n  " + "\n  ".join(up)
+
+
+def test_no_import_cycles():
+    g = graph()
+    state: dict[str, int] = {}
+    cycles = []
+
+    def walk(m, stack):
+        state[m] = 1
+        for d in sorted(g.get(m, ())):
+            if state.get(d) == 1:
+                cycles.append(" -> ".join(stack[stack.index(d):] + [d]))
+            elif d not in state:
+                walk(d, stack + [d])
+        state[m] = 2
+
+    for m in sorted(g):
+        if m not in state:
+            walk(m, [m])
+    assert not cycles, "import cycles:\n  " + "\n  ".join(cycles)
+
+
+@pytest.mark.parametrize("src, bad", [
+    ("from ..cli import main\n", "mistfast.cli"),
+    ("def f():\n    from ..sweep import run_sweep\n", "mistfast.sweep"),
+    ("import mistfast.report as R\n", "mistfast.report"),
+    ("from .. import scenario\n", "mistfast.scenario"),
+])
+def test_the_checker_sees_lazy_and_absolute_imports(tmp_path, src, bad):
+    """The parser finds module-level, lazy (inside a function), relative and absolute imports of a
+    kernel module; it skips the ``__main__`` block."""
+    pkg = tmp_path / "mistfast"
+    (pkg / "kernels").mkdir(parents=True)
+    for mod in ("cli", "sweep", "report", "scenario"):
+        (pkg / f"{mod}.py").write_text("")
+    fake = pkg / "kernels" / "engine.py"
+    fake.write_text(src + 'if __name__ == "__main__":\n    from mistfast.cli import main\n')
+    assert imports_of(fake, pkg) == {bad}
