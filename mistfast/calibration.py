@@ -81,7 +81,7 @@ from .specs import ClientSpec, make_client
 from .stepmodel import client_params
 from .calibration_store import (  # noqa: F401  (re-exported: the stored side of calibration)
     DEFAULT_EFFICIENCY, DEVICE_ALIASES, KNOWN_ENGINE_FAMILIES, MODEL_ALIASES, Calibration, CalibrationError, _catalog_name,
-    _default_calibration, _DTYPES, _eff_dict, _num, _resolve, _toml_key, _toml_value, calibrated_efficiency,
+    _default_calibration, _DTYPES, _eff_dict, _num, _resolve, calibrated_efficiency,
     calibrated_step_correction, calibration_path, check_engine, client_calibration, client_key, engine_family,
     load_calibration, parse_precision, precision_key, resolve_device, resolve_model, with_efficiency,
     write_calibration_toml)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -254,65 +253,55 @@ def calibration_path() -> Path:
     return data_dir() / "calibration.toml"
 
 
-def _toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
+def _plain(v):
+    """A value as the calibration file stores it: numpy scalars as Python numbers, floats to 6
+    decimals (smaller ones to 6 significant digits), lists element by element, the rest as text."""
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
     if isinstance(v, (int, np.integer)):
-        return str(int(v))
+        return int(v)
     if isinstance(v, (float, np.floating)):
         v = float(v)
-        if math.isnan(v):
-            return "nan"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return repr(round(v, 6)) if abs(v) >= 1e-4 or v == 0 else f"{v:.6g}"
+        if not math.isfinite(v):
+            return v
+        return round(v, 6) if abs(v) >= 1e-4 or v == 0 else float(f"{v:.6g}")
     if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    return json.dumps(str(v), ensure_ascii=False)
-
-
-def _toml_key(k: str) -> str:
-    return k if re.fullmatch(r"[A-Za-z0-9_\-]+", k) else json.dumps(k)
+        return [_plain(x) for x in v]
+    return str(v)
 
 
 def write_calibration_toml(cal: Calibration, path: str | Path, *, header: str = "",
                            errors: Mapping[tuple, Mapping[str, Any]] | None = None) -> Path:
-    """Write ``cal`` as TOML: ``[meta]``, ``[efficiency.DEVICE.ENGINE]`` entries with provenance
-    (rows, date, split, errors: ``errors[(device, engine)]`` adds/overrides fields) and
-    ``[step_correction."CLIENT-KEY"]`` tables."""
-    lines = []
-    for h in (header or "").splitlines():
-        lines.append(f"# {h}" if h else "#")
-    lines.append("")
+    """Write ``cal`` as TOML (tomli-w): ``[meta]``, ``[efficiency.DEVICE.ENGINE]`` entries with
+    provenance (rows, date, split, errors: ``errors[(device, engine)]`` adds/overrides fields) and
+    ``[step_correction."CLIENT-KEY"]`` tables, after ``header`` as comment lines."""
+    import tomli_w
     meta = dict(cal.provenance)
     meta.setdefault("date", _dt.date.today().isoformat())
-    lines.append("[meta]")
-    for k, v in meta.items():
-        lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
-    lines.append("")
+    efficiency: dict[str, dict] = {}
     for (dev, eng), fit in sorted(cal.efficiencies.items(), key=lambda kv: (kv[0][0] == "*", kv[0])):
-        lines.append(f"[efficiency.{_toml_key(dev)}.{_toml_key(eng)}]")
         d = _eff_dict(fit)
-        for k in EFFICIENCY_FIELDS:
-            lines.append(f"{k} = {_toml_value(d.get(k, DEFAULT_EFFICIENCY[k]))}")
+        entry = {k: d.get(k, DEFAULT_EFFICIENCY[k]) for k in EFFICIENCY_FIELDS}
         if hasattr(fit, "as_efficiency"):
-            extra = {"n_step_rows": fit.n_steps, "n_run_rows": fit.n_runs, "train_rows": list(fit.rows),
-                     "train_median_abs_rel_err": fit.median_abs_rel_err, "train_p90_abs_rel_err": fit.p90_abs_rel_err,
-                     "date": meta["date"], "split": meta.get("split", "")}
+            entry.update({"n_step_rows": fit.n_steps, "n_run_rows": fit.n_runs, "train_rows": list(fit.rows),
+                          "train_median_abs_rel_err": fit.median_abs_rel_err,
+                          "train_p90_abs_rel_err": fit.p90_abs_rel_err, "date": meta["date"],
+                          "split": meta.get("split", "")})
         else:
-            extra = {k: v for k, v in fit.items() if k not in EFFICIENCY_FIELDS}
-        extra.update((errors or {}).get((dev, eng), {}))
-        for k, v in extra.items():
-            lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
-        lines.append("")
-    for key, corr in sorted(cal.corrections.items()):
-        lines.append(f"[step_correction.{_toml_key(key)}]")
-        for k in ("tokens", "prefill", "decode", "attention_prefill", "attention_decode", "source"):
-            if corr.get(k) is not None:
-                lines.append(f"{k} = {_toml_value(corr[k])}")
-        lines.append("")
+            entry.update({k: v for k, v in fit.items() if k not in EFFICIENCY_FIELDS})
+        entry.update((errors or {}).get((dev, eng), {}))
+        efficiency.setdefault(dev, {})[eng] = {k: _plain(v) for k, v in entry.items()}
+    corrections = {key: {k: _plain(corr[k]) for k in ("tokens", "prefill", "decode", "attention_prefill",
+                                                      "attention_decode", "source") if corr.get(k) is not None}
+                   for key, corr in sorted(cal.corrections.items())}
+    doc = {"meta": {k: _plain(v) for k, v in meta.items()}}
+    if efficiency:
+        doc["efficiency"] = efficiency
+    if corrections:
+        doc["step_correction"] = corrections
+    comments = "".join(f"# {h}\n" if h else "#\n" for h in (header or "").splitlines())
     p = Path(path)
-    p.write_text("\n".join(lines))
+    p.write_text(comments + ("\n" if comments else "") + tomli_w.dumps(doc))
     return p
 
 
