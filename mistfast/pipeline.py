@@ -7,5 +7,3 @@ from .lowering import ROUTING, Topology, default_pipeline, lower_pipeline  # noq
 from .results import (client_vars, pipeline_dataset, pipeline_summary, prefix_hit_rate,  # noqa: F401
                       requested_output_tokens, resource_vars, stage_vars)
 from .runner import run_pipeline  # noqa: F401
-
-build_cluster_inputs = lower_pipeline
