@@ -378,25 +378,14 @@ STEP_LOG_VARS = ("step_start_s", "step_duration_s", "step_prefills", "step_prefi
 def with_step_log(ds: xr.Dataset, log: np.ndarray, client_names=None) -> xr.Dataset:
     """The engine step log as variables along a ``step`` dimension (in the order the steps were
     formed); with several clients, ``step_client`` names the client of each step."""
-    import xarray as xr
     n = log.shape[0]
     ds.attrs["steplog"] = "see .steplog"
     ds = ds.assign_coords(step=np.arange(n))
     for j, name in enumerate(STEP_LOG_VARS):
-        ds[name] = xr.Variable(("step",), log[:, j], attrs=_STEPLOG_ATTRS[name])
+        ds[name] = variable(name, log[:, j])
     if client_names is not None:
-        ds["step_client"] = xr.Variable(("step",), np.asarray(client_names, dtype=object)[log[:, CL.N_LOG].astype(np.int64)],
-                                        attrs={"long_name": "client of the step"})
+        ds["step_client"] = variable("step_client", np.asarray(client_names, dtype=object)[log[:, CL.N_LOG].astype(np.int64)])
     return ds
-
-
-_STEPLOG_ATTRS = {"step_start_s": {"units": "s", "long_name": "step start"},
-                  "step_duration_s": {"units": "s", "long_name": "step duration"},
-                  "step_prefills": {"units": "1", "long_name": "prefill chunks in the step"},
-                  "step_prefill_tokens": {"units": "1", "long_name": "prefill tokens in the step"},
-                  "step_decodes": {"units": "1", "long_name": "decodes in the step"},
-                  "step_decode_tokens": {"units": "1", "long_name": "decode tokens in the step"},
-                  "step_kv_blocks": {"units": "1", "long_name": "KV blocks in use"}}
 
 
 def spec_attrs(spec) -> dict:

@@ -157,6 +157,15 @@ _add("stage_queue_ms", ("stage_kind",), "float64", "ms", "mean time from arrival
 _add("stage_service_ms", ("stage_kind",), "float64", "ms", "mean time from first scheduled to leaving the stage")
 _add("resource_utilisation", ("resource",), "float64", "1", "bytes moved / (capacity x simulated time) of each link or tier port")
 _add("resource_bytes", ("resource",), "float64", "B", "bytes moved through each link or tier port")
+# ---- the engine step log of a traced run (--log-steps), in the order the steps were formed ----
+_add("step_start_s", ("step",), "float64", "s", "start of the engine step")
+_add("step_duration_s", ("step",), "float64", "s", "duration of the engine step")
+_add("step_prefills", ("step",), "float64", "1", "prefill chunks in the step")
+_add("step_prefill_tokens", ("step",), "float64", "1", "prefill tokens in the step")
+_add("step_decodes", ("step",), "float64", "1", "decodes in the step")
+_add("step_decode_tokens", ("step",), "float64", "1", "decode tokens in the step")
+_add("step_kv_blocks", ("step",), "float64", "1", "KV blocks in use after the step")
+_add("step_client", ("step",), "str", "", "client instance that ran the step (several clients)")
 
 REGISTRY = _V
 
@@ -189,6 +198,9 @@ _LONG_NAMES = {
     "client_served": "client requests served", "stage_count": "stage count", "stage_transfer_ms": "stage transfer time",
     "stage_queue_ms": "stage queueing time", "stage_service_ms": "stage service time",
     "resource_utilisation": "resource utilisation", "resource_bytes": "resource bytes",
+    "step_start_s": "step start", "step_duration_s": "step duration", "step_prefills": "prefill chunks",
+    "step_prefill_tokens": "prefill tokens", "step_decodes": "decodes", "step_decode_tokens": "decode tokens",
+    "step_kv_blocks": "KV blocks in use", "step_client": "client of the step",
     "ttft_quantile_ms": "TTFT quantile", "tpot_quantile_ms": "TPOT quantile",
     "e2e_quantile_ms": "end-to-end latency quantile", "queue_delay_quantile_ms": "queueing delay quantile",
 }
