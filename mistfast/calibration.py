@@ -475,7 +475,7 @@ class StepSet:
 class RunObservation:
     """A measured whole-run metric (throughput or latency) fitted through the simulator.
 
-    ``point`` is a :class:`mistfast.runner.Point` whose client carries the *base* configuration;
+    ``point`` is a :class:`mistfast.lowering.Point` whose client carries the *base* configuration;
     ``value_of(summary)`` extracts the predicted metric from the run summary (a dict of scalars);
     ``rate_like``: the metric scales as 1/(step time) (throughputs) rather than with it.
 

@@ -40,7 +40,8 @@ ROUTING = {name: i for i, name in enumerate(CL.ROUTING_NAMES)}
 
 @dataclass(frozen=True)
 class Point:
-    """One configuration point: a client, its workload and the run settings."""
+    """One single-client configuration point (a one-stage pipeline on ``client.dp`` replicas routed
+    round robin): the client, its requests and the run settings."""
     client: ClientSpec
     requests: Requests
     simulation: SimulationSpec

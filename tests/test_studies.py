@@ -136,4 +136,4 @@ def test_study_sweeps_build_every_point(name):
             p = max(1, min(clients - 1, round(share * clients)))
             assert derived["dp"] == clients - p                   # decode clients; prefill = clients - in_dp
         if name == "remote_kv":
-            assert point[0].tiers[0].group_size == vals[1]
+            assert point.scenario.tiers[0].group_size == vals[1]
