@@ -646,6 +646,8 @@ def pipeline_summary(scen, run: dict) -> dict[str, np.ndarray]:
     s["weights_GiB_per_device"] = np.array([max(topo.llm[c].weight_bytes_device() for c in llm) / 2**30])
     s["energy_J"] = np.array([cl["client_energy_J"].sum()])
     s["energy_per_output_token_J"] = s["energy_J"] / max(out[0, M.O_OUT_TOKENS], 1)
+    from .power import estimated_flag, topology_devices  # docs/idle-power.md
+    s["idle_power_estimated"] = np.array([estimated_flag(topology_devices(topo))])
     price_h = cl["client_price_usd_per_hour"].sum()
     s["cost_usd"] = np.array([price_h * endt / 3600.0])
     s["tokens_per_dollar"] = np.array([out[0, M.O_OUT_TOKENS] / s["cost_usd"][0] if price_h > 0 else np.nan])
@@ -699,6 +701,8 @@ def client_vars(scen, run) -> dict[str, np.ndarray]:
             # the full TDP when busy
             out["client_energy_J"][c] = idle * endt + (tdp - idle) * frac * endt
             out["client_price_usd_per_hour"][c] = s.device.price_usd_per_hour if s.device is not None else 0.0
+    from .power import mask_client_energy, topology_devices  # no TDP -> NaN energy (docs/idle-power.md)
+    mask_client_energy(out["client_energy_J"], topology_devices(topo))
     return out
 
 

@@ -292,6 +292,8 @@ def _summary(points, out, rs, end_time, nrep, res, pt_off) -> dict[str, np.ndarr
     idle_energy = ndev_rep * p_idle * (nrep * end - rs[:, CL.CS_BUSY])
     s["energy_J"] = busy_energy + idle_energy
     s["energy_per_output_token_J"] = s["energy_J"] / np.maximum(out[:, M.O_OUT_TOKENS], 1)
+    from .power import apply_to_points  # no TDP -> NaN energy; estimated idle flagged (docs/idle-power.md)
+    apply_to_points(s, [[pt.client.device] for pt in points])
     price_h = np.array([pt.client.device.price_usd_per_hour * pt.client.num_devices for pt in points])
     s["cost_usd"] = price_h * end / 3600.0
     with np.errstate(divide="ignore", invalid="ignore"):
