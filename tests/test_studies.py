@@ -161,7 +161,7 @@ def test_study3_large_sweeps_are_32_clients(name, strategies):
     from mistfast.sweep import build_point, load_sweep, point_values
     sw = load_sweep(ROOT / "sweeps" / f"{name}.toml")
     assert [str(v) for v in sw.axes[0].values] == ["chat", "code", "rag", "kv_retrieval", "reasoning"]
-    assert list(sw.axes[1].values) == strategies and sw.n_points == 5 * len(strategies) * 7
+    assert list(sw.axes[1].values) == strategies and sw.n_points == 5 * len(strategies) * 4
     for vals in point_values(sw)[::5]:
         (scen, _), reason, derived = build_point(sw, vals)
         assert reason == ""
