@@ -26,7 +26,14 @@ def idle_power_estimated(device) -> bool:
     return device is not None and device.idle_W is None
 
 
+_warned: set[str] = set()   # device names already warned about in this process (a sweep repeats them)
+
+
 def warn_no_power(device) -> None:
+    """One warning line per device without a power figure, once per process."""
+    if device.name in _warned:
+        return
+    _warned.add(device.name)
     warnings.warn(f"device {device.name!r} has no power figure (tdp_W = {device.tdp_W:g}): energy_J and "
                   f"energy_per_output_token_J are NaN; set device.tdp_W (and idle_W) to get energy "
                   f"(docs/idle-power.md)", stacklevel=3)

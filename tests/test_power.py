@@ -16,6 +16,13 @@ REAL = sorted(name for name in CATALOG if not name.endswith("-genz"))
 NO_TDP = {"TPU-v5e", "TPU-v5p", "TPU-v6e", "TPU-v7"}
 
 
+@pytest.fixture(autouse=True)
+def fresh_warnings(monkeypatch):
+    # the no-power warning is given once per device and process; each test starts afresh
+    import mistfast.power
+    monkeypatch.setattr(mistfast.power, "_warned", set())
+
+
 def busy_run(device, log_steps=0, **client):
     # 20 requests of 512 + 32 tokens, offered back to back: the device is busy most of the run
     doc = {"clients": [{"name": "llm", "model": "llama-3.1-8b", "device": device, "precision": "fp8", **client}],
