@@ -118,3 +118,22 @@ def test_pipeline_client_without_tdp_makes_only_its_energy_nan():
     assert np.isnan(ce[names.index("d")])
     assert np.isnan(float(ds.energy_J)) and np.isnan(float(ds.idle_power_estimated))
     assert any("TPU-v6e" in str(w.message) and "no power figure" in str(w.message) for w in caught)
+
+
+def test_sweep_flags_each_point():
+    # a sweep over devices: the flag and the NaN energy are per point, the other points untouched
+    from mistfast.sweep import parse_sweep, run_sweep
+    doc = {"sweep": {"name": "power", "axis": [{"name": "device", "path": "clients[0].device",
+                                                "values": ["H100", "L40S", "TPU-v6e"]}]},
+           "scenario": {"clients": [{"name": "llm", "model": "llama-3.1-8b", "device": "H100", "precision": "fp8"}],
+                        "workload": {"num_requests": 10, "arrival": {"process": "offline"},
+                                     "input": {"dist": "fixed", "value": 256},
+                                     "output": {"dist": "fixed", "value": 16}}}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = run_sweep(parse_sweep(doc, name="power"))
+    flag = ds.idle_power_estimated.values
+    assert flag[0] == 0.0 and flag[1] == 1.0 and np.isnan(flag[2])
+    e = ds.energy_J.values
+    assert e[0] > 0 and e[1] > 0 and np.isnan(e[2])
+    assert (ds.n_finished.values == 10).all()
