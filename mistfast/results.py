@@ -138,6 +138,8 @@ def point_summary(points, out, rs, end_time, nrep) -> dict[str, np.ndarray]:
                                     rs[:, CL.CS_BUSY], rs[:, CL.CS_TC], rs[:, CL.CS_TM], rs[:, CL.CS_TN],
                                     nrep * end - rs[:, CL.CS_BUSY])
     s["energy_per_output_token_J"] = s["energy_J"] / np.maximum(out[:, M.O_OUT_TOKENS], 1)
+    from .power import apply_to_points  # no TDP -> NaN energy; estimated idle flagged (docs/idle-power.md)
+    apply_to_points(s, [[c.device] for c in clients])
     cost_vars(s, np.array([c.device.price_usd_per_hour * c.num_devices for c in clients]), end, out[:, M.O_OUT_TOKENS])
     s["steps_outside_calibration"] = rs[:, CL.CS_OUT_OF_RANGE]
     mist = np.array([pt.simulation.metrics == "mist" for pt in points])
@@ -217,6 +219,8 @@ def pipeline_summary(scen, run: dict) -> dict[str, np.ndarray]:
     s["weights_GiB_per_device"] = np.array([max(topo.llm[c].weight_bytes_device() for c in llm) / 2**30])
     s["energy_J"] = np.array([cl["client_energy_J"].sum()])
     s["energy_per_output_token_J"] = s["energy_J"] / max(out[0, M.O_OUT_TOKENS], 1)
+    from .power import estimated_flag, topology_devices  # docs/idle-power.md
+    s["idle_power_estimated"] = np.array([estimated_flag(topology_devices(topo))])
     cost_vars(s, np.array([cl["client_price_usd_per_hour"].sum()]), endt, out[:, M.O_OUT_TOKENS])
     s.update(quantile_summary(out, [tuple(scen.metrics.quantiles or ())]))
     if scen.simulation.metrics == "mist":
@@ -262,6 +266,8 @@ def client_vars(scen, run) -> dict[str, np.ndarray]:
             idle = s.device.idle_power_W if s.device is not None else 0.0
             out["client_energy_J"][c] = host_energy_J(tdp, idle, frac, endt)
             out["client_price_usd_per_hour"][c] = s.device.price_usd_per_hour if s.device is not None else 0.0
+    from .power import mask_client_energy, topology_devices  # no TDP -> NaN energy (docs/idle-power.md)
+    mask_client_energy(out["client_energy_J"], topology_devices(topo))
     return out
 
 

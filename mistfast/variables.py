@@ -111,6 +111,9 @@ _add("weights_GiB_per_device", (), "float64", "GiB", "weight bytes on the most l
 # ---- energy and cost ----
 _add("energy_J", (), "float64", "J", "energy of all devices over the simulated time (busy by op, idle at static power)")
 _add("energy_per_output_token_J", (), "float64", "J/token", "energy / output tokens")
+_add("idle_power_estimated", (), "float64", "1", "1 when the idle energy uses the estimated idle power 0.3 x tdp_W of a "
+     "device without a sourced idle_W, 0 when every device's idle power is sourced; NaN when a device has no "
+     "tdp_W (then the energy variables are NaN too; docs/idle-power.md)")
 _add("cost_usd", (), "float64", "USD", "device-hours x price over the simulated time, busy or idle")
 _add("tokens_per_dollar", (), "float64", "tokens/USD", "output tokens / cost")
 _add("output_tok_s_per_usd_per_hour", (), "float64", "tokens/s per USD/h", "output tokens/s divided by the cluster's price per hour")

@@ -137,7 +137,7 @@ def test_idle_power_from_catalog_by_hand():
     from mistfast.specs import make_client
     dev = make_client("llama-3.1-8b", "H200").device
     assert dev.idle_W == 80.3 and dev.idle_power_W == 80.3
-    assert make_client("llama-3.1-8b", "A100").device.idle_power_W == pytest.approx(0.3 * 400.0)
+    assert make_client("llama-3.1-8b", "L40S").device.idle_power_W == pytest.approx(0.3 * 350.0)
     doc = {"clients": [{**LLM, "device": "H200"}],
            "workload": {"num_requests": 2, "arrival": {"process": "uniform", "rate_rps": 0.01},
                         "input": {"dist": "fixed", "value": 1000}, "output": {"dist": "fixed", "value": 2}}}

@@ -137,3 +137,87 @@ def test_study_sweeps_build_every_point(name):
             assert derived["dp"] == clients - p                   # decode clients; prefill = clients - in_dp
         if name == "remote_kv":
             assert point.scenario.tiers[0].group_size == vals[1]
+
+
+# ---- study 3 at the paper's large size (32 clients) and study 6's code-generation case -----------------
+def _reduced(name, requests, drop_derived=(), **axes):
+    """sweeps/NAME.toml with fewer requests and only the given axis values (a fast test size)."""
+    import tomllib
+
+    from mistfast.sweep import parse_sweep
+    doc = tomllib.loads((ROOT / "sweeps" / f"{name}.toml").read_text())
+    doc["scenario"]["workload"]["num_requests"] = requests
+    for path in drop_derived:
+        del doc["sweep"]["derived"][path]
+    for ax in doc["sweep"]["axis"]:
+        if ax["name"] in axes:
+            ax["values"] = axes[ax["name"]]
+    return parse_sweep(doc, name=name)
+
+
+@pytest.mark.parametrize("name,strategies", [("pipelines_colocated_large", ["continuous", "chunked"]),
+                                             ("pipelines_disaggregated_large", [12, 16, 20])])
+def test_study3_large_sweeps_are_32_clients(name, strategies):
+    from mistfast.sweep import build_point, load_sweep, point_values
+    sw = load_sweep(ROOT / "sweeps" / f"{name}.toml")
+    assert [str(v) for v in sw.axes[0].values] == ["chat", "code", "rag", "kv_retrieval", "reasoning"]
+    assert list(sw.axes[1].values) == strategies and sw.n_points == 5 * len(strategies) * 4
+    for vals in point_values(sw)[::5]:
+        point, reason, derived = build_point(sw, vals)
+        scen = point.scenario
+        assert reason == ""
+        assert derived["rate_rps"] == 32 * vals[-1]       # the axis is the per-client rate
+        assert sum(c.dp for c in scen.clients) == 32       # 32 clients of TP 2, however split
+        assert all(c.tp == 2 for c in scen.clients)
+
+
+def test_study3_large_matches_small_per_client_at_low_load():
+    # the same per-client rate and requests per client on 32 instead of 4 clients: at 0.5 req/s per
+    # client both are far from saturation, so every request finishes and a request's time to first
+    # token is one unloaded prefill in both (within 15 %); the output rate grows with the rate
+    import mistfast as mf
+    kw = dict(app=["chat"], batching=["chunked"], rate_per_client_rps=[0.5, 2.5])
+    small = mf.run_sweep(_reduced("pipelines_colocated", 200, **kw))
+    large = mf.run_sweep(_reduced("pipelines_colocated_large", 1600, **kw))
+    assert (small.n_finished == 200).all() and (large.n_finished == 1600).all()
+    low = {RATE: 0.5}
+    assert float(large.ttft_p50_ms.sel(**low).squeeze()) == pytest.approx(float(small.ttft_p50_ms.sel(**low).squeeze()),
+                                                                          rel=0.15)
+    assert (large.output_tok_s.diff(RATE) > 0).all() and (small.output_tok_s.diff(RATE) > 0).all()
+    # 8x the offered load gives more than 4x the output rate (the rest is the longer drain of the
+    # longest of 8x as many requests, which the window includes)
+    assert (large.output_tok_s / small.output_tok_s > 4.0).all()
+
+
+def test_study3_large_table_names_the_papers_splits():
+    import mistfast as mf
+    kw = dict(app=["chat"], rate_per_client_rps=[0.5])
+    colo = mf.run_sweep(_reduced("pipelines_colocated_large", 800, batching=["continuous"], **kw))
+    dis = mf.run_sweep(_reduced("pipelines_disaggregated_large", 800, num_prefill=[12, 20], **kw))
+    tab = studies.pipeline_table([colo, dis])
+    assert [str(s) for s in tab.strategy.values] == ["continuous", "12P/20D", "20P/12D"]
+    # at 0.5 req/s per client nothing is loaded: every strategy passes all six limits
+    assert bool(tab.passes.all())
+    assert float(tab.norm_output_tok_s.sel(strategy="continuous", app="chat", **{RATE: 0.5})) == pytest.approx(1.0)
+
+
+def test_study6_codegen_reuses_its_prefixes_and_has_its_own_slo():
+    import mistfast as mf
+    kw = dict(prefill_sku=["H200"], decode_sku=["H200"], tp=[1, 2], num_prefill=[4])
+    het = mf.run_sweep(_reduced("hetero_pd", 120, **kw))
+    het = het.squeeze(["prefill_sku", "decode_sku"])
+    chat, code = het.sel(app="chat", tp=1, num_prefill=4), het.sel(app="codegen", tp=1, num_prefill=4)
+    assert float(chat.prefix_hit_rate) == 0.0
+    assert 0.0 < float(code.prefix_hit_rate) <= 1.0
+    assert float(code.in_ttft_ms) == 1500.0 and float(chat.in_ttft_ms) == 200.0
+    # 4 prefill engines at TP 2 fill all 8 accelerators: no decode engine, recorded invalid
+    assert int(het.status.sel(app="codegen", tp=2, num_prefill=4)) == 1
+    # the same code-gen point without the prefill engines' prefix cache computes every prompt token
+    # again: the cache can only lower the prompt work and the time to first token
+    sw = _reduced("hetero_pd", 120, drop_derived=["clients[0].scheduler.prefix_caching"], app=["codegen"],
+                  prefill_sku=["H200"], decode_sku=["H200"], tp=[1], num_prefill=[4])
+    nocache = mf.run_sweep(sw).squeeze()
+    assert float(nocache.prefix_hit_rate) == 0.0
+    assert float(code.computed_prompt_tok_s) * float(code.window_s) < \
+        float(nocache.computed_prompt_tok_s) * float(nocache.window_s)
+    assert float(code.ttft_p99_ms) < float(nocache.ttft_p99_ms)
