@@ -297,6 +297,30 @@ def _pipeline_scenario(plan: RowPlan, lay: DisaggLayout, workload: dict, isl: in
             "simulation": {"horizon_s": 1e7, "seed": 0}}
 
 
+def engine_limits_from_notes(notes: str, tp: int) -> dict:
+    """Scheduler limits a row's notes state from the engine's own config ("engine limits from that
+    config: max batch N, max num tokens M[ per rank (attention DP over the tp ranks)]"; the MLPerf
+    rows): ``max_batch_size`` and ``max_batched_tokens``/``chunk_size`` of one engine. With attention
+    data parallelism every one of the ``tp`` ranks batches its own requests, so the engine holds
+    ``tp`` times the per-rank limits. A token budget below the batch limit also caps the batch
+    (each sequence in a step takes at least one token of it)."""
+    m = re.search(r"engine limits from that config:([^;]*)", notes or "")
+    if not m:
+        return {}
+    text = m.group(1)
+    ranks = tp if "per rank" in text else 1
+    out: dict[str, int] = {}
+    bs = re.search(r"max batch (\d+)", text)
+    tok = re.search(r"max num tokens (\d+)", text)
+    if bs:
+        out["max_batch_size"] = int(bs.group(1)) * ranks
+    if tok:
+        out["max_batched_tokens"] = out["chunk_size"] = int(tok.group(1)) * ranks
+        if bs:  # every sequence in a step costs at least one token of the budget (TensorRT-LLM max_num_tokens)
+            out["max_batch_size"] = min(out["max_batch_size"], out["max_batched_tokens"])
+    return out
+
+
 def _closed_loop_requests(wl: str, n_meas: int, concurrency: int) -> int:
     """Requests to simulate for a fixed-concurrency row: the measured count, else ``k`` x the
     concurrency when the workload says ``num-prompts Kx concurrency``, else 20x (at least 200)."""
@@ -477,6 +501,12 @@ def _plan_row(r: Mapping) -> RowPlan:
     else:
         return plan.unsupported(f"workload {r.get('workload')!r} with request rate {r.get('request_rate')!r} "
                                 "is not a recognised kind (offline, static batch, fixed concurrency, Poisson rate)")
+    limits = engine_limits_from_notes(_txt(r.get("notes")), plan.tp)
+    if limits and plan.workload_kind != "static batch":
+        sched = {**sched, **limits}
+        if sched.get("max_batched_tokens", 0) < sched["max_batch_size"]:
+            # a batch limit without a token budget: the smallest budget that lets a full batch decode
+            sched["max_batched_tokens"] = sched["chunk_size"] = sched["max_batch_size"]
     plan.kind = "run"
     rr = re.search(r"random[-_ ]range[-_ ]ratio[ =]*([0-9.]+)", wl)
     if rr and not plan.dataset and "input" in workload and 0.0 < float(rr.group(1)) < 1.0:
@@ -500,10 +530,14 @@ def _plan_row(r: Mapping) -> RowPlan:
         plan.kind, plan.workload_kind = "pipeline", plan.workload_kind + ", disaggregated P/D"
         plan.scenario = _pipeline_scenario(plan, plan.disagg, workload, plan.isl, plan.osl)
         return plan
+    client_doc = {"model": plan.model, "device": plan.device, "tp": plan.tp, "pp": plan.pp, "dp": plan.dp,
+                  "precision": dict(zip(("weights", "compute", "kv", "activations"), plan.precision.split("/"))),
+                  "scheduler": sched}
+    ep = re.search(r"\bmoe ep\s*=\s*(\d+)", notes)
+    if ep and int(ep.group(1)) > 1:   # MoE expert parallelism stated by the source (MLPerf configs)
+        client_doc["ep"] = int(ep.group(1))
     plan.scenario = {
-        "clients": [{"model": plan.model, "device": plan.device, "tp": plan.tp, "pp": plan.pp, "dp": plan.dp,
-                     "precision": dict(zip(("weights", "compute", "kv", "activations"), plan.precision.split("/"))),
-                     "scheduler": sched}],
+        "clients": [client_doc],
         "workload": workload,
         "simulation": {"horizon_s": 1e7, "seed": 0},
     }

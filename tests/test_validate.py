@@ -406,3 +406,33 @@ def test_mlperf_mixture_row_is_planned_with_the_mixture():
     st = D.dataset_stats("mlperf-mixtral-8x7b")
     assert (p.isl, p.osl) == (round(st["input_mean"]), round(st["output_mean"]))
     assert p.scenario["workload"]["dataset"] == {"name": "mlperf-mixtral-8x7b"}
+
+
+def test_engine_limits_from_the_submitters_config():
+    """MLPerf rows carry the engine's own batch limits (from the submitter's config) in notes;
+    attention DP multiplies the per-rank limits by the ranks; a token budget caps the batch."""
+    n = "x; engine limits from that config: max batch 600, max num tokens 40960; summary"
+    assert V.engine_limits_from_notes(n, 8) == {"max_batch_size": 600, "max_batched_tokens": 40960, "chunk_size": 40960}
+    n = "engine limits from that config: max batch 512, max num tokens 3456 per rank (attention DP over the tp ranks)"
+    assert V.engine_limits_from_notes(n, 8) == {"max_batch_size": 4096, "max_batched_tokens": 27648,
+                                                "chunk_size": 27648}
+    n = "engine limits from that config: max batch 2048, max num tokens 1536"
+    assert V.engine_limits_from_notes(n, 1)["max_batch_size"] == 1536
+    assert V.engine_limits_from_notes("no limits here", 8) == {}
+
+
+def test_build_public_reads_engine_limits_from_configs():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("build_public", Path(__file__).parents[1] / "data" / "measurements"
+                                                  / "build_public.py")
+    bp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bp)
+    trt = ("llm_fields.trtllm_runtime_flags: {\n 'max_num_tokens': 4608,\n 'enable_attention_dp': True,\n},\n"
+           "llm_fields.trtllm_build_flags: {'max_num_tokens': 4608},\n"
+           "model_fields.gpu_batch_size: {\n    'deepseek-r1': 512,\n},\n")
+    assert bp.mlperf_engine_limits(trt, "trtllm-1") == ("engine limits from that config: max batch 512, max num "
+                                                         "tokens 4608 per rank (attention DP over the tp ranks)")
+    amd = "model: x\nvllm_engine_config:\n  tensor_parallel_size: 1\n  max_num_seqs: 1792\n  max_num_batched_tokens: 40960\n"
+    assert bp.mlperf_engine_limits(amd, "vllm") == "engine limits from that config: max batch 1792, max num tokens 40960"
+    two = "gpu_batch_size: {'a': 1, 'b': 2}"   # ambiguous: left out
+    assert bp.mlperf_engine_limits(two, "trtllm-1") == ""
