@@ -15,6 +15,11 @@ Public API
 ``sample_pairs(name, n, rng, **options)``  ``n`` (input, output) int64 token-length pairs.
 ``table_from_lengths(tokens)``      a quantile table from observed lengths (to build a dataset).
 
+A **mixture** (``[[components]]`` in its file) is a weighted mix of other datasets, e.g. an MLPerf
+benchmark whose prompts are 5,000 OpenOrca + 5,000 GSM8K + 5,000 MBXP samples: ``n`` draws give
+each component its share of ``n`` (largest remainders), drawn from that component's own
+distribution, then shuffled into one random order.
+
 Options: ``input_len``, ``output_len``, ``range_ratio`` for the parametric datasets (``random``,
 ``sonnet``), e.g. ``sample_pairs("random", 100, rng, input_len=2048, range_ratio=0.1)``.
 
@@ -36,7 +41,7 @@ import numpy as np
 
 from .catalog import data_dir, tomllib
 
-__all__ = ["DatasetError", "Dataset", "Marginal", "dataset_names", "resolve_dataset", "get_dataset", "dataset_in_text",
+__all__ = ["DatasetError", "Dataset", "Marginal", "Component", "component_stats", "dataset_names", "resolve_dataset", "get_dataset", "dataset_in_text",
            "dataset_stats", "sample_pairs", "sample_side", "table_from_lengths", "TABLE_PROBS"]
 
 MARGINAL_KINDS = ("quantiles", "lognormal", "fixed", "uniform")
@@ -179,14 +184,19 @@ class Dataset:
     title: str
     aliases: tuple[str, ...]
     source: str
-    input: Marginal
-    output: Marginal
+    input: Marginal | None          # None for a mixture (its components hold the sides)
+    output: Marginal | None
     rank_correlation: float = 0.0
     max_total_tokens: int | None = None
     generator: str = "table"
     options: Mapping[str, float] = field(default_factory=dict)
     published: tuple[Mapping[str, Any], ...] = ()
     notes: str = ""
+    components: tuple["Component", ...] = ()   # a mixture: weighted components, sides of its own unused
+
+    @property
+    def is_mixture(self) -> bool:
+        return bool(self.components)
 
     def with_options(self, **options: Any) -> "Dataset":
         """The dataset with ``input_len``/``output_len``/``range_ratio`` set (parametric ones only)."""
@@ -230,6 +240,77 @@ def _parametric_sides(generator: str, opts: Mapping[str, Any], name: str) -> dic
     return {"input": side(int(i_len)), "output": side(int(o_len))}
 
 
+@dataclass(frozen=True)
+class Component:
+    """One part of a mixture: ``weight`` (a sample count or share; only ratios matter) of either a
+    shipped dataset (``dataset``, by name) or a distribution given inline (``inline``)."""
+
+    label: str
+    weight: float
+    dataset: str = ""
+    inline: Dataset | None = None
+    source: str = ""
+
+    def resolve(self) -> Dataset:
+        return self.inline if self.inline is not None else get_dataset(self.dataset)
+
+
+MIXTURE_FIELDS = ("name", "title", "aliases", "source", "notes", "published", "components")
+MAX_MIXTURE_DEPTH = 4
+
+
+def _component_from_toml(doc: Any, where: str, mixture: str) -> Component:
+    if not isinstance(doc, Mapping):
+        raise DatasetError(f"{where}: expected a table with weight and dataset (or input and output)")
+    w = doc.get("weight")
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not (math.isfinite(w) and w > 0):
+        raise DatasetError(f"{where}.weight = {w!r}: must be a number > 0")
+    label = doc.get("label", doc.get("dataset", ""))
+    if not isinstance(label, str) or not label:
+        raise DatasetError(f"{where}: needs a label (or a dataset name)")
+    ref = doc.get("dataset")
+    inline_keys = {"input", "output", "rank_correlation", "max_total_tokens"} & set(doc)
+    if (ref is None) == (not inline_keys):
+        raise DatasetError(f"{where}: give either dataset = NAME or inline input and output tables, not "
+                           f"{'both' if ref is not None else 'neither'}")
+    extra = sorted(set(doc) - {"weight", "label", "dataset", "source", "note", *inline_keys})
+    if extra:
+        raise DatasetError(f"{where}: unknown field(s) {', '.join(extra)} (allowed: weight, label, source, "
+                           "dataset, or input, output, rank_correlation, max_total_tokens)")
+    if ref is not None:
+        if not isinstance(ref, str) or not ref:
+            raise DatasetError(f"{where}.dataset = {ref!r}: must be a dataset name")
+        return Component(label=label, weight=float(w), dataset=ref, source=str(doc.get("source", "")))
+    sub = {"name": f"{mixture}/{label}", "title": label, "source": str(doc.get("source", "")),
+           **{k: doc[k] for k in inline_keys}}
+    inline = _dataset_from_toml(sub, Path(where))
+    return Component(label=label, weight=float(w), inline=inline, source=sub["source"])
+
+
+def _mixture_from_toml(doc: Mapping[str, Any], path: Path, common: dict) -> Dataset:
+    where = path.name
+    extra = sorted(set(doc) - set(MIXTURE_FIELDS))
+    if extra:
+        raise DatasetError(f"{where}: field(s) {', '.join(extra)} do not belong to a mixture "
+                           f"(allowed: {', '.join(MIXTURE_FIELDS)}; the sides belong in its components)")
+    comps = doc["components"]
+    if not isinstance(comps, list) or not comps:
+        raise DatasetError(f"{where}: components must be a non-empty list of tables")
+    parts = tuple(_component_from_toml(c, f"{where}: components[{i}]", doc["name"]) for i, c in enumerate(comps))
+    return Dataset(input=None, output=None, components=parts, **common)
+
+
+def _component_counts(weights: np.ndarray, n: int) -> np.ndarray:
+    """Integer shares of ``n`` in proportion to ``weights`` (largest remainders, ties to the first)."""
+    exact = n * weights / weights.sum()
+    counts = np.floor(exact).astype(np.int64)
+    short = n - int(counts.sum())
+    if short:
+        order = np.argsort(-(exact - counts), kind="stable")
+        counts[order[:short]] += 1
+    return counts
+
+
 def _dataset_from_toml(doc: Mapping[str, Any], path: Path) -> Dataset:
     where = path.name
     missing = [k for k in ("name", "title", "source") if not isinstance(doc.get(k), str)]
@@ -245,6 +326,10 @@ def _dataset_from_toml(doc: Mapping[str, Any], path: Path) -> Dataset:
                   max_total_tokens=None if mt is None else _positive_int(mt, f"{where}: max_total_tokens"),
                   generator=generator, published=tuple(doc.get("published", ())),
                   notes=doc.get("notes", ""))
+    if "components" in doc:   # a mixture of other datasets: fixed length distributions, like a table
+        if generator != "table":
+            raise DatasetError(f"{where}: generator = {generator!r} cannot have components")
+        return _mixture_from_toml(doc, path, common)
     if generator == "table":
         return Dataset(input=_marginal_from_toml(doc.get("input"), f"{where}: input"),
                        output=_marginal_from_toml(doc.get("output"), f"{where}: output"), **common)
@@ -337,12 +422,18 @@ def sample_pairs(name: str, n: int, rng: np.random.Generator, **options: Any) ->
     """``n`` (input, output) token-length pairs (int64 arrays) drawn jointly from dataset ``name``.
 
     Pairs violating the dataset's ``max_total_tokens`` are redrawn (the benchmark filter), so the
-    result is the filtered distribution. Deterministic given the generator's state.
+    result is the filtered distribution. A mixture gives each component its share of ``n`` and
+    shuffles the pairs. Deterministic given the generator's state.
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise DatasetError(f"number of samples must be an integer >= 0, got {n!r}")
-    ds = get_dataset(name, **options)
-    inp, out = _draw(ds, int(n), rng)
+    return _sample_dataset(get_dataset(name, **options), int(n), rng)
+
+
+def _sample_dataset(ds: Dataset, n: int, rng: np.random.Generator, depth: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    if ds.is_mixture:
+        return _sample_mixture(ds, n, rng, depth)
+    inp, out = _draw(ds, n, rng)
     if ds.max_total_tokens is not None:
         for _ in range(MAX_REDRAW_ROUNDS):
             bad = np.flatnonzero(inp + out > ds.max_total_tokens)
@@ -353,6 +444,35 @@ def sample_pairs(name: str, n: int, rng: np.random.Generator, **options: Any) ->
             raise DatasetError(f"dataset {ds.name!r}: could not draw pairs with input + output <= "
                                f"{ds.max_total_tokens} (filter rejects almost everything)")
     return inp, out
+
+
+def _sample_mixture(ds: Dataset, n: int, rng: np.random.Generator, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    if depth >= MAX_MIXTURE_DEPTH:
+        raise DatasetError(f"dataset {ds.name!r}: mixtures nested deeper than {MAX_MIXTURE_DEPTH} "
+                           "(a component refers back to its own mixture?)")
+    counts = _component_counts(np.array([c.weight for c in ds.components]), n)
+    ins, outs = [], []
+    for comp, k in zip(ds.components, counts):
+        i, o = _sample_dataset(comp.resolve(), int(k), rng, depth + 1)
+        ins.append(i)
+        outs.append(o)
+    order = rng.permutation(n)   # the benchmark issues its samples in random order
+    return np.concatenate(ins)[order], np.concatenate(outs)[order]
+
+
+def component_stats(name: str) -> list[dict[str, Any]]:
+    """A mixture's components: label, share of the requests, and each side's mean (from
+    :func:`dataset_stats` draws of that component alone)."""
+    ds = get_dataset(name)
+    if not ds.is_mixture:
+        raise DatasetError(f"dataset {ds.name!r} is not a mixture")
+    w = np.array([c.weight for c in ds.components])
+    rows = []
+    for c, share in zip(ds.components, w / w.sum()):
+        inp, out = _sample_dataset(c.resolve(), STATS_SAMPLE // 4, np.random.default_rng(STATS_SEED))
+        rows.append({"label": c.label, "share": float(share), "input_mean": float(inp.mean()),
+                     "output_mean": float(out.mean()), "dataset": c.dataset or f"{ds.name}/{c.label}"})
+    return rows
 
 
 def sample_side(name: str, side: str, n: int, rng: np.random.Generator, **options: Any) -> np.ndarray:

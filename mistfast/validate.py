@@ -164,6 +164,7 @@ class RowPlan:
     n_requests_sim: int = 0
     workload_kind: str = ""
     dataset: str = ""   # named benchmark dataset giving the length distribution (mistfast.datasets)
+    disagg: "DisaggLayout | None" = None   # prefill/decode disaggregation: the row is a two-pool pipeline
 
     @property
     def client_key(self) -> str:
@@ -224,6 +225,100 @@ def _dataset_preset(plan: RowPlan, r: Mapping) -> dict:
     if D.get_dataset(plan.dataset).generator == "table":
         return {"name": plan.dataset}
     return {"name": plan.dataset, "input_len": plan.isl, "output_len": plan.osl}
+
+
+@dataclass(frozen=True)
+class DisaggLayout:
+    """Prefill/decode disaggregation of a measured endpoint: ``prefill_workers`` engines of
+    ``prefill_tp`` devices (expert parallel ``prefill_ep``) hand their KV caches to
+    ``decode_workers`` engines of ``decode_tp`` devices; the pools may differ in count and TP."""
+    prefill_workers: int
+    prefill_tp: int
+    prefill_ep: int
+    decode_workers: int
+    decode_tp: int
+    decode_ep: int
+
+    @property
+    def n_devices(self) -> int:
+        return self.prefill_workers * self.prefill_tp + self.decode_workers * self.decode_tp
+
+
+_POOL_RE = r"(\d+)\s*{kind} worker\(s\)\s*x\s*tp\s*(\d+)(?:\s*\(ep\s*(\d+))?"
+
+
+def disagg_layout(r: Mapping) -> DisaggLayout | None:
+    """The P/D layout of a row whose workload says "disaggregated" and whose notes give both pools
+    ("1 prefill worker(s) x tp 1 (ep 1, ...); 3 decode worker(s) x tp 4 (ep 4, ...)"), else None."""
+    if "disaggregat" not in _txt(r.get("workload")).lower():
+        return None
+    notes = _txt(r.get("notes")).lower()
+    pre = re.search(_POOL_RE.format(kind="prefill"), notes)
+    dec = re.search(_POOL_RE.format(kind="decode"), notes)
+    if not (pre and dec):
+        return None
+    return DisaggLayout(int(pre.group(1)), int(pre.group(2)), int(pre.group(3) or 1),
+                        int(dec.group(1)), int(dec.group(2)), int(dec.group(3) or 1))
+
+
+def kv_transfer_link(device: str, n_devices: int) -> str:
+    """Link (data/links.toml) that carries KV caches from prefill to decode engines: a GB200/GB300
+    NVL72 rack is one NVLink5 domain; other multi-node endpoints (more than one 8-device node) use
+    400 Gb/s RDMA NICs (InferenceMAX MI355X: MoRI over RDMA); within one node, the node's fabric."""
+    dev = device.upper()
+    if dev.startswith(("GB200", "GB300")):
+        return "NVLink5"
+    if n_devices > 8:
+        return "RDMA-400G"
+    if dev.startswith("MI"):
+        return "InfinityFabric"
+    return "NVLink5" if dev.startswith("B") else "NVLink4"
+
+
+def _pipeline_scenario(plan: RowPlan, lay: DisaggLayout, workload: dict, isl: int, osl: int) -> dict:
+    """A two-pool prefill -> decode pipeline scenario for a disaggregated row."""
+    prec = dict(zip(("weights", "compute", "kv", "activations"), plan.precision.split("/")))
+    clients = []
+    for name, workers, tp, ep in (("prefill", lay.prefill_workers, lay.prefill_tp, lay.prefill_ep),
+                                  ("decode", lay.decode_workers, lay.decode_tp, lay.decode_ep)):
+        base = C._client_cached(plan.model, plan.device, tp, 1, plan.precision)
+        sched = offline_scheduler(plan.engine, base, isl, osl)
+        c = {"name": name, "model": plan.model, "device": plan.device, "tp": tp, "dp": workers,
+             "precision": prec, "scheduler": sched}
+        if ep > 1:
+            c["ep"] = ep
+        clients.append(c)
+    return {"clients": clients,
+            "network": {"default_link": kv_transfer_link(plan.device, lay.n_devices)},
+            "pipelines": [{"name": "disaggregated", "stages": [
+                {"kind": "prefill", "pool": "prefill", "routing": "least_prefill_tokens"},
+                {"kind": "decode", "pool": "decode", "routing": "least_kv"}]}],
+            "workload": workload,
+            "simulation": {"horizon_s": 1e7, "seed": 0}}
+
+
+def engine_limits_from_notes(notes: str, tp: int) -> dict:
+    """Scheduler limits a row's notes state from the engine's own config ("engine limits from that
+    config: max batch N, max num tokens M[ per rank (attention DP over the tp ranks)]"; the MLPerf
+    rows): ``max_batch_size`` and ``max_batched_tokens``/``chunk_size`` of one engine. With attention
+    data parallelism every one of the ``tp`` ranks batches its own requests, so the engine holds
+    ``tp`` times the per-rank limits. A token budget below the batch limit also caps the batch
+    (each sequence in a step takes at least one token of it)."""
+    m = re.search(r"engine limits from that config:([^;]*)", notes or "")
+    if not m:
+        return {}
+    text = m.group(1)
+    ranks = tp if "per rank" in text else 1
+    out: dict[str, int] = {}
+    bs = re.search(r"max batch (\d+)", text)
+    tok = re.search(r"max num tokens (\d+)", text)
+    if bs:
+        out["max_batch_size"] = int(bs.group(1)) * ranks
+    if tok:
+        out["max_batched_tokens"] = out["chunk_size"] = int(tok.group(1)) * ranks
+        if bs:  # every sequence in a step costs at least one token of the budget (TensorRT-LLM max_num_tokens)
+            out["max_batch_size"] = min(out["max_batch_size"], out["max_batched_tokens"])
+    return out
 
 
 def _closed_loop_requests(wl: str, n_meas: int, concurrency: int) -> int:
@@ -293,9 +388,25 @@ def _plan_row(r: Mapping) -> RowPlan:
     plan.pp = _int(r.get("pp"), 1) or 1
     n_acc = _int(r.get("num_accel"), None)
     plan.n_devices = n_acc or plan.tp * plan.pp
-    if plan.n_devices % (plan.tp * plan.pp):
+    plan.disagg = disagg_layout(r)
+    if plan.disagg is not None:
+        lay = plan.disagg
+        if plan.pp != 1:
+            return plan.unsupported(f"disaggregated row with pp = {plan.pp}: only pp = 1 pools are represented")
+        if n_acc and n_acc != lay.n_devices:
+            return plan.unsupported(f"num_accel = {n_acc} but the P/D layout in notes adds up to {lay.n_devices} "
+                                    f"({lay.prefill_workers} x tp {lay.prefill_tp} + {lay.decode_workers} x tp "
+                                    f"{lay.decode_tp})")
+        plan.n_devices = lay.n_devices
+        for tp in (lay.prefill_tp, lay.decode_tp):
+            try:
+                C._client_cached(plan.model, plan.device, tp, 1, plan.precision)
+            except Exception as exc:
+                return plan.unsupported(f"disaggregated pool with tp = {tp} not representable: "
+                                        f"{str(exc).splitlines()[-1].strip()}")
+    elif plan.n_devices % (plan.tp * plan.pp):
         return plan.unsupported(f"num_accel = {plan.n_devices} is not a multiple of tp*pp = {plan.tp * plan.pp}")
-    plan.dp = plan.n_devices // (plan.tp * plan.pp)
+    plan.dp = 1 if plan.disagg is not None else plan.n_devices // (plan.tp * plan.pp)
     try:
         C._client_cached(plan.model, plan.device, plan.tp, plan.pp, plan.precision)
     except Exception as exc:  # does not fit, bad tp, ...
@@ -390,6 +501,12 @@ def _plan_row(r: Mapping) -> RowPlan:
     else:
         return plan.unsupported(f"workload {r.get('workload')!r} with request rate {r.get('request_rate')!r} "
                                 "is not a recognised kind (offline, static batch, fixed concurrency, Poisson rate)")
+    limits = engine_limits_from_notes(_txt(r.get("notes")), plan.tp)
+    if limits and plan.workload_kind != "static batch":
+        sched = {**sched, **limits}
+        if sched.get("max_batched_tokens", 0) < sched["max_batch_size"]:
+            # a batch limit without a token budget: the smallest budget that lets a full batch decode
+            sched["max_batched_tokens"] = sched["chunk_size"] = sched["max_batch_size"]
     plan.kind = "run"
     rr = re.search(r"random[-_ ]range[-_ ]ratio[ =]*([0-9.]+)", wl)
     if rr and not plan.dataset and "input" in workload and 0.0 < float(rr.group(1)) < 1.0:
@@ -409,10 +526,18 @@ def _plan_row(r: Mapping) -> RowPlan:
     total = n if plan.workload_kind == "poisson" else n * plan.dp
     plan.n_requests_sim = total
     workload["num_requests"] = total
+    if plan.disagg is not None:
+        plan.kind, plan.workload_kind = "pipeline", plan.workload_kind + ", disaggregated P/D"
+        plan.scenario = _pipeline_scenario(plan, plan.disagg, workload, plan.isl, plan.osl)
+        return plan
+    client_doc = {"model": plan.model, "device": plan.device, "tp": plan.tp, "pp": plan.pp, "dp": plan.dp,
+                  "precision": dict(zip(("weights", "compute", "kv", "activations"), plan.precision.split("/"))),
+                  "scheduler": sched}
+    ep = re.search(r"\bmoe ep\s*=\s*(\d+)", notes)
+    if ep and int(ep.group(1)) > 1:   # MoE expert parallelism stated by the source (MLPerf configs)
+        client_doc["ep"] = int(ep.group(1))
     plan.scenario = {
-        "clients": [{"model": plan.model, "device": plan.device, "tp": plan.tp, "pp": plan.pp, "dp": plan.dp,
-                     "precision": dict(zip(("weights", "compute", "kv", "activations"), plan.precision.split("/"))),
-                     "scheduler": sched}],
+        "clients": [client_doc],
         "workload": workload,
         "simulation": {"horizon_s": 1e7, "seed": 0},
     }
@@ -479,6 +604,52 @@ def _predict_runs(plans: list[RowPlan], points: list, clients: list) -> tuple[np
         out[q] = plan_value(p, s)
         _note_unfinished(p, s)
     return out, outside
+
+
+def _pipeline_summary(spec) -> dict:
+    from .scenario import simulate
+    ds = simulate(spec)
+    return {k: float(ds[k]) for k in ds.data_vars if ds[k].ndim == 0}
+
+
+def _predict_pipelines(plans: list[RowPlan], cal_client=None) -> tuple[dict, dict]:
+    """Simulate the disaggregated (pipeline) rows, one simulation per distinct scenario (several
+    metrics of one run share it); ``cal_client(base, plan)`` calibrates each pool's client.
+    Returns (id -> value, id -> calibration used)."""
+    import json
+    from .specs import parse_scenario
+    pred, used, done = {}, {}, {}
+    for p in plans:
+        key = json.dumps(p.scenario, sort_keys=True, default=str)
+        if key not in done:
+            spec = parse_scenario(p.scenario)
+            what = []
+            if cal_client is not None:
+                clients = []
+                for c in spec.clients:  # each pool's own configuration (tp) picks its correction
+                    cc, u = cal_client(c, dataclasses.replace(p, tp=c.tp, pp=c.pp))
+                    clients.append(cc)
+                    what.append(f"{c.name}: {u}")
+                spec = spec.model_copy(update={"clients": clients})
+            done[key] = (_pipeline_summary(spec), "; ".join(what))
+        summ, u = done[key]
+        pred[p.id] = plan_value(p, summ)
+        used[p.id] = u
+        _note_unfinished(p, summ)
+    return pred, used
+
+
+def _live_pipelines(pipes: list[RowPlan]) -> list[RowPlan]:
+    """Pipeline rows whose scenario validates; the others become unsupported with the reason."""
+    from .specs import parse_scenario
+    keep = []
+    for p in pipes:
+        try:
+            parse_scenario(p.scenario)
+            keep.append(p)
+        except Exception as exc:  # a row's own configuration problem: report, keep going
+            p.unsupported(f"scenario not representable: {str(exc).splitlines()[-1].strip()[:200]}")
+    return keep
 
 
 def _predict_steps(plans: list[RowPlan], clients: list) -> tuple[np.ndarray, np.ndarray]:
@@ -632,7 +803,7 @@ def _stored_client(base, p: RowPlan, path: Path) -> tuple[Any, str]:
     return C.with_efficiency(base, eff, corr, source=f"{path.name} [{used}]"), used + ("+correction" if corr else "")
 
 
-def _predict_with(cal_client, steps, base_step, runs, points):
+def _predict_with(cal_client, steps, base_step, runs, points, pipes=()):
     """Predictions (id -> value), calibration used (id -> text) and out-of-range flags of every
     step and run row, with clients made by ``cal_client(base_client, plan)``."""
     pred, used, outside = {}, {}, {}
@@ -652,6 +823,9 @@ def _predict_with(cal_client, steps, base_step, runs, points):
     v, fl = _predict_runs(runs, points, cr)
     pred.update(zip((p.id for p in runs), v))
     outside.update(zip((p.id for p in runs), fl))
+    pv, pu = _predict_pipelines(list(pipes), cal_client)
+    pred.update(pv)
+    used.update(pu)
     return pred, used, outside
 
 
@@ -681,6 +855,7 @@ def validate(measurements_csv, out_dir: str | Path, *, calibrate: bool = True, c
     live = [p for p in plans if p.status in ("ok", "ambiguous")]
     steps = [p for p in live if p.kind == "step"]
     runs, points = _live_points([p for p in live if p.kind == "run"])
+    pipes = _live_pipelines([p for p in live if p.kind == "pipeline"])
     if cv is not None:
         split = {}
     elif mode == "fit":
@@ -700,6 +875,9 @@ def validate(measurements_csv, out_dir: str | Path, *, calibrate: bool = True, c
     for p, ro in zip(runs, run_obs):
         pred_u[p.id] = ro.ref_value
         _note_unfinished(p, ro.ref_summary)
+    # disaggregated rows: simulated as pipelines, predicted but not fitted (the efficiency fit
+    # re-costs single-client batch logs)
+    pred_u.update(_predict_pipelines(pipes)[0])
 
     pred_c: dict[str, float] = {}
     used: dict[str, str] = {}
@@ -734,7 +912,7 @@ def validate(measurements_csv, out_dir: str | Path, *, calibrate: bool = True, c
             for p in plans:
                 p.source_doc = source_document(p.source_text, "document")
         folds: dict[str, list[RowPlan]] = {}
-        for p in steps + runs:
+        for p in steps + runs + pipes:
             folds.setdefault(p.source_doc, []).append(p)
         docs = {p.id: p.source_doc for p in plans}
         for doc, members in sorted(folds.items()):
@@ -742,7 +920,9 @@ def validate(measurements_csv, out_dir: str | Path, *, calibrate: bool = True, c
             f_steps = [p for p in steps if p.source_doc == doc]
             f_base = [b for p, b in zip(steps, base_step) if p.source_doc == doc]
             f_runs = [(p, pt) for p, pt in zip(runs, points) if p.source_doc == doc]
-            pr, us, ou = _predict_with(from_cal(c), f_steps, f_base, [p for p, _ in f_runs], [pt for _, pt in f_runs])
+            f_pipes = [p for p in pipes if p.source_doc == doc]
+            pr, us, ou = _predict_with(from_cal(c), f_steps, f_base, [p for p, _ in f_runs], [pt for _, pt in f_runs],
+                                       f_pipes)
             pred_c.update(pr)
             used.update(us)
             outside.update(ou)
@@ -752,14 +932,14 @@ def validate(measurements_csv, out_dir: str | Path, *, calibrate: bool = True, c
     elif mode == "fit":
         group_of_id = {p.id: p.group for p in plans}
         cal = fit_on(lambda i: split.get(group_of_id.get(i)) == "train")
-        pr, us, ou = _predict_with(from_cal(cal, corrections_for_runs=False), steps, base_step, runs, points)
+        pr, us, ou = _predict_with(from_cal(cal, corrections_for_runs=False), steps, base_step, runs, points, pipes)
         pred_c.update(pr), used.update(us), outside.update(ou)
-        for p in steps + runs:
+        for p in steps + runs + pipes:
             row_split[p.id] = split.get(p.group, "")
     elif mode in ("shipped", "file"):
-        pr, us, ou = _predict_with(lambda b, p: _stored_client(b, p, cal_path), steps, base_step, runs, points)
+        pr, us, ou = _predict_with(lambda b, p: _stored_client(b, p, cal_path), steps, base_step, runs, points, pipes)
         pred_c.update(pr), used.update(us), outside.update(ou)
-        for p in steps + runs:
+        for p in steps + runs + pipes:
             row_split[p.id] = "shipped" if mode == "shipped" else "file"
     if cal is not None:
         cal.provenance.update({
@@ -800,7 +980,7 @@ def validate(measurements_csv, out_dir: str | Path, *, calibrate: bool = True, c
             "model_preset": p.model, "device": p.device, "engine_family": p.engine, "tp": p.tp, "pp": p.pp,
             "precision_used": p.precision, "prediction_kind": p.workload_kind, "group": p.group,
             "source_document": p.source_doc,
-            "simulated_requests": p.n_requests_sim if p.kind == "run" else 0,
+            "simulated_requests": p.n_requests_sim if p.kind in ("run", "pipeline") else 0,
             "calibration_used": used.get(p.id, ""),
         })
     rep = pd.DataFrame(rows)

@@ -69,6 +69,12 @@ PUBLISHED = [
     ("sonnet", "input_max", 550, 0.0, "vLLM --sonnet-input-len default"),
     ("sonnet", "input_mean", 540.9, 0.01, "vLLM PR #14036: 5,409 input tokens for 10 sonnet requests"),
     ("sonnet", "output_mean", 150, 0.0, "vLLM --sonnet-output-len default"),
+    ("mlperf-mixtral-8x7b", "output_mean", 144.84, 0.02, "MLPerf mixtral-8x7b README: tokens_per_sample 144.84"),
+    ("mlperf-deepseek-r1", "output_mean", 4043.45, 0.02, "MLPerf deepseek-r1 README: mean-output-tok-len 4043.45"),
+    ("mlperf-deepseek-r1", "input_max", 3140, 0.0, "NVIDIA v5.1 deepseek-r1 preprocess_data.py G_MAX_TOK_LEN"),
+    ("mlperf-llama3.1-405b", "output_mean", 684.68, 0.02, "MLPerf llama3.1-405b README: tokens_per_sample 684.68"),
+    ("mlperf-llama3.1-405b", "input_max", 20000, 0.0, "NVIDIA v5.1 llama3.1-405b preprocess_data.py G_MAX_TOK_LEN"),
+    ("mlperf-llama3.1-405b", "output_max", 2000, 0.0, "NVIDIA v5.1 llama3.1-405b generation_config max_output_len"),
 ]
 
 
@@ -372,3 +378,81 @@ def test_cli_lists_the_datasets():
     for name in D.dataset_names():
         assert name in res.output
     assert "294/" in res.output   # openorca output mean
+
+
+# ---------------------------------------------------------------------------- mixtures
+def _fixed(name, i, o):
+    return D.Dataset(name=name, title=name, aliases=(), source="test", input=D.Marginal("fixed", value=i),
+                     output=D.Marginal("fixed", value=o))
+
+
+def _mix(*parts):
+    comps = tuple(D.Component(label=n, weight=w, inline=_fixed(n, i, o)) for n, w, i, o in parts)
+    return D.Dataset(name="mix", title="mix", aliases=(), source="test", input=None, output=None, components=comps)
+
+
+def test_mixture_gives_each_component_its_share_in_random_order():
+    mix = _mix(("a", 2, 10, 1), ("b", 1, 20, 2))
+    inp, out = D._sample_dataset(mix, 3000, np.random.default_rng(0))
+    assert (inp == 10).sum() == 2000 and (inp == 20).sum() == 1000
+    assert np.array_equal(out, np.where(inp == 10, 1, 2))          # pairs stay together
+    assert 0 < (inp[:60] == 20).sum() < 60                          # shuffled, not 2000 a's then 1000 b's
+    again = D._sample_dataset(mix, 3000, np.random.default_rng(0))
+    assert np.array_equal(inp, again[0]) and np.array_equal(out, again[1])
+
+
+def test_component_counts_are_largest_remainders():
+    assert D._component_counts(np.array([1.0, 1.0, 1.0]), 10).tolist() == [4, 3, 3]
+    assert D._component_counts(np.array([5000.0, 5000.0, 5000.0]), 15000).tolist() == [5000] * 3
+    assert D._component_counts(np.array([1.0, 3.0]), 0).tolist() == [0, 0]
+    assert D._component_counts(np.array([0.1, 0.9]), 7).sum() == 7
+
+
+def test_mixture_of_shipped_datasets_has_the_weighted_mean(tmp_path):
+    doc = {"name": "m", "title": "m", "source": "test",
+           "components": [{"dataset": "sharegpt", "weight": 1}, {"dataset": "lmsys-chat-1m", "weight": 3}]}
+    mix = D._dataset_from_toml(doc, tmp_path / "m.toml")
+    inp, out = D._sample_dataset(mix, 100_000, np.random.default_rng(3))
+    sg, lm = D.dataset_stats("sharegpt"), D.dataset_stats("lmsys-chat-1m")
+    assert inp.mean() == pytest.approx((sg["input_mean"] + 3 * lm["input_mean"]) / 4, rel=0.02)
+    assert out.mean() == pytest.approx((sg["output_mean"] + 3 * lm["output_mean"]) / 4, rel=0.02)
+
+
+def test_mlperf_mixtral_is_the_published_five_thousand_each():
+    """mlcommons/inference language/mixtral-8x7b/README.md: 5K samples each of OpenOrca, GSM8K, MBXP;
+    the whole mix generates 144.84 tokens per sample."""
+    rows = D.component_stats("mlperf_mixtral_mix")
+    assert [r["label"] for r in rows] == ["OpenOrca", "GSM8K", "MBXP"]
+    assert all(r["share"] == pytest.approx(1 / 3) for r in rows)
+    assert sum(r["share"] * r["output_mean"] for r in rows) == pytest.approx(144.84, rel=0.01)
+    # the one sample row each of NVIDIA's code prints, which the estimates follow
+    got = {r["label"]: r for r in rows}
+    assert got["GSM8K"]["input_mean"] == pytest.approx(657, rel=0.05)
+    assert got["MBXP"]["input_mean"] == pytest.approx(139, rel=0.1)
+    st = D.dataset_stats("mlperf-mixtral-8x7b")
+    assert st["input_max"] <= 2048 and st["output_max"] <= 1024
+
+
+def test_bad_mixture_files_name_the_field(tmp_path):
+    base = {"name": "m", "title": "m", "source": "s"}
+    with pytest.raises(D.DatasetError, match=r"components\[0\]\.weight = -1: must be a number > 0"):
+        D._dataset_from_toml({**base, "components": [{"dataset": "sharegpt", "weight": -1}]}, tmp_path / "m.toml")
+    with pytest.raises(D.DatasetError, match=r"components\[0\]: give either dataset = NAME or inline .* not both"):
+        D._dataset_from_toml({**base, "components": [{"dataset": "sharegpt", "weight": 1,
+                                                      "input": {"kind": "fixed", "value": 3}}]}, tmp_path / "m.toml")
+    with pytest.raises(D.DatasetError, match="do not belong to a mixture"):
+        D._dataset_from_toml({**base, "input": {"kind": "fixed", "value": 3},
+                              "components": [{"dataset": "sharegpt", "weight": 1}]}, tmp_path / "m.toml")
+    with pytest.raises(D.DatasetError, match="not a mixture"):
+        D.component_stats("sharegpt")
+
+
+def test_mixture_in_a_scenario_workload():
+    spec = parse_scenario({"clients": [{"model": "llama-3.1-8b", "device": "H100"}],
+                           "workload": {"dataset": "mlperf_mixtral_mix", "num_requests": 3000}})
+    reqs = build_requests(spec.workload, spec.simulation.horizon_s, point_seed(0))
+    gsm = (reqs.input_tokens > 400).mean()          # only the GSM8K third has few-shot prompts that long
+    assert gsm == pytest.approx(1 / 3, abs=0.03)
+    with pytest.raises(SpecError, match="fixed length distributions"):
+        parse_scenario({"clients": [{"model": "llama-3.1-8b", "device": "H100"}],
+                        "workload": {"input": {"dataset": "mlperf-mixtral-8x7b", "value": 100}}})

@@ -332,3 +332,108 @@ def test_plan_row_resolves_hugging_face_ids_and_datasets():
     assert gone.status == "unsupported" and "falcon-180B" in gone.reason
     odd = V.plan_row(dict(base, dataset="no-such-benchmark-set"))
     assert odd.status == "unsupported" and "no-such-benchmark-set" in odd.reason
+
+
+# ---------------------------------------------------------------------------- disaggregated P/D rows
+_DISAGG = dict(id="pd", source="github:x/y@1:agg.json", engine="Dynamo + TensorRT-LLM", engine_version="1.2.0",
+               model="llama-3.1-8b", precision="FP8", hardware="H100", num_accel=5, tp=4, pp=1,
+               workload="disaggregated prefill/decode serving; closed loop at max concurrency, ~10x concurrency prompts",
+               isl=256, osl=16, batch_or_concurrency="4", request_rate="inf (closed loop)", metric="output_tok_s",
+               value=100.0, engine_family="trtllm-1", dataset="",
+               notes="1 prefill worker(s) x tp 1 (ep 1, dp_attention false) = 1 GPUs; "
+                     "1 decode worker(s) x tp 4 (ep 1, dp_attention false) = 4 GPUs; tp = decode tp")
+
+
+def test_disagg_layout_from_notes():
+    lay = V.disagg_layout(_DISAGG)
+    assert lay == V.DisaggLayout(1, 1, 1, 1, 4, 1) and lay.n_devices == 5
+    lay = V.disagg_layout(dict(_DISAGG, notes="2 prefill worker(s) x tp 1 (ep 1, dp_attention false) = 2 GPUs; "
+                                              "3 decode worker(s) x tp 4 (ep 4, dp_attention true) = 12 GPUs"))
+    assert lay == V.DisaggLayout(2, 1, 1, 3, 4, 4) and lay.n_devices == 14
+    assert V.disagg_layout(dict(_DISAGG, workload="closed loop at max concurrency")) is None
+    assert V.kv_transfer_link("GB200", 13) == "NVLink5"
+    assert V.kv_transfer_link("MI355X", 24) == "RDMA-400G"
+
+
+def test_unequal_pd_row_is_a_two_pool_pipeline():
+    p = V.plan_row(_DISAGG)
+    assert p.status == "ok", p.reason
+    assert p.kind == "pipeline" and p.n_devices == 5
+    pools = {c["name"]: (c["tp"], c["dp"]) for c in p.scenario["clients"]}
+    assert pools == {"prefill": (1, 1), "decode": (4, 1)}
+    assert [s["kind"] for s in p.scenario["pipelines"][0]["stages"]] == ["prefill", "decode"]
+    assert p.scenario["workload"]["arrival"] == {"process": "closed_loop", "concurrency": 4}
+    bad = V.plan_row(dict(_DISAGG, num_accel=8))
+    assert bad.status == "unsupported" and "adds up to 5" in bad.reason
+
+
+def test_disagg_row_prediction_is_the_pipeline_simulation(tmp_path):
+    """The analytical prediction of a P/D row is the simulation of a prefill pool (1 x TP1) feeding
+    a decode pool (1 x TP4) over the node's link, built here by hand."""
+    rows = [dict(_DISAGG, id="tput"), dict(_DISAGG, id="tpot", metric="tpot_ms", value=5.0),
+            dict(_DISAGG, id="per_gpu", metric="output_tok_s_per_gpu", value=20.0)]
+    csv = tmp_path / "m.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    rep = V.validate(csv, tmp_path / "out", calibration="none", plot=False).set_index("id")
+    assert set(rep.status) == {"ok"} and set(rep.prediction_kind) == {"closed loop, disaggregated P/D"}
+    sched = V.offline_scheduler("trtllm-1", make_client("llama-3.1-8b", "H100", tp=1, precision="fp8"), 256, 16)
+    sched_d = V.offline_scheduler("trtllm-1", make_client("llama-3.1-8b", "H100", tp=4, precision="fp8"), 256, 16)
+    sc = {"clients": [{"name": "P", "model": "llama-3.1-8b", "device": "H100", "tp": 1, "precision": "fp8",
+                       "scheduler": sched},
+                      {"name": "D", "model": "llama-3.1-8b", "device": "H100", "tp": 4, "precision": "fp8",
+                       "scheduler": sched_d}],
+          "network": {"default_link": "NVLink4"},
+          "pipelines": [{"stages": [{"kind": "prefill", "pool": "P", "routing": "least_prefill_tokens"},
+                                    {"kind": "decode", "pool": "D", "routing": "least_kv"}]}],
+          "workload": {"num_requests": 100, "input": 256, "output": 16,
+                       "arrival": {"process": "closed_loop", "concurrency": 4}},
+          "simulation": {"horizon_s": 1e7, "seed": 0}}
+    ds = simulate(sc)
+    assert rep.loc["tput", "predicted"] == pytest.approx(float(ds.output_tok_s), rel=1e-9)
+    assert rep.loc["tpot", "predicted"] == pytest.approx(float(ds.tpot_mean_ms), rel=1e-9)
+    assert rep.loc["per_gpu", "predicted"] == pytest.approx(float(ds.output_tok_s) / 5, rel=1e-9)
+
+
+def test_mlperf_mixture_row_is_planned_with_the_mixture():
+    row = dict(id="mx", source="github:mlcommons/inference_results_v5.1@9:x", engine="vLLM", engine_version="0.9",
+               model="mistralai/Mixtral-8x7B-Instruct-v0.1", precision="FP8", hardware="MI300X", num_accel=8, tp=1,
+               pp=1, workload="MLPerf Inference v5.1 Offline: mix of OpenOrca, GSM8K and MBXP", isl="", osl="",
+               batch_or_concurrency="engine-chosen (max load)", request_rate="offline (all queries at t=0)",
+               metric="output_tok_s", value=50000.0, notes="", dataset="mlperf_mixtral_mix", engine_family="vllm")
+    p = V.plan_row(row)
+    assert p.status == "ok", p.reason
+    assert p.dataset == "mlperf-mixtral-8x7b" and p.dp == 8
+    from mistfast import datasets as D
+    st = D.dataset_stats("mlperf-mixtral-8x7b")
+    assert (p.isl, p.osl) == (round(st["input_mean"]), round(st["output_mean"]))
+    assert p.scenario["workload"]["dataset"] == {"name": "mlperf-mixtral-8x7b"}
+
+
+def test_engine_limits_from_the_submitters_config():
+    """MLPerf rows carry the engine's own batch limits (from the submitter's config) in notes;
+    attention DP multiplies the per-rank limits by the ranks; a token budget caps the batch."""
+    n = "x; engine limits from that config: max batch 600, max num tokens 40960; summary"
+    assert V.engine_limits_from_notes(n, 8) == {"max_batch_size": 600, "max_batched_tokens": 40960, "chunk_size": 40960}
+    n = "engine limits from that config: max batch 512, max num tokens 3456 per rank (attention DP over the tp ranks)"
+    assert V.engine_limits_from_notes(n, 8) == {"max_batch_size": 4096, "max_batched_tokens": 27648,
+                                                "chunk_size": 27648}
+    n = "engine limits from that config: max batch 2048, max num tokens 1536"
+    assert V.engine_limits_from_notes(n, 1)["max_batch_size"] == 1536
+    assert V.engine_limits_from_notes("no limits here", 8) == {}
+
+
+def test_build_public_reads_engine_limits_from_configs():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("build_public", Path(__file__).parents[1] / "data" / "measurements"
+                                                  / "build_public.py")
+    bp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bp)
+    trt = ("llm_fields.trtllm_runtime_flags: {\n 'max_num_tokens': 4608,\n 'enable_attention_dp': True,\n},\n"
+           "llm_fields.trtllm_build_flags: {'max_num_tokens': 4608},\n"
+           "model_fields.gpu_batch_size: {\n    'deepseek-r1': 512,\n},\n")
+    assert bp.mlperf_engine_limits(trt, "trtllm-1") == ("engine limits from that config: max batch 512, max num "
+                                                         "tokens 4608 per rank (attention DP over the tp ranks)")
+    amd = "model: x\nvllm_engine_config:\n  tensor_parallel_size: 1\n  max_num_seqs: 1792\n  max_num_batched_tokens: 40960\n"
+    assert bp.mlperf_engine_limits(amd, "vllm") == "engine limits from that config: max batch 1792, max num tokens 40960"
+    two = "gpu_batch_size: {'a': 1, 'b': 2}"   # ambiguous: left out
+    assert bp.mlperf_engine_limits(two, "trtllm-1") == ""

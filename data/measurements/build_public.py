@@ -276,7 +276,7 @@ def _mlperf_parallelism(repo, commit, rec, family):
     submitter, platform, scenario = rec["Submitter"], rec["Platform"], rec["Scenario"]
     stem = MLPERF_MODELS[rec["Model"]][2]
     if family == "vllm-single":
-        return 1, 1, None, "single accelerator"
+        return 1, 1, None, "single accelerator", ""
     if family == "trtllm-1":
         # config folders are named after the system, with or without the _TRT suffix
         for system in (platform.split("_TRT")[0], platform):
@@ -297,7 +297,31 @@ def _mlperf_parallelism(repo, commit, rec, family):
         pp, ep = (1 if tp else None), None
     if tp is None or pp is None:
         return None
-    return tp, pp, ep, path
+    return tp, pp, ep, path, mlperf_engine_limits(text, family)
+
+
+def mlperf_engine_limits(text: str | None, family: str) -> str:
+    """The engine's batch limits as the submitter's config sets them, as a notes fragment ("" when
+    not set unambiguously): TensorRT-LLM ``gpu_batch_size`` and ``max_num_tokens`` (per rank with
+    attention data parallelism), AMD vLLM ``max_num_seqs`` and ``max_num_batched_tokens``."""
+    if not text:
+        return ""
+    if family == "trtllm-1":
+        m = re.search(r"gpu_batch_size:\s*\{([^}]*)\}", text)
+        bs = {int(v) for v in re.findall(r":\s*(\d+)", m.group(1))} if m else set()
+        bs = bs.pop() if len(bs) == 1 else None
+        tok = _single_int(r"'max_num_tokens':\s*(\d+)", text)
+        adp = re.search(r"'enable_attention_dp':\s*True", text) is not None
+    else:
+        section = text.split("vllm_engine_config:", 1)[-1]
+        bs = _single_int(r"\n\s*max_num_seqs:\s*(\d+)", section)
+        tok = _single_int(r"\n\s*max_num_batched_tokens:\s*(\d+)", section)
+        adp = False
+    parts = ([f"max batch {bs}"] if bs else []) + ([f"max num tokens {tok}"] if tok else [])
+    if not parts:
+        return ""
+    return "engine limits from that config: " + ", ".join(parts) + (" per rank (attention DP over the tp ranks)"
+                                                                   if adp else "")
 
 
 def _mlperf_family(repo, commit, rec):
@@ -359,7 +383,7 @@ def _mlperf_precision(rec, engine):
 
 
 def _mlperf_result_rows(rec, family, layout, stats, commit, summary_path):
-    tp, pp, ep, config_path = layout
+    tp, pp, ep, config_path, engine_limits = layout
     model, dataset, _ = MLPERF_MODELS[rec["Model"]]
     gpus = int(rec["a#"]) * int(rec["Nodes"])
     scenario = rec["Scenario"]
@@ -389,7 +413,8 @@ def _mlperf_result_rows(rec, family, layout, stats, commit, summary_path):
              f"{gpus / (tp * pp):g}; "
              + (f"moe ep={ep}; " if ep else "")
              + f"weights {rec['weight_data_types']}; benchmark {rec['Model']}; "
-             f"parallelism from {config_path}; summary_results.json Performance_Result "
+             f"parallelism from {config_path}; " + (f"{engine_limits}; " if engine_limits else "")
+             + f"summary_results.json Performance_Result "
              f"{rec['Performance_Result']} {rec['Performance_Units']}")
     common = {
         "source": f"github:mlcommons/inference_results_v5.1@{commit}:{summary_path}",
