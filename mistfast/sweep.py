@@ -664,7 +664,7 @@ def _run_distributed(spec, todo, done, scheduler, workers, client, bar, h, annou
     LocalCluster of nanny-managed single-threaded workers for ``processes``, a remote scheduler
     for an address, or the caller's client (SLURM). Nannies restart a worker that dies and the
     scheduler reruns its tasks; worker processes exit when the driver's process disappears."""
-    from distributed import Client, as_completed
+    from distributed import Client
     stack = []
     try:
         if client is None:
@@ -683,19 +683,52 @@ def _run_distributed(spec, todo, done, scheduler, workers, client, bar, h, annou
         # the spec travels once, as the result of a task (recomputed like any other if its worker
         # dies), instead of once inside every chunk task the scheduler holds
         spec_f = client.submit(_same, spec, pure=False, key=f"mistfast-spec-{h}")
-        futs = {client.submit(_task, spec_f, k, a, z, part, h, pure=False, key=f"mistfast-chunk-{k}-{h}"): k
-                for k, a, z, part in todo}
-        try:
-            for fut in as_completed(futs):
-                done(futs[fut], fut.result())
-                fut.release()  # once recorded, a lost worker's copy need not be recomputed
-                bar.update(1)
-        except BaseException:  # an error or Ctrl-C: stop the remaining chunks before leaving
-            client.cancel(list(futs))
-            raise
+        _run_windowed(client, todo, done, bar, lambda k, a, z, part: client.submit(
+            _task, spec_f, k, a, z, part, h, pure=False, key=f"mistfast-chunk-{k}-{h}"))
     finally:
         for obj in reversed(stack):
             obj.close()
+
+
+# chunk tasks in flight per worker thread: enough to keep every worker busy while the driver
+# records results, few enough that the scheduler (in the driver's process for a LocalCluster)
+# holds a bounded number of tasks whatever the number of chunks
+IN_FLIGHT_PER_THREAD = 4
+IN_FLIGHT_MIN = 16
+
+
+def _run_windowed(client, todo, done, bar, submit) -> None:
+    """Submit the chunks a window at a time and record each as it finishes. The window follows
+    the cluster's size (re-read at most once a second: an adaptive SLURM cluster grows)."""
+    from distributed import as_completed
+    pending = iter(todo)
+    futs: dict = {}
+    done_iter = as_completed()
+    limit, checked = IN_FLIGHT_MIN, -1.0
+
+    def top_up():
+        nonlocal limit, checked
+        if time.monotonic() - checked >= 1.0:
+            threads = sum(client.nthreads().values())
+            limit, checked = max(IN_FLIGHT_MIN, IN_FLIGHT_PER_THREAD * threads), time.monotonic()
+        while len(futs) < limit:
+            item = next(pending, None)
+            if item is None:
+                return
+            fut = submit(*item)
+            futs[fut] = item[0]
+            done_iter.add(fut)
+
+    try:
+        top_up()
+        for fut in done_iter:
+            done(futs.pop(fut), fut.result())
+            fut.release()  # once recorded, a lost worker's copy need not be recomputed
+            bar.update(1)
+            top_up()
+    except BaseException:  # an error or Ctrl-C: stop the remaining chunks before leaving
+        client.cancel(list(futs))
+        raise
 
 
 def _same(x):

@@ -106,3 +106,31 @@ def test_n_left_out_is_zero_and_integer_for_synthetic_workloads():
     ds = run_sweep(make_spec(axes={"workload.arrival.rate_rps": [4, 16]}))
     assert ds.n_left_out.dtype == np.int64 and (ds.n_left_out == 0).all()
     assert ds.n_left_out.dims == ("rate_rps", "left_out_reason")
+
+
+# ----------------------------------------------------------------------------- bounded scheduler load
+def test_distributed_driver_keeps_a_bounded_window_of_chunks_in_flight(monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    monkeypatch.setattr(S, "IN_FLIGHT_MIN", 3)
+    monkeypatch.setattr(S, "IN_FLIGHT_PER_THREAD", 1)
+    todo = [(k, 10 * k, 10 * k + 10, None) for k in range(40)]
+    state = {"submitted": 0, "recorded": 0, "max_in_flight": 0}
+    got: dict[int, int] = {}
+
+    class Bar:
+        def update(self, n):
+            pass
+
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
+        def submit(k, a, z, part):
+            state["submitted"] += 1
+            state["max_in_flight"] = max(state["max_in_flight"], state["submitted"] - state["recorded"])
+            return client.submit(sum, range(a, z), pure=False, key=f"window-test-{k}")
+
+        def done(k, result):
+            state["recorded"] += 1
+            got[k] = result
+
+        S._run_windowed(client, todo, done, Bar(), submit)
+    assert got == {k: sum(range(10 * k, 10 * k + 10)) for k in range(40)}   # every chunk, once
+    assert state["submitted"] == 40 and state["max_in_flight"] == 3          # max(3, 1 thread x 1)
