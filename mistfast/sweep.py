@@ -771,14 +771,18 @@ def write_parts_netcdf(spec, parts_dir: Path, chunks, nan_vars: set, h: str, out
     computed; then each block (a contiguous run of C-order points, ``parts.block_grid``) is read
     from its few parts, CF-encoded like xarray encodes a whole variable, and written into its
     region of every variable. The driver holds one block (about 9 MB) and no task graph, whatever
-    the number of points. The HDF5 chunks of the file are the blocks."""
+    the number of points. Every block writes whole HDF5 chunks (``parts.file_chunk_shape``)."""
     from xarray.backends import NetCDF4DataStore
     from xarray.backends.writers import ArrayWriter, dump_to_store
     layout = P.part_layout(parts_dir / P.part_name(0))
     shape = spec.shape if spec.axes else ()   # a sweep without axes is one point: scalar variables
     grid = P.block_grid(shape, BLOCK_POINTS) if spec.axes else ()
     skeleton = _dataset(spec, _skeleton_columns(layout, shape, grid), nan_vars, n_invalid=0)
-    encoding = _netcdf_encoding(skeleton, block_chunks=True)
+    encoding = _netcdf_encoding(skeleton, block_chunks=False)
+    file_chunks = P.file_chunk_shape(shape, BLOCK_POINTS)
+    for name in skeleton.data_vars:  # the sweep's dims in the file's chunk shape, other dims whole
+        if shape:
+            encoding.setdefault(name, {})["chunksizes"] = file_chunks + skeleton[name].shape[len(shape):]
     tmp = Path(str(output) + ".tmp")
     n_invalid = 0
     try:

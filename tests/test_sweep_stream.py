@@ -63,6 +63,12 @@ def test_large_sweeps_come_back_lazily_from_the_streamed_file(tmp_path, monkeypa
     monkeypatch.setattr(S, "LOAD_MAX_POINTS", 10)
     monkeypatch.setattr(S, "BLOCK_POINTS", 8)
     ds = run_sweep(spec, tmp_path / "big.nc")
+    import netCDF4
+
+    from mistfast import parts as P
+    with netCDF4.Dataset(tmp_path / "big.nc") as nc:   # the file's chunks are the blocks' whole chunks
+        assert tuple(nc.variables["ttft_p99_ms"].chunking()) == P.file_chunk_shape(spec.shape, 8)
+        assert tuple(nc.variables["n_rejected_by_reason"].chunking()) == P.file_chunk_shape(spec.shape, 8) + (4,)
     try:
         assert ds.ttft_p99_ms.variable._in_memory is False
         assert np.array_equal(ds.ttft_p99_ms.values, mem.ttft_p99_ms.values, equal_nan=True)
@@ -134,3 +140,21 @@ def test_distributed_driver_keeps_a_bounded_window_of_chunks_in_flight(monkeypat
         S._run_windowed(client, todo, done, Bar(), submit)
     assert got == {k: sum(range(10 * k, 10 * k + 10)) for k in range(40)}   # every chunk, once
     assert state["submitted"] == 40 and state["max_in_flight"] == 3          # max(3, 1 thread x 1)
+
+
+# ----------------------------------------------------------------------------- file chunks
+@pytest.mark.parametrize("shape, target, chunk", [
+    ((5, 2, 5, 4, 5000), 16384, (1, 1, 1, 2, 5000)),   # 3 rows of 5,000 fit; 2 divides 4
+    ((5, 2, 5, 4, 500), 16384, (1, 1, 5, 4, 500)),      # 10,000 points per index of dim 1: one per block
+    ((10, 7, 1000), 4096, (1, 1, 1000)),                 # 4 rows of 1,000 fit, 7 is prime: 1 row (1,000 >= 512)
+    ((10, 7, 100), 400, (1, 4, 100)),                    # 1 row = 100 points < 512: 4 rows, the edge sticks out
+    ((9_999_991,), 16384, (16384,)),                     # a prime length: only the last chunk sticks out
+    ((1_000_000,), 16384, (15625,)),                     # 15,625 divides 10^6
+])
+def test_file_chunks_tile_the_split_dim_and_blocks_write_whole_chunks(shape, target, chunk):
+    from mistfast import parts as P
+    assert P.file_chunk_shape(shape, target) == chunk
+    grid = P.block_grid(shape, target)
+    for d, (c, runs) in enumerate(zip(chunk, grid)):
+        starts = np.concatenate([[0], np.cumsum(runs)[:-1]])
+        assert all(a % c == 0 for a in starts), (d, c, runs[:3])   # every block starts on a chunk
