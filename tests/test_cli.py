@@ -144,10 +144,10 @@ def test_sweep_output_summary_and_resume(tiny, tmp_path):
     # --resume with another spec's leftover chunks is refused cleanly
     import mistfast.sweep as S
 
-    def fail_to_write(ds, path, **kw):
+    def fail_to_write(*args, **kw):
         raise KeyboardInterrupt
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(S, "write_netcdf", fail_to_write)
+        mp.setattr(S, "write_parts_netcdf", fail_to_write)
         res = invoke("sweep", tiny, "-o", tmp_path / "other.nc", "--scheduler", "serial", "--no-progress", ok=False)
     assert res.exit_code == 130 and "interrupted — rerun with --resume" in res.output
     out = tmp_path / "other.nc"
