@@ -803,6 +803,9 @@ def write_parts_netcdf(spec, parts_dir: Path, chunks, nan_vars: set, h: str, out
         if isinstance(exc, RuntimeError) and "HDF" in str(exc) and _disk_nearly_full(Path(output)):
             exc = OSError(28, "no space left on device")
         raise P.output_error(output, exc, "the results file") from None
+    except BaseException:  # Ctrl-C or a part that does not verify: no half-written file is left
+        P.remove_quietly(tmp)
+        raise
 
 
 def _skeleton_columns(layout: dict, shape: tuple, grid: tuple) -> dict:
