@@ -21,8 +21,10 @@ a shared 2-core machine. For each size, one real chunk of the sweep is simulated
 tiled into the part files of every chunk (with their true identities and checksums in the
 manifest) by a first process; a fresh second process then runs the sweep with ``resume=True``,
 which verifies every part and streams the netCDF from them, and reports its wall time, its RSS
-after the imports and its peak RSS. (The simulated values repeat; the writer's work does not
-depend on them.)
+after the imports, its peak RSS once the file is written, and its peak RSS at the end (the
+returned Dataset opened from the file included). (The simulated values repeat; the writer's work
+does not depend on them.) Sweeps of 10^7 points need ``MISTFAST_MAX_MEMORY_GB=100``: the sweep size
+check (``mistfast/limits.py``) still counts 4 kB per point held in memory.
 
 Usage: python benchmarks/bench_scale.py [--sizes 1000,10000,100000] [--workers 2] [--chunk-points 128]
                                         [--resume-check [--resume-points N] [--resume-requests N]] [--keep DIR]
@@ -139,16 +141,26 @@ def child_make_parts(spec_path: str, out: str) -> dict:
 
 
 def child_assemble(spec_path: str, out: str) -> dict:
-    """Verify every part and stream the netCDF (run_sweep with resume and nothing left to run)."""
+    """Verify every part and stream the netCDF (run_sweep with resume and nothing left to run).
+    The peak RSS is also read right after the write, before the file is opened to be returned."""
+    import mistfast.sweep as S
     from mistfast.sweep import load_sweep, run_sweep
     spec = load_sweep(spec_path)
     rss_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    after_write = {}
+    write = S.write_parts_netcdf
+
+    def timed_write(*args, **kw):
+        write(*args, **kw)
+        after_write["rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    S.write_parts_netcdf = timed_write
     t0 = time.perf_counter()
     ds = run_sweep(spec, out, scheduler="serial", resume=True)
     wall = time.perf_counter() - t0
     n = int(ds.attrs["n_points"])
     ds.close()
-    return {"points": n, "wall_s": wall, "rss_imports_MiB": rss_imports,
+    return {"points": n, "wall_s": wall, "rss_imports_MiB": rss_imports, "rss_write_MiB": after_write["rss"],
             "rss_driver_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "nc_MiB": Path(out).stat().st_size / 2**20}
 
@@ -156,8 +168,8 @@ def child_assemble(spec_path: str, out: str) -> dict:
 def assembly_scaling(sizes: list[int], chunk_points: int, work: Path) -> None:
     print(f"driver alone: verify the parts and stream the netCDF (chunk_points = {chunk_points}; parts tiled from "
           "one simulated chunk)")
-    print(f"    {'points':>10}{'chunks':>8}{'parts MiB':>11}{'wall s':>9}{'RSS imports':>13}{'RSS peak MiB':>14}"
-          f"{'netCDF MiB':>12}")
+    print(f"    {'points':>10}{'chunks':>8}{'parts MiB':>11}{'wall s':>9}{'RSS imports':>13}{'RSS write':>11}"
+          f"{'RSS peak MiB':>14}{'netCDF MiB':>12}")
     rows = []
     for n in sizes:
         sp = spec_file(work, n, chunk_points)
@@ -166,7 +178,8 @@ def assembly_scaling(sizes: list[int], chunk_points: int, work: Path) -> None:
         r = run_child("assemble", str(sp), str(out), "0", "resume")
         rows.append(r)
         print(f"    {n:>10,}{made['chunks']:>8}{made['parts_MiB']:>11.1f}{r['wall_s']:>9.1f}"
-              f"{r['rss_imports_MiB']:>13.0f}{r['rss_driver_MiB']:>14.0f}{r['nc_MiB']:>12.1f}", flush=True)
+              f"{r['rss_imports_MiB']:>13.0f}{r['rss_write_MiB']:>11.0f}{r['rss_driver_MiB']:>14.0f}"
+              f"{r['nc_MiB']:>12.1f}", flush=True)
         shutil.rmtree(str(out) + ".parts", ignore_errors=True)
         out.unlink(missing_ok=True)
     if len(rows) >= 2:
