@@ -16,8 +16,19 @@ then run again, interrupted with SIGINT once about half of its parts exist, resu
 process, and the resumed file is compared with the uninterrupted run's file (every variable,
 coordinate and attribute; floats bit for bit).
 
+``--assembly-sizes 10000,100000,1000000``: the driver's side alone, at sizes too large to simulate on
+a shared 2-core machine. For each size, one real chunk of the sweep is simulated and its arrays are
+tiled into the part files of every chunk (with their true identities and checksums in the
+manifest) by a first process; a fresh second process then runs the sweep with ``resume=True``,
+which verifies every part and streams the netCDF from them, and reports its wall time, its RSS
+after the imports, its peak RSS once the file is written, and its peak RSS at the end (the
+returned Dataset opened from the file included). (The simulated values repeat; the writer's work
+does not depend on them.) Sweeps of 10^7 points need ``MISTFAST_MAX_MEMORY_GB=100``: the sweep size
+check (``mistfast/limits.py``) still counts 4 kB per point held in memory.
+
 Usage: python benchmarks/bench_scale.py [--sizes 1000,10000,100000] [--workers 2] [--chunk-points 128]
                                         [--resume-check [--resume-points N] [--resume-requests N]] [--keep DIR]
+                                        [--assembly-sizes N,N,... [--assembly-chunk-points 1024]]
 """
 from __future__ import annotations
 
@@ -108,6 +119,74 @@ def child_run(spec_path: str, out: str, workers: int, resume: bool) -> dict:
             "chunks": sum(1 for _ in parts.glob("chunk-*.npz"))}
 
 
+def child_make_parts(spec_path: str, out: str) -> dict:
+    """Part files and manifest of every chunk of the sweep, tiled from one simulated chunk."""
+    import numpy as np
+
+    from mistfast import parts as P
+    from mistfast.sweep import _chunks, _open_parts, _spec_hash, load_sweep, run_chunk
+    spec = load_sweep(spec_path)
+    chunks = _chunks(spec.n_points, spec.chunk_points)
+    h = _spec_hash(spec)
+    parts = Path(out + ".parts")
+    manifest = _open_parts(spec, parts, chunks, h, resume=False)
+    one = run_chunk(spec, 0, min(128, spec.n_points))
+    reps = -(-spec.chunk_points // len(one["status"]))
+    template = {k: np.concatenate([v] * reps) for k, v in one.items()}
+    for k, (a, z) in enumerate(chunks):
+        arrays = {name: v[: z - a] for name, v in template.items()}
+        manifest.parts[P.part_name(k)] = P.save_part(parts / P.part_name(k), arrays, (k, a, z), h)
+    manifest.write()
+    return {"chunks": len(chunks), "parts_MiB": sum(p.stat().st_size for p in parts.glob("chunk-*.npz")) / 2**20}
+
+
+def child_assemble(spec_path: str, out: str) -> dict:
+    """Verify every part and stream the netCDF (run_sweep with resume and nothing left to run).
+    The peak RSS is also read right after the write, before the file is opened to be returned."""
+    import mistfast.sweep as S
+    from mistfast.sweep import load_sweep, run_sweep
+    spec = load_sweep(spec_path)
+    rss_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    after_write = {}
+    write = S.write_parts_netcdf
+
+    def timed_write(*args, **kw):
+        write(*args, **kw)
+        after_write["rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    S.write_parts_netcdf = timed_write
+    t0 = time.perf_counter()
+    ds = run_sweep(spec, out, scheduler="serial", resume=True)
+    wall = time.perf_counter() - t0
+    n = int(ds.attrs["n_points"])
+    ds.close()
+    return {"points": n, "wall_s": wall, "rss_imports_MiB": rss_imports, "rss_write_MiB": after_write["rss"],
+            "rss_driver_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "nc_MiB": Path(out).stat().st_size / 2**20}
+
+
+def assembly_scaling(sizes: list[int], chunk_points: int, work: Path) -> None:
+    print(f"driver alone: verify the parts and stream the netCDF (chunk_points = {chunk_points}; parts tiled from "
+          "one simulated chunk)")
+    print(f"    {'points':>10}{'chunks':>8}{'parts MiB':>11}{'wall s':>9}{'RSS imports':>13}{'RSS write':>11}"
+          f"{'RSS peak MiB':>14}{'netCDF MiB':>12}")
+    rows = []
+    for n in sizes:
+        sp = spec_file(work, n, chunk_points)
+        out = work / f"assembly_{n}.nc"
+        made = run_child("make-parts", str(sp), str(out), "0", "fresh")
+        r = run_child("assemble", str(sp), str(out), "0", "resume")
+        rows.append(r)
+        print(f"    {n:>10,}{made['chunks']:>8}{made['parts_MiB']:>11.1f}{r['wall_s']:>9.1f}"
+              f"{r['rss_imports_MiB']:>13.0f}{r['rss_write_MiB']:>11.0f}{r['rss_driver_MiB']:>14.0f}"
+              f"{r['nc_MiB']:>12.1f}", flush=True)
+        shutil.rmtree(str(out) + ".parts", ignore_errors=True)
+        out.unlink(missing_ok=True)
+    if len(rows) >= 2:
+        a, b = rows[0]["rss_driver_MiB"], rows[-1]["rss_driver_MiB"]
+        print(f"    driver peak RSS {sizes[0]:,} -> {sizes[-1]:,} points: {a:.0f} -> {b:.0f} MiB ({b / a - 1:+.1%})")
+
+
 def run_child(*args: str) -> dict:
     res = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, cwd=ROOT)
     if res.returncode != 0:
@@ -166,22 +245,30 @@ def resume_check(spec_path: Path, reference: Path, workdir: Path, workers: int) 
 # ----------------------------------------------------------------------------- report
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", default="1000,10000,100000", help="comma-separated numbers of points")
+    ap.add_argument("--sizes", help="comma-separated numbers of points (default 1000,10000,100000; none with "
+                    "--assembly-sizes alone)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--chunk-points", type=int, default=128)
     ap.add_argument("--resume-check", action="store_true", help="interrupt and resume a sweep, compare")
     ap.add_argument("--resume-points", type=int, default=100_000)
     ap.add_argument("--resume-requests", type=int, default=100)
     ap.add_argument("--keep", help="keep the results in this folder")
+    ap.add_argument("--assembly-sizes", help="comma-separated numbers of points: the driver's assembly alone")
+    ap.add_argument("--assembly-chunk-points", type=int, default=1024)
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        _, spec_path, out, workers, mode = args.child
-        print(json.dumps(child_run(spec_path, out, int(workers), mode == "resume")))
+        what, spec_path, out, workers, mode = args.child
+        fn = {"run": lambda: child_run(spec_path, out, int(workers), mode == "resume"),
+              "make-parts": lambda: child_make_parts(spec_path, out),
+              "assemble": lambda: child_assemble(spec_path, out)}[what]
+        print(json.dumps(fn()))
         return
 
     import mistfast
-    sizes = [int(s) for s in args.sizes.split(",")]
+    if args.sizes is None:
+        args.sizes = "" if args.assembly_sizes else "1000,10000,100000"
+    sizes = [int(s) for s in args.sizes.split(",") if s]
     print(f"mistfast {mistfast.__version__} | Python {platform.python_version()} | {platform.machine()} | "
           f"{os.cpu_count()} cores | load average {', '.join(f'{x:.2f}' for x in os.getloadavg())} | "
           f"NUMBA_NUM_THREADS=1 | {args.workers} workers | chunk_points={args.chunk_points}")
@@ -190,6 +277,10 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     rows = {}
     try:
+        if args.assembly_sizes:
+            assembly_scaling([int(x) for x in args.assembly_sizes.split(",")], args.assembly_chunk_points, work)
+            if not args.sizes:
+                return
         if args.resume_check:
             n, q = args.resume_points, args.resume_requests
             sp = spec_file(work, n, args.chunk_points, q)

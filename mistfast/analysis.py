@@ -15,7 +15,8 @@ _CMP = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt
 def to_table(ds: xr.Dataset, variables: list[str] | None = None) -> pd.DataFrame:
     """One row per configuration point: the axis coordinates, inputs and summary variables."""
     names = variables or [k for k, v in ds.data_vars.items()
-                          if "reject_reason" not in v.dims and "request" not in v.dims and "step" not in v.dims]
+                          if "reject_reason" not in v.dims and "request" not in v.dims and "step" not in v.dims
+                          and "left_out_reason" not in v.dims]
     df = ds[names].to_dataframe().reset_index()
     return df.drop(columns=[c for c in ("point",) if c in df.columns and "point" not in ds.dims])
 

@@ -192,13 +192,11 @@ def read_manifest(folder: Path) -> tuple[dict | None, str]:
 def block_grid(shape: tuple[int, ...], target_points: int = 65536) -> tuple[tuple[int, ...], ...]:
     """Dask chunks over ``shape`` whose every block is one contiguous run of C-order point indices
     (leading dims one index at a time, one dim split in runs of rows, trailing dims whole), of
-    about ``target_points`` points, so that each block reads a few consecutive parts."""
-    nd = len(shape)
-    k = 0
-    while k < nd - 1 and int(np.prod(shape[k + 1:])) > target_points:
-        k += 1
-    inner = int(np.prod(shape[k + 1:])) if k + 1 < nd else 1
-    rows = max(1, target_points // max(inner, 1))
+    about ``target_points`` points, so that each block reads a few consecutive parts. The runs
+    are a multiple of file_chunk_shape's rows, so that every block writes whole file chunks."""
+    k, inner, rows = _split(shape, target_points)
+    step = _file_rows(shape, k, inner, rows)
+    rows = step * max(1, rows // step)
     out = []
     for d, n in enumerate(shape):
         if d < k:
@@ -208,6 +206,42 @@ def block_grid(shape: tuple[int, ...], target_points: int = 65536) -> tuple[tupl
         else:
             out.append((n,))
     return tuple(out)
+
+
+def file_chunk_shape(shape: tuple[int, ...], target_points: int = 65536) -> tuple[int, ...]:
+    """HDF5 chunk shape of the results file, written block by block (block_grid).
+
+    HDF5 holds in memory, until the file is closed, every edge chunk (one that sticks out of the
+    array) that it was given; with one edge chunk per run of the leading dims, a file of millions of
+    points would hold most of its data in memory. So the split dimension's chunk length divides
+    its size whenever that leaves chunks of 512 points or more (then no chunk sticks out)."""
+    if not shape:
+        return ()
+    k, inner, rows = _split(shape, target_points)
+    return tuple(1 if d < k else _file_rows(shape, k, inner, rows) if d == k else n for d, n in enumerate(shape))
+
+
+def _split(shape, target_points):
+    """(split dim, points per index of it, rows per block) of block_grid."""
+    nd = len(shape)
+    k = 0
+    while k < nd - 1 and int(np.prod(shape[k + 1:])) > target_points:
+        k += 1
+    inner = int(np.prod(shape[k + 1:])) if k + 1 < nd else 1
+    return k, inner, max(1, target_points // max(inner, 1))
+
+
+def _file_rows(shape, k, inner, rows) -> int:
+    n = int(shape[k]) if shape else 1
+    if n <= rows:
+        return max(n, 1)
+    d = max(x for x in _divisors(n) if x <= rows)
+    return d if d * inner >= min(512, rows * inner) else rows
+
+
+def _divisors(n: int) -> list[int]:
+    small = [x for x in range(1, int(n ** 0.5) + 1) if n % x == 0]
+    return small + [n // x for x in small]
 
 
 def read_flat_block(folder: Path, names: list[str], first: int, stop: int, chunks: list[tuple[int, int]],

@@ -37,7 +37,7 @@ from . import __version__
 from . import parts as P
 from .lowering import PipelinePoint, Point
 from .runner import summaries
-from .scenario import any_point, build_requests
+from .scenario import LEFT_OUT_REASONS, any_point, build_requests_report
 from .specs import DEFAULT_SCENARIO, SpecError, deep_merge, load_toml, parse_scenario, resolve_spec_paths, set_path
 from .sweepspec import _axis_name, _check_expr, check_path, safe_eval  # noqa: F401 (check_path: API)
 from .variables import REGISTRY, add_coord_attrs, coord_attrs, global_attrs, slo_attrs, variable
@@ -248,21 +248,30 @@ _REQUESTS_CACHE: dict = {}
 _REQUESTS_CACHE_MAX = 2_000_000
 
 
-def _cached_requests(scen, ss: np.random.SeedSequence):
+def _cached_requests(scen, ss: np.random.SeedSequence, cwd: str | None = None):
+    """The point's requests (a cached sample when an earlier point drew the same)."""
+    return _cached_requests_report(scen, ss, cwd)[0]
+
+
+def _cached_requests_report(scen, ss: np.random.SeedSequence, cwd: str | None = None):
+    """(requests, trace requests left out per reason) of a point, cached. ``cwd``: the working
+    directory (part of the key: relative trace paths), passed in once per chunk by run_chunk."""
     key = (scen.workload.model_dump_json(), "num_requests" in scen.workload.model_fields_set,  # (a trace runs whole unless it is set)
-           scen.simulation.horizon_s, repr(ss.entropy), repr(ss.spawn_key), os.getcwd())
-    reqs = _REQUESTS_CACHE.pop(key, None)
-    if reqs is None:
-        reqs = build_requests(scen.workload, scen.simulation.horizon_s, ss)
-        held = sum(len(r) for r in _REQUESTS_CACHE.values())
-        while _REQUESTS_CACHE and held + len(reqs) > _REQUESTS_CACHE_MAX:
-            held -= len(_REQUESTS_CACHE.pop(next(iter(_REQUESTS_CACHE))))  # least recently used
-    _REQUESTS_CACHE[key] = reqs  # most recently used last
-    return reqs
+           scen.simulation.horizon_s, repr(ss.entropy), repr(ss.spawn_key), cwd or os.getcwd())
+    hit = _REQUESTS_CACHE.pop(key, None)
+    if hit is None:
+        hit = build_requests_report(scen.workload, scen.simulation.horizon_s, ss)
+        held = sum(len(r) for r, _ in _REQUESTS_CACHE.values())
+        while _REQUESTS_CACHE and held + len(hit[0]) > _REQUESTS_CACHE_MAX:
+            held -= len(_REQUESTS_CACHE.pop(next(iter(_REQUESTS_CACHE)))[0])  # least recently used
+    _REQUESTS_CACHE[key] = hit  # most recently used last
+    return hit
 
 
-def point_doc(spec: SweepSpec, values: tuple) -> tuple[dict, dict]:
-    doc = deep_merge(DEFAULT_SCENARIO, spec.base)
+def point_doc(spec: SweepSpec, values: tuple, base_doc: dict | None = None) -> tuple[dict, dict]:
+    """The point's scenario document and its derived values. ``base_doc``: the base scenario
+    merged over the defaults, when the caller has it already (run_chunk merges once per chunk)."""
+    doc = deep_merge(DEFAULT_SCENARIO, spec.base) if base_doc is None else base_doc
     env = {a.name: v for a, v in zip(spec.axes, values)}
     for a, v in zip(spec.axes, values):
         doc = set_path(doc, a.path, v)
@@ -277,17 +286,42 @@ def point_doc(spec: SweepSpec, values: tuple) -> tuple[dict, dict]:
 
 def build_point(spec: SweepSpec, values: tuple) -> tuple[Point | PipelinePoint | None, str, dict]:
     """The point's simulation input, or (None, reason) when the configuration is invalid."""
+    pt, why, derived, _ = _build_point(spec, values, _ChunkContext(spec))
+    return pt, why, derived
+
+
+class _ChunkContext:
+    """What every point of a chunk shares: the merged base document, the working directory and
+    the seed keys already computed (points differing only in hardware share a key)."""
+
+    def __init__(self, spec: SweepSpec):
+        self.base_doc = deep_merge(DEFAULT_SCENARIO, spec.base)
+        self.cwd = os.getcwd()
+        self.keys: dict = {}
+
+    def seed_key(self, spec: SweepSpec, values: tuple, derived: dict) -> int:
+        draws = (tuple(repr(v) for a, v in zip(spec.axes, values) if _draws_path(a.path)),
+                 tuple(repr(derived.get(name)) for name, path, _ in spec.derived if _draws_path(path)))
+        key = self.keys.get(draws)
+        if key is None:
+            key = self.keys[draws] = _stable_key(spec, values, derived)
+        return key
+
+
+def _build_point(spec: SweepSpec, values: tuple, ctx: _ChunkContext):
+    """build_point, plus the point's trace requests left out per reason (None if invalid)."""
     derived: dict = {}  # kept for invalid points too, when the expressions could be evaluated
     try:
-        doc, derived = point_doc(spec, values)
+        doc, derived = point_doc(spec, values, ctx.base_doc)
         scen = parse_scenario(doc, base={})
         base_seed = scen.simulation.seed
-        ss = np.random.SeedSequence([base_seed, spec.seed, _stable_key(spec, values, derived)])
-        return any_point(scen, ss, _cached_requests(scen, ss)), "", derived
+        ss = np.random.SeedSequence([base_seed, spec.seed, ctx.seed_key(spec, values, derived)])
+        reqs, left = _cached_requests_report(scen, ss, ctx.cwd)
+        return any_point(scen, ss, reqs), "", derived, left
     except SpecError as e:
-        return None, "; ".join(e.problems), derived
+        return None, "; ".join(e.problems), derived, None
     except ZeroDivisionError:
-        return None, "derived expression divided by zero", derived
+        return None, "derived expression divided by zero", derived, None
 
 
 # ----------------------------------------------------------------------------- chunks
@@ -301,9 +335,13 @@ def run_chunk(spec: SweepSpec, start: int, stop: int) -> dict[str, np.ndarray]:
     allv = point_values(spec, start, stop)
     pts, where, reasons = [], [], []
     derived_cols: dict[str, list] = {name: [np.nan] * len(allv) for name, _, _ in spec.derived}
+    left_out = np.full((len(allv), len(LEFT_OUT_REASONS)), np.nan)   # invalid points: NaN
+    ctx = _ChunkContext(spec)
     for i, vals in enumerate(allv):
-        pt, why, der = build_point(spec, vals)
+        pt, why, der, left = _build_point(spec, vals, ctx)
         reasons.append(why)
+        if left is not None:
+            left_out[i] = [left[k] for k in LEFT_OUT_REASONS]
         for k, v in der.items():
             derived_cols[k][i] = v
         if pt is not None:
@@ -318,7 +356,7 @@ def run_chunk(spec: SweepSpec, start: int, stop: int) -> dict[str, np.ndarray]:
     parts_ = [(where_[at], summ) for at, summ in summaries(pts, tables=labels is not None)]
     for name, var in REGISTRY.items():
         if var.dims and var.dims not in (("reject_reason",), ("quantile",)):
-            continue
+            continue  # (n_left_out, on left_out_reason, is counted before the simulation: below)
         if var.dims == ("quantile",) and not sweep_quantiles(spec):
             continue
         if name in ("status", "reason"):
@@ -333,6 +371,7 @@ def run_chunk(spec: SweepSpec, start: int, stop: int) -> dict[str, np.ndarray]:
     if labels is not None:
         from .sweep_tables import table_columns
         out.update(table_columns(labels, n, parts_))
+    out["n_left_out"] = left_out
     out["status"] = np.array([0 if not r else 1 for r in reasons], np.int8)
     out["reason"] = np.array(reasons, dtype=object)
     for k, v in derived_cols.items():
@@ -534,7 +573,7 @@ def _run_distributed(spec, todo, done, scheduler, workers, client, bar, h, annou
     LocalCluster of nanny-managed single-threaded workers for ``processes``, a remote scheduler
     for an address, or the caller's client (SLURM). Nannies restart a worker that dies and the
     scheduler reruns its tasks; worker processes exit when the driver's process disappears."""
-    from distributed import Client, as_completed
+    from distributed import Client
     stack = []
     try:
         if client is None:
@@ -553,19 +592,52 @@ def _run_distributed(spec, todo, done, scheduler, workers, client, bar, h, annou
         # the spec travels once, as the result of a task (recomputed like any other if its worker
         # dies), instead of once inside every chunk task the scheduler holds
         spec_f = client.submit(_same, spec, pure=False, key=f"mistfast-spec-{h}")
-        futs = {client.submit(_task, spec_f, k, a, z, part, h, pure=False, key=f"mistfast-chunk-{k}-{h}"): k
-                for k, a, z, part in todo}
-        try:
-            for fut in as_completed(futs):
-                done(futs[fut], fut.result())
-                fut.release()  # once recorded, a lost worker's copy need not be recomputed
-                bar.update(1)
-        except BaseException:  # an error or Ctrl-C: stop the remaining chunks before leaving
-            client.cancel(list(futs))
-            raise
+        _run_windowed(client, todo, done, bar, lambda k, a, z, part: client.submit(
+            _task, spec_f, k, a, z, part, h, pure=False, key=f"mistfast-chunk-{k}-{h}"))
     finally:
         for obj in reversed(stack):
             obj.close()
+
+
+# chunk tasks in flight per worker thread: enough to keep every worker busy while the driver
+# records results, few enough that the scheduler (in the driver's process for a LocalCluster)
+# holds a bounded number of tasks whatever the number of chunks
+IN_FLIGHT_PER_THREAD = 4
+IN_FLIGHT_MIN = 16
+
+
+def _run_windowed(client, todo, done, bar, submit) -> None:
+    """Submit the chunks a window at a time and record each as it finishes. The window follows
+    the cluster's size (re-read at most once a second: an adaptive SLURM cluster grows)."""
+    from distributed import as_completed
+    pending = iter(todo)
+    futs: dict = {}
+    done_iter = as_completed()
+    limit, checked = IN_FLIGHT_MIN, -1.0
+
+    def top_up():
+        nonlocal limit, checked
+        if time.monotonic() - checked >= 1.0:
+            threads = sum(client.nthreads().values())
+            limit, checked = max(IN_FLIGHT_MIN, IN_FLIGHT_PER_THREAD * threads), time.monotonic()
+        while len(futs) < limit:
+            item = next(pending, None)
+            if item is None:
+                return
+            fut = submit(*item)
+            futs[fut] = item[0]
+            done_iter.add(fut)
+
+    try:
+        top_up()
+        for fut in done_iter:
+            done(futs.pop(fut), fut.result())
+            fut.release()  # once recorded, a lost worker's copy need not be recomputed
+            bar.update(1)
+            top_up()
+    except BaseException:  # an error or Ctrl-C: stop the remaining chunks before leaving
+        client.cancel(list(futs))
+        raise
 
 
 def _same(x):
@@ -588,19 +660,11 @@ def _assemble_from_parts(spec, parts_dir, chunks, manifest, h, output) -> xr.Dat
         problem = P.part_problem(parts_dir / name, manifest.parts.get(name), (k, a, z))
         if problem:
             raise SpecError([f"{parts_dir / name}: {problem} after it was written; rerun with --resume to recompute it"])
-    import dask
-    layout = P.part_layout(parts_dir / P.part_name(0))
-    shape = spec.shape if spec.axes else (1,)
-    cols = _lazy_columns(parts_dir, layout, shape, chunks, spec.chunk_points, h)
     nan_vars = {n for e in manifest.parts.values() for n in e.get("nan_vars", ())}
-    n_invalid = int(sum(int(np.count_nonzero(_read_part_status(parts_dir, k, c, h))) for k, c in enumerate(chunks)))
-    if not spec.axes:  # a single point: scalar variables
-        cols = {name: c.reshape(c.shape[1:]) for name, c in cols.items()}
-    ds = _dataset(spec, cols, nan_vars, n_invalid)
-    with dask.config.set(scheduler="synchronous"):
-        write_netcdf(ds, output, block_chunks=True)
-        if spec.n_points <= LOAD_MAX_POINTS:
-            return ds.compute()
+    write_parts_netcdf(spec, parts_dir, chunks, nan_vars, h, output)
+    if spec.n_points <= LOAD_MAX_POINTS:  # small enough to hold: the very Dataset of an in-memory run
+        names = list(P.part_layout(parts_dir / P.part_name(0)))
+        return assemble(spec, P.read_flat_block(parts_dir, names, 0, spec.n_points, chunks, spec.chunk_points, h))
     return xr.open_dataset(output, engine="netcdf4")
 
 
@@ -608,52 +672,94 @@ def _assemble_from_parts(spec, parts_dir, chunks, manifest, h, output) -> xr.Dat
 BLOCK_POINTS = 16384
 
 
-def _lazy_columns(parts_dir, layout, shape, chunks, chunk_points, h) -> dict:
-    """Dask arrays shaped like the sweep, one per variable, over a grid of blocks that are each a
-    contiguous run of points (parts.block_grid); one task reads a block's parts once for every
-    variable, so the write streams through the parts in order."""
-    import dask
+def write_parts_netcdf(spec, parts_dir: Path, chunks, nan_vars: set, h: str, output: Path) -> None:
+    """Write the sweep's netCDF from its part files, one block of points at a time.
+
+    xarray lays out the file (dimensions, coordinates, attributes, variable definitions and
+    encodings) from a skeleton Dataset whose data variables are lazy dask arrays that are never
+    computed; then each block (a contiguous run of C-order points, ``parts.block_grid``) is read
+    from its few parts, CF-encoded like xarray encodes a whole variable, and written into its
+    region of every variable. The driver holds one block (about 9 MB) and no task graph, whatever
+    the number of points. Every block writes whole HDF5 chunks (``parts.file_chunk_shape``)."""
+    from xarray.backends import NetCDF4DataStore
+    from xarray.backends.writers import ArrayWriter, dump_to_store
+    layout = P.part_layout(parts_dir / P.part_name(0))
+    shape = spec.shape if spec.axes else ()   # a sweep without axes is one point: scalar variables
+    grid = P.block_grid(shape, BLOCK_POINTS) if spec.axes else ()
+    skeleton = _dataset(spec, _skeleton_columns(layout, shape, grid), nan_vars, n_invalid=0)
+    encoding = _netcdf_encoding(skeleton, block_chunks=False)
+    file_chunks = P.file_chunk_shape(shape, BLOCK_POINTS)
+    for name in skeleton.data_vars:  # the sweep's dims in the file's chunk shape, other dims whole
+        if shape:
+            encoding.setdefault(name, {})["chunksizes"] = file_chunks + skeleton[name].shape[len(shape):]
+    tmp = Path(str(output) + ".tmp")
+    n_invalid = 0
+    try:
+        with _small_chunk_cache():
+            store = NetCDF4DataStore.open(tmp, mode="w", format="NETCDF4")
+            try:
+                dump_to_store(skeleton, store, ArrayWriter(), encoding=encoding)  # lazy data: layout only
+                for region, first, stop in _blocks(shape, grid):
+                    block = P.read_flat_block(parts_dir, list(layout), first, stop, chunks, spec.chunk_points, h)
+                    n_invalid += int(np.count_nonzero(block["status"]))
+                    _write_block(store.ds, skeleton, encoding, block, region)
+                store.ds.setncattr("n_invalid", n_invalid)
+            finally:
+                store.close()
+        os.replace(tmp, output)
+    except (OSError, RuntimeError) as exc:  # netCDF4 reports HDF errors (e.g. a full disk) as RuntimeError
+        P.remove_quietly(tmp)
+        if isinstance(exc, RuntimeError) and "HDF" in str(exc) and _disk_nearly_full(Path(output)):
+            exc = OSError(28, "no space left on device")
+        raise P.output_error(output, exc, "the results file") from None
+    except BaseException:  # Ctrl-C or a part that does not verify: no half-written file is left
+        P.remove_quietly(tmp)
+        raise
+
+
+def _skeleton_columns(layout: dict, shape: tuple, grid: tuple) -> dict:
+    """Lazy arrays shaped like the sweep, chunked like the blocks, that are never computed: they
+    give xarray the dtypes and shapes to lay out the file."""
     import dask.array as da
     from xarray.coding.strings import create_vlen_dtype
-    grid = P.block_grid(shape, BLOCK_POINTS)
+    cols = {}
+    for name, (dtype, trail) in layout.items():
+        if dtype == object:  # declared variable-length strings
+            dtype = create_vlen_dtype(str)
+        cols[name] = da.empty(shape + trail, dtype=dtype, chunks=grid + tuple((t,) for t in trail))
+    return cols
+
+
+def _blocks(shape: tuple, grid: tuple):
+    """(region, first point, stop point) of every block of ``grid``, in point order."""
+    if not shape:
+        yield (), 0, 1
+        return
     offsets = [np.concatenate([[0], np.cumsum(c)[:-1]]).astype(int) for c in grid]
-    names = list(layout)
-    pieces = {name: {} for name in names}
     for idx in np.ndindex(*[len(c) for c in grid]):
         lo = [int(o[i]) for o, i in zip(offsets, idx)]
-        bshape = tuple(int(c[i]) for c, i in zip(grid, idx))
+        bshape = [int(c[i]) for c, i in zip(grid, idx)]
         first = int(np.ravel_multi_index(lo, shape))
-        stop = first + int(np.prod(bshape))
-        block = dask.delayed(P.read_flat_block, pure=True)(parts_dir, names, first, stop, chunks, chunk_points, h,
-                                                          dask_key_name=f"mistfast-block-{h}-{first}")
-        for name, (dtype, trail) in layout.items():
-            if dtype == object:  # declared variable-length strings: written as such, never loaded whole
-                dtype = create_vlen_dtype(str)
-            arr = da.from_delayed(block[name], shape=(stop - first,) + trail, dtype=dtype)
-            pieces[name][idx] = arr.reshape(bshape + trail)
-    counts = [len(c) for c in grid]
-    out = {}
-    for name in names:
-        arr = da.block(_nested(pieces[name], counts, len(layout[name][1])))
-        if layout[name][0] == object:  # concatenation drops the variable-length string marker
-            arr = da.Array(arr.dask, arr.name, arr.chunks, dtype=create_vlen_dtype(str))
-        out[name] = arr
-    return out
+        yield tuple(slice(a, a + n) for a, n in zip(lo, bshape)), first, first + int(np.prod(bshape))
 
 
-def _nested(blocks: dict, counts: list[int], trailing: int, prefix: tuple = ()):
-    """{(i, j, ...): array} -> nested lists for da.block (one level per dimension, the
-    ``trailing`` dims of every variable in one block each)."""
-    if len(prefix) == len(counts):
-        leaf = blocks[prefix]
-        for _ in range(trailing):
-            leaf = [leaf]
-        return leaf
-    return [_nested(blocks, counts, trailing, prefix + (i,)) for i in range(counts[len(prefix)])]
+def _write_block(nc, skeleton: xr.Dataset, encoding: dict, block: dict, region: tuple) -> None:
+    """One block of every variable into its region of the open netCDF4 file ``nc``: the values
+    are put through the skeleton variable's dtype conversion and CF encoding, as xarray would."""
+    from xarray.conventions import encode_cf_variable
+    bshape = tuple(r.stop - r.start for r in region)
+    for name, arr in block.items():
+        sk = skeleton[name].variable
+        values = _block_variable(sk, arr.reshape(bshape + arr.shape[1:]))
+        enc = encode_cf_variable(xr.Variable(sk.dims, values, sk.attrs, encoding.get(name, {})), name=name)
+        nc.variables[name][region + (slice(None),) * (enc.ndim - len(region))] = enc.values
 
 
-def _read_part_status(parts_dir, k, chunk, h):
-    return P.read_part_columns(parts_dir / P.part_name(k), ["status"], (k, *chunk), h)["status"]
+def _block_variable(sk: xr.Variable, values: np.ndarray) -> np.ndarray:
+    """A block's values with the dtype _dataset gives the whole variable."""
+    if sk.dtype == object:
+        return values if values.dtype == object else values.astype(str).astype(object)
+    return values.astype(sk.dtype)
 
 
 def assemble(spec: SweepSpec, cat: dict[str, np.ndarray]) -> xr.Dataset:
@@ -694,6 +800,8 @@ def _dataset(spec: SweepSpec, cols: dict, nan_vars: set, n_invalid: int) -> xr.D
         ds[name] = var
     coords: dict[str, Any] = {"reject_reason": REJECT_REASONS}
     coords.update({d: labels for d, labels in (sweep_table_labels(spec) or {}).items() if d in ds.dims})
+    if "left_out_reason" in ds.dims:
+        coords["left_out_reason"] = list(LEFT_OUT_REASONS)
     if "quantile" in ds.dims:
         coords["quantile"] = sweep_quantiles(spec)
     if spec.mode == "product":
@@ -745,28 +853,40 @@ def write_netcdf(ds: xr.Dataset, path: str | Path, block_chunks: bool = False) -
     the temporary file is removed, nothing is left under ``path``, and one SweepOutputError line
     says why. Dask-backed variables are written block by block; with ``block_chunks`` the file's
     HDF5 chunks are the dask blocks, so every block writes whole chunks."""
-    import netCDF4
     tmp = Path(str(path) + ".tmp")
-    enc = {k: {"zlib": True, "complevel": 1} for k, v in ds.data_vars.items() if v.dtype != object}
-    if block_chunks:
-        for k in enc:
-            if ds[k].chunks and ds[k].ndim:
-                enc[k]["chunksizes"] = tuple(max(c) for c in ds[k].chunks)
-    cache = netCDF4.get_chunk_cache()
     try:
-        # HDF5 keeps written chunks in a per-variable cache (64 MiB each by default) until the file
-        # is closed; blocks arrive in file order, so a small cache bounds the writer's memory
-        netCDF4.set_chunk_cache(256 << 10, 521, 1.0)
-        try:
-            ds.to_netcdf(tmp, engine="netcdf4", encoding=enc)
-        finally:
-            netCDF4.set_chunk_cache(*cache)
+        with _small_chunk_cache():
+            ds.to_netcdf(tmp, engine="netcdf4", encoding=_netcdf_encoding(ds, block_chunks))
         os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:  # netCDF4 reports HDF errors (e.g. a full disk) as RuntimeError
         P.remove_quietly(tmp)
         if isinstance(exc, RuntimeError) and "HDF" in str(exc) and _disk_nearly_full(Path(path)):
             exc = OSError(28, "no space left on device")
         raise P.output_error(path, exc, "the results file") from None
+
+
+def _netcdf_encoding(ds: xr.Dataset, block_chunks: bool) -> dict:
+    """zlib level 1 for every non-string variable; with ``block_chunks``, HDF5 chunks = dask blocks."""
+    enc = {k: {"zlib": True, "complevel": 1} for k, v in ds.data_vars.items() if v.dtype != object}
+    if block_chunks:
+        for k in enc:
+            if ds[k].chunks and ds[k].ndim:
+                enc[k]["chunksizes"] = tuple(max(c) for c in ds[k].chunks)
+    return enc
+
+
+class _small_chunk_cache:
+    """HDF5 keeps written chunks in a per-variable cache (64 MiB each by default) until the file
+    is closed; blocks arrive in file order, so a small cache bounds the writer's memory."""
+
+    def __enter__(self):
+        import netCDF4
+        self.saved = netCDF4.get_chunk_cache()
+        netCDF4.set_chunk_cache(256 << 10, 521, 1.0)
+
+    def __exit__(self, *exc):
+        import netCDF4
+        netCDF4.set_chunk_cache(*self.saved)
 
 
 def _disk_nearly_full(path: Path) -> bool:

@@ -123,7 +123,7 @@ def test_sweep_output_summary_and_resume(tiny, tmp_path):
     assert f"results: {out}" in res.output
     assert "best configurations by output_tok_s_per_usd_per_hour" in res.output and "per batching" in res.output
     ds = xr.load_dataset(out, engine="netcdf4")
-    assert dict(ds.sizes) == {"tp": 3, "batching": 2, "rate_rps": 2, "reject_reason": 4}
+    assert dict(ds.sizes) == {"tp": 3, "batching": 2, "rate_rps": 2, "reject_reason": 4, "left_out_reason": 3}
     assert int((ds.status != 0).sum()) == 4
 
     summ = invoke("summary", out).output
@@ -144,10 +144,10 @@ def test_sweep_output_summary_and_resume(tiny, tmp_path):
     # --resume with another spec's leftover chunks is refused cleanly
     import mistfast.sweep as S
 
-    def fail_to_write(ds, path, **kw):
+    def fail_to_write(*args, **kw):
         raise KeyboardInterrupt
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(S, "write_netcdf", fail_to_write)
+        mp.setattr(S, "write_parts_netcdf", fail_to_write)
         res = invoke("sweep", tiny, "-o", tmp_path / "other.nc", "--scheduler", "serial", "--no-progress", ok=False)
     assert res.exit_code == 130 and "interrupted — rerun with --resume" in res.output
     out = tmp_path / "other.nc"
