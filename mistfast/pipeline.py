@@ -6,13 +6,17 @@ than one client. Sizes moved between stages follow MODEL.md §1.3 (correct colum
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import xarray as xr
 
 from . import stepmodel
 from .kernels import cluster as CL
 from .kernels import engine as E
 from .specs import ClientSpec, PipelineSpec, ServerSpec, SpecError, StageSpec
+
+if TYPE_CHECKING:  # only in annotations: `mistfast run` of a pipeline does not import xarray
+    import xarray as xr
 
 ROUTING = {name: i for i, name in enumerate(CL.ROUTING_NAMES)}
 

@@ -65,12 +65,14 @@ def test_step_command_runs_without_numba_and_prints_the_kernel_numbers():
     assert f"{ref.total_s * 1e3:.4f} ms" in res["out"].splitlines()[1]
 
 
-def test_run_command_loads_no_xarray_pandas_or_scipy_linalg():
-    """A plain ``mistfast run`` (no -o, --per-request, --trace) needs numba but never builds a
-    Dataset, and numba's BLAS check is satisfied without importing the scipy.linalg package."""
-    scen = ROOT / "examples" / "single_client.toml"
+@pytest.mark.parametrize("example", ["single_client.toml", "rag.toml"])
+def test_run_command_loads_no_xarray_pandas_or_scipy_linalg(example):
+    """A plain ``mistfast run`` (no -o, --per-request, --trace) of a scenario or a multi-stage
+    pipeline needs numba but never builds a Dataset, and numba's BLAS check is satisfied without
+    importing the scipy.linalg package."""
+    scen = ROOT / "examples" / example
     if not scen.exists():
-        pytest.skip("examples/single_client.toml not in this checkout")
+        pytest.skip(f"examples/{example} not in this checkout")
     code = f"""
         import io, contextlib, json, sys
         from mistfast.cli import main
@@ -173,3 +175,48 @@ def test_numba_blas_check_without_scipy_linalg_leaves_scipy_usable():
     assert res["skipped"] and res["blas"] and res["attached"]
     assert res["dot"] == [[7.0, 10.0], [15.0, 22.0]]
     assert np.allclose(res["inv"], [[-2.0, 1.0], [1.5, -0.5]])
+
+
+# ----------------------------------------------------------------------------- light cache loading
+def _run_output(example: str, light: str) -> list[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), NUMBA_NUM_THREADS="1", MISTFAST_NUMBA_LIGHT_LOAD=light)
+    out = subprocess.run([sys.executable, "-m", "mistfast.cli", "run", str(ROOT / "examples" / example)],
+                         env=env, capture_output=True, text=True, cwd=str(ROOT), timeout=900)
+    assert out.returncode == 0, out.stderr
+    return [ln for ln in out.stdout.splitlines() if not ln.startswith("simulated in")]
+
+
+@pytest.mark.parametrize("example", ["single_client.toml", "rag.toml"])
+def test_light_cache_loading_gives_the_same_results_as_numbas_own(example):
+    """Cached kernels loaded without numba's registry refresh run the same machine code: a fresh
+    ``mistfast run`` prints the same numbers either way (and does not crash on a missing symbol)."""
+    if not (ROOT / "examples" / example).exists():
+        pytest.skip(f"examples/{example} not in this checkout")
+    light = _run_output(example, "1")
+    assert light == _run_output(example, "0")
+    assert any(ln.startswith("TTFT ms") for ln in light)
+
+
+def test_light_loading_is_used_and_parallel_kernels_load_with_it():
+    """In a fresh process the kernels' caches load lightly, and the parallel sweep kernel (which
+    starts numba's thread pool when loaded) gives the serial kernel's results."""
+    code = """
+        import json
+        import numpy as np
+        from mistfast import _numba as NB
+        from mistfast.kernels import cluster as CL
+        from mistfast.runner import run_points
+        from mistfast.scenario import point_seed, scenario_point
+        from mistfast.specs import parse_scenario
+        pts = [scenario_point(parse_scenario({"workload": {"num_requests": 80, "arrival": {"rate_rps": r}}}),
+                              point_seed(7, i)) for i, r in enumerate((2.0, 9.0))]
+        par = run_points(pts, parallel=True)["summary"]
+        ser = run_points(pts, parallel=False)["summary"]
+        same = all(np.array_equal(np.asarray(par[k]), np.asarray(ser[k]), equal_nan=True) for k in ser)
+        print(json.dumps({"light": type(CL.simulate_points._cache).__name__, "same": same,
+                          "hits": sum(CL.simulate_points_serial._cache_hits.values()) +
+                                  sum(CL.simulate_points._cache_hits.values())}))
+    """
+    res = _fresh(code)
+    assert res["light"] == "LightLoadingCache"
+    assert res["same"]
