@@ -8,6 +8,7 @@ filesystem); ``MISTFAST_NUMBA_CACHE=0`` switches it off.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib
@@ -142,8 +143,11 @@ def _light_loading_cache():
                 from numba.core.runtime import rtsys
                 import numba.cpython.hashing  # noqa: F401  (registers the hash-secret symbols)
                 rtsys.initialize(target_context)
-                with self._guard_against_spurious_io_errors():
-                    return self._load_overload(sig, target_context)
+                with self._guard_against_spurious_io_errors(), _blas_check_without_scipy_linalg():
+                    data = self._load_overload(sig, target_context)
+                if data is None:  # numba compiles next, setting up its registries: BLAS check first
+                    _check_blas_without_scipy_linalg()
+                return data
         _LIGHT_CACHE = LightLoadingCache
     return _LIGHT_CACHE
 
@@ -176,38 +180,52 @@ def ensure_compiled_kernels() -> None:
 
 
 def _import_numba() -> None:
-    """Import numba and set up its CPU target without importing ``scipy.linalg``: numba checks
-    for a BLAS by importing ``scipy.linalg.cython_blas``, whose package ``__init__`` costs about as
-    much as numba itself. The extension module is loaded on its own for that check and then
-    taken out of ``sys.modules`` again, so a later import (numba compiling ``np.dot``, or the
-    user) finds scipy exactly as usual. Any failure just falls back to numba's own import."""
+    """Import numba; unless cached kernels load lightly (then numba's registries, and with them
+    its BLAS check, are set up only if something is compiled), run the BLAS check now."""
     import numba  # noqa: F401
-    if "numba.np.arraymath" in sys.modules or "scipy.linalg" in sys.modules:
-        return
+    if not (CACHE and LIGHT_LOAD):
+        _check_blas_without_scipy_linalg()
+
+
+@contextlib.contextmanager
+def _blas_check_without_scipy_linalg():
+    """While numba may run its BLAS check (at the import of ``numba.np.arraymath``: when it sets up
+    its registries, or when unpickling a cached kernel whose environment refers to that module),
+    let it find ``scipy.linalg.cython_blas`` without importing the ``scipy.linalg`` package, whose
+    ``__init__`` costs about as much as numba itself. The extension module is loaded on its own
+    and taken out of ``sys.modules`` afterwards, so a later import (numba compiling ``np.dot``, or
+    the user) finds scipy exactly as usual. Any failure falls back to numba's own import."""
     name = "scipy.linalg.cython_blas"
     preloaded = False
-    try:
-        import importlib.machinery as M
-        import importlib.util
+    if not ("numba.np.arraymath" in sys.modules or "scipy.linalg" in sys.modules or name in sys.modules):
+        try:
+            import importlib.machinery as M
+            import importlib.util
 
-        import scipy
-        finder = M.FileFinder(str(Path(scipy.__file__).parent / "linalg"),
-                              (M.ExtensionFileLoader, M.EXTENSION_SUFFIXES))
-        spec = finder.find_spec(name)
-        if spec is not None and name not in sys.modules:
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            preloaded = True
-            spec.loader.exec_module(module)
-    except Exception:  # scipy missing or laid out otherwise: numba's own check decides
-        if preloaded:
-            sys.modules.pop(name, None)
-            preloaded = False
+            import scipy
+            finder = M.FileFinder(str(Path(scipy.__file__).parent / "linalg"),
+                                  (M.ExtensionFileLoader, M.EXTENSION_SUFFIXES))
+            spec = finder.find_spec(name)
+            if spec is not None:
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[name] = module
+                preloaded = True
+                spec.loader.exec_module(module)
+        except Exception:  # scipy missing or laid out otherwise: numba's own check decides
+            if preloaded:
+                sys.modules.pop(name, None)
+                preloaded = False
     try:
-        import numba.np.arraymath  # noqa: F401  (runs numba's BLAS check)
+        yield
     finally:
         if preloaded:
             sys.modules.pop(name, None)
+
+
+def _check_blas_without_scipy_linalg() -> None:
+    """numba's BLAS check now (see :func:`_blas_check_without_scipy_linalg`)."""
+    with _blas_check_without_scipy_linalg():
+        import numba.np.arraymath  # noqa: F401
 
 
 def njit(**options):

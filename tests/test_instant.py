@@ -160,6 +160,7 @@ def test_numba_blas_check_without_scipy_linalg_leaves_scipy_usable():
         from mistfast import _numba as NB
         import mistfast.kernels.steptime
         NB.ensure_compiled_kernels()
+        NB._check_blas_without_scipy_linalg()   # what runs before numba sets up its registries
         skipped = "scipy.linalg" not in sys.modules and "scipy.linalg.cython_blas" not in sys.modules
         from numba.np.arraymath import _HAVE_BLAS
         import numba, numpy as np
