@@ -4,13 +4,20 @@ untimed run compiles or loads them); prints the median and the spread.
 
     python benchmarks/bench_cli.py                 # this checkout
     python benchmarks/bench_cli.py --root /path    # another checkout (e.g. before a change)
+    python benchmarks/bench_cli.py --no-pyc        # keep PYTHONDONTWRITEBYTECODE=1: writes nothing
+                                                   # into the checkout, compiles modules on each start
 
-Also prints where the time goes in one process (python -X importtime is the detailed view).
+Prints wall time and CPU time (user + system of the child): on a machine shared with other jobs
+the wall time grows with the load while the CPU time stays close to the quiet-machine wall time.
+Byte-code caching is on (``PYTHONDONTWRITEBYTECODE`` is dropped), as in a normal install; without
+it every mistfast module is compiled from source on each start. Where the time goes inside one
+process: ``python -X importtime -m mistfast.cli step ...`` (see docs/instant_commands.md).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -33,6 +40,7 @@ device = "H100"
 
 COMMANDS = {
     "run": ["run", "{scenario}"],
+    "run -o (Dataset)": ["run", "{scenario}", "-o", "{tmp}/small.nc"],
     "step": ["step", "--model", "llama-3.1-70b", "--device", "H100", "--tp", "8", "--prefill", "0:2048",
              "--decode", "1:1024x32"],
     "step --ops": ["step", "--model", "llama-3.1-70b", "--device", "H100", "--tp", "8", "--prefill", "0:2048",
@@ -40,39 +48,54 @@ COMMANDS = {
 }
 
 
-def wall(cmd: list[str], env: dict) -> float:
+def wall(cmd: list[str], env: dict) -> tuple[float, float]:
+    """(wall s, CPU s) of one fresh process running ``cmd``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=env["PYTHONPATH"])
     dt = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stderr}")
-    return dt
+    return dt, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+
+
+def _row(name: str, runs: list[tuple[float, float]]) -> str:
+    w = [x[0] for x in runs]
+    c = [x[1] for x in runs]
+    return f"{name:<18}{statistics.median(w):>10.3f}{min(w):>9.3f}{max(w):>9.3f}{statistics.median(c):>14.3f}"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default=str(Path(__file__).resolve().parents[1]), help="checkout to measure")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--no-pyc", action="store_true", help="set PYTHONDONTWRITEBYTECODE=1 (no byte-code cache)")
     args = ap.parse_args()
     env = {**os.environ, "PYTHONPATH": args.root, "NUMBA_NUM_THREADS": os.environ.get("NUMBA_NUM_THREADS", "1")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed: modules load from cached byte-code
+    if args.no_pyc:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
     with tempfile.TemporaryDirectory() as tmp:
         scen = Path(tmp) / "small.toml"
         scen.write_text(SCENARIO)
         base = [sys.executable, "-m", "mistfast.cli"]
-        print(f"checkout {args.root}; python {sys.version.split()[0]}; {os.cpu_count()} cpus")
-        print(f"{'command':<14}{'median s':>10}{'min s':>9}{'max s':>9}")
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        print(f"checkout {args.root}; python {sys.version.split()[0]}; {os.cpu_count()} cpus; load {load:.1f}; "
+              f"byte-code cache {'off' if args.no_pyc else 'on'}")
+        print(f"{'command':<18}{'median s':>10}{'min s':>9}{'max s':>9}{'median cpu s':>14}  (wall; cpu = user+sys)")
         wall(base + ["--help"], env)
         for name, tail in COMMANDS.items():
-            cmd = base + [a.format(scenario=scen) for a in tail]
+            cmd = base + [a.format(scenario=scen, tmp=tmp) for a in tail]
             try:
                 wall(cmd, env)  # untimed: compile or load the kernels, warm the file cache
             except SystemExit as e:
-                print(f"{name:<14} not available in this checkout ({str(e).splitlines()[-1][:60]})")
+                print(f"{name:<18} not available in this checkout ({str(e).splitlines()[-1][:60]})")
                 continue
-            times = [wall(cmd, env) for _ in range(args.repeat)]
-            print(f"{name:<14}{statistics.median(times):>10.3f}{min(times):>9.3f}{max(times):>9.3f}")
-        t = [wall([sys.executable, "-c", "pass"], env) for _ in range(args.repeat)]
-        print(f"{'(python -c pass)':<14}{statistics.median(t):>10.3f}{min(t):>9.3f}{max(t):>9.3f}")
+            print(_row(name, [wall(cmd, env) for _ in range(args.repeat)]))
+        for name, code in (("(python -c pass)", "pass"), ("(import numba)", "import numba"),
+                           ("(import xarray)", "import xarray")):
+            print(_row(name, [wall([sys.executable, "-c", code], env) for _ in range(args.repeat)]))
 
 
 if __name__ == "__main__":

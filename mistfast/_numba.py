@@ -8,13 +8,18 @@ filesystem); ``MISTFAST_NUMBA_CACHE=0`` switches it off.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
+import importlib
 import os
+import sys
+import threading
 from pathlib import Path
 
-import numba
-
 CACHE = os.environ.get("MISTFAST_NUMBA_CACHE", "1") not in ("0", "false", "no")
+# load cached kernels without numba's full registry refresh (see _light_loading_cache)
+LIGHT_LOAD = os.environ.get("MISTFAST_NUMBA_LIGHT_LOAD", "1") not in ("0", "false", "no")
 
 
 def kernel_source_tag(files) -> str:
@@ -53,18 +58,186 @@ def kernel_cache_dir() -> str | None:
 _CACHE_DIR = kernel_cache_dir() if CACHE else None
 
 
-def njit(**options):
+class DeferredKernel:
+    """A kernel whose numba dispatcher is made on first use, so that importing a kernel module
+    does not import numba (about a third of a second, plus its target set-up): ``mistfast step``
+    and the spec and catalog code never need it. ``py_func`` is the plain Python function.
+
+    The first call (or any other dispatcher attribute) makes the dispatchers of every deferred
+    kernel at once and puts them in place of the deferred objects in the package's modules, so
+    compiled code only ever sees numba dispatchers; a deferred object still held elsewhere
+    forwards to its dispatcher."""
+
+    def __init__(self, fn, options):
+        functools.update_wrapper(self, fn)
+        self.py_func = fn
+        self._options = options
+        self._dispatcher = None
+
+    def __call__(self, *args, **kwargs):
+        return (self._dispatcher or _materialize(self))(*args, **kwargs)
+
+    def __getattr__(self, name):  # only for attributes not set above: the dispatcher's
+        if name.startswith("__") or name in ("_dispatcher", "_options", "py_func"):
+            raise AttributeError(name)
+        return getattr(self._dispatcher or _materialize(self), name)
+
+    def __reduce__(self):  # pickled by reference: the module attribute that holds it
+        module = sys.modules.get(self.__module__)
+        name = next((k for k, v in vars(module).items() if v is self), None) if module else None
+        return (_by_reference, (self.__module__, name or self.__qualname__))
+
+    def __repr__(self):
+        return f"<mistfast kernel {self.__module__}.{self.__qualname__} ({'ready' if self._dispatcher else 'deferred'})>"
+
+
+def _by_reference(module: str, qualname: str):
+    obj = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+_LOCK = threading.RLock()
+_DEFERRED: list[DeferredKernel] = []
+_READY = False   # numba imported and every deferred kernel has its dispatcher
+
+
+def _dispatcher(fn, options):
     """``numba.njit`` with mistfast's cache directory. numba fixes a function's cache location when
     it is decorated, so the global setting is changed only for that moment (other libraries'
     numba caches in the same process are left where numba puts them)."""
-    def decorate(fn):
-        saved = numba.config.CACHE_DIR
-        if _CACHE_DIR is not None:
-            numba.config.CACHE_DIR = _CACHE_DIR
+    import numba
+    saved = numba.config.CACHE_DIR
+    if _CACHE_DIR is not None:
+        numba.config.CACHE_DIR = _CACHE_DIR
+    try:
+        dispatcher = numba.njit(cache=CACHE, **options)(fn)
+    finally:
+        numba.config.CACHE_DIR = saved
+    if CACHE and LIGHT_LOAD:
+        light = _light_loading_cache()
+        if type(dispatcher._cache) is light.__base__:
+            dispatcher._cache.__class__ = light
+    return dispatcher
+
+
+_LIGHT_CACHE = None
+
+
+def _light_loading_cache():
+    """numba's function cache, except that loading a cached kernel does not first refresh the
+    typing and lowering registries (numba does that before every cache lookup, though nothing is
+    compiled on a hit: about 0.2 s of a small ``mistfast run``). What running loaded machine code
+    needs is set up here: the NRT runtime (allocation) and the hash-secret symbols; numba's C
+    helpers, ``None``, the exception classes and the C math functions are registered when its CPU
+    target is created, and parallel kernels start their thread pool on loading. A cache miss
+    compiles through numba's pipeline, which refreshes everything itself.
+    ``MISTFAST_NUMBA_LIGHT_LOAD=0`` restores numba's own loading."""
+    global _LIGHT_CACHE
+    if _LIGHT_CACHE is None:
+        from numba.core.caching import FunctionCache
+
+        class LightLoadingCache(FunctionCache):
+            def load_overload(self, sig, target_context):
+                from numba.core.runtime import rtsys
+                import numba.cpython.hashing  # noqa: F401  (registers the hash-secret symbols)
+                rtsys.initialize(target_context)
+                with self._guard_against_spurious_io_errors(), _blas_check_without_scipy_linalg():
+                    data = self._load_overload(sig, target_context)
+                if data is None:  # numba compiles next, setting up its registries: BLAS check first
+                    _check_blas_without_scipy_linalg()
+                return data
+        _LIGHT_CACHE = LightLoadingCache
+    return _LIGHT_CACHE
+
+
+def _materialize(kernel: DeferredKernel | None = None):
+    """Make every deferred kernel's dispatcher and swap them into the package's module globals
+    (where compiled callers look their callees up); returns ``kernel``'s dispatcher."""
+    global _READY
+    with _LOCK:
+        if not _READY:
+            _import_numba()
+            for k in _DEFERRED:
+                k._dispatcher = _dispatcher(k.py_func, k._options)
+            package = __name__.rpartition(".")[0]
+            for name, mod in list(sys.modules.items()):
+                if mod is not None and (name == package or name.startswith(package + ".")):
+                    space = vars(mod)
+                    for key, val in list(space.items()):
+                        if isinstance(val, DeferredKernel):
+                            space[key] = val._dispatcher
+            _DEFERRED.clear()
+            _READY = True
+    return None if kernel is None else kernel._dispatcher
+
+
+def ensure_compiled_kernels() -> None:
+    """Import numba and give every kernel imported so far its dispatcher (the first kernel call
+    does this by itself)."""
+    _materialize()
+
+
+def _import_numba() -> None:
+    """Import numba; unless cached kernels load lightly (then numba's registries, and with them
+    its BLAS check, are set up only if something is compiled), run the BLAS check now."""
+    import numba  # noqa: F401
+    if not (CACHE and LIGHT_LOAD):
+        _check_blas_without_scipy_linalg()
+
+
+@contextlib.contextmanager
+def _blas_check_without_scipy_linalg():
+    """While numba may run its BLAS check (at the import of ``numba.np.arraymath``: when it sets up
+    its registries, or when unpickling a cached kernel whose environment refers to that module),
+    let it find ``scipy.linalg.cython_blas`` without importing the ``scipy.linalg`` package, whose
+    ``__init__`` costs about as much as numba itself. The extension module is loaded on its own
+    and taken out of ``sys.modules`` afterwards, so a later import (numba compiling ``np.dot``, or
+    the user) finds scipy exactly as usual. Any failure falls back to numba's own import."""
+    name = "scipy.linalg.cython_blas"
+    preloaded = False
+    if not ("numba.np.arraymath" in sys.modules or "scipy.linalg" in sys.modules or name in sys.modules):
         try:
-            return numba.njit(cache=CACHE, **options)(fn)
-        finally:
-            numba.config.CACHE_DIR = saved
+            import importlib.machinery as M
+            import importlib.util
+
+            import scipy
+            finder = M.FileFinder(str(Path(scipy.__file__).parent / "linalg"),
+                                  (M.ExtensionFileLoader, M.EXTENSION_SUFFIXES))
+            spec = finder.find_spec(name)
+            if spec is not None:
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[name] = module
+                preloaded = True
+                spec.loader.exec_module(module)
+        except Exception:  # scipy missing or laid out otherwise: numba's own check decides
+            if preloaded:
+                sys.modules.pop(name, None)
+                preloaded = False
+    try:
+        yield
+    finally:
+        if preloaded:
+            sys.modules.pop(name, None)
+
+
+def _check_blas_without_scipy_linalg() -> None:
+    """numba's BLAS check now (see :func:`_blas_check_without_scipy_linalg`)."""
+    with _blas_check_without_scipy_linalg():
+        import numba.np.arraymath  # noqa: F401
+
+
+def njit(**options):
+    """A decorator making deferred numba kernels with these options (see :class:`DeferredKernel`);
+    once numba is set up it makes dispatchers directly."""
+    def decorate(fn):
+        with _LOCK:
+            if _READY:
+                return _dispatcher(fn, options)
+            kernel = DeferredKernel(fn, options)
+            _DEFERRED.append(kernel)
+            return kernel
     return decorate
 
 

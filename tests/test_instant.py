@@ -1,0 +1,223 @@
+"""Instant commands (issue 14): what a one-off command imports, and that the shortcuts taken for
+speed give the same numbers. Nothing here is timed (benchmarks/bench_cli.py measures); the
+checks are on ``sys.modules`` of a fresh process and on bit-identical results."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("xarray", "pandas", "numba", "scipy", "llvmlite", "dask", "matplotlib", "netCDF4")
+
+
+def _fresh(code: str) -> dict:
+    """Run ``code`` in a new interpreter (this checkout first on the path); it prints JSON."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), NUMBA_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
+                         cwd=str(ROOT), timeout=600)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+_LOADED = "import json, sys; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & set(%r))))" % (HEAVY,)
+
+
+def test_import_mistfast_imports_nothing_heavy():
+    assert _fresh("import mistfast\n" + _LOADED) == []
+
+
+def test_spec_step_model_and_kernel_modules_import_without_numba():
+    """Importing a kernel module defers its numba dispatchers: the spec, catalog and step-model
+    code (all that ``mistfast step`` needs) runs without numba, xarray or pandas."""
+    code = ("import mistfast.cli, mistfast.specs, mistfast.stepmodel, mistfast.opbreakdown, mistfast.catalog\n"
+            "import mistfast.kernels.steptime, mistfast.kernels.engine, mistfast.kernels.metrics\n" + _LOADED)
+    assert _fresh(code) == []
+
+
+def test_step_command_runs_without_numba_and_prints_the_kernel_numbers():
+    args = ["step", "--model", "llama-3.1-70b", "--device", "H100", "--tp", "8", "--prefill", "0:2048",
+            "--decode", "1:1024x32"]
+    code = f"""
+        import io, contextlib, json, sys
+        from mistfast.cli import main
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            try:
+                main({args!r})
+            except SystemExit as e:
+                assert e.code in (0, None), e.code
+        print(json.dumps({{"out": buf.getvalue(), "heavy": sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))}}))
+    """
+    res = _fresh(code)
+    assert res["heavy"] == []
+    # the printed latency is the compiled kernel's (same source, bit-identical: see below)
+    from mistfast.specs import make_client
+    from mistfast.stepmodel import step_latency
+    ref = step_latency(make_client("llama-3.1-70b", "H100", tp=8), prefill=[(0, 2048)], decode=[(1, 1024)] * 32)
+    assert f"{ref.total_s * 1e3:.4f} ms" in res["out"].splitlines()[1]
+
+
+@pytest.mark.parametrize("example", ["single_client.toml", "rag.toml"])
+def test_run_command_loads_no_xarray_pandas_or_scipy_linalg(example):
+    """A plain ``mistfast run`` (no -o, --per-request, --trace) of a scenario or a multi-stage
+    pipeline needs numba but never builds a Dataset, and numba's BLAS check is satisfied without
+    importing the scipy.linalg package."""
+    scen = ROOT / "examples" / example
+    if not scen.exists():
+        pytest.skip(f"examples/{example} not in this checkout")
+    code = f"""
+        import io, contextlib, json, sys
+        from mistfast.cli import main
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            try:
+                main(["run", {str(scen)!r}])
+            except SystemExit as e:
+                assert e.code in (0, None), e.code
+        print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ("xarray", "pandas", "numba", "scipy")
+                                and m.count('.') <= 1)))
+    """
+    loaded = _fresh(code)
+    assert "numba" in loaded
+    assert not {"xarray", "pandas", "scipy.linalg", "scipy.stats", "scipy.optimize"} & set(loaded), loaded
+
+
+@pytest.mark.parametrize("kw", [dict(model="llama-3.1-8b", device="H100"),
+                                dict(model="llama-3.1-70b", device="H100", tp=8, pp=2),
+                                dict(model="mixtral-8x7b", device="H100", tp=2, ep=2),
+                                dict(model="deepseek-v3", device="H200", tp=8, precision="fp8"),
+                                dict(model="llama-3.1-8b", device="H100-genz", reference="genz")],
+                         ids=lambda kw: f"{kw['model']}-{kw['device']}")
+def test_step_without_kernels_is_bit_identical_to_the_compiled_kernel(kw):
+    """``mistfast step`` runs the kernel's Python source instead of loading the compiled kernel:
+    every number must be exactly (not approximately) the compiled one."""
+    from mistfast.opbreakdown import step_latency_python
+    from mistfast.specs import make_client
+    from mistfast.stepmodel import step_latency
+    c = make_client(**kw)
+    rng = np.random.default_rng(14)
+    for _ in range(15):
+        pf = [(int(rng.integers(0, 8000)), int(rng.integers(1, 4096))) for _ in range(rng.integers(0, 4))]
+        dec = [(int(rng.integers(1, 3)), int(rng.integers(1, 16000))) for _ in range(rng.integers(0 if pf else 1, 64))]
+        ref = step_latency(c, prefill=pf, decode=dec)
+        py = step_latency_python(c, prefill=pf, decode=dec)
+        assert py.total_s == ref.total_s
+        assert py.breakdown == ref.breakdown
+
+
+# ----------------------------------------------------------------------------- deferred kernels
+def test_deferred_kernels_become_dispatchers_on_first_use():
+    """Before the first call a kernel is a DeferredKernel (no numba); the first call makes every
+    dispatcher and swaps it into the package's modules, including names imported from another
+    kernel module, so compiled callers only ever see dispatchers."""
+    code = """
+        import json, sys
+        import numpy as np
+        from mistfast import _numba as NB
+        from mistfast.kernels import steptime as ST, engine as E
+        import mistfast.kernels.metrics as M
+        held = ST.step_time                       # a reference taken before
+        before = [type(ST.step_time).__name__, "numba" in sys.modules, callable(held.py_func)]
+        from mistfast.specs import make_client
+        from mistfast.stepmodel import step_latency, client_params
+        lat = step_latency(make_client("llama-3.1-8b", "H100"), prefill=[(0, 512)])   # first call
+        from numba.core.dispatcher import Dispatcher
+        kernels = [v for mod in (ST, E, M) for v in vars(mod).values()
+                   if isinstance(v, (Dispatcher, NB.DeferredKernel))]
+        after = [isinstance(v, Dispatcher) for v in kernels]
+        # the old reference forwards to the same dispatcher
+        print(json.dumps({"before": before, "n": len(kernels), "after": all(after),
+                          "same": held._dispatcher is ST.step_time, "py": held.py_func is ST.step_time.py_func,
+                          "scipy_linalg": "scipy.linalg" in sys.modules}))
+    """
+    res = _fresh(code)
+    assert res["before"] == ["DeferredKernel", False, True]
+    assert res["n"] > 10 and res["after"] and res["same"] and res["py"]
+    assert res["scipy_linalg"] is False
+
+
+def test_deferred_kernel_pickles_by_reference_and_keeps_its_name():
+    from mistfast.kernels import cluster, steptime
+    for k in (steptime.step_time, cluster.simulate_points_serial, cluster.simulate_points):
+        assert pickle.loads(pickle.dumps(k)) is getattr(sys.modules[k.__module__],
+                                                         [n for n, v in vars(sys.modules[k.__module__]).items()
+                                                          if v is k][0])
+    assert steptime.step_time.__name__ == "step_time" and steptime.step_time.__doc__ == steptime.step_time.py_func.__doc__
+
+
+def test_numba_blas_check_without_scipy_linalg_leaves_scipy_usable():
+    """After the kernels are set up without importing scipy.linalg, scipy.linalg imports normally
+    (cython_blas attached to it) and numba still compiles BLAS/LAPACK calls."""
+    code = """
+        import json, sys
+        from mistfast import _numba as NB
+        import mistfast.kernels.steptime
+        NB.ensure_compiled_kernels()
+        NB._check_blas_without_scipy_linalg()   # what runs before numba sets up its registries
+        skipped = "scipy.linalg" not in sys.modules and "scipy.linalg.cython_blas" not in sys.modules
+        from numba.np.arraymath import _HAVE_BLAS
+        import numba, numpy as np
+        import scipy.linalg.cython_blas
+        import scipy.linalg
+        attached = scipy.linalg.cython_blas is sys.modules["scipy.linalg.cython_blas"]
+        f = numba.njit(cache=False)(lambda a: np.dot(a, a))
+        a = np.array([[1.0, 2.0], [3.0, 4.0]])
+        print(json.dumps({"skipped": skipped, "blas": bool(_HAVE_BLAS), "attached": attached,
+                          "dot": f(a).tolist(), "inv": scipy.linalg.inv(a).tolist()}))
+    """
+    res = _fresh(code)
+    assert res["skipped"] and res["blas"] and res["attached"]
+    assert res["dot"] == [[7.0, 10.0], [15.0, 22.0]]
+    assert np.allclose(res["inv"], [[-2.0, 1.0], [1.5, -0.5]])
+
+
+# ----------------------------------------------------------------------------- light cache loading
+def _run_output(example: str, light: str) -> list[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), NUMBA_NUM_THREADS="1", MISTFAST_NUMBA_LIGHT_LOAD=light)
+    out = subprocess.run([sys.executable, "-m", "mistfast.cli", "run", str(ROOT / "examples" / example)],
+                         env=env, capture_output=True, text=True, cwd=str(ROOT), timeout=900)
+    assert out.returncode == 0, out.stderr
+    return [ln for ln in out.stdout.splitlines() if not ln.startswith("simulated in")]
+
+
+@pytest.mark.parametrize("example", ["single_client.toml", "rag.toml"])
+def test_light_cache_loading_gives_the_same_results_as_numbas_own(example):
+    """Cached kernels loaded without numba's registry refresh run the same machine code: a fresh
+    ``mistfast run`` prints the same numbers either way (and does not crash on a missing symbol)."""
+    if not (ROOT / "examples" / example).exists():
+        pytest.skip(f"examples/{example} not in this checkout")
+    light = _run_output(example, "1")
+    assert light == _run_output(example, "0")
+    assert any(ln.startswith("TTFT ms") for ln in light)
+
+
+def test_light_loading_is_used_and_parallel_kernels_load_with_it():
+    """In a fresh process the kernels' caches load lightly, and the parallel sweep kernel (which
+    starts numba's thread pool when loaded) gives the serial kernel's results."""
+    code = """
+        import json
+        import numpy as np
+        from mistfast import _numba as NB
+        from mistfast.kernels import cluster as CL
+        from mistfast.runner import run_points
+        from mistfast.scenario import point_seed, scenario_point
+        from mistfast.specs import parse_scenario
+        pts = [scenario_point(parse_scenario({"workload": {"num_requests": 80, "arrival": {"rate_rps": r}}}),
+                              point_seed(7, i)) for i, r in enumerate((2.0, 9.0))]
+        par = run_points(pts, parallel=True)["summary"]
+        ser = run_points(pts, parallel=False)["summary"]
+        same = all(np.array_equal(np.asarray(par[k]), np.asarray(ser[k]), equal_nan=True) for k in ser)
+        print(json.dumps({"light": type(CL.simulate_points._cache).__name__, "same": same,
+                          "hits": sum(CL.simulate_points_serial._cache_hits.values()) +
+                                  sum(CL.simulate_points._cache_hits.values())}))
+    """
+    res = _fresh(code)
+    assert res["light"] == "LightLoadingCache"
+    assert res["same"]
