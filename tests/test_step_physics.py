@@ -259,6 +259,8 @@ CLIENTS = {
     "gemma-graphs": dict(model="gemma-3-27b", device="H200", tp=2, scheduler={"cuda_graph_sizes": [1, 2, 4, 8, 16, 32]}),
     "dsv3-expanded": dict(model="deepseek-ai/DeepSeek-R1", device="B200", tp=8),
     "dsv3-fp4-experts": dict(model="nvidia/DeepSeek-R1-FP4", device="B200", tp=8),
+    "gpt-oss-120b-dp-attention": dict(model="openai/gpt-oss-120b", device="B200", tp=4, dp_attention=True),
+    "dsv3-dp-attention-ep8": dict(model="deepseek-ai/DeepSeek-R1", device="H200", tp=8, ep=8, dp_attention=True),
     "tiny-chunked-unshared": dict(model=tiny(window_kind="chunked", sliding_window=64, global_every=0), device="H100",
                                   shared_prefix_read_once=False),
 }
