@@ -83,8 +83,8 @@ from .calibration_store import (  # noqa: F401  (re-exported: the stored side of
     DEFAULT_EFFICIENCY, DEVICE_ALIASES, KNOWN_ENGINE_FAMILIES, MODEL_ALIASES, Calibration, CalibrationError, _catalog_name,
     _default_calibration, _DTYPES, _eff_dict, _num, _resolve, _toml_key, _toml_value, calibrated_efficiency,
     calibrated_step_correction, calibration_path, check_engine, client_calibration, client_key, engine_family,
-    load_calibration, parse_precision, precision_key, resolve_device, resolve_model, with_efficiency,
-    write_calibration_toml)
+    load_calibration, parse_precision, precision_dict, precision_key, resolve_device, resolve_model, row_parallelism,
+    row_precision, with_efficiency, write_calibration_toml)
 
 # ============================================================================ schemas
 STEP_CSV_COLUMNS = ("id", "model", "hardware", "tp", "pp", "precision", "engine", "prefill", "decode", "time_ms")
@@ -322,7 +322,7 @@ def observations_from_measurements(data) -> tuple[list[StepObservation], dict[st
             skipped[rid] = f"metric {metric!r} is not a single-step measurement"
             continue
         m, d = resolve_model(r.get("model", "")), resolve_device(r.get("hardware", ""))
-        prec = parse_precision(r.get("precision"))
+        prec = row_precision(r.get("precision"), str(r.get("model", "")), str(r.get("hardware", "")))
         if m is None or d is None or prec is None:
             skipped[rid] = f"unknown model/hardware/precision {r.get('model')!r} / {r.get('hardware')!r} / {r.get('precision')!r}"
             continue
@@ -348,9 +348,7 @@ def observations_from_measurements(data) -> tuple[list[StepObservation], dict[st
 # ============================================================================ clients
 @functools.lru_cache(maxsize=512)
 def _client_cached(model: str, device: str, tp: int, pp: int, precision: str) -> ClientSpec:
-    w, c, kv, a = precision.split("/")
-    return make_client(model, device, tp=tp, pp=pp,
-                       precision={"weights": w, "compute": c, "kv": kv, "activations": a})
+    return make_client(model, device, tp=tp, pp=pp, precision=precision_dict(precision))
 
 
 def default_client(obs: StepObservation) -> ClientSpec:

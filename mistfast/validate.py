@@ -282,7 +282,7 @@ def _plan_row(r: Mapping) -> RowPlan:
     plan.device = C.resolve_device(plan.hardware_text) or ""
     if not plan.device:
         return plan.unsupported(f"hardware {plan.hardware_text!r} is not in the device catalog (data/devices.toml)")
-    prec = C.parse_precision(r.get("precision"))
+    prec = C.row_precision(r.get("precision"), plan.model_text, plan.hardware_text)  # MoE + FP4: expert format
     if prec is None:
         return plan.unsupported(f"precision {r.get('precision')!r} not recognised")
     plan.precision = C.precision_key(prec)
@@ -411,7 +411,8 @@ def _plan_row(r: Mapping) -> RowPlan:
     workload["num_requests"] = total
     plan.scenario = {
         "clients": [{"model": plan.model, "device": plan.device, "tp": plan.tp, "pp": plan.pp, "dp": plan.dp,
-                     "precision": dict(zip(("weights", "compute", "kv", "activations"), plan.precision.split("/"))),
+                     "precision": C.precision_dict(plan.precision),
+                     **C.row_parallelism(r.get("notes"), plan.tp, plan.model),   # ep, dp_attention from the notes
                      "scheduler": sched}],
         "workload": workload,
         "simulation": {"horizon_s": 1e7, "seed": 0},
