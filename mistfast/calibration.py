@@ -348,7 +348,8 @@ def observations_from_measurements(data) -> tuple[list[StepObservation], dict[st
 # ============================================================================ clients
 @functools.lru_cache(maxsize=512)
 def _client_cached(model: str, device: str, tp: int, pp: int, precision: str) -> ClientSpec:
-    return make_client(model, device, tp=tp, pp=pp, precision=precision_dict(precision))
+    # the uncalibrated analytical client: MODEL.md's default efficiencies, not the pooled fit
+    return make_client(model, device, tp=tp, pp=pp, precision=precision_dict(precision), efficiency={})
 
 
 def default_client(obs: StepObservation) -> ClientSpec:

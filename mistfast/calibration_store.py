@@ -503,9 +503,26 @@ def _preset_name(v: Any) -> str | None:
     return getattr(v, "name", None)
 
 
+def _pooled_default(data: Mapping[str, Any]) -> dict:
+    """A client that names no engine and no calibration file and sets no ``efficiency`` runs at
+    the pooled fit of the current engines (CURRENT_ENGINE_FAMILIES) over all devices, the
+    ``[efficiency."*".current]`` entry, not at the textbook 0.75; no step correction (that belongs
+    to one engine). Pooled over devices on purpose: one efficiency set for every device keeps
+    device comparisons to their datasheets (a per-device fit can make a strictly stronger device
+    slower, tests/test_issue11.py); ``engine = "current"`` takes the device's own entry.
+    GenZ-compat clients keep MODEL.md's 0.75: their conventions are another tool's, reproduced as
+    published."""
+    if "efficiency" in data or data.get("reference") == "genz":
+        return {}
+    eff = calibrated_efficiency("*", POOLED_ENGINE)
+    return {"efficiency": eff} if eff is not None else {}
+
+
 def client_calibration(data: Mapping[str, Any]) -> dict:
     """Fields a client dict gets from its calibration (``ClientSpec`` calls this before validation).
 
+    No engine, no calibration file and no ``efficiency``: the pooled fit of the current engines
+    (:func:`_pooled_default`).
     ``engine`` selects the (device, engine family) efficiencies; ``calibration = "path.toml"``
     reads another calibration file than ``data/calibration.toml`` (and, with no engine, its
     pooled entries). An explicit ``efficiency`` or ``step_correction`` is never replaced. An
@@ -513,7 +530,7 @@ def client_calibration(data: Mapping[str, Any]) -> dict:
     correction of exactly this (model, device, tp, pp, precision, engine) is applied too."""
     engine, path = data.get("engine"), data.get("calibration")
     if not engine and not path:
-        return {}
+        return _pooled_default(data)
     if path is not None:
         p = Path(str(path)).expanduser()
         if not p.exists():

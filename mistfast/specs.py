@@ -500,7 +500,7 @@ class ClientSpec(Spec):
         (device, engine) and the step correction of its exact configuration from that calibration
         (MODEL.md §2.2) unless it sets ``efficiency`` / ``step_correction`` itself; an unknown engine
         name is an error listing the known families (mistfast.calibration_store.client_calibration)."""
-        if isinstance(data, dict) and (data.get("engine") or data.get("calibration")):
+        if isinstance(data, dict):   # no engine: the pooled fit of current engines (calibration_store._pooled_default)
             from .calibration_store import CalibrationError, client_calibration
             try:
                 data = {**data, **client_calibration(data)}

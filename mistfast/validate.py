@@ -413,6 +413,7 @@ def _plan_row(r: Mapping) -> RowPlan:
         "clients": [{"model": plan.model, "device": plan.device, "tp": plan.tp, "pp": plan.pp, "dp": plan.dp,
                      "precision": C.precision_dict(plan.precision),
                      **C.row_parallelism(r.get("notes"), plan.tp, plan.model),   # ep, dp_attention from the notes
+                     "efficiency": {},   # analytical base (0.75); calibrations replace it
                      "scheduler": sched}],
         "workload": workload,
         "simulation": {"horizon_s": 1e7, "seed": 0},
