@@ -83,20 +83,11 @@ def client_params(client: ClientSpec) -> np.ndarray:
     prm[K.P_HQ] = hq
     prm[K.P_HKV] = hkv
     prm[K.P_DH] = dh
+    _attention_block(m, hq, hkv, prm)
     if m.is_mla:
-        ql = m.q_lora_rank
-        qkv_w = (D * ql + ql * hq * (dh + m.rope_head_dim)) if ql else D * hq * (dh + m.rope_head_dim)
-        qkv_w += D * (m.kv_lora_rank + m.rope_head_dim) + m.kv_lora_rank * hq * 2 * dh
-        prm[K.P_QKV_OUT] = hq * (dh + m.rope_head_dim) + m.kv_lora_rank + m.rope_head_dim
         prm[K.P_MLA] = 1.0
         prm[K.P_MLA_LAT] = m.kv_lora_rank + m.rope_head_dim
         prm[K.P_MLA_FPAIR] = 2.0 * (2 * m.kv_lora_rank + m.rope_head_dim)
-    else:
-        qkv_w = D * (hq + 2 * hkv) * dh
-        prm[K.P_QKV_OUT] = (hq + 2 * hkv) * dh
-    prm[K.P_QKV_W] = qkv_w
-    prm[K.P_O_W] = hq * dh * D
-    prm[K.P_O_IN] = hq * dh
     g = 2 if m.gated_ffn else 1
     prm[K.P_FFN_W] = m.ffn_mats * D * m.ffn_dim / t
     prm[K.P_FFN_UP_OUT] = g * m.ffn_dim / t
@@ -138,6 +129,23 @@ def client_params(client: ClientSpec) -> np.ndarray:
     return prm
 
 
+def _attention_block(m, hq: float, hkv: float, prm: np.ndarray) -> None:
+    """QKV (or MLA down/up projections) and O-projection sizes of one device holding hq query and
+    hkv KV heads."""
+    D, dh = m.hidden_size, m.head_dim
+    if m.is_mla:
+        ql = m.q_lora_rank
+        qkv_w = (D * ql + ql * hq * (dh + m.rope_head_dim)) if ql else D * hq * (dh + m.rope_head_dim)
+        qkv_w += D * (m.kv_lora_rank + m.rope_head_dim) + m.kv_lora_rank * hq * 2 * dh
+        prm[K.P_QKV_OUT] = hq * (dh + m.rope_head_dim) + m.kv_lora_rank + m.rope_head_dim
+    else:
+        qkv_w = D * (hq + 2 * hkv) * dh
+        prm[K.P_QKV_OUT] = (hq + 2 * hkv) * dh
+    prm[K.P_QKV_W] = qkv_w
+    prm[K.P_O_W] = hq * dh * D
+    prm[K.P_O_IN] = hq * dh
+
+
 def _extension_params(client: ClientSpec, prm: np.ndarray, genz: bool, fpeak: float) -> None:
     """Parameters of the 2025-26 physics (docs/step-model.md); their defaults leave the step
     time of every earlier model unchanged."""
@@ -174,23 +182,13 @@ def _dp_attention_params(client: ClientSpec, prm: np.ndarray) -> None:
     with all heads. The kernel takes the per-rank attention work as heads/a (an average, so a
     fraction) and the rows as T/a."""
     m, t = client.model, client.tp
-    D, dh = m.hidden_size, m.head_dim
-    H, Hkv = m.num_heads, m.num_kv_heads
+    D = m.hidden_size
     prm[K.P_DP_ATTN] = t
-    prm[K.P_HQ] = H / t
-    prm[K.P_HKV] = Hkv / t
+    prm[K.P_HQ] = m.num_heads / t
+    prm[K.P_HKV] = m.num_kv_heads / t
+    _attention_block(m, m.num_heads, m.num_kv_heads, prm)   # all heads on every rank
     if m.is_mla:
-        ql = m.q_lora_rank
-        qkv_w = (D * ql + ql * H * (dh + m.rope_head_dim)) if ql else D * H * (dh + m.rope_head_dim)
-        qkv_w += D * (m.kv_lora_rank + m.rope_head_dim) + m.kv_lora_rank * H * 2 * dh
-        prm[K.P_QKV_OUT] = H * (dh + m.rope_head_dim) + m.kv_lora_rank + m.rope_head_dim
         prm[K.P_MLA_LAT] = (m.kv_lora_rank + m.rope_head_dim) / t   # each rank reads its own sequences' latent
-    else:
-        qkv_w = D * (H + 2 * Hkv) * dh
-        prm[K.P_QKV_OUT] = (H + 2 * Hkv) * dh
-    prm[K.P_QKV_W] = qkv_w
-    prm[K.P_O_W] = H * dh * D
-    prm[K.P_O_IN] = H * dh
     g = 2 if m.gated_ffn else 1
     prm[K.P_FFN_W] = m.ffn_mats * D * m.ffn_dim
     prm[K.P_FFN_UP_OUT] = g * m.ffn_dim
