@@ -574,6 +574,20 @@ def prepare_runs(runs: Sequence[RunObservation], parallel: bool = True) -> None:
             f.ref_value = float(f.value_of(r.ref_summary))
 
 
+# Latency metrics whose value is set by a scheduling policy rather than by step times: a
+# latency-constrained benchmark scenario (MLPerf Server / Interactive: the submitter tunes its
+# batching to just meet the p99 TTFT/TPOT bound, so the measured TPOT is the bound's batch, not the
+# batch a first-come scheduler forms at that rate). Such rows are validated but not fitted, as
+# the TTFT of loaded runs: fitting step efficiencies to them moves every other prediction.
+POLICY_SET_LATENCY = re.compile(r"\b(server|interactive)\b.*\b(p99|p90|p50)\s*(ttft|tpot)\s*<=", re.I)
+LATENCY_METRIC = re.compile(r"^(ttft|tpot|itl|e2e)", re.I)
+
+
+def latency_set_by_policy(metric: str, workload_text: str) -> bool:
+    """True for a latency metric of a latency-constrained benchmark scenario (see POLICY_SET_LATENCY)."""
+    return bool(LATENCY_METRIC.match(metric or "")) and bool(POLICY_SET_LATENCY.search(workload_text or ""))
+
+
 def _set_reference(r: RunObservation, summ: dict, log: np.ndarray) -> None:
     from .kernels import engine as E
     r.ref_summary = summ

@@ -713,7 +713,9 @@ def validate(measurements_csv, out_dir: str | Path, *, calibrate: bool = True, c
     # TTFT of a loaded run is mostly queueing behind the engine's own scheduling choices; fitting
     # step efficiencies to it would distort every other prediction, so such rows are validated
     # but not fitted (single-step TTFT rows are fitted)
-    ro_of = {p.id: ro for p, ro in zip(runs, run_obs) if p.status == "ok" and not p.metric.startswith("ttft")}
+    # (MLPerf Server / Interactive latencies likewise: set by the submitter's batching against the bound)
+    ro_of = {p.id: ro for p, ro in zip(runs, run_obs) if p.status == "ok" and not p.metric.startswith("ttft")
+             and not C.latency_set_by_policy(p.metric, p.group)}
 
     def fit_on(keep) -> C.Calibration:
         with warnings.catch_warnings(record=True) as caught:
