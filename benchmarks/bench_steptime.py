@@ -5,7 +5,8 @@ Prints step-latency evaluations per second on ONE thread for
   (a) decode-only steps: 64 decodes, KV lengths uniform in [100, 4000];
   (b) mixed steps: 8 prefill chunks + 248 decodes (256 requests);
 for Llama-3.1-8B on 1 x H100 and Llama-3.1-70B on 8 x H100 (TP8), measured three ways:
-  * ``step_time_many`` over a CSR batch of distinct steps (one Python call per pass);
+  * ``calibration._cost_steps`` (the fitter's CSR re-costing) over a batch of distinct steps
+    (one Python call per pass);
   * a tiny njit loop calling ``step_time`` with one reused breakdown buffer (as the engine does);
   * the public Python API ``mistfast.step_latency`` (per-call cost, Python overhead included).
 
@@ -49,6 +50,14 @@ def make_steps(rng, n_distinct, n_pf, n_dec):
     dec_s = np.zeros(n_distinct * n_dec)
     dec_k = rng.integers(100, 4001, n_distinct * n_dec).astype(np.float64)
     return pf_past, pf_new, pf_off, pf_done, dec_w, dec_s, dec_k, dec_off
+
+
+def cost_csr(prm, pool, out_t):
+    """Cost every step of a CSR pool with the fitter's re-costing loop (one parameter row)."""
+    from mistfast.calibration import _cost_steps
+    pf_past, pf_new, pf_off, pf_done, dec_w, dec_s, dec_k, dec_off = pool
+    _cost_steps(prm[None, :], np.zeros(len(out_t), dtype=np.int64), pf_off, pf_past, pf_new, pf_done,
+                dec_off, dec_w, dec_s, dec_k, out_t)
 
 
 def best_of(fn, repeats):
@@ -115,17 +124,17 @@ def main():
     prm0 = stepmodel.client_params(clients[0][1])
     p0 = pools[cases[0][0]]
     t0 = time.perf_counter()
-    K.step_time_many(prm0, *p0[:8], np.empty(n_distinct), np.empty((n_distinct, K.N_OUT)))
+    cost_csr(prm0, p0, np.empty(n_distinct))
     t_warm_many = time.perf_counter() - t0
     t0 = time.perf_counter()
     loop_step_time(prm0, *p0, 1, np.empty(K.N_OUT))
     t_warm_loop = time.perf_counter() - t0
-    print(f"  first call step_time_many (cache load or compile): {t_warm_many:.3f} s; "
+    print(f"  first call CSR cost_steps (cache load or compile): {t_warm_many:.3f} s; "
           f"benchmark njit loop (compile): {t_warm_loop:.3f} s")
     print()
 
     results = []
-    hdr = f"{'client':<26}{'case':<44}{'step_time_many':>16}{'njit loop':>14}{'ns/eval':>9}{'step ms':>9}"
+    hdr = f"{'client':<26}{'case':<44}{'CSR cost_steps':>16}{'njit loop':>14}{'ns/eval':>9}{'step ms':>9}"
     print("Kernel throughput, single thread (evaluations/s)")
     print(hdr)
     print("-" * len(hdr))
@@ -135,11 +144,10 @@ def main():
             pool = pools[case]
             passes = max(1, n_evals // n_distinct)
             out_t = np.empty(n_distinct)
-            out_bd = np.empty((n_distinct, K.N_OUT))
 
             def run_many():
                 for _ in range(passes):
-                    K.step_time_many(prm, *pool[:8], out_t, out_bd)
+                    cost_csr(prm, pool, out_t)
 
             out1 = np.empty(K.N_OUT)
 

@@ -83,8 +83,8 @@ from .calibration_store import (  # noqa: F401  (re-exported: the stored side of
     DEFAULT_EFFICIENCY, DEVICE_ALIASES, KNOWN_ENGINE_FAMILIES, MODEL_ALIASES, Calibration, CalibrationError, _catalog_name,
     _default_calibration, _DTYPES, _eff_dict, _num, _resolve, calibrated_efficiency,
     calibrated_step_correction, calibration_path, check_engine, client_calibration, client_key, engine_family,
-    load_calibration, parse_precision, precision_key, resolve_device, resolve_model, with_efficiency,
-    write_calibration_toml)
+    load_calibration, parse_precision, precision_dict, precision_key, resolve_device, resolve_model, row_parallelism,
+    row_precision, with_efficiency, write_calibration_toml)
 
 # ============================================================================ schemas
 STEP_CSV_COLUMNS = ("id", "model", "hardware", "tp", "pp", "precision", "engine", "prefill", "decode", "time_ms")
@@ -322,7 +322,7 @@ def observations_from_measurements(data) -> tuple[list[StepObservation], dict[st
             skipped[rid] = f"metric {metric!r} is not a single-step measurement"
             continue
         m, d = resolve_model(r.get("model", "")), resolve_device(r.get("hardware", ""))
-        prec = parse_precision(r.get("precision"))
+        prec = row_precision(r.get("precision"), str(r.get("model", "")), str(r.get("hardware", "")))
         if m is None or d is None or prec is None:
             skipped[rid] = f"unknown model/hardware/precision {r.get('model')!r} / {r.get('hardware')!r} / {r.get('precision')!r}"
             continue
@@ -348,9 +348,8 @@ def observations_from_measurements(data) -> tuple[list[StepObservation], dict[st
 # ============================================================================ clients
 @functools.lru_cache(maxsize=512)
 def _client_cached(model: str, device: str, tp: int, pp: int, precision: str) -> ClientSpec:
-    w, c, kv, a = precision.split("/")
-    return make_client(model, device, tp=tp, pp=pp,
-                       precision={"weights": w, "compute": c, "kv": kv, "activations": a})
+    # the uncalibrated analytical client: MODEL.md's default efficiencies, not the pooled fit
+    return make_client(model, device, tp=tp, pp=pp, precision=precision_dict(precision), efficiency={})
 
 
 def default_client(obs: StepObservation) -> ClientSpec:
@@ -572,6 +571,20 @@ def prepare_runs(runs: Sequence[RunObservation], parallel: bool = True) -> None:
         for f in followers.get(r.share_key, ()) if r.share_key else ():
             f.ref_summary, f.n_steps_hint, f.steps = r.ref_summary, r.n_steps_hint, r.steps
             f.ref_value = float(f.value_of(r.ref_summary))
+
+
+# Latency metrics whose value is set by a scheduling policy rather than by step times: a
+# latency-constrained benchmark scenario (MLPerf Server / Interactive: the submitter tunes its
+# batching to just meet the p99 TTFT/TPOT bound, so the measured TPOT is the bound's batch, not the
+# batch a first-come scheduler forms at that rate). Such rows are validated but not fitted, as
+# the TTFT of loaded runs: fitting step efficiencies to them moves every other prediction.
+POLICY_SET_LATENCY = re.compile(r"\b(server|interactive)\b.*\b(p99|p90|p50)\s*(ttft|tpot)\s*<=", re.I)
+LATENCY_METRIC = re.compile(r"^(ttft|tpot|itl|e2e)", re.I)
+
+
+def latency_set_by_policy(metric: str, workload_text: str) -> bool:
+    """True for a latency metric of a latency-constrained benchmark scenario (see POLICY_SET_LATENCY)."""
+    return bool(LATENCY_METRIC.match(metric or "")) and bool(POLICY_SET_LATENCY.search(workload_text or ""))
 
 
 def _set_reference(r: RunObservation, summ: dict, log: np.ndarray) -> None:

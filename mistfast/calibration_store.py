@@ -92,7 +92,10 @@ def resolve_device(name: str) -> str | None:
     return _resolve("devices", DEVICE_ALIASES, name)
 
 
-_DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp6", "fp4", "int4")
+_DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp6", "fp4", "int4", "mxfp4", "nvfp4")
+FP4_FAMILY = ("fp4", "mxfp4", "nvfp4")
+# the parts of a precision key, in order; the two expert parts only when the experts have their own format
+PRECISION_PARTS = ("weights", "compute", "kv", "activations", "experts", "experts_compute")
 
 
 def parse_precision(text: Any) -> dict | None:
@@ -111,19 +114,16 @@ def parse_precision(text: Any) -> dict | None:
     s = str(text).strip().lower()
     if not s:
         return {"weights": "bf16", "compute": "bf16", "kv": "bf16", "activations": "bf16"}
-    if "/" in s and all(p in _DTYPES for p in s.split("/")) and len(s.split("/")) == 4:
-        w, c, kv, a = s.split("/")
-        return {"weights": w, "compute": c, "kv": kv, "activations": a}
+    if "/" in s and all(p in _DTYPES for p in s.split("/")) and len(s.split("/")) in (4, 6):
+        return precision_dict(s)
     s = s.replace("float16", "fp16").replace("bfloat16", "bf16")
     m = re.search(r"\b(fp32|tf32|bf16|fp16|fp8|int8|fp6|fp4|nvfp4|mxfp4|int4)\b", s)
     if m is None:
         return None
-    d = m.group(1)
-    if d in ("nvfp4", "mxfp4"):
-        d = "fp4"
+    d = m.group(1)   # MXFP4 and NVFP4 stay apart: other scale bytes, other peaks (MI355X: no NVFP4)
     if d in ("fp16", "bf16", "fp32", "tf32"):
         return {"weights": d, "compute": d, "kv": d, "activations": d}
-    kv = "fp8" if d in ("fp4", "int4", "fp6") else d
+    kv = "fp8" if d in FP4_FAMILY + ("int4", "fp6") else d
     kvm = re.search(r"(fp8|int8|fp16|bf16|fp4)\s*kv|kv\s*(?:cache)?\s*(fp8|int8|fp16|bf16|fp4)", s)
     if kvm:
         kv = kvm.group(1) or kvm.group(2)
@@ -131,17 +131,104 @@ def parse_precision(text: Any) -> dict | None:
 
 
 def precision_key(prec: Any) -> str:
-    """Canonical ``weights/compute/kv/activations`` string of a precision (name, text or dict)."""
+    """Canonical ``weights/compute/kv/activations`` string of a precision (name, text or dict),
+    followed by ``/experts/experts_compute`` when the MoE experts have their own format
+    (gpt-oss: ``bf16/bf16/bf16/bf16/mxfp4/mxfp4``)."""
     p = parse_precision(prec) if not isinstance(prec, Mapping) else dict(prec)
     if p is None:
         raise CalibrationError(f"precision {prec!r}: not recognised")
     full = {"weights": "bf16", "compute": "bf16", "kv": "bf16", "activations": "bf16"}
     if isinstance(prec, str) and prec in _DTYPES:  # same rule as PrecisionSpec for one name
-        full = {"weights": prec, "compute": prec, "kv": prec,
-                "activations": "bf16" if prec in ("fp8", "int8", "fp6", "fp4", "int4") else prec}
+        fp4 = prec in FP4_FAMILY and prec != "fp4"   # block-scaled FP4 names keep a 16-bit KV (PrecisionSpec)
+        full = {"weights": prec, "compute": prec, "kv": "bf16" if fp4 else prec,
+                "activations": "bf16" if prec in ("fp8", "int8", "fp6", "int4") + FP4_FAMILY else prec}
     else:
-        full.update(p)
-    return "/".join(full[k] for k in ("weights", "compute", "kv", "activations"))
+        full.update({k: v for k, v in p.items() if v is not None})
+    key = "/".join(full[k] for k in PRECISION_PARTS[:4])
+    experts = full.get("experts")
+    if experts and (experts, full.get("experts_compute") or full["compute"]) != (full["weights"], full["compute"]):
+        key += f"/{experts}/{full.get('experts_compute') or full['compute']}"
+    return key
+
+
+def precision_dict(key: str) -> dict:
+    """The precision dict (PrecisionSpec fields) of a precision key (see precision_key)."""
+    parts = key.split("/")
+    if len(parts) not in (4, 6):
+        raise CalibrationError(f"precision key {key!r}: expected weights/compute/kv/activations[/experts/experts_compute]")
+    return dict(zip(PRECISION_PARTS, parts))
+
+
+def _native_precision(model: str, model_text: str) -> dict:
+    """The format the named checkpoint ships in: the name's own (data/model_names.toml or a
+    quantisation tag), else the catalog's native_precision, else bf16 (as a precision dict)."""
+    from .catalog import default_catalog
+    from .modelnames import resolve_model_name
+    try:
+        named = resolve_model_name(model_text).precision
+    except KeyError:
+        named = None
+    if named is None:
+        named = default_catalog().get("models", model).get("native_precision", "bf16")
+    if isinstance(named, Mapping):
+        return dict(named)
+    return {**parse_precision(named), **({"kv": "bf16"} if named in FP4_FAMILY else {})}
+
+
+def _device_has_fp4(device: str) -> bool:
+    from .catalog import default_catalog
+    cat = default_catalog()
+    return cat.has("devices", device) and any(f in (cat.get("devices", device).get("tflops") or {}) for f in FP4_FAMILY)
+
+
+def row_precision(text: Any, model_text: str = "", device_text: str = "") -> dict | None:
+    """Precision dict of a measurement row: its ``precision`` text, read together with its model
+    (and device). A row that names an FP4 format for a MoE model means the *expert* weights are in
+    that format (gpt-oss ships MXFP4 experts with BF16 attention, embeddings and router; NVIDIA's
+    and AMD's FP4 DeepSeek-R1 quantise the MoE layers): the rest keeps the checkpoint's native
+    format. On a device without FP4 tensor cores (Hopper, MI300X/MI325X) engines dequantise FP4
+    experts in the GEMM and multiply at 16 bits (W4A16: Marlin / Triton MoE kernels), so the
+    experts compute at the activation precision there. Other rows: :func:`parse_precision`."""
+    p = parse_precision(text)
+    if p is None or p.get("weights") not in FP4_FAMILY or not model_text:
+        return p
+    model = resolve_model(model_text)
+    from .catalog import default_catalog
+    cat = default_catalog()
+    if model is None or not cat.has("models", model) or not (cat.get("models", model).get("num_experts") or 0):
+        return p
+    base = _native_precision(model, model_text)
+    fmt = p["weights"]
+    if fmt == "fp4":   # "FP4" without a family: the checkpoint's own expert format, else NVFP4
+        fmt = base.get("experts") if base.get("experts") in FP4_FAMILY else "nvfp4"
+    out = {k: base.get(k, "bf16") for k in PRECISION_PARTS[:4]}
+    if out["weights"] in FP4_FAMILY:   # a whole-model FP4 name: the non-expert part stays 16-bit
+        out.update(weights="bf16", compute="bf16")
+    device = resolve_device(device_text) if device_text else None
+    native_fp4 = device is None or _device_has_fp4(device)
+    out["experts"] = fmt
+    out["experts_compute"] = fmt if native_fp4 else out["activations"]
+    return out
+
+
+def row_parallelism(notes: Any, tp: int, model: str = "") -> dict:
+    """Expert parallelism and data-parallel attention a measurement row states in its notes
+    (``ep 8``, ``moe ep=8``, ``dp_attention true``, ``--enable-dp-attention``), as client fields;
+    {} when it states neither. A layout the client cannot take raises ValueError naming it."""
+    t = "" if notes is None or (isinstance(notes, float) and math.isnan(notes)) else str(notes).lower()
+    out: dict[str, Any] = {}
+    m = re.search(r"\bep\s*[= ]\s*(\d+)", t)
+    if m and int(m.group(1)) > 1:
+        ep = int(m.group(1))
+        if tp % ep:
+            raise ValueError(f"notes give ep = {ep}, which does not divide tp = {tp}")
+        out["ep"] = ep
+    if re.search(r"dp_attention\s*[=:]?\s*true|enable[-_]dp[-_]attention|attention[-_ ]dp\b(?!\s*false)", t) and tp > 1:
+        from .catalog import default_catalog
+        cat = default_catalog()
+        if model and cat.has("models", model) and (cat.get("models", model).get("num_experts") or 0):
+            out["dp_attention"] = True
+    return out
 
 
 def engine_family(engine: Any, version: Any = "") -> str:
@@ -411,9 +498,26 @@ def _preset_name(v: Any) -> str | None:
     return getattr(v, "name", None)
 
 
+def _pooled_default(data: Mapping[str, Any]) -> dict:
+    """A client that names no engine and no calibration file and sets no ``efficiency`` runs at
+    the pooled fit of the current engines (CURRENT_ENGINE_FAMILIES) over all devices, the
+    ``[efficiency."*".current]`` entry, not at the textbook 0.75; no step correction (that belongs
+    to one engine). Pooled over devices on purpose: one efficiency set for every device keeps
+    device comparisons to their datasheets (a per-device fit can make a strictly stronger device
+    slower, tests/test_issue11.py); ``engine = "current"`` takes the device's own entry.
+    GenZ-compat clients keep MODEL.md's 0.75: their conventions are another tool's, reproduced as
+    published."""
+    if "efficiency" in data or data.get("reference") == "genz":
+        return {}
+    eff = calibrated_efficiency("*", POOLED_ENGINE)
+    return {"efficiency": eff} if eff is not None else {}
+
+
 def client_calibration(data: Mapping[str, Any]) -> dict:
     """Fields a client dict gets from its calibration (``ClientSpec`` calls this before validation).
 
+    No engine, no calibration file and no ``efficiency``: the pooled fit of the current engines
+    (:func:`_pooled_default`).
     ``engine`` selects the (device, engine family) efficiencies; ``calibration = "path.toml"``
     reads another calibration file than ``data/calibration.toml`` (and, with no engine, its
     pooled entries). An explicit ``efficiency`` or ``step_correction`` is never replaced. An
@@ -421,7 +525,7 @@ def client_calibration(data: Mapping[str, Any]) -> dict:
     correction of exactly this (model, device, tp, pp, precision, engine) is applied too."""
     engine, path = data.get("engine"), data.get("calibration")
     if not engine and not path:
-        return {}
+        return _pooled_default(data)
     if path is not None:
         p = Path(str(path)).expanduser()
         if not p.exists():

@@ -488,6 +488,9 @@ class ClientSpec(Spec):
                             "token count and total KV as an earlier one, as MIST's 'exact' memo does")
     calibration: str | None = Field(default=None, description="calibration TOML to take engine efficiencies and step "
                                     "corrections from (default data/calibration.toml)")
+    dp_attention: bool = Field(default=False, description="data-parallel attention over the tp ranks (SGLang "
+                               "--enable-dp-attention, TensorRT-LLM enable_attention_dp); the experts stay split "
+                               "over ep (docs/step-model.md)")
 
     @model_validator(mode="before")
     @classmethod
@@ -496,7 +499,7 @@ class ClientSpec(Spec):
         (device, engine) and the step correction of its exact configuration from that calibration
         (MODEL.md §2.2) unless it sets ``efficiency`` / ``step_correction`` itself; an unknown engine
         name is an error listing the known families (mistfast.calibration_store.client_calibration)."""
-        if isinstance(data, dict) and (data.get("engine") or data.get("calibration")):
+        if isinstance(data, dict):   # no engine: the pooled fit of current engines (calibration_store._pooled_default)
             from .calibration_store import CalibrationError, client_calibration
             try:
                 data = {**data, **client_calibration(data)}
@@ -551,6 +554,10 @@ class ClientSpec(Spec):
                 raise field_error("ep", self.ep, f"ep > 1 needs a MoE model; {m.name} is dense")
             if self.tp % self.ep or m.num_experts % self.ep:
                 raise field_error("ep", self.ep, f"ep must divide tp ({self.tp}) and num_experts ({m.num_experts})")
+        if self.dp_attention:
+            if not m.is_moe or self.tp < 2 or self.reference == "genz":
+                raise field_error("dp_attention", True, "data-parallel attention needs a MoE model, tp >= 2 and "
+                                  f"reference = \"correct\" (got {m.name}, tp = {self.tp}, reference = {self.reference!r})")
         if self.mist_memo and self.reference != "genz":
             raise field_error("mist_memo", True, "the MIST step-time memo is a GenZ-compat option: set reference = \"genz\"")
         s = self.scheduler
@@ -569,7 +576,14 @@ class ClientSpec(Spec):
     def _kv_layer_bytes(self) -> float:
         """KV bytes per token of one non-MLA layer on one device."""
         m = self.model
-        return 2 * math.ceil(m.num_kv_heads / self.tp) * m.head_dim * DTYPE_BYTES[self.precision.kv]
+        return 2 * self._kv_heads_device() * m.head_dim * DTYPE_BYTES[self.precision.kv]
+
+    def _kv_heads_device(self) -> float:
+        """KV heads per device: ceil(Hkv/t) under TP; Hkv/t on average under data-parallel
+        attention (each rank keeps all heads of its own sequences)."""
+        if self.dp_attention:
+            return self.model.num_kv_heads / self.tp
+        return math.ceil(self.model.num_kv_heads / self.tp)
 
     def kv_bytes_per_token_device(self) -> float:
         """KV bytes per token on one device: 2·ceil(Hkv/t)·dh·ceil(L/p)·b_kv (MLA: replicated).
@@ -583,12 +597,12 @@ class ClientSpec(Spec):
             return 0.0
         b_kv = DTYPE_BYTES[self.precision.kv]
         lp = math.ceil(m.num_layers / self.pp)
-        if m.is_mla:
-            return (m.kv_lora_rank + m.rope_head_dim) * lp * b_kv
+        if m.is_mla:  # replicated under TP; each rank its own sequences' under DP attention
+            return (m.kv_lora_rank + m.rope_head_dim) * lp * b_kv / (self.tp if self.dp_attention else 1)
         if m.sliding_window and m.num_window_layers < m.num_layers:
             full = max(sum(not m.is_window_layer(i) for i in st) for st in self._stage_layers())
             return full * self._kv_layer_bytes()
-        return 2 * math.ceil(m.num_kv_heads / self.tp) * m.head_dim * lp * b_kv
+        return 2 * self._kv_heads_device() * m.head_dim * lp * b_kv
 
     def window_kv_reserve_bytes_device(self) -> float:
         """KV bytes set aside for the windowed layers of the most loaded stage.
@@ -627,7 +641,7 @@ class ClientSpec(Spec):
         """Weight bytes on the most loaded device (first or last PP stage)."""
         # cached with the inputs it depends on: model_copy(update=...) copies private attributes,
         # so a copy with another tp, pp, model or precision must not reuse the value
-        key = (self.model, self.tp, self.pp, self.precision)
+        key = (self.model, self.tp, self.pp, self.precision, self.dp_attention)
         c = self._weight_bytes
         if c is None or any(a is not b for a, b in zip(c[0], key)):
             c = (key, self._weight_bytes_device())
@@ -640,16 +654,19 @@ class ClientSpec(Spec):
         bx = DTYPE_BYTES[self.precision.expert_weights]
         D, dh = m.hidden_size, m.head_dim
         hq, hkv = math.ceil(m.num_heads / t), math.ceil(m.num_kv_heads / t)
+        rep = t if self.dp_attention else 1   # DP attention: attention, dense FFN, shared experts replicated
+        if self.dp_attention:
+            hq, hkv = m.num_heads, m.num_kv_heads
         if m.is_mla:
             # q (lora) + kv down/up projections + output, sharded by heads
             attn = D * (m.q_lora_rank or D) + (m.q_lora_rank or 0) * hq * (dh + m.rope_head_dim) \
                 + D * (m.kv_lora_rank + m.rope_head_dim) + m.kv_lora_rank * hq * 2 * dh + hq * dh * D
         else:
             attn = D * (hq + 2 * hkv) * dh + hq * dh * D
-        dense = m.ffn_mats * D * m.ffn_dim / t
+        dense = m.ffn_mats * D * m.ffn_dim / t * rep
         if m.is_moe:
             # expert weights in weight-element units of their own format (x bx/bw; 1 when the same)
-            moe = (m.num_experts + m.num_shared_experts) * m.ffn_mats * D * m.expert_ffn_dim / t * (bx / bw) \
+            moe = (m.num_experts + m.num_shared_experts * rep) * m.ffn_mats * D * m.expert_ffn_dim / t * (bx / bw) \
                 + D * m.num_experts
         else:
             moe = 0.0

@@ -83,20 +83,11 @@ def client_params(client: ClientSpec) -> np.ndarray:
     prm[K.P_HQ] = hq
     prm[K.P_HKV] = hkv
     prm[K.P_DH] = dh
+    _attention_block(m, hq, hkv, prm)
     if m.is_mla:
-        ql = m.q_lora_rank
-        qkv_w = (D * ql + ql * hq * (dh + m.rope_head_dim)) if ql else D * hq * (dh + m.rope_head_dim)
-        qkv_w += D * (m.kv_lora_rank + m.rope_head_dim) + m.kv_lora_rank * hq * 2 * dh
-        prm[K.P_QKV_OUT] = hq * (dh + m.rope_head_dim) + m.kv_lora_rank + m.rope_head_dim
         prm[K.P_MLA] = 1.0
         prm[K.P_MLA_LAT] = m.kv_lora_rank + m.rope_head_dim
         prm[K.P_MLA_FPAIR] = 2.0 * (2 * m.kv_lora_rank + m.rope_head_dim)
-    else:
-        qkv_w = D * (hq + 2 * hkv) * dh
-        prm[K.P_QKV_OUT] = (hq + 2 * hkv) * dh
-    prm[K.P_QKV_W] = qkv_w
-    prm[K.P_O_W] = hq * dh * D
-    prm[K.P_O_IN] = hq * dh
     g = 2 if m.gated_ffn else 1
     prm[K.P_FFN_W] = m.ffn_mats * D * m.ffn_dim / t
     prm[K.P_FFN_UP_OUT] = g * m.ffn_dim / t
@@ -124,6 +115,8 @@ def client_params(client: ClientSpec) -> np.ndarray:
     prm[K.P_HAS_LMHEAD] = 0.0 if m.architecture == "encoder" else 1.0
     _extension_params(client, prm, genz, fpeak)
     prm[K.P_MIST_MEMO] = 1.0 if client.mist_memo else 0.0  # memo group (pipelines renumber per platform)
+    if client.dp_attention:
+        _dp_attention_params(client, prm)
     corr = client.step_correction
     if corr is not None:
         nk = len(corr.tokens)
@@ -134,6 +127,23 @@ def client_params(client: ClientSpec) -> np.ndarray:
         prm[K.P_CORR_ATTN_PF:K.P_CORR_ATTN_PF + nk] = corr.attention_prefill or corr.prefill
         prm[K.P_CORR_ATTN_DEC:K.P_CORR_ATTN_DEC + nk] = corr.attention_decode or corr.decode
     return prm
+
+
+def _attention_block(m, hq: float, hkv: float, prm: np.ndarray) -> None:
+    """QKV (or MLA down/up projections) and O-projection sizes of one device holding hq query and
+    hkv KV heads."""
+    D, dh = m.hidden_size, m.head_dim
+    if m.is_mla:
+        ql = m.q_lora_rank
+        qkv_w = (D * ql + ql * hq * (dh + m.rope_head_dim)) if ql else D * hq * (dh + m.rope_head_dim)
+        qkv_w += D * (m.kv_lora_rank + m.rope_head_dim) + m.kv_lora_rank * hq * 2 * dh
+        prm[K.P_QKV_OUT] = hq * (dh + m.rope_head_dim) + m.kv_lora_rank + m.rope_head_dim
+    else:
+        qkv_w = D * (hq + 2 * hkv) * dh
+        prm[K.P_QKV_OUT] = (hq + 2 * hkv) * dh
+    prm[K.P_QKV_W] = qkv_w
+    prm[K.P_O_W] = hq * dh * D
+    prm[K.P_O_IN] = hq * dh
 
 
 def _extension_params(client: ClientSpec, prm: np.ndarray, genz: bool, fpeak: float) -> None:
@@ -163,6 +173,28 @@ def _extension_params(client: ClientSpec, prm: np.ndarray, genz: bool, fpeak: fl
     sizes = client.scheduler.cuda_graph_sizes
     prm[K.P_CG_N] = len(sizes)
     prm[K.P_CG_SIZES:K.P_CG_SIZES + len(sizes)] = sizes
+
+
+def _dp_attention_params(client: ClientSpec, prm: np.ndarray) -> None:
+    """Data-parallel attention over the TP group of a = tp ranks (docs/step-model.md): each rank
+    holds the whole attention block, dense FFN and shared experts and runs them on its own T/a
+    token rows; its attention reads only its own sequences' KV, i.e. on average 1/a of the batch
+    with all heads. The kernel takes the per-rank attention work as heads/a (an average, so a
+    fraction) and the rows as T/a."""
+    m, t = client.model, client.tp
+    D = m.hidden_size
+    prm[K.P_DP_ATTN] = t
+    prm[K.P_HQ] = m.num_heads / t
+    prm[K.P_HKV] = m.num_kv_heads / t
+    _attention_block(m, m.num_heads, m.num_kv_heads, prm)   # all heads on every rank
+    if m.is_mla:
+        prm[K.P_MLA_LAT] = (m.kv_lora_rank + m.rope_head_dim) / t   # each rank reads its own sequences' latent
+    g = 2 if m.gated_ffn else 1
+    prm[K.P_FFN_W] = m.ffn_mats * D * m.ffn_dim
+    prm[K.P_FFN_UP_OUT] = g * m.ffn_dim
+    prm[K.P_FFN_DOWN_IN] = m.ffn_dim
+    if m.is_moe:
+        prm[K.P_SHARED_W] = m.num_shared_experts * m.ffn_mats * D * m.expert_ffn_dim
 
 
 BREAKDOWN_NAMES = ("gemm_s", "attention_s", "communication_s", "other_s", "compute_bound_s",

@@ -277,14 +277,14 @@ def kv_transfer_link(device: str, n_devices: int) -> str:
 
 def _pipeline_scenario(plan: RowPlan, lay: DisaggLayout, workload: dict, isl: int, osl: int) -> dict:
     """A two-pool prefill -> decode pipeline scenario for a disaggregated row."""
-    prec = dict(zip(("weights", "compute", "kv", "activations"), plan.precision.split("/")))
+    prec = C.precision_dict(plan.precision)
     clients = []
     for name, workers, tp, ep in (("prefill", lay.prefill_workers, lay.prefill_tp, lay.prefill_ep),
                                   ("decode", lay.decode_workers, lay.decode_tp, lay.decode_ep)):
         base = C._client_cached(plan.model, plan.device, tp, 1, plan.precision)
         sched = offline_scheduler(plan.engine, base, isl, osl)
         c = {"name": name, "model": plan.model, "device": plan.device, "tp": tp, "dp": workers,
-             "precision": prec, "scheduler": sched}
+             "precision": prec, "efficiency": {}, "scheduler": sched}
         if ep > 1:
             c["ep"] = ep
         clients.append(c)
@@ -377,7 +377,7 @@ def _plan_row(r: Mapping) -> RowPlan:
     plan.device = C.resolve_device(plan.hardware_text) or ""
     if not plan.device:
         return plan.unsupported(f"hardware {plan.hardware_text!r} is not in the device catalog (data/devices.toml)")
-    prec = C.parse_precision(r.get("precision"))
+    prec = C.row_precision(r.get("precision"), plan.model_text, plan.hardware_text)  # MoE + FP4: expert format
     if prec is None:
         return plan.unsupported(f"precision {r.get('precision')!r} not recognised")
     plan.precision = C.precision_key(prec)
@@ -531,10 +531,12 @@ def _plan_row(r: Mapping) -> RowPlan:
         plan.scenario = _pipeline_scenario(plan, plan.disagg, workload, plan.isl, plan.osl)
         return plan
     client_doc = {"model": plan.model, "device": plan.device, "tp": plan.tp, "pp": plan.pp, "dp": plan.dp,
-                  "precision": dict(zip(("weights", "compute", "kv", "activations"), plan.precision.split("/"))),
+                  "precision": C.precision_dict(plan.precision),
+                  **C.row_parallelism(r.get("notes"), plan.tp, plan.model),   # ep, dp_attention from the notes
+                  "efficiency": {},   # analytical base (0.75); calibrations replace it
                   "scheduler": sched}
     ep = re.search(r"\bmoe ep\s*=\s*(\d+)", notes)
-    if ep and int(ep.group(1)) > 1:   # MoE expert parallelism stated by the source (MLPerf configs)
+    if ep and int(ep.group(1)) > 1 and "ep" not in client_doc:   # MoE EP stated by the source (MLPerf configs)
         client_doc["ep"] = int(ep.group(1))
     plan.scenario = {
         "clients": [client_doc],
@@ -889,7 +891,9 @@ def validate(measurements_csv, out_dir: str | Path, *, calibrate: bool = True, c
     # TTFT of a loaded run is mostly queueing behind the engine's own scheduling choices; fitting
     # step efficiencies to it would distort every other prediction, so such rows are validated
     # but not fitted (single-step TTFT rows are fitted)
-    ro_of = {p.id: ro for p, ro in zip(runs, run_obs) if p.status == "ok" and not p.metric.startswith("ttft")}
+    # (MLPerf Server / Interactive latencies likewise: set by the submitter's batching against the bound)
+    ro_of = {p.id: ro for p, ro in zip(runs, run_obs) if p.status == "ok" and not p.metric.startswith("ttft")
+             and not C.latency_set_by_policy(p.metric, p.group)}
 
     def fit_on(keep) -> C.Calibration:
         with warnings.catch_warnings(record=True) as caught:

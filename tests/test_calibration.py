@@ -37,7 +37,7 @@ def _sweep(client, precision="bf16", engine="", kvs=(512, 8192)):
 # ---- (a) recover known efficiencies -------------------------------------------------------------
 def test_fit_recovers_known_efficiencies():
     truth = make_client(MODEL, DEVICE, efficiency={"compute": 0.5, "memory": 0.6})
-    base = make_client(MODEL, DEVICE)           # default efficiencies 0.75 / 0.75
+    base = make_client(MODEL, DEVICE, efficiency={})   # MODEL.md's efficiencies 0.75 / 0.75
     assert base.efficiency.compute == 0.75 and base.efficiency.memory == 0.75
     fit = C.fit_efficiency(_sweep(truth), lambda o: base, group_by=None)
     assert fit.compute == pytest.approx(0.5, rel=0.02)
@@ -366,9 +366,11 @@ def test_client_naming_its_engine_gets_calibrated_efficiency_by_default():
     c = make_client("llama-3.1-70b", "H100", tp=8, engine="trtllm-1")
     assert c.efficiency.compute == pytest.approx(want["compute"]) and c.efficiency.memory == pytest.approx(want["memory"])
     assert "calibration.toml" in c.efficiency.source
-    # an explicit efficiency wins; no engine keeps the analytical defaults
+    # an explicit efficiency wins; no engine: the pooled fit of current engines over all devices
     assert make_client("llama-3.1-70b", "H100", tp=8, engine="trtllm-1", efficiency={"compute": 0.5}).efficiency.compute == 0.5
-    assert make_client("llama-3.1-70b", "H100", tp=8).efficiency.compute == 0.75
+    pooled = calibrated_efficiency("*", "current")
+    assert make_client("llama-3.1-70b", "H100", tp=8).efficiency.compute == pytest.approx(pooled["compute"])
+    assert make_client("llama-3.1-70b", "H100", tp=8, efficiency={}).efficiency.compute == 0.75
 
 
 def test_hierarchical_prior_fills_what_a_group_cannot_identify():

@@ -127,7 +127,7 @@ seed = 3
 "clients[0].device" = ["A100", "H100"]
 "workload.arrival.rate_rps" = [1, 2, 3]
 [scenario]
-clients = [{ name = "llm", model = "llama-3.1-8b", device = "H100" }]
+clients = [{ name = "llm", model = "llama-3.1-8b", device = "H100", efficiency = {} }]
 workload = { num_requests = 300, arrival = { process = "poisson", rate_rps = 4 } }
 slo = { ttft_ms = 400, tpot_ms = 40 }
 """)
@@ -135,7 +135,7 @@ slo = { ttft_ms = 400, tpot_ms = 40 }
     assert ds.max_rate_rps.dims == ("device",)
     assert "rate_rps" not in ds.dims
     for dev in ("A100", "H100"):
-        one = capacity({"clients": [{"name": "llm", "model": "llama-3.1-8b", "device": dev}],
+        one = capacity({"clients": [{"name": "llm", "model": "llama-3.1-8b", "device": dev, "efficiency": {}}],
                         "workload": {"num_requests": 300, "arrival": {"process": "poisson", "rate_rps": 4}},
                         "slo": {"ttft_ms": 400, "tpot_ms": 40}})
         assert float(ds.max_rate_rps.sel(device=dev)) == float(one.max_rate_rps)
@@ -145,7 +145,7 @@ slo = { ttft_ms = 400, tpot_ms = 40 }
 def test_replicas_scale_capacity():
     """Two round-robin replicas of the same engine carry about twice the rate; per replica about
     the same as one engine."""
-    base = {"clients": [{"name": "llm", "model": "llama-3.1-8b", "device": "H100"}],
+    base = {"clients": [{"name": "llm", "model": "llama-3.1-8b", "device": "H100", "efficiency": {}}],
             "workload": {"num_requests": 800, "arrival": {"process": "poisson", "rate_rps": 5}},
             "slo": {"ttft_ms": 400, "tpot_ms": 40}}
     one = capacity(base)
@@ -192,7 +192,7 @@ def test_cli_capacity(tmp_path):
     from mistfast.cli import main
     spec = tmp_path / "s.toml"
     spec.write_text("""
-clients = [{ name = "llm", model = "llama-3.1-8b", device = "H100" }]
+clients = [{ name = "llm", model = "llama-3.1-8b", device = "H100", efficiency = {} }]
 workload = { num_requests = 200, arrival = { process = "poisson", rate_rps = 4 } }
 """)
     out = tmp_path / "cap.nc"

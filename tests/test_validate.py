@@ -24,7 +24,7 @@ def _client(row):
     model = {"Llama-2-7B": "llama-2-7b", "Llama-2 LLaMA-7B": "llama-2-7b",
              "Llama-3.1-8B-Instruct": "llama-3.1-8b"}[row["model"]]
     dev = row["hardware"].split("-")[0]
-    return make_client(model, dev, tp=int(row["tp"]), precision=prec)
+    return make_client(model, dev, tp=int(row["tp"]), precision=prec, efficiency={})   # analytical: 0.75
 
 
 def _truth(row) -> float:
@@ -45,7 +45,7 @@ def _truth(row) -> float:
         return tput / int(row["num_accel"]) if m.endswith("_per_gpu") else tput
     # offline vLLM row: chunked, 8192-token budget, 256 sequences (documented vLLM defaults)
     n = 300
-    sc = {"clients": [{"model": c.model.name, "device": c.device.name, "precision": "fp8",
+    sc = {"clients": [{"model": c.model.name, "device": c.device.name, "precision": "fp8", "efficiency": {},
                        "scheduler": {"batching": "chunked", "max_batch_size": 256, "max_batched_tokens": 8192,
                                      "chunk_size": 8192}}],
           "workload": {"num_requests": n, "arrival": {"process": "offline"},

@@ -100,7 +100,12 @@ P_CG_SIZES = P_EXT + 12   # CG_MAX slots, increasing
 # platform: a batch with the same kind, token count and total KV as an earlier one of the group
 # reuses that step time, docs/mist_parity.md)
 P_MIST_MEMO = P_CG_SIZES + CG_MAX
-N_PARAMS = P_MIST_MEMO + 1
+# data-parallel attention (DP-attention + EP deployments, docs/step-model.md): the attention
+# group size a (> 1: on), i.e. each of the a ranks of the TP group runs attention, dense FFN,
+# router and shared experts with full (replicated) weights on T/a of the token rows; the experts
+# stay split over EP x expert-TP; no per-layer AllReduce, the MoE layer moves tokens instead
+P_DP_ATTN = P_MIST_MEMO + 1
+N_PARAMS = P_DP_ATTN + 1
 
 # ---- breakdown layout (per device, whole step) ---------------------------------------------
 B_GEMM = 0
@@ -314,13 +319,55 @@ def attention_compute_bound(prm, flops, off_bytes, on_bytes):
 
 
 @jit_inline
+def decode_terms(shared_once, w, s, k):
+    """Query-key pairs per head and KV tokens read of one decode (w branches, s shared, k private
+    tokens), as exact integers: pairs = w (s + k + 1); read = s sig + w (k + 1) with sig = 1 when
+    a shared prefix is read once, else w."""
+    return w * (s + k + 1), (s if shared_once else s * w) + w * (k + 1)
+
+
+@jit_inline
 def genz_decode_compute_bound(prm, w, s, k):
     """GenZ compat: is the attention of one decode (w branches, s shared, k private tokens)
     compute-bound? Evaluated on that decode's own integer sums, as step_time does."""
-    a_ctx = w * (s + k + 1)
-    a_read = (s if prm[P_SHARED_ONCE] > 0.0 else s * w) + w * (k + 1)
+    a_ctx, a_read = decode_terms(prm[P_SHARED_ONCE] > 0.0, w, s, k)
     f, off, on = decode_attention(prm, float(w), float(a_ctx), float(a_read))
     return attention_compute_bound(prm, f, off, on)
+
+
+@jit_inline
+def prefill_pairs(prm, p, c):
+    """Query-key pairs per head of a prefill chunk of c tokens after p cached ones."""
+    if prm[P_ENCODER] > 0.0:
+        return c * c  # bidirectional encoder
+    if prm[P_CAUSAL] > 0.0:
+        return c * p + c * (c + 1.0) / 2.0
+    return c * (p + c)
+
+
+@jit_inline
+def mla_absorbed_prefill(prm, p, c, pairs):
+    """MLA prefill in the absorbed form: FLOP and off-chip bytes (the latent of p + c tokens read,
+    the c new latents written, per-head queries in and outputs out)."""
+    hq = prm[P_HQ]
+    return (prm[P_MLA_FPAIR] * hq * pairs,
+            prm[P_MLA_LAT] * (p + 2.0 * c) * prm[P_BKVB] + 2.0 * hq * c * prm[P_DH] * prm[P_BAB])
+
+
+@jit_inline
+def prefill_tokens(pf_new, n_pf):
+    t_pf = 0.0
+    for i in range(n_pf):
+        t_pf += pf_new[i]
+    return t_pf
+
+
+@jit_inline
+def zero_breakdown(out):
+    """An empty step: no breakdown, zero latency."""
+    for i in range(N_BREAKDOWN):
+        out[i] = 0.0
+    return 0.0
 
 
 @jit_noalloc
@@ -348,19 +395,14 @@ def step_time(prm, pf_past, pf_new, n_pf, n_pf_done, dec_w, dec_s, dec_k, n_dec,
     a_read = 0
     for j in range(n_dec):
         w = int(dec_w[j])
-        s = int(dec_s[j])
-        k = int(dec_k[j])
+        ctx, rd = decode_terms(shared_once, w, int(dec_s[j]), int(dec_k[j]))
         w_sum += w
-        a_ctx += w * (s + k + 1)
-        a_read += (s if shared_once else s * w) + w * (k + 1)
-    t_pf = 0.0
-    for i in range(n_pf):
-        t_pf += pf_new[i]
+        a_ctx += ctx
+        a_read += rd
+    t_pf = prefill_tokens(pf_new, n_pf)
     T = t_pf + w_sum
     if T <= 0.0:
-        for i in range(N_BREAKDOWN):
-            out[i] = 0.0
-        return 0.0
+        return zero_breakdown(out)
 
     # ---- prefill attention work summed over the chunks (one varlen kernel per layer) ----------
     attn_f = 0.0
@@ -369,12 +411,7 @@ def step_time(prm, pf_past, pf_new, n_pf, n_pf_done, dec_w, dec_s, dec_k, n_dec,
     for i in range(n_pf):
         p = pf_past[i]
         c = pf_new[i]
-        if prm[P_ENCODER] > 0.0:
-            pairs = c * c  # bidirectional encoder
-        elif prm[P_CAUSAL] > 0.0:
-            pairs = c * p + c * (c + 1.0) / 2.0
-        else:
-            pairs = c * (p + c)
+        pairs = prefill_pairs(prm, p, c)
         if mla and prm[P_MLA_EXPANDED] > 0.0:
             # expanded prefill: per-head K/V rebuilt from the cached latent of the p past tokens
             # (the c new ones go through the up-projection GEMM with the step's token rows)
@@ -382,8 +419,9 @@ def step_time(prm, pf_past, pf_new, n_pf, n_pf_done, dec_w, dec_s, dec_k, n_dec,
             attn_off += prm[P_MLA_LAT] * (p + 2.0 * c) * bkv + 2.0 * hq * c * dh * ba \
                 + 2.0 * prm[P_MLA_EXP_ELEMS] * hq * p * ba
         elif mla:
-            attn_f += prm[P_MLA_FPAIR] * hq * pairs
-            attn_off += prm[P_MLA_LAT] * (p + 2.0 * c) * bkv + 2.0 * hq * c * dh * ba
+            f, off = mla_absorbed_prefill(prm, p, c, pairs)
+            attn_f += f
+            attn_off += off
         elif prm[P_ENCODER] > 0.0:
             attn_f += 4.0 * hq * dh * pairs
             attn_off += 4.0 * hq * c * dh * ba  # Q, K, V in, O out; nothing cached
@@ -419,32 +457,27 @@ def _step_time_genz(prm, pf_past, pf_new, n_pf, dec_w, dec_s, dec_k, n_dec, out)
     w_c = 0
     ctx_c = 0
     read_c = 0
+    n_c_dec = 0
     w_m = 0
     ctx_m = 0
     read_m = 0
     for j in range(n_dec):
         w = int(dec_w[j])
-        s = int(dec_s[j])
-        k = int(dec_k[j])
-        ctx = w * (s + k + 1)
-        rd = (s if shared_once else s * w) + w * (k + 1)
-        if genz_decode_compute_bound(prm, w, s, k):
+        ctx, rd = decode_terms(shared_once, w, int(dec_s[j]), int(dec_k[j]))
+        if genz_decode_compute_bound(prm, w, int(dec_s[j]), int(dec_k[j])):
             w_c += w
             ctx_c += ctx
             read_c += rd
+            n_c_dec += 1
         else:
             w_m += w
             ctx_m += ctx
             read_m += rd
     w_sum = w_c + w_m
-    t_pf = 0.0
-    for i in range(n_pf):
-        t_pf += pf_new[i]
+    t_pf = prefill_tokens(pf_new, n_pf)
     T = t_pf + w_sum
     if T <= 0.0:
-        for i in range(N_BREAKDOWN):
-            out[i] = 0.0
-        return 0.0
+        return zero_breakdown(out)
     # prefill chunks: Logit reads Q, K off chip and writes scores on chip; Attend reads the scores
     # on chip, V and writes O off chip
     f_c = 0.0
@@ -458,15 +491,9 @@ def _step_time_genz(prm, pf_past, pf_new, n_pf, dec_w, dec_s, dec_k, n_dec, out)
     for i in range(n_pf):
         p = pf_past[i]
         c = pf_new[i]
-        if prm[P_ENCODER] > 0.0:
-            pairs = c * c
-        elif prm[P_CAUSAL] > 0.0:
-            pairs = c * p + c * (c + 1.0) / 2.0
-        else:
-            pairs = c * (p + c)
+        pairs = prefill_pairs(prm, p, c)
         if prm[P_MLA] > 0.0:
-            f = prm[P_MLA_FPAIR] * hq * pairs
-            off = prm[P_MLA_LAT] * (p + 2.0 * c) * bkv + 2.0 * hq * c * dh * ba
+            f, off = mla_absorbed_prefill(prm, p, c, pairs)
             on = 0.0
         else:
             f = 4.0 * hq * dh * pairs
@@ -492,10 +519,6 @@ def _step_time_genz(prm, pf_past, pf_new, n_pf, dec_w, dec_s, dec_k, n_dec, out)
         f_m += df
         off_m += doff
         on_m += don
-    n_c_dec = 0
-    for j in range(n_dec):
-        if genz_decode_compute_bound(prm, int(dec_w[j]), int(dec_s[j]), int(dec_k[j])):
-            n_c_dec += 1
     step_fixed(prm, T, T, t_pf, out)  # GenZ: the LM head runs over all T rows
     return step_finish_genz(prm, f_c, off_c, on_c, float(n_c + n_c_dec), f_m, off_m, on_m,
                             float(n_m + n_dec - n_c_dec), out)
@@ -526,25 +549,30 @@ def step_fixed(prm, T, R, t_pf, out):
     layer_t = 0.0
     w_qkv = prm[P_QKV_W]
     w_o = prm[P_O_W]
+    # token rows one rank runs through the replicated part (attention block, dense FFN, router,
+    # shared experts, embedding): all T under TP, T/a under data-parallel attention
+    dp_attn = prm[P_DP_ATTN] > 1.0
+    Ta = T / prm[P_DP_ATTN] if dp_attn else T
     if genz:  # weights off chip, I/O on chip
         layer_t += _op(prm, bdx, CAT_GEMM, n_layers, 2.0 * T * w_qkv, w_qkv * bw,
                        T * (D + prm[P_QKV_OUT]) * ba, 0.0)
         layer_t += _op(prm, bdx, CAT_GEMM, n_layers, 2.0 * T * w_o, w_o * bw,
                        T * (prm[P_O_IN] + D) * ba, 0.0)
     else:
-        layer_t += _op(prm, bdx, CAT_GEMM, n_layers, 2.0 * T * w_qkv,
-                       w_qkv * bw + T * (D + prm[P_QKV_OUT]) * ba, 0.0, 0.0)
-        layer_t += _op(prm, bdx, CAT_GEMM, n_layers, 2.0 * T * w_o,
-                       w_o * bw + T * (prm[P_O_IN] + D) * ba, 0.0, 0.0)
-    # two AllReduces per layer (after O-proj and after the FFN)
-    ar = _allreduce(tp, T * D * ba, alpha, beta, s0)
-    layer_t += _op(prm, bdx, CAT_COMM, 2.0 * n_layers, 0.0, 0.0, 0.0, ar)
+        layer_t += _op(prm, bdx, CAT_GEMM, n_layers, 2.0 * Ta * w_qkv,
+                       w_qkv * bw + Ta * (D + prm[P_QKV_OUT]) * ba, 0.0, 0.0)
+        layer_t += _op(prm, bdx, CAT_GEMM, n_layers, 2.0 * Ta * w_o,
+                       w_o * bw + Ta * (prm[P_O_IN] + D) * ba, 0.0, 0.0)
+    if not dp_attn:
+        # two AllReduces per layer (after O-proj and after the FFN)
+        ar = _allreduce(tp, T * D * ba, alpha, beta, s0)
+        layer_t += _op(prm, bdx, CAT_COMM, 2.0 * n_layers, 0.0, 0.0, 0.0, ar)
 
     # ---- dense FFN layers --------------------------------------------------------------------
     if n_dense > 0.0:
         w_ffn = prm[P_FFN_W]
-        layer_t += _op(prm, bdx, CAT_GEMM, n_dense, 2.0 * T * w_ffn,
-                       w_ffn * bw + T * (D + prm[P_FFN_UP_OUT] + prm[P_FFN_DOWN_IN] + D) * ba, 0.0, 0.0)
+        layer_t += _op(prm, bdx, CAT_GEMM, n_dense, 2.0 * Ta * w_ffn,
+                       w_ffn * bw + Ta * (D + prm[P_FFN_UP_OUT] + prm[P_FFN_DOWN_IN] + D) * ba, 0.0, 0.0)
 
     # ---- MoE layers ----------------------------------------------------------------------------
     if n_moe > 0.0:
@@ -553,12 +581,20 @@ def step_fixed(prm, T, R, t_pf, out):
         ep = prm[P_EP]
         te = prm[P_TE]
         w_router = prm[P_ROUTER_W]
-        layer_t += _op(prm, bdx, CAT_OTHER, n_moe, 2.0 * T * w_router, w_router * bw + T * (D + E) * ba, 0.0, 0.0)
+        layer_t += _op(prm, bdx, CAT_OTHER, n_moe, 2.0 * Ta * w_router, w_router * bw + Ta * (D + E) * ba, 0.0, 0.0)
         # EP: the busiest rank receives lam times the mean tokens (MODEL.md §2.1 imbalance λ)
         lam = prm[P_IMBALANCE] if (ep > 1.0 and not genz) else 1.0
         if ep > 1.0:
-            a2a = _allgather(ep, lam * T * K * D * ba, prm[P_EP_ALPHA], prm[P_EP_BETA], s0)  # same cost form as All-to-All
+            # dispatch and combine (same cost form as All-to-All); under TP every rank holds all T
+            # tokens, under DP attention a rank holds T/a of them and sends its K copies
+            a2a_tokens = lam * T * K / ep if dp_attn else lam * T * K
+            a2a = _allgather(ep, a2a_tokens * D * ba, prm[P_EP_ALPHA], prm[P_EP_BETA], s0)
             layer_t += _op(prm, bdx, CAT_COMM, 2.0 * n_moe, 0.0, 0.0, 0.0, a2a)
+        if dp_attn and te > 1.0:
+            # expert-TP inside an EP rank needs the tokens of its te ranks: AllGather before the
+            # experts and ReduceScatter after (same cost)
+            ag = _allgather(te, T / ep * D * ba, prm[P_EP_ALPHA], prm[P_EP_BETA], s0)
+            layer_t += _op(prm, bdx, CAT_COMM, 2.0 * n_moe, 0.0, 0.0, 0.0, ag)
         if genz:
             # GenZ: a decode-only step reads max(1, ceil(K/EP)) experts per chip; prefill touches all
             if t_pf == 0.0:
@@ -576,7 +612,7 @@ def step_fixed(prm, T, R, t_pf, out):
         layer_t += _op_at(prm, bdx, CAT_GEMM, n_moe, f_exp, y_exp, 0.0, 0.0, prm[P_FPEAK_EXPERT])
         w_sh = prm[P_SHARED_W]
         if w_sh > 0.0:
-            layer_t += _op_at(prm, bdx, CAT_GEMM, n_moe, 2.0 * T * w_sh, w_sh * bx + 2.0 * T * D * ba, 0.0, 0.0,
+            layer_t += _op_at(prm, bdx, CAT_GEMM, n_moe, 2.0 * Ta * w_sh, w_sh * bx + 2.0 * Ta * D * ba, 0.0, 0.0,
                               prm[P_FPEAK_EXPERT])
 
     # ---- embedding and LM head ---------------------------------------------------------------
@@ -591,7 +627,7 @@ def step_fixed(prm, T, R, t_pf, out):
         if t_pf > 0.0:
             emb_t += _op(prm, bdx, CAT_COMM, 1.0, 0.0, 0.0, 0.0, _allreduce(tp, t_pf * D * ba, alpha, beta, s0))
     else:
-        emb_t += _op(prm, bdx, CAT_OTHER, 1.0, 0.0, T * D * bw, 0.0, 0.0)  # gather of T rows
+        emb_t += _op(prm, bdx, CAT_OTHER, 1.0, 0.0, Ta * D * bw, 0.0, 0.0)  # gather of the rank's rows
     if prm[P_HAS_LMHEAD] > 0.0:
         rows = T if genz else R
         if rows > 0.0:
@@ -603,7 +639,7 @@ def step_fixed(prm, T, R, t_pf, out):
     pp = prm[P_PP]
     p2p_t = 0.0
     if pp > 1.0:
-        p2p = prm[P_PP_ALPHA] + T * D * ba / prm[P_PP_BETA]
+        p2p = prm[P_PP_ALPHA] + Ta * D * ba / prm[P_PP_BETA]
         p2p_t = _op(prm, bdx, CAT_COMM, pp - 1.0, 0.0, 0.0, 0.0, p2p)
     out[X_LAYER] = layer_t
     out[X_EMB] = emb_t
@@ -756,15 +792,3 @@ def cuda_graph_rows(prm, T, t_pf):
     while prm[P_CG_SIZES + j] < T:
         j += 1
     return prm[P_CG_SIZES + j]
-
-
-@jit
-def step_time_many(prm, pf_past, pf_new, pf_off, pf_done, dec_w, dec_s, dec_k, dec_off, out_t, out_bd):
-    """Vectorised evaluation of many steps described in CSR form (for the public API/bench).
-    out_bd: (n, N_OUT) buffer; its first N_BREAKDOWN columns are the breakdown of each step."""
-    n = out_t.shape[0]
-    for i in range(n):
-        a, b = pf_off[i], pf_off[i + 1]
-        c, d = dec_off[i], dec_off[i + 1]
-        out_t[i] = step_time(prm, pf_past[a:b], pf_new[a:b], b - a, pf_done[i],
-                             dec_w[c:d], dec_s[c:d], dec_k[c:d], d - c, out_bd[i])

@@ -76,6 +76,13 @@ def reference_step_time(client, prefill, decode, prompts_done=None):
         T = min(x for x in sizes if x >= T)  # decode-only step padded to a captured CUDA graph
     D, dh, V = m.hidden_size, m.head_dim, m.vocab_size
     H1, Hkv1 = math.ceil(m.num_heads / t), math.ceil(m.num_kv_heads / t)
+    # data-parallel attention: one rank holds all heads and the dense/shared weights, runs them on
+    # its T/t rows, and attends over its own sequences, on average 1/t of the batch's work
+    dpa = client.dp_attention
+    share = 1.0 / t if dpa else 1.0
+    if dpa:
+        H1, Hkv1 = m.num_heads, m.num_kv_heads
+    T_all = T
     causal = client.causal_attention if client.causal_attention is not None else not genz
     encoder = m.architecture == "encoder"
     mla = m.kv_lora_rank > 0
@@ -89,6 +96,7 @@ def reference_step_time(client, prefill, decode, prompts_done=None):
             return i - (i // W) * W + 1
         return min(i + 1, W)
 
+    T = T_all * share   # rows through the replicated part (all of them under TP)
     for layer in range(m.num_layers):
         # QKV (column-parallel) and O-proj (row-parallel)
         if mla:
@@ -121,7 +129,7 @@ def reference_step_time(client, prefill, decode, prompts_done=None):
                 F += 4 * w * H1 * dh * keys(n)
                 off += 2 * Hkv1 * dh * bkv * (visible_shared * (1 if client.shared_prefix_read_once else w)
                                               + w * visible_private)
-            op("attention_window", F, off, attn=True)
+            op("attention_window", F * share, off * share, attn=True)
             prefill_iter = []
             decode_iter = []
         else:
@@ -181,23 +189,33 @@ def reference_step_time(client, prefill, decode, prompts_done=None):
                 F += 4 * w * H1 * dh * (s + k + 1)
                 off += 2 * Hkv1 * dh * bkv * (reads + w * (k + 1))
         if not genz and (prefill_iter or decode_iter):
-            op("attention", F, off, attn=True)
-        op("allreduce_attn", comm=allreduce(t, T * D * ba))
+            op("attention", F * share, off * share, attn=True)
+        if not dpa:
+            op("allreduce_attn", comm=allreduce(t, T * D * ba))
         # FFN: dense or MoE
         dense = not m.is_moe_layer(layer)
+        tf = 1 if dpa else t   # dense FFN: replicated under DP attention
         if dense:
-            up = (2 if m.gated_ffn else 1) * m.ffn_dim / t
-            w = m.ffn_mats * D * m.ffn_dim / t
-            op("ffn", 2 * T * w, w * bw + T * (D + up + m.ffn_dim / t + D) * ba)
+            up = (2 if m.gated_ffn else 1) * m.ffn_dim / tf
+            w = m.ffn_mats * D * m.ffn_dim / tf
+            op("ffn", 2 * T * w, w * bw + T * (D + up + m.ffn_dim / tf + D) * ba)
         else:
             E, Kk = m.num_experts, m.top_k
             op("router", 2 * T * D * E, D * E * bw + T * (D + E) * ba)
             ep_alpha, ep_beta = _ring(client, t)
+            te = t // e
             if e > 1:
-                a2a = s0 + (e - 1) * ep_alpha + (e - 1) / e * lam * T * Kk * D * ba / ep_beta
+                # a rank sends the K copies of its own tokens: all T under TP, T/t under DP attention
+                sent = lam * T_all * Kk / e if dpa else lam * T_all * Kk
+                a2a = s0 + (e - 1) * ep_alpha + (e - 1) / e * sent * D * ba / ep_beta
                 op("dispatch", comm=a2a)
                 op("combine", comm=a2a)
-            te = t // e
+            if dpa and te > 1:
+                # the te ranks sharing an expert slice gather their tokens, then reduce-scatter
+                ag = s0 + (te - 1) * ep_alpha + (te - 1) / te * (T_all / e) * D * ba / ep_beta
+                op("token_allgather", comm=ag)
+                op("token_reducescatter", comm=ag)
+            T, T_rep = T_all, T   # the experts see every token of the step
             one = m.ffn_mats * D * m.expert_ffn_dim
             if genz:
                 active = max(1, math.ceil(Kk / e)) if T_pf == 0 else E / e
@@ -205,17 +223,20 @@ def reference_step_time(client, prefill, decode, prompts_done=None):
                 active = E * (1 - (1 - Kk / E) ** (lam * T)) / e  # the busiest rank serves lam T tokens
             op("experts", 2 * lam * T * Kk * one / (e * te), active * one / te * bx + 2 * lam * T * Kk * D * ba / e,
                fpeak=peak_exp)
+            T = T_rep
             if m.num_shared_experts:
-                w = m.num_shared_experts * one / t
+                w = m.num_shared_experts * one / tf
                 op("shared_expert", 2 * T * w, w * bx + 2 * T * D * ba, fpeak=peak_exp)
-        op("allreduce_ffn", comm=allreduce(t, T * D * ba))
+        if not dpa:
+            op("allreduce_ffn", comm=allreduce(t, T * D * ba))
+    T = T_all
     # embedding
     if genz:
         op("embedding", 2 * T_pf * D * V / t, (V / t * D + T_pf * V / t + T_pf * D) * bw)  # V/t shard
         if T_pf:
             op("embedding_allreduce", comm=allreduce(t, T_pf * D * ba))
     else:
-        op("embedding", 0.0, T * D * bw)
+        op("embedding", 0.0, T * share * D * bw)
     if not encoder:
         rows = T if genz else R
         if rows:
@@ -224,7 +245,7 @@ def reference_step_time(client, prefill, decode, prompts_done=None):
     if p > 1:
         pa, pb = _ring(client, t * p)
         for _ in range(p - 1):
-            op("pp_send", comm=pa + T * D * ba / pb)
+            op("pp_send", comm=pa + T * share * D * ba / pb)
     if eff.step_overhead_ms:
         ops.append(("step_overhead", eff.step_overhead_ms * 1e-3))
     return sum(x for _, x in ops), ops
