@@ -369,7 +369,7 @@ def test_unequal_pd_row_is_a_two_pool_pipeline():
 
 def test_disagg_row_prediction_is_the_pipeline_simulation(tmp_path):
     """The analytical prediction of a P/D row is the simulation of a prefill pool (1 x TP1) feeding
-    a decode pool (1 x TP4) over the node's link, built here by hand."""
+    a decode pool (1 x TP4) over the node's link, built here by hand (analytical efficiency: {})."""
     rows = [dict(_DISAGG, id="tput"), dict(_DISAGG, id="tpot", metric="tpot_ms", value=5.0),
             dict(_DISAGG, id="per_gpu", metric="output_tok_s_per_gpu", value=20.0)]
     csv = tmp_path / "m.csv"
@@ -379,9 +379,9 @@ def test_disagg_row_prediction_is_the_pipeline_simulation(tmp_path):
     sched = V.offline_scheduler("trtllm-1", make_client("llama-3.1-8b", "H100", tp=1, precision="fp8"), 256, 16)
     sched_d = V.offline_scheduler("trtllm-1", make_client("llama-3.1-8b", "H100", tp=4, precision="fp8"), 256, 16)
     sc = {"clients": [{"name": "P", "model": "llama-3.1-8b", "device": "H100", "tp": 1, "precision": "fp8",
-                       "scheduler": sched},
+                       "efficiency": {}, "scheduler": sched},
                       {"name": "D", "model": "llama-3.1-8b", "device": "H100", "tp": 4, "precision": "fp8",
-                       "scheduler": sched_d}],
+                       "efficiency": {}, "scheduler": sched_d}],
           "network": {"default_link": "NVLink4"},
           "pipelines": [{"stages": [{"kind": "prefill", "pool": "P", "routing": "least_prefill_tokens"},
                                     {"kind": "decode", "pool": "D", "routing": "least_kv"}]}],
