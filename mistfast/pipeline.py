@@ -451,7 +451,7 @@ def _expand_pipeline(pipe, ci_, topo, pools, P, O, rng, scen, first_hash=None) -
             pid, ids = add_pool(st, st.pool, where)
             kvb = _kv_bytes_of(topo, ids)
             # the prompt's KV moves from the prefill client (a shared prefix is sent once)
-            rows.append(row(CL.K_DECODE, pid, prompt, O, prompt * kvb, flags=CL.F_COUNT))
+            rows.append(row(CL.K_DECODE, pid, prompt, O, prompt * kvb, flags=CL.F_COUNT | _decode_flags(st)))
             prompt = prompt + O
         elif st.kind == "reason":
             pid, ids = add_pool(st, st.pool, where)
@@ -484,6 +484,11 @@ def _expand_pipeline(pipe, ci_, topo, pools, P, O, rng, scen, first_hash=None) -
             restrict = None
         prev_kind = st.kind
     return rows
+
+
+def _decode_flags(st) -> int:
+    """Kernel flags of a decode stage's pipeline features (issue 12): KV backpressure."""
+    return CL.F_KV_BACKPRESSURE if st.kv_backpressure else 0
 
 
 def _favourite_groups(st, nxt, topo, pools, ids, tier, rng):

@@ -942,6 +942,8 @@ class StageSpec(Spec):
     step_tokens: int = Field(default=256, ge=1)
     verifier: str | list[str] | None = None
     stop_prob: float = Field(default=0.0, ge=0, le=1, description="chance the verifier stops the loop after a segment")
+    # decode (P/D disaggregation)
+    kv_backpressure: bool = Field(default=False, description="the decode client reserves the KV blocks of a finished prefill before its transfer starts; until then the request holds its blocks on the prefill client (MODEL.md §4.4)")
 
 
 class PipelineSpec(Spec):
@@ -962,6 +964,8 @@ class PipelineSpec(Spec):
                 raise field_error(f"stages[{i}].kind", s.kind, "a prefill stage must be followed by a decode stage")
             if s.kind != "kv_fetch" and s.pool is None:
                 raise field_error(f"stages[{i}].pool", None, "names the client(s) serving this stage")
+            if s.kv_backpressure and s.kind != "decode":
+                raise field_error(f"stages[{i}].kv_backpressure", True, "applies to a decode stage only")
             if s.kind == "reason" and s.verifier is None and s.steps > 1:
                 raise field_error(f"stages[{i}].verifier", None, "a multi-step reason stage needs a verifier client")
         if not any(k in ("llm", "prefill", "reason") for k in kinds):

@@ -34,6 +34,9 @@ K_SKIP = 7        # a stage the request does not take (e.g. reasoning steps afte
 STAGE_NAMES = ("llm", "prefill", "decode", "encode", "serve", "retrieve", "kv_fetch", "skipped")
 F_TTFT = 1        # the first token emitted in this stage is the request's first token
 F_COUNT = 2       # tokens emitted in this stage count as the request's output tokens
+# a decode stage with KV backpressure: its client reserves the KV blocks before the transfer starts;
+# until then the request holds its blocks on the prefill client (ENGINE_SEMANTICS.md, MODEL.md §4.4)
+F_KV_BACKPRESSURE = 4
 # ---- routing policies -----------------------------------------------------------------------------
 RT_RR, RT_LEAST_PREFILL, RT_LEAST_DECODE, RT_LEAST_KV, RT_JSQ, RT_HEAVY_LIGHT, RT_LEAST_REQUESTS = 0, 1, 2, 3, 4, 5, 6
 RT_DRAIN = 7
@@ -65,17 +68,22 @@ CS_RUN_LEAVES = 18  # requests that emitted their last token and left inside a d
 CS_DEC_SEQS = 19
 CS_DEC_SEQ_S = 20
 CS_FINISH_STEP_START = 21
-N_CS = 22
+CS_KV_BLOCKED_S = 22  # prefill client: s finished prefills waited for KV room on their decode client
+N_CS = 23
 # ---- request state columns ---------------------------------------------------------------------------
 Q_CUR, Q_PF_TARGET, Q_COMPUTED, Q_GEN, Q_BLOCKS, Q_HIT, Q_FETCHED, Q_PROMPT, Q_OUT = range(9)
 Q_IN_STEP, Q_WNEXT, Q_WPREV, Q_INSERTED, Q_PENDING = 9, 10, 11, 12, 13
-N_Q = 14
+# KV backpressure: blocks held on the prefill client (and which client), blocks reserved on the decode client
+Q_HELD, Q_HELD_C, Q_RESV = 14, 15, 16
+N_Q = 17
 # ---- client state columns ------------------------------------------------------------------------------
 I_WHEAD, I_WTAIL, I_WCOUNT, I_NRUN, I_USED, I_NPF, I_NDEC, I_NREAL, I_PFTOK = range(9)
 I_NSTATIC, I_PEND_PF, I_NDEC_C, I_NREQ, I_BPHASE, I_DIRTY, I_RR, I_RR2 = range(9, 17)
 # MIST token load (mist_jsq pools): flag, load of the step in flight, load that arrived since it began
 I_MIST, I_MIST_STEP, I_MIST_Q = 17, 18, 19
-N_I = 20
+# KV backpressure: the FIFO of requests waiting to reserve KV blocks here (linked through Q_WNEXT)
+I_RHEAD, I_RTAIL, I_RCOUNT = 20, 21, 22
+N_I = 23
 F_NEXT, F_START = 0, 1
 N_F = 2
 # ---- loop counters -------------------------------------------------------------------------------------
@@ -615,6 +623,126 @@ def _tier_insert(r, nblocks, ch, hash_off, hash_ids, tstate, tends, tcap, chain_
             cur = victim
 
 
+# ============================================================================ KV backpressure (P/D)
+@jit_inline
+def _holds_kv(r, s, st_off, st_kind, st_output, st_flags):
+    """True when request r, whose prefill stage s just ended, keeps its KV blocks on the prefill
+    client: its next stage is a decode stage with KV backpressure (MODEL.md §4.4)."""
+    if st_kind[s] != K_PREFILL:
+        return False
+    nxt = _next_stage(r, s, st_off, st_kind, st_output)
+    return nxt < st_off[r + 1] and st_kind[nxt] == K_DECODE and (st_flags[nxt] & F_KV_BACKPRESSURE) != 0
+
+
+@jit_inline
+def _free_held(r, rq, ci):
+    """The KV r held on its prefill client has left it (transfer done): the blocks are free there."""
+    if rq[r, Q_HELD] > 0:
+        hc = rq[r, Q_HELD_C]
+        ci[hc, I_USED] -= rq[r, Q_HELD]
+        rq[r, Q_HELD] = 0
+        ci[hc, I_DIRTY] = 1
+
+
+@jit_noalloc
+def _bp_leave(r, c, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_policy, pool_thresh, st_off, st_kind,
+              st_pool, st_prompt, st_output, branches, status, reason, t_finish, arrival, st_client, st_t_ready,
+              st_t_arrive, st_t_exit, rq, ci, ctr, cli_srv):
+    """Request r ended its prefill stage at client c at time t and keeps its KV blocks there: the
+    decode stage is routed now (late binding, as without backpressure), checked as an arrival
+    would be, and r joins the decode client's reservation queue (FIFO)."""
+    s = rq[r, Q_CUR]
+    st_t_exit[s] = t
+    ci[c, I_NREQ] -= 1
+    rq[r, Q_HELD] = rq[r, Q_BLOCKS]
+    rq[r, Q_HELD_C] = c
+    rq[r, Q_BLOCKS] = 0
+    nxt = _next_stage(r, s, st_off, st_kind, st_output)
+    rq[r, Q_CUR] = nxt
+    rq[r, Q_FETCHED] = 0
+    st_t_ready[nxt] = t
+    status[r] = WAITING
+    c2 = st_client[nxt]
+    if c2 < 0:
+        c2 = _choose(st_pool[nxt], st_prompt[nxt], pool_off, pool_cli, pool_policy, pool_thresh, ci, cli_srv, t)
+        st_client[nxt] = c2
+    ci[c2, I_NREQ] += 1
+    if c2 == c:
+        # decoded where it was prefilled: the KV stays in place, nothing to reserve
+        _free_held(r, rq, ci)
+        st_t_arrive[nxt] = t
+        if not _arrive(r, c2, t, nxt, cli_kind, cli_sch, st_kind, st_prompt, st_output, branches, status, reason,
+                       t_finish, rq, ci):
+            _release(t, n, g, arrival, ctr)
+        return
+    sch = cli_sch[c2]
+    P = st_prompt[nxt]
+    O = st_output[nxt]
+    rej = R_NONE
+    if P + O > int(sch[S_MAX_MODEL_LEN]):
+        rej = R_MAX_MODEL_LEN
+    elif _blocks_for(P, O, branches[r], int(sch[S_BLOCK])) > int(sch[S_TOTAL_BLOCKS]):
+        rej = R_KV_CAPACITY
+    if rej != R_NONE:
+        _free_held(r, rq, ci)
+        status[r] = REJECTED
+        reason[r] = rej
+        t_finish[r] = t
+        ci[c2, I_NREQ] -= 1
+        _release(t, n, g, arrival, ctr)
+        return
+    rq[r, Q_WNEXT] = -1
+    if ci[c2, I_RCOUNT] == 0:
+        ci[c2, I_RHEAD] = r
+    else:
+        rq[ci[c2, I_RTAIL], Q_WNEXT] = r
+    ci[c2, I_RTAIL] = r
+    ci[c2, I_RCOUNT] += 1
+
+
+@jit_noalloc
+def _bp_reserve(c, t, n, g, cli_kind, cli_sch, st_kind, st_prompt, st_output, st_bytes, branches, status, reason,
+                t_finish, arrival, st_t_ready, st_t_arrive, rq, ci, ctr, cstats, route_lat, route_res, route_nres,
+                fstate, ft0, frem, fres, fnres, fdest, flist):
+    """Decode client c reserves KV blocks for the head of its reservation queue while the admission
+    rule holds (free - need >= watermark; strict FIFO); each reserved request's KV transfer starts."""
+    sch = cli_sch[c]
+    b = int(sch[S_BLOCK])
+    total = int(sch[S_TOTAL_BLOCKS])
+    wm = int(sch[S_WATERMARK])
+    while ci[c, I_RCOUNT] > 0:
+        r = ci[c, I_RHEAD]
+        s = rq[r, Q_CUR]
+        need = _blocks_for(st_prompt[s], 1, branches[r], b)
+        fits = total - ci[c, I_USED] - need >= wm
+        if not fits and ci[c, I_USED] > 0:
+            break
+        ci[c, I_RHEAD] = rq[r, Q_WNEXT]
+        rq[r, Q_WNEXT] = -1
+        ci[c, I_RCOUNT] -= 1
+        if not fits:
+            # nothing is held or reserved here and it still does not fit: it never will
+            _free_held(r, rq, ci)
+            status[r] = REJECTED
+            reason[r] = R_KV_CAPACITY
+            t_finish[r] = t
+            ci[c, I_NREQ] -= 1
+            _release(t, n, g, arrival, ctr)
+            continue
+        ci[c, I_USED] += need
+        rq[r, Q_RESV] = need
+        hc = rq[r, Q_HELD_C]
+        cstats[hc, CS_KV_BLOCKED_S] += t - st_t_ready[s]
+        if st_bytes[s] <= 0.0:
+            _free_held(r, rq, ci)
+            st_t_arrive[s] = t
+            _arrive(r, c, t, s, cli_kind, cli_sch, st_kind, st_prompt, st_output, branches, status, reason,
+                    t_finish, rq, ci)
+        else:
+            _start_flow(r, hc, c, st_bytes[s], t, route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres,
+                        fdest, flist, ctr)
+
+
 # ============================================================================ LLM batch formation
 @jit_inline
 def _preempt(v, c, rq, ci, run, status, preempts, cstats, w_of):
@@ -824,8 +952,8 @@ def _form_batch(c, t, sch, rq, ci, run, status, reason, arrival, t_finish, preem
                     need = _blocks_for(rq[r, Q_PROMPT], max(rq[r, Q_GEN], 1), w, b)
                 else:
                     need = _blocks_for(rq[r, Q_PROMPT] - cached, rq[r, Q_GEN] + 1, w, b)
-                if total - ci[c, I_USED] - need < watermark:
-                    break
+                if rq[r, Q_RESV] == 0 and total - ci[c, I_USED] - need < watermark:
+                    break  # (KV backpressure: a request with reserved blocks always has room)
                 # admit
                 _wremove(rq, ci, c, r)
                 if m > 0:
@@ -838,7 +966,8 @@ def _form_batch(c, t, sch, rq, ci, run, status, reason, arrival, t_finish, preem
                         hit_first[r] = h
                     rq[r, Q_COMPUTED] = h
                     ci[c, I_PEND_PF] -= h
-                ci[c, I_USED] += need
+                ci[c, I_USED] += need - rq[r, Q_RESV]
+                rq[r, Q_RESV] = 0
                 rq[r, Q_BLOCKS] = need
                 status[r] = RUNNING
                 run[c, ci[c, I_NRUN]] = r
@@ -1319,6 +1448,10 @@ def _event_loop(
         ring, order, keys, cache_slot, in_cache, lru_prev, lru_next, lru_ends, tstate, tends, fstate, ft0, frem,
         frate, fdone, fres, fnres, ffrozen, fdest, flist, res_left, res_cnt, memo_key, memo_dt):
     """The event loop of simulate_cluster over state it allocated (no allocation here: see jit_noalloc)."""
+    bp_on = False   # some decode stage has KV backpressure
+    for s in range(st_flags.shape[0]):
+        if st_flags[s] & F_KV_BACKPRESSURE:
+            bp_on = True
     flow_clock = 0.0
     t = 0.0
     while True:
@@ -1387,6 +1520,7 @@ def _event_loop(
                                 rq[r, Q_CUR] = s
                                 st_t_ready[s] = t
                             st_t_arrive[s] = t
+                            _free_held(r, rq, ci)   # KV backpressure: the prefill client's copy is gone
                             if _arrive(r, c2, t, s, cli_kind, cli_sch, st_kind, st_prompt, st_output,
                                        branches, status, reason, t_finish, rq, ci):
                                 rq[r, Q_FETCHED] = fetched_tokens
@@ -1465,7 +1599,13 @@ def _event_loop(
                             done = rq[r, Q_COMPUTED] >= rq[r, Q_PF_TARGET]
                         else:
                             done = rq[r, Q_GEN] >= rq[r, Q_OUT]
-                    if done:
+                    if done and bp_on and _holds_kv(r, s, st_off, st_kind, st_output, st_flags):
+                        ci[c, I_NDEC_C] -= 1
+                        _bp_leave(r, c, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_policy, pool_thresh,
+                                  st_off, st_kind, st_pool, st_prompt, st_output, branches, status, reason,
+                                  t_finish, arrival, st_client, st_t_ready, st_t_arrive, st_t_exit, rq, ci, ctr,
+                                  cli_srv)
+                    elif done:
                         ci[c, I_USED] -= rq[r, Q_BLOCKS]
                         rq[r, Q_BLOCKS] = 0
                         ci[c, I_NDEC_C] -= 1
@@ -1551,6 +1691,13 @@ def _event_loop(
                              route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist,
                              hash_off, hash_ids, tstate, tends, tcap, chain_off, chain_tier, cli_srv)
         nfl_before = ctr[C_NFL]
+        if bp_on:
+            # KV backpressure: decode clients reserve blocks for finished prefills (then transfers start)
+            for c in range(C):
+                if ci[c, I_RCOUNT] > 0:
+                    _bp_reserve(c, t, n, g, cli_kind, cli_sch, st_kind, st_prompt, st_output, st_bytes, branches,
+                                status, reason, t_finish, arrival, st_t_ready, st_t_arrive, rq, ci, ctr, cstats,
+                                route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres, fdest, flist)
         for c in range(C):
             if ci[c, I_DIRTY] == 0 or cf[c, F_NEXT] < np.inf:
                 continue
@@ -1700,6 +1847,9 @@ def _event_loop(
                     continue
                 if ci[c, I_NPF] != 0 or ci[c, I_NDEC] != ci[c, I_NREAL] or ci[c, I_NREAL] != ci[c, I_NRUN]:
                     continue
+                if ci[c, I_RCOUNT] > 0:
+                    continue  # KV backpressure: blocks freed inside a run would be reserved at once
+
                 t_other = np.inf
                 if ctr[C_NA] < n and arrival[ctr[C_NA]] <= horizon:
                     t_other = arrival[ctr[C_NA]]
