@@ -1026,9 +1026,10 @@ def _form_batch(c, t, sch, rq, ci, run, status, reason, arrival, t_finish, preem
         reason[r] = R_KV_EXHAUSTED
         t_finish[r] = t
         return 2
-    if nw > 0:
+    if nw > 0 and ci[c, I_USED] == 0:
         # nothing runs, yet the first request in policy order cannot be admitted: it never will be
-        # (watermark, or a recompute target above the token budget)
+        # (watermark, or a recompute target above the token budget). (Blocks in use with nothing
+        # running are held or reserved for a KV-backpressure transfer: they will be freed.)
         r = order[0] if sorted_order else ci[c, I_WHEAD]
         _wremove(rq, ci, c, r)
         ci[c, I_PEND_PF] -= rq[r, Q_PF_TARGET] - rq[r, Q_COMPUTED]

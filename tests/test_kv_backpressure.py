@@ -1,0 +1,197 @@
+"""KV backpressure of a decode pool on its prefill pool (issue 12, ENGINE_SEMANTICS.md): hand-checked
+timelines, the plain-Python P/D twin (tests/reference/pd_reference.py) against the kernel, and the
+feature off = results unchanged."""
+import numpy as np
+import pytest
+
+from mistfast.kernels import cluster as CL
+from mistfast.kernels import engine as E
+from mistfast.kernels import steptime as ST
+from mistfast.pipeline import build_cluster_inputs
+from mistfast.scenario import build_requests, point_seed
+from mistfast.specs import SpecError, parse_scenario
+from tests.reference.pd_reference import reference_pd
+
+LLM = {"name": "llm", "model": "llama-3.1-8b", "device": "H100"}
+KVB = 131072          # Llama-3.1-8B bf16 KV bytes per token
+BW = 50e9             # link bytes/s (efficiency 1)
+LAT = 20e-6           # link latency, s
+CONT = {"batching": "continuous", "max_batched_tokens": 8192, "max_batch_size": 8}
+
+
+def spec(bp, n, prompt, output, rate=None, d_sched=None):
+    arr = {"process": "offline"} if rate is None else {"process": "poisson", "rate_rps": rate}
+    wl = {"num_requests": n, "arrival": arr, "input": prompt, "output": output}
+    return parse_scenario({
+        "clients": [{**LLM, "name": "P", "scheduler": CONT}, {**LLM, "name": "D", "scheduler": d_sched or CONT}],
+        "links": [{"between": ["P", "D"], "link": {"preset": "RDMA-400G", "bandwidth_GBps": BW / 1e9,
+                                                    "efficiency": 1.0, "latency_us": LAT * 1e6}}],
+        "workload": wl, "simulation": {"seed": 5},
+        "pipelines": [{"stages": [{"kind": "prefill", "pool": "P"},
+                                  {"kind": "decode", "pool": "D", "kv_backpressure": bp}]}]})
+
+
+def inputs(sc, blocks=None, watermark=None):
+    """Kernel inputs of a scenario, with the KV blocks (P, D) and watermarks set by hand."""
+    ss = point_seed(sc.simulation.seed)
+    reqs = build_requests(sc.workload, sc.simulation.horizon_s, ss)
+    ins = build_cluster_inputs(sc, reqs, ss)
+    for c, v in enumerate(blocks or ()):
+        ins["cli_sch"][c, E.S_TOTAL_BLOCKS] = v
+    for c, v in enumerate(watermark or ()):
+        ins["cli_sch"][c, E.S_WATERMARK] = v
+    ins["prompt"] = reqs.input_tokens.astype(np.int64)
+    ins["output"] = reqs.output_tokens.astype(np.int64)
+    return ins
+
+
+def run_kernel(ins, decode_runs=True):
+    n = ins["arrival_in"].size
+    S = ins["st_kind"].size
+    C = ins["cli_kind"].size
+    ins["g"][CL.G_DECODE_RUNS] = 1.0 if decode_runs else 0.0
+    f = lambda k=n: np.empty(k)  # noqa: E731
+    r = dict(status=np.empty(n, np.int8), reason=np.empty(n, np.int8), arrival=f(), t_first_sched=f(),
+             t_first_tok=f(), t_last_tok=f(), t_finish=f(), generated=np.empty(n, np.int64),
+             preempts=np.empty(n, np.int32), hit_first=np.empty(n, np.int64), computed_pf=np.empty(n, np.int64))
+    st = dict(client=np.empty(S, np.int64), ready=f(S), arrive=f(S), sched=f(S), exit=f(S))
+    cs = np.zeros((C, CL.N_CS))
+    rs = np.zeros(4)
+    CL.simulate_cluster(
+        ins["cli_kind"], ins["cli_prm"], ins["cli_sch"], ins["cli_srv"], ins["pool_off"], ins["pool_cli"],
+        ins["pool_policy"], ins["pool_thresh"], ins["res_cap"], ins["route_lat"], ins["route_res"],
+        ins["route_nres"], ins["g"], ins["arrival_in"], ins["branches"], ins["hash_off"], ins["hash_ids"],
+        ins["n_hash"], ins["st_off"], ins["st_kind"], ins["st_pool"], ins["st_prompt"], ins["st_output"],
+        ins["st_bytes"], ins["st_tier"], ins["st_flags"], r["status"], r["reason"], r["arrival"], r["t_first_sched"],
+        r["t_first_tok"], r["t_last_tok"], r["t_finish"], r["generated"], r["preempts"], r["hit_first"],
+        r["computed_pf"], st["client"], st["ready"], st["arrive"], st["sched"], st["exit"], cs,
+        np.zeros(len(ins["res_cap"])), rs,
+        np.zeros((1, CL.LOG_COLS)), ins["tcap"], ins["chain_off"], ins["chain_tier"])
+    return r, st, cs, rs[0]
+
+
+def stage(ins, st, req, j, col):
+    return st[col][ins["st_off"][req] + j]
+
+
+def twin(ins, bp):
+    def step_fn(c):
+        prm = ins["cli_prm"][c]
+
+        def fn(pf, dec, n_done):
+            pf = np.asarray(pf, float).reshape(-1, 2)
+            dec = np.asarray(dec, float).reshape(-1, 3)
+            out = np.zeros(ST.N_OUT)
+            return ST.step_time(prm, pf[:, 0].copy(), pf[:, 1].copy(), len(pf), float(n_done), dec[:, 0].copy(),
+                                dec[:, 1].copy(), dec[:, 2].copy(), len(dec), out)
+        return fn
+
+    def sched(c):
+        s = ins["cli_sch"][c]
+        return dict(max_batched_tokens=s[E.S_MAX_TOKENS], max_batch_size=s[E.S_MAX_SEQS], block_size=s[E.S_BLOCK],
+                    total_blocks=s[E.S_TOTAL_BLOCKS], watermark_blocks=s[E.S_WATERMARK],
+                    max_model_len=s[E.S_MAX_MODEL_LEN])
+
+    req = dict(arrival_s=ins["arrival_in"], prompt=ins["prompt"], output=ins["output"])
+    return reference_pd(req, sched(0), sched(1), step_fn(0), step_fn(1),
+                        dict(latency_s=LAT, bandwidth_Bps=BW), KVB, bp)
+
+
+# ---- hand-checked timelines -------------------------------------------------------------------------
+def test_decode_room_gates_the_transfer_and_the_prefill_client_holds_the_kv():
+    # D has room for one request (188 blocks for 3,000 + 1 tokens; 200 in total, no watermark);
+    # P has room for two. Three requests at t = 0, 16 output tokens each.
+    need = -(-3001 // 16)
+    ins = inputs(spec(True, 3, 3000, 16), blocks=(2 * need + 1, need + 12), watermark=(0, 0))
+    r, st, cs, _ = run_kernel(ins)
+    assert list(r["status"]) == [3, 3, 3] and list(r["generated"]) == [16, 16, 16]
+    xfer = LAT + 3000 * KVB / BW
+    pend = [stage(ins, st, i, 0, "exit") for i in range(3)]
+    darr = [stage(ins, st, i, 1, "arrive") for i in range(3)]
+    # request 0: D is empty, the transfer starts at its prefill end
+    assert darr[0] == pytest.approx(pend[0] + xfer, rel=1e-12)
+    # requests 1, 2: D reserves only when the previous request finished decoding (freed its blocks)
+    for i in (1, 2):
+        assert darr[i] == pytest.approx(max(pend[i], r["t_finish"][i - 1]) + xfer, rel=1e-12)
+        assert r["t_finish"][i - 1] > pend[i]   # really blocked
+    # P holds two requests' KV: request 2's prefill is admitted only once request 0's KV left P
+    assert stage(ins, st, 2, 0, "sched") == darr[0]
+    # blocked time, counted on the prefill client: from prefill end to reservation
+    blocked = sum(max(r["t_finish"][i - 1] - pend[i], 0.0) for i in (1, 2))
+    assert cs[0, CL.CS_KV_BLOCKED_S] == pytest.approx(blocked, rel=1e-12)
+    assert cs[1, CL.CS_KV_BLOCKED_S] == 0.0
+
+
+def test_without_backpressure_the_kv_moves_at_once_and_waits_on_the_decode_side():
+    need = -(-3001 // 16)
+    ins = inputs(spec(False, 3, 3000, 16), blocks=(2 * need + 1, need + 12), watermark=(0, 0))
+    r, st, cs, _ = run_kernel(ins)
+    # requests 0 and 1 are prefilled in one step (6,000 <= 8,192 tokens; P holds two): both transfers
+    # start at its end and share the link equally, each taking twice the time of one alone
+    assert stage(ins, st, 0, 0, "exit") == stage(ins, st, 1, 0, "exit")
+    for i in (0, 1):
+        assert stage(ins, st, i, 1, "arrive") == pytest.approx(stage(ins, st, i, 0, "exit") + LAT + 2 * 3000 * KVB / BW,
+                                                               rel=1e-12)
+    assert stage(ins, st, 1, 1, "arrive") < r["t_finish"][0]      # arrived before D had room
+    assert stage(ins, st, 1, 1, "sched") >= r["t_finish"][0]      # admitted once request 0 left
+    assert cs[0, CL.CS_KV_BLOCKED_S] == 0.0
+
+
+def test_a_request_that_can_never_fit_the_decode_client_is_rejected_at_prefill_end():
+    # D's 150 blocks hold neither the prompt nor prompt + output: kv_exceeds_capacity, held KV freed
+    ins = inputs(spec(True, 2, 3000, 16), blocks=(400, 150), watermark=(0, 0))
+    r, st, cs, _ = run_kernel(ins)
+    assert list(r["status"]) == [4, 4] and list(r["reason"]) == [3, 3]
+    assert r["t_finish"][0] == stage(ins, st, 0, 0, "exit")
+    # with the watermark the reservation itself can never fit: rejected when D holds nothing
+    ins = inputs(spec(True, 2, 3000, 16), blocks=(400, 200), watermark=(0, 20))
+    r, st, cs, _ = run_kernel(ins)
+    assert list(r["status"]) == [4, 4] and list(r["reason"]) == [3, 3]
+
+
+def test_kv_backpressure_is_a_decode_stage_field():
+    with pytest.raises((SpecError, ValueError), match=r"kv_backpressure.*decode stage only"):
+        parse_scenario({"clients": [{**LLM, "name": "P"}, {**LLM, "name": "D"}],
+                        "pipelines": [{"stages": [{"kind": "prefill", "pool": "P", "kv_backpressure": True},
+                                                  {"kind": "decode", "pool": "D"}]}]})
+
+
+# ---- the twin ----------------------------------------------------------------------------------------------
+CASES = [  # (backpressure, n, prompt dist, output dist, rate, (P blocks, D blocks), (P wm, D wm))
+    (True, 30, {"dist": "uniform", "low": 200, "high": 2500}, {"dist": "uniform", "low": 1, "high": 40}, 40.0,
+     (600, 500), (0, 40)),
+    (False, 30, {"dist": "uniform", "low": 200, "high": 2500}, {"dist": "uniform", "low": 1, "high": 40}, 40.0,
+     (600, 500), (0, 40)),
+    (True, 40, {"dist": "uniform", "low": 50, "high": 900}, {"dist": "uniform", "low": 2, "high": 64}, 200.0,
+     (200, 260), (2, 40)),
+    (True, 25, {"dist": "fixed", "value": 1500}, {"dist": "fixed", "value": 20}, 100.0, (400, 300), (0, 10)),
+    # long prompts that never fit D (P + O > 2,400 tokens): rejected at prefill end / at arrival on D
+    (True, 30, {"dist": "uniform", "low": 200, "high": 2600}, {"dist": "uniform", "low": 1, "high": 40}, 40.0,
+     (600, 150), (0, 4)),
+    (False, 30, {"dist": "uniform", "low": 200, "high": 2600}, {"dist": "uniform", "low": 1, "high": 40}, 40.0,
+     (600, 150), (0, 4)),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_kernel_agrees_with_the_pd_twin(case):
+    bp, n, pr, out, rate, blocks, wm = CASES[case]
+    ins = inputs(spec(bp, n, pr, out, rate=rate), blocks=blocks, watermark=wm)
+    ref = twin(ins, bp)
+    for runs in (True, False):
+        r, st, cs, end = run_kernel(ins, decode_runs=runs)
+        np.testing.assert_array_equal(r["status"], ref["status"])
+        np.testing.assert_array_equal(r["reason"], ref["reason"])
+        np.testing.assert_array_equal(r["generated"], ref["generated"])
+        for k, kk in (("t_first_tok", "t_first_token"), ("t_last_tok", "t_last_token"), ("t_finish", "t_finish")):
+            np.testing.assert_array_equal(r[k], np.array(ref[kk]), err_msg=k)
+        dec_arrive = st["arrive"][ins["st_off"][:-1] + 1]
+        np.testing.assert_array_equal(dec_arrive, np.array(ref["t_decode_arrive"]))
+        assert list(cs[:, CL.CS_STEPS]) == ref["steps"]
+        assert list(cs[:, CL.CS_BUSY]) == ref["busy_s"]
+        assert cs[0, CL.CS_KV_BLOCKED_S] == ref["kv_blocked_s"]
+        assert end == ref["end_s"]
+    if bp and case == 0:
+        assert ref["kv_blocked_s"] > 0   # the case exercises the feature
+    if case >= 4:
+        assert 0 < sum(s == 4 for s in ref["status"]) < n   # and rejections on the decode side
