@@ -195,3 +195,20 @@ def test_kernel_agrees_with_the_pd_twin(case):
         assert ref["kv_blocked_s"] > 0   # the case exercises the feature
     if case >= 4:
         assert 0 < sum(s == 4 for s in ref["status"]) < n   # and rejections on the decode side
+
+
+def test_blocked_time_reaches_the_dataset():
+    from mistfast.pipeline import pipeline_dataset, run_pipeline
+    # a decode client with little KV memory (5 % of what is left after the weights) behind a fast prefill
+    d_sched = {**CONT, "kv_memory_fraction": 0.05}
+    out = []
+    for bp in (False, True):
+        sc = spec(bp, 40, 3000, 200, rate=50.0, d_sched=d_sched)
+        ss = point_seed(sc.simulation.seed)
+        run = run_pipeline(sc, build_requests(sc.workload, sc.simulation.horizon_s, ss), ss)
+        out.append(pipeline_dataset(sc, run, per_request=False))
+    off, on = out
+    assert float(off["client_kv_blocked_s"].sum()) == 0.0
+    blocked = on["client_kv_blocked_s"]
+    assert float(blocked.sel(client="P")) > 0 and float(blocked.sel(client="D")) == 0
+    assert blocked.attrs["units"] == "s"
