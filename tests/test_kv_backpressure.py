@@ -212,3 +212,69 @@ def test_blocked_time_reaches_the_dataset():
     blocked = on["client_kv_blocked_s"]
     assert float(blocked.sel(client="P")) > 0 and float(blocked.sel(client="D")) == 0
     assert blocked.attrs["units"] == "s"
+
+
+# ---- Splitwise overflow pool ----------------------------------------------------------------------------
+def splitwise(n, prompt, output, overflow_tokens=2000, d_overflow=True, bp=False):
+    wl = {"num_requests": n, "arrival": {"process": "offline"}, "input": prompt, "output": output}
+    link = {"preset": "RDMA-400G", "bandwidth_GBps": BW / 1e9, "efficiency": 1.0, "latency_us": LAT * 1e6}
+    dec = {"kind": "decode", "pool": "D", "routing": "least_kv", "kv_backpressure": bp}
+    if d_overflow:
+        dec["overflow_pool"] = "M"
+    return parse_scenario({
+        "clients": [{**LLM, "name": "P", "scheduler": CONT}, {**LLM, "name": "D", "scheduler": CONT},
+                    {**LLM, "name": "M", "scheduler": {**CONT, "batching": "mixed"}}],
+        "links": [{"between": ["P", "D"], "link": link}, {"between": ["M", "D"], "link": link},
+                  {"between": ["P", "M"], "link": link}],
+        "workload": wl, "simulation": {"seed": 5},
+        "pipelines": [{"stages": [{"kind": "prefill", "pool": "P", "routing": "least_prefill_tokens",
+                                   "overflow_pool": "M", "overflow_tokens": overflow_tokens}, dec]}]})
+
+
+def test_overloaded_prefill_pick_goes_to_the_mixed_pool():
+    # four 1,500-token prompts at t = 0 (routed in order, before any step): request 0 finds P idle;
+    # from request 1 on, P has a waiting request and 1,500 + 1,500 > 2,000 pending tokens: overflow to M
+    ins = inputs(splitwise(4, 1500, 8))
+    r, st, cs, _ = run_kernel(ins)
+    names = ins["topo"].names
+    assert [names[stage(ins, st, i, 0, "client")] for i in range(4)] == ["P", "M", "M", "M"]
+    # D has room for all: every decode runs on D; the KV moves from the prefill client (P or M)
+    assert [names[stage(ins, st, i, 1, "client")] for i in range(4)] == ["D"] * 4
+    for i in range(4):
+        assert stage(ins, st, i, 1, "arrive") > stage(ins, st, i, 0, "exit")
+    assert list(r["generated"]) == [8] * 4 and list(r["status"]) == [3] * 4
+    # a threshold above 4 x 1,500 pending tokens: nothing overflows
+    ins = inputs(splitwise(4, 1500, 8, overflow_tokens=6000))
+    r, st, cs, _ = run_kernel(ins)
+    assert {names[stage(ins, st, i, 0, "client")] for i in range(4)} == {"P"}
+
+
+def test_overloaded_decode_pick_goes_to_the_mixed_pool():
+    # D holds one request (1,500 + 1 tokens = 94 blocks of 16; 100 in total): the second decode routed
+    # while the first holds its blocks overflows to M
+    need = -(-1501 // 16)
+    ins = inputs(splitwise(2, 1500, 64, overflow_tokens=10**6), blocks=(1000, need + 6, 1000), watermark=(0, 0, 0))
+    r, st, cs, _ = run_kernel(ins)
+    names = ins["topo"].names
+    assert [names[stage(ins, st, i, 0, "client")] for i in range(2)] == ["P", "P"]
+    # both prefills end in one step and both decodes are routed at that instant, before request 0's
+    # KV landed and took D's blocks: D looks free to both (the load is read at routing time)
+    assert [names[stage(ins, st, i, 1, "client")] for i in range(2)] == ["D", "D"]
+    ins = inputs(splitwise(2, 1500, 64, overflow_tokens=10**6, bp=False), blocks=(1000, need + 6, 1000),
+                 watermark=(0, 0, 0))
+    ins["cli_sch"][0, E.S_MAX_SEQS] = 1     # P prefills one prompt per step: the decodes route apart
+    r, st, cs, _ = run_kernel(ins)
+    assert [names[stage(ins, st, i, 1, "client")] for i in range(2)] == ["D", "M"]
+    # request 1's KV moved P -> M; M decodes it (mixed batching) and D's request is unaffected
+    assert stage(ins, st, 1, 1, "arrive") > stage(ins, st, 1, 0, "exit")
+    assert list(r["generated"]) == [64, 64] and list(r["status"]) == [3, 3]
+
+
+def test_overflow_pool_is_for_prefill_and_decode_stages_only():
+    with pytest.raises((SpecError, ValueError), match=r"overflow_pool.*prefill or decode stage only"):
+        parse_scenario({"clients": [{**LLM, "name": "P"}, {**LLM, "name": "M"}],
+                        "pipelines": [{"stages": [{"kind": "llm", "pool": "P", "overflow_pool": "M"}]}]})
+    with pytest.raises((SpecError, ValueError), match=r"routing.*with overflow_pool"):
+        parse_scenario({"clients": [{**LLM, "name": "P"}, {**LLM, "name": "D"}, {**LLM, "name": "M"}],
+                        "pipelines": [{"stages": [{"kind": "prefill", "pool": "P", "routing": "heavy_light",
+                                                   "overflow_pool": "M"}, {"kind": "decode", "pool": "D"}]}]})

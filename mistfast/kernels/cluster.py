@@ -41,6 +41,9 @@ F_KV_BACKPRESSURE = 4
 RT_RR, RT_LEAST_PREFILL, RT_LEAST_DECODE, RT_LEAST_KV, RT_JSQ, RT_HEAVY_LIGHT, RT_LEAST_REQUESTS = 0, 1, 2, 3, 4, 5, 6
 RT_DRAIN = 7
 RT_MIST_JSQ = 8   # MIST's disaggregated join-shortest-queue (docs/mist_parity.md)
+# Splitwise overflow: pool_policy[p] = RT_OVERFLOW + policy marks a pool whose overloaded pick goes to
+# the overflow (mixed) pool p + 1; pool_thresh[p] is then the prefill overload threshold in tokens
+RT_OVERFLOW = 100
 ROUTING_NAMES = ("round_robin", "least_prefill_tokens", "least_decodes", "least_kv", "join_shortest_queue",
                  "heavy_light", "least_requests", "least_drain_time", "mist_jsq")
 # LLM clients: step-time estimates for the drain-time router, measured once on dummy batches
@@ -353,7 +356,7 @@ def _choose(p, P, pool_off, pool_cli, pool_policy, pool_thresh, ci, cli_srv, t=0
     a = pool_off[p]
     z = pool_off[p + 1]
     m = z - a
-    pol = pool_policy[p]
+    pol = pool_policy[p] % RT_OVERFLOW
     if m == 1:
         return pool_cli[a]
     lead = pool_cli[a]  # per-pool round-robin pointers live on the pool's first client
@@ -396,6 +399,27 @@ def _choose(p, P, pool_off, pool_cli, pool_policy, pool_thresh, ci, cli_srv, t=0
             bestv = v
             best = c
     return best
+
+
+@jit_noalloc
+def _route(s, P, w, st_kind, st_pool, pool_off, pool_cli, pool_policy, pool_thresh, ci, cli_srv, cli_sch, t):
+    """The client of stage s: its pool's pick; with a Splitwise overflow pool, an overloaded pick is
+    replaced by the overflow pool's (ENGINE_SEMANTICS.md). A prefill pick is overloaded when requests
+    wait there and its pending prefill tokens + P exceed the threshold; a decode pick when it could
+    not admit the request now (free blocks - admission need < watermark)."""
+    p = st_pool[s]
+    c = _choose(p, P, pool_off, pool_cli, pool_policy, pool_thresh, ci, cli_srv, t)
+    if pool_policy[p] < RT_OVERFLOW:
+        return c
+    if st_kind[s] == K_DECODE:
+        sch = cli_sch[c]
+        need = _blocks_for(P, 1, w, int(sch[S_BLOCK]))
+        loaded = int(sch[S_TOTAL_BLOCKS]) - ci[c, I_USED] - need < int(sch[S_WATERMARK])
+    else:
+        loaded = ci[c, I_WCOUNT] > 0 and ci[c, I_PEND_PF] + P > pool_thresh[p]
+    if loaded:
+        c = _choose(p + 1, P, pool_off, pool_cli, pool_policy, pool_thresh, ci, cli_srv, t)
+    return c
 
 
 # ============================================================================ requests
@@ -478,7 +502,8 @@ def _enter_stage(r, s, c_from, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, p
         # route the stage the KV is for, then read it from the sampled tier; on a miss nothing moves
         # and the next stage recomputes the whole prompt, past tokens included (MODEL.md §4.1)
         s2 = s + 1
-        c2 = _choose(st_pool[s2], st_prompt[s2], pool_off, pool_cli, pool_policy, pool_thresh, ci, cli_srv, t)
+        c2 = _route(s2, st_prompt[s2], branches[r], st_kind, st_pool, pool_off, pool_cli, pool_policy, pool_thresh,
+                    ci, cli_srv, cli_sch, t)
         st_client[s2] = c2
         ci[c2, I_NREQ] += 1
         st_t_arrive[s] = t
@@ -509,7 +534,8 @@ def _enter_stage(r, s, c_from, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, p
         return
     c2 = st_client[s]
     if c2 < 0:
-        c2 = _choose(st_pool[s], st_prompt[s], pool_off, pool_cli, pool_policy, pool_thresh, ci, cli_srv, t)
+        c2 = _route(s, st_prompt[s], branches[r], st_kind, st_pool, pool_off, pool_cli, pool_policy, pool_thresh, ci,
+                    cli_srv, cli_sch, t)
         st_client[s] = c2
         s2 = s + 1  # (a decode stage always directly follows its prefill stage)
         if (pool_policy[st_pool[s]] == RT_MIST_JSQ and st_kind[s] == K_PREFILL and s2 < st_client.shape[0]
@@ -664,7 +690,8 @@ def _bp_leave(r, c, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_policy,
     status[r] = WAITING
     c2 = st_client[nxt]
     if c2 < 0:
-        c2 = _choose(st_pool[nxt], st_prompt[nxt], pool_off, pool_cli, pool_policy, pool_thresh, ci, cli_srv, t)
+        c2 = _route(nxt, st_prompt[nxt], branches[r], st_kind, st_pool, pool_off, pool_cli, pool_policy, pool_thresh,
+                    ci, cli_srv, cli_sch, t)
         st_client[nxt] = c2
     ci[c2, I_NREQ] += 1
     if c2 == c:
