@@ -74,7 +74,7 @@ def stage(ins, st, req, j, col):
     return st[col][ins["st_off"][req] + j]
 
 
-def twin(ins, bp):
+def twin(ins, bp, overflow_tokens=None, decode_overflow=False):
     def step_fn(c):
         prm = ins["cli_prm"][c]
 
@@ -93,8 +93,32 @@ def twin(ins, bp):
                     max_model_len=s[E.S_MAX_MODEL_LEN])
 
     req = dict(arrival_s=ins["arrival_in"], prompt=ins["prompt"], output=ins["output"])
+    mixed = {}
+    if ins["cli_kind"].size == 3:
+        mixed = dict(m_sched=sched(2), m_step_fn=step_fn(2), overflow_tokens=overflow_tokens,
+                     decode_overflow=decode_overflow)
     return reference_pd(req, sched(0), sched(1), step_fn(0), step_fn(1),
-                        dict(latency_s=LAT, bandwidth_Bps=BW), KVB, bp)
+                        dict(latency_s=LAT, bandwidth_Bps=BW), KVB, bp, **mixed)
+
+
+def assert_agree(ins, ref, n):
+    for runs in (True, False):
+        r, st, cs, end = run_kernel(ins, decode_runs=runs)
+        np.testing.assert_array_equal(r["status"], ref["status"])
+        np.testing.assert_array_equal(r["reason"], ref["reason"])
+        np.testing.assert_array_equal(r["generated"], ref["generated"])
+        for k, kk in (("t_first_tok", "t_first_token"), ("t_last_tok", "t_last_token"), ("t_finish", "t_finish")):
+            np.testing.assert_array_equal(r[k], np.array(ref[kk]), err_msg=k)
+        dec_arrive = st["arrive"][ins["st_off"][:-1] + 1]
+        np.testing.assert_array_equal(dec_arrive, np.array(ref["t_decode_arrive"]))
+        names = ins["topo"].names
+        for j, key in ((0, "prefill_client"), (1, "decode_client")):
+            got = [names[c] if c >= 0 else None for c in st["client"][ins["st_off"][:-1] + j]]
+            assert got == ref[key], key
+        assert list(cs[:, CL.CS_STEPS]) == ref["steps"]
+        assert list(cs[:, CL.CS_BUSY]) == ref["busy_s"]
+        assert list(cs[:, CL.CS_KV_BLOCKED_S]) == ref["kv_blocked_s"]
+        assert end == ref["end_s"]
 
 
 # ---- hand-checked timelines -------------------------------------------------------------------------
@@ -178,21 +202,9 @@ def test_kernel_agrees_with_the_pd_twin(case):
     bp, n, pr, out, rate, blocks, wm = CASES[case]
     ins = inputs(spec(bp, n, pr, out, rate=rate), blocks=blocks, watermark=wm)
     ref = twin(ins, bp)
-    for runs in (True, False):
-        r, st, cs, end = run_kernel(ins, decode_runs=runs)
-        np.testing.assert_array_equal(r["status"], ref["status"])
-        np.testing.assert_array_equal(r["reason"], ref["reason"])
-        np.testing.assert_array_equal(r["generated"], ref["generated"])
-        for k, kk in (("t_first_tok", "t_first_token"), ("t_last_tok", "t_last_token"), ("t_finish", "t_finish")):
-            np.testing.assert_array_equal(r[k], np.array(ref[kk]), err_msg=k)
-        dec_arrive = st["arrive"][ins["st_off"][:-1] + 1]
-        np.testing.assert_array_equal(dec_arrive, np.array(ref["t_decode_arrive"]))
-        assert list(cs[:, CL.CS_STEPS]) == ref["steps"]
-        assert list(cs[:, CL.CS_BUSY]) == ref["busy_s"]
-        assert cs[0, CL.CS_KV_BLOCKED_S] == ref["kv_blocked_s"]
-        assert end == ref["end_s"]
+    assert_agree(ins, ref, n)
     if bp and case == 0:
-        assert ref["kv_blocked_s"] > 0   # the case exercises the feature
+        assert ref["kv_blocked_s"][0] > 0   # the case exercises the feature
     if case >= 4:
         assert 0 < sum(s == 4 for s in ref["status"]) < n   # and rejections on the decode side
 
@@ -215,8 +227,9 @@ def test_blocked_time_reaches_the_dataset():
 
 
 # ---- Splitwise overflow pool ----------------------------------------------------------------------------
-def splitwise(n, prompt, output, overflow_tokens=2000, d_overflow=True, bp=False):
-    wl = {"num_requests": n, "arrival": {"process": "offline"}, "input": prompt, "output": output}
+def splitwise(n, prompt, output, overflow_tokens=2000, d_overflow=True, bp=False, rate=None):
+    arr = {"process": "offline"} if rate is None else {"process": "poisson", "rate_rps": rate}
+    wl = {"num_requests": n, "arrival": arr, "input": prompt, "output": output}
     link = {"preset": "RDMA-400G", "bandwidth_GBps": BW / 1e9, "efficiency": 1.0, "latency_us": LAT * 1e6}
     dec = {"kind": "decode", "pool": "D", "routing": "least_kv", "kv_backpressure": bp}
     if d_overflow:
@@ -278,3 +291,26 @@ def test_overflow_pool_is_for_prefill_and_decode_stages_only():
         parse_scenario({"clients": [{**LLM, "name": "P"}, {**LLM, "name": "D"}, {**LLM, "name": "M"}],
                         "pipelines": [{"stages": [{"kind": "prefill", "pool": "P", "routing": "heavy_light",
                                                    "overflow_pool": "M"}, {"kind": "decode", "pool": "D"}]}]})
+
+
+OVERFLOW_CASES = [  # (backpressure, decode overflow, n, prompt, output, rate, blocks P/D/M, watermarks, threshold)
+    (False, True, 30, {"dist": "uniform", "low": 200, "high": 2500}, {"dist": "uniform", "low": 2, "high": 40}, 60.0,
+     (400, 400, 700), (0, 10, 10), 3000),
+    (True, True, 30, {"dist": "uniform", "low": 200, "high": 2500}, {"dist": "uniform", "low": 2, "high": 40}, 60.0,
+     (400, 400, 700), (0, 10, 10), 3000),
+    (True, False, 40, {"dist": "uniform", "low": 50, "high": 1500}, {"dist": "uniform", "low": 1, "high": 64}, 150.0,
+     (300, 300, 600), (0, 30, 40), 2000),
+]
+
+
+@pytest.mark.parametrize("case", range(len(OVERFLOW_CASES)))
+def test_kernel_agrees_with_the_twin_on_splitwise_overflow(case):
+    bp, dov, n, pr, out, rate, blocks, wm, thr = OVERFLOW_CASES[case]
+    ins = inputs(splitwise(n, pr, out, overflow_tokens=thr, d_overflow=dov, bp=bp, rate=rate), blocks=blocks,
+                 watermark=wm)
+    ref = twin(ins, bp, overflow_tokens=thr, decode_overflow=dov)
+    assert_agree(ins, ref, n)
+    # the cases exercise the mixed pool for prefills (and for decodes where it is on)
+    assert "M" in ref["prefill_client"] and "P" in ref["prefill_client"]
+    if dov:
+        assert "M" in ref["decode_client"]

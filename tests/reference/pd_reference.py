@@ -1,15 +1,16 @@
-"""Plain-Python twin of a prefill -> decode pipeline on two clients (one prefill client P, one
-decode client D, one link), with and without KV backpressure.
+"""Plain-Python twin of a prefill -> decode pipeline: one prefill client P, one decode client D and
+optionally one Splitwise mixed client M (the overflow pool of both stages), with or without KV
+backpressure.
 
 Written from ``mistfast/ENGINE_SEMANTICS.md`` (the engine rules, the pipeline event order of
-``kernels/cluster.py``'s module docstring, and the section "KV backpressure of a decode pool on its
-prefill pool"). It is slow and obvious on purpose: lists, one loop iteration per event time, every
-phase spelled out. Nothing here imports ``mistfast``.
+``kernels/cluster.py``'s module docstring, and the sections "KV backpressure of a decode pool on its
+prefill pool" and "Splitwise overflow into a mixed pool"). Slow and obvious on purpose: lists, one
+loop iteration per event time, every phase spelled out. Nothing here imports ``mistfast``.
 
-Scope (the twin refuses anything else): CONTINUOUS batching and FCFS on both clients, one branch,
+Scope (the twin refuses anything else): CONTINUOUS (P, D) or MIXED (M) batching, FCFS, one branch,
 no prefix cache, no preemption needed (a decode whose KV growth does not fit raises), drain on.
-The link is one resource of ``bandwidth_Bps`` shared equally by the transfers moving on it (max-min
-fairness on one resource), after a fixed ``latency_s``.
+Every pair of clients has its own link (one resource each, shared equally by the transfers moving
+on it, i.e. max-min fairness on one resource) with the same latency and bandwidth.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import math
 
 PENDING, WAITING, RUNNING, FINISHED, REJECTED, UNFINISHED = 0, 1, 2, 3, 4, 5
 R_NONE, R_TOKEN_BUDGET, R_MAX_MODEL_LEN, R_KV_CAPACITY = 0, 1, 2, 3
+CONTINUOUS, MIXED = 1, 2
 
 
 def _cdiv(a, b):
@@ -24,9 +26,11 @@ def _cdiv(a, b):
 
 
 class _Engine:
-    """One client's scheduler state (CONTINUOUS, FCFS)."""
+    """One client's scheduler state (FCFS)."""
 
-    def __init__(self, sched, step_fn):
+    def __init__(self, name, sched, step_fn, batching):
+        self.name = name
+        self.batching = batching
         self.B_tok = int(sched["max_batched_tokens"])
         self.B_seq = int(sched["max_batch_size"])
         self.b = int(sched["block_size"])
@@ -36,78 +40,115 @@ class _Engine:
         self.step_fn = step_fn
         self.waiting = []      # FIFO
         self.running = []      # admission order
-        self.used = 0          # blocks in use: running + held (P) or reserved (D)
+        self.used = 0          # blocks in use: running + held (prefill side) + reserved (decode side)
+        self.pending_pf = 0    # prompt tokens of prefill-stage requests here not yet computed
         self.next_end = math.inf
         self.batch_pf = []     # ids prefilled in the step in flight
         self.batch_dec = []    # ids decoded in the step in flight
         self.busy_s = 0.0
         self.steps = 0
-        self.blocked_s = 0.0   # prefill client: time finished prefills waited for decode KV room
-        self.reserve_q = []    # decode client: FIFO of requests waiting to reserve blocks
+        self.blocked_s = 0.0   # prefill side: time finished prefills waited for decode KV room
+        self.reserve_q = []    # decode side: FIFO of requests waiting to reserve blocks
 
 
 def reference_pd(requests: dict, p_sched: dict, d_sched: dict, p_step_fn, d_step_fn, link: dict,
-                 kv_bytes_per_token: float, backpressure: bool) -> dict:
+                 kv_bytes_per_token: float, backpressure: bool, m_sched: dict | None = None, m_step_fn=None,
+                 overflow_tokens: int | None = None, decode_overflow: bool = False) -> dict:
     """requests: {'arrival_s', 'prompt', 'output'} (sorted by arrival); *_sched: the engine settings
-    of ENGINE_SEMANTICS.md's Inputs (batching/policy ignored: CONTINUOUS/FCFS); link:
-    {'latency_s', 'bandwidth_Bps'}. Returns per-request arrays and per-client statistics."""
+    of ENGINE_SEMANTICS.md's Inputs (P and D run CONTINUOUS, M MIXED); link: {'latency_s',
+    'bandwidth_Bps'} of every client pair. With m_sched: the prefill stage overflows into M with
+    ``overflow_tokens``; the decode stage too if ``decode_overflow``.
+    Returns per-request lists and per-client statistics in client order P, D[, M]."""
     arrival = [float(x) for x in requests["arrival_s"]]
     prompt = [int(x) for x in requests["prompt"]]
     output = [int(x) for x in requests["output"]]
     n = len(prompt)
-    P, D = _Engine(p_sched, p_step_fn), _Engine(d_sched, d_step_fn)
+    P = _Engine("P", p_sched, p_step_fn, CONTINUOUS)
+    D = _Engine("D", d_sched, d_step_fn, CONTINUOUS)
+    engines = [P, D]
+    M = None
+    if m_sched is not None:
+        M = _Engine("M", m_sched, m_step_fn, MIXED)
+        engines.append(M)
     nan = float("nan")
     status = [PENDING] * n
     reason = [R_NONE] * n
     t_first = [nan] * n
     t_last = [nan] * n
     t_fin = [nan] * n
-    t_dec_arrive = [nan] * n      # the decode stage's arrival (KV landed on D)
+    t_dec_arrive = [nan] * n      # the decode stage's arrival (KV landed on its client)
+    prefill_on = [None] * n       # engine of the prefill stage
+    decode_on = [None] * n        # engine of the decode stage
+    in_decode = [False] * n       # the request is in its decode stage
     gen = [0] * n                 # tokens emitted
-    blocks = [0] * n              # blocks held on the client the request is running on
-    held = [0] * n                # blocks held on P after the prefill (backpressure)
-    reserved = [0] * n            # blocks reserved on D
+    blocks = [0] * n              # blocks held on the client the request runs on
+    held = [0] * n                # blocks held on the prefill client after the prefill (backpressure)
+    reserved = [0] * n            # blocks reserved on the decode client
     prefill_end = [nan] * n
-    flows = []                    # [id, phase(1 latency, 2 moving), t0, rem, rate, done], start order
+    flows = []                    # [id, phase(1 latency, 2 moving), t0, rem, rate, done, link], start order
     lat, cap = float(link["latency_s"]), float(link["bandwidth_Bps"])
 
     def retime(t):
-        moving = [f for f in flows if f[1] == 2]
-        for f in moving:
-            f[4] = cap / len(moving)
-            f[5] = t + f[3] / f[4]
+        for key in {f[6] for f in flows if f[1] == 2}:
+            moving = [f for f in flows if f[1] == 2 and f[6] == key]
+            for f in moving:
+                f[4] = cap / len(moving)
+                f[5] = t + f[3] / f[4]
 
-    def arrive_decode(r, t):
-        """KV landed on D (or reserved with nothing to move): checks (without backpressure), queue."""
-        t_dec_arrive[r] = t
-        if not backpressure:
-            if prompt[r] + output[r] > D.mml:
-                reject(r, R_MAX_MODEL_LEN, t)
-                return
-            if _cdiv(prompt[r] + output[r], D.b) > D.N_blk:
-                reject(r, R_KV_CAPACITY, t)
-                return
-        status[r] = WAITING
-        D.waiting.append(r)
+    def start_flow(r, src, dst, t):
+        flows.append([r, 1, t + lat, prompt[r] * kv_bytes_per_token, 0.0, math.inf,
+                      frozenset((src.name, dst.name))])
 
     def reject(r, why, t):
         status[r] = REJECTED
         reason[r] = why
         t_fin[r] = t
 
+    def decode_rejects(r, E):
+        if prompt[r] + output[r] > E.mml:
+            return R_MAX_MODEL_LEN
+        if _cdiv(prompt[r] + output[r], E.b) > E.N_blk:
+            return R_KV_CAPACITY
+        return R_NONE
+
+    def arrive_decode(r, t):
+        """KV landed on the decode client (or needed no move): checks (without backpressure), queue."""
+        E = decode_on[r]
+        t_dec_arrive[r] = t
+        in_decode[r] = True
+        if not backpressure:
+            why = decode_rejects(r, E)
+            if why != R_NONE:
+                reject(r, why, t)
+                return
+        status[r] = WAITING
+        E.waiting.append(r)
+
     def free_held(r):
         if held[r] > 0:
-            P.used -= held[r]
+            prefill_on[r].used -= held[r]
             held[r] = 0
 
+    def route_prefill(r):
+        if M is not None and P.waiting and P.pending_pf + prompt[r] > overflow_tokens:
+            return M
+        return P
+
+    def route_decode(r):
+        need = _cdiv(prompt[r] + 1, D.b)
+        if M is not None and decode_overflow and D.N_blk - D.used - need < D.wm:
+            return M
+        return D
+
     def prefill_done(r, t):
-        """r's prefill step ended at t: token 1; then it leaves for the decode stage or finishes."""
+        """r's prefill step ended at t on E: token 1; then it leaves for the decode stage or finishes."""
+        E = prefill_on[r]
         gen[r] = 1
         t_first[r] = t
         t_last[r] = t
-        P.running.remove(r)
+        E.running.remove(r)
         if output[r] <= 1:
-            P.used -= blocks[r]
+            E.used -= blocks[r]
             blocks[r] = 0
             status[r] = FINISHED
             t_fin[r] = t
@@ -115,98 +156,117 @@ def reference_pd(requests: dict, p_sched: dict, d_sched: dict, p_step_fn, d_step
         prefill_end[r] = t
         status[r] = WAITING
         if backpressure:
-            held[r] = blocks[r]
+            held[r] = blocks[r]          # routed while the held blocks still count on E
             blocks[r] = 0
-            if prompt[r] + output[r] > D.mml:
+            Dst = decode_on[r] = route_decode(r)
+            if Dst is E:
                 free_held(r)
-                reject(r, R_MAX_MODEL_LEN, t)
-            elif _cdiv(prompt[r] + output[r], D.b) > D.N_blk:
+                arrive_decode(r, t)
+                return
+            why = decode_rejects(r, Dst)
+            if why != R_NONE:
                 free_held(r)
-                reject(r, R_KV_CAPACITY, t)
+                reject(r, why, t)
             else:
-                D.reserve_q.append(r)
+                Dst.reserve_q.append(r)
             return
-        P.used -= blocks[r]
+        E.used -= blocks[r]              # freed, then routed
         blocks[r] = 0
-        flows.append([r, 1, t + lat, prompt[r] * kv_bytes_per_token, 0.0, math.inf])
+        Dst = decode_on[r] = route_decode(r)
+        if Dst is E:
+            arrive_decode(r, t)
+        else:
+            start_flow(r, E, Dst, t)
 
-    def reserve_pass(t):
-        while D.reserve_q:
-            r = D.reserve_q[0]
-            need = _cdiv(prompt[r] + 1, D.b)
-            fits = D.N_blk - D.used - need >= D.wm
-            if not fits and D.used > 0:
+    def reserve_pass(E, t):
+        while E.reserve_q:
+            r = E.reserve_q[0]
+            need = _cdiv(prompt[r] + 1, E.b)
+            fits = E.N_blk - E.used - need >= E.wm
+            if not fits and E.used > 0:
                 break
-            D.reserve_q.pop(0)
+            E.reserve_q.pop(0)
             if not fits:
                 free_held(r)
                 reject(r, R_KV_CAPACITY, t)
                 continue
-            D.used += need
+            E.used += need
             reserved[r] = need
-            P.blocked_s += t - prefill_end[r]
-            flows.append([r, 1, t + lat, prompt[r] * kv_bytes_per_token, 0.0, math.inf])
+            prefill_on[r].blocked_s += t - prefill_end[r]
+            start_flow(r, prefill_on[r], E, t)
 
-    def form_P(t):
+    def form(E, t):
+        """One batch (ENGINE_SEMANTICS.md: CONTINUOUS / MIXED, whole prompts, FCFS strict scan)."""
         tok = 0
-        for r in list(P.waiting):
-            if len(P.running) >= P.B_seq:
+        for r in list(E.waiting):
+            if len(E.running) >= E.B_seq:
                 break
-            if tok + prompt[r] > P.B_tok:
+            cc = 0 if in_decode[r] else prompt[r]
+            if cc > E.B_tok - tok:
                 break
-            need = _cdiv(prompt[r] + 1, P.b)
-            if P.N_blk - P.used - need < P.wm:
+            need = _cdiv(prompt[r] + 1, E.b)
+            if reserved[r] == 0 and E.N_blk - E.used - need < E.wm:
                 break
-            P.waiting.remove(r)
-            P.running.append(r)
+            E.waiting.remove(r)
+            E.running.append(r)
             status[r] = RUNNING
-            blocks[r] = need
-            P.used += need
-            tok += prompt[r]
-            P.batch_pf.append(r)
-        if P.batch_pf:
-            return P.step_fn([(0, prompt[r]) for r in P.batch_pf], [], len(P.batch_pf))
-        if not P.running and P.waiting and P.used == 0:
-            # nothing runs and the head can never be admitted
-            r = P.waiting.pop(0)
-            reject(r, R_TOKEN_BUDGET if prompt[r] > P.B_tok else R_KV_CAPACITY, t)
-            return "again"
-        return None
-
-    def form_D(t):
-        for r in list(D.waiting):
-            if len(D.running) >= D.B_seq:
-                break
-            need = _cdiv(prompt[r] + 1, D.b)
-            if reserved[r] == 0 and D.N_blk - D.used - need < D.wm:
-                break
-            D.waiting.remove(r)
-            D.running.append(r)
-            status[r] = RUNNING
-            D.used += need - reserved[r]
+            E.used += need - reserved[r]
             reserved[r] = 0
             blocks[r] = need
-        for r in D.running:
-            grow = _cdiv(prompt[r] + gen[r], D.b) - blocks[r]
-            if grow > D.N_blk - D.used:
-                raise NotImplementedError("the twin covers runs without decode preemption")
-            blocks[r] += max(grow, 0)
-            D.used += max(grow, 0)
-            D.batch_dec.append(r)
-        if D.batch_dec:
-            return D.step_fn([], [(1, 0, prompt[r] + gen[r] - 1) for r in D.batch_dec], 0)
-        if D.waiting and D.used == 0:
-            r = D.waiting.pop(0)
-            reject(r, R_TOKEN_BUDGET if prompt[r] > D.B_tok else R_KV_CAPACITY, t)
+            if cc > 0:
+                tok += cc
+                E.batch_pf.append(r)
+        if E.batching == MIXED or not E.batch_pf:
+            budget = E.B_tok - tok
+            for r in E.running:
+                if not in_decode[r]:
+                    continue
+                if E.batching == MIXED and budget < 1:
+                    break
+                grow = _cdiv(prompt[r] + gen[r], E.b) - blocks[r]
+                if grow > E.N_blk - E.used:
+                    raise NotImplementedError("the twin covers runs without decode preemption")
+                blocks[r] += max(grow, 0)
+                E.used += max(grow, 0)
+                E.batch_dec.append(r)
+                budget -= 1
+        if E.batch_pf or E.batch_dec:
+            return E.step_fn([(0, prompt[r]) for r in E.batch_pf],
+                             [(1, 0, prompt[r] + gen[r] - 1) for r in E.batch_dec], len(E.batch_pf))
+        if not E.running and E.waiting and E.used == 0:
+            # nothing runs and the head can never be admitted
+            r = E.waiting.pop(0)
+            if not in_decode[r]:
+                E.pending_pf -= prompt[r]
+            reject(r, R_TOKEN_BUDGET if prompt[r] > E.B_tok else R_KV_CAPACITY, t)
             return "again"
         return None
+
+    def step_end(E, t):
+        E.next_end = math.inf
+        for r in E.batch_pf:
+            E.pending_pf -= prompt[r]
+        for r in E.batch_dec:
+            gen[r] += 1
+            t_last[r] = t
+        for r in [x for x in E.running if x in E.batch_pf or (x in E.batch_dec and gen[x] >= output[x])]:
+            if r in E.batch_pf:
+                prefill_done(r, t)
+            else:
+                E.running.remove(r)
+                E.used -= blocks[r]
+                blocks[r] = 0
+                status[r] = FINISHED
+                t_fin[r] = t
+        E.batch_pf = []
+        E.batch_dec = []
 
     t = 0.0
     flow_clock = 0.0
     na = 0
     while True:
         # next event: a workload arrival, a transfer's latency end or completion, a step end
-        cands = [P.next_end, D.next_end]
+        cands = [E.next_end for E in engines]
         if na < n:
             cands.append(arrival[na])
         cands += [f[2] if f[1] == 1 else f[5] for f in flows]
@@ -237,55 +297,43 @@ def reference_pd(requests: dict, p_sched: dict, d_sched: dict, p_step_fn, d_step
             flow_clock = t
             if changed:
                 retime(t)
-        # phase 1: workload arrivals (checks at P)
+        # phase 1: workload arrivals, routed to the prefill client (checks there)
         while na < n and arrival[na] <= t:
             r = na
             na += 1
-            if prompt[r] > P.B_tok:
+            E = prefill_on[r] = route_prefill(r)
+            if prompt[r] > E.B_tok:
                 reject(r, R_TOKEN_BUDGET, arrival[r])
-            elif prompt[r] + 1 > P.mml:
+            elif prompt[r] + 1 > E.mml:
                 reject(r, R_MAX_MODEL_LEN, arrival[r])
-            elif _cdiv(prompt[r] + 1, P.b) > P.N_blk:
+            elif _cdiv(prompt[r] + 1, E.b) > E.N_blk:
                 reject(r, R_KV_CAPACITY, arrival[r])
             else:
                 status[r] = WAITING
-                P.waiting.append(r)
-        # phase 2: step ends, P then D
-        if P.next_end <= t:
-            P.next_end = math.inf
-            done = P.batch_pf
-            P.batch_pf = []
-            for r in [x for x in P.running if x in done]:   # running (admission) order
-                prefill_done(r, t)
-        if D.next_end <= t:
-            D.next_end = math.inf
-            for r in D.batch_dec:
-                gen[r] += 1
-                t_last[r] = t
-            for r in [x for x in D.running if x in D.batch_dec and gen[x] >= output[x]]:
-                D.running.remove(r)
-                D.used -= blocks[r]
-                blocks[r] = 0
-                status[r] = FINISHED
-                t_fin[r] = t
-            D.batch_dec = []
+                E.waiting.append(r)
+                E.pending_pf += prompt[r]
+        # phase 2: step ends, in client order
+        for E in engines:
+            if E.next_end <= t:
+                step_end(E, t)
         if flows:
             flow_clock = t
             retime(t)
-        # phase 3: reservations (backpressure), then formations of idle clients
+        # phase 3: reservations (backpressure), then formations of idle clients, in client order
         n_flows = len(flows)
         if backpressure:
-            reserve_pass(t)
-        for eng, form in ((P, form_P), (D, form_D)):
-            if eng.next_end < math.inf:
+            for E in engines:
+                reserve_pass(E, t)
+        for E in engines:
+            if E.next_end < math.inf:
                 continue
-            dt = form(t)
+            dt = form(E, t)
             while dt == "again":
-                dt = form(t)
+                dt = form(E, t)
             if dt is not None:
-                eng.busy_s += dt
-                eng.steps += 1
-                eng.next_end = t + dt
+                E.busy_s += dt
+                E.steps += 1
+                E.next_end = t + dt
         if len(flows) != n_flows:
             flow_clock = t
             retime(t)
@@ -294,5 +342,7 @@ def reference_pd(requests: dict, p_sched: dict, d_sched: dict, p_step_fn, d_step
         if status[r] in (WAITING, RUNNING):
             status[r] = UNFINISHED
     return dict(status=status, reason=reason, t_first_token=t_first, t_last_token=t_last, t_finish=t_fin,
-                t_decode_arrive=t_dec_arrive, generated=gen, busy_s=[P.busy_s, D.busy_s],
-                steps=[P.steps, D.steps], kv_blocked_s=P.blocked_s, end_s=t)
+                t_decode_arrive=t_dec_arrive, generated=gen, busy_s=[E.busy_s for E in engines],
+                steps=[E.steps for E in engines], kv_blocked_s=[E.blocked_s for E in engines], end_s=t,
+                prefill_client=[E.name if E else None for E in prefill_on],
+                decode_client=[E.name if E else None for E in decode_on])
