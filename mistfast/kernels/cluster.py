@@ -670,6 +670,14 @@ def _free_held(r, rq, ci):
         ci[hc, I_DIRTY] = 1
 
 
+@jit_inline
+def _reserved_first(r, c, rq, ci):
+    """A request whose blocks are reserved goes to the front of the waiting queue: it holds its KV
+    room already, so no request that does not fit may stop the scan before it."""
+    _wremove(rq, ci, c, r)
+    _wpush_front(rq, ci, c, r)
+
+
 @jit_noalloc
 def _bp_leave(r, c, t, n, g, cli_kind, cli_sch, pool_off, pool_cli, pool_policy, pool_thresh, st_off, st_kind,
               st_pool, st_prompt, st_output, branches, status, reason, t_finish, arrival, st_client, st_t_ready,
@@ -765,6 +773,7 @@ def _bp_reserve(c, t, n, g, cli_kind, cli_sch, st_kind, st_prompt, st_output, st
             st_t_arrive[s] = t
             _arrive(r, c, t, s, cli_kind, cli_sch, st_kind, st_prompt, st_output, branches, status, reason,
                     t_finish, rq, ci)
+            _reserved_first(r, c, rq, ci)
         else:
             _start_flow(r, hc, c, st_bytes[s], t, route_lat, route_res, route_nres, fstate, ft0, frem, fres, fnres,
                         fdest, flist, ctr)
@@ -941,7 +950,7 @@ def _form_batch(c, t, sch, rq, ci, run, status, reason, arrival, t_finish, preem
                 r = rq[r, Q_WNEXT]
             for i in range(nw):
                 r = order[i]
-                if t - arrival[r] > sch[S_AGING]:
+                if t - arrival[r] > sch[S_AGING] or rq[r, Q_RESV] > 0:   # (reserved KV: first, as if aged)
                     keys[i] = i - 4.0e15
                 elif policy == SPF:
                     keys[i] = rq[r, Q_PROMPT] * (rq.shape[0] + 1.0) + r
@@ -1552,6 +1561,8 @@ def _event_loop(
                             if _arrive(r, c2, t, s, cli_kind, cli_sch, st_kind, st_prompt, st_output,
                                        branches, status, reason, t_finish, rq, ci):
                                 rq[r, Q_FETCHED] = fetched_tokens
+                                if rq[r, Q_RESV] > 0:
+                                    _reserved_first(r, c2, rq, ci)
                             else:
                                 _release(t, n, g, arrival, ctr)
                         else:

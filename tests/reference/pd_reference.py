@@ -122,7 +122,10 @@ def reference_pd(requests: dict, p_sched: dict, d_sched: dict, p_step_fn, d_step
                 reject(r, why, t)
                 return
         status[r] = WAITING
-        E.waiting.append(r)
+        if reserved[r] > 0:
+            E.waiting.insert(0, r)   # reserved KV room: the front of the queue
+        else:
+            E.waiting.append(r)
 
     def free_held(r):
         if held[r] > 0:
