@@ -1,0 +1,312 @@
+"""LLM batch formation (ENGINE_SEMANTICS.md): decodes and prefill chunks of the running requests,
+admissions from the waiting queue in policy order (strict head of line), KV growth with
+recompute preemption, and the rejections that break a deadlock."""
+from __future__ import annotations
+
+from .._numba import jit_inline, jit_noalloc
+from .engine import (CHUNKED, FCFS, FINISHED, MIXED, R_KV_CAPACITY, R_KV_EXHAUSTED, R_TOKEN_BUDGET, REJECTED, RUNNING,
+                     S_AGING, S_BATCHING, S_BLOCK, S_CHUNK, S_MAX_SEQS, S_MAX_TOKENS, S_POLICY, S_PREEMPTION,
+                     S_STATIC_PAD, S_TOTAL_BLOCKS, S_WATERMARK, SPF, STATIC, WAITING, _blocks_for, _cache_lookup,
+                     _cache_touch)
+from .layout import (C_FORM, CS_PREEMPT, CS_RECOMP, G_HASH_BLOCK, I_NDEC, I_NDEC_C, I_NPF, I_NREAL, I_NREQ, I_NRUN,
+                     I_NSTATIC, I_PEND_PF, I_PFTOK, I_USED, I_WCOUNT, I_WHEAD, Q_BLOCKS, Q_COMPUTED, Q_FETCHED,
+                     Q_GEN, Q_HIT, Q_IN_STEP, Q_OUT, Q_PF_TARGET, Q_PROMPT, Q_RESV, Q_WNEXT)
+from .queues import _sort_by_key, _wpush_front, _wremove
+
+
+@jit_inline
+def _preempt(v, c, req, cli, w_of):
+    """Recompute preemption (vLLM): free v's blocks, back to the front of waiting."""
+    if req.rq[v, Q_COMPUTED] >= req.rq[v, Q_PF_TARGET]:
+        cli.ci[c, I_NDEC_C] -= 1
+    cli.ci[c, I_USED] -= req.rq[v, Q_BLOCKS]
+    cli.ci[c, I_PEND_PF] -= req.rq[v, Q_PF_TARGET] - req.rq[v, Q_COMPUTED]
+    req.rq[v, Q_BLOCKS] = 0
+    req.status[v] = WAITING
+    req.rq[v, Q_PF_TARGET] = req.rq[v, Q_PROMPT] + w_of * req.rq[v, Q_GEN]
+    req.rq[v, Q_COMPUTED] = 0
+    req.rq[v, Q_HIT] = 0
+    req.rq[v, Q_FETCHED] = 0
+    cli.ci[c, I_PEND_PF] += req.rq[v, Q_PF_TARGET]
+    req.preempts[v] += 1
+    cli.stats[c, CS_PREEMPT] += 1.0
+    cli.stats[c, CS_RECOMP] += req.rq[v, Q_PF_TARGET]
+    _wpush_front(req.rq, cli.ci, c, v)
+
+
+@jit_inline
+def _add_decode(r, c, form, sch, req, cli, bat):
+    """Grow r's KV for this decode (preempting the newest others if needed) and add it.
+    Returns 1 added, 0 skipped, -1 r itself was preempted; bit 2 set when anyone was preempted."""
+    w = req.branches[r]
+    b = int(sch[S_BLOCK])
+    total = int(sch[S_TOTAL_BLOCKS])
+    need = _blocks_for(req.rq[r, Q_PROMPT] - req.rq[r, Q_HIT], req.rq[r, Q_GEN], w, b) - req.rq[r, Q_BLOCKS]
+    pre = 0
+    while need > total - cli.ci[c, I_USED]:
+        if sch[S_PREEMPTION] <= 0.0:
+            return 0
+        victim = -1
+        for jj in range(cli.ci[c, I_NRUN] - 1, -1, -1):
+            v = bat.run[c, jj]
+            if v != r and req.status[v] == RUNNING and req.rq[v, Q_IN_STEP] != form:
+                victim = v
+                break
+        if victim < 0:
+            _preempt(r, c, req, cli, w)
+            return -1
+        _preempt(victim, c, req, cli, req.branches[victim])
+        pre = 2
+    if need > 0:
+        cli.ci[c, I_USED] += need
+        req.rq[r, Q_BLOCKS] += need
+    req.rq[r, Q_IN_STEP] = form
+    k = cli.ci[c, I_NDEC]
+    bat.dec_req[c, k] = r
+    bat.dec_w[c, k] = w
+    if w == 1:
+        bat.dec_s[c, k] = 0.0
+        bat.dec_k[c, k] = req.rq[r, Q_PROMPT] + req.rq[r, Q_GEN] - 1
+    else:
+        bat.dec_s[c, k] = req.rq[r, Q_PROMPT]
+        bat.dec_k[c, k] = req.rq[r, Q_GEN] - 1
+    cli.ci[c, I_NDEC] = k + 1
+    return 1 | pre
+
+
+@jit_inline
+def _compact_running(c, req, cli, bat):
+    k = 0
+    for ii in range(cli.ci[c, I_NRUN]):
+        r = bat.run[c, ii]
+        if req.status[r] == RUNNING:
+            bat.run[c, k] = r
+            k += 1
+    cli.ci[c, I_NRUN] = k
+
+
+@jit_noalloc
+def _form_batch(c, t, req, cli, bat, kv, lp):
+    """One batch for LLM client c at time t (ENGINE_SEMANTICS.md). Returns
+    1: a batch was formed; 2: a request was aborted/rejected (it left; form again);
+    3: requests were preempted and the batch is empty (form again); 4: nothing to run."""
+    sch = cli.sch[c]
+    hb = int(lp.g[G_HASH_BLOCK])
+    lp.ctr[C_FORM] += 1
+    form = lp.ctr[C_FORM]
+    batching = int(sch[S_BATCHING])
+    policy = int(sch[S_POLICY])
+    max_seq = int(sch[S_MAX_SEQS])
+    b = int(sch[S_BLOCK])
+    total = int(sch[S_TOTAL_BLOCKS])
+    watermark = int(sch[S_WATERMARK])
+    budget = int(sch[S_CHUNK]) if batching == CHUNKED else int(sch[S_MAX_TOKENS])
+    slot = kv.cache_slot[c]
+    cli.ci[c, I_NPF] = 0
+    cli.ci[c, I_NDEC] = 0
+    cli.ci[c, I_PFTOK] = 0
+    preempted = False
+    npf = 0
+    nw = 0
+    sorted_order = False
+    # CHUNKED places the running decodes (then partial prefills) before admissions; the other
+    # strategies admit whole prompts first and add decodes after (MODEL.md §5.2)
+    for part in range(2):
+        decode_part = (part == 0) == (batching == CHUNKED)
+        if decode_part:
+            do_dec = batching == CHUNKED or batching == MIXED or npf == 0
+            if do_dec:
+                total_b = total
+                for ii in range(cli.ci[c, I_NRUN]):
+                    r = bat.run[c, ii]
+                    if req.status[r] != RUNNING or req.rq[r, Q_COMPUTED] < req.rq[r, Q_PF_TARGET] or req.rq[r, Q_GEN] < 1:
+                        continue
+                    if req.rq[r, Q_IN_STEP] == form:
+                        continue
+                    w = req.branches[r]
+                    if (batching == CHUNKED or batching == MIXED) and budget < w:
+                        break
+                    need = _blocks_for(req.rq[r, Q_PROMPT] - req.rq[r, Q_HIT], req.rq[r, Q_GEN], w, b) - req.rq[r, Q_BLOCKS]
+                    if need <= total_b - cli.ci[c, I_USED]:
+                        # fast path, written out here: a helper call per decode costs array
+                        # reference counting on every token
+                        if need > 0:
+                            cli.ci[c, I_USED] += need
+                            req.rq[r, Q_BLOCKS] += need
+                        req.rq[r, Q_IN_STEP] = form
+                        k = cli.ci[c, I_NDEC]
+                        bat.dec_req[c, k] = r
+                        bat.dec_w[c, k] = w
+                        if w == 1:
+                            bat.dec_s[c, k] = 0.0
+                            bat.dec_k[c, k] = req.rq[r, Q_PROMPT] + req.rq[r, Q_GEN] - 1
+                        else:
+                            bat.dec_s[c, k] = req.rq[r, Q_PROMPT]
+                            bat.dec_k[c, k] = req.rq[r, Q_GEN] - 1
+                        cli.ci[c, I_NDEC] = k + 1
+                        budget -= w
+                        continue
+                    res = _add_decode(r, c, form, sch, req, cli, bat)
+                    if res & 2 or res < 0:
+                        preempted = True
+                    if res & 1 and res > 0:
+                        budget -= w
+                if preempted:
+                    _compact_running(c, req, cli, bat)  # victims may be re-admitted below
+            if batching == CHUNKED:
+                for ii in range(cli.ci[c, I_NRUN]):
+                    if budget <= 0:
+                        break
+                    r = bat.run[c, ii]
+                    if req.status[r] != RUNNING or req.rq[r, Q_COMPUTED] >= req.rq[r, Q_PF_TARGET]:
+                        continue
+                    cc = req.rq[r, Q_PF_TARGET] - req.rq[r, Q_COMPUTED]
+                    if cc > budget:
+                        cc = budget
+                    bat.pf_req[c, npf] = r
+                    bat.pf_past[c, npf] = req.rq[r, Q_COMPUTED]
+                    bat.pf_new[c, npf] = cc
+                    req.rq[r, Q_IN_STEP] = form
+                    npf += 1
+                    budget -= cc
+                    cli.ci[c, I_PFTOK] += cc
+            continue
+        # ---- waiting bat.order (FCFS = queue bat.order; SPF / LWL sorted, with aging) ----------------------------
+        nw = cli.ci[c, I_WCOUNT]
+        sorted_order = policy != FCFS and nw > 1
+        if sorted_order:
+            # FCFS walks the queue itself below and stops at the head-of-line block; only the other
+            # policies need the whole queue in bat.order
+            r = cli.ci[c, I_WHEAD]
+            for i in range(nw):
+                bat.order[i] = r
+                r = req.rq[r, Q_WNEXT]
+            for i in range(nw):
+                r = bat.order[i]
+                if t - req.arrival[r] > sch[S_AGING] or req.rq[r, Q_RESV] > 0:   # (reserved KV: first, as if aged)
+                    bat.keys[i] = i - 4.0e15
+                elif policy == SPF:
+                    bat.keys[i] = req.rq[r, Q_PROMPT] * (req.rq.shape[0] + 1.0) + r
+                else:
+                    bat.keys[i] = (req.rq[r, Q_PF_TARGET] - req.rq[r, Q_COMPUTED] + req.rq[r, Q_OUT] - req.rq[r, Q_GEN]) * (req.rq.shape[0] + 1.0) + r
+            _sort_by_key(bat.order, bat.keys, nw)
+        # ---- admissions (strict head-of-line) ----------------------------------------------------------------
+        admit = not (batching == STATIC and cli.ci[c, I_NRUN] > 0)
+        if admit:
+            nxt = cli.ci[c, I_WHEAD]
+            for i in range(nw):
+                if sorted_order:
+                    r = bat.order[i]
+                else:
+                    r = nxt
+                    nxt = req.rq[r, Q_WNEXT]  # read before an admission unlinks r
+                if cli.ci[c, I_NRUN] >= max_seq:
+                    break
+                if batching == CHUNKED and budget <= 0:
+                    break
+                w = req.branches[r]
+                m = 0
+                h = 0
+                if req.rq[r, Q_FETCHED] > 0:
+                    h = req.rq[r, Q_FETCHED]       # KV fetched from a tier: held in this client's blocks
+                elif slot >= 0:
+                    m, h = _cache_lookup(r, req.rq[r, Q_PROMPT], req.hash_off, req.hash_ids, kv.in_cache[slot], hb)
+                cc = req.rq[r, Q_PF_TARGET] - h
+                if req.rq[r, Q_COMPUTED] >= req.rq[r, Q_PF_TARGET]:
+                    cc = 0                      # decode-only req.arrival (disaggregated)
+                if batching != CHUNKED and cc > budget:
+                    break
+                cached = h if req.rq[r, Q_FETCHED] == 0 else 0
+                if req.rq[r, Q_COMPUTED] >= req.rq[r, Q_PF_TARGET]:
+                    need = _blocks_for(req.rq[r, Q_PROMPT], max(req.rq[r, Q_GEN], 1), w, b)
+                else:
+                    need = _blocks_for(req.rq[r, Q_PROMPT] - cached, req.rq[r, Q_GEN] + 1, w, b)
+                if req.rq[r, Q_RESV] == 0 and total - cli.ci[c, I_USED] - need < watermark:
+                    break  # (KV backpressure: a request with reserved blocks always has room)
+                # admit
+                _wremove(req.rq, cli.ci, c, r)
+                if m > 0:
+                    _cache_touch(r, m, req.hash_off, req.hash_ids, kv.lru_prev[slot], kv.lru_next[slot], kv.lru_ends[slot])
+                if cc == 0:
+                    cli.ci[c, I_NDEC_C] += 1
+                else:
+                    req.rq[r, Q_HIT] = cached
+                    if req.hit_first[r] < 0:
+                        req.hit_first[r] = h
+                    req.rq[r, Q_COMPUTED] = h
+                    cli.ci[c, I_PEND_PF] -= h
+                cli.ci[c, I_USED] += need - req.rq[r, Q_RESV]
+                req.rq[r, Q_RESV] = 0
+                req.rq[r, Q_BLOCKS] = need
+                req.status[r] = RUNNING
+                bat.run[c, cli.ci[c, I_NRUN]] = r
+                cli.ci[c, I_NRUN] += 1
+                if batching == STATIC:
+                    bat.static_batch[c, cli.ci[c, I_NSTATIC]] = r
+                    cli.ci[c, I_NSTATIC] += 1
+                if cc == 0:
+                    # a decode-only req.arrival (disaggregated): under CHUNKED the decodes were placed
+                    # before admissions, so place it now; other strategies add decodes below
+                    if batching == CHUNKED and budget >= w:
+                        res = _add_decode(r, c, form, sch, req, cli, bat)
+                        if res > 0 and res & 1:
+                            budget -= w
+                    continue
+                if batching == CHUNKED and cc > budget:
+                    cc = budget
+                bat.pf_req[c, npf] = r
+                bat.pf_past[c, npf] = h
+                bat.pf_new[c, npf] = cc
+                req.rq[r, Q_IN_STEP] = form
+                npf += 1
+                budget -= cc
+                cli.ci[c, I_PFTOK] += cc
+        cli.ci[c, I_NPF] = npf
+    cli.ci[c, I_NREAL] = cli.ci[c, I_NDEC]
+    if batching == STATIC and sch[S_STATIC_PAD] > 0.0 and npf == 0 and cli.ci[c, I_NDEC] > 0:
+        # padded static batching: finished members keep costing a decode slot
+        for ii in range(cli.ci[c, I_NSTATIC]):
+            r = bat.static_batch[c, ii]
+            if req.status[r] == FINISHED or (req.status[r] != RUNNING and req.status[r] != WAITING and req.status[r] != REJECTED):
+                k = cli.ci[c, I_NDEC]
+                bat.dec_req[c, k] = -1
+                bat.dec_w[c, k] = 1.0
+                bat.dec_s[c, k] = 0.0
+                bat.dec_k[c, k] = req.rq[r, Q_PROMPT] + req.rq[r, Q_GEN] - 1
+                cli.ci[c, I_NDEC] = k + 1
+    if preempted:
+        _compact_running(c, req, cli, bat)
+    if npf + cli.ci[c, I_NDEC] > 0:
+        return 1
+    if preempted:
+        return 3
+    if cli.ci[c, I_NRUN] > 0:
+        # only without preemption: nobody can grow; abort the newest to break the deadlock
+        r = bat.run[c, cli.ci[c, I_NRUN] - 1]
+        cli.ci[c, I_NRUN] -= 1
+        if req.rq[r, Q_COMPUTED] >= req.rq[r, Q_PF_TARGET]:
+            cli.ci[c, I_NDEC_C] -= 1
+        cli.ci[c, I_USED] -= req.rq[r, Q_BLOCKS]
+        cli.ci[c, I_PEND_PF] -= req.rq[r, Q_PF_TARGET] - req.rq[r, Q_COMPUTED]
+        cli.ci[c, I_NREQ] -= 1
+        req.rq[r, Q_BLOCKS] = 0
+        req.status[r] = REJECTED
+        req.reason[r] = R_KV_EXHAUSTED
+        req.t_finish[r] = t
+        return 2
+    if nw > 0 and cli.ci[c, I_USED] == 0:
+        # nothing runs, yet the first request in policy bat.order cannot be admitted: it never will be
+        # (watermark, or a recompute target above the token budget). (Blocks in use with nothing
+        # running are held or reserved for a KV-backpressure transfer: they will be freed.)
+        r = bat.order[0] if sorted_order else cli.ci[c, I_WHEAD]
+        _wremove(req.rq, cli.ci, c, r)
+        cli.ci[c, I_PEND_PF] -= req.rq[r, Q_PF_TARGET] - req.rq[r, Q_COMPUTED]
+        cli.ci[c, I_NREQ] -= 1
+        req.status[r] = REJECTED
+        if batching != CHUNKED and req.rq[r, Q_PF_TARGET] > int(sch[S_MAX_TOKENS]):
+            req.reason[r] = R_TOKEN_BUDGET
+        else:
+            req.reason[r] = R_KV_CAPACITY
+        req.t_finish[r] = t
+        return 2
+    return 4
