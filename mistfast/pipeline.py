@@ -504,8 +504,9 @@ def _overflow_pool(st, topo, pools, where):
 
 
 def _decode_flags(st) -> int:
-    """Kernel flags of a decode stage's pipeline features (issue 12): KV backpressure."""
-    return CL.F_KV_BACKPRESSURE if st.kv_backpressure else 0
+    """Kernel flags of a decode stage's pipeline features (issue 12): KV backpressure, layer-wise KV."""
+    return ((CL.F_KV_BACKPRESSURE if st.kv_backpressure else 0)
+            | (CL.F_LAYERWISE if st.kv_transfer == "layerwise" else 0))
 
 
 def _favourite_groups(st, nxt, topo, pools, ids, tier, rng):

@@ -946,6 +946,7 @@ class StageSpec(Spec):
     overflow_pool: str | list[str] | None = Field(default=None, description="Splitwise mixed pool: client(s) that take this prefill or decode stage when the pool's pick is overloaded (ENGINE_SEMANTICS.md)")
     overflow_tokens: int = Field(default=8192, ge=1, description="a prefill pick is overloaded when requests wait there and its pending prefill tokens + the prompt exceed this (Splitwise: 8,192)")
     # decode (P/D disaggregation)
+    kv_transfer: Literal["whole", "layerwise"] = Field(default="whole", description="decode stage: the prompt's KV moves after the prefill step (whole) or layer by layer, overlapped with the prefill step that computes it (layerwise, MODEL.md §5.2)")
     kv_backpressure: bool = Field(default=False, description="the decode client reserves the KV blocks of a finished prefill before its transfer starts; until then the request holds its blocks on the prefill client (MODEL.md §4.4)")
 
 
@@ -973,6 +974,8 @@ class PipelineSpec(Spec):
                 raise field_error(f"stages[{i}].routing", s.routing, "with overflow_pool, one of round_robin, "
                                   "least_prefill_tokens, least_decodes, least_kv, join_shortest_queue, least_requests, "
                                   "least_drain_time")
+            if s.kv_transfer != "whole" and s.kind != "decode":
+                raise field_error(f"stages[{i}].kv_transfer", s.kv_transfer, "applies to a decode stage only")
             if s.kv_backpressure and s.kind != "decode":
                 raise field_error(f"stages[{i}].kv_backpressure", True, "applies to a decode stage only")
             if s.kind == "reason" and s.verifier is None and s.steps > 1:

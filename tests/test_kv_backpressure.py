@@ -74,7 +74,7 @@ def stage(ins, st, req, j, col):
     return st[col][ins["st_off"][req] + j]
 
 
-def twin(ins, bp, overflow_tokens=None, decode_overflow=False):
+def twin(ins, bp, overflow_tokens=None, decode_overflow=False, layerwise=False):
     def step_fn(c):
         prm = ins["cli_prm"][c]
 
@@ -97,8 +97,11 @@ def twin(ins, bp, overflow_tokens=None, decode_overflow=False):
     if ins["cli_kind"].size == 3:
         mixed = dict(m_sched=sched(2), m_step_fn=step_fn(2), overflow_tokens=overflow_tokens,
                      decode_overflow=decode_overflow)
+    prm = ins["cli_prm"][0]
+    bw = float(ins["res_cap"][0]) if layerwise else BW   # (one link in the layer-wise cases)
     return reference_pd(req, sched(0), sched(1), step_fn(0), step_fn(1),
-                        dict(latency_s=LAT, bandwidth_Bps=BW), KVB, bp, **mixed)
+                        dict(latency_s=LAT, bandwidth_Bps=bw), KVB, bp, **mixed, layerwise=layerwise,
+                        n_layers=prm[ST.P_N_DENSE] + prm[ST.P_N_MOE])
 
 
 def assert_agree(ins, ref, n):
@@ -314,3 +317,48 @@ def test_kernel_agrees_with_the_twin_on_splitwise_overflow(case):
     assert "M" in ref["prefill_client"] and "P" in ref["prefill_client"]
     if dov:
         assert "M" in ref["decode_client"]
+
+
+# ---- layer-wise KV transfer --------------------------------------------------------------------------------
+def pd_spec(transfer, bw_GBps, n=1, prompt=3000, output=8, rate=None, bp=False):
+    arr = {"process": "offline"} if rate is None else {"process": "poisson", "rate_rps": rate}
+    return parse_scenario({
+        "clients": [{**LLM, "name": "P", "scheduler": CONT}, {**LLM, "name": "D", "scheduler": CONT}],
+        "links": [{"between": ["P", "D"], "link": {"preset": "RDMA-400G", "bandwidth_GBps": bw_GBps,
+                                                    "efficiency": 1.0, "latency_us": LAT * 1e6}}],
+        "workload": {"num_requests": n, "arrival": arr, "input": prompt, "output": output},
+        "simulation": {"seed": 5},
+        "pipelines": [{"stages": [{"kind": "prefill", "pool": "P"},
+                                  {"kind": "decode", "pool": "D", "kv_transfer": transfer, "kv_backpressure": bp}]}]})
+
+
+@pytest.mark.parametrize("bw_GBps", [0.5, 5.0, 500.0])
+def test_layerwise_transfer_exposes_max_of_last_layer_and_what_the_prefill_cannot_hide(bw_GBps):
+    L = 32                   # Llama-3.1-8B layers
+    S = 3000 * KVB
+    X = S / (bw_GBps * 1e9)
+    ins = inputs(pd_spec("layerwise", bw_GBps))
+    r, st, cs, _ = run_kernel(ins)
+    t_pf = stage(ins, st, 0, 0, "exit") - stage(ins, st, 0, 0, "sched")   # the one prefill step
+    exposed = stage(ins, st, 0, 1, "arrive") - stage(ins, st, 0, 0, "exit")
+    assert exposed == pytest.approx(LAT + max(X / L, X - t_pf * (L - 1) / L), rel=1e-9)
+    whole = inputs(pd_spec("whole", bw_GBps))
+    r2, st2, _, _ = run_kernel(whole)
+    assert stage(whole, st2, 0, 1, "arrive") - stage(whole, st2, 0, 0, "exit") == pytest.approx(LAT + X, rel=1e-9)
+    assert r["generated"][0] == 8
+
+
+def test_kv_transfer_is_a_decode_stage_field():
+    with pytest.raises((SpecError, ValueError), match=r"kv_transfer.*decode stage only"):
+        parse_scenario({"clients": [{**LLM, "name": "P"}, {**LLM, "name": "D"}],
+                        "pipelines": [{"stages": [{"kind": "prefill", "pool": "P", "kv_transfer": "layerwise"},
+                                                  {"kind": "decode", "pool": "D"}]}]})
+
+
+@pytest.mark.parametrize("bp", [False, True])
+def test_kernel_agrees_with_the_twin_on_layerwise_transfers(bp):
+    ins = inputs(pd_spec("layerwise", 2.0, n=30, prompt={"dist": "uniform", "low": 200, "high": 2500},
+                         output={"dist": "uniform", "low": 1, "high": 40}, rate=40.0, bp=bp),
+                 blocks=(600, 500), watermark=(0, 40))
+    ref = twin(ins, bp, layerwise=True)
+    assert_agree(ins, ref, 30)

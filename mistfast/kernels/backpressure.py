@@ -7,12 +7,12 @@ from __future__ import annotations
 from .._numba import jit_inline, jit_noalloc
 from .engine import (R_KV_CAPACITY, R_MAX_MODEL_LEN, R_NONE, REJECTED, S_BLOCK, S_MAX_MODEL_LEN, S_TOTAL_BLOCKS,
                      S_WATERMARK, WAITING, _blocks_for)
-from .flows import _start_flow
-from .layout import (CK_LLM, CS_KV_BLOCKED_S, F_KV_BACKPRESSURE, I_DIRTY, I_NREQ, I_RCOUNT, I_RHEAD, I_RTAIL, I_USED,
+from .flows import _layerwise_left, _start_flow
+from .layout import (CK_LLM, CS_KV_BLOCKED_S, F_KV_BACKPRESSURE, F_LAYERWISE, F_START, I_DIRTY, I_NREQ, I_RCOUNT, I_RHEAD, I_RTAIL, I_USED,
                      K_DECODE, K_PREFILL, Q_BLOCKS, Q_CUR, Q_FETCHED, Q_HELD, Q_HELD_C, Q_RESV, Q_WNEXT)
 from .queues import _wpush_front, _wremove
 from .routing import _route
-from .stages import _arrive, _next_stage, _release
+from .stages import _arrive, _n_layers, _next_stage, _release
 
 
 @jit_inline
@@ -133,7 +133,11 @@ def _bp_reserve(c, t, req, stg, cli, rte, fl, lp):
             _arrive(r, c, t, s, req, stg, cli)
             _reserved_first(r, c, req, cli)
         else:
-            _start_flow(r, hc, c, stg.bytes[s], t, rte, fl, lp.ctr)
+            byts = stg.bytes[s]
+            if (stg.flags[s] & F_LAYERWISE) and t == stg.t_ready[s]:
+                # reserved at the prefill's end: its layers streamed during the prefill step
+                byts = _layerwise_left(byts, hc, c, t - cli.cf[hc, F_START], _n_layers(hc, cli), rte, fl)
+            _start_flow(r, hc, c, byts, t, rte, fl, lp.ctr)
 
 
 @jit_inline

@@ -76,3 +76,18 @@ def _start_flow(f, src, dst, byts, t, rte, fl, ctr):
     fl.dest[f] = dst
     fl.live[ctr[C_NFL]] = f
     ctr[C_NFL] += 1
+
+
+@jit_noalloc
+def _layerwise_left(byts, src, dst, t_pf, n_layers, rte, fl):
+    """Layer-wise KV transfer (ENGINE_SEMANTICS.md, MODEL.md §5.2): layer l's KV leaves as soon as
+    the prefill step has computed layer l, so during the t_pf s step the first L - 1 layers stream
+    at the route's bottleneck bandwidth (at most their (L-1)/L share of the bytes; those bytes are
+    booked on the route's links now). Returns the bytes left for the transfer after the step."""
+    bw = np.inf
+    for h in range(rte.nhops[src, dst]):
+        bw = min(bw, fl.link_cap[rte.hops[src, dst, h]])
+    early = min(byts * (n_layers - 1.0) / n_layers, bw * t_pf * (n_layers - 1.0) / n_layers)
+    for h in range(rte.nhops[src, dst]):
+        fl.link_bytes[rte.hops[src, dst, h]] += early
+    return byts - early

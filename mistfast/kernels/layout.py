@@ -18,6 +18,8 @@ F_COUNT = 2       # tokens emitted in this stage count as the request's output t
 # a decode stage with KV backpressure: its client reserves the KV blocks before the transfer starts;
 # until then the request holds its blocks on the prefill client (ENGINE_SEMANTICS.md, MODEL.md §4.4)
 F_KV_BACKPRESSURE = 4
+# a decode stage whose KV moves layer by layer, overlapped with the prefill step that produced it
+F_LAYERWISE = 8
 # ---- routing policies -----------------------------------------------------------------------------
 RT_RR, RT_LEAST_PREFILL, RT_LEAST_DECODE, RT_LEAST_KV, RT_JSQ, RT_HEAVY_LIGHT = 0, 1, 2, 3, 4, 5
 # 6 = least_requests: the fewest requests assigned, _choose's last branch

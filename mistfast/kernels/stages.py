@@ -8,10 +8,12 @@ import numpy as np
 from .._numba import jit_inline, jit_noalloc
 from .engine import (CHUNKED, FINISHED, R_KV_CAPACITY, R_MAX_MODEL_LEN, R_NONE, R_TOKEN_BUDGET, REJECTED, S_BATCHING,
                      S_BLOCK, S_MAX_MODEL_LEN, S_MAX_TOKENS, S_TOTAL_BLOCKS, WAITING, _blocks_for)
-from .flows import _start_flow
-from .layout import (C_NA, C_REL, F_COUNT, F_TTFT, G_CONC, G_HASH_BLOCK, G_HORIZON, G_THINK, I_DIRTY, I_MIST, I_MIST_Q,
-                     I_NREQ, I_PEND_PF, K_DECODE, K_KVFETCH, K_LLM, K_PREFILL, K_SKIP, Q_COMPUTED, Q_CUR, Q_FETCHED,
-                     Q_GEN, Q_HIT, Q_OUT, Q_PENDING, Q_PF_TARGET, Q_PROMPT, RT_MIST_JSQ)
+from . import steptime as ST
+from .flows import _layerwise_left, _start_flow
+from .layout import (C_NA, C_REL, F_COUNT, F_LAYERWISE, F_START, F_TTFT, G_CONC, G_HASH_BLOCK, G_HORIZON, G_THINK,
+                     I_DIRTY, I_MIST, I_MIST_Q, I_NREQ, I_PEND_PF, K_DECODE, K_KVFETCH, K_LLM, K_PREFILL, K_SKIP,
+                     Q_COMPUTED, Q_CUR, Q_FETCHED, Q_GEN, Q_HIT, Q_OUT, Q_PENDING, Q_PF_TARGET, Q_PROMPT,
+                     RT_MIST_JSQ)
 from .queues import _wpush_back
 from .routing import _choose, _route
 from .tiers import _tier_lookup
@@ -80,6 +82,12 @@ def _arrive(r, c, t, s, req, stg, cli):
     return True
 
 
+@jit_inline
+def _n_layers(c, cli):
+    """Transformer layers of LLM client c's model (layer-wise KV transfer)."""
+    return cli.prm[c, ST.P_N_DENSE] + cli.prm[c, ST.P_N_MOE]
+
+
 @jit_noalloc
 def _enter_stage(r, s, c_from, t, req, stg, cli, rte, fl, kv, lp):
     """Request r becomes ready for stage s at time t, coming from client c_from (-1: its source).
@@ -135,7 +143,10 @@ def _enter_stage(r, s, c_from, t, req, stg, cli, rte, fl, kv, lp):
             _release(t, req, lp)
         return
     req.status[r] = WAITING  # in transfer
-    _start_flow(r, c_from, c2, stg.bytes[s], t, rte, fl, lp.ctr)
+    byts = stg.bytes[s]
+    if stg.flags[s] & F_LAYERWISE:
+        byts = _layerwise_left(byts, c_from, c2, t - cli.cf[c_from, F_START], _n_layers(c_from, cli), rte, fl)
+    _start_flow(r, c_from, c2, byts, t, rte, fl, lp.ctr)
 
 
 @jit_inline

@@ -43,6 +43,7 @@ class _Engine:
         self.used = 0          # blocks in use: running + held (prefill side) + reserved (decode side)
         self.pending_pf = 0    # prompt tokens of prefill-stage requests here not yet computed
         self.next_end = math.inf
+        self.step_start = math.nan
         self.batch_pf = []     # ids prefilled in the step in flight
         self.batch_dec = []    # ids decoded in the step in flight
         self.busy_s = 0.0
@@ -53,11 +54,13 @@ class _Engine:
 
 def reference_pd(requests: dict, p_sched: dict, d_sched: dict, p_step_fn, d_step_fn, link: dict,
                  kv_bytes_per_token: float, backpressure: bool, m_sched: dict | None = None, m_step_fn=None,
-                 overflow_tokens: int | None = None, decode_overflow: bool = False) -> dict:
+                 overflow_tokens: int | None = None, decode_overflow: bool = False, layerwise: bool = False,
+                 n_layers: float = 1.0) -> dict:
     """requests: {'arrival_s', 'prompt', 'output'} (sorted by arrival); *_sched: the engine settings
     of ENGINE_SEMANTICS.md's Inputs (P and D run CONTINUOUS, M MIXED); link: {'latency_s',
     'bandwidth_Bps'} of every client pair. With m_sched: the prefill stage overflows into M with
-    ``overflow_tokens``; the decode stage too if ``decode_overflow``.
+    ``overflow_tokens``; the decode stage too if ``decode_overflow``. ``layerwise``: the KV of a
+    transfer that starts at its prefill's end streamed its first n_layers - 1 layers during that step.
     Returns per-request lists and per-client statistics in client order P, D[, M]."""
     arrival = [float(x) for x in requests["arrival_s"]]
     prompt = [int(x) for x in requests["prompt"]]
@@ -96,8 +99,14 @@ def reference_pd(requests: dict, p_sched: dict, d_sched: dict, p_step_fn, d_step
                 f[5] = t + f[3] / f[4]
 
     def start_flow(r, src, dst, t):
-        flows.append([r, 1, t + lat, prompt[r] * kv_bytes_per_token, 0.0, math.inf,
-                      frozenset((src.name, dst.name))])
+        byts = prompt[r] * kv_bytes_per_token
+        if layerwise and t == prefill_end[r]:
+            # layers 1 .. L-1 left during the prefill step (t_pf s) at the link's bandwidth, at most
+            # their share of the bytes; the rest moves now
+            t_pf = t - src.step_start
+            early = min(byts * (n_layers - 1.0) / n_layers, cap * t_pf * (n_layers - 1.0) / n_layers)
+            byts = byts - early
+        flows.append([r, 1, t + lat, byts, 0.0, math.inf, frozenset((src.name, dst.name))])
 
     def reject(r, why, t):
         status[r] = REJECTED
@@ -337,6 +346,7 @@ def reference_pd(requests: dict, p_sched: dict, d_sched: dict, p_step_fn, d_step
                 E.busy_s += dt
                 E.steps += 1
                 E.next_end = t + dt
+                E.step_start = t
         if len(flows) != n_flows:
             flow_clock = t
             retime(t)
