@@ -421,12 +421,13 @@ def _expand_pipeline(pipe, ci_, topo, pools, P, O, rng, scen, first_hash=None) -
                 # grouped tiers: each user's (first block's) favourite group has its own LRU stores
                 chains, restrict = _favourite_chains(st, nxt, topo, pools, ids, kvb, first_hash,
                                                      f"{where0}.stages[{i}]")
-                rows.append(row(CL.K_KVFETCH, len(pools) - 1, zeros, zeros, np.full(m, kvb), tier=-2 - chains))
+                rows.append(row(CL.K_KVFETCH, len(pools) - 1, zeros, zeros, np.full(m, kvb), tier=-2 - chains,
+                                flags=CL.F_WRITE_BACK if st.write_back else 0))
             elif st.use_hashes:
                 # the prompt's own prefix blocks are looked up in the tiers (LRU contents)
                 chain = topo.chain([th.tier for th in st.tiers], kvb, f"{where0}.stages[{i}]")
                 rows.append(row(CL.K_KVFETCH, len(pools) - 1, zeros, zeros, np.full(m, kvb),
-                                tier=np.full(m, -2 - chain)))
+                                tier=np.full(m, -2 - chain), flags=CL.F_WRITE_BACK if st.write_back else 0))
             else:
                 tier = _sample_tiers(st, topo, m, rng, f"{where0}.stages[{i}]")
                 restrict = _favourite_groups(st, nxt, topo, pools, ids, tier, rng)

@@ -936,6 +936,7 @@ class StageSpec(Spec):
     # kv_fetch
     past_tokens: int = Field(default=0, ge=0)
     tiers: list[TierHitSpec] = []
+    write_back: bool = Field(default=False, description="kv_fetch with use_hashes: the prompt's new full blocks move to the first tier after the prefill as a transfer over its port and link, competing with reads (MODEL.md §4.2)")
     use_hashes: bool = Field(default=False, description="hits emerge from the tiers' LRU contents and the requests' prefix-block hashes (the prompt's own blocks), instead of fixed hit rates")
     # reason: a policy LLM writing `steps` segments of `step_tokens`, each checked by `verifier`
     steps: int = Field(default=1, ge=1, description="most reasoning segments")
@@ -974,6 +975,8 @@ class PipelineSpec(Spec):
                 raise field_error(f"stages[{i}].routing", s.routing, "with overflow_pool, one of round_robin, "
                                   "least_prefill_tokens, least_decodes, least_kv, join_shortest_queue, least_requests, "
                                   "least_drain_time")
+            if s.write_back and not (s.kind == "kv_fetch" and s.use_hashes):
+                raise field_error(f"stages[{i}].write_back", True, "applies to a kv_fetch stage with use_hashes = true only")
             if s.kv_transfer != "whole" and s.kind != "decode":
                 raise field_error(f"stages[{i}].kv_transfer", s.kv_transfer, "applies to a decode stage only")
             if s.kv_backpressure and s.kind != "decode":

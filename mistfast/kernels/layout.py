@@ -20,6 +20,9 @@ F_COUNT = 2       # tokens emitted in this stage count as the request's output t
 F_KV_BACKPRESSURE = 4
 # a decode stage whose KV moves layer by layer, overlapped with the prefill step that produced it
 F_LAYERWISE = 8
+# a hash-mode kv_fetch stage whose new blocks, written to the first tier after the prefill, move as a
+# flow over the tier's port and link (competing with reads); flow slot n + C + r
+F_WRITE_BACK = 16
 # ---- routing policies -----------------------------------------------------------------------------
 RT_RR, RT_LEAST_PREFILL, RT_LEAST_DECODE, RT_LEAST_KV, RT_JSQ, RT_HEAVY_LIGHT = 0, 1, 2, 3, 4, 5
 # 6 = least_requests: the fewest requests assigned, _choose's last branch

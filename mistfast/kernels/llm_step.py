@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._numba import jit_inline
+from .._numba import jit_inline, jit_noalloc
 from . import steptime as ST
 from .backpressure import _bp_leave, _holds_kv
 from .batching import _form_batch
@@ -14,17 +14,36 @@ from .engine import (FINISHED, L_DEC_TOKENS, L_DT, L_KV_USED, L_NDEC, L_NPF, L_P
 from .layout import (C_NLOG, CS_BATCH_SEQS, CS_BATCH_TOKENS, CS_BUSY, CS_BYTES, CS_DEC_SEQ_S, CS_DEC_SEQS,
                      CS_DEC_TOKENS, CS_FINISH_STEP_START, CS_FLOPS, CS_KV_BLOCK_S, CS_KV_PEAK, CS_OUT_OF_RANGE,
                      CS_PF_TOKENS, CS_PREEMPT, CS_STEPS, CS_TC, CS_TM, CS_TN, F_COUNT, F_NEXT, F_START, G_HASH_BLOCK,
-                     G_LOG_CAP, I_DIRTY, I_MIST, I_NDEC, I_NDEC_C, I_NPF, I_NREAL, I_NRUN, I_NSTATIC, I_PEND_PF,
+                     G_LOG_CAP, F_WRITE_BACK, I_DIRTY, I_MIST, I_NDEC, I_NDEC_C, I_NPF, I_NREAL, I_NRUN, I_NSTATIC, I_PEND_PF,
                      I_PFTOK, I_USED, K_ENCODE, K_KVFETCH, K_PREFILL, LOG_COLS, Q_BLOCKS, Q_COMPUTED, Q_CUR, Q_GEN,
-                     Q_INSERTED, Q_OUT, Q_PF_TARGET, Q_PROMPT)
+                     Q_INSERTED, Q_OUT, Q_PENDING, Q_PF_TARGET, Q_PROMPT)
+from .flows import _start_flow
 from .mist import _mist_memo, _mist_step_load
 from .stages import _emit, _leave_stage, _release
 from .tiers import _tier_insert
 
 
 # ============================================================================ the end of a step
+@jit_noalloc
+def _write_back(r, c, s, t, req, stg, cli, rte, fl, kv, lp):
+    """KV write-back (ENGINE_SEMANTICS.md): the prompt's full blocks that the kv_fetch stage s did not
+    find (hash blocks x tokens x KV bytes per token) move from client c to the first tier of the
+    stage's chain, over that tier's port and link (the route of a read, the other way), as a flow in
+    the request's write-back slot. Nobody waits for it; it only loads the port and the link."""
+    hb = int(lp.g[G_HASH_BLOCK])
+    new_tokens = (req.rq[r, Q_PROMPT] // hb) * hb - req.rq[r, Q_PENDING]
+    if new_tokens <= 0:
+        return
+    C = cli.kind.shape[0]
+    f = req.arrival.shape[0] + C + r
+    if fl.state[f] != 0:
+        return  # (a recompute after a preemption: the first write is still moving)
+    tier = kv.chain_tier[kv.chain_off[-2 - stg.tier[s]]]
+    _start_flow(f, C + tier, c, new_tokens * stg.bytes[s], t, rte, fl, lp.ctr)
+
+
 @jit_inline
-def _prefill_chunks_done(c, t, req, stg, cli, kv, bat, lp):
+def _prefill_chunks_done(c, t, req, stg, cli, rte, fl, kv, bat, lp):
     """The step's prefill chunks are computed; a prompt now complete enters the prefix cache and the
     KV store it was fetched for, and emits its first token. Returns whether any prompt completed."""
     hb = int(lp.g[G_HASH_BLOCK])
@@ -48,6 +67,8 @@ def _prefill_chunks_done(c, t, req, stg, cli, kv, bat, lp):
                 # the new prompt blocks are written to the KV store (first tier; LRU
                 # evictions demote down the chain)
                 _tier_insert(r, req.rq[r, Q_PROMPT] // hb, -2 - stg.tier[s - 1], req, kv)
+                if stg.flags[s - 1] & F_WRITE_BACK:
+                    _write_back(r, c, s - 1, t, req, stg, cli, rte, fl, kv, lp)
             any_done = True  # (a prefill-only stage ends here; an LLM stage may too)
             if stg.kind[s] != K_ENCODE:
                 req.rq[r, Q_GEN] += 1
@@ -106,7 +127,7 @@ def _finished_leave(c, t, req, stg, cli, rte, fl, kv, bat, lp):
 def _llm_step_end(c, t, req, stg, cli, rte, fl, kv, bat, lp):
     """LLM client c's step ends at t: its outputs are released and routed; c is free to form."""
     cli.cf[c, F_NEXT] = np.inf
-    any_done = _prefill_chunks_done(c, t, req, stg, cli, kv, bat, lp)
+    any_done = _prefill_chunks_done(c, t, req, stg, cli, rte, fl, kv, bat, lp)
     if _decodes_emit(c, t, req, stg, cli, bat):
         any_done = True
     if any_done:

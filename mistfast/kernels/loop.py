@@ -78,6 +78,8 @@ def _transfer_done(f, t, req, stg, cli, fl, lp):
     stage first, and the stage it was for begins). A retrieval server's index read: its batch is
     done now."""
     n = req.arrival.shape[0]
+    if f >= n + cli.kind.shape[0]:
+        return  # a KV write-back to a tier ended: nothing waits for it
     if f >= n:
         c2 = f - n
         cli.ci[c2, I_BPHASE] = 3

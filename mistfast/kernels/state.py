@@ -212,7 +212,7 @@ def new_clients(cli_kind, cli_prm, cli_sch, cli_srv, cstats):
 def new_flows(n, C, res_cap, res_bytes):
     res_bytes[:] = 0.0
     R = res_cap.shape[0]
-    NF = n + C
+    NF = n + C + n   # + one KV write-back slot per request (layout.F_WRITE_BACK)
     return Flows(np.zeros(NF, np.int64), np.zeros(NF), np.zeros(NF), np.zeros(NF), np.full(NF, np.inf),
                  np.full((NF, MAX_HOPS), -1, np.int64), np.zeros(NF, np.int64), np.zeros(NF, np.bool_),
                  np.zeros(NF, np.int64), np.zeros(NF, np.int64), res_cap, np.zeros(max(R, 1)),
