@@ -68,13 +68,13 @@ def _decode_run(c, t_other, req, stg, cli, bat, lp):
     total = int(sch[S_TOTAL_BLOCKS])
     # ---- would the next formation admit someone? (strict head-of-line scan, ENGINE_SEMANTICS.md)
     # Free blocks only shrink during the run and the sequence/token budgets stay as they were, so a
-    # scan that stopped at a request that did not fit stops there again, unless the waiting bat.order
+    # scan that stopped at a request that did not fit stops there again, unless the waiting order
     # changes: under SPF/LWL a request that reaches its aging time moves to the front.
     w_sum = 0
     for i in range(n_dec):
         w_sum += int(dec_w[i])
     nw = cli.ci[c, I_WCOUNT]
-    t_age = np.inf     # req.arrival time of the oldest waiting request not yet aged (SPF/LWL)
+    t_age = np.inf     # arrival time of the oldest waiting request not yet aged (SPF/LWL)
     if nw > 0 and int(sch[S_POLICY]) != FCFS and cli.ci[c, I_NRUN] < int(sch[S_MAX_SEQS]) and not (
             batching == CHUNKED and int(sch[S_CHUNK]) - w_sum <= 0):
         r = cli.ci[c, I_WHEAD]
@@ -88,7 +88,7 @@ def _decode_run(c, t_other, req, stg, cli, bat, lp):
     # routing, no transfer), no closed-loop user is released by it, and others remain. STATIC
     # batches end as a whole instead.
     through_finish = nw == 0 and not closed and batching != STATIC
-    # ---- per request: tokens left, first KV growth, growth bat.ring ----------------------------------
+    # ---- per request: tokens left, first KV growth, growth ring ----------------------------------
     big = np.iinfo(np.int64).max
     left = big
     j_irregular = big
@@ -134,7 +134,8 @@ def _decode_run(c, t_other, req, stg, cli, bat, lp):
             if j1 < j_irregular:
                 j_irregular = j1
     if left < 1:
-        return  # a request with no token left (e.g. a 1-token output after a remote prefill) leaves at the ordinary step
+        # a request with no token left (e.g. a 1-token output after a remote prefill) leaves at the ordinary step
+        return
     # ---- the run ----------------------------------------------------------------------------
     w_f = float(w_sum)
     ST.step_fixed(prm, w_f, w_f, 0.0, bat.bd)  # as step_time does for this batch: T = R = w_sum, t_pf = 0
@@ -166,7 +167,7 @@ def _decode_run(c, t_other, req, stg, cli, bat, lp):
                         stay = False  # a later stage follows: routing and transfers (ordinary step)
             if not stay or n_left == n_dec:
                 break
-            # they leave at te (ENGINE_SEMANTICS.md step 4), in running bat.order, before the formation
+            # they leave at te (ENGINE_SEMANTICS.md step 4), in running order, before the formation
             a_ctx += w_sum
             a_read += w_sum
             k2 = 0
@@ -241,7 +242,7 @@ def _decode_run(c, t_other, req, stg, cli, bat, lp):
                     lp.steplog[nlog, jj] = dec_req[i]
                     jj += 1
             lp.ctr[C_NLOG] = nlog + 1
-        # the same accumulations, in the same bat.order, as the ordinary step
+        # the same accumulations, in the same order, as the ordinary step
         cli.stats[c, CS_BUSY] += dt
         cli.stats[c, CS_STEPS] += 1.0
         cli.stats[c, CS_RUN_STEPS] += 1.0

@@ -89,7 +89,8 @@ def _choose(p, P, rte, cli, t=0.0):
         elif pol == RT_DRAIN:
             # estimated drain time: pending prefill work, then one decode step per running decode
             # batch (MODEL.md §6.3, with step times measured once per client)
-            v = cli.ci[c, I_PEND_PF] * cli.srv[c, SRV_DRAIN_PF_S_PER_TOKEN] + cli.ci[c, I_NDEC_C] * cli.srv[c, SRV_DRAIN_DEC_S]
+            v = (cli.ci[c, I_PEND_PF] * cli.srv[c, SRV_DRAIN_PF_S_PER_TOKEN]
+                 + cli.ci[c, I_NDEC_C] * cli.srv[c, SRV_DRAIN_DEC_S])
         else:
             v = float(cli.ci[c, I_NREQ])
         if v < bestv:

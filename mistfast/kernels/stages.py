@@ -10,10 +10,9 @@ from .engine import (CHUNKED, FINISHED, R_KV_CAPACITY, R_MAX_MODEL_LEN, R_NONE, 
                      S_BLOCK, S_MAX_MODEL_LEN, S_MAX_TOKENS, S_TOTAL_BLOCKS, WAITING, _blocks_for)
 from . import steptime as ST
 from .flows import _layerwise_left, _start_flow
-from .layout import (C_NA, C_REL, F_COUNT, F_LAYERWISE, F_START, F_TTFT, G_CONC, G_HASH_BLOCK, G_HORIZON, G_THINK,
-                     I_DIRTY, I_MIST, I_MIST_Q, I_NREQ, I_PEND_PF, K_DECODE, K_KVFETCH, K_LLM, K_PREFILL, K_SKIP,
-                     Q_COMPUTED, Q_CUR, Q_FETCHED, Q_GEN, Q_HIT, Q_OUT, Q_PENDING, Q_PF_TARGET, Q_PROMPT,
-                     RT_MIST_JSQ)
+from .layout import (C_NA, C_REL, CK_LLM, F_COUNT, F_LAYERWISE, F_START, F_TTFT, G_CONC, G_HASH_BLOCK, G_HORIZON,
+                     G_THINK, I_DIRTY, I_MIST, I_MIST_Q, I_NREQ, I_PEND_PF, K_DECODE, K_KVFETCH, K_LLM, K_PREFILL, K_SKIP,
+                     Q_COMPUTED, Q_CUR, Q_FETCHED, Q_GEN, Q_HIT, Q_OUT, Q_PENDING, Q_PF_TARGET, Q_PROMPT, RT_MIST_JSQ)
 from .queues import _wpush_back
 from .routing import _choose, _route
 from .tiers import _tier_lookup
@@ -50,7 +49,7 @@ def _arrive(r, c, t, s, req, stg, cli):
     O = stg.output[s]
     req.rq[r, Q_PROMPT] = P
     req.rq[r, Q_OUT] = O
-    if cli.kind[c] == 0:
+    if cli.kind[c] == CK_LLM:
         sch = cli.sch[c]
         w = req.branches[r]
         b = int(sch[S_BLOCK])
@@ -109,7 +108,7 @@ def _enter_stage(r, s, c_from, t, req, stg, cli, rte, fl, kv, lp):
         req.rq[r, Q_PENDING] = stg.prompt[s]
         if tier <= -2:
             # hash mode: the hits emerge from what the tiers hold (LRU, MODEL.md §4.2); the
-            # deepest tier holding a matched block serves the read; stg.bytes = KV bytes per token
+            # deepest tier holding a matched block serves the read; bytes = KV bytes per token
             m, tier = _tier_lookup(r, -2 - tier, req, kv)
             tok = min(int(lp.g[G_HASH_BLOCK]) * m, stg.prompt[s2] - 1)
             req.rq[r, Q_PENDING] = tok
