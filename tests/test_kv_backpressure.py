@@ -362,3 +362,53 @@ def test_kernel_agrees_with_the_twin_on_layerwise_transfers(bp):
                  blocks=(600, 500), watermark=(0, 40))
     ref = twin(ins, bp, layerwise=True)
     assert_agree(ins, ref, 30)
+
+
+# ---- KV write-back to a tier -------------------------------------------------------------------------------
+def write_back_scenario(on, bw_GBps=1.0, rate=4.0):
+    # one shared 2,048-token prefix (4 hash blocks of 512) + 52 own tokens; a slow tier port
+    tier = {"name": "dram", "tier": {"preset": "ref-DRAM", "capacity_GB": 100.0, "bandwidth_GBps": bw_GBps,
+                                     "latency_us": 10.0},
+            "link": {"preset": "PCIe5-x16", "bandwidth_GBps": 1000.0, "latency_us": 2.0}}
+    return parse_scenario({
+        "clients": [LLM], "tiers": [tier], "simulation": {"seed": 3},
+        "workload": {"num_requests": 2, "arrival": {"process": "uniform", "rate_rps": rate},
+                     "input": {"dist": "fixed", "value": 2100}, "output": {"dist": "fixed", "value": 4},
+                     "prefix_tokens": 2048, "prefix_groups": 1},
+        "pipelines": [{"stages": [{"kind": "kv_fetch", "use_hashes": True, "write_back": on,
+                                   "tiers": [{"tier": "dram", "hit": 0.0}]},
+                                  {"kind": "llm", "pool": "llm"}]}]})
+
+
+def test_write_back_of_new_blocks_slows_a_read_that_overlaps_it():
+    B = 1e9                   # tier port, B/s (the link is 1,000 GB/s)
+    L = 12e-6                 # lookup 10 us + link 2 us, on reads and writes alike
+    W = 4 * 512 * KVB         # request 0 misses: its 4 full blocks are new and are written back
+    R = 4 * 512 * KVB         # request 1 hits those 4 blocks and reads them
+    off = inputs(write_back_scenario(False))
+    on = inputs(write_back_scenario(True))
+    r_off, st_off, _, _ = run_kernel(off)
+    r_on, st_on, _, _ = run_kernel(on)
+    # request 0 is not slowed by its own write; request 1's read alone takes L + R/B
+    assert r_on["t_finish"][0] == r_off["t_finish"][0]
+    read_off = stage(off, st_off, 1, 0, "exit") - stage(off, st_off, 1, 0, "ready")
+    assert read_off == pytest.approx(L + R / B, rel=1e-9)
+    # the write starts at request 0's prefill end (its first token) and moves after latency L;
+    # request 1's read starts moving at arrival + L, while W_left bytes of the write remain: both get
+    # B/2 until the write ends, then the read has the port: its read ends (R + W_left)/B after it
+    # started moving
+    w_move = r_on["t_first_tok"][0] + L
+    rd_move = stage(on, st_on, 1, 0, "ready") + L
+    w_left = W - B * (rd_move - w_move)
+    assert 0 < w_left < R                                 # the case really overlaps
+    read_on = stage(on, st_on, 1, 0, "exit") - stage(on, st_on, 1, 0, "ready")
+    assert read_on == pytest.approx(L + (R + w_left) / B, rel=1e-9)
+    assert list(r_on["computed_pf"]) == [2100, 52]        # the blocks were there for request 1
+
+
+def test_write_back_needs_a_hash_mode_kv_fetch():
+    with pytest.raises((SpecError, ValueError), match=r"write_back.*use_hashes"):
+        parse_scenario({"clients": [LLM], "tiers": [{"name": "d", "tier": "ref-DRAM", "link": "PCIe5-x16"}],
+                        "pipelines": [{"stages": [{"kind": "kv_fetch", "write_back": True, "past_tokens": 100,
+                                                   "tiers": [{"tier": "d", "hit": 1.0}]},
+                                                  {"kind": "llm", "pool": "llm"}]}]})
