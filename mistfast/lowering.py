@@ -597,12 +597,13 @@ def _expand_pipeline(pipe, ci_, topo, pools, P, O, rng, scen, first_hash=None) -
                 # grouped tiers: each user's (first block's) favourite group has its own LRU stores
                 chains, restrict = _favourite_chains(st, nxt, topo, pools, ids, kvb, first_hash,
                                                      f"{where0}.stages[{i}]")
-                rows.append(row(CL.K_KVFETCH, len(pools) - 1, zeros, zeros, np.full(m, kvb), tier=-2 - chains))
+                rows.append(row(CL.K_KVFETCH, len(pools) - 1, zeros, zeros, np.full(m, kvb), tier=-2 - chains,
+                                flags=CL.F_WRITE_BACK if st.write_back else 0))
             elif st.use_hashes:
                 # the prompt's own prefix blocks are looked up in the tiers (LRU contents)
                 chain = topo.chain([th.tier for th in st.tiers], kvb, f"{where0}.stages[{i}]")
                 rows.append(row(CL.K_KVFETCH, len(pools) - 1, zeros, zeros, np.full(m, kvb),
-                                tier=np.full(m, -2 - chain)))
+                                tier=np.full(m, -2 - chain), flags=CL.F_WRITE_BACK if st.write_back else 0))
             else:
                 tier = _sample_tiers(st, topo, m, rng, f"{where0}.stages[{i}]")
                 restrict = _favourite_groups(st, nxt, topo, pools, ids, tier, rng)
@@ -620,14 +621,16 @@ def _expand_pipeline(pipe, ci_, topo, pools, P, O, rng, scen, first_hash=None) -
                 rows.append(row(CL.K_LLM, pid, prompt, np.ones(m), ids_bytes_ids if rows else 0.0 * prompt))
         elif st.kind == "prefill":
             pid, ids = add_pool(st, st.pool, where)
+            _overflow_pool(st, topo, pools, f"{where0}.stages[{i}].overflow_pool")
             flags = CL.F_COUNT | (0 if ttft_done else CL.F_TTFT)
             ttft_done = True
             rows.append(row(CL.K_PREFILL, pid, prompt, np.ones(m), ids_bytes_ids if rows and prev_kind != "kv_fetch" else 0.0 * prompt, flags=flags))
         elif st.kind == "decode":
             pid, ids = add_pool(st, st.pool, where)
+            _overflow_pool(st, topo, pools, f"{where0}.stages[{i}].overflow_pool")
             kvb = _kv_bytes_of(topo, ids)
             # the prompt's KV moves from the prefill client (a shared prefix is sent once)
-            rows.append(row(CL.K_DECODE, pid, prompt, O, prompt * kvb, flags=CL.F_COUNT))
+            rows.append(row(CL.K_DECODE, pid, prompt, O, prompt * kvb, flags=CL.F_COUNT | _decode_flags(st)))
             prompt = prompt + O
         elif st.kind == "reason":
             pid, ids = add_pool(st, st.pool, where)
@@ -660,6 +663,27 @@ def _expand_pipeline(pipe, ci_, topo, pools, P, O, rng, scen, first_hash=None) -
             restrict = None
         prev_kind = st.kind
     return rows
+
+
+def _overflow_pool(st, topo, pools, where):
+    """Splitwise overflow: the stage's pool (the last one added) is marked as overflowing into the
+    pool added right after it (kernels.cluster.RT_OVERFLOW); its threshold slot holds the prefill
+    overload threshold in tokens."""
+    if st.overflow_pool is None:
+        return
+    ids = topo.pool(st.overflow_pool, where)
+    for c in ids:
+        if topo.llm[c] is None:
+            raise SpecError([f"{where} = {st.overflow_pool!r}: {topo.names[c]!r} is not an LLM client"])
+    main, pol, _ = pools[-1]
+    pools[-1] = (main, pol + CL.RT_OVERFLOW, float(st.overflow_tokens))
+    pools.append((ids, pol, 0.0))
+
+
+def _decode_flags(st) -> int:
+    """Kernel flags of a decode stage's pipeline features (issue 12): KV backpressure, layer-wise KV."""
+    return ((CL.F_KV_BACKPRESSURE if st.kv_backpressure else 0)
+            | (CL.F_LAYERWISE if st.kv_transfer == "layerwise" else 0))
 
 
 def _favourite_groups(st, nxt, topo, pools, ids, tier, rng):

@@ -239,6 +239,7 @@ def client_vars(scen, run) -> dict[str, np.ndarray]:
                                             "client_mfu", "client_mbu", "client_energy_J", "client_price_usd_per_hour")}
     out["client_steps"] = cs[:, CL.CS_STEPS].copy()
     out["client_served"] = cs[:, CL.CS_SERVED].copy()
+    out["client_kv_blocked_s"] = cs[:, CL.CS_KV_BLOCKED_S].copy()
     # prompt tokens each client computed (prefill or encode chunks, recompute included), per second
     # of the run; the scalar computed_prompt_tok_s sums every client's
     out["client_computed_prompt_tok_s"] = cs[:, CL.CS_PF_TOKENS] / endt

@@ -952,12 +952,19 @@ class StageSpec(Spec):
     # kv_fetch
     past_tokens: int = Field(default=0, ge=0)
     tiers: list[TierHitSpec] = []
+    write_back: bool = Field(default=False, description="kv_fetch with use_hashes: the prompt's new full blocks move to the first tier after the prefill as a transfer over its port and link, competing with reads (MODEL.md §4.2)")
     use_hashes: bool = Field(default=False, description="hits emerge from the tiers' LRU contents and the requests' prefix-block hashes (the prompt's own blocks), instead of fixed hit rates")
     # reason: a policy LLM writing `steps` segments of `step_tokens`, each checked by `verifier`
     steps: int = Field(default=1, ge=1, description="most reasoning segments")
     step_tokens: int = Field(default=256, ge=1)
     verifier: str | list[str] | None = None
     stop_prob: float = Field(default=0.0, ge=0, le=1, description="chance the verifier stops the loop after a segment")
+    # prefill / decode (P/D disaggregation): Splitwise overflow into a mixed pool
+    overflow_pool: str | list[str] | None = Field(default=None, description="Splitwise mixed pool: client(s) that take this prefill or decode stage when the pool's pick is overloaded (ENGINE_SEMANTICS.md)")
+    overflow_tokens: int = Field(default=8192, ge=1, description="a prefill pick is overloaded when requests wait there and its pending prefill tokens + the prompt exceed this (Splitwise: 8,192)")
+    # decode (P/D disaggregation)
+    kv_transfer: Literal["whole", "layerwise"] = Field(default="whole", description="decode stage: the prompt's KV moves after the prefill step (whole) or layer by layer, overlapped with the prefill step that computes it (layerwise, MODEL.md §5.2)")
+    kv_backpressure: bool = Field(default=False, description="the decode client reserves the KV blocks of a finished prefill before its transfer starts; until then the request holds its blocks on the prefill client (MODEL.md §4.4)")
 
 
 class PipelineSpec(Spec):
@@ -978,6 +985,18 @@ class PipelineSpec(Spec):
                 raise field_error(f"stages[{i}].kind", s.kind, "a prefill stage must be followed by a decode stage")
             if s.kind != "kv_fetch" and s.pool is None:
                 raise field_error(f"stages[{i}].pool", None, "names the client(s) serving this stage")
+            if s.overflow_pool is not None and s.kind not in ("prefill", "decode"):
+                raise field_error(f"stages[{i}].overflow_pool", s.overflow_pool, "applies to a prefill or decode stage only")
+            if s.overflow_pool is not None and s.routing in ("heavy_light", "mist_jsq"):
+                raise field_error(f"stages[{i}].routing", s.routing, "with overflow_pool, one of round_robin, "
+                                  "least_prefill_tokens, least_decodes, least_kv, join_shortest_queue, least_requests, "
+                                  "least_drain_time")
+            if s.write_back and not (s.kind == "kv_fetch" and s.use_hashes):
+                raise field_error(f"stages[{i}].write_back", True, "applies to a kv_fetch stage with use_hashes = true only")
+            if s.kv_transfer != "whole" and s.kind != "decode":
+                raise field_error(f"stages[{i}].kv_transfer", s.kv_transfer, "applies to a decode stage only")
+            if s.kv_backpressure and s.kind != "decode":
+                raise field_error(f"stages[{i}].kv_backpressure", True, "applies to a decode stage only")
             if s.kind == "reason" and s.verifier is None and s.steps > 1:
                 raise field_error(f"stages[{i}].verifier", None, "a multi-step reason stage needs a verifier client")
         if not any(k in ("llm", "prefill", "reason") for k in kinds):

@@ -154,6 +154,9 @@ _add("n_left_out", ("left_out_reason",), "int64", "1",
 _add("client_computed_prompt_tok_s", ("client",), "float64", "tokens/s",
      "prompt tokens this client computed (prefill or encoder chunks, recompute included) / simulated time")
 _add("client_served", ("client",), "int64", "1", "requests served (servers)")
+_add("client_kv_blocked_s", ("client",), "float64", "s",
+     "KV backpressure: time finished prefills held their KV here waiting for blocks on the decode client "
+     "(summed over requests; 0 without kv_backpressure)")
 _add("stage_count", ("stage_kind",), "int64", "1", "stage instances completed")
 _add("stage_transfer_ms", ("stage_kind",), "float64", "ms", "mean time moving data into the stage (previous exit to arrival)")
 _add("stage_queue_ms", ("stage_kind",), "float64", "ms", "mean time from arrival at the client to first scheduled")

@@ -1,0 +1,277 @@
+"""Decode runs: a client whose batch is every running request, all decoding, advances through the
+steps that repeat that batch with O(1) work per step (ENGINE_SEMANTICS.md, "Decode runs")."""
+from __future__ import annotations
+
+import numpy as np
+
+from .._numba import jit_inline, jit_noalloc
+from . import steptime as ST
+from .engine import (CHUNKED, FCFS, FINISHED, L_DEC_TOKENS, L_DT, L_KV_USED, L_NDEC, L_NPF, L_PF_TOKENS, L_T, N_LOG,
+                     S_AGING, S_BATCHING, S_BLOCK, S_CHUNK, S_MAX_SEQS, S_POLICY, S_TOTAL_BLOCKS, STATIC)
+from .layout import (C_FORM, C_NLOG, CS_BATCH_SEQS, CS_BATCH_TOKENS, CS_BUSY, CS_BYTES, CS_DEC_SEQ_S, CS_DEC_SEQS,
+                     CS_DEC_TOKENS, CS_FINISH_STEP_START, CS_FLOPS, CS_KV_BLOCK_S, CS_KV_PEAK, CS_OUT_OF_RANGE,
+                     CS_RUN_LEAVES, CS_RUN_STEPS, CS_STEPS, CS_TC, CS_TM, CS_TN, F_COUNT, F_NEXT, F_START, G_CONC,
+                     G_DRAIN, G_HORIZON, G_LOG_CAP, G_MAX_SIM, I_MIST, I_NDEC, I_NDEC_C, I_NREAL, I_NREQ, I_NRUN,
+                     I_USED, I_WCOUNT, I_WHEAD, LOG_COLS, Q_BLOCKS, Q_CUR, Q_GEN, Q_HIT, Q_IN_STEP, Q_OUT, Q_PROMPT,
+                     Q_WNEXT)
+from .stages import _next_stage
+
+
+@jit_inline
+def _run_catch_up(r, i, n_tok, n_grow, t_tok, b, req, stg, bat):
+    """Bring request r (batch entry i of a decode run) up to date: n_tok tokens emitted (the last
+    at t_tok) and the KV growth of the run's first n_grow formations; returns its blocks."""
+    req.rq[r, Q_GEN] += n_tok
+    if stg.flags[req.rq[r, Q_CUR]] & F_COUNT:
+        req.generated[r] += n_tok
+        req.t_last_tok[r] = t_tok
+    blocks = req.rq[r, Q_BLOCKS]
+    if bat.run_amt[i] > 0 and n_grow >= bat.run_j1[i]:
+        blocks += bat.run_amt[i] * ((n_grow - bat.run_j1[i]) // b + 1)
+    return blocks
+
+
+@jit_noalloc
+def _decode_run(c, t_other, req, stg, cli, bat, lp):
+    """Advance LLM client c through the decode-only steps that repeat its batch.
+
+    Called right after c formed a decode-only batch holding every running request. Until the next
+    outside event (t_other: an arrival, a transfer, another client's step), the horizon, a KV growth
+    that would not fit (preemption) or a change in the waiting order, the loop would apply this
+    step and form the same batch again with every context one token longer, less the requests
+    that emitted their last token (those leave; with nobody waiting nothing else changes). Those
+    iterations are done here with O(1) work per step: the step time comes from the same
+    step_fixed/step_finish pair as step_time (only the attention sums change), KV growth from a ring
+    of per-step block needs (a request grows every b tokens), and the per-request updates are
+    applied when a request leaves or at the end. The results are bit-identical to stepping one by
+    one (ENGINE_SEMANTICS.md; tests/test_engine.py checks the engine against its reference twin)."""
+    horizon = lp.g[G_HORIZON]
+    max_sim = lp.g[G_MAX_SIM]
+    drain = lp.g[G_DRAIN] > 0.0
+    log_cap = int(lp.g[G_LOG_CAP])
+    closed = lp.g[G_CONC] > 0.0
+    prm = cli.prm[c]
+    sch = cli.sch[c]
+    run = bat.run[c]
+    dec_req = bat.dec_req[c]
+    dec_w = bat.dec_w[c]
+    dec_s = bat.dec_s[c]
+    dec_k = bat.dec_k[c]
+    if cli.ci[c, I_MIST] > 0 or prm[ST.P_MIST_MEMO] > 0.0:
+        return  # MIST token loads / the MIST memo are taken at every formation: ordinary steps
+    n_dec = cli.ci[c, I_NDEC]
+    win = prm[ST.P_N_WIN] > 0.0
+    if win and not ST.window_run_ok(prm, dec_k, n_dec):
+        return  # windowed attention that still changes from step to step: step by step
+    batching = int(sch[S_BATCHING])
+    b = int(sch[S_BLOCK])
+    total = int(sch[S_TOTAL_BLOCKS])
+    # ---- would the next formation admit someone? (strict head-of-line scan, ENGINE_SEMANTICS.md)
+    # Free blocks only shrink during the run and the sequence/token budgets stay as they were, so a
+    # scan that stopped at a request that did not fit stops there again, unless the waiting order
+    # changes: under SPF/LWL a request that reaches its aging time moves to the front.
+    w_sum = 0
+    for i in range(n_dec):
+        w_sum += int(dec_w[i])
+    nw = cli.ci[c, I_WCOUNT]
+    t_age = np.inf     # arrival time of the oldest waiting request not yet aged (SPF/LWL)
+    if nw > 0 and int(sch[S_POLICY]) != FCFS and cli.ci[c, I_NRUN] < int(sch[S_MAX_SEQS]) and not (
+            batching == CHUNKED and int(sch[S_CHUNK]) - w_sum <= 0):
+        r = cli.ci[c, I_WHEAD]
+        t0 = cli.cf[c, F_START]
+        while r >= 0:
+            if not (t0 - req.arrival[r] > sch[S_AGING]) and req.arrival[r] < t_age:
+                t_age = req.arrival[r]
+            r = req.rq[r, Q_WNEXT]
+    # A request emitting its last token leaves; the run goes on without it only if its blocks and
+    # its sequence slot cannot admit anybody (nobody waits), it leaves the system (last stage: no
+    # routing, no transfer), no closed-loop user is released by it, and others remain. STATIC
+    # batches end as a whole instead.
+    through_finish = nw == 0 and not closed and batching != STATIC
+    # ---- per request: tokens left, first KV growth, growth ring ----------------------------------
+    big = np.iinfo(np.int64).max
+    left = big
+    j_irregular = big
+    a_ctx = 0
+    a_read = 0
+    shared_once = prm[ST.P_SHARED_ONCE] > 0.0
+    genz = prm[ST.P_GENZ] > 0.0
+    for j in range(b):
+        bat.ring[j] = 0
+    for i in range(n_dec):
+        r = dec_req[i]
+        w = int(dec_w[i])
+        s = int(dec_s[i])
+        k = int(dec_k[i])
+        a_ctx += w * (s + k + 1)
+        a_read += (s if shared_once else s * w) + w * (k + 1)
+        g0 = req.rq[r, Q_GEN]
+        if req.rq[r, Q_OUT] - g0 < left:
+            left = req.rq[r, Q_OUT] - g0
+        if genz and (ST.genz_decode_compute_bound(prm, w, s, k)
+                     or ST.genz_decode_compute_bound(prm, w, s, k + req.rq[r, Q_OUT] - g0)):
+            j_irregular = 1  # GenZ compat sums memory-bound decodes only: ordinary steps
+        pu = req.rq[r, Q_PROMPT] - req.rq[r, Q_HIT]
+        b0 = req.rq[r, Q_BLOCKS]
+        # the formation j steps ahead sees g0 + j tokens and needs _blocks_for(pu, g0 + j) blocks;
+        # j1 = first j needing more than b0; from then on the request grows every b steps by w
+        if w == 1:
+            j1 = b0 * b - pu - g0 + 1
+            amt = 1
+        else:
+            base = (pu + b - 1) // b
+            q1 = (b0 - base) // w + 1
+            j1 = (q1 - 1) * b - g0 + 1
+            amt = base + w * q1 - b0
+        bat.run_j1[i] = j1
+        bat.run_amt[i] = amt
+        if j1 <= b and amt == w:
+            bat.ring[j1 % b] += amt
+        else:
+            # more blocks held than the context needs: no admission rule allocates that today,
+            # but should one, the run stops before this request's first growth (ordinary step)
+            bat.run_amt[i] = 0
+            if j1 < j_irregular:
+                j_irregular = j1
+    if left < 1:
+        # a request with no token left (e.g. a 1-token output after a remote prefill) leaves at the ordinary step
+        return
+    # ---- the run ----------------------------------------------------------------------------
+    w_f = float(w_sum)
+    ST.step_fixed(prm, w_f, w_f, 0.0, bat.bd)  # as step_time does for this batch: T = R = w_sum, t_pf = 0
+    if win:
+        ST.add_window_attention_full(prm, w_sum, bat.bd)
+    used = cli.ci[c, I_USED]
+    te = cli.cf[c, F_NEXT]
+    t_start = cli.cf[c, F_START]
+    J = 0
+    while True:
+        j = J + 1
+        # iteration j: at te the step in flight ends and the batch is formed again; anything else
+        # happening at or before te ends the run
+        if not (te < t_other) or te > max_sim or (not drain and te >= horizon):
+            break
+        if j >= j_irregular or te - t_age > sch[S_AGING]:
+            break
+        if j >= left:
+            # requests emit their last token at te
+            if not through_finish:
+                break
+            n_left = 0
+            stay = True
+            for i in range(n_dec):
+                r = dec_req[i]
+                if req.rq[r, Q_OUT] - req.rq[r, Q_GEN] == j:
+                    n_left += 1
+                    if _next_stage(r, req.rq[r, Q_CUR], stg) < stg.off[r + 1]:
+                        stay = False  # a later stage follows: routing and transfers (ordinary step)
+            if not stay or n_left == n_dec:
+                break
+            # they leave at te (ENGINE_SEMANTICS.md step 4), in running order, before the formation
+            a_ctx += w_sum
+            a_read += w_sum
+            k2 = 0
+            for i in range(n_dec):
+                r = dec_req[i]
+                w = int(dec_w[i])
+                if req.rq[r, Q_OUT] - req.rq[r, Q_GEN] != j:
+                    dec_req[k2] = r
+                    dec_w[k2] = dec_w[i]
+                    dec_s[k2] = dec_s[i]
+                    dec_k[k2] = dec_k[i]
+                    bat.run_j1[k2] = bat.run_j1[i]
+                    bat.run_amt[k2] = bat.run_amt[i]
+                    run[k2] = r
+                    k2 += 1
+                    continue
+                s = int(dec_s[i])
+                kj = int(dec_k[i]) + j      # its context at this formation, had it stayed
+                a_ctx -= w * (s + kj + 1)
+                a_read -= (s if shared_once else s * w) + w * (kj + 1)
+                w_sum -= w
+                if bat.run_amt[i] > 0:
+                    bat.ring[bat.run_j1[i] % b] -= bat.run_amt[i]
+                # j tokens (the last one now), the growth of formations 1 .. j - 1
+                used -= _run_catch_up(r, i, j, j - 1, te, b, req, stg, bat)
+                req.rq[r, Q_BLOCKS] = 0
+                cli.ci[c, I_NDEC_C] -= 1
+                # _leave for the last stage: the request finishes
+                stg.t_exit[req.rq[r, Q_CUR]] = te
+                cli.ci[c, I_NREQ] -= 1
+                req.status[r] = FINISHED
+                req.t_finish[r] = te
+                cli.stats[c, CS_RUN_LEAVES] += 1.0
+                cli.stats[c, CS_FINISH_STEP_START] = t_start  # the step ending at te started then
+            n_dec = k2
+            cli.ci[c, I_NRUN] = k2
+            cli.ci[c, I_NDEC] = k2
+            cli.ci[c, I_NREAL] = k2
+            w_f = float(w_sum)
+            ST.step_fixed(prm, w_f, w_f, 0.0, bat.bd)
+            if win:
+                ST.add_window_attention_full(prm, w_sum, bat.bd)
+            left = big
+            for i in range(n_dec):
+                r = dec_req[i]
+                if req.rq[r, Q_OUT] - req.rq[r, Q_GEN] < left:
+                    left = req.rq[r, Q_OUT] - req.rq[r, Q_GEN]
+        else:
+            a_ctx += w_sum
+            a_read += w_sum
+        grow = bat.ring[j % b]
+        if used + grow > total:
+            # someone would be preempted: the ordinary step forms this batch. (If requests left
+            # just now, that is already done: it applies the step of those that stay.)
+            break
+        used += grow
+        lp.ctr[C_FORM] += 1
+        dt = ST.decode_step_finish(prm, w_f, float(a_ctx), float(a_read), n_dec, bat.bd)
+        nlog = lp.ctr[C_NLOG]
+        if nlog < log_cap:
+            lp.steplog[nlog, L_T] = te
+            lp.steplog[nlog, L_DT] = dt
+            lp.steplog[nlog, L_NPF] = 0
+            lp.steplog[nlog, L_PF_TOKENS] = 0
+            lp.steplog[nlog, L_NDEC] = n_dec
+            lp.steplog[nlog, L_DEC_TOKENS] = w_f
+            lp.steplog[nlog, L_KV_USED] = used
+            lp.steplog[nlog, N_LOG] = c
+            jj = LOG_COLS
+            for i in range(n_dec):
+                if jj < lp.steplog.shape[1]:
+                    lp.steplog[nlog, jj] = dec_req[i]
+                    jj += 1
+            lp.ctr[C_NLOG] = nlog + 1
+        # the same accumulations, in the same order, as the ordinary step
+        cli.stats[c, CS_BUSY] += dt
+        cli.stats[c, CS_STEPS] += 1.0
+        cli.stats[c, CS_RUN_STEPS] += 1.0
+        cli.stats[c, CS_BATCH_TOKENS] += w_f   # (+ 0 prefill tokens)
+        cli.stats[c, CS_BATCH_SEQS] += n_dec
+        cli.stats[c, CS_DEC_TOKENS] += w_f
+        cli.stats[c, CS_DEC_SEQS] += n_dec
+        cli.stats[c, CS_DEC_SEQ_S] += n_dec * dt
+        if used > cli.stats[c, CS_KV_PEAK]:
+            cli.stats[c, CS_KV_PEAK] = used
+        cli.stats[c, CS_KV_BLOCK_S] += used * dt
+        cli.stats[c, CS_TC] += bat.bd[ST.B_TC]
+        cli.stats[c, CS_TM] += bat.bd[ST.B_TM]
+        cli.stats[c, CS_TN] += bat.bd[ST.B_TN]
+        cli.stats[c, CS_FLOPS] += bat.bd[ST.B_FLOPS]
+        cli.stats[c, CS_BYTES] += bat.bd[ST.B_BYTES]
+        cli.stats[c, CS_OUT_OF_RANGE] += bat.bd[ST.B_OUT_OF_RANGE]
+        t_start = te
+        te = te + dt
+        J = j
+    cli.ci[c, I_USED] = used  # (requests that left gave their blocks back even when J = 0)
+    if J == 0:
+        return
+    # ---- per-request state after J applied steps and the formation of the one now in flight ----
+    form = lp.ctr[C_FORM]
+    for i in range(n_dec):
+        r = dec_req[i]
+        req.rq[r, Q_BLOCKS] = _run_catch_up(r, i, J, J, t_start, b, req, stg, bat)
+        req.rq[r, Q_IN_STEP] = form
+        dec_k[i] += J
+    cli.cf[c, F_START] = t_start
+    cli.cf[c, F_NEXT] = te

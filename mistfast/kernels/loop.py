@@ -1,0 +1,265 @@
+"""The event loop: one global clock over every client, transfer and arrival of a point.
+
+Event order at equal times (MODEL.md §1.2): flow completions, then arrivals, then client step
+boundaries: the outputs of every step ending at t are released and routed before any client
+forms its next batch; clients go in index order, flows in start order. Times are float64 s.
+Each phase below is a small function inlined into the loop (``jit_inline``: one call site, no
+argument passing at run time).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._numba import jit_inline, jit_noalloc
+from .backpressure import _free_held, _reserve_kv, _reserved_first
+from .decode_run import _decode_run
+from .engine import RUNNING, UNFINISHED, WAITING
+from .flows import _retime_flows
+from .layout import (C_NA, C_NFL, C_NLOG, CK_BATCH, CK_LLM, CK_SLOTS, CS_BUSY, F_NEXT, F_START, G_DECODE_RUNS,
+                     G_DRAIN, G_HORIZON, G_MAX_SIM, I_BPHASE, I_DIRTY, I_NDEC, I_NPF, I_NREAL, I_NRUN, I_RCOUNT,
+                     K_KVFETCH, Q_CUR, Q_FETCHED, Q_PENDING, Q_RESV, SRV_SLOTS)
+from .llm_step import _llm_step_end, _llm_step_start
+from .servers import _retrieval_phase_end, _retrieval_start, _slots_release, _slots_start
+from .stages import _arrive, _release, _workload_arrivals
+
+
+# ============================================================================ the clock
+@jit_inline
+def _next_event_time(req, cli, fl, lp):
+    """The earliest of: the next workload arrival (by the horizon), a flow's end of latency or of
+    transfer, a client's next step boundary. inf when nothing is left to happen."""
+    n = req.arrival.shape[0]
+    t_next = np.inf
+    na = lp.ctr[C_NA]
+    if na < n and req.arrival[na] <= lp.g[G_HORIZON]:
+        t_next = req.arrival[na]
+    for k in range(lp.ctr[C_NFL]):
+        f = fl.live[k]
+        x = fl.t0[f] if fl.state[f] == 1 else fl.done[f]
+        if x < t_next:
+            t_next = x
+    for c in range(cli.kind.shape[0]):
+        if cli.cf[c, F_NEXT] < t_next:
+            t_next = cli.cf[c, F_NEXT]
+    return t_next
+
+
+@jit_inline
+def _llm_step_ends_by(t, cli):
+    """Does some LLM client's step end at or before t? (Past max_sim_s, that step still ends.)"""
+    for c in range(cli.kind.shape[0]):
+        if cli.cf[c, F_NEXT] <= t and cli.kind[c] == CK_LLM:
+            return True
+    return False
+
+
+@jit_inline
+def _arrivals_due(t, req, lp):
+    na = lp.ctr[C_NA]
+    return na < req.arrival.shape[0] and req.arrival[na] <= t
+
+
+# ============================================================================ phase 0: transfers
+@jit_inline
+def _carry_bytes(dt, fl, nfl):
+    """Moving flows carry rate x dt bytes (at most what is left) over every link of their route."""
+    for k in range(nfl):
+        f = fl.live[k]
+        if fl.state[f] == 2 and fl.nhops[f] > 0 and dt > 0.0:
+            moved = min(fl.rate[f] * dt, fl.rem[f])
+            fl.rem[f] -= moved
+            for h in range(fl.nhops[f]):
+                fl.link_bytes[fl.hops[f, h]] += moved
+
+
+@jit_inline
+def _transfer_done(f, t, req, stg, cli, fl, lp):
+    """Flow f ended at t. A request's transfer: it arrives at the client (a KV read ends its fetch
+    stage first, and the stage it was for begins). A retrieval server's index read: its batch is
+    done now."""
+    n = req.arrival.shape[0]
+    if f >= n + cli.kind.shape[0]:
+        return  # a KV write-back to a tier ended: nothing waits for it
+    if f >= n:
+        c2 = f - n
+        cli.ci[c2, I_BPHASE] = 3
+        cli.cf[c2, F_NEXT] = t
+        return
+    r = f
+    c2 = fl.dest[f]
+    s = req.rq[r, Q_CUR]
+    fetched_tokens = 0
+    if stg.kind[s] == K_KVFETCH:
+        stg.t_exit[s] = t
+        fetched_tokens = req.rq[r, Q_PENDING]
+        s = s + 1
+        req.rq[r, Q_CUR] = s
+        stg.t_ready[s] = t
+    stg.t_arrive[s] = t
+    _free_held(r, req, cli)   # KV backpressure: the prefill client's copy is gone
+    if _arrive(r, c2, t, s, req, stg, cli):
+        req.rq[r, Q_FETCHED] = fetched_tokens
+        if req.rq[r, Q_RESV] > 0:
+            _reserved_first(r, c2, req, cli)
+    else:
+        _release(t, req, lp)
+
+
+@jit_inline
+def _advance_transfers(t, dt, req, stg, cli, fl, lp):
+    """Phase 0: bytes moved since the last event (dt s ago); latency phases that end now start
+    moving bytes; transfers that end now complete, in start order; rates are shared out again
+    when anything changed."""
+    _carry_bytes(dt, fl, lp.ctr[C_NFL])
+    changed = False
+    k = 0
+    while k < lp.ctr[C_NFL]:
+        f = fl.live[k]
+        if fl.state[f] == 1 and fl.t0[f] <= t:
+            fl.state[f] = 2
+            changed = True
+            if fl.nhops[f] == 0:
+                fl.done[f] = t
+        if fl.state[f] == 2 and fl.done[f] <= t:
+            fl.state[f] = 0
+            fl.done[f] = np.inf
+            for j in range(k, lp.ctr[C_NFL] - 1):
+                fl.live[j] = fl.live[j + 1]
+            lp.ctr[C_NFL] -= 1
+            changed = True
+            _transfer_done(f, t, req, stg, cli, fl, lp)
+            continue
+        k += 1
+    if changed:
+        _retime_flows(t, fl, lp.ctr[C_NFL])
+
+
+# ============================================================================ phases 2-4: clients
+@jit_inline
+def _release_step_outputs(t, req, stg, cli, rte, fl, kv, bat, lp):
+    """Phase 2: every client whose step (or service, or retrieval phase) ends at t releases its
+    outputs, which are routed on. Returns whether an LLM step ended."""
+    any_step_end = False
+    for c in range(cli.kind.shape[0]):
+        if cli.cf[c, F_NEXT] > t:
+            continue
+        kind = cli.kind[c]
+        if kind == CK_LLM:
+            any_step_end = True
+            _llm_step_end(c, t, req, stg, cli, rte, fl, kv, bat, lp)
+        elif kind == CK_SLOTS:
+            _slots_release(c, t, req, stg, cli, rte, fl, kv, bat, lp)
+        else:  # CK_BATCH: retrieval
+            _retrieval_phase_end(c, t, req, stg, cli, rte, fl, kv, bat, lp)
+    return any_step_end
+
+
+@jit_inline
+def _start_new_work(t, req, stg, cli, kv, bat, lp):
+    """Phase 3: every free client whose queue or state changed since it last looked starts work."""
+    for c in range(cli.kind.shape[0]):
+        if cli.ci[c, I_DIRTY] == 0 or cli.cf[c, F_NEXT] < np.inf:
+            continue
+        cli.ci[c, I_DIRTY] = 0
+        kind = cli.kind[c]
+        if kind == CK_SLOTS:
+            _slots_start(c, t, req, stg, cli, bat)
+        elif kind == CK_BATCH:
+            _retrieval_start(c, t, req, stg, cli, bat)
+        else:
+            _llm_step_start(c, t, req, stg, cli, kv, bat, lp)
+
+
+@jit_inline
+def _run_decodes_ahead(t, req, stg, cli, bat, lp):
+    """Phase 4: a client that just formed a pure-decode batch of all its running requests runs
+    ahead through the steps that repeat it, up to the next outside event (the caller checks that
+    no transfer is in flight: their byte accounting is per loop iteration)."""
+    n = req.arrival.shape[0]
+    C = cli.kind.shape[0]
+    for c in range(C):
+        if cli.kind[c] != CK_LLM or cli.cf[c, F_START] != t or cli.cf[c, F_NEXT] == np.inf or cli.ci[c, I_DIRTY] != 0:
+            continue
+        if cli.ci[c, I_NPF] != 0 or cli.ci[c, I_NDEC] != cli.ci[c, I_NREAL] or cli.ci[c, I_NREAL] != cli.ci[c, I_NRUN]:
+            continue
+        if cli.ci[c, I_RCOUNT] > 0:
+            continue  # KV backpressure: blocks freed inside a run would be reserved at once
+        t_other = np.inf
+        if lp.ctr[C_NA] < n and req.arrival[lp.ctr[C_NA]] <= lp.g[G_HORIZON]:
+            t_other = req.arrival[lp.ctr[C_NA]]
+        for c2 in range(C):
+            if c2 != c and cli.cf[c2, F_NEXT] < t_other:
+                t_other = cli.cf[c2, F_NEXT]
+        _decode_run(c, t_other, req, stg, cli, bat, lp)
+
+
+# ============================================================================ the end
+@jit_inline
+def _close_books(t, req, cli, bat, lp):
+    """The run stopped at t. Busy time is booked when a step or a slot's service starts; work still
+    in progress (cut at max_sim_s, or another client's step end without drain) counts only up to
+    the stop. Requests still in the system are unfinished; closed-loop users never released get
+    a NaN arrival."""
+    for c in range(cli.kind.shape[0]):
+        if cli.kind[c] == CK_LLM:
+            if cli.cf[c, F_NEXT] < np.inf and cli.cf[c, F_NEXT] > t:
+                cli.stats[c, CS_BUSY] -= cli.cf[c, F_NEXT] - t
+        elif cli.kind[c] == CK_SLOTS:
+            for j in range(int(cli.srv[c, SRV_SLOTS])):
+                if bat.run[c, j] >= 0 and bat.pf_past[c, j] > t:
+                    cli.stats[c, CS_BUSY] -= bat.pf_past[c, j] - t
+    lp.runstats[0] = t
+    for i in range(req.arrival.shape[0]):
+        if req.status[i] == WAITING or req.status[i] == RUNNING:
+            req.status[i] = UNFINISHED
+        if req.arrival[i] == np.inf:
+            req.arrival[i] = np.nan
+
+
+@jit_noalloc
+def _event_loop(req, stg, cli, rte, fl, kv, bat, lp):
+    """Run one point to its end over state its bundles hold (no allocation: see jit_noalloc).
+    Returns the number of steps logged."""
+    max_sim = lp.g[G_MAX_SIM]
+    horizon = lp.g[G_HORIZON]
+    drain = lp.g[G_DRAIN] > 0.0
+    flow_clock = 0.0   # when the flows' bytes were last brought up to date
+    t = 0.0
+    while True:
+        t_next = _next_event_time(req, cli, fl, lp)
+        if t_next == np.inf:
+            break
+        if t_next > t:
+            t = t_next
+        if t > max_sim and not _llm_step_ends_by(t, cli):
+            break
+        # phase 0: transfers
+        if lp.ctr[C_NFL] > 0:
+            _advance_transfers(t, t - flow_clock, req, stg, cli, fl, lp)
+            flow_clock = t
+        # phase 1: arrivals from the workload
+        if _arrivals_due(t, req, lp):
+            _workload_arrivals(t, req, stg, cli, rte, fl, kv, lp)
+        # phase 2: outputs of every step ending now are released and routed
+        nfl_before = lp.ctr[C_NFL]
+        any_step_end = _release_step_outputs(t, req, stg, cli, rte, fl, kv, bat, lp)
+        if lp.ctr[C_NFL] != nfl_before or lp.ctr[C_NFL] > 0:
+            flow_clock = t
+            _retime_flows(t, fl, lp.ctr[C_NFL])
+        if t > max_sim or (any_step_end and (not drain) and t >= horizon):
+            break
+        # phase 3: clients start new work; requests released at this very time (closed loop, zero
+        # think time) join first
+        if _arrivals_due(t, req, lp):
+            _workload_arrivals(t, req, stg, cli, rte, fl, kv, lp)
+        nfl_before = lp.ctr[C_NFL]
+        _reserve_kv(t, req, stg, cli, rte, fl, lp)   # KV backpressure: reservations, then transfers
+        _start_new_work(t, req, stg, cli, kv, bat, lp)
+        if lp.ctr[C_NFL] != nfl_before:
+            flow_clock = t
+            _retime_flows(t, fl, lp.ctr[C_NFL])
+        # phase 4: decode runs
+        if lp.ctr[C_NFL] == 0 and lp.g[G_DECODE_RUNS] > 0.0:
+            _run_decodes_ahead(t, req, stg, cli, bat, lp)
+    _close_books(t, req, cli, bat, lp)
+    return lp.ctr[C_NLOG]
