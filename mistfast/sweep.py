@@ -397,16 +397,17 @@ class _ChunkContext:
 
 
 def _build_point(spec: SweepSpec, values: tuple, ctx: _ChunkContext):
-    """build_point, plus the point's trace requests left out per reason (None if invalid)."""
+    """build_point, plus the point's trace requests left out per reason (None if invalid, and
+    for pipeline points, whose requests run_chunk builds)."""
     derived: dict = {}  # kept for invalid points too, when the expressions could be evaluated
     try:
         doc, derived = point_doc(spec, values, ctx.base_doc)
         scen = parse_scenario(doc, base={})
         base_seed = scen.simulation.seed
         ss = np.random.SeedSequence([base_seed, spec.seed, ctx.seed_key(spec, values, derived)])
+        if scen.is_pipeline:  # its requests (and left-out counts) are built when it is simulated
+            return (scen, ss), "", derived, None
         reqs, left = _cached_requests_report(scen, ss, ctx.cwd)
-        if scen.is_pipeline:
-            return (scen, ss), "", derived, left
         return scenario_point(scen, ss, reqs), "", derived, left
     except SpecError as e:
         return None, "; ".join(e.problems), derived, None
@@ -448,10 +449,11 @@ def run_chunk(spec: SweepSpec, start: int, stop: int) -> dict[str, np.ndarray]:
     if not is_single.all():
         from .pipeline import pipeline_summary, run_pipeline
         rows = []
-        for p in pts:
+        for i, p in zip(where, pts):
             if not isinstance(p, Point):
                 scen, ss = p
-                reqs = _cached_requests(scen, ss, ctx.cwd)
+                reqs, left = _cached_requests_report(scen, ss, ctx.cwd)
+                left_out[i] = [left[k] for k in LEFT_OUT_REASONS]
                 rows.append(pipeline_summary(scen, run_pipeline(scen, reqs, ss)))
         parts_.append((np.asarray(where)[~is_single], {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}))
     for name, var in REGISTRY.items():
