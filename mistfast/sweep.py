@@ -309,7 +309,8 @@ class _ChunkContext:
 
 
 def _build_point(spec: SweepSpec, values: tuple, ctx: _ChunkContext):
-    """build_point, plus the point's trace requests left out per reason (None if invalid)."""
+    """build_point, plus the point's trace requests left out per reason (None if invalid, and
+    for pipeline points, whose requests run_chunk builds)."""
     derived: dict = {}  # kept for invalid points too, when the expressions could be evaluated
     try:
         doc, derived = point_doc(spec, values, ctx.base_doc)

@@ -158,3 +158,20 @@ def test_file_chunks_tile_the_split_dim_and_blocks_write_whole_chunks(shape, tar
     for d, (c, runs) in enumerate(zip(chunk, grid)):
         starts = np.concatenate([[0], np.cumsum(runs)[:-1]])
         assert all(a % c == 0 for a in starts), (d, c, runs[:3])   # every block starts on a chunk
+
+
+def test_n_left_out_of_pipeline_points_equals_the_single_run():
+    scenario = {"simulation": {"horizon_s": 100.0},
+                "workload": {"num_requests": 6, "trace": {"path": "samples:azure_sample.csv", "format": "azure"}},
+                "clients": [{"name": "llm", "model": "llama-3.1-8b", "device": "H100"}],
+                "servers": [{"name": "pre", "kind": "cpu", "device": "Grace"}],
+                "pipelines": [{"name": "p", "stages": [{"kind": "pre", "pool": "pre"}, {"kind": "llm", "pool": "llm"}]}]}
+    spec = parse_sweep({"sweep": {"chunk_points": 2, "axes": {"workload.trace.sample": [0.5, 1.0]}},
+                        "scenario": scenario})
+    ds = run_sweep(spec)
+    for v in (0.5, 1.0):
+        doc, _ = S.point_doc(spec, (v,))
+        with pytest.warns(UserWarning):
+            single = mf.simulate(doc)
+        assert ds.n_left_out.sel(sample=v).values.tolist() == single.n_left_out.values.tolist()
+    assert ds.n_left_out.sel(sample=0.5, left_out_reason="trace_sample") > 0
