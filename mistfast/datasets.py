@@ -193,6 +193,9 @@ class Dataset:
     published: tuple[Mapping[str, Any], ...] = ()
     notes: str = ""
     components: tuple["Component", ...] = ()   # a mixture: weighted components, sides of its own unused
+    # the lengths that dominate a run (here: the input side) are estimates, not published: rows on
+    # this dataset are worth validating but not fitting efficiencies to (mistfast.validate)
+    estimated_lengths: bool = False
 
     @property
     def is_mixture(self) -> bool:
@@ -255,7 +258,7 @@ class Component:
         return self.inline if self.inline is not None else get_dataset(self.dataset)
 
 
-MIXTURE_FIELDS = ("name", "title", "aliases", "source", "notes", "published", "components")
+MIXTURE_FIELDS = ("name", "title", "aliases", "source", "notes", "published", "components", "estimated_lengths")
 MAX_MIXTURE_DEPTH = 4
 
 
@@ -325,7 +328,7 @@ def _dataset_from_toml(doc: Mapping[str, Any], path: Path) -> Dataset:
                   source=doc["source"], rank_correlation=rho,
                   max_total_tokens=None if mt is None else _positive_int(mt, f"{where}: max_total_tokens"),
                   generator=generator, published=tuple(doc.get("published", ())),
-                  notes=doc.get("notes", ""))
+                  notes=doc.get("notes", ""), estimated_lengths=bool(doc.get("estimated_lengths", False)))
     if "components" in doc:   # a mixture of other datasets: fixed length distributions, like a table
         if generator != "table":
             raise DatasetError(f"{where}: generator = {generator!r} cannot have components")

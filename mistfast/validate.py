@@ -608,6 +608,14 @@ def _predict_runs(plans: list[RowPlan], points: list, clients: list) -> tuple[np
     return out, outside
 
 
+def _estimated_lengths(p: RowPlan) -> bool:
+    """True when the row's dataset says its dominant lengths are estimates (not to be fitted)."""
+    if not p.dataset:
+        return False
+    from . import datasets as D
+    return D.get_dataset(p.dataset).estimated_lengths
+
+
 def _pipeline_summary(spec) -> dict:
     from .scenario import simulate
     ds = simulate(spec)
@@ -892,8 +900,10 @@ def validate(measurements_csv, out_dir: str | Path, *, calibrate: bool = True, c
     # step efficiencies to it would distort every other prediction, so such rows are validated
     # but not fitted (single-step TTFT rows are fitted)
     # (MLPerf Server / Interactive latencies likewise: set by the submitter's batching against the bound)
+    # rows on a dataset whose dominant lengths are estimates (MLPerf deepseek-r1, llama3.1-405b,
+    # mixtral mixes) are validated but not fitted: a wrong length guess would move the efficiencies
     ro_of = {p.id: ro for p, ro in zip(runs, run_obs) if p.status == "ok" and not p.metric.startswith("ttft")
-             and not C.latency_set_by_policy(p.metric, p.group)}
+             and not C.latency_set_by_policy(p.metric, p.group) and not _estimated_lengths(p)}
 
     def fit_on(keep) -> C.Calibration:
         with warnings.catch_warnings(record=True) as caught:

@@ -437,3 +437,17 @@ def test_build_public_reads_engine_limits_from_configs():
     assert bp.mlperf_engine_limits(amd, "vllm") == "engine limits from that config: max batch 1792, max num tokens 40960"
     two = "gpu_batch_size: {'a': 1, 'b': 2}"   # ambiguous: left out
     assert bp.mlperf_engine_limits(two, "trtllm-1") == ""
+
+
+def test_rows_on_estimated_length_datasets_are_not_fitted():
+    """MLPerf deepseek-r1 / llama3.1-405b / mixtral rows rest on estimated input lengths: predicted,
+    never used to fit efficiencies; published-length datasets are fitted as before."""
+    base = dict(id="e", source="s", engine="vLLM", engine_version="0.9", model="meta-llama/Llama-3.1-8B-Instruct",
+                precision="FP8", hardware="H100", num_accel=1, tp=1, pp=1, workload="offline", isl="", osl="",
+                batch_or_concurrency="", request_rate="offline", metric="output_tok_s", value=1000.0, notes="")
+    for name, estimated in (("mlperf_llama3.1-405b_mix", True), ("mlperf_deepseek_r1_mix", True),
+                            ("mlperf_mixtral_mix", True), ("cnn_dailymail", False), ("sharegpt", False)):
+        p = V.plan_row(dict(base, dataset=name))
+        assert p.status == "ok", p.reason
+        assert V._estimated_lengths(p) is estimated, name
+    assert V._estimated_lengths(V.plan_row(dict(base, isl=128, osl=128))) is False
