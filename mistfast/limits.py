@@ -23,7 +23,9 @@ BYTES_PER_REQUEST_STAGE = 256     # each pipeline stage instance of a request
 BYTES_PER_HASH_BLOCK = 64         # each 512-token prefix-hash id (Python list while building)
 BYTES_PER_REPLICA = 8192          # per engine replica / client instance (parameter vectors, stats)
 BYTES_PER_ROUTE = 8 * (2 + 4)     # per (instance, instance) pair of a pipeline: latency, hops
-BYTES_PER_SWEEP_POINT = 4096      # summary variables of one point, in parts, concat and Dataset
+BYTES_PER_SWEEP_POINT = 4096      # summary variables of one point held in memory (no output file)
+BYTES_PER_STREAMED_POINT = 128    # a point of a sweep written to a file: its reason text and coordinates
+                                  # when the result is opened (the variables stay on disk, issue 15)
 HASH_BLOCK_TOKENS = 512          # Mooncake prefix-hash block (MODEL.md §4.2); the lowering uses it too
 
 _override_GB: float | None = None
@@ -142,7 +144,9 @@ def check_sweep(n_points: int, chunk_points: int, point_bytes: float, point_fiel
     """Problems of a sweep's size: all points' results, and the points one task simulates at once."""
     limit = max_memory_bytes()
     problems = []
-    res = float(n_points) * BYTES_PER_SWEEP_POINT
+    # the smallest a sweep can need: its results written to a file (run_sweep checks the in-memory
+    # case, where the output is known)
+    res = float(n_points) * BYTES_PER_STREAMED_POINT
     if res > limit:
         problems.append(f"sweep axes: {n_points} points need about {_gb(res)} for their results, more than the "
                         f"limit of {_gb(limit)}; use fewer values or raise MISTFAST_MAX_MEMORY_GB")
@@ -153,3 +157,13 @@ def check_sweep(n_points: int, chunk_points: int, point_bytes: float, point_fiel
                         f"of about {_gb(point_bytes)} each{what}, {_gb(per_task)} in all, more than the limit of "
                         f"{_gb(limit)}; lower chunk_points or raise MISTFAST_MAX_MEMORY_GB")
     return problems
+
+
+def check_sweep_in_memory(n_points: int) -> None:
+    """Refuse a sweep whose results would be held in memory (no output file) beyond the limit."""
+    limit = max_memory_bytes()
+    res = float(n_points) * BYTES_PER_SWEEP_POINT
+    if res > limit:
+        raise SpecError([f"sweep: {n_points} points held in memory need about {_gb(res)}, more than the limit of "
+                         f"{_gb(limit)}; write the results to a file (-o / output=), which keeps the driver's "
+                         f"memory flat, or raise MISTFAST_MAX_MEMORY_GB"])

@@ -459,6 +459,9 @@ def run_sweep(spec: SweepSpec | str | Path, output: str | Path | None = None, *,
     if chunk_points is not None:
         spec = SweepSpec(**{**spec.__dict__, "chunk_points": int(chunk_points)})
     _refuse_per_request(spec)
+    if output is None:
+        from .limits import check_sweep_in_memory
+        check_sweep_in_memory(spec.n_points)
     if spec.mode == "refine":
         from .refine import run_refine
         return run_refine(spec, output, run_sweep=run_sweep, write_netcdf=write_netcdf, resume=resume,

@@ -270,3 +270,17 @@ def test_a_block_larger_than_the_kv_cache_is_named_as_such():
     msg = refused({"clients": [{**LLM, "scheduler": {"block_size": 10**10}}]},
                   "clients[0].scheduler.block_size = 10000000000", "larger than the KV cache")
     assert "does not fit" not in msg
+
+
+def test_a_sweep_too_big_for_memory_is_refused_only_without_an_output_file(monkeypatch, tmp_path):
+    # 64 points: 64 x 4096 B held in memory > a 100 kB limit; written to a file they need 64 x 128 B
+    from mistfast import limits as L
+    from mistfast.sweep import run_sweep
+    doc = {"sweep": {"axes": {"simulation.seed": list(range(64))}, "chunk_points": 1},
+           "scenario": {"clients": [LLM], "workload": {"num_requests": 2}}}
+    monkeypatch.setenv("MISTFAST_MAX_MEMORY_GB", str(1e5 / 1e9))
+    assert 64 * L.BYTES_PER_SWEEP_POINT > L.max_memory_bytes() > 64 * L.BYTES_PER_STREAMED_POINT
+    spec = parse_sweep(doc)          # the smallest need (streamed) fits: the spec is accepted
+    with pytest.raises(SpecError) as ei:
+        run_sweep(spec)              # held in memory: refused before any work, pointing to -o
+    assert "held in memory" in str(ei.value) and "-o" in str(ei.value)
