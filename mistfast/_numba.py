@@ -183,8 +183,62 @@ def _import_numba() -> None:
     """Import numba; unless cached kernels load lightly (then numba's registries, and with them
     its BLAS check, are set up only if something is compiled), run the BLAS check now."""
     import numba  # noqa: F401
+    if LINEAR_INLINE_COPY:
+        _copy_inlined_scopes_once()
     if not (CACHE and LIGHT_LOAD):
         _check_blas_without_scipy_linalg()
+
+
+LINEAR_INLINE_COPY = os.environ.get("MISTFAST_NUMBA_LINEAR_INLINE_COPY", "1") not in ("0", "false", "no")
+_SCOPE_COPIES: dict | None = None   # while numba inlines one call: id(scope) -> (scope, memo of its copy)
+
+
+def _copy_inlined_scopes_once() -> None:
+    """Compile time: make numba's IR inliner (``inline="always"``, our ``jit_inline``) copy the
+    callee's variable scope once per inlined call instead of once per basic block.
+
+    numba copies the callee's IR block by block, each with its own ``copy.deepcopy`` memo, and
+    every variable drags its scope (all the function's variables) along, so one inlining costs
+    blocks x variables; a phase of the event loop, already holding its own inlined helpers, has
+    hundreds of each (a third of a cold compile was this copying). Here the first block's copy of a
+    scope is reused by the later blocks (their memo receives the first one's), which is what one
+    deepcopy of all blocks with one memo gives: the same IR, so the same machine code (the golden
+    and fingerprint tests check results bit for bit). ``MISTFAST_NUMBA_LINEAR_INLINE_COPY=0`` turns
+    this off. Only ``Scope`` gets a ``__deepcopy__``, which copies as Python's default does unless
+    an inlining is under way."""
+    import copy
+
+    from numba.core import inline_closurecall, ir
+
+    if getattr(ir.Scope, "_mistfast_linear_copy", False):
+        return
+
+    def scope_deepcopy(self, memo):
+        seen = _SCOPE_COPIES.get(id(self)) if _SCOPE_COPIES is not None else None
+        if seen is not None and seen[0] is self:
+            memo.update(seen[1])   # this block reuses the copies the first block made
+            return memo[id(self)]
+        new = self.__class__.__new__(self.__class__)
+        memo[id(self)] = new
+        for key, val in self.__dict__.items():
+            setattr(new, key, copy.deepcopy(val, memo))
+        if _SCOPE_COPIES is not None:
+            _SCOPE_COPIES[id(self)] = (self, memo)
+        return new
+
+    original_inline_ir = inline_closurecall.InlineWorker.inline_ir
+
+    def inline_ir(self, *args, **kwargs):
+        global _SCOPE_COPIES
+        outer, _SCOPE_COPIES = _SCOPE_COPIES, {}
+        try:
+            return original_inline_ir(self, *args, **kwargs)
+        finally:
+            _SCOPE_COPIES = outer
+
+    ir.Scope.__deepcopy__ = scope_deepcopy
+    ir.Scope._mistfast_linear_copy = True
+    inline_closurecall.InlineWorker.inline_ir = inline_ir
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ from .layout import (CK_LLM, CS_KV_BLOCKED_S, F_KV_BACKPRESSURE, F_LAYERWISE, F_
 from .queues import _wpush_front, _wremove
 from .routing import _route
 from .stages import _arrive, _n_layers, _next_stage, _release
+from .views import clients_arriving, clients_routing, requests_moving, stages_arriving, stages_routing
 
 
 @jit_inline
@@ -61,14 +62,14 @@ def _bp_leave(r, c, t, req, stg, cli, rte, lp):
     req.status[r] = WAITING
     c2 = stg.client[nxt]
     if c2 < 0:
-        c2 = _route(nxt, stg.prompt[nxt], req.branches[r], stg, rte, cli, t)
+        c2 = _route(nxt, stg.prompt[nxt], req.branches[r], stages_routing(stg), rte, clients_routing(cli), t)
         stg.client[nxt] = c2
     cli.ci[c2, I_NREQ] += 1
     if c2 == c:
         # decoded where it was prefilled: the KV stays in place, nothing to reserve
         _free_held(r, req, cli)
         stg.t_arrive[nxt] = t
-        if not _arrive(r, c2, t, nxt, req, stg, cli):
+        if not _arrive(r, c2, t, nxt, requests_moving(req), stages_arriving(stg), clients_arriving(cli)):
             _release(t, req, lp)
         return
     sch = cli.sch[c2]
@@ -130,7 +131,7 @@ def _bp_reserve(c, t, req, stg, cli, rte, fl, lp):
         if stg.bytes[s] <= 0.0:
             _free_held(r, req, cli)
             stg.t_arrive[s] = t
-            _arrive(r, c, t, s, req, stg, cli)
+            _arrive(r, c, t, s, requests_moving(req), stages_arriving(stg), clients_arriving(cli))
             _reserved_first(r, c, req, cli)
         else:
             byts = stg.bytes[s]

@@ -21,6 +21,8 @@ from .flows import _start_flow
 from .mist import _mist_memo, _mist_step_load
 from .stages import _emit, _leave_stage, _release
 from .tiers import _tier_insert
+from .views import (batches_forming, clients_batching, loop_core, prefix_caches, requests_batching,
+                    requests_moving, tier_chains)
 
 
 # ============================================================================ the end of a step
@@ -114,7 +116,7 @@ def _finished_leave(c, t, req, stg, cli, rte, fl, kv, bat, lp):
             cli.ci[c, I_USED] -= req.rq[r, Q_BLOCKS]
             req.rq[r, Q_BLOCKS] = 0
             cli.ci[c, I_NDEC_C] -= 1
-            _leave_stage(r, c, t, req, stg, cli, rte, fl, kv, lp)
+            _leave_stage(r, c, t, requests_moving(req), stg, cli, rte, fl, tier_chains(kv), loop_core(lp))
             if req.status[r] == FINISHED and cli.cf[c, F_START] > cli.stats[c, CS_FINISH_STEP_START]:
                 cli.stats[c, CS_FINISH_STEP_START] = cli.cf[c, F_START]
         else:
@@ -148,7 +150,8 @@ def _form_until_settled(c, t, req, cli, bat, kv, lp):
     res = 3
     n_preempt = cli.stats[c, CS_PREEMPT]
     while res == 2 or res == 3:
-        res = _form_batch(c, t, req, cli, bat, kv, lp)
+        res = _form_batch(c, t, requests_batching(req), clients_batching(cli), batches_forming(bat),
+                          prefix_caches(kv), loop_core(lp))
         if res == 2:
             _release(t, req, lp)
     if res != 1:

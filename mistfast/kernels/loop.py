@@ -21,6 +21,8 @@ from .layout import (C_NA, C_NFL, C_NLOG, CK_BATCH, CK_LLM, CK_SLOTS, CS_BUSY, F
 from .llm_step import _llm_step_end, _llm_step_start
 from .servers import _retrieval_phase_end, _retrieval_start, _slots_release, _slots_start
 from .stages import _arrive, _release, _workload_arrivals
+from .views import (batches_decoding, clients_decoding, loop_core, loop_logging, requests_decoding,
+                    clients_arriving, requests_moving, stages_arriving, stages_decoding, tier_chains)
 
 
 # ============================================================================ the clock
@@ -97,7 +99,7 @@ def _transfer_done(f, t, req, stg, cli, fl, lp):
         stg.t_ready[s] = t
     stg.t_arrive[s] = t
     _free_held(r, req, cli)   # KV backpressure: the prefill client's copy is gone
-    if _arrive(r, c2, t, s, req, stg, cli):
+    if _arrive(r, c2, t, s, requests_moving(req), stages_arriving(stg), clients_arriving(cli)):
         req.rq[r, Q_FETCHED] = fetched_tokens
         if req.rq[r, Q_RESV] > 0:
             _reserved_first(r, c2, req, cli)
@@ -190,7 +192,8 @@ def _run_decodes_ahead(t, req, stg, cli, bat, lp):
         for c2 in range(C):
             if c2 != c and cli.cf[c2, F_NEXT] < t_other:
                 t_other = cli.cf[c2, F_NEXT]
-        _decode_run(c, t_other, req, stg, cli, bat, lp)
+        _decode_run(c, t_other, requests_decoding(req), stages_decoding(stg), clients_decoding(cli),
+                    batches_decoding(bat), loop_logging(lp))
 
 
 # ============================================================================ the end
@@ -239,7 +242,7 @@ def _event_loop(req, stg, cli, rte, fl, kv, bat, lp):
             flow_clock = t
         # phase 1: arrivals from the workload
         if _arrivals_due(t, req, lp):
-            _workload_arrivals(t, req, stg, cli, rte, fl, kv, lp)
+            _workload_arrivals(t, requests_moving(req), stg, cli, rte, fl, tier_chains(kv), loop_core(lp))
         # phase 2: outputs of every step ending now are released and routed
         nfl_before = lp.ctr[C_NFL]
         any_step_end = _release_step_outputs(t, req, stg, cli, rte, fl, kv, bat, lp)
@@ -251,7 +254,7 @@ def _event_loop(req, stg, cli, rte, fl, kv, bat, lp):
         # phase 3: clients start new work; requests released at this very time (closed loop, zero
         # think time) join first
         if _arrivals_due(t, req, lp):
-            _workload_arrivals(t, req, stg, cli, rte, fl, kv, lp)
+            _workload_arrivals(t, requests_moving(req), stg, cli, rte, fl, tier_chains(kv), loop_core(lp))
         nfl_before = lp.ctr[C_NFL]
         _reserve_kv(t, req, stg, cli, rte, fl, lp)   # KV backpressure: reservations, then transfers
         _start_new_work(t, req, stg, cli, kv, bat, lp)

@@ -12,6 +12,7 @@ from .layout import (C_NFL, CS_BATCH_SEQS, CS_BUSY, CS_SERVED, CS_STEPS, F_NEXT,
                      SRV_FLOP_Q, SRV_FLOPS, SRV_MEM_RES, SRV_OVERLAP, SRV_PER_TOKEN_S, SRV_SLOTS)
 from .queues import _wremove
 from .stages import _leave_stage
+from .views import loop_core, requests_moving, tier_chains
 
 # Retrieval server phases (ci[c, I_BPHASE]): 0 idle, 1 computing, 2 reading the index over a link
 # (a flow), 3 the batch is done at cf[c, F_NEXT]
@@ -25,7 +26,7 @@ def _slots_release(c, t, req, stg, cli, rte, fl, kv, bat, lp):
         if r >= 0 and bat.pf_past[c, j] <= t:
             bat.run[c, j] = -1
             cli.stats[c, CS_SERVED] += 1.0
-            _leave_stage(r, c, t, req, stg, cli, rte, fl, kv, lp)
+            _leave_stage(r, c, t, requests_moving(req), stg, cli, rte, fl, tier_chains(kv), loop_core(lp))
     cli.cf[c, F_NEXT] = np.inf
     cli.ci[c, I_DIRTY] = 1
 
@@ -82,7 +83,7 @@ def _retrieval_phase_end(c, t, req, stg, cli, rte, fl, kv, bat, lp):
     for i in range(nb):
         r = bat.pf_req[c, i]
         cli.stats[c, CS_SERVED] += 1.0
-        _leave_stage(r, c, t, req, stg, cli, rte, fl, kv, lp)
+        _leave_stage(r, c, t, requests_moving(req), stg, cli, rte, fl, tier_chains(kv), loop_core(lp))
 
 
 @jit_inline

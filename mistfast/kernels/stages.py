@@ -16,6 +16,7 @@ from .layout import (C_NA, C_REL, CK_LLM, F_COUNT, F_LAYERWISE, F_START, F_TTFT,
 from .queues import _wpush_back
 from .routing import _choose, _route
 from .tiers import _tier_lookup
+from .views import clients_arriving, clients_routing, stages_arriving, stages_routing
 
 
 @jit_inline
@@ -99,7 +100,7 @@ def _enter_stage(r, s, c_from, t, req, stg, cli, rte, fl, kv, lp):
         # route the stage the KV is for, then read it from the sampled tier; on a miss nothing moves
         # and the next stage recomputes the whole prompt, past tokens included (MODEL.md §4.1)
         s2 = s + 1
-        c2 = _route(s2, stg.prompt[s2], req.branches[r], stg, rte, cli, t)
+        c2 = _route(s2, stg.prompt[s2], req.branches[r], stages_routing(stg), rte, clients_routing(cli), t)
         stg.client[s2] = c2
         cli.ci[c2, I_NREQ] += 1
         stg.t_arrive[s] = t
@@ -123,22 +124,22 @@ def _enter_stage(r, s, c_from, t, req, stg, cli, rte, fl, kv, lp):
         stg.t_ready[s2] = t
         stg.t_arrive[s2] = t
         req.rq[r, Q_CUR] = s2
-        if not _arrive(r, c2, t, s2, req, stg, cli):
+        if not _arrive(r, c2, t, s2, req, stages_arriving(stg), clients_arriving(cli)):
             _release(t, req, lp)
         return
     c2 = stg.client[s]
     if c2 < 0:
-        c2 = _route(s, stg.prompt[s], req.branches[r], stg, rte, cli, t)
+        c2 = _route(s, stg.prompt[s], req.branches[r], stages_routing(stg), rte, clients_routing(cli), t)
         stg.client[s] = c2
         s2 = s + 1  # (a decode stage always directly follows its prefill stage)
         if (rte.pool_policy[stg.pool[s]] == RT_MIST_JSQ and stg.kind[s] == K_PREFILL and s2 < stg.client.shape[0]
                 and stg.kind[s2] == K_DECODE and stg.client[s2] < 0 and rte.pool_policy[stg.pool[s2]] == RT_MIST_JSQ):
             # MIST picks the decode client together with the prefill client, on the loads of now
-            stg.client[s2] = _choose(stg.pool[s2], stg.prompt[s2], rte, cli, t)
+            stg.client[s2] = _choose(stg.pool[s2], stg.prompt[s2], rte, clients_routing(cli), t)
     cli.ci[c2, I_NREQ] += 1
     if c_from < 0 or c_from == c2 or stg.bytes[s] <= 0.0:
         stg.t_arrive[s] = t
-        if not _arrive(r, c2, t, s, req, stg, cli):
+        if not _arrive(r, c2, t, s, req, stages_arriving(stg), clients_arriving(cli)):
             _release(t, req, lp)
         return
     req.status[r] = WAITING  # in transfer
