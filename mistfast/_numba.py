@@ -18,8 +18,28 @@ import threading
 from pathlib import Path
 
 CACHE = os.environ.get("MISTFAST_NUMBA_CACHE", "1") not in ("0", "false", "no")
+
+
+def _numba_internals_verified() -> bool:
+    """The two speed-ups below reach into numba internals; they were checked (bit-identical results,
+    tests/test_instant.py, tests/test_kernel_views.py) on numba 0.68 only. Another numba version
+    gets numba's own behaviour, slower but safe. Read from numba's _version.py without importing
+    numba (importlib.metadata alone would cost 35 ms of the instant commands)."""
+    import importlib.util
+    import re
+    try:
+        spec = importlib.util.find_spec("numba")
+        text = (Path(spec.origin).parent / "_version.py").read_text()
+    except (ImportError, AttributeError, TypeError, OSError):
+        return False
+    m = re.search(r'"version":\s*"([^"]+)"', text)
+    return bool(m) and m.group(1).startswith(VERIFIED_NUMBA)
+
+
+VERIFIED_NUMBA = "0.68."
+_VERIFIED = _numba_internals_verified()
 # load cached kernels without numba's full registry refresh (see _light_loading_cache)
-LIGHT_LOAD = os.environ.get("MISTFAST_NUMBA_LIGHT_LOAD", "1") not in ("0", "false", "no")
+LIGHT_LOAD = _VERIFIED and os.environ.get("MISTFAST_NUMBA_LIGHT_LOAD", "1") not in ("0", "false", "no")
 
 
 def kernel_source_tag(files) -> str:
@@ -189,7 +209,7 @@ def _import_numba() -> None:
         _check_blas_without_scipy_linalg()
 
 
-LINEAR_INLINE_COPY = os.environ.get("MISTFAST_NUMBA_LINEAR_INLINE_COPY", "1") not in ("0", "false", "no")
+LINEAR_INLINE_COPY = _VERIFIED and os.environ.get("MISTFAST_NUMBA_LINEAR_INLINE_COPY", "1") not in ("0", "false", "no")
 _SCOPE_COPIES: dict | None = None   # while numba inlines one call: id(scope) -> (scope, memo of its copy)
 
 

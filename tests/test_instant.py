@@ -221,3 +221,14 @@ def test_light_loading_is_used_and_parallel_kernels_load_with_it():
     res = _fresh(code)
     assert res["light"] == "LightLoadingCache"
     assert res["same"]
+
+
+def test_numba_internals_patches_apply_only_on_the_verified_numba_version():
+    # the version is read from numba's _version.py without importing numba; it must agree with
+    # numba's own, and the two speed-ups that reach into numba internals follow it
+    import numba
+
+    from mistfast import _numba as N
+    assert N._numba_internals_verified() == numba.__version__.startswith(N.VERIFIED_NUMBA)
+    if not N._VERIFIED:
+        assert not N.LIGHT_LOAD and not N.LINEAR_INLINE_COPY
