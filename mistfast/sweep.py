@@ -20,6 +20,7 @@ Sweep file layout (TOML)::
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -696,27 +697,35 @@ def write_parts_netcdf(spec, parts_dir: Path, chunks, nan_vars: set, h: str, out
     for name in skeleton.data_vars:  # the sweep's dims in the file's chunk shape, other dims whole
         if shape:
             encoding.setdefault(name, {})["chunksizes"] = file_chunks + skeleton[name].shape[len(shape):]
-    tmp = Path(str(output) + ".tmp")
     n_invalid = 0
+    with _results_file(output) as tmp, _small_chunk_cache():
+        store = NetCDF4DataStore.open(tmp, mode="w", format="NETCDF4")
+        try:
+            dump_to_store(skeleton, store, ArrayWriter(), encoding=encoding)  # lazy data: layout only
+            for region, first, stop in _blocks(shape, grid):
+                block = P.read_flat_block(parts_dir, list(layout), first, stop, chunks, spec.chunk_points, h)
+                n_invalid += int(np.count_nonzero(block["status"]))
+                _write_block(store.ds, skeleton, encoding, block, region)
+            store.ds.setncattr("n_invalid", n_invalid)
+        finally:
+            store.close()
+
+
+@contextlib.contextmanager
+def _results_file(path):
+    """Yield a temporary path next to ``path``; it becomes ``path`` when the block ends. On any
+    failure (disk full, permission, Ctrl-C, a part that does not verify) it is removed, nothing is
+    left under ``path``, and an OS/HDF error becomes one SweepOutputError line."""
+    tmp = Path(str(path) + ".tmp")
     try:
-        with _small_chunk_cache():
-            store = NetCDF4DataStore.open(tmp, mode="w", format="NETCDF4")
-            try:
-                dump_to_store(skeleton, store, ArrayWriter(), encoding=encoding)  # lazy data: layout only
-                for region, first, stop in _blocks(shape, grid):
-                    block = P.read_flat_block(parts_dir, list(layout), first, stop, chunks, spec.chunk_points, h)
-                    n_invalid += int(np.count_nonzero(block["status"]))
-                    _write_block(store.ds, skeleton, encoding, block, region)
-                store.ds.setncattr("n_invalid", n_invalid)
-            finally:
-                store.close()
-        os.replace(tmp, output)
+        yield tmp
+        os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:  # netCDF4 reports HDF errors (e.g. a full disk) as RuntimeError
         P.remove_quietly(tmp)
-        if isinstance(exc, RuntimeError) and "HDF" in str(exc) and _disk_nearly_full(Path(output)):
+        if isinstance(exc, RuntimeError) and "HDF" in str(exc) and _disk_nearly_full(Path(path)):
             exc = OSError(28, "no space left on device")
-        raise P.output_error(output, exc, "the results file") from None
-    except BaseException:  # Ctrl-C or a part that does not verify: no half-written file is left
+        raise P.output_error(path, exc, "the results file") from None
+    except BaseException:
         P.remove_quietly(tmp)
         raise
 
@@ -777,7 +786,6 @@ def assemble(spec: SweepSpec, cat: dict[str, np.ndarray]) -> xr.Dataset:
 def _dataset(spec: SweepSpec, cols: dict, nan_vars: set, n_invalid: int) -> xr.Dataset:
     """Variables (numpy or dask arrays shaped like the sweep), coordinates and attrs.
     ``nan_vars``: variables with a NaN somewhere (integer ones then stay float)."""
-    shape = spec.shape
     dims = spec.dims
     ds = xr.Dataset()
     for name, data in cols.items():
@@ -857,16 +865,8 @@ def write_netcdf(ds: xr.Dataset, path: str | Path, block_chunks: bool = False) -
     the temporary file is removed, nothing is left under ``path``, and one SweepOutputError line
     says why. Dask-backed variables are written block by block; with ``block_chunks`` the file's
     HDF5 chunks are the dask blocks, so every block writes whole chunks."""
-    tmp = Path(str(path) + ".tmp")
-    try:
-        with _small_chunk_cache():
-            ds.to_netcdf(tmp, engine="netcdf4", encoding=_netcdf_encoding(ds, block_chunks))
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as exc:  # netCDF4 reports HDF errors (e.g. a full disk) as RuntimeError
-        P.remove_quietly(tmp)
-        if isinstance(exc, RuntimeError) and "HDF" in str(exc) and _disk_nearly_full(Path(path)):
-            exc = OSError(28, "no space left on device")
-        raise P.output_error(path, exc, "the results file") from None
+    with _results_file(path) as tmp, _small_chunk_cache():
+        ds.to_netcdf(tmp, engine="netcdf4", encoding=_netcdf_encoding(ds, block_chunks))
 
 
 def _netcdf_encoding(ds: xr.Dataset, block_chunks: bool) -> dict:

@@ -37,6 +37,17 @@ def _free_held(r, req, cli):
 
 
 @jit_inline
+def _bp_reject(r, c, t, reason, req, cli, lp):
+    """Reject r, routed to decode client c, at time t: the KV it held on its prefill client is freed."""
+    _free_held(r, req, cli)
+    req.status[r] = REJECTED
+    req.reason[r] = reason
+    req.t_finish[r] = t
+    cli.ci[c, I_NREQ] -= 1
+    _release(t, req, lp)
+
+
+@jit_inline
 def _reserved_first(r, c, req, cli):
     """A request whose blocks are reserved goes to the front of c's waiting queue: it holds its KV
     room already, so no request that does not fit may stop the scan before it."""
@@ -81,12 +92,7 @@ def _bp_leave(r, c, t, req, stg, cli, rte, lp):
     elif _blocks_for(P, O, req.branches[r], int(sch[S_BLOCK])) > int(sch[S_TOTAL_BLOCKS]):
         rej = R_KV_CAPACITY
     if rej != R_NONE:
-        _free_held(r, req, cli)
-        req.status[r] = REJECTED
-        req.reason[r] = rej
-        req.t_finish[r] = t
-        cli.ci[c2, I_NREQ] -= 1
-        _release(t, req, lp)
+        _bp_reject(r, c2, t, rej, req, cli, lp)
         return
     req.rq[r, Q_WNEXT] = -1
     if cli.ci[c2, I_RCOUNT] == 0:
@@ -117,12 +123,7 @@ def _bp_reserve(c, t, req, stg, cli, rte, fl, lp):
         cli.ci[c, I_RCOUNT] -= 1
         if not fits:
             # nothing is held or reserved here and it still does not fit: it never will
-            _free_held(r, req, cli)
-            req.status[r] = REJECTED
-            req.reason[r] = R_KV_CAPACITY
-            req.t_finish[r] = t
-            cli.ci[c, I_NREQ] -= 1
-            _release(t, req, lp)
+            _bp_reject(r, c, t, R_KV_CAPACITY, req, cli, lp)
             continue
         cli.ci[c, I_USED] += need
         req.rq[r, Q_RESV] = need

@@ -8,12 +8,12 @@ from .._numba import jit_inline, jit_noalloc
 from . import steptime as ST
 from .engine import (CHUNKED, FCFS, FINISHED, L_DEC_TOKENS, L_DT, L_KV_USED, L_NDEC, L_NPF, L_PF_TOKENS, L_T, N_LOG,
                      S_AGING, S_BATCHING, S_BLOCK, S_CHUNK, S_MAX_SEQS, S_POLICY, S_TOTAL_BLOCKS, STATIC)
-from .layout import (C_FORM, C_NLOG, CS_BATCH_SEQS, CS_BATCH_TOKENS, CS_BUSY, CS_BYTES, CS_DEC_SEQ_S, CS_DEC_SEQS,
-                     CS_DEC_TOKENS, CS_FINISH_STEP_START, CS_FLOPS, CS_KV_BLOCK_S, CS_KV_PEAK, CS_OUT_OF_RANGE,
-                     CS_RUN_LEAVES, CS_RUN_STEPS, CS_STEPS, CS_TC, CS_TM, CS_TN, F_COUNT, F_NEXT, F_START, G_CONC,
-                     G_DRAIN, G_HORIZON, G_LOG_CAP, G_MAX_SIM, I_MIST, I_NDEC, I_NDEC_C, I_NREAL, I_NREQ, I_NRUN,
-                     I_USED, I_WCOUNT, I_WHEAD, LOG_COLS, Q_BLOCKS, Q_CUR, Q_GEN, Q_HIT, Q_IN_STEP, Q_OUT, Q_PROMPT,
-                     Q_WNEXT)
+from .layout import (C_FORM, C_NLOG, CS_BATCH_SEQS, CS_BATCH_TOKENS, CS_BUSY, CS_DEC_SEQ_S, CS_DEC_SEQS,
+                     CS_DEC_TOKENS, CS_FINISH_STEP_START, CS_KV_BLOCK_S, CS_KV_PEAK, CS_RUN_LEAVES, CS_RUN_STEPS,
+                     CS_STEPS, F_COUNT, F_NEXT, F_START, G_CONC, G_DRAIN, G_HORIZON, G_LOG_CAP, G_MAX_SIM, I_MIST,
+                     I_NDEC, I_NDEC_C, I_NREAL, I_NREQ, I_NRUN, I_USED, I_WCOUNT, I_WHEAD, LOG_COLS, Q_BLOCKS, Q_CUR,
+                     Q_GEN, Q_HIT, Q_IN_STEP, Q_OUT, Q_PROMPT, Q_WNEXT)
+from .llm_step import _add_step_cost
 from .stages import _next_stage
 
 
@@ -254,12 +254,7 @@ def _decode_run(c, t_other, req, stg, cli, bat, lp):
         if used > cli.stats[c, CS_KV_PEAK]:
             cli.stats[c, CS_KV_PEAK] = used
         cli.stats[c, CS_KV_BLOCK_S] += used * dt
-        cli.stats[c, CS_TC] += bat.bd[ST.B_TC]
-        cli.stats[c, CS_TM] += bat.bd[ST.B_TM]
-        cli.stats[c, CS_TN] += bat.bd[ST.B_TN]
-        cli.stats[c, CS_FLOPS] += bat.bd[ST.B_FLOPS]
-        cli.stats[c, CS_BYTES] += bat.bd[ST.B_BYTES]
-        cli.stats[c, CS_OUT_OF_RANGE] += bat.bd[ST.B_OUT_OF_RANGE]
+        _add_step_cost(cli.stats, c, bat.bd)
         t_start = te
         te = te + dt
         J = j

@@ -26,6 +26,18 @@ from .views import (batches_forming, clients_batching, loop_core, prefix_caches,
 
 
 # ============================================================================ the end of a step
+
+@jit_inline
+def _add_step_cost(stats, c, bd):
+    """Add one step's time split (compute, memory, network), work and out-of-range flag
+    (``bd``, the step model's breakdown) to client c's statistics."""
+    stats[c, CS_TC] += bd[ST.B_TC]
+    stats[c, CS_TM] += bd[ST.B_TM]
+    stats[c, CS_TN] += bd[ST.B_TN]
+    stats[c, CS_FLOPS] += bd[ST.B_FLOPS]
+    stats[c, CS_BYTES] += bd[ST.B_BYTES]
+    stats[c, CS_OUT_OF_RANGE] += bd[ST.B_OUT_OF_RANGE]
+
 @jit_noalloc
 def _write_back(r, c, s, t, req, stg, cli, rte, fl, kv, lp):
     """KV write-back (ENGINE_SEMANTICS.md): the prompt's full blocks that the kv_fetch stage s did not
@@ -245,12 +257,7 @@ def _book_step(c, dt, w_tok, cli, bat):
     if cli.ci[c, I_USED] > cli.stats[c, CS_KV_PEAK]:
         cli.stats[c, CS_KV_PEAK] = cli.ci[c, I_USED]
     cli.stats[c, CS_KV_BLOCK_S] += cli.ci[c, I_USED] * dt
-    cli.stats[c, CS_TC] += bat.bd[ST.B_TC]
-    cli.stats[c, CS_TM] += bat.bd[ST.B_TM]
-    cli.stats[c, CS_TN] += bat.bd[ST.B_TN]
-    cli.stats[c, CS_FLOPS] += bat.bd[ST.B_FLOPS]
-    cli.stats[c, CS_BYTES] += bat.bd[ST.B_BYTES]
-    cli.stats[c, CS_OUT_OF_RANGE] += bat.bd[ST.B_OUT_OF_RANGE]
+    _add_step_cost(cli.stats, c, bat.bd)
 
 
 @jit_inline
