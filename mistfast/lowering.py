@@ -86,6 +86,7 @@ def scheduler_vector(client: ClientSpec) -> np.ndarray:
     sch[E.S_STATIC_PAD] = 1.0 if s.static_pad else 0.0
     sch[E.S_AGING] = s.aging_s
     sch[E.S_MAX_MODEL_LEN] = client.model.max_model_len
+    sch[E.S_SEQS_PER_STEP] = 1.0 if s.max_batch_size_scope == "step" else 0.0
     return sch
 
 

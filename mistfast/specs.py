@@ -420,6 +420,7 @@ class SchedulerSpec(Spec):
     aging_s: float = Field(gt=0, default=30.0, description="waiting time after which a non-FCFS policy serves a request first")
     # a tuple keeps the spec hashable (pydantic then shares the default instead of deep-copying it)
     cuda_graph_sizes: tuple[int, ...] = Field(default=(), max_length=128, description="captured CUDA-graph batch sizes: a decode-only step of T <= max tokens runs at the next captured size (empty: no padding)")
+    max_batch_size_scope: Literal["running", "step"] = Field(default="running", description="what max_batch_size limits: the running set (\"running\", vLLM) or the requests scheduled in one step (\"step\", MIST: any number may run; docs/mist_parity.md)")
 
     @field_validator("cuda_graph_sizes", mode="before")
     @classmethod

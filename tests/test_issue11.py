@@ -137,7 +137,7 @@ def test_idle_power_from_catalog_by_hand():
     from mistfast.specs import make_client
     dev = make_client("llama-3.1-8b", "H200").device
     assert dev.idle_W == 80.3 and dev.idle_power_W == 80.3
-    assert make_client("llama-3.1-8b", "L40S").device.idle_power_W == pytest.approx(0.3 * 350.0)
+    assert make_client("llama-3.1-8b", "Grace").device.idle_power_W == pytest.approx(0.3 * make_client("llama-3.1-8b", "Grace").device.tdp_W)
     doc = {"clients": [{**LLM, "device": "H200"}],
            "workload": {"num_requests": 2, "arrival": {"process": "uniform", "rate_rps": 0.01},
                         "input": {"dist": "fixed", "value": 1000}, "output": {"dist": "fixed", "value": 2}}}
@@ -171,6 +171,7 @@ def test_catalog_idle_power_is_sourced_and_below_tdp():
         assert ("github.com" in comment or "api.serialalice.pt" in comment), line
     # the devices sourced in issue 11 item 11 (a regression guard against losing them in a merge)
     assert {"H100", "H200", "B200", "GB200", "MI300X", "MI325X", "MI350X", "MI355X"} <= set(sourced)
+    assert {"GH200", "L40S", "Gaudi2", "Gaudi3", "B300", "GB300"} <= set(sourced)   # issue 11 follow-up (docs/idle-power.md)
 
 
 def test_idle_energy_mi355x_by_hand():

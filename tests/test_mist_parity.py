@@ -36,12 +36,14 @@ W1_SPEC = {
 }
 
 
-def _replay(memo: bool):
+def _replay(memo: bool, scope: str = "running"):
     import pandas as pd
     d = _mist_dir()
     ref = pd.read_csv(d / "W1_requests.csv").sort_values("request_id").reset_index(drop=True)
     stats = json.loads((d / "W1_stats.json").read_text())
-    doc = {**W1_SPEC, "clients": [{**W1_SPEC["clients"][0], "mist_memo": memo}]}
+    client = W1_SPEC["clients"][0]
+    doc = {**W1_SPEC, "clients": [{**client, "mist_memo": memo,
+                                   "scheduler": {**client["scheduler"], "max_batch_size_scope": scope}}]}
     spec = parse_scenario(doc)
     reqs = W.Requests.from_arrays(ref.arrival_ms.to_numpy() / 1e3, ref.input_len.to_numpy(),
                                   ref.output_len.to_numpy())
@@ -111,3 +113,15 @@ def test_w1_with_the_memo_emulated_is_exact(w1_memo):
     for col, want in (("req_ttft_ms", "ttft_ms"), ("req_e2e_ms", "e2e_ms"), ("req_finish_s", "finish_ms")):
         scale = 1e3 if col == "req_finish_s" else 1.0
         np.testing.assert_allclose(pr[col] * scale, ref[want].to_numpy(), rtol=1e-9)
+
+
+def test_w1_with_mists_per_step_batch_limit_is_exact():
+    # MIST's own batch rule (max_batch_size per step, docs/mist_parity.md) with its memo: the run
+    # matches MIST exactly as well (W1 never holds more than 128 requests, so the rule does not bind)
+    ref, stats, s, pr = _replay(memo=True, scope="step")
+    st = stats["stats"]
+    assert s["n_steps"][0] == stats["scheduled_steps"]
+    for name, want in (("ttft_mean_ms", st["TTFT"]), ("tpot_mean_ms", st["TPOT"]), ("e2e_p99_ms", st["T99_latency"]),
+                       ("request_throughput_rps", st["rps"])):
+        assert s[name][0] == pytest.approx(want, rel=1e-9), name
+    np.testing.assert_allclose(pr["req_e2e_ms"], ref["e2e_ms"].to_numpy(), rtol=1e-9)

@@ -86,17 +86,19 @@ def test_custom_device_without_tdp_is_nan_not_zero():
 
 
 def test_estimated_idle_power_is_three_tenths_of_tdp_by_hand():
-    # L40S has no sourced idle reading: two requests 100 s apart idle at 0.3 x 350 W = 105 W.
-    # Setting idle_W = 0 removes exactly devices x 105 W x idle time.
-    doc = {"clients": [{"name": "llm", "model": "llama-3.1-8b", "device": "L40S", "precision": "fp8"}],
+    # a device without a sourced idle reading (a custom one with a 700 W TDP): two requests 100 s
+    # apart idle at 0.3 x 700 W = 210 W. Setting idle_W = 0 removes exactly devices x 210 W x idle time.
+    dev = {"kind": "gpu", "memory_GiB": 80, "memory_bandwidth_GBps": 3350, "tflops": {"bf16": 989.4, "fp8": 1978.9},
+           "tdp_W": 700.0}
+    doc = {"clients": [{"name": "llm", "model": "llama-3.1-8b", "device": dev, "precision": "fp8"}],
            "workload": {"num_requests": 2, "arrival": {"process": "uniform", "rate_rps": 0.01},
                         "input": {"dist": "fixed", "value": 1000}, "output": {"dist": "fixed", "value": 2}}}
     ds = mf.simulate(doc, log_steps=100)
     busy = float(ds.step_duration_s.sum())
     end = float(ds.step_start_s[-1] + ds.step_duration_s[-1])
-    zero = mf.simulate({**doc, "clients": [{**doc["clients"][0], "device": {"preset": "L40S", "idle_W": 0.0}}]})
+    zero = mf.simulate({**doc, "clients": [{**doc["clients"][0], "device": {**dev, "idle_W": 0.0}}]})
     assert end - busy > 90.0
-    assert float(ds.energy_J) - float(zero.energy_J) == pytest.approx(105.0 * (end - busy), rel=1e-9)
+    assert float(ds.energy_J) - float(zero.energy_J) == pytest.approx(210.0 * (end - busy), rel=1e-9)
     assert float(ds.idle_power_estimated) == 1.0 and float(zero.idle_power_estimated) == 0.0
 
 
@@ -124,8 +126,8 @@ def test_sweep_flags_each_point():
     # a sweep over devices: the flag and the NaN energy are per point, the other points untouched
     from mistfast.sweep import parse_sweep, run_sweep
     doc = {"sweep": {"name": "power", "axis": [{"name": "device", "path": "clients[0].device",
-                                                "values": ["H100", "L40S", "TPU-v6e"]}]},
-           "scenario": {"clients": [{"name": "llm", "model": "llama-3.1-8b", "device": "H100", "precision": "fp8"}],
+                                                "values": ["H100", "Grace", "TPU-v6e"]}]},
+           "scenario": {"clients": [{"name": "llm", "model": "llama-3.1-8b", "device": "H100", "precision": "bf16"}],
                         "workload": {"num_requests": 10, "arrival": {"process": "offline"},
                                      "input": {"dist": "fixed", "value": 256},
                                      "output": {"dist": "fixed", "value": 16}}}}
@@ -137,3 +139,21 @@ def test_sweep_flags_each_point():
     e = ds.energy_J.values
     assert e[0] > 0 and e[1] > 0 and np.isnan(e[2])
     assert (ds.n_finished.values == 10).all()
+
+
+@pytest.mark.parametrize("name,idle_W", [("L40S", 82.5), ("GH200", 169.8), ("Gaudi2", 85.7), ("Gaudi3", 227.8), ("B300", 135.0)])
+def test_sourced_idle_power_by_hand(name, idle_W):
+    # idle_W from the readings cited in data/devices.toml (docs/idle-power.md): L40S 83 and 82 W,
+    # GH200 module 169.77 W, Gaudi 2 mean of 81/83/91/82/85/92 W, Gaudi 3 mean of 225-231 W,
+    # B300 135 W.
+    # Two requests 100 s apart: the energy drops by exactly idle_W x idle time when idle_W = 0.
+    doc = {"clients": [{"name": "llm", "model": "llama-3.1-8b", "device": name}],
+           "workload": {"num_requests": 2, "arrival": {"process": "uniform", "rate_rps": 0.01},
+                        "input": {"dist": "fixed", "value": 1000}, "output": {"dist": "fixed", "value": 2}}}
+    ds = mf.simulate(doc, log_steps=100)
+    busy = float(ds.step_duration_s.sum())
+    end = float(ds.step_start_s[-1] + ds.step_duration_s[-1])
+    zero = mf.simulate({**doc, "clients": [{**doc["clients"][0], "device": {"preset": name, "idle_W": 0.0}}]})
+    assert end - busy > 90.0
+    assert float(ds.energy_J) - float(zero.energy_J) == pytest.approx(idle_W * (end - busy), rel=1e-9)
+    assert float(ds.idle_power_estimated) == 0.0

@@ -6,7 +6,7 @@ from __future__ import annotations
 from .._numba import jit_inline, jit_noalloc
 from .engine import (CHUNKED, FCFS, FINISHED, MIXED, R_KV_CAPACITY, R_KV_EXHAUSTED, R_TOKEN_BUDGET, REJECTED, RUNNING,
                      S_AGING, S_BATCHING, S_BLOCK, S_CHUNK, S_MAX_SEQS, S_MAX_TOKENS, S_POLICY, S_PREEMPTION,
-                     S_STATIC_PAD, S_TOTAL_BLOCKS, S_WATERMARK, SPF, STATIC, WAITING, _blocks_for, _cache_lookup,
+                     S_SEQS_PER_STEP, S_STATIC_PAD, S_TOTAL_BLOCKS, S_WATERMARK, SPF, STATIC, WAITING, _blocks_for, _cache_lookup,
                      _cache_touch)
 from .layout import (C_FORM, CS_PREEMPT, CS_RECOMP, G_HASH_BLOCK, I_NDEC, I_NDEC_C, I_NPF, I_NREAL, I_NREQ, I_NRUN,
                      I_NSTATIC, I_PEND_PF, I_PFTOK, I_USED, I_WCOUNT, I_WHEAD, Q_BLOCKS, Q_COMPUTED, Q_FETCHED,
@@ -86,15 +86,19 @@ def _compact_running(c, req, cli, bat):
 
 
 @jit_inline
-def _place_running_decodes(c, form, budget, req, cli, bat):
+def _place_running_decodes(c, form, budget, npf, req, cli, bat):
     """The running requests that decode join the batch in running order, growing their KV (and
-    preempting the newest others when it does not fit). Returns (token budget left, preempted)."""
+    preempting the newest others when it does not fit); per-step sequence limit (MIST): at most
+    max_batch_size entries with the npf prefills. Returns (token budget left, preempted)."""
     sch = cli.sch[c]
     batching = int(sch[S_BATCHING])
     b = int(sch[S_BLOCK])
     total = int(sch[S_TOTAL_BLOCKS])
+    step_room = int(sch[S_MAX_SEQS]) - npf if sch[S_SEQS_PER_STEP] > 0.0 else cli.ci[c, I_NRUN] + 1
     preempted = False
     for ii in range(cli.ci[c, I_NRUN]):
+        if cli.ci[c, I_NDEC] >= step_room:
+            break
         r = bat.run[c, ii]
         if (req.status[r] != RUNNING or req.rq[r, Q_COMPUTED] < req.rq[r, Q_PF_TARGET]
                 or req.rq[r, Q_GEN] < 1):
@@ -139,8 +143,10 @@ def _place_running_decodes(c, form, budget, req, cli, bat):
 def _place_partial_prefills(c, form, budget, npf, req, cli, bat):
     """CHUNKED: running requests still prefilling get their next chunk, within the token budget.
     Returns (budget left, prefill entries)."""
+    per_step = cli.sch[c, S_SEQS_PER_STEP] > 0.0
+    max_seq = int(cli.sch[c, S_MAX_SEQS])
     for ii in range(cli.ci[c, I_NRUN]):
-        if budget <= 0:
+        if budget <= 0 or (per_step and npf + cli.ci[c, I_NDEC] >= max_seq):
             break
         r = bat.run[c, ii]
         if req.status[r] != RUNNING or req.rq[r, Q_COMPUTED] >= req.rq[r, Q_PF_TARGET]:
@@ -184,10 +190,13 @@ def _sort_waiting(c, t, nw, req, cli, bat):
 def _admit_waiting(c, form, budget, npf, nw, sorted_order, req, cli, bat, kv, lp):
     """Admissions in policy order, strict head of line: the first request that does not fit (sequence
     limit, token budget, KV watermark) stops the scan. A prefix-cache or fetched-KV hit shortens
-    the prompt to compute. Returns (budget left, prefill entries)."""
+    the prompt to compute. Per-step sequence limit (MIST): max_batch_size bounds the entries of this
+    step (prefills and decodes), not the running set; a decode-only arrival enters running whatever
+    the step holds. Returns (budget left, prefill entries)."""
     sch = cli.sch[c]
     batching = int(sch[S_BATCHING])
     max_seq = int(sch[S_MAX_SEQS])
+    per_step = sch[S_SEQS_PER_STEP] > 0.0
     b = int(sch[S_BLOCK])
     total = int(sch[S_TOTAL_BLOCKS])
     watermark = int(sch[S_WATERMARK])
@@ -200,7 +209,7 @@ def _admit_waiting(c, form, budget, npf, nw, sorted_order, req, cli, bat, kv, lp
         else:
             r = nxt
             nxt = req.rq[r, Q_WNEXT]  # read before an admission unlinks r
-        if cli.ci[c, I_NRUN] >= max_seq:
+        if not per_step and cli.ci[c, I_NRUN] >= max_seq:
             break
         if batching == CHUNKED and budget <= 0:
             break
@@ -215,6 +224,8 @@ def _admit_waiting(c, form, budget, npf, nw, sorted_order, req, cli, bat, kv, lp
         if req.rq[r, Q_COMPUTED] >= req.rq[r, Q_PF_TARGET]:
             cc = 0                      # decode-only arrival (disaggregated)
         if batching != CHUNKED and cc > budget:
+            break
+        if per_step and cc > 0 and npf + cli.ci[c, I_NDEC] >= max_seq:
             break
         cached = h if req.rq[r, Q_FETCHED] == 0 else 0
         if req.rq[r, Q_COMPUTED] >= req.rq[r, Q_PF_TARGET]:
@@ -248,7 +259,7 @@ def _admit_waiting(c, form, budget, npf, nw, sorted_order, req, cli, bat, kv, lp
         if cc == 0:
             # a decode-only arrival (disaggregated): under CHUNKED the decodes were placed
             # before admissions, so place it now; other strategies add decodes below
-            if batching == CHUNKED and budget >= w:
+            if batching == CHUNKED and budget >= w and not (per_step and npf + cli.ci[c, I_NDEC] >= max_seq):
                 res = _add_decode(r, c, form, sch, req, cli, bat)
                 if res > 0 and res & 1:
                     budget -= w
@@ -339,7 +350,7 @@ def _form_batch(c, t, req, cli, bat, kv, lp):
     for part in range(2):
         if (part == 0) == (batching == CHUNKED):
             if batching == CHUNKED or batching == MIXED or npf == 0:
-                budget, preempted = _place_running_decodes(c, form, budget, req, cli, bat)
+                budget, preempted = _place_running_decodes(c, form, budget, npf, req, cli, bat)
             if batching == CHUNKED:
                 budget, npf = _place_partial_prefills(c, form, budget, npf, req, cli, bat)
             continue

@@ -7,7 +7,8 @@ import numpy as np
 from .._numba import jit_inline, jit_noalloc
 from . import steptime as ST
 from .engine import (CHUNKED, FCFS, FINISHED, L_DEC_TOKENS, L_DT, L_KV_USED, L_NDEC, L_NPF, L_PF_TOKENS, L_T, N_LOG,
-                     S_AGING, S_BATCHING, S_BLOCK, S_CHUNK, S_MAX_SEQS, S_POLICY, S_TOTAL_BLOCKS, STATIC)
+                     S_AGING, S_BATCHING, S_BLOCK, S_CHUNK, S_MAX_SEQS, S_POLICY, S_SEQS_PER_STEP, S_TOTAL_BLOCKS,
+                     STATIC)
 from .layout import (C_FORM, C_NLOG, CS_BATCH_SEQS, CS_BATCH_TOKENS, CS_BUSY, CS_DEC_SEQ_S, CS_DEC_SEQS,
                      CS_DEC_TOKENS, CS_FINISH_STEP_START, CS_KV_BLOCK_S, CS_KV_PEAK, CS_RUN_LEAVES, CS_RUN_STEPS,
                      CS_STEPS, F_COUNT, F_NEXT, F_START, G_CONC, G_DRAIN, G_HORIZON, G_LOG_CAP, G_MAX_SIM, I_MIST,
@@ -59,6 +60,8 @@ def _decode_run(c, t_other, req, stg, cli, bat, lp):
     dec_k = bat.dec_k[c]
     if cli.ci[c, I_MIST] > 0 or prm[ST.P_MIST_MEMO] > 0.0:
         return  # MIST token loads / the MIST memo are taken at every formation: ordinary steps
+    if sch[S_SEQS_PER_STEP] > 0.0:
+        return  # MIST's per-step sequence limit: which decodes run changes as requests finish
     n_dec = cli.ci[c, I_NDEC]
     win = prm[ST.P_N_WIN] > 0.0
     if win and not ST.window_run_ok(prm, dec_k, n_dec):

@@ -30,7 +30,10 @@ S_PREFIX_BLOCKS = 9
 S_STATIC_PAD = 10
 S_AGING = 11
 S_MAX_MODEL_LEN = 12
-N_SCHED = 13
+# 1: max_batch_size limits the requests scheduled in one step, not the running set (MIST,
+# docs/mist_parity.md); 0: it limits the running set (vLLM)
+S_SEQS_PER_STEP = 13
+N_SCHED = 14
 
 # ---- step log columns -----------------------------------------------------------------------------
 L_T, L_DT, L_NPF, L_PF_TOKENS, L_NDEC, L_DEC_TOKENS, L_KV_USED = 0, 1, 2, 3, 4, 5, 6

@@ -16,7 +16,7 @@ import numpy as np
 
 from .._numba import jit
 from . import steptime as ST
-from .engine import PENDING, R_NONE, S_BLOCK, S_MAX_SEQS, S_PREFIX_BLOCKS
+from .engine import PENDING, R_NONE, S_BLOCK, S_MAX_SEQS, S_PREFIX_BLOCKS, S_SEQS_PER_STEP
 from .layout import (C_REL, CK_LLM, CK_SLOTS, F_NEXT, G_CONC, I_MIST, I_WHEAD, I_WTAIL, MAX_HOPS, MEMO_CAP,
                      N_CTR, N_F, N_I, N_Q, Q_IN_STEP, Q_WNEXT, Q_WPREV, SRV_BATCH_MAX, SRV_MIST_JSQ, SRV_SLOTS)
 
@@ -254,6 +254,8 @@ def new_batches(cli, n):
     for c in range(C):
         if cli.kind[c] == CK_LLM:
             cap = max(cap, int(cli.sch[c, S_MAX_SEQS]) + 1)
+            if cli.sch[c, S_SEQS_PER_STEP] > 0.0:
+                cap = max(cap, n + 1)   # per-step limit: any number of requests may run
             max_block = max(max_block, int(cli.sch[c, S_BLOCK]))
             if cli.prm[c, ST.P_MIST_MEMO] > 0.0:
                 memo_cap = MEMO_CAP

@@ -133,6 +133,9 @@ def reference_simulate(requests: dict, sched: dict, step_fn) -> dict:
     horizon_s = float(sched["horizon_s"])
     max_sim_s = float(sched["max_sim_s"])
     drain = int(sched["drain"])
+    # MIST's rule (docs/mist_parity.md): max_batch_size bounds the requests of one step, not the
+    # running set
+    per_step = int(sched.get("seqs_per_step", 0)) > 0
 
     cache = _PrefixLRU(cache_cap) if cache_cap > 0 else None
 
@@ -271,10 +274,11 @@ def reference_simulate(requests: dict, sched: dict, step_fn) -> dict:
             raise ValueError(f"unknown policy {policy}")
         return aged + rest
 
-    def try_admit(i, token_ok):
+    def try_admit(i, token_ok, in_step=0):
         """Try to admit waiting request i. token_ok(new_prefill_tokens) -> bool is the caller's
-        token-budget test. Returns the number of new prefill tokens (pf_target - hit) on success,
-        None on failure (a failed admission changes nothing)."""
+        token-budget test; in_step: requests already in the step (the per-step limit). Returns the
+        number of new prefill tokens (pf_target - hit) on success, None on failure (a failed
+        admission changes nothing)."""
         nonlocal used_blocks
         if cache is not None:
             m = cache.leading_hits(ids_of[i])
@@ -284,7 +288,7 @@ def reference_simulate(requests: dict, sched: dict, step_fn) -> dict:
         new_tokens = pf_target[i] - h
         if not token_ok(new_tokens):
             return None
-        if len(running) >= B_seq:
+        if (in_step if per_step else len(running)) >= B_seq:
             return None
         need = blocks_for(i, generated[i] + 1, h)
         free = N_blk - used_blocks
@@ -383,7 +387,7 @@ def reference_simulate(requests: dict, sched: dict, step_fn) -> dict:
                     return tok[0] + new <= B_tok
 
                 for i in scan_order(t):
-                    got = try_admit(i, ok)
+                    got = try_admit(i, ok, len(prefill))
                     if got is None:
                         break  # strict head-of-line
                     tok[0] += got
@@ -411,7 +415,7 @@ def reference_simulate(requests: dict, sched: dict, step_fn) -> dict:
                 return tok[0] + new <= B_tok
 
             for i in scan_order(t):
-                got = try_admit(i, ok)
+                got = try_admit(i, ok, len(prefill))
                 if got is None:
                     break
                 tok[0] += got
@@ -419,12 +423,16 @@ def reference_simulate(requests: dict, sched: dict, step_fn) -> dict:
             if batching == CONTINUOUS:
                 if not prefill:
                     for i in list(running):
+                        if per_step and len(dec) >= B_seq:
+                            break
                         if i in running and is_decode(i):
                             add_decode(i, dec, ())
             else:  # MIXED
                 budget = B_tok - tok[0]
                 pf_ids = {p[0] for p in prefill}
                 for i in list(running):
+                    if per_step and len(prefill) + len(dec) >= B_seq:
+                        break
                     if i not in running or not is_decode(i):
                         continue
                     if budget < w:
@@ -438,6 +446,8 @@ def reference_simulate(requests: dict, sched: dict, step_fn) -> dict:
             budget = C
             # 1. decodes in running order while budget >= w
             for i in list(running):
+                if per_step and len(dec) >= B_seq:
+                    break
                 if i not in running or not is_decode(i):
                     continue
                 if budget < w:
@@ -448,7 +458,7 @@ def reference_simulate(requests: dict, sched: dict, step_fn) -> dict:
                     budget -= w
             # 2. partials in running order
             for i in list(running):
-                if budget <= 0:
+                if budget <= 0 or (per_step and len(prefill) + len(dec) >= B_seq):
                     break
                 if computed[i] < pf_target[i]:
                     chunk = min(pf_target[i] - computed[i], budget)
@@ -458,7 +468,7 @@ def reference_simulate(requests: dict, sched: dict, step_fn) -> dict:
             for i in scan_order(t):
                 if budget <= 0:
                     break
-                got = try_admit(i, lambda new: True)
+                got = try_admit(i, lambda new: True, len(prefill) + len(dec))
                 if got is None:
                     break
                 chunk = min(got, budget)

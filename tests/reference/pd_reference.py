@@ -359,3 +359,264 @@ def reference_pd(requests: dict, p_sched: dict, d_sched: dict, p_step_fn, d_step
                 steps=[E.steps for E in engines], kv_blocked_s=[E.blocked_s for E in engines], end_s=t,
                 prefill_client=[E.name if E else None for E in prefill_on],
                 decode_client=[E.name if E else None for E in decode_on])
+
+
+def reference_kv_store(requests: dict, sched: dict, step_fn, hash_ids: list, hash_block: int, tier_blocks: int,
+                       route: dict, res_cap: list, kv_bytes_per_token: float, write_back: bool) -> dict:
+    """Twin of a hash-mode KV store in front of one LLM client: the pipeline kv_fetch (use_hashes =
+    true, one tier) -> llm, with or without KV write-back (``mistfast/ENGINE_SEMANTICS.md``: the
+    sections on the prefix store, "Pipelines: KV write-back of new blocks to a tier", the event
+    order of ``kernels/cluster.py``'s docstring; MODEL.md §4.2, §4.3).
+
+    requests: {'arrival_s', 'prompt', 'output'} (sorted by arrival; prompt = the LLM stage's);
+    hash_ids[r]: r's dense prefix-block ids (one per hash_block tokens, the last one partial);
+    tier_blocks: the tier's LRU capacity in hash blocks; route: {'latency_s', 'resources'} from
+    the tier to the client (reads; writes take the same route the other way); res_cap: bytes/s of
+    every resource. The client runs CONTINUOUS batching, FCFS, one branch, no prefix cache, no
+    preemption needed. Every transfer is a latency, then bytes shared max-min fairly over the
+    resources it crosses (progressive filling, resources in index order). Returns per-request
+    lists, the client's busy time and steps, the bytes carried per resource and the end time."""
+    arrival = [float(x) for x in requests["arrival_s"]]
+    prompt = [int(x) for x in requests["prompt"]]
+    output = [int(x) for x in requests["output"]]
+    n = len(prompt)
+    E = _Engine("llm", sched, step_fn, CONTINUOUS)
+    nan = float("nan")
+    status = [PENDING] * n
+    reason = [R_NONE] * n
+    t_first = [nan] * n
+    t_last = [nan] * n
+    t_fin = [nan] * n
+    t_read_end = [nan] * n        # the kv_fetch stage's exit (its read landed, or no read)
+    gen = [0] * n
+    blocks = [0] * n
+    fetched = [0] * n             # KV tokens read from the tier (held in the client's blocks)
+    found = [0] * n               # tokens the lookup found (also when nothing was read)
+    computed = [0] * n
+    computed_pf = [0] * n
+    hit_first = [-1] * n
+    store = []                    # the tier's LRU, least recently used first
+    lat = float(route["latency_s"])
+    hops = list(route["resources"])
+    res_bytes = [0.0] * len(res_cap)
+    flows = []                    # dicts in start order: id, write, phase (1 latency, 2 moving), t0, rem, rate, done
+    writing = set()               # requests whose write-back is moving (one slot each)
+
+    # ---- the tier store: lookup of leading blocks, insertion with LRU eviction
+    def lookup(r):
+        m = 0
+        for h in hash_ids[r]:
+            if h not in store:
+                break
+            m += 1
+        return m
+
+    def insert(r, nblocks):
+        for h in hash_ids[r][:nblocks]:
+            if h in store:
+                store.remove(h)
+            if len(store) >= tier_blocks and store:
+                store.pop(0)
+            if tier_blocks > 0:
+                store.append(h)
+
+    # ---- transfers: max-min fair rates over the route's resources
+    def retime(t):
+        left = list(res_cap)
+        count = [0] * len(res_cap)
+        moving = [f for f in flows if f["phase"] == 2]
+        for f in moving:
+            for i in hops:
+                count[i] += 1
+        frozen = set()
+        while len(frozen) < len(moving):
+            best, share = -1, math.inf
+            for i in range(len(res_cap)):
+                if count[i] > 0 and left[i] / count[i] < share:
+                    best, share = i, left[i] / count[i]
+            for f in moving:
+                if id(f) not in frozen and best in hops:
+                    frozen.add(id(f))
+                    f["rate"] = share
+                    for i in hops:
+                        left[i] -= share
+                        count[i] -= 1
+        for f in moving:
+            f["done"] = t + f["rem"] / f["rate"] if f["rate"] > 0 else math.inf
+
+    def start_flow(r, byts, t, write):
+        flows.append(dict(id=r, write=write, phase=1, t0=t + lat, rem=byts, rate=0.0, done=math.inf))
+        if write:
+            writing.add(r)
+
+    # ---- the client
+    def arrive(r, t):
+        """r arrives at the client for its LLM stage: checks, then the waiting queue."""
+        why = R_NONE
+        if prompt[r] > E.B_tok:
+            why = R_TOKEN_BUDGET
+        elif prompt[r] + output[r] > E.mml:
+            why = R_MAX_MODEL_LEN
+        elif _cdiv(prompt[r] + output[r], E.b) > E.N_blk:
+            why = R_KV_CAPACITY
+        if why != R_NONE:
+            status[r] = REJECTED
+            reason[r] = why
+            t_fin[r] = t
+            return False
+        status[r] = WAITING
+        E.waiting.append(r)
+        return True
+
+    def enter_fetch(r, t):
+        """The kv_fetch stage: the leading blocks the tier holds are read (all but the last prompt
+        token's); on a miss nothing moves and the request arrives at once."""
+        m = lookup(r)
+        tok = min(hash_block * m, prompt[r] - 1)
+        found[r] = tok
+        if m == 0 or tok <= 0:
+            t_read_end[r] = t
+            arrive(r, t)
+            return
+        start_flow(r, tok * kv_bytes_per_token, t, False)
+
+    def transfer_done(f, t):
+        if f["write"]:
+            writing.discard(f["id"])   # nobody waits for a write
+            return
+        r = f["id"]
+        t_read_end[r] = t
+        if arrive(r, t):
+            fetched[r] = found[r]
+
+    def form(t):
+        tok = 0
+        for r in list(E.waiting):
+            if len(E.running) >= E.B_seq:
+                break
+            h = fetched[r]
+            cc = prompt[r] - h
+            if cc > E.B_tok - tok:
+                break
+            need = _cdiv(prompt[r] + 1, E.b)
+            if E.N_blk - E.used - need < E.wm:
+                break
+            E.waiting.remove(r)
+            E.running.append(r)
+            status[r] = RUNNING
+            E.used += need
+            blocks[r] = need
+            computed[r] = h
+            if hit_first[r] < 0:
+                hit_first[r] = h
+            E.batch_pf.append((r, h, cc))
+            tok += cc
+        if not E.batch_pf:
+            for r in E.running:
+                if computed[r] < prompt[r] or gen[r] < 1:
+                    continue
+                grow = _cdiv(prompt[r] + gen[r], E.b) - blocks[r]
+                if grow > E.N_blk - E.used:
+                    raise NotImplementedError("the twin covers runs without decode preemption")
+                blocks[r] += max(grow, 0)
+                E.used += max(grow, 0)
+                E.batch_dec.append(r)
+        if E.batch_pf or E.batch_dec:
+            return E.step_fn([(h, cc) for _, h, cc in E.batch_pf],
+                             [(1, 0, prompt[r] + gen[r] - 1) for r in E.batch_dec], len(E.batch_pf))
+        if not E.running and E.waiting and E.used == 0:
+            r = E.waiting.pop(0)
+            status[r] = REJECTED
+            reason[r] = R_TOKEN_BUDGET if prompt[r] > E.B_tok else R_KV_CAPACITY
+            t_fin[r] = t
+            return "again"
+        return None
+
+    def step_end(t):
+        E.next_end = math.inf
+        for r, h, cc in E.batch_pf:
+            computed[r] += cc
+            computed_pf[r] += cc
+            if computed[r] >= prompt[r]:
+                # the prompt's full blocks enter the store (first tier), visible at once; with
+                # write-back the ones the lookup did not find move there as a transfer
+                insert(r, prompt[r] // hash_block)
+                new_tokens = (prompt[r] // hash_block) * hash_block - found[r]
+                if write_back and new_tokens > 0 and r not in writing:
+                    start_flow(r, new_tokens * kv_bytes_per_token, t, True)
+                gen[r] += 1
+                t_first[r] = t
+                t_last[r] = t
+        for r in E.batch_dec:
+            gen[r] += 1
+            t_last[r] = t
+        for r in [x for x in E.running if gen[x] >= output[x]]:
+            E.running.remove(r)
+            E.used -= blocks[r]
+            blocks[r] = 0
+            status[r] = FINISHED
+            t_fin[r] = t
+        E.batch_pf = []
+        E.batch_dec = []
+
+    t = 0.0
+    flow_clock = 0.0
+    na = 0
+    while True:
+        cands = [E.next_end] + [f["t0"] if f["phase"] == 1 else f["done"] for f in flows]
+        if na < n:
+            cands.append(arrival[na])
+        t_next = min(cands)
+        if t_next == math.inf:
+            break
+        t = max(t, t_next)
+        # phase 0: transfers (bytes carried since the last event; latency ends; completions in start order)
+        if flows:
+            dt_f = t - flow_clock
+            for f in flows:
+                if f["phase"] == 2 and dt_f > 0.0:
+                    moved = min(f["rate"] * dt_f, f["rem"])
+                    f["rem"] -= moved
+                    for i in hops:
+                        res_bytes[i] += moved
+            changed = False
+            k = 0
+            while k < len(flows):
+                f = flows[k]
+                if f["phase"] == 1 and f["t0"] <= t:
+                    f["phase"] = 2
+                    changed = True
+                if f["phase"] == 2 and f["done"] <= t:
+                    flows.pop(k)
+                    changed = True
+                    transfer_done(f, t)
+                    continue
+                k += 1
+            flow_clock = t
+            if changed:
+                retime(t)
+        # phase 1: workload arrivals enter the kv_fetch stage
+        while na < n and arrival[na] <= t:
+            enter_fetch(na, t)
+            na += 1
+        # phase 2: the step ending now (write-backs start here)
+        if E.next_end <= t:
+            step_end(t)
+        if flows:
+            flow_clock = t
+            retime(t)
+        # phase 3: an idle client forms its next batch
+        if E.next_end == math.inf:
+            dt = form(t)
+            while dt == "again":
+                dt = form(t)
+            if dt is not None:
+                E.busy_s += dt
+                E.steps += 1
+                E.next_end = t + dt
+    for r in range(n):
+        if status[r] in (WAITING, RUNNING):
+            status[r] = UNFINISHED
+    return dict(status=status, reason=reason, t_first_token=t_first, t_last_token=t_last, t_finish=t_fin,
+                t_read_end=t_read_end, generated=gen, computed_pf=computed_pf, hit_first=hit_first,
+                busy_s=E.busy_s, steps=E.steps, res_bytes=res_bytes, end_s=t)
