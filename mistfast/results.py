@@ -342,13 +342,12 @@ def stage_vars(run) -> dict[str, np.ndarray]:
         qu = st["sched"] - st["arrive"]
         sv = st["exit"] - np.where(np.isnan(st["sched"]), st["arrive"], st["sched"])
     done = ~np.isnan(st["exit"])
-    for k in range(K):
+    out["stage_count"][:] = np.bincount(kinds[done], minlength=K)
+    for k in np.flatnonzero(out["stage_count"]):   # only the kinds some stage completed
         m = (kinds == k) & done
-        out["stage_count"][k] = m.sum()
-        if m.any():
-            out["stage_transfer_ms"][k] = np.nanmean(tr[m]) * 1e3
-            out["stage_queue_ms"][k] = np.nanmean(np.where(np.isnan(qu[m]), 0.0, qu[m])) * 1e3
-            out["stage_service_ms"][k] = np.nanmean(sv[m]) * 1e3
+        out["stage_transfer_ms"][k] = np.nanmean(tr[m]) * 1e3
+        out["stage_queue_ms"][k] = np.nanmean(np.where(np.isnan(qu[m]), 0.0, qu[m])) * 1e3
+        out["stage_service_ms"][k] = np.nanmean(sv[m]) * 1e3
     return out
 
 
