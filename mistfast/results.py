@@ -144,7 +144,7 @@ def engine_vars(rs: np.ndarray, nrep: np.ndarray, clients, end: np.ndarray) -> d
                                     np.array([c.device.idle_power_W for c in clients]),
                                     np.array([c.tp * c.pp for c in clients], dtype=float),
                                     rs[:, CL.CS_BUSY], rs[:, CL.CS_TC], rs[:, CL.CS_TM], rs[:, CL.CS_TN],
-                                    nrep * end - rs[:, CL.CS_BUSY])
+                                    np.maximum(nrep * end - rs[:, CL.CS_BUSY], 0.0))
     return v
 
 
@@ -301,21 +301,17 @@ def client_vars(scen, run) -> dict[str, np.ndarray]:
     # prompt tokens each client computed (prefill or encode chunks, recompute included), per second
     # of the run; the scalar computed_prompt_tok_s sums every client's
     out["client_computed_prompt_tok_s"] = cs[:, CL.CS_PF_TOKENS] / endt
+    llm = [c for c in range(C) if topo.llm[c] is not None]
+    if llm:
+        # each instance is a group of one replica: the single client's formulas (engine_vars)
+        eng = engine_vars(cs[llm], np.ones(len(llm)), [topo.llm[c] for c in llm], np.full(len(llm), endt))
+        for k in ("busy_fraction", "kv_util_mean", "kv_util_peak", "mfu", "mbu", "energy_J"):
+            out[f"client_{k}"][llm] = eng[k]
     for c in range(C):
         busy = cs[c, CL.CS_BUSY]
         if topo.llm[c] is not None:
             cl = topo.llm[c]
-            dev = cl.device
-            ndev = cl.tp * cl.pp
-            kvb = max(cl.kv_capacity_blocks(), 1)
-            out["client_busy_fraction"][c] = busy / endt
-            out["client_kv_util_mean"][c], out["client_kv_util_peak"][c] = kv_utilisation(
-                cs[c, CL.CS_KV_BLOCK_S], cs[c, CL.CS_KV_PEAK], busy, kvb)
-            out["client_mfu"][c] = utilisation(cs[c, CL.CS_FLOPS], 1, dev.peak_flops(cl.precision.compute), endt)
-            out["client_mbu"][c] = utilisation(cs[c, CL.CS_BYTES], 1, dev.memory_bandwidth_GBps * 1e9, endt)
-            out["client_energy_J"][c] = device_energy_J(dev.tdp_W, dev.idle_power_W, ndev, busy, cs[c, CL.CS_TC],
-                                                        cs[c, CL.CS_TM], cs[c, CL.CS_TN], max(endt - busy, 0.0))
-            out["client_price_usd_per_hour"][c] = dev.price_usd_per_hour * ndev
+            out["client_price_usd_per_hour"][c] = cl.device.price_usd_per_hour * (cl.tp * cl.pp)
         else:
             s = topo.server[c]
             # a slot server is busy for the sum of its slots' service over `slots` cores
