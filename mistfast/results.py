@@ -16,7 +16,7 @@ from .kernels import cluster as CL
 from .kernels import engine as E
 from .kernels import metrics as M
 from .specs import SpecError
-from .lowering import metric_vector
+from .lowering import Topology, metric_vector
 from .variables import REGISTRY, add_coord_attrs, global_attrs, slo_attrs, variable
 
 if TYPE_CHECKING:   # xarray is imported where a Dataset is built (import time of the CLI)
@@ -381,7 +381,6 @@ def point_tables(pt, cstats: np.ndarray, end_s: float, r: dict) -> tuple[dict[st
     one-stage pipeline has them: ``cstats`` the statistics of its replicas (replica order),
     ``end_s`` the run's end, ``r`` its per-request outputs (request order). Its one stage is an
     LLM stage that requests enter at arrival (no transfer); no bytes cross a resource."""
-    from .lowering import Topology
     topo = Topology(pt.scenario)
     topo.routes()   # creates the network resources a one-stage pipeline of these replicas has
     finished = r["status"] == E.FINISHED
