@@ -12,11 +12,13 @@ import xarray as xr
 _CMP = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt, "==": operator.eq}
 
 
+# dims of per-request, step-log and table variables (one value per label, not per point)
+_NOT_POINT_DIMS = ("reject_reason", "request", "step", "left_out_reason", "client", "stage_kind", "resource")
+
+
 def to_table(ds: xr.Dataset, variables: list[str] | None = None) -> pd.DataFrame:
     """One row per configuration point: the axis coordinates, inputs and summary variables."""
-    names = variables or [k for k, v in ds.data_vars.items()
-                          if "reject_reason" not in v.dims and "request" not in v.dims and "step" not in v.dims
-                          and "left_out_reason" not in v.dims]
+    names = variables or [k for k, v in ds.data_vars.items() if not set(v.dims) & set(_NOT_POINT_DIMS)]
     df = ds[names].to_dataframe().reset_index()
     return df.drop(columns=[c for c in ("point",) if c in df.columns and "point" not in ds.dims])
 

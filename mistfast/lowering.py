@@ -50,6 +50,7 @@ class Point:
     concurrency: int = 0      # closed loop: users in flight (0 = open loop)
     think_s: float = 0.0
     quantiles: tuple = ()     # [metrics] quantiles (none: no *_quantile_ms variables)
+    scenario: object = None   # the validated scenario (its one-stage pipeline's labels: results.point_tables)
 
 
 @dataclass(frozen=True)
@@ -776,4 +777,4 @@ def scenario_point(spec, requests: Requests, seed_seq: np.random.SeedSequence) -
     a = spec.workload.arrival
     return Point(spec.client, requests, spec.simulation, spec.slo, spec.workload.branches,
                  concurrency=a.concurrency or 0 if a.process == "closed_loop" else 0,
-                 think_s=a.think_time_s, quantiles=tuple(spec.metrics.quantiles or ()))
+                 think_s=a.think_time_s, quantiles=tuple(spec.metrics.quantiles or ()), scenario=spec)

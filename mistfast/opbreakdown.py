@@ -63,14 +63,8 @@ def step_latency_python(client, prefill=(), decode=(), *, prompts_done=None):
     same numbers (tested) without loading the compiled kernels, which is most of the wall time of
     a one-off ``mistfast step`` (numba's target initialisation imports scipy)."""
     from .kernels import steptime as K
-    from .stepmodel import BREAKDOWN_NAMES, StepLatency, _as_arrays, client_params
-    pf, dec = _as_arrays(prefill, decode)
-    prm = client_params(client)
-    out = np.zeros(K.N_OUT)
-    done = len(pf) if prompts_done is None else prompts_done
-    t = _plain(K)["step_time"](prm, pf[:, 0].copy(), pf[:, 1].copy(), len(pf), float(done),
-                               dec[:, 0].copy(), dec[:, 1].copy(), dec[:, 2].copy(), len(dec), out)
-    return StepLatency(float(t), dict(zip(BREAKDOWN_NAMES, map(float, out))))
+    from .stepmodel import step_latency_with
+    return step_latency_with(_plain(K)["step_time"], client, prefill, decode, prompts_done)
 
 
 def op_breakdown(client, prefill=(), decode=(), *, prompts_done=None) -> tuple[list[OpCost], float]:

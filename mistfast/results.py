@@ -16,7 +16,7 @@ from .kernels import cluster as CL
 from .kernels import engine as E
 from .kernels import metrics as M
 from .specs import SpecError
-from .lowering import metric_vector
+from .lowering import Topology, metric_vector
 from .variables import REGISTRY, add_coord_attrs, global_attrs, slo_attrs, variable
 
 if TYPE_CHECKING:   # xarray is imported where a Dataset is built (import time of the CLI)
@@ -108,6 +108,46 @@ def request_summary(out: np.ndarray) -> dict[str, np.ndarray]:
     return s
 
 
+def sum_replica_stats(owner, cstats: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Engine statistics of the replicas of each group (a single-client point, or one client entry
+    of a pipeline), summed in replica order; the KV peak and the last finishing step are the
+    largest. ``owner``: the group of each row of ``cstats`` (rows x N_CS). Returns (sums, replicas)."""
+    rs = np.zeros((n_groups, CL.N_CS))
+    nrep = np.zeros(n_groups)
+    for row, q in enumerate(owner):
+        peak = max(rs[q, CL.CS_KV_PEAK], cstats[row, CL.CS_KV_PEAK])
+        last = max(rs[q, CL.CS_FINISH_STEP_START], cstats[row, CL.CS_FINISH_STEP_START])
+        rs[q] += cstats[row]
+        rs[q, CL.CS_KV_PEAK] = peak
+        rs[q, CL.CS_FINISH_STEP_START] = last
+        nrep[q] += 1
+    return rs, nrep
+
+
+def engine_vars(rs: np.ndarray, nrep: np.ndarray, clients, end: np.ndarray) -> dict[str, np.ndarray]:
+    """Busy fraction, KV, FLOP and bandwidth utilisation, device energy and price of groups of
+    identical LLM replicas (one entry per group): ``rs`` their summed statistics, ``nrep`` the
+    replicas, ``clients`` the spec of one replica, ``end`` the run's end (s). The one formula of
+    single-client points and of every client entry of a pipeline."""
+    end = np.maximum(end, 1e-300)
+    v: dict[str, np.ndarray] = {}
+    v["busy_fraction"] = rs[:, CL.CS_BUSY] / nrep / end   # mean busy time per replica
+    kvb = np.array([max(c.kv_capacity_blocks(), 1) for c in clients], dtype=float)
+    v["kv_util_mean"], v["kv_util_peak"] = kv_utilisation(rs[:, CL.CS_KV_BLOCK_S], rs[:, CL.CS_KV_PEAK],
+                                                          rs[:, CL.CS_BUSY], kvb)
+    fpk = np.array([c.device.peak_flops(c.precision.compute) for c in clients])
+    bwd = np.array([c.device.memory_bandwidth_GBps * 1e9 for c in clients])
+    v["mfu"] = utilisation(rs[:, CL.CS_FLOPS], nrep, fpk, end)
+    v["mbu"] = utilisation(rs[:, CL.CS_BYTES], nrep, bwd, end)
+    # every replica's devices: busy for their replica's busy time, idle for the rest of the run
+    v["energy_J"] = device_energy_J(np.array([c.device.tdp_W for c in clients]),
+                                    np.array([c.device.idle_power_W for c in clients]),
+                                    np.array([c.tp * c.pp for c in clients], dtype=float),
+                                    rs[:, CL.CS_BUSY], rs[:, CL.CS_TC], rs[:, CL.CS_TM], rs[:, CL.CS_TN],
+                                    np.maximum(nrep * end - rs[:, CL.CS_BUSY], 0.0))
+    return v
+
+
 def point_summary(points, out, rs, end_time, nrep) -> dict[str, np.ndarray]:
     """Summary variables of single-client points (length-P arrays): ``out`` from the metrics
     kernel, ``rs`` the engine statistics summed over each point's replicas (KV peak and last
@@ -119,24 +159,14 @@ def point_summary(points, out, rs, end_time, nrep) -> dict[str, np.ndarray]:
     s["mean_batch_size"] = rs[:, CL.CS_BATCH_SEQS] / np.maximum(steps, 1)
     end = np.maximum(end_time, 1e-300)
     clients = [pt.client for pt in points]
-    s["busy_fraction"] = rs[:, CL.CS_BUSY] / nrep / end   # mean busy time per replica
-    kvb = np.array([max(c.kv_capacity_blocks(), 1) for c in clients], dtype=float)
-    s["kv_util_mean"], s["kv_util_peak"] = kv_utilisation(rs[:, CL.CS_KV_BLOCK_S], rs[:, CL.CS_KV_PEAK],
-                                                          rs[:, CL.CS_BUSY], kvb)
-    fpk = np.array([c.device.peak_flops(c.precision.compute) for c in clients])
-    bwd = np.array([c.device.memory_bandwidth_GBps * 1e9 for c in clients])
-    s["mfu"] = utilisation(rs[:, CL.CS_FLOPS], nrep, fpk, end)
-    s["mbu"] = utilisation(rs[:, CL.CS_BYTES], nrep, bwd, end)
+    eng = engine_vars(rs, nrep, clients, end)
+    for k in ("busy_fraction", "kv_util_mean", "kv_util_peak", "mfu", "mbu"):
+        s[k] = eng[k]
     s["preemptions"] = rs[:, CL.CS_PREEMPT]
     s["recomputed_tokens"] = rs[:, CL.CS_RECOMP]
     s["kv_capacity_tokens"] = np.array([min(c.kv_capacity_tokens(), 2**62) for c in clients], dtype=float)
     s["weights_GiB_per_device"] = np.array([c.weight_bytes_device() / 2**30 for c in clients])
-    # every replica's devices: busy for their replica's busy time, idle for the rest of the run
-    s["energy_J"] = device_energy_J(np.array([c.device.tdp_W for c in clients]),
-                                    np.array([c.device.idle_power_W for c in clients]),
-                                    np.array([c.tp * c.pp for c in clients], dtype=float),
-                                    rs[:, CL.CS_BUSY], rs[:, CL.CS_TC], rs[:, CL.CS_TM], rs[:, CL.CS_TN],
-                                    nrep * end - rs[:, CL.CS_BUSY])
+    s["energy_J"] = eng["energy_J"]
     s["energy_per_output_token_J"] = s["energy_J"] / np.maximum(out[:, M.O_OUT_TOKENS], 1)
     from .power import apply_to_points  # no TDP -> NaN energy; estimated idle flagged (docs/idle-power.md)
     apply_to_points(s, [[c.device] for c in clients])
@@ -207,17 +237,12 @@ def pipeline_summary(scen, run: dict) -> dict[str, np.ndarray]:
     s["mean_batch_size"] = np.array([cs[llm, CL.CS_BATCH_SEQS].sum() / max(steps, 1)])
     endt = max(run["end"], 1e-300)
     cl = client_vars(scen, run)
-    s["busy_fraction"] = np.array([np.mean(cl["client_busy_fraction"][llm])])
-    s["kv_util_mean"] = np.array([np.nanmean(cl["client_kv_util_mean"][llm])])
-    s["kv_util_peak"] = np.array([np.nanmax(cl["client_kv_util_peak"][llm])])
-    s["mfu"] = np.array([np.mean(cl["client_mfu"][llm])])
-    s["mbu"] = np.array([np.mean(cl["client_mbu"][llm])])
+    s.update(_pipeline_engine_vars(topo, cs, llm, endt, cl))
     s["preemptions"] = np.array([cs[:, CL.CS_PREEMPT].sum()])
     s["recomputed_tokens"] = np.array([cs[:, CL.CS_RECOMP].sum()])
     s["steps_outside_calibration"] = np.array([cs[:, CL.CS_OUT_OF_RANGE].sum()])
     s["kv_capacity_tokens"] = np.array([float(min(topo.llm[c].kv_capacity_tokens() for c in llm))])
     s["weights_GiB_per_device"] = np.array([max(topo.llm[c].weight_bytes_device() for c in llm) / 2**30])
-    s["energy_J"] = np.array([cl["client_energy_J"].sum()])
     s["energy_per_output_token_J"] = s["energy_J"] / max(out[0, M.O_OUT_TOKENS], 1)
     from .power import estimated_flag, topology_devices  # docs/idle-power.md
     s["idle_power_estimated"] = np.array([estimated_flag(topology_devices(topo))])
@@ -228,6 +253,39 @@ def pipeline_summary(scen, run: dict) -> dict[str, np.ndarray]:
                            np.array([cs[llm, CL.CS_FINISH_STEP_START].max() - scen.simulation.warmup_s]),
                            np.array([True]))
     return s
+
+
+def _pipeline_engine_vars(topo, cs, llm, endt, cl) -> dict[str, np.ndarray]:
+    """Busy fraction, KV, FLOP and bandwidth utilisation and energy of a pipeline run (length-1
+    arrays). The replicas of each client entry are summed as a single client's are
+    (``engine_vars``), so a one-stage pipeline gives the single client's values bit for bit;
+    several entries are then combined: means over replicas (over busy time for the KV), the largest
+    KV peak, the sum of the energies (servers' included)."""
+    groups = list(dict.fromkeys(topo.group[c] for c in llm))
+    owner = [groups.index(topo.group[c]) for c in llm]
+    rs, nrep = sum_replica_stats(owner, cs[llm], len(groups))
+    spec = [topo.llm[llm[owner.index(g)]] for g in range(len(groups))]
+    eng = engine_vars(rs, nrep, spec, np.full(len(groups), endt))
+    v = {"busy_fraction": _combine(eng["busy_fraction"], nrep),
+         "kv_util_mean": _combine(eng["kv_util_mean"], rs[:, CL.CS_BUSY]),
+         "kv_util_peak": np.array([np.nanmax(eng["kv_util_peak"])]),
+         "mfu": _combine(eng["mfu"], nrep), "mbu": _combine(eng["mbu"], nrep)}
+    # an LLM entry whose device has no power figure has NaN energy (as its clients do)
+    unknown = [np.isnan(cl["client_energy_J"][[c for c, o in zip(llm, owner) if o == g]]).any()
+               for g in range(len(groups))]
+    llm_J = np.where(unknown, np.nan, eng["energy_J"])
+    servers = [c for c in range(topo.C) if topo.llm[c] is None]
+    v["energy_J"] = np.array([llm_J.sum() + cl["client_energy_J"][servers].sum()])
+    return v
+
+
+def _combine(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """One client entry's value as it is; several entries' weighted mean (plain mean when no
+    entry has weight) as a length-1 array."""
+    if values.size == 1:
+        return values.copy()
+    w = weights if weights.sum() > 0 else np.ones_like(weights)
+    return np.array([(values * w).sum() / w.sum()])
 
 
 def client_vars(scen, run) -> dict[str, np.ndarray]:
@@ -243,21 +301,17 @@ def client_vars(scen, run) -> dict[str, np.ndarray]:
     # prompt tokens each client computed (prefill or encode chunks, recompute included), per second
     # of the run; the scalar computed_prompt_tok_s sums every client's
     out["client_computed_prompt_tok_s"] = cs[:, CL.CS_PF_TOKENS] / endt
+    llm = [c for c in range(C) if topo.llm[c] is not None]
+    if llm:
+        # each instance is a group of one replica: the single client's formulas (engine_vars)
+        eng = engine_vars(cs[llm], np.ones(len(llm)), [topo.llm[c] for c in llm], np.full(len(llm), endt))
+        for k in ("busy_fraction", "kv_util_mean", "kv_util_peak", "mfu", "mbu", "energy_J"):
+            out[f"client_{k}"][llm] = eng[k]
     for c in range(C):
         busy = cs[c, CL.CS_BUSY]
         if topo.llm[c] is not None:
             cl = topo.llm[c]
-            dev = cl.device
-            ndev = cl.tp * cl.pp
-            kvb = max(cl.kv_capacity_blocks(), 1)
-            out["client_busy_fraction"][c] = busy / endt
-            out["client_kv_util_mean"][c], out["client_kv_util_peak"][c] = kv_utilisation(
-                cs[c, CL.CS_KV_BLOCK_S], cs[c, CL.CS_KV_PEAK], busy, kvb)
-            out["client_mfu"][c] = utilisation(cs[c, CL.CS_FLOPS], 1, dev.peak_flops(cl.precision.compute), endt)
-            out["client_mbu"][c] = utilisation(cs[c, CL.CS_BYTES], 1, dev.memory_bandwidth_GBps * 1e9, endt)
-            out["client_energy_J"][c] = device_energy_J(dev.tdp_W, dev.idle_power_W, ndev, busy, cs[c, CL.CS_TC],
-                                                        cs[c, CL.CS_TM], cs[c, CL.CS_TN], max(endt - busy, 0.0))
-            out["client_price_usd_per_hour"][c] = dev.price_usd_per_hour * ndev
+            out["client_price_usd_per_hour"][c] = cl.device.price_usd_per_hour * (cl.tp * cl.pp)
         else:
             s = topo.server[c]
             # a slot server is busy for the sum of its slots' service over `slots` cores
@@ -284,13 +338,12 @@ def stage_vars(run) -> dict[str, np.ndarray]:
         qu = st["sched"] - st["arrive"]
         sv = st["exit"] - np.where(np.isnan(st["sched"]), st["arrive"], st["sched"])
     done = ~np.isnan(st["exit"])
-    for k in range(K):
+    out["stage_count"][:] = np.bincount(kinds[done], minlength=K)
+    for k in np.flatnonzero(out["stage_count"]):   # only the kinds some stage completed
         m = (kinds == k) & done
-        out["stage_count"][k] = m.sum()
-        if m.any():
-            out["stage_transfer_ms"][k] = np.nanmean(tr[m]) * 1e3
-            out["stage_queue_ms"][k] = np.nanmean(np.where(np.isnan(qu[m]), 0.0, qu[m])) * 1e3
-            out["stage_service_ms"][k] = np.nanmean(sv[m]) * 1e3
+        out["stage_transfer_ms"][k] = np.nanmean(tr[m]) * 1e3
+        out["stage_queue_ms"][k] = np.nanmean(np.where(np.isnan(qu[m]), 0.0, qu[m])) * 1e3
+        out["stage_service_ms"][k] = np.nanmean(sv[m]) * 1e3
     return out
 
 
@@ -323,12 +376,31 @@ def table_vars(scen, run) -> tuple[dict[str, np.ndarray], dict[str, list]]:
     return data, {"client": list(topo.names), "stage_kind": list(CL.STAGE_NAMES), "resource": list(topo.res_names)}
 
 
+def point_tables(pt, cstats: np.ndarray, end_s: float, r: dict) -> tuple[dict[str, np.ndarray], dict[str, list]]:
+    """The per-client, per-stage and per-resource variables of a single-client point, as its
+    one-stage pipeline has them: ``cstats`` the statistics of its replicas (replica order),
+    ``end_s`` the run's end, ``r`` its per-request outputs (request order). Its one stage is an
+    LLM stage that requests enter at arrival (no transfer); no bytes cross a resource."""
+    topo = Topology(pt.scenario)
+    topo.routes()   # creates the network resources a one-stage pipeline of these replicas has
+    finished = r["status"] == E.FINISHED
+    stages = {"ready": r["arrival"], "arrive": r["arrival"], "sched": r["t_first_sched"],
+              "exit": np.where(finished, r["t_finish"], np.nan)}
+    run = {"inputs": {"topo": topo, "st_kind": np.full(r["status"].size, CL.K_LLM), "res_cap": np.array(topo.res_cap)},
+           "cstats": cstats, "end": end_s, "stages": stages, "res_bytes": np.zeros(len(topo.res_cap))}
+    return table_vars(pt.scenario, run)
+
+
 def point_dataset(spec, res: dict, per_request: bool, log_steps: int = 0) -> xr.Dataset:
-    """The Dataset of one single-client run (``runner.run_points`` of its one point)."""
+    """The Dataset of one single-client run (``runner.run_points`` of its one point, with tables)."""
     ds = summary_dataset(res["summary"], 0, quantiles=spec.metrics.quantiles)
+    if "tables" in res:
+        tables, labels = res["tables"][0]
+        ds = ds.assign({k: variable(k, v) for k, v in tables.items()}).assign_coords(labels)
     if per_request:
         for k, v in per_request_vars(res["requests"]).items():
             ds[k] = variable(k, v)
+        ds["req_class"] = variable("req_class", np.zeros(res["requests"]["status"].size, np.int32))
     if log_steps:
         n = int(min(res["steps_per_sub"][0], log_steps))
         ds = with_step_log(ds, res["steplog"][0, :n])
@@ -342,11 +414,24 @@ def pipeline_dataset(scen, run, per_request: bool) -> xr.Dataset:
     if per_request:
         rq = run["requests"]
         rq = dict(rq, prompt=run["prompt"], output=requested_output_tokens(run["inputs"]),
-                  replica=np.zeros(rq["status"].size, np.int32))
+                  replica=first_token_replica(run))
         for k, v in per_request_vars(rq).items():
             ds[k] = variable(k, v)
         ds["req_class"] = variable("req_class", run["inputs"]["cls"])
     return ds
+
+
+def first_token_replica(run) -> np.ndarray:
+    """Per request of a pipeline run: the replica, within its client entry, of the instance that
+    ran the stage emitting the first token (-1 when the request never reached that stage)."""
+    ins, topo = run["inputs"], run["inputs"]["topo"]
+    n = ins["st_off"].size - 1
+    rep_of = np.array([topo.group[:c].count(topo.group[c]) for c in range(topo.C)] + [-1], np.int32)
+    ttft = np.flatnonzero((ins["st_flags"] & CL.F_TTFT) != 0)
+    owner = np.searchsorted(ins["st_off"], ttft, side="right") - 1
+    out = np.full(n, -1, np.int32)
+    out[owner] = rep_of[run["stages"]["client"][ttft]]   # an unrouted stage's client -1 picks the -1
+    return out
 
 
 def requested_output_tokens(ins) -> np.ndarray:

@@ -12,7 +12,7 @@ import numpy as np
 from .kernels import cluster as CL
 from .kernels import metrics as M
 from .lowering import LoweredPoints, PipelinePoint, Point, lower_pipeline, lower_points
-from .results import pipeline_summary, point_summary, quantile_summary, table_vars
+from .results import pipeline_summary, point_summary, point_tables, quantile_summary, sum_replica_stats, table_vars
 
 
 def _request_arrays(n: int) -> dict[str, np.ndarray]:
@@ -24,10 +24,11 @@ def _request_arrays(n: int) -> dict[str, np.ndarray]:
 
 
 def run_points(points: list[Point], *, per_request: bool = False, log_steps: int = 0,
-               parallel: bool = False, decode_runs: bool = True) -> dict:
+               parallel: bool = False, decode_runs: bool = True, tables: bool = False) -> dict:
     """Simulate every point; returns summary arrays (length P) and, on request, per-request data.
     ``decode_runs=False`` steps every decode step through the full loop (same results, slower;
-    kept as a cross-check of the decode-run fast path)."""
+    kept as a cross-check of the decode-run fast path). ``tables``: also each point's per-client,
+    per-stage and per-resource variables and labels (``results.point_tables``), under "tables"."""
     lo = lower_points(points, log_steps, decode_runs)
     ns, N = len(lo.owner), int(lo.offsets[-1])
     res = _request_arrays(N)
@@ -53,6 +54,8 @@ def run_points(points: list[Point], *, per_request: bool = False, log_steps: int
     summary = point_summary(points, out, rs, end, nrep)
     summary.update(quantile_summary(out, [pt.quantiles for pt in points]))
     result = {"summary": summary, "offsets": pt_off}
+    if tables:
+        result["tables"] = _point_tables(points, lo.owner, cstats, end, res, pt_off)
     if per_request:
         result["requests"] = dict(res, prompt=prompt, output=output, replica=replica)
     if log_steps:
@@ -60,6 +63,16 @@ def run_points(points: list[Point], *, per_request: bool = False, log_steps: int
         result["steplog_points"] = np.asarray(lo.owner)
         result["steps_per_sub"] = cstats[:, 0, CL.CS_STEPS].astype(np.int64)
     return result
+
+
+def _point_tables(points, owner, cstats, end, res, pt_off) -> list:
+    """(tables, labels) of each point: its replicas' rows of ``cstats``, its requests' outputs."""
+    rows = [[] for _ in points]
+    for s, q in enumerate(owner):
+        rows[q].append(s)
+    return [point_tables(pt, cstats[rows[q], 0], float(end[q]),
+                         {k: res[k][pt_off[q]:pt_off[q + 1]] for k in ("status", "arrival", "t_first_sched", "t_finish")})
+            for q, pt in enumerate(points)]
 
 
 def _replica_order(points, lo: LoweredPoints):
@@ -81,19 +94,11 @@ def _replica_order(points, lo: LoweredPoints):
 
 
 def _point_stats(P, owner, cstats, runstats):
-    """Per-point engine statistics: sums over replicas; end = latest replica end; KV peak and the
-    last finishing step = the largest."""
-    rs = np.zeros((P, CL.N_CS))
+    """Per-point engine statistics (results.sum_replica_stats) and end: the latest replica's end."""
+    rs, nrep = sum_replica_stats(owner, cstats[:, 0], P)
     end = np.zeros(P)
-    nrep = np.zeros(P)
     for s, q in enumerate(owner):
-        peak = max(rs[q, CL.CS_KV_PEAK], cstats[s, 0, CL.CS_KV_PEAK])
-        last = max(rs[q, CL.CS_FINISH_STEP_START], cstats[s, 0, CL.CS_FINISH_STEP_START])
-        rs[q] += cstats[s, 0]
-        rs[q, CL.CS_KV_PEAK] = peak
-        rs[q, CL.CS_FINISH_STEP_START] = last
         end[q] = max(end[q], runstats[s, 0])
-        nrep[q] += 1
     return rs, end, nrep
 
 
@@ -124,17 +129,37 @@ def run_pipeline(scen, reqs, seed_seq, *, per_request=False, log_steps=0, decode
                 output=reqs.output_tokens.astype(np.int64))
 
 
+def _stack_tables(positions, tables) -> list:
+    """Single-client points' tables as parts of ``summaries``: one part per distinct label set,
+    each table variable stacked along its points."""
+    by_labels: dict = {}
+    for i, (data, labels) in zip(positions, tables):
+        key = tuple(tuple(v) for v in labels.values())
+        by_labels.setdefault(key, (labels, [], []))
+        by_labels[key][1].append(i)
+        by_labels[key][2].append(data)
+    out = []
+    for labels, at, datas in by_labels.values():
+        summ = {k: np.stack([d[k] for d in datas]) for k in datas[0]}
+        summ["_labels"] = labels
+        out.append((np.asarray(at, np.int64), summ))
+    return out
+
+
 def summaries(points: list[Point | PipelinePoint], *, tables: bool = False,
               decode_runs: bool = True) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
     """Summary variables of a mix of points as (positions in ``points``, arrays along those
     positions): all single-client points through one batched kernel call, each pipeline through
     its own. ``tables``: a pipeline's entry also has its per-client, per-stage and per-resource
-    variables, and their labels under ``"_labels"``."""
+    variables, and their labels under ``"_labels"``; single-client points' tables come as extra
+    entries, one per distinct label set."""
     parts: list = []
     single = [i for i, p in enumerate(points) if isinstance(p, Point)]
     if single:
-        summ = run_points([points[i] for i in single], decode_runs=decode_runs)["summary"]
-        parts.append((np.asarray(single, np.int64), summ))
+        run = run_points([points[i] for i in single], decode_runs=decode_runs, tables=tables)
+        parts.append((np.asarray(single, np.int64), run["summary"]))
+        if tables:
+            parts += _stack_tables(single, run["tables"])
     for i, p in enumerate(points):
         if isinstance(p, PipelinePoint):
             run = run_pipeline(p.scenario, p.requests, p.seed_seq, decode_runs=decode_runs)

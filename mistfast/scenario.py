@@ -196,7 +196,7 @@ def simulate(spec: ScenarioSpec | dict | str | Path, *, per_request: bool | None
         return add_coord_attrs(_with_left_out(ds, spec, left))
     reqs, left = build_requests_report(spec.workload, spec.simulation.horizon_s, point_seed(spec.simulation.seed))
     pt = scenario_point(spec, requests=reqs)
-    res = run_points([pt], per_request=want_req, log_steps=log_steps, decode_runs=decode_runs)
+    res = run_points([pt], per_request=want_req, log_steps=log_steps, decode_runs=decode_runs, tables=True)
     ds = point_dataset(spec, res, want_req, log_steps)
     n_out = int(ds.steps_outside_calibration)
     if n_out:

@@ -250,10 +250,17 @@ def step_latency(client: ClientSpec, prefill=(), decode=(), *, prompts_done: int
     ``[(branches, shared_prefix, private_kv), ...]``. ``prompts_done`` = prefills finishing this
     step (default: all of them).
     """
+    return step_latency_with(K.step_time, client, prefill, decode, prompts_done)
+
+
+def step_latency_with(step_time, client: ClientSpec, prefill=(), decode=(), prompts_done: int | None = None
+                      ) -> StepLatency:
+    """:func:`step_latency` through a given ``kernels.steptime.step_time`` (the compiled one, or
+    its plain-Python twin: ``opbreakdown.step_latency_python``)."""
     pf, dec = _as_arrays(prefill, decode)
     prm = client_params(client)
     out = np.zeros(K.N_OUT)
     done = len(pf) if prompts_done is None else prompts_done
-    t = K.step_time(prm, pf[:, 0].copy(), pf[:, 1].copy(), len(pf), float(done),
-                    dec[:, 0].copy(), dec[:, 1].copy(), dec[:, 2].copy(), len(dec), out)
+    t = step_time(prm, pf[:, 0].copy(), pf[:, 1].copy(), len(pf), float(done),
+                  dec[:, 0].copy(), dec[:, 1].copy(), dec[:, 2].copy(), len(dec), out)
     return StepLatency(float(t), dict(zip(BREAKDOWN_NAMES, map(float, out))))

@@ -1,11 +1,12 @@
-"""The per-client, per-stage and per-resource variables of a sweep's pipeline points.
+"""The per-client, per-stage and per-resource variables of a sweep's points.
 
-A pipeline run has them along ``client`` (instances), ``stage_kind`` and ``resource`` (links and
-tier ports). A sweep puts them after its own dims, so every point needs the same labels: the union,
-in order of first appearance over the points, of each point's labels (a point without a client or
-resource has NaN there; single-client points have NaN everywhere). The labels are known before
-any point runs: they follow from the topology, which only the non-workload axes can change, so
-one scenario per distinct topology is parsed (cached per sweep and process).
+Every run has them along ``client`` (instances: a single client's ``dp`` replicas too, as its
+one-stage pipeline has them), ``stage_kind`` and ``resource`` (links and tier ports). A sweep puts
+them after its own dims, so every point needs the same labels: the union, in order of first
+appearance over the points, of each point's labels (a point without a client or resource has NaN
+there; an invalid point has NaN everywhere). The labels are known before any point runs: they
+follow from the topology, which only the non-workload axes can change, so one scenario per
+distinct topology is parsed (cached per sweep and process).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def _topology_path(path: str) -> bool:
 
 
 def table_labels(spec, key: str, point_values, point_doc) -> dict[str, list] | None:
-    """Labels of the table dims over every point of ``spec`` (None: no point is a pipeline).
+    """Labels of the table dims over every point of ``spec`` (None: no point is valid).
     ``key``: the sweep's hash (the cache key); ``point_values(spec)`` and ``point_doc(spec, values)``
     enumerate the points and build their scenario documents (sweep.py's)."""
     if key in _LABELS:
@@ -33,7 +34,7 @@ def table_labels(spec, key: str, point_values, point_doc) -> dict[str, list] | N
     from .specs import SpecError, parse_scenario
     seen: set = set()
     labels: dict[str, dict] = {"client": {}, "resource": {}}
-    any_pipeline = False
+    any_valid = False
     for values in point_values(spec):
         # derived expressions may read any axis: then every point is its own topology
         topo_key = values if spec.derived else tuple(v for a, v in zip(spec.axes, values) if _topology_path(a.path))
@@ -43,21 +44,17 @@ def table_labels(spec, key: str, point_values, point_doc) -> dict[str, list] | N
         seen.add(rk)
         try:
             doc, _ = point_doc(spec, values)
-            if not (len(doc.get("clients") or []) > 1 or doc.get("servers") or doc.get("pipelines")):
-                continue   # single client: no tables (the spec's own rule, read on the raw document)
             scen = parse_scenario(doc, base={})
+            topo = Topology(scen)
         except (SpecError, ZeroDivisionError):
             continue       # an invalid point: reported by the chunk that runs it
-        if not scen.is_pipeline:
-            continue
-        any_pipeline = True
-        topo = Topology(scen)
+        any_valid = True
         topo.routes()      # creates the network resources
         for dim, names in (("client", topo.names), ("resource", topo.res_names)):
             for nm in names:
                 labels[dim].setdefault(nm, len(labels[dim]))
     out = None
-    if any_pipeline:
+    if any_valid:
         out = {"client": list(labels["client"]), "stage_kind": list(CL.STAGE_NAMES),
                "resource": list(labels["resource"])}
     _LABELS[key] = out

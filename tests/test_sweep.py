@@ -123,8 +123,9 @@ def count_chunks(monkeypatch) -> list[tuple[int, int]]:
 
 # ----------------------------------------------------------------------------- schedulers
 def test_reference_shape(reference, spec):
+    # a single client's table dims: its one instance, every stage kind, no resource
     assert reference.sizes == {"device": 2, "tp": 3, "batching": 3, "rate_rps": 2, "reject_reason": 4,
-                               "left_out_reason": 3}
+                               "left_out_reason": 3, "client": 1, "stage_kind": 8, "resource": 0}
     assert reference.attrs["n_points"] == 36 and reference.attrs["n_invalid"] == 12
     assert (reference.status.sel(tp=3) == 1).all() and (reference.status.sel(tp=[1, 2]) == 0).all()
     assert np.isfinite(reference.ttft_p99_ms.sel(tp=[1, 2])).all()
@@ -411,7 +412,7 @@ def test_zip_mode_point_dimension(reference):
                            "clients[0].scheduler.batching": ["chunked", "static", "continuous"],
                            "workload.arrival.rate_rps": [4, 16, 16]}, mode="zip", chunk_points=2)
     ds = run_sweep(spec)
-    assert dict(ds.sizes) == {"point": 3, "reject_reason": 4, "left_out_reason": 3}
+    assert dict(ds.sizes) == {"point": 3, "reject_reason": 4, "left_out_reason": 3, "client": 1, "stage_kind": 8, "resource": 0}
     assert ds.ttft_p99_ms.dims == ("point",)
     assert ds.device.dims == ("point",) and list(ds.device.values) == ["H100", "A100", "H100"]
     assert list(ds.tp.values) == [1, 2, 3] and list(ds.status.values) == [0, 0, 1]
@@ -430,7 +431,7 @@ def test_sample_mode_latin_hypercube():
                            {"path": "workload.num_requests", "low": 10, "high": 40, "integer": True}],
                      chunk_points=3)
     ds = run_sweep(spec)
-    assert dict(ds.sizes) == {"point": n, "reject_reason": 4, "left_out_reason": 3}
+    assert dict(ds.sizes) == {"point": n, "reject_reason": 4, "left_out_reason": 3, "client": 1, "stage_kind": 8, "resource": 0}
     for c in ("batching", "rate", "num_requests"):
         assert ds[c].dims == ("point",)
     assert ds.rate.attrs["spec_path"] == "workload.arrival.rate_rps"
