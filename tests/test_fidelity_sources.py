@@ -115,3 +115,17 @@ def test_build_public_reads_the_query_count():
             "samples_per_query : 26328\ntarget_qps : 10\n")
     stats = bp.parse_mlperf_summary(text)
     assert stats["samples_per_query"] == 26328 and stats["tokens_s"] == 30493.3 and stats["result"] == "VALID"
+
+
+def test_mlperf_llama31_8b_rows_use_the_benchmarks_own_lengths():
+    """Every MLPerf llama3.1-8b result generates 128 tokens per sample (tokens/s over samples/s in
+    the source's own summaries); the GPT-J CNN-DailyMail lengths (mean ~75 new tokens) do not apply."""
+    from mistfast import datasets as D
+    d = pd.read_csv(PUBLIC)
+    rows = d[d.model == "meta-llama/Llama-3.1-8B-Instruct"]
+    rows = rows[rows.source.str.contains("inference_results_v5.1")]
+    assert set(rows.dataset) == {"mlperf_llama3.1-8b_cnndm"}
+    per = rows.pivot_table(index="source", columns="metric", values="value", aggfunc="first")
+    per_sample = (per.output_tok_s / per.requests_s).dropna()
+    assert len(per_sample) >= 30 and per_sample.between(127.5, 129.5).all()
+    assert D.dataset_stats("mlperf_llama3.1-8b_cnndm")["output_mean"] == 128

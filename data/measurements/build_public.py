@@ -215,14 +215,14 @@ def _inferencemax_config_rows(rec, group, source_prefix):
 MLPERF_MODELS = {  # MLPerf benchmark -> (HF model id, dataset, config file stem)
     "llama2-70b-99": ("meta-llama/Llama-2-70b-chat-hf", "openorca", "llama2-70b"),
     "llama2-70b-99.9": ("meta-llama/Llama-2-70b-chat-hf", "openorca", "llama2-70b"),
-    "llama3.1-8b": ("meta-llama/Llama-3.1-8B-Instruct", "cnn_dailymail", "llama3_1-8b"),
+    "llama3.1-8b": ("meta-llama/Llama-3.1-8B-Instruct", "mlperf_llama3.1-8b_cnndm", "llama3_1-8b"),
     "llama3.1-405b": ("meta-llama/Llama-3.1-405B-Instruct", "mlperf_llama3.1-405b_mix", "llama3_1-405b"),
     "mixtral-8x7b": ("mistralai/Mixtral-8x7B-Instruct-v0.1", "mlperf_mixtral_mix", "mixtral-8x7b"),
     "deepseek-r1": ("deepseek-ai/DeepSeek-R1", "mlperf_deepseek_r1_mix", "deepseek-r1"),
 }
 MLPERF_DATASET_NOTE = {
     "openorca": "MLPerf llama2-70b OpenOrca subset (24,576 samples)",
-    "cnn_dailymail": "MLPerf llama3.1-8b CNN-DailyMail validation set (13,368 samples)",
+    "mlperf_llama3.1-8b_cnndm": "MLPerf llama3.1-8b CNN-DailyMail validation set (13,368 samples, 128 output tokens)",
     "mlperf_llama3.1-405b_mix": "MLPerf llama3.1-405b long-context mix (8,313 samples)",
     "mlperf_mixtral_mix": "MLPerf mixtral-8x7b mix of OpenOrca, GSM8K and MBXP (15,000 samples)",
     "mlperf_deepseek_r1_mix": "MLPerf deepseek-r1 reasoning mix (4,388 samples)",
@@ -446,9 +446,9 @@ def _mlperf_result_rows(rec, family, layout, stats, commit, summary_path):
     return out
 
 
-# what makes a row the same measurement across rebuilds (notes and the workload text may be
-# reworded without changing the id)
-IDENTITY = [c for c in COLUMNS if c not in ("notes", "workload")]
+# what makes a row the same measurement across rebuilds (notes, the workload text and the dataset
+# name describing it may be reworded or corrected without changing the id)
+IDENTITY = [c for c in COLUMNS if c not in ("notes", "workload", "dataset")]
 
 
 def assemble(previous_path: str | None = None) -> pd.DataFrame:
