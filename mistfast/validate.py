@@ -47,6 +47,11 @@ from . import calibration as C
 
 MAX_SIM_REQUESTS = 8000       # offline runs: cap on simulated requests (the 128/128 rows: 30000 -> 8000 moves the result < 0.1 %)
 DEFAULT_OFFLINE_REQUESTS = 2000
+# a Poisson row that states how many requests it ran is simulated with that many (up to this cap):
+# with long, heavy-tailed outputs (MLPerf deepseek-r1: mean 3.7k, up to 20k+ tokens) a shorter run
+# ends in a drain tail that halves the throughput a 26k-query run measures (the cap bounds the cost
+# of the efficiency fit, which re-costs every simulated step)
+MAX_STATED_REQUESTS = 30_000
 REPORT_COLUMNS = ("id", "model", "hardware", "engine", "metric", "measured", "predicted", "rel_error",
                   "predicted_calibrated", "rel_error_calibrated", "split", "status", "reason")
 
@@ -165,6 +170,8 @@ class RowPlan:
     workload_kind: str = ""
     dataset: str = ""   # named benchmark dataset giving the length distribution (mistfast.datasets)
     disagg: "DisaggLayout | None" = None   # prefill/decode disaggregation: the row is a two-pool pipeline
+    tokens_per_chunk: int = 1   # ITL rows: tokens per streamed chunk (multi-step scheduling streams N tokens at once)
+    scheduler_steps: int = 1    # vLLM multi-step scheduling: decode steps run back to back before new prefills
 
     @property
     def client_key(self) -> str:
@@ -330,6 +337,26 @@ def _closed_loop_requests(wl: str, n_meas: int, concurrency: int) -> int:
     return min(max(n_meas, 20 * concurrency, 200), MAX_SIM_REQUESTS)
 
 
+def _stated_prompt_count(wl: str) -> int:
+    """The request count a benchmark command in the workload text states (``--num-prompt(s) N``), else 0."""
+    m = re.search(r"--num[-_]prompts?[ =](\d+)|(\d+) queries \((?:samples_per_query|generated_query_count)\)", wl)
+    return int(m.group(1) or m.group(2)) if m else 0
+
+
+def streamed_tokens_per_chunk(metric: str, text: str) -> int:
+    """Tokens per streamed chunk that an inter-token-latency row measures. vLLM's multi-step
+    scheduling (``--num-scheduler-steps N``, vLLM 0.6) runs N decode steps before it returns their
+    tokens, so the client sees one chunk of N tokens every N steps: its ITL (time between chunks)
+    is N step times, while TPOT stays one step time per token."""
+    return num_scheduler_steps(text) if metric.startswith("itl") else 1
+
+
+def num_scheduler_steps(text: str) -> int:
+    """N of vLLM's multi-step scheduling (``--num-scheduler-steps N``) stated in a row's text, else 1."""
+    m = re.search(r"--num[-_]scheduler[-_]steps[ =](\d+)", text)
+    return max(int(m.group(1)), 1) if m else 1
+
+
 def source_document(source: Any, level: str = "source") -> str:
     """The source a ``source`` cell names, for leave-one-source-out. ``level="source"``: a GitHub
     reference ``github:owner/repo@commit:path`` -> ``github:owner/repo`` (one repository = one
@@ -361,6 +388,12 @@ def plan_row(r: Mapping) -> RowPlan:
         plan.unsupported(f"row could not be planned: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
     plan.source_text = _txt(r.get("source"))
     plan.source_doc = source_document(plan.source_text)
+    excluded = re.search(r"validate-excluded:\s*([^;]+)", _txt(r.get("notes")))
+    if excluded and plan.status == "ok":
+        # a measurement the step model cannot express (the notes say why, from the source): it is
+        # predicted and listed with the reason, but neither fitted nor counted in the statistics
+        plan.status = "excluded"
+        plan.reason = "not expressible, excluded from fitting and statistics: " + excluded.group(1).strip()
     return plan
 
 
@@ -460,6 +493,10 @@ def _plan_row(r: Mapping) -> RowPlan:
     client = C._client_cached(plan.model, plan.device, plan.tp, plan.pp, plan.precision)
     m = re.search(r"\(([\d,]+)\s*requests?\)", rr_txt)
     n_meas = int(m.group(1).replace(",", "")) if m else 0
+    n_meas = n_meas or _stated_prompt_count(wl)
+    flags = _txt(r.get("engine")) + " " + _txt(r.get("notes"))
+    plan.tokens_per_chunk = streamed_tokens_per_chunk(metric, flags)
+    plan.scheduler_steps = num_scheduler_steps(flags)
     rate = C._num(rr_txt, None)
     workload: dict[str, Any] = {"input": {"dist": "fixed", "value": plan.isl},
                                 "output": {"dist": "fixed", "value": plan.osl}}
@@ -481,7 +518,8 @@ def _plan_row(r: Mapping) -> RowPlan:
         workload["arrival"] = {"process": "closed_loop", "concurrency": batch}
     elif "offline" in wl or rr_txt.startswith("inf") or rr_txt.startswith("offline"):
         plan.workload_kind = "offline"
-        n = min(n_meas or DEFAULT_OFFLINE_REQUESTS, MAX_SIM_REQUESTS)
+        # a stated count is the whole endpoint's (MLPerf samples_per_query); n is per replica
+        n = min(-(-n_meas // plan.dp) if n_meas else DEFAULT_OFFLINE_REQUESTS, MAX_SIM_REQUESTS)
         sched = offline_scheduler(plan.engine, client, plan.isl, plan.osl)
         if batch is not None:  # a fixed batch size given by the row
             sched["max_batch_size"] = batch
@@ -495,7 +533,8 @@ def _plan_row(r: Mapping) -> RowPlan:
         workload["arrival"] = {"process": "closed_loop", "concurrency": batch}
     elif rate is not None and math.isfinite(rate) and rate > 0:
         plan.workload_kind = "poisson"
-        n = min(max(n_meas, int(rate * 120), 500), MAX_SIM_REQUESTS)
+        # a stated request count is the measured experiment (its warm-up and drain included)
+        n = min(n_meas, MAX_STATED_REQUESTS) if n_meas else min(max(int(rate * 120), 500), MAX_SIM_REQUESTS)
         sched = offline_scheduler(plan.engine, client, plan.isl, plan.osl)
         workload["arrival"] = {"process": "poisson", "rate_rps": rate}
     else:
@@ -673,10 +712,21 @@ def _predict_steps(plans: list[RowPlan], clients: list) -> tuple[np.ndarray, np.
     return out, flag
 
 
+def multistep_admission_wait_ms(p: RowPlan, summary: Mapping) -> float:
+    """Extra time to first token under vLLM multi-step scheduling (``--num-scheduler-steps N``): a
+    request that arrives while the running batch is inside a group of N decode steps is admitted
+    only when the group ends, a wait uniform over 0..N step times. TTFT and E2E rows get its mean
+    (N/2 steps; the p-th percentile for p90/p99 rows), one step = the run's mean TPOT."""
+    if p.scheduler_steps <= 1 or not p.metric.startswith(("ttft", "e2e")):
+        return 0.0
+    q = {"p90": 0.9, "p99": 0.99}.get(p.value_key.rsplit("_", 2)[-2], 0.5)
+    return q * p.scheduler_steps * float(summary["tpot_mean_ms"])
+
+
 def plan_value(p: RowPlan, summary: Mapping) -> float:
     """The row's metric from a run summary: per device when the metric says so; $ per 1M tokens
     = price per device-hour x devices / (tokens/s x 3600) x 1e6."""
-    v = float(summary[p.value_key])
+    v = float(summary[p.value_key]) * p.tokens_per_chunk + multistep_admission_wait_ms(p, summary)
     if p.metric in COST_METRICS:
         return p.price_usd_per_hour * p.n_devices / (v * 3600.0) * 1e6 if v > 0 else float("inf")
     return v / p.n_devices if p.per_device else v
@@ -862,7 +912,7 @@ def validate(measurements_csv, out_dir: str | Path, *, calibrate: bool = True, c
     out.mkdir(parents=True, exist_ok=True)
     df = read_measurements(measurements_csv)
     plans = [plan_row(r) for r in df.to_dict("records")]
-    live = [p for p in plans if p.status in ("ok", "ambiguous")]
+    live = [p for p in plans if p.status in ("ok", "ambiguous", "excluded")]
     steps = [p for p in live if p.kind == "step"]
     runs, points = _live_points([p for p in live if p.kind == "run"])
     pipes = _live_pipelines([p for p in live if p.kind == "pipeline"])
@@ -1125,7 +1175,8 @@ def _write_md(rep, cal, path, mode, note, elapsed, csv_path, test_fraction, seed
     key = "cv" if cv else mode
     L = ["# mistfast validation report", "",
          f"Measurements: `{files}` — {n_all} rows: {len(ok)} in the statistics (coverage {_pct(cov)}), "
-         f"{(rep.status == 'unsupported').sum()} unsupported, {(rep.status == 'ambiguous').sum()} ambiguous. "
+         f"{(rep.status == 'unsupported').sum()} unsupported, {(rep.status == 'ambiguous').sum()} ambiguous, "
+         f"{(rep.status == 'excluded').sum()} excluded (predicted, not expressible; reasons below). "
          f"Run time {elapsed:.0f} s.", "",
          "Error = |predicted / measured − 1|. *Analytical*: the roofline step model with default "
          "efficiencies (η_c = η_m = 0.75, τ = 0). " + MODE_TEXT.get(key, "No calibration."), ""]
@@ -1203,9 +1254,10 @@ def main(csv_path, out_dir, calibrate: bool = True, seed: int = 0, write_catalog
     t = summary_table(rep)
     n_un = int((rep.status == "unsupported").sum())
     n_amb = int((rep.status == "ambiguous").sum())
-    n_ok = len(rep) - n_un - n_amb
+    n_exc = int((rep.status == "excluded").sum())
+    n_ok = len(rep) - n_un - n_amb - n_exc
     print(f"{len(rep)} rows: {n_ok} in the statistics (coverage {_pct(n_ok / max(len(rep), 1))}), {n_un} unsupported, "
-          f"{n_amb} ambiguous (see {Path(out_dir) / 'report.md'})")
+          f"{n_amb} ambiguous" + (f", {n_exc} excluded" if n_exc else "") + f" (see {Path(out_dir) / 'report.md'})")
     if n_un:
         reasons = rep[rep.status == "unsupported"].reason.str.replace(r"'[^']*'", "'…'", regex=True).value_counts()
         for why, n in reasons.head(6).items():

@@ -75,6 +75,9 @@ PUBLISHED = [
     ("mlperf-llama3.1-405b", "output_mean", 684.68, 0.02, "MLPerf llama3.1-405b README: tokens_per_sample 684.68"),
     ("mlperf-llama3.1-405b", "input_max", 20000, 0.0, "NVIDIA v5.1 llama3.1-405b preprocess_data.py G_MAX_TOK_LEN"),
     ("mlperf-llama3.1-405b", "output_max", 2000, 0.0, "NVIDIA v5.1 llama3.1-405b generation_config max_output_len"),
+    ("mlperf-llama3.1-8b", "output_mean", 128, 0.0, "NVIDIA v5.1 llama3_1-8b generation_config max_output_len 128; "
+                                                    "every v5.1 result: 128.0-129.0 tokens per sample"),
+    ("mlperf-llama3.1-8b", "input_max", 2540, 0.0, "NVIDIA v5.1 llama3_1-8b preprocess_data.py max input 2540"),
 ]
 
 

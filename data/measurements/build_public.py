@@ -215,14 +215,14 @@ def _inferencemax_config_rows(rec, group, source_prefix):
 MLPERF_MODELS = {  # MLPerf benchmark -> (HF model id, dataset, config file stem)
     "llama2-70b-99": ("meta-llama/Llama-2-70b-chat-hf", "openorca", "llama2-70b"),
     "llama2-70b-99.9": ("meta-llama/Llama-2-70b-chat-hf", "openorca", "llama2-70b"),
-    "llama3.1-8b": ("meta-llama/Llama-3.1-8B-Instruct", "cnn_dailymail", "llama3_1-8b"),
+    "llama3.1-8b": ("meta-llama/Llama-3.1-8B-Instruct", "mlperf_llama3.1-8b_cnndm", "llama3_1-8b"),
     "llama3.1-405b": ("meta-llama/Llama-3.1-405B-Instruct", "mlperf_llama3.1-405b_mix", "llama3_1-405b"),
     "mixtral-8x7b": ("mistralai/Mixtral-8x7B-Instruct-v0.1", "mlperf_mixtral_mix", "mixtral-8x7b"),
     "deepseek-r1": ("deepseek-ai/DeepSeek-R1", "mlperf_deepseek_r1_mix", "deepseek-r1"),
 }
 MLPERF_DATASET_NOTE = {
     "openorca": "MLPerf llama2-70b OpenOrca subset (24,576 samples)",
-    "cnn_dailymail": "MLPerf llama3.1-8b CNN-DailyMail validation set (13,368 samples)",
+    "mlperf_llama3.1-8b_cnndm": "MLPerf llama3.1-8b CNN-DailyMail validation set (13,368 samples, 128 output tokens)",
     "mlperf_llama3.1-405b_mix": "MLPerf llama3.1-405b long-context mix (8,313 samples)",
     "mlperf_mixtral_mix": "MLPerf mixtral-8x7b mix of OpenOrca, GSM8K and MBXP (15,000 samples)",
     "mlperf_deepseek_r1_mix": "MLPerf deepseek-r1 reasoning mix (4,388 samples)",
@@ -244,6 +244,7 @@ SUMMARY_FIELDS = {  # mlperf_log_summary.txt line -> key
     "target_qps": "target_qps", "ttft_latency (ns)": "ttft_limit_ns", "tpot_latency (ns)": "tpot_limit_ns",
     "Samples per second": "samples_s", "Tokens per second": "tokens_s",  # Offline wording
     "Result is": "result",
+    "samples_per_query": "samples_per_query",  # Offline: queries issued at t=0 (the run's length)
 }
 
 
@@ -364,6 +365,10 @@ def mlperf51_rows(repo: str, commit: str) -> pd.DataFrame:
         stats = parse_mlperf_summary(text)
         if stats.get("result") != "VALID":
             continue
+        detail = _git_show(repo, commit, summary_path.replace("_summary.txt", "_detail.txt")) or ""
+        generated = re.search(r'"generated_query_count", "value": (\d+)', detail)
+        if generated:  # queries loadgen issued in the run (Server: max(min_query_count, qps x duration))
+            stats["generated_query_count"] = int(generated.group(1))
         # llama2-70b-99 and -99.9 are often the very same run submitted twice
         fingerprint = (rec["Submitter"], rec["Platform"], MLPERF_MODELS[rec["Model"]][0],
                        rec["Scenario"], stats.get("tokens_s"), stats.get("samples_s"))
@@ -400,13 +405,17 @@ def _mlperf_result_rows(rec, family, layout, stats, commit, summary_path):
         engine = "vLLM ROCm (AMD MLPerf harness_llm)"
         version = rec["Software"].split(",")[0].replace("vLLM ", "")
     if offline:
-        workload = f"MLPerf Inference v5.1 {division}Offline: {MLPERF_DATASET_NOTE[dataset]}, all queries issued at t=0"
+        issued = (f"all {int(stats['samples_per_query'])} queries (samples_per_query) issued at t=0"
+                  if stats.get("samples_per_query") else "all queries issued at t=0")
+        workload = f"MLPerf Inference v5.1 {division}Offline: {MLPERF_DATASET_NOTE[dataset]}, {issued}"
         rate = "offline (all queries at t=0)"
     else:
         limits = (f"p99 TTFT <= {stats['ttft_limit_ns'] / 1e6:g} ms, "
                   f"p99 TPOT <= {stats['tpot_limit_ns'] / 1e6:g} ms")
         workload = (f"MLPerf Inference v5.1 {division}{scenario}: {MLPERF_DATASET_NOTE[dataset]}, "
-                    f"Poisson arrivals at target_qps, {limits}")
+                    f"Poisson arrivals at target_qps"
+                    + (f", {stats['generated_query_count']} queries (generated_query_count)"
+                       if stats.get("generated_query_count") else "") + f", {limits}")
         rate = f"{stats['target_qps']:g}"
     notes = (f"submitter {rec['Submitter']}; result id {rec['ID']}; system {rec['System']}; "
              f"{rec['a#']} accelerators x {rec['Nodes']} node(s); replicas = {gpus} / (tp x pp) = "
@@ -437,9 +446,9 @@ def _mlperf_result_rows(rec, family, layout, stats, commit, summary_path):
     return out
 
 
-# what makes a row the same measurement across rebuilds (notes and the workload text may be
-# reworded without changing the id)
-IDENTITY = [c for c in COLUMNS if c not in ("notes", "workload")]
+# what makes a row the same measurement across rebuilds (notes, the workload text and the dataset
+# name describing it may be reworded or corrected without changing the id)
+IDENTITY = [c for c in COLUMNS if c not in ("notes", "workload", "dataset")]
 
 
 def assemble(previous_path: str | None = None) -> pd.DataFrame:
