@@ -419,6 +419,9 @@ class SchedulerSpec(Spec):
     static_pad: bool = False
     aging_s: float = Field(gt=0, default=30.0, description="waiting time after which a non-FCFS policy serves a request first")
     # a tuple keeps the spec hashable (pydantic then shares the default instead of deep-copying it)
+    micro_batching: bool | None = Field(default=None, description="PP micro-batch pipelining: with pp > 1, up to pp "
+                                        "batches (disjoint request sets) in flight; default on for pp > 1 unless "
+                                        "reference = \"genz\" (false: strictly sequential steps, ENGINE_SEMANTICS.md)")
     cuda_graph_sizes: tuple[int, ...] = Field(default=(), max_length=128, description="captured CUDA-graph batch sizes: a decode-only step of T <= max tokens runs at the next captured size (empty: no padding)")
 
     @field_validator("cuda_graph_sizes", mode="before")
@@ -561,6 +564,9 @@ class ClientSpec(Spec):
         if self.mist_memo and self.reference != "genz":
             raise field_error("mist_memo", True, "the MIST step-time memo is a GenZ-compat option: set reference = \"genz\"")
         s = self.scheduler
+        if s.micro_batching and self.reference == "genz":
+            raise field_error("scheduler.micro_batching", True, "GenZ/MIST compat (reference = \"genz\") runs PP "
+                              "stages strictly sequentially: set micro_batching = false or reference = \"correct\"")
         if s.batching == "chunked" and s.chunk_size > s.max_batched_tokens:
             raise field_error("scheduler.chunk_size", s.chunk_size,
                               f"must be <= scheduler.max_batched_tokens ({s.max_batched_tokens})")

@@ -9,8 +9,8 @@ from .engine import (CHUNKED, FCFS, FINISHED, MIXED, R_KV_CAPACITY, R_KV_EXHAUST
                      S_STATIC_PAD, S_TOTAL_BLOCKS, S_WATERMARK, SPF, STATIC, WAITING, _blocks_for, _cache_lookup,
                      _cache_touch)
 from .layout import (C_FORM, CS_PREEMPT, CS_RECOMP, G_HASH_BLOCK, I_NDEC, I_NDEC_C, I_NPF, I_NREAL, I_NREQ, I_NRUN,
-                     I_NSTATIC, I_PEND_PF, I_PFTOK, I_USED, I_WCOUNT, I_WHEAD, Q_BLOCKS, Q_COMPUTED, Q_FETCHED,
-                     Q_GEN, Q_HIT, Q_IN_STEP, Q_OUT, Q_PF_TARGET, Q_PROMPT, Q_RESV, Q_WNEXT)
+                     I_NSTATIC, I_PEND_PF, I_PFTOK, I_USED, I_WCOUNT, I_WHEAD, I_MB_N, Q_BLOCKS, Q_COMPUTED, Q_FETCHED,
+                     Q_GEN, Q_HIT, Q_IN_STEP, Q_MB, Q_OUT, Q_PF_TARGET, Q_PROMPT, Q_RESV, Q_WNEXT)
 from .queues import _sort_by_key, _wpush_front, _wremove
 
 
@@ -49,7 +49,7 @@ def _add_decode(r, c, form, sch, req, cli, bat):
         victim = -1
         for jj in range(cli.ci[c, I_NRUN] - 1, -1, -1):
             v = bat.run[c, jj]
-            if v != r and req.status[v] == RUNNING and req.rq[v, Q_IN_STEP] != form:
+            if v != r and req.status[v] == RUNNING and req.rq[v, Q_IN_STEP] != form and req.rq[v, Q_MB] == 0:
                 victim = v
                 break
         if victim < 0:
@@ -99,7 +99,7 @@ def _place_running_decodes(c, form, budget, req, cli, bat):
         if (req.status[r] != RUNNING or req.rq[r, Q_COMPUTED] < req.rq[r, Q_PF_TARGET]
                 or req.rq[r, Q_GEN] < 1):
             continue
-        if req.rq[r, Q_IN_STEP] == form:
+        if req.rq[r, Q_IN_STEP] == form or req.rq[r, Q_MB] != 0:   # (Q_MB: in a PP micro-batch in flight)
             continue
         w = req.branches[r]
         if (batching == CHUNKED or batching == MIXED) and budget < w:
@@ -143,7 +143,7 @@ def _place_partial_prefills(c, form, budget, npf, req, cli, bat):
         if budget <= 0:
             break
         r = bat.run[c, ii]
-        if req.status[r] != RUNNING or req.rq[r, Q_COMPUTED] >= req.rq[r, Q_PF_TARGET]:
+        if req.status[r] != RUNNING or req.rq[r, Q_COMPUTED] >= req.rq[r, Q_PF_TARGET] or req.rq[r, Q_MB] != 0:
             continue
         cc = req.rq[r, Q_PF_TARGET] - req.rq[r, Q_COMPUTED]
         if cc > budget:
@@ -286,6 +286,8 @@ def _reject_to_unblock(c, t, nw, sorted_order, req, cli, bat):
     newest is aborted (KV exhausted). Else the first waiting request in policy order can never be
     admitted (watermark, or a recompute target above the token budget): it is rejected.
     Returns 2 (someone left: form again) or 4 (nothing to run)."""
+    if cli.ci[c, I_MB_N] > 0:
+        return 4   # PP micro-batches in flight will free blocks and requests: wait for them
     sch = cli.sch[c]
     if cli.ci[c, I_NRUN] > 0:
         r = bat.run[c, cli.ci[c, I_NRUN] - 1]

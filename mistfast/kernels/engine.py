@@ -30,7 +30,9 @@ S_PREFIX_BLOCKS = 9
 S_STATIC_PAD = 10
 S_AGING = 11
 S_MAX_MODEL_LEN = 12
-N_SCHED = 13
+# PP micro-batch pipelining (ENGINE_SEMANTICS.md): 1 = up to pp batches in flight (kernels/ppipe.py)
+S_PP_MB = 13
+N_SCHED = 14
 
 # ---- step log columns -----------------------------------------------------------------------------
 L_T, L_DT, L_NPF, L_PF_TOKENS, L_NDEC, L_DEC_TOKENS, L_KV_USED = 0, 1, 2, 3, 4, 5, 6

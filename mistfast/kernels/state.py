@@ -16,7 +16,7 @@ import numpy as np
 
 from .._numba import jit
 from . import steptime as ST
-from .engine import PENDING, R_NONE, S_BLOCK, S_MAX_SEQS, S_PREFIX_BLOCKS
+from .engine import PENDING, R_NONE, S_BLOCK, S_MAX_SEQS, S_PP_MB, S_PREFIX_BLOCKS
 from .layout import (C_REL, CK_LLM, CK_SLOTS, F_NEXT, G_CONC, I_MIST, I_WHEAD, I_WTAIL, MAX_HOPS, MEMO_CAP,
                      N_CTR, N_F, N_I, N_Q, Q_IN_STEP, Q_WNEXT, Q_WPREV, SRV_BATCH_MAX, SRV_MIST_JSQ, SRV_SLOTS)
 
@@ -131,6 +131,12 @@ class Batches(NamedTuple):
     ring: np.ndarray           # int64[max block] decode run: blocks needed per step mod block size
     memo_key: np.ndarray       # int64[memo, 4] MIST step-time memo keys
     memo_dt: np.ndarray        # float64[memo] s
+    # PP micro-batching (kernels/ppipe.py): a ring of up to pp micro-batches in flight per client
+    mb_req: np.ndarray         # int64[C, pp, 2, cap] request ids: [.., 0, :] prefill chunks, [.., 1, :] decodes
+    mb_new: np.ndarray         # float64[C, pp, cap] tokens of each prefill chunk
+    mb_cnt: np.ndarray         # int64[C, pp, 2] prefill chunks, decodes
+    mb_t: np.ndarray           # float64[C, pp, 2] s: start, completion
+    mb_stage: np.ndarray       # float64[C, pp] s: when the latest micro-batch finishes each stage
 
 
 class Loop(NamedTuple):
@@ -251,9 +257,12 @@ def new_batches(cli, n):
     cap = 2
     max_block = 1
     memo_cap = 1
+    pp = 1
     for c in range(C):
         if cli.kind[c] == CK_LLM:
             cap = max(cap, int(cli.sch[c, S_MAX_SEQS]) + 1)
+            if cli.sch[c, S_PP_MB] > 0.0:
+                pp = max(pp, int(cli.prm[c, ST.P_PP]))
             max_block = max(max_block, int(cli.sch[c, S_BLOCK]))
             if cli.prm[c, ST.P_MIST_MEMO] > 0.0:
                 memo_cap = MEMO_CAP
@@ -265,4 +274,6 @@ def new_batches(cli, n):
                    np.zeros((C, cap)), np.zeros((C, cap), np.int64), np.zeros((C, cap)), np.zeros((C, cap)),
                    np.zeros((C, cap)), np.zeros((C, cap), np.int64), np.zeros(max(n, 1), np.int64),
                    np.zeros(max(n, 1)), np.zeros(ST.N_OUT), np.zeros(cap, np.int64), np.zeros(cap, np.int64),
-                   np.zeros(max_block, np.int64), np.full((memo_cap, 4), -1, np.int64), np.zeros(memo_cap))
+                   np.zeros(max_block, np.int64), np.full((memo_cap, 4), -1, np.int64), np.zeros(memo_cap),
+                   np.full((C, pp, 2, cap if pp > 1 else 1), -1, np.int64), np.zeros((C, pp, cap if pp > 1 else 1)),
+                   np.zeros((C, pp, 2), np.int64), np.zeros((C, pp, 2)), np.zeros((C, pp)))
