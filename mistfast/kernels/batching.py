@@ -9,7 +9,7 @@ from .engine import (CHUNKED, FCFS, FINISHED, MIXED, R_KV_CAPACITY, R_KV_EXHAUST
                      S_STATIC_PAD, S_TOTAL_BLOCKS, S_WATERMARK, SPF, STATIC, WAITING, _blocks_for, _cache_lookup,
                      _cache_touch)
 from .layout import (C_FORM, CS_PREEMPT, CS_RECOMP, G_HASH_BLOCK, I_NDEC, I_NDEC_C, I_NPF, I_NREAL, I_NREQ, I_NRUN,
-                     I_NSTATIC, I_PEND_PF, I_PFTOK, I_USED, I_WCOUNT, I_WHEAD, I_MB_N, Q_BLOCKS, Q_COMPUTED, Q_FETCHED,
+                     I_NSTATIC, I_PEND_PF, I_PFTOK, I_USED, I_WCOUNT, I_WHEAD, I_MB_N, I_MB_REQS, Q_BLOCKS, Q_COMPUTED, Q_FETCHED,
                      Q_GEN, Q_HIT, Q_IN_STEP, Q_MB, Q_OUT, Q_PF_TARGET, Q_PROMPT, Q_RESV, Q_WNEXT)
 from .queues import _sort_by_key, _wpush_front, _wremove
 
@@ -93,6 +93,7 @@ def _place_running_decodes(c, form, budget, req, cli, bat):
     batching = int(sch[S_BATCHING])
     b = int(sch[S_BLOCK])
     total = int(sch[S_TOTAL_BLOCKS])
+    max_seq = int(sch[S_MAX_SEQS])
     preempted = False
     for ii in range(cli.ci[c, I_NRUN]):
         r = bat.run[c, ii]
@@ -101,6 +102,8 @@ def _place_running_decodes(c, form, budget, req, cli, bat):
             continue
         if req.rq[r, Q_IN_STEP] == form or req.rq[r, Q_MB] != 0:   # (Q_MB: in a PP micro-batch in flight)
             continue
+        if cli.ci[c, I_NDEC] + cli.ci[c, I_NPF] >= max_seq:
+            break   # (only a PP micro-batch can have more candidates than max_batch_size)
         w = req.branches[r]
         if (batching == CHUNKED or batching == MIXED) and budget < w:
             break
@@ -145,6 +148,8 @@ def _place_partial_prefills(c, form, budget, npf, req, cli, bat):
         r = bat.run[c, ii]
         if req.status[r] != RUNNING or req.rq[r, Q_COMPUTED] >= req.rq[r, Q_PF_TARGET] or req.rq[r, Q_MB] != 0:
             continue
+        if cli.ci[c, I_NDEC] + npf >= int(cli.sch[c, S_MAX_SEQS]):
+            break   # (only a PP micro-batch can have more candidates than max_batch_size)
         cc = req.rq[r, Q_PF_TARGET] - req.rq[r, Q_COMPUTED]
         if cc > budget:
             cc = budget
@@ -200,7 +205,7 @@ def _admit_waiting(c, form, budget, npf, nw, sorted_order, req, cli, bat, kv, lp
         else:
             r = nxt
             nxt = req.rq[r, Q_WNEXT]  # read before an admission unlinks r
-        if cli.ci[c, I_NRUN] >= max_seq:
+        if cli.ci[c, I_NRUN] - cli.ci[c, I_MB_REQS] >= max_seq:   # (PP: requests in flight not counted)
             break
         if batching == CHUNKED and budget <= 0:
             break

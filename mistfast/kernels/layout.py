@@ -76,8 +76,9 @@ I_MIST, I_MIST_STEP, I_MIST_Q = 17, 18, 19
 # KV backpressure: the FIFO of requests waiting to reserve KV blocks here (linked through Q_WNEXT)
 I_RHEAD, I_RTAIL, I_RCOUNT = 20, 21, 22
 # PP micro-batching: micro-batches in flight and the ring slot of the oldest (kernels/ppipe.py)
-I_MB_N, I_MB_HEAD = 23, 24
-N_I = 25
+# and the requests in them (max_batch_size bounds each micro-batch: requests in flight do not count)
+I_MB_N, I_MB_HEAD, I_MB_REQS = 23, 24, 25
+N_I = 26
 F_NEXT, F_START = 0, 1   # client float columns: end of the step in flight, its start
 F_GATE = 2   # PP micro-batching: earliest start of the next micro-batch (kernels/ppipe.py)
 N_F = 3

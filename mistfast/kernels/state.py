@@ -132,11 +132,10 @@ class Batches(NamedTuple):
     memo_key: np.ndarray       # int64[memo, 4] MIST step-time memo keys
     memo_dt: np.ndarray        # float64[memo] s
     # PP micro-batching (kernels/ppipe.py): a ring of up to pp micro-batches in flight per client
-    mb_req: np.ndarray         # int64[C, pp, 2, cap] request ids: [.., 0, :] prefill chunks, [.., 1, :] decodes
-    mb_new: np.ndarray         # float64[C, pp, cap] tokens of each prefill chunk
-    mb_cnt: np.ndarray         # int64[C, pp, 2] prefill chunks, decodes
-    mb_t: np.ndarray           # float64[C, pp, 2] s: start, completion
-    mb_stage: np.ndarray       # float64[C, pp] s: when the latest micro-batch finishes each stage
+    mb_req: np.ndarray         # int64[C, pp, 2, cap + 1] ids of the prefill chunks [.., 0, :] and decodes
+                               # [.., 1, :]; their counts in the last column
+    mb_f: np.ndarray           # float64[C, pp, cap + 3] tokens of each prefill chunk; then start and
+                               # completion (s); then, per stage q in row q, when the latest micro-batch left it (s)
 
 
 class Loop(NamedTuple):
@@ -262,7 +261,9 @@ def new_batches(cli, n):
         if cli.kind[c] == CK_LLM:
             cap = max(cap, int(cli.sch[c, S_MAX_SEQS]) + 1)
             if cli.sch[c, S_PP_MB] > 0.0:
+                # PP micro-batching: up to pp micro-batches of max_batch_size requests each are running
                 pp = max(pp, int(cli.prm[c, ST.P_PP]))
+                cap = max(cap, int(cli.prm[c, ST.P_PP]) * int(cli.sch[c, S_MAX_SEQS]) + 1)
             max_block = max(max_block, int(cli.sch[c, S_BLOCK]))
             if cli.prm[c, ST.P_MIST_MEMO] > 0.0:
                 memo_cap = MEMO_CAP
@@ -275,5 +276,5 @@ def new_batches(cli, n):
                    np.zeros((C, cap)), np.zeros((C, cap), np.int64), np.zeros(max(n, 1), np.int64),
                    np.zeros(max(n, 1)), np.zeros(ST.N_OUT), np.zeros(cap, np.int64), np.zeros(cap, np.int64),
                    np.zeros(max_block, np.int64), np.full((memo_cap, 4), -1, np.int64), np.zeros(memo_cap),
-                   np.full((C, pp, 2, cap if pp > 1 else 1), -1, np.int64), np.zeros((C, pp, cap if pp > 1 else 1)),
-                   np.zeros((C, pp, 2), np.int64), np.zeros((C, pp, 2)), np.zeros((C, pp)))
+                   np.full((C, pp, 2, (cap if pp > 1 else 0) + 1), -1, np.int64),
+                   np.zeros((C, pp, (cap if pp > 1 else 0) + 3)))

@@ -291,7 +291,8 @@ def reference_simulate(requests: dict, sched: dict, step_fn, stage_fn=None) -> d
         new_tokens = pf_target[i] - h
         if not token_ok(new_tokens):
             return None
-        if len(running) >= B_seq:
+        # (PP micro-batching: B_seq bounds each micro-batch, so requests in flight do not count)
+        if len(running) - sum(1 for r in running if r in inflight) >= B_seq:
             return None
         need = blocks_for(i, generated[i] + 1, h)
         free = N_blk - used_blocks
@@ -429,6 +430,8 @@ def reference_simulate(requests: dict, sched: dict, step_fn, stage_fn=None) -> d
                 if not prefill:
                     for i in list(running):
                         if i in running and is_decode(i):
+                            if len(dec) >= B_seq:
+                                break   # (only a PP micro-batch has more candidates than B_seq)
                             add_decode(i, dec, ())
             else:  # MIXED
                 budget = B_tok - tok[0]
@@ -436,7 +439,7 @@ def reference_simulate(requests: dict, sched: dict, step_fn, stage_fn=None) -> d
                 for i in list(running):
                     if i not in running or not is_decode(i):
                         continue
-                    if budget < w:
+                    if budget < w or len(prefill) + len(dec) >= B_seq:
                         break
                     added, removed = add_decode(i, dec, pf_ids)
                     budget += w * len(removed)
@@ -449,7 +452,7 @@ def reference_simulate(requests: dict, sched: dict, step_fn, stage_fn=None) -> d
             for i in list(running):
                 if i not in running or not is_decode(i):
                     continue
-                if budget < w:
+                if budget < w or len(dec) >= B_seq:
                     break
                 added, removed = add_decode(i, dec, ())
                 budget += w * len(removed)
@@ -460,6 +463,8 @@ def reference_simulate(requests: dict, sched: dict, step_fn, stage_fn=None) -> d
                 if budget <= 0:
                     break
                 if computed[i] < pf_target[i] and i not in inflight:
+                    if len(dec) + len(prefill) >= B_seq:
+                        break   # (only a PP micro-batch has more candidates than B_seq)
                     chunk = min(pf_target[i] - computed[i], budget)
                     prefill.append((i, computed[i], chunk))
                     budget -= chunk
@@ -572,8 +577,13 @@ def reference_simulate(requests: dict, sched: dict, step_fn, stage_fn=None) -> d
             if len(flight) >= pp or t < gate:
                 continue
             while True:
+                preempted_before = preemptions_total
                 prefill, dec, pad_order = form_batch(t)
-                if prefill or dec or not running or flight:
+                if prefill or dec:
+                    break
+                if preemptions_total != preempted_before:
+                    continue      # only preemptions (e.g. a decode of its own): the victims may be admitted now
+                if not running or flight:
                     break
                 v = running[-1]   # nothing in flight and nobody can run: abort the newest, form again
                 used_blocks -= blocks[v]
@@ -594,9 +604,14 @@ def reference_simulate(requests: dict, sched: dict, step_fn, stage_fn=None) -> d
             assert len(d) == pp
             prev_end = stage_left[-1]
             left = t
+            next_gate = t
+            before = 0.0          # (added one by one: Python's sum() of floats is compensated)
             for q in range(pp):   # flow shop: enter q once out of q - 1 and q is free
                 left = max(left, stage_left[q]) + d[q]
                 stage_left[q] = left
+                # gate: a next batch with these stage times would reach q only once this one left it
+                next_gate = max(next_gate, left - before)
+                before += d[q]
             added = left - max(t, prev_end)
             busy += added
             peak = max(peak, used_blocks)
@@ -614,7 +629,7 @@ def reference_simulate(requests: dict, sched: dict, step_fn, stage_fn=None) -> d
                     t_first_sched[i] = t
             inflight.update(dec)
             flight.append({"end": left, "prefill": prefill, "dec": dec})
-            gate = t + max(d)
+            gate = next_gate
             gate_pending = gate > t
         if flight and stage_left[-1] > t:
             busy -= stage_left[-1] - t    # work in progress at the stop counts up to the stop
