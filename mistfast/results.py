@@ -125,8 +125,10 @@ def point_summary(points, out, rs, end_time, nrep) -> dict[str, np.ndarray]:
                                                           rs[:, CL.CS_BUSY], kvb)
     fpk = np.array([c.device.peak_flops(c.precision.compute) for c in clients])
     bwd = np.array([c.device.memory_bandwidth_GBps * 1e9 for c in clients])
-    s["mfu"] = utilisation(rs[:, CL.CS_FLOPS], nrep, fpk, end)
-    s["mbu"] = utilisation(rs[:, CL.CS_BYTES], nrep, bwd, end)
+    # the step's work covers every PP stage: per device, it is shared by the pp stages' devices
+    pps = np.array([c.pp for c in clients], dtype=float)
+    s["mfu"] = utilisation(rs[:, CL.CS_FLOPS], nrep * pps, fpk, end)
+    s["mbu"] = utilisation(rs[:, CL.CS_BYTES], nrep * pps, bwd, end)
     s["preemptions"] = rs[:, CL.CS_PREEMPT]
     s["recomputed_tokens"] = rs[:, CL.CS_RECOMP]
     s["kv_capacity_tokens"] = np.array([min(c.kv_capacity_tokens(), 2**62) for c in clients], dtype=float)
@@ -253,8 +255,9 @@ def client_vars(scen, run) -> dict[str, np.ndarray]:
             out["client_busy_fraction"][c] = busy / endt
             out["client_kv_util_mean"][c], out["client_kv_util_peak"][c] = kv_utilisation(
                 cs[c, CL.CS_KV_BLOCK_S], cs[c, CL.CS_KV_PEAK], busy, kvb)
-            out["client_mfu"][c] = utilisation(cs[c, CL.CS_FLOPS], 1, dev.peak_flops(cl.precision.compute), endt)
-            out["client_mbu"][c] = utilisation(cs[c, CL.CS_BYTES], 1, dev.memory_bandwidth_GBps * 1e9, endt)
+            # (per device: the step's work covers every PP stage)
+            out["client_mfu"][c] = utilisation(cs[c, CL.CS_FLOPS], cl.pp, dev.peak_flops(cl.precision.compute), endt)
+            out["client_mbu"][c] = utilisation(cs[c, CL.CS_BYTES], cl.pp, dev.memory_bandwidth_GBps * 1e9, endt)
             out["client_energy_J"][c] = device_energy_J(dev.tdp_W, dev.idle_power_W, ndev, busy, cs[c, CL.CS_TC],
                                                         cs[c, CL.CS_TM], cs[c, CL.CS_TN], max(endt - busy, 0.0))
             out["client_price_usd_per_hour"][c] = dev.price_usd_per_hour * ndev

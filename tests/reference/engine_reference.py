@@ -500,7 +500,6 @@ def reference_simulate(requests: dict, sched: dict, step_fn, stage_fn=None) -> d
 
     def apply_batch(prefill, dec, t_end):
         """A batch's tokens at its end t_end (step 4 of the loop)."""
-        nonlocal used_blocks
 
         def emit(i):
             nonlocal used_blocks
@@ -536,7 +535,11 @@ def reference_simulate(requests: dict, sched: dict, step_fn, stage_fn=None) -> d
         micro-batch's start + its slowest stage). At an event: arrivals; completions apply their
         tokens; stop tests; arrivals released now; then, if the gate has passed and fewer than pp
         are in flight, one micro-batch is formed from the requests not in flight. Its stages
-        follow the flow-shop recurrence; busy time is the union of the in-flight intervals."""
+        follow the flow-shop recurrence; busy time is the union of the in-flight intervals.
+        (Written by the author of ``mistfast/kernels/ppipe.py`` from the text, as a plain event loop
+        over a deque, not as a port of the kernel's ring and event phases: it checks the kernel's
+        bookkeeping; the reading of the text is checked by the hand-computed timelines of
+        tests/test_pp_microbatch.py.)"""
         nonlocal used_blocks
         busy = kv_bs = 0.0
         peak = tok_sum = seq_sum = 0
@@ -804,6 +807,9 @@ AMBIGUITIES = """Readings chosen where ENGINE_SEMANTICS.md is silent or ambiguou
 16. Effective arrival_s of a never-released request (closed loop) is NaN.
 17. kv_peak_blocks / kv_block_seconds use the blocks in use after batch formation (before the
     step's finishes free blocks).
+18. PP micro-batching: an empty formation that preempted someone (a decode that could only
+    preempt itself, the others being in flight) is formed again at once, as the kernel does
+    (_form_batch returns 3); the sequential loop keeps its own reading (11).
 
 Doc issues noticed (not ambiguities):
  a. MODEL.md 5.5 ex. 3: under non-chunked batching R2 (20,000 tokens) is rejected with reason 1
