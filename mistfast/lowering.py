@@ -88,7 +88,18 @@ def scheduler_vector(client: ClientSpec) -> np.ndarray:
     sch[E.S_AGING] = s.aging_s
     sch[E.S_MAX_MODEL_LEN] = client.model.max_model_len
     sch[E.S_SEQS_PER_STEP] = 1.0 if s.max_batch_size_scope == "step" else 0.0
+    sch[E.S_PP_MB] = 1.0 if pp_micro_batching(client) else 0.0
     return sch
+
+
+def pp_micro_batching(client: ClientSpec) -> bool:
+    """Does the client pipeline micro-batches over its PP stages (ENGINE_SEMANTICS.md)? Only with
+    pp > 1; scheduler.micro_batching, by default on unless the client is in GenZ compat."""
+    if client.pp <= 1:
+        return False
+    on = client.scheduler.micro_batching
+    # (MIST's per-step batch limit is a sequential-engine rule: no micro-batching by default with it)
+    return on if on is not None else (client.reference != "genz" and client.scheduler.max_batch_size_scope != "step")
 
 
 def global_vector(sim: SimulationSpec, concurrency: int, think_s: float, hash_block: int, log_cap: int,

@@ -137,8 +137,10 @@ def engine_vars(rs: np.ndarray, nrep: np.ndarray, clients, end: np.ndarray) -> d
                                                           rs[:, CL.CS_BUSY], kvb)
     fpk = np.array([c.device.peak_flops(c.precision.compute) for c in clients])
     bwd = np.array([c.device.memory_bandwidth_GBps * 1e9 for c in clients])
-    v["mfu"] = utilisation(rs[:, CL.CS_FLOPS], nrep, fpk, end)
-    v["mbu"] = utilisation(rs[:, CL.CS_BYTES], nrep, bwd, end)
+    # the step's work covers every PP stage: per device, it is shared by the pp stages' devices
+    pps = np.array([c.pp for c in clients], dtype=float)
+    v["mfu"] = utilisation(rs[:, CL.CS_FLOPS], nrep * pps, fpk, end)
+    v["mbu"] = utilisation(rs[:, CL.CS_BYTES], nrep * pps, bwd, end)
     # every replica's devices: busy for their replica's busy time, idle for the rest of the run
     v["energy_J"] = device_energy_J(np.array([c.device.tdp_W for c in clients]),
                                     np.array([c.device.idle_power_W for c in clients]),

@@ -419,6 +419,9 @@ class SchedulerSpec(Spec):
     static_pad: bool = False
     aging_s: float = Field(gt=0, default=30.0, description="waiting time after which a non-FCFS policy serves a request first")
     # a tuple keeps the spec hashable (pydantic then shares the default instead of deep-copying it)
+    micro_batching: bool | None = Field(default=None, description="PP micro-batch pipelining: with pp > 1, up to pp "
+                                        "batches (disjoint request sets) in flight; default on for pp > 1 unless "
+                                        "reference = \"genz\" (false: strictly sequential steps, ENGINE_SEMANTICS.md)")
     cuda_graph_sizes: tuple[int, ...] = Field(default=(), max_length=128, description="captured CUDA-graph batch sizes: a decode-only step of T <= max tokens runs at the next captured size (empty: no padding)")
     max_batch_size_scope: Literal["running", "step"] = Field(default="running", description="what max_batch_size limits: the running set (\"running\", vLLM) or the requests scheduled in one step (\"step\", MIST: any number may run; docs/mist_parity.md)")
 
@@ -562,6 +565,12 @@ class ClientSpec(Spec):
         if self.mist_memo and self.reference != "genz":
             raise field_error("mist_memo", True, "the MIST step-time memo is a GenZ-compat option: set reference = \"genz\"")
         s = self.scheduler
+        if s.micro_batching and self.reference == "genz":
+            raise field_error("scheduler.micro_batching", True, "GenZ/MIST compat (reference = \"genz\") runs PP "
+                              "stages strictly sequentially: set micro_batching = false or reference = \"correct\"")
+        if s.micro_batching and s.max_batch_size_scope == "step":
+            raise field_error("scheduler.micro_batching", True, "PP micro-batches are each bounded by max_batch_size "
+                              "over their running set: set micro_batching = false or max_batch_size_scope = \"running\"")
         if s.batching == "chunked" and s.chunk_size > s.max_batched_tokens:
             raise field_error("scheduler.chunk_size", s.chunk_size,
                               f"must be <= scheduler.max_batched_tokens ({s.max_batched_tokens})")

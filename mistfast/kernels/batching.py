@@ -9,8 +9,8 @@ from .engine import (CHUNKED, FCFS, FINISHED, MIXED, R_KV_CAPACITY, R_KV_EXHAUST
                      S_SEQS_PER_STEP, S_STATIC_PAD, S_TOTAL_BLOCKS, S_WATERMARK, SPF, STATIC, WAITING, _blocks_for, _cache_lookup,
                      _cache_touch)
 from .layout import (C_FORM, CS_PREEMPT, CS_RECOMP, G_HASH_BLOCK, I_NDEC, I_NDEC_C, I_NPF, I_NREAL, I_NREQ, I_NRUN,
-                     I_NSTATIC, I_PEND_PF, I_PFTOK, I_USED, I_WCOUNT, I_WHEAD, Q_BLOCKS, Q_COMPUTED, Q_FETCHED,
-                     Q_GEN, Q_HIT, Q_IN_STEP, Q_OUT, Q_PF_TARGET, Q_PROMPT, Q_RESV, Q_WNEXT)
+                     I_NSTATIC, I_PEND_PF, I_PFTOK, I_USED, I_WCOUNT, I_WHEAD, I_MB_N, I_MB_REQS, Q_BLOCKS, Q_COMPUTED, Q_FETCHED,
+                     Q_GEN, Q_HIT, Q_IN_STEP, Q_MB, Q_OUT, Q_PF_TARGET, Q_PROMPT, Q_RESV, Q_WNEXT)
 from .queues import _sort_by_key, _wpush_front, _wremove
 
 
@@ -49,7 +49,7 @@ def _add_decode(r, c, form, sch, req, cli, bat):
         victim = -1
         for jj in range(cli.ci[c, I_NRUN] - 1, -1, -1):
             v = bat.run[c, jj]
-            if v != r and req.status[v] == RUNNING and req.rq[v, Q_IN_STEP] != form:
+            if v != r and req.status[v] == RUNNING and req.rq[v, Q_IN_STEP] != form and req.rq[v, Q_MB] == 0:
                 victim = v
                 break
         if victim < 0:
@@ -95,6 +95,7 @@ def _place_running_decodes(c, form, budget, npf, req, cli, bat):
     b = int(sch[S_BLOCK])
     total = int(sch[S_TOTAL_BLOCKS])
     step_room = int(sch[S_MAX_SEQS]) - npf if sch[S_SEQS_PER_STEP] > 0.0 else cli.ci[c, I_NRUN] + 1
+    max_seq = int(sch[S_MAX_SEQS])
     preempted = False
     for ii in range(cli.ci[c, I_NRUN]):
         if cli.ci[c, I_NDEC] >= step_room:
@@ -103,8 +104,10 @@ def _place_running_decodes(c, form, budget, npf, req, cli, bat):
         if (req.status[r] != RUNNING or req.rq[r, Q_COMPUTED] < req.rq[r, Q_PF_TARGET]
                 or req.rq[r, Q_GEN] < 1):
             continue
-        if req.rq[r, Q_IN_STEP] == form:
+        if req.rq[r, Q_IN_STEP] == form or req.rq[r, Q_MB] != 0:   # (Q_MB: in a PP micro-batch in flight)
             continue
+        if cli.ci[c, I_NDEC] + cli.ci[c, I_NPF] >= max_seq:
+            break   # (only a PP micro-batch can have more candidates than max_batch_size)
         w = req.branches[r]
         if (batching == CHUNKED or batching == MIXED) and budget < w:
             break
@@ -149,8 +152,10 @@ def _place_partial_prefills(c, form, budget, npf, req, cli, bat):
         if budget <= 0 or (per_step and npf + cli.ci[c, I_NDEC] >= max_seq):
             break
         r = bat.run[c, ii]
-        if req.status[r] != RUNNING or req.rq[r, Q_COMPUTED] >= req.rq[r, Q_PF_TARGET]:
+        if req.status[r] != RUNNING or req.rq[r, Q_COMPUTED] >= req.rq[r, Q_PF_TARGET] or req.rq[r, Q_MB] != 0:
             continue
+        if cli.ci[c, I_NDEC] + npf >= int(cli.sch[c, S_MAX_SEQS]):
+            break   # (only a PP micro-batch can have more candidates than max_batch_size)
         cc = req.rq[r, Q_PF_TARGET] - req.rq[r, Q_COMPUTED]
         if cc > budget:
             cc = budget
@@ -209,7 +214,7 @@ def _admit_waiting(c, form, budget, npf, nw, sorted_order, req, cli, bat, kv, lp
         else:
             r = nxt
             nxt = req.rq[r, Q_WNEXT]  # read before an admission unlinks r
-        if not per_step and cli.ci[c, I_NRUN] >= max_seq:
+        if not per_step and cli.ci[c, I_NRUN] - cli.ci[c, I_MB_REQS] >= max_seq:   # (PP: requests in flight not counted)
             break
         if batching == CHUNKED and budget <= 0:
             break
@@ -297,6 +302,8 @@ def _reject_to_unblock(c, t, nw, sorted_order, req, cli, bat):
     newest is aborted (KV exhausted). Else the first waiting request in policy order can never be
     admitted (watermark, or a recompute target above the token budget): it is rejected.
     Returns 2 (someone left: form again) or 4 (nothing to run)."""
+    if cli.ci[c, I_MB_N] > 0:
+        return 4   # PP micro-batches in flight will free blocks and requests: wait for them
     sch = cli.sch[c]
     if cli.ci[c, I_NRUN] > 0:
         r = bat.run[c, cli.ci[c, I_NRUN] - 1]

@@ -33,7 +33,9 @@ S_MAX_MODEL_LEN = 12
 # 1: max_batch_size limits the requests scheduled in one step, not the running set (MIST,
 # docs/mist_parity.md); 0: it limits the running set (vLLM)
 S_SEQS_PER_STEP = 13
-N_SCHED = 14
+# PP micro-batch pipelining (ENGINE_SEMANTICS.md): 1 = up to pp batches in flight (kernels/ppipe.py)
+S_PP_MB = 14
+N_SCHED = 15
 
 # ---- step log columns -----------------------------------------------------------------------------
 L_T, L_DT, L_NPF, L_PF_TOKENS, L_NDEC, L_DEC_TOKENS, L_KV_USED = 0, 1, 2, 3, 4, 5, 6

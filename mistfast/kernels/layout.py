@@ -65,7 +65,9 @@ Q_CUR, Q_PF_TARGET, Q_COMPUTED, Q_GEN, Q_BLOCKS, Q_HIT, Q_FETCHED, Q_PROMPT, Q_O
 Q_IN_STEP, Q_WNEXT, Q_WPREV, Q_INSERTED, Q_PENDING = 9, 10, 11, 12, 13
 # KV backpressure: blocks held on the prefill client (and which client), blocks reserved on the decode client
 Q_HELD, Q_HELD_C, Q_RESV = 14, 15, 16
-N_Q = 17
+# PP micro-batching: 1 while the request is in a micro-batch in flight (kernels/ppipe.py)
+Q_MB = 17
+N_Q = 18
 # ---- client state columns ------------------------------------------------------------------------------
 I_WHEAD, I_WTAIL, I_WCOUNT, I_NRUN, I_USED, I_NPF, I_NDEC, I_NREAL, I_PFTOK = range(9)
 I_NSTATIC, I_PEND_PF, I_NDEC_C, I_NREQ, I_BPHASE, I_DIRTY, I_RR, I_RR2 = range(9, 17)
@@ -73,9 +75,13 @@ I_NSTATIC, I_PEND_PF, I_NDEC_C, I_NREQ, I_BPHASE, I_DIRTY, I_RR, I_RR2 = range(9
 I_MIST, I_MIST_STEP, I_MIST_Q = 17, 18, 19
 # KV backpressure: the FIFO of requests waiting to reserve KV blocks here (linked through Q_WNEXT)
 I_RHEAD, I_RTAIL, I_RCOUNT = 20, 21, 22
-N_I = 23
+# PP micro-batching: micro-batches in flight and the ring slot of the oldest (kernels/ppipe.py)
+# and the requests in them (max_batch_size bounds each micro-batch: requests in flight do not count)
+I_MB_N, I_MB_HEAD, I_MB_REQS = 23, 24, 25
+N_I = 26
 F_NEXT, F_START = 0, 1   # client float columns: end of the step in flight, its start
-N_F = 2
+F_GATE = 2   # PP micro-batching: earliest start of the next micro-batch (kernels/ppipe.py)
+N_F = 3
 # ---- loop counters -------------------------------------------------------------------------------------
 C_NFL, C_REL, C_NA, C_FORM, C_NLOG = 0, 1, 2, 3, 4
 N_CTR = 5

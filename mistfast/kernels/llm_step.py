@@ -19,6 +19,7 @@ from .layout import (C_NLOG, CS_BATCH_SEQS, CS_BATCH_TOKENS, CS_BUSY, CS_BYTES, 
                      Q_INSERTED, Q_OUT, Q_PENDING, Q_PF_TARGET, Q_PROMPT)
 from .flows import _start_flow
 from .mist import _mist_memo, _mist_step_load
+from .ppipe import _pp_launch, _pp_on, _pp_set_next
 from .stages import _emit, _leave_stage, _release
 from .tiers import _tier_insert
 from .views import (batches_forming, clients_batching, loop_core, prefix_caches, requests_batching,
@@ -243,10 +244,11 @@ def _log_step(c, t, dt, w_tok, cli, bat, lp):
 
 
 @jit_inline
-def _book_step(c, dt, w_tok, cli, bat):
-    """The step's time, tokens, sequences, KV occupancy and roofline breakdown, in c's statistics."""
+def _book_step(c, dt, busy_dt, w_tok, cli, bat):
+    """The step's time, tokens, sequences, KV occupancy and roofline breakdown, in c's statistics.
+    busy_dt: the busy time it adds (= dt but for PP micro-batches, which overlap)."""
     npf = cli.ci[c, I_NPF]
-    cli.stats[c, CS_BUSY] += dt
+    cli.stats[c, CS_BUSY] += busy_dt
     cli.stats[c, CS_STEPS] += 1.0
     cli.stats[c, CS_BATCH_TOKENS] += cli.ci[c, I_PFTOK] + w_tok
     cli.stats[c, CS_BATCH_SEQS] += npf + cli.ci[c, I_NREAL]
@@ -256,7 +258,7 @@ def _book_step(c, dt, w_tok, cli, bat):
     cli.stats[c, CS_DEC_SEQ_S] += cli.ci[c, I_NREAL] * dt
     if cli.ci[c, I_USED] > cli.stats[c, CS_KV_PEAK]:
         cli.stats[c, CS_KV_PEAK] = cli.ci[c, I_USED]
-    cli.stats[c, CS_KV_BLOCK_S] += cli.ci[c, I_USED] * dt
+    cli.stats[c, CS_KV_BLOCK_S] += cli.ci[c, I_USED] * busy_dt
     _add_step_cost(cli.stats, c, bat.bd)
 
 
@@ -267,10 +269,16 @@ def _llm_step_start(c, t, req, stg, cli, kv, bat, lp):
     if not _form_until_settled(c, t, req, cli, bat, kv, lp):
         return
     dt = _batch_step_time(c, req, cli, bat)
+    busy_dt = dt
+    pipelined = _pp_on(c, cli)
+    if pipelined:   # PP micro-batching: the batch enters the pipeline (kernels/ppipe.py)
+        dt, busy_dt = _pp_launch(c, t, dt, req, cli, bat)
     w_tok = _mark_scheduled(c, t, req, stg, cli, bat)
     _log_step(c, t, dt, w_tok, cli, bat, lp)
-    _book_step(c, dt, w_tok, cli, bat)
+    _book_step(c, dt, busy_dt, w_tok, cli, bat)
     cli.cf[c, F_START] = t
     cli.cf[c, F_NEXT] = t + dt
+    if pipelined:
+        _pp_set_next(c, t, cli, bat)
     if cli.ci[c, I_MIST] > 0:
         _mist_step_load(c, t + dt, cli.ci[c, I_NPF], req, stg, cli, bat, lp.ctr)

@@ -19,6 +19,7 @@ from .layout import (C_NA, C_NFL, C_NLOG, CK_BATCH, CK_LLM, CK_SLOTS, CS_BUSY, F
                      G_DRAIN, G_HORIZON, G_MAX_SIM, I_BPHASE, I_DIRTY, I_NDEC, I_NPF, I_NREAL, I_NRUN, I_RCOUNT,
                      K_KVFETCH, Q_CUR, Q_FETCHED, Q_PENDING, Q_RESV, SRV_SLOTS)
 from .llm_step import _llm_step_end, _llm_step_start
+from .ppipe import _pp_busy_after, _pp_may_form, _pp_oldest_done, _pp_on, _pp_restore_oldest, _pp_set_next
 from .servers import _retrieval_phase_end, _retrieval_start, _slots_release, _slots_start
 from .stages import _arrive, _release, _workload_arrivals
 from .views import (batches_decoding, clients_decoding, loop_core, loop_logging, requests_decoding,
@@ -147,8 +148,20 @@ def _release_step_outputs(t, req, stg, cli, rte, fl, kv, bat, lp):
             continue
         kind = cli.kind[c]
         if kind == CK_LLM:
-            any_step_end = True
-            _llm_step_end(c, t, req, stg, cli, rte, fl, kv, bat, lp)
+            # PP micro-batching (kernels/ppipe.py): the micro-batches that completed by t end in
+            # launch order, each as an ordinary step end; then the client may form again (after a
+            # completion or at its gate) and its next event is set
+            pipelined = _pp_on(c, cli)
+            while not pipelined or _pp_oldest_done(c, t, cli, bat):
+                if pipelined:
+                    _pp_restore_oldest(c, req, cli, bat)
+                any_step_end = True
+                _llm_step_end(c, t, req, stg, cli, rte, fl, kv, bat, lp)
+                if not pipelined:
+                    break
+            if pipelined:
+                cli.ci[c, I_DIRTY] = 1
+                _pp_set_next(c, t, cli, bat)
         elif kind == CK_SLOTS:
             _slots_release(c, t, req, stg, cli, rte, fl, kv, bat, lp)
         else:  # CK_BATCH: retrieval
@@ -160,7 +173,12 @@ def _release_step_outputs(t, req, stg, cli, rte, fl, kv, bat, lp):
 def _start_new_work(t, req, stg, cli, kv, bat, lp):
     """Phase 3: every free client whose queue or state changed since it last looked starts work."""
     for c in range(cli.kind.shape[0]):
-        if cli.ci[c, I_DIRTY] == 0 or cli.cf[c, F_NEXT] < np.inf:
+        if cli.ci[c, I_DIRTY] == 0:
+            continue
+        if cli.kind[c] == CK_LLM and _pp_on(c, cli):
+            if not _pp_may_form(c, t, cli):
+                continue   # (PP micro-batching: forms between its events, once the gate has passed)
+        elif cli.cf[c, F_NEXT] < np.inf:
             continue
         cli.ci[c, I_DIRTY] = 0
         kind = cli.kind[c]
@@ -186,6 +204,8 @@ def _run_decodes_ahead(t, req, stg, cli, bat, lp):
             continue
         if cli.ci[c, I_RCOUNT] > 0:
             continue  # KV backpressure: blocks freed inside a run would be reserved at once
+        if _pp_on(c, cli):
+            continue  # PP micro-batching: steps overlap, no decode runs
         t_other = np.inf
         if lp.ctr[C_NA] < n and req.arrival[lp.ctr[C_NA]] <= lp.g[G_HORIZON]:
             t_other = req.arrival[lp.ctr[C_NA]]
@@ -204,7 +224,9 @@ def _close_books(t, req, cli, bat, lp):
     the stop. Requests still in the system are unfinished; closed-loop users never released get
     a NaN arrival."""
     for c in range(cli.kind.shape[0]):
-        if cli.kind[c] == CK_LLM:
+        if cli.kind[c] == CK_LLM and _pp_on(c, cli):
+            cli.stats[c, CS_BUSY] -= _pp_busy_after(c, t, cli, bat)
+        elif cli.kind[c] == CK_LLM:
             if cli.cf[c, F_NEXT] < np.inf and cli.cf[c, F_NEXT] > t:
                 cli.stats[c, CS_BUSY] -= cli.cf[c, F_NEXT] - t
         elif cli.kind[c] == CK_SLOTS:

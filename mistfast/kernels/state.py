@@ -16,7 +16,7 @@ import numpy as np
 
 from .._numba import jit
 from . import steptime as ST
-from .engine import PENDING, R_NONE, S_BLOCK, S_MAX_SEQS, S_PREFIX_BLOCKS, S_SEQS_PER_STEP
+from .engine import PENDING, R_NONE, S_BLOCK, S_MAX_SEQS, S_PP_MB, S_PREFIX_BLOCKS, S_SEQS_PER_STEP
 from .layout import (C_REL, CK_LLM, CK_SLOTS, F_NEXT, G_CONC, I_MIST, I_WHEAD, I_WTAIL, MAX_HOPS, MEMO_CAP,
                      N_CTR, N_F, N_I, N_Q, Q_IN_STEP, Q_WNEXT, Q_WPREV, SRV_BATCH_MAX, SRV_MIST_JSQ, SRV_SLOTS)
 
@@ -131,6 +131,11 @@ class Batches(NamedTuple):
     ring: np.ndarray           # int64[max block] decode run: blocks needed per step mod block size
     memo_key: np.ndarray       # int64[memo, 4] MIST step-time memo keys
     memo_dt: np.ndarray        # float64[memo] s
+    # PP micro-batching (kernels/ppipe.py): a ring of up to pp micro-batches in flight per client
+    mb_req: np.ndarray         # int64[C, pp, 2, cap + 1] ids of the prefill chunks [.., 0, :] and decodes
+                               # [.., 1, :]; their counts in the last column
+    mb_f: np.ndarray           # float64[C, pp, cap + 3] tokens of each prefill chunk; then start and
+                               # completion (s); then, per stage q in row q, when the latest micro-batch left it (s)
 
 
 class Loop(NamedTuple):
@@ -251,11 +256,16 @@ def new_batches(cli, n):
     cap = 2
     max_block = 1
     memo_cap = 1
+    pp = 1
     for c in range(C):
         if cli.kind[c] == CK_LLM:
             cap = max(cap, int(cli.sch[c, S_MAX_SEQS]) + 1)
             if cli.sch[c, S_SEQS_PER_STEP] > 0.0:
                 cap = max(cap, n + 1)   # per-step limit: any number of requests may run
+            if cli.sch[c, S_PP_MB] > 0.0:
+                # PP micro-batching: up to pp micro-batches of max_batch_size requests each are running
+                pp = max(pp, int(cli.prm[c, ST.P_PP]))
+                cap = max(cap, int(cli.prm[c, ST.P_PP]) * int(cli.sch[c, S_MAX_SEQS]) + 1)
             max_block = max(max_block, int(cli.sch[c, S_BLOCK]))
             if cli.prm[c, ST.P_MIST_MEMO] > 0.0:
                 memo_cap = MEMO_CAP
@@ -267,4 +277,6 @@ def new_batches(cli, n):
                    np.zeros((C, cap)), np.zeros((C, cap), np.int64), np.zeros((C, cap)), np.zeros((C, cap)),
                    np.zeros((C, cap)), np.zeros((C, cap), np.int64), np.zeros(max(n, 1), np.int64),
                    np.zeros(max(n, 1)), np.zeros(ST.N_OUT), np.zeros(cap, np.int64), np.zeros(cap, np.int64),
-                   np.zeros(max_block, np.int64), np.full((memo_cap, 4), -1, np.int64), np.zeros(memo_cap))
+                   np.zeros(max_block, np.int64), np.full((memo_cap, 4), -1, np.int64), np.zeros(memo_cap),
+                   np.full((C, pp, 2, (cap if pp > 1 else 0) + 1), -1, np.int64),
+                   np.zeros((C, pp, (cap if pp > 1 else 0) + 3)))

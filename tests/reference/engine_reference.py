@@ -77,7 +77,7 @@ class _PrefixLRU:
                 self.od[h] = True
 
 
-def reference_simulate(requests: dict, sched: dict, step_fn) -> dict:
+def reference_simulate(requests: dict, sched: dict, step_fn, stage_fn=None) -> dict:
     """Simulate one engine (single client) step by step.
 
     requests: {'arrival_s': float64[n] sorted, 'prompt': int64[n], 'output': int64[n],
@@ -89,6 +89,10 @@ def reference_simulate(requests: dict, sched: dict, step_fn) -> dict:
             'static_pad' (0/1), 'aging_s', 'max_model_len', 'concurrency' (0 = open loop),
             'think_s', 'horizon_s', 'max_sim_s', 'drain' (0/1)}
     step_fn(prefill: list[(past, new)], decode: list[(w, s, k)], n_done: int) -> seconds
+
+    PP micro-batch pipelining (ENGINE_SEMANTICS.md "PP micro-batch pipelining"): with
+    sched['pp_stages'] = p > 1, stage_fn(prefill, decode, n_done) -> [p stage durations in s]
+    replaces step_fn and up to p micro-batches are in flight (see ``pipelined_loop`` below).
 
     Returns per-request numpy arrays ('status', 'reason', 'arrival_s', 't_first_scheduled',
     't_first_token', 't_last_token', 't_finish', 'generated', 'preemptions', 'hit_tokens',
@@ -136,6 +140,9 @@ def reference_simulate(requests: dict, sched: dict, step_fn) -> dict:
     # MIST's rule (docs/mist_parity.md): max_batch_size bounds the requests of one step, not the
     # running set
     per_step = int(sched.get("seqs_per_step", 0)) > 0
+    pp = int(sched.get("pp_stages", 1))
+    pipelined = pp > 1
+    inflight = set()    # PP micro-batching: requests in a micro-batch in flight
 
     cache = _PrefixLRU(cache_cap) if cache_cap > 0 else None
 
@@ -288,7 +295,8 @@ def reference_simulate(requests: dict, sched: dict, step_fn) -> dict:
         new_tokens = pf_target[i] - h
         if not token_ok(new_tokens):
             return None
-        if (in_step if per_step else len(running)) >= B_seq:
+        # (PP micro-batching: B_seq bounds each micro-batch, so requests in flight do not count)
+        if (in_step if per_step else len(running) - sum(1 for r in running if r in inflight)) >= B_seq:
             return None
         need = blocks_for(i, generated[i] + 1, h)
         free = N_blk - used_blocks
@@ -326,7 +334,8 @@ def reference_simulate(requests: dict, sched: dict, step_fn) -> dict:
             static_batch.remove(v)
 
     def is_decode(i):
-        return computed[i] == pf_target[i] and generated[i] >= 1
+        # (a request in a PP micro-batch in flight is in no other batch)
+        return computed[i] == pf_target[i] and generated[i] >= 1 and i not in inflight
 
     def decode_tuple(i):
         # contract: with g generated, w = 1 -> (1, 0, prompt + g - 1) (tokens whose KV exists
@@ -347,7 +356,8 @@ def reference_simulate(requests: dict, sched: dict, step_fn) -> dict:
             if not preemption:
                 return False, removed  # skipped this step
             while N_blk - used_blocks < extra:
-                victims = [v for v in running if v != r and v not in prefill_ids and v not in dec]
+                victims = [v for v in running if v != r and v not in prefill_ids and v not in dec
+                           and v not in inflight]
                 if victims:
                     v = victims[-1]  # newest
                     # victims exclude decodes already in this step's batch (ENGINE_SEMANTICS: like
@@ -426,6 +436,8 @@ def reference_simulate(requests: dict, sched: dict, step_fn) -> dict:
                         if per_step and len(dec) >= B_seq:
                             break
                         if i in running and is_decode(i):
+                            if len(dec) >= B_seq:
+                                break   # (only a PP micro-batch has more candidates than B_seq)
                             add_decode(i, dec, ())
             else:  # MIXED
                 budget = B_tok - tok[0]
@@ -435,7 +447,7 @@ def reference_simulate(requests: dict, sched: dict, step_fn) -> dict:
                         break
                     if i not in running or not is_decode(i):
                         continue
-                    if budget < w:
+                    if budget < w or len(prefill) + len(dec) >= B_seq:
                         break
                     added, removed = add_decode(i, dec, pf_ids)
                     budget += w * len(removed)
@@ -450,7 +462,7 @@ def reference_simulate(requests: dict, sched: dict, step_fn) -> dict:
                     break
                 if i not in running or not is_decode(i):
                     continue
-                if budget < w:
+                if budget < w or len(dec) >= B_seq:
                     break
                 added, removed = add_decode(i, dec, ())
                 budget += w * len(removed)
@@ -460,7 +472,9 @@ def reference_simulate(requests: dict, sched: dict, step_fn) -> dict:
             for i in list(running):
                 if budget <= 0 or (per_step and len(prefill) + len(dec) >= B_seq):
                     break
-                if computed[i] < pf_target[i]:
+                if computed[i] < pf_target[i] and i not in inflight:
+                    if len(dec) + len(prefill) >= B_seq:
+                        break   # (only a PP micro-batch has more candidates than B_seq)
                     chunk = min(pf_target[i] - computed[i], budget)
                     prefill.append((i, computed[i], chunk))
                     budget -= chunk
@@ -488,7 +502,156 @@ def reference_simulate(requests: dict, sched: dict, step_fn) -> dict:
     sum_batch_seqs = 0
     t = 0.0
 
-    while True:
+    def decode_entries_of(dec, pad_order):
+        if pad_order is not None:  # STATIC decode step (with or without pad)
+            return [(i, 1, 0, prompt[i] + output[i] - 1) if is_pad else (i,) + decode_tuple(i)
+                    for i, is_pad in pad_order]
+        return [(i,) + decode_tuple(i) for i in dec]
+
+    def apply_batch(prefill, dec, t_end):
+        """A batch's tokens at its end t_end (step 4 of the loop)."""
+
+        def emit(i):
+            nonlocal used_blocks
+            generated[i] += 1
+            if math.isnan(t_first_tok[i]):
+                t_first_tok[i] = t_end
+            t_last_tok[i] = t_end
+            if generated[i] >= output[i]:
+                status[i] = FINISHED
+                t_fin[i] = t_end
+                used_blocks -= blocks[i]
+                blocks[i] = 0
+                running.remove(i)
+                if cache is not None and PREFIX_INSERT_AT == "finish":
+                    cache.insert(ids_of[i][:prompt[i] // hash_block])
+                release_next(t_end)
+
+        for (i, past, new) in prefill:
+            computed[i] += new
+            cpt[i] += new
+            if computed[i] == pf_target[i]:
+                if not first_prefill_done[i]:
+                    first_prefill_done[i] = True
+                    if cache is not None and PREFIX_INSERT_AT == "first_prefill":
+                        cache.insert(ids_of[i][:prompt[i] // hash_block])
+                emit(i)
+        for i in dec:
+            emit(i)
+
+    def pipelined_loop():
+        """PP micro-batch pipelining, written from ENGINE_SEMANTICS.md "PP micro-batch pipelining":
+        events are arrivals, micro-batch completions (launch order) and the gate (the previous
+        micro-batch's start + its slowest stage). At an event: arrivals; completions apply their
+        tokens; stop tests; arrivals released now; then, if the gate has passed and fewer than pp
+        are in flight, one micro-batch is formed from the requests not in flight. Its stages
+        follow the flow-shop recurrence; busy time is the union of the in-flight intervals.
+        (Written by the author of ``mistfast/kernels/ppipe.py`` from the text, as a plain event loop
+        over a deque, not as a port of the kernel's ring and event phases: it checks the kernel's
+        bookkeeping; the reading of the text is checked by the hand-computed timelines of
+        tests/test_pp_microbatch.py.)"""
+        nonlocal used_blocks
+        busy = kv_bs = 0.0
+        peak = tok_sum = seq_sum = 0
+        flight = deque()              # micro-batches in flight, in launch order
+        stage_left = [0.0] * pp       # when the latest micro-batch leaves each stage
+        gate, gate_pending = 0.0, False
+        t = 0.0
+        while True:
+            t_next = math.inf
+            a = next_arrival_time()
+            if a is not None:
+                t_next = a
+            if flight:
+                t_next = min(t_next, flight[0]["end"])
+            if gate_pending:
+                t_next = min(t_next, gate)
+            if t_next == math.inf:
+                break
+            t = max(t, t_next)
+            engine_event = bool(flight and flight[0]["end"] <= t) or (gate_pending and gate <= t)
+            if t > max_sim_s and not engine_event:
+                break
+            process_arrivals(t)
+            ended = False
+            while flight and flight[0]["end"] <= t:
+                mb = flight.popleft()
+                for (i, _, _) in mb["prefill"]:
+                    inflight.discard(i)
+                for i in mb["dec"]:
+                    inflight.discard(i)
+                apply_batch(mb["prefill"], mb["dec"], t)
+                ended = True
+            if gate_pending and gate <= t:
+                gate_pending = False
+            if t > max_sim_s or (ended and drain == 0 and t >= horizon_s):
+                break
+            process_arrivals(t)
+            if len(flight) >= pp or t < gate:
+                continue
+            while True:
+                preempted_before = preemptions_total
+                prefill, dec, pad_order = form_batch(t)
+                if prefill or dec:
+                    break
+                if preemptions_total != preempted_before:
+                    continue      # only preemptions (e.g. a decode of its own): the victims may be admitted now
+                if not running or flight:
+                    break
+                v = running[-1]   # nothing in flight and nobody can run: abort the newest, form again
+                used_blocks -= blocks[v]
+                blocks[v] = 0
+                running.remove(v)
+                if v in static_batch:
+                    static_batch.remove(v)
+                status[v] = REJECTED
+                reason[v] = R_KV_EXHAUSTED
+                t_fin[v] = t
+                release_next(t)
+            if not prefill and not dec:
+                continue
+            dec_entries = decode_entries_of(dec, pad_order)
+            n_done = sum(1 for (i, past, new) in prefill if past + new == pf_target[i])
+            d = [float(x) for x in stage_fn([(past, new) for (_, past, new) in prefill],
+                                            [(ww, s_, k) for (_, ww, s_, k) in dec_entries], n_done)]
+            assert len(d) == pp
+            prev_end = stage_left[-1]
+            left = t
+            next_gate = t
+            before = 0.0          # (added one by one: Python's sum() of floats is compensated)
+            for q in range(pp):   # flow shop: enter q once out of q - 1 and q is free
+                left = max(left, stage_left[q]) + d[q]
+                stage_left[q] = left
+                # gate: a next batch with these stage times would reach q only once this one left it
+                next_gate = max(next_gate, left - before)
+                before += d[q]
+            added = left - max(t, prev_end)
+            busy += added
+            peak = max(peak, used_blocks)
+            kv_bs += used_blocks * added
+            tok_sum += sum(new for (_, _, new) in prefill) + sum(ww for (_, ww, _, _) in dec_entries)
+            seq_sum += len(prefill) + len(dec_entries)
+            steps.append({"t": t, "dt": left - t, "prefill": list(prefill), "decode": list(dec_entries),
+                          "n_done": n_done, "kv_blocks": used_blocks, "stages": d})
+            for (i, _, _) in prefill:
+                inflight.add(i)
+                if math.isnan(t_first_sched[i]):
+                    t_first_sched[i] = t
+            for (i, _, _, _) in dec_entries:
+                if math.isnan(t_first_sched[i]):
+                    t_first_sched[i] = t
+            inflight.update(dec)
+            flight.append({"end": left, "prefill": prefill, "dec": dec})
+            gate = next_gate
+            gate_pending = gate > t
+        if flight and stage_left[-1] > t:
+            busy -= stage_left[-1] - t    # work in progress at the stop counts up to the stop
+        return t, busy, peak, kv_bs, tok_sum, seq_sum
+
+    if pipelined:
+        t, busy_s, kv_peak, kv_block_seconds, sum_batch_tokens, sum_batch_seqs = pipelined_loop()
+
+    while not pipelined:
         # 1. arrivals
         process_arrivals(t)
         # 2. batch
@@ -654,6 +817,9 @@ AMBIGUITIES = """Readings chosen where ENGINE_SEMANTICS.md is silent or ambiguou
 16. Effective arrival_s of a never-released request (closed loop) is NaN.
 17. kv_peak_blocks / kv_block_seconds use the blocks in use after batch formation (before the
     step's finishes free blocks).
+18. PP micro-batching: an empty formation that preempted someone (a decode that could only
+    preempt itself, the others being in flight) is formed again at once, as the kernel does
+    (_form_batch returns 3); the sequential loop keeps its own reading (11).
 
 Doc issues noticed (not ambiguities):
  a. MODEL.md 5.5 ex. 3: under non-chunked batching R2 (20,000 tokens) is rejected with reason 1
