@@ -31,6 +31,16 @@ def _run_catch_up(r, i, n_tok, n_grow, t_tok, b, req, stg, bat):
     return blocks
 
 
+@jit_inline
+def _ring_slot(j, b):
+    """j % b (b > 0) without an integer division when 0 <= j < 2 b, the usual case."""
+    if 0 <= j < b:
+        return j
+    if b <= j < 2 * b:
+        return j - b
+    return j % b
+
+
 @jit_noalloc
 def _decode_run(c, t_other, req, stg, cli, bat, lp):
     """Advance LLM client c through the decode-only steps that repeat its batch.
@@ -126,7 +136,7 @@ def _decode_run(c, t_other, req, stg, cli, bat, lp):
         bat.run_j1[i] = j1
         bat.run_amt[i] = amt
         if j1 <= b and amt == w:
-            bat.ring[j1 % b] += amt
+            bat.ring[_ring_slot(j1, b)] += amt
         else:
             # more blocks held than the context needs: no admission rule allocates that today,
             # but should one, the run stops before this request's first growth (ordinary step)
@@ -145,8 +155,10 @@ def _decode_run(c, t_other, req, stg, cli, bat, lp):
     te = cli.cf[c, F_NEXT]
     t_start = cli.cf[c, F_START]
     J = 0
+    j_slot = 0        # j % b, kept without a division per step
     while True:
         j = J + 1
+        j_slot = j_slot + 1 if j_slot + 1 < b else 0
         # iteration j: at te the step in flight ends and the batch is formed again; anything else
         # happening at or before te ends the run
         if not (te < t_other) or te > max_sim or (not drain and te >= horizon):
@@ -190,7 +202,7 @@ def _decode_run(c, t_other, req, stg, cli, bat, lp):
                 a_read -= (s if shared_once else s * w) + w * (kj + 1)
                 w_sum -= w
                 if bat.run_amt[i] > 0:
-                    bat.ring[bat.run_j1[i] % b] -= bat.run_amt[i]
+                    bat.ring[_ring_slot(bat.run_j1[i], b)] -= bat.run_amt[i]
                 # j tokens (the last one now), the growth of formations 1 .. j - 1
                 used -= _run_catch_up(r, i, j, j - 1, te, b, req, stg, bat)
                 req.rq[r, Q_BLOCKS] = 0
@@ -218,7 +230,7 @@ def _decode_run(c, t_other, req, stg, cli, bat, lp):
         else:
             a_ctx += w_sum
             a_read += w_sum
-        grow = bat.ring[j % b]
+        grow = bat.ring[j_slot]
         if used + grow > total:
             # someone would be preempted: the ordinary step forms this batch. (If requests left
             # just now, that is already done: it applies the step of those that stay.)
