@@ -131,11 +131,13 @@ def _finishers_may_leave(c, j, n_dec, req, stg, bat):
 
 
 @jit_inline
-def _finishers_leave(c, j, te, t_start, b, n_dec, w_sum, a_ctx, a_read, used, req, stg, cli, bat):
+def _finishers_leave(c, j, te, t_start, w_sum, a_ctx, a_read, used, req, stg, cli, bat):
     """The requests emitting their last token at te (step j) leave (ENGINE_SEMANTICS.md step 4), in
     running order, before the formation; the others close ranks. Returns the batch's new
     (n_dec, w_sum, a_ctx, a_read, used)."""
     shared_once = cli.prm[c, ST.P_SHARED_ONCE] > 0.0
+    b = int(cli.sch[c, S_BLOCK])
+    n_dec = cli.ci[c, I_NDEC]   # (the run keeps it equal to its own count)
     dec_req = bat.dec_req[c]
     dec_w = bat.dec_w[c]
     dec_s = bat.dec_s[c]
@@ -316,8 +318,8 @@ def _decode_run(c, t_other, req, stg, cli, bat, lp):
                 break
             a_ctx += w_sum
             a_read += w_sum
-            n_dec, w_sum, a_ctx, a_read, used = _finishers_leave(c, j, te, t_start, b, n_dec, w_sum, a_ctx, a_read,
-                                                                 used, req, stg, cli, bat)
+            n_dec, w_sum, a_ctx, a_read, used = _finishers_leave(c, j, te, t_start, w_sum, a_ctx, a_read, used,
+                                                                 req, stg, cli, bat)
             w_f = _run_fixed_part(c, w_sum, cli, bat)
             left = _fewest_tokens_left(c, n_dec, req, bat)
         else:
