@@ -127,7 +127,7 @@ def main():
     cost_csr(prm0, p0, np.empty(n_distinct))
     t_warm_many = time.perf_counter() - t0
     t0 = time.perf_counter()
-    loop_step_time(prm0, *p0, 1, np.empty(K.N_OUT))
+    loop_step_time(prm0, *p0, 1, np.zeros(K.N_OUT))
     t_warm_loop = time.perf_counter() - t0
     print(f"  first call CSR cost_steps (cache load or compile): {t_warm_many:.3f} s; "
           f"benchmark njit loop (compile): {t_warm_loop:.3f} s")
@@ -149,7 +149,7 @@ def main():
                 for _ in range(passes):
                     cost_csr(prm, pool, out_t)
 
-            out1 = np.empty(K.N_OUT)
+            out1 = np.zeros(K.N_OUT)
 
             def run_loop():
                 loop_step_time(prm, *pool, passes * n_distinct, out1)

@@ -111,8 +111,14 @@ def _place_running_decodes(c, form, budget, npf, req, cli, bat):
         w = req.branches[r]
         if (batching == CHUNKED or batching == MIXED) and budget < w:
             break
-        need = (_blocks_for(req.rq[r, Q_PROMPT] - req.rq[r, Q_HIT], req.rq[r, Q_GEN], w, b)
-                - req.rq[r, Q_BLOCKS])
+        held = req.rq[r, Q_BLOCKS]
+        if w == 1 and req.rq[r, Q_PROMPT] - req.rq[r, Q_HIT] + req.rq[r, Q_GEN] <= held * b \
+                and cli.ci[c, I_USED] <= total:
+            # the context still fits the blocks held (b - 1 decodes in b): no growth, and no
+            # integer division (_blocks_for would give need <= 0, which takes this same path)
+            need = 0
+        else:
+            need = _blocks_for(req.rq[r, Q_PROMPT] - req.rq[r, Q_HIT], req.rq[r, Q_GEN], w, b) - held
         if need <= total - cli.ci[c, I_USED]:
             # fast path, written out here: a helper call per decode costs array
             # reference counting on every token

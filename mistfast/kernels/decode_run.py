@@ -32,53 +32,27 @@ def _run_catch_up(r, i, n_tok, n_grow, t_tok, b, req, stg, bat):
     return blocks
 
 
-@jit_noalloc
-def _decode_run(c, t_other, req, stg, cli, bat, lp):
-    """Advance LLM client c through the decode-only steps that repeat its batch.
+@jit_inline
+def _ring_slot(j, b):
+    """j % b (b > 0) without an integer division when 0 <= j < 2 b, the usual case."""
+    if 0 <= j < b:
+        return j
+    if b <= j < 2 * b:
+        return j - b
+    return j % b
 
-    Called right after c formed a decode-only batch holding every running request. Until the next
-    outside event (t_other: an arrival, a transfer, another client's step), the horizon, a KV growth
-    that would not fit (preemption) or a change in the waiting order, the loop would apply this
-    step and form the same batch again with every context one token longer, less the requests
-    that emitted their last token (those leave; with nobody waiting nothing else changes). Those
-    iterations are done here with O(1) work per step: the step time comes from the same
-    step_fixed/step_finish pair as step_time (only the attention sums change), KV growth from a ring
-    of per-step block needs (a request grows every b tokens), and the per-request updates are
-    applied when a request leaves or at the end. The results are bit-identical to stepping one by
-    one (ENGINE_SEMANTICS.md; tests/test_engine.py checks the engine against its reference twin)."""
-    horizon = lp.g[G_HORIZON]
-    max_sim = lp.g[G_MAX_SIM]
-    drain = lp.g[G_DRAIN] > 0.0
-    log_cap = int(lp.g[G_LOG_CAP])
-    closed = lp.g[G_CONC] > 0.0
-    prm = cli.prm[c]
+
+@jit_inline
+def _oldest_unaged_arrival(c, w_sum, req, cli):
+    """Would the next formation admit someone? (strict head-of-line scan, ENGINE_SEMANTICS.md)
+    Free blocks only shrink during the run and the sequence/token budgets stay as they were, so a
+    scan that stopped at a request that did not fit stops there again, unless the waiting order
+    changes: under SPF/LWL a request that reaches its aging time moves to the front. Returns the
+    arrival time of the oldest waiting request not yet aged (inf: none, or FCFS)."""
     sch = cli.sch[c]
-    run = bat.run[c]
-    dec_req = bat.dec_req[c]
-    dec_w = bat.dec_w[c]
-    dec_s = bat.dec_s[c]
-    dec_k = bat.dec_k[c]
-    if cli.ci[c, I_MIST] > 0 or prm[ST.P_MIST_MEMO] > 0.0:
-        return  # MIST token loads / the MIST memo are taken at every formation: ordinary steps
-    if sch[S_SEQS_PER_STEP] > 0.0:
-        return  # MIST's per-step sequence limit: which decodes run changes as requests finish
-    n_dec = cli.ci[c, I_NDEC]
-    win = prm[ST.P_N_WIN] > 0.0
-    if win and not ST.window_run_ok(prm, dec_k, n_dec):
-        return  # windowed attention that still changes from step to step: step by step
     batching = int(sch[S_BATCHING])
-    b = int(sch[S_BLOCK])
-    total = int(sch[S_TOTAL_BLOCKS])
-    # ---- would the next formation admit someone? (strict head-of-line scan, ENGINE_SEMANTICS.md)
-    # Free blocks only shrink during the run and the sequence/token budgets stay as they were, so a
-    # scan that stopped at a request that did not fit stops there again, unless the waiting order
-    # changes: under SPF/LWL a request that reaches its aging time moves to the front.
-    w_sum = 0
-    for i in range(n_dec):
-        w_sum += int(dec_w[i])
-    nw = cli.ci[c, I_WCOUNT]
-    t_age = np.inf     # arrival time of the oldest waiting request not yet aged (SPF/LWL)
-    if nw > 0 and int(sch[S_POLICY]) != FCFS and cli.ci[c, I_NRUN] < int(sch[S_MAX_SEQS]) and not (
+    t_age = np.inf
+    if cli.ci[c, I_WCOUNT] > 0 and int(sch[S_POLICY]) != FCFS and cli.ci[c, I_NRUN] < int(sch[S_MAX_SEQS]) and not (
             batching == CHUNKED and int(sch[S_CHUNK]) - w_sum <= 0):
         r = cli.ci[c, I_WHEAD]
         t0 = cli.cf[c, F_START]
@@ -86,12 +60,16 @@ def _decode_run(c, t_other, req, stg, cli, bat, lp):
             if not (t0 - req.arrival[r] > sch[S_AGING]) and req.arrival[r] < t_age:
                 t_age = req.arrival[r]
             r = req.rq[r, Q_WNEXT]
-    # A request emitting its last token leaves; the run goes on without it only if its blocks and
-    # its sequence slot cannot admit anybody (nobody waits), it leaves the system (last stage: no
-    # routing, no transfer), no closed-loop user is released by it, and others remain. STATIC
-    # batches end as a whole instead.
-    through_finish = nw == 0 and not closed and batching != STATIC
-    # ---- per request: tokens left, first KV growth, growth ring ----------------------------------
+    return t_age
+
+
+@jit_inline
+def _run_entries(c, n_dec, b, req, cli, bat):
+    """Per request of the batch: tokens left, first KV growth and the growth ring (blocks needed
+    per step, mod b). Returns (fewest tokens left, first step that is not a plain repeat, the
+    attention sums a_ctx and a_read)."""
+    prm = cli.prm[c]
+    dec_req = bat.dec_req[c]
     big = np.iinfo(np.int64).max
     left = big
     j_irregular = big
@@ -103,9 +81,9 @@ def _decode_run(c, t_other, req, stg, cli, bat, lp):
         bat.ring[j] = 0
     for i in range(n_dec):
         r = dec_req[i]
-        w = int(dec_w[i])
-        s = int(dec_s[i])
-        k = int(dec_k[i])
+        w = int(bat.dec_w[c, i])
+        s = int(bat.dec_s[c, i])
+        k = int(bat.dec_k[c, i])
         a_ctx += w * (s + k + 1)
         a_read += (s if shared_once else s * w) + w * (k + 1)
         g0 = req.rq[r, Q_GEN]
@@ -129,99 +107,228 @@ def _decode_run(c, t_other, req, stg, cli, bat, lp):
         bat.run_j1[i] = j1
         bat.run_amt[i] = amt
         if j1 <= b and amt == w:
-            bat.ring[j1 % b] += amt
+            bat.ring[_ring_slot(j1, b)] += amt
         else:
             # more blocks held than the context needs: no admission rule allocates that today,
             # but should one, the run stops before this request's first growth (ordinary step)
             bat.run_amt[i] = 0
             if j1 < j_irregular:
                 j_irregular = j1
+    return left, j_irregular, a_ctx, a_read
+
+
+@jit_inline
+def _finishers_may_leave(c, j, n_dec, req, stg, bat):
+    """Requests emit their last token at step j: the run goes on without them only if each leaves
+    the system (last stage: no routing, no transfer) and others remain."""
+    n_left = 0
+    for i in range(n_dec):
+        r = bat.dec_req[c, i]
+        if req.rq[r, Q_OUT] - req.rq[r, Q_GEN] == j:
+            n_left += 1
+            if _next_stage(r, req.rq[r, Q_CUR], stg) < stg.off[r + 1]:
+                return False  # a later stage follows: routing and transfers (ordinary step)
+    return n_left < n_dec
+
+
+@jit_inline
+def _finishers_leave(c, j, te, t_start, w_sum, a_ctx, a_read, used, req, stg, cli, bat):
+    """The requests emitting their last token at te (step j) leave (ENGINE_SEMANTICS.md step 4), in
+    running order, before the formation; the others close ranks. Returns the batch's new
+    (n_dec, w_sum, a_ctx, a_read, used)."""
+    shared_once = cli.prm[c, ST.P_SHARED_ONCE] > 0.0
+    b = int(cli.sch[c, S_BLOCK])
+    n_dec = cli.ci[c, I_NDEC]   # (the run keeps it equal to its own count)
+    dec_req = bat.dec_req[c]
+    dec_w = bat.dec_w[c]
+    dec_s = bat.dec_s[c]
+    dec_k = bat.dec_k[c]
+    run = bat.run[c]
+    k2 = 0
+    for i in range(n_dec):
+        r = dec_req[i]
+        w = int(dec_w[i])
+        if req.rq[r, Q_OUT] - req.rq[r, Q_GEN] != j:
+            dec_req[k2] = r
+            dec_w[k2] = dec_w[i]
+            dec_s[k2] = dec_s[i]
+            dec_k[k2] = dec_k[i]
+            bat.run_j1[k2] = bat.run_j1[i]
+            bat.run_amt[k2] = bat.run_amt[i]
+            run[k2] = r
+            k2 += 1
+            continue
+        s = int(dec_s[i])
+        kj = int(dec_k[i]) + j      # its context at this formation, had it stayed
+        a_ctx -= w * (s + kj + 1)
+        a_read -= (s if shared_once else s * w) + w * (kj + 1)
+        w_sum -= w
+        if bat.run_amt[i] > 0:
+            bat.ring[_ring_slot(bat.run_j1[i], b)] -= bat.run_amt[i]
+        # j tokens (the last one now), the growth of formations 1 .. j - 1
+        used -= _run_catch_up(r, i, j, j - 1, te, b, req, stg, bat)
+        req.rq[r, Q_BLOCKS] = 0
+        cli.ci[c, I_NDEC_C] -= 1
+        # _leave for the last stage: the request finishes
+        stg.t_exit[req.rq[r, Q_CUR]] = te
+        cli.ci[c, I_NREQ] -= 1
+        req.status[r] = FINISHED
+        req.t_finish[r] = te
+        cli.stats[c, CS_RUN_LEAVES] += 1.0
+        cli.stats[c, CS_FINISH_STEP_START] = t_start  # the step ending at te started then
+    cli.ci[c, I_NRUN] = k2
+    cli.ci[c, I_NDEC] = k2
+    cli.ci[c, I_NREAL] = k2
+    return k2, w_sum, a_ctx, a_read, used
+
+
+@jit_inline
+def _fewest_tokens_left(c, n_dec, req, bat):
+    big = np.iinfo(np.int64).max
+    left = big
+    for i in range(n_dec):
+        r = bat.dec_req[c, i]
+        if req.rq[r, Q_OUT] - req.rq[r, Q_GEN] < left:
+            left = req.rq[r, Q_OUT] - req.rq[r, Q_GEN]
+    return left
+
+
+@jit_inline
+def _run_fixed_part(c, w_sum, cli, bat):
+    """The part of the step time that stays for the run: every op but attention (as step_time does
+    for this batch: T = R = w_sum, t_pf = 0), windowed attention included."""
+    prm = cli.prm[c]
+    w_f = float(w_sum)
+    bat.bd[ST.X_CALLER] = c   # (step_fixed's memo key: after the step just formed, a hit)
+    ST.step_fixed(prm, w_f, w_f, 0.0, bat.bd)
+    if prm[ST.P_N_WIN] > 0.0:
+        ST.add_window_attention_full(prm, w_sum, bat.bd)
+    return w_f
+
+
+@jit_inline
+def _log_run_step(c, te, dt, n_dec, w_f, used, bat, lp):
+    """One row of the step log (while it has room), as the ordinary step writes it."""
+    nlog = lp.ctr[C_NLOG]
+    if nlog >= int(lp.g[G_LOG_CAP]):
+        return
+    lp.steplog[nlog, L_T] = te
+    lp.steplog[nlog, L_DT] = dt
+    lp.steplog[nlog, L_NPF] = 0
+    lp.steplog[nlog, L_PF_TOKENS] = 0
+    lp.steplog[nlog, L_NDEC] = n_dec
+    lp.steplog[nlog, L_DEC_TOKENS] = w_f
+    lp.steplog[nlog, L_KV_USED] = used
+    lp.steplog[nlog, N_LOG] = c
+    jj = LOG_COLS
+    for i in range(n_dec):
+        if jj < lp.steplog.shape[1]:
+            lp.steplog[nlog, jj] = bat.dec_req[c, i]
+            jj += 1
+    lp.ctr[C_NLOG] = nlog + 1
+
+
+@jit_inline
+def _book_run_step(c, dt, n_dec, w_f, used, cli, bat):
+    """The same accumulations, in the same order, as the ordinary step (llm_step._book_step)."""
+    cli.stats[c, CS_BUSY] += dt
+    cli.stats[c, CS_STEPS] += 1.0
+    cli.stats[c, CS_RUN_STEPS] += 1.0
+    cli.stats[c, CS_BATCH_TOKENS] += w_f   # (+ 0 prefill tokens)
+    cli.stats[c, CS_BATCH_SEQS] += n_dec
+    cli.stats[c, CS_DEC_TOKENS] += w_f
+    cli.stats[c, CS_DEC_SEQS] += n_dec
+    cli.stats[c, CS_DEC_SEQ_S] += n_dec * dt
+    if used > cli.stats[c, CS_KV_PEAK]:
+        cli.stats[c, CS_KV_PEAK] = used
+    cli.stats[c, CS_KV_BLOCK_S] += used * dt
+    _add_step_cost(cli.stats, c, bat.bd)
+
+
+@jit_inline
+def _run_catch_up_all(c, J, t_start, te, b, n_dec, req, stg, cli, bat, lp):
+    """Per-request state after J applied steps and the formation of the step now in flight."""
+    form = lp.ctr[C_FORM]
+    for i in range(n_dec):
+        r = bat.dec_req[c, i]
+        req.rq[r, Q_BLOCKS] = _run_catch_up(r, i, J, J, t_start, b, req, stg, bat)
+        req.rq[r, Q_IN_STEP] = form
+        bat.dec_k[c, i] += J
+    cli.cf[c, F_START] = t_start
+    cli.cf[c, F_NEXT] = te
+
+
+@jit_noalloc
+def _decode_run(c, t_other, req, stg, cli, bat, lp):
+    """Advance LLM client c through the decode-only steps that repeat its batch.
+
+    Called right after c formed a decode-only batch holding every running request. Until the next
+    outside event (t_other: an arrival, a transfer, another client's step), the horizon, a KV growth
+    that would not fit (preemption) or a change in the waiting order, the loop would apply this
+    step and form the same batch again with every context one token longer, less the requests
+    that emitted their last token (those leave; with nobody waiting nothing else changes). Those
+    iterations are done here with O(1) work per step: the step time comes from the same
+    step_fixed/step_finish pair as step_time (only the attention sums change), KV growth from a ring
+    of per-step block needs (a request grows every b tokens), and the per-request updates are
+    applied when a request leaves or at the end. The results are bit-identical to stepping one by
+    one (ENGINE_SEMANTICS.md; tests/test_engine.py checks the engine against its reference twin)."""
+    horizon = lp.g[G_HORIZON]
+    max_sim = lp.g[G_MAX_SIM]
+    drain = lp.g[G_DRAIN] > 0.0
+    prm = cli.prm[c]
+    sch = cli.sch[c]
+    if cli.ci[c, I_MIST] > 0 or prm[ST.P_MIST_MEMO] > 0.0:
+        return  # MIST token loads / the MIST memo are taken at every formation: ordinary steps
+    if sch[S_SEQS_PER_STEP] > 0.0:
+        return  # MIST's per-step sequence limit: which decodes run changes as requests finish
+    te = cli.cf[c, F_NEXT]
+    if not (te < t_other) or te > max_sim or (not drain and te >= horizon):
+        return  # the step in flight ends at or after the next outside event: nothing repeats
+    n_dec = cli.ci[c, I_NDEC]
+    if prm[ST.P_N_WIN] > 0.0 and not ST.window_run_ok(prm, bat.dec_k[c], n_dec):
+        return  # windowed attention that still changes from step to step: step by step
+    b = int(sch[S_BLOCK])
+    total = int(sch[S_TOTAL_BLOCKS])
+    w_sum = 0
+    for i in range(n_dec):
+        w_sum += int(bat.dec_w[c, i])
+    t_age = _oldest_unaged_arrival(c, w_sum, req, cli)
+    # A request emitting its last token leaves; the run goes on without it only if its blocks and
+    # its sequence slot cannot admit anybody (nobody waits), no closed-loop user is released by it
+    # (and _finishers_may_leave). STATIC batches end as a whole instead.
+    through_finish = cli.ci[c, I_WCOUNT] == 0 and not lp.g[G_CONC] > 0.0 and int(sch[S_BATCHING]) != STATIC
+    left, j_irregular, a_ctx, a_read = _run_entries(c, n_dec, b, req, cli, bat)
     if left < 1:
         # a request with no token left (e.g. a 1-token output after a remote prefill) leaves at the ordinary step
         return
-    # ---- the run ----------------------------------------------------------------------------
-    w_f = float(w_sum)
-    ST.step_fixed(prm, w_f, w_f, 0.0, bat.bd)  # as step_time does for this batch: T = R = w_sum, t_pf = 0
-    if win:
-        ST.add_window_attention_full(prm, w_sum, bat.bd)
+    # ---- the run: iteration j ends the step in flight at te and forms the same batch again ------
+    w_f = _run_fixed_part(c, w_sum, cli, bat)
     used = cli.ci[c, I_USED]
-    te = cli.cf[c, F_NEXT]
     t_start = cli.cf[c, F_START]
     J = 0
+    j_slot = 0        # j % b, kept without a division per step
     while True:
         j = J + 1
-        # iteration j: at te the step in flight ends and the batch is formed again; anything else
-        # happening at or before te ends the run
+        j_slot = j_slot + 1 if j_slot + 1 < b else 0
+        # anything else happening at or before te ends the run
         if not (te < t_other) or te > max_sim or (not drain and te >= horizon):
             break
         if j >= j_irregular or te - t_age > sch[S_AGING]:
             break
         if j >= left:
             # requests emit their last token at te
-            if not through_finish:
+            if not (through_finish and _finishers_may_leave(c, j, n_dec, req, stg, bat)):
                 break
-            n_left = 0
-            stay = True
-            for i in range(n_dec):
-                r = dec_req[i]
-                if req.rq[r, Q_OUT] - req.rq[r, Q_GEN] == j:
-                    n_left += 1
-                    if _next_stage(r, req.rq[r, Q_CUR], stg) < stg.off[r + 1]:
-                        stay = False  # a later stage follows: routing and transfers (ordinary step)
-            if not stay or n_left == n_dec:
-                break
-            # they leave at te (ENGINE_SEMANTICS.md step 4), in running order, before the formation
             a_ctx += w_sum
             a_read += w_sum
-            k2 = 0
-            for i in range(n_dec):
-                r = dec_req[i]
-                w = int(dec_w[i])
-                if req.rq[r, Q_OUT] - req.rq[r, Q_GEN] != j:
-                    dec_req[k2] = r
-                    dec_w[k2] = dec_w[i]
-                    dec_s[k2] = dec_s[i]
-                    dec_k[k2] = dec_k[i]
-                    bat.run_j1[k2] = bat.run_j1[i]
-                    bat.run_amt[k2] = bat.run_amt[i]
-                    run[k2] = r
-                    k2 += 1
-                    continue
-                s = int(dec_s[i])
-                kj = int(dec_k[i]) + j      # its context at this formation, had it stayed
-                a_ctx -= w * (s + kj + 1)
-                a_read -= (s if shared_once else s * w) + w * (kj + 1)
-                w_sum -= w
-                if bat.run_amt[i] > 0:
-                    bat.ring[bat.run_j1[i] % b] -= bat.run_amt[i]
-                # j tokens (the last one now), the growth of formations 1 .. j - 1
-                used -= _run_catch_up(r, i, j, j - 1, te, b, req, stg, bat)
-                req.rq[r, Q_BLOCKS] = 0
-                cli.ci[c, I_NDEC_C] -= 1
-                # _leave for the last stage: the request finishes
-                stg.t_exit[req.rq[r, Q_CUR]] = te
-                cli.ci[c, I_NREQ] -= 1
-                req.status[r] = FINISHED
-                req.t_finish[r] = te
-                cli.stats[c, CS_RUN_LEAVES] += 1.0
-                cli.stats[c, CS_FINISH_STEP_START] = t_start  # the step ending at te started then
-            n_dec = k2
-            cli.ci[c, I_NRUN] = k2
-            cli.ci[c, I_NDEC] = k2
-            cli.ci[c, I_NREAL] = k2
-            w_f = float(w_sum)
-            ST.step_fixed(prm, w_f, w_f, 0.0, bat.bd)
-            if win:
-                ST.add_window_attention_full(prm, w_sum, bat.bd)
-            left = big
-            for i in range(n_dec):
-                r = dec_req[i]
-                if req.rq[r, Q_OUT] - req.rq[r, Q_GEN] < left:
-                    left = req.rq[r, Q_OUT] - req.rq[r, Q_GEN]
+            n_dec, w_sum, a_ctx, a_read, used = _finishers_leave(c, j, te, t_start, w_sum, a_ctx, a_read, used,
+                                                                 req, stg, cli, bat)
+            w_f = _run_fixed_part(c, w_sum, cli, bat)
+            left = _fewest_tokens_left(c, n_dec, req, bat)
         else:
             a_ctx += w_sum
             a_read += w_sum
-        grow = bat.ring[j % b]
+        grow = bat.ring[j_slot]
         if used + grow > total:
             # someone would be preempted: the ordinary step forms this batch. (If requests left
             # just now, that is already done: it applies the step of those that stay.)
@@ -229,47 +336,11 @@ def _decode_run(c, t_other, req, stg, cli, bat, lp):
         used += grow
         lp.ctr[C_FORM] += 1
         dt = ST.decode_step_finish(prm, w_f, float(a_ctx), float(a_read), n_dec, bat.bd)
-        nlog = lp.ctr[C_NLOG]
-        if nlog < log_cap:
-            lp.steplog[nlog, L_T] = te
-            lp.steplog[nlog, L_DT] = dt
-            lp.steplog[nlog, L_NPF] = 0
-            lp.steplog[nlog, L_PF_TOKENS] = 0
-            lp.steplog[nlog, L_NDEC] = n_dec
-            lp.steplog[nlog, L_DEC_TOKENS] = w_f
-            lp.steplog[nlog, L_KV_USED] = used
-            lp.steplog[nlog, N_LOG] = c
-            jj = LOG_COLS
-            for i in range(n_dec):
-                if jj < lp.steplog.shape[1]:
-                    lp.steplog[nlog, jj] = dec_req[i]
-                    jj += 1
-            lp.ctr[C_NLOG] = nlog + 1
-        # the same accumulations, in the same order, as the ordinary step
-        cli.stats[c, CS_BUSY] += dt
-        cli.stats[c, CS_STEPS] += 1.0
-        cli.stats[c, CS_RUN_STEPS] += 1.0
-        cli.stats[c, CS_BATCH_TOKENS] += w_f   # (+ 0 prefill tokens)
-        cli.stats[c, CS_BATCH_SEQS] += n_dec
-        cli.stats[c, CS_DEC_TOKENS] += w_f
-        cli.stats[c, CS_DEC_SEQS] += n_dec
-        cli.stats[c, CS_DEC_SEQ_S] += n_dec * dt
-        if used > cli.stats[c, CS_KV_PEAK]:
-            cli.stats[c, CS_KV_PEAK] = used
-        cli.stats[c, CS_KV_BLOCK_S] += used * dt
-        _add_step_cost(cli.stats, c, bat.bd)
+        _log_run_step(c, te, dt, n_dec, w_f, used, bat, lp)
+        _book_run_step(c, dt, n_dec, w_f, used, cli, bat)
         t_start = te
         te = te + dt
         J = j
     cli.ci[c, I_USED] = used  # (requests that left gave their blocks back even when J = 0)
-    if J == 0:
-        return
-    # ---- per-request state after J applied steps and the formation of the one now in flight ----
-    form = lp.ctr[C_FORM]
-    for i in range(n_dec):
-        r = dec_req[i]
-        req.rq[r, Q_BLOCKS] = _run_catch_up(r, i, J, J, t_start, b, req, stg, bat)
-        req.rq[r, Q_IN_STEP] = form
-        dec_k[i] += J
-    cli.cf[c, F_START] = t_start
-    cli.cf[c, F_NEXT] = te
+    if J > 0:
+        _run_catch_up_all(c, J, t_start, te, b, n_dec, req, stg, cli, bat, lp)

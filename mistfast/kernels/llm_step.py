@@ -185,6 +185,7 @@ def _batch_step_time(c, req, cli, bat):
         r = bat.pf_req[c, i]
         if req.rq[r, Q_COMPUTED] + bat.pf_new[c, i] >= req.rq[r, Q_PF_TARGET]:
             nd += 1
+    bat.bd[ST.X_CALLER] = c   # (step_fixed's memo key)
     dt = ST.step_time(cli.prm[c], bat.pf_past[c], bat.pf_new[c], npf, float(nd), bat.dec_w[c], bat.dec_s[c],
                       bat.dec_k[c], cli.ci[c, I_NDEC], bat.bd)
     if cli.prm[c, ST.P_MIST_MEMO] > 0.0:

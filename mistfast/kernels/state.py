@@ -273,10 +273,13 @@ def new_batches(cli, n):
             cap = max(cap, int(cli.srv[c, SRV_SLOTS]) + 1)
         else:
             cap = max(cap, int(cli.srv[c, SRV_BATCH_MAX]) + 1)
+    bd = np.zeros(ST.N_OUT)
+    bd[ST.X_MEMO] = 1.0         # keep step_fixed's part with its key (steptime.py)
+    bd[ST.X_KEY_CLIENT] = -1.0
     return Batches(np.full((C, cap), -1, np.int64), np.zeros((C, cap), np.int64), np.zeros((C, cap)),
                    np.zeros((C, cap)), np.zeros((C, cap), np.int64), np.zeros((C, cap)), np.zeros((C, cap)),
                    np.zeros((C, cap)), np.zeros((C, cap), np.int64), np.zeros(max(n, 1), np.int64),
-                   np.zeros(max(n, 1)), np.zeros(ST.N_OUT), np.zeros(cap, np.int64), np.zeros(cap, np.int64),
+                   np.zeros(max(n, 1)), bd, np.zeros(cap, np.int64), np.zeros(cap, np.int64),
                    np.zeros(max_block, np.int64), np.full((memo_cap, 4), -1, np.int64), np.zeros(memo_cap),
                    np.full((C, pp, 2, (cap if pp > 1 else 0) + 1), -1, np.int64),
                    np.zeros((C, pp, (cap if pp > 1 else 0) + 3)))
