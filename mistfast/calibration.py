@@ -92,7 +92,7 @@ STEP_CSV_OPTIONAL = ("group", "source")
 REQUEST_CSV_COLUMNS = ("isl", "osl", "ttft_ms", "tpot_ms", "e2e_ms", "batch")
 SPLITWISE_COLUMNS = ("model", "hardware", "tensor_parallel", "prompt_size", "batch_size", "token_size",
                      "prompt_time", "token_time")
-EFFICIENCY_PARAMS = ("compute", "memory", "op_overhead_us", "step_overhead_ms")
+EFFICIENCY_PARAMS = ("compute", "memory", "op_overhead_us", "step_overhead_ms", "prefill")
 # fitted parameters on a linear scale (>= 0); the η are fitted in log units within ETA_BOUNDS
 LINEAR_PARAMS = ("op_overhead_us", "step_overhead_ms")
 LINEAR_START = {"op_overhead_us": 0.5, "step_overhead_ms": 0.1}        # offset from the start value
@@ -434,8 +434,9 @@ class StepSet:
         return self
 
     def params(self, eta_c: float, eta_m: float, tau_us: float, eta_n: float = 1.0,
-               step_ms: float | None = None) -> np.ndarray:
-        """Parameter rows at trial efficiencies; ``step_ms`` None keeps each client's own per-step overhead."""
+               step_ms: float | None = None, eta_pf: float | None = None) -> np.ndarray:
+        """Parameter rows at trial efficiencies; ``step_ms`` (``eta_pf``) None keeps each client's own
+        per-step overhead (prefill-step efficiency)."""
         prm = self.prm0.copy()
         r = self.raw
         prm[:, K.P_FPEAK] = r[:, 0] * eta_c
@@ -449,15 +450,17 @@ class StepSet:
         prm[:, K.P_TAU] = tau_us * 1e-6
         if step_ms is not None:
             prm[:, K.P_STEP_OVH] = step_ms * 1e-3
+        if eta_pf is not None:
+            prm[:, K.P_PF_SLOW] = 1.0 / eta_pf - 1.0
         return prm
 
     def times(self, eta_c: float, eta_m: float, tau_us: float, eta_n: float = 1.0, step_ms: float | None = None,
-              prm=None) -> np.ndarray:
+              eta_pf: float | None = None, prm=None) -> np.ndarray:
         """Unweighted time of every step (s)."""
         if not self._built:
             self.build()
         if prm is None:
-            prm = self.params(eta_c, eta_m, tau_us, eta_n, step_ms)
+            prm = self.params(eta_c, eta_m, tau_us, eta_n, step_ms, eta_pf)
         out = np.zeros(len(self.rows))
         _cost_steps(prm, self.row, self.pf_off, self.pf_past, self.pf_new, self.pf_done,
                     self.dec_off, self.dec_w, self.dec_s, self.dec_k, out)
@@ -487,6 +490,11 @@ class RunObservation:
     enters through the ratio S/S_ref only (optionally the fit re-anchors at its result with a plain
     simulation, ``fit_efficiency(refine_runs=True)``). Open-loop and closed-loop runs change their
     batches with the step times; the same scheme is then an approximation.
+
+    ``prefill_steps``: S re-costs only the logged steps that carry prefill tokens. For the TTFT of a
+    run without queueing (low concurrency, static batch) the first token waits for its prefill
+    step(s), not for the decode steps that dominate the run's total time (which is what ties
+    throughput and TPOT rows to decode efficiencies).
     """
     id: str
     device: str
@@ -503,6 +511,7 @@ class RunObservation:
     ref_value: float = float("nan")    # simulated metric of the base client
     ref_summary: dict | None = None
     share_key: str = ""                # runs with equal keys are the same simulation (several metrics of one run)
+    prefill_steps: bool = False        # re-cost only the steps with prefill (low-load TTFT)
 
     @property
     def client(self) -> ClientSpec:
@@ -607,13 +616,15 @@ class _SharedRunSteps:
 
     def __init__(self, runs: Sequence[RunObservation]):
         self.st = StepSet()
-        index: dict[int, int] = {}
+        index: dict[tuple, int] = {}
         self.of_run = np.zeros(len(runs), dtype=np.int64)
         for j, r in enumerate(runs):
-            key = id(r.steps)
+            key = (id(r.steps), r.prefill_steps)
             if key not in index:
                 index[key] = len(index)
                 for pf, dec, w, done in r.steps or ():
+                    if r.prefill_steps and not pf:
+                        continue
                     self.st.add(r.point.client, pf, dec, weight=w, owner=index[key], done=done)
             self.of_run[j] = index[key]
         self.n_distinct = len(index)
@@ -679,6 +690,7 @@ class EfficiencyFit:
     op_overhead_us: float
     network: float = 1.0
     step_overhead_ms: float = 0.0
+    prefill: float = 1.0
     n_steps: int = 0
     n_runs: int = 0
     rows: tuple = ()
@@ -690,7 +702,8 @@ class EfficiencyFit:
 
     def as_efficiency(self) -> dict:
         return {"compute": self.compute, "memory": self.memory, "network": self.network,
-                "op_overhead_us": self.op_overhead_us, "step_overhead_ms": self.step_overhead_ms}
+                "op_overhead_us": self.op_overhead_us, "step_overhead_ms": self.step_overhead_ms,
+                "prefill": self.prefill}
 
     def __getitem__(self, k):
         return getattr(self, k)
@@ -748,7 +761,7 @@ def fit_efficiency(observations: Sequence[StepObservation],
         groups.setdefault(_group_key(r.device, r.engine, group_by), ([], []))[1].append(r)
     if params is not None:
         for p in params:
-            if p not in ("compute", "memory", "op_overhead_us", "network", "step_overhead_ms"):
+            if p not in ("compute", "memory", "op_overhead_us", "network", "step_overhead_ms", "prefill"):
                 raise CalibrationError(f"params: unknown parameter {p!r}")
     start = dict(DEFAULT_EFFICIENCY)
     if x0:
@@ -778,7 +791,7 @@ def _fit_one(obs, runs, factory, params, start, prior_weight, tau_prior_weight, 
     meas = np.log([o.time_s for o in obs]) if obs else np.zeros(0)
     run_meas = np.log([r.measured for r in runs]) if runs else np.zeros(0)
     lo_eta, hi_eta = ETA_BOUNDS
-    names = ("compute", "memory", "network", "op_overhead_us", "step_overhead_ms")
+    names = ("compute", "memory", "network", "op_overhead_us", "step_overhead_ms", "prefill")
 
     def unpack(x) -> dict:
         v = {k: start.get(k, DEFAULT_EFFICIENCY[k]) for k in names}
@@ -798,6 +811,7 @@ def _fit_one(obs, runs, factory, params, start, prior_weight, tau_prior_weight, 
     prior_at = {"compute": math.log(min(max(pc["compute"], lo_eta), hi_eta)),
                 "memory": math.log(min(max(pc["memory"], lo_eta), hi_eta)),
                 "network": math.log(min(max(pc["network"], lo_eta), hi_eta)), "op_overhead_us": float(pc["op_overhead_us"]),
+                "prefill": math.log(min(max(pc.get("prefill", 1.0), lo_eta), hi_eta)),
                 "step_overhead_ms": float(pc.get("step_overhead_ms", 0.0))}
     x_scale = np.array([0.3 if p not in LINEAR_PARAMS else LINEAR_SCALE[p] for p in params])
 
@@ -809,15 +823,15 @@ def _fit_one(obs, runs, factory, params, start, prior_weight, tau_prior_weight, 
         # the logged reference simulations ran with each run's base-client efficiency
         for j, r in enumerate(runs):
             e = r.client.efficiency
-            anchor.setdefault(j, ((e.compute, e.memory, e.op_overhead_us, e.network, e.step_overhead_ms),
-                                  r.ref_value))
+            anchor.setdefault(j, ((e.compute, e.memory, e.op_overhead_us, e.network, e.step_overhead_ms,
+                                   e.prefill), r.ref_value))
 
     def anchor_totals():
         S0 = np.zeros(len(runs))
-        for (c, m, t, n, s) in {a[0] for a in anchor.values()}:
-            tot = run_steps.totals(len(runs), c, m, t, n, s)
+        for key in {a[0] for a in anchor.values()}:
+            tot = run_steps.totals(len(runs), *key)
             for j, a in anchor.items():
-                if a[0] == (c, m, t, n, s):
+                if a[0] == key:
                     S0[j] = tot[j]
         return S0, np.array([anchor[j][1] for j in range(len(runs))])
 
@@ -839,11 +853,12 @@ def _fit_one(obs, runs, factory, params, start, prior_weight, tau_prior_weight, 
         v = unpack(x)
         res = []
         if len(obs):
-            t = steps.times(v["compute"], v["memory"], v["op_overhead_us"], v["network"], v["step_overhead_ms"])
+            t = steps.times(v["compute"], v["memory"], v["op_overhead_us"], v["network"], v["step_overhead_ms"],
+                            v["prefill"])
             res.append(w_obs * (np.log(t) - meas))
         if runs:
             S = run_steps.totals(len(runs), v["compute"], v["memory"], v["op_overhead_us"], v["network"],
-                                 v["step_overhead_ms"])
+                                 v["step_overhead_ms"], v["prefill"])
             ratio = np.where([r.rate_like for r in runs], S0 / S, S / S0)
             res.append(w_run * (np.log(np.maximum(m0 * ratio, 1e-300)) - run_meas))
         linear_weight = {"op_overhead_us": tau_prior_weight, "step_overhead_ms": step_prior_weight}
@@ -864,7 +879,7 @@ def _fit_one(obs, runs, factory, params, start, prior_weight, tau_prior_weight, 
     if runs and refine_runs:
         v = unpack(sol.x)
         vals = run_values(runs, v)
-        key = (v["compute"], v["memory"], v["op_overhead_us"], v["network"], v["step_overhead_ms"])
+        key = (v["compute"], v["memory"], v["op_overhead_us"], v["network"], v["step_overhead_ms"], v["prefill"])
         anchor = {j: (key, vals[j]) for j in range(len(runs))}
         S0, m0 = anchor_totals()
         sol = least_squares(residuals, sol.x, args=(S0, m0), **kw)
@@ -872,7 +887,7 @@ def _fit_one(obs, runs, factory, params, start, prior_weight, tau_prior_weight, 
     r = residuals(sol.x, S0, m0)[:len(obs) + len(runs)] / np.maximum(wts, 1e-300)
     err = np.abs(np.expm1(r)) if len(r) else np.array([np.nan])
     return EfficiencyFit(compute=v["compute"], memory=v["memory"], op_overhead_us=v["op_overhead_us"],
-                         network=v["network"], step_overhead_ms=v["step_overhead_ms"], n_steps=len(obs), n_runs=len(runs), params=tuple(params),
+                         network=v["network"], step_overhead_ms=v["step_overhead_ms"], prefill=v["prefill"], n_steps=len(obs), n_runs=len(runs), params=tuple(params),
                          rows=tuple([o.id for o in obs] + [r_.id for r_ in runs]),
                          median_abs_rel_err=float(np.median(err)), p90_abs_rel_err=float(np.percentile(err, 90)),
                          success=bool(sol.success), message=str(sol.message))

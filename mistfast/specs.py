@@ -363,6 +363,9 @@ class EfficiencySpec(Spec):
     # fixed host time per engine step (scheduler, sampling, kernel launches), added to every step
     # after the measured-step correction (docs/step-model.md)
     step_overhead_ms: float = Field(ge=0, default=0.0)
+    # prefill-step efficiency: a step whose token rows are a share x prefill takes (1 + x (1/prefill - 1))
+    # times its roofline time (fitted from low-load TTFT rows, docs/calibration.md); 1 = off
+    prefill: float = Field(gt=0, le=1, default=1.0)
     # MoE expert parallelism: tokens on the busiest device / the mean (>= 1) (MODEL.md §2.1 λ)
     expert_imbalance: float = Field(ge=1, default=1.0)
     source: str = "MODEL.md §2.1 defaults (reference system_eff 0.75)"

@@ -81,6 +81,13 @@ RUN_METRICS = {
 }
 COST_METRICS = ("usd_per_1m_output_tokens", "usd_per_1m_tokens")
 STEP_ROW_METRICS = ("prefill_ms", "decode_step_ms", "ttft_ms")
+# TTFT rows fitted through their prefill steps (calibration.RunObservation.prefill_steps): the mean
+# or median TTFT of a static batch or of a closed loop with at most this many users, where a new
+# request waits for little more than its own prefill (docs/calibration.md, "Fitting TTFT"). Tail
+# percentiles (p90, p99) stay unfitted: over the 10 x concurrency prompts of a typical benchmark
+# they are the first wave and cold-start outliers (JIT compiles), which no step time represents.
+TTFT_FIT_MAX_CONCURRENCY = 8
+TTFT_FIT_METRICS = ("ttft_ms", "ttft_mean_ms", "ttft_p50_ms")
 
 
 # ============================================================================ engine settings
@@ -172,6 +179,7 @@ class RowPlan:
     disagg: "DisaggLayout | None" = None   # prefill/decode disaggregation: the row is a two-pool pipeline
     tokens_per_chunk: int = 1   # ITL rows: tokens per streamed chunk (multi-step scheduling streams N tokens at once)
     scheduler_steps: int = 1    # vLLM multi-step scheduling: decode steps run back to back before new prefills
+    concurrency: int = 0    # closed-loop users or static batch size (run rows)
 
     @property
     def client_key(self) -> str:
@@ -508,11 +516,13 @@ def _plan_row(r: Mapping) -> RowPlan:
             return plan.unsupported(f"static batch without a batch size ({bc_txt!r})")
         plan.workload_kind = "static batch"
         n = batch
+        plan.concurrency = batch
         sched = {"batching": "static", "max_batch_size": batch,
                  "max_batched_tokens": max(batch * plan.isl, plan.isl, 8192)}
         workload["arrival"] = {"process": "offline"}
     elif ("concurren" in wl or "closed" in wl or "closed" in rr_txt) and batch is not None:
         plan.workload_kind = "closed loop"
+        plan.concurrency = batch
         n = _closed_loop_requests(wl, n_meas, batch)
         sched = offline_scheduler(plan.engine, client, plan.isl, plan.osl)
         workload["arrival"] = {"process": "closed_loop", "concurrency": batch}
@@ -528,6 +538,7 @@ def _plan_row(r: Mapping) -> RowPlan:
         if batch is None:
             return plan.unsupported(f"fixed-concurrency run without a concurrency ({bc_txt!r})")
         plan.workload_kind = "closed loop"
+        plan.concurrency = batch
         n = _closed_loop_requests(wl, n_meas, batch)
         sched = offline_scheduler(plan.engine, client, plan.isl, plan.osl)
         workload["arrival"] = {"process": "closed_loop", "concurrency": batch}
@@ -732,13 +743,22 @@ def plan_value(p: RowPlan, summary: Mapping) -> float:
     return v / p.n_devices if p.per_device else v
 
 
+def low_load_ttft(p: RowPlan) -> bool:
+    """True for a TTFT row the efficiency fit re-costs through its prefill steps: mean or median
+    TTFT of a static batch or of a closed loop of at most TTFT_FIT_MAX_CONCURRENCY users."""
+    return p.metric in TTFT_FIT_METRICS and (
+        p.workload_kind == "static batch"
+        or (p.workload_kind == "closed loop" and 0 < p.concurrency <= TTFT_FIT_MAX_CONCURRENCY))
+
+
 def _run_observation(p: RowPlan, point) -> C.RunObservation:
     def value_of(s, p=p):
         return plan_value(p, s)
     import json
     return C.RunObservation(id=p.id, device=p.device, engine=p.engine, point=point, measured=p.measured,
                             value_of=value_of, rate_like=p.rate_like, group=p.group, isl=p.isl, osl=p.osl,
-                            share_key=json.dumps(p.scenario, sort_keys=True, default=str))
+                            share_key=json.dumps(p.scenario, sort_keys=True, default=str),
+                            prefill_steps=low_load_ttft(p))
 
 
 def _step_observation(p: RowPlan) -> C.StepObservation:
@@ -948,11 +968,13 @@ def validate(measurements_csv, out_dir: str | Path, *, calibrate: bool = True, c
     obs_of = {p.id: _step_observation(p) for p in steps if p.status == "ok"}
     # TTFT of a loaded run is mostly queueing behind the engine's own scheduling choices; fitting
     # step efficiencies to it would distort every other prediction, so such rows are validated
-    # but not fitted (single-step TTFT rows are fitted)
+    # but not fitted (single-step TTFT rows are fitted, and low-load TTFT rows through their
+    # prefill steps: low_load_ttft)
     # (MLPerf Server / Interactive latencies likewise: set by the submitter's batching against the bound)
     # rows on a dataset whose dominant lengths are estimates (MLPerf deepseek-r1, llama3.1-405b,
     # mixtral mixes) are validated but not fitted: a wrong length guess would move the efficiencies
-    ro_of = {p.id: ro for p, ro in zip(runs, run_obs) if p.status == "ok" and not p.metric.startswith("ttft")
+    ro_of = {p.id: ro for p, ro in zip(runs, run_obs) if p.status == "ok"
+             and (not p.metric.startswith("ttft") or low_load_ttft(p))
              and not C.latency_set_by_policy(p.metric, p.group) and not _estimated_lengths(p)}
 
     def fit_on(keep) -> C.Calibration:
@@ -1092,7 +1114,8 @@ def _toml_header() -> str:
             "Written by `python -m mistfast.validate CSV OUT_DIR --write-catalog data/calibration.toml`\n"
             "(mistfast.calibration.write_calibration_toml); read by mistfast.calibration.calibrated_efficiency.\n"
             "[efficiency.DEVICE.ENGINE]: compute = eta_c, memory = eta_m, network = eta_net, op_overhead_us = tau,\n"
-            "step_overhead_ms = fixed host time per engine step (docs/step-model.md)\n"
+            "step_overhead_ms = fixed host time per engine step (docs/step-model.md), prefill = prefill-step\n"
+            "efficiency (fitted from low-load TTFT rows, docs/calibration.md)\n"
             "(MODEL.md §2.1); '*' = pooled over devices, 'current' = pooled over vLLM, SGLang and TensorRT-LLM 1.x\n"
             "(the default of a row or client without an engine). [meta] split says what the fit saw (a train split,\n"
             "or every row with leave-one-source-out errors reported separately); train_rows list the measurement ids;\n"
@@ -1192,12 +1215,12 @@ def _write_md(rep, cal, path, mode, note, elapsed, csv_path, test_fraction, seed
         L += [f"## {title}", "", _md_table(error_table(rep, by), by), ""]
     if cal is not None:
         L += ["## Fitted efficiencies (" + ("every row" if key == "cv" else "train split") + ")", "",
-              "| device | engine | η_c | η_m | τ (µs/op) | step overhead (ms) | step rows | run rows | train median err |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| device | engine | η_c | η_m | τ (µs/op) | step overhead (ms) | η_prefill | step rows | run rows | train median err |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
         for (d, e), f in sorted(cal.efficiencies.items(), key=lambda kv: (kv[0][0] == "*", kv[0][1] == "*", kv[0])):
             if not hasattr(f, "as_efficiency"):
                 continue
-            L.append(f"| {d} | {e} | {f.compute:.3f} | {f.memory:.3f} | {f.op_overhead_us:.2f} | {f.step_overhead_ms:.2f} | {f.n_steps} | "
+            L.append(f"| {d} | {e} | {f.compute:.3f} | {f.memory:.3f} | {f.op_overhead_us:.2f} | {f.step_overhead_ms:.2f} | {f.prefill:.3f} | {f.n_steps} | "
                      f"{f.n_runs} | {_pct(f.median_abs_rel_err)} |")
         L += ["", f"Step corrections fitted for {len(cal.corrections)} configuration(s) (used for single-step "
               "rows of exactly that configuration; whole runs use the efficiencies only): "

@@ -105,7 +105,11 @@ P_MIST_MEMO = P_CG_SIZES + CG_MAX
 # router and shared experts with full (replicated) weights on T/a of the token rows; the experts
 # stay split over EP x expert-TP; no per-layer AllReduce, the MoE layer moves tokens instead
 P_DP_ATTN = P_MIST_MEMO + 1
-N_PARAMS = P_DP_ATTN + 1
+# prefill-step slowdown s = 1/eta_prefill - 1 (0: off): a step whose token rows are a share
+# t_pf/T prefill takes (1 + s t_pf/T) times its time (calibration: prefill kernels of MoE models
+# reach a small share of the roofline the decode-fitted efficiencies give, docs/calibration.md)
+P_PF_SLOW = P_DP_ATTN + 1
+N_PARAMS = P_PF_SLOW + 1
 
 # ---- breakdown layout (per device, whole step) ---------------------------------------------
 B_GEMM = 0
@@ -193,12 +197,13 @@ X_P2P = X_HEAD + 1
 X_FACTOR = X_P2P + 1               # measured-step correction factor (1 without a table)
 X_OOR = X_FACTOR + 1
 X_FACTOR_ATTN = X_OOR + 1          # attention-op correction factor (= X_FACTOR without attention rows)
+X_PF_SLOW = X_FACTOR_ATTN + 1      # prefill-step slowdown of this step: P_PF_SLOW x t_pf / T
 # step_fixed's memo (the engine's buffer only: 1 in X_MEMO). Consecutive steps of one client often
 # have the same shape (a decode run starts from the decode-only step just formed; a full batch keeps
 # its size), so the fixed part is kept with its key and not computed again: the same numbers, as
 # step_fixed is a pure function of (prm, T, R, t_pf). The caller names its client in X_CALLER;
 # whatever changes the scratch after step_fixed (windowed attention) clears X_KEY_CLIENT.
-X_MEMO = X_FACTOR_ATTN + 1         # 1: keep the fixed part for reuse (callers' own buffers: 0)
+X_MEMO = X_PF_SLOW + 1         # 1: keep the fixed part for reuse (callers' own buffers: 0)
 X_CALLER = X_MEMO + 1              # client whose step is being costed
 X_KEY_CLIENT = X_CALLER + 1        # client whose fixed part the scratch holds (-1: none)
 X_KEY_T = X_KEY_CLIENT + 1         # its T, R and t_pf
@@ -704,6 +709,7 @@ def step_fixed(prm, T, R, t_pf, out):
     out[X_FACTOR] = f
     out[X_FACTOR_ATTN] = fa
     out[X_OOR] = oor
+    out[X_PF_SLOW] = prm[P_PF_SLOW] * t_pf / T_real if T_real > 0.0 else 0.0
 
 
 @jit_inline
@@ -784,6 +790,16 @@ def _step_total(prm, layer_t, out):
         for i in range(B_COMPUTE_BOUND + 1):
             out[i] *= f
         out[B_MEMORY_BOUND] *= f
+    g = 1.0 + out[X_PF_SLOW]   # prefill-step efficiency, in proportion to the prefill rows
+    if g != 1.0:
+        total *= g
+        layer_t *= g
+        emb_t *= g
+        head_t *= g
+        p2p_t *= g
+        for i in range(B_COMPUTE_BOUND + 1):
+            out[i] *= g
+        out[B_MEMORY_BOUND] *= g
     # fixed host time per step (scheduler, launches): not scaled by the correction
     ovh = prm[P_STEP_OVH]
     if ovh > 0.0:
