@@ -295,8 +295,9 @@ class _ChunkContext:
     """What every point of a chunk shares: the merged base document, the working directory and
     the seed keys already computed (points differing only in hardware share a key)."""
 
-    def __init__(self, spec: SweepSpec):
-        self.base_doc = deep_merge(DEFAULT_SCENARIO, spec.base)
+    def __init__(self, spec: SweepSpec, builder=None):
+        self.builder = builder
+        self.base_doc = deep_merge(DEFAULT_SCENARIO, spec.base) if builder is None else builder.base_doc
         self.cwd = os.getcwd()
         self.keys: dict = {}
 
@@ -311,7 +312,28 @@ class _ChunkContext:
 
 def _build_point(spec: SweepSpec, values: tuple, ctx: _ChunkContext):
     """build_point, plus the point's trace requests left out per reason (None if invalid, and
-    for pipeline points, whose requests run_chunk builds)."""
+    for pipeline points, whose requests run_chunk builds). Valid points come from the sweep's
+    validated sections (sweep_points.PointBuilder); anything else takes the full path, so that an
+    invalid point's message is the one its scenario file would give."""
+    builder = ctx.builder
+    if builder is not None and builder.ok:
+        both = builder.derived_values(values)
+        derived = both[0] if both else {}
+        scen, why = (None, "") if both is None else builder.scenario(values, both[1])
+        if why:
+            return None, why, derived, None
+        if scen is not None:
+            try:
+                ss = builder.seed_sequence(scen.simulation.seed, spec.seed, ctx.seed_key(spec, values, derived))
+                reqs, left = _cached_requests_report(scen, ss, ctx.cwd)
+                return any_point(scen, ss, reqs), "", derived, left
+            except (SpecError, ZeroDivisionError):
+                pass   # the full path gives the message
+    return _build_point_full(spec, values, ctx)
+
+
+def _build_point_full(spec: SweepSpec, values: tuple, ctx: _ChunkContext):
+    """_build_point through the point's whole scenario document (parse_scenario)."""
     derived: dict = {}  # kept for invalid points too, when the expressions could be evaluated
     try:
         doc, derived = point_doc(spec, values, ctx.base_doc)
@@ -338,7 +360,8 @@ def run_chunk(spec: SweepSpec, start: int, stop: int) -> dict[str, np.ndarray]:
     pts, where, reasons = [], [], []
     derived_cols: dict[str, list] = {name: [np.nan] * len(allv) for name, _, _ in spec.derived}
     left_out = np.full((len(allv), len(LEFT_OUT_REASONS)), np.nan)   # invalid points: NaN
-    ctx = _ChunkContext(spec)
+    from .sweep_points import builder_for
+    ctx = _ChunkContext(spec, builder_for(spec, _spec_hash(spec)))
     for i, vals in enumerate(allv):
         pt, why, der, left = _build_point(spec, vals, ctx)
         reasons.append(why)
