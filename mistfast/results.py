@@ -119,28 +119,27 @@ def point_summary(points, out, rs, end_time, nrep) -> dict[str, np.ndarray]:
     s["mean_batch_size"] = rs[:, CL.CS_BATCH_SEQS] / np.maximum(steps, 1)
     end = np.maximum(end_time, 1e-300)
     clients = [pt.client for pt in points]
+    per_client = _client_constants(clients)
     s["busy_fraction"] = rs[:, CL.CS_BUSY] / nrep / end   # mean busy time per replica
-    kvb = np.array([max(c.kv_capacity_blocks(), 1) for c in clients], dtype=float)
+    kvb = per_client("kv_blocks")
     s["kv_util_mean"], s["kv_util_peak"] = kv_utilisation(rs[:, CL.CS_KV_BLOCK_S], rs[:, CL.CS_KV_PEAK],
                                                           rs[:, CL.CS_BUSY], kvb)
-    fpk = np.array([c.device.peak_flops(c.precision.compute) for c in clients])
-    bwd = np.array([c.device.memory_bandwidth_GBps * 1e9 for c in clients])
+    fpk = per_client("peak_flops")
+    bwd = per_client("bandwidth")
     s["mfu"] = utilisation(rs[:, CL.CS_FLOPS], nrep, fpk, end)
     s["mbu"] = utilisation(rs[:, CL.CS_BYTES], nrep, bwd, end)
     s["preemptions"] = rs[:, CL.CS_PREEMPT]
     s["recomputed_tokens"] = rs[:, CL.CS_RECOMP]
-    s["kv_capacity_tokens"] = np.array([min(c.kv_capacity_tokens(), 2**62) for c in clients], dtype=float)
-    s["weights_GiB_per_device"] = np.array([c.weight_bytes_device() / 2**30 for c in clients])
+    s["kv_capacity_tokens"] = per_client("kv_tokens")
+    s["weights_GiB_per_device"] = per_client("weights_GiB")
     # every replica's devices: busy for their replica's busy time, idle for the rest of the run
-    s["energy_J"] = device_energy_J(np.array([c.device.tdp_W for c in clients]),
-                                    np.array([c.device.idle_power_W for c in clients]),
-                                    np.array([c.tp * c.pp for c in clients], dtype=float),
+    s["energy_J"] = device_energy_J(per_client("tdp_W"), per_client("idle_W"), per_client("devices"),
                                     rs[:, CL.CS_BUSY], rs[:, CL.CS_TC], rs[:, CL.CS_TM], rs[:, CL.CS_TN],
                                     nrep * end - rs[:, CL.CS_BUSY])
     s["energy_per_output_token_J"] = s["energy_J"] / np.maximum(out[:, M.O_OUT_TOKENS], 1)
     from .power import apply_to_points  # no TDP -> NaN energy; estimated idle flagged (docs/idle-power.md)
     apply_to_points(s, [[c.device] for c in clients])
-    cost_vars(s, np.array([c.device.price_usd_per_hour * c.num_devices for c in clients]), end, out[:, M.O_OUT_TOKENS])
+    cost_vars(s, per_client("price_usd_per_hour"), end, out[:, M.O_OUT_TOKENS])
     s["steps_outside_calibration"] = rs[:, CL.CS_OUT_OF_RANGE]
     mist = np.array([pt.simulation.metrics == "mist" for pt in points])
     if mist.any():
@@ -148,6 +147,29 @@ def point_summary(points, out, rs, end_time, nrep) -> dict[str, np.ndarray]:
         apply_mist_metrics(s, out, rs[:, CL.CS_DEC_SEQS], rs[:, CL.CS_DEC_SEQ_S],
                            rs[:, CL.CS_FINISH_STEP_START] - warm, mist)
     return s
+
+def _client_constants(clients):
+    """``per_client(name)``: one value per point of a client quantity (as float64), computed once
+    per distinct client object (the points of a sweep share them) and gathered to the points."""
+    first: dict[int, int] = {}
+    where = np.array([first.setdefault(id(c), len(first)) for c in clients], np.int64)
+    uniq = [None] * len(first)
+    for c in clients:
+        uniq[first[id(c)]] = c
+    quantities = {
+        "kv_blocks": lambda c: max(c.kv_capacity_blocks(), 1),
+        "peak_flops": lambda c: c.device.peak_flops(c.precision.compute),
+        "bandwidth": lambda c: c.device.memory_bandwidth_GBps * 1e9,
+        "kv_tokens": lambda c: min(c.kv_capacity_tokens(), 2**62),
+        "weights_GiB": lambda c: c.weight_bytes_device() / 2**30,
+        "tdp_W": lambda c: c.device.tdp_W, "idle_W": lambda c: c.device.idle_power_W,
+        "devices": lambda c: c.tp * c.pp,
+        "price_usd_per_hour": lambda c: c.device.price_usd_per_hour * c.num_devices}
+
+    def per_client(name: str) -> np.ndarray:
+        return np.array([quantities[name](c) for c in uniq], dtype=float)[where]
+    return per_client
+
 
 def apply_mist_metrics(s: dict, out: np.ndarray, dec_seqs: np.ndarray, dec_seq_s: np.ndarray,
                        window_s: np.ndarray, where: np.ndarray) -> None:

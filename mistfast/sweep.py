@@ -195,7 +195,7 @@ def point_values(spec: SweepSpec, start: int = 0, stop: int | None = None) -> li
         return [()][start:stop]
     if spec.mode == "product":
         idx = np.unravel_index(np.arange(start, stop), spec.shape)
-        return [tuple(a.values[int(i[j])] for a, i in zip(spec.axes, idx)) for j in range(stop - start)]
+        return list(zip(*[[a.values[k] for k in i.tolist()] for a, i in zip(spec.axes, idx)]))
     if spec.mode == "zip":
         return list(zip(*[a.values[start:stop] for a in spec.axes]))
     return _sample_values(spec)[start:stop]
@@ -361,7 +361,7 @@ def run_chunk(spec: SweepSpec, start: int, stop: int) -> dict[str, np.ndarray]:
     derived_cols: dict[str, list] = {name: [np.nan] * len(allv) for name, _, _ in spec.derived}
     left_out = np.full((len(allv), len(LEFT_OUT_REASONS)), np.nan)   # invalid points: NaN
     from .sweep_points import builder_for
-    ctx = _ChunkContext(spec, builder_for(spec, _spec_hash(spec)))
+    ctx = _ChunkContext(spec, builder_for(spec, _spec_hash(spec)).start_chunk())
     for i, vals in enumerate(allv):
         pt, why, der, left = _build_point(spec, vals, ctx)
         reasons.append(why)
@@ -410,7 +410,20 @@ def run_chunk(spec: SweepSpec, start: int, stop: int) -> dict[str, np.ndarray]:
 def sweep_table_labels(spec: SweepSpec) -> dict[str, list] | None:
     """Client, stage-kind and resource labels of the sweep's pipeline points (sweep_tables.py)."""
     from .sweep_tables import table_labels
-    return table_labels(spec, _spec_hash(spec), point_values, point_doc)
+    return table_labels(spec, _spec_hash(spec), _label_points, point_doc)
+
+
+def _label_points(spec: SweepSpec) -> list[tuple]:
+    """The points the table-label scan must visit, in point order: of a product without derived
+    quantities, the first point of each combination of the axes that can change the topology
+    (every other axis at its first value) — the points where each topology first appears."""
+    from itertools import product
+
+    from .sweep_tables import _topology_path
+    if spec.mode != "product" or spec.derived or not spec.axes:
+        return point_values(spec)
+    ranges = [range(len(a.values)) if _topology_path(a.path) else range(1) for a in spec.axes]
+    return [tuple(a.values[i] for a, i in zip(spec.axes, idx)) for idx in product(*ranges)]
 
 
 def _chunks(n: int, size: int) -> list[tuple[int, int]]:

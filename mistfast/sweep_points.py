@@ -101,6 +101,10 @@ class PointBuilder:
         self.derived_cache: dict = {}
         self.derived_names = [_names_in(expr) for _, _, expr in spec.derived]
         self.seeds: dict = {}
+        self.fields_set = set(self.base_doc) & set(ScenarioSpec.model_fields)
+        self.ref_slots = tuple(s for sec in self.sections if sec[0] in _REFERENCE_FIELDS
+                               for s in self.key_slots.get(sec, ()))
+        self.limit: float | None = None
 
     def _slots(self, sec) -> tuple:
         return tuple(slot for slot, _ in self.touch.get(sec, ()))
@@ -147,8 +151,8 @@ class PointBuilder:
         return out, in_order
 
     # ---- sections
-    def _section(self, sec: tuple, slots: tuple):
-        key = tuple(_typed(slots[s]) for s in self.key_slots.get(sec, ()))
+    def _section(self, sec: tuple, slots: tuple, typed: tuple):
+        key = tuple([typed[s] for s in self.key_slots.get(sec, ())])
         cache = self.cache[sec]
         obj = cache.get(key)
         if obj is None:
@@ -200,10 +204,11 @@ class PointBuilder:
         if not self.ok:
             return None, ""
         slots = tuple(values) + tuple(derived)
+        typed = tuple(map(_typed, slots))
         fields: dict[str, Any] = {}
         problems: list[str] = []
         for sec in self.sections:
-            obj = self._section(sec, slots)
+            obj = self._section(sec, slots, typed)
             if obj is _FAILED:
                 return None, ""
             if isinstance(obj, _Invalid):
@@ -219,16 +224,15 @@ class PointBuilder:
         fields["calibration"] = self.base_doc.get("calibration")
         if problems:
             return None, "; ".join(problems)
-        scen = ScenarioSpec.model_construct(_fields_set=set(self.base_doc) & set(ScenarioSpec.model_fields), **fields)
-        return (scen, "") if not (why := self._cross_checks(scen, slots)) else (None, why)
+        scen = ScenarioSpec.model_construct(_fields_set=self.fields_set, **fields)
+        return (scen, "") if not (why := self._cross_checks(scen, typed)) else (None, why)
 
-    def _cross_checks(self, scen: ScenarioSpec, slots: tuple) -> str:
+    def _cross_checks(self, scen: ScenarioSpec, typed: tuple) -> str:
         """What parse_scenario checks across sections, in its order (names and kinds, then each
         decoder client's fit, then the memory estimate), each cached by what it reads; "" if
         the point passes, else its message."""
-        from .limits import check_scenario
-        rkey = tuple(_typed(slots[s]) for sec in self.sections if sec[0] in _REFERENCE_FIELDS
-                     for s in self.key_slots.get(sec, ()))
+        from .limits import check_scenario, scenario_bytes
+        rkey = tuple([typed[s] for s in self.ref_slots])
         why = self.refs.get(rkey)
         if why is None:
             # ScenarioSpec._references raises these as field_errors at the scenario's top level
@@ -253,11 +257,22 @@ class PointBuilder:
                 self.fits[(id(c), i)] = fit
             if fit[0]:
                 return fit[0]
+        if self.limit is not None and scenario_bytes(scen) <= self.limit:
+            return ""   # check_scenario's test, with the limit read once per chunk (start_chunk)
         try:
             check_scenario(scen)
         except SpecError as e:
             return "; ".join(e.problems)
         return ""
+
+    def start_chunk(self) -> "PointBuilder":
+        """Read the memory limit (it may change between chunks, never within one)."""
+        from .limits import max_memory_bytes
+        try:
+            self.limit = max_memory_bytes()
+        except SpecError:
+            self.limit = None   # every point reports it through check_scenario
+        return self
 
     def seed_sequence(self, base_seed: int, sweep_seed: int, key: int) -> np.random.SeedSequence:
         """SeedSequence objects are used read-only (seeds.seed_child): one per distinct key."""
