@@ -706,7 +706,7 @@ def _assemble_from_parts(spec, parts_dir, chunks, manifest, h, output) -> xr.Dat
     if spec.n_points <= LOAD_MAX_POINTS:  # small enough to hold: the very Dataset of an in-memory run
         names = list(P.part_layout(parts_dir / P.part_name(0)))
         return assemble(spec, P.read_flat_block(parts_dir, names, 0, spec.n_points, chunks, spec.chunk_points, h))
-    return xr.open_dataset(output, engine="netcdf4")
+    return open_sweep(output)
 
 
 # points per assembly block: all variables of one block are held at once (~70 x 8 B x 16,384 = 9 MB)
@@ -727,11 +727,13 @@ def write_parts_netcdf(spec, parts_dir: Path, chunks, nan_vars: set, h: str, out
     layout = P.part_layout(parts_dir / P.part_name(0))
     shape = spec.shape if spec.axes else ()   # a sweep without axes is one point: scalar variables
     grid = P.block_grid(shape, BLOCK_POINTS) if spec.axes else ()
-    skeleton = _dataset(spec, _skeleton_columns(layout, shape, grid), nan_vars, n_invalid=0)
+    messages = _reason_index(_reason_table(parts_dir, chunks, h))
+    skeleton = _coded_skeleton(_dataset(spec, _skeleton_columns(layout, shape, grid), nan_vars, n_invalid=0),
+                               messages)
     encoding = _netcdf_encoding(skeleton, block_chunks=False)
     file_chunks = P.file_chunk_shape(shape, BLOCK_POINTS)
     for name in skeleton.data_vars:  # the sweep's dims in the file's chunk shape, other dims whole
-        if shape:
+        if shape and name != REASON_TABLE:
             encoding.setdefault(name, {})["chunksizes"] = file_chunks + skeleton[name].shape[len(shape):]
     n_invalid = 0
     with _results_file(output) as tmp, _small_chunk_cache():
@@ -741,6 +743,7 @@ def write_parts_netcdf(spec, parts_dir: Path, chunks, nan_vars: set, h: str, out
             for region, first, stop in _blocks(shape, grid):
                 block = P.read_flat_block(parts_dir, list(layout), first, stop, chunks, spec.chunk_points, h)
                 n_invalid += int(np.count_nonzero(block["status"]))
+                block["reason"] = _reason_codes(block["reason"], messages)
                 _write_block(store.ds, skeleton, encoding, block, region)
             store.ds.setncattr("n_invalid", n_invalid)
         finally:
@@ -901,8 +904,109 @@ def write_netcdf(ds: xr.Dataset, path: str | Path, block_chunks: bool = False) -
     the temporary file is removed, nothing is left under ``path``, and one SweepOutputError line
     says why. Dask-backed variables are written block by block; with ``block_chunks`` the file's
     HDF5 chunks are the dask blocks, so every block writes whole chunks."""
+    ds = encode_reasons(ds)
     with _results_file(path) as tmp, _small_chunk_cache():
         ds.to_netcdf(tmp, engine="netcdf4", encoding=_netcdf_encoding(ds, block_chunks))
+
+
+# ----------------------------------------------------------------------------- reason codes
+# In a results file, ``reason`` (why each point is invalid; "" when it is valid) is an int32 code
+# per point that indexes ``reason_message``, the table of distinct messages along ``reason_code``
+# (code 0 = "" = valid; the others in order of first appearance over the points, C order). A sweep
+# has a handful of distinct messages, so the file and the opened Dataset hold 4 B per point instead
+# of about 60 B of text. ``open_sweep`` / ``decode_reasons`` give ``reason`` back as text (lazily
+# for a file opened lazily); ``run_sweep`` always returns it decoded.
+REASON_TABLE = "reason_message"
+REASON_DIM = "reason_code"
+_REASON_CODED = {"units": "1", "flag_table": REASON_TABLE,
+                 "coding": "index into reason_message (0 = valid point); mistfast.sweep.decode_reasons(ds) or "
+                           "mistfast.sweep.open_sweep(path) give the text (docs/scaling.md)"}
+
+
+def _reason_index(messages) -> dict[str, int]:
+    """Message -> code: "" first, then the messages in order of first appearance."""
+    table = {"": 0}
+    for m in messages:
+        if m not in table:
+            table[m] = len(table)
+    return table
+
+
+def _reason_codes(reasons: np.ndarray, table: dict[str, int]) -> np.ndarray:
+    uniq, inverse = np.unique(reasons.astype(str), return_inverse=True)
+    return np.array([table[u] for u in uniq.tolist()], np.int32)[inverse].reshape(reasons.shape)
+
+
+def encode_reasons(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with ``reason`` as codes and the ``reason_message`` table (a copy; ``ds`` itself
+    is left as it is). A Dataset without text reasons is returned unchanged."""
+    if "reason" not in ds or ds["reason"].dtype.kind not in "OUS":
+        return ds
+    var = ds["reason"].variable
+    flat = np.asarray(var.values).astype(str).ravel()
+    table = _reason_index(pd_unique(flat))
+    out = ds.copy()
+    out["reason"] = xr.Variable(var.dims, _reason_codes(flat, table).reshape(var.shape), {**var.attrs, **_REASON_CODED})
+    out[REASON_TABLE] = _reason_table_variable(list(table))
+    return out
+
+
+def pd_unique(values: np.ndarray) -> list:
+    """Distinct values in order of first appearance."""
+    import pandas as pd
+    return pd.unique(values).tolist()
+
+
+def _reason_table_variable(messages: list[str]) -> xr.Variable:
+    return xr.Variable((REASON_DIM,), np.array(messages, dtype=object),
+                       {"long_name": "invalid-point reason of each reason code",
+                        "description": "reason_message[reason] is why a point is invalid (code 0: valid, '')"})
+
+
+def decode_reasons(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with ``reason`` as text again (what run_sweep returns). A ``reason`` read lazily from
+    a file stays lazy (decoded block by block when it is read); the table variable is dropped."""
+    if REASON_TABLE not in ds or "reason" not in ds or ds["reason"].dtype.kind not in "iu":
+        return ds
+    table = np.asarray(ds[REASON_TABLE].values, dtype=object)
+    var = ds["reason"].variable
+    attrs = {k: v for k, v in var.attrs.items() if k not in _REASON_CODED}
+    if var._in_memory:
+        text = table[np.asarray(var.values)]
+    else:
+        chunks = var.encoding.get("chunksizes") or var.shape   # the file's chunks: each read once
+        codes = ds["reason"].chunk(dict(zip(var.dims, chunks))).data
+        text = codes.map_blocks(lambda c: table[c], dtype=object)
+    out = ds.drop_vars(REASON_TABLE)
+    out["reason"] = xr.Variable(var.dims, text, attrs)
+    return out
+
+
+def open_sweep(path: str | Path, **kw) -> xr.Dataset:
+    """A sweep's results file, opened lazily (xarray.open_dataset) with ``reason`` as text."""
+    return decode_reasons(xr.open_dataset(path, engine="netcdf4", **kw))
+
+
+def _reason_table(parts_dir: Path, chunks, h: str) -> list[str]:
+    """Every distinct reason of the parts, in point order (a first pass over the parts reading
+    one column)."""
+    seen: dict[str, int] = {"": 0}
+    for k, (a, z) in enumerate(chunks):
+        col = P.read_part_columns(parts_dir / P.part_name(k), ["reason"], (k, a, z), h)["reason"]
+        for m in pd_unique(col.astype(str)):
+            seen.setdefault(m, len(seen))
+    return list(seen)
+
+
+def _coded_skeleton(skeleton: xr.Dataset, messages: dict[str, int]) -> xr.Dataset:
+    """The skeleton with ``reason`` as lazy int32 codes and the (small, real) message table."""
+    import dask.array as da
+    var = skeleton["reason"].variable
+    data = da.empty(var.shape, dtype=np.int32, chunks=var.chunks) if var.chunks else np.zeros(var.shape, np.int32)
+    out = skeleton.copy()
+    out["reason"] = xr.Variable(var.dims, data, {**var.attrs, **_REASON_CODED})
+    out[REASON_TABLE] = _reason_table_variable(list(messages))
+    return out
 
 
 def _netcdf_encoding(ds: xr.Dataset, block_chunks: bool) -> dict:
