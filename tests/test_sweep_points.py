@@ -107,3 +107,27 @@ def test_a_sweep_gives_the_same_dataset_through_either_path(monkeypatch):
     from tests.test_sweep import assert_bit_identical
     assert_bit_identical(fast, full)
     assert int((full.status != 0).sum()) == 2   # tp = 3 at both rates
+
+
+# ----------------------------------------------------------------------------- reason codes
+def test_reasons_are_codes_into_a_table_of_distinct_messages(tmp_path):
+    import numpy as np
+    import xarray as xr
+    text = np.array([["", "tp = 3: no"], ["bad: x", "tp = 3: no"], ["", ""]], dtype=object)
+    ds = xr.Dataset({"reason": (("a", "b"), text, {"long_name": "invalid-point reason"}),
+                     "status": (("a", "b"), (text != "").astype(np.int8))})
+    coded = S.encode_reasons(ds)
+    # "" is code 0; the others in order of first appearance in C order
+    assert coded.reason.values.tolist() == [[0, 1], [2, 1], [0, 0]] and coded.reason.dtype == np.int32
+    assert coded.reason_message.values.tolist() == ["", "tp = 3: no", "bad: x"]
+    assert ds.reason.dtype == object   # the argument is left as it was
+    xr.testing.assert_identical(S.decode_reasons(coded), ds)
+    S.write_netcdf(ds, tmp_path / "r.nc")
+    raw = xr.load_dataset(tmp_path / "r.nc")
+    assert raw.reason.dtype == np.int32 and raw.sizes["reason_code"] == 3
+    lazy = S.open_sweep(tmp_path / "r.nc")
+    try:
+        assert not lazy.reason.variable._in_memory   # decoded when read, not when opened
+        xr.testing.assert_identical(lazy.load(), ds)
+    finally:
+        lazy.close()
