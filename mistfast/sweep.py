@@ -377,17 +377,18 @@ def run_chunk(spec: SweepSpec, start: int, stop: int) -> dict[str, np.ndarray]:
     # single-client points go through the kernel together, pipeline points one call each; each
     # list of results is then scattered to its points' rows
     labels = sweep_table_labels(spec)
+    n_quantiles = len(sweep_quantiles(spec))
     where_ = np.asarray(where, np.int64)
     parts_ = [(where_[at], summ) for at, summ in summaries(pts, tables=labels is not None)]
     for name, var in REGISTRY.items():
         if var.dims and var.dims not in (("reject_reason",), ("quantile",)):
             continue  # (n_left_out, on left_out_reason, is counted before the simulation: below)
-        if var.dims == ("quantile",) and not sweep_quantiles(spec):
+        if var.dims == ("quantile",) and not n_quantiles:
             continue
         if name in ("status", "reason"):
             continue
         shape = (n,) + ((len(REJECT_REASONS),) if var.dims == ("reject_reason",) else
-                        (len(sweep_quantiles(spec)),) if var.dims else ())
+                        (n_quantiles,) if var.dims else ())
         arr = np.full(shape, np.nan)
         for rows_at, summ in parts_:
             if name in summ:
