@@ -945,14 +945,14 @@ def encode_reasons(ds: xr.Dataset) -> xr.Dataset:
         return ds
     var = ds["reason"].variable
     flat = np.asarray(var.values).astype(str).ravel()
-    table = _reason_index(pd_unique(flat))
+    table = _reason_index(_distinct_in_order(flat))
     out = ds.copy()
     out["reason"] = xr.Variable(var.dims, _reason_codes(flat, table).reshape(var.shape), {**var.attrs, **_REASON_CODED})
     out[REASON_TABLE] = _reason_table_variable(list(table))
     return out
 
 
-def pd_unique(values: np.ndarray) -> list:
+def _distinct_in_order(values: np.ndarray) -> list:
     """Distinct values in order of first appearance."""
     import pandas as pd
     return pd.unique(values).tolist()
@@ -994,7 +994,7 @@ def _reason_table(parts_dir: Path, chunks, h: str) -> list[str]:
     seen: dict[str, int] = {"": 0}
     for k, (a, z) in enumerate(chunks):
         col = P.read_part_columns(parts_dir / P.part_name(k), ["reason"], (k, a, z), h)["reason"]
-        for m in pd_unique(col.astype(str)):
+        for m in _distinct_in_order(col.astype(str)):
             seen.setdefault(m, len(seen))
     return list(seen)
 
