@@ -256,7 +256,8 @@ def _best_text(ds, objective, constraints, maximize=True) -> str:
 def summary(path, objective, minimize, constraints):
     """Describe a results file (dims, variables, invalid points) and its best configurations."""
     import xarray as xr
-    ds = xr.load_dataset(path, engine="netcdf4")
+    from .sweep import decode_reasons
+    ds = decode_reasons(xr.load_dataset(path, engine="netcdf4"))
     click.echo(f"{path}: mistfast {ds.attrs.get('mistfast_version', '?')}, {ds.attrs.get('n_points', 1)} points")
     click.echo("dims: " + ", ".join(f"{k}={v}" for k, v in ds.sizes.items()))
     from .variables import slo_of

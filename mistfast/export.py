@@ -57,8 +57,9 @@ def export(path: str | Path, fmt: str, output: str | Path | None = None, *, per_
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r}: allowed: {', '.join(FORMATS)}")
     path = Path(path)
+    from .sweep import decode_reasons
     with xr.open_dataset(path, engine="netcdf4") as ds:
-        ds = ds.load()
+        ds = decode_reasons(ds.load())
     df = requests_table(ds) if per_request else points_table(ds)
     out = Path(output) if output else path.with_name(path.stem + ("_requests" if per_request else "") + f".{fmt}")
     if fmt == "csv":

@@ -182,6 +182,8 @@ def lower_points(points: list[Point], log_steps: int = 0, decode_runs: bool = Tr
     n_hash = np.zeros(ns, np.int64)
     arr_l, pr_l, out_l, br_l, ho_l, hi_l = [], [], [], [], [], []
     hbase = 0
+    gv_cache: dict[tuple, np.ndarray] = {}     # sweep points share their run settings and requests
+    hash_cache: dict[int, tuple] = {}
     for s, (q, idx) in enumerate(zip(owner, sub_idx)):
         pt = points[q]
         key = id(pt.client)
@@ -190,19 +192,32 @@ def lower_points(points: list[Point], log_steps: int = 0, decode_runs: bool = Tr
         prm[s], sch[s] = prm_cache[key]
         r = pt.requests._take(idx) if pt.client.dp > 1 else pt.requests
         conc = pt.concurrency if pt.client.dp == 1 else -(-pt.concurrency // pt.client.dp)
-        gv[s] = global_vector(pt.simulation, conc, pt.think_s, r.hash_block_tokens, log_steps, decode_runs)
+        gkey = (id(pt.simulation), conc, pt.think_s, r.hash_block_tokens)
+        if gkey not in gv_cache:
+            gv_cache[gkey] = global_vector(pt.simulation, conc, pt.think_s, r.hash_block_tokens, log_steps, decode_runs)
+        gv[s] = gv_cache[gkey]
         offsets[s + 1] = offsets[s] + len(r)
         arr_l.append(r.arrival_s)
         pr_l.append(r.input_tokens)
         out_l.append(r.output_tokens)
         br_l.append(np.full(len(r), pt.branches, np.int64))
-        ho, hi, nh = dense_hashes(r)
+        if pt.client.dp > 1:   # (a replica's requests are a fresh object: no id to key on)
+            ho, hi, nh = dense_hashes(r)
+        else:
+            if id(r) not in hash_cache:
+                hash_cache[id(r)] = dense_hashes(r)
+            ho, hi, nh = hash_cache[id(r)]
         ho_l.append(ho + hbase)
         hi_l.append(hi)
         hbase += hi.size
         n_hash[s] = nh
-    cat = lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)  # noqa: E731
-    mp = np.stack([metric_vector(pt.simulation, pt.slo, pt.quantiles) for pt in points]) if points else \
+    cat = lambda xs, dt: np.concatenate(xs).astype(dt, copy=False) if xs else np.zeros(0, dt)  # noqa: E731
+    mp_cache: dict[tuple, np.ndarray] = {}
+    for pt in points:
+        mkey = (id(pt.simulation), id(pt.slo), pt.quantiles)
+        if mkey not in mp_cache:
+            mp_cache[mkey] = metric_vector(pt.simulation, pt.slo, pt.quantiles)
+    mp = np.stack([mp_cache[(id(pt.simulation), id(pt.slo), pt.quantiles)] for pt in points]) if points else \
         np.zeros((0, M.N_MPARAMS))
     return LoweredPoints(owner, sub_idx, prm, sch, gv, offsets, cat(arr_l, np.float64), cat(pr_l, np.int64),
                          cat(out_l, np.int64), cat(br_l, np.int64), cat(ho_l, np.int64), cat(hi_l, np.int64),

@@ -380,8 +380,9 @@ def write_report(path: str | Path, out_dir: str | Path) -> Path:
     import xarray as xr
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    from .sweep import decode_reasons
     with xr.open_dataset(path, engine="netcdf4") as ds:
-        ds = ds.load()
+        ds = decode_reasons(ds.load())
     rows = representatives_rows(ds) if "status" in ds else None
     reps = representatives(ds, rows)
     made = []

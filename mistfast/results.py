@@ -113,6 +113,12 @@ def sum_replica_stats(owner, cstats: np.ndarray, n_groups: int) -> tuple[np.ndar
     of a pipeline), summed in replica order; the KV peak and the last finishing step are the
     largest. ``owner``: the group of each row of ``cstats`` (rows x N_CS). Returns (sums, replicas)."""
     rs = np.zeros((n_groups, CL.N_CS))
+    if len(owner) == n_groups and np.array_equal(owner, np.arange(n_groups)):
+        # one replica per group: the loop below without the loop (same values: 0 + x, max(0.0, x))
+        rs += cstats
+        for col in (CL.CS_KV_PEAK, CL.CS_FINISH_STEP_START):
+            rs[:, col] = np.where(cstats[:, col] > 0.0, cstats[:, col], 0.0)
+        return rs, np.ones(n_groups)
     nrep = np.zeros(n_groups)
     for row, q in enumerate(owner):
         peak = max(rs[q, CL.CS_KV_PEAK], cstats[row, CL.CS_KV_PEAK])
@@ -131,20 +137,16 @@ def engine_vars(rs: np.ndarray, nrep: np.ndarray, clients, end: np.ndarray) -> d
     single-client points and of every client entry of a pipeline."""
     end = np.maximum(end, 1e-300)
     v: dict[str, np.ndarray] = {}
+    per_client = _client_constants(clients)
     v["busy_fraction"] = rs[:, CL.CS_BUSY] / nrep / end   # mean busy time per replica
-    kvb = np.array([max(c.kv_capacity_blocks(), 1) for c in clients], dtype=float)
     v["kv_util_mean"], v["kv_util_peak"] = kv_utilisation(rs[:, CL.CS_KV_BLOCK_S], rs[:, CL.CS_KV_PEAK],
-                                                          rs[:, CL.CS_BUSY], kvb)
-    fpk = np.array([c.device.peak_flops(c.precision.compute) for c in clients])
-    bwd = np.array([c.device.memory_bandwidth_GBps * 1e9 for c in clients])
+                                                          rs[:, CL.CS_BUSY], per_client("kv_blocks"))
     # the step's work covers every PP stage: per device, it is shared by the pp stages' devices
-    pps = np.array([c.pp for c in clients], dtype=float)
-    v["mfu"] = utilisation(rs[:, CL.CS_FLOPS], nrep * pps, fpk, end)
-    v["mbu"] = utilisation(rs[:, CL.CS_BYTES], nrep * pps, bwd, end)
+    pps = per_client("pp")
+    v["mfu"] = utilisation(rs[:, CL.CS_FLOPS], nrep * pps, per_client("peak_flops"), end)
+    v["mbu"] = utilisation(rs[:, CL.CS_BYTES], nrep * pps, per_client("bandwidth"), end)
     # every replica's devices: busy for their replica's busy time, idle for the rest of the run
-    v["energy_J"] = device_energy_J(np.array([c.device.tdp_W for c in clients]),
-                                    np.array([c.device.idle_power_W for c in clients]),
-                                    np.array([c.tp * c.pp for c in clients], dtype=float),
+    v["energy_J"] = device_energy_J(per_client("tdp_W"), per_client("idle_W"), per_client("devices"),
                                     rs[:, CL.CS_BUSY], rs[:, CL.CS_TC], rs[:, CL.CS_TM], rs[:, CL.CS_TN],
                                     np.maximum(nrep * end - rs[:, CL.CS_BUSY], 0.0))
     return v
@@ -166,13 +168,14 @@ def point_summary(points, out, rs, end_time, nrep) -> dict[str, np.ndarray]:
         s[k] = eng[k]
     s["preemptions"] = rs[:, CL.CS_PREEMPT]
     s["recomputed_tokens"] = rs[:, CL.CS_RECOMP]
-    s["kv_capacity_tokens"] = np.array([min(c.kv_capacity_tokens(), 2**62) for c in clients], dtype=float)
-    s["weights_GiB_per_device"] = np.array([c.weight_bytes_device() / 2**30 for c in clients])
+    per_client = _client_constants(clients)
+    s["kv_capacity_tokens"] = per_client("kv_tokens")
+    s["weights_GiB_per_device"] = per_client("weights_GiB")
     s["energy_J"] = eng["energy_J"]
     s["energy_per_output_token_J"] = s["energy_J"] / np.maximum(out[:, M.O_OUT_TOKENS], 1)
     from .power import apply_to_points  # no TDP -> NaN energy; estimated idle flagged (docs/idle-power.md)
     apply_to_points(s, [[c.device] for c in clients])
-    cost_vars(s, np.array([c.device.price_usd_per_hour * c.num_devices for c in clients]), end, out[:, M.O_OUT_TOKENS])
+    cost_vars(s, per_client("price_usd_per_hour"), end, out[:, M.O_OUT_TOKENS])
     s["steps_outside_calibration"] = rs[:, CL.CS_OUT_OF_RANGE]
     mist = np.array([pt.simulation.metrics == "mist" for pt in points])
     if mist.any():
@@ -180,6 +183,29 @@ def point_summary(points, out, rs, end_time, nrep) -> dict[str, np.ndarray]:
         apply_mist_metrics(s, out, rs[:, CL.CS_DEC_SEQS], rs[:, CL.CS_DEC_SEQ_S],
                            rs[:, CL.CS_FINISH_STEP_START] - warm, mist)
     return s
+
+def _client_constants(clients):
+    """``per_client(name)``: one value per point of a client quantity (as float64), computed once
+    per distinct client object (the points of a sweep share them) and gathered to the points."""
+    first: dict[int, int] = {}
+    where = np.array([first.setdefault(id(c), len(first)) for c in clients], np.int64)
+    uniq = [None] * len(first)
+    for c in clients:
+        uniq[first[id(c)]] = c
+    quantities = {
+        "kv_blocks": lambda c: max(c.kv_capacity_blocks(), 1),
+        "peak_flops": lambda c: c.device.peak_flops(c.precision.compute),
+        "bandwidth": lambda c: c.device.memory_bandwidth_GBps * 1e9,
+        "kv_tokens": lambda c: min(c.kv_capacity_tokens(), 2**62),
+        "weights_GiB": lambda c: c.weight_bytes_device() / 2**30,
+        "tdp_W": lambda c: c.device.tdp_W, "idle_W": lambda c: c.device.idle_power_W,
+        "devices": lambda c: c.tp * c.pp, "pp": lambda c: c.pp,
+        "price_usd_per_hour": lambda c: c.device.price_usd_per_hour * c.num_devices}
+
+    def per_client(name: str) -> np.ndarray:
+        return np.array([quantities[name](c) for c in uniq], dtype=float)[where]
+    return per_client
+
 
 def apply_mist_metrics(s: dict, out: np.ndarray, dec_seqs: np.ndarray, dec_seq_s: np.ndarray,
                        window_s: np.ndarray, where: np.ndarray) -> None:

@@ -83,6 +83,8 @@ def _replica_order(points, lo: LoweredPoints):
     for q, pt in enumerate(points):
         pt_off[q + 1] = pt_off[q] + len(pt.requests)
     N = int(lo.offsets[-1])
+    if len(lo.owner) == P:   # one replica per point: sub-points are the points, in request order
+        return pt_off, np.arange(N, dtype=np.int64), np.zeros(N, np.int32)
     perm = np.empty(N, np.int64)
     replica = np.empty(N, np.int32)
     rep_count: dict[int, int] = {}
@@ -96,6 +98,8 @@ def _replica_order(points, lo: LoweredPoints):
 def _point_stats(P, owner, cstats, runstats):
     """Per-point engine statistics (results.sum_replica_stats) and end: the latest replica's end."""
     rs, nrep = sum_replica_stats(owner, cstats[:, 0], P)
+    if len(owner) == P and np.array_equal(owner, np.arange(P)):   # one replica per point: no loop
+        return rs, np.where(runstats[:, 0] > 0.0, runstats[:, 0], 0.0), nrep
     end = np.zeros(P)
     for s, q in enumerate(owner):
         end[q] = max(end[q], runstats[s, 0])

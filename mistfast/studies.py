@@ -28,7 +28,8 @@ def table2_limits(rag: bool = False) -> dict[str, float]:
 
 
 def _open(src) -> xr.Dataset:
-    return src if isinstance(src, xr.Dataset) else xr.open_dataset(Path(src))
+    from .sweep import open_sweep
+    return src if isinstance(src, xr.Dataset) else open_sweep(Path(src))
 
 
 def _as_strategies(ds: xr.Dataset) -> xr.Dataset:

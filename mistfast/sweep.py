@@ -195,7 +195,7 @@ def point_values(spec: SweepSpec, start: int = 0, stop: int | None = None) -> li
         return [()][start:stop]
     if spec.mode == "product":
         idx = np.unravel_index(np.arange(start, stop), spec.shape)
-        return [tuple(a.values[int(i[j])] for a, i in zip(spec.axes, idx)) for j in range(stop - start)]
+        return list(zip(*[[a.values[k] for k in i.tolist()] for a, i in zip(spec.axes, idx)]))
     if spec.mode == "zip":
         return list(zip(*[a.values[start:stop] for a in spec.axes]))
     return _sample_values(spec)[start:stop]
@@ -295,8 +295,9 @@ class _ChunkContext:
     """What every point of a chunk shares: the merged base document, the working directory and
     the seed keys already computed (points differing only in hardware share a key)."""
 
-    def __init__(self, spec: SweepSpec):
-        self.base_doc = deep_merge(DEFAULT_SCENARIO, spec.base)
+    def __init__(self, spec: SweepSpec, builder=None):
+        self.builder = builder
+        self.base_doc = deep_merge(DEFAULT_SCENARIO, spec.base) if builder is None else builder.base_doc
         self.cwd = os.getcwd()
         self.keys: dict = {}
 
@@ -311,7 +312,28 @@ class _ChunkContext:
 
 def _build_point(spec: SweepSpec, values: tuple, ctx: _ChunkContext):
     """build_point, plus the point's trace requests left out per reason (None if invalid, and
-    for pipeline points, whose requests run_chunk builds)."""
+    for pipeline points, whose requests run_chunk builds). Valid points come from the sweep's
+    validated sections (sweep_points.PointBuilder); anything else takes the full path, so that an
+    invalid point's message is the one its scenario file would give."""
+    builder = ctx.builder
+    if builder is not None and builder.ok:
+        both = builder.derived_values(values)
+        derived = both[0] if both else {}
+        scen, why = (None, "") if both is None else builder.scenario(values, both[1])
+        if why:
+            return None, why, derived, None
+        if scen is not None:
+            try:
+                ss = builder.seed_sequence(scen.simulation.seed, spec.seed, ctx.seed_key(spec, values, derived))
+                reqs, left = _cached_requests_report(scen, ss, ctx.cwd)
+                return any_point(scen, ss, reqs), "", derived, left
+            except (SpecError, ZeroDivisionError):
+                pass   # the full path gives the message
+    return _build_point_full(spec, values, ctx)
+
+
+def _build_point_full(spec: SweepSpec, values: tuple, ctx: _ChunkContext):
+    """_build_point through the point's whole scenario document (parse_scenario)."""
     derived: dict = {}  # kept for invalid points too, when the expressions could be evaluated
     try:
         doc, derived = point_doc(spec, values, ctx.base_doc)
@@ -338,7 +360,8 @@ def run_chunk(spec: SweepSpec, start: int, stop: int) -> dict[str, np.ndarray]:
     pts, where, reasons = [], [], []
     derived_cols: dict[str, list] = {name: [np.nan] * len(allv) for name, _, _ in spec.derived}
     left_out = np.full((len(allv), len(LEFT_OUT_REASONS)), np.nan)   # invalid points: NaN
-    ctx = _ChunkContext(spec)
+    from .sweep_points import builder_for
+    ctx = _ChunkContext(spec, builder_for(spec, _spec_hash(spec)).start_chunk())
     for i, vals in enumerate(allv):
         pt, why, der, left = _build_point(spec, vals, ctx)
         reasons.append(why)
@@ -354,17 +377,18 @@ def run_chunk(spec: SweepSpec, start: int, stop: int) -> dict[str, np.ndarray]:
     # single-client points go through the kernel together, pipeline points one call each; each
     # list of results is then scattered to its points' rows
     labels = sweep_table_labels(spec)
+    n_quantiles = len(sweep_quantiles(spec))
     where_ = np.asarray(where, np.int64)
     parts_ = [(where_[at], summ) for at, summ in summaries(pts, tables=labels is not None)]
     for name, var in REGISTRY.items():
         if var.dims and var.dims not in (("reject_reason",), ("quantile",)):
             continue  # (n_left_out, on left_out_reason, is counted before the simulation: below)
-        if var.dims == ("quantile",) and not sweep_quantiles(spec):
+        if var.dims == ("quantile",) and not n_quantiles:
             continue
         if name in ("status", "reason"):
             continue
         shape = (n,) + ((len(REJECT_REASONS),) if var.dims == ("reject_reason",) else
-                        (len(sweep_quantiles(spec)),) if var.dims else ())
+                        (n_quantiles,) if var.dims else ())
         arr = np.full(shape, np.nan)
         for rows_at, summ in parts_:
             if name in summ:
@@ -387,7 +411,20 @@ def run_chunk(spec: SweepSpec, start: int, stop: int) -> dict[str, np.ndarray]:
 def sweep_table_labels(spec: SweepSpec) -> dict[str, list] | None:
     """Client, stage-kind and resource labels of the sweep's pipeline points (sweep_tables.py)."""
     from .sweep_tables import table_labels
-    return table_labels(spec, _spec_hash(spec), point_values, point_doc)
+    return table_labels(spec, _spec_hash(spec), _label_points, point_doc)
+
+
+def _label_points(spec: SweepSpec) -> list[tuple]:
+    """The points the table-label scan must visit, in point order: of a product without derived
+    quantities, the first point of each combination of the axes that can change the topology
+    (every other axis at its first value) — the points where each topology first appears."""
+    from itertools import product
+
+    from .sweep_tables import _topology_path
+    if spec.mode != "product" or spec.derived or not spec.axes:
+        return point_values(spec)
+    ranges = [range(len(a.values)) if _topology_path(a.path) else range(1) for a in spec.axes]
+    return [tuple(a.values[i] for a, i in zip(spec.axes, idx)) for idx in product(*ranges)]
 
 
 def _chunks(n: int, size: int) -> list[tuple[int, int]]:
@@ -670,7 +707,7 @@ def _assemble_from_parts(spec, parts_dir, chunks, manifest, h, output) -> xr.Dat
     if spec.n_points <= LOAD_MAX_POINTS:  # small enough to hold: the very Dataset of an in-memory run
         names = list(P.part_layout(parts_dir / P.part_name(0)))
         return assemble(spec, P.read_flat_block(parts_dir, names, 0, spec.n_points, chunks, spec.chunk_points, h))
-    return xr.open_dataset(output, engine="netcdf4")
+    return open_sweep(output)
 
 
 # points per assembly block: all variables of one block are held at once (~70 x 8 B x 16,384 = 9 MB)
@@ -691,11 +728,13 @@ def write_parts_netcdf(spec, parts_dir: Path, chunks, nan_vars: set, h: str, out
     layout = P.part_layout(parts_dir / P.part_name(0))
     shape = spec.shape if spec.axes else ()   # a sweep without axes is one point: scalar variables
     grid = P.block_grid(shape, BLOCK_POINTS) if spec.axes else ()
-    skeleton = _dataset(spec, _skeleton_columns(layout, shape, grid), nan_vars, n_invalid=0)
+    messages = _reason_index(_reason_table(parts_dir, chunks, h))
+    skeleton = _coded_skeleton(_dataset(spec, _skeleton_columns(layout, shape, grid), nan_vars, n_invalid=0),
+                               messages)
     encoding = _netcdf_encoding(skeleton, block_chunks=False)
     file_chunks = P.file_chunk_shape(shape, BLOCK_POINTS)
     for name in skeleton.data_vars:  # the sweep's dims in the file's chunk shape, other dims whole
-        if shape:
+        if shape and name != REASON_TABLE:
             encoding.setdefault(name, {})["chunksizes"] = file_chunks + skeleton[name].shape[len(shape):]
     n_invalid = 0
     with _results_file(output) as tmp, _small_chunk_cache():
@@ -705,6 +744,7 @@ def write_parts_netcdf(spec, parts_dir: Path, chunks, nan_vars: set, h: str, out
             for region, first, stop in _blocks(shape, grid):
                 block = P.read_flat_block(parts_dir, list(layout), first, stop, chunks, spec.chunk_points, h)
                 n_invalid += int(np.count_nonzero(block["status"]))
+                block["reason"] = _reason_codes(block["reason"], messages)
                 _write_block(store.ds, skeleton, encoding, block, region)
             store.ds.setncattr("n_invalid", n_invalid)
         finally:
@@ -865,8 +905,109 @@ def write_netcdf(ds: xr.Dataset, path: str | Path, block_chunks: bool = False) -
     the temporary file is removed, nothing is left under ``path``, and one SweepOutputError line
     says why. Dask-backed variables are written block by block; with ``block_chunks`` the file's
     HDF5 chunks are the dask blocks, so every block writes whole chunks."""
+    ds = encode_reasons(ds)
     with _results_file(path) as tmp, _small_chunk_cache():
         ds.to_netcdf(tmp, engine="netcdf4", encoding=_netcdf_encoding(ds, block_chunks))
+
+
+# ----------------------------------------------------------------------------- reason codes
+# In a results file, ``reason`` (why each point is invalid; "" when it is valid) is an int32 code
+# per point that indexes ``reason_message``, the table of distinct messages along ``reason_code``
+# (code 0 = "" = valid; the others in order of first appearance over the points, C order). A sweep
+# has a handful of distinct messages, so the file and the opened Dataset hold 4 B per point instead
+# of about 60 B of text. ``open_sweep`` / ``decode_reasons`` give ``reason`` back as text (lazily
+# for a file opened lazily); ``run_sweep`` always returns it decoded.
+REASON_TABLE = "reason_message"
+REASON_DIM = "reason_code"
+_REASON_CODED = {"units": "1", "flag_table": REASON_TABLE,
+                 "coding": "index into reason_message (0 = valid point); mistfast.sweep.decode_reasons(ds) or "
+                           "mistfast.sweep.open_sweep(path) give the text (docs/scaling.md)"}
+
+
+def _reason_index(messages) -> dict[str, int]:
+    """Message -> code: "" first, then the messages in order of first appearance."""
+    table = {"": 0}
+    for m in messages:
+        if m not in table:
+            table[m] = len(table)
+    return table
+
+
+def _reason_codes(reasons: np.ndarray, table: dict[str, int]) -> np.ndarray:
+    uniq, inverse = np.unique(reasons.astype(str), return_inverse=True)
+    return np.array([table[u] for u in uniq.tolist()], np.int32)[inverse].reshape(reasons.shape)
+
+
+def encode_reasons(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with ``reason`` as codes and the ``reason_message`` table (a copy; ``ds`` itself
+    is left as it is). A Dataset without text reasons is returned unchanged."""
+    if "reason" not in ds or ds["reason"].dtype.kind not in "OUS":
+        return ds
+    var = ds["reason"].variable
+    flat = np.asarray(var.values).astype(str).ravel()
+    table = _reason_index(_distinct_in_order(flat))
+    out = ds.copy()
+    out["reason"] = xr.Variable(var.dims, _reason_codes(flat, table).reshape(var.shape), {**var.attrs, **_REASON_CODED})
+    out[REASON_TABLE] = _reason_table_variable(list(table))
+    return out
+
+
+def _distinct_in_order(values: np.ndarray) -> list:
+    """Distinct values in order of first appearance."""
+    import pandas as pd
+    return pd.unique(values).tolist()
+
+
+def _reason_table_variable(messages: list[str]) -> xr.Variable:
+    return xr.Variable((REASON_DIM,), np.array(messages, dtype=object),
+                       {"long_name": "invalid-point reason of each reason code",
+                        "description": "reason_message[reason] is why a point is invalid (code 0: valid, '')"})
+
+
+def decode_reasons(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with ``reason`` as text again (what run_sweep returns). A ``reason`` read lazily from
+    a file stays lazy (decoded block by block when it is read); the table variable is dropped."""
+    if REASON_TABLE not in ds or "reason" not in ds or ds["reason"].dtype.kind not in "iu":
+        return ds
+    table = np.asarray(ds[REASON_TABLE].values, dtype=object)
+    var = ds["reason"].variable
+    attrs = {k: v for k, v in var.attrs.items() if k not in _REASON_CODED}
+    if var._in_memory:
+        text = table[np.asarray(var.values)]
+    else:
+        chunks = var.encoding.get("chunksizes") or var.shape   # the file's chunks: each read once
+        codes = ds["reason"].chunk(dict(zip(var.dims, chunks))).data
+        text = codes.map_blocks(lambda c: table[c], dtype=object)
+    out = ds.drop_vars(REASON_TABLE)
+    out["reason"] = xr.Variable(var.dims, text, attrs)
+    return out
+
+
+def open_sweep(path: str | Path, **kw) -> xr.Dataset:
+    """A sweep's results file, opened lazily (xarray.open_dataset) with ``reason`` as text."""
+    return decode_reasons(xr.open_dataset(path, engine="netcdf4", **kw))
+
+
+def _reason_table(parts_dir: Path, chunks, h: str) -> list[str]:
+    """Every distinct reason of the parts, in point order (a first pass over the parts reading
+    one column)."""
+    seen: dict[str, int] = {"": 0}
+    for k, (a, z) in enumerate(chunks):
+        col = P.read_part_columns(parts_dir / P.part_name(k), ["reason"], (k, a, z), h)["reason"]
+        for m in _distinct_in_order(col.astype(str)):
+            seen.setdefault(m, len(seen))
+    return list(seen)
+
+
+def _coded_skeleton(skeleton: xr.Dataset, messages: dict[str, int]) -> xr.Dataset:
+    """The skeleton with ``reason`` as lazy int32 codes and the (small, real) message table."""
+    import dask.array as da
+    var = skeleton["reason"].variable
+    data = da.empty(var.shape, dtype=np.int32, chunks=var.chunks) if var.chunks else np.zeros(var.shape, np.int32)
+    out = skeleton.copy()
+    out["reason"] = xr.Variable(var.dims, data, {**var.attrs, **_REASON_CODED})
+    out[REASON_TABLE] = _reason_table_variable(list(messages))
+    return out
 
 
 def _netcdf_encoding(ds: xr.Dataset, block_chunks: bool) -> dict:

@@ -122,8 +122,10 @@ def test_sweep_output_summary_and_resume(tiny, tmp_path):
     assert "12 points in" in res.output and "4 invalid" in res.output
     assert f"results: {out}" in res.output
     assert "best configurations by output_tok_s_per_usd_per_hour" in res.output and "per batching" in res.output
-    ds = xr.load_dataset(out, engine="netcdf4")
-    assert dict(ds.sizes) == {"tp": 3, "batching": 2, "rate_rps": 2, "reject_reason": 4, "left_out_reason": 3, "client": 1, "stage_kind": 8, "resource": 0}
+    ds = xr.load_dataset(out, engine="netcdf4")   # the file: reason as codes into 2 messages ("", tp = 3's)
+    assert dict(ds.sizes) == {"tp": 3, "batching": 2, "rate_rps": 2, "reject_reason": 4, "left_out_reason": 3,
+                              "client": 1, "stage_kind": 8, "resource": 0, "reason_code": 2}
+    assert ds.reason.dtype == np.int32 and ds.reason_message.values[0] == ""
     assert int((ds.status != 0).sum()) == 4
 
     summ = invoke("summary", out).output

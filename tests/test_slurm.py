@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mistfast.sweep import run_sweep
+from mistfast.sweep import open_sweep, run_sweep
 
 from .test_sweep import assert_bit_identical, assert_same_values, make_spec
 
@@ -78,4 +78,4 @@ def test_sweep_on_slurm_is_bit_identical_to_serial(slurm, tmp_path):
             ds = run_sweep(spec, out, client=client, chunk_points=4)
     assert_bit_identical(ds, reference)
     import xarray as xr
-    assert_same_values(xr.load_dataset(out, engine="netcdf4"), reference)
+    assert_same_values(open_sweep(out).load(), reference)

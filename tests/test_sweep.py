@@ -186,7 +186,7 @@ def test_killed_worker_loses_no_point(spec, reference, cluster_client, tmp_path,
     if to_disk:
         assert sorted(p.name for p in Path(str(out) + ".parts").glob("chunk-*.npz")) == \
             [f"chunk-{k:06d}.npz" for k in range(8)]
-        assert_same_values(xr.load_dataset(out, engine="netcdf4"), ds)
+        assert_same_values(S.open_sweep(out).load(), ds)
 
 
 # ----------------------------------------------------------------------------- resume
@@ -453,7 +453,7 @@ def test_netcdf_round_trip_and_registry(spec, reference, tmp_path):
     ds = run_sweep(spec, out)
     assert_bit_identical(ds, reference)
     check_dataset(ds, extra_dims=("device", "tp", "batching", "rate_rps"))
-    back = xr.open_dataset(out, engine="netcdf4")
+    back = S.open_sweep(out)   # reason decoded from its codes
     try:
         check_dataset(back, extra_dims=("device", "tp", "batching", "rate_rps"))
         assert_same_values(back, ds)
