@@ -114,9 +114,10 @@ def test_step_without_kernels_is_bit_identical_to_the_compiled_kernel(kw):
 
 # ----------------------------------------------------------------------------- deferred kernels
 def test_deferred_kernels_become_dispatchers_on_first_use():
-    """Before the first call a kernel is a DeferredKernel (no numba); the first call makes every
-    dispatcher and swaps it into the package's modules, including names imported from another
-    kernel module, so compiled callers only ever see dispatchers."""
+    """Before the first call a kernel is a DeferredKernel (no numba). With light loading the first
+    call makes only that kernel's dispatcher (a command loads one or two entry points); making all
+    of them (as before any compile) swaps every dispatcher into the package's modules, including
+    names imported from another kernel module, so compiled callers only ever see dispatchers."""
     code = """
         import json, sys
         import numpy as np
@@ -129,18 +130,57 @@ def test_deferred_kernels_become_dispatchers_on_first_use():
         from mistfast.stepmodel import step_latency, client_params
         lat = step_latency(make_client("llama-3.1-8b", "H100"), prefill=[(0, 512)])   # first call
         from numba.core.dispatcher import Dispatcher
+        made = sum(k._dispatcher is not None for k in NB._DEFERRED)
+        first = isinstance(held._dispatcher, Dispatcher)
+        NB.ensure_compiled_kernels()
         kernels = [v for mod in (ST, E, M) for v in vars(mod).values()
                    if isinstance(v, (Dispatcher, NB.DeferredKernel))]
         after = [isinstance(v, Dispatcher) for v in kernels]
         # the old reference forwards to the same dispatcher
-        print(json.dumps({"before": before, "n": len(kernels), "after": all(after),
+        print(json.dumps({"before": before, "n": len(kernels), "after": all(after), "first": first,
+                          "made": made, "light": NB.CACHE and NB.LIGHT_LOAD,
                           "same": held._dispatcher is ST.step_time, "py": held.py_func is ST.step_time.py_func,
                           "scipy_linalg": "scipy.linalg" in sys.modules}))
     """
     res = _fresh(code)
     assert res["before"] == ["DeferredKernel", False, True]
+    assert res["first"]
+    if res["light"]:
+        assert res["made"] == 1
     assert res["n"] > 10 and res["after"] and res["same"] and res["py"]
     assert res["scipy_linalg"] is False
+
+
+def test_a_lightly_loaded_kernel_links_into_a_later_compile():
+    """Light loading leaves a cached kernel's linking bitcode unparsed; a function compiled later
+    in the same process that calls the kernel must still link it and get the kernel's numbers."""
+    code = """
+        import json
+        import numba
+        import numpy as np
+        from mistfast import _numba as NB
+        from mistfast.kernels import steptime as ST
+        from mistfast.specs import make_client
+        from mistfast.stepmodel import step_latency
+        c = make_client("llama-3.1-8b", "H100")
+        from mistfast.stepmodel import client_params
+        ref = step_latency(c, prefill=[(0, 512)]).total_s          # loads step_time lightly
+        lib = ST.step_time.overloads[ST.step_time.signatures[0]].library
+        lazy = type(lib).__name__
+        step_time = ST.step_time
+
+        @numba.njit
+        def twice(prm, past, new, n, done, br, sh, kv, nd, out):
+            return step_time(prm, past, new, n, done, br, sh, kv, nd, out) + \
+                step_time(prm, past, new, n, done, br, sh, kv, nd, out)
+        e = np.zeros(0)
+        out = twice(client_params(c), np.zeros(1), np.full(1, 512.0), 1, 1.0, e, e, e, 0, np.zeros(ST.N_OUT))
+        print(json.dumps({"lazy": lazy, "light": NB.CACHE and NB.LIGHT_LOAD, "ref": ref, "out": out}))
+    """
+    res = _fresh(code)
+    assert res["ref"] > 0 and res["out"] == 2 * res["ref"]
+    if res["light"]:
+        assert res["lazy"] == "LazyLinkingLibrary"
 
 
 def test_deferred_kernel_pickles_by_reference_and_keeps_its_name():
