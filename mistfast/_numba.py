@@ -76,6 +76,8 @@ def kernel_cache_dir() -> str | None:
 
 
 _CACHE_DIR = kernel_cache_dir() if CACHE else None
+# call a cached kernel's machine code without importing numba when possible (_kernel_image.py)
+IMAGES = CACHE and os.environ.get("MISTFAST_KERNEL_IMAGES", "1") not in ("0", "false", "no")
 
 
 class DeferredKernel:
@@ -96,6 +98,11 @@ class DeferredKernel:
         self._dispatcher = None
 
     def __call__(self, *args, **kwargs):
+        if self._dispatcher is None and IMAGES and not kwargs and not self._options.get("parallel"):
+            from ._kernel_image import call   # the cached machine code without numba, if it matches
+            done, result = call(_CACHE_DIR, self.__module__, self.__qualname__, args)
+            if done:
+                return result
         return (self._dispatcher or _materialize(self))(*args, **kwargs)
 
     def __getattr__(self, name):  # only for attributes not set above: the dispatcher's
@@ -176,9 +183,26 @@ def _materialize(kernel: DeferredKernel | None = None):
                     for key, val in list(space.items()):
                         if isinstance(val, DeferredKernel):
                             space[key] = val._dispatcher
+                        elif isinstance(val, _LazyNumba):
+                            space[key] = sys.modules["numba"]
             _DEFERRED.clear()
             _READY = True
     return None if kernel is None else kernel._dispatcher
+
+
+class _LazyNumba:
+    """Stands for the numba module in a kernel module's globals (for ``numba.prange``) so that
+    importing the module does not import numba; every module's placeholder is replaced by numba
+    itself before anything is compiled (``_materialize``). Attribute access imports numba."""
+
+    def __getattr__(self, name):
+        import numba
+        return getattr(numba, name)
+
+
+def lazy_numba():
+    """The numba module once every kernel has its dispatcher, else a placeholder for it."""
+    return sys.modules["numba"] if _READY else _LazyNumba()
 
 
 def ensure_compiled_kernels() -> None:

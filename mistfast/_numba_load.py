@@ -52,7 +52,11 @@ def light_loading_cache():
                 if not self._enabled:
                     return None
                 data = self._cache_file.load(self._index_key(sig, target_context.codegen()))
-                return None if data is None else rebuild_compile_result(target_context, *data)
+                if data is None:
+                    return None
+                result = rebuild_compile_result(target_context, *data)
+                _save_image(data)
+                return result
 
         _LIGHT_CACHE = LightLoadingCache
     return _LIGHT_CACHE
@@ -114,3 +118,15 @@ def _lazy_library_class(base):
 
         cls = _LAZY_LIBRARY_CLASSES[base] = LazyLinkingLibrary
     return cls
+
+
+def _save_image(payload) -> None:
+    """Keep the kernel just loaded as an image that the next process runs without numba
+    (``_kernel_image.py``): plain nopython code only."""
+    libdata, fndesc, env, signature, objectmode, lifted, typeann, reload_init, referenced_envs = payload
+    if objectmode or lifted or reload_init:
+        return
+    from ._kernel_image import write_image
+    from ._numba import _CACHE_DIR, IMAGES
+    if IMAGES:
+        write_image(_CACHE_DIR, libdata, fndesc, env, signature, referenced_envs)
