@@ -152,9 +152,18 @@ def _dispatcher(fn, options):
 
 def _light_loading_cache():
     """numba's function cache with a lighter loading of cached kernels (``_numba_load.py``, kept
-    out of this file because this file is part of the kernel cache key)."""
+    out of this file because this file is part of the kernel cache key); kernels it loads are
+    also saved as images (``_kernel_image.py``) when those are on."""
     from ._numba_load import light_loading_cache
-    return light_loading_cache()
+    return light_loading_cache(blas_guard=_blas_check_without_scipy_linalg, before_compile=_before_compile,
+                               image_dir=_CACHE_DIR if IMAGES else None)
+
+
+def _before_compile() -> None:
+    """A cache miss: numba compiles next. Every kernel needs its dispatcher first (compiled callers
+    look their callees up in module globals), and numba sets up its registries (BLAS check first)."""
+    _materialize()
+    _check_blas_without_scipy_linalg()
 
 
 def _materialize(kernel: DeferredKernel | None = None):

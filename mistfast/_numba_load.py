@@ -28,24 +28,24 @@ _LIGHT_CACHE = None
 _LAZY_LIBRARY_CLASSES: dict = {}
 
 
-def light_loading_cache():
-    """The :class:`LightLoadingCache` class (made on first use: it subclasses numba's)."""
+def light_loading_cache(blas_guard, before_compile, image_dir):
+    """The :class:`LightLoadingCache` class (made on first use: it subclasses numba's).
+    ``blas_guard()``: context in which numba's BLAS check may run without importing scipy.linalg;
+    ``before_compile()``: called on a cache miss, before numba compiles; ``image_dir``: where
+    loaded kernels are saved as images (None: not saved)."""
     global _LIGHT_CACHE
     if _LIGHT_CACHE is None:
         from numba.core.caching import FunctionCache
-
-        from ._numba import _blas_check_without_scipy_linalg, _check_blas_without_scipy_linalg, _materialize
 
         class LightLoadingCache(FunctionCache):
             def load_overload(self, sig, target_context):
                 from numba.core.runtime import rtsys
                 import numba.cpython.hashing  # noqa: F401  (registers the hash-secret symbols)
                 rtsys.initialize(target_context)
-                with self._guard_against_spurious_io_errors(), _blas_check_without_scipy_linalg():
+                with self._guard_against_spurious_io_errors(), blas_guard():
                     data = self._load_overload(sig, target_context)
-                if data is None:  # numba compiles next: every kernel needs its dispatcher, and
-                    _materialize()  # numba sets up its registries (BLAS check first)
-                    _check_blas_without_scipy_linalg()
+                if data is None:
+                    before_compile()
                 return data
 
             def _load_overload(self, sig, target_context):
@@ -55,7 +55,8 @@ def light_loading_cache():
                 if data is None:
                     return None
                 result = rebuild_compile_result(target_context, *data)
-                _save_image(data)
+                if image_dir:
+                    _save_image(data, image_dir)
                 return result
 
         _LIGHT_CACHE = LightLoadingCache
@@ -120,13 +121,11 @@ def _lazy_library_class(base):
     return cls
 
 
-def _save_image(payload) -> None:
+def _save_image(payload, image_dir) -> None:
     """Keep the kernel just loaded as an image that the next process runs without numba
     (``_kernel_image.py``): plain nopython code only."""
     libdata, fndesc, env, signature, objectmode, lifted, typeann, reload_init, referenced_envs = payload
     if objectmode or lifted or reload_init:
         return
     from ._kernel_image import write_image
-    from ._numba import _CACHE_DIR, IMAGES
-    if IMAGES:
-        write_image(_CACHE_DIR, libdata, fndesc, env, signature, referenced_envs)
+    write_image(image_dir, libdata, fndesc, env, signature, referenced_envs)

@@ -417,3 +417,30 @@ def test_quick_summary_is_the_datasets_summary(example):
     for name, value in quick.items():
         if name in ds and ds[name].ndim == np.ndim(value):
             assert np.array_equal(np.asarray(ds[name].values, float), np.asarray(value, float), equal_nan=True), name
+
+
+# ----------------------------------------------------------------------------- parsed TOML copies
+def test_toml_copies_give_the_parsed_file_and_never_a_stale_one(tmp_path, monkeypatch):
+    from mistfast import tomlcache
+    from mistfast.catalog import data_dir, tomllib
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    for name in ("calibration.toml", "devices.toml", "models.toml"):
+        path = data_dir() / name
+        with open(path, "rb") as f:
+            ref = tomllib.load(f)
+        assert tomlcache.load_toml(path) == ref          # parsed, copy written
+        assert tomlcache.load_toml(path) == ref          # from the copy
+    assert len(list((tmp_path / "cache" / "mistfast" / "toml").glob("*.marshal"))) == 3
+    f = tmp_path / "x.toml"
+    f.write_text("a = 1\n[t]\nb = [1.5, 'x']\n")
+    assert tomlcache.load_toml(f) == {"a": 1, "t": {"b": [1.5, "x"]}}
+    f.write_text("a = 2\n")                                # same size class, new content: new copy
+    assert tomlcache.load_toml(f) == {"a": 2}
+    for copy in (tmp_path / "cache" / "mistfast" / "toml").glob("*.marshal"):
+        copy.write_bytes(b"\x00damaged")                   # a damaged copy: parsed again
+    assert tomlcache.load_toml(f) == {"a": 2}
+    f.write_text("d = 2024-01-02\n")                       # dates: marshal cannot hold them, no copy
+    assert str(tomlcache.load_toml(f)["d"]) == "2024-01-02"
+    f.write_text("a = [\n")
+    with pytest.raises(tomllib.TOMLDecodeError):
+        tomlcache.load_toml(f)
