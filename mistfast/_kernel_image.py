@@ -4,9 +4,9 @@ Importing numba and loading a kernel from its cache costs about a quarter of a s
 every new process, most of a small ``mistfast run``. What running the loaded code needs is much
 less: the machine code, numba's C helpers and NRT allocator (C extension modules that load on
 their own in a millisecond), an LLVM JIT to link the code into the process (llvmlite), and the
-execution environments the code refers to. When numba loads a kernel from its cache
-(:mod:`mistfast._numba_load`), that entry point is also written as an *image* next to numba's
-cache file: the machine code, the argument types, the environments' constants (plain numpy
+execution environments the code refers to. When numba compiles a kernel or loads it from its
+cache (:mod:`mistfast._numba_load`), that entry point is also written as an *image* next to
+numba's cache file: the machine code, the argument types, the environments' constants (plain numpy
 objects) and the external symbols it needs. The next process calls the image directly.
 
 An image is used only when everything matches: the same kernel sources (images live in the

@@ -59,6 +59,16 @@ def light_loading_cache(blas_guard, before_compile, image_dir):
                     _save_image(data, image_dir)
                 return result
 
+            def save_overload(self, sig, data):
+                super().save_overload(sig, data)
+                if image_dir:  # just compiled: the image too, so the next process needs no numba
+                    try:
+                        payload = self._cache_file.load(self._index_key(sig, data.codegen))
+                    except Exception:
+                        payload = None
+                    if payload is not None:
+                        _save_image(payload, image_dir)
+
         _LIGHT_CACHE = LightLoadingCache
     return _LIGHT_CACHE
 

@@ -444,3 +444,37 @@ def test_toml_copies_give_the_parsed_file_and_never_a_stale_one(tmp_path, monkey
     f.write_text("a = [\n")
     with pytest.raises(tomllib.TOMLDecodeError):
         tomlcache.load_toml(f)
+
+
+def test_a_compiled_kernel_is_saved_as_an_image_and_runs_without_numba(tmp_path):
+    """The process that compiles a kernel also writes its image; the next process runs the
+    kernel from the image (no numba module imported) with the same result."""
+    from mistfast import _numba as NB
+    if not (NB.CACHE and NB.LIGHT_LOAD and NB.IMAGES):
+        pytest.skip("kernel images need numba's cache, light loading (numba 0.68) and MISTFAST_KERNEL_IMAGES")
+    (tmp_path / "tinykernel.py").write_text(textwrap.dedent("""
+        from mistfast._numba import jit
+
+        @jit
+        def scale(x, factor, out):
+            for i in range(x.shape[0]):
+                out[i] = factor * x[i] + 0.5
+            return out.sum()
+    """))
+    code = f"""
+        import json, os, sys
+        os.environ["NUMBA_CACHE_DIR"] = {str(tmp_path / "cache")!r}
+        sys.path.insert(0, {str(tmp_path)!r})
+        import numpy as np
+        from mistfast import _numba as NB
+        import tinykernel
+        out = np.zeros(5)
+        total = tinykernel.scale(np.arange(5.0), 3.0, out)
+        print(json.dumps({{"total": float(total), "out": out.tolist(), "numba": "numba" in sys.modules,
+                          "images": sorted(p for p in os.listdir(NB._CACHE_DIR) if p.endswith(".mfimage"))}}))
+    """
+    first = _fresh(code)      # compiles (numba), writes the image
+    second = _fresh(code)     # the image
+    assert first["numba"] and not second["numba"]
+    assert [i for i in first["images"] if i.startswith("tinykernel.scale-")]
+    assert second["out"] == first["out"] == [0.5, 3.5, 6.5, 9.5, 12.5] and second["total"] == first["total"] == 32.5
