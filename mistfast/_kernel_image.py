@@ -30,7 +30,7 @@ FORMAT = 1
 ENABLED = os.environ.get("MISTFAST_KERNEL_IMAGES", "1") not in ("0", "false", "no")
 _SUFFIX = f".py{sys.version_info.major}{sys.version_info.minor}.mfimage"
 _LOCK = threading.RLock()
-_LOADED: dict = {}          # image path -> (callable, argument types) or None (unusable)
+_LOADED: dict = {}          # image path -> the callable, or None (unusable: numba is used)
 _RUNTIME: dict | None = None   # numba's C extension modules and the registered symbols
 
 
