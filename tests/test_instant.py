@@ -478,3 +478,30 @@ def test_a_compiled_kernel_is_saved_as_an_image_and_runs_without_numba(tmp_path)
     assert first["numba"] and not second["numba"]
     assert [i for i in first["images"] if i.startswith("tinykernel.scale-")]
     assert second["out"] == first["out"] == [0.5, 3.5, 6.5, 9.5, 12.5] and second["total"] == first["total"] == 32.5
+
+
+def test_a_kernel_called_often_switches_from_its_image_to_numba():
+    """Images check argument types in Python (slower per call than numba's dispatch): after
+    CALL_LIMIT calls a kernel goes through numba, with the same results."""
+    code = """
+        import json, sys
+        import numpy as np
+        from mistfast import _kernel_image as KI
+        from mistfast.kernels import steptime as ST
+        from mistfast.specs import make_client
+        from mistfast.stepmodel import client_params
+        KI.CALL_LIMIT = 3
+        prm = client_params(make_client("llama-3.1-8b", "H100"))
+        e = np.zeros(0)
+        outs, numba_loaded = [], []
+        for k in range(6):
+            outs.append(float(ST.step_time(prm, np.zeros(1), np.full(1, 512.0), 1, 1.0, e, e, e, 0, np.zeros(ST.N_OUT))))
+            numba_loaded.append("numba" in sys.modules)
+        print(json.dumps({"outs": outs, "numba": numba_loaded}))
+    """
+    res = _fresh(code)
+    assert len(set(res["outs"])) == 1 and res["outs"][0] > 0
+    assert res["numba"][-1]
+    from mistfast import _numba as NB
+    if NB.CACHE and NB.LIGHT_LOAD and NB.IMAGES:
+        assert res["numba"][:3] == [False, False, False]   # the image served the first calls
