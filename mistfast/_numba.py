@@ -76,6 +76,8 @@ def kernel_cache_dir() -> str | None:
 
 
 _CACHE_DIR = kernel_cache_dir() if CACHE else None
+# call a cached kernel's machine code without importing numba when possible (_kernel_image.py)
+IMAGES = CACHE and os.environ.get("MISTFAST_KERNEL_IMAGES", "1") not in ("0", "false", "no")
 
 
 class DeferredKernel:
@@ -86,7 +88,8 @@ class DeferredKernel:
     The first call (or any other dispatcher attribute) makes the dispatchers of every deferred
     kernel at once and puts them in place of the deferred objects in the package's modules, so
     compiled code only ever sees numba dispatchers; a deferred object still held elsewhere
-    forwards to its dispatcher."""
+    forwards to its dispatcher. With light loading (the default) the first use makes only this
+    kernel's dispatcher; all of them are made before anything is compiled."""
 
     def __init__(self, fn, options):
         functools.update_wrapper(self, fn)
@@ -95,6 +98,11 @@ class DeferredKernel:
         self._dispatcher = None
 
     def __call__(self, *args, **kwargs):
+        if self._dispatcher is None and IMAGES and not kwargs and not self._options.get("parallel"):
+            from ._kernel_image import call   # the cached machine code without numba, if it matches
+            done, result = call(_CACHE_DIR, self.__module__, self.__qualname__, args)
+            if done:
+                return result
         return (self._dispatcher or _materialize(self))(*args, **kwargs)
 
     def __getattr__(self, name):  # only for attributes not set above: the dispatcher's
@@ -142,34 +150,20 @@ def _dispatcher(fn, options):
     return dispatcher
 
 
-_LIGHT_CACHE = None
-
-
 def _light_loading_cache():
-    """numba's function cache, except that loading a cached kernel does not first refresh the
-    typing and lowering registries (numba does that before every cache lookup, though nothing is
-    compiled on a hit: about 0.2 s of a small ``mistfast run``). What running loaded machine code
-    needs is set up here: the NRT runtime (allocation) and the hash-secret symbols; numba's C
-    helpers, ``None``, the exception classes and the C math functions are registered when its CPU
-    target is created, and parallel kernels start their thread pool on loading. A cache miss
-    compiles through numba's pipeline, which refreshes everything itself.
-    ``MISTFAST_NUMBA_LIGHT_LOAD=0`` restores numba's own loading."""
-    global _LIGHT_CACHE
-    if _LIGHT_CACHE is None:
-        from numba.core.caching import FunctionCache
+    """numba's function cache with a lighter loading of cached kernels (``_numba_load.py``, kept
+    out of this file because this file is part of the kernel cache key); kernels it loads are
+    also saved as images (``_kernel_image.py``) when those are on."""
+    from ._numba_load import light_loading_cache
+    return light_loading_cache(blas_guard=_blas_check_without_scipy_linalg, before_compile=_before_compile,
+                               image_dir=_CACHE_DIR if IMAGES else None)
 
-        class LightLoadingCache(FunctionCache):
-            def load_overload(self, sig, target_context):
-                from numba.core.runtime import rtsys
-                import numba.cpython.hashing  # noqa: F401  (registers the hash-secret symbols)
-                rtsys.initialize(target_context)
-                with self._guard_against_spurious_io_errors(), _blas_check_without_scipy_linalg():
-                    data = self._load_overload(sig, target_context)
-                if data is None:  # numba compiles next, setting up its registries: BLAS check first
-                    _check_blas_without_scipy_linalg()
-                return data
-        _LIGHT_CACHE = LightLoadingCache
-    return _LIGHT_CACHE
+
+def _before_compile() -> None:
+    """A cache miss: numba compiles next. Every kernel needs its dispatcher first (compiled callers
+    look their callees up in module globals), and numba sets up its registries (BLAS check first)."""
+    _materialize()
+    _check_blas_without_scipy_linalg()
 
 
 def _materialize(kernel: DeferredKernel | None = None):
@@ -177,10 +171,20 @@ def _materialize(kernel: DeferredKernel | None = None):
     (where compiled callers look their callees up); returns ``kernel``'s dispatcher."""
     global _READY
     with _LOCK:
+        if not _READY and kernel is not None and CACHE and LIGHT_LOAD:
+            # only this kernel: a command loads one or two entry points from the cache, and
+            # making a dispatcher for every kernel costs more than loading them; a cache miss
+            # (compiling) makes them all first (_numba_load.LightLoadingCache)
+            if kernel._dispatcher is None:
+                _import_numba()
+                kernel._dispatcher = _dispatcher(kernel.py_func, kernel._options)
+            if isinstance(kernel._dispatcher._cache, _light_loading_cache()):
+                return kernel._dispatcher
         if not _READY:
             _import_numba()
             for k in _DEFERRED:
-                k._dispatcher = _dispatcher(k.py_func, k._options)
+                if k._dispatcher is None:
+                    k._dispatcher = _dispatcher(k.py_func, k._options)
             package = __name__.rpartition(".")[0]
             for name, mod in list(sys.modules.items()):
                 if mod is not None and (name == package or name.startswith(package + ".")):
@@ -188,9 +192,26 @@ def _materialize(kernel: DeferredKernel | None = None):
                     for key, val in list(space.items()):
                         if isinstance(val, DeferredKernel):
                             space[key] = val._dispatcher
+                        elif isinstance(val, _LazyNumba):
+                            space[key] = sys.modules["numba"]
             _DEFERRED.clear()
             _READY = True
     return None if kernel is None else kernel._dispatcher
+
+
+class _LazyNumba:
+    """Stands for the numba module in a kernel module's globals (for ``numba.prange``) so that
+    importing the module does not import numba; every module's placeholder is replaced by numba
+    itself before anything is compiled (``_materialize``). Attribute access imports numba."""
+
+    def __getattr__(self, name):
+        import numba
+        return getattr(numba, name)
+
+
+def lazy_numba():
+    """The numba module once every kernel has its dispatcher, else a placeholder for it."""
+    return sys.modules["numba"] if _READY else _LazyNumba()
 
 
 def ensure_compiled_kernels() -> None:

@@ -396,12 +396,11 @@ def write_calibration_toml(cal: Calibration, path: str | Path, *, header: str = 
 
 def load_calibration(path: str | Path | None = None) -> Calibration:
     """Read a calibration TOML (default ``data/calibration.toml``); missing file -> empty."""
-    from .catalog import tomllib
     p = Path(path) if path is not None else calibration_path()
     if not p.exists():
         return Calibration()
-    with open(p, "rb") as f:
-        doc = tomllib.load(f)
+    from .tomlcache import load_toml  # a parsed copy when the file is unchanged
+    doc = load_toml(p)
     cal = Calibration(provenance=dict(doc.get("meta", {})))
     for dev, engines in doc.get("efficiency", {}).items():
         for eng, entry in engines.items():

@@ -30,8 +30,8 @@ def data_dir() -> Path:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    with open(path, "rb") as f:
-        return tomllib.load(f)
+    from .tomlcache import load_toml  # a parsed copy when the file is unchanged
+    return load_toml(path)
 
 
 class CatalogError(ValueError):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .specs import SpecError
+from .errors import SpecError
 
 
 def _fail(msg: str) -> None:

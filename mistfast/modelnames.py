@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .catalog import Catalog, data_dir, default_catalog, tomllib
+from .catalog import Catalog, data_dir, default_catalog
 
 # quantisation tags in checkpoint names -> precision. Weight-only formats (AWQ, GPTQ, W4A16)
 # multiply at 16 bits; "FP4" in NVIDIA ModelOpt checkpoint names is NVFP4.
@@ -61,8 +61,8 @@ def explicit_names() -> dict[str, dict[str, Any]]:
     path = data_dir() / "model_names.toml"
     if not path.exists():
         return {}
-    with open(path, "rb") as f:
-        doc = tomllib.load(f)
+    from .tomlcache import load_toml  # a parsed copy when the file is unchanged
+    doc = load_toml(path)
     return {k.lower(): v for k, v in doc.get("names", {}).items()}
 
 

@@ -18,15 +18,16 @@ The LLM scheduler semantics are in ``mistfast/ENGINE_SEMANTICS.md``.
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 
-from .._numba import jit, njit
+from .._numba import jit, lazy_numba, njit
 from .layout import *  # noqa: F401,F403  (the codes and layouts, re-exported for the Python lowering)
 from .layout import F_COUNT, F_TTFT, MAX_HOPS, N_SRV
 from .loop import _event_loop
 from .mist import _mist_memo  # noqa: F401  (re-exported: tests call it)
 from .state import Routes, new_batches, new_clients, new_flows, new_kv_stores, new_loop, new_requests, new_stages
+
+numba = lazy_numba()  # numba.prange below; importing this module does not import numba
 
 
 @jit
