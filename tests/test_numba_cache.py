@@ -43,3 +43,15 @@ def test_numba_cache_dir_variable_is_honoured(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     path = Path(out.strip())
     assert path.is_relative_to(tmp_path / "mistfast") and path.parts[len((tmp_path / "mistfast").parts)].startswith("src-")
+
+
+def test_parallel_and_serial_point_kernels_have_their_own_cache_entries():
+    """numba's cache file is named after the function, not its options: the parallel and the
+    serial point kernels must not share one (the first compiled would be served to the other)."""
+    if not NB.CACHE:
+        return
+    par = cluster.simulate_points._cache._cache_file._index_path
+    ser = cluster.simulate_points_serial._cache._cache_file._index_path
+    assert par != ser
+    assert cluster.simulate_points.targetoptions.get("parallel") is True
+    assert not cluster.simulate_points_serial.targetoptions.get("parallel")

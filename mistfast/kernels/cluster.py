@@ -18,6 +18,8 @@ The LLM scheduler semantics are in ``mistfast/ENGINE_SEMANTICS.md``.
 """
 from __future__ import annotations
 
+import types
+
 import numpy as np
 
 from .._numba import jit, lazy_numba, njit
@@ -108,5 +110,18 @@ def _simulate_single_points_impl(prm, sch, g, offsets, arrival_in, prompt, outpu
                         preempts[a:z], hit_first[a:z], computed_pf[a:z], cstats[q], runstats[q], steplog[q])
 
 
+def _renamed(fn, name):
+    """The same function under another name. numba keys its on-disk cache by a function's qualified
+    name and first line, not by options such as ``parallel``: two kernels made from one function
+    share one cache entry, and whichever compiled first would be served to the other (a parallel
+    sweep silently running the serial code, or the reverse)."""
+    copy = types.FunctionType(fn.__code__.replace(co_name=name, co_qualname=name), fn.__globals__, name,
+                              fn.__defaults__, fn.__closure__)
+    copy.__qualname__ = name
+    copy.__doc__ = fn.__doc__
+    return copy
+
+
 simulate_points = njit(parallel=True, nogil=True)(_simulate_single_points_impl)
-simulate_points_serial = njit(parallel=False, nogil=True)(_simulate_single_points_impl)
+simulate_points_serial = njit(parallel=False, nogil=True)(_renamed(_simulate_single_points_impl,
+                                                                   "_simulate_single_points_serial"))
