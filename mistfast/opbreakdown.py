@@ -121,6 +121,8 @@ def op_breakdown(client, prefill=(), decode=(), *, prompts_done=None) -> tuple[l
                            dec[:, 0].copy(), dec[:, 1].copy(), dec[:, 2].copy(), len(dec), out)
     # the measured-step correction scales the whole step (and so every op) by one factor
     factor = out[K.X_FACTOR] if int(prm[K.P_CORR_N]) > 0 else 1.0
+    # and so does the prefill-step efficiency, in proportion to the step's prefill rows
+    factor *= 1.0 + out[K.X_PF_SLOW]
     ops = []
     for lineno, cat, mult, flops, byts, bound, t in calls:
         name = lineno if isinstance(lineno, str) else _op_name(_call_text(lines, lineno), lineno)

@@ -246,6 +246,13 @@ def reference_step_time(client, prefill, decode, prompts_done=None):
         pa, pb = _ring(client, t * p)
         for _ in range(p - 1):
             op("pp_send", comm=pa + T * share * D * ba / pb)
+    # prefill-step efficiency (docs/step-model.md): every op of the step slows down in proportion
+    # to the share of prefill token rows, t_pf / T; the per-step overhead does not
+    t_new = float(sum(c for _, c in prefill))
+    rows_all = t_new + float(sum(d[0] for d in decode))
+    slow = (1.0 / eff.prefill - 1.0) * t_new / rows_all if rows_all > 0 else 0.0
+    if slow:
+        ops[:] = [(name, x * (1.0 + slow)) for name, x in ops]
     if eff.step_overhead_ms:
         ops.append(("step_overhead", eff.step_overhead_ms * 1e-3))
     return sum(x for _, x in ops), ops
