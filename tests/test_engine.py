@@ -25,6 +25,13 @@ def numba_step_fn(pf, dec, n_done):
 
 
 def run_kernel(req, sch, log_cap=100000):
+    """The single-client kernel on the default client: (per-request outputs, statistics, step log)."""
+    return run_single(PRM, req, sch, log_cap)[:3]
+
+
+def run_single(prm, req, sch, log_cap=100000):
+    """The single-client kernel with these step-time parameters: (per-request outputs, statistics,
+    step log, end time)."""
     n = len(req["prompt"])
     s = np.zeros(E.N_SCHED)
     names = dict(batching=E.S_BATCHING, policy=E.S_POLICY, max_batched_tokens=E.S_MAX_TOKENS,
@@ -35,6 +42,7 @@ def run_kernel(req, sch, log_cap=100000):
     for k, i in names.items():
         s[i] = sch[k]
     s[E.S_SEQS_PER_STEP] = sch.get("seqs_per_step", 0)   # MIST's per-step batch limit (docs/mist_parity.md)
+    s[E.S_PP_MB] = 1.0 if sch.get("pp_stages", 1) > 1 else 0.0   # PP micro-batching (kernels/ppipe.py)
     g = np.zeros(CL.N_G)
     g[CL.G_HORIZON], g[CL.G_MAX_SIM], g[CL.G_DRAIN] = sch["horizon_s"], sch["max_sim_s"], sch["drain"]
     g[CL.G_DECODE_RUNS] = sch.get("decode_runs", 1)
@@ -49,11 +57,11 @@ def run_kernel(req, sch, log_cap=100000):
     log = np.full((log_cap, CL.LOG_COLS + 64), -1.0)
     nh = int(req["hash_ids"].max()) + 1 if req["hash_ids"].size else 0
     branches = np.full(n, req["branches"], np.int64)
-    steps = CL.simulate_single(PRM, s, g, req["arrival_s"], req["prompt"], req["output"], branches,
+    steps = CL.simulate_single(prm, s, g, req["arrival_s"], req["prompt"], req["output"], branches,
                                req["hash_off"], req["hash_ids"], nh, out["status"], out["reason"], out["arrival"],
                                out["t_first_sched"], out["t_first_tok"], out["t_last_tok"], out["t_finish"],
                                out["generated"], out["preempts"], out["hit_first"], out["computed_pf"], cs, rs, log)
-    return out, cs[0], log[:steps]
+    return out, cs[0], log[:steps], rs[0]
 
 
 def make_case(rng, batching, n, branches=1, hashes=False, total_blocks=None, preemption=1, policy=0,

@@ -46,6 +46,14 @@ def inputs(sc, blocks=None, watermark=None):
 
 
 def run_kernel(ins, decode_runs=True):
+    """One point through the cluster kernel: per-request outputs, stage exits, client statistics, end."""
+    r, st, cs, _, end = run_cluster(ins, decode_runs)
+    return r, st, cs, end
+
+
+def run_cluster(ins, decode_runs=True):
+    """One point through the cluster kernel: per-request outputs, stage times, client statistics,
+    bytes per resource and the end time."""
     n = ins["arrival_in"].size
     S = ins["st_kind"].size
     C = ins["cli_kind"].size
@@ -56,6 +64,7 @@ def run_kernel(ins, decode_runs=True):
              preempts=np.empty(n, np.int32), hit_first=np.empty(n, np.int64), computed_pf=np.empty(n, np.int64))
     st = dict(client=np.empty(S, np.int64), ready=f(S), arrive=f(S), sched=f(S), exit=f(S))
     cs = np.zeros((C, CL.N_CS))
+    res_bytes = np.zeros(len(ins["res_cap"]))
     rs = np.zeros(4)
     CL.simulate_cluster(
         ins["cli_kind"], ins["cli_prm"], ins["cli_sch"], ins["cli_srv"], ins["pool_off"], ins["pool_cli"],
@@ -64,10 +73,9 @@ def run_kernel(ins, decode_runs=True):
         ins["n_hash"], ins["st_off"], ins["st_kind"], ins["st_pool"], ins["st_prompt"], ins["st_output"],
         ins["st_bytes"], ins["st_tier"], ins["st_flags"], r["status"], r["reason"], r["arrival"], r["t_first_sched"],
         r["t_first_tok"], r["t_last_tok"], r["t_finish"], r["generated"], r["preempts"], r["hit_first"],
-        r["computed_pf"], st["client"], st["ready"], st["arrive"], st["sched"], st["exit"], cs,
-        np.zeros(len(ins["res_cap"])), rs,
+        r["computed_pf"], st["client"], st["ready"], st["arrive"], st["sched"], st["exit"], cs, res_bytes, rs,
         np.zeros((1, CL.LOG_COLS)), ins["tcap"], ins["chain_off"], ins["chain_tier"])
-    return r, st, cs, rs[0]
+    return r, st, cs, res_bytes, rs[0]
 
 
 def stage(ins, st, req, j, col):

@@ -12,6 +12,7 @@ from mistfast.kernels import steptime as ST
 from mistfast.specs import make_client
 from tests.reference.engine_reference import reference_simulate
 from tests.test_engine import PER_REQUEST, make_case
+from tests.test_engine import run_single as run_kernel
 
 
 def client_prm(pp, **fields):
@@ -58,38 +59,6 @@ def step_fns(prm):
         return d
 
     return step_fn, stage_fn
-
-
-def run_kernel(prm, req, sch, log_cap=100000):
-    n = len(req["prompt"])
-    s = np.zeros(E.N_SCHED)
-    names = dict(batching=E.S_BATCHING, policy=E.S_POLICY, max_batched_tokens=E.S_MAX_TOKENS,
-                 max_batch_size=E.S_MAX_SEQS, chunk_size=E.S_CHUNK, block_size=E.S_BLOCK,
-                 total_blocks=E.S_TOTAL_BLOCKS, watermark_blocks=E.S_WATERMARK, preemption=E.S_PREEMPTION,
-                 prefix_cache_blocks=E.S_PREFIX_BLOCKS, static_pad=E.S_STATIC_PAD, aging_s=E.S_AGING,
-                 max_model_len=E.S_MAX_MODEL_LEN)
-    for k, i in names.items():
-        s[i] = sch[k]
-    s[E.S_PP_MB] = 1.0 if sch.get("pp_stages", 1) > 1 else 0.0
-    g = np.zeros(CL.N_G)
-    g[CL.G_HORIZON], g[CL.G_MAX_SIM], g[CL.G_DRAIN] = sch["horizon_s"], sch["max_sim_s"], sch["drain"]
-    g[CL.G_DECODE_RUNS] = sch.get("decode_runs", 1)
-    g[CL.G_CONC], g[CL.G_THINK], g[CL.G_LOG_CAP], g[CL.G_HASH_BLOCK] = (sch["concurrency"], sch["think_s"],
-                                                                        log_cap, req["hash_block"])
-    f = lambda: np.empty(n)  # noqa: E731
-    out = dict(status=np.empty(n, np.int8), reason=np.empty(n, np.int8), arrival=f(), t_first_sched=f(),
-               t_first_tok=f(), t_last_tok=f(), t_finish=f(), generated=np.empty(n, np.int64),
-               preempts=np.empty(n, np.int32), hit_first=np.empty(n, np.int64), computed_pf=np.empty(n, np.int64))
-    cs = np.zeros((1, CL.N_CS))
-    rs = np.zeros(4)
-    log = np.full((log_cap, CL.LOG_COLS + 64), -1.0)
-    nh = int(req["hash_ids"].max()) + 1 if req["hash_ids"].size else 0
-    branches = np.full(n, req["branches"], np.int64)
-    steps = CL.simulate_single(prm, s, g, req["arrival_s"], req["prompt"], req["output"], branches,
-                               req["hash_off"], req["hash_ids"], nh, out["status"], out["reason"], out["arrival"],
-                               out["t_first_sched"], out["t_first_tok"], out["t_last_tok"], out["t_finish"],
-                               out["generated"], out["preempts"], out["hit_first"], out["computed_pf"], cs, rs, log)
-    return out, cs[0], log[:steps], rs[0]
 
 
 def assert_same(prm, req, sch):

@@ -11,6 +11,7 @@ from mistfast.kernels import steptime as ST
 from mistfast.specs import parse_scenario
 from tests.reference.pd_reference import reference_kv_store
 from tests.test_kv_backpressure import KVB, LLM, inputs
+from tests.test_kv_backpressure import run_cluster as run_kernel
 
 HB = 512   # hash block tokens
 
@@ -29,32 +30,6 @@ def store_scenario(write_back, n, rate, port_GBps, capacity_GB, prefix_groups, s
         "pipelines": [{"stages": [{"kind": "kv_fetch", "use_hashes": True, "write_back": write_back,
                                    "tiers": [{"tier": "dram", "hit": 0.0}]},
                                   {"kind": "llm", "pool": "llm"}]}]})
-
-
-def run_kernel(ins, decode_runs):
-    """One point through the cluster kernel; per-request outputs, the kv_fetch stage's exits, the
-    client's statistics, the bytes per resource and the end time."""
-    n = ins["arrival_in"].size
-    S = ins["st_kind"].size
-    ins["g"][CL.G_DECODE_RUNS] = 1.0 if decode_runs else 0.0
-    f = lambda k=n: np.empty(k)  # noqa: E731
-    r = dict(status=np.empty(n, np.int8), reason=np.empty(n, np.int8), arrival=f(), t_first_sched=f(),
-             t_first_tok=f(), t_last_tok=f(), t_finish=f(), generated=np.empty(n, np.int64),
-             preempts=np.empty(n, np.int32), hit_first=np.empty(n, np.int64), computed_pf=np.empty(n, np.int64))
-    st = dict(client=np.empty(S, np.int64), ready=f(S), arrive=f(S), sched=f(S), exit=f(S))
-    cs = np.zeros((ins["cli_kind"].size, CL.N_CS))
-    res_bytes = np.zeros(len(ins["res_cap"]))
-    rs = np.zeros(4)
-    CL.simulate_cluster(
-        ins["cli_kind"], ins["cli_prm"], ins["cli_sch"], ins["cli_srv"], ins["pool_off"], ins["pool_cli"],
-        ins["pool_policy"], ins["pool_thresh"], ins["res_cap"], ins["route_lat"], ins["route_res"],
-        ins["route_nres"], ins["g"], ins["arrival_in"], ins["branches"], ins["hash_off"], ins["hash_ids"],
-        ins["n_hash"], ins["st_off"], ins["st_kind"], ins["st_pool"], ins["st_prompt"], ins["st_output"],
-        ins["st_bytes"], ins["st_tier"], ins["st_flags"], r["status"], r["reason"], r["arrival"], r["t_first_sched"],
-        r["t_first_tok"], r["t_last_tok"], r["t_finish"], r["generated"], r["preempts"], r["hit_first"],
-        r["computed_pf"], st["client"], st["ready"], st["arrive"], st["sched"], st["exit"], cs, res_bytes, rs,
-        np.zeros((1, CL.LOG_COLS)), ins["tcap"], ins["chain_off"], ins["chain_tier"])
-    return r, st, cs, res_bytes, rs[0]
 
 
 def twin(ins, write_back):

@@ -779,27 +779,21 @@ def _step_total(prm, layer_t, out):
     head_t = out[X_HEAD]
     p2p_t = out[X_P2P]
     total = layer_t + emb_t + head_t + p2p_t
-    if int(prm[P_CORR_N]) > 0:
-        f = out[X_FACTOR]
+    corrected = int(prm[P_CORR_N]) > 0
+    if corrected:
         out[B_OUT_OF_RANGE] = out[X_OOR]
-        total *= f
-        layer_t *= f
-        emb_t *= f
-        head_t *= f
-        p2p_t *= f
-        for i in range(B_COMPUTE_BOUND + 1):
-            out[i] *= f
-        out[B_MEMORY_BOUND] *= f
-    g = 1.0 + out[X_PF_SLOW]   # prefill-step efficiency, in proportion to the prefill rows
-    if g != 1.0:
-        total *= g
-        layer_t *= g
-        emb_t *= g
-        head_t *= g
-        p2p_t *= g
-        for i in range(B_COMPUTE_BOUND + 1):
-            out[i] *= g
-        out[B_MEMORY_BOUND] *= g
+    # the measured-step correction, then the prefill-step efficiency (in proportion to the prefill
+    # rows), each scaling the whole step and its breakdown (a factor of 1 changes nothing)
+    for f in (out[X_FACTOR] if corrected else 1.0, 1.0 + out[X_PF_SLOW]):
+        if f != 1.0:
+            total *= f
+            layer_t *= f
+            emb_t *= f
+            head_t *= f
+            p2p_t *= f
+            for i in range(B_COMPUTE_BOUND + 1):
+                out[i] *= f
+            out[B_MEMORY_BOUND] *= f
     # fixed host time per step (scheduler, launches): not scaled by the correction
     ovh = prm[P_STEP_OVH]
     if ovh > 0.0:
