@@ -144,6 +144,41 @@ def split_replicas(reqs: Requests, dp: int) -> list[np.ndarray]:
     return [idx[r::dp] for r in range(dp)]
 
 
+def splits_up_front(pt: Point) -> bool:
+    """Can the round robin of a single-client point over its replicas be decided before the run?
+    Exactly when the replicas never interact: one replica, or an open loop (request i goes to
+    replica i mod dp). In a closed loop a returning user's next request goes to the replica round
+    robin picks when it arrives, and when it arrives depends on every replica's progress: such a
+    point runs as its one-stage pipeline (``one_stage_scenario``), one kernel call for the pool."""
+    return pt.client.dp == 1 or pt.concurrency == 0
+
+
+def one_stage_scenario(pt: Point):
+    """The scenario of a single-client point's one-stage pipeline: its client on a round-robin LLM
+    stage, with the point's own client, run settings, SLO and branches (sweeps and calibration
+    replace them in the point, not in its scenario)."""
+    if pt.scenario is None:
+        raise SpecError([f"clients.{pt.client.name}.dp = {pt.client.dp}: a closed-loop point over several "
+                         "replicas runs as its one-stage pipeline and needs its scenario (build points with "
+                         "lowering.scenario_point)"])
+    pipe = PipelineSpec(name="default", branches=pt.branches,
+                        stages=[StageSpec(kind="llm", pool=pt.client.name, routing="round_robin")])
+    return pt.scenario.model_copy(update={"clients": [pt.client], "simulation": pt.simulation, "slo": pt.slo,
+                                          "pipelines": [pipe]})
+
+
+def metric_vectors(points: list[Point]) -> np.ndarray:
+    """(P, N_MPARAMS) metric vectors of points, computed once per distinct (run settings, SLO,
+    quantiles) (sweep points share them)."""
+    mp_cache: dict[tuple, np.ndarray] = {}
+    for pt in points:
+        mkey = (id(pt.simulation), id(pt.slo), pt.quantiles)
+        if mkey not in mp_cache:
+            mp_cache[mkey] = metric_vector(pt.simulation, pt.slo, pt.quantiles)
+    return np.stack([mp_cache[(id(pt.simulation), id(pt.slo), pt.quantiles)] for pt in points]) if points else \
+        np.zeros((0, M.N_MPARAMS))
+
+
 # ----------------------------------------------------------------------------- single-client points
 @dataclass
 class LoweredPoints:
@@ -212,13 +247,7 @@ def lower_points(points: list[Point], log_steps: int = 0, decode_runs: bool = Tr
         hbase += hi.size
         n_hash[s] = nh
     cat = lambda xs, dt: np.concatenate(xs).astype(dt, copy=False) if xs else np.zeros(0, dt)  # noqa: E731
-    mp_cache: dict[tuple, np.ndarray] = {}
-    for pt in points:
-        mkey = (id(pt.simulation), id(pt.slo), pt.quantiles)
-        if mkey not in mp_cache:
-            mp_cache[mkey] = metric_vector(pt.simulation, pt.slo, pt.quantiles)
-    mp = np.stack([mp_cache[(id(pt.simulation), id(pt.slo), pt.quantiles)] for pt in points]) if points else \
-        np.zeros((0, M.N_MPARAMS))
+    mp = metric_vectors(points)
     return LoweredPoints(owner, sub_idx, prm, sch, gv, offsets, cat(arr_l, np.float64), cat(pr_l, np.int64),
                          cat(out_l, np.int64), cat(br_l, np.int64), cat(ho_l, np.int64), cat(hi_l, np.int64),
                          n_hash, mp)

@@ -7,12 +7,16 @@ point and per batch; nothing is per step or per request.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .kernels import cluster as CL
 from .kernels import metrics as M
-from .lowering import LoweredPoints, PipelinePoint, Point, lower_pipeline, lower_points
-from .results import pipeline_summary, point_summary, point_tables, quantile_summary, sum_replica_stats, table_vars
+from .lowering import (LoweredPoints, PipelinePoint, Point, lower_pipeline, lower_points, metric_vectors,
+                       one_stage_scenario, splits_up_front)
+from .results import (first_token_replica, pipeline_summary, point_summary, point_tables, quantile_summary,
+                      requested_output_tokens, sum_replica_stats, table_vars)
 
 
 def _request_arrays(n: int) -> dict[str, np.ndarray]:
@@ -23,12 +27,64 @@ def _request_arrays(n: int) -> dict[str, np.ndarray]:
                 preempts=np.empty(n, np.int32), hit_first=np.empty(n, np.int64), computed_pf=np.empty(n, np.int64))
 
 
+@dataclass
+class KernelRun:
+    """What the kernels returned for a list of single-client points, gathered per point: the
+    per-request outputs in each point's request order (``pt_off`` slices them), and one row of
+    engine statistics per replica (``owner``: its point; rows of a point in replica order)."""
+    pt_off: np.ndarray      # (P + 1,) first request of each point
+    req: dict               # per-request outputs, with prompt, output, branches and replica
+    owner: np.ndarray       # (rows,) the point of each replica row
+    cstats: np.ndarray      # (rows, N_CS) engine statistics of each replica
+    row_end: np.ndarray     # (rows,) end of the run each replica was in (s)
+    steplog: np.ndarray     # (logs, L, LOG_COLS) step logs: one per kernel call
+    log_owner: np.ndarray   # (logs,) the point of each step log
+    log_steps: np.ndarray   # (logs,) steps each kernel call took (its log holds at most L)
+    mp: np.ndarray          # (P, N_MPARAMS) metric vectors
+
+
 def run_points(points: list[Point], *, per_request: bool = False, log_steps: int = 0,
                parallel: bool = False, decode_runs: bool = True, tables: bool = False) -> dict:
     """Simulate every point; returns summary arrays (length P) and, on request, per-request data.
     ``decode_runs=False`` steps every decode step through the full loop (same results, slower;
     kept as a cross-check of the decode-run fast path). ``tables``: also each point's per-client,
-    per-stage and per-resource variables and labels (``results.point_tables``), under "tables"."""
+    per-stage and per-resource variables and labels (``results.point_tables``), under "tables".
+    Points whose replicas can be split up front (``lowering.splits_up_front``) share one batched
+    kernel call; any other runs as its one-stage pipeline, so both give what the pipeline does."""
+    split = [q for q, pt in enumerate(points) if splits_up_front(pt)]
+    if len(split) == len(points):
+        kr = _run_split(points, log_steps, decode_runs, parallel)
+    else:
+        parts = [(split, _run_split([points[q] for q in split], log_steps, decode_runs, parallel))] if split else []
+        parts += [([q], _run_pool(pt, log_steps, decode_runs)) for q, pt in enumerate(points) if q not in split]
+        kr = _gather(points, parts)
+    return _point_results(points, kr, per_request, log_steps, tables)
+
+
+def _point_results(points, kr: KernelRun, per_request, log_steps, tables) -> dict:
+    """Summary (and on request tables, per-request data, step logs) of the points' kernel outputs."""
+    res = kr.req
+    rs, end, nrep = _point_stats(len(points), kr.owner, kr.cstats, kr.row_end)
+    out = np.zeros((len(points), M.N_OUT))
+    M.summarize_points(kr.mp, kr.pt_off, res["prompt"], res["branches"], res["status"], res["reason"], res["arrival"],
+                       res["t_first_sched"], res["t_first_tok"], res["t_last_tok"], res["t_finish"],
+                       res["generated"], res["hit_first"], res["computed_pf"], end, out)
+    summary = point_summary(points, out, rs, end, nrep)
+    summary.update(quantile_summary(out, [pt.quantiles for pt in points]))
+    result = {"summary": summary, "offsets": kr.pt_off}
+    if tables:
+        result["tables"] = _point_tables(points, kr.owner, kr.cstats, end, res, kr.pt_off)
+    if per_request:
+        result["requests"] = {k: v for k, v in res.items() if k != "branches"}
+    if log_steps:
+        result["steplog"] = kr.steplog
+        result["steplog_points"] = kr.log_owner
+        result["steps_per_sub"] = kr.log_steps
+    return result
+
+
+def _run_split(points, log_steps, decode_runs, parallel) -> KernelRun:
+    """Points with their replicas split up front, in one ``simulate_points`` call over sub-points."""
     lo = lower_points(points, log_steps, decode_runs)
     ns, N = len(lo.owner), int(lo.offsets[-1])
     res = _request_arrays(N)
@@ -43,26 +99,47 @@ def run_points(points: list[Point], *, per_request: bool = False, log_steps: int
     pt_off, perm, replica = _replica_order(points, lo)
     if ns != len(points):
         res = {k: v[perm] for k, v in res.items()}
-        prompt, output, branches = lo.prompt[perm], lo.output[perm], lo.branches[perm]
+        res.update(prompt=lo.prompt[perm], output=lo.output[perm], branches=lo.branches[perm])
     else:
-        prompt, output, branches = lo.prompt, lo.output, lo.branches
-    rs, end, nrep = _point_stats(len(points), lo.owner, cstats, runstats)
-    out = np.zeros((len(points), M.N_OUT))
-    M.summarize_points(lo.mp, pt_off, prompt, branches, res["status"], res["reason"], res["arrival"],
-                       res["t_first_sched"], res["t_first_tok"], res["t_last_tok"], res["t_finish"],
-                       res["generated"], res["hit_first"], res["computed_pf"], end, out)
-    summary = point_summary(points, out, rs, end, nrep)
-    summary.update(quantile_summary(out, [pt.quantiles for pt in points]))
-    result = {"summary": summary, "offsets": pt_off}
-    if tables:
-        result["tables"] = _point_tables(points, lo.owner, cstats, end, res, pt_off)
-    if per_request:
-        result["requests"] = dict(res, prompt=prompt, output=output, replica=replica)
-    if log_steps:
-        result["steplog"] = steplog
-        result["steplog_points"] = np.asarray(lo.owner)
-        result["steps_per_sub"] = cstats[:, 0, CL.CS_STEPS].astype(np.int64)
-    return result
+        res.update(prompt=lo.prompt, output=lo.output, branches=lo.branches)
+    res["replica"] = replica
+    owner = np.asarray(lo.owner, np.int64)
+    return KernelRun(pt_off, res, owner, cstats[:, 0], runstats[:, 0], steplog, owner,
+                     cstats[:, 0, CL.CS_STEPS].astype(np.int64), lo.mp)
+
+
+def _run_pool(pt: Point, log_steps, decode_runs) -> KernelRun:
+    """A point whose replicas interact, as its one-stage pipeline (one ``simulate_cluster`` call;
+    its one round-robin LLM stage draws no random numbers, so no seed enters)."""
+    run = run_pipeline(one_stage_scenario(pt), pt.requests, np.random.SeedSequence(0), log_steps=log_steps,
+                       decode_runs=decode_runs)
+    ins, n, dp = run["inputs"], len(pt.requests), run["cstats"].shape[0]
+    res = dict(run["requests"], prompt=run["prompt"], output=requested_output_tokens(ins),
+               branches=ins["branches"], replica=first_token_replica(run))
+    steplog = np.zeros((1, max(log_steps, 1), CL.LOG_COLS))
+    steplog[0, :len(run["steplog"])] = run["steplog"]
+    return KernelRun(np.array([0, n], np.int64), res, np.zeros(dp, np.int64), run["cstats"], np.full(dp, run["end"]),
+                     steplog, np.zeros(1, np.int64), np.array([len(run["steplog"])], np.int64),
+                     metric_vectors([pt]))
+
+
+def _gather(points, parts: list[tuple[list[int], KernelRun]]) -> KernelRun:
+    """One KernelRun of all points from runs of subsets of them (``parts``: the points of each, in
+    order): requests back in point order, replica rows and step logs relabelled to their points."""
+    pt_off = np.zeros(len(points) + 1, np.int64)
+    pt_off[1:] = np.cumsum([len(pt.requests) for pt in points])
+    first = parts[0][1]
+    req = {k: np.empty(int(pt_off[-1]), v.dtype) for k, v in first.req.items()}
+    mp = np.empty((len(points), first.mp.shape[1]))
+    for qs, kr in parts:
+        for j, q in enumerate(qs):
+            for k, v in kr.req.items():
+                req[k][pt_off[q]:pt_off[q + 1]] = v[kr.pt_off[j]:kr.pt_off[j + 1]]
+            mp[q] = kr.mp[j]
+    relabel = lambda name: np.concatenate([np.asarray(qs, np.int64)[getattr(kr, name)] for qs, kr in parts])  # noqa: E731
+    joined = lambda name: np.concatenate([getattr(kr, name) for _, kr in parts])  # noqa: E731
+    return KernelRun(pt_off, req, relabel("owner"), joined("cstats"), joined("row_end"), joined("steplog"),
+                     relabel("log_owner"), joined("log_steps"), mp)
 
 
 def _point_tables(points, owner, cstats, end, res, pt_off) -> list:
@@ -70,7 +147,7 @@ def _point_tables(points, owner, cstats, end, res, pt_off) -> list:
     rows = [[] for _ in points]
     for s, q in enumerate(owner):
         rows[q].append(s)
-    return [point_tables(pt, cstats[rows[q], 0], float(end[q]),
+    return [point_tables(pt, cstats[rows[q]], float(end[q]),
                          {k: res[k][pt_off[q]:pt_off[q + 1]] for k in ("status", "arrival", "t_first_sched", "t_finish")})
             for q, pt in enumerate(points)]
 
@@ -95,14 +172,14 @@ def _replica_order(points, lo: LoweredPoints):
     return pt_off, perm, replica
 
 
-def _point_stats(P, owner, cstats, runstats):
+def _point_stats(P, owner, cstats, row_end):
     """Per-point engine statistics (results.sum_replica_stats) and end: the latest replica's end."""
-    rs, nrep = sum_replica_stats(owner, cstats[:, 0], P)
+    rs, nrep = sum_replica_stats(owner, cstats, P)
     if len(owner) == P and np.array_equal(owner, np.arange(P)):   # one replica per point: no loop
-        return rs, np.where(runstats[:, 0] > 0.0, runstats[:, 0], 0.0), nrep
+        return rs, np.where(row_end > 0.0, row_end, 0.0), nrep
     end = np.zeros(P)
     for s, q in enumerate(owner):
-        end[q] = max(end[q], runstats[s, 0])
+        end[q] = max(end[q], row_end[s])
     return rs, end, nrep
 
 

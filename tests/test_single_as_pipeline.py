@@ -4,9 +4,11 @@ The same scenario is written twice: as a single client (the batched single-clien
 ``lowering.lower_points`` + ``kernels.cluster.simulate_points``) and as an explicit one-stage
 ``[[pipelines]]`` on that client with round-robin routing (the multi-client path:
 ``lowering.lower_pipeline`` + ``simulate_cluster``). Round robin over replicas that never
-interact is decided up front by the first and as requests arrive by the second, so the two are
-the same model computed by two independent code paths: every variable, every coordinate and the
-per-request ones must agree bit for bit, for dp = 1, 2 and 4 replicas."""
+interact (open loop) is decided up front by the first and as requests arrive by the second, so
+the two are the same model computed by two independent code paths: every variable, every
+coordinate and the per-request ones must agree bit for bit, for dp = 1, 2 and 4 replicas. In a
+closed loop the replicas interact (users return to the pool) and the single client runs as its
+one-stage pipeline; the routing is checked against a hand-worked example."""
 from __future__ import annotations
 
 import copy
@@ -99,14 +101,36 @@ def test_single_client_tables_by_hand():
     assert float(single.resource_bytes.sum()) == 0.0
 
 
-def test_closed_loop_agrees_with_one_replica_only():
-    """Closed loop: with one replica the two paths agree bit for bit; with several, the single
-    client keeps each user on its replica (users split up front) while the pipeline routes each
-    returning user's request round robin, so the latencies differ (ARCHITECTURE.md, known
-    departures). The request accounting agrees either way."""
+def test_closed_loop_agrees_on_every_replica_count():
+    """Closed loop: the users return to the pool, so the replicas interact and the single client
+    runs as its one-stage pipeline; both agree bit for bit for 1, 2 and 4 replicas."""
     doc = copy.deepcopy(BASE)
     doc["workload"]["arrival"] = {"process": "closed_loop", "concurrency": 8, "think_time_s": 0.5}
-    assert_same(*both(doc, 1))
+    for dp in (1, 2, 4):
+        single, pipe = both(doc, dp)
+        assert_same(single, pipe)
+        assert int(single.n_finished) == single.sizes["request"]
+
+
+def test_closed_loop_routing_by_hand():
+    """Three users on two replicas, no think time, identical requests (1,000 prompt and 50 output
+    tokens). At t = 0 requests 0, 1, 2 arrive and round robin sends them to replicas 0, 1, 0; from
+    then on request 3 + j arrives when the (j+1)-th earliest request finishes, and round robin keeps
+    counting: the k-th request to arrive goes to replica k mod 2, whichever replica freed its user.
+    Replica 1 (one request in its batch) finishes first, so request 3 arrives at request 1's finish,
+    while requests 0 and 2 are still running: three users in flight, never four (splitting the
+    users up front gave each replica ceil(3 / 2) = 2 users: request 3 arrived at t = 0)."""
+    doc = copy.deepcopy(BASE)
+    doc["workload"] = {"num_requests": 12, "arrival": {"process": "closed_loop", "concurrency": 3},
+                       "input": {"dist": "fixed", "value": 1000}, "output": {"dist": "fixed", "value": 50}}
     single, pipe = both(doc, 2)
-    assert int(single.n_finished) == int(pipe.n_finished) == single.sizes["request"]
-    assert float(single.ttft_mean_ms) != float(pipe.ttft_mean_ms)
+    assert_same(single, pipe)
+    arrival, finish = single.req_arrival_s.values, single.req_finish_s.values
+    assert (single.req_status.values == 3).all()   # 3: finished
+    np.testing.assert_array_equal(arrival[:3], 0.0)
+    np.testing.assert_array_equal(arrival[3:], np.sort(finish)[:len(arrival) - 3])
+    assert finish[1] < min(finish[0], finish[2]) and arrival[3] == finish[1]
+    order = np.argsort(arrival, kind="stable")
+    np.testing.assert_array_equal(single.req_replica.values[order], np.arange(len(order)) % 2)
+    in_flight = [((arrival <= t) & (finish > t)).sum() for t in np.unique(arrival)]
+    assert max(in_flight) == 3
