@@ -2,9 +2,11 @@
 does it, for both shapes of a run:
 
 * a single client (``Point``) is a one-stage pipeline on one pool of ``dp`` identical replicas
-  routed round robin. Round robin over replicas that never interact is exact when decided up
-  front, so these points are lowered for ``kernels.cluster.simulate_points``: many points (and
-  their replicas) in one kernel call, which is what makes sweeps fast;
+  routed round robin. Round robin over replicas that never interact (one replica, or an open
+  loop) is exact when decided up front, so these points are lowered for
+  ``kernels.cluster.simulate_points``: many points (and their replicas) in one kernel call, which
+  is what makes sweeps fast. A closed loop over several replicas is lowered as what it is, its
+  one-stage pipeline (``splits_up_front``, ``one_stage_scenario``);
 * anything else (``PipelinePoint``: several clients, servers, tiers, links or stages) becomes the
   topology, pool, route, resource and stage tables of ``kernels.cluster.simulate_cluster``.
 
@@ -201,8 +203,11 @@ class LoweredPoints:
 
 
 def lower_points(points: list[Point], log_steps: int = 0, decode_runs: bool = True) -> LoweredPoints:
-    """Expand data-parallel replicas into sub-points and flatten everything into kernel arrays.
-    The parameter vectors of a client object are computed once (sweeps share client objects)."""
+    """Expand data-parallel replicas into sub-points and flatten everything into kernel arrays
+    (points for which ``splits_up_front`` holds). The parameter vectors of a client object are
+    computed once (sweeps share client objects)."""
+    if not all(splits_up_front(pt) for pt in points):
+        raise ValueError("lower_points: a closed-loop point over several replicas runs as its one-stage pipeline")
     sub_idx, owner = [], []
     for q, pt in enumerate(points):
         for idx in split_replicas(pt.requests, pt.client.dp):
@@ -226,10 +231,9 @@ def lower_points(points: list[Point], log_steps: int = 0, decode_runs: bool = Tr
             prm_cache[key] = (stepmodel.client_params(pt.client), scheduler_vector(pt.client))
         prm[s], sch[s] = prm_cache[key]
         r = pt.requests._take(idx) if pt.client.dp > 1 else pt.requests
-        conc = pt.concurrency if pt.client.dp == 1 else -(-pt.concurrency // pt.client.dp)
-        gkey = (id(pt.simulation), conc, pt.think_s, r.hash_block_tokens)
+        gkey = (id(pt.simulation), pt.concurrency, pt.think_s, r.hash_block_tokens)
         if gkey not in gv_cache:
-            gv_cache[gkey] = global_vector(pt.simulation, conc, pt.think_s, r.hash_block_tokens, log_steps, decode_runs)
+            gv_cache[gkey] = global_vector(pt.simulation, pt.concurrency, pt.think_s, r.hash_block_tokens, log_steps, decode_runs)
         gv[s] = gv_cache[gkey]
         offsets[s + 1] = offsets[s] + len(r)
         arr_l.append(r.arrival_s)

@@ -185,26 +185,33 @@ def simulate(spec: ScenarioSpec | dict | str | Path, *, per_request: bool | None
     elif isinstance(spec, dict):
         spec = parse_scenario(spec)
     want_req = spec.simulation.per_request if per_request is None else per_request
-    if spec.is_pipeline:
-        ss = point_seed(spec.simulation.seed)
-        reqs, left = build_requests_report(spec.workload, spec.simulation.horizon_s, ss)
-        run = run_pipeline(spec, reqs, ss, per_request=want_req, log_steps=log_steps, decode_runs=decode_runs)
-        ds = pipeline_dataset(spec, run, want_req)
+    ss = point_seed(spec.simulation.seed)
+    reqs, left = build_requests_report(spec.workload, spec.simulation.horizon_s, ss)
+    ds = point_result(lowering.scenario_point(spec, reqs, ss), want_req, log_steps, decode_runs)
+    ds.attrs.update(spec_attrs(spec))
+    return add_coord_attrs(_with_left_out(ds, spec, left))
+
+
+def point_result(pt: Point | lowering.PipelinePoint, per_request: bool, log_steps: int = 0,
+                 decode_runs: bool = True) -> xr.Dataset:
+    """The Dataset of one point: a pipeline through its own kernel call, a single client through
+    the batched one (``runner.run_points``, which runs a closed loop over several replicas as its
+    one-stage pipeline); results.py builds both."""
+    if isinstance(pt, lowering.PipelinePoint):
+        run = run_pipeline(pt.scenario, pt.requests, pt.seed_seq, per_request=per_request, log_steps=log_steps,
+                           decode_runs=decode_runs)
+        ds = pipeline_dataset(pt.scenario, run, per_request)
         if log_steps:
             ds = with_step_log(ds, run["steplog"], client_names=run["inputs"]["topo"].names)
-        ds.attrs.update(spec_attrs(spec))
-        return add_coord_attrs(_with_left_out(ds, spec, left))
-    reqs, left = build_requests_report(spec.workload, spec.simulation.horizon_s, point_seed(spec.simulation.seed))
-    pt = scenario_point(spec, requests=reqs)
-    res = run_points([pt], per_request=want_req, log_steps=log_steps, decode_runs=decode_runs, tables=True)
-    ds = point_dataset(spec, res, want_req, log_steps)
+        return ds
+    res = run_points([pt], per_request=per_request, log_steps=log_steps, decode_runs=decode_runs, tables=True)
+    ds = point_dataset(pt.scenario, res, per_request, log_steps)
     n_out = int(ds.steps_outside_calibration)
     if n_out:
         import warnings
         warnings.warn(f"{n_out} of {int(ds.n_steps)} steps fell outside the measured range of the step correction "
-                      f"of client {spec.client.name!r}; the factor of the nearest measured point was used", stacklevel=2)
-    ds.attrs.update(spec_attrs(spec))
-    return add_coord_attrs(_with_left_out(ds, spec, left))
+                      f"of client {pt.client.name!r}; the factor of the nearest measured point was used", stacklevel=3)
+    return ds
 
 
 def _with_left_out(ds: xr.Dataset, spec: ScenarioSpec, left: dict[str, int]) -> xr.Dataset:
