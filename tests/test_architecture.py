@@ -130,3 +130,49 @@ def test_the_checker_sees_lazy_and_absolute_imports(tmp_path, src, bad):
     fake = pkg / "kernels" / "engine.py"
     fake.write_text(src + 'if __name__ == "__main__":\n    from mistfast.cli import main\n')
     assert imports_of(fake, pkg) == {bad}
+
+
+def allowed_packages() -> dict[int, set[str]]:
+    """Floor -> the outside packages its "may import" column of ARCHITECTURE.md lists (floors
+    whose column is empty are not limited beyond the floors)."""
+    out: dict[int, set[str]] = {}
+    for line in (ROOT / "ARCHITECTURE.md").read_text().splitlines():
+        m = re.match(r"\|\s*(\d+)\s[^|]*\|[^|]*\|[^|]*\|([^|]*)\|", line)
+        if m and m.group(2).strip():
+            # "a, b, c and d (why)": the names before any parenthesis
+            names = re.sub(r"\(.*?\)", "", m.group(2)).replace(" and ", ",")
+            out[int(m.group(1))] = {p.strip() for p in names.split(",") if p.strip()}
+    return out
+
+
+def outside_imports(path: Path) -> set[str]:
+    """Top-level names of the packages a source file imports anywhere that are neither mistfast
+    nor the standard library."""
+    import sys
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return {n for n in found if n != "mistfast" and n not in sys.stdlib_module_names}
+
+
+def test_floors_import_only_the_packages_they_list():
+    """The kernels' floor lists numpy and numba (and numba's own backend and BLAS for the kernel
+    loaders): no xarray, pandas or pydantic reaches a kernel."""
+    fl, allowed = floors(), allowed_packages()
+    assert allowed.get(0) == {"numpy", "numba", "llvmlite", "scipy"}, allowed   # the table is read as written
+    bad = [f"{_dotted(str(p.relative_to(PKG)))} (floor {fl[m]}) imports {sorted(extra)}"
+           for p in sorted(PKG.rglob("*.py"))
+           for m in [_dotted(str(p.relative_to(PKG)).replace("\\", "/"))]
+           if m in fl and fl[m] in allowed
+           for extra in [outside_imports(p) - allowed[fl[m]]] if extra]
+    assert not bad, "imports outside the floor's list:\n  " + "\n  ".join(bad)
+
+
+def test_the_package_checker_sees_outside_packages(tmp_path):
+    f = tmp_path / "k.py"
+    f.write_text("import os\nimport numpy as np\ndef g():\n    import xarray\nfrom pydantic import BaseModel\n"
+                 "from . import layout\n")
+    assert outside_imports(f) == {"numpy", "xarray", "pydantic"}
