@@ -96,8 +96,8 @@ def run(spec, sets, output, per_request, trace_out):
         sc = load_scenario(spec, _parse_set(sets))
     except SpecError as e:
         _fail(str(e))
-    from .quickrun import notice_if_compiling, timed_summary
-    notice_if_compiling("pipeline" if sc.is_pipeline else "single", lambda m: click.echo(m, err=True))
+    from .quickrun import kernel_kind, notice_if_compiling, timed_summary
+    notice_if_compiling(kernel_kind(sc), lambda m: click.echo(m, err=True))
     want_ds = bool(output or per_request or trace_out)
     try:
         if want_ds:

@@ -118,6 +118,11 @@ def global_vector(sim: SimulationSpec, concurrency: int, think_s: float, hash_bl
     return g
 
 
+def closed_loop_users(arrival) -> int:
+    """Users in flight of a closed-loop arrival process; 0 (open loop) for any other process."""
+    return (arrival.concurrency or 0) if arrival.process == "closed_loop" else 0
+
+
 def metric_vector(sim: SimulationSpec, slo: SLOSpec, quantiles=()) -> np.ndarray:
     mp = np.zeros(M.N_MPARAMS)
     mp[M.M_NQ] = len(quantiles)
@@ -573,8 +578,7 @@ def lower_pipeline(scen, reqs, seed_seq, log_steps: int = 0, decode_runs: bool =
     chain_off[1:] = np.cumsum([len(c) for c in topo.chains])
     chain_tier = np.array([k for c in topo.chains for k in c], np.int64)
     a = scen.workload.arrival
-    conc = a.concurrency or 0 if a.process == "closed_loop" else 0
-    g = global_vector(scen.simulation, conc, a.think_time_s, reqs.hash_block_tokens, log_steps, decode_runs)
+    g = global_vector(scen.simulation, closed_loop_users(a), a.think_time_s, reqs.hash_block_tokens, log_steps, decode_runs)
     ho, hi, nh = dense_hashes(reqs)
     return dict(topo=topo, cli_kind=kind, cli_prm=prm, cli_sch=sch, cli_srv=srv, pool_off=pool_off, pool_cli=pool_cli,
                 pool_policy=pool_policy, pool_thresh=pool_thresh, res_cap=np.array(topo.res_cap), route_lat=lat,
@@ -835,5 +839,5 @@ def scenario_point(spec, requests: Requests, seed_seq: np.random.SeedSequence) -
         return PipelinePoint(spec, requests, seed_seq)
     a = spec.workload.arrival
     return Point(spec.client, requests, spec.simulation, spec.slo, spec.workload.branches,
-                 concurrency=a.concurrency or 0 if a.process == "closed_loop" else 0,
+                 concurrency=closed_loop_users(a),
                  think_s=a.think_time_s, quantiles=tuple(spec.metrics.quantiles or ()), scenario=spec)

@@ -12,9 +12,19 @@ import numpy as np
 
 COMPILE_NOTICE = "compiling kernels (about a minute, once per install) ..."
 
-# compiled entry points a command needs, by kernel module (numba cache index files start so)
-_ENTRY_POINTS = {"single": ("cluster.simulate_", "metrics.summarize_points"),
+# compiled entry points a command needs, by kernel module (numba cache index files start with the
+# module and the function's qualified name; the serial batch kernel is a renamed copy)
+_ENTRY_POINTS = {"single": ("cluster._simulate_single_points_serial", "metrics.summarize_points"),
                  "pipeline": ("cluster.simulate_cluster", "metrics.summarize_points")}
+
+
+def kernel_kind(spec) -> str:
+    """Which kernels a scenario runs on: "single" (the batched single-client kernel) or "pipeline"
+    (``simulate_cluster``: a pipeline, or a closed loop over several replicas, which runs as its
+    one-stage pipeline: ``lowering.splits_up_front``)."""
+    a = spec.workload.arrival
+    pooled = a.process == "closed_loop" and spec.client.dp > 1
+    return "pipeline" if spec.is_pipeline or pooled else "single"
 
 
 def kernels_cached(kind: str = "single") -> bool:

@@ -134,3 +134,19 @@ def test_closed_loop_routing_by_hand():
     np.testing.assert_array_equal(single.req_replica.values[order], np.arange(len(order)) % 2)
     in_flight = [((arrival <= t) & (finish > t)).sum() for t in np.unique(arrival)]
     assert max(in_flight) == 3
+
+
+def test_kernel_kind_follows_the_split():
+    """``mistfast run`` announces compilation of the kernels the scenario runs on: a closed loop over
+    several replicas runs on the pipeline kernel, any other single client on the batched one."""
+    from mistfast.quickrun import kernel_kind
+    from mistfast.specs import parse_scenario
+
+    def kind(process, dp):
+        doc = copy.deepcopy(BASE)
+        doc["clients"][0]["dp"] = dp
+        doc["workload"]["arrival"] = ({"process": "closed_loop", "concurrency": 4} if process == "closed"
+                                      else {"process": "poisson", "rate_rps": 5.0})
+        return kernel_kind(parse_scenario(doc))
+    assert [kind("open", 1), kind("open", 2), kind("closed", 1), kind("closed", 2)] == \
+        ["single", "single", "single", "pipeline"]
