@@ -1,7 +1,9 @@
 """Run lowered points through the numba kernels and hand their outputs to results.py.
 
 ``run_points``: many single-client points in one kernel call (``CL.simulate_points``, prange over
-sub-points). ``run_pipeline``: one multi-client point (``CL.simulate_cluster``). ``summaries``:
+sub-points), except a closed loop over several replicas, which runs as its one-stage pipeline;
+their outputs are gathered into one ``KernelRun``. ``run_pipeline``: one multi-client point
+(``CL.simulate_cluster``). ``summaries``:
 any mix of both, in point order, as sweeps and capacity searches need. Python work here is per
 point and per batch; nothing is per step or per request.
 """
@@ -55,8 +57,9 @@ def run_points(points: list[Point], *, per_request: bool = False, log_steps: int
     if len(split) == len(points):
         kr = _run_split(points, log_steps, decode_runs, parallel)
     else:
+        pooled = sorted(set(range(len(points))) - set(split))
         parts = [(split, _run_split([points[q] for q in split], log_steps, decode_runs, parallel))] if split else []
-        parts += [([q], _run_pool(pt, log_steps, decode_runs)) for q, pt in enumerate(points) if q not in split]
+        parts += [([q], _run_pool(points[q], log_steps, decode_runs)) for q in pooled]
         kr = _gather(points, parts)
     return _point_results(points, kr, per_request, log_steps, tables)
 
@@ -132,10 +135,10 @@ def _gather(points, parts: list[tuple[list[int], KernelRun]]) -> KernelRun:
     req = {k: np.empty(int(pt_off[-1]), v.dtype) for k, v in first.req.items()}
     mp = np.empty((len(points), first.mp.shape[1]))
     for qs, kr in parts:
-        for j, q in enumerate(qs):
-            for k, v in kr.req.items():
-                req[k][pt_off[q]:pt_off[q + 1]] = v[kr.pt_off[j]:kr.pt_off[j + 1]]
-            mp[q] = kr.mp[j]
+        at = np.concatenate([np.arange(pt_off[q], pt_off[q + 1]) for q in qs])   # where its requests go
+        for k, v in kr.req.items():
+            req[k][at] = v
+        mp[qs] = kr.mp
     relabel = lambda name: np.concatenate([np.asarray(qs, np.int64)[getattr(kr, name)] for qs, kr in parts])  # noqa: E731
     joined = lambda name: np.concatenate([getattr(kr, name) for _, kr in parts])  # noqa: E731
     return KernelRun(pt_off, req, relabel("owner"), joined("cstats"), joined("row_end"), joined("steplog"),
