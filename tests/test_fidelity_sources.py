@@ -100,10 +100,15 @@ def test_public_rows_carry_the_settings_the_validation_reads():
     assert counts[0].notna().all()
     offline = mlperf.request_rate.str.startswith("offline")
     assert (counts[1][offline] == "samples_per_query").all() and (counts[1][~offline] == "generated_query_count").all()
-    # every exclusion is deliberate: exactly the SGLang v0.4.1 DeepSeek-V3 rows, each with its reason
+    # every exclusion is deliberate: the SGLang v0.4.1 DeepSeek-V3 rows, and the MLPerf latencies
+    # measured at >= 90 % of their system's Offline throughput, each with its reason
     excluded = d.notes.str.contains("validate-excluded:")
-    assert set(d[excluded].source.str.extract(r":([^:]+)$")[0]) == {"benchmark/benchmark_dsv3/README.md"}
-    assert excluded.sum() == 40
+    dsv3 = d.source.str.endswith("benchmark/benchmark_dsv3/README.md")
+    assert (excluded & dsv3).sum() == 40
+    saturated = excluded & ~dsv3
+    assert saturated.sum() == 200 and mlperf.index.isin(d[saturated].index).sum() == 200
+    loads = d[saturated].notes.str.extract(r"measured load: \w+ output tokens/s = ([0-9.]+) x")[0].astype(float)
+    assert (loads >= 0.9).all() and d[saturated].metric.str.match("ttft|tpot|e2e").all()
     # the vLLM 0.6.0 rows of the SGLang comparison ran multi-step scheduling with 10 steps
     v060 = d[d.engine_version.str.startswith("0.6.0")]
     assert len(v060) == 20 and all(V.num_scheduler_steps(e + " " + n) == 10 for e, n in zip(v060.engine, v060.notes))
@@ -174,3 +179,33 @@ def test_loadgen_server_runs_are_simulated_in_steady_state():
     assert (one.replica_scale, one.n_requests_sim, one.scenario["clients"][0]["dp"]) == (1, 30_000, 1)
     assert one.scenario["workload"]["arrival"]["rate_rps"] == 364.0
     assert one.scenario["simulation"]["warmup_s"] == pytest.approx(0.1 * 30_000 / 364.0)
+
+
+def _build_public():
+    spec = importlib.util.spec_from_file_location("build_public", ROOT / "data" / "measurements" / "build_public.py")
+    bp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bp)
+    return bp
+
+
+def test_mlperf_latency_at_capacity_is_excluded_with_its_load():
+    """Server 95 / Offline 100 tok/s: load 0.95, latency rows excluded (a capacity error e moves the
+    latency by ~0.95 / 0.05 = 19 e); Interactive 50 / 100 = 0.5 stays counted; throughput rows stay."""
+    bp = _build_public()
+    src = "github:mlcommons/inference_results_v5.1@c:closed/Sub/results/SYS/llama2-70b-99/{}/performance/run_1/s.txt"
+    other = "github:mlcommons/inference_results_v5.1@c:closed/Sub/results/OTHER/llama2-70b-99/Server/p/s.txt"
+
+    def row(scen, metric, value, source=None):
+        return dict(source=source or src.format(scen), model="m", metric=metric, value=str(value), notes="n",
+                    workload=f"MLPerf Inference v5.1 {scen}: x")
+    rows = pd.DataFrame([row("Offline", "output_tok_s", 100), row("Server", "output_tok_s", 95),
+                         row("Server", "tpot_ms", 120), row("Interactive", "output_tok_s", 50),
+                         row("Interactive", "ttft_ms", 60), row("Server", "tpot_ms", 5, source=other)])
+    out = bp.mlperf_measured_load(rows)
+    n = list(out.notes)
+    assert "measured load: Server output tokens/s = 0.950 x the same system's Offline output tokens/s (95 / 100)" in n[1]
+    assert "validate-excluded:" not in n[1]            # the throughput of the run is counted
+    assert "validate-excluded: latency at 95.0 % of" in n[2] and "by ~19 e" in n[2]
+    assert "= 0.500 x" in n[4] and "validate-excluded" not in n[4]
+    assert n[0] == "n" and n[5] == "n"                 # no Offline result of its own system: unchanged
+    assert list(bp.mlperf_measured_load(out).notes) == n   # idempotent
