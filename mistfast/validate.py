@@ -16,7 +16,9 @@ Each row becomes one prediction (see :func:`plan_row`):
   count capped at :data:`MAX_SIM_REQUESTS`.
 * static-batch rows: ``static`` batching, one batch of ``batch_or_concurrency`` requests.
 * fixed-concurrency rows (workload mentions concurrency / closed loop): closed loop.
-* Poisson rows (numeric ``request_rate``): Poisson arrivals at that rate.
+* Poisson rows (numeric ``request_rate``): Poisson arrivals at that rate; a stated request count
+  above :data:`MAX_STATED_REQUESTS` (MLPerf Server / Interactive) is simulated in steady state
+  (:func:`loadgen_steady_state`).
 * ``*_per_gpu`` metrics are divided by the device count (``num_accel``, else tp·pp).
 
 Rows that cannot be represented (unknown model/hardware/precision, unknown metric or workload)
