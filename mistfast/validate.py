@@ -590,7 +590,8 @@ def _plan_row(r: Mapping) -> RowPlan:
         # a stated request count is the measured experiment (its warm-up and drain included); a
         # longer one than the cap is represented by its steady state (loadgen_steady_state)
         n = min(n_meas, MAX_STATED_REQUESTS) if n_meas else min(max(int(rate * 120), 500), MAX_SIM_REQUESTS)
-        steady = loadgen_steady_state(n_meas, rate, plan.dp) if n_meas else None
+        # (a disaggregated row's pools are not data-parallel copies of one engine: simulated as issued)
+        steady = loadgen_steady_state(n_meas, rate, plan.dp) if n_meas and plan.disagg is None else None
         sched = offline_scheduler(plan.engine, client, plan.isl, plan.osl)
         workload["arrival"] = {"process": "poisson", "rate_rps": rate}
         if steady is not None:
