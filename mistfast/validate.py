@@ -16,7 +16,9 @@ Each row becomes one prediction (see :func:`plan_row`):
   count capped at :data:`MAX_SIM_REQUESTS`.
 * static-batch rows: ``static`` batching, one batch of ``batch_or_concurrency`` requests.
 * fixed-concurrency rows (workload mentions concurrency / closed loop): closed loop.
-* Poisson rows (numeric ``request_rate``): Poisson arrivals at that rate.
+* Poisson rows (numeric ``request_rate``): Poisson arrivals at that rate; a stated request count
+  above :data:`MAX_STATED_REQUESTS` (MLPerf Server / Interactive) is simulated in steady state
+  (:func:`loadgen_steady_state`).
 * ``*_per_gpu`` metrics are divided by the device count (``num_accel``, else tp·pp).
 
 Rows that cannot be represented (unknown model/hardware/precision, unknown metric or workload)
@@ -52,6 +54,13 @@ DEFAULT_OFFLINE_REQUESTS = 2000
 # ends in a drain tail that halves the throughput a 26k-query run measures (the cap bounds the cost
 # of the efficiency fit, which re-costs every simulated step)
 MAX_STATED_REQUESTS = 30_000
+# A Poisson run that issued more queries than MAX_STATED_REQUESTS (MLPerf Server / Interactive:
+# LoadGen issues target_qps x min_duration queries, e.g. 884,736 over 2,430 s) is represented by
+# its steady state (loadgen_steady_state): one data-parallel replica at its share of the rate, so
+# the capped count spans dp times more of the run, with the requests arriving in the first
+# STEADY_STATE_WARMUP_FRACTION of the simulated span left out (the ramp from an empty engine, which
+# is ~1 % of LoadGen's >= 600 s run but a third of a capped 80 s one).
+STEADY_STATE_WARMUP_FRACTION = 0.1
 REPORT_COLUMNS = ("id", "model", "hardware", "engine", "metric", "measured", "predicted", "rel_error",
                   "predicted_calibrated", "rel_error_calibrated", "split", "status", "reason")
 
@@ -80,6 +89,7 @@ RUN_METRICS = {
     "usd_per_1m_output_tokens": ("output_tok_s", False, False), "usd_per_1m_tokens": ("total_tok_s", False, False),
 }
 COST_METRICS = ("usd_per_1m_output_tokens", "usd_per_1m_tokens")
+REPLICA_RATE_KEYS = ("output_tok_s", "total_tok_s", "request_throughput_rps")   # summary rates summed over replicas
 STEP_ROW_METRICS = ("prefill_ms", "decode_step_ms", "ttft_ms")
 # TTFT rows fitted through their prefill steps (calibration.RunObservation.prefill_steps): the mean
 # or median TTFT of a static batch or of a closed loop with at most this many users, where a new
@@ -180,6 +190,7 @@ class RowPlan:
     tokens_per_chunk: int = 1   # ITL rows: tokens per streamed chunk (multi-step scheduling streams N tokens at once)
     scheduler_steps: int = 1    # vLLM multi-step scheduling: decode steps run back to back before new prefills
     concurrency: int = 0    # closed-loop users or static batch size (run rows)
+    replica_scale: int = 1  # rate metrics x this: one of that many identical replicas was simulated (loadgen_steady_state)
 
     @property
     def client_key(self) -> str:
@@ -349,6 +360,38 @@ def _stated_prompt_count(wl: str) -> int:
     """The request count a benchmark command in the workload text states (``--num-prompt(s) N``), else 0."""
     m = re.search(r"--num[-_]prompts?[ =](\d+)|(\d+) queries \((?:samples_per_query|generated_query_count)\)", wl)
     return int(m.group(1) or m.group(2)) if m else 0
+
+
+@dataclass(frozen=True)
+class SteadyState:
+    """How a Poisson run longer than the simulation cap is simulated (:func:`loadgen_steady_state`)."""
+    replicas_simulated: int     # of the row's dp replicas (1: one replica stands for all)
+    rate_rps: float             # arrival rate into the simulated replicas
+    num_requests: int           # simulated requests
+    warmup_s: float             # requests arriving before this are left out of every metric
+
+
+def loadgen_steady_state(n_issued: int, rate_rps: float, dp: int, cap: int = MAX_STATED_REQUESTS) -> SteadyState | None:
+    """Steady-state representation of a Poisson run of ``n_issued`` queries at ``rate_rps`` (the
+    whole system's) on ``dp`` data-parallel replicas, when ``n_issued`` exceeds ``cap``; None when
+    the whole run can be simulated as issued.
+
+    LoadGen's Server scenario (mlcommons/inference loadgen) issues ``target_qps x min_duration``
+    queries with exponential gaps and reports means and percentiles over all of them, throughput as
+    tokens / time of the last completion. Over >= 600 s (2,400 s in NVIDIA's llama2-70b configs) the
+    ramp from an empty engine and the final drain are about 1 % of the queries; in a capped run at
+    the same rate (30,000 of 884,736 queries: 82 s) they are most of it, and the batch never reaches
+    the size it holds in the measured run. So: one replica at ``rate/dp`` (a random split of a
+    Poisson stream is Poisson; the capped count then covers ``dp`` times more time), ``min(ceil(
+    n_issued/dp), cap)`` requests, the first ``STEADY_STATE_WARMUP_FRACTION`` of their arrival span
+    left out; rate metrics are scaled by ``dp`` (:attr:`RowPlan.replica_scale`)."""
+    if n_issued <= cap or not (rate_rps > 0):
+        return None
+    per_replica = -(-n_issued // dp)
+    n = min(per_replica, cap)
+    rate = rate_rps / dp
+    return SteadyState(replicas_simulated=1, rate_rps=rate, num_requests=n,
+                       warmup_s=STEADY_STATE_WARMUP_FRACTION * n / rate)
 
 
 def streamed_tokens_per_chunk(metric: str, text: str) -> int:
@@ -544,10 +587,18 @@ def _plan_row(r: Mapping) -> RowPlan:
         workload["arrival"] = {"process": "closed_loop", "concurrency": batch}
     elif rate is not None and math.isfinite(rate) and rate > 0:
         plan.workload_kind = "poisson"
-        # a stated request count is the measured experiment (its warm-up and drain included)
+        # a stated request count is the measured experiment (its warm-up and drain included); a
+        # longer one than the cap is represented by its steady state (loadgen_steady_state)
         n = min(n_meas, MAX_STATED_REQUESTS) if n_meas else min(max(int(rate * 120), 500), MAX_SIM_REQUESTS)
+        # (a disaggregated row's pools are not data-parallel copies of one engine: simulated as issued)
+        steady = loadgen_steady_state(n_meas, rate, plan.dp) if n_meas and plan.disagg is None else None
         sched = offline_scheduler(plan.engine, client, plan.isl, plan.osl)
         workload["arrival"] = {"process": "poisson", "rate_rps": rate}
+        if steady is not None:
+            n = steady.num_requests
+            workload["arrival"]["rate_rps"] = steady.rate_rps
+            plan.replica_scale = plan.dp // steady.replicas_simulated
+            plan.workload_kind = "poisson, steady state"
     else:
         return plan.unsupported(f"workload {r.get('workload')!r} with request rate {r.get('request_rate')!r} "
                                 "is not a recognised kind (offline, static batch, fixed concurrency, Poisson rate)")
@@ -573,14 +624,15 @@ def _plan_row(r: Mapping) -> RowPlan:
     plan.n_requests_measured = n_meas or n
     # data-parallel replicas: closed-loop users and offline batches are per replica; a Poisson
     # rate is the whole system's, so its request count (from the rate) is already global
-    total = n if plan.workload_kind == "poisson" else n * plan.dp
+    total = n if plan.workload_kind.startswith("poisson") else n * plan.dp
     plan.n_requests_sim = total
     workload["num_requests"] = total
     if plan.disagg is not None:
         plan.kind, plan.workload_kind = "pipeline", plan.workload_kind + ", disaggregated P/D"
         plan.scenario = _pipeline_scenario(plan, plan.disagg, workload, plan.isl, plan.osl)
         return plan
-    client_doc = {"model": plan.model, "device": plan.device, "tp": plan.tp, "pp": plan.pp, "dp": plan.dp,
+    client_doc = {"model": plan.model, "device": plan.device, "tp": plan.tp, "pp": plan.pp,
+                  "dp": plan.dp // plan.replica_scale,
                   "precision": C.precision_dict(plan.precision),
                   **C.row_parallelism(r.get("notes"), plan.tp, plan.model),   # ep, dp_attention from the notes
                   "efficiency": {},   # analytical base (0.75); calibrations replace it
@@ -588,10 +640,13 @@ def _plan_row(r: Mapping) -> RowPlan:
     ep = re.search(r"\bmoe ep\s*=\s*(\d+)", notes)
     if ep and int(ep.group(1)) > 1 and "ep" not in client_doc:   # MoE EP stated by the source (MLPerf configs)
         client_doc["ep"] = int(ep.group(1))
+    simulation: dict[str, Any] = {"horizon_s": 1e7, "seed": 0}
+    if plan.workload_kind == "poisson, steady state":
+        simulation["warmup_s"] = steady.warmup_s
     plan.scenario = {
         "clients": [client_doc],
         "workload": workload,
-        "simulation": {"horizon_s": 1e7, "seed": 0},
+        "simulation": simulation,
     }
     return plan
 
@@ -635,8 +690,10 @@ def _points(plans: list[RowPlan]):
 
 
 def _note_unfinished(p: RowPlan, summ: dict | None) -> None:
-    if summ and summ.get("n_finished", p.n_requests_sim) < p.n_requests_sim:
-        note = f"{int(p.n_requests_sim - summ['n_finished'])} simulated requests did not finish"
+    # requests before the warm-up are not in n_finished (steady-state runs leave them out)
+    done = summ.get("n_finished", p.n_requests_sim) + summ.get("n_before_warmup", 0) if summ else 0
+    if summ and done < p.n_requests_sim:
+        note = f"{int(p.n_requests_sim - done)} simulated requests did not finish"
         if note not in p.reason:
             p.reason = (p.reason + "; " if p.reason else "") + note
 
@@ -738,6 +795,8 @@ def plan_value(p: RowPlan, summary: Mapping) -> float:
     """The row's metric from a run summary: per device when the metric says so; $ per 1M tokens
     = price per device-hour x devices / (tokens/s x 3600) x 1e6."""
     v = float(summary[p.value_key]) * p.tokens_per_chunk + multistep_admission_wait_ms(p, summary)
+    if p.value_key in REPLICA_RATE_KEYS:   # one simulated replica stands for replica_scale of them
+        v *= p.replica_scale
     if p.metric in COST_METRICS:
         return p.price_usd_per_hour * p.n_devices / (v * 3600.0) * 1e6 if v > 0 else float("inf")
     return v / p.n_devices if p.per_device else v

@@ -68,7 +68,9 @@ def test_stated_request_counts_are_simulated():
                            "26328 queries (generated_query_count), p99 TTFT <= 2000 ms")
     assert V.plan_row(server).n_requests_sim == 26328   # a Poisson count is global
     big = dict(server, workload=server["workload"].replace("26328", "210624"))
-    assert V.plan_row(big).n_requests_sim == V.MAX_STATED_REQUESTS
+    # longer than the cap: one of the 9 replicas at 3.8 / 9 req/s, ceil(210624 / 9) = 23403 requests
+    # (loadgen_steady_state; test_loadgen_server_runs_are_simulated_in_steady_state)
+    assert V.plan_row(big).n_requests_sim == 23403
     unstated = dict(server, workload="MLPerf Inference v5.1 Server: mix, Poisson arrivals at target_qps")
     assert V.plan_row(unstated).n_requests_sim == 500   # max(3.8 x 120, 500), as before
 
@@ -98,10 +100,15 @@ def test_public_rows_carry_the_settings_the_validation_reads():
     assert counts[0].notna().all()
     offline = mlperf.request_rate.str.startswith("offline")
     assert (counts[1][offline] == "samples_per_query").all() and (counts[1][~offline] == "generated_query_count").all()
-    # every exclusion is deliberate: exactly the SGLang v0.4.1 DeepSeek-V3 rows, each with its reason
+    # every exclusion is deliberate: the SGLang v0.4.1 DeepSeek-V3 rows, and the MLPerf latencies
+    # measured at >= 90 % of their system's Offline throughput, each with its reason
     excluded = d.notes.str.contains("validate-excluded:")
-    assert set(d[excluded].source.str.extract(r":([^:]+)$")[0]) == {"benchmark/benchmark_dsv3/README.md"}
-    assert excluded.sum() == 40
+    dsv3 = d.source.str.endswith("benchmark/benchmark_dsv3/README.md")
+    assert (excluded & dsv3).sum() == 40
+    saturated = excluded & ~dsv3
+    assert saturated.sum() == 200 and mlperf.index.isin(d[saturated].index).sum() == 200
+    loads = d[saturated].notes.str.extract(r"measured load: \w+ output tokens/s = ([0-9.]+) x")[0].astype(float)
+    assert (loads >= 0.9).all() and d[saturated].metric.str.match("ttft|tpot|e2e").all()
     # the vLLM 0.6.0 rows of the SGLang comparison ran multi-step scheduling with 10 steps
     v060 = d[d.engine_version.str.startswith("0.6.0")]
     assert len(v060) == 20 and all(V.num_scheduler_steps(e + " " + n) == 10 for e, n in zip(v060.engine, v060.notes))
@@ -129,3 +136,76 @@ def test_mlperf_llama31_8b_rows_use_the_benchmarks_own_lengths():
     per_sample = (per.output_tok_s / per.requests_s).dropna()
     assert len(per_sample) >= 30 and per_sample.between(127.5, 129.5).all()
     assert D.dataset_stats("mlperf_llama3.1-8b_cnndm")["output_mean"] == 128
+
+
+# NVIDIA's B200 llama2-70b Server result (inference_results_v5.1 closed/NVIDIA/results/
+# B200-SXM-180GBx8_TRT/llama2-70b-99/Server): target_qps 364, min_duration 2,400,000 ms,
+# 884,736 queries issued (mlperf_log_detail.txt generated_query_count = 36 x 24,576 samples)
+_B200_SERVER = dict(
+    id="s", source="github:mlcommons/inference_results_v5.1@9:closed/NVIDIA/results/B200/llama2-70b-99/Server",
+    engine="TensorRT-LLM (NVIDIA MLPerf harness)", engine_version="1.0-mlpinf", model="meta-llama/Llama-2-70b-chat-hf",
+    precision="NVFP4", hardware="B200", num_accel=8, tp=1, pp=1,
+    workload="MLPerf Inference v5.1 Server: MLPerf llama2-70b OpenOrca subset (24,576 samples), Poisson arrivals at "
+             "target_qps, 884736 queries (generated_query_count), p99 TTFT <= 2000 ms, p99 TPOT <= 200 ms",
+    isl="", osl="", batch_or_concurrency="open loop (Poisson)", request_rate="364", metric="tpot_ms", value=123.32,
+    notes="replicas = 8 / (tp x pp) = 8; engine limits from that config: max batch 2048, max num tokens 3584",
+    dataset="openorca", engine_family="trtllm-1")
+
+
+def test_loadgen_server_runs_are_simulated_in_steady_state():
+    """LoadGen issued 884,736 queries over 2,430 s; 30,000 at 364 req/s would cover 82 s, most of it
+    the ramp from an empty engine. One of the 8 replicas at 364 / 8 = 45.5 req/s: min(884736 / 8 =
+    110592, 30000) = 30000 requests over 30000 / 45.5 = 659.3 s, the first 10 % (65.93 s) left out;
+    rates x 8."""
+    assert V.loadgen_steady_state(30_000, 364.0, 8) is None        # the whole run fits: simulated as issued
+    st = V.loadgen_steady_state(884_736, 364.0, 8)
+    assert (st.replicas_simulated, st.rate_rps, st.num_requests) == (1, 45.5, 30_000)
+    assert st.warmup_s == pytest.approx(0.1 * 30_000 / 45.5)
+    p = V.plan_row(_B200_SERVER)
+    assert p.status == "ok", p.reason
+    assert (p.workload_kind, p.dp, p.replica_scale, p.n_requests_sim) == ("poisson, steady state", 8, 8, 30_000)
+    wl, client = p.scenario["workload"], p.scenario["clients"][0]
+    assert wl["arrival"] == {"process": "poisson", "rate_rps": 45.5} and wl["num_requests"] == 30_000
+    assert client["dp"] == 1 and client["scheduler"]["max_batch_size"] == 2048
+    assert p.scenario["simulation"]["warmup_s"] == pytest.approx(65.934, abs=1e-3)
+    # the replica's rates are the system's / 8; latencies are per request, unscaled
+    summ = {"output_tok_s": 12_000.0, "request_throughput_rps": 45.0, "tpot_mean_ms": 120.0}
+    tok = V.plan_row(dict(_B200_SERVER, metric="output_tok_s", value=99123.04))
+    rps = V.plan_row(dict(_B200_SERVER, metric="requests_s", value=361.3))
+    assert V.plan_value(tok, summ) == 96_000.0 and V.plan_value(rps, summ) == 360.0
+    assert V.plan_value(p, summ) == 120.0
+    # a single-replica system (tp 8 on 8 GPUs) keeps its rate; only the warm-up is added
+    one = V.plan_row(dict(_B200_SERVER, tp=8))
+    assert (one.replica_scale, one.n_requests_sim, one.scenario["clients"][0]["dp"]) == (1, 30_000, 1)
+    assert one.scenario["workload"]["arrival"]["rate_rps"] == 364.0
+    assert one.scenario["simulation"]["warmup_s"] == pytest.approx(0.1 * 30_000 / 364.0)
+
+
+def _build_public():
+    spec = importlib.util.spec_from_file_location("build_public", ROOT / "data" / "measurements" / "build_public.py")
+    bp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bp)
+    return bp
+
+
+def test_mlperf_latency_at_capacity_is_excluded_with_its_load():
+    """Server 95 / Offline 100 tok/s: load 0.95, latency rows excluded (a capacity error e moves the
+    latency by ~0.95 / 0.05 = 19 e); Interactive 50 / 100 = 0.5 stays counted; throughput rows stay."""
+    bp = _build_public()
+    src = "github:mlcommons/inference_results_v5.1@c:closed/Sub/results/SYS/llama2-70b-99/{}/performance/run_1/s.txt"
+    other = "github:mlcommons/inference_results_v5.1@c:closed/Sub/results/OTHER/llama2-70b-99/Server/p/s.txt"
+
+    def row(scen, metric, value, source=None):
+        return dict(source=source or src.format(scen), model="m", metric=metric, value=str(value), notes="n",
+                    workload=f"MLPerf Inference v5.1 {scen}: x")
+    rows = pd.DataFrame([row("Offline", "output_tok_s", 100), row("Server", "output_tok_s", 95),
+                         row("Server", "tpot_ms", 120), row("Interactive", "output_tok_s", 50),
+                         row("Interactive", "ttft_ms", 60), row("Server", "tpot_ms", 5, source=other)])
+    out = bp.mlperf_measured_load(rows)
+    n = list(out.notes)
+    assert "measured load: Server output tokens/s = 0.950 x the same system's Offline output tokens/s (95 / 100)" in n[1]
+    assert "validate-excluded:" not in n[1]            # the throughput of the run is counted
+    assert "validate-excluded: latency at 95.0 % of" in n[2] and "by ~19 e" in n[2]
+    assert "= 0.500 x" in n[4] and "validate-excluded" not in n[4]
+    assert n[0] == "n" and n[5] == "n"                 # no Offline result of its own system: unchanged
+    assert list(bp.mlperf_measured_load(out).notes) == n   # idempotent

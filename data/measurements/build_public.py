@@ -379,7 +379,53 @@ def mlperf51_rows(repo: str, commit: str) -> pd.DataFrame:
             continue
         seen.add(fingerprint)
         rows.extend(_mlperf_result_rows(rec, family, layout, stats, commit, summary_path))
-    return pd.DataFrame(rows, columns=COLUMNS[1:])
+    return mlperf_measured_load(pd.DataFrame(rows, columns=COLUMNS[1:]))
+
+
+# A Server / Interactive latency measured this close to the system's whole capacity is a statement
+# about the last few per cent of it: with a mean step time a + b x batch, the batch that serves a
+# rate at load rho = rate / capacity is ~ rho a / (b (1 - rho)), so latency ~ 1 / (1 - rho) and a
+# relative capacity error e moves it by ~ e rho / (1 - rho) — at rho >= 0.9, >= 9 e (a 5 % error in
+# capacity: +-45 % or more in latency; at rho = 0.976, NVIDIA B200 llama2-70b Server, 40 e).
+SATURATED_LOAD = 0.9
+LATENCY_METRIC_PREFIXES = ("ttft", "tpot", "itl", "e2e")
+
+
+def _mlperf_system_key(source: str) -> tuple:
+    """(division, submitter, system) of an MLPerf result's source path."""
+    m = re.search(r":(closed|open)/([^/]+)/results/([^/]+)/", source)
+    return m.groups() if m else (source,)
+
+
+def mlperf_measured_load(rows: pd.DataFrame) -> pd.DataFrame:
+    """Each Server / Interactive row's measured load — its output tokens/s over the Offline output
+    tokens/s of the same system and model (same division, submitter, system directory) — in
+    ``notes``; latency rows at ``SATURATED_LOAD`` or more are marked ``validate-excluded`` with the
+    reason. Rows without an Offline result of their system are left as they are. Idempotent."""
+    rows = rows.copy()
+    key = [(_mlperf_system_key(s), m) for s, m in zip(rows.source, rows.model)]
+    scen = rows.workload.str.extract(r"MLPerf Inference v5\.1 (?:\w+ division )?(Offline|Server|Interactive):")[0]
+    tok = rows.metric == "output_tok_s"
+    value = rows.value.astype(float)
+    offline = {k: v for k, v, o, t in zip(key, value, scen == "Offline", tok) if o and t}
+    online = {(k, sc): v for k, v, sc, t in zip(key, value, scen, tok) if t and sc in ("Server", "Interactive")}
+    notes = []
+    for k, sc, metric, note in zip(key, scen, rows.metric, rows.notes):
+        if sc not in ("Server", "Interactive") or k not in offline or (k, sc) not in online \
+                or "measured load:" in note:
+            notes.append(note)
+            continue
+        load = online[(k, sc)] / offline[k]
+        note += (f"; measured load: {sc} output tokens/s = {load:.3f} x the same system's Offline output tokens/s "
+                 f"({online[(k, sc)]:g} / {offline[k]:g})")
+        if metric.startswith(LATENCY_METRIC_PREFIXES) and load >= SATURATED_LOAD:
+            note += (f"; validate-excluded: latency at {100 * load:.1f} % of the system's measured Offline "
+                     f"throughput (the submitter's target_qps sits at capacity): latency ~ 1/(1 - load), so a "
+                     f"capacity error e moves it by ~{load / (1 - load):.0f} e when load < 1 — a statement about "
+                     f"the last few per cent of capacity, which the throughput rows of the same run test directly")
+        notes.append(note)
+    rows["notes"] = notes
+    return rows
 
 
 def _mlperf_precision(rec, engine):
@@ -519,6 +565,11 @@ def main(argv):
         _write_generated(rows, "rows_inferencemax.csv.gz")
         disagg = inferencemax_disagg_rows(argv[1], argv[2])
         _write_generated(disagg, "rows_inferencemax_disagg.csv.gz")
+        return 0
+    if argv[:1] == ["mlperf51-load"]:   # add the measured load to the stored rows (mlperf_measured_load)
+        path = os.path.join(HERE, "rows_mlperf51.csv.gz")
+        _write_generated(mlperf_measured_load(pd.read_csv(path, dtype=str, keep_default_na=False)),
+                         "rows_mlperf51.csv.gz")
         return 0
     if argv[:1] == ["mlperf51"]:
         rows = mlperf51_rows(argv[1], argv[2])
