@@ -94,3 +94,72 @@ def test_windowed_attention_clears_the_memo_key():
     memo[ST.X_KEY_CLIENT] = -1.0
     _step(ST, prm, memo, ([], [1, 0, 500] * 4))
     assert memo[ST.X_KEY_CLIENT] == -1.0
+
+
+def _pd_run_with_ids(decode_runs, chunked_decode=False):
+    """The PD-disaggregation example (120 requests) through simulate_cluster with a step log wide
+    enough for every step's request ids: (lowered inputs, stage outputs, request outputs, log)."""
+    import tomllib
+    from pathlib import Path
+    from mistfast.kernels import cluster as CL
+    from mistfast.lowering import lower_pipeline
+    from mistfast.runner import _request_arrays
+    from mistfast.scenario import build_requests, point_seed
+    from mistfast.specs import parse_scenario
+    doc = tomllib.loads((Path(__file__).resolve().parent.parent / "examples" / "pd_disaggregation.toml").read_text())
+    doc["workload"]["num_requests"] = 120
+    doc["workload"]["arrival"]["rate_rps"] = 6
+    if chunked_decode:   # decode-only admissions placed by the admission scan itself (CHUNKED)
+        doc["clients"][1]["scheduler"] = {"batching": "chunked", "chunk_size": 512, "max_batch_size": 64}
+    spec = parse_scenario(doc)
+    ss = point_seed(1)
+    reqs = build_requests(spec.workload, spec.simulation.horizon_s, ss)
+    ins = lower_pipeline(spec, reqs, ss, 40000, decode_runs)
+    n, S, C = len(reqs), ins["st_kind"].size, ins["topo"].C
+    out = _request_arrays(n)
+    st = dict(client=np.empty(S, np.int64), ready=np.empty(S), arrive=np.empty(S), sched=np.empty(S),
+              exit=np.empty(S))
+    log = np.full((40000, CL.LOG_COLS + n + 1), -1.0)   # (room for every id of a step)
+    nlog = CL.simulate_cluster(
+        ins["cli_kind"], ins["cli_prm"], ins["cli_sch"], ins["cli_srv"], ins["pool_off"], ins["pool_cli"],
+        ins["pool_policy"], ins["pool_thresh"], ins["res_cap"], ins["route_lat"], ins["route_res"], ins["route_nres"],
+        ins["g"], ins["arrival_in"], ins["branches"], ins["hash_off"], ins["hash_ids"], ins["n_hash"], ins["st_off"],
+        ins["st_kind"], ins["st_pool"], ins["st_prompt"], ins["st_output"], ins["st_bytes"], ins["st_tier"],
+        ins["st_flags"], out["status"], out["reason"], out["arrival"], out["t_first_sched"], out["t_first_tok"],
+        out["t_last_tok"], out["t_finish"], out["generated"], out["preempts"], out["hit_first"], out["computed_pf"],
+        st["client"], st["ready"], st["arrive"], st["sched"], st["exit"], np.zeros((C, CL.N_CS)),
+        np.zeros(len(ins["res_cap"])), np.zeros(4), log, ins["tcap"], ins["chain_off"], ins["chain_tier"])
+    assert nlog < log.shape[0]
+    return ins, st, out, log[:nlog]
+
+
+def test_first_scheduling_of_decode_only_admissions_from_the_step_log():
+    # A decode-only admission (a request whose KV arrived from a prefill client) is marked scheduled
+    # by _mark_scheduled (a shortcut that skips those marks was tried, docs/kernels.md). The decode stage's
+    # first scheduling time must still be the start of the first step on its client that holds
+    # the request, read here from the step log's id columns (decode runs off: every step logged
+    # with its ids; on: the same times)
+    from mistfast.kernels import cluster as CL
+    from mistfast.kernels import engine as E
+    for chunked_decode in (False, True):
+        ins, st, out, log = _pd_run_with_ids(decode_runs=False, chunked_decode=chunked_decode)
+        first = {}
+        for row in log:
+            c = int(row[E.N_LOG])
+            for r in row[CL.LOG_COLS:]:
+                if r >= 0 and (int(r), c) not in first:
+                    first[(int(r), c)] = row[E.L_T]
+        off = ins["st_off"]
+        checked = 0
+        for r in range(len(off) - 1):
+            if out["status"][r] != E.FINISHED:
+                continue
+            for s in range(off[r], off[r + 1]):
+                if ins["st_kind"][s] == CL.K_DECODE:
+                    assert st["sched"][s] == first[(r, int(st["client"][s]))], (r, s)
+                    assert out["t_first_sched"][r] < st["sched"][s]   # (prefilled elsewhere first)
+                    checked += 1
+        assert checked >= 100
+        _, st_on, out_on, _ = _pd_run_with_ids(decode_runs=True, chunked_decode=chunked_decode)
+        np.testing.assert_array_equal(st_on["sched"], st["sched"])
+        np.testing.assert_array_equal(out_on["t_first_sched"], out["t_first_sched"])
