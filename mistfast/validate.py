@@ -88,6 +88,14 @@ STEP_ROW_METRICS = ("prefill_ms", "decode_step_ms", "ttft_ms")
 # they are the first wave and cold-start outliers (JIT compiles), which no step time represents.
 TTFT_FIT_MAX_CONCURRENCY = 8
 TTFT_FIT_METRICS = ("ttft_ms", "ttft_mean_ms", "ttft_p50_ms")
+# Where one run reports both, the fit takes the median TTFT and leaves the mean out: the mean over
+# 10 x concurrency prompts carries the first wave and cold starts (kernel JIT on a new shape) that
+# no step time represents (InferenceMAX SGLang ROCm DeepSeek-R1 at 4 users: median 86 ms, mean
+# 515 ms), and fitting both pulled the prefill efficiency between two different quantities.
+TTFT_MEAN_METRICS = ("ttft_ms", "ttft_mean_ms")
+# the row fields that identify one benchmark run (all of its metrics share them)
+RUN_KEY_FIELDS = ("source", "engine", "engine_version", "model", "hardware", "num_accel", "tp", "pp",
+                  "precision", "workload", "isl", "osl", "batch_or_concurrency", "request_rate", "dataset")
 
 
 # ============================================================================ engine settings
@@ -180,6 +188,7 @@ class RowPlan:
     tokens_per_chunk: int = 1   # ITL rows: tokens per streamed chunk (multi-step scheduling streams N tokens at once)
     scheduler_steps: int = 1    # vLLM multi-step scheduling: decode steps run back to back before new prefills
     concurrency: int = 0    # closed-loop users or static batch size (run rows)
+    run_key: str = ""       # the benchmark run the row is one metric of (RUN_KEY_FIELDS)
 
     @property
     def client_key(self) -> str:
@@ -396,6 +405,7 @@ def plan_row(r: Mapping) -> RowPlan:
         plan.unsupported(f"row could not be planned: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
     plan.source_text = _txt(r.get("source"))
     plan.source_doc = source_document(plan.source_text)
+    plan.run_key = run_key_of(r)
     excluded = re.search(r"validate-excluded:\s*([^;]+)", _txt(r.get("notes")))
     if excluded and plan.status == "ok":
         # a measurement the step model cannot express (the notes say why, from the source): it is
@@ -751,6 +761,19 @@ def low_load_ttft(p: RowPlan) -> bool:
         or (p.workload_kind == "closed loop" and 0 < p.concurrency <= TTFT_FIT_MAX_CONCURRENCY))
 
 
+def run_key_of(r: Mapping) -> str:
+    """The benchmark run a row is one metric of: its RUN_KEY_FIELDS, joined."""
+    return "|".join(_txt(r.get(k)) for k in RUN_KEY_FIELDS)
+
+
+def ttft_fit_rows(plans) -> set[str]:
+    """Ids of the TTFT rows the efficiency fit uses: the low-load ones (low_load_ttft), with a
+    run's mean TTFT dropped where the same run also has a usable median (TTFT_MEAN_METRICS)."""
+    low = [p for p in plans if p.status == "ok" and low_load_ttft(p)]
+    with_median = {p.run_key for p in low if p.metric == "ttft_p50_ms"}
+    return {p.id for p in low if not (p.metric in TTFT_MEAN_METRICS and p.run_key in with_median)}
+
+
 def _run_observation(p: RowPlan, point) -> C.RunObservation:
     def value_of(s, p=p):
         return plan_value(p, s)
@@ -973,8 +996,9 @@ def validate(measurements_csv, out_dir: str | Path, *, calibrate: bool = True, c
     # (MLPerf Server / Interactive latencies likewise: set by the submitter's batching against the bound)
     # rows on a dataset whose dominant lengths are estimates (MLPerf deepseek-r1, llama3.1-405b,
     # mixtral mixes) are validated but not fitted: a wrong length guess would move the efficiencies
+    ttft_fitted = ttft_fit_rows(runs)
     ro_of = {p.id: ro for p, ro in zip(runs, run_obs) if p.status == "ok"
-             and (not p.metric.startswith("ttft") or low_load_ttft(p))
+             and (not p.metric.startswith("ttft") or p.id in ttft_fitted)
              and not C.latency_set_by_policy(p.metric, p.group) and not _estimated_lengths(p)}
 
     def fit_on(keep) -> C.Calibration:
