@@ -663,9 +663,20 @@ def _predict_runs(plans: list[RowPlan], points: list, clients: list) -> tuple[np
     outside = np.asarray(res["summary"].get("steps_outside_calibration", np.zeros(len(pts))), dtype=float)
     for q, p in enumerate(plans):
         s = C._run_summary(res, q)
-        out[q] = plan_value(p, s)
+        out[q] = plan_value(p, s) + client_side_ms(p, pts[q].client)
         _note_unfinished(p, s)
     return out, outside
+
+
+def client_side_ms(p: RowPlan, client) -> float:
+    """Time a benchmark client measures outside the engine steps, added to a predicted TTFT or
+    E2E row (any statistic: a constant shifts the mean and every percentile alike): the client's
+    ``efficiency.ttft_overhead_ms``, fitted from low-load TTFT rows (docs/calibration.md). In a
+    closed loop it would also delay each user's next request; that second-order effect on the
+    load (about overhead / E2E, under 1 % on the InferenceMAX rows) is not simulated."""
+    if not (p.metric.startswith("ttft") or p.metric.startswith("e2e")):
+        return 0.0
+    return float(getattr(client.efficiency, "ttft_overhead_ms", 0.0))
 
 
 def _estimated_lengths(p: RowPlan) -> bool:
