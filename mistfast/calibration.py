@@ -92,18 +92,22 @@ STEP_CSV_OPTIONAL = ("group", "source")
 REQUEST_CSV_COLUMNS = ("isl", "osl", "ttft_ms", "tpot_ms", "e2e_ms", "batch")
 SPLITWISE_COLUMNS = ("model", "hardware", "tensor_parallel", "prompt_size", "batch_size", "token_size",
                      "prompt_time", "token_time")
-EFFICIENCY_PARAMS = ("compute", "memory", "op_overhead_us", "step_overhead_ms", "prefill")
+EFFICIENCY_PARAMS = ("compute", "memory", "op_overhead_us", "step_overhead_ms", "prefill", "ttft_overhead_ms")
 # fitted parameters on a linear scale (>= 0); the η are fitted in log units within ETA_BOUNDS
-LINEAR_PARAMS = ("op_overhead_us", "step_overhead_ms")
-LINEAR_START = {"op_overhead_us": 0.5, "step_overhead_ms": 0.1}        # offset from the start value
-LINEAR_SCALE = {"op_overhead_us": 5.0, "step_overhead_ms": 1.0}        # least_squares x_scale
+LINEAR_PARAMS = ("op_overhead_us", "step_overhead_ms", "ttft_overhead_ms")
+LINEAR_START = {"op_overhead_us": 0.5, "step_overhead_ms": 0.1, "ttft_overhead_ms": 1.0}   # offset from the start value
+LINEAR_SCALE = {"op_overhead_us": 5.0, "step_overhead_ms": 1.0, "ttft_overhead_ms": 5.0}   # least_squares x_scale
 # prior units: ``tau_prior_weight`` counts per 10 µs of per-op overhead, ``step_prior_weight`` per
 # 0.2 ms of per-step overhead. With one model per group a constant per-step floor cannot be split
 # between the two (both add the same time to every step); the stiffer per-step unit gives such a
 # floor to τ, as before the per-step overhead was fitted (> 95 % of it for a model of >= 100 ops).
 # Data with several layer counts in a group (or the Splitwise 30-45 ms floors) outweigh it by far.
-LINEAR_PRIOR_UNIT = {"op_overhead_us": 10.0, "step_overhead_ms": 0.2}
+LINEAR_PRIOR_UNIT = {"op_overhead_us": 10.0, "step_overhead_ms": 0.2, "ttft_overhead_ms": 10.0}
 STEP_PRIOR_WEIGHT = 1e-3
+# the per-request TTFT overhead (client-measured time outside the engine steps) is identified only by
+# low-load TTFT rows (RunObservation.prefill_steps); a weak prior (per 10 ms) keeps it at the parent
+# entry's value (0 at the root) where a group has none
+TTFT_PRIOR_WEIGHT = 0.02
 ETA_BOUNDS = (0.05, 1.0)
 ROBUST_SCALE = 0.2           # log units: residuals beyond ~20 % count linearly in the efficiency fit (soft L1)
 CORRECTION_TOLERANCE = 0.02   # a calibrated client reproduces distinct training steps within this
@@ -691,6 +695,7 @@ class EfficiencyFit:
     network: float = 1.0
     step_overhead_ms: float = 0.0
     prefill: float = 1.0
+    ttft_overhead_ms: float = 0.0
     n_steps: int = 0
     n_runs: int = 0
     rows: tuple = ()
@@ -703,7 +708,7 @@ class EfficiencyFit:
     def as_efficiency(self) -> dict:
         return {"compute": self.compute, "memory": self.memory, "network": self.network,
                 "op_overhead_us": self.op_overhead_us, "step_overhead_ms": self.step_overhead_ms,
-                "prefill": self.prefill}
+                "prefill": self.prefill, "ttft_overhead_ms": self.ttft_overhead_ms}
 
     def __getitem__(self, k):
         return getattr(self, k)
@@ -761,7 +766,8 @@ def fit_efficiency(observations: Sequence[StepObservation],
         groups.setdefault(_group_key(r.device, r.engine, group_by), ([], []))[1].append(r)
     if params is not None:
         for p in params:
-            if p not in ("compute", "memory", "op_overhead_us", "network", "step_overhead_ms", "prefill"):
+            if p not in ("compute", "memory", "op_overhead_us", "network", "step_overhead_ms", "prefill",
+                         "ttft_overhead_ms"):
                 raise CalibrationError(f"params: unknown parameter {p!r}")
     start = dict(DEFAULT_EFFICIENCY)
     if x0:
@@ -791,7 +797,7 @@ def _fit_one(obs, runs, factory, params, start, prior_weight, tau_prior_weight, 
     meas = np.log([o.time_s for o in obs]) if obs else np.zeros(0)
     run_meas = np.log([r.measured for r in runs]) if runs else np.zeros(0)
     lo_eta, hi_eta = ETA_BOUNDS
-    names = ("compute", "memory", "network", "op_overhead_us", "step_overhead_ms", "prefill")
+    names = ("compute", "memory", "network", "op_overhead_us", "step_overhead_ms", "prefill", "ttft_overhead_ms")
 
     def unpack(x) -> dict:
         v = {k: start.get(k, DEFAULT_EFFICIENCY[k]) for k in names}
@@ -812,7 +818,8 @@ def _fit_one(obs, runs, factory, params, start, prior_weight, tau_prior_weight, 
                 "memory": math.log(min(max(pc["memory"], lo_eta), hi_eta)),
                 "network": math.log(min(max(pc["network"], lo_eta), hi_eta)), "op_overhead_us": float(pc["op_overhead_us"]),
                 "prefill": math.log(min(max(pc.get("prefill", 1.0), lo_eta), hi_eta)),
-                "step_overhead_ms": float(pc.get("step_overhead_ms", 0.0))}
+                "step_overhead_ms": float(pc.get("step_overhead_ms", 0.0)),
+                "ttft_overhead_ms": float(pc.get("ttft_overhead_ms", 0.0))}
     x_scale = np.array([0.3 if p not in LINEAR_PARAMS else LINEAR_SCALE[p] for p in params])
 
     run_steps = None
@@ -848,6 +855,7 @@ def _fit_one(obs, runs, factory, params, start, prior_weight, tau_prior_weight, 
     else:
         wts = np.ones(len(obs) + len(runs))
     w_obs, w_run = wts[:len(obs)], wts[len(obs):]
+    ttft_rows = np.array([1.0 if r.prefill_steps else 0.0 for r in runs])
 
     def residuals(x, S0, m0):
         v = unpack(x)
@@ -860,8 +868,12 @@ def _fit_one(obs, runs, factory, params, start, prior_weight, tau_prior_weight, 
             S = run_steps.totals(len(runs), v["compute"], v["memory"], v["op_overhead_us"], v["network"],
                                  v["step_overhead_ms"], v["prefill"])
             ratio = np.where([r.rate_like for r in runs], S0 / S, S / S0)
-            res.append(w_run * (np.log(np.maximum(m0 * ratio, 1e-300)) - run_meas))
-        linear_weight = {"op_overhead_us": tau_prior_weight, "step_overhead_ms": step_prior_weight}
+            # a low-load TTFT row adds the per-request time outside the engine steps (the reference
+            # simulations never include it)
+            pred = m0 * ratio + v["ttft_overhead_ms"] * ttft_rows
+            res.append(w_run * (np.log(np.maximum(pred, 1e-300)) - run_meas))
+        linear_weight = {"op_overhead_us": tau_prior_weight, "step_overhead_ms": step_prior_weight,
+                         "ttft_overhead_ms": TTFT_PRIOR_WEIGHT}
         pri = [prior_weight * (xi - prior_at[p]) if p not in LINEAR_PARAMS
                else linear_weight[p] * (xi - prior_at[p]) / LINEAR_PRIOR_UNIT[p]
                for p, xi in zip(params, x)]
@@ -887,7 +899,8 @@ def _fit_one(obs, runs, factory, params, start, prior_weight, tau_prior_weight, 
     r = residuals(sol.x, S0, m0)[:len(obs) + len(runs)] / np.maximum(wts, 1e-300)
     err = np.abs(np.expm1(r)) if len(r) else np.array([np.nan])
     return EfficiencyFit(compute=v["compute"], memory=v["memory"], op_overhead_us=v["op_overhead_us"],
-                         network=v["network"], step_overhead_ms=v["step_overhead_ms"], prefill=v["prefill"], n_steps=len(obs), n_runs=len(runs), params=tuple(params),
+                         network=v["network"], step_overhead_ms=v["step_overhead_ms"], prefill=v["prefill"],
+                         ttft_overhead_ms=v["ttft_overhead_ms"], n_steps=len(obs), n_runs=len(runs), params=tuple(params),
                          rows=tuple([o.id for o in obs] + [r_.id for r_ in runs]),
                          median_abs_rel_err=float(np.median(err)), p90_abs_rel_err=float(np.percentile(err, 90)),
                          success=bool(sol.success), message=str(sol.message))

@@ -366,6 +366,11 @@ class EfficiencySpec(Spec):
     # prefill-step efficiency: a step whose token rows are a share x prefill takes (1 + x (1/prefill - 1))
     # times its roofline time (fitted from low-load TTFT rows, docs/calibration.md); 1 = off
     prefill: float = Field(gt=0, le=1, default=1.0)
+    # per-request time outside the engine steps that a serving benchmark's client measures in its
+    # TTFT and E2E (HTTP intake, tokenisation, hand-off to the engine loop, output processing, the
+    # first streamed chunk); ms. The kernel's TTFT is engine-side (arrival at the engine to the first
+    # token); `mistfast validate` adds this to predicted TTFT/E2E rows (docs/calibration.md)
+    ttft_overhead_ms: float = Field(ge=0, default=0.0)
     # MoE expert parallelism: tokens on the busiest device / the mean (>= 1) (MODEL.md §2.1 λ)
     expert_imbalance: float = Field(ge=1, default=1.0)
     source: str = "MODEL.md §2.1 defaults (reference system_eff 0.75)"

@@ -98,6 +98,14 @@ STEP_ROW_METRICS = ("prefill_ms", "decode_step_ms", "ttft_ms")
 # they are the first wave and cold-start outliers (JIT compiles), which no step time represents.
 TTFT_FIT_MAX_CONCURRENCY = 8
 TTFT_FIT_METRICS = ("ttft_ms", "ttft_mean_ms", "ttft_p50_ms")
+# Where one run reports both, the fit takes the median TTFT and leaves the mean out: the mean over
+# 10 x concurrency prompts carries the first wave and cold starts (kernel JIT on a new shape) that
+# no step time represents (InferenceMAX SGLang ROCm DeepSeek-R1 at 4 users: median 86 ms, mean
+# 515 ms), and fitting both pulled the prefill efficiency between two different quantities.
+TTFT_MEAN_METRICS = ("ttft_ms", "ttft_mean_ms")
+# the row fields that identify one benchmark run (all of its metrics share them)
+RUN_KEY_FIELDS = ("source", "engine", "engine_version", "model", "hardware", "num_accel", "tp", "pp",
+                  "precision", "workload", "isl", "osl", "batch_or_concurrency", "request_rate", "dataset")
 
 
 # ============================================================================ engine settings
@@ -191,6 +199,7 @@ class RowPlan:
     scheduler_steps: int = 1    # vLLM multi-step scheduling: decode steps run back to back before new prefills
     concurrency: int = 0    # closed-loop users or static batch size (run rows)
     replica_scale: int = 1  # rate metrics x this: one of that many identical replicas was simulated (loadgen_steady_state)
+    run_key: str = ""       # the benchmark run the row is one metric of (RUN_KEY_FIELDS)
 
     @property
     def client_key(self) -> str:
@@ -439,6 +448,7 @@ def plan_row(r: Mapping) -> RowPlan:
         plan.unsupported(f"row could not be planned: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
     plan.source_text = _txt(r.get("source"))
     plan.source_doc = source_document(plan.source_text)
+    plan.run_key = run_key_of(r)
     excluded = re.search(r"validate-excluded:\s*([^;]+)", _txt(r.get("notes")))
     if excluded and plan.status == "ok":
         # a measurement the step model cannot express (the notes say why, from the source): it is
@@ -710,9 +720,20 @@ def _predict_runs(plans: list[RowPlan], points: list, clients: list) -> tuple[np
     outside = np.asarray(res["summary"].get("steps_outside_calibration", np.zeros(len(pts))), dtype=float)
     for q, p in enumerate(plans):
         s = C._run_summary(res, q)
-        out[q] = plan_value(p, s)
+        out[q] = plan_value(p, s) + client_side_ms(p, pts[q].client)
         _note_unfinished(p, s)
     return out, outside
+
+
+def client_side_ms(p: RowPlan, client) -> float:
+    """Time a benchmark client measures outside the engine steps, added to a predicted TTFT or
+    E2E row (any statistic: a constant shifts the mean and every percentile alike): the client's
+    ``efficiency.ttft_overhead_ms``, fitted from low-load TTFT rows (docs/calibration.md). In a
+    closed loop it would also delay each user's next request; that second-order effect on the
+    load (about overhead / E2E, under 1 % on the InferenceMAX rows) is not simulated."""
+    if not (p.metric.startswith("ttft") or p.metric.startswith("e2e")):
+        return 0.0
+    return float(getattr(client.efficiency, "ttft_overhead_ms", 0.0))
 
 
 def _estimated_lengths(p: RowPlan) -> bool:
@@ -808,6 +829,19 @@ def low_load_ttft(p: RowPlan) -> bool:
     return p.metric in TTFT_FIT_METRICS and (
         p.workload_kind == "static batch"
         or (p.workload_kind == "closed loop" and 0 < p.concurrency <= TTFT_FIT_MAX_CONCURRENCY))
+
+
+def run_key_of(r: Mapping) -> str:
+    """The benchmark run a row is one metric of: its RUN_KEY_FIELDS, joined."""
+    return "|".join(_txt(r.get(k)) for k in RUN_KEY_FIELDS)
+
+
+def ttft_fit_rows(plans) -> set[str]:
+    """Ids of the TTFT rows the efficiency fit uses: the low-load ones (low_load_ttft), with a
+    run's mean TTFT dropped where the same run also has a usable median (TTFT_MEAN_METRICS)."""
+    low = [p for p in plans if p.status == "ok" and low_load_ttft(p)]
+    with_median = {p.run_key for p in low if p.metric == "ttft_p50_ms"}
+    return {p.id for p in low if not (p.metric in TTFT_MEAN_METRICS and p.run_key in with_median)}
 
 
 def _run_observation(p: RowPlan, point) -> C.RunObservation:
@@ -1032,8 +1066,9 @@ def validate(measurements_csv, out_dir: str | Path, *, calibrate: bool = True, c
     # (MLPerf Server / Interactive latencies likewise: set by the submitter's batching against the bound)
     # rows on a dataset whose dominant lengths are estimates (MLPerf deepseek-r1, llama3.1-405b,
     # mixtral mixes) are validated but not fitted: a wrong length guess would move the efficiencies
+    ttft_fitted = ttft_fit_rows(runs)
     ro_of = {p.id: ro for p, ro in zip(runs, run_obs) if p.status == "ok"
-             and (not p.metric.startswith("ttft") or low_load_ttft(p))
+             and (not p.metric.startswith("ttft") or p.id in ttft_fitted)
              and not C.latency_set_by_policy(p.metric, p.group) and not _estimated_lengths(p)}
 
     def fit_on(keep) -> C.Calibration:
