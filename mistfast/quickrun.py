@@ -13,7 +13,7 @@ import numpy as np
 COMPILE_NOTICE = "compiling kernels (about a minute, once per install) ..."
 
 # compiled entry points a command needs, by kernel module (numba cache index files start so)
-_ENTRY_POINTS = {"single": ("cluster.simulate_", "metrics.summarize_points"),
+_ENTRY_POINTS = {"single": ("cluster._simulate_single_points_serial", "metrics.summarize_points"),
                  "pipeline": ("cluster.simulate_cluster", "metrics.summarize_points")}
 
 
