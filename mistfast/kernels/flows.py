@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._numba import jit_inline, jit_noalloc
+from .._numba import jit_noalloc
 from .layout import C_NFL
 
 
-@jit_inline  # one call site (_retime_flows): no dispatcher of its own to compile and link
+@jit_noalloc
 def _max_min_rates(fl, nfl):
     """Max-min fair rates of the moving flows (progressive filling, MODEL.md §4.3)."""
     for i in range(fl.link_cap.shape[0]):

@@ -19,7 +19,7 @@ def _mist_load(c, t, cli):
     return step + cli.ci[c, I_MIST_Q]
 
 
-@jit_inline  # one call site (_choose): no dispatcher of its own to compile and link
+@jit_noalloc
 def _choose_mist(p, t, rte, cli):
     """MIST's join-shortest-queue: when every client of the pool has the same token load, round
     robin over a list rotated at each such pick; otherwise the least loaded, the first in the

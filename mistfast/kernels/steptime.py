@@ -459,7 +459,7 @@ def step_time(prm, pf_past, pf_new, n_pf, n_pf_done, dec_w, dec_s, dec_k, n_dec,
     return step_finish(prm, attn_f, attn_off, attn_on, out)
 
 
-@jit_inline  # one call site (step_time): one dispatcher fewer linking step_fixed (compile time)
+@jit_noalloc
 def _step_time_genz(prm, pf_past, pf_new, n_pf, dec_w, dec_s, dec_k, n_dec, out):
     """step_time under GenZ conventions (MODEL.md §2.4 compat column): every prefill chunk and
     every decode is its own Logit and Attend op with its own max(compute, memory). Requests are
