@@ -109,7 +109,7 @@ def report(res: dict, top: int) -> None:
     for name, _sig in res["compiles"]:
         short = name.rsplit(".", 1)[-1]
         counts[short] = counts.get(short, 0) + 1
-    total = sum(res["by_function"].values())
+    total = sum(res["by_function"].values()) or 1.0
     print(f"compiler passes: {total:.1f} CPU s over {len(res['compiles'])} compiles; "
           + ", ".join(f"{k} {v:.1f} s" for k, v in res["llvm"].items()) + " (LLVM)")
     print(f"{'CPU s':>7} {'share':>6} {'compiles':>8}  function")
