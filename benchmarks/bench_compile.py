@@ -109,14 +109,14 @@ def report(res: dict, top: int) -> None:
     for name, _sig in res["compiles"]:
         short = name.rsplit(".", 1)[-1]
         counts[short] = counts.get(short, 0) + 1
-    total = sum(res["by_function"].values()) or 1.0
+    total = sum(res["by_function"].values())
     print(f"compiler passes: {total:.1f} CPU s over {len(res['compiles'])} compiles; "
           + ", ".join(f"{k} {v:.1f} s" for k, v in res["llvm"].items()) + " (LLVM)")
     print(f"{'CPU s':>7} {'share':>6} {'compiles':>8}  function")
     for fn, s in sorted(res["by_function"].items(), key=lambda kv: -kv[1])[:top]:
         n = counts.get(fn, 0)
         mark = "  <- compiled more than once" if n > 1 and not fn.endswith("impl") else ""
-        print(f"{s:7.2f} {s / total:6.1%} {n:8d}  {fn}{mark}")
+        print(f"{s:7.2f} {s / (total or 1.0):6.1%} {n:8d}  {fn}{mark}")
 
 
 def main() -> None:
