@@ -184,5 +184,7 @@ def _workload_arrivals(t, req, stg, cli, rte, fl, kv, lp):
     while lp.ctr[C_NA] < n and req.arrival[lp.ctr[C_NA]] <= t and req.arrival[lp.ctr[C_NA]] <= horizon:
         r = lp.ctr[C_NA]
         lp.ctr[C_NA] += 1
-        _enter_stage(r, stg.off[r], -1, t, req, stg, cli, rte, fl, kv, lp)
+        # np.int64(-1), not -1: numba compiles a callee once per literal argument value, and
+        # _enter_stage (with _start_flow, _layerwise_left) would be compiled for -1 and for int64
+        _enter_stage(r, stg.off[r], np.int64(-1), t, req, stg, cli, rte, fl, kv, lp)
         stg.t_ready[stg.off[r]] = req.arrival[r]
