@@ -466,23 +466,32 @@ def _point_topologies(points) -> list:
     ``no_power`` (instances whose device has no power figure, warned about once), made once per
     distinct set of the sections a topology reads (the points of a sweep share those objects)."""
     from .power import mask_client_energy, topology_devices
-    made: dict = {}
     out = []
     for pt in points:
         scen = pt.scenario
-        key = tuple(tuple(map(id, getattr(scen, f))) for f in ("clients", "servers", "tiers", "links", "pipelines")) \
-            + (id(scen.network),)
-        topo = made.get(key)
-        if topo is None:
+        reads = (*scen.clients, None, *scen.servers, None, *scen.tiers, None, *scen.links, None, *scen.pipelines,
+                 None, scen.network)
+        key = tuple(map(id, reads))
+        hit = _TOPOLOGIES.get(key)
+        if hit is None:
             topo = Topology(scen)
+            if any(cl is None for cl in topo.llm):
+                raise RuntimeError("point tables: a single-client point with a server")
             topo.routes()   # creates the network resources a one-stage pipeline of these replicas has
             topo.price = [cl.device.price_usd_per_hour * (cl.tp * cl.pp) for cl in topo.llm]
             energy = np.zeros(topo.C)
             mask_client_energy(energy, topology_devices(topo))
             topo.no_power = np.isnan(energy)
-            made[key] = topo
-        out.append(topo)
+            if len(_TOPOLOGIES) >= 4096:
+                _TOPOLOGIES.clear()
+            hit = _TOPOLOGIES[key] = (topo, reads)   # the sections stay alive with their ids
+        elif hit[0].no_power.any():   # the warning, as each point's own run gives it (once per process)
+            mask_client_energy(np.zeros(hit[0].C), topology_devices(hit[0]))
+        out.append(hit[0])
     return out
+
+
+_TOPOLOGIES: dict = {}   # per process: (topology, the sections it was made from) by their ids
 
 
 def _client_rows(cstats, owner, instance, topos, endt) -> dict[str, np.ndarray]:
@@ -517,11 +526,14 @@ def _llm_stage_rows(r: dict, pt_off: np.ndarray) -> dict[str, np.ndarray]:
     at = np.concatenate([[0], np.cumsum(done)])[pt_off]         # each point's first done request
     out = {"stage_count": np.zeros((P, K))}
     out["stage_count"][:, CL.K_LLM] = np.diff(at)
-    means = np.full((P, 3), np.nan)
-    for q in np.flatnonzero(np.diff(at)):
-        n = counted[:, at[q]:at[q + 1]].sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            means[q] = np.array([times[j, at[q]:at[q + 1]].sum() for j in range(3)]) / n
+    n_counted = np.diff(np.concatenate([np.zeros((3, 1), np.int64), np.cumsum(counted, axis=1)], axis=1)[:, at], axis=1).T
+    sums = np.full((P, 3), np.nan)
+    rows = list(times)   # (a 2-D slice's row sums may add in another order than a 1-D sum does)
+    for q in np.flatnonzero(np.diff(at)).tolist():
+        a, z = at[q], at[q + 1]
+        sums[q] = [np.add.reduce(row[a:z]) for row in rows]   # one contiguous sum each, as np.nanmean's
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / n_counted
     for j, name in enumerate(("stage_transfer_ms", "stage_queue_ms", "stage_service_ms")):
         out[name] = np.full((P, K), np.nan)
         out[name][:, CL.K_LLM] = means[:, j] * 1e3
