@@ -514,24 +514,26 @@ def _llm_stage_rows(r: dict, pt_off: np.ndarray) -> dict[str, np.ndarray]:
     the count of finished requests, and the mean transfer (none), queue and service times."""
     P = len(pt_off) - 1
     K = len(CL.STAGE_NAMES)
-    finished = r["status"] == E.FINISHED
-    exit_ = np.where(finished, r["t_finish"], np.nan)
-    done = ~np.isnan(exit_)
-    arrive, sched = r["arrival"], r["t_first_sched"]
+    done = np.flatnonzero((r["status"] == E.FINISHED) & ~np.isnan(r["t_finish"]))   # the stage's exits
+    pick = (lambda x: x) if done.size == r["status"].size else (lambda x: x[done])  # noqa: E731
+    arrive, sched, exit_ = pick(r["arrival"]), pick(r["t_first_sched"]), pick(r["t_finish"])
     with np.errstate(invalid="ignore"):
-        times = np.stack([arrive - arrive, sched - arrive, exit_ - np.where(np.isnan(sched), arrive, sched)])[:, done]
+        times = [arrive - arrive, sched - arrive, exit_ - np.where(np.isnan(sched), arrive, sched)]
     times[1] = np.where(np.isnan(times[1]), 0.0, times[1])     # a queue time never known counts as none
-    counted = ~np.isnan(times)
-    times[~counted] = 0.0
-    at = np.concatenate([[0], np.cumsum(done)])[pt_off]         # each point's first done request
+    at = np.searchsorted(done, pt_off)                          # each point's first exit in ``done``
+    n_done = np.diff(at)
+    point_of = np.repeat(np.arange(P), n_done)
+    n_counted = np.empty((P, 3), np.int64)
+    for j, x in enumerate(times):
+        nan = np.isnan(x)
+        n_counted[:, j] = n_done - np.bincount(point_of[nan], minlength=P)
+        x[nan] = 0.0                                            # np.nanmean's sum: NaN as 0
     out = {"stage_count": np.zeros((P, K))}
-    out["stage_count"][:, CL.K_LLM] = np.diff(at)
-    n_counted = np.diff(np.concatenate([np.zeros((3, 1), np.int64), np.cumsum(counted, axis=1)], axis=1)[:, at], axis=1).T
+    out["stage_count"][:, CL.K_LLM] = n_done
     sums = np.full((P, 3), np.nan)
-    rows = list(times)   # (a 2-D slice's row sums may add in another order than a 1-D sum does)
-    for q in np.flatnonzero(np.diff(at)).tolist():
+    for q in np.flatnonzero(n_done).tolist():
         a, z = at[q], at[q + 1]
-        sums[q] = [np.add.reduce(row[a:z]) for row in rows]   # one contiguous sum each, as np.nanmean's
+        sums[q] = [np.add.reduce(x[a:z]) for x in times]      # one contiguous sum each, as np.nanmean's
     with np.errstate(invalid="ignore", divide="ignore"):
         means = sums / n_counted
     for j, name in enumerate(("stage_transfer_ms", "stage_queue_ms", "stage_service_ms")):
