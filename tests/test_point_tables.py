@@ -8,7 +8,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import pytest
 
 from mistfast.lowering import Point
 from mistfast.runner import run_points
