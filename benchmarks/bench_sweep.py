@@ -7,7 +7,8 @@ and peak memory.
     (32..512) x chunk_size (256..2048) x request rate (50 rates, 0.5..25 req/s); default Azure-like
     lengths. Run (1) serially on one core and (2) with the ``processes`` scheduler on 2 workers,
     each in a fresh Python process, writing the parts directory and the netCDF file as a user would.
-    Reported: wall time (kernel loading, process start-up and the netCDF write included),
+    Reported: wall time (kernel loading, process start-up and the netCDF write included), CPU time of
+    the driver and its worker processes (points per CPU-second: what load on shared cores stretches least),
     points/s, points/s per core against the target of 200, simulated requests/s, peak RSS of the
     driver and of its worker processes (``resource`` maxrss; for children the largest one), and
     the driver's peak traced Python allocation (``tracemalloc``, on during the timed run: it costs
@@ -131,9 +132,11 @@ def child(mode: str, quick: bool, trace: bool, chunk_points: int | None) -> dict
         if trace:
             tracemalloc.start()
         t0 = time.perf_counter()
+        cpu0 = _cpu_s()
         ds = run_sweep(spec, out, scheduler=mode, workers=2 if mode == "processes" else None,
                        chunk_points=chunk_points)
         wall = time.perf_counter() - t0
+        cpu = _cpu_s() - cpu0
         peak_traced = tracemalloc.get_traced_memory()[1] if trace else None
         if trace:
             tracemalloc.stop()
@@ -142,11 +145,20 @@ def child(mode: str, quick: bool, trace: bool, chunk_points: int | None) -> dict
     self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return {"mode": mode, "points": int(ds.attrs["n_points"]), "invalid": int(ds.attrs["n_invalid"]), "wall_s": wall,
+            "cpu_s": cpu,
             "driver_warm_s": t_warm,
             "maxrss_self_MiB": self_kb / 1024, "maxrss_children_MiB": child_kb / 1024,
             "tracemalloc_peak_MiB": None if peak_traced is None else peak_traced / 2**20,
             "nc_MiB": nc_bytes / 2**20, "chunks": parts, "chunk_points": spec.chunk_points if chunk_points is None
             else chunk_points}
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process and of its finished child processes (LocalCluster nannies and
+    workers are counted once the cluster is closed): a figure that load on shared cores does not
+    stretch as much as wall time."""
+    return sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for f in ("ru_utime", "ru_stime"))
 
 
 def static_cost(n: int = 20) -> float:
@@ -214,7 +226,7 @@ def main() -> None:
         r = run_child(mode, args, trace=not args.no_tracemalloc)
         r["cores"] = cores
         rows.append(r)
-    hdr = (f"    {'run':<22}{'wall s':>8}{'points/s':>10}{'/core':>8}{'req/s/core':>12}"
+    hdr = (f"    {'run':<22}{'wall s':>8}{'points/s':>10}{'/core':>8}{'req/s/core':>12}{'CPU s':>8}{'pts/CPU-s':>11}"
            f"{'RSS drv MiB':>13}{'RSS wrk MiB':>13}{'traced MiB':>12}")
     print(hdr)
     for r in rows:
@@ -223,7 +235,8 @@ def main() -> None:
         wrk = f"{r['maxrss_children_MiB']:.0f}" if r["mode"] == "processes" else "-"
         tm = "-" if r["tracemalloc_peak_MiB"] is None else f"{r['tracemalloc_peak_MiB']:.1f}"
         print(f"    {label:<22}{r['wall_s']:>8.1f}{pps:>10.0f}{pps / r['cores']:>8.0f}"
-              f"{pps / r['cores'] * N_REQUESTS:>12,.0f}{r['maxrss_self_MiB']:>13.0f}{wrk:>13}{tm:>12}")
+              f"{pps / r['cores'] * N_REQUESTS:>12,.0f}{r['cpu_s']:>8.1f}{r['points'] / r['cpu_s']:>11.0f}"
+              f"{r['maxrss_self_MiB']:>13.0f}{wrk:>13}{tm:>12}")
     r0 = rows[0]
     print(f"    {r0['points']:,} points, {r0['invalid']} invalid, {r0['chunks']} chunks; netCDF file {r0['nc_MiB']:.1f} MiB; "
           f"driver kernel loading before the timed run {r0['driver_warm_s']:.1f} s")

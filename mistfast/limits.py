@@ -24,8 +24,10 @@ BYTES_PER_HASH_BLOCK = 64         # each 512-token prefix-hash id (Python list w
 BYTES_PER_REPLICA = 8192          # per engine replica / client instance (parameter vectors, stats)
 BYTES_PER_ROUTE = 8 * (2 + 4)     # per (instance, instance) pair of a pipeline: latency, hops
 BYTES_PER_SWEEP_POINT = 4096      # summary variables of one point held in memory (no output file)
-BYTES_PER_STREAMED_POINT = 128    # a point of a sweep written to a file: its reason text and coordinates
-                                  # when the result is opened (the variables stay on disk, issue 15)
+BYTES_PER_STREAMED_POINT = 16     # a point of a sweep written to a file, in the driver: its int32 reason
+                                  # code when the result is opened (the variables stay on disk, issue 15)
+                                  # and its share of the chunk bookkeeping (manifest entry and chunk list,
+                                  # about 1.2 kB per chunk: 10 B per point at chunk_points = 128)
 HASH_BLOCK_TOKENS = 512          # Mooncake prefix-hash block (MODEL.md §4.2); the lowering uses it too
 
 _override_GB: float | None = None

@@ -419,6 +419,129 @@ def point_tables(pt, cstats: np.ndarray, end_s: float, r: dict) -> tuple[dict[st
     return table_vars(pt.scenario, run)
 
 
+def stacked_point_tables(points, owner, cstats: np.ndarray, end: np.ndarray, r: dict,
+                         pt_off: np.ndarray) -> list[tuple[np.ndarray, dict]]:
+    """``point_tables`` of many single-client points at once, as (positions in ``points``, tables
+    stacked along those points with their labels under ``"_labels"``), one entry per distinct
+    label set in order of first appearance. ``owner``: the point of each row of ``cstats``
+    (rows x N_CS; a point's rows in replica order), ``end`` each point's end, ``r`` the
+    per-request outputs in point then request order, ``pt_off`` each point's first request.
+    The same values as ``point_tables`` point by point, bit for bit (tests/test_point_tables.py):
+    every formula is elementwise, and each point's stage means sum its own requests as one numpy
+    sum, as ``np.nanmean`` does (a segmented sum would add them in another order)."""
+    P = len(points)
+    owner = np.asarray(owner, np.int64)
+    reps = np.bincount(owner, minlength=P)
+    first_row = np.concatenate([[0], np.cumsum(reps)[:-1]])
+    order = np.argsort(owner, kind="stable")                 # rows point by point, replica order
+    instance = np.empty(len(owner), np.int64)
+    instance[order] = np.arange(len(owner)) - first_row[owner[order]]
+    topos = _point_topologies(points)
+    endt = np.maximum(np.asarray(end, float), 1e-300)
+    clients = _client_rows(cstats, owner, instance, topos, endt)
+    stages = _llm_stage_rows(r, pt_off)
+    by_labels: dict = {}
+    for q, topo in enumerate(topos):
+        by_labels.setdefault((tuple(topo.names), tuple(topo.res_names)), []).append(q)
+    out = []
+    for (names, res_names), qs in by_labels.items():
+        qs = np.asarray(qs, np.int64)
+        if np.any(reps[qs] != len(names)):
+            raise RuntimeError(f"point tables: a point has {reps[qs].tolist()} replicas for clients {list(names)}")
+        rows = order[first_row[qs][:, None] + np.arange(len(names))]        # (points, instances)
+        summ = {k: v[rows] for k, v in clients.items()}
+        summ["client_price_usd_per_hour"] = np.array([topos[q].price for q in qs]).reshape(len(qs), len(names))
+        summ.update({k: v[qs] for k, v in stages.items()})
+        cap = np.array([topos[q].res_cap for q in qs], float).reshape(len(qs), len(res_names))
+        bytes_ = np.zeros_like(cap)    # a single client's requests cross no link or tier port
+        summ["resource_utilisation"] = bytes_ / np.maximum(cap, 1e-300) / endt[qs][:, None]
+        summ["resource_bytes"] = bytes_
+        summ["_labels"] = {"client": list(names), "stage_kind": list(CL.STAGE_NAMES), "resource": list(res_names)}
+        out.append((qs, summ))
+    return out
+
+
+def _point_topologies(points) -> list:
+    """Each single-client point's Topology (routes made), with ``price`` (per instance) and
+    ``no_power`` (instances whose device has no power figure, warned about once), made once per
+    distinct set of the sections a topology reads (the points of a sweep share those objects)."""
+    from .power import mask_client_energy, topology_devices
+    out = []
+    for pt in points:
+        scen = pt.scenario
+        reads = (*scen.clients, None, *scen.servers, None, *scen.tiers, None, *scen.links, None, *scen.pipelines,
+                 None, scen.network)
+        key = tuple(map(id, reads))
+        hit = _TOPOLOGIES.get(key)
+        if hit is None:
+            topo = Topology(scen)
+            if any(cl is None for cl in topo.llm):
+                raise RuntimeError("point tables: a single-client point with a server")
+            topo.routes()   # creates the network resources a one-stage pipeline of these replicas has
+            topo.price = [cl.device.price_usd_per_hour * (cl.tp * cl.pp) for cl in topo.llm]
+            energy = np.zeros(topo.C)
+            mask_client_energy(energy, topology_devices(topo))
+            topo.no_power = np.isnan(energy)
+            if len(_TOPOLOGIES) >= 4096:
+                _TOPOLOGIES.clear()
+            hit = _TOPOLOGIES[key] = (topo, reads)   # the sections stay alive with their ids
+        elif hit[0].no_power.any():   # the warning, as each point's own run gives it (once per process)
+            mask_client_energy(np.zeros(hit[0].C), topology_devices(hit[0]))
+        out.append(hit[0])
+    return out
+
+
+_TOPOLOGIES: dict = {}   # per process: (topology, the sections it was made from) by their ids
+
+
+def _client_rows(cstats, owner, instance, topos, endt) -> dict[str, np.ndarray]:
+    """client_vars' LLM formulas for every row of ``cstats`` (one replica of one point) at once."""
+    llm = [topos[q].llm[c] for q, c in zip(owner.tolist(), instance.tolist())]
+    end_rows = endt[owner]
+    eng = engine_vars(cstats, np.ones(len(owner)), llm, end_rows)
+    v = {f"client_{k}": eng[k] for k in ("busy_fraction", "kv_util_mean", "kv_util_peak", "mfu", "mbu")}
+    no_power = np.array([topos[q].no_power[c] for q, c in zip(owner.tolist(), instance.tolist())], bool)
+    v["client_energy_J"] = np.where(no_power, np.nan, eng["energy_J"])
+    v["client_steps"] = cstats[:, CL.CS_STEPS].copy()
+    v["client_served"] = cstats[:, CL.CS_SERVED].copy()
+    v["client_kv_blocked_s"] = cstats[:, CL.CS_KV_BLOCKED_S].copy()
+    v["client_computed_prompt_tok_s"] = cstats[:, CL.CS_PF_TOKENS] / end_rows
+    return v
+
+
+def _llm_stage_rows(r: dict, pt_off: np.ndarray) -> dict[str, np.ndarray]:
+    """stage_vars of each point's one LLM stage, which requests enter at arrival (points x kinds):
+    the count of finished requests, and the mean transfer (none), queue and service times."""
+    P = len(pt_off) - 1
+    K = len(CL.STAGE_NAMES)
+    done = np.flatnonzero((r["status"] == E.FINISHED) & ~np.isnan(r["t_finish"]))   # the stage's exits
+    pick = (lambda x: x) if done.size == r["status"].size else (lambda x: x[done])  # noqa: E731
+    arrive, sched, exit_ = pick(r["arrival"]), pick(r["t_first_sched"]), pick(r["t_finish"])
+    with np.errstate(invalid="ignore"):
+        times = [arrive - arrive, sched - arrive, exit_ - np.where(np.isnan(sched), arrive, sched)]
+    times[1] = np.where(np.isnan(times[1]), 0.0, times[1])     # a queue time never known counts as none
+    at = np.searchsorted(done, pt_off)                          # each point's first exit in ``done``
+    n_done = np.diff(at)
+    point_of = np.repeat(np.arange(P), n_done)
+    n_counted = np.empty((P, 3), np.int64)
+    for j, x in enumerate(times):
+        nan = np.isnan(x)
+        n_counted[:, j] = n_done - np.bincount(point_of[nan], minlength=P)
+        x[nan] = 0.0                                            # np.nanmean's sum: NaN as 0
+    out = {"stage_count": np.zeros((P, K))}
+    out["stage_count"][:, CL.K_LLM] = n_done
+    sums = np.full((P, 3), np.nan)
+    for q in np.flatnonzero(n_done).tolist():
+        a, z = at[q], at[q + 1]
+        sums[q] = [np.add.reduce(x[a:z]) for x in times]      # one contiguous sum each, as np.nanmean's
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / n_counted
+    for j, name in enumerate(("stage_transfer_ms", "stage_queue_ms", "stage_service_ms")):
+        out[name] = np.full((P, K), np.nan)
+        out[name][:, CL.K_LLM] = means[:, j] * 1e3
+    return out
+
+
 def point_dataset(spec, res: dict, per_request: bool, log_steps: int = 0) -> xr.Dataset:
     """The Dataset of one single-client run (``runner.run_points`` of its one point, with tables)."""
     ds = summary_dataset(res["summary"], 0, quantiles=spec.metrics.quantiles)

@@ -18,7 +18,7 @@ from .kernels import metrics as M
 from .lowering import (LoweredPoints, PipelinePoint, Point, lower_pipeline, lower_points, metric_vectors,
                        one_stage_scenario, splits_up_front)
 from .results import (first_token_replica, pipeline_summary, point_summary, point_tables, quantile_summary,
-                      requested_output_tokens, sum_replica_stats, table_vars)
+                      requested_output_tokens, stacked_point_tables, sum_replica_stats, table_vars)
 
 
 def _request_arrays(n: int) -> dict[str, np.ndarray]:
@@ -50,8 +50,9 @@ def run_points(points: list[Point], *, per_request: bool = False, log_steps: int
     """Simulate every point; returns summary arrays (length P) and, on request, per-request data.
     ``decode_runs=False`` steps every decode step through the full loop (same results, slower;
     kept as a cross-check of the decode-run fast path). ``tables``: also each point's per-client,
-    per-stage and per-resource variables and labels (``results.point_tables``), under "tables".
-    Points whose replicas can be split up front (``lowering.splits_up_front``) share one batched
+    per-stage and per-resource variables and labels (``results.point_tables``), under "tables";
+    ``tables="stacked"``: the same stacked by label set (``results.stacked_point_tables``), under
+    "table_parts". Points whose replicas can be split up front (``lowering.splits_up_front``) share one batched
     kernel call; any other runs as its one-stage pipeline, so both give what the pipeline does."""
     split = [q for q, pt in enumerate(points) if splits_up_front(pt)]
     if len(split) == len(points):
@@ -75,7 +76,9 @@ def _point_results(points, kr: KernelRun, per_request, log_steps, tables) -> dic
     summary = point_summary(points, out, rs, end, nrep)
     summary.update(quantile_summary(out, [pt.quantiles for pt in points]))
     result = {"summary": summary, "offsets": kr.pt_off}
-    if tables:
+    if tables == "stacked":   # one entry per label set, all points at once (summaries, sweeps)
+        result["table_parts"] = stacked_point_tables(points, kr.owner, kr.cstats, end, res, kr.pt_off)
+    elif tables:
         result["tables"] = _point_tables(points, kr.owner, kr.cstats, end, res, kr.pt_off)
     if per_request:
         result["requests"] = {k: v for k, v in res.items() if k != "branches"}
@@ -213,23 +216,6 @@ def run_pipeline(scen, reqs, seed_seq, *, per_request=False, log_steps=0, decode
                 output=reqs.output_tokens.astype(np.int64))
 
 
-def _stack_tables(positions, tables) -> list:
-    """Single-client points' tables as parts of ``summaries``: one part per distinct label set,
-    each table variable stacked along its points."""
-    by_labels: dict = {}
-    for i, (data, labels) in zip(positions, tables):
-        key = tuple(tuple(v) for v in labels.values())
-        by_labels.setdefault(key, (labels, [], []))
-        by_labels[key][1].append(i)
-        by_labels[key][2].append(data)
-    out = []
-    for labels, at, datas in by_labels.values():
-        summ = {k: np.stack([d[k] for d in datas]) for k in datas[0]}
-        summ["_labels"] = labels
-        out.append((np.asarray(at, np.int64), summ))
-    return out
-
-
 def summaries(points: list[Point | PipelinePoint], *, tables: bool = False,
               decode_runs: bool = True) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
     """Summary variables of a mix of points as (positions in ``points``, arrays along those
@@ -240,10 +226,10 @@ def summaries(points: list[Point | PipelinePoint], *, tables: bool = False,
     parts: list = []
     single = [i for i, p in enumerate(points) if isinstance(p, Point)]
     if single:
-        run = run_points([points[i] for i in single], decode_runs=decode_runs, tables=tables)
+        run = run_points([points[i] for i in single], decode_runs=decode_runs, tables="stacked" if tables else False)
         parts.append((np.asarray(single, np.int64), run["summary"]))
         if tables:
-            parts += _stack_tables(single, run["tables"])
+            parts += [(np.asarray(single, np.int64)[at], summ) for at, summ in run["table_parts"]]
     for i, p in enumerate(points):
         if isinstance(p, PipelinePoint):
             run = run_pipeline(p.scenario, p.requests, p.seed_seq, decode_runs=decode_runs)

@@ -249,6 +249,20 @@ _REQUESTS_CACHE: dict = {}
 _REQUESTS_CACHE_MAX = 2_000_000
 
 
+_WORKLOAD_JSON: dict = {}   # id -> (workload object, kept alive with its key; its JSON)
+
+
+def _workload_json(wl) -> str:
+    """The workload's JSON (the requests cache key), once per workload object: a sweep's points
+    share the validated workload section of their rates and lengths (sweep_points.py)."""
+    hit = _WORKLOAD_JSON.get(id(wl))
+    if hit is None or hit[0] is not wl:
+        if len(_WORKLOAD_JSON) >= 4096:
+            _WORKLOAD_JSON.clear()
+        hit = _WORKLOAD_JSON[id(wl)] = (wl, wl.model_dump_json())
+    return hit[1]
+
+
 def _cached_requests(scen, ss: np.random.SeedSequence, cwd: str | None = None):
     """The point's requests (a cached sample when an earlier point drew the same)."""
     return _cached_requests_report(scen, ss, cwd)[0]
@@ -257,7 +271,7 @@ def _cached_requests(scen, ss: np.random.SeedSequence, cwd: str | None = None):
 def _cached_requests_report(scen, ss: np.random.SeedSequence, cwd: str | None = None):
     """(requests, trace requests left out per reason) of a point, cached. ``cwd``: the working
     directory (part of the key: relative trace paths), passed in once per chunk by run_chunk."""
-    key = (scen.workload.model_dump_json(), "num_requests" in scen.workload.model_fields_set,  # (a trace runs whole unless it is set)
+    key = (_workload_json(scen.workload), "num_requests" in scen.workload.model_fields_set,  # (a trace runs whole unless it is set)
            scen.simulation.horizon_s, repr(ss.entropy), repr(ss.spawn_key), cwd or os.getcwd())
     hit = _REQUESTS_CACHE.pop(key, None)
     if hit is None:
@@ -474,6 +488,14 @@ def _task(spec: SweepSpec, k: int, start: int, stop: int, part: str | None, swee
     return P.save_part(Path(part), arrays, (k, start, stop), sweep_hash)
 
 
+def _labelled_task(spec_labels: tuple, k: int, start: int, stop: int, part: str | None, sweep_hash: str) -> dict:
+    """_task with the sweep's table labels given (the same as the worker's own scan would find)."""
+    from .sweep_tables import prime_labels
+    spec, labels = spec_labels
+    prime_labels(sweep_hash, labels)
+    return _task(spec, k, start, stop, part, sweep_hash)
+
+
 def run_sweep(spec: SweepSpec | str | Path, output: str | Path | None = None, *, scheduler: str = "serial",
               workers: int | None = None, resume: bool = False, progress: bool = False,
               chunk_points: int | None = None, client=None) -> xr.Dataset:
@@ -632,10 +654,11 @@ def _run_distributed(spec, todo, done, scheduler, workers, client, bar, h, annou
                 print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
         client.run(_warm)  # pay kernel loading once per worker, before the tasks
         # the spec travels once, as the result of a task (recomputed like any other if its worker
-        # dies), instead of once inside every chunk task the scheduler holds
-        spec_f = client.submit(_same, spec, pure=False, key=f"mistfast-spec-{h}")
+        # dies), instead of once inside every chunk task the scheduler holds. With it go the table
+        # labels, scanned here once (the assembly needs them too) instead of once per worker
+        spec_f = client.submit(_same, (spec, sweep_table_labels(spec)), pure=False, key=f"mistfast-spec-{h}")
         _run_windowed(client, todo, done, bar, lambda k, a, z, part: client.submit(
-            _task, spec_f, k, a, z, part, h, pure=False, key=f"mistfast-chunk-{k}-{h}"))
+            _labelled_task, spec_f, k, a, z, part, h, pure=False, key=f"mistfast-chunk-{k}-{h}"))
     finally:
         for obj in reversed(stack):
             obj.close()

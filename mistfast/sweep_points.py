@@ -101,6 +101,7 @@ class PointBuilder:
         self.derived_cache: dict = {}
         self.derived_names = [_names_in(expr) for _, _, expr in spec.derived]
         self.seeds: dict = {}
+        self.estimates: dict = {}   # memory estimate by the section objects it reads (kept alive with it)
         self.fields_set = set(self.base_doc) & set(ScenarioSpec.model_fields)
         self.ref_slots = tuple(s for sec in self.sections if sec[0] in _REFERENCE_FIELDS
                                for s in self.key_slots.get(sec, ()))
@@ -231,7 +232,7 @@ class PointBuilder:
         """What parse_scenario checks across sections, in its order (names and kinds, then each
         decoder client's fit, then the memory estimate), each cached by what it reads; "" if
         the point passes, else its message."""
-        from .limits import check_scenario, scenario_bytes
+        from .limits import check_scenario
         rkey = tuple([typed[s] for s in self.ref_slots])
         why = self.refs.get(rkey)
         if why is None:
@@ -257,13 +258,26 @@ class PointBuilder:
                 self.fits[(id(c), i)] = fit
             if fit[0]:
                 return fit[0]
-        if self.limit is not None and scenario_bytes(scen) <= self.limit:
+        if self.limit is not None and self._estimate(scen) <= self.limit:
             return ""   # check_scenario's test, with the limit read once per chunk (start_chunk)
         try:
             check_scenario(scen)
         except SpecError as e:
             return "; ".join(e.problems)
         return ""
+
+    def _estimate(self, scen: ScenarioSpec) -> float:
+        """limits.scenario_bytes of the point, once per distinct set of the section objects it reads."""
+        from .limits import scenario_bytes
+        reads = (scen.workload, scen.simulation, *scen.clients, None, *scen.servers, None, *scen.pipelines, None,
+                 *scen.tiers)
+        key = tuple(map(id, reads))
+        hit = self.estimates.get(key)
+        if hit is None:
+            if len(self.estimates) >= SECTION_CACHE_MAX:
+                self.estimates.clear()
+            hit = self.estimates[key] = (scenario_bytes(scen), reads)
+        return hit[0]
 
     def start_chunk(self) -> "PointBuilder":
         """Read the memory limit (it may change between chunks, never within one)."""

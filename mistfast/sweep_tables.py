@@ -61,6 +61,12 @@ def table_labels(spec, key: str, point_values, point_doc) -> dict[str, list] | N
     return out
 
 
+def prime_labels(key: str, labels: dict[str, list] | None) -> None:
+    """Give this process the labels of sweep ``key`` that another process scanned (a driver
+    sends them with the spec, so that each worker does not scan the points again)."""
+    _LABELS.setdefault(key, labels)
+
+
 def table_columns(labels: dict[str, list], n: int, parts) -> dict[str, np.ndarray]:
     """Columns (n points x labels) of every table variable, NaN where a point has no such label;
     ``parts``: (positions, summary) pairs of ``runner.summaries(..., tables=True)``."""

@@ -68,7 +68,27 @@ def _percentile(sorted_x, n, q, compat):
 
 
 @jit
-def _stats(x, n, out, at, compat, mp, qat):
+def _order_statistics(x, n, compat, mp, kth):
+    """x[:n] partitioned so that every rank a percentile below reads holds its sorted value (the
+    p50/p90/p99 and configured quantiles): a selection, O(n), instead of a full sort."""
+    m = 0
+    nq = int(mp[M_NQ])
+    for j in range(3 + nq):
+        q = QUANTILES[j] if j < 3 else mp[M_Q + j - 3]
+        if compat:
+            i = int(q * n)
+            kth[m] = i if i < n - 1 else n - 1
+            m += 1
+        else:
+            lo = int(np.floor(q * (n - 1)))
+            kth[m] = lo
+            kth[m + 1] = lo + 1 if lo + 1 < n else n - 1
+            m += 2
+    return np.partition(x[:n], kth[:m])
+
+
+@jit
+def _stats(x, n, out, at, compat, mp, qat, kth):
     """Mean and p50/p90/p99 at out[at:at+4]; the configured quantiles at out[qat:qat+M_NQ]."""
     nq = int(mp[M_NQ])
     if n == 0:
@@ -81,30 +101,31 @@ def _stats(x, n, out, at, compat, mp, qat):
     for i in range(n):
         s += x[i]
     out[at] = s / n
-    xs = np.sort(x[:n])
+    xs = _order_statistics(x, n, compat, mp, kth)
     for j in range(3):
         out[at + 1 + j] = _percentile(xs, n, QUANTILES[j], compat)
     for j in range(nq):
         out[qat + j] = _percentile(xs, n, mp[M_Q + j], compat)
 
 
+# latency kinds, in the order of their output slots (O_TTFT, O_TPOT, O_E2E, O_QUEUE: 4 apart)
+L_TTFT = 0
+L_TPOT = 1
+L_E2E = 2
+L_QUEUE = 3
+
+
 @jit
 def summarize_point(mp, prompt, branches, status, reason, arrival, t_first_sched, t_first_tok, t_last_tok, t_finish,
-                    generated, hit_first, computed_pf, end_time, out):
+                    generated, hit_first, computed_pf, end_time, out, lat, kth):
+    """One point's summary into ``out``; ``lat`` (4 x at least n) and ``kth``: scratch."""
     n = prompt.shape[0]
     for j in range(N_OUT):
         out[j] = 0.0
     warm = mp[M_WARMUP]
     horizon = mp[M_HORIZON]
     compat = mp[M_PCT_COMPAT] > 0.0
-    ttft = np.empty(n)
-    tpot = np.empty(n)
-    e2e = np.empty(n)
-    queue = np.empty(n)
-    nt = 0
-    np_ = 0
-    ne = 0
-    nq = 0
+    cnt = np.zeros(4, np.int64)
     ttft_max = 0.0
     for i in range(n):
         st = status[i]
@@ -130,13 +151,13 @@ def summarize_point(mp, prompt, branches, status, reason, arrival, t_first_sched
         elif st == UNFINISHED:
             out[O_N_UNFINISHED] += 1.0
         if not np.isnan(t_first_sched[i]):
-            queue[nq] = t_first_sched[i] - arrival[i]
-            nq += 1
+            lat[L_QUEUE, cnt[L_QUEUE]] = t_first_sched[i] - arrival[i]
+            cnt[L_QUEUE] += 1
         good = st == FINISHED
         if not np.isnan(t_first_tok[i]):
             x = t_first_tok[i] - arrival[i]
-            ttft[nt] = x
-            nt += 1
+            lat[L_TTFT, cnt[L_TTFT]] = x
+            cnt[L_TTFT] += 1
             if x > ttft_max:
                 ttft_max = x
             if x > mp[M_SLO_TTFT]:
@@ -144,24 +165,22 @@ def summarize_point(mp, prompt, branches, status, reason, arrival, t_first_sched
         if st == FINISHED:
             out[O_N_FINISHED] += 1.0
             e = t_finish[i] - arrival[i]
-            e2e[ne] = e
-            ne += 1
+            lat[L_E2E, cnt[L_E2E]] = e
+            cnt[L_E2E] += 1
             if e > mp[M_SLO_E2E]:
                 good = False
             if generated[i] >= 2:
                 tp = (t_last_tok[i] - t_first_tok[i]) / (generated[i] - 1)
-                tpot[np_] = tp
-                np_ += 1
+                lat[L_TPOT, cnt[L_TPOT]] = tp
+                cnt[L_TPOT] += 1
                 if tp > mp[M_SLO_TPOT]:
                     good = False
         if good:
             out[O_N_GOOD] += 1.0
             out[O_GOOD_TOKENS] += generated[i] * branches[i]
-    _stats(ttft, nt, out, O_TTFT, compat, mp, O_QUANT)
-    _stats(tpot, np_, out, O_TPOT, compat, mp, O_QUANT + MAX_QUANTILES)
-    _stats(e2e, ne, out, O_E2E, compat, mp, O_QUANT + 2 * MAX_QUANTILES)
-    _stats(queue, nq, out, O_QUEUE, compat, mp, O_QUANT + 3 * MAX_QUANTILES)
-    out[O_TTFT_MAX] = ttft_max if nt > 0 else np.nan
+    for k in range(4):
+        _stats(lat[k], cnt[k], out, O_TTFT + 4 * k, compat, mp, O_QUANT + k * MAX_QUANTILES, kth)
+    out[O_TTFT_MAX] = ttft_max if cnt[L_TTFT] > 0 else np.nan
     # a run that stopped before warmup_s measured nothing: the window is empty, not negative
     out[O_WINDOW] = end_time - warm if end_time > warm else 0.0
 
@@ -169,9 +188,14 @@ def summarize_point(mp, prompt, branches, status, reason, arrival, t_first_sched
 @jit
 def summarize_points(mp, offsets, prompt, branches, status, reason, arrival, t_first_sched, t_first_tok, t_last_tok,
                      t_finish, generated, hit_first, computed_pf, end_time, out):
+    longest = 0
+    for q in range(offsets.shape[0] - 1):
+        longest = max(longest, offsets[q + 1] - offsets[q])
+    lat = np.empty((4, longest))        # scratch of every point: the latencies each statistic reads
+    kth = np.empty(2 * (3 + MAX_QUANTILES), np.int64)
     for q in range(offsets.shape[0] - 1):
         a = offsets[q]
         z = offsets[q + 1]
         summarize_point(mp[q], prompt[a:z], branches[a:z], status[a:z], reason[a:z], arrival[a:z], t_first_sched[a:z],
                         t_first_tok[a:z], t_last_tok[a:z], t_finish[a:z], generated[a:z], hit_first[a:z],
-                        computed_pf[a:z], end_time[q], out[q])
+                        computed_pf[a:z], end_time[q], out[q], lat, kth)
