@@ -79,3 +79,14 @@ def test_points_where_nothing_finished_have_nan_means():
     assert (count == 0).any() and (count > 0).any()
     assert np.isnan(summ["stage_queue_ms"][count == 0, llm]).all()
     assert (summ["stage_transfer_ms"][count > 0, llm] == 0.0).all()    # requests enter at arrival
+
+
+def test_closed_loop_replicas_run_as_pipelines_bit_for_bit():
+    # closed loops over several replicas run as one-stage pipelines (lowering.splits_up_front),
+    # gathered with the split points into one KernelRun: their stacked tables must still equal
+    # the point-by-point ones
+    scen = {**SCENARIO, "workload": {"num_requests": 80, "arrival": {"process": "closed_loop", "concurrency": 6}}}
+    pts = _points({"clients[0].dp": [1, 2, 3]}, scen)
+    assert len(pts) == 3
+    stacked = _same_tables(pts)
+    assert sorted(len(s["_labels"]["client"]) for _, s in stacked) == [1, 2, 3]
