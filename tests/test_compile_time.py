@@ -74,18 +74,3 @@ def test_the_check_sees_a_literal_argument():
     assert _is_literal(ast.parse("f(G_CONC)").body[0].value.args[0], _module_int_constants())
     assert "_enter_stage" in _compiled_kernels() and "_event_loop" in _compiled_kernels()
 
-
-def test_single_point_kernel_has_one_dispatcher_above_the_event_loop():
-    """simulate_single is IR-inlined into the serial point kernel and builds its bundles itself
-    (no call of simulate_cluster), so a single-client command compiles one wrapper level."""
-    options = getattr(CL.simulate_single, "_options", None) or CL.simulate_single.targetoptions
-    assert options.get("inline") == "always"
-    tree = ast.parse((KERNELS / "cluster.py").read_text())
-    fns = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
-    called = {n.func.id for n in ast.walk(fns["simulate_single"]) if isinstance(n, ast.Call)
-              and isinstance(n.func, ast.Name)}
-    assert "_event_loop" in called and "simulate_cluster" not in called
-    serial = {n.func.id for n in ast.walk(fns["_simulate_single_points_serial"]) if isinstance(n, ast.Call)
-              and isinstance(n.func, ast.Name)}
-    assert "simulate_single" in serial
-

@@ -22,7 +22,7 @@ import types
 
 import numpy as np
 
-from .._numba import jit, jit_inline, lazy_numba, njit
+from .._numba import jit, lazy_numba, njit
 from .layout import *  # noqa: F401,F403  (the codes and layouts, re-exported for the Python lowering)
 from .layout import F_COUNT, F_TTFT, MAX_HOPS, N_SRV
 from .loop import _event_loop
@@ -58,57 +58,50 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
     return _event_loop(req, stg, cli, rte, fl, kv, bat, lp)
 
 
-# simulate_single builds its bundles itself rather than calling simulate_cluster, and is inlined
-# into the serial point kernel (``jit_inline``), so a single-client command compiles one thin
-# kernel above the event loop, not three: numba links every callee's code into each dispatcher and
-# optimises and emits all of it again there, about 4 CPU s of a cold compile per wrapper level
-# (docs/kernels.md, "Compile time"). (simulate_cluster, with its 52 arguments, cannot be inlined:
-# Python passes more than 30 arguments as *args, which numba's inliner refuses.)
-@jit_inline
+@jit
 def simulate_single(prm, sch, g, arrival_in, prompt, output, branches, hash_off, hash_ids, n_hash,
                     status, reason, arrival, t_first_sched, t_first_tok, t_last_tok, t_finish, generated, preempts,
                     hit_first, computed_pf, cstats, runstats, steplog):
-    """One LLM client, one stage per request: the single-client engine (simulate_cluster's bundles
-    for one client, one pool, no links, no tiers; the same types, so the same event loop)."""
+    """One LLM client, one stage per request: the single-client engine."""
     n = prompt.shape[0]
-    lp = new_loop(g, n, steplog, runstats)
-    req = new_requests(lp, arrival_in, branches, hash_off, hash_ids, status, reason, arrival, t_first_sched,
-                       t_first_tok, t_last_tok, t_finish, generated, preempts, hit_first, computed_pf)
-    stg = new_stages(np.arange(n + 1).astype(np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64), prompt,
-                     output, np.zeros(n), np.full(n, -1, np.int64), np.full(n, F_TTFT | F_COUNT, np.int64),
-                     np.zeros(n, np.int64), np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n))
-    cli = new_clients(np.zeros(1, np.int64), prm.reshape(1, prm.shape[0]), sch.reshape(1, sch.shape[0]),
-                      np.zeros((1, N_SRV)), cstats)
-    rte = Routes(np.array([0, 1], np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1),
-                 np.zeros((1, 1)), np.full((1, 1, MAX_HOPS), -1, np.int64), np.zeros((1, 1), np.int64))
-    fl = new_flows(n, cli.kind.shape[0], np.zeros(0), np.zeros(0))
-    kv = new_kv_stores(cli, n_hash, np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int64))
-    bat = new_batches(cli, n)
-    return _event_loop(req, stg, cli, rte, fl, kv, bat, lp)
+    cli_kind = np.zeros(1, np.int64)
+    cli_prm = prm.reshape(1, prm.shape[0])
+    cli_sch = sch.reshape(1, sch.shape[0])
+    cli_srv = np.zeros((1, N_SRV))
+    pool_off = np.array([0, 1], np.int64)
+    pool_cli = np.zeros(1, np.int64)
+    pool_policy = np.zeros(1, np.int64)
+    pool_thresh = np.zeros(1)
+    res_cap = np.zeros(0)
+    route_lat = np.zeros((1, 1))
+    route_res = np.full((1, 1, MAX_HOPS), -1, np.int64)
+    route_nres = np.zeros((1, 1), np.int64)
+    st_off = np.arange(n + 1).astype(np.int64)
+    st_kind = np.zeros(n, np.int64)
+    st_pool = np.zeros(n, np.int64)
+    st_bytes = np.zeros(n)
+    st_tier = np.full(n, -1, np.int64)
+    st_flags = np.full(n, F_TTFT | F_COUNT, np.int64)
+    st_client = np.zeros(n, np.int64)
+    st_a = np.zeros(n)
+    st_b = np.zeros(n)
+    st_c = np.zeros(n)
+    st_d = np.zeros(n)
+    res_bytes = np.zeros(0)
+    return simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, pool_policy, pool_thresh,
+                            res_cap, route_lat, route_res, route_nres, g, arrival_in, branches, hash_off, hash_ids,
+                            n_hash, st_off, st_kind, st_pool, prompt, output, st_bytes, st_tier, st_flags,
+                            status, reason, arrival, t_first_sched, t_first_tok, t_last_tok, t_finish, generated,
+                            preempts, hit_first, computed_pf, st_client, st_a, st_b, st_c, st_d, cstats, res_bytes,
+                            runstats, steplog, np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int64))
 
 
 def _simulate_single_points_impl(prm, sch, g, offsets, arrival_in, prompt, output, branches, hash_off, hash_ids,
                                  n_hash, status, reason, arrival, t_first_sched, t_first_tok, t_last_tok, t_finish,
                                  generated, preempts, hit_first, computed_pf, cstats, runstats, steplog):
-    """Many single-client points in one call, in parallel: point q owns requests offsets[q]:offsets[q+1]
-    and the hash CSR slice hash_off[offsets[q] + q : offsets[q+1] + q + 1] (absolute offsets).
-    The point is a call of its own (``_simulate_single_call``), not inlined into the prange body,
-    whose allocations the parallel transform could hoist out of the loop."""
+    """Many single-client points in one call: point q owns requests offsets[q]:offsets[q+1] and the
+    hash CSR slice hash_off[offsets[q] + q : offsets[q+1] + q + 1] (absolute offsets)."""
     for q in numba.prange(prm.shape[0]):
-        a = offsets[q]
-        z = offsets[q + 1]
-        _simulate_single_call(prm[q], sch[q], g[q], arrival_in[a:z], prompt[a:z], output[a:z], branches[a:z],
-                              hash_off[a + q:z + q + 1], hash_ids, n_hash[q], status[a:z], reason[a:z], arrival[a:z],
-                              t_first_sched[a:z], t_first_tok[a:z], t_last_tok[a:z], t_finish[a:z], generated[a:z],
-                              preempts[a:z], hit_first[a:z], computed_pf[a:z], cstats[q], runstats[q], steplog[q])
-
-
-def _simulate_single_points_serial(prm, sch, g, offsets, arrival_in, prompt, output, branches, hash_off, hash_ids,
-                                   n_hash, status, reason, arrival, t_first_sched, t_first_tok, t_last_tok, t_finish,
-                                   generated, preempts, hit_first, computed_pf, cstats, runstats, steplog):
-    """``_simulate_single_points_impl`` one point after the other, each point inlined (one kernel
-    above the event loop)."""
-    for q in range(prm.shape[0]):
         a = offsets[q]
         z = offsets[q + 1]
         simulate_single(prm[q], sch[q], g[q], arrival_in[a:z], prompt[a:z], output[a:z], branches[a:z],
@@ -119,8 +112,9 @@ def _simulate_single_points_serial(prm, sch, g, offsets, arrival_in, prompt, out
 
 def _renamed(fn, name):
     """The same function under another name. numba keys its on-disk cache by a function's qualified
-    name and first line, not by options such as ``parallel`` or ``inline``: two kernels made from one
-    function share one cache entry, and whichever compiled first would be served to the other."""
+    name and first line, not by options such as ``parallel``: two kernels made from one function
+    share one cache entry, and whichever compiled first would be served to the other (a parallel
+    sweep silently running the serial code, or the reverse)."""
     copy = types.FunctionType(fn.__code__.replace(co_name=name, co_qualname=name), fn.__globals__, name,
                               fn.__defaults__, fn.__closure__)
     copy.__qualname__ = name
@@ -128,7 +122,6 @@ def _renamed(fn, name):
     return copy
 
 
-# simulate_single as a dispatcher of its own (simulate_cluster inlined into it), for the prange body
-_simulate_single_call = jit(_renamed(simulate_single.py_func, "_simulate_single_call"))
 simulate_points = njit(parallel=True, nogil=True)(_simulate_single_points_impl)
-simulate_points_serial = njit(parallel=False, nogil=True)(_simulate_single_points_serial)
+simulate_points_serial = njit(parallel=False, nogil=True)(_renamed(_simulate_single_points_impl,
+                                                                   "_simulate_single_points_serial"))
