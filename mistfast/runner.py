@@ -189,8 +189,11 @@ def _point_stats(P, owner, cstats, row_end):
     return rs, end, nrep
 
 
-def run_pipeline(scen, reqs, seed_seq, *, per_request=False, log_steps=0, decode_runs=True) -> dict:
-    """Simulate one multi-client scenario; returns its lowered inputs and the kernel's outputs."""
+def run_pipeline(scen, reqs, seed_seq, *, per_request=False, log_steps=0, decode_runs=True,
+                 log_id_cols=0) -> dict:
+    """Simulate one multi-client scenario; returns its lowered inputs and the kernel's outputs.
+    ``log_id_cols``: extra step-log columns after ``CL.LOG_COLS``, where the kernel writes the ids
+    of a logged step's requests (as many as fit; -1 pads)."""
     ins = lower_pipeline(scen, reqs, seed_seq, log_steps, decode_runs)
     n = len(reqs)
     S = ins["st_kind"].size
@@ -201,7 +204,8 @@ def run_pipeline(scen, reqs, seed_seq, *, per_request=False, log_steps=0, decode
     cstats = np.zeros((C, CL.N_CS))
     res_bytes = np.zeros(len(ins["res_cap"]))
     runstats = np.zeros(4)
-    steplog = np.zeros((max(log_steps, 1), CL.LOG_COLS))
+    steplog = np.full((max(log_steps, 1), CL.LOG_COLS + log_id_cols), -1.0) if log_id_cols else \
+        np.zeros((max(log_steps, 1), CL.LOG_COLS))
     nlog = CL.simulate_cluster(
         ins["cli_kind"], ins["cli_prm"], ins["cli_sch"], ins["cli_srv"], ins["pool_off"], ins["pool_cli"],
         ins["pool_policy"], ins["pool_thresh"], ins["res_cap"], ins["route_lat"], ins["route_res"], ins["route_nres"],

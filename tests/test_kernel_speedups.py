@@ -97,13 +97,11 @@ def test_windowed_attention_clears_the_memo_key():
 
 
 def _pd_run_with_ids(decode_runs, chunked_decode=False):
-    """The PD-disaggregation example (120 requests) through simulate_cluster with a step log wide
+    """The PD-disaggregation example (120 requests) through ``run_pipeline`` with a step log wide
     enough for every step's request ids: (lowered inputs, stage outputs, request outputs, log)."""
     import tomllib
     from pathlib import Path
-    from mistfast.kernels import cluster as CL
-    from mistfast.lowering import lower_pipeline
-    from mistfast.runner import _request_arrays
+    from mistfast.runner import run_pipeline
     from mistfast.scenario import build_requests, point_seed
     from mistfast.specs import parse_scenario
     doc = tomllib.loads((Path(__file__).resolve().parent.parent / "examples" / "pd_disaggregation.toml").read_text())
@@ -114,23 +112,9 @@ def _pd_run_with_ids(decode_runs, chunked_decode=False):
     spec = parse_scenario(doc)
     ss = point_seed(1)
     reqs = build_requests(spec.workload, spec.simulation.horizon_s, ss)
-    ins = lower_pipeline(spec, reqs, ss, 40000, decode_runs)
-    n, S, C = len(reqs), ins["st_kind"].size, ins["topo"].C
-    out = _request_arrays(n)
-    st = dict(client=np.empty(S, np.int64), ready=np.empty(S), arrive=np.empty(S), sched=np.empty(S),
-              exit=np.empty(S))
-    log = np.full((40000, CL.LOG_COLS + n + 1), -1.0)   # (room for every id of a step)
-    nlog = CL.simulate_cluster(
-        ins["cli_kind"], ins["cli_prm"], ins["cli_sch"], ins["cli_srv"], ins["pool_off"], ins["pool_cli"],
-        ins["pool_policy"], ins["pool_thresh"], ins["res_cap"], ins["route_lat"], ins["route_res"], ins["route_nres"],
-        ins["g"], ins["arrival_in"], ins["branches"], ins["hash_off"], ins["hash_ids"], ins["n_hash"], ins["st_off"],
-        ins["st_kind"], ins["st_pool"], ins["st_prompt"], ins["st_output"], ins["st_bytes"], ins["st_tier"],
-        ins["st_flags"], out["status"], out["reason"], out["arrival"], out["t_first_sched"], out["t_first_tok"],
-        out["t_last_tok"], out["t_finish"], out["generated"], out["preempts"], out["hit_first"], out["computed_pf"],
-        st["client"], st["ready"], st["arrive"], st["sched"], st["exit"], np.zeros((C, CL.N_CS)),
-        np.zeros(len(ins["res_cap"])), np.zeros(4), log, ins["tcap"], ins["chain_off"], ins["chain_tier"])
-    assert nlog < log.shape[0]
-    return ins, st, out, log[:nlog]
+    run = run_pipeline(spec, reqs, ss, log_steps=40000, decode_runs=decode_runs, log_id_cols=len(reqs) + 1)
+    assert len(run["steplog"]) < 40000
+    return run["inputs"], run["stages"], run["requests"], run["steplog"]
 
 
 def test_first_scheduling_of_decode_only_admissions_from_the_step_log():
