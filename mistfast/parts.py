@@ -16,10 +16,12 @@ A part is reused only when its file's SHA-256, size and chunk identity match the
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -78,6 +80,23 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 # ----------------------------------------------------------------------------- part files
+@contextlib.contextmanager
+def _sigint_deferred():
+    """Hold Ctrl-C back until the block ends. A KeyboardInterrupt raised inside np.savez's zip
+    writer turns into zipfile's ValueError ("Can't close the ZIP file while there is an open
+    writing handle"), so the sweep would end in a traceback instead of its resume hint; blocked,
+    the signal is delivered right after the write, at a clean point. (Only the main thread can
+    receive SIGINT; elsewhere the mask changes nothing.)"""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def save_part(path: Path, arrays: dict, chunk: tuple[int, int, int], sweep_hash: str) -> dict:
     """Write one chunk's arrays atomically; returns its manifest entry (identity and checksum)."""
     k, start, stop = chunk
@@ -86,7 +105,7 @@ def save_part(path: Path, arrays: dict, chunk: tuple[int, int, int], sweep_hash:
     payload["__sweep__"] = np.array(sweep_hash)
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
+        with _sigint_deferred(), open(tmp, "wb") as f:
             np.savez(f, **payload)
             f.flush()
             os.fsync(f.fileno())
