@@ -7,6 +7,7 @@ variable takes its dims, units and attributes from ``variables.py``.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -152,37 +153,113 @@ def engine_vars(rs: np.ndarray, nrep: np.ndarray, clients, end: np.ndarray) -> d
     return v
 
 
-def point_summary(points, out, rs, end_time, nrep) -> dict[str, np.ndarray]:
-    """Summary variables of single-client points (length-P arrays): ``out`` from the metrics
-    kernel, ``rs`` the engine statistics summed over each point's replicas (KV peak and last
-    finishing step: the largest), ``end_time`` the latest replica's end, ``nrep`` replicas."""
+@dataclass
+class SummaryInputs:
+    """What every summary variable of P points is computed from (``summary_vars``). A point's LLM
+    engines come as groups of identical replicas (a single-client point: one group; a pipeline:
+    one group per LLM client entry), each with its replicas' statistics summed
+    (``sum_replica_stats``); the rest is per point."""
+    out: np.ndarray             # (P, N_OUT) the metrics kernel's per-request reduction
+    end_s: np.ndarray           # (P,) end of each point's run
+    totals: np.ndarray          # (P, N_CS) statistics over all the point's engines (sums; KV peak and
+    #                             last finishing step: the largest)
+    group_point: np.ndarray     # (G,) the point of each LLM group, in point order
+    group_stats: np.ndarray     # (G, N_CS) each group's statistics summed over its replicas
+    group_replicas: np.ndarray  # (G,) replicas of each group
+    group_clients: list         # (G,) the client spec of one replica of each group
+    devices: list               # per point: the devices that draw energy in it (None: no device)
+    host_energy_J: np.ndarray   # (P,) energy of the point's CPU / vector-search hosts (0: none)
+    price_usd_per_hour: np.ndarray  # (P,) price of every device of the point
+    warmup_s: np.ndarray        # (P,)
+    mist: np.ndarray            # (P,) bool: MIST's metric definitions
+    quantiles: list             # per point: the configured quantiles (tuples, equal across points)
+    prefix_hit_rate: np.ndarray | None = None   # (P,) when not the metrics kernel's (pipelines)
+
+
+def summary_vars(inp: SummaryInputs) -> dict[str, np.ndarray]:
+    """Every summary variable (length-P arrays) of single-client points and pipeline runs alike:
+    request metrics, steps and batch means, engine utilisation and KV, energy (with the power
+    figures it rests on), cost, MIST's metric definitions. Groups of one point are combined as
+    means over replicas (over busy time for the KV), the largest KV peak, summed energy."""
+    out, tot = inp.out, inp.totals
     s = request_summary(out)
-    steps = rs[:, CL.CS_STEPS]
+    if inp.prefix_hit_rate is not None:
+        s["prefix_hit_rate"] = inp.prefix_hit_rate
+    steps = tot[:, CL.CS_STEPS]
     s["n_steps"] = steps
-    s["mean_batch_tokens"] = rs[:, CL.CS_BATCH_TOKENS] / np.maximum(steps, 1)
-    s["mean_batch_size"] = rs[:, CL.CS_BATCH_SEQS] / np.maximum(steps, 1)
-    end = np.maximum(end_time, 1e-300)
-    clients = [pt.client for pt in points]
-    eng = engine_vars(rs, nrep, clients, end)
+    s["mean_batch_tokens"] = tot[:, CL.CS_BATCH_TOKENS] / np.maximum(steps, 1)
+    s["mean_batch_size"] = tot[:, CL.CS_BATCH_SEQS] / np.maximum(steps, 1)
+    end = np.maximum(inp.end_s, 1e-300)
+    per_group = _client_constants(inp.group_clients)
+    eng = engine_vars(inp.group_stats, inp.group_replicas, inp.group_clients, end[inp.group_point])
+    eng["kv_capacity_tokens"] = per_group("kv_tokens")
+    eng["weights_GiB_per_device"] = per_group("weights_GiB")
+    eng = _per_point(inp, eng, inp.group_stats[:, CL.CS_BUSY])
     for k in ("busy_fraction", "kv_util_mean", "kv_util_peak", "mfu", "mbu"):
         s[k] = eng[k]
-    s["preemptions"] = rs[:, CL.CS_PREEMPT]
-    s["recomputed_tokens"] = rs[:, CL.CS_RECOMP]
-    per_client = _client_constants(clients)
-    s["kv_capacity_tokens"] = per_client("kv_tokens")
-    s["weights_GiB_per_device"] = per_client("weights_GiB")
+    s["preemptions"] = tot[:, CL.CS_PREEMPT]
+    s["recomputed_tokens"] = tot[:, CL.CS_RECOMP]
+    s["kv_capacity_tokens"] = eng["kv_capacity_tokens"]
+    s["weights_GiB_per_device"] = eng["weights_GiB_per_device"]
     s["energy_J"] = eng["energy_J"]
     s["energy_per_output_token_J"] = s["energy_J"] / np.maximum(out[:, M.O_OUT_TOKENS], 1)
     from .power import apply_to_points  # no TDP -> NaN energy; estimated idle flagged (docs/idle-power.md)
-    apply_to_points(s, [[c.device] for c in clients])
-    cost_vars(s, per_client("price_usd_per_hour"), end, out[:, M.O_OUT_TOKENS])
-    s["steps_outside_calibration"] = rs[:, CL.CS_OUT_OF_RANGE]
-    mist = np.array([pt.simulation.metrics == "mist" for pt in points])
-    if mist.any():
-        warm = np.array([pt.simulation.warmup_s for pt in points])
-        apply_mist_metrics(s, out, rs[:, CL.CS_DEC_SEQS], rs[:, CL.CS_DEC_SEQ_S],
-                           rs[:, CL.CS_FINISH_STEP_START] - warm, mist)
+    apply_to_points(s, inp.devices)
+    cost_vars(s, inp.price_usd_per_hour, end, out[:, M.O_OUT_TOKENS])
+    s["steps_outside_calibration"] = tot[:, CL.CS_OUT_OF_RANGE]
+    if inp.mist.any():
+        apply_mist_metrics(s, out, tot[:, CL.CS_DEC_SEQS], tot[:, CL.CS_DEC_SEQ_S],
+                           tot[:, CL.CS_FINISH_STEP_START] - inp.warmup_s, inp.mist)
+    s.update(quantile_summary(out, inp.quantiles))
     return s
+
+
+def _per_point(inp: SummaryInputs, eng: dict, busy_s: np.ndarray) -> dict[str, np.ndarray]:
+    """Group values of ``eng`` as point values: a point's one group as it is (and its energy plus
+    its hosts'); several groups combined as ``summary_vars`` says."""
+    P, g = len(inp.end_s), inp.group_point
+    if len(g) == P and np.array_equal(g, np.arange(P)):   # one group per point (single clients)
+        if inp.host_energy_J.any():
+            eng = dict(eng, energy_J=eng["energy_J"] + inp.host_energy_J)
+        return eng
+    at = np.searchsorted(g, np.arange(P + 1))
+    v = {k: np.full(P, np.nan) for k in eng}
+    for q in range(P):
+        a, z = at[q], at[q + 1]
+        if a == z:
+            raise RuntimeError(f"summary: point {q} has no LLM engine")
+        nrep = inp.group_replicas[a:z]
+        v["busy_fraction"][q] = _combine(eng["busy_fraction"][a:z], nrep)
+        v["kv_util_mean"][q] = _combine(eng["kv_util_mean"][a:z], busy_s[a:z])
+        v["kv_util_peak"][q] = np.nanmax(eng["kv_util_peak"][a:z])
+        v["mfu"][q] = _combine(eng["mfu"][a:z], nrep)
+        v["mbu"][q] = _combine(eng["mbu"][a:z], nrep)
+        v["kv_capacity_tokens"][q] = eng["kv_capacity_tokens"][a:z].min()
+        v["weights_GiB_per_device"][q] = eng["weights_GiB_per_device"][a:z].max()
+        v["energy_J"][q] = eng["energy_J"][a:z].sum() + inp.host_energy_J[q]
+    return v
+
+
+def point_inputs(points, out, rs, end_time, nrep) -> SummaryInputs:
+    """``summary_vars``' inputs of single-client points (one group each): ``out`` from the metrics
+    kernel, ``rs`` the engine statistics summed over each point's replicas, ``end_time`` the
+    latest replica's end, ``nrep`` replicas."""
+    clients = [pt.client for pt in points]
+    P = len(points)
+    return SummaryInputs(
+        out=out, end_s=end_time, totals=rs, group_point=np.arange(P), group_stats=rs, group_replicas=nrep,
+        group_clients=clients, devices=[[c.device] for c in clients], host_energy_J=np.zeros(P),
+        price_usd_per_hour=_client_constants(clients)("price_usd_per_hour"),
+        warmup_s=np.array([pt.simulation.warmup_s for pt in points], float),
+        mist=np.array([pt.simulation.metrics == "mist" for pt in points], bool),
+        quantiles=[pt.quantiles for pt in points])
+
+
+def point_summary(points, out, rs, end_time, nrep) -> dict[str, np.ndarray]:
+    """Summary variables of single-client points (length-P arrays): ``summary_vars`` of their
+    ``point_inputs``."""
+    return summary_vars(point_inputs(points, out, rs, end_time, nrep))
+
 
 def _client_constants(clients):
     """``per_client(name)``: one value per point of a client quantity (as float64), computed once
@@ -244,10 +321,10 @@ def prefix_hit_rate(scen, ins: dict, r: dict) -> float:
     return float(hits / prompt) if prompt > 0 else 0.0
 
 
-def pipeline_summary(scen, run: dict) -> dict[str, np.ndarray]:
-    """Summary variables (length-1 arrays, as the single-client runner's) of one pipeline run:
-    requests over the whole pipeline, engine statistics over its LLM clients."""
-    ins, r, topo = run["inputs"], run["requests"], run["inputs"]["topo"]
+def pipeline_inputs(scen, run: dict) -> SummaryInputs:
+    """``summary_vars``' inputs of one pipeline run: requests over the whole pipeline, one group
+    per LLM client entry (its replicas summed as a single client's), the hosts' energy."""
+    ins, r, topo, cs = run["inputs"], run["requests"], run["inputs"]["topo"], run["cstats"]
     n = r["status"].size
     mp = metric_vector(scen.simulation, scen.slo, tuple(scen.metrics.quantiles or ()))[None, :]
     out = np.zeros((1, M.N_OUT))
@@ -255,65 +332,41 @@ def pipeline_summary(scen, run: dict) -> dict[str, np.ndarray]:
     M.summarize_points(mp, np.array([0, n], np.int64), run["prompt"], ins["branches"], r["status"], r["reason"], r["arrival"],
                        r["t_first_sched"], r["t_first_tok"], r["t_last_tok"], r["t_finish"], r["generated"],
                        r["hit_first"], r["computed_pf"], end, out)
-    cs = run["cstats"]
-    s = request_summary(out)
-    s["prefix_hit_rate"] = np.array([prefix_hit_rate(scen, ins, r)])
     llm = [c for c in range(topo.C) if topo.llm[c] is not None]
-    steps = cs[llm, CL.CS_STEPS].sum()
-    s["n_steps"] = np.array([steps])
-    s["mean_batch_tokens"] = np.array([cs[llm, CL.CS_BATCH_TOKENS].sum() / max(steps, 1)])
-    s["mean_batch_size"] = np.array([cs[llm, CL.CS_BATCH_SEQS].sum() / max(steps, 1)])
-    endt = max(run["end"], 1e-300)
-    cl = client_vars(scen, run)
-    s.update(_pipeline_engine_vars(topo, cs, llm, endt, cl))
-    s["preemptions"] = np.array([cs[:, CL.CS_PREEMPT].sum()])
-    s["recomputed_tokens"] = np.array([cs[:, CL.CS_RECOMP].sum()])
-    s["steps_outside_calibration"] = np.array([cs[:, CL.CS_OUT_OF_RANGE].sum()])
-    s["kv_capacity_tokens"] = np.array([float(min(topo.llm[c].kv_capacity_tokens() for c in llm))])
-    s["weights_GiB_per_device"] = np.array([max(topo.llm[c].weight_bytes_device() for c in llm) / 2**30])
-    s["energy_per_output_token_J"] = s["energy_J"] / max(out[0, M.O_OUT_TOKENS], 1)
-    from .power import estimated_flag, topology_devices  # docs/idle-power.md
-    s["idle_power_estimated"] = np.array([estimated_flag(topology_devices(topo))])
-    cost_vars(s, np.array([cl["client_price_usd_per_hour"].sum()]), endt, out[:, M.O_OUT_TOKENS])
-    s.update(quantile_summary(out, [tuple(scen.metrics.quantiles or ())]))
-    if scen.simulation.metrics == "mist":
-        apply_mist_metrics(s, out, np.array([cs[llm, CL.CS_DEC_SEQS].sum()]), np.array([cs[llm, CL.CS_DEC_SEQ_S].sum()]),
-                           np.array([cs[llm, CL.CS_FINISH_STEP_START].max() - scen.simulation.warmup_s]),
-                           np.array([True]))
-    return s
-
-
-def _pipeline_engine_vars(topo, cs, llm, endt, cl) -> dict[str, np.ndarray]:
-    """Busy fraction, KV, FLOP and bandwidth utilisation and energy of a pipeline run (length-1
-    arrays). The replicas of each client entry are summed as a single client's are
-    (``engine_vars``), so a one-stage pipeline gives the single client's values bit for bit;
-    several entries are then combined: means over replicas (over busy time for the KV), the largest
-    KV peak, the sum of the energies (servers' included)."""
     groups = list(dict.fromkeys(topo.group[c] for c in llm))
     owner = [groups.index(topo.group[c]) for c in llm]
     rs, nrep = sum_replica_stats(owner, cs[llm], len(groups))
-    spec = [topo.llm[llm[owner.index(g)]] for g in range(len(groups))]
-    eng = engine_vars(rs, nrep, spec, np.full(len(groups), endt))
-    v = {"busy_fraction": _combine(eng["busy_fraction"], nrep),
-         "kv_util_mean": _combine(eng["kv_util_mean"], rs[:, CL.CS_BUSY]),
-         "kv_util_peak": np.array([np.nanmax(eng["kv_util_peak"])]),
-         "mfu": _combine(eng["mfu"], nrep), "mbu": _combine(eng["mbu"], nrep)}
-    # an LLM entry whose device has no power figure has NaN energy (as its clients do)
-    unknown = [np.isnan(cl["client_energy_J"][[c for c, o in zip(llm, owner) if o == g]]).any()
-               for g in range(len(groups))]
-    llm_J = np.where(unknown, np.nan, eng["energy_J"])
-    servers = [c for c in range(topo.C) if topo.llm[c] is None]
-    v["energy_J"] = np.array([llm_J.sum() + cl["client_energy_J"][servers].sum()])
-    return v
+    tot = np.zeros((1, CL.N_CS))
+    for col in (CL.CS_STEPS, CL.CS_BATCH_TOKENS, CL.CS_BATCH_SEQS, CL.CS_DEC_SEQS, CL.CS_DEC_SEQ_S):
+        tot[0, col] = cs[llm, col].sum()
+    for col in (CL.CS_PREEMPT, CL.CS_RECOMP, CL.CS_OUT_OF_RANGE):
+        tot[0, col] = cs[:, col].sum()
+    tot[0, CL.CS_FINISH_STEP_START] = cs[llm, CL.CS_FINISH_STEP_START].max()
+    endt = max(run["end"], 1e-300)
+    hosts = [c for c in range(topo.C) if topo.llm[c] is None]
+    from .power import topology_devices
+    return SummaryInputs(
+        out=out, end_s=end, totals=tot, group_point=np.zeros(len(groups), np.int64), group_stats=rs,
+        group_replicas=nrep, group_clients=[topo.llm[llm[owner.index(g)]] for g in range(len(groups))],
+        devices=[topology_devices(topo)], host_energy_J=np.array([_host_energies(topo, cs, endt)[hosts].sum()]),
+        price_usd_per_hour=np.array([_instance_prices(topo).sum()]),
+        warmup_s=np.array([scen.simulation.warmup_s]), mist=np.array([scen.simulation.metrics == "mist"]),
+        quantiles=[tuple(scen.metrics.quantiles or ())], prefix_hit_rate=np.array([prefix_hit_rate(scen, ins, r)]))
 
 
-def _combine(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def pipeline_summary(scen, run: dict) -> dict[str, np.ndarray]:
+    """Summary variables (length-1 arrays, as the single-client runner's) of one pipeline run:
+    ``summary_vars`` of its ``pipeline_inputs``."""
+    return summary_vars(pipeline_inputs(scen, run))
+
+
+def _combine(values: np.ndarray, weights: np.ndarray) -> float:
     """One client entry's value as it is; several entries' weighted mean (plain mean when no
-    entry has weight) as a length-1 array."""
+    entry has weight)."""
     if values.size == 1:
-        return values.copy()
+        return values[0]
     w = weights if weights.sum() > 0 else np.ones_like(weights)
-    return np.array([(values * w).sum() / w.sum()])
+    return (values * w).sum() / w.sum()
 
 
 def client_vars(scen, run) -> dict[str, np.ndarray]:
@@ -322,36 +375,53 @@ def client_vars(scen, run) -> dict[str, np.ndarray]:
     endt = max(run["end"], 1e-300)
     C = topo.C
     out = {k: np.full(C, np.nan) for k in ("client_busy_fraction", "client_kv_util_mean", "client_kv_util_peak",
-                                            "client_mfu", "client_mbu", "client_energy_J", "client_price_usd_per_hour")}
-    out["client_steps"] = cs[:, CL.CS_STEPS].copy()
-    out["client_served"] = cs[:, CL.CS_SERVED].copy()
-    out["client_kv_blocked_s"] = cs[:, CL.CS_KV_BLOCKED_S].copy()
-    # prompt tokens each client computed (prefill or encode chunks, recompute included), per second
-    # of the run; the scalar computed_prompt_tok_s sums every client's
-    out["client_computed_prompt_tok_s"] = cs[:, CL.CS_PF_TOKENS] / endt
+                                            "client_mfu", "client_mbu", "client_energy_J")}
+    out["client_price_usd_per_hour"] = _instance_prices(topo)
+    out.update(_instance_work(cs, endt))
     llm = [c for c in range(C) if topo.llm[c] is not None]
     if llm:
         # each instance is a group of one replica: the single client's formulas (engine_vars)
         eng = engine_vars(cs[llm], np.ones(len(llm)), [topo.llm[c] for c in llm], np.full(len(llm), endt))
         for k in ("busy_fraction", "kv_util_mean", "kv_util_peak", "mfu", "mbu", "energy_J"):
             out[f"client_{k}"][llm] = eng[k]
-    for c in range(C):
-        busy = cs[c, CL.CS_BUSY]
-        if topo.llm[c] is not None:
-            cl = topo.llm[c]
-            out["client_price_usd_per_hour"][c] = cl.device.price_usd_per_hour * (cl.tp * cl.pp)
-        else:
-            s = topo.server[c]
-            # a slot server is busy for the sum of its slots' service over `slots` cores
-            frac = busy / endt / (s.slots if s.kind == "cpu" else 1)
-            out["client_busy_fraction"][c] = frac
-            tdp = s.device.tdp_W if s.device is not None else 0.0
-            idle = s.device.idle_power_W if s.device is not None else 0.0
-            out["client_energy_J"][c] = host_energy_J(tdp, idle, frac, endt)
-            out["client_price_usd_per_hour"][c] = s.device.price_usd_per_hour if s.device is not None else 0.0
+    hosts = [c for c in range(C) if topo.llm[c] is None]
+    out["client_busy_fraction"][hosts] = _host_busy_fractions(topo, cs, endt)[hosts]
+    out["client_energy_J"][hosts] = _host_energies(topo, cs, endt)[hosts]
     from .power import mask_client_energy, topology_devices  # no TDP -> NaN energy (docs/idle-power.md)
     mask_client_energy(out["client_energy_J"], topology_devices(topo))
     return out
+
+
+def _instance_work(cs: np.ndarray, end_s) -> dict[str, np.ndarray]:
+    """Steps, requests served, time blocked on KV and computed prompt tokens per second of the run
+    (prefill or encode chunks, recompute included; the scalar computed_prompt_tok_s sums every
+    client's) of each instance: ``cs`` one row per instance, ``end_s`` its run's end."""
+    return {"client_steps": cs[:, CL.CS_STEPS].copy(), "client_served": cs[:, CL.CS_SERVED].copy(),
+            "client_kv_blocked_s": cs[:, CL.CS_KV_BLOCKED_S].copy(),
+            "client_computed_prompt_tok_s": cs[:, CL.CS_PF_TOKENS] / end_s}
+
+
+def _instance_prices(topo) -> np.ndarray:
+    """Price per hour of each client instance of a topology: its devices (none: free)."""
+    return np.array([cl.device.price_usd_per_hour * (cl.tp * cl.pp) if cl is not None else
+                     (s.device.price_usd_per_hour if s.device is not None else 0.0)
+                     for cl, s in zip(topo.llm, topo.server)], float)
+
+
+def _host_busy_fractions(topo, cs, endt) -> np.ndarray:
+    """Busy fraction of each slot server (NaN for LLM instances): a CPU server is busy for the sum
+    of its slots' service over ``slots`` cores."""
+    return np.array([np.nan if s is None else cs[c, CL.CS_BUSY] / endt / (s.slots if s.kind == "cpu" else 1)
+                     for c, s in enumerate(topo.server)], float)
+
+
+def _host_energies(topo, cs, endt) -> np.ndarray:
+    """Energy of each slot server over the run (NaN for LLM instances; a server without a device: 0)."""
+    frac = _host_busy_fractions(topo, cs, endt)
+    return np.array([np.nan if s is None else
+                     host_energy_J(s.device.tdp_W if s.device is not None else 0.0,
+                                   s.device.idle_power_W if s.device is not None else 0.0, frac[c], endt)
+                     for c, s in enumerate(topo.server)], float)
 
 
 def stage_vars(run) -> dict[str, np.ndarray]:
@@ -478,7 +548,7 @@ def _point_topologies(points) -> list:
             if any(cl is None for cl in topo.llm):
                 raise RuntimeError("point tables: a single-client point with a server")
             topo.routes()   # creates the network resources a one-stage pipeline of these replicas has
-            topo.price = [cl.device.price_usd_per_hour * (cl.tp * cl.pp) for cl in topo.llm]
+            topo.price = _instance_prices(topo)
             energy = np.zeros(topo.C)
             mask_client_energy(energy, topology_devices(topo))
             topo.no_power = np.isnan(energy)
@@ -502,10 +572,7 @@ def _client_rows(cstats, owner, instance, topos, endt) -> dict[str, np.ndarray]:
     v = {f"client_{k}": eng[k] for k in ("busy_fraction", "kv_util_mean", "kv_util_peak", "mfu", "mbu")}
     no_power = np.array([topos[q].no_power[c] for q, c in zip(owner.tolist(), instance.tolist())], bool)
     v["client_energy_J"] = np.where(no_power, np.nan, eng["energy_J"])
-    v["client_steps"] = cstats[:, CL.CS_STEPS].copy()
-    v["client_served"] = cstats[:, CL.CS_SERVED].copy()
-    v["client_kv_blocked_s"] = cstats[:, CL.CS_KV_BLOCKED_S].copy()
-    v["client_computed_prompt_tok_s"] = cstats[:, CL.CS_PF_TOKENS] / end_rows
+    v.update(_instance_work(cstats, end_rows))
     return v
 
 
@@ -542,34 +609,40 @@ def _llm_stage_rows(r: dict, pt_off: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
+def run_dataset(summary: dict, quantiles, tables: tuple | None = None, requests: dict | None = None,
+                req_class=None, steplog: np.ndarray | None = None, step_clients=None) -> xr.Dataset:
+    """The Dataset of one run, single client or pipeline: its summary (length-1 arrays), its
+    per-client, per-stage and per-resource ``tables`` (variables, labels), on request its
+    per-request outputs (``requests``, with ``req_class``) and its step log."""
+    ds = summary_dataset(summary, 0, quantiles=quantiles)
+    if tables is not None:
+        data, labels = tables
+        ds = ds.assign({k: variable(k, v) for k, v in data.items()}).assign_coords(labels)
+    if requests is not None:
+        for k, v in per_request_vars(requests).items():
+            ds[k] = variable(k, v)
+        ds["req_class"] = variable("req_class", req_class)
+    if steplog is not None:
+        ds = with_step_log(ds, steplog, client_names=step_clients)
+    return ds
+
+
 def point_dataset(spec, res: dict, per_request: bool, log_steps: int = 0) -> xr.Dataset:
     """The Dataset of one single-client run (``runner.run_points`` of its one point, with tables)."""
-    ds = summary_dataset(res["summary"], 0, quantiles=spec.metrics.quantiles)
-    if "tables" in res:
-        tables, labels = res["tables"][0]
-        ds = ds.assign({k: variable(k, v) for k, v in tables.items()}).assign_coords(labels)
-    if per_request:
-        for k, v in per_request_vars(res["requests"]).items():
-            ds[k] = variable(k, v)
-        ds["req_class"] = variable("req_class", np.zeros(res["requests"]["status"].size, np.int32))
-    if log_steps:
-        n = int(min(res["steps_per_sub"][0], log_steps))
-        ds = with_step_log(ds, res["steplog"][0, :n])
-    return ds
+    rq = res["requests"] if per_request else None
+    log = res["steplog"][0, :int(min(res["steps_per_sub"][0], log_steps))] if log_steps else None
+    return run_dataset(res["summary"], spec.metrics.quantiles, res["tables"][0] if "tables" in res else None, rq,
+                       np.zeros(rq["status"].size, np.int32) if per_request else None, log)
 
 
 def pipeline_dataset(scen, run, per_request: bool) -> xr.Dataset:
-    ds = summary_dataset(pipeline_summary(scen, run), 0, quantiles=scen.metrics.quantiles)
-    tables, labels = table_vars(scen, run)
-    ds = ds.assign({k: variable(k, v) for k, v in tables.items()}).assign_coords(labels)
+    """The Dataset of one pipeline run (``runner.run_pipeline``; its step log: ``with_step_log``)."""
+    rq = None
     if per_request:
-        rq = run["requests"]
-        rq = dict(rq, prompt=run["prompt"], output=requested_output_tokens(run["inputs"]),
+        rq = dict(run["requests"], prompt=run["prompt"], output=requested_output_tokens(run["inputs"]),
                   replica=first_token_replica(run))
-        for k, v in per_request_vars(rq).items():
-            ds[k] = variable(k, v)
-        ds["req_class"] = variable("req_class", run["inputs"]["cls"])
-    return ds
+    return run_dataset(pipeline_summary(scen, run), scen.metrics.quantiles, table_vars(scen, run), rq,
+                       run["inputs"]["cls"] if per_request else None)
 
 
 def first_token_replica(run) -> np.ndarray:

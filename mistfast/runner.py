@@ -17,7 +17,7 @@ from .kernels import cluster as CL
 from .kernels import metrics as M
 from .lowering import (LoweredPoints, PipelinePoint, Point, lower_pipeline, lower_points, metric_vectors,
                        one_stage_scenario, splits_up_front)
-from .results import (first_token_replica, pipeline_summary, point_summary, point_tables, quantile_summary,
+from .results import (first_token_replica, pipeline_summary, point_summary, point_tables,
                       requested_output_tokens, stacked_point_tables, sum_replica_stats, table_vars)
 
 
@@ -74,7 +74,6 @@ def _point_results(points, kr: KernelRun, per_request, log_steps, tables) -> dic
                        res["t_first_sched"], res["t_first_tok"], res["t_last_tok"], res["t_finish"],
                        res["generated"], res["hit_first"], res["computed_pf"], end, out)
     summary = point_summary(points, out, rs, end, nrep)
-    summary.update(quantile_summary(out, [pt.quantiles for pt in points]))
     result = {"summary": summary, "offsets": kr.pt_off}
     if tables == "stacked":   # one entry per label set, all points at once (summaries, sweeps)
         result["table_parts"] = stacked_point_tables(points, kr.owner, kr.cstats, end, res, kr.pt_off)
