@@ -461,10 +461,13 @@ def summary_dataset(summary: dict[str, np.ndarray], index: int | None = None, ex
 
 def resource_vars(run) -> dict[str, np.ndarray]:
     """Bytes through each link or tier port of a pipeline run, and their share of its capacity."""
-    res_cap = run["inputs"]["res_cap"]
-    endt = max(run["end"], 1e-300)
-    return {"resource_utilisation": run["res_bytes"] / np.maximum(res_cap, 1e-300) / endt,
-            "resource_bytes": run["res_bytes"]}
+    return _resource_vars(run["res_bytes"], run["inputs"]["res_cap"], max(run["end"], 1e-300))
+
+
+def _resource_vars(bytes_: np.ndarray, cap: np.ndarray, end_s) -> dict[str, np.ndarray]:
+    """Bytes through each resource and their share of what its capacity could carry by ``end_s``
+    (a scalar, or one per row of ``bytes_`` as a column)."""
+    return {"resource_utilisation": bytes_ / np.maximum(cap, 1e-300) / end_s, "resource_bytes": bytes_}
 
 
 def table_vars(scen, run) -> tuple[dict[str, np.ndarray], dict[str, list]]:
@@ -524,8 +527,7 @@ def stacked_point_tables(points, owner, cstats: np.ndarray, end: np.ndarray, r: 
         summ.update({k: v[qs] for k, v in stages.items()})
         cap = np.array([topos[q].res_cap for q in qs], float).reshape(len(qs), len(res_names))
         bytes_ = np.zeros_like(cap)    # a single client's requests cross no link or tier port
-        summ["resource_utilisation"] = bytes_ / np.maximum(cap, 1e-300) / endt[qs][:, None]
-        summ["resource_bytes"] = bytes_
+        summ.update(_resource_vars(bytes_, cap, endt[qs][:, None]))
         summ["_labels"] = {"client": list(names), "stage_kind": list(CL.STAGE_NAMES), "resource": list(res_names)}
         out.append((qs, summ))
     return out
