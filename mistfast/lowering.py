@@ -52,7 +52,7 @@ class Point:
     concurrency: int = 0      # closed loop: users in flight (0 = open loop)
     think_s: float = 0.0
     quantiles: tuple = ()     # [metrics] quantiles (none: no *_quantile_ms variables)
-    scenario: object = None   # the validated scenario (its one-stage pipeline's labels: results.point_tables)
+    scenario: object = None   # the validated scenario (its one-stage pipeline's labels: results.stacked_point_tables)
 
 
 @dataclass(frozen=True)

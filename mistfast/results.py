@@ -477,29 +477,17 @@ def table_vars(scen, run) -> tuple[dict[str, np.ndarray], dict[str, list]]:
     return data, {"client": list(topo.names), "stage_kind": list(CL.STAGE_NAMES), "resource": list(topo.res_names)}
 
 
-def point_tables(pt, cstats: np.ndarray, end_s: float, r: dict) -> tuple[dict[str, np.ndarray], dict[str, list]]:
-    """The per-client, per-stage and per-resource variables of a single-client point, as its
-    one-stage pipeline has them: ``cstats`` the statistics of its replicas (replica order),
-    ``end_s`` the run's end, ``r`` its per-request outputs (request order). Its one stage is an
-    LLM stage that requests enter at arrival (no transfer); no bytes cross a resource."""
-    topo = Topology(pt.scenario)
-    topo.routes()   # creates the network resources a one-stage pipeline of these replicas has
-    finished = r["status"] == E.FINISHED
-    stages = {"ready": r["arrival"], "arrive": r["arrival"], "sched": r["t_first_sched"],
-              "exit": np.where(finished, r["t_finish"], np.nan)}
-    run = {"inputs": {"topo": topo, "st_kind": np.full(r["status"].size, CL.K_LLM), "res_cap": np.array(topo.res_cap)},
-           "cstats": cstats, "end": end_s, "stages": stages, "res_bytes": np.zeros(len(topo.res_cap))}
-    return table_vars(pt.scenario, run)
-
-
 def stacked_point_tables(points, owner, cstats: np.ndarray, end: np.ndarray, r: dict,
                          pt_off: np.ndarray) -> list[tuple[np.ndarray, dict]]:
-    """``point_tables`` of many single-client points at once, as (positions in ``points``, tables
+    """The per-client, per-stage and per-resource variables of many single-client points at once,
+    as their one-stage pipelines have them (``table_vars``), as (positions in ``points``, tables
     stacked along those points with their labels under ``"_labels"``), one entry per distinct
     label set in order of first appearance. ``owner``: the point of each row of ``cstats``
     (rows x N_CS; a point's rows in replica order), ``end`` each point's end, ``r`` the
     per-request outputs in point then request order, ``pt_off`` each point's first request.
-    The same values as ``point_tables`` point by point, bit for bit (tests/test_point_tables.py):
+    A point's one stage is an LLM stage that requests enter at arrival (no transfer); no bytes
+    cross a resource. The same values as ``table_vars`` of each point's one-stage pipeline, bit
+    for bit (tests/test_point_tables.py):
     every formula is elementwise, and each point's stage means sum its own requests as one numpy
     sum, as ``np.nanmean`` does (a segmented sum would add them in another order)."""
     P = len(points)
@@ -522,8 +510,12 @@ def stacked_point_tables(points, owner, cstats: np.ndarray, end: np.ndarray, r: 
         if np.any(reps[qs] != len(names)):
             raise RuntimeError(f"point tables: a point has {reps[qs].tolist()} replicas for clients {list(names)}")
         rows = order[first_row[qs][:, None] + np.arange(len(names))]        # (points, instances)
-        summ = {k: v[rows] for k, v in clients.items()}
-        summ["client_price_usd_per_hour"] = np.array([topos[q].price for q in qs]).reshape(len(qs), len(names))
+        price = np.array([topos[q].price for q in qs]).reshape(len(qs), len(names))
+        summ = {}
+        for k, v in clients.items():   # in client_vars' order (a single run's Dataset shows it)
+            summ[k] = v[rows]
+            if k == "client_energy_J":
+                summ["client_price_usd_per_hour"] = price
         summ.update({k: v[qs] for k, v in stages.items()})
         cap = np.array([topos[q].res_cap for q in qs], float).reshape(len(qs), len(res_names))
         bytes_ = np.zeros_like(cap)    # a single client's requests cross no link or tier port
@@ -597,17 +589,19 @@ def _llm_stage_rows(r: dict, pt_off: np.ndarray) -> dict[str, np.ndarray]:
         nan = np.isnan(x)
         n_counted[:, j] = n_done - np.bincount(point_of[nan], minlength=P)
         x[nan] = 0.0                                            # np.nanmean's sum: NaN as 0
-    out = {"stage_count": np.zeros((P, K))}
-    out["stage_count"][:, CL.K_LLM] = n_done
+    count = np.zeros((P, K))
+    count[:, CL.K_LLM] = n_done
     sums = np.full((P, 3), np.nan)
     for q in np.flatnonzero(n_done).tolist():
         a, z = at[q], at[q + 1]
         sums[q] = [np.add.reduce(x[a:z]) for x in times]      # one contiguous sum each, as np.nanmean's
     with np.errstate(invalid="ignore", divide="ignore"):
         means = sums / n_counted
+    out = {}   # in stage_vars' order
     for j, name in enumerate(("stage_transfer_ms", "stage_queue_ms", "stage_service_ms")):
         out[name] = np.full((P, K), np.nan)
         out[name][:, CL.K_LLM] = means[:, j] * 1e3
+    out["stage_count"] = count
     return out
 
 

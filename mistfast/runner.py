@@ -17,7 +17,7 @@ from .kernels import cluster as CL
 from .kernels import metrics as M
 from .lowering import (LoweredPoints, PipelinePoint, Point, lower_pipeline, lower_points, metric_vectors,
                        one_stage_scenario, splits_up_front)
-from .results import (first_token_replica, pipeline_summary, point_summary, point_tables,
+from .results import (first_token_replica, pipeline_summary, point_summary,
                       requested_output_tokens, stacked_point_tables, sum_replica_stats, table_vars)
 
 
@@ -50,19 +50,25 @@ def run_points(points: list[Point], *, per_request: bool = False, log_steps: int
     """Simulate every point; returns summary arrays (length P) and, on request, per-request data.
     ``decode_runs=False`` steps every decode step through the full loop (same results, slower;
     kept as a cross-check of the decode-run fast path). ``tables``: also each point's per-client,
-    per-stage and per-resource variables and labels (``results.point_tables``), under "tables";
-    ``tables="stacked"``: the same stacked by label set (``results.stacked_point_tables``), under
-    "table_parts". Points whose replicas can be split up front (``lowering.splits_up_front``) share one batched
-    kernel call; any other runs as its one-stage pipeline, so both give what the pipeline does."""
+    per-stage and per-resource variables and labels, under "tables"; ``tables="stacked"``: the
+    same stacked by label set (``results.stacked_point_tables``, which builds both), under
+    "table_parts"."""
+    kr = run_kernels(points, log_steps=log_steps, decode_runs=decode_runs, parallel=parallel)
+    return _point_results(points, kr, per_request, log_steps, tables)
+
+
+def run_kernels(points: list[Point], *, log_steps: int = 0, decode_runs: bool = True,
+                parallel: bool = False) -> KernelRun:
+    """The kernel outputs of single-client points, gathered per point. Points whose replicas can
+    be split up front (``lowering.splits_up_front``) share one batched kernel call; any other runs
+    as its one-stage pipeline, so both give what the pipeline does."""
     split = [q for q, pt in enumerate(points) if splits_up_front(pt)]
     if len(split) == len(points):
-        kr = _run_split(points, log_steps, decode_runs, parallel)
-    else:
-        pooled = sorted(set(range(len(points))) - set(split))
-        parts = [(split, _run_split([points[q] for q in split], log_steps, decode_runs, parallel))] if split else []
-        parts += [([q], _run_pool(points[q], log_steps, decode_runs)) for q in pooled]
-        kr = _gather(points, parts)
-    return _point_results(points, kr, per_request, log_steps, tables)
+        return _run_split(points, log_steps, decode_runs, parallel)
+    pooled = sorted(set(range(len(points))) - set(split))
+    parts = [(split, _run_split([points[q] for q in split], log_steps, decode_runs, parallel))] if split else []
+    parts += [([q], _run_pool(points[q], log_steps, decode_runs)) for q in pooled]
+    return _gather(points, parts)
 
 
 def _point_results(points, kr: KernelRun, per_request, log_steps, tables) -> dict:
@@ -75,10 +81,10 @@ def _point_results(points, kr: KernelRun, per_request, log_steps, tables) -> dic
                        res["generated"], res["hit_first"], res["computed_pf"], end, out)
     summary = point_summary(points, out, rs, end, nrep)
     result = {"summary": summary, "offsets": kr.pt_off}
-    if tables == "stacked":   # one entry per label set, all points at once (summaries, sweeps)
-        result["table_parts"] = stacked_point_tables(points, kr.owner, kr.cstats, end, res, kr.pt_off)
-    elif tables:
-        result["tables"] = _point_tables(points, kr.owner, kr.cstats, end, res, kr.pt_off)
+    if tables:   # one entry per label set, all points at once (summaries, sweeps), or per point
+        parts = stacked_point_tables(points, kr.owner, kr.cstats, end, res, kr.pt_off)
+        result["table_parts" if tables == "stacked" else "tables"] = \
+            parts if tables == "stacked" else _per_point_tables(len(points), parts)
     if per_request:
         result["requests"] = {k: v for k, v in res.items() if k != "branches"}
     if log_steps:
@@ -147,14 +153,14 @@ def _gather(points, parts: list[tuple[list[int], KernelRun]]) -> KernelRun:
                      relabel("log_owner"), joined("log_steps"), mp)
 
 
-def _point_tables(points, owner, cstats, end, res, pt_off) -> list:
-    """(tables, labels) of each point: its replicas' rows of ``cstats``, its requests' outputs."""
-    rows = [[] for _ in points]
-    for s, q in enumerate(owner):
-        rows[q].append(s)
-    return [point_tables(pt, cstats[rows[q]], float(end[q]),
-                         {k: res[k][pt_off[q]:pt_off[q + 1]] for k in ("status", "arrival", "t_first_sched", "t_finish")})
-            for q, pt in enumerate(points)]
+def _per_point_tables(P: int, parts: list) -> list:
+    """(tables, labels) of each point from ``stacked_point_tables``' entries (rows of its arrays)."""
+    out: list = [None] * P
+    for at, summ in parts:
+        labels = summ["_labels"]
+        for row, q in enumerate(at.tolist()):
+            out[q] = ({k: v[row] for k, v in summ.items() if k != "_labels"}, labels)
+    return out
 
 
 def _replica_order(points, lo: LoweredPoints):

@@ -1,6 +1,6 @@
 """The per-client, per-stage and per-resource tables of many single-client points, built at once
-(``results.stacked_point_tables``, what sweeps use), equal those built point by point through a
-one-stage pipeline's formulas (``results.point_tables`` -> ``table_vars``), bit for bit: replicas
+(``results.stacked_point_tables``, what sweeps and single runs use), equal those built point by
+point through a one-stage pipeline's formulas (``point_tables`` below -> ``table_vars``), bit for bit: replicas
 (dp 1-3, so differing client and resource labels), a device without a power figure (NaN energy),
 a network topology, overload (requests that never finish or wait) and an invalid point."""
 from __future__ import annotations
@@ -9,8 +9,11 @@ import warnings
 
 import numpy as np
 
-from mistfast.lowering import Point
-from mistfast.runner import run_points
+from mistfast.kernels import cluster as CL
+from mistfast.kernels import engine as E
+from mistfast.lowering import Point, Topology
+from mistfast.results import table_vars
+from mistfast.runner import run_kernels, run_points
 from mistfast.sweep import build_point, parse_sweep, point_values
 
 SCENARIO = {
@@ -32,11 +35,46 @@ def _bits(a) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(a, np.float64)).view(np.int64)
 
 
+def point_tables(pt, cstats: np.ndarray, end_s: float, r: dict):
+    """The twin: a single-client point's tables through its one-stage pipeline's formulas
+    (``table_vars``): ``cstats`` its replicas' statistics (replica order), ``end_s`` the run's
+    end, ``r`` its per-request outputs. Its one stage is an LLM stage that requests enter at
+    arrival (no transfer); no bytes cross a resource."""
+    topo = Topology(pt.scenario)
+    topo.routes()   # creates the network resources a one-stage pipeline of these replicas has
+    finished = r["status"] == E.FINISHED
+    stages = {"ready": r["arrival"], "arrive": r["arrival"], "sched": r["t_first_sched"],
+              "exit": np.where(finished, r["t_finish"], np.nan)}
+    run = {"inputs": {"topo": topo, "st_kind": np.full(r["status"].size, CL.K_LLM), "res_cap": np.array(topo.res_cap)},
+           "cstats": cstats, "end": end_s, "stages": stages, "res_bytes": np.zeros(len(topo.res_cap))}
+    return table_vars(pt.scenario, run)
+
+
+def _one_by_one(points):
+    """Each point's tables through the twin, from the kernel outputs gathered per point (a
+    point's end: its latest replica's)."""
+    kr = run_kernels(points)
+    end = np.zeros(len(points))
+    np.maximum.at(end, kr.owner, kr.row_end)
+    out = []
+    for q, pt in enumerate(points):
+        rows = np.flatnonzero(kr.owner == q)
+        a, z = kr.pt_off[q], kr.pt_off[q + 1]
+        out.append(point_tables(pt, kr.cstats[rows], float(end[q]),
+                                {k: kr.req[k][a:z] for k in ("status", "arrival", "t_first_sched", "t_finish")}))
+    return out
+
+
 def _same_tables(points):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        one_by_one = run_points(points, tables=True)["tables"]
+        one_by_one = _one_by_one(points)
         stacked = run_points(points, tables="stacked")["table_parts"]
+        per_point = run_points(points, tables=True)["tables"]
+    for (data, labels), (own, own_labels) in zip(one_by_one, per_point):
+        assert own_labels == labels and set(own) == set(data)
+        for name, values in data.items():
+            np.testing.assert_array_equal(_bits(own[name]), _bits(values), err_msg=name)
     seen = np.zeros(len(points), int)
     for at, summ in stacked:
         labels = summ["_labels"]
