@@ -5,6 +5,7 @@ one group on a device without a power figure (NaN energy, never 0 J)."""
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from types import SimpleNamespace as NS
 
 import numpy as np
@@ -102,3 +103,32 @@ def test_one_group_per_point_is_taken_as_it_is():
     assert both["busy_fraction"][0] == pytest.approx(0.4)
     for k, v in alone.items():
         np.testing.assert_array_equal(both[k][:1], v, err_msg=k)
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.mark.parametrize("example", ["rag.toml", "pd_disaggregation.toml"])
+def test_pipeline_summary_agrees_with_its_client_table(example):
+    """A pipeline's summary engine variables from its groups (client entries, replicas summed)
+    equal what its per-instance client table gives: sums and maxima exactly, means over LLM
+    replicas (KV: weighted by busy time) to rounding. RAG: an LLM entry of 2 replicas, a second
+    LLM, two hosts; P/D: a prefill entry of 2 replicas and a decode entry."""
+    from mistfast.scenario import simulate
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = simulate(EXAMPLES / example)
+    mfu = ds.client_mfu.values
+    llm = np.isfinite(mfu)                      # hosts have no FLOP utilisation
+    assert llm.sum() >= 3 and (ds.client_steps.values[llm] > 0).all()
+    busy = ds.client_busy_fraction.values[llm]
+    assert float(ds.n_steps) == ds.client_steps.values[llm].sum()
+    assert float(ds.kv_util_peak) == ds.client_kv_util_peak.values[llm].max()
+    assert float(ds.busy_fraction) == pytest.approx(busy.mean(), rel=1e-12)
+    assert float(ds.mfu) == pytest.approx(mfu[llm].mean(), rel=1e-12)
+    assert float(ds.mbu) == pytest.approx(ds.client_mbu.values[llm].mean(), rel=1e-12)
+    assert float(ds.kv_util_mean) == pytest.approx(
+        (ds.client_kv_util_mean.values[llm] * busy).sum() / busy.sum(), rel=1e-12)
+    assert float(ds.energy_J) == pytest.approx(ds.client_energy_J.values.sum(), rel=1e-12)   # hosts included
+    price = ds.client_price_usd_per_hour.values.sum()
+    assert float(ds.output_tok_s_per_usd_per_hour) == pytest.approx(float(ds.output_tok_s) / price, rel=1e-12)
