@@ -429,20 +429,33 @@ def stage_vars(run) -> dict[str, np.ndarray]:
     ins, st = run["inputs"], run["stages"]
     kinds = ins["st_kind"]
     K = len(CL.STAGE_NAMES)
-    out = {k: np.full(K, np.nan) for k in ("stage_transfer_ms", "stage_queue_ms", "stage_service_ms")}
-    out["stage_count"] = np.zeros(K)
     with np.errstate(invalid="ignore"):
         tr = st["arrive"] - st["ready"]
         qu = st["sched"] - st["arrive"]
         sv = st["exit"] - np.where(np.isnan(st["sched"]), st["arrive"], st["sched"])
-    done = ~np.isnan(st["exit"])
-    out["stage_count"][:] = np.bincount(kinds[done], minlength=K)
-    for k in np.flatnonzero(out["stage_count"]):   # only the kinds some stage completed
-        m = (kinds == k) & done
-        out["stage_transfer_ms"][k] = np.nanmean(tr[m]) * 1e3
-        out["stage_queue_ms"][k] = np.nanmean(np.where(np.isnan(qu[m]), 0.0, qu[m])) * 1e3
-        out["stage_service_ms"][k] = np.nanmean(sv[m]) * 1e3
-    return out
+    done = np.flatnonzero(~np.isnan(st["exit"]))
+    order = done[np.argsort(kinds[done], kind="stable")]       # completed stages by kind, in stage order
+    at = np.searchsorted(kinds[order], np.arange(K + 1))
+    qu = qu[order]
+    return {"stage_transfer_ms": _segment_nanmeans(tr[order], at) * 1e3,
+            "stage_queue_ms": _segment_nanmeans(np.where(np.isnan(qu), 0.0, qu), at) * 1e3,
+            "stage_service_ms": _segment_nanmeans(sv[order], at) * 1e3,
+            "stage_count": np.diff(at).astype(float)}
+
+
+def _segment_nanmeans(x: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """``np.nanmean`` of each segment ``x[at[i]:at[i + 1]]`` (NaN when empty or all NaN), computed
+    as it does, bit for bit: NaN as 0 in one contiguous sum per segment, over the count of the
+    others (a segmented ``np.add.reduceat`` adds in another order and changes the last bit)."""
+    n = np.diff(at)
+    nan = np.isnan(x)
+    counted = n - np.bincount(np.repeat(np.arange(len(n)), n)[nan], minlength=len(n))
+    x = np.where(nan, 0.0, x)
+    sums = np.full(len(n), np.nan)
+    for i in np.flatnonzero(n).tolist():
+        sums[i] = np.add.reduce(x[at[i]:at[i + 1]])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counted
 
 
 # ----------------------------------------------------------------------------- Datasets
@@ -582,25 +595,12 @@ def _llm_stage_rows(r: dict, pt_off: np.ndarray) -> dict[str, np.ndarray]:
         times = [arrive - arrive, sched - arrive, exit_ - np.where(np.isnan(sched), arrive, sched)]
     times[1] = np.where(np.isnan(times[1]), 0.0, times[1])     # a queue time never known counts as none
     at = np.searchsorted(done, pt_off)                          # each point's first exit in ``done``
-    n_done = np.diff(at)
-    point_of = np.repeat(np.arange(P), n_done)
-    n_counted = np.empty((P, 3), np.int64)
-    for j, x in enumerate(times):
-        nan = np.isnan(x)
-        n_counted[:, j] = n_done - np.bincount(point_of[nan], minlength=P)
-        x[nan] = 0.0                                            # np.nanmean's sum: NaN as 0
     count = np.zeros((P, K))
-    count[:, CL.K_LLM] = n_done
-    sums = np.full((P, 3), np.nan)
-    for q in np.flatnonzero(n_done).tolist():
-        a, z = at[q], at[q + 1]
-        sums[q] = [np.add.reduce(x[a:z]) for x in times]      # one contiguous sum each, as np.nanmean's
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = sums / n_counted
+    count[:, CL.K_LLM] = np.diff(at)
     out = {}   # in stage_vars' order
     for j, name in enumerate(("stage_transfer_ms", "stage_queue_ms", "stage_service_ms")):
         out[name] = np.full((P, K), np.nan)
-        out[name][:, CL.K_LLM] = means[:, j] * 1e3
+        out[name][:, CL.K_LLM] = _segment_nanmeans(times[j], at) * 1e3
     out["stage_count"] = count
     return out
 

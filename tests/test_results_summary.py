@@ -132,3 +132,20 @@ def test_pipeline_summary_agrees_with_its_client_table(example):
     assert float(ds.energy_J) == pytest.approx(ds.client_energy_J.values.sum(), rel=1e-12)   # hosts included
     price = ds.client_price_usd_per_hour.values.sum()
     assert float(ds.output_tok_s_per_usd_per_hour) == pytest.approx(float(ds.output_tok_s) / price, rel=1e-12)
+
+
+def test_segment_means_are_numpys_nanmean_bit_for_bit():
+    """The stage means of pipelines and of single-client tables: np.nanmean of each segment, to
+    the last bit (empty and all-NaN segments: NaN)."""
+    from mistfast.results import _segment_nanmeans
+    rng = np.random.default_rng(3)
+    x = rng.lognormal(-3.0, 2.0, 5000)
+    x[rng.random(x.size) < 0.2] = np.nan
+    x[100:110] = np.nan                                   # an all-NaN segment
+    at = np.concatenate([[0, 0], np.sort(rng.choice(np.arange(1, 5000), 40, replace=False)), [100, 110, 110], [5000]])
+    at = np.sort(at)
+    got = _segment_nanmeans(x, at)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = np.array([np.nanmean(x[a:z]) if z > a else np.nan for a, z in zip(at[:-1], at[1:])])
+    np.testing.assert_array_equal(got.view(np.int64), want.view(np.int64))
