@@ -356,13 +356,34 @@ def engine_limits_from_notes(notes: str, tp: int) -> dict:
     return out
 
 
-def _closed_loop_requests(wl: str, n_meas: int, concurrency: int) -> int:
+def _closed_loop_requests(wl: str, n_meas: int, concurrency: int, prompts_per_user: int = 0) -> int:
     """Requests to simulate for a fixed-concurrency row: the measured count, else ``k`` x the
-    concurrency when the workload says ``num-prompts Kx concurrency``, else 20x (at least 200)."""
+    concurrency when the workload says ``num-prompts Kx concurrency`` (or the launcher's
+    ``prompts_per_user``, :func:`inferencemax_prompts_per_user`), else 20x (at least 200).
+
+    A stated ``k`` x C is simulated exactly, without a floor: the first wave (the C prompts sent at
+    t = 0) is C/N of the requests, and it sets the mean and the p99 of TTFT (docs/calibration.md,
+    "The TTFT tail of closed loops"); 100 requests instead of the 40 of a 4-user run cut its
+    weight in the mean by 2.5x and moved the p99 out of it."""
     k = re.search(r"(?:num[-_ ]prompts\s+|~)(\d+)\s*x\s*concurrency", wl)
-    if k:
-        return min(max(n_meas, int(k.group(1)) * concurrency, 100), MAX_SIM_REQUESTS)
+    if prompts_per_user or k:
+        per_user = prompts_per_user or int(k.group(1))
+        return min(max(n_meas, per_user * concurrency), MAX_SIM_REQUESTS)
     return min(max(n_meas, 20 * concurrency, 200), MAX_SIM_REQUESTS)
+
+
+def inferencemax_prompts_per_user(source: str, model: str, device: str, osl: int) -> int:
+    """Prompts per user (``--num-prompts`` / ``--max-concurrency``) of an InferenceMAX run when its
+    launcher sets a count other than the rows' "~10x concurrency", else 0. The MI355X launcher
+    (github:SemiAnalysisAI/InferenceX@8c920ce54 ``runners/launch_mi355x-amd.sh``, the only MI355X
+    single-node launcher of Dec 2025) sends DeepSeek-R1 50 x C prompts (20 x C at 8k output); the
+    B200 docker launchers (``launch_b200-nvd.sh``, ``-dgxc.sh``) do too, but B200 runs also go to
+    slurm launchers with 10 x C and a row does not say which, so B200 keeps 10 x C. Checked on the
+    data: the share of slow (first-wave) requests implied by mean, median and standard deviation
+    of TTFT is 0.21 C / 10 C and 0.50 C / 10 C for these rows, i.e. C of 50 C and of 20 C."""
+    if "inferencemax" not in source.lower() or device != "MI355X" or not model.startswith("deepseek"):
+        return 0
+    return 20 if osl >= 8192 else 50
 
 
 def _stated_prompt_count(wl: str) -> int:
@@ -576,7 +597,8 @@ def _plan_row(r: Mapping) -> RowPlan:
     elif ("concurren" in wl or "closed" in wl or "closed" in rr_txt) and batch is not None:
         plan.workload_kind = "closed loop"
         plan.concurrency = batch
-        n = _closed_loop_requests(wl, n_meas, batch)
+        n = _closed_loop_requests(wl, n_meas, batch, inferencemax_prompts_per_user(
+            _txt(r.get("source")), plan.model, plan.device, plan.osl))
         sched = offline_scheduler(plan.engine, client, plan.isl, plan.osl)
         workload["arrival"] = {"process": "closed_loop", "concurrency": batch}
     elif "offline" in wl or rr_txt.startswith("inf") or rr_txt.startswith("offline"):
@@ -592,7 +614,8 @@ def _plan_row(r: Mapping) -> RowPlan:
             return plan.unsupported(f"fixed-concurrency run without a concurrency ({bc_txt!r})")
         plan.workload_kind = "closed loop"
         plan.concurrency = batch
-        n = _closed_loop_requests(wl, n_meas, batch)
+        n = _closed_loop_requests(wl, n_meas, batch, inferencemax_prompts_per_user(
+            _txt(r.get("source")), plan.model, plan.device, plan.osl))
         sched = offline_scheduler(plan.engine, client, plan.isl, plan.osl)
         workload["arrival"] = {"process": "closed_loop", "concurrency": batch}
     elif rate is not None and math.isfinite(rate) and rate > 0:
@@ -620,9 +643,15 @@ def _plan_row(r: Mapping) -> RowPlan:
             sched["max_batched_tokens"] = sched["chunk_size"] = sched["max_batch_size"]
     plan.kind = "run"
     rr = re.search(r"random[-_ ]range[-_ ]ratio[ =]*([0-9.]+)", wl)
-    if rr and not plan.dataset and "input" in workload and 0.0 < float(rr.group(1)) < 1.0:
-        # benchmark_serving's random prompts (SGLang, vLLM before 0.9): lengths uniform in [ratio*L, L]
+    if rr and plan.dataset in ("", "random") and 0.0 < float(rr.group(1)) < 1.0:
+        # benchmark_serving's random prompts (SGLang, vLLM before 0.9, InferenceMAX's client
+        # kimbochen/bench_serving): lengths uniform in [int(ratio*L), L]. Also where the row's
+        # dataset column says "random" (vLLM's newer random dataset reads the ratio as [L(1-r),
+        # L(1+r)]; these rows state [ratio*L, L]): with one fixed length every closed-loop user
+        # finishes in step with the others and re-enters with them, so new prompts arrive in
+        # groups and wait for each other's prefills, which no benchmark with spread lengths does.
         lo = float(rr.group(1))
+        workload.pop("dataset", None)
         workload["input"] = {"dist": "uniform", "low": max(1, int(lo * plan.isl)), "high": plan.isl}
         workload["output"] = {"dist": "uniform", "low": max(1, int(lo * plan.osl)), "high": plan.osl}
     notes = _txt(r.get("notes")).lower()
