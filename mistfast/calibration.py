@@ -696,6 +696,7 @@ class EfficiencyFit:
     step_overhead_ms: float = 0.0
     prefill: float = 1.0
     ttft_overhead_ms: float = 0.0
+    first_wave_ms: float = 0.0      # set after the fit from closed-loop TTFT tails (validate.fit_first_wave)
     n_steps: int = 0
     n_runs: int = 0
     rows: tuple = ()
@@ -708,7 +709,8 @@ class EfficiencyFit:
     def as_efficiency(self) -> dict:
         return {"compute": self.compute, "memory": self.memory, "network": self.network,
                 "op_overhead_us": self.op_overhead_us, "step_overhead_ms": self.step_overhead_ms,
-                "prefill": self.prefill, "ttft_overhead_ms": self.ttft_overhead_ms}
+                "prefill": self.prefill, "ttft_overhead_ms": self.ttft_overhead_ms,
+                "first_wave_ms": self.first_wave_ms}
 
     def __getitem__(self, k):
         return getattr(self, k)

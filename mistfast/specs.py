@@ -371,6 +371,10 @@ class EfficiencySpec(Spec):
     # first streamed chunk); ms. The kernel's TTFT is engine-side (arrival at the engine to the first
     # token); `mistfast validate` adds this to predicted TTFT/E2E rows (docs/calibration.md)
     ttft_overhead_ms: float = Field(ge=0, default=0.0)
+    # one-time delay of the first wave of a cold closed-loop benchmark (the C prompts sent at t = 0
+    # to an engine that has served only a warm-up prompt: kernel JIT/autotuning on new shapes); ms.
+    # `mistfast validate` adds it to those requests' TTFT/E2E (docs/calibration.md, "The TTFT tail")
+    first_wave_ms: float = Field(ge=0, default=0.0)
     # MoE expert parallelism: tokens on the busiest device / the mean (>= 1) (MODEL.md §2.1 λ)
     expert_imbalance: float = Field(ge=1, default=1.0)
     source: str = "MODEL.md §2.1 defaults (reference system_eff 0.75)"

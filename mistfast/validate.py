@@ -356,13 +356,34 @@ def engine_limits_from_notes(notes: str, tp: int) -> dict:
     return out
 
 
-def _closed_loop_requests(wl: str, n_meas: int, concurrency: int) -> int:
+def _closed_loop_requests(wl: str, n_meas: int, concurrency: int, prompts_per_user: int = 0) -> int:
     """Requests to simulate for a fixed-concurrency row: the measured count, else ``k`` x the
-    concurrency when the workload says ``num-prompts Kx concurrency``, else 20x (at least 200)."""
+    concurrency when the workload says ``num-prompts Kx concurrency`` (or the launcher's
+    ``prompts_per_user``, :func:`inferencemax_prompts_per_user`), else 20x (at least 200).
+
+    A stated ``k`` x C is simulated exactly, without a floor: the first wave (the C prompts sent at
+    t = 0) is C/N of the requests, and it sets the mean and the p99 of TTFT (docs/calibration.md,
+    "The TTFT tail of closed loops"); 100 requests instead of the 40 of a 4-user run cut its
+    weight in the mean by 2.5x and moved the p99 out of it."""
     k = re.search(r"(?:num[-_ ]prompts\s+|~)(\d+)\s*x\s*concurrency", wl)
-    if k:
-        return min(max(n_meas, int(k.group(1)) * concurrency, 100), MAX_SIM_REQUESTS)
+    if prompts_per_user or k:
+        per_user = prompts_per_user or int(k.group(1))
+        return min(max(n_meas, per_user * concurrency), MAX_SIM_REQUESTS)
     return min(max(n_meas, 20 * concurrency, 200), MAX_SIM_REQUESTS)
+
+
+def inferencemax_prompts_per_user(source: str, model: str, device: str, osl: int) -> int:
+    """Prompts per user (``--num-prompts`` / ``--max-concurrency``) of an InferenceMAX run when its
+    launcher sets a count other than the rows' "~10x concurrency", else 0. The MI355X launcher
+    (github:SemiAnalysisAI/InferenceX@8c920ce54 ``runners/launch_mi355x-amd.sh``, the only MI355X
+    single-node launcher of Dec 2025) sends DeepSeek-R1 50 x C prompts (20 x C at 8k output); the
+    B200 docker launchers (``launch_b200-nvd.sh``, ``-dgxc.sh``) do too, but B200 runs also go to
+    slurm launchers with 10 x C and a row does not say which, so B200 keeps 10 x C. Checked on the
+    data: the share of slow (first-wave) requests implied by mean, median and standard deviation
+    of TTFT is 0.21 C / 10 C and 0.50 C / 10 C for these rows, i.e. C of 50 C and of 20 C."""
+    if "inferencemax" not in source.lower() or device != "MI355X" or not model.startswith("deepseek"):
+        return 0
+    return 20 if osl >= 8192 else 50
 
 
 def _stated_prompt_count(wl: str) -> int:
@@ -576,7 +597,8 @@ def _plan_row(r: Mapping) -> RowPlan:
     elif ("concurren" in wl or "closed" in wl or "closed" in rr_txt) and batch is not None:
         plan.workload_kind = "closed loop"
         plan.concurrency = batch
-        n = _closed_loop_requests(wl, n_meas, batch)
+        n = _closed_loop_requests(wl, n_meas, batch, inferencemax_prompts_per_user(
+            _txt(r.get("source")), plan.model, plan.device, plan.osl))
         sched = offline_scheduler(plan.engine, client, plan.isl, plan.osl)
         workload["arrival"] = {"process": "closed_loop", "concurrency": batch}
     elif "offline" in wl or rr_txt.startswith("inf") or rr_txt.startswith("offline"):
@@ -592,7 +614,8 @@ def _plan_row(r: Mapping) -> RowPlan:
             return plan.unsupported(f"fixed-concurrency run without a concurrency ({bc_txt!r})")
         plan.workload_kind = "closed loop"
         plan.concurrency = batch
-        n = _closed_loop_requests(wl, n_meas, batch)
+        n = _closed_loop_requests(wl, n_meas, batch, inferencemax_prompts_per_user(
+            _txt(r.get("source")), plan.model, plan.device, plan.osl))
         sched = offline_scheduler(plan.engine, client, plan.isl, plan.osl)
         workload["arrival"] = {"process": "closed_loop", "concurrency": batch}
     elif rate is not None and math.isfinite(rate) and rate > 0:
@@ -620,9 +643,15 @@ def _plan_row(r: Mapping) -> RowPlan:
             sched["max_batched_tokens"] = sched["chunk_size"] = sched["max_batch_size"]
     plan.kind = "run"
     rr = re.search(r"random[-_ ]range[-_ ]ratio[ =]*([0-9.]+)", wl)
-    if rr and not plan.dataset and "input" in workload and 0.0 < float(rr.group(1)) < 1.0:
-        # benchmark_serving's random prompts (SGLang, vLLM before 0.9): lengths uniform in [ratio*L, L]
+    if rr and plan.dataset in ("", "random") and 0.0 < float(rr.group(1)) < 1.0:
+        # benchmark_serving's random prompts (SGLang, vLLM before 0.9, InferenceMAX's client
+        # kimbochen/bench_serving): lengths uniform in [int(ratio*L), L]. Also where the row's
+        # dataset column says "random" (vLLM's newer random dataset reads the ratio as [L(1-r),
+        # L(1+r)]; these rows state [ratio*L, L]): with one fixed length every closed-loop user
+        # finishes in step with the others and re-enters with them, so new prompts arrive in
+        # groups and wait for each other's prefills, which no benchmark with spread lengths does.
         lo = float(rr.group(1))
+        workload.pop("dataset", None)
         workload["input"] = {"dist": "uniform", "low": max(1, int(lo * plan.isl)), "high": plan.isl}
         workload["output"] = {"dist": "uniform", "low": max(1, int(lo * plan.osl)), "high": plan.osl}
     notes = _txt(r.get("notes")).lower()
@@ -720,7 +749,7 @@ def _predict_runs(plans: list[RowPlan], points: list, clients: list) -> tuple[np
     outside = np.asarray(res["summary"].get("steps_outside_calibration", np.zeros(len(pts))), dtype=float)
     for q, p in enumerate(plans):
         s = C._run_summary(res, q)
-        out[q] = plan_value(p, s) + client_side_ms(p, pts[q].client)
+        out[q] = plan_value(p, s) + client_side_ms(p, pts[q].client) + first_wave_ms_term(p, pts[q].client)
         _note_unfinished(p, s)
     return out, outside
 
@@ -734,6 +763,96 @@ def client_side_ms(p: RowPlan, client) -> float:
     if not (p.metric.startswith("ttft") or p.metric.startswith("e2e")):
         return 0.0
     return float(getattr(client.efficiency, "ttft_overhead_ms", 0.0))
+
+
+def first_wave_weight(p: RowPlan) -> float:
+    """How much of a cold-start delay of the first wave (:func:`first_wave_ms_term`) a closed-loop
+    row's statistic carries, 0 for every other row. A closed loop of C users and N prompts sends C
+    prompts at t = 0 (benchmark_serving with ``--max-concurrency C --request-rate inf``); a delay D
+    of those C requests moves the mean by (C/N) D. For a percentile q (numpy's linear
+    interpolation at index q (N - 1) of the sorted values) the C delayed requests are taken as the
+    top C (they are, where D exceeds the spread of the others' TTFT): the weight is the share of the
+    interpolation that falls on them, clip(q (N - 1) - (N - C - 1), 0, 1) -- 1 for the p99 of
+    N = 10 C or 50 C, 0 for the median. E2E: the mean only (E2E percentiles are set by the output
+    lengths, not by the first wave)."""
+    if p.workload_kind != "closed loop" or p.concurrency <= 0 or p.n_requests_sim <= 0:
+        return 0.0
+    n = p.n_requests_sim
+    c = min(p.concurrency * max(p.dp, 1), n)    # users of all replicas; N counts every replica's prompts
+    key = p.value_key
+    if key in ("ttft_mean_ms", "e2e_mean_ms"):
+        return c / n
+    m = re.fullmatch(r"ttft_p(\d+)_ms", key)
+    if not m:
+        return 0.0
+    q = int(m.group(1)) / 100.0
+    return float(min(max(q * (n - 1) - (n - c - 1), 0.0), 1.0))
+
+
+def first_wave_ms_term(p: RowPlan, client) -> float:
+    """The client's ``efficiency.first_wave_ms`` (a one-time delay of the C requests a cold closed
+    loop sends at t = 0) as it enters this row's statistic: ``first_wave_weight(p)`` x D. Nothing
+    else moves: in a closed loop the stall shifts every later step by D, which changes no other
+    request's TTFT or TPOT (throughput would drop by D / run time, < 3 % on the fitted rows; not
+    applied)."""
+    d = float(getattr(client.efficiency, "first_wave_ms", 0.0))
+    return d * first_wave_weight(p) if d > 0 else 0.0
+
+
+# the least number of closed-loop p99 TTFT rows an entry needs for its own first-wave delay; with
+# fewer it takes its parent's (engine pooled over devices, then the current engines, then 0)
+FIRST_WAVE_MIN_ROWS = 3
+
+
+def first_wave_rows(plans) -> list[RowPlan]:
+    """Rows that identify the first-wave delay: closed-loop TTFT percentiles that lie wholly in the
+    first wave (weight 1; the p99 of 10 x C prompts)."""
+    return [p for p in plans if p.status == "ok" and p.kind == "run" and p.metric.startswith("ttft_p")
+            and first_wave_weight(p) >= 1.0]
+
+
+def fit_first_wave(cal: C.Calibration, plans, predicted: Mapping[str, float]) -> dict:
+    """Set ``first_wave_ms`` of every efficiency entry of ``cal`` from closed-loop tail rows
+    (:func:`first_wave_rows`) and their predictions with that calibration (first-wave delay 0):
+    per row, D = measured - predicted; an entry takes the median D over the rows it covers (its
+    device and engine, ``*`` = any, ``current`` = the current engines), clipped at 0, when it covers
+    at least FIRST_WAVE_MIN_ROWS of them, else its parent's value ((*, engine) for (device,
+    engine); (*, current) for (device, current) and (device, *); 0 at the root). Returns
+    {(device, engine): value}."""
+    from .calibration_store import CURRENT_ENGINE_FAMILIES, POOLED_ENGINE
+    d_rows = [(p.device, p.engine, p.measured - predicted[p.id]) for p in plans
+              if p.id in predicted and np.isfinite(predicted[p.id])]
+
+    def covers(dev, eng, row_dev, row_eng) -> bool:
+        if dev != "*" and dev != row_dev:
+            return False
+        if eng == "*":
+            return True
+        if eng == POOLED_ENGINE:
+            return row_eng in CURRENT_ENGINE_FAMILIES
+        return eng == row_eng
+
+    def own(dev, eng):
+        v = [d for rd, re_, d in d_rows if covers(dev, eng, rd, re_)]
+        return max(float(np.median(v)), 0.0) if len(v) >= FIRST_WAVE_MIN_ROWS else None
+
+    def value(dev, eng) -> float:
+        chain = [(dev, eng), ("*", eng), ("*", POOLED_ENGINE), ("*", "*")] if eng not in ("*", POOLED_ENGINE) \
+            else [(dev, eng), ("*", POOLED_ENGINE), ("*", "*")]
+        for k in dict.fromkeys(chain):
+            v = own(*k)
+            if v is not None:
+                return v
+        return 0.0
+
+    out = {}
+    for key in list(cal.efficiencies):
+        d = value(*key)
+        e = cal.efficiencies[key]
+        cal.efficiencies[key] = dataclasses.replace(e, first_wave_ms=d) if hasattr(e, "as_efficiency") \
+            else {**e, "first_wave_ms": d}
+        out[key] = d
+    return out
 
 
 def _estimated_lengths(p: RowPlan) -> bool:
@@ -1071,11 +1190,19 @@ def validate(measurements_csv, out_dir: str | Path, *, calibrate: bool = True, c
              and (not p.metric.startswith("ttft") or p.id in ttft_fitted)
              and not C.latency_set_by_policy(p.metric, p.group) and not _estimated_lengths(p)}
 
-    def fit_on(keep) -> C.Calibration:
+    def fit_on(keep, predicts=None, corrections_for_runs: bool = True) -> C.Calibration:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             c = C.calibrate([o for i, o in obs_of.items() if keep(i)], [r for i, r in ro_of.items() if keep(i)])
         fit_warnings.extend(str(w.message) for w in caught)
+        # the first-wave delay, from the closed-loop TTFT tails of the training rows predicted with
+        # this calibration; skipped where none of the rows to predict (``predicts``) could use it
+        if predicts is None or any(first_wave_weight(p) > 0 for p in predicts):
+            fw = [p for p in first_wave_rows(runs) if keep(p.id)]
+            fw_ids = {p.id for p in fw}
+            pts = [pt for p, pt in zip(runs, points) if p.id in fw_ids]
+            pr = _predict_with(from_cal(c, corrections_for_runs), [], [], fw, pts)[0] if fw else {}
+            fit_first_wave(c, fw, pr)
         return c
 
     def from_cal(c: C.Calibration, corrections_for_runs: bool = True):
@@ -1096,7 +1223,7 @@ def validate(measurements_csv, out_dir: str | Path, *, calibrate: bool = True, c
             folds.setdefault(p.source_doc, []).append(p)
         docs = {p.id: p.source_doc for p in plans}
         for doc, members in sorted(folds.items()):
-            c = fit_on(lambda i, doc=doc: docs.get(i) != doc)
+            c = fit_on(lambda i, doc=doc: docs.get(i) != doc, predicts=members)
             f_steps = [p for p in steps if p.source_doc == doc]
             f_base = [b for p, b in zip(steps, base_step) if p.source_doc == doc]
             f_runs = [(p, pt) for p, pt in zip(runs, points) if p.source_doc == doc]
@@ -1111,7 +1238,7 @@ def validate(measurements_csv, out_dir: str | Path, *, calibrate: bool = True, c
         cal = fit_on(lambda i: True)   # the fit on every source: what would be shipped
     elif mode == "fit":
         group_of_id = {p.id: p.group for p in plans}
-        cal = fit_on(lambda i: split.get(group_of_id.get(i)) == "train")
+        cal = fit_on(lambda i: split.get(group_of_id.get(i)) == "train", corrections_for_runs=False)
         pr, us, ou = _predict_with(from_cal(cal, corrections_for_runs=False), steps, base_step, runs, points, pipes)
         pred_c.update(pr), used.update(us), outside.update(ou)
         for p in steps + runs + pipes:
