@@ -56,6 +56,22 @@ def harness_settings(path: str, text: str) -> list[str]:
     return found
 
 
+def annotated_notes(notes: str, repo: Path, cache: dict | None = None) -> str:
+    """``notes`` with the harness-settings segment after "parallelism from <path>;" (unchanged when
+    the notes name no config, already have the segment, or the config sets none of the keys)."""
+    cache = {} if cache is None else cache
+    m = re.search(r"parallelism from (\S+?);", notes)
+    if not m or SEGMENT in notes:
+        return notes
+    path = m.group(1)
+    if path not in cache:
+        text = read_config(repo, path)
+        cache[path] = harness_settings(path, text) if text else []
+    if not cache[path]:
+        return notes
+    return notes.replace(m.group(0), f"{m.group(0)} {SEGMENT} {', '.join(cache[path])};", 1)
+
+
 def annotate(csv_path: Path, repo: Path) -> int:
     with open(csv_path, newline="") as fh:
         raw = fh.read()
@@ -64,16 +80,9 @@ def annotate(csv_path: Path, repo: Path) -> int:
     changed = 0
     cache: dict[str, list[str]] = {}
     for row in rows[1:]:
-        notes = row[col]
-        m = re.search(r"parallelism from (\S+?);", notes)
-        if not m or SEGMENT in notes:
-            continue
-        path = m.group(1)
-        if path not in cache:
-            text = read_config(repo, path)
-            cache[path] = harness_settings(path, text) if text else []
-        if cache[path]:
-            row[col] = notes.replace(m.group(0), f"{m.group(0)} {SEGMENT} {', '.join(cache[path])};", 1)
+        new = annotated_notes(row[col], repo, cache)
+        if new != row[col]:
+            row[col] = new
             changed += 1
     out = io.StringIO()
     csv.writer(out, lineterminator="\r\n" if "\r\n" in raw[:4096] else "\n").writerows(rows)
