@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 
-# Per-step harness time per transformer layer (us). Fitted, not derived: over the 103 dense-model
+# Per-step harness time per transformer layer (us). Fitted, not derived: over the 102 dense-model
 # (llama2-70b, llama3.1-405b, llama3.1-8b) Server/Interactive runs of v5.1 with harness settings,
 # the median of (measured TPOT - calibrated step at the measured state) / layers is 182 us (per
 # benchmark: 193, 158, 128 us; leaving one benchmark out: 148, 184, 190 us). A simulated run
