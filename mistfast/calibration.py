@@ -424,10 +424,12 @@ class StepSet:
         P = len(self.client_list)
         self.prm0 = np.zeros((P, K.N_PARAMS))
         self.raw = np.zeros((P, 9))
+        self.harness_s = np.zeros(P)
         for j, c in enumerate(self.client_list):
             prm = client_params(c)
             e = c.efficiency
             self.prm0[j] = prm
+            self.harness_s[j] = getattr(c, "harness_step_ms", 0.0) * 1e-3
             self.raw[j] = (prm[K.P_FPEAK] / e.compute, prm[K.P_FPEAK_ATTN] / e.compute, prm[K.P_BW] / e.memory,
                            prm[K.P_BW_ONCHIP] / e.memory if prm[K.P_GENZ] > 0 else prm[K.P_BW_ONCHIP],
                            prm[K.P_TP_BETA] / e.network, prm[K.P_PP_BETA] / e.network,
@@ -452,8 +454,8 @@ class StepSet:
         prm[:, K.P_PP_BETA] = r[:, 5] * eta_n
         prm[:, K.P_EP_BETA] = r[:, 6] * eta_n
         prm[:, K.P_TAU] = tau_us * 1e-6
-        if step_ms is not None:
-            prm[:, K.P_STEP_OVH] = step_ms * 1e-3
+        if step_ms is not None:   # (+ the client's harness time, which no calibration replaces)
+            prm[:, K.P_STEP_OVH] = step_ms * 1e-3 + self.harness_s
         if eta_pf is not None:
             prm[:, K.P_PF_SLOW] = 1.0 / eta_pf - 1.0
         return prm

@@ -507,6 +507,9 @@ class ClientSpec(Spec):
     dp_attention: bool = Field(default=False, description="data-parallel attention over the tp ranks (SGLang "
                                "--enable-dp-attention, TensorRT-LLM enable_attention_dp); the experts stay split "
                                "over ep (docs/step-model.md)")
+    harness_step_ms: float = Field(ge=0, default=0.0, description="host time per engine step of the serving "
+                                   "harness around the engine (MLPerf harnesses: mistfast.mlperf), added to every step "
+                                   "like efficiency.step_overhead_ms but not replaced by a calibration")
 
     @model_validator(mode="before")
     @classmethod

@@ -158,7 +158,7 @@ def _extension_params(client: ClientSpec, prm: np.ndarray, genz: bool, fpeak: fl
         prm[K.P_FPEAK_EXPERT] = client.device.peak_flops(prec.expert_compute) * eff.compute
         prm[K.P_BWB_EXPERT] = DTYPE_BYTES[prec.expert_weights]
     prm[K.P_IMBALANCE] = eff.expert_imbalance
-    prm[K.P_STEP_OVH] = eff.step_overhead_ms * 1e-3
+    prm[K.P_STEP_OVH] = (eff.step_overhead_ms + getattr(client, "harness_step_ms", 0.0)) * 1e-3
     prm[K.P_PF_SLOW] = 1.0 / eff.prefill - 1.0
     # local attention: correct mode only (GenZ has no windows); MLA and encoders have none
     if m.sliding_window and not genz and m.architecture == "decoder" and not m.is_mla:

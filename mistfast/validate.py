@@ -200,6 +200,7 @@ class RowPlan:
     concurrency: int = 0    # closed-loop users or static batch size (run rows)
     replica_scale: int = 1  # rate metrics x this: one of that many identical replicas was simulated (loadgen_steady_state)
     run_key: str = ""       # the benchmark run the row is one metric of (RUN_KEY_FIELDS)
+    loadgen: bool = False   # measured by MLPerf LoadGen inside the harness process (no client-side TTFT overhead)
 
     @property
     def client_key(self) -> str:
@@ -354,6 +355,22 @@ def engine_limits_from_notes(notes: str, tp: int) -> dict:
         if bs:  # every sequence in a step costs at least one token of the budget (TensorRT-LLM max_num_tokens)
             out["max_batch_size"] = min(out["max_batch_size"], out["max_batched_tokens"])
     return out
+
+
+def _apply_mlperf_harness(plan: RowPlan, r: Mapping, sched: dict, client) -> tuple[dict, float]:
+    """An MLPerf LoadGen row run as its harness config says (:mod:`mistfast.mlperf`): marks the
+    row as LoadGen-timed, sets the prefill batching and multi-step scheduling the config's settings
+    name, and returns (scheduler, harness time per step in ms; 0 without harness settings)."""
+    from . import mlperf as MP
+    plan.loadgen = MP.is_loadgen_row(_txt(r.get("workload")))
+    settings = MP.harness_settings(_txt(r.get("notes"))) if plan.loadgen else {}
+    if not settings:
+        return sched, 0.0
+    batching = MP.harness_batching(settings)
+    if batching and sched.get("batching") == "chunked":
+        sched = {**sched, "batching": batching}
+    plan.scheduler_steps = max(plan.scheduler_steps, int(settings.get("num_scheduler_steps", 1)))
+    return sched, MP.harness_step_ms(client.model.num_layers)
 
 
 def _closed_loop_requests(wl: str, n_meas: int, concurrency: int, prompts_per_user: int = 0) -> int:
@@ -641,6 +658,7 @@ def _plan_row(r: Mapping) -> RowPlan:
         if sched.get("max_batched_tokens", 0) < sched["max_batch_size"]:
             # a batch limit without a token budget: the smallest budget that lets a full batch decode
             sched["max_batched_tokens"] = sched["chunk_size"] = sched["max_batch_size"]
+    sched, harness_ms = _apply_mlperf_harness(plan, r, sched, client)
     plan.kind = "run"
     rr = re.search(r"random[-_ ]range[-_ ]ratio[ =]*([0-9.]+)", wl)
     if rr and plan.dataset in ("", "random") and 0.0 < float(rr.group(1)) < 1.0:
@@ -676,6 +694,8 @@ def _plan_row(r: Mapping) -> RowPlan:
                   **C.row_parallelism(r.get("notes"), plan.tp, plan.model),   # ep, dp_attention from the notes
                   "efficiency": {},   # analytical base (0.75); calibrations replace it
                   "scheduler": sched}
+    if harness_ms > 0:   # the MLPerf harness's own time per step (mistfast.mlperf)
+        client_doc["harness_step_ms"] = harness_ms
     ep = re.search(r"\bmoe ep\s*=\s*(\d+)", notes)
     if ep and int(ep.group(1)) > 1 and "ep" not in client_doc:   # MoE EP stated by the source (MLPerf configs)
         client_doc["ep"] = int(ep.group(1))
@@ -760,8 +780,8 @@ def client_side_ms(p: RowPlan, client) -> float:
     ``efficiency.ttft_overhead_ms``, fitted from low-load TTFT rows (docs/calibration.md). In a
     closed loop it would also delay each user's next request; that second-order effect on the
     load (about overhead / E2E, under 1 % on the InferenceMAX rows) is not simulated."""
-    if not (p.metric.startswith("ttft") or p.metric.startswith("e2e")):
-        return 0.0
+    if not (p.metric.startswith("ttft") or p.metric.startswith("e2e")) or p.loadgen:
+        return 0.0   # (LoadGen timestamps tokens inside the harness process: no client stack)
     return float(getattr(client.efficiency, "ttft_overhead_ms", 0.0))
 
 

@@ -301,7 +301,11 @@ def _mlperf_parallelism(repo, commit, rec, family):
         pp, ep = (1 if tp else None), None
     if tp is None or pp is None:
         return None
-    return tp, pp, ep, path, mlperf_engine_limits(text, family)
+    harness = _harness_tool().harness_settings(path, text or "")
+    limits = mlperf_engine_limits(text, family)
+    if harness:   # settings that shape the step sequence (mistfast/mlperf.py)
+        limits = f"harness settings from that config: {', '.join(harness)}" + (f"; {limits}" if limits else "")
+    return tp, pp, ep, path, limits
 
 
 def mlperf_engine_limits(text: str | None, family: str) -> str:
@@ -552,6 +556,16 @@ def check(table: pd.DataFrame) -> list[str]:
     return problems
 
 
+def _harness_tool():
+    """tools/mlperf_harness_settings.py (the harness settings of an MLPerf row, from its config)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "mlperf_harness_settings", os.path.join(HERE, "..", "..", "tools", "mlperf_harness_settings.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def _write_generated(rows: pd.DataFrame, name: str) -> None:
     """Generated row files are kept gzip-compressed (mtime 0, so rebuilds are byte-identical)."""
     rows.to_csv(os.path.join(HERE, name), index=False,
@@ -570,6 +584,13 @@ def main(argv):
         path = os.path.join(HERE, "rows_mlperf51.csv.gz")
         _write_generated(mlperf_measured_load(pd.read_csv(path, dtype=str, keep_default_na=False)),
                          "rows_mlperf51.csv.gz")
+        return 0
+    if argv[:1] == ["mlperf51-harness"]:   # add the harness settings to the stored rows (tools/mlperf_harness_settings.py)
+        path = os.path.join(HERE, "rows_mlperf51.csv.gz")
+        rows = pd.read_csv(path, dtype=str, keep_default_na=False)
+        tool, cache = _harness_tool(), {}
+        rows["notes"] = [tool.annotated_notes(n, tool.Path(argv[1]), cache) for n in rows.notes]
+        _write_generated(rows, "rows_mlperf51.csv.gz")
         return 0
     if argv[:1] == ["mlperf51"]:
         rows = mlperf51_rows(argv[1], argv[2])

@@ -1,0 +1,177 @@
+"""MLPerf LoadGen rows run as the submitter's harness config says (mistfast.mlperf)."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mistfast import calibration as C
+from mistfast import mlperf as MP
+from mistfast import validate as V
+from mistfast.scenario import scenario_point
+from mistfast.specs import parse_scenario
+from mistfast.stepmodel import step_latency
+
+ROOT = Path(__file__).parents[1]
+PUBLIC = ROOT / "data" / "measurements" / "public.csv"
+
+_NV_NOTES = ("submitter Dell; replicas = 8 / (tp x pp) = 8; weights fp4; benchmark llama2-70b-99; parallelism from "
+             "closed/Dell/configs/XE9680L_B200_SXM_180GBx8/Interactive/llama2-70b.py; harness settings from that "
+             "config: use_graphs False, enable_chunked_context True; engine limits from that config: max batch 768, "
+             "max num tokens 768; summary_results.json Performance_Result 60137.6 Tokens/s")
+_B200_INTERACTIVE = dict(
+    id="i", source="github:mlcommons/inference_results_v5.1@9:closed/Dell/results/B200/llama2-70b-99/Interactive",
+    engine="TensorRT-LLM (NVIDIA MLPerf harness)", engine_version="1.0-mlpinf", model="meta-llama/Llama-2-70b-chat-hf",
+    precision="NVFP4", hardware="B200", num_accel=8, tp=1, pp=1,
+    workload="MLPerf Inference v5.1 Interactive: MLPerf llama2-70b OpenOrca subset (24,576 samples), Poisson "
+             "arrivals at target_qps, 270336 queries (generated_query_count), p99 TTFT <= 450 ms, p99 TPOT <= 40 ms",
+    isl="", osl="", batch_or_concurrency="open loop (Poisson)", request_rate="220", metric="ttft_ms", value=57.559,
+    notes=_NV_NOTES, dataset="openorca", engine_family="trtllm-1")
+_AMD_NOTES = ("submitter AMD; replicas = 8 / (tp x pp) = 8; weights fp8; parallelism from closed/AMD/code/llama2-70b-99/"
+              "harness_llm/models/llama2-70b/interactive_mi300x.yaml; harness settings from that config: "
+              "enforce_eager True, enable_chunked_prefill False, num_scheduler_steps 8; engine limits from that "
+              "config: max batch 600, max num tokens 40960")
+_MI300X_INTERACTIVE = dict(
+    _B200_INTERACTIVE, engine="vLLM ROCm (AMD MLPerf harness_llm)", precision="FP8", hardware="MI300X",
+    engine_family="vllm", request_rate="29.5", notes=_AMD_NOTES,
+    workload="MLPerf Inference v5.1 Interactive: MLPerf llama2-70b OpenOrca subset (24,576 samples), Poisson "
+             "arrivals at target_qps, 24576 queries (generated_query_count), p99 TTFT <= 450 ms, p99 TPOT <= 40 ms")
+
+
+def test_harness_settings_are_read_from_the_notes():
+    assert MP.harness_settings(_NV_NOTES) == {"use_graphs": False, "enable_chunked_context": True}
+    assert MP.harness_settings(_AMD_NOTES) == {"enforce_eager": True, "enable_chunked_prefill": False,
+                                               "num_scheduler_steps": 8}
+    assert MP.harness_settings("replicas = 8; engine limits from that config: max batch 8") == {}
+    assert MP.harness_batching({"enable_chunked_prefill": False}) == "continuous"
+    assert MP.harness_batching({"enable_chunked_context": False}) == "mixed"
+    assert MP.harness_batching({"enable_chunked_context": True, "use_graphs": False}) is None
+    assert MP.is_loadgen_row(_B200_INTERACTIVE["workload"])
+    assert not MP.is_loadgen_row("online serving, Poisson at 4 req/s")
+
+
+def test_harness_time_is_per_layer_per_step():
+    # 150 us x 80 layers (Llama-2-70B) = 12 ms; 32 layers (Llama-3.1-8B) = 4.8 ms
+    assert MP.HARNESS_STEP_US_PER_LAYER == 150.0
+    assert MP.harness_step_ms(80) == pytest.approx(12.0)
+    assert MP.harness_step_ms(32) == pytest.approx(4.8)
+
+
+def test_an_mlperf_row_gets_its_harness_settings():
+    p = V.plan_row(_B200_INTERACTIVE)
+    assert p.status == "ok", p.reason
+    client = p.scenario["clients"][0]
+    assert p.loadgen and client["harness_step_ms"] == pytest.approx(12.0)
+    assert client["scheduler"]["batching"] == "chunked"          # enable_chunked_context True: as before
+    assert client["scheduler"]["max_batch_size"] == 768 and client["scheduler"]["max_batched_tokens"] == 768
+    amd = V.plan_row(_MI300X_INTERACTIVE)
+    assert amd.status == "ok", amd.reason
+    sched = amd.scenario["clients"][0]["scheduler"]
+    assert sched["batching"] == "continuous" and sched["max_batched_tokens"] == 40960 and sched["max_batch_size"] == 600
+    assert amd.scheduler_steps == 8
+    # a row without harness settings (other MLPerf submitters' harnesses, other sources) is unchanged
+    bare = V.plan_row(dict(_B200_INTERACTIVE, notes="replicas = 8 / (tp x pp) = 8"))
+    assert "harness_step_ms" not in bare.scenario["clients"][0] and bare.loadgen
+    assert bare.scenario["clients"][0]["scheduler"]["batching"] == "chunked"
+
+
+def test_loadgen_latencies_have_no_client_overhead():
+    """LoadGen stamps tokens in the harness process: a calibration's ttft_overhead_ms (fitted on
+    HTTP benchmark clients) is not added; a benchmark-client row keeps it."""
+    p = V.plan_row(_B200_INTERACTIVE)
+    pt = scenario_point(parse_scenario(p.scenario))
+    client = C.with_efficiency(pt.client, {"ttft_overhead_ms": 26.0})
+    assert V.client_side_ms(p, client) == 0.0
+    other = V.plan_row(dict(_B200_INTERACTIVE, workload="online serving, Poisson arrivals", request_rate="2"))
+    assert not other.loadgen and V.client_side_ms(other, client) == 26.0
+
+
+def test_harness_time_adds_to_every_step_and_survives_calibration():
+    p = V.plan_row(_B200_INTERACTIVE)
+    with_h = scenario_point(parse_scenario(p.scenario)).client
+    assert with_h.harness_step_ms == pytest.approx(12.0)
+    without = with_h.model_copy(update={"harness_step_ms": 0.0})
+    for prefill, decode in (((), ((1, 400),)), (((0, 300),), ((1, 400),) * 200), (((0, 768),), ())):
+        d = step_latency(with_h, prefill=prefill, decode=decode).total_ms - \
+            step_latency(without, prefill=prefill, decode=decode).total_ms
+        assert d == pytest.approx(12.0, abs=1e-9)
+    # a calibration replaces the efficiencies (step_overhead_ms included), not the harness time
+    cal = C.with_efficiency(with_h, {"compute": 0.4, "memory": 0.9, "step_overhead_ms": 1.5})
+    assert cal.harness_step_ms == pytest.approx(12.0)
+    d = step_latency(cal, decode=((1, 400),)).total_ms - step_latency(
+        cal.model_copy(update={"harness_step_ms": 0.0}), decode=((1, 400),)).total_ms
+    assert d == pytest.approx(12.0, abs=1e-9)
+
+
+def test_the_efficiency_fit_recosts_steps_with_the_harness_time():
+    """The fit's re-costing (StepSet) must add the harness time at every trial step overhead, or a
+    fit on MLPerf throughput rows would absorb it into the efficiencies."""
+    p = V.plan_row(_B200_INTERACTIVE)
+    client = scenario_point(parse_scenario(p.scenario)).client
+    ss = C.StepSet()
+    ss.add(client, (), ((1, 400),) * 64)
+    ss.add(client, ((0, 500),), ((1, 300),) * 10)
+    for step_ms in (0.0, 2.0):
+        t = ss.times(0.5, 0.8, 3.0, 1.0, step_ms) * 1e3
+        direct = [step_latency(C.with_efficiency(client, {"compute": 0.5, "memory": 0.8, "op_overhead_us": 3.0,
+                                                          "step_overhead_ms": step_ms}), prefill=pf, decode=dec).total_ms
+                  for pf, dec in (((), ((1, 400),) * 64), (((0, 500),), ((1, 300),) * 10))]
+        assert t == pytest.approx(direct, rel=1e-9)
+        assert min(t) > 12.0 + step_ms
+
+
+def test_harness_tool_reads_nvidia_and_amd_configs(tmp_path):
+    spec = importlib.util.spec_from_file_location("mhs", ROOT / "tools" / "mlperf_harness_settings.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    repo = tmp_path / "results"
+    nv = repo / "closed/X/configs/SYS/Server/llama2-70b.py"
+    nv.parent.mkdir(parents=True)
+    block = ("    C.WorkloadSetting(C.HarnessType.Custom, C.AccuracyTarget({acc})): {{\n"
+             "        llm_fields.trtllm_runtime_flags: {{\n            'max_num_tokens': 3584,\n"
+             "            'enable_chunked_context': True,\n        }},\n        harness_fields.use_graphs: {g},\n    }},\n")
+    nv.write_text("EXPORTS = {\n" + block.format(acc=0.99, g=False) + block.format(acc=0.999, g=True) + "}\n")
+    amd = repo / "closed/Y/code/llama2-70b-99/harness_llm/models/llama2-70b/server_mi300x.yaml"
+    amd.parent.mkdir(parents=True)
+    amd.write_text("vllm_engine_config:\n  enforce_eager: True\n  num_scheduler_steps: 9\n"
+                   "  enable_chunked_prefill: False\n  max_num_seqs: 768\n")
+    # the two accuracy blocks disagree on use_graphs: left out; chunked context agrees: kept
+    assert tool.harness_settings(str(nv), nv.read_text()) == ["enable_chunked_context True"]
+    assert tool.harness_settings(str(amd), amd.read_text()) == [
+        "enforce_eager True", "enable_chunked_prefill False", "num_scheduler_steps 9"]
+    rows = pd.DataFrame([
+        {"id": "a", "notes": f"replicas = 8; parallelism from {nv.relative_to(repo)}; engine limits from that config: "
+                             "max num tokens 3584; x"},
+        {"id": "b", "notes": f"parallelism from {amd.relative_to(repo)}; y"},
+        {"id": "c", "notes": "no config named, 1,5 \"quoted\""}])
+    csv = tmp_path / "m.csv"
+    rows.to_csv(csv, index=False)
+    before = csv.read_text().splitlines()
+    assert tool.annotate(csv, repo) == 2
+    after = csv.read_text().splitlines()
+    assert after[3] == before[3]       # untouched row: byte-identical
+    got = pd.read_csv(csv, dtype=str).set_index("id").notes
+    assert got["a"] == (f"replicas = 8; parallelism from {nv.relative_to(repo)}; harness settings from that config: "
+                        "enable_chunked_context True; engine limits from that config: max num tokens 3584; x")
+    assert "harness settings from that config: enforce_eager True, enable_chunked_prefill False, " \
+           "num_scheduler_steps 9; y" in got["b"]
+    assert tool.annotate(csv, repo) == 0   # idempotent
+    assert V.engine_limits_from_notes(got["a"], 1) == {"max_batched_tokens": 3584, "chunk_size": 3584}
+
+
+def test_public_mlperf_rows_carry_their_harness_settings():
+    if not PUBLIC.exists():
+        pytest.skip("no public.csv")
+    d = pd.read_csv(PUBLIC, dtype=str, keep_default_na=False)
+    mlperf = d[d.source.str.contains("inference_results_v5.1")]
+    named = mlperf[mlperf.notes.str.contains(r"parallelism from \S+\.(?:py|yaml);")]
+    assert len(named) > 900
+    settings = named.notes.map(MP.harness_settings)
+    assert (settings.map(len) > 0).all()
+    nvidia = named[named.notes.str.contains(r"/configs/\S+\.py;")]
+    assert nvidia.notes.map(MP.harness_settings).map(lambda s: "use_graphs" in s).all()
+    # the Dell B200 llama2-70b Interactive config: use_graphs False, enable_chunked_context True
+    row = named[named.notes.str.contains("XE9680L_B200_SXM_180GBx8/Interactive/llama2-70b.py")].iloc[0]
+    assert MP.harness_settings(row.notes) == {"use_graphs": False, "enable_chunked_context": True}
