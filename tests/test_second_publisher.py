@@ -1,0 +1,138 @@
+"""Measurements of publishers other than InferenceMAX with low- and medium-load latency (issue 10,
+calibration breadth): the SGLang H200 runs of github:datacrunch-research/h200-benchmarks (importer
+data/measurements/import_datacrunch.py) and the NVIDIA NIM benchmarking page (hand-typed,
+rows_nim_docs.csv). Expected values are read off the sources by hand."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mistfast import validate as V
+
+ROOT = Path(__file__).parents[1]
+PUBLIC = ROOT / "data" / "measurements" / "public.csv"
+DATACRUNCH = "github:datacrunch-research/h200-benchmarks"
+NIM = "https://docs.nvidia.com/nim/benchmarking/llm/1.0.0/performance.md"
+
+
+def _importer():
+    spec = importlib.util.spec_from_file_location(
+        "import_datacrunch", ROOT / "data" / "measurements" / "import_datacrunch.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def public():
+    return pd.read_csv(PUBLIC, dtype=str, keep_default_na=False)
+
+
+def _result(rate, n, dataset="random", isl=1024, osl=1024, tput=100.0, duration=200.0):
+    return {"backend": "sglang", "dataset_name": dataset, "request_rate": rate, "max_concurrency": None,
+            "total_input_tokens": 500 * n, "total_output_tokens": 520 * n, "mean_e2e_latency_ms": 9000.0,
+            "median_e2e_latency_ms": 8000.0, "median_ttft_ms": 80.0, "median_itl_ms": 14.0,
+            "output_throughput": tput, "random_input_len": isl, "random_output_len": osl,
+            "random_range_ratio": 0.0, "duration": duration, "completed": n}
+
+
+def _texts(results, commands, set_index=0):
+    mod = _importer()
+    result_file, script, *_ = mod.RUN_SETS[set_index]
+    texts = {p: "" for r in mod.RUN_SETS for p in r[:2]}
+    texts[result_file] = "\n".join(json.dumps(r) for r in results)
+    texts[script] = "\n".join(f"python3 -m sglang.bench_serving --backend sglang {c} --output-file "
+                              f"{Path(result_file).name}" for c in commands)
+    return mod, texts
+
+
+def test_importer_pairs_results_with_commands_and_derives_by_hand():
+    mod, texts = _texts([_result(1.0, 300, duration=300.0), _result(4.0, 1200, dataset="sharegpt", duration=240.0)],
+                        ["--dataset-name random --num-prompt 300 --request-rate 1 --random-input 1024 --random-output 1024",
+                         "--dataset-name sharegpt --num-prompts 1200 --request-rate 4"])
+    rows = mod.rows_from_texts(texts, "c0ffee")
+    assert len(rows) == 2 * len(mod.METRICS)
+    first = rows[rows.request_rate == "1"].set_index("metric")
+    assert first.loc["requests_s", "value"] == pytest.approx(300 / 300.0)      # completed / duration
+    assert first.loc["ttft_p50_ms", "value"] == 80.0 and first.loc["itl_p50_ms", "value"] == 14.0
+    assert (first.loc["output_tok_s", "isl"], first.loc["output_tok_s", "osl"]) == (500, 520)   # realised means
+    assert "--num-prompt 300" in first.loc["output_tok_s", "workload"]
+    share = rows[rows.request_rate == "4"].set_index("metric")
+    assert share.loc["requests_s", "value"] == pytest.approx(1200 / 240.0)
+    assert share.loc["output_tok_s", "dataset"] == "sharegpt" and share.loc["output_tok_s", "isl"] == ""
+    assert set(rows.source) == {f"{DATACRUNCH}@c0ffee:{mod.RUN_SETS[0][0]}"}
+
+
+def test_importer_keeps_the_upper_median_of_a_repeated_command():
+    inf = float("inf")
+    cmd = "--dataset-name random --num-prompt 1500 --random-input 4096 --random-output 1024"
+    mod, texts = _texts([_result(inf, 1500, isl=4096, tput=1654.99), _result(inf, 1500, isl=4096, tput=1652.86)],
+                        [cmd], set_index=1)
+    rows = mod.rows_from_texts(texts, "c")
+    assert len(rows) == len(mod.METRICS)
+    tput = rows.set_index("metric").loc["output_tok_s"]
+    assert tput.value == 1654.99 and "1652.9/1655.0" in tput.notes
+
+
+def test_importer_refuses_a_result_that_does_not_match_its_command():
+    mod, texts = _texts([_result(2.0, 300)], ["--dataset-name random --num-prompt 300 --request-rate 1 "
+                                              "--random-input 1024 --random-output 1024"])
+    with pytest.raises(ValueError, match="rate 1 vs 2.0"):
+        mod.rows_from_texts(texts, "c")
+
+
+def test_public_file_holds_the_datacrunch_runs_as_published(public):
+    dc = public[public.source.str.startswith(DATACRUNCH)]
+    # 7 online + 6 distinct offline 70B runs (one command ran twice), 6 online 405B runs; 6 metrics each
+    assert len(dc) == (7 + 6 + 6) * 6
+    def value(model, rate, metric, workload_has=""):
+        hit = dc[(dc.model == model) & (dc.request_rate == rate) & (dc.metric == metric)
+                 & dc.workload.str.contains(workload_has, regex=False)]
+        assert len(hit) == 1, (model, rate, metric, len(hit))
+        return float(hit.value.iloc[0])
+    m70, m405 = "meta-llama/Llama-3.3-70B-Instruct", "meta-llama/Llama-3.1-405B-Instruct"
+    # sglang/outputs/llama_3_3_70b_online_output.jsonl, first line (request_rate 1.0)
+    assert value(m70, "1", "output_tok_s", "random") == pytest.approx(537.4142851849319, abs=1e-4)
+    assert value(m70, "1", "ttft_p50_ms", "random") == pytest.approx(85.74514742940664, abs=1e-4)
+    assert value(m70, "1", "requests_s", "random") == pytest.approx(300 / 298.3675805060193, abs=1e-4)
+    # llama_405b_online_output.jsonl, request_rate 8.0 random: median TTFT 123,718.63 ms (overloaded)
+    assert value(m405, "8", "ttft_p50_ms", "random") == pytest.approx(123718.63, abs=0.01)
+    # the ShareGPT run at 4 req/s on 70B: median ITL 13.84 ms
+    assert value(m70, "4", "itl_p50_ms", "ShareGPT") == pytest.approx(13.84, abs=0.01)
+    assert set(dc.hardware) == {"H200-141GB"} and set(dc.engine_family) == {"sglang"}
+
+
+def test_public_file_holds_the_nim_table_as_published(public):
+    nim = public[public.source == NIM]
+    assert len(nim) == 8 * 3 + 3 + 1
+    t = nim[nim.isl == "5000"].pivot(index="batch_or_concurrency", columns="metric", values="value").astype(float)
+    # 'Version: 1.8.0', '2 x H100 80G', 'fp8 TP2', '5000 Input Tokens / 500 Output Tokens'
+    assert t.loc["1"].to_dict() == {"ttft_ms": 406.77, "itl_ms": 18.58, "output_tok_s": 51.67}
+    assert t.loc["250"].to_dict() == {"ttft_ms": 88605.32, "itl_ms": 93.2, "output_tok_s": 920.12}
+    # an invariant of a closed loop at concurrency 1: output tok/s = OSL / (TTFT + (OSL - 1) x ITL)
+    assert 500 / (0.40677 + 499 * 0.01858) == pytest.approx(t.loc["1", "output_tok_s"], rel=0.01)
+    assert set(nim.engine_family) == {"trtllm-0"} and set(nim.tp) == {"2"}
+
+
+def test_new_publishers_are_their_own_leave_one_source_out_folds(public):
+    old = public[public.id.str[1:].astype(int) <= 5552]
+    old_folds = {V.source_document(s) for s in old.source}
+    assert V.source_document(f"{DATACRUNCH}@c:sglang/outputs/x.jsonl") == DATACRUNCH
+    assert V.source_document(NIM) == "https://docs.nvidia.com"
+    assert DATACRUNCH not in old_folds and "https://docs.nvidia.com" not in old_folds
+
+
+def test_every_new_row_is_representable(public):
+    new = public[public.source.str.startswith(DATACRUNCH) | (public.source == NIM)]
+    plans = [V.plan_row(r) for r in new.to_dict("records")]
+    bad = [(p.id, p.reason) for p in plans if p.status != "ok"]
+    assert not bad, bad[:3]
+    kinds = {p.workload_kind for p in plans}
+    assert kinds == {"poisson", "offline", "closed loop"}
+    # the NIM rows at concurrency 1 and 5 are low-load TTFT rows the efficiency fit re-costs
+    low = [p for p in plans if V.low_load_ttft(p)]
+    assert sorted(p.concurrency for p in low) == [1, 1, 5, 5]
