@@ -136,3 +136,127 @@ def test_every_new_row_is_representable(public):
     # the NIM rows at concurrency 1 and 5 are low-load TTFT rows the efficiency fit re-costs
     low = [p for p in plans if V.low_load_ttft(p)]
     assert sorted(p.concurrency for p in low) == [1, 1, 5, 5]
+
+
+# ---- GPUStack performance lab (github:gpustack/gpustack, docs/performance-lab) ------------------------
+GPUSTACK = "github:gpustack/gpustack"
+
+
+def _gpustack():
+    spec = importlib.util.spec_from_file_location(
+        "import_gpustack", ROOT / "data" / "measurements" / "import_gpustack.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _summary(n, inp, out, tput, ttft, conc=None):
+    lines = ["============ Serving Benchmark Result ============", f"Successful requests:    {n}"]
+    if conc:
+        lines.append(f"Maximum request concurrency:   {conc}")
+    lines += [f"Benchmark duration (s):   10.00", f"Total input tokens:   {inp}", f"Total generated tokens:   {out}",
+              f"Request throughput (req/s):   {n / 10:.2f}", f"Output token throughput (tok/s):   {tput}",
+              f"Mean TTFT (ms):   {ttft}", f"Median TTFT (ms):   {ttft - 1}", f"P99 TTFT (ms):   {ttft + 50}",
+              f"Mean TPOT (ms):   7.5", f"Median TPOT (ms):   7.4", f"P99 TPOT (ms):   9.0",
+              f"Median ITL (ms):   7.3", "=================================================="]
+    return "\n".join("    " + ln for ln in lines)
+
+
+_PAGE = """# Optimizing X
+## Experimental Setup
+### Model
+Qwen/Qwen3-8B
+### Hardware
+A single NVIDIA H100 SXM GPU.
+### Engine Version
+- vLLM: v0.11.0
+- SGLang: v0.5.3.post3
+### Benchmark Dataset
+1. ShareGPT
+2. Random dataset with varying sequence lengths:
+    - Long prompt: 4000 input tokens, 200 output tokens
+### Benchmark Script
+```bash
+vllm bench serve --model Qwen/Qwen3-8B --dataset-name sharegpt --num-prompts 100 --max-concurrency 4
+```
+## Experiment Results
+### 1. Engines
+??? info "Serving script"
+    ```bash
+    vllm serve Qwen/Qwen3-8B
+    ```
+??? info "Benchmark result"
+    ```
+{a}
+    ```
+??? info "Serving script"
+    ```bash
+    python3 -m sglang.launch_server --model-path Qwen/Qwen3-8B --max-running-requests 64 --chunked-prefill-size 4096
+    ```
+??? info "Benchmark result"
+    ```
+    # --chunked-prefill-size 8192
+{b}
+    ```
+??? info "Serving script"
+    ```bash
+    python3 -m sglang.launch_server --model-path Qwen/Qwen3-8B --speculative-algorithm EAGLE3
+    ```
+??? info "Benchmark result"
+    ```
+{c}
+    ```
+### Other Benchmark Cases
+??? info "Baseline serving script"
+    ```bash
+    vllm serve Qwen/Qwen3-8B
+    ```
+??? info "Baseline benchmark results"
+    ```
+    # random 4K input
+{d}
+    # BS=4
+{a}
+    ```
+"""
+
+
+def test_gpustack_page_is_read_by_hand():
+    g = _gpustack()
+    page = _PAGE.format(a=_summary(100, 23260, 22061, 496.88, 64.0, conc=4),
+                        b=_summary(100, 23260, 22061, 525.59, 27.7, conc=4),
+                        c=_summary(100, 23260, 22061, 979.24, 50.7, conc=4),
+                        d=_summary(500, 1999249, 99000, 3000.0, 900.0))
+    rows = g.rows_from_pages({"docs/performance-lab/x/h100.md": page}, "abc")
+    runs = rows.drop_duplicates(["engine", "workload"])
+    # vLLM baseline at 4 users, SGLang with the labelled chunk budget, the random 4K case; the EAGLE3
+    # run is speculative (left out) and the repeated 'BS=4' summary is the baseline again
+    assert len(runs) == 3 and len(rows) == 3 * len(g.METRICS)
+    base = rows[(rows.engine == "vLLM (vllm serve; default flags)") & (rows.batch_or_concurrency == 4)]
+    assert base.set_index("metric").value.to_dict()["ttft_ms"] == 64.0
+    assert set(base.dataset) == {"sharegpt"} and set(base.hardware) == {"H100-SXM-80GB"}
+    assert set(base.engine_version) == {"v0.11.0"} and set(base.engine_family) == {"vllm"}
+    sg = rows[rows.engine_family == "sglang"].iloc[0]
+    assert "--chunked-prefill-size 8192" in sg.engine and "4096" not in sg.engine   # the label wins
+    assert "engine limits from that config: max batch 64, max num tokens 8192" in sg.notes
+    rnd = rows[rows.isl == 4000].set_index("metric")
+    # 1,999,249 input tokens / 500 prompts = 3998.5: the 4000-token case; osl = 99,000 / 500 = 198
+    assert (rnd.loc["ttft_ms", "osl"], rnd.loc["ttft_ms", "batch_or_concurrency"]) == (198, "unbounded (all at once)")
+    assert "offline: all 500 prompts" in rnd.loc["ttft_ms", "workload"]
+
+
+def test_public_file_holds_the_gpustack_results_as_published(public):
+    gs = public[public.source.str.startswith(GPUSTACK)]
+    assert len(gs) == 1539
+    lat = gs[gs.source.str.endswith("qwen3-8b/h100-latency.md") & (gs.engine == "vLLM (vllm serve; default flags)")
+             & (gs.batch_or_concurrency == "4")].set_index("metric").value.astype(float)
+    # the page's first vLLM summary: 100 requests at max concurrency 4, mean TTFT 64.00 ms, median 60.26,
+    # mean TPOT 7.38 ms, 496.88 output tok/s
+    assert lat.to_dict() == {"output_tok_s": 496.88, "requests_s": 2.25, "ttft_ms": 64.0, "ttft_p50_ms": 60.26,
+                             "ttft_p99_ms": 98.59, "tpot_ms": 7.38, "tpot_p50_ms": 7.4, "tpot_p99_ms": 7.96,
+                             "itl_p50_ms": 7.37}
+    off = gs[gs.source.str.endswith("gpt-oss-20b/h100.md") & (gs.engine == "vLLM (vllm serve; default flags)")
+             & (gs.dataset == "sharegpt")].set_index("metric").value.astype(float)
+    assert (off["output_tok_s"], off["ttft_ms"], off["tpot_ms"]) == (7817.03, 4881.62, 91.0)
+    assert V.source_document(gs.source.iloc[0]) == GPUSTACK
+    assert set(gs.engine_family) == {"vllm", "sglang", "trtllm-1"}
