@@ -260,3 +260,9 @@ def test_public_file_holds_the_gpustack_results_as_published(public):
     assert (off["output_tok_s"], off["ttft_ms"], off["tpot_ms"]) == (7817.03, 4881.62, 91.0)
     assert V.source_document(gs.source.iloc[0]) == GPUSTACK
     assert set(gs.engine_family) == {"vllm", "sglang", "trtllm-1"}
+    # DeepSeek-R1 'random 128 input': 126,882 input tokens for 1,000 prompts (the tokenizer loses a
+    # token or two of a random prompt) is the 128/4 case by its label, not a ShareGPT run
+    ds = gs[gs.source.str.endswith("deepseek-r1/h200.md") & gs.workload.str.contains("1000 prompts")
+            & gs.notes.str.contains("126882 input")]
+    assert len(ds) and set(ds.isl) == {"128"} and set(ds.dataset) == {""} and set(ds.osl) == {"4"}
+    assert (gs[gs.dataset == "sharegpt"].workload.str.contains("ShareGPT")).all()

@@ -181,10 +181,19 @@ def apply_flag_label(cmd: str, label: str) -> str:
     return f"{base} {name}{'=' + value if value and '=' in label else (' ' + value if value else '')}"
 
 
-def _case(res: dict, cases: list[tuple[int, int]]) -> tuple[int, int] | None:
+def _case(res: dict, cases: list[tuple[int, int]], label: str = "") -> tuple[int, int] | None:
+    """The random case of a result: the one its label names (``random 4K input``), else the one
+    whose input length times the prompt count gives the result's input tokens (within 2 %: a
+    tokenizer may round-trip a random prompt a token or two short); None for a ShareGPT result."""
+    m = re.match(r"random\s+(\d+)(k?)\b", label.strip(), re.I)
+    if m:
+        named = int(m.group(1)) * (1000 if m.group(2) else 1)
+        hit = [c for c in cases if c[0] == named]
+        if hit:
+            return hit[0]
     n = res["n"]
     for isl, osl in cases:
-        if abs(res["input_tokens"] - n * isl) <= 0.005 * n * isl:
+        if abs(res["input_tokens"] - n * isl) <= 0.02 * n * isl:
             return isl, osl
     return None
 
@@ -205,7 +214,7 @@ def rows_of_page(text: str, path: str, commit: str) -> list[dict]:
         if same in seen:   # the page repeats a result it showed before (e.g. the baseline again as 'BS=4')
             continue
         seen.add(same)
-        key = (serving, label, _case(res, setup["cases"]), res.get("concurrency"), res["n"])
+        key = (serving, label, _case(res, setup["cases"], label), res.get("concurrency"), res["n"])
         runs.setdefault(key, []).append((res, serving, label))
     rows = []
     for (serving, label, case, conc, n), group in runs.items():
@@ -253,7 +262,8 @@ def _rows_of_run(group, serving, label, case, conc, n, setup, source) -> list[di
              f"{int(res['input_tokens'])} input / {int(res['output_tokens'])} generated tokens, duration "
              f"{res.get('duration_s', float('nan')):.2f} s")
     if case:
-        notes += f"; osl = realised mean output (generated tokens / requests), requested {case[1]}"
+        notes += (f"; osl = realised mean output (generated tokens / requests), requested {case[1]}; realised "
+                  f"mean input {res['input_tokens'] / n:.1f} tokens")
     limits = engine_limits(serving)
     if limits:
         notes += f"; {limits}"
