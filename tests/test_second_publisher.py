@@ -266,3 +266,24 @@ def test_public_file_holds_the_gpustack_results_as_published(public):
             & gs.notes.str.contains("126882 input")]
     assert len(ds) and set(ds.isl) == {"128"} and set(ds.dataset) == {""} and set(ds.osl) == {"4"}
     assert (gs[gs.dataset == "sharegpt"].workload.str.contains("ShareGPT")).all()
+
+
+def test_an_engine_three_times_slower_than_its_page_neighbours_is_excluded_with_the_ratio():
+    g = _gpustack()
+    def row(fam, v, metric="output_tok_s", dataset="sharegpt", workload="offline: all 1000 prompts"):
+        return {"engine_family": fam, "value": v, "metric": metric, "dataset": dataset, "workload": workload,
+                "notes": "n"}
+    rows = g.mark_engine_outliers([row("vllm", 3765.0), row("sglang", 330.0), row("sglang", 50.0, "ttft_ms"),
+                                   row("trtllm-1", 1300.0)])
+    # 3765 / 330 = 11.4 > 3: every SGLang row of the page; 3765 / 1300 = 2.9 < 3: TensorRT-LLM kept
+    assert "validate-excluded" in rows[1]["notes"] and "(11.4x)" in rows[1]["notes"]
+    assert "validate-excluded" in rows[2]["notes"]
+    assert rows[0]["notes"] == "n" and rows[3]["notes"] == "n"
+    p = V.plan_row({**dict(zip(g.COLUMNS, [""] * len(g.COLUMNS))), "id": "x", "notes": rows[1]["notes"],
+                    "source": "github:gpustack/gpustack@c:p.md", "engine": "SGLang (sglang.launch_server)",
+                    "engine_version": "v0.5.3", "model": "openai/gpt-oss-120b", "precision": "MXFP4",
+                    "hardware": "A100-SXM-80GB", "num_accel": 1, "tp": 1, "pp": 1, "dataset": "sharegpt",
+                    "workload": "offline: all 1000 prompts sent at t=0 (--num-prompts 1000)",
+                    "batch_or_concurrency": "unbounded (all at once)", "request_rate": "inf (offline, all at t=0)",
+                    "metric": "output_tok_s", "value": 330.0, "engine_family": "sglang"})
+    assert p.status == "excluded" and "immature code path" in p.reason
