@@ -105,7 +105,10 @@ def test_public_rows_carry_the_settings_the_validation_reads():
     excluded = d.notes.str.contains("validate-excluded:")
     dsv3 = d.source.str.endswith("benchmark/benchmark_dsv3/README.md")
     assert (excluded & dsv3).sum() == 40
-    saturated = excluded & ~dsv3
+    # (and the GPUStack engines 3x or more below the fastest engine of their page: tests/test_second_publisher.py)
+    outlier = excluded & d.notes.str.contains("immature code path") & d.source.str.startswith("github:gpustack/")
+    assert outlier.sum() == 45
+    saturated = excluded & ~dsv3 & ~outlier
     assert saturated.sum() == 200 and mlperf.index.isin(d[saturated].index).sum() == 200
     loads = d[saturated].notes.str.extract(r"measured load: \w+ output tokens/s = ([0-9.]+) x")[0].astype(float)
     assert (loads >= 0.9).all() and d[saturated].metric.str.match("ttft|tpot|e2e").all()

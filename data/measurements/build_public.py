@@ -551,7 +551,7 @@ def check(table: pd.DataFrame) -> list[str]:
                 problems.append(f"{row['id']}: value {row['value']!r} is not a positive number")
         except ValueError:
             problems.append(f"{row['id']}: value {row['value']!r} is not a number")
-        if row["engine_family"] not in {"vllm", "sglang", "trtllm-1", "tgi", "lmdeploy", "other"}:
+        if row["engine_family"] not in {"vllm", "sglang", "trtllm-1", "trtllm-0", "tgi", "lmdeploy", "other"}:
             problems.append(f"{row['id']}: engine_family {row['engine_family']!r}")
     return problems
 
