@@ -293,20 +293,19 @@ _COMPILING: list = []        # python function of each dispatcher numba is compi
 
 
 def _link_only_entries_once() -> None:
-    """Compile time: a ``link_only`` kernel (``jit_entry``: the thin entry points that allocate the
-    state and call the kernel below) does not re-optimise its LLVM module (docs/kernels.md,
-    "Compile time").
+    """Compile time: a ``link_only`` kernel (``jit_entry``) does not re-optimise its LLVM module
+    (docs/kernels.md, "Compile time").
 
     numba links the code of every callee into each dispatcher's module (so that a cached kernel
-    is self-contained) and runs the full -O3 module pipeline over all of it again. For
-    ``_simulate_single_points_serial -> simulate_single -> simulate_cluster -> _event_loop`` that
-    was three more -O3 runs over the whole event loop, about 2 CPU s each, for code that
-    ``_event_loop``'s own dispatcher had already optimised, in wrappers that run once per point.
-    A link_only kernel's module gets the -O0 pipeline, dead-code removal of the unused linked
-    functions (the callees' Python wrappers) and numba's reference-count pruning: the callees' code
-    runs as their own modules left it, and the wrapper's own function is optimised by numba's
-    function passes as usual. Without fastmath LLVM keeps floating-point semantics at any
-    optimisation level, so results are the same bits (the golden and fingerprint tests).
+    is self-contained) and runs the full -O3 module pipeline over all of it again: for the point
+    kernel above ``simulate_single -> simulate_cluster -> _event_loop`` that is one -O3 run over
+    the whole event loop per level, about 2 CPU s each. A link_only kernel's module gets the -O0
+    pipeline, dead-code removal of the unused linked functions (the callees' Python wrappers) and
+    numba's reference-count pruning; its own function still gets numba's function passes. Only
+    for a kernel in the middle of a chain (``simulate_single``): the code that runs is the
+    top-level module's, and skipping the -O3 round there made the kernel ~5 % slower per point.
+    Without fastmath LLVM keeps floating-point semantics at any optimisation level, so results are
+    the same bits (the golden and fingerprint tests).
 
     Which kernel is compiling: numba's compile event (``numba.core.event``) names the dispatcher;
     numba compiles under one global lock, so a stack of them is exact. Everything else compiled in
@@ -408,7 +407,7 @@ jit_inline = njit(nogil=True, fastmath=False, boundscheck=False, error_model="nu
 # cost of an arrival or a departure. An allocation inside one of these is a compile error.
 jit_noalloc = njit(nogil=True, fastmath=False, boundscheck=False, error_model="numpy", _nrt=False)
 
-# entry points that only allocate the state and call the kernel below: their module does not
-# re-optimise the callees' code (see _link_only_entries_once), seconds of a cold compile saved
-# per level at no cost per point
+# a middle entry that only allocates state and calls the kernel below: its module does not
+# re-optimise the callees' code (see _link_only_entries_once). Not for a kernel that is called
+# from Python: the code that runs is the top-level module's, and its -O3 round is worth ~5 % per point
 jit_entry = njit(nogil=True, fastmath=False, boundscheck=False, error_model="numpy", link_only=True)

@@ -148,8 +148,9 @@ def test_a_link_only_entry_keeps_its_callees_code_as_compiled():
     assert off["True"] == off["False"] == rows["False"]
 
 
-def test_the_entry_points_are_link_only():
-    from mistfast.kernels import cluster
+def test_the_middle_entry_is_link_only():
+    # simulate_single sits between the point kernels and simulate_cluster; those two keep numba's
+    # module optimisation: the code that runs is optimised by the top-level module (docs/kernels.md)
     kinds = _compiled_kernels()
-    assert kinds["simulate_cluster"] == kinds["simulate_single"] == "jit_entry"
-    assert "link_only=True" in Path(cluster.__file__).read_text().split("simulate_points_serial =")[1].split("\n")[0]
+    assert kinds["simulate_single"] == "jit_entry"
+    assert kinds["simulate_cluster"] == "jit" and kinds["_event_loop"] == "jit_noalloc"
