@@ -136,6 +136,9 @@ def _dispatcher(fn, options):
     it is decorated, so the global setting is changed only for that moment (other libraries'
     numba caches in the same process are left where numba puts them)."""
     import numba
+    options = dict(options)
+    if options.pop("link_only", False):
+        _LINK_ONLY.add(fn)
     saved = numba.config.CACHE_DIR
     if _CACHE_DIR is not None:
         numba.config.CACHE_DIR = _CACHE_DIR
@@ -226,6 +229,8 @@ def _import_numba() -> None:
     import numba  # noqa: F401
     if LINEAR_INLINE_COPY:
         _copy_inlined_scopes_once()
+    if LINK_ONLY:
+        _link_only_entries_once()
     if not (CACHE and LIGHT_LOAD):
         _check_blas_without_scipy_linalg()
 
@@ -280,6 +285,59 @@ def _copy_inlined_scopes_once() -> None:
     ir.Scope.__deepcopy__ = scope_deepcopy
     ir.Scope._mistfast_linear_copy = True
     inline_closurecall.InlineWorker.inline_ir = inline_ir
+
+
+LINK_ONLY = _VERIFIED and os.environ.get("MISTFAST_NUMBA_LINK_ONLY", "1") not in ("0", "false", "no")
+_LINK_ONLY: set = set()      # python functions of the link_only kernels (jit_entry)
+_COMPILING: list = []        # python function of each dispatcher numba is compiling, innermost last
+
+
+def _link_only_entries_once() -> None:
+    """Compile time: a ``link_only`` kernel (``jit_entry``) does not re-optimise its LLVM module
+    (docs/kernels.md, "Compile time").
+
+    numba links the code of every callee into each dispatcher's module (so that a cached kernel
+    is self-contained) and runs the full -O3 module pipeline over all of it again: for the point
+    kernel above ``simulate_single -> simulate_cluster -> _event_loop`` that is one -O3 run over
+    the whole event loop per level, about 2 CPU s each. A link_only kernel's module gets the -O0
+    pipeline, dead-code removal of the unused linked functions (the callees' Python wrappers) and
+    numba's reference-count pruning; its own function still gets numba's function passes. Only
+    for a kernel in the middle of a chain (``simulate_single``): the code that runs is the
+    top-level module's, and skipping the -O3 round there made the kernel ~5 % slower per point.
+    Without fastmath LLVM keeps floating-point semantics at any optimisation level, so results are
+    the same bits (the golden and fingerprint tests).
+
+    Which kernel is compiling: numba's compile event (``numba.core.event``) names the dispatcher;
+    numba compiles under one global lock, so a stack of them is exact. Everything else compiled in
+    the process, including a user's own numba functions, is optimised as numba always does."""
+    from numba.core import codegen, config, event
+
+    lib = codegen.CPUCodeLibrary
+    if getattr(lib, "_mistfast_link_only", False):
+        return
+
+    class _Compiling(event.Listener):
+        def on_start(self, ev):
+            _COMPILING.append(getattr((ev.data or {}).get("dispatcher"), "py_func", None))
+
+        def on_end(self, ev):
+            _COMPILING.pop()
+
+    original = lib._optimize_final_module
+
+    def optimize_final_module(self):
+        fn = _COMPILING[-1] if _COMPILING else None
+        if fn is None or fn not in _LINK_ONLY or self.name != fn.__qualname__:
+            return original(self)
+        mpm, pb = self._codegen._module_pass_manager(opt=0, loop_vectorize=False, slp_vectorize=False)
+        mpm.add_global_dead_code_eliminate_pass()
+        mpm.run(self._final_module, pb)
+        if not config.LLVM_REFPRUNE_PASS:   # else the pass manager above pruned them
+            self._final_module = codegen.remove_redundant_nrt_refct(self._final_module)
+
+    event.register("numba:compile", _Compiling())
+    lib._optimize_final_module = optimize_final_module
+    lib._mistfast_link_only = True
 
 
 @contextlib.contextmanager
@@ -348,3 +406,8 @@ jit_inline = njit(nogil=True, fastmath=False, boundscheck=False, error_model="nu
 # argument (atomic operations); for the event helpers taking 30-50 arrays that was most of the
 # cost of an arrival or a departure. An allocation inside one of these is a compile error.
 jit_noalloc = njit(nogil=True, fastmath=False, boundscheck=False, error_model="numpy", _nrt=False)
+
+# a middle entry that only allocates state and calls the kernel below: its module does not
+# re-optimise the callees' code (see _link_only_entries_once). Not for a kernel that is called
+# from Python: the code that runs is the top-level module's, and its -O3 round is worth ~5 % per point
+jit_entry = njit(nogil=True, fastmath=False, boundscheck=False, error_model="numpy", link_only=True)

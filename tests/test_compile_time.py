@@ -9,6 +9,8 @@ These checks read the source (no compile)."""
 import ast
 from pathlib import Path
 
+import pytest
+
 from mistfast.kernels import cluster as CL
 
 KERNELS = Path(CL.__file__).parent
@@ -74,3 +76,81 @@ def test_the_check_sees_a_literal_argument():
     assert _is_literal(ast.parse("f(G_CONC)").body[0].value.args[0], _module_int_constants())
     assert "_enter_stage" in _compiled_kernels() and "_event_loop" in _compiled_kernels()
 
+
+
+# ---- link_only entry kernels (_numba.py, docs/kernels.md "Compile time") --------------------------
+# A probe in a fresh process without the kernel cache: a small callee and an entry point above it,
+# with and without link_only. Cheap: two small functions, no kernel.
+_LINK_PROBE = r"""
+import re, sys
+sys.path.insert(0, sys.argv[1])
+import mistfast._numba as M
+M._import_numba()
+import numba, numpy as np
+SRC = (
+    "def callee(x):\n"
+    "    s = 0\n"
+    "    for i in range(x.shape[0]):\n"
+    "        s += x[i] * 3\n"
+    "    return s\n"
+    "\n"
+    "def entry(x):\n"
+    "    return callee(x) + 1\n"
+)
+
+def body(text, name):
+    m = re.search(r"define [^\n]*" + re.escape(name) + r"\(.*?\{\n(.*?\n)}\n", text, re.S)
+    return None if m is None else m.group(1)
+
+for link_only in (True, False):
+    ns = {"__name__": "mistfast.kernels.probe"}
+    exec(SRC, ns)
+    ns["callee"] = numba.njit(ns["callee"])
+    entry = M._dispatcher(ns["entry"], dict(link_only=link_only))
+    value = entry(np.arange(10, dtype=np.int64))
+    own = ns["callee"].inspect_llvm(ns["callee"].signatures[0])
+    linked = entry.inspect_llvm(entry.signatures[0])
+    name = re.search(r"define [^@]*(@_ZN\S*callee\S*)\(", own).group(1)
+    # the callee's own optimised code (its vectorised loop; -O0 would not vectorise), not inlined
+    vector = re.compile(r"<\d+ x i64>")
+    kept = body(linked, name) is not None and bool(vector.search(body(linked, name))) == bool(vector.search(own))
+    wrapper = any("cpython" in d and "callee" in d for d in re.findall(r"define [^\n]*", linked))
+    print(link_only, int(value), kept, wrapper)
+print("compiling", M._COMPILING)
+"""
+
+
+def _link_probe(flag):
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, MISTFAST_NUMBA_LINK_ONLY=flag, MISTFAST_NUMBA_CACHE="0", NUMBA_DISABLE_JIT="0")
+    root = str(KERNELS.parents[1])
+    out = subprocess.run([sys.executable, "-c", _LINK_PROBE, root], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [line.split() for line in out.stdout.strip().split("\n")]
+    return {row[0]: row[1:] for row in lines[:-1]}, " ".join(lines[-1])
+
+
+def test_a_link_only_entry_keeps_its_callees_code_as_compiled():
+    from mistfast import _numba
+    if not _numba.LINK_ONLY:
+        pytest.skip("link_only is off (another numba version, or MISTFAST_NUMBA_LINK_ONLY=0)")
+    rows, last = _link_probe("1")
+    hand = 3 * sum(range(10)) + 1          # entry(arange(10)) = 3 * 45 + 1
+    assert rows["True"][0] == rows["False"][0] == str(hand)
+    # link_only: the callee's code as the callee's own module optimised it, called, not inlined,
+    # without its Python wrapper; re-optimising (numba's way) inlines the small callee instead
+    assert rows["True"][1:] == ["True", "False"]
+    assert rows["False"][1:] == ["False", "False"]
+    assert last == "compiling []"
+    off, _ = _link_probe("0")
+    assert off["True"] == off["False"] == rows["False"]
+
+
+def test_the_middle_entry_is_link_only():
+    # simulate_single sits between the point kernels and simulate_cluster; those two keep numba's
+    # module optimisation: the code that runs is optimised by the top-level module (docs/kernels.md)
+    kinds = _compiled_kernels()
+    assert kinds["simulate_single"] == "jit_entry"
+    assert kinds["simulate_cluster"] == "jit" and kinds["_event_loop"] == "jit_noalloc"

@@ -22,7 +22,7 @@ import types
 
 import numpy as np
 
-from .._numba import jit, lazy_numba, njit
+from .._numba import jit, jit_entry, lazy_numba, njit
 from .layout import *  # noqa: F401,F403  (the codes and layouts, re-exported for the Python lowering)
 from .layout import F_COUNT, F_TTFT, MAX_HOPS, N_SRV
 from .loop import _event_loop
@@ -58,7 +58,7 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
     return _event_loop(req, stg, cli, rte, fl, kv, bat, lp)
 
 
-@jit
+@jit_entry
 def simulate_single(prm, sch, g, arrival_in, prompt, output, branches, hash_off, hash_ids, n_hash,
                     status, reason, arrival, t_first_sched, t_first_tok, t_last_tok, t_finish, generated, preempts,
                     hit_first, computed_pf, cstats, runstats, steplog):

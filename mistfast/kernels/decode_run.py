@@ -289,7 +289,7 @@ def _decode_run(c, t_other, req, stg, cli, bat, lp):
         return  # windowed attention that still changes from step to step: step by step
     b = int(sch[S_BLOCK])
     total = int(sch[S_TOTAL_BLOCKS])
-    w_sum = 0
+    w_sum = np.int64(0)   # not a literal 0: add_window_attention_full would compile twice (docs/kernels.md "Compile time")
     for i in range(n_dec):
         w_sum += int(bat.dec_w[c, i])
     t_age = _oldest_unaged_arrival(c, w_sum, req, cli)
