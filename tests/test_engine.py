@@ -195,6 +195,9 @@ DECODE_RUN_CASES = {
     "spf_aging": (E.CONTINUOUS, dict(policy=E.SPF, total_blocks=160, aging_s=0.3)),
     "lwl_aging": (E.CHUNKED, dict(policy=E.LWL, total_blocks=160, aging_s=0.3)),
     "max_seq_full": (E.MIXED, dict(policy=E.SPF, max_seq=2, aging_s=0.3)),
+    # FCFS queues behind a full batch: runs go on through arrivals that can only join the queue
+    "fcfs_queue_behind_full_batch": (E.CONTINUOUS, dict(max_seq=2)),
+    "fcfs_queue_behind_kv": (E.CHUNKED, dict(max_seq=4, total_blocks=200)),
 }
 
 
@@ -245,3 +248,33 @@ def test_decode_run_stops_when_aging_reorders_the_queue():
     assert t_done_r1 < req["arrival_s"][2] + sch["aging_s"] < want["t_first_scheduled"][2] < want["t_first_scheduled"][3]
     assert want["t_first_scheduled"][2] - (req["arrival_s"][2] + sch["aging_s"]) < 0.05
     assert cs[CL.CS_RUN_STEPS] > 0
+
+
+def test_decode_run_goes_on_through_arrivals_queued_behind_a_blocked_head():
+    """Two long decodes fill the batch (max_batch_size 2); forty requests arrive during their
+    run and can only join the FCFS queue behind a head that cannot be admitted. Those arrivals
+    are not outside events for the run (loop._arrivals_wait_behind): the steps up to the horizon
+    are nearly all run steps, and every output equals stepping one by one (the twin, runs off)."""
+    n_late = 40
+    arrival = np.concatenate([[0.0, 0.0], 0.5 + 0.1 * np.arange(n_late)])
+    n = arrival.shape[0]
+    req = dict(arrival_s=arrival, prompt=np.full(n, 100, np.int64),
+               output=np.concatenate([[3000, 3000], np.full(n_late, 10)]).astype(np.int64),
+               hash_off=np.zeros(n + 1, np.int64), hash_ids=np.zeros(0, np.int64), branches=1, hash_block=512)
+    sch = dict(batching=E.CONTINUOUS, policy=E.FCFS, max_batched_tokens=2048, max_batch_size=2, chunk_size=512,
+               block_size=16, total_blocks=4000, watermark_blocks=0, preemption=1, prefix_cache_blocks=0,
+               static_pad=0, aging_s=30.0, max_model_len=8192, concurrency=0, think_s=0.0, horizon_s=6.0,
+               max_sim_s=1e9, drain=0)
+    assert_same(req, sch)
+    got_on, cs_on, log_on = run_kernel(req, sch)
+    got_off, cs_off, log_off = run_kernel(req, dict(sch, decode_runs=0))
+    np.testing.assert_array_equal(log_on, log_off)
+    for k in got_on:
+        np.testing.assert_array_equal(got_on[k], got_off[k], err_msg=k)
+    # the scenario is what it claims: the long decodes were still running at the horizon, after
+    # every late arrival, and nobody else was scheduled
+    assert np.isnan(got_on["t_finish"][:2]).all() or (got_on["t_finish"][:2] > arrival[-1]).all()
+    assert np.isnan(got_on["t_first_sched"][2:]).all()
+    formed = cs_on[CL.CS_STEPS] - cs_on[CL.CS_RUN_STEPS]
+    # each arrival used to end the run (then a formed step and a new run): 40+ formed steps
+    assert cs_on[CL.CS_STEPS] > 2 * n_late and formed < 5, (cs_on[CL.CS_STEPS], formed)

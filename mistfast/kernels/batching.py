@@ -9,7 +9,7 @@ from .engine import (CHUNKED, FCFS, FINISHED, MIXED, R_KV_CAPACITY, R_KV_EXHAUST
                      S_SEQS_PER_STEP, S_STATIC_PAD, S_TOTAL_BLOCKS, S_WATERMARK, SPF, STATIC, WAITING, _blocks_for, _cache_lookup,
                      _cache_touch)
 from .layout import (C_FORM, CS_PREEMPT, CS_RECOMP, G_HASH_BLOCK, I_NDEC, I_NDEC_C, I_NPF, I_NREAL, I_NREQ, I_NRUN,
-                     I_NSTATIC, I_PEND_PF, I_PFTOK, I_USED, I_WCOUNT, I_WHEAD, I_MB_N, I_MB_REQS, Q_BLOCKS, Q_COMPUTED, Q_FETCHED,
+                     I_NSTATIC, I_PEND_PF, I_PFTOK, I_LEAVE_CHECK, I_USED, I_WCOUNT, I_WHEAD, I_MB_N, I_MB_REQS, Q_BLOCKS, Q_COMPUTED, Q_FETCHED,
                      Q_GEN, Q_HIT, Q_IN_STEP, Q_MB, Q_OUT, Q_PF_TARGET, Q_PROMPT, Q_RESV, Q_WNEXT)
 from .queues import _sort_by_key, _wpush_front, _wremove
 
@@ -89,7 +89,9 @@ def _compact_running(c, req, cli, bat):
 def _place_running_decodes(c, form, budget, npf, req, cli, bat):
     """The running requests that decode join the batch in running order, growing their KV (and
     preempting the newest others when it does not fit); per-step sequence limit (MIST): at most
-    max_batch_size entries with the npf prefills. Returns (token budget left, preempted)."""
+    max_batch_size entries with the npf prefills. Returns (token budget left, preempted, the first
+    index of the running list that may hold a partial prefill: every request before it was seen
+    here and is not running or has its prompt computed)."""
     sch = cli.sch[c]
     batching = int(sch[S_BATCHING])
     b = int(sch[S_BLOCK])
@@ -97,19 +99,28 @@ def _place_running_decodes(c, form, budget, npf, req, cli, bat):
     step_room = int(sch[S_MAX_SEQS]) - npf if sch[S_SEQS_PER_STEP] > 0.0 else cli.ci[c, I_NRUN] + 1
     max_seq = int(sch[S_MAX_SEQS])
     preempted = False
-    for ii in range(cli.ci[c, I_NRUN]):
+    n_run = cli.ci[c, I_NRUN]
+    first_partial = -1   # (the scan's stop when it stops before seeing every request)
+    for ii in range(n_run):
         if cli.ci[c, I_NDEC] >= step_room:
+            first_partial = ii if first_partial < 0 else first_partial
             break
         r = bat.run[c, ii]
-        if (req.status[r] != RUNNING or req.rq[r, Q_COMPUTED] < req.rq[r, Q_PF_TARGET]
-                or req.rq[r, Q_GEN] < 1):
+        if req.status[r] != RUNNING:
+            continue
+        if req.rq[r, Q_COMPUTED] < req.rq[r, Q_PF_TARGET]:
+            first_partial = ii if first_partial < 0 else first_partial
+            continue
+        if req.rq[r, Q_GEN] < 1:
             continue
         if req.rq[r, Q_IN_STEP] == form or req.rq[r, Q_MB] != 0:   # (Q_MB: in a PP micro-batch in flight)
             continue
         if cli.ci[c, I_NDEC] + cli.ci[c, I_NPF] >= max_seq:
+            first_partial = ii if first_partial < 0 else first_partial
             break   # (only a PP micro-batch can have more candidates than max_batch_size)
         w = req.branches[r]
         if (batching == CHUNKED or batching == MIXED) and budget < w:
+            first_partial = ii if first_partial < 0 else first_partial
             break
         held = req.rq[r, Q_BLOCKS]
         if w == 1 and req.rq[r, Q_PROMPT] - req.rq[r, Q_HIT] + req.rq[r, Q_GEN] <= held * b \
@@ -143,18 +154,22 @@ def _place_running_decodes(c, form, budget, npf, req, cli, bat):
             preempted = True
         if res & 1 and res > 0:
             budget -= w
+    if first_partial < 0:
+        first_partial = n_run
     if preempted:
         _compact_running(c, req, cli, bat)  # victims may be re-admitted below
-    return budget, preempted
+        first_partial = 0                   # (the running list changed)
+    return budget, preempted, first_partial
 
 
 @jit_inline
-def _place_partial_prefills(c, form, budget, npf, req, cli, bat):
+def _place_partial_prefills(c, form, budget, npf, first, req, cli, bat):
     """CHUNKED: running requests still prefilling get their next chunk, within the token budget.
+    The running list is scanned from index first (the decode placement saw none before it).
     Returns (budget left, prefill entries)."""
     per_step = cli.sch[c, S_SEQS_PER_STEP] > 0.0
     max_seq = int(cli.sch[c, S_MAX_SEQS])
-    for ii in range(cli.ci[c, I_NRUN]):
+    for ii in range(first, cli.ci[c, I_NRUN]):
         if budget <= 0 or (per_step and npf + cli.ci[c, I_NDEC] >= max_seq):
             break
         r = bat.run[c, ii]
@@ -252,6 +267,7 @@ def _admit_waiting(c, form, budget, npf, nw, sorted_order, req, cli, bat, kv, lp
                          kv.lru_ends[slot])
         if cc == 0:
             cli.ci[c, I_NDEC_C] += 1
+            cli.ci[c, I_LEAVE_CHECK] = 1   # (it may have no token left to emit)
         else:
             req.rq[r, Q_HIT] = cached
             if req.hit_first[r] < 0:
@@ -358,14 +374,15 @@ def _form_batch(c, t, req, cli, bat, kv, lp):
     npf = 0
     nw = 0
     sorted_order = False
+    first_partial = 0
     # CHUNKED places the running decodes (then partial prefills) before admissions; the other
     # strategies admit whole prompts first and add decodes after (MODEL.md §5.2)
     for part in range(2):
         if (part == 0) == (batching == CHUNKED):
             if batching == CHUNKED or batching == MIXED or npf == 0:
-                budget, preempted = _place_running_decodes(c, form, budget, npf, req, cli, bat)
+                budget, preempted, first_partial = _place_running_decodes(c, form, budget, npf, req, cli, bat)
             if batching == CHUNKED:
-                budget, npf = _place_partial_prefills(c, form, budget, npf, req, cli, bat)
+                budget, npf = _place_partial_prefills(c, form, budget, npf, first_partial, req, cli, bat)
             continue
         nw = cli.ci[c, I_WCOUNT]
         sorted_order = int(sch[S_POLICY]) != FCFS and nw > 1

@@ -78,7 +78,11 @@ I_RHEAD, I_RTAIL, I_RCOUNT = 20, 21, 22
 # PP micro-batching: micro-batches in flight and the ring slot of the oldest (kernels/ppipe.py)
 # and the requests in them (max_batch_size bounds each micro-batch: requests in flight do not count)
 I_MB_N, I_MB_HEAD, I_MB_REQS = 23, 24, 25
-N_I = 26
+# 1: a request was admitted with its prompt already computed (a decode-only arrival), which may
+# complete its stage without being in a step: the next step end that completes a prompt looks for
+# leavers among all running requests (llm_step._llm_step_end)
+I_LEAVE_CHECK = 26
+N_I = 27
 F_NEXT, F_START = 0, 1   # client float columns: end of the step in flight, its start
 F_GATE = 2   # PP micro-batching: earliest start of the next micro-batch (kernels/ppipe.py)
 N_F = 3

@@ -14,7 +14,7 @@ from .engine import (FINISHED, L_DEC_TOKENS, L_DT, L_KV_USED, L_NDEC, L_NPF, L_P
 from .layout import (C_NLOG, CS_BATCH_SEQS, CS_BATCH_TOKENS, CS_BUSY, CS_BYTES, CS_DEC_SEQ_S, CS_DEC_SEQS,
                      CS_DEC_TOKENS, CS_FINISH_STEP_START, CS_FLOPS, CS_KV_BLOCK_S, CS_KV_PEAK, CS_OUT_OF_RANGE,
                      CS_PF_TOKENS, CS_PREEMPT, CS_STEPS, CS_TC, CS_TM, CS_TN, F_COUNT, F_NEXT, F_START, G_HASH_BLOCK,
-                     G_LOG_CAP, F_WRITE_BACK, I_DIRTY, I_MIST, I_NDEC, I_NDEC_C, I_NPF, I_NREAL, I_NRUN, I_NSTATIC, I_PEND_PF,
+                     G_LOG_CAP, F_WRITE_BACK, I_DIRTY, I_LEAVE_CHECK, I_MIST, I_NDEC, I_NDEC_C, I_NPF, I_NREAL, I_NRUN, I_NSTATIC, I_PEND_PF,
                      I_PFTOK, I_USED, K_ENCODE, K_KVFETCH, K_PREFILL, LOG_COLS, Q_BLOCKS, Q_COMPUTED, Q_CUR, Q_GEN,
                      Q_INSERTED, Q_OUT, Q_PENDING, Q_PF_TARGET, Q_PROMPT)
 from .flows import _start_flow
@@ -58,11 +58,23 @@ def _write_back(r, c, s, t, req, stg, cli, rte, fl, kv, lp):
 
 
 @jit_inline
+def _stage_complete(r, s, req, stg):
+    """Has running request r completed its stage s? (A prefill or encode stage when its prompt is
+    computed, any other when its output is.)"""
+    sk = stg.kind[s]
+    if sk == K_ENCODE or sk == K_PREFILL:
+        return req.rq[r, Q_COMPUTED] >= req.rq[r, Q_PF_TARGET]
+    return req.rq[r, Q_GEN] >= req.rq[r, Q_OUT]
+
+
+@jit_inline
 def _prefill_chunks_done(c, t, req, stg, cli, rte, fl, kv, bat, lp):
     """The step's prefill chunks are computed; a prompt now complete enters the prefix cache and the
-    KV store it was fetched for, and emits its first token. Returns whether any prompt completed."""
+    KV store it was fetched for, and emits its first token. Returns whether any prompt completed
+    and whether any of those requests completed its stage."""
     hb = int(lp.g[G_HASH_BLOCK])
     any_done = False
+    any_complete = False
     for i in range(cli.ci[c, I_NPF]):
         r = bat.pf_req[c, i]
         cc = int(bat.pf_new[c, i])
@@ -88,7 +100,9 @@ def _prefill_chunks_done(c, t, req, stg, cli, rte, fl, kv, bat, lp):
             if stg.kind[s] != K_ENCODE:
                 req.rq[r, Q_GEN] += 1
                 _emit(r, s, t, stg, req)
-    return any_done
+            if _stage_complete(r, s, req, stg):
+                any_complete = True
+    return any_done, any_complete
 
 
 @jit_inline
@@ -115,13 +129,7 @@ def _finished_leave(c, t, req, stg, cli, rte, fl, kv, bat, lp):
     for ii in range(cli.ci[c, I_NRUN]):
         r = bat.run[c, ii]
         s = req.rq[r, Q_CUR]
-        sk = stg.kind[s]
-        done = False
-        if req.status[r] == RUNNING:
-            if sk == K_ENCODE or sk == K_PREFILL:
-                done = req.rq[r, Q_COMPUTED] >= req.rq[r, Q_PF_TARGET]
-            else:
-                done = req.rq[r, Q_GEN] >= req.rq[r, Q_OUT]
+        done = req.status[r] == RUNNING and _stage_complete(r, s, req, stg)
         if done and _holds_kv(r, s, stg):
             cli.ci[c, I_NDEC_C] -= 1
             _bp_leave(r, c, t, req, stg, cli, rte, lp)   # KV backpressure: the blocks stay until reserved
@@ -142,10 +150,17 @@ def _finished_leave(c, t, req, stg, cli, rte, fl, kv, bat, lp):
 def _llm_step_end(c, t, req, stg, cli, rte, fl, kv, bat, lp):
     """LLM client c's step ends at t: its outputs are released and routed; c is free to form."""
     cli.cf[c, F_NEXT] = np.inf
-    any_done = _prefill_chunks_done(c, t, req, stg, cli, rte, fl, kv, bat, lp)
+    prompt_done, leaving = _prefill_chunks_done(c, t, req, stg, cli, rte, fl, kv, bat, lp)
     if _decodes_emit(c, t, req, stg, cli, bat):
-        any_done = True
-    if any_done:
+        leaving = True
+    # A prompt completed by the step, its request going on to decode, makes nobody leave: a
+    # running request completes its stage in a step (tested above) or, admitted with its prompt
+    # computed, possibly at its admission (I_LEAVE_CHECK: then a completed prompt triggers the pass,
+    # as do PP micro-batches in flight). The pass over the running requests runs only when needed.
+    if prompt_done and (cli.ci[c, I_LEAVE_CHECK] > 0 or _pp_on(c, cli)):
+        leaving = True
+    if leaving:
+        cli.ci[c, I_LEAVE_CHECK] = 0
         _finished_leave(c, t, req, stg, cli, rte, fl, kv, bat, lp)
     if int(cli.sch[c, S_BATCHING]) == STATIC and cli.ci[c, I_NRUN] == 0:
         cli.ci[c, I_NSTATIC] = 0

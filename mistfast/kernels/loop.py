@@ -13,11 +13,11 @@ import numpy as np
 from .._numba import jit_inline, jit_noalloc
 from .backpressure import _free_held, _reserve_kv, _reserved_first
 from .decode_run import _decode_run
-from .engine import RUNNING, UNFINISHED, WAITING
+from .engine import FCFS, RUNNING, S_POLICY, UNFINISHED, WAITING
 from .flows import _retime_flows
 from .layout import (C_NA, C_NFL, C_NLOG, CK_BATCH, CK_LLM, CK_SLOTS, CS_BUSY, F_NEXT, F_START, G_DECODE_RUNS,
-                     G_DRAIN, G_HORIZON, G_MAX_SIM, I_BPHASE, I_DIRTY, I_NDEC, I_NPF, I_NREAL, I_NRUN, I_RCOUNT,
-                     K_KVFETCH, Q_CUR, Q_FETCHED, Q_PENDING, Q_RESV, SRV_SLOTS)
+                     G_CONC, G_DRAIN, G_HORIZON, G_MAX_SIM, I_BPHASE, I_DIRTY, I_NDEC, I_NPF, I_NREAL, I_NRUN, I_RCOUNT,
+                     I_WCOUNT, K_KVFETCH, K_LLM, Q_CUR, Q_FETCHED, Q_PENDING, Q_RESV, SRV_SLOTS)
 from .llm_step import _llm_step_end, _llm_step_start
 from .ppipe import _pp_busy_after, _pp_may_form, _pp_oldest_done, _pp_on, _pp_restore_oldest, _pp_set_next
 from .servers import _retrieval_phase_end, _retrieval_start, _slots_release, _slots_start
@@ -191,10 +191,35 @@ def _start_new_work(t, req, stg, cli, kv, bat, lp):
 
 
 @jit_inline
-def _run_decodes_ahead(t, req, stg, cli, bat, lp):
+def _one_plain_client(stg, cli, lp):
+    """One LLM client, every stage an LLM stage, an open loop: an arriving request goes straight
+    into that client's waiting queue and touches nothing else (no routing choice, no transfer, no
+    closed-loop release)."""
+    if cli.kind.shape[0] != 1 or cli.kind[0] != CK_LLM or lp.g[G_CONC] > 0.0:
+        return False
+    for s in range(stg.kind.shape[0]):
+        if stg.kind[s] != K_LLM:
+            return False
+    return True
+
+
+@jit_inline
+def _arrivals_wait_behind(c, plain, cli):
+    """Can no arrival during a decode run of client c change the batch it forms? True when an
+    arrival only joins the tail of c's FCFS queue (plain: see _one_plain_client) and that queue
+    already has a head the run's formations cannot admit: the formation that started the run
+    stopped its head-of-line scan there, and during the run free KV blocks only shrink while the
+    sequence and token budgets stay (decode_run._oldest_unaged_arrival). Such arrivals are
+    applied by the loop at their own times after the run; they read and write nothing the run does."""
+    return plain and int(cli.sch[c, S_POLICY]) == FCFS and cli.ci[c, I_WCOUNT] > 0
+
+
+@jit_inline
+def _run_decodes_ahead(t, plain, req, stg, cli, bat, lp):
     """Phase 4: a client that just formed a pure-decode batch of all its running requests runs
     ahead through the steps that repeat it, up to the next outside event (the caller checks that
-    no transfer is in flight: their byte accounting is per loop iteration)."""
+    no transfer is in flight: their byte accounting is per loop iteration). Arrivals that can only
+    wait behind a blocked queue are not outside events (_arrivals_wait_behind)."""
     n = req.arrival.shape[0]
     C = cli.kind.shape[0]
     for c in range(C):
@@ -207,7 +232,8 @@ def _run_decodes_ahead(t, req, stg, cli, bat, lp):
         if _pp_on(c, cli):
             continue  # PP micro-batching: steps overlap, no decode runs
         t_other = np.inf
-        if lp.ctr[C_NA] < n and req.arrival[lp.ctr[C_NA]] <= lp.g[G_HORIZON]:
+        if lp.ctr[C_NA] < n and req.arrival[lp.ctr[C_NA]] <= lp.g[G_HORIZON] and not _arrivals_wait_behind(
+                c, plain, cli):
             t_other = req.arrival[lp.ctr[C_NA]]
         for c2 in range(C):
             if c2 != c and cli.cf[c2, F_NEXT] < t_other:
@@ -249,6 +275,7 @@ def _event_loop(req, stg, cli, rte, fl, kv, bat, lp):
     horizon = lp.g[G_HORIZON]
     drain = lp.g[G_DRAIN] > 0.0
     flow_clock = 0.0   # when the flows' bytes were last brought up to date
+    plain = _one_plain_client(stg, cli, lp)
     t = 0.0
     while True:
         t_next = _next_event_time(req, cli, fl, lp)
@@ -285,6 +312,6 @@ def _event_loop(req, stg, cli, rte, fl, kv, bat, lp):
             _retime_flows(t, fl, lp.ctr[C_NFL])
         # phase 4: decode runs
         if lp.ctr[C_NFL] == 0 and lp.g[G_DECODE_RUNS] > 0.0:
-            _run_decodes_ahead(t, req, stg, cli, bat, lp)
+            _run_decodes_ahead(t, plain, req, stg, cli, bat, lp)
     _close_books(t, req, cli, bat, lp)
     return lp.ctr[C_NLOG]
