@@ -357,23 +357,23 @@ def engine_limits_from_notes(notes: str, tp: int) -> dict:
     return out
 
 
-def _apply_mlperf_harness(plan: RowPlan, r: Mapping, sched: dict, client) -> tuple[dict, float]:
+def _apply_mlperf_harness(plan: RowPlan, r: Mapping, sched: dict) -> dict:
     """An MLPerf LoadGen row run as its harness config says (:mod:`mistfast.mlperf`): marks the
     row as LoadGen-timed, sets the prefill batching and multi-step scheduling the config's settings
-    name, and returns (scheduler, harness time per step in ms). The harness time is 0: the
-    per-layer time measured on the MLPerf rows (:data:`mistfast.mlperf.HARNESS_STEP_US_PER_LAYER`)
-    is not applied, because out of sample it adds to efficiencies fitted on serving engines that
-    already absorb their own per-step host time (docs/calibration.md, "MLPerf harnesses")."""
+    name, and returns the scheduler. The per-layer harness time measured on the MLPerf rows
+    (:data:`mistfast.mlperf.HARNESS_STEP_US_PER_LAYER`) is not applied: out of sample it adds to
+    efficiencies fitted on serving engines that already absorb their own per-step host time
+    (docs/calibration.md, "MLPerf harnesses")."""
     from . import mlperf as MP
     plan.loadgen = MP.is_loadgen_row(_txt(r.get("workload")))
     settings = MP.harness_settings(_txt(r.get("notes"))) if plan.loadgen else {}
     if not settings:
-        return sched, 0.0
+        return sched
     batching = MP.harness_batching(settings)
     if batching and sched.get("batching") == "chunked":
         sched = {**sched, "batching": batching}
     plan.scheduler_steps = max(plan.scheduler_steps, int(settings.get("num_scheduler_steps", 1)))
-    return sched, 0.0
+    return sched
 
 
 def _closed_loop_requests(wl: str, n_meas: int, concurrency: int, prompts_per_user: int = 0) -> int:
@@ -661,7 +661,7 @@ def _plan_row(r: Mapping) -> RowPlan:
         if sched.get("max_batched_tokens", 0) < sched["max_batch_size"]:
             # a batch limit without a token budget: the smallest budget that lets a full batch decode
             sched["max_batched_tokens"] = sched["chunk_size"] = sched["max_batch_size"]
-    sched, harness_ms = _apply_mlperf_harness(plan, r, sched, client)
+    sched = _apply_mlperf_harness(plan, r, sched)
     plan.kind = "run"
     rr = re.search(r"random[-_ ]range[-_ ]ratio[ =]*([0-9.]+)", wl)
     if rr and plan.dataset in ("", "random") and 0.0 < float(rr.group(1)) < 1.0:
@@ -697,8 +697,6 @@ def _plan_row(r: Mapping) -> RowPlan:
                   **C.row_parallelism(r.get("notes"), plan.tp, plan.model),   # ep, dp_attention from the notes
                   "efficiency": {},   # analytical base (0.75); calibrations replace it
                   "scheduler": sched}
-    if harness_ms > 0:   # the MLPerf harness's own time per step (mistfast.mlperf)
-        client_doc["harness_step_ms"] = harness_ms
     ep = re.search(r"\bmoe ep\s*=\s*(\d+)", notes)
     if ep and int(ep.group(1)) > 1 and "ep" not in client_doc:   # MoE EP stated by the source (MLPerf configs)
         client_doc["ep"] = int(ep.group(1))
