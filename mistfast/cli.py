@@ -420,11 +420,13 @@ def datasets_cmd():
 @click.option("--cv", type=click.Choice(["source", "document"]), default=None,
               help="leave-one-source-out cross-validation: hold out each publisher, a GitHub repository or a web "
                    "site (source), or each file or page (document)")
+@click.option("--cv-only", default=None, metavar="TEXT",
+              help="with --cv: hold out only the sources containing TEXT (one fold, for iterating)")
 @click.option("--no-calibrate", is_flag=True, help="same as --calibration none")
 @click.option("--seed", default=0, show_default=True, help="train/test split seed (--calibration fit)")
 @click.option("--test-fraction", default=0.3, show_default=True, help="held-out share of measurement groups (fit)")
 @click.option("--write-catalog", default=None, help="also write the fitted calibration TOML here (e.g. data/calibration.toml)")
-def validate(csv_paths, out_dir, calibration, cv, no_calibrate, seed, test_fraction, write_catalog):
+def validate(csv_paths, out_dir, calibration, cv, cv_only, no_calibrate, seed, test_fraction, write_catalog):
     """Simulate measured data points and report predicted vs measured (one or more CSV files)."""
     from . import validate as V
     paths = list(csv_paths)
@@ -437,7 +439,7 @@ def validate(csv_paths, out_dir, calibration, cv, no_calibrate, seed, test_fract
         calibration = "none"
     sys.exit(V.main(paths if len(paths) > 1 else paths[0], out_dir or "validation", calibrate=True,
                     seed=seed, write_catalog=write_catalog, test_fraction=test_fraction,
-                    calibration=calibration, cv=cv))
+                    calibration=calibration, cv=cv, cv_only=cv_only))
 
 
 @main.command()

@@ -1144,7 +1144,7 @@ def _predict_with(cal_client, steps, base_step, runs, points, pipes=()):
 
 def validate(measurements_csv, out_dir: str | Path, *, calibrate: bool = True, calibration: str | Path | None = None,
              cv: str | None = None, test_fraction: float = 0.3, seed: int = 0, write_catalog: str | Path | None = None,
-             plot: bool = True) -> pd.DataFrame:
+             plot: bool = True, cv_only: str | None = None) -> pd.DataFrame:
     """Predict every row of ``measurements_csv`` (a path or a list of paths); write ``report.csv``,
     ``report.md``, ``predicted_vs_measured.png`` (and, when fitting, ``calibration.toml``) into
     ``out_dir``. Returns the report table (one row per input row, unsupported ones included).
@@ -1155,11 +1155,16 @@ def validate(measurements_csv, out_dir: str | Path, *, calibrate: bool = True, c
     (default: ``"fit"`` when ``calibrate`` else ``"none"``). ``cv="source"``: leave-one-source-out
     cross-validation — for each source document/repository (:func:`source_document`) the
     calibration is fitted (as the shipped one is) on all other sources' rows and predicts the
-    held-out source's rows; every row is predicted once, by a fit that never saw its source."""
+    held-out source's rows; every row is predicted once, by a fit that never saw its source.
+    ``cv_only``: with ``cv``, hold out only the folds whose source contains this text (case-
+    insensitive); the other rows get no calibrated prediction, and the fit on every row (what
+    would be shipped) is skipped unless ``write_catalog`` asks for it — one fold, for iterating."""
     t_start = time.time()
     mode, cal_path = _resolve_mode(calibrate, calibration)
     if cv is not None and cv not in CV_MODES:
         raise C.CalibrationError(f"--cv {cv!r}: allowed: {', '.join(CV_MODES)}")
+    if cv_only is not None and cv is None:
+        raise C.CalibrationError(f"--cv-only {cv_only!r}: needs --cv source or --cv document")
     fitting = mode == "fit" or cv is not None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -1243,6 +1248,11 @@ def validate(measurements_csv, out_dir: str | Path, *, calibrate: bool = True, c
         for p in steps + runs + pipes:
             folds.setdefault(p.source_doc, []).append(p)
         docs = {p.id: p.source_doc for p in plans}
+        if cv_only is not None:
+            folds = {d: m for d, m in folds.items() if cv_only.lower() in d.lower()}
+            if not folds:
+                raise C.CalibrationError(f"--cv-only {cv_only!r}: no source contains it; sources: "
+                                         + ", ".join(sorted({p.source_doc for p in steps + runs + pipes})))
         for doc, members in sorted(folds.items()):
             c = fit_on(lambda i, doc=doc: docs.get(i) != doc, predicts=members)
             f_steps = [p for p in steps if p.source_doc == doc]
@@ -1256,7 +1266,8 @@ def validate(measurements_csv, out_dir: str | Path, *, calibrate: bool = True, c
             outside.update(ou)
             for p in members:
                 row_split[p.id] = "cv"
-        cal = fit_on(lambda i: True)   # the fit on every source: what would be shipped
+        if cv_only is None or write_catalog:
+            cal = fit_on(lambda i: True)   # the fit on every source: what would be shipped
     elif mode == "fit":
         group_of_id = {p.id: p.group for p in plans}
         cal = fit_on(lambda i: split.get(group_of_id.get(i)) == "train", corrections_for_runs=False)
@@ -1507,12 +1518,13 @@ def summary_table(rep: pd.DataFrame) -> pd.DataFrame:
 
 
 def main(csv_path, out_dir, calibrate: bool = True, seed: int = 0, write_catalog=None,
-         test_fraction: float = 0.3, calibration: str | None = None, cv: str | None = None) -> int:
+         test_fraction: float = 0.3, calibration: str | None = None, cv: str | None = None,
+         cv_only: str | None = None) -> int:
     """Run :func:`validate` and print coverage and a per-metric summary; returns 0 on success, 2 on
     bad input (one line naming the problem)."""
     try:
         rep = validate(csv_path, out_dir, calibrate=calibrate, calibration=calibration, cv=cv, seed=seed,
-                       write_catalog=write_catalog, test_fraction=test_fraction)
+                       write_catalog=write_catalog, test_fraction=test_fraction, cv_only=cv_only)
     except C.CalibrationError as exc:
         print(f"error: {exc}")
         return 2

@@ -265,6 +265,24 @@ def test_leave_one_source_out_never_sees_the_held_out_source(tmp_path):
     assert "leave-one-source-out" in md and "Per held-out source" in md
 
 
+def test_cv_only_holds_out_one_fold_with_the_same_predictions(tmp_path):
+    """--cv-only TEXT runs only the matching fold: its rows get exactly the predictions of the full
+    leave-one-source-out run (same fit on the other sources), the other rows none; text that names
+    no source is one clear error listing the sources."""
+    rows_a, rows_b = _step_rows("github:x/a@1:f.md", EFF_A, "a"), _step_rows("https://b.example/r.html#t", EFF_B, "b")
+    csv = tmp_path / "m.csv"
+    pd.DataFrame(rows_a + rows_b).to_csv(csv, index=False)
+    full = V.validate(csv, tmp_path / "full", calibration="shipped", cv="source", plot=False).set_index("id")
+    one = V.validate(csv, tmp_path / "one", calibration="shipped", cv="source", cv_only="B.EXAMPLE",
+                     plot=False).set_index("id")
+    for rb in rows_b:
+        assert one.loc[rb["id"], "predicted_calibrated"] == full.loc[rb["id"], "predicted_calibrated"]
+    assert one.loc[[r["id"] for r in rows_a], "predicted_calibrated"].isna().all()
+    assert not (tmp_path / "one" / "calibration.toml").exists()
+    with pytest.raises(V.C.CalibrationError, match="no source contains it; sources: github:x/a, https://b.example"):
+        V.validate(csv, tmp_path / "bad", calibration="shipped", cv="source", cv_only="nowhere", plot=False)
+
+
 def test_source_document():
     assert V.source_document("github:NVIDIA/TensorRT-LLM@00f3:docs/perf.md") == "github:NVIDIA/TensorRT-LLM"
     assert V.source_document("https://a.com/x/y.html?q=1#t (stored snapshot)") == "https://a.com"
