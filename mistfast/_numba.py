@@ -139,6 +139,7 @@ def _dispatcher(fn, options):
     options = dict(options)
     if options.pop("link_only", False):
         _LINK_ONLY.add(fn)
+    _KERNELS.add(fn)
     saved = numba.config.CACHE_DIR
     if _CACHE_DIR is not None:
         numba.config.CACHE_DIR = _CACHE_DIR
@@ -289,6 +290,7 @@ def _copy_inlined_scopes_once() -> None:
 
 LINK_ONLY = _VERIFIED and os.environ.get("MISTFAST_NUMBA_LINK_ONLY", "1") not in ("0", "false", "no")
 _LINK_ONLY: set = set()      # python functions of the link_only kernels (jit_entry)
+_KERNELS: set = set()        # python functions of every mistfast kernel with a dispatcher
 _COMPILING: list = []        # python function of each dispatcher numba is compiling, innermost last
 
 
@@ -310,6 +312,7 @@ def _link_only_entries_once() -> None:
     Which kernel is compiling: numba's compile event (``numba.core.event``) names the dispatcher;
     numba compiles under one global lock, so a stack of them is exact. Everything else compiled in
     the process, including a user's own numba functions, is optimised as numba always does."""
+    import llvmlite.binding as ll
     from numba.core import codegen, config, event
 
     lib = codegen.CPUCodeLibrary
@@ -335,8 +338,34 @@ def _link_only_entries_once() -> None:
         if not config.LLVM_REFPRUNE_PASS:   # else the pass manager above pruned them
             self._final_module = codegen.remove_redundant_nrt_refct(self._final_module)
 
+    original_finalize = lib._finalize_final_module
+
+    def finalize_final_module(self):
+        fn = _COMPILING[-1] if _COMPILING else None
+        if fn in _KERNELS and self.name == fn.__qualname__:
+            self._mistfast_ir_for_linking = self._final_module.clone()   # before machine code rewrites it
+        original_finalize(self)
+
+    original_linking = lib._get_module_for_linking
+
+    def get_module_for_linking(self):
+        parent = _COMPILING[-1] if _COMPILING else None
+        clean = getattr(self, "_mistfast_ir_for_linking", None)
+        if clean is None or parent not in _LINK_ONLY:
+            return original_linking(self)
+        shared = getattr(self, "_mistfast_shared_clean", None)
+        if shared is None:
+            shared = clean.clone()
+            for f in shared.functions:   # as numba's: exported definitions may be linked many times
+                if not f.is_declaration and f.linkage == ll.Linkage.external:
+                    f.linkage = "linkonce_odr"
+            self._mistfast_shared_clean = shared
+        return shared
+
     event.register("numba:compile", _Compiling())
     lib._optimize_final_module = optimize_final_module
+    lib._finalize_final_module = finalize_final_module
+    lib._get_module_for_linking = get_module_for_linking
     lib._mistfast_link_only = True
 
 

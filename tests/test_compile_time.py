@@ -148,9 +148,74 @@ def test_a_link_only_entry_keeps_its_callees_code_as_compiled():
     assert off["True"] == off["False"] == rows["False"]
 
 
-def test_the_middle_entry_is_link_only():
-    # simulate_single sits between the point kernels and simulate_cluster; those two keep numba's
-    # module optimisation: the code that runs is optimised by the top-level module (docs/kernels.md)
+def test_every_wrapper_above_the_loop_is_link_only():
+    # the point kernels, simulate_single and simulate_cluster only allocate state and call the level
+    # below: none re-optimises the event loop's code (docs/kernels.md, "Compile time")
     kinds = _compiled_kernels()
-    assert kinds["simulate_single"] == "jit_entry"
-    assert kinds["simulate_cluster"] == "jit" and kinds["_event_loop"] == "jit_noalloc"
+    assert kinds["simulate_single"] == "jit_entry" and kinds["simulate_cluster"] == "jit_entry"
+    assert kinds["_event_loop"] == "jit_noalloc"
+    from mistfast.kernels import cluster as CL
+    assert "link_only=True" in ast.unparse(next(
+        n for n in ast.parse(Path(CL.__file__).read_text()).body
+        if isinstance(n, ast.Assign) and ast.unparse(n.targets[0]) == "simulate_points_serial"))
+
+
+# ---- what a link_only entry links: the callee's optimised IR, not the code generator's rewrite ----
+# Emitting machine code rewrites a module's IR in place (LLVM's CodeGenPrepare: a 64-bit division
+# gets a 32-bit fast path, large constants are hoisted); numba then links that rewritten IR into
+# the callers. A re-optimising caller cleans it up with its -O3 round; a link_only one would emit
+# code for it as it is, and each level would add its rewrites again (docs/kernels.md).
+_CLEAN_PROBE = r"""
+import re, sys
+sys.path.insert(0, sys.argv[1])
+import mistfast._numba as M
+M._import_numba()
+import numpy as np
+SRC = (
+    "def callee(x, d):\n"
+    "    s = 0\n"
+    "    for i in range(x.shape[0]):\n"
+    "        s += (x[i] * 0x123456789AB) // d + (x[i] ^ 0x7FFF0000FFFF)\n"
+    "    return s\n"
+    "\n"
+    "def entry(x, d):\n"
+    "    return callee(x, d) + 1\n"
+)
+
+def body(text, name):
+    m = re.search(r"define [^\n]*" + re.escape(name) + r"\(.*?\{\n(.*?\n)}\n", text, re.S)
+    return None if m is None else re.sub(r"![\w.]+ !\d+", "", m.group(1))   # metadata numbers differ
+
+ns = {"__name__": "mistfast.kernels.probe"}
+exec(SRC, ns)
+ns["callee"] = M._dispatcher(ns["callee"], {})
+entry = M._dispatcher(ns["entry"], dict(link_only=True))
+x = np.arange(10, dtype=np.int64)
+value = entry(x, np.int64(7))
+lib = ns["callee"].overloads[ns["callee"].signatures[0]].library
+emitted = lib.get_llvm_str()    # the callee's module after its machine code was made
+name = re.search(r"define [^@]*(@_ZN\S*callee\S*)\(", emitted).group(1)
+clean = body(str(lib._mistfast_ir_for_linking), name)
+top = entry.overloads[entry.signatures[0]].library
+linked = body(str(top._mistfast_ir_for_linking), name)   # the entry's module as linked, before its machine code
+print(int(value), clean is not None, linked == clean, body(emitted, name) == clean)
+"""
+
+
+def test_a_link_only_entry_links_its_callees_ir_from_before_machine_code():
+    import os
+    import subprocess
+    import sys
+    from mistfast import _numba
+    if not _numba.LINK_ONLY:
+        pytest.skip("link_only is off (another numba version, or MISTFAST_NUMBA_LINK_ONLY=0)")
+    env = dict(os.environ, MISTFAST_NUMBA_CACHE="0", NUMBA_DISABLE_JIT="0")
+    out = subprocess.run([sys.executable, "-c", _CLEAN_PROBE, str(KERNELS.parents[1])], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    value, has_clean, linked_is_clean, _emitted_is_clean = out.stdout.split()
+    hand = sum((i * 0x123456789AB) // 7 + (i ^ 0x7FFF0000FFFF) for i in range(10)) + 1
+    assert int(value) == hand
+    # the entry's module holds the callee exactly as its own -O3 round left it, not as the code
+    # generator rewrote it (on x86-64 it does: the last field is False there)
+    assert has_clean == "True" and linked_is_clean == "True"

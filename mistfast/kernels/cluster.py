@@ -22,7 +22,7 @@ import types
 
 import numpy as np
 
-from .._numba import jit, jit_entry, lazy_numba, njit
+from .._numba import jit_entry, lazy_numba, njit
 from .layout import *  # noqa: F401,F403  (the codes and layouts, re-exported for the Python lowering)
 from .layout import F_COUNT, F_TTFT, MAX_HOPS, N_SRV
 from .loop import _event_loop
@@ -32,7 +32,7 @@ from .state import Routes, new_batches, new_clients, new_flows, new_kv_stores, n
 numba = lazy_numba()  # numba.prange below; importing this module does not import numba
 
 
-@jit
+@jit_entry
 def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, pool_policy, pool_thresh,
                      res_cap, route_lat, route_res, route_nres, g,
                      arrival_in, branches, hash_off, hash_ids, n_hash,
@@ -123,5 +123,5 @@ def _renamed(fn, name):
 
 
 simulate_points = njit(parallel=True, nogil=True)(_simulate_single_points_impl)
-simulate_points_serial = njit(parallel=False, nogil=True)(_renamed(_simulate_single_points_impl,
+simulate_points_serial = njit(parallel=False, nogil=True, link_only=True)(_renamed(_simulate_single_points_impl,
                                                                    "_simulate_single_points_serial"))
