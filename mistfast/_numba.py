@@ -303,9 +303,11 @@ def _link_only_entries_once() -> None:
     kernel above ``simulate_single -> simulate_cluster -> _event_loop`` that is one -O3 run over
     the whole event loop per level, about 2 CPU s each. A link_only kernel's module gets the -O0
     pipeline, dead-code removal of the unused linked functions (the callees' Python wrappers) and
-    numba's reference-count pruning; its own function still gets numba's function passes. Only
-    for a kernel in the middle of a chain (``simulate_single``): the code that runs is the
-    top-level module's, and skipping the -O3 round there made the kernel ~5 % slower per point.
+    numba's reference-count pruning; its own function still gets numba's function passes. It links
+    each mistfast callee's IR as the callee's -O3 round left it, taken before its machine code was
+    made: emitting machine code rewrites a module in place (CodeGenPrepare, constant hoisting), and
+    linking that rewrite made every link_only level add its rewrites again (~5 % slower per point
+    with all three wrappers link_only, session 5). A re-optimising caller gets numba's module.
     Without fastmath LLVM keeps floating-point semantics at any optimisation level, so results are
     the same bits (the golden and fingerprint tests).
 
@@ -436,7 +438,6 @@ jit_inline = njit(nogil=True, fastmath=False, boundscheck=False, error_model="nu
 # cost of an arrival or a departure. An allocation inside one of these is a compile error.
 jit_noalloc = njit(nogil=True, fastmath=False, boundscheck=False, error_model="numpy", _nrt=False)
 
-# a middle entry that only allocates state and calls the kernel below: its module does not
-# re-optimise the callees' code (see _link_only_entries_once). Not for a kernel that is called
-# from Python: the code that runs is the top-level module's, and its -O3 round is worth ~5 % per point
+# an entry that only allocates state and calls the kernel below: its module does not re-optimise
+# the callees' code (see _link_only_entries_once); the code that runs is the callee's own -O3 code
 jit_entry = njit(nogil=True, fastmath=False, boundscheck=False, error_model="numpy", link_only=True)
