@@ -316,6 +316,8 @@ def main() -> None:
                 print(f"    uninterrupted run: {r['wall_s']:.0f} s ({r['points'] / r['wall_s'] / args.workers:.0f} "
                       f"points/s per core), driver peak RSS {r['rss_driver_MiB']:.0f} MiB", flush=True)
             resume_check(sp, ref, work, args.workers)
+        if not sizes:   # --sizes "" --resume-check: the resume check alone
+            return
         print(f"single-client points of {N_REQUESTS:,} requests (Llama-3.1-8B; device x batching x max_batch_size x "
               "chunk_size x rate); wall time includes cluster start-up and the netCDF write")
         print(f"    {'points':>8}{'wall s':>9}{'points/s':>10}{'/core':>8}{'CPU s':>8}{'pts/CPU-s':>11}"
