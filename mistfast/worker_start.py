@@ -53,8 +53,12 @@ def local_worker_start():
     method = local_start_method()
     with dask.config.set({_CONFIG_KEY: method}):
         if method == "forkserver":
-            _set_preload()
-        yield {"env": {k: v for k, v in os.environ.items() if k.startswith("MISTFAST_")}}
+            try:
+                _set_preload()
+            except (OSError, RuntimeError, ValueError):   # no forkserver here after all: spawn, as before
+                method = "spawn"
+        with dask.config.set({_CONFIG_KEY: method}):
+            yield {"env": {k: v for k, v in os.environ.items() if k.startswith("MISTFAST_")}}
 
 
 def _set_preload() -> None:

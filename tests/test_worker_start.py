@@ -39,6 +39,20 @@ def test_unknown_method_is_one_line_naming_the_variable(monkeypatch):
     assert "MISTFAST_WORKER_START" in msg and "'teleport'" in msg and "spawn" in msg and "\n" not in msg
 
 
+def test_a_forkserver_that_cannot_start_falls_back_to_spawn(monkeypatch):
+    import dask
+
+    import mistfast.worker_start as W
+    monkeypatch.delenv("MISTFAST_WORKER_START", raising=False)
+    monkeypatch.setattr(W, "local_start_method", lambda: "forkserver")
+
+    def broken():
+        raise OSError(24, "Too many open files")
+    monkeypatch.setattr(W, "_set_preload", broken)
+    with W.local_worker_start():
+        assert dask.config.get("distributed.worker.multiprocessing-method") == "spawn"
+
+
 def _worker_view():
     """What a worker process has before it runs any task."""
     import psutil
