@@ -110,6 +110,7 @@ def child_run(spec_path: str, out: str, workers: int, resume: bool) -> dict:
     cpu0 = _cpu_s()
     ds = run_sweep(spec, out, scheduler="processes", workers=workers, resume=resume)
     wall = time.perf_counter() - t0
+    _stop_forkserver()
     cpu = _cpu_s() - cpu0   # the driver's, and its worker processes' (closed with the cluster)
     n, n_invalid = int(ds.attrs["n_points"]), int(ds.attrs["n_invalid"])
     finished = float(ds.n_finished.sum())  # read back through the file, block by block
@@ -121,6 +122,16 @@ def child_run(spec_path: str, out: str, workers: int, resume: bool) -> dict:
             "nc_MiB": Path(out).stat().st_size / 2**20,
             "parts_MiB": sum(p.stat().st_size for p in parts.glob("chunk-*.npz")) / 2**20,
             "chunks": sum(1 for _ in parts.glob("chunk-*.npz"))}
+
+
+def _stop_forkserver() -> None:
+    """Workers forked by a forkserver are its children: their CPU time reaches this process's
+    RUSAGE_CHILDREN only once the server has exited and been reaped (mistfast.worker_start)."""
+    try:
+        from mistfast.worker_start import stop_forkserver
+    except ImportError:   # a checkout without it starts workers with spawn: nothing to stop
+        return
+    stop_forkserver()
 
 
 def _cpu_s() -> float:
@@ -305,6 +316,8 @@ def main() -> None:
                 print(f"    uninterrupted run: {r['wall_s']:.0f} s ({r['points'] / r['wall_s'] / args.workers:.0f} "
                       f"points/s per core), driver peak RSS {r['rss_driver_MiB']:.0f} MiB", flush=True)
             resume_check(sp, ref, work, args.workers)
+        if not sizes:   # --sizes "" --resume-check: the resume check alone
+            return
         print(f"single-client points of {N_REQUESTS:,} requests (Llama-3.1-8B; device x batching x max_batch_size x "
               "chunk_size x rate); wall time includes cluster start-up and the netCDF write")
         print(f"    {'points':>8}{'wall s':>9}{'points/s':>10}{'/core':>8}{'CPU s':>8}{'pts/CPU-s':>11}"

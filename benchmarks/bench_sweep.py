@@ -136,6 +136,7 @@ def child(mode: str, quick: bool, trace: bool, chunk_points: int | None) -> dict
         ds = run_sweep(spec, out, scheduler=mode, workers=2 if mode == "processes" else None,
                        chunk_points=chunk_points)
         wall = time.perf_counter() - t0
+        _stop_forkserver()   # its children, the workers, count once it is reaped
         cpu = _cpu_s() - cpu0
         peak_traced = tracemalloc.get_traced_memory()[1] if trace else None
         if trace:
@@ -151,6 +152,16 @@ def child(mode: str, quick: bool, trace: bool, chunk_points: int | None) -> dict
             "tracemalloc_peak_MiB": None if peak_traced is None else peak_traced / 2**20,
             "nc_MiB": nc_bytes / 2**20, "chunks": parts, "chunk_points": spec.chunk_points if chunk_points is None
             else chunk_points}
+
+
+def _stop_forkserver() -> None:
+    """Workers forked by a forkserver are its children: their CPU time reaches this process's
+    RUSAGE_CHILDREN only once the server has exited and been reaped (mistfast.worker_start)."""
+    try:
+        from mistfast.worker_start import stop_forkserver
+    except ImportError:   # a checkout without it starts workers with spawn: nothing to stop
+        return
+    stop_forkserver()
 
 
 def _cpu_s() -> float:

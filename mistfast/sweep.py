@@ -639,12 +639,16 @@ def _run_distributed(spec, todo, done, scheduler, workers, client, bar, h, annou
     scheduler reruns its tasks; worker processes exit when the driver's process disappears."""
     from distributed import Client
     stack = []
+    start = contextlib.ExitStack()   # how the local cluster starts workers, for as long as it runs
     try:
         if client is None:
             if scheduler == "processes":
                 from distributed import LocalCluster
+
+                from .worker_start import local_worker_start
+                kw = start.enter_context(local_worker_start())
                 cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                                       dashboard_address=":0" if _has_bokeh() else None, silence_logs=40)
+                                       dashboard_address=":0" if _has_bokeh() else None, silence_logs=40, **kw)
                 stack.append(cluster)
                 client = Client(cluster)
             else:
@@ -662,6 +666,7 @@ def _run_distributed(spec, todo, done, scheduler, workers, client, bar, h, annou
     finally:
         for obj in reversed(stack):
             obj.close()
+        start.close()
 
 
 # chunk tasks in flight per worker thread: enough to keep every worker busy while the driver
@@ -802,7 +807,9 @@ def _skeleton_columns(layout: dict, shape: tuple, grid: tuple) -> dict:
     for name, (dtype, trail) in layout.items():
         if dtype == object:  # declared variable-length strings
             dtype = create_vlen_dtype(str)
-        cols[name] = da.empty(shape + trail, dtype=dtype, chunks=grid + tuple((t,) for t in trail))
+        # a fixed name: dask would otherwise hash (tokenize, cloudpickle) every array's creation call
+        cols[name] = da.empty(shape + trail, dtype=dtype, chunks=grid + tuple((t,) for t in trail),
+                              name=f"mistfast-skeleton-{name}")
     return cols
 
 
@@ -850,7 +857,7 @@ def _dataset(spec: SweepSpec, cols: dict, nan_vars: set, n_invalid: int) -> xr.D
     """Variables (numpy or dask arrays shaped like the sweep), coordinates and attrs.
     ``nan_vars``: variables with a NaN somewhere (integer ones then stay float)."""
     dims = spec.dims
-    ds = xr.Dataset()
+    data_vars: dict[str, xr.Variable] = {}   # one Dataset at the end: adding variables one by one re-merges them all each time
     for name, data in cols.items():
         if name.startswith("in_"):
             if data.dtype.kind in "US":
@@ -860,7 +867,7 @@ def _dataset(spec: SweepSpec, cols: dict, nan_vars: set, n_invalid: int) -> xr.D
                      "spec_path": paths.get(name[3:], "")}
             if data.dtype.kind in "fiu":
                 attrs["units"] = coord_attrs(name[3:], paths.get(name[3:]))["units"]
-            ds[name] = xr.Variable(dims, data, attrs=attrs)
+            data_vars[name] = xr.Variable(dims, data, attrs=attrs)
             continue
         v = REGISTRY[name]
         attrs = v.attrs()
@@ -872,7 +879,8 @@ def _dataset(spec: SweepSpec, cols: dict, nan_vars: set, n_invalid: int) -> xr.D
             var = variable(name, data, dims)
         else:
             var = xr.Variable(dims + v.dims, data.astype(v.dtype), attrs=attrs)
-        ds[name] = var
+        data_vars[name] = var
+    ds = xr.Dataset(data_vars)
     coords: dict[str, Any] = {"reject_reason": REJECT_REASONS}
     coords.update({d: labels for d, labels in (sweep_table_labels(spec) or {}).items() if d in ds.dims})
     if "left_out_reason" in ds.dims:

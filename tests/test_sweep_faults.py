@@ -275,6 +275,17 @@ def descendants(pid: int) -> list:
         return []
 
 
+def worker_processes(driver_pid: int) -> list:
+    """The LocalCluster's worker processes: spawned by the driver (``spawn_main``), or forked by
+    its forkserver (mistfast.worker_start: the forkserver's children)."""
+    found = []
+    for p in descendants(driver_pid):
+        cmd = " ".join(p.cmdline())
+        if "spawn_main" in cmd or ("multiprocessing.forkserver" in cmd and p.ppid() != driver_pid):
+            found.append(p)
+    return found
+
+
 def test_killed_worker_then_killed_driver_leave_no_process_and_resume_is_identical(tmp_path):
     """SIGKILL one LocalCluster worker mid-sweep (the nanny replaces it), then SIGKILL the driver:
     every process the sweep started is gone within seconds, and --resume completes the sweep
@@ -287,7 +298,7 @@ def test_killed_worker_then_killed_driver_leave_no_process_and_resume_is_identic
     seen = {}
     try:
         wait_for_parts(parts, 2, proc)
-        workers = [p for p in descendants(proc.pid) if "spawn_main" in " ".join(p.cmdline())]
+        workers = worker_processes(proc.pid)
         assert workers, "no worker processes found"
         workers[0].kill()
         n = len(list(parts.glob("chunk-*.npz")))
