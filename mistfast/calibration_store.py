@@ -135,7 +135,7 @@ def parse_precision(text: Any) -> dict | None:
 def precision_key(prec: Any) -> str:
     """Canonical ``weights/compute/kv/activations`` string of a precision (name, text or dict),
     followed by ``/experts/experts_compute`` when the MoE experts have their own format
-    (gpt-oss: ``bf16/bf16/bf16/bf16/mxfp4/mxfp4``)."""
+    (gpt-oss: ``bf16/bf16/bf16/bf16/mxfp4/fp8``)."""
     p = parse_precision(prec) if not isinstance(prec, Mapping) else dict(prec)
     if p is None:
         raise CalibrationError(f"precision {prec!r}: not recognised")

@@ -8,7 +8,6 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .kernel_counts import extra_taus
 from .specs import DTYPE_BYTES, ClientSpec, LinkSpec
 from .kernels import steptime as K
 
@@ -161,8 +160,6 @@ def _extension_params(client: ClientSpec, prm: np.ndarray, genz: bool, fpeak: fl
     prm[K.P_IMBALANCE] = eff.expert_imbalance
     prm[K.P_STEP_OVH] = (eff.step_overhead_ms + getattr(client, "harness_step_ms", 0.0)) * 1e-3
     prm[K.P_PF_SLOW] = 1.0 / eff.prefill - 1.0
-    if not genz:   # kernels per layer beyond the costed ops (MLA, MoE): mistfast/kernel_counts.py
-        prm[K.P_TAU_EXTRA_DENSE], prm[K.P_TAU_EXTRA_MOE] = extra_taus(m)
     # local attention: correct mode only (GenZ has no windows); MLA and encoders have none
     if m.sliding_window and not genz and m.architecture == "decoder" and not m.is_mla:
         prm[K.P_N_WIN] = m.num_window_layers

@@ -109,13 +109,7 @@ P_DP_ATTN = P_MIST_MEMO + 1
 # t_pf/T prefill takes (1 + s t_pf/T) times its time (calibration: prefill kernels of MoE models
 # reach a small share of the roofline the decode-fitted efficiencies give, docs/calibration.md)
 P_PF_SLOW = P_DP_ATTN + 1
-# kernels per layer beyond the ops costed above (docs/step-model.md, "Kernels per layer"): extra
-# per-op overheads tau of one dense-FFN layer and of one MoE layer (MLA projections and norms,
-# top-k, token sort, activation, combine, shared-expert GEMMs), in units of a dense GQA layer's
-# kernels per costed op (mistfast/kernel_counts.py); 0 for a dense GQA model
-P_TAU_EXTRA_DENSE = P_PF_SLOW + 1
-P_TAU_EXTRA_MOE = P_PF_SLOW + 2
-N_PARAMS = P_PF_SLOW + 3
+N_PARAMS = P_PF_SLOW + 1
 
 # ---- breakdown layout (per device, whole step) ---------------------------------------------
 B_GEMM = 0
@@ -647,12 +641,6 @@ def step_fixed(prm, T, R, t_pf, out):
         if w_sh > 0.0:
             layer_t += _op_at(prm, bdx, CAT_GEMM, n_moe, 2.0 * Ta * w_sh, w_sh * bx + 2.0 * Ta * D * ba, 0.0, 0.0,
                               prm[P_FPEAK_EXPERT])
-
-    # ---- kernels the ops above do not count: tau each, no work (MLA, MoE routing and combine) --
-    tau_extra = prm[P_TAU] * (n_dense * prm[P_TAU_EXTRA_DENSE] + n_moe * prm[P_TAU_EXTRA_MOE])
-    if tau_extra > 0.0 and not genz:
-        bdx[CAT_OTHER] += tau_extra
-        layer_t += tau_extra
 
     # ---- embedding and LM head ---------------------------------------------------------------
     V = prm[P_V]
