@@ -135,7 +135,7 @@ def parse_precision(text: Any) -> dict | None:
 def precision_key(prec: Any) -> str:
     """Canonical ``weights/compute/kv/activations`` string of a precision (name, text or dict),
     followed by ``/experts/experts_compute`` when the MoE experts have their own format
-    (gpt-oss: ``bf16/bf16/bf16/bf16/mxfp4/mxfp4``)."""
+    (gpt-oss: ``bf16/bf16/bf16/bf16/mxfp4/fp8``)."""
     p = parse_precision(prec) if not isinstance(prec, Mapping) else dict(prec)
     if p is None:
         raise CalibrationError(f"precision {prec!r}: not recognised")
@@ -210,6 +210,10 @@ def row_precision(text: Any, model_text: str = "", device_text: str = "") -> dic
     native_fp4 = device is None or _device_has_fp4(device)
     out["experts"] = fmt
     out["experts_compute"] = fmt if native_fp4 else out["activations"]
+    if native_fp4 and base.get("experts") == fmt and base.get("experts_compute"):
+        # the checkpoint's own expert format runs its own MMA: gpt-oss MXFP4 x MXFP8 at the FP8 rate
+        # (data/models.toml); other FP4 rows (NVFP4 / MXFP4 DeepSeek-R1) quantise activations too (W4A4)
+        out["experts_compute"] = base["experts_compute"]
     return out
 
 

@@ -14,8 +14,8 @@ GPT_OSS_TEXT = "MXFP4 (native gpt-oss MoE weights)"
 def test_gpt_oss_row_keeps_attention_bf16():
     p = C.row_precision(GPT_OSS_TEXT, "openai/gpt-oss-120b", "B200")
     assert p == {"weights": "bf16", "compute": "bf16", "kv": "bf16", "activations": "bf16",
-                 "experts": "mxfp4", "experts_compute": "mxfp4"}
-    assert C.precision_key(p) == "bf16/bf16/bf16/bf16/mxfp4/mxfp4"
+                 "experts": "mxfp4", "experts_compute": "fp8"}   # MXFP4 x MXFP8: the FP8 MMA rate (data/models.toml)
+    assert C.precision_key(p) == "bf16/bf16/bf16/bf16/mxfp4/fp8"
     assert C.precision_dict(C.precision_key(p)) == p
     # Hopper has no FP4 tensor cores: the MXFP4 experts are multiplied at 16 bits (W4A16)
     assert C.row_precision(GPT_OSS_TEXT, "openai/gpt-oss-120b", "H100-SXM-80GB")["experts_compute"] == "bf16"
@@ -63,7 +63,7 @@ def _row(**kw):
 def test_validate_row_carries_expert_format_and_layout():
     plan = plan_row(_row())
     assert plan.status == "ok", plan.reason
-    assert plan.precision == "bf16/bf16/bf16/bf16/mxfp4/mxfp4"
+    assert plan.precision == "bf16/bf16/bf16/bf16/mxfp4/fp8"
     client = plan.scenario["clients"][0]
     assert client["precision"]["experts"] == "mxfp4" and client["dp_attention"] is True and "ep" not in client
     plan = plan_row(_row(model="nvidia/DeepSeek-R1-0528-FP4-V2", precision="NVFP4", tp=8, num_accel=8,

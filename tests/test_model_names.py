@@ -65,7 +65,8 @@ def test_client_gets_the_checkpoint_precision_unless_it_sets_one():
     assert c.precision.weights == "bf16"
     # gpt-oss ships MXFP4 experts, BF16 elsewhere (config.json quantization_config)
     c = make_client("openai/gpt-oss-120b", "H100")
-    assert (c.precision.weights, c.precision.experts, c.precision.experts_compute) == ("bf16", "mxfp4", "mxfp4")
+    # (experts multiplied with MXFP8 activations: the FP8 MMA rate, data/models.toml)
+    assert (c.precision.weights, c.precision.experts, c.precision.experts_compute) == ("bf16", "mxfp4", "fp8")
     # a plain catalog key of an older model keeps the old default (bf16)
     assert make_client("deepseek-v3", {"preset": "B200", "memory_GiB": 4000}, tp=8).precision.weights == "bf16"
     # a table with preset = HF id and overrides
