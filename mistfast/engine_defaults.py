@@ -286,6 +286,15 @@ INFERENCEMAX_LAUNCHERS = (
     ("vllm", "gpt-oss-120b", "B200",
      "--gpu-memory-utilization 0.9 --max-num-seqs 512 max-num-batched-tokens: 8192 kv-cache-dtype: fp8",
      "benchmarks/gptoss_fp4_b200_docker.sh"),
+    ("vllm", "gpt-oss-120b", "H100",
+     "--gpu-memory-utilization 0.9 --max-num-seqs {conc} max-num-batched-tokens: 8192",
+     "benchmarks/gptoss_fp4_h100_docker.sh"),
+    ("vllm", "gpt-oss-120b", "H200",
+     "--gpu-memory-utilization 0.9 --max-num-seqs {conc} max-num-batched-tokens: 8192",
+     "benchmarks/gptoss_fp4_h200_slurm.sh"),
+    ("sglang", "DeepSeek-R1", "H200",
+     "--max-running-requests {h200_seqs} --chunked-prefill-size 32768 --mem-fraction-static 0.82",
+     "benchmarks/dsr1_fp8_h200_slurm.sh"),
     ("trtllm-1", "gpt-oss-120b", "B200",
      "--max_batch_size 512 --max_num_tokens 20000 free_gpu_memory_fraction: 0.85 kv-cache-dtype: fp8",
      "benchmarks/gptoss_fp4_b200_trt_slurm.sh"),
@@ -322,6 +331,10 @@ def launcher_flags(source: str, engine: str, model_text: str, device: str, isl: 
             if path.endswith("dsr1_fp4_mi355x_docker.sh") and isl == 8192 and osl == 1024 and concurrency > 32:
                 # the script lowers the prefill chunk for 8k/1k above 32 users
                 flags = flags.replace("--chunked-prefill-size 196608", "--chunked-prefill-size 32768")
+            # (the H100/H200 gpt-oss scripts set --max-num-seqs to the run's concurrency; the H200
+            # DeepSeek-R1 script runs 512 requests at 1k/1k and 256 otherwise)
+            flags = flags.replace("{conc}", str(max(int(concurrency), 1)) if concurrency else "1024")
+            flags = flags.replace("{h200_seqs}", "512" if (isl, osl) == (1024, 1024) else "256")
             return flags, f"{INFERENCEMAX_SOURCE}:{path}"
     return "", ""
 

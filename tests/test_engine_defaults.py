@@ -61,8 +61,8 @@ def test_sglang_mem_fraction_by_hand():
     d = ED.sglang_memory_defaults(180.0, tp=8)
     assert d["chunked_prefill_size"] == 16384
     assert d["mem_fraction_static"] == round((184320 - 27136) / 184320, 3)
-    # A100 80GB tp 1: the 10 GiB floor does not bind (13,440 > 10,240); an 80 GiB device with a
-    # 2048 chunk and 8 graphs: 512 + 3072 + 16 + 128 = 3,728 -> raised to 10,240
+    # an 80 GiB device with a 2048 chunk and 8 graphs: 512 + 3072 + 16 + 128 = 3,728 MiB, raised
+    # to the 10 GiB floor of GPUs above 60 GiB
     d = ED.sglang_memory_defaults(80.0, tp=1, chunk=2048, cuda_graph_max_bs=8)
     assert d["mem_fraction_static"] == round((81920 - 10240) / 81920, 3)
     # before 0.5: by tp alone
@@ -136,6 +136,17 @@ def test_inferencemax_launcher_flags_reach_the_client():
     # a flag in the row's own text wins over the launcher's
     p = V.plan_row(_imax_row(notes="InferenceMAX run; --mem-fraction-static 0.7"))
     assert p.scenario["clients"][0]["scheduler"]["reserved_memory_GiB"] == pytest.approx(0.3 * 288.0)
+
+
+def test_inferencemax_per_run_placeholders():
+    src = "github:gminneci/mantile@x:reconcile/sources/inferencemax/raw/run_1/agg_bmk.json"
+    flags, where = ED.launcher_flags(src, "vllm", "openai/gpt-oss-120b", "H100", 1024, 8192, 64)
+    assert ED.parse_flags(flags)["max_num_seqs"] == 64 and where.endswith("gptoss_fp4_h100_docker.sh")
+    flags, _ = ED.launcher_flags(src, "sglang", "deepseek-ai/DeepSeek-R1-0528", "H200", 1024, 1024, 64)
+    assert ED.parse_flags(flags)["max_running_requests"] == 512
+    flags, _ = ED.launcher_flags(src, "sglang", "deepseek-ai/DeepSeek-R1-0528", "H200", 8192, 1024, 64)
+    assert ED.parse_flags(flags)["max_running_requests"] == 256
+    assert ED.launcher_flags("github:gpustack/gpustack@x", "vllm", "openai/gpt-oss-120b", "H100") == ("", "")
 
 
 def test_trtllm_bench_and_mlperf_rows_keep_their_heuristics():
