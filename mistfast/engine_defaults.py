@@ -350,3 +350,17 @@ def row_settings(engine: str, version: str, client, text: str, *, source: str = 
     if imax_src:
         flags["sources"] = (imax_src,)
     return server_settings(engine, version, client=client, flags=flags)
+
+
+def apply_engine_defaults(client, engine: str, version: str = "", flags: str = ""):
+    """A copy of ``client`` (a ClientSpec) whose scheduler runs as ``engine`` (``vllm``, ``sglang``,
+    ``trtllm-1``) at ``version`` with the command-line ``flags`` given: batch and token limits and
+    the engine's KV-memory rule; an FP8 KV cache (``--kv-cache-dtype fp8``) also sets the KV
+    precision. Raises EngineSettingsError for an engine without a table or a bad flag."""
+    s = server_settings(engine, version, client=client, flags=parse_flags(flags))
+    if s is None:
+        raise EngineSettingsError(f"engine = {engine!r}: no server defaults; known: vllm, sglang, trtllm-1")
+    update = {"scheduler": client.scheduler.model_copy(update=s.scheduler(client.device.memory_GiB))}
+    if s.kv_dtype:
+        update["precision"] = client.precision.model_copy(update={"kv": s.kv_dtype})
+    return client.model_copy(update=update)

@@ -163,3 +163,14 @@ def test_version_tuple():
     assert ED.version_tuple("v0.5.5.post3-rocm700-mi30x") == (0, 5, 5)
     assert ED.version_tuple("") == ()
     assert math.isfinite(ED.activation_GiB(_client("Llama-3.1-8B", "H100").model, 1, 8192, 1.0))
+
+
+def test_apply_engine_defaults_to_a_client():
+    c = _client("Qwen/Qwen3-32B", "H100")
+    v = ED.apply_engine_defaults(c, "vllm", "0.11.0")
+    assert v.scheduler.max_batch_size == 1024 and v.scheduler.chunk_size == 8192
+    assert v.kv_capacity_tokens() < c.kv_capacity_tokens()
+    f = ED.apply_engine_defaults(c, "vllm", "0.11.0", "--kv-cache-dtype fp8")
+    assert f.precision.kv == "fp8" and f.kv_capacity_tokens() == pytest.approx(2 * v.kv_capacity_tokens(), abs=2)
+    with pytest.raises(ED.EngineSettingsError, match="known: vllm"):
+        ED.apply_engine_defaults(c, "tgi")
