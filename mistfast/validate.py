@@ -156,6 +156,43 @@ def offline_scheduler(engine: str, client, isl: int, osl: int) -> dict:
     return {"batching": "chunked", "max_batch_size": 256, "max_batched_tokens": 8192, "chunk_size": 8192}
 
 
+def served_settings(engine: str, client, r: Mapping, isl: int = 0, osl: int = 0, concurrency: int = 0):
+    """The server settings (:mod:`mistfast.engine_defaults`) of a row served by vLLM, SGLang or
+    ``trtllm-serve`` (TensorRT-LLM 1.x): the engine's defaults for its version and device, the
+    InferenceMAX launcher's flags, the flags the row's ``engine``/``notes`` text states; None for
+    other engines and for TensorRT-LLM runs not served by ``trtllm-serve`` (``trtllm-bench`` and
+    MLPerf harnesses keep :func:`trtllm_bench_settings` and the limits of their configs).
+    Raises ``engine_defaults.EngineSettingsError`` for a stated flag the engine would not accept."""
+    from . import engine_defaults as ED
+    engine_text = _txt(r.get("engine"))
+    if engine.startswith("trtllm") and not (engine == "trtllm-1" and "serve" in engine_text.lower()):
+        return None
+    if engine not in ("vllm", "sglang", "trtllm-1"):
+        return None
+    return ED.row_settings(engine, _txt(r.get("engine_version")), client,
+                           engine_text + " " + _txt(r.get("notes")), source=_txt(r.get("source")),
+                           model_text=_txt(r.get("model")), isl=isl, osl=osl, concurrency=concurrency)
+
+
+def engine_scheduler(engine: str, client, r: Mapping, isl: int, osl: int, concurrency: int = 0):
+    """(scheduler fields, server settings or None) of a run row: :func:`offline_scheduler` with the
+    batch, token and KV-memory settings of the engine as the row's benchmark ran it
+    (:func:`served_settings`) on top."""
+    sched = offline_scheduler(engine, client, isl, osl)
+    served = served_settings(engine, client, r, isl, osl, concurrency)
+    if served is not None:
+        sched = {**sched, **served.scheduler(client.device.memory_GiB)}
+    return sched, served
+
+
+def _with_kv_dtype(precision_key: str, kv: str) -> str:
+    """A precision key (weights/compute/kv/activations[/...]) with its KV format replaced."""
+    parts = precision_key.split("/")
+    if kv and len(parts) >= 4:
+        parts[2] = kv
+    return "/".join(parts)
+
+
 # ============================================================================ row plans
 @dataclass
 class RowPlan:
@@ -486,7 +523,9 @@ def plan_row(r: Mapping) -> RowPlan:
         plan = RowPlan(id=_txt(r.get("id")), model_text=_txt(r.get("model")), hardware_text=_txt(r.get("hardware")),
                        engine_text=_txt(r.get("engine")), metric=_txt(r.get("metric")),
                        measured=C._num(r.get("value"), float("nan")), group=group_of(r))
-        plan.unsupported(f"row could not be planned: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+        from .engine_defaults import EngineSettingsError
+        plan.unsupported(str(exc) if isinstance(exc, EngineSettingsError) else
+                         f"row could not be planned: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
     plan.source_text = _txt(r.get("source"))
     plan.source_doc = source_document(plan.source_text)
     plan.run_key = run_key_of(r)
@@ -613,19 +652,20 @@ def _plan_row(r: Mapping) -> RowPlan:
         plan.concurrency = batch
         sched = {"batching": "static", "max_batch_size": batch,
                  "max_batched_tokens": max(batch * plan.isl, plan.isl, 8192)}
+        served = None
         workload["arrival"] = {"process": "offline"}
     elif ("concurren" in wl or "closed" in wl or "closed" in rr_txt) and batch is not None:
         plan.workload_kind = "closed loop"
         plan.concurrency = batch
         n = _closed_loop_requests(wl, n_meas, batch, inferencemax_prompts_per_user(
             _txt(r.get("source")), plan.model, plan.device, plan.osl))
-        sched = offline_scheduler(plan.engine, client, plan.isl, plan.osl)
+        sched, served = engine_scheduler(plan.engine, client, r, plan.isl, plan.osl, batch)
         workload["arrival"] = {"process": "closed_loop", "concurrency": batch}
     elif "offline" in wl or rr_txt.startswith("inf") or rr_txt.startswith("offline"):
         plan.workload_kind = "offline"
         # a stated count is the whole endpoint's (MLPerf samples_per_query); n is per replica
         n = min(-(-n_meas // plan.dp) if n_meas else DEFAULT_OFFLINE_REQUESTS, MAX_SIM_REQUESTS)
-        sched = offline_scheduler(plan.engine, client, plan.isl, plan.osl)
+        sched, served = engine_scheduler(plan.engine, client, r, plan.isl, plan.osl)
         if batch is not None:  # a fixed batch size given by the row
             sched["max_batch_size"] = batch
         workload["arrival"] = {"process": "offline"}
@@ -636,7 +676,7 @@ def _plan_row(r: Mapping) -> RowPlan:
         plan.concurrency = batch
         n = _closed_loop_requests(wl, n_meas, batch, inferencemax_prompts_per_user(
             _txt(r.get("source")), plan.model, plan.device, plan.osl))
-        sched = offline_scheduler(plan.engine, client, plan.isl, plan.osl)
+        sched, served = engine_scheduler(plan.engine, client, r, plan.isl, plan.osl, batch)
         workload["arrival"] = {"process": "closed_loop", "concurrency": batch}
     elif rate is not None and math.isfinite(rate) and rate > 0:
         plan.workload_kind = "poisson"
@@ -645,7 +685,7 @@ def _plan_row(r: Mapping) -> RowPlan:
         n = min(n_meas, MAX_STATED_REQUESTS) if n_meas else min(max(int(rate * 120), 500), MAX_SIM_REQUESTS)
         # (a disaggregated row's pools are not data-parallel copies of one engine: simulated as issued)
         steady = loadgen_steady_state(n_meas, rate, plan.dp) if n_meas and plan.disagg is None else None
-        sched = offline_scheduler(plan.engine, client, plan.isl, plan.osl)
+        sched, served = engine_scheduler(plan.engine, client, r, plan.isl, plan.osl)
         workload["arrival"] = {"process": "poisson", "rate_rps": rate}
         if steady is not None:
             n = steady.num_requests
@@ -655,6 +695,10 @@ def _plan_row(r: Mapping) -> RowPlan:
     else:
         return plan.unsupported(f"workload {r.get('workload')!r} with request rate {r.get('request_rate')!r} "
                                 "is not a recognised kind (offline, static batch, fixed concurrency, Poisson rate)")
+    if served is not None:   # the engine's KV format and continuous decode steps as the run set them
+        plan.scheduler_steps = max(plan.scheduler_steps, served.decode_steps)
+        if served.kv_dtype:
+            plan.precision = _with_kv_dtype(plan.precision, served.kv_dtype)
     limits = engine_limits_from_notes(_txt(r.get("notes")), plan.tp)
     if limits and plan.workload_kind != "static batch":
         sched = {**sched, **limits}

@@ -1,0 +1,176 @@
+"""Engine server settings (mistfast.engine_defaults) against hand arithmetic from the engines' rules."""
+import math
+
+import pytest
+
+from mistfast import calibration as C
+from mistfast import engine_defaults as ED
+from mistfast import validate as V
+
+GiB = 2**30
+
+
+def _client(model, device, tp=1, prec="bf16/bf16/bf16/bf16"):
+    return C._client_cached(C.resolve_model(model), device, tp, 1, prec)
+
+
+def _with_scheduler(client, fields):
+    return client.model_copy(update={"scheduler": client.scheduler.model_copy(update=fields)})
+
+
+def test_qwen3_32b_vllm_kv_tokens_by_hand():
+    # Qwen3-32B (config.json: hidden 5120, 64 layers, 64 q / 8 kv heads of 128, FFN 25600, vocab
+    # 151936, untied embeddings): per layer 5120*(64+2*8)*128 + 64*128*5120 + 3*5120*25600
+    # = 487,587,840 parameters; x 64 + 2 * 151936 * 5120 = 32,761,446,400 parameters, BF16.
+    weights = 32_761_446_400 * 2
+    # vLLM: KV = 0.9 * 80 GiB - weights - activation peak; activation = 1 GiB (non-torch) + 8192
+    # tokens x (2*25600 + 4*5120) x 2 bytes
+    act = 1 * GiB + 8192 * (2 * 25600 + 4 * 5120) * 2
+    kv_bytes = 0.9 * 80 * GiB - weights - act
+    per_token = 2 * 8 * 128 * 64 * 2            # K and V, 8 heads x 128, 64 layers, 2 bytes
+    expected = int(kv_bytes // per_token)
+    c = _client("Qwen/Qwen3-32B", "H100")
+    s = ED.server_settings("vllm", "v0.11.0", client=c)
+    got = _with_scheduler(c, s.scheduler(c.device.memory_GiB)).kv_capacity_tokens()
+    assert abs(got - expected) <= 1
+    # the old rule 0.95 * (80 GiB - weights - 3.5 GiB) gave 1.65 x as many tokens
+    old = int(0.95 * (80 * GiB - weights - 3.5 * GiB) // per_token)
+    assert c.kv_capacity_tokens() == pytest.approx(old, abs=1)
+    assert 1.6 < old / got < 1.7
+
+
+@pytest.mark.parametrize("device,version,seqs,tokens", [
+    ("H100", "v0.11.2", 1024, 8192),     # >= 70 GiB, not an A100
+    ("B200", "v0.13.0", 1024, 8192),
+    ("A100", "v0.10.2", 256, 2048),      # the A100 exception
+    ("H100", "0.6.0", 256, 8192),        # V0 engine
+])
+def test_vllm_batch_defaults(device, version, seqs, tokens):
+    s = ED.server_settings("vllm", version, device_name=device,
+                           device_memory_GiB=C._client_cached("llama-3.1-8b", device, 1, 1,
+                                                              "bf16/bf16/bf16/bf16").device.memory_GiB)
+    assert (s.max_num_seqs, s.token_budget) == (seqs, tokens)
+
+
+def test_sglang_mem_fraction_by_hand():
+    # H100, tp 1: reserved = 512 + 1.5 * 8192 + 2 * 256 + 1024 * 1/8 = 13,440 MiB of 81,920
+    d = ED.sglang_memory_defaults(80.0, tp=1)
+    assert d["chunked_prefill_size"] == 8192 and d["cuda_graph_max_bs"] == 256
+    assert d["mem_fraction_static"] == round((81920 - 13440) / 81920, 3) == 0.836
+    # B200 (180 GiB), tp 8: chunk 16384, graphs 512: 512 + 24576 + 1024 + 1024 = 27,136 MiB
+    d = ED.sglang_memory_defaults(180.0, tp=8)
+    assert d["chunked_prefill_size"] == 16384
+    assert d["mem_fraction_static"] == round((184320 - 27136) / 184320, 3)
+    # an 80 GiB device with a 2048 chunk and 8 graphs: 512 + 3072 + 16 + 128 = 3,728 MiB, raised
+    # to the 10 GiB floor of GPUs above 60 GiB
+    d = ED.sglang_memory_defaults(80.0, tp=1, chunk=2048, cuda_graph_max_bs=8)
+    assert d["mem_fraction_static"] == round((81920 - 10240) / 81920, 3)
+    # before 0.5: by tp alone
+    s = ED.server_settings("sglang", "v0.4.1", device_name="H200", device_memory_GiB=141.0, tp=8)
+    assert s.memory_fraction == 0.81 and s.token_budget == 8192
+
+
+def test_sglang_kv_pool_is_fraction_of_total_minus_weights():
+    c = _client("Llama-3.1-8B", "H100")
+    s = ED.server_settings("sglang", "v0.5.5", client=c)
+    got = _with_scheduler(c, s.scheduler(c.device.memory_GiB)).kv_capacity_tokens()
+    expected = int((0.836 * 80 * GiB - c.weight_bytes_device()) // c.kv_bytes_per_token_device())
+    assert abs(got - expected) <= 1
+
+
+def test_trtllm_serve_defaults_and_free_fraction():
+    c = _client("Llama-3.1-8B", "H100")
+    s = ED.server_settings("trtllm-1", "1.2.0rc1", client=c)
+    assert (s.max_num_seqs, s.token_budget, s.memory_fraction) == (2048, 8192, 0.9)
+    got = _with_scheduler(c, s.scheduler(c.device.memory_GiB)).kv_capacity_tokens()
+    act = 1 * GiB + 8192 * (2 * 14336 + 4 * 4096) * 2     # Llama-3.1-8B: FFN 14336, hidden 4096
+    expected = int(0.9 * (80 * GiB - c.weight_bytes_device() - act) // c.kv_bytes_per_token_device())
+    assert abs(got - expected) <= 1
+
+
+def test_parse_flags_spellings():
+    f = ED.parse_flags("vllm serve --max-num-seqs 512 --max_num_batched_tokens=4096 "
+                       "mem-fraction-static: 0.8 --kv-cache-dtype fp8_e4m3 --max_batch_size 64")
+    assert f == {"max_num_seqs": 512, "max_num_batched_tokens": 4096, "mem_fraction_static": 0.8,
+                 "kv_dtype": "fp8", "max_batch_size": 64}
+    assert ED.parse_flags("--max-model-len 32768 --async-scheduling") == {}
+
+
+@pytest.mark.parametrize("text,flag", [("--gpu-memory-utilization 1.5", "gpu-memory-utilization"),
+                                       ("--max-num-seqs 0", "max-num-seqs")])
+def test_bad_flag_is_one_clear_line(text, flag):
+    with pytest.raises(ED.EngineSettingsError, match=flag):
+        ED.parse_flags(text)
+    row = {"id": "x", "source": "test", "engine": f"vLLM (vllm serve; flags: {text})", "engine_version": "v0.11.0",
+           "model": "Llama-3.1-8B", "precision": "bf16", "hardware": "H100", "tp": 1, "pp": 1,
+           "workload": "fixed concurrency", "isl": 128, "osl": 128, "batch_or_concurrency": 8,
+           "request_rate": "inf (closed loop)", "metric": "output_tok_s", "value": 100.0, "notes": ""}
+    p = V.plan_row(row)
+    assert p.status == "unsupported" and flag in p.reason and "\n" not in p.reason
+
+
+def _imax_row(**kw):
+    row = {"id": "i", "source": "github:gminneci/mantile@72ff84e:reconcile/sources/inferencemax/raw/run_1/agg_bmk.json",
+           "engine": "SGLang (sglang.launch_server)", "engine_version": "v0.5.6.post1-rocm700-mi35x",
+           "model": "amd/DeepSeek-R1-0528-MXFP4-Preview", "precision": "MXFP4", "hardware": "MI355X",
+           "num_accel": 8, "tp": 8, "pp": 1,
+           "workload": "closed loop at max concurrency, request rate inf; ~10x concurrency prompts",
+           "isl": 8192, "osl": 1024, "batch_or_concurrency": 64, "request_rate": "inf (closed loop)",
+           "metric": "output_tok_s", "value": 1000.0, "notes": "InferenceMAX actions run 1; runner mi355x"}
+    row.update(kw)
+    return row
+
+
+def test_inferencemax_launcher_flags_reach_the_client():
+    p = V.plan_row(_imax_row())
+    assert p.status == "ok", p.reason
+    sched = p.scenario["clients"][0]["scheduler"]
+    # dsr1_fp4_mi355x_docker.sh: 8k/1k above 32 users -> chunk 32768; mem-fraction-static 0.8;
+    # 4 continuous decode steps; FP8 KV cache
+    assert sched["chunk_size"] == 32768 and sched["kv_memory_fraction"] == 1.0
+    assert sched["reserved_memory_GiB"] == pytest.approx(0.2 * 288.0)
+    assert p.scheduler_steps == 4
+    assert p.precision.split("/")[2] == "fp8"
+    p = V.plan_row(_imax_row(batch_or_concurrency=16))
+    assert p.scenario["clients"][0]["scheduler"]["chunk_size"] == 196608
+    # a flag in the row's own text wins over the launcher's
+    p = V.plan_row(_imax_row(notes="InferenceMAX run; --mem-fraction-static 0.7"))
+    assert p.scenario["clients"][0]["scheduler"]["reserved_memory_GiB"] == pytest.approx(0.3 * 288.0)
+
+
+def test_inferencemax_per_run_placeholders():
+    src = "github:gminneci/mantile@x:reconcile/sources/inferencemax/raw/run_1/agg_bmk.json"
+    flags, where = ED.launcher_flags(src, "vllm", "openai/gpt-oss-120b", "H100", 1024, 8192, 64)
+    assert ED.parse_flags(flags)["max_num_seqs"] == 64 and where.endswith("gptoss_fp4_h100_docker.sh")
+    flags, _ = ED.launcher_flags(src, "sglang", "deepseek-ai/DeepSeek-R1-0528", "H200", 1024, 1024, 64)
+    assert ED.parse_flags(flags)["max_running_requests"] == 512
+    flags, _ = ED.launcher_flags(src, "sglang", "deepseek-ai/DeepSeek-R1-0528", "H200", 8192, 1024, 64)
+    assert ED.parse_flags(flags)["max_running_requests"] == 256
+    assert ED.launcher_flags("github:gpustack/gpustack@x", "vllm", "openai/gpt-oss-120b", "H100") == ("", "")
+
+
+def test_trtllm_bench_and_mlperf_rows_keep_their_heuristics():
+    c = _client("Llama-3.1-8B", "H100")
+    row = {"engine": "TensorRT-LLM (trtllm-bench, PyTorch backend)", "engine_version": "v1.0", "notes": ""}
+    assert V.served_settings("trtllm-1", c, row, 128, 128) is None
+    row = {"engine": "TensorRT-LLM (trtllm-serve; default flags)", "engine_version": "v1.2.0rc1", "notes": ""}
+    assert V.served_settings("trtllm-1", c, row, 128, 128).max_num_seqs == 2048
+    assert V.served_settings("atom-amd", c, {"engine": "ATOM"}, 128, 128) is None
+
+
+def test_version_tuple():
+    assert ED.version_tuple("v0.11.2 (container vllm/vllm-openai:v0.11.2)") == (0, 11, 2)
+    assert ED.version_tuple("v0.5.5.post3-rocm700-mi30x") == (0, 5, 5)
+    assert ED.version_tuple("") == ()
+    assert math.isfinite(ED.activation_GiB(_client("Llama-3.1-8B", "H100").model, 1, 8192, 1.0))
+
+
+def test_apply_engine_defaults_to_a_client():
+    c = _client("Qwen/Qwen3-32B", "H100")
+    v = ED.apply_engine_defaults(c, "vllm", "0.11.0")
+    assert v.scheduler.max_batch_size == 1024 and v.scheduler.chunk_size == 8192
+    assert v.kv_capacity_tokens() < c.kv_capacity_tokens()
+    f = ED.apply_engine_defaults(c, "vllm", "0.11.0", "--kv-cache-dtype fp8")
+    assert f.precision.kv == "fp8" and f.kv_capacity_tokens() == pytest.approx(2 * v.kv_capacity_tokens(), abs=2)
+    with pytest.raises(ED.EngineSettingsError, match="known: vllm"):
+        ED.apply_engine_defaults(c, "tgi")
