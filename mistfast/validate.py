@@ -201,6 +201,8 @@ class RowPlan:
     replica_scale: int = 1  # rate metrics x this: one of that many identical replicas was simulated (loadgen_steady_state)
     run_key: str = ""       # the benchmark run the row is one metric of (RUN_KEY_FIELDS)
     loadgen: bool = False   # measured by MLPerf LoadGen inside the harness process (no client-side TTFT overhead)
+    benchmark_client: str = ""   # the tool that measured the row (mistfast.bench_clients.benchmark_client)
+    itl_per_chunk: bool = False  # an ITL row over pooled per-chunk gaps (vllm bench serve, sglang.bench_serving)
 
     @property
     def client_key(self) -> str:
@@ -452,6 +454,16 @@ def streamed_tokens_per_chunk(metric: str, text: str) -> int:
     return num_scheduler_steps(text) if metric.startswith("itl") else 1
 
 
+def _apply_benchmark_client(plan: RowPlan, r: Mapping) -> None:
+    """The row's benchmark client and, for a client whose ITL pools per-chunk gaps, the pooled
+    statistic as the predicted value (docs/measurements.md, "Benchmark clients")."""
+    from . import bench_clients as B
+    plan.benchmark_client = B.benchmark_client(r)
+    plan.itl_per_chunk = B.itl_per_chunk(plan.metric, plan.benchmark_client) and plan.value_key in B.CHUNK_ITL_KEYS
+    if plan.itl_per_chunk:
+        plan.value_key = B.CHUNK_ITL_KEYS[plan.value_key]
+
+
 def num_scheduler_steps(text: str) -> int:
     """N of vLLM's multi-step scheduling (``--num-scheduler-steps N``) stated in a row's text, else 1."""
     m = re.search(r"--num[-_]scheduler[-_]steps[ =](\d+)", text)
@@ -598,6 +610,7 @@ def _plan_row(r: Mapping) -> RowPlan:
     n_meas = n_meas or _stated_prompt_count(wl)
     flags = _txt(r.get("engine")) + " " + _txt(r.get("notes"))
     plan.tokens_per_chunk = streamed_tokens_per_chunk(metric, flags)
+    _apply_benchmark_client(plan, r)
     plan.scheduler_steps = num_scheduler_steps(flags)
     rate = C._num(rr_txt, None)
     workload: dict[str, Any] = {"input": {"dist": "fixed", "value": plan.isl},
@@ -765,11 +778,19 @@ def _predict_runs(plans: list[RowPlan], points: list, clients: list) -> tuple[np
     if not plans:
         return np.zeros(0), np.zeros(0)
     pts = [dataclasses.replace(pt, client=c) for pt, c in zip(points, clients)]
-    res = run_points(pts, parallel=len(pts) > 1)
+    logged = [q for q, p in enumerate(plans) if p.itl_per_chunk]   # need the step log (bench_clients)
+    plain = [q for q in range(len(plans)) if not plans[q].itl_per_chunk]
+    summaries: dict[int, dict] = {}
+    if plain:
+        res = run_points([pts[q] for q in plain], parallel=len(plain) > 1)
+        summaries.update((q, C._run_summary(res, j)) for j, q in enumerate(plain))
+    if logged:
+        from .bench_clients import simulate_with_chunk_itl
+        summaries.update(zip(logged, simulate_with_chunk_itl([pts[q] for q in logged])))
     out = np.full(len(plans), np.nan)
-    outside = np.asarray(res["summary"].get("steps_outside_calibration", np.zeros(len(pts))), dtype=float)
+    outside = np.array([float(summaries[q].get("steps_outside_calibration", 0.0)) for q in range(len(plans))])
     for q, p in enumerate(plans):
-        s = C._run_summary(res, q)
+        s = summaries[q]
         out[q] = plan_value(p, s) + client_side_ms(p, pts[q].client) + first_wave_ms_term(p, pts[q].client)
         _note_unfinished(p, s)
     return out, outside
@@ -955,12 +976,20 @@ def multistep_admission_wait_ms(p: RowPlan, summary: Mapping) -> float:
 def plan_value(p: RowPlan, summary: Mapping) -> float:
     """The row's metric from a run summary: per device when the metric says so; $ per 1M tokens
     = price per device-hour x devices / (tokens/s x 3600) x 1e6."""
-    v = float(summary[p.value_key]) * p.tokens_per_chunk + multistep_admission_wait_ms(p, summary)
+    key = p.value_key
+    if p.itl_per_chunk and key not in summary:   # a run without step log (the fit's pass): not fitted, see validate()
+        key = next(k for k, v in _chunk_itl_keys().items() if v == key)
+    v = float(summary[key]) * p.tokens_per_chunk + multistep_admission_wait_ms(p, summary)
     if p.value_key in REPLICA_RATE_KEYS:   # one simulated replica stands for replica_scale of them
         v *= p.replica_scale
     if p.metric in COST_METRICS:
         return p.price_usd_per_hour * p.n_devices / (v * 3600.0) * 1e6 if v > 0 else float("inf")
     return v / p.n_devices if p.per_device else v
+
+
+def _chunk_itl_keys() -> dict:
+    from .bench_clients import CHUNK_ITL_KEYS
+    return CHUNK_ITL_KEYS
 
 
 def low_load_ttft(p: RowPlan) -> bool:
@@ -1193,6 +1222,12 @@ def validate(measurements_csv, out_dir: str | Path, *, calibrate: bool = True, c
     for p, ro in zip(runs, run_obs):
         pred_u[p.id] = ro.ref_value
         _note_unfinished(p, ro.ref_summary)
+    # pooled per-chunk ITL rows need the step log of their own run (the logged pass above keeps
+    # only compressed batches): simulated again with the analytical clients
+    chunk_rows = [(p, pt) for p, pt in zip(runs, points) if p.itl_per_chunk]
+    if chunk_rows:
+        v, _ = _predict_runs([p for p, _ in chunk_rows], [pt for _, pt in chunk_rows], [pt.client for _, pt in chunk_rows])
+        pred_u.update(zip((p.id for p, _ in chunk_rows), v))
     # disaggregated rows: simulated as pipelines, predicted but not fitted (the efficiency fit
     # re-costs single-client batch logs)
     pred_u.update(_predict_pipelines(pipes)[0])
@@ -1214,7 +1249,8 @@ def validate(measurements_csv, out_dir: str | Path, *, calibrate: bool = True, c
     ttft_fitted = ttft_fit_rows(runs)
     ro_of = {p.id: ro for p, ro in zip(runs, run_obs) if p.status == "ok"
              and (not p.metric.startswith("ttft") or p.id in ttft_fitted)
-             and not C.latency_set_by_policy(p.metric, p.group) and not _estimated_lengths(p)}
+             and not C.latency_set_by_policy(p.metric, p.group) and not _estimated_lengths(p)
+             and not p.itl_per_chunk}   # pooled per-chunk gaps are not a ratio of re-costed step totals
 
     def fit_on(keep, predicts=None, corrections_for_runs: bool = True) -> C.Calibration:
         with warnings.catch_warnings(record=True) as caught:
