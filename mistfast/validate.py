@@ -460,8 +460,6 @@ def _apply_benchmark_client(plan: RowPlan, r: Mapping) -> None:
     from . import bench_clients as B
     plan.benchmark_client = B.benchmark_client(r)
     plan.itl_per_chunk = B.itl_per_chunk(plan.metric, plan.benchmark_client) and plan.value_key in B.CHUNK_ITL_KEYS
-    if plan.itl_per_chunk:
-        plan.value_key = B.CHUNK_ITL_KEYS[plan.value_key]
 
 
 def num_scheduler_steps(text: str) -> int:
@@ -977,8 +975,10 @@ def plan_value(p: RowPlan, summary: Mapping) -> float:
     """The row's metric from a run summary: per device when the metric says so; $ per 1M tokens
     = price per device-hour x devices / (tokens/s x 3600) x 1e6."""
     key = p.value_key
-    if p.itl_per_chunk and key not in summary:   # a run without step log (the fit's pass): not fitted, see validate()
-        key = next(k for k, v in _chunk_itl_keys().items() if v == key)
+    if p.itl_per_chunk and _chunk_itl_keys()[key] in summary:
+        # pooled per-chunk gaps (bench_clients); a run simulated without step log (the fit's
+        # reference pass, where these rows are not fitted) has only the per-request statistic
+        key = _chunk_itl_keys()[key]
     v = float(summary[key]) * p.tokens_per_chunk + multistep_admission_wait_ms(p, summary)
     if p.value_key in REPLICA_RATE_KEYS:   # one simulated replica stands for replica_scale of them
         v *= p.replica_scale
