@@ -381,13 +381,18 @@ def _apply_mlperf_harness(plan: RowPlan, r: Mapping, sched: dict) -> dict:
 def _closed_loop_requests(wl: str, n_meas: int, concurrency: int, prompts_per_user: int = 0) -> int:
     """Requests to simulate for a fixed-concurrency row: the measured count, else ``k`` x the
     concurrency when the workload says ``num-prompts Kx concurrency`` (or the launcher's
-    ``prompts_per_user``, :func:`inferencemax_prompts_per_user`), else 20x (at least 200).
+    ``prompts_per_user``, :func:`inferencemax_prompts_per_user`), else 20x (at least 200). A
+    stated count alone (``--num-prompts N``) is simulated as stated.
 
     A stated ``k`` x C is simulated exactly, without a floor: the first wave (the C prompts sent at
     t = 0) is C/N of the requests, and it sets the mean and the p99 of TTFT (docs/calibration.md,
     "The TTFT tail of closed loops"); 100 requests instead of the 40 of a 4-user run cut its
     weight in the mean by 2.5x and moved the p99 out of it."""
     k = re.search(r"(?:num[-_ ]prompts\s+|~)(\d+)\s*x\s*concurrency", wl)
+    if n_meas and not (prompts_per_user or k):
+        # the client sent exactly this many prompts (``--num-prompts N``): its first wave is C of
+        # N, whatever N is (GPUStack: 100 prompts at 1-8 users, simulated as 200 before)
+        return min(n_meas, MAX_SIM_REQUESTS)
     if prompts_per_user or k:
         per_user = prompts_per_user or int(k.group(1))
         return min(max(n_meas, per_user * concurrency), MAX_SIM_REQUESTS)

@@ -121,3 +121,25 @@ def test_simulated_pooled_itl_of_a_static_batch_equals_its_tpot():
     assert s["n_finished"] == 4
     assert s["itl_chunk_mean_ms"] == pytest.approx(s["tpot_mean_ms"], rel=1e-9)
     assert s["itl_chunk_p50_ms"] > 0
+
+
+def test_a_stated_prompt_count_of_a_closed_loop_is_simulated_as_stated():
+    """``vllm bench serve --num-prompts 100 --max-concurrency 4`` sends exactly 100 prompts, 4 of
+    them at t = 0: simulated as 100 (not the 200 floor of rows that state no count)."""
+    row = dict(_GPUSTACK, metric="ttft_p99_ms", batch_or_concurrency=4, request_rate="inf",
+               workload="closed loop at max concurrency 4; ShareGPT prompts with their ShareGPT output lengths; "
+                        "100 prompts (vllm bench serve --backend openai-chat --endpoint /v1/chat/completions "
+                        "--num-prompts 100 --max-concurrency 4)")
+    p = V.plan_row(row)
+    assert (p.status, p.workload_kind, p.concurrency, p.n_requests_sim) == ("ok", "closed loop", 4, 100), p.reason
+    # the p99 of 100 TTFTs interpolates at index 0.99 x 99 = 98.01, inside the top 4 (the first wave)
+    assert V.first_wave_weight(p) == 1.0
+    # its mean carries the first wave as 4 of 100 requests
+    assert V.first_wave_weight(dict_replace(p, "ttft_mean_ms")) == pytest.approx(4 / 100)
+    unstated = V.plan_row(dict(row, workload="closed loop at max concurrency 4; ShareGPT prompts"))
+    assert unstated.n_requests_sim == 200
+
+
+def dict_replace(p, value_key):
+    import dataclasses
+    return dataclasses.replace(p, value_key=value_key)
