@@ -23,8 +23,8 @@ that matters here is the inter-token latency (ITL):
 The pooled per-chunk statistics are computed from the simulated step log: in a step that
 decodes ``n`` requests, each of them receives one token ``dt`` (the step's duration) after its
 previous one, so the pooled gaps are the step durations, each repeated ``n`` times
-(:func:`chunk_itl_stats`). Not represented: a request left out of some steps while it is running
-(preemption), whose gap then spans several steps.
+(:func:`chunk_gaps`). Not represented: a request left out of some steps while it is running
+(preemption, or a scheduler that runs prefills alone), whose gap then spans several steps.
 """
 from __future__ import annotations
 
@@ -96,19 +96,40 @@ def pooled_percentile(values, counts, q: float) -> float:
     return float(v_lo + (pos - lo) * (v_hi - v_lo))
 
 
-def chunk_itl_stats(dt_ms, n_decodes) -> dict:
-    """Pooled per-chunk ITL statistics (summary keys of :data:`CHUNK_ITL_KEYS`) of a step log:
-    ``dt_ms[i]`` the duration of step i, ``n_decodes[i]`` the requests it gave a token. (Chunks of
-    several tokens, vLLM multi-step scheduling, are scaled by ``validate.plan_value``.)"""
+def chunk_gaps(dt_ms, n_decodes) -> tuple[np.ndarray, np.ndarray]:
+    """The pooled per-chunk gaps of one engine's step log as (gap in ms, how many tokens had it):
+    ``dt_ms[i]`` is the duration of step i, ``n_decodes[i]`` the requests it gave a token, each
+    ``dt_ms[i]`` after its previous token. Exact for the engines ``validate`` simulates (chunked
+    batching: every running request decodes in every step, so a step without decodes means none
+    was running -- e.g. a closed-loop user's next prompt after the last one finished); a request
+    left out of steps while running (preemption, or a scheduler that runs prefills alone) would
+    also wait for those steps, which this does not add."""
     dt = np.asarray(dt_ms, dtype=float)
     n = np.asarray(n_decodes, dtype=np.int64)
-    total = n[n > 0].sum()
+    keep = n > 0
+    return dt[keep], n[keep]
+
+
+def chunk_itl_stats(dt_ms, n_decodes) -> dict:
+    """Pooled per-chunk ITL statistics (summary keys of :data:`CHUNK_ITL_KEYS`) of one step log
+    (:func:`chunk_gaps`). (Chunks of several tokens, vLLM multi-step scheduling, are scaled by
+    ``validate.plan_value``.)"""
+    return pooled_chunk_itl_stats([(dt_ms, n_decodes)])
+
+
+def pooled_chunk_itl_stats(logs) -> dict:
+    """:func:`chunk_itl_stats` of several engines' step logs ``[(dt_ms, n_decodes), ...]`` (the
+    data-parallel replicas of one run), their gaps pooled."""
+    parts = [chunk_gaps(*log) for log in logs]
+    v = np.concatenate([p[0] for p in parts])
+    c = np.concatenate([p[1] for p in parts])
+    total = c.sum()
     if total == 0:
         return {k: float("nan") for k in CHUNK_ITL_KEYS.values()}
-    return {"itl_chunk_mean_ms": float((dt * np.maximum(n, 0)).sum() / total),
-            "itl_chunk_p50_ms": pooled_percentile(dt, n, 50.0),
-            "itl_chunk_p90_ms": pooled_percentile(dt, n, 90.0),
-            "itl_chunk_p99_ms": pooled_percentile(dt, n, 99.0)}
+    return {"itl_chunk_mean_ms": float((v * c).sum() / total),
+            "itl_chunk_p50_ms": pooled_percentile(v, c, 50.0),
+            "itl_chunk_p90_ms": pooled_percentile(v, c, 90.0),
+            "itl_chunk_p99_ms": pooled_percentile(v, c, 99.0)}
 
 
 # steps logged per point in one batched call (8 columns x 8 bytes: 4 MiB a point)
@@ -140,7 +161,6 @@ def _summary_with_itl(res: dict, q: int, E) -> dict:
     s = {k: float(np.asarray(v)[q]) if np.asarray(v).ndim == 1 else np.asarray(v)[q]
          for k, v in res["summary"].items()}
     subs = np.flatnonzero(np.asarray(res["steplog_points"]) == q)
-    logs = [res["steplog"][i, :int(res["steps_per_sub"][i])] for i in subs]
-    log = np.concatenate(logs) if logs else np.zeros((0, E.N_LOG))
-    s.update(chunk_itl_stats(log[:, E.L_DT] * 1e3, log[:, E.L_NDEC]))
+    logs = [res["steplog"][i, :int(res["steps_per_sub"][i])] for i in subs] or [np.zeros((0, E.N_LOG))]
+    s.update(pooled_chunk_itl_stats([(g[:, E.L_DT] * 1e3, g[:, E.L_NDEC]) for g in logs]))
     return s

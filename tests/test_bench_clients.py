@@ -143,3 +143,26 @@ def test_a_stated_prompt_count_of_a_closed_loop_is_simulated_as_stated():
 def dict_replace(p, value_key):
     import dataclasses
     return dataclasses.replace(p, value_key=value_key)
+
+
+def test_a_step_without_decodes_adds_nothing_to_the_next_gap():
+    """A closed loop of one user: A's last token, then B's prompt (a step without decodes), then
+    B decodes; under chunked batching nobody was decoding across B's prefill:
+    step  dt  what          tokens
+     1    50  prefill A     A1 at 50
+     2    10  decode A      A2 at 60 (A done)
+     3    40  prefill B     B1 at 100
+     4    10  decode B      B2 at 110
+    gaps: A 10, B 10."""
+    s = B.chunk_itl_stats([50.0, 10.0, 40.0, 10.0], [0, 1, 0, 1])
+    assert (s["itl_chunk_mean_ms"], s["itl_chunk_p50_ms"], s["itl_chunk_p99_ms"]) == (10.0, 10.0, 10.0)
+    assert np.isnan(B.chunk_itl_stats([50.0], [0])["itl_chunk_mean_ms"])
+
+
+def test_replicas_logs_are_pooled():
+    one = (DT_MS, N_DEC)
+    two = B.pooled_chunk_itl_stats([one, ([20.0, 20.0], [3, 3])])
+    # pooled: the 7 gaps of the hand-made timeline + six of 20 ms
+    expect = np.array([10, 40, 10, 10, 10, 10, 10] + [20] * 6, dtype=float)
+    assert two["itl_chunk_mean_ms"] == pytest.approx(expect.mean(), rel=1e-12)
+    assert two["itl_chunk_p50_ms"] == pytest.approx(np.median(expect), rel=1e-12)
