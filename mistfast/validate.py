@@ -238,6 +238,8 @@ class RowPlan:
     replica_scale: int = 1  # rate metrics x this: one of that many identical replicas was simulated (loadgen_steady_state)
     run_key: str = ""       # the benchmark run the row is one metric of (RUN_KEY_FIELDS)
     loadgen: bool = False   # measured by MLPerf LoadGen inside the harness process (no client-side TTFT overhead)
+    benchmark_client: str = ""   # the tool that measured the row (mistfast.bench_clients.benchmark_client)
+    itl_per_chunk: bool = False  # an ITL row over pooled per-chunk gaps (vllm bench serve, sglang.bench_serving)
 
     @property
     def client_key(self) -> str:
@@ -416,13 +418,18 @@ def _apply_mlperf_harness(plan: RowPlan, r: Mapping, sched: dict) -> dict:
 def _closed_loop_requests(wl: str, n_meas: int, concurrency: int, prompts_per_user: int = 0) -> int:
     """Requests to simulate for a fixed-concurrency row: the measured count, else ``k`` x the
     concurrency when the workload says ``num-prompts Kx concurrency`` (or the launcher's
-    ``prompts_per_user``, :func:`inferencemax_prompts_per_user`), else 20x (at least 200).
+    ``prompts_per_user``, :func:`inferencemax_prompts_per_user`), else 20x (at least 200). A
+    stated count alone (``--num-prompts N``) is simulated as stated.
 
     A stated ``k`` x C is simulated exactly, without a floor: the first wave (the C prompts sent at
     t = 0) is C/N of the requests, and it sets the mean and the p99 of TTFT (docs/calibration.md,
     "The TTFT tail of closed loops"); 100 requests instead of the 40 of a 4-user run cut its
     weight in the mean by 2.5x and moved the p99 out of it."""
     k = re.search(r"(?:num[-_ ]prompts\s+|~)(\d+)\s*x\s*concurrency", wl)
+    if n_meas and not (prompts_per_user or k):
+        # the client sent exactly this many prompts (``--num-prompts N``): its first wave is C of
+        # N, whatever N is (GPUStack: 100 prompts at 1-8 users, simulated as 200 before)
+        return min(n_meas, MAX_SIM_REQUESTS)
     if prompts_per_user or k:
         per_user = prompts_per_user or int(k.group(1))
         return min(max(n_meas, per_user * concurrency), MAX_SIM_REQUESTS)
@@ -487,6 +494,14 @@ def streamed_tokens_per_chunk(metric: str, text: str) -> int:
     tokens, so the client sees one chunk of N tokens every N steps: its ITL (time between chunks)
     is N step times, while TPOT stays one step time per token."""
     return num_scheduler_steps(text) if metric.startswith("itl") else 1
+
+
+def _apply_benchmark_client(plan: RowPlan, r: Mapping) -> None:
+    """The row's benchmark client and, for a client whose ITL pools per-chunk gaps, the pooled
+    statistic as the predicted value (docs/measurements.md, "Benchmark clients")."""
+    from . import bench_clients as B
+    plan.benchmark_client = B.benchmark_client(r)
+    plan.itl_per_chunk = B.itl_per_chunk(plan.metric, plan.benchmark_client) and plan.value_key in B.CHUNK_ITL_KEYS
 
 
 def num_scheduler_steps(text: str) -> int:
@@ -637,6 +652,7 @@ def _plan_row(r: Mapping) -> RowPlan:
     n_meas = n_meas or _stated_prompt_count(wl)
     flags = _txt(r.get("engine")) + " " + _txt(r.get("notes"))
     plan.tokens_per_chunk = streamed_tokens_per_chunk(metric, flags)
+    _apply_benchmark_client(plan, r)
     plan.scheduler_steps = num_scheduler_steps(flags)
     rate = C._num(rr_txt, None)
     workload: dict[str, Any] = {"input": {"dist": "fixed", "value": plan.isl},
@@ -809,11 +825,19 @@ def _predict_runs(plans: list[RowPlan], points: list, clients: list) -> tuple[np
     if not plans:
         return np.zeros(0), np.zeros(0)
     pts = [dataclasses.replace(pt, client=c) for pt, c in zip(points, clients)]
-    res = run_points(pts, parallel=len(pts) > 1)
+    logged = [q for q, p in enumerate(plans) if p.itl_per_chunk]   # need the step log (bench_clients)
+    plain = [q for q in range(len(plans)) if not plans[q].itl_per_chunk]
+    summaries: dict[int, dict] = {}
+    if plain:
+        res = run_points([pts[q] for q in plain], parallel=len(plain) > 1)
+        summaries.update((q, C._run_summary(res, j)) for j, q in enumerate(plain))
+    if logged:
+        from .bench_clients import simulate_with_chunk_itl
+        summaries.update(zip(logged, simulate_with_chunk_itl([pts[q] for q in logged])))
     out = np.full(len(plans), np.nan)
-    outside = np.asarray(res["summary"].get("steps_outside_calibration", np.zeros(len(pts))), dtype=float)
+    outside = np.array([float(summaries[q].get("steps_outside_calibration", 0.0)) for q in range(len(plans))])
     for q, p in enumerate(plans):
-        s = C._run_summary(res, q)
+        s = summaries[q]
         out[q] = plan_value(p, s) + client_side_ms(p, pts[q].client) + first_wave_ms_term(p, pts[q].client)
         _note_unfinished(p, s)
     return out, outside
@@ -999,12 +1023,22 @@ def multistep_admission_wait_ms(p: RowPlan, summary: Mapping) -> float:
 def plan_value(p: RowPlan, summary: Mapping) -> float:
     """The row's metric from a run summary: per device when the metric says so; $ per 1M tokens
     = price per device-hour x devices / (tokens/s x 3600) x 1e6."""
-    v = float(summary[p.value_key]) * p.tokens_per_chunk + multistep_admission_wait_ms(p, summary)
+    key = p.value_key
+    if p.itl_per_chunk and _chunk_itl_keys()[key] in summary:
+        # pooled per-chunk gaps (bench_clients); a run simulated without step log (the fit's
+        # reference pass, where these rows are not fitted) has only the per-request statistic
+        key = _chunk_itl_keys()[key]
+    v = float(summary[key]) * p.tokens_per_chunk + multistep_admission_wait_ms(p, summary)
     if p.value_key in REPLICA_RATE_KEYS:   # one simulated replica stands for replica_scale of them
         v *= p.replica_scale
     if p.metric in COST_METRICS:
         return p.price_usd_per_hour * p.n_devices / (v * 3600.0) * 1e6 if v > 0 else float("inf")
     return v / p.n_devices if p.per_device else v
+
+
+def _chunk_itl_keys() -> dict:
+    from .bench_clients import CHUNK_ITL_KEYS
+    return CHUNK_ITL_KEYS
 
 
 def low_load_ttft(p: RowPlan) -> bool:
@@ -1237,6 +1271,12 @@ def validate(measurements_csv, out_dir: str | Path, *, calibrate: bool = True, c
     for p, ro in zip(runs, run_obs):
         pred_u[p.id] = ro.ref_value
         _note_unfinished(p, ro.ref_summary)
+    # pooled per-chunk ITL rows need the step log of their own run (the logged pass above keeps
+    # only compressed batches): simulated again with the analytical clients
+    chunk_rows = [(p, pt) for p, pt in zip(runs, points) if p.itl_per_chunk]
+    if chunk_rows:
+        v, _ = _predict_runs([p for p, _ in chunk_rows], [pt for _, pt in chunk_rows], [pt.client for _, pt in chunk_rows])
+        pred_u.update(zip((p.id for p, _ in chunk_rows), v))
     # disaggregated rows: simulated as pipelines, predicted but not fitted (the efficiency fit
     # re-costs single-client batch logs)
     pred_u.update(_predict_pipelines(pipes)[0])
@@ -1258,7 +1298,8 @@ def validate(measurements_csv, out_dir: str | Path, *, calibrate: bool = True, c
     ttft_fitted = ttft_fit_rows(runs)
     ro_of = {p.id: ro for p, ro in zip(runs, run_obs) if p.status == "ok"
              and (not p.metric.startswith("ttft") or p.id in ttft_fitted)
-             and not C.latency_set_by_policy(p.metric, p.group) and not _estimated_lengths(p)}
+             and not C.latency_set_by_policy(p.metric, p.group) and not _estimated_lengths(p)
+             and not p.itl_per_chunk}   # pooled per-chunk gaps are not a ratio of re-costed step totals
 
     def fit_on(keep, predicts=None, corrections_for_runs: bool = True) -> C.Calibration:
         with warnings.catch_warnings(record=True) as caught:
