@@ -398,12 +398,6 @@ def step_time(prm, pf_past, pf_new, n_pf, n_pf_done, dec_w, dec_s, dec_k, n_dec,
     """
     if prm[P_GENZ] > 0.0:
         return _step_time_genz(prm, pf_past, pf_new, n_pf, dec_w, dec_s, dec_k, n_dec, out)
-    dh = prm[P_DH]
-    hq = prm[P_HQ]
-    hkv = prm[P_HKV]
-    ba = prm[P_BAB]
-    bkv = prm[P_BKVB]
-    mla = prm[P_MLA] > 0.0
 
     # ---- decodes: integer sums (token rows, query-key pairs, KV tokens read) ------------------
     shared_once = prm[P_SHARED_ONCE] > 0.0
@@ -416,6 +410,22 @@ def step_time(prm, pf_past, pf_new, n_pf, n_pf_done, dec_w, dec_s, dec_k, n_dec,
         w_sum += w
         a_ctx += ctx
         a_read += rd
+    return step_time_sums(prm, pf_past, pf_new, n_pf, n_pf_done, w_sum, a_ctx, a_read, dec_w, dec_s, dec_k, n_dec,
+                          out)
+
+
+@jit_noalloc
+def step_time_sums(prm, pf_past, pf_new, n_pf, n_pf_done, w_sum, a_ctx, a_read, dec_w, dec_s, dec_k, n_dec, out):
+    """step_time (not GenZ compat) from the decodes' exact integer sums: token rows w_sum, query-key
+    pairs per head a_ctx, KV tokens read a_read (decode_terms summed); the decode arrays are read
+    only by windowed attention. The engine's lazy decodes keep those sums as the batch changes
+    (kernels/lazy.py); integer sums do not depend on the order, so the step is the same."""
+    dh = prm[P_DH]
+    hq = prm[P_HQ]
+    hkv = prm[P_HKV]
+    ba = prm[P_BAB]
+    bkv = prm[P_BKVB]
+    mla = prm[P_MLA] > 0.0
     t_pf = prefill_tokens(pf_new, n_pf)
     T = t_pf + w_sum
     if T <= 0.0:
