@@ -26,9 +26,11 @@ at which the member joined (its own tokens since: F - j0). The client's slots ar
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .._numba import jit_inline
-from .engine import CHUNKED, MIXED, RUNNING, S_BATCHING, S_BLOCK, S_TOTAL_BLOCKS, _blocks_for
-from .layout import (F_LAZY_T, I_LAZY_CTX, I_LAZY_DONE, I_LAZY_F, I_LAZY_FORM, I_LAZY_LEFT, I_LAZY_N, I_LAZY_READ,
+from .engine import CHUNKED, FINISHED, MIXED, RUNNING, S_BATCHING, S_BLOCK, S_TOTAL_BLOCKS, _blocks_for
+from .layout import (CS_FINISH_STEP_START, F_LAZY_T, F_START, I_NDEC_C, I_NREQ, Q_CUR, I_LAZY_CTX, I_LAZY_DONE, I_LAZY_F, I_LAZY_FORM, I_LAZY_LEFT, I_LAZY_N, I_LAZY_READ,
                      I_LAZY_SHARED, I_LAZY_W, I_NDEC, I_NRUN, I_USED, Q_BLOCKS, Q_COMPUTED, Q_GEN, Q_HIT, Q_IN_STEP,
                      Q_MB, Q_OUT, Q_PF_TARGET, Q_PROMPT)
 
@@ -191,13 +193,75 @@ def _lazy_in_step(c, cli):
 
 
 @jit_inline
-def _lazy_step_end(c, t, req, cli, bat):
-    """c's step holding the members ends at t. Returns True when the members' tokens are emitted by
-    counting (nobody emits its last token); else they are settled first (False: the ordinary
-    emission follows)."""
+def _lazy_members_leave(c, t, req, stg, cli, bat):
+    """The members emitting their last token at t leave (ENGINE_SEMANTICS.md step 4: a lazy client's
+    requests have one stage, so they finish), in one pass that also closes the ranks of the members,
+    their sums and KV ring; the running requests after them close ranks too."""
+    n = cli.ci[c, I_LAZY_N]
+    F = cli.ci[c, I_LAZY_F]
+    F1 = F + 1      # tokens emitted once the step ends
+    b = int(cli.sch[c, S_BLOCK])
+    shared_once = cli.ci[c, I_LAZY_SHARED] > 0
+    dec_req = bat.dec_req[c]
+    dec_w = bat.dec_w[c]
+    dec_s = bat.dec_s[c]
+    dec_k = bat.dec_k[c]
+    run = bat.run[c]
+    left = np.iinfo(np.int64).max
+    k2 = 0
+    for i in range(n):
+        r = dec_req[i]
+        if req.rq[r, Q_OUT] - req.rq[r, Q_GEN] != F1:
+            dec_req[k2] = r
+            dec_w[k2] = dec_w[i]
+            dec_s[k2] = dec_s[i]
+            dec_k[k2] = dec_k[i]
+            bat.run_j1[k2] = bat.run_j1[i]
+            bat.run_amt[k2] = bat.run_amt[i]
+            bat.run_j0[k2] = bat.run_j0[i]
+            run[k2] = r
+            if req.rq[r, Q_OUT] - req.rq[r, Q_GEN] < left:
+                left = req.rq[r, Q_OUT] - req.rq[r, Q_GEN]
+            k2 += 1
+            continue
+        w = int(dec_w[i])
+        s = int(dec_s[i])
+        kf = int(dec_k[i]) + F      # its context at formation F
+        cli.ci[c, I_LAZY_W] -= w
+        cli.ci[c, I_LAZY_CTX] -= w * (s + kf + 1)
+        cli.ci[c, I_LAZY_READ] -= (s if shared_once else s * w) + w * (kf + 1)
+        blocks = req.rq[r, Q_BLOCKS]
+        if bat.run_amt[i] > 0:
+            bat.ring[bat.run_j1[i] % b] -= bat.run_amt[i]
+            if F >= bat.run_j1[i]:
+                blocks += bat.run_amt[i] * ((F - bat.run_j1[i]) // b + 1)
+        req.rq[r, Q_GEN] += F1
+        req.generated[r] += F1
+        req.t_last_tok[r] = t
+        req.rq[r, Q_IN_STEP] = cli.ci[c, I_LAZY_FORM]
+        # as llm_step._finished_leave and stages._leave_stage for a request's last stage
+        cli.ci[c, I_USED] -= blocks
+        req.rq[r, Q_BLOCKS] = 0
+        cli.ci[c, I_NDEC_C] -= 1
+        stg.t_exit[req.rq[r, Q_CUR]] = t
+        cli.ci[c, I_NREQ] -= 1
+        req.status[r] = FINISHED
+        req.t_finish[r] = t
+        if cli.cf[c, F_START] > cli.stats[c, CS_FINISH_STEP_START]:
+            cli.stats[c, CS_FINISH_STEP_START] = cli.cf[c, F_START]
+    n_run = cli.ci[c, I_NRUN]
+    for ii in range(n, n_run):
+        run[k2 + ii - n] = run[ii]
+    cli.ci[c, I_NRUN] = n_run - (n - k2)
+    cli.ci[c, I_LAZY_N] = k2
+    cli.ci[c, I_LAZY_LEFT] = left
+
+
+@jit_inline
+def _lazy_step_end(c, t, req, stg, cli, bat):
+    """c's step holding the members ends at t: they emit their tokens by counting, and those that
+    emitted their last token leave (one pass over the members, only then)."""
     if cli.ci[c, I_LAZY_F] + 1 >= cli.ci[c, I_LAZY_LEFT]:
-        _lazy_settle(c, req, cli, bat)
-        return False
+        _lazy_members_leave(c, t, req, stg, cli, bat)
     cli.ci[c, I_LAZY_DONE] = 1
     cli.cf[c, F_LAZY_T] = t
-    return True

@@ -152,8 +152,10 @@ def _llm_step_end(c, t, req, stg, cli, rte, fl, kv, bat, lp):
     """LLM client c's step ends at t: its outputs are released and routed; c is free to form."""
     cli.cf[c, F_NEXT] = np.inf
     prompt_done, leaving = _prefill_chunks_done(c, t, req, stg, cli, rte, fl, kv, bat, lp)
-    if _lazy_in_step(c, cli) and _lazy_step_end(c, t, req, cli, bat):
-        pass   # lazy decodes (kernels/lazy.py): the members emitted by counting, nobody its last token
+    if _lazy_in_step(c, cli):
+        # lazy decodes (kernels/lazy.py): the step's decodes are the members; those with their last
+        # token leave at once
+        _lazy_step_end(c, t, req, stg, cli, bat)
     elif _decodes_emit(c, t, req, stg, cli, bat):
         leaving = True
     # A prompt completed by the step, its request going on to decode, makes nobody leave: a

@@ -245,13 +245,13 @@ def _run_decodes_ahead(t, plain, req, stg, cli, bat, lp):
 
 
 @jit_inline
-def _lazy_decodes_ok(plain, stg, cli, lp):
+def _lazy_decodes_ok(plain, req, stg, cli, lp):
     """Lazy decodes (kernels/lazy.py) for each client: one plain LLM client (see _one_plain_client)
-    with decode runs on, every stage counting its tokens and having a prompt (so nobody arrives to
+    with decode runs on, one stage per request, every stage counting its tokens and having a prompt (so nobody arrives to
     decode only), not GenZ compat (per-decode grouping), no windowed attention, no MIST emulation,
     no per-step sequence limit, no PP micro-batching, no static batches."""
-    if not plain or not lp.g[G_DECODE_RUNS] > 0.0:
-        return
+    if not plain or not lp.g[G_DECODE_RUNS] > 0.0 or stg.kind.shape[0] != req.arrival.shape[0]:
+        return   # (as many stages as requests: one each, so a request that completes its stage finishes)
     for s in range(stg.kind.shape[0]):
         if not (stg.flags[s] & F_COUNT) or stg.prompt[s] < 1:
             return
@@ -302,7 +302,7 @@ def _event_loop(req, stg, cli, rte, fl, kv, bat, lp):
     drain = lp.g[G_DRAIN] > 0.0
     flow_clock = 0.0   # when the flows' bytes were last brought up to date
     plain = _one_plain_client(stg, cli, lp)
-    _lazy_decodes_ok(plain, stg, cli, lp)
+    _lazy_decodes_ok(plain, req, stg, cli, lp)
     t = 0.0
     while True:
         t_next = _next_event_time(req, cli, fl, lp)
