@@ -208,9 +208,9 @@ def _batch_step_time(c, req, cli, bat):
     bat.bd[ST.X_CALLER] = c   # (step_fixed's memo key)
     if _lazy_in_step(c, cli):
         # lazy decodes: the step's decodes are the members, whose sums the client keeps
+        # (no windowed attention with lazy decodes)
         return ST.step_time_sums(cli.prm[c], bat.pf_past[c], bat.pf_new[c], npf, float(nd), cli.ci[c, I_LAZY_W],
-                                 cli.ci[c, I_LAZY_CTX], cli.ci[c, I_LAZY_READ], bat.dec_w[c], bat.dec_s[c],
-                                 bat.dec_k[c], cli.ci[c, I_NDEC], bat.bd)
+                                 cli.ci[c, I_LAZY_CTX], cli.ci[c, I_LAZY_READ], cli.ci[c, I_NDEC], 0.0, 0.0, bat.bd)
     dt = ST.step_time(cli.prm[c], bat.pf_past[c], bat.pf_new[c], npf, float(nd), bat.dec_w[c], bat.dec_s[c],
                       bat.dec_k[c], cli.ci[c, I_NDEC], bat.bd)
     if cli.prm[c, ST.P_MIST_MEMO] > 0.0:
