@@ -9,8 +9,9 @@ from .engine import (CHUNKED, FCFS, FINISHED, MIXED, R_KV_CAPACITY, R_KV_EXHAUST
                      S_SEQS_PER_STEP, S_STATIC_PAD, S_TOTAL_BLOCKS, S_WATERMARK, SPF, STATIC, WAITING, _blocks_for, _cache_lookup,
                      _cache_touch)
 from .layout import (C_FORM, CS_PREEMPT, CS_RECOMP, G_HASH_BLOCK, I_NDEC, I_NDEC_C, I_NPF, I_NREAL, I_NREQ, I_NRUN,
-                     I_NSTATIC, I_PEND_PF, I_PFTOK, I_LEAVE_CHECK, I_USED, I_WCOUNT, I_WHEAD, I_MB_N, I_MB_REQS, Q_BLOCKS, Q_COMPUTED, Q_FETCHED,
+                     I_NSTATIC, I_PEND_PF, I_PFTOK, I_LEAVE_CHECK, I_LAZY_N, I_USED, I_WCOUNT, I_WHEAD, I_MB_N, I_MB_REQS, Q_BLOCKS, Q_COMPUTED, Q_FETCHED,
                      Q_GEN, Q_HIT, Q_IN_STEP, Q_MB, Q_OUT, Q_PF_TARGET, Q_PROMPT, Q_RESV, Q_WNEXT)
+from .lazy import _place_decodes_lazily
 from .queues import _sort_by_key, _wpush_front, _wremove
 
 
@@ -86,12 +87,13 @@ def _compact_running(c, req, cli, bat):
 
 
 @jit_inline
-def _place_running_decodes(c, form, budget, npf, req, cli, bat):
+def _place_running_decodes(c, form, budget, npf, start, req, cli, bat):
     """The running requests that decode join the batch in running order, growing their KV (and
     preempting the newest others when it does not fit); per-step sequence limit (MIST): at most
-    max_batch_size entries with the npf prefills. Returns (token budget left, preempted, the first
-    index of the running list that may hold a partial prefill: every request before it was seen
-    here and is not running or has its prompt computed)."""
+    max_batch_size entries with the npf prefills. The scan starts at running index start (lazy
+    decodes placed those before it). Returns (token budget left, preempted, the first index of the
+    running list that may hold a partial prefill: every request before it was seen here and is not
+    running or has its prompt computed)."""
     sch = cli.sch[c]
     batching = int(sch[S_BATCHING])
     b = int(sch[S_BLOCK])
@@ -101,7 +103,7 @@ def _place_running_decodes(c, form, budget, npf, req, cli, bat):
     preempted = False
     n_run = cli.ci[c, I_NRUN]
     first_partial = -1   # (the scan's stop when it stops before seeing every request)
-    for ii in range(n_run):
+    for ii in range(start, n_run):
         if cli.ci[c, I_NDEC] >= step_room:
             first_partial = ii if first_partial < 0 else first_partial
             break
@@ -160,6 +162,19 @@ def _place_running_decodes(c, form, budget, npf, req, cli, bat):
         _compact_running(c, req, cli, bat)  # victims may be re-admitted below
         first_partial = 0                   # (the running list changed)
     return budget, preempted, first_partial
+
+
+@jit_inline
+def _place_decodes(c, form, budget, npf, req, cli, bat):
+    """The running decodes join the batch: lazily when c keeps lazy decodes (kernels/lazy.py), the
+    rest (or all, when the lazy placement could not place them) one by one. Returns as
+    _place_running_decodes."""
+    start = 0
+    if cli.ci[c, I_LAZY_N] > 0:
+        done, budget, start = _place_decodes_lazily(c, form, budget, req, cli, bat)
+        if done:
+            return budget, False, start
+    return _place_running_decodes(c, form, budget, npf, start, req, cli, bat)
 
 
 @jit_inline
@@ -380,7 +395,7 @@ def _form_batch(c, t, req, cli, bat, kv, lp):
     for part in range(2):
         if (part == 0) == (batching == CHUNKED):
             if batching == CHUNKED or batching == MIXED or npf == 0:
-                budget, preempted, first_partial = _place_running_decodes(c, form, budget, npf, req, cli, bat)
+                budget, preempted, first_partial = _place_decodes(c, form, budget, npf, req, cli, bat)
             if batching == CHUNKED:
                 budget, npf = _place_partial_prefills(c, form, budget, npf, first_partial, req, cli, bat)
             continue

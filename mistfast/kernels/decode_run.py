@@ -11,7 +11,8 @@ from .engine import (CHUNKED, FCFS, FINISHED, L_DEC_TOKENS, L_DT, L_KV_USED, L_N
                      STATIC)
 from .layout import (C_FORM, C_NLOG, CS_BATCH_SEQS, CS_BATCH_TOKENS, CS_BUSY, CS_DEC_SEQ_S, CS_DEC_SEQS,
                      CS_DEC_TOKENS, CS_FINISH_STEP_START, CS_KV_BLOCK_S, CS_KV_PEAK, CS_RUN_LEAVES, CS_RUN_STEPS,
-                     CS_STEPS, F_COUNT, F_NEXT, F_START, G_CONC, G_DRAIN, G_HORIZON, G_LOG_CAP, G_MAX_SIM, I_MIST,
+                     CS_STEPS, F_COUNT, F_LAZY_T, F_NEXT, F_START, G_CONC, G_DRAIN, G_HORIZON, G_LOG_CAP, G_MAX_SIM, I_LAZY_CTX, I_LAZY_DONE, I_LAZY_F, I_LAZY_FORM, I_LAZY_LEFT, I_LAZY_N,
+                     I_LAZY_OK, I_LAZY_READ, I_LAZY_W, I_MIST,
                      I_NDEC, I_NDEC_C, I_NREAL, I_NREQ, I_NRUN, I_USED, I_WCOUNT, I_WHEAD, LOG_COLS, Q_BLOCKS, Q_CUR,
                      Q_GEN, Q_HIT, Q_IN_STEP, Q_OUT, Q_PROMPT, Q_WNEXT)
 from .llm_step import _add_step_cost
@@ -106,6 +107,7 @@ def _run_entries(c, n_dec, b, req, cli, bat):
             amt = base + w * q1 - b0
         bat.run_j1[i] = j1
         bat.run_amt[i] = amt
+        bat.run_j0[i] = 0
         if j1 <= b and amt == w:
             bat.ring[_ring_slot(j1, b)] += amt
         else:
@@ -155,6 +157,7 @@ def _finishers_leave(c, j, te, t_start, w_sum, a_ctx, a_read, used, req, stg, cl
             dec_k[k2] = dec_k[i]
             bat.run_j1[k2] = bat.run_j1[i]
             bat.run_amt[k2] = bat.run_amt[i]
+            bat.run_j0[k2] = bat.run_j0[i]
             run[k2] = r
             k2 += 1
             continue
@@ -258,6 +261,24 @@ def _run_catch_up_all(c, J, t_start, te, b, n_dec, req, stg, cli, bat, lp):
     cli.cf[c, F_NEXT] = te
 
 
+@jit_inline
+def _run_stays_lazy(c, J0, J, t_start, te, n_dec, w_sum, a_ctx, a_read, left, cli, lp):
+    """Instead of the catch-up: the run's entries stay members of lazy decodes (kernels/lazy.py), their
+    latest formation J (the step in flight), with the run's sums."""
+    cli.ci[c, I_LAZY_N] = n_dec
+    cli.ci[c, I_LAZY_F] = J
+    cli.ci[c, I_LAZY_DONE] = 0
+    cli.ci[c, I_LAZY_FORM] = lp.ctr[C_FORM]
+    cli.ci[c, I_LAZY_W] = w_sum
+    cli.ci[c, I_LAZY_CTX] = a_ctx
+    cli.ci[c, I_LAZY_READ] = a_read
+    cli.ci[c, I_LAZY_LEFT] = left
+    if J > J0:
+        cli.cf[c, F_LAZY_T] = t_start   # the members' last tokens: the end of step J - 1
+        cli.cf[c, F_START] = t_start
+        cli.cf[c, F_NEXT] = te
+
+
 @jit_noalloc
 def _decode_run(c, t_other, req, stg, cli, bat, lp):
     """Advance LLM client c through the decode-only steps that repeat its batch.
@@ -289,24 +310,36 @@ def _decode_run(c, t_other, req, stg, cli, bat, lp):
         return  # windowed attention that still changes from step to step: step by step
     b = int(sch[S_BLOCK])
     total = int(sch[S_TOTAL_BLOCKS])
-    w_sum = np.int64(0)   # not a literal 0: add_window_attention_full would compile twice (docs/kernels.md "Compile time")
-    for i in range(n_dec):
-        w_sum += int(bat.dec_w[c, i])
+    lazy = cli.ci[c, I_LAZY_N] > 0
+    if lazy:
+        # lazy decodes (kernels/lazy.py): the batch is the members, the run's entries already
+        w_sum = cli.ci[c, I_LAZY_W]
+        J0 = cli.ci[c, I_LAZY_F]
+        left = cli.ci[c, I_LAZY_LEFT]
+        j_irregular = np.iinfo(np.int64).max
+        a_ctx = cli.ci[c, I_LAZY_CTX]
+        a_read = cli.ci[c, I_LAZY_READ]
+    else:
+        w_sum = np.int64(0)   # not a literal 0: add_window_attention_full would compile twice (docs/kernels.md "Compile time")
+        for i in range(n_dec):
+            w_sum += int(bat.dec_w[c, i])
+        J0 = 0
     t_age = _oldest_unaged_arrival(c, w_sum, req, cli)
     # A request emitting its last token leaves; the run goes on without it only if its blocks and
     # its sequence slot cannot admit anybody (nobody waits), no closed-loop user is released by it
     # (and _finishers_may_leave). STATIC batches end as a whole instead.
     through_finish = cli.ci[c, I_WCOUNT] == 0 and not lp.g[G_CONC] > 0.0 and int(sch[S_BATCHING]) != STATIC
-    left, j_irregular, a_ctx, a_read = _run_entries(c, n_dec, b, req, cli, bat)
-    if left < 1:
-        # a request with no token left (e.g. a 1-token output after a remote prefill) leaves at the ordinary step
-        return
+    if not lazy:
+        left, j_irregular, a_ctx, a_read = _run_entries(c, n_dec, b, req, cli, bat)
+        if left < 1:
+            # a request with no token left (e.g. a 1-token output after a remote prefill) leaves at the ordinary step
+            return
     # ---- the run: iteration j ends the step in flight at te and forms the same batch again ------
     w_f = _run_fixed_part(c, w_sum, cli, bat)
     used = cli.ci[c, I_USED]
     t_start = cli.cf[c, F_START]
-    J = 0
-    j_slot = 0        # j % b, kept without a division per step
+    J = J0
+    j_slot = J0 % b if J0 > 0 else 0   # j % b, kept without a division per step
     while True:
         j = J + 1
         j_slot = j_slot + 1 if j_slot + 1 < b else 0
@@ -332,6 +365,8 @@ def _decode_run(c, t_other, req, stg, cli, bat, lp):
         if used + grow > total:
             # someone would be preempted: the ordinary step forms this batch. (If requests left
             # just now, that is already done: it applies the step of those that stay.)
+            a_ctx -= w_sum   # (the sums of the step in flight, for lazy decodes)
+            a_read -= w_sum
             break
         used += grow
         lp.ctr[C_FORM] += 1
@@ -342,5 +377,7 @@ def _decode_run(c, t_other, req, stg, cli, bat, lp):
         te = te + dt
         J = j
     cli.ci[c, I_USED] = used  # (requests that left gave their blocks back even when J = 0)
-    if J > 0:
+    if cli.ci[c, I_LAZY_OK] > 0 and j_irregular == np.iinfo(np.int64).max:
+        _run_stays_lazy(c, J0, J, t_start, te, n_dec, w_sum, a_ctx, a_read, left, cli, lp)
+    elif J > 0:
         _run_catch_up_all(c, J, t_start, te, b, n_dec, req, stg, cli, bat, lp)

@@ -82,10 +82,19 @@ I_MB_N, I_MB_HEAD, I_MB_REQS = 23, 24, 25
 # complete its stage without being in a step: the next step end that completes a prompt looks for
 # leavers among all running requests (llm_step._llm_step_end)
 I_LEAVE_CHECK = 26
-N_I = 27
+# Lazy decodes (kernels/lazy.py): I_LAZY_OK 1 when this client may keep its decodes lazy (set once
+# per point); I_LAZY_N the members (0: off); I_LAZY_F the members' latest formation (counted from
+# the run's base); I_LAZY_DONE 1 when that step has ended; I_LAZY_FORM its formation id (C_FORM);
+# the members' token rows, attention sums (query-key pairs, KV tokens read) at that formation and
+# the first formation count at whose step end a member emits its last token; I_LAZY_SHARED 1 when a
+# shared prefix is read once per step (steptime P_SHARED_ONCE)
+I_LAZY_OK, I_LAZY_N, I_LAZY_F, I_LAZY_DONE, I_LAZY_FORM = 27, 28, 29, 30, 31
+I_LAZY_W, I_LAZY_CTX, I_LAZY_READ, I_LAZY_LEFT, I_LAZY_SHARED = 32, 33, 34, 35, 36
+N_I = 37
 F_NEXT, F_START = 0, 1   # client float columns: end of the step in flight, its start
 F_GATE = 2   # PP micro-batching: earliest start of the next micro-batch (kernels/ppipe.py)
-N_F = 3
+F_LAZY_T = 3  # lazy decodes: when the members last emitted a token, s
+N_F = 4
 # ---- loop counters -------------------------------------------------------------------------------------
 C_NFL, C_REL, C_NA, C_FORM, C_NLOG = 0, 1, 2, 3, 4
 N_CTR = 5

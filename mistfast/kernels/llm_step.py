@@ -14,10 +14,11 @@ from .engine import (FINISHED, L_DEC_TOKENS, L_DT, L_KV_USED, L_NDEC, L_NPF, L_P
 from .layout import (C_NLOG, CS_BATCH_SEQS, CS_BATCH_TOKENS, CS_BUSY, CS_BYTES, CS_DEC_SEQ_S, CS_DEC_SEQS,
                      CS_DEC_TOKENS, CS_FINISH_STEP_START, CS_FLOPS, CS_KV_BLOCK_S, CS_KV_PEAK, CS_OUT_OF_RANGE,
                      CS_PF_TOKENS, CS_PREEMPT, CS_STEPS, CS_TC, CS_TM, CS_TN, F_COUNT, F_NEXT, F_START, G_HASH_BLOCK,
-                     G_LOG_CAP, F_WRITE_BACK, I_DIRTY, I_LEAVE_CHECK, I_MIST, I_NDEC, I_NDEC_C, I_NPF, I_NREAL, I_NRUN, I_NSTATIC, I_PEND_PF,
+                     G_LOG_CAP, F_WRITE_BACK, I_DIRTY, I_LAZY_CTX, I_LAZY_READ, I_LAZY_W, I_LEAVE_CHECK, I_MIST, I_NDEC, I_NDEC_C, I_NPF, I_NREAL, I_NRUN, I_NSTATIC, I_PEND_PF,
                      I_PFTOK, I_USED, K_ENCODE, K_KVFETCH, K_PREFILL, LOG_COLS, Q_BLOCKS, Q_COMPUTED, Q_CUR, Q_GEN,
                      Q_INSERTED, Q_OUT, Q_PENDING, Q_PF_TARGET, Q_PROMPT)
 from .flows import _start_flow
+from .lazy import _lazy_in_step, _lazy_step_end
 from .mist import _mist_memo, _mist_step_load
 from .ppipe import _pp_launch, _pp_on, _pp_set_next
 from .stages import _emit, _leave_stage, _release
@@ -151,7 +152,11 @@ def _llm_step_end(c, t, req, stg, cli, rte, fl, kv, bat, lp):
     """LLM client c's step ends at t: its outputs are released and routed; c is free to form."""
     cli.cf[c, F_NEXT] = np.inf
     prompt_done, leaving = _prefill_chunks_done(c, t, req, stg, cli, rte, fl, kv, bat, lp)
-    if _decodes_emit(c, t, req, stg, cli, bat):
+    if _lazy_in_step(c, cli):
+        # lazy decodes (kernels/lazy.py): the step's decodes are the members; those with their last
+        # token leave at once
+        _lazy_step_end(c, t, req, stg, cli, bat)
+    elif _decodes_emit(c, t, req, stg, cli, bat):
         leaving = True
     # A prompt completed by the step, its request going on to decode, makes nobody leave: a
     # running request completes its stage in a step (tested above) or, admitted with its prompt
@@ -201,6 +206,11 @@ def _batch_step_time(c, req, cli, bat):
         if req.rq[r, Q_COMPUTED] + bat.pf_new[c, i] >= req.rq[r, Q_PF_TARGET]:
             nd += 1
     bat.bd[ST.X_CALLER] = c   # (step_fixed's memo key)
+    if _lazy_in_step(c, cli):
+        # lazy decodes: the step's decodes are the members, whose sums the client keeps
+        # (no windowed attention with lazy decodes)
+        return ST.step_time_sums(cli.prm[c], bat.pf_past[c], bat.pf_new[c], npf, float(nd), cli.ci[c, I_LAZY_W],
+                                 cli.ci[c, I_LAZY_CTX], cli.ci[c, I_LAZY_READ], cli.ci[c, I_NDEC], 0.0, 0.0, bat.bd)
     dt = ST.step_time(cli.prm[c], bat.pf_past[c], bat.pf_new[c], npf, float(nd), bat.dec_w[c], bat.dec_s[c],
                       bat.dec_k[c], cli.ci[c, I_NDEC], bat.bd)
     if cli.prm[c, ST.P_MIST_MEMO] > 0.0:
@@ -220,6 +230,10 @@ def _mark_scheduled(c, t, req, stg, cli, bat):
             stg.t_sched[s] = t
         if np.isnan(req.t_first_sched[r]):
             req.t_first_sched[r] = t
+    if _lazy_in_step(c, cli):
+        # lazy decodes: every member was scheduled before (in a step, or its prefill entries); the
+        # float sum of their integer token rows is exact, so it is their integer sum
+        return w_tok + cli.ci[c, I_LAZY_W]
     for i in range(cli.ci[c, I_NREAL]):
         r = bat.dec_req[c, i]
         s = req.rq[r, Q_CUR]

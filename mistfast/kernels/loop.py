@@ -12,11 +12,13 @@ import numpy as np
 
 from .._numba import jit_inline, jit_noalloc
 from .backpressure import _free_held, _reserve_kv, _reserved_first
+from . import steptime as ST
 from .decode_run import _decode_run
-from .engine import FCFS, RUNNING, S_POLICY, UNFINISHED, WAITING
+from .engine import FCFS, RUNNING, S_BATCHING, S_POLICY, S_SEQS_PER_STEP, STATIC, UNFINISHED, WAITING
 from .flows import _retime_flows
+from .lazy import _lazy_settle
 from .layout import (C_NA, C_NFL, C_NLOG, CK_BATCH, CK_LLM, CK_SLOTS, CS_BUSY, F_NEXT, F_START, G_DECODE_RUNS,
-                     G_CONC, G_DRAIN, G_HORIZON, G_MAX_SIM, I_BPHASE, I_DIRTY, I_NDEC, I_NPF, I_NREAL, I_NRUN, I_RCOUNT,
+                     G_CONC, G_DRAIN, G_HORIZON, G_MAX_SIM, I_BPHASE, I_DIRTY, F_COUNT, I_LAZY_N, I_LAZY_OK, I_LAZY_SHARED, I_MIST, I_NDEC, I_NPF, I_NREAL, I_NRUN, I_RCOUNT,
                      I_WCOUNT, K_KVFETCH, K_LLM, Q_CUR, Q_FETCHED, Q_PENDING, Q_RESV, SRV_SLOTS)
 from .llm_step import _llm_step_end, _llm_step_start
 from .ppipe import _pp_busy_after, _pp_may_form, _pp_oldest_done, _pp_on, _pp_restore_oldest, _pp_set_next
@@ -242,6 +244,27 @@ def _run_decodes_ahead(t, plain, req, stg, cli, bat, lp):
                     batches_decoding(bat), loop_logging(lp))
 
 
+@jit_inline
+def _lazy_decodes_ok(plain, req, stg, cli, lp):
+    """Lazy decodes (kernels/lazy.py) for each client: one plain LLM client (see _one_plain_client)
+    with decode runs on, one stage per request, every stage counting its tokens and having a prompt (so nobody arrives to
+    decode only), not GenZ compat (per-decode grouping), no windowed attention, no MIST emulation,
+    no per-step sequence limit, no PP micro-batching, no static batches."""
+    if not plain or not lp.g[G_DECODE_RUNS] > 0.0 or stg.kind.shape[0] != req.arrival.shape[0]:
+        return   # (as many stages as requests: one each, so a request that completes its stage finishes)
+    for s in range(stg.kind.shape[0]):
+        if not (stg.flags[s] & F_COUNT) or stg.prompt[s] < 1:
+            return
+    c = 0
+    prm = cli.prm[c]
+    sch = cli.sch[c]
+    if (prm[ST.P_GENZ] > 0.0 or prm[ST.P_N_WIN] > 0.0 or prm[ST.P_MIST_MEMO] > 0.0 or cli.ci[c, I_MIST] > 0
+            or sch[S_SEQS_PER_STEP] > 0.0 or _pp_on(c, cli) or int(sch[S_BATCHING]) == STATIC):
+        return
+    cli.ci[c, I_LAZY_OK] = 1
+    cli.ci[c, I_LAZY_SHARED] = 1 if prm[ST.P_SHARED_ONCE] > 0.0 else 0
+
+
 # ============================================================================ the end
 @jit_inline
 def _close_books(t, req, cli, bat, lp):
@@ -249,6 +272,9 @@ def _close_books(t, req, cli, bat, lp):
     in progress (cut at max_sim_s, or another client's step end without drain) counts only up to
     the stop. Requests still in the system are unfinished; closed-loop users never released get
     a NaN arrival."""
+    for c in range(cli.kind.shape[0]):
+        if cli.ci[c, I_LAZY_N] > 0:
+            _lazy_settle(c, req, cli, bat)   # lazy decodes: the members' rows brought up to date
     for c in range(cli.kind.shape[0]):
         if cli.kind[c] == CK_LLM and _pp_on(c, cli):
             cli.stats[c, CS_BUSY] -= _pp_busy_after(c, t, cli, bat)
@@ -276,6 +302,7 @@ def _event_loop(req, stg, cli, rte, fl, kv, bat, lp):
     drain = lp.g[G_DRAIN] > 0.0
     flow_clock = 0.0   # when the flows' bytes were last brought up to date
     plain = _one_plain_client(stg, cli, lp)
+    _lazy_decodes_ok(plain, req, stg, cli, lp)
     t = 0.0
     while True:
         t_next = _next_event_time(req, cli, fl, lp)

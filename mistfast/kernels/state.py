@@ -136,6 +136,8 @@ class Batches(NamedTuple):
                                # [.., 1, :]; their counts in the last column
     mb_f: np.ndarray           # float64[C, pp, cap + 3] tokens of each prefill chunk; then start and
                                # completion (s); then, per stage q in row q, when the latest micro-batch left it (s)
+    # lazy decodes (kernels/lazy.py): the formation count at which each member joined
+    run_j0: np.ndarray         # int64[cap]
 
 
 class Loop(NamedTuple):
@@ -282,4 +284,4 @@ def new_batches(cli, n):
                    np.zeros(max(n, 1)), bd, np.zeros(cap, np.int64), np.zeros(cap, np.int64),
                    np.zeros(max_block, np.int64), np.full((memo_cap, 4), -1, np.int64), np.zeros(memo_cap),
                    np.full((C, pp, 2, (cap if pp > 1 else 0) + 1), -1, np.int64),
-                   np.zeros((C, pp, (cap if pp > 1 else 0) + 3)))
+                   np.zeros((C, pp, (cap if pp > 1 else 0) + 3)), np.zeros(cap, np.int64))

@@ -398,12 +398,6 @@ def step_time(prm, pf_past, pf_new, n_pf, n_pf_done, dec_w, dec_s, dec_k, n_dec,
     """
     if prm[P_GENZ] > 0.0:
         return _step_time_genz(prm, pf_past, pf_new, n_pf, dec_w, dec_s, dec_k, n_dec, out)
-    dh = prm[P_DH]
-    hq = prm[P_HQ]
-    hkv = prm[P_HKV]
-    ba = prm[P_BAB]
-    bkv = prm[P_BKVB]
-    mla = prm[P_MLA] > 0.0
 
     # ---- decodes: integer sums (token rows, query-key pairs, KV tokens read) ------------------
     shared_once = prm[P_SHARED_ONCE] > 0.0
@@ -416,6 +410,26 @@ def step_time(prm, pf_past, pf_new, n_pf, n_pf_done, dec_w, dec_s, dec_k, n_dec,
         w_sum += w
         a_ctx += ctx
         a_read += rd
+    wf = 0.0
+    woff = 0.0
+    if prm[P_N_WIN] > 0.0:
+        wf, woff = window_attention(prm, pf_past, pf_new, n_pf, dec_w, dec_s, dec_k, n_dec)
+    return step_time_sums(prm, pf_past, pf_new, n_pf, n_pf_done, w_sum, a_ctx, a_read, n_dec, wf, woff, out)
+
+
+@jit_noalloc
+def step_time_sums(prm, pf_past, pf_new, n_pf, n_pf_done, w_sum, a_ctx, a_read, n_dec, win_f, win_off, out):
+    """step_time (not GenZ compat) from the decodes' exact integer sums: token rows w_sum, query-key
+    pairs per head a_ctx, KV tokens read a_read (decode_terms summed), and the windowed layers'
+    attention FLOP and bytes (window_attention; used when P_N_WIN > 0). The engine's lazy decodes
+    keep those sums as the batch changes (kernels/lazy.py); integer sums do not depend on the
+    order, so the step is the same."""
+    dh = prm[P_DH]
+    hq = prm[P_HQ]
+    hkv = prm[P_HKV]
+    ba = prm[P_BAB]
+    bkv = prm[P_BKVB]
+    mla = prm[P_MLA] > 0.0
     t_pf = prefill_tokens(pf_new, n_pf)
     T = t_pf + w_sum
     if T <= 0.0:
@@ -453,8 +467,7 @@ def step_time(prm, pf_past, pf_new, n_pf, n_pf_done, dec_w, dec_s, dec_k, n_dec,
     step_fixed(prm, T, w_sum + n_pf_done, t_pf, out)
     n_win = prm[P_N_WIN]
     if n_win > 0.0:
-        wf, woff = window_attention(prm, pf_past, pf_new, n_pf, dec_w, dec_s, dec_k, n_dec)
-        out[X_LAYER] += _op(prm, out[X_BD:X_BD + N_BREAKDOWN], CAT_ATTN, n_win, wf, woff, 0.0, 0.0)
+        out[X_LAYER] += _op(prm, out[X_BD:X_BD + N_BREAKDOWN], CAT_ATTN, n_win, win_f, win_off, 0.0, 0.0)
         out[X_KEY_CLIENT] = -1.0   # the scratch is no longer step_fixed's alone
     return step_finish(prm, attn_f, attn_off, attn_on, out)
 

@@ -123,12 +123,15 @@ class RequestsBatching(NamedTuple):
     t_finish: np.ndarray
     preempts: np.ndarray
     hit_first: np.ndarray
+    generated: np.ndarray      # (lazy decodes: a member is brought up to date in a formation)
+    t_last_tok: np.ndarray
 
 
 class ClientsBatching(NamedTuple):
     sch: np.ndarray
     ci: np.ndarray
     stats: np.ndarray
+    cf: np.ndarray
 
 
 class BatchesForming(NamedTuple):
@@ -144,6 +147,10 @@ class BatchesForming(NamedTuple):
     static_batch: np.ndarray
     order: np.ndarray
     keys: np.ndarray
+    run_j1: np.ndarray         # (lazy decodes: the members' KV growth)
+    run_amt: np.ndarray
+    ring: np.ndarray
+    run_j0: np.ndarray
 
 
 class PrefixCaches(NamedTuple):
@@ -158,18 +165,18 @@ class PrefixCaches(NamedTuple):
 @jit_inline
 def requests_batching(req):
     return RequestsBatching(req.arrival, req.branches, req.hash_off, req.hash_ids, req.rq, req.status, req.reason,
-                            req.t_finish, req.preempts, req.hit_first)
+                            req.t_finish, req.preempts, req.hit_first, req.generated, req.t_last_tok)
 
 
 @jit_inline
 def clients_batching(cli):
-    return ClientsBatching(cli.sch, cli.ci, cli.stats)
+    return ClientsBatching(cli.sch, cli.ci, cli.stats, cli.cf)
 
 
 @jit_inline
 def batches_forming(bat):
     return BatchesForming(bat.run, bat.pf_req, bat.pf_past, bat.pf_new, bat.dec_req, bat.dec_w, bat.dec_s, bat.dec_k,
-                          bat.static_batch, bat.order, bat.keys)
+                          bat.static_batch, bat.order, bat.keys, bat.run_j1, bat.run_amt, bat.ring, bat.run_j0)
 
 
 @jit_inline
@@ -215,6 +222,7 @@ class BatchesDecoding(NamedTuple):
     run_j1: np.ndarray
     run_amt: np.ndarray
     ring: np.ndarray
+    run_j0: np.ndarray
 
 
 class LoopLogging(NamedTuple):
@@ -242,7 +250,7 @@ def clients_decoding(cli):
 @jit_inline
 def batches_decoding(bat):
     return BatchesDecoding(bat.run, bat.dec_req, bat.dec_w, bat.dec_s, bat.dec_k, bat.bd, bat.run_j1, bat.run_amt,
-                           bat.ring)
+                           bat.ring, bat.run_j0)
 
 
 @jit_inline
