@@ -518,6 +518,7 @@ class RunObservation:
     ref_summary: dict | None = None
     share_key: str = ""                # runs with equal keys are the same simulation (several metrics of one run)
     prefill_steps: bool = False        # re-cost only the steps with prefill (low-load TTFT)
+    source: str = ""                   # publisher (leave-one-source-out unit), for the factorised fit
 
     @property
     def client(self) -> ClientSpec:
@@ -1260,11 +1261,15 @@ def _thin_knots(x: np.ndarray, max_knots: int) -> np.ndarray:
 
 
 HIERARCHY_PRIOR_WEIGHT = 0.1   # per log unit of eta (and per 10 us of tau x 0.05) towards the parent fit
+# "factored": one joint fit of root + device + engine + pair + publisher terms (calibration_factored);
+# "hierarchical": independent per-(device, engine) fits with a prior to a pooled parent
+FIT_STRUCTURES = ("factored", "hierarchical")
+DEFAULT_FIT_STRUCTURE = "factored"
 
 
 def calibrate(observations: Sequence[StepObservation], runs: Sequence[RunObservation] = (), *,
               base_client_factory: Callable = default_client, pooled: bool = True,
-              corrections: bool = True, hierarchical: bool = True) -> Calibration:
+              corrections: bool = True, hierarchical: bool = True, structure: str | None = None) -> Calibration:
     """Fit efficiencies per (device, engine family) with priors, plus the pooled fallbacks, and a
     step correction per measured configuration (on top of its fitted efficiency).
 
@@ -1274,9 +1279,27 @@ def calibrate(observations: Sequence[StepObservation], runs: Sequence[RunObserva
     and ``(device, "current")``. With ``hierarchical`` each of these, and each (device, engine)
     fit, is pulled towards its parent (the family's pooled fit, else the current-engine fit) by a
     prior of :data:`HIERARCHY_PRIOR_WEIGHT` per log unit, so parameters its own rows cannot
-    identify take the parent's value instead of the roofline default."""
+    identify take the parent's value instead of the roofline default.
+
+    ``structure`` (default :data:`DEFAULT_FIT_STRUCTURE`): ``"factored"`` replaces all of the
+    above by one joint fit of root, device, engine, (device, engine) and per-publisher terms
+    (:mod:`mistfast.calibration_factored`; the publisher terms are fitted but not stored), which
+    writes every (device, engine) of the fitted devices and engines and the same pooled keys;
+    ``"hierarchical"`` is the per-pair fit described above. ``pooled=False`` or
+    ``hierarchical=False`` select the per-pair fit (they describe its variants)."""
     from .calibration_store import CURRENT_ENGINE_FAMILIES, POOLED_ENGINE
+    structure = structure or DEFAULT_FIT_STRUCTURE
+    if structure not in FIT_STRUCTURES:
+        raise CalibrationError(f"structure: {structure!r} is not one of {', '.join(FIT_STRUCTURES)}")
     cal = Calibration()
+    if structure == "factored" and pooled and hierarchical and (observations or runs):
+        from .calibration_factored import fit_factored, efficiency_entries
+        ffit = fit_factored(observations, runs, base_client_factory)
+        cal.efficiencies.update(efficiency_entries(ffit))
+        cal.terms = ffit.terms_table()
+        if corrections:
+            _fit_corrections(cal, observations, base_client_factory)
+        return cal
     kw = dict(prior_weight=HIERARCHY_PRIOR_WEIGHT, tau_prior_weight=0.05) if hierarchical else {}
     top = None
     if pooled:
@@ -1311,15 +1334,19 @@ def calibrate(observations: Sequence[StepObservation], runs: Sequence[RunObserva
     for k, v in main.items():
         cal.efficiencies[k] = v
     if corrections:
-        by_key: dict[str, list[StepObservation]] = {}
-        for o in observations:
-            by_key.setdefault(o.client_key, []).append(o)
-        for key, obs in by_key.items():
-            o0 = obs[0]
-            eff, used = cal.efficiency_for(o0.device, o0.engine)
-            cl = with_efficiency(base_client_factory(o0), eff)
-            cal.corrections[key] = fit_step_correction(
-                obs, cl, source=f"fit_step_correction on {len(obs)} steps ({', '.join(o.id for o in obs[:8])}"
-                                 f"{', ...' if len(obs) > 8 else ''}) over efficiency {used}")
+        _fit_corrections(cal, observations, base_client_factory)
     return cal
 
+
+def _fit_corrections(cal: Calibration, observations, base_client_factory) -> None:
+    """A step correction per measured configuration, over its fitted efficiency."""
+    by_key: dict[str, list[StepObservation]] = {}
+    for o in observations:
+        by_key.setdefault(o.client_key, []).append(o)
+    for key, obs in by_key.items():
+        o0 = obs[0]
+        eff, used = cal.efficiency_for(o0.device, o0.engine)
+        cl = with_efficiency(base_client_factory(o0), eff)
+        cal.corrections[key] = fit_step_correction(
+            obs, cl, source=f"fit_step_correction on {len(obs)} steps ({', '.join(o.id for o in obs[:8])}"
+                             f"{', ...' if len(obs) > 8 else ''}) over efficiency {used}")
