@@ -317,6 +317,7 @@ class Calibration:
     efficiencies: dict = field(default_factory=dict)
     corrections: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
+    terms: dict = field(default_factory=dict)   # factorised fit: its terms, for reading only ([efficiency_terms])
 
     def efficiency_for(self, device: str, engine: str) -> tuple[dict | None, str]:
         """(efficiency dict, key used): (device, engine), (*, engine), (device, current engines),
@@ -395,6 +396,10 @@ def write_calibration_toml(cal: Calibration, path: str | Path, *, header: str = 
         doc["efficiency"] = efficiency
     if corrections:
         doc["step_correction"] = corrections
+    if cal.terms:   # documentation of a factorised fit; clients read [efficiency] only
+        doc["efficiency_terms"] = {kind: ({k: _plain(v) for k, v in tbl.items()} if kind == "root" else
+                                          {name: {k: _plain(v) for k, v in row.items()} for name, row in tbl.items()})
+                                   for kind, tbl in cal.terms.items()}
     comments = "".join(f"# {h}\n" if h else "#\n" for h in (header or "").splitlines())
     p = Path(path)
     p.write_text(comments + ("\n" if comments else "") + tomli_w.dumps(doc))
@@ -414,6 +419,7 @@ def load_calibration(path: str | Path | None = None) -> Calibration:
             cal.efficiencies[(dev, eng)] = dict(entry)
     for key, entry in doc.get("step_correction", {}).items():
         cal.corrections[key] = dict(entry)
+    cal.terms = dict(doc.get("efficiency_terms", {}))
     return cal
 
 

@@ -1069,13 +1069,13 @@ def _run_observation(p: RowPlan, point) -> C.RunObservation:
     return C.RunObservation(id=p.id, device=p.device, engine=p.engine, point=point, measured=p.measured,
                             value_of=value_of, rate_like=p.rate_like, group=p.group, isl=p.isl, osl=p.osl,
                             share_key=json.dumps(p.scenario, sort_keys=True, default=str),
-                            prefill_steps=low_load_ttft(p))
+                            prefill_steps=low_load_ttft(p), source=p.source_doc)
 
 
 def _step_observation(p: RowPlan) -> C.StepObservation:
     return C.StepObservation(model=p.model, device=p.device, tp=p.tp, pp=p.pp, precision=p.precision,
                              engine=p.engine, prefill=p.prefill, decode=p.decode, time_s=p.measured / 1e3,
-                             id=p.id, group=p.group)
+                             id=p.id, group=p.group, source=p.source_doc)
 
 
 # ============================================================================ statistics
