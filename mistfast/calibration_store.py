@@ -387,7 +387,10 @@ def write_calibration_toml(cal: Calibration, path: str | Path, *, header: str = 
         else:
             entry.update({k: v for k, v in fit.items() if k not in EFFICIENCY_FIELDS})
         entry.update((errors or {}).get((dev, eng), {}))
-        efficiency.setdefault(dev, {})[eng] = {k: _plain(v) for k, v in entry.items()}
+        # an entry with no training rows of its own (a pooled or factorised pair) has no error
+        # figure: the key is left out rather than written as nan
+        efficiency.setdefault(dev, {})[eng] = {k: _plain(v) for k, v in entry.items()
+                                               if not (isinstance(v, float) and math.isnan(v))}
     corrections = {key: {k: _plain(corr[k]) for k in ("tokens", "prefill", "decode", "attention_prefill",
                                                       "attention_decode", "source") if corr.get(k) is not None}
                    for key, corr in sorted(cal.corrections.items())}

@@ -34,7 +34,7 @@ class OpCost:
     count: float        # how many times the op runs in the step (layers, collectives per layer)
     flops: float        # per device, all counts
     hbm_bytes: float    # off-chip bytes per device, all counts
-    bound: str          # compute | memory | communication
+    bound: str          # compute | memory | communication | host (the fixed per-step host time)
     time_s: float       # all counts, measured-step correction applied
 
 
@@ -127,6 +127,11 @@ def op_breakdown(client, prefill=(), decode=(), *, prompts_done=None) -> tuple[l
     for lineno, cat, mult, flops, byts, bound, t in calls:
         name = lineno if isinstance(lineno, str) else _op_name(_call_text(lines, lineno), lineno)
         ops.append(OpCost(name, _CATEGORY.get(cat, str(cat)), mult, flops, byts, bound, t * factor))
+    # the fixed host time per step (scheduler, launches; calibrated step_overhead_ms) is added after
+    # the correction and costs no device work: its own row, so that the rows sum to the step time
+    host = float(prm[K.P_STEP_OVH])
+    if host > 0.0:
+        ops.append(OpCost("step_overhead (host)", "other", 1.0, 0.0, 0.0, "host", host))
     return ops, float(total)
 
 

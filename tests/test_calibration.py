@@ -185,7 +185,9 @@ def test_outside_range_decode_only_table():
     eng = make_client(MODEL, DEVICE, efficiency={"compute": 0.6, "memory": 0.7})
     obs = [_obs(eng, decode=[(1, KV)] * B, time_s=step_latency(eng, decode=[(1, KV)] * B).total_s * (1.1 + 0.01 * B),
                 id=f"d{B}") for B in (2, 8, 32)]
-    base = make_client(MODEL, DEVICE)
+    # the correction scales the step before the fixed host time: a base without one (the pooled
+    # default may carry a fitted step_overhead_ms) keeps the expected factor exact
+    base = make_client(MODEL, DEVICE, efficiency={"compute": 0.75, "memory": 0.75})
     corr = C.fit_step_correction(obs, base)
     client = C.with_efficiency(base, None, corr)
     f_first = obs[0].time_s / step_latency(base, decode=obs[0].decode).total_s

@@ -109,7 +109,8 @@ def test_context_correction_recovers_separate_attention_factor():
     """Measurements made by a 'true' engine that is 1.3x the analytical model on every op but
     attention and 0.6x on attention: the fit finds both factors, so a context it never saw is
     predicted exactly, where a single factor per token count cannot be right at both contexts."""
-    base = make_client("llama-3.1-8b", "H100", precision="fp8")
+    # no fixed host time per step in the base (the correction scales the step before it)
+    base = make_client("llama-3.1-8b", "H100", precision="fp8", efficiency={"compute": 0.75, "memory": 0.75})
 
     def truth(decode):
         st = step_latency(base, decode=decode)
@@ -133,7 +134,7 @@ def test_context_correction_recovers_separate_attention_factor():
 
 
 def test_step_correction_without_attention_rows_is_unchanged():
-    base = make_client("llama-3.1-8b", "H100")
+    base = make_client("llama-3.1-8b", "H100", efficiency={"compute": 0.75, "memory": 0.75})
     corr = {"tokens": [1.0, 1024.0], "prefill": [1.2, 1.5], "decode": [0.9, 1.1]}
     cc = C.with_efficiency(base, None, corr)
     both = C.with_efficiency(base, None, {**corr, "attention_prefill": [1.2, 1.5], "attention_decode": [0.9, 1.1]})

@@ -40,7 +40,20 @@ def test_ops_sum_to_the_kernel_step_time(kw):
         assert sum(o.flops for o in ops) == pytest.approx(ref.breakdown["flops"], rel=1e-9)
         assert sum(o.hbm_bytes for o in ops) == pytest.approx(ref.breakdown["hbm_bytes"], rel=1e-9)
         assert all(not o.name.startswith("op_line_") for o in ops), [o.name for o in ops]
-        assert {o.bound for o in ops} <= {"compute", "memory", "communication"}
+        assert {o.bound for o in ops} <= {"compute", "memory", "communication", "host"}
+
+
+def test_the_fixed_host_time_per_step_is_its_own_row():
+    """A calibrated step_overhead_ms is added after the ops (no device work): one 'host' row of
+    exactly that time, and the rows still sum to the step time."""
+    c = make_client("llama-3.1-8b", "H100", efficiency={"compute": 0.6, "memory": 0.7, "step_overhead_ms": 1.5})
+    ops, total = op_breakdown(c, decode=[(1, 1024)] * 8)
+    host = [o for o in ops if o.bound == "host"]
+    assert len(host) == 1 and host[0].time_s == pytest.approx(1.5e-3, rel=1e-12)
+    assert host[0].flops == 0.0 and host[0].hbm_bytes == 0.0
+    assert sum(o.time_s for o in ops) == pytest.approx(total, rel=1e-9)
+    bare = make_client("llama-3.1-8b", "H100", efficiency={"compute": 0.6, "memory": 0.7})
+    assert total == pytest.approx(step_latency(bare, decode=[(1, 1024)] * 8).total_s + 1.5e-3, rel=1e-9)
 
 
 def test_dense_op_flops_by_hand():
