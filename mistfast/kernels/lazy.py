@@ -28,14 +28,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._numba import jit_inline
+from .._numba import jit_inline, jit_noalloc
 from .engine import CHUNKED, FINISHED, MIXED, RUNNING, S_BATCHING, S_BLOCK, S_TOTAL_BLOCKS, _blocks_for
 from .layout import (CS_FINISH_STEP_START, F_LAZY_T, F_START, I_NDEC_C, I_NREQ, Q_CUR, I_LAZY_CTX, I_LAZY_DONE, I_LAZY_F, I_LAZY_FORM, I_LAZY_LEFT, I_LAZY_N, I_LAZY_READ,
                      I_LAZY_SHARED, I_LAZY_W, I_NDEC, I_NRUN, I_USED, Q_BLOCKS, Q_COMPUTED, Q_GEN, Q_HIT, Q_IN_STEP,
                      Q_MB, Q_OUT, Q_PF_TARGET, Q_PROMPT)
 
 
-@jit_inline
+# rare (a formation that cannot place every member, the end of a point): kept out of line, so its
+# loop is compiled once rather than inlined into each of its four call sites (cold compile time)
+@jit_noalloc
 def _lazy_settle(c, req, cli, bat):
     """Bring every member's row up to date and end lazy mode: tokens emitted by the members'
     latest formation F (F + 1 once its step ended), the KV growth of formations 1 .. F, the
