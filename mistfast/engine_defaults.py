@@ -250,26 +250,20 @@ def parse_flags(text: str) -> dict:
     what is allowed."""
     out: dict = {}
     t = text or ""
-    for name, key in _INT_FLAGS.items():
-        m = re.search(_flag_re(name), t)
-        if m:
+    checks = [(_INT_FLAGS, lambda v: v >= 1 and v == int(v), int, "must be a whole number >= 1"),
+              (_FRACTION_FLAGS, lambda v: 0.0 < v <= 1.0, float, "must be a fraction in (0, 1]")]
+    for flags, ok, kind, allowed in checks:
+        for name, key in flags.items():
+            m = re.search(_flag_re(name), t)
+            if not m:
+                continue
             try:
                 v = float(m.group(1))
             except ValueError:
                 v = float("nan")
-            if not (v >= 1 and v == int(v)):
-                raise EngineSettingsError(f"engine flag --{name} = {m.group(1)!r}: must be a whole number >= 1")
-            out[key] = int(v)
-    for name, key in _FRACTION_FLAGS.items():
-        m = re.search(_flag_re(name), t)
-        if m:
-            try:
-                v = float(m.group(1))
-            except ValueError:
-                v = float("nan")
-            if not (0.0 < v <= 1.0):
-                raise EngineSettingsError(f"engine flag --{name} = {m.group(1)!r}: must be a fraction in (0, 1]")
-            out[key] = v
+            if not ok(v):
+                raise EngineSettingsError(f"engine flag --{name} = {m.group(1)!r}: {allowed}")
+            out[key] = kind(v)
     kv = re.search(r"kv[-_]cache[-_]dtype\s*[ =:]\s*['\"]?([a-z0-9_]+)", t, re.I)
     if kv and kv.group(1).lower().startswith("fp8"):
         out["kv_dtype"] = "fp8"

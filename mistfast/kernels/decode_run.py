@@ -15,6 +15,7 @@ from .layout import (C_FORM, C_NLOG, CS_BATCH_SEQS, CS_BATCH_TOKENS, CS_BUSY, CS
                      I_LAZY_OK, I_LAZY_READ, I_LAZY_W, I_MIST,
                      I_NDEC, I_NDEC_C, I_NREAL, I_NREQ, I_NRUN, I_USED, I_WCOUNT, I_WHEAD, LOG_COLS, Q_BLOCKS, Q_CUR,
                      Q_GEN, Q_HIT, Q_IN_STEP, Q_OUT, Q_PROMPT, Q_WNEXT)
+from .lazy import _keep_entry
 from .llm_step import _add_step_cost
 from .stages import _next_stage
 
@@ -145,20 +146,12 @@ def _finishers_leave(c, j, te, t_start, w_sum, a_ctx, a_read, used, req, stg, cl
     dec_w = bat.dec_w[c]
     dec_s = bat.dec_s[c]
     dec_k = bat.dec_k[c]
-    run = bat.run[c]
     k2 = 0
     for i in range(n_dec):
         r = dec_req[i]
         w = int(dec_w[i])
         if req.rq[r, Q_OUT] - req.rq[r, Q_GEN] != j:
-            dec_req[k2] = r
-            dec_w[k2] = dec_w[i]
-            dec_s[k2] = dec_s[i]
-            dec_k[k2] = dec_k[i]
-            bat.run_j1[k2] = bat.run_j1[i]
-            bat.run_amt[k2] = bat.run_amt[i]
-            bat.run_j0[k2] = bat.run_j0[i]
-            run[k2] = r
+            _keep_entry(c, i, k2, r, bat)
             k2 += 1
             continue
         s = int(dec_s[i])

@@ -35,6 +35,20 @@ from .layout import (CS_FINISH_STEP_START, F_LAZY_T, F_START, I_NDEC_C, I_NREQ, 
                      Q_MB, Q_OUT, Q_PF_TARGET, Q_PROMPT)
 
 
+@jit_inline
+def _keep_entry(c, i, k2, r, bat):
+    """Entry i of client c's run (request r) stays in the run: moved down to slot k2 (k2 <= i) as
+    the entries that leave are squeezed out (a decode run's catch-up and the lazy members' leave pass)."""
+    bat.dec_req[c, k2] = r
+    bat.dec_w[c, k2] = bat.dec_w[c, i]
+    bat.dec_s[c, k2] = bat.dec_s[c, i]
+    bat.dec_k[c, k2] = bat.dec_k[c, i]
+    bat.run_j1[k2] = bat.run_j1[i]
+    bat.run_amt[k2] = bat.run_amt[i]
+    bat.run_j0[k2] = bat.run_j0[i]
+    bat.run[c, k2] = r
+
+
 # rare (a formation that cannot place every member, the end of a point): kept out of line, so its
 # loop is compiled once rather than inlined into each of its four call sites (cold compile time)
 @jit_noalloc
@@ -214,14 +228,7 @@ def _lazy_members_leave(c, t, req, stg, cli, bat):
     for i in range(n):
         r = dec_req[i]
         if req.rq[r, Q_OUT] - req.rq[r, Q_GEN] != F1:
-            dec_req[k2] = r
-            dec_w[k2] = dec_w[i]
-            dec_s[k2] = dec_s[i]
-            dec_k[k2] = dec_k[i]
-            bat.run_j1[k2] = bat.run_j1[i]
-            bat.run_amt[k2] = bat.run_amt[i]
-            bat.run_j0[k2] = bat.run_j0[i]
-            run[k2] = r
+            _keep_entry(c, i, k2, r, bat)
             if req.rq[r, Q_OUT] - req.rq[r, Q_GEN] < left:
                 left = req.rq[r, Q_OUT] - req.rq[r, Q_GEN]
             k2 += 1
