@@ -1,0 +1,386 @@
+"""The factorised efficiency fit: one joint fit of root, device, engine, (device, engine) and
+publisher terms, so a fit transfers to a publisher it has not seen; its leave-one-publisher-out
+surrogate for choosing the priors."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from .calibration_store import CURRENT_ENGINE_FAMILIES, POOLED_ENGINE, DEFAULT_EFFICIENCY
+from .calibration_observations import default_client
+from .calibration_recost import StepSet
+from .calibration_runs import _run_stepset, prepare_runs
+from .calibration_efficiency import ROBUST_SCALE, EfficiencyFit
+
+# ============================================================================ factorised fit
+# A factorised efficiency fit that transfers to a publisher it has not seen.
+#
+# Per (device, engine) fits with a prior to a parent carry one publisher's setup (its model family,
+# its benchmark client, its engine flags) into every prediction for that pair. Here every fitted
+# parameter is one sum over all rows, fitted jointly (in the parameter's own scale: log η for the
+# efficiencies, ms or µs for the overheads)::
+#
+#     x(device, engine, publisher) = μ + device term + engine term + pair term + publisher term
+#
+# with ridge priors (PRIOR_SD) pulling every term but μ towards 0 (the pair term harder than the device and
+# engine terms, so a pair is additive unless several rows insist). The publisher term is a random
+# effect: it is fitted, so one publisher's setup offset does not leak into the device and engine
+# terms, but it is **not** stored: a new publisher gets ``μ + device + engine + pair``. A pair
+# without rows gets ``μ + device + engine``, i.e. what is known about both.
+#
+# Each residual is the log ratio predicted/measured of one row (steps and whole runs, re-costed
+# exactly as :func:`mistfast.calibration.fit_efficiency` does), robust (soft L1 at
+# ``ROBUST_SCALE``) and weighted so that every (publisher, device, engine, model) key has the same
+# total weight (one measurement with a scatter of KEY_SCATTER): a 1,000-row sweep of one model
+# counts like one configuration, not like 1,000 independent facts, so the priors on the terms
+# decide what a few configurations cannot.
+#
+# The Jacobian is exact in structure: a cell's residuals depend only on its six parameter values,
+# so one forward difference per parameter and cell (7 re-costings of all rows per iteration) gives
+# the derivatives of every term by the chain rule.
+FACTOR_PARAMS = ("compute", "memory", "prefill", "op_overhead_us", "step_overhead_ms", "ttft_overhead_ms")
+FACTOR_LOG_PARAMS = ("compute", "memory", "prefill")           # fitted as log η (η ≤ 1 by a smooth cap)
+# prior standard deviation of each kind of term, in log units for η (the overhead terms in UNITs of
+# their own: 10 µs, 3 ms, 30 ms); the ridge weight of a term is 1/sd. The root μ has a weak prior
+# (ROOT_WEIGHT) towards the roofline default instead. Data: every (publisher, device, engine,
+# model) key is one configuration measured with a scatter of KEY_SCATTER (log units), whatever
+# its row count.
+FACTOR_UNIT = {"compute": 1.0, "memory": 1.0, "prefill": 1.0,
+        "op_overhead_us": 10.0, "step_overhead_ms": 3.0, "ttft_overhead_ms": 30.0}
+PRIOR_SD = {"device": 0.3, "engine": 0.3, "pair": 0.15, "publisher": 0.2}
+ROOT_WEIGHT = 0.02
+KEY_SCATTER = 0.2
+FACTOR_ETA_MIN = 0.05
+FACTOR_SMOOTH = 0.01          # width of the smooth cap η ≤ 1 (log units) and of the floor at 0 (× FACTOR_UNIT)
+FACTOR_MEMORY_FLOOR = 0.5     # one-sided penalty on η_m below this (as in fit_efficiency)
+FACTOR_FLOOR_WEIGHT = 1.0
+FACTOR_FD_STEP = 1e-6
+
+
+def factor_value(p: str, x):
+    """Parameter value from its fitted coordinate: η = exp(min(x, 0)) smoothly (≥ FACTOR_ETA_MIN), an
+    overhead = max(x, 0) smoothly (in its own unit)."""
+    x = np.asarray(x, dtype=float)
+    if p in FACTOR_LOG_PARAMS:
+        return np.maximum(np.exp(-FACTOR_SMOOTH * np.logaddexp(0.0, -x / FACTOR_SMOOTH)), FACTOR_ETA_MIN)
+    s = FACTOR_SMOOTH * FACTOR_UNIT[p]
+    return s * np.logaddexp(0.0, x / s)
+
+
+def factor_coordinate(p: str, v: float) -> float:
+    """Inverse of :func:`factor_value` away from the caps (start values and prior centres)."""
+    if p in FACTOR_LOG_PARAMS:
+        return math.log(min(max(v, FACTOR_ETA_MIN), 1.0 - 1e-3))
+    s = FACTOR_SMOOTH * FACTOR_UNIT[p]
+    v = max(float(v), 1e-3 * s)
+    return v + s * math.log(-math.expm1(-v / s))
+
+
+def _soft_l1_residual(r):
+    """Signed square root of the soft-L1 loss (its square is 2c²(√(1+(r/c)²) − 1)) and its slope."""
+    c = ROBUST_SCALE
+    q = np.sqrt(1.0 + (r / c) ** 2)
+    g = np.sign(r) * np.sqrt(2.0 * c * c * (q - 1.0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slope = np.where(np.abs(r) > 1e-12, r / np.where(g == 0, 1.0, g) / q, 1.0)
+    return g, slope
+
+
+@dataclass
+class _Cell:
+    """The rows of one (device, engine, publisher)."""
+    device: str
+    engine: str
+    publisher: str
+    obs: list = field(default_factory=list)
+    runs: list = field(default_factory=list)
+
+    def build(self, factory):
+        self.steps = None
+        if self.obs:
+            self.steps = StepSet()
+            for i, o in enumerate(self.obs):
+                self.steps.add(factory(o), o.prefill, o.decode, owner=i)
+            self.steps.build()
+        self.meas = np.log([o.time_s for o in self.obs]) if self.obs else np.zeros(0)
+        self.run_meas = np.log([r.measured for r in self.runs]) if self.runs else np.zeros(0)
+        self.run_steps = None
+        if self.runs:
+            prepare_runs(self.runs)
+            self.run_steps = _run_stepset(self.runs)
+            anchors = {}
+            for j, r in enumerate(self.runs):
+                e = r.client.efficiency
+                anchors.setdefault((e.compute, e.memory, e.op_overhead_us, e.network, e.step_overhead_ms,
+                                    e.prefill), []).append(j)
+            self.S0 = np.zeros(len(self.runs))
+            for key, js in anchors.items():
+                tot = self.run_steps.totals(len(self.runs), *key)
+                self.S0[js] = tot[js]
+            self.m0 = np.array([r.ref_value for r in self.runs])
+            self.rate_like = np.array([bool(r.rate_like) for r in self.runs])
+            self.ttft_rows = np.array([1.0 if r.prefill_steps else 0.0 for r in self.runs])
+        return self
+
+    @property
+    def n(self) -> int:
+        return len(self.obs) + len(self.runs)
+
+    def log_ratio(self, x: np.ndarray) -> np.ndarray:
+        """log(predicted / measured) of every row at coordinates ``x`` (in FACTOR_PARAMS order)."""
+        v = {p: float(factor_value(p, xi)) for p, xi in zip(FACTOR_PARAMS, x)}
+        out = []
+        if self.obs:
+            t = self.steps.times(v["compute"], v["memory"], v["op_overhead_us"], 1.0, v["step_overhead_ms"],
+                                 v["prefill"])
+            out.append(np.log(t) - self.meas)
+        if self.runs:
+            S = self.run_steps.totals(len(self.runs), v["compute"], v["memory"], v["op_overhead_us"], 1.0,
+                                      v["step_overhead_ms"], v["prefill"])
+            ratio = np.where(self.rate_like, self.S0 / S, S / self.S0)
+            pred = self.m0 * ratio + v["ttft_overhead_ms"] * self.ttft_rows
+            out.append(np.log(np.maximum(pred, 1e-300)) - self.run_meas)
+        return np.concatenate(out) if out else np.zeros(0)
+
+
+def publisher_of(o) -> str:
+    """The publisher (leave-one-source-out unit) of an observation: its ``source`` when set, else
+    the first field of its measurement group (validate's groups start with the source)."""
+    s = getattr(o, "source", "") or ""
+    if s:
+        return s
+    return (getattr(o, "group", "") or "").split("|")[0].strip()
+
+
+@dataclass
+class FactoredFit:
+    """Fitted coordinates of every term (FACTOR_PARAMS order) and the cells they were fitted on."""
+    root: np.ndarray
+    device: dict
+    engine: dict
+    pair: dict
+    publisher: dict
+    cells: list
+    success: bool = True
+    message: str = ""
+
+    def coordinates(self, device: str = "*", engine: str = "*", publisher: str | None = None) -> np.ndarray:
+        """μ + device + engine (+ pair) (+ publisher, only when asked: a new publisher gets none).
+        ``engine = "current"``: the mean of the current engines' terms."""
+        x = self.root.copy()
+        if device != "*":
+            x = x + self.device.get(device, 0.0)
+        if engine == POOLED_ENGINE:
+            cur = [self.engine[e] for e in CURRENT_ENGINE_FAMILIES if e in self.engine]
+            if cur:
+                x = x + np.mean(cur, axis=0)
+        elif engine != "*":
+            x = x + self.engine.get(engine, 0.0)
+            if device != "*":
+                x = x + self.pair.get((device, engine), 0.0)
+        if publisher is not None:
+            x = x + self.publisher.get(publisher, 0.0)
+        return x
+
+    def efficiency(self, device: str = "*", engine: str = "*") -> dict:
+        x = self.coordinates(device, engine)
+        return {p: float(factor_value(p, xi)) for p, xi in zip(FACTOR_PARAMS, x)}
+
+    def terms_table(self) -> dict:
+        """The fitted terms as stored in ``[efficiency_terms]``: η terms as factors exp(term), the
+        overhead terms additive in their unit (before the floor at 0)."""
+        def row(x):
+            return {p: (float(np.exp(xi)) if p in FACTOR_LOG_PARAMS else float(xi)) for p, xi in zip(FACTOR_PARAMS, x)}
+        return {"root": {p: float(factor_value(p, xi)) for p, xi in zip(FACTOR_PARAMS, self.root)},
+                "device": {d: row(x) for d, x in sorted(self.device.items())},
+                "engine": {e: row(x) for e, x in sorted(self.engine.items())},
+                "pair": {f"{d}|{e}": row(x) for (d, e), x in sorted(self.pair.items())},
+                "publisher": {s: row(x) for s, x in sorted(self.publisher.items())}}
+
+
+def _cell_weights(cell: _Cell) -> np.ndarray:
+    """Every (publisher, device, engine, model) key weighs as one measurement of scatter
+    KEY_SCATTER (total squared weight 1/KEY_SCATTER²), whatever its row count."""
+    models = [o.model for o in cell.obs] + [r.point.client.model.name for r in cell.runs]
+    counts: dict[str, int] = {}
+    for m in models:
+        counts[m] = counts.get(m, 0) + 1
+    return np.array([1.0 / (KEY_SCATTER * math.sqrt(counts[m])) for m in models])
+
+
+def fit_factored(observations: Sequence, runs: Sequence = (), factory: Callable | None = None, *,
+                 prior_sd: Mapping[str, float] | None = None, max_nfev: int = 60) -> FactoredFit:
+    """Joint fit of root, device, engine, (device, engine) and publisher terms of every parameter
+    in FACTOR_PARAMS over all step and run observations (see the module docstring). ``prior_sd``
+    overrides entries of :data:`PRIOR_SD` (a huge value leaves a term free, a tiny one removes
+    it)."""
+    return fit_cells(build_cells(observations, runs, factory), prior_sd=prior_sd, max_nfev=max_nfev)
+
+
+def build_cells(observations: Sequence, runs: Sequence = (), factory: Callable | None = None) -> list:
+    """The rows grouped by (device, engine, publisher), each with its re-costing step sets."""
+    factory = factory or default_client
+    cells: dict[tuple, _Cell] = {}
+    for o in observations:
+        k = (o.device, o.engine, publisher_of(o))
+        cells.setdefault(k, _Cell(*k)).obs.append(o)
+    for r in runs:
+        k = (r.device, r.engine, publisher_of(r))
+        cells.setdefault(k, _Cell(*k)).runs.append(r)
+    return [c.build(factory) for c in cells.values() if c.n]
+
+
+def fit_cells(cell_list: Sequence, *, prior_sd: Mapping[str, float] | None = None,
+              max_nfev: int = 60) -> FactoredFit:
+    """:func:`fit_factored` on cells from :func:`build_cells`."""
+    from scipy.optimize import least_squares
+    sd = dict(PRIOR_SD, **(prior_sd or {}))
+    lam = {k: 1.0 / v for k, v in sd.items()}
+    cell_list = list(cell_list)
+    P = len(FACTOR_PARAMS)
+    devices = sorted({c.device for c in cell_list})
+    engines = sorted({c.engine for c in cell_list})
+    pairs = sorted({(c.device, c.engine) for c in cell_list})
+    pubs = sorted({c.publisher for c in cell_list})
+    # coordinate layout: blocks of P (one per term), root first
+    blocks = [("root", None)] + [("device", d) for d in devices] + [("engine", e) for e in engines] + \
+        [("pair", pe) for pe in pairs] + [("publisher", s) for s in pubs]
+    at = {b: i * P for i, b in enumerate(blocks)}
+    n_x = len(blocks) * P
+
+    def contributing(c: _Cell) -> list[int]:
+        return [at[("root", None)], at[("device", c.device)], at[("engine", c.engine)],
+                at[("pair", (c.device, c.engine))], at[("publisher", c.publisher)]]
+    contrib = [contributing(c) for c in cell_list]
+    weights = [_cell_weights(c) for c in cell_list]
+    offsets = np.cumsum([0] + [c.n for c in cell_list])
+    n_data = int(offsets[-1])
+    root_at = np.array([factor_coordinate(p, DEFAULT_EFFICIENCY.get(p, 1.0)) for p in FACTOR_PARAMS])
+    root_w = np.array([ROOT_WEIGHT / FACTOR_UNIT[p] for p in FACTOR_PARAMS])
+    ridge_rows = [(b, lam[b[0]]) for b in blocks[1:]]
+    floor_pairs = pairs if "memory" in FACTOR_PARAMS else []
+    mem = FACTOR_PARAMS.index("memory")
+    n_res = n_data + P + len(ridge_rows) * P + len(floor_pairs)
+
+    def cell_x(x, blocks_at):
+        return sum(x[b:b + P] for b in blocks_at)
+
+    def residuals(x):
+        out = np.empty(n_res)
+        for c, bl, w, a, b in zip(cell_list, contrib, weights, offsets[:-1], offsets[1:]):
+            out[a:b] = w * _soft_l1_residual(c.log_ratio(cell_x(x, bl)))[0]
+        i = n_data
+        out[i:i + P] = root_w * (x[0:P] - root_at)
+        i += P
+        for blk, lw in ridge_rows:
+            out[i:i + P] = lw / np.array([FACTOR_UNIT[p] for p in FACTOR_PARAMS]) * x[at[blk]:at[blk] + P]
+            i += P
+        for d, e in floor_pairs:
+            xm = x[at[("root", None)] + mem] + x[at[("device", d)] + mem] + x[at[("engine", e)] + mem] + \
+                x[at[("pair", (d, e))] + mem]
+            out[i] = FACTOR_FLOOR_WEIGHT * max(0.0, math.log(FACTOR_MEMORY_FLOOR) - xm)
+            i += 1
+        return out
+
+    def jacobian(x):
+        J = np.zeros((n_res, n_x))
+        for c, bl, w, a, b in zip(cell_list, contrib, weights, offsets[:-1], offsets[1:]):
+            xc = cell_x(x, bl)
+            r0 = c.log_ratio(xc)
+            _, slope = _soft_l1_residual(r0)
+            dc = np.empty((c.n, P))
+            for p in range(P):
+                xp = xc.copy()
+                xp[p] += FACTOR_FD_STEP
+                dc[:, p] = (c.log_ratio(xp) - r0) / FACTOR_FD_STEP
+            dc *= (w * slope)[:, None]
+            for blk in bl:
+                J[a:b, blk:blk + P] += dc
+        i = n_data
+        J[i:i + P, 0:P] = np.diag(root_w)
+        i += P
+        for blk, lw in ridge_rows:
+            J[i:i + P, at[blk]:at[blk] + P] = np.diag(lw / np.array([FACTOR_UNIT[p] for p in FACTOR_PARAMS]))
+            i += P
+        for d, e in floor_pairs:
+            xm = sum(x[at[k] + mem] for k in (("root", None), ("device", d), ("engine", e), ("pair", (d, e))))
+            if xm < math.log(FACTOR_MEMORY_FLOOR):
+                for k in (("root", None), ("device", d), ("engine", e), ("pair", (d, e))):
+                    J[i, at[k] + mem] = -FACTOR_FLOOR_WEIGHT
+            i += 1
+        return J
+
+    x0 = np.zeros(n_x)
+    start = dict(DEFAULT_EFFICIENCY)
+    start.update({"op_overhead_us": 0.5, "step_overhead_ms": 0.1, "ttft_overhead_ms": 1.0, "prefill": 0.95})
+    x0[0:P] = [factor_coordinate(p, start[p]) for p in FACTOR_PARAMS]
+    sol = least_squares(residuals, x0, jac=jacobian, method="trf", x_scale="jac", xtol=1e-8, ftol=1e-10,
+                        gtol=1e-10, max_nfev=max_nfev)
+    x = sol.x
+
+    def block(k):
+        return x[at[k]:at[k] + P].copy()
+    return FactoredFit(root=block(("root", None)), device={d: block(("device", d)) for d in devices},
+                       engine={e: block(("engine", e)) for e in engines},
+                       pair={pe: block(("pair", pe)) for pe in pairs},
+                       publisher={s: block(("publisher", s)) for s in pubs}, cells=cell_list,
+                       success=bool(sol.success), message=str(sol.message))
+
+
+def efficiency_entries(fit: FactoredFit) -> dict:
+    """``Calibration.efficiencies`` entries (EfficiencyFit) of a factorised fit: every (device,
+    engine) of the fitted devices × engines (pairs without rows at device + engine terms), (*,
+    engine), (device, *), (device, current), (*, current) and (*, *). Errors are those of the
+    stored values (no publisher term) on the entry's own rows."""
+    devices, engines = sorted(fit.device), sorted(fit.engine)
+    keys = [(d, e) for d in devices for e in engines] + [("*", e) for e in engines] + \
+        [(d, "*") for d in devices] + [(d, POOLED_ENGINE) for d in devices] + [("*", POOLED_ENGINE), ("*", "*")]
+
+    def covers(key, c) -> bool:
+        d, e = key
+        if d != "*" and d != c.device:
+            return False
+        if e == POOLED_ENGINE:
+            return c.engine in CURRENT_ENGINE_FAMILIES
+        return e == "*" or e == c.engine
+
+    out = {}
+    for key in keys:
+        v = fit.efficiency(*key)
+        own = [c for c in fit.cells if covers(key, c)]
+        errs = []
+        if key[0] != "*" and key[1] not in ("*", POOLED_ENGINE):
+            x = fit.coordinates(*key)
+            errs = [np.abs(np.expm1(c.log_ratio(x))) for c in own]
+        err = np.concatenate(errs) if errs else np.array([np.nan])
+        out[key] = EfficiencyFit(
+            compute=v["compute"], memory=v["memory"], op_overhead_us=v["op_overhead_us"], network=1.0,
+            step_overhead_ms=v["step_overhead_ms"], prefill=v["prefill"], ttft_overhead_ms=v["ttft_overhead_ms"],
+            n_steps=sum(len(c.obs) for c in own), n_runs=sum(len(c.runs) for c in own), params=FACTOR_PARAMS,
+            rows=tuple(o.id for c in own for o in c.obs + c.runs) if key[0] != "*" and key[1] != "*" else (),
+            median_abs_rel_err=float(np.median(err)) if np.isfinite(err).any() else float("nan"),
+            p90_abs_rel_err=float(np.percentile(err, 90)) if np.isfinite(err).any() else float("nan"),
+            success=fit.success, message=fit.message)
+    return out
+
+
+def leave_one_publisher_out(cell_list: Sequence, *, prior_sd: Mapping[str, float] | None = None,
+                            publishers: Sequence[str] | None = None, max_nfev: int = 60) -> dict:
+    """Surrogate leave-one-publisher-out error of the factorised fit: for each publisher, fit on
+    the other publishers' cells and re-cost the held-out rows at the stored (publisher-free)
+    efficiency of their (device, engine). Returns {publisher: array of log ratios} (the re-costing
+    is the fit's own approximation of a run, not a new simulation: for choosing priors, nested in
+    the training sources)."""
+    pubs = sorted({c.publisher for c in cell_list}) if publishers is None else list(publishers)
+    out = {}
+    for s in pubs:
+        train = [c for c in cell_list if c.publisher != s]
+        test = [c for c in cell_list if c.publisher == s]
+        if not train or not test:
+            continue
+        fit = fit_cells(train, prior_sd=prior_sd, max_nfev=max_nfev)
+        out[s] = np.concatenate([c.log_ratio(fit.coordinates(c.device, c.engine)) for c in test])
+    return out
