@@ -62,7 +62,7 @@ from .calibration_correction import (  # noqa: F401  (re-exported)
 from .calibration_factored import (  # noqa: F401  (re-exported)
     FACTOR_ETA_MIN, FACTOR_FD_STEP, FACTOR_FLOOR_WEIGHT, FACTOR_LOG_PARAMS, FACTOR_MEMORY_FLOOR, FACTOR_PARAMS,
     FACTOR_SMOOTH, FACTOR_UNIT, KEY_SCATTER, PRIOR_SD, ROOT_WEIGHT, FactoredFit, _Cell, _cell_weights,
-    _soft_l1_residual, build_cells, efficiency_entries, factor_coordinate, factor_value, fit_cells, fit_factored,
+    PARAM_PRIOR_SCALE, _soft_l1_residual, build_cells, efficiency_entries, factor_coordinate, factor_value, fit_cells, fit_factored,
     leave_one_publisher_out, publisher_of)
 
 

@@ -9,7 +9,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from .calibration_store import CURRENT_ENGINE_FAMILIES, POOLED_ENGINE, DEFAULT_EFFICIENCY
+from .calibration_store import CURRENT_ENGINE_FAMILIES, POOLED_ENGINE, DEFAULT_EFFICIENCY, CalibrationError
 from .calibration_observations import default_client
 from .calibration_recost import StepSet
 from .calibration_runs import _run_stepset, prepare_runs
@@ -51,6 +51,8 @@ FACTOR_LOG_PARAMS = ("compute", "memory", "prefill")           # fitted as log Î
 FACTOR_UNIT = {"compute": 1.0, "memory": 1.0, "prefill": 1.0,
         "op_overhead_us": 10.0, "step_overhead_ms": 3.0, "ttft_overhead_ms": 30.0}
 PRIOR_SD = {"device": 0.3, "engine": 0.3, "pair": 0.15, "publisher": 0.2}
+# per-parameter multiplier of every term's prior sd (1: PRIOR_SD in the parameter's UNIT)
+PARAM_PRIOR_SCALE = {p: 1.0 for p in FACTOR_PARAMS}
 ROOT_WEIGHT = 0.02
 KEY_SCATTER = 0.2
 FACTOR_ETA_MIN = 0.05
@@ -212,12 +214,14 @@ def _cell_weights(cell: _Cell) -> np.ndarray:
 
 
 def fit_factored(observations: Sequence, runs: Sequence = (), factory: Callable | None = None, *,
-                 prior_sd: Mapping[str, float] | None = None, max_nfev: int = 60) -> FactoredFit:
+                 prior_sd: Mapping[str, float] | None = None, param_scale: Mapping[str, float] | None = None,
+                 max_nfev: int = 60) -> FactoredFit:
     """Joint fit of root, device, engine, (device, engine) and publisher terms of every parameter
     in FACTOR_PARAMS over all step and run observations (see the module docstring). ``prior_sd``
     overrides entries of :data:`PRIOR_SD` (a huge value leaves a term free, a tiny one removes
-    it)."""
-    return fit_cells(build_cells(observations, runs, factory), prior_sd=prior_sd, max_nfev=max_nfev)
+    it); ``param_scale`` overrides entries of :data:`PARAM_PRIOR_SCALE` (every term of that parameter)."""
+    return fit_cells(build_cells(observations, runs, factory), prior_sd=prior_sd, param_scale=param_scale,
+                     max_nfev=max_nfev)
 
 
 def build_cells(observations: Sequence, runs: Sequence = (), factory: Callable | None = None) -> list:
@@ -234,11 +238,21 @@ def build_cells(observations: Sequence, runs: Sequence = (), factory: Callable |
 
 
 def fit_cells(cell_list: Sequence, *, prior_sd: Mapping[str, float] | None = None,
-              max_nfev: int = 60) -> FactoredFit:
-    """:func:`fit_factored` on cells from :func:`build_cells`."""
+              param_scale: Mapping[str, float] | None = None, max_nfev: int = 60,
+              start: FactoredFit | None = None) -> FactoredFit:
+    """:func:`fit_factored` on cells from :func:`build_cells`. ``start``: a previous fit whose
+    terms (where this fit has them) are the starting point (nested cross-validation refits the
+    same rows less one publisher: a warm start needs a few iterations instead of dozens)."""
     from scipy.optimize import least_squares
+    warm = start
     sd = dict(PRIOR_SD, **(prior_sd or {}))
+    unknown = sorted(set(sd) - set(PRIOR_SD)) + sorted(set(param_scale or {}) - set(FACTOR_PARAMS))
+    if unknown:
+        raise CalibrationError(f"prior_sd / param_scale: unknown entries {unknown}; allowed: "
+                               f"{', '.join(PRIOR_SD)} / {', '.join(FACTOR_PARAMS)}")
     lam = {k: 1.0 / v for k, v in sd.items()}
+    scale = dict(PARAM_PRIOR_SCALE, **(param_scale or {}))
+    term_unit = np.array([FACTOR_UNIT[p] * scale[p] for p in FACTOR_PARAMS])   # one sd of a term, per parameter
     cell_list = list(cell_list)
     P = len(FACTOR_PARAMS)
     devices = sorted({c.device for c in cell_list})
@@ -276,7 +290,7 @@ def fit_cells(cell_list: Sequence, *, prior_sd: Mapping[str, float] | None = Non
         out[i:i + P] = root_w * (x[0:P] - root_at)
         i += P
         for blk, lw in ridge_rows:
-            out[i:i + P] = lw / np.array([FACTOR_UNIT[p] for p in FACTOR_PARAMS]) * x[at[blk]:at[blk] + P]
+            out[i:i + P] = lw / term_unit * x[at[blk]:at[blk] + P]
             i += P
         for d, e in floor_pairs:
             xm = x[at[("root", None)] + mem] + x[at[("device", d)] + mem] + x[at[("engine", e)] + mem] + \
@@ -303,7 +317,7 @@ def fit_cells(cell_list: Sequence, *, prior_sd: Mapping[str, float] | None = Non
         J[i:i + P, 0:P] = np.diag(root_w)
         i += P
         for blk, lw in ridge_rows:
-            J[i:i + P, at[blk]:at[blk] + P] = np.diag(lw / np.array([FACTOR_UNIT[p] for p in FACTOR_PARAMS]))
+            J[i:i + P, at[blk]:at[blk] + P] = np.diag(lw / term_unit)
             i += P
         for d, e in floor_pairs:
             xm = sum(x[at[k] + mem] for k in (("root", None), ("device", d), ("engine", e), ("pair", (d, e))))
@@ -317,6 +331,13 @@ def fit_cells(cell_list: Sequence, *, prior_sd: Mapping[str, float] | None = Non
     start = dict(DEFAULT_EFFICIENCY)
     start.update({"op_overhead_us": 0.5, "step_overhead_ms": 0.1, "ttft_overhead_ms": 1.0, "prefill": 0.95})
     x0[0:P] = [factor_coordinate(p, start[p]) for p in FACTOR_PARAMS]
+    if warm is not None:
+        x0[0:P] = warm.root
+        for kind, terms in (("device", warm.device), ("engine", warm.engine), ("pair", warm.pair),
+                            ("publisher", warm.publisher)):
+            for name, xs in terms.items():
+                if (kind, name) in at:
+                    x0[at[(kind, name)]:at[(kind, name)] + P] = xs
     sol = least_squares(residuals, x0, jac=jacobian, method="trf", x_scale="jac", xtol=1e-8, ftol=1e-10,
                         gtol=1e-10, max_nfev=max_nfev)
     x = sol.x
@@ -368,6 +389,7 @@ def efficiency_entries(fit: FactoredFit) -> dict:
 
 
 def leave_one_publisher_out(cell_list: Sequence, *, prior_sd: Mapping[str, float] | None = None,
+                            param_scale: Mapping[str, float] | None = None,
                             publishers: Sequence[str] | None = None, max_nfev: int = 60) -> dict:
     """Surrogate leave-one-publisher-out error of the factorised fit: for each publisher, fit on
     the other publishers' cells and re-cost the held-out rows at the stored (publisher-free)
@@ -381,6 +403,6 @@ def leave_one_publisher_out(cell_list: Sequence, *, prior_sd: Mapping[str, float
         test = [c for c in cell_list if c.publisher == s]
         if not train or not test:
             continue
-        fit = fit_cells(train, prior_sd=prior_sd, max_nfev=max_nfev)
+        fit = fit_cells(train, prior_sd=prior_sd, param_scale=param_scale, max_nfev=max_nfev)
         out[s] = np.concatenate([c.log_ratio(fit.coordinates(c.device, c.engine)) for c in test])
     return out

@@ -106,3 +106,32 @@ def test_calibrate_factored_writes_every_pair_and_the_pooled_keys(tmp_path):
     assert e["compute"] == pytest.approx(cal.efficiencies[("H100", "sglang")].compute, rel=1e-5)
     with pytest.raises(C.CalibrationError, match="structure"):
         C.calibrate(obs, corrections=False, structure="nope")
+
+
+def test_param_scale_removes_one_parameter_s_terms_and_start_resumes_a_fit():
+    """``param_scale`` multiplies the prior sd of every term of one parameter: at 1e-4 the
+    publisher offset of the slow setup (η × 0.8 on compute and memory, found by the fit above
+    within 0.02 of log 0.8) cannot go into the compute terms (offset below 1e-3). ``start``: a
+    converged fit restarted from itself stays where it is (terms within 1e-4) in 3 evaluations."""
+    slow = 0.8
+    obs = _rows("H100", "vllm", "fast") + _rows("A100", "vllm", "fast")
+    obs += _rows("H100", "vllm", "slow", slow) + _rows("A100", "vllm", "slow", slow)
+    sd = {"device": 10.0, "engine": 10.0, "pair": 1e-4, "publisher": 10.0}
+    i_c = C.FACTOR_PARAMS.index("compute")
+    cells = C.build_cells(obs)
+    free = C.fit_cells(cells, prior_sd=sd)
+    assert (free.publisher["slow"] - free.publisher["fast"])[i_c] == pytest.approx(math.log(slow), abs=0.02)
+    tied = C.fit_cells(cells, prior_sd=sd, param_scale={"compute": 1e-4})
+    assert abs((tied.publisher["slow"] - tied.publisher["fast"])[i_c]) < 1e-3
+    again = C.fit_cells(cells, prior_sd=sd, start=free, max_nfev=3)
+    for name in free.publisher:
+        assert again.publisher[name] == pytest.approx(free.publisher[name], abs=1e-4)
+    assert again.root == pytest.approx(free.root, abs=1e-4)
+
+
+def test_unknown_prior_entries_are_named():
+    cells = C.build_cells(_rows("H100", "vllm", "pub"))
+    with pytest.raises(C.CalibrationError, match=r"unknown entries \['devices'\]"):
+        C.fit_cells(cells, prior_sd={"devices": 1.0})
+    with pytest.raises(C.CalibrationError, match=r"unknown entries \['ttft_ms'\].*ttft_overhead_ms"):
+        C.fit_cells(cells, param_scale={"ttft_ms": 3.0})
