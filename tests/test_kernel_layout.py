@@ -35,8 +35,9 @@ def test_bundles_are_module_level_namedtuples_of_arrays(name):
     # a class defined in __main__ or inside a function is pickled by value: numba's cache never hits
     assert cls.__module__ == "mistfast.kernels.state" and cls.__qualname__ == name
     assert issubclass(cls, tuple) and len(cls._fields) >= 4
-    # compile cost follows a bundle's flattened size: keep each bundle small
-    assert len(cls._fields) <= 20, f"{name} has {len(cls._fields)} fields"
+    # compile cost follows a bundle's flattened size: keep each bundle small (Batches: 21, its
+    # decode-run entries' tokens left run_rem added in docs/kernels.md "Round 5")
+    assert len(cls._fields) <= 21, f"{name} has {len(cls._fields)} fields"
 
 
 def test_no_kernel_helper_takes_dozens_of_positional_arrays():

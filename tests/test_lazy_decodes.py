@@ -71,3 +71,29 @@ def test_lazy_decodes_without_step_log_ids():
     np.testing.assert_array_equal(np.delete(cs_on, RUN_COLS), np.delete(cs_off, RUN_COLS))
     for k in got_on:
         np.testing.assert_array_equal(got_on[k], got_off[k], err_msg=k)
+
+
+@pytest.mark.parametrize("batching", [E.CHUNKED, E.CONTINUOUS])
+def test_many_members_leave_in_one_step(batching):
+    """Outputs of a few lengths, arrivals in bursts: several members (and decode-run entries) emit
+    their last token in the same step, at scattered places in the running order, so the pass that
+    finds the leavers from their tokens left (bat.run_rem) and closes the ranks of the others moves
+    blocks of stayers; the step log's request ids check the order of those that stay."""
+    for seed in range(3):
+        rng = np.random.default_rng(2000 + seed)
+        n = 48
+        req, sch = make_case(rng, batching, n)
+        req["output"] = rng.choice(np.array([9, 17, 33], np.int64), n)
+        # bursts of 8, the first four far apart (queues drain: runs go on through last tokens), the
+        # others overlapping (last tokens in formed steps, members and joiners)
+        starts = np.concatenate([3.0 * np.arange(4), 12.0 + rng.uniform(0.0, 0.3, n // 8 - 4)])
+        req["arrival_s"] = np.sort(np.repeat(starts, 8) + rng.uniform(0.0, 1e-3, n))
+        sch.update(max_batch_size=16, static_pad=0, chunk_size=256)
+        assert_same(req, sch)
+        got_on, cs_on, log_on = run_kernel(req, sch)
+        got_off, cs_off, log_off = run_kernel(req, dict(sch, decode_runs=0))
+        assert cs_on[CL.CS_RUN_LEAVES] > 0, "requests must leave inside decode runs"
+        np.testing.assert_array_equal(log_on, log_off)
+        np.testing.assert_array_equal(np.delete(cs_on, RUN_COLS), np.delete(cs_off, RUN_COLS))
+        for k in got_on:
+            np.testing.assert_array_equal(got_on[k], got_off[k], err_msg=k)

@@ -109,6 +109,7 @@ def _run_entries(c, n_dec, b, req, cli, bat):
         bat.run_j1[i] = j1
         bat.run_amt[i] = amt
         bat.run_j0[i] = 0
+        bat.run_rem[i] = req.rq[r, Q_OUT] - g0
         if j1 <= b and amt == w:
             bat.ring[_ring_slot(j1, b)] += amt
         else:
@@ -126,8 +127,8 @@ def _finishers_may_leave(c, j, n_dec, req, stg, bat):
     the system (last stage: no routing, no transfer) and others remain."""
     n_left = 0
     for i in range(n_dec):
-        r = bat.dec_req[c, i]
-        if req.rq[r, Q_OUT] - req.rq[r, Q_GEN] == j:
+        if bat.run_rem[i] == j:
+            r = bat.dec_req[c, i]
             n_left += 1
             if _next_stage(r, req.rq[r, Q_CUR], stg) < stg.off[r + 1]:
                 return False  # a later stage follows: routing and transfers (ordinary step)
@@ -148,12 +149,13 @@ def _finishers_leave(c, j, te, t_start, w_sum, a_ctx, a_read, used, req, stg, cl
     dec_k = bat.dec_k[c]
     k2 = 0
     for i in range(n_dec):
-        r = dec_req[i]
-        w = int(dec_w[i])
-        if req.rq[r, Q_OUT] - req.rq[r, Q_GEN] != j:
-            _keep_entry(c, i, k2, r, bat)
+        if bat.run_rem[i] != j:
+            if k2 < i:
+                _keep_entry(c, i, k2, dec_req[i], bat)
             k2 += 1
             continue
+        r = dec_req[i]
+        w = int(dec_w[i])
         s = int(dec_s[i])
         kj = int(dec_k[i]) + j      # its context at this formation, had it stayed
         a_ctx -= w * (s + kj + 1)
@@ -183,9 +185,8 @@ def _fewest_tokens_left(c, n_dec, req, bat):
     big = np.iinfo(np.int64).max
     left = big
     for i in range(n_dec):
-        r = bat.dec_req[c, i]
-        if req.rq[r, Q_OUT] - req.rq[r, Q_GEN] < left:
-            left = req.rq[r, Q_OUT] - req.rq[r, Q_GEN]
+        if bat.run_rem[i] < left:
+            left = bat.run_rem[i]
     return left
 
 

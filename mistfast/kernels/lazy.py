@@ -46,6 +46,7 @@ def _keep_entry(c, i, k2, r, bat):
     bat.run_j1[k2] = bat.run_j1[i]
     bat.run_amt[k2] = bat.run_amt[i]
     bat.run_j0[k2] = bat.run_j0[i]
+    bat.run_rem[k2] = bat.run_rem[i]
     bat.run[c, k2] = r
 
 
@@ -163,6 +164,7 @@ def _lazy_join(r, c, form, budget, req, cli, bat):
     bat.run_amt[k] = amt
     bat.ring[j1 % b] += amt
     bat.run_j0[k] = F
+    bat.run_rem[k] = req.rq[r, Q_OUT] - gv
     req.rq[r, Q_GEN] = gv
     req.generated[r] -= F
     cli.ci[c, I_LAZY_N] = k + 1
@@ -225,14 +227,17 @@ def _lazy_members_leave(c, t, req, stg, cli, bat):
     run = bat.run[c]
     left = np.iinfo(np.int64).max
     k2 = 0
+    rem = bat.run_rem
     for i in range(n):
-        r = dec_req[i]
-        if req.rq[r, Q_OUT] - req.rq[r, Q_GEN] != F1:
-            _keep_entry(c, i, k2, r, bat)
-            if req.rq[r, Q_OUT] - req.rq[r, Q_GEN] < left:
-                left = req.rq[r, Q_OUT] - req.rq[r, Q_GEN]
+        # (tokens left from the contiguous run_rem: only a leaver's row is read)
+        if rem[i] != F1:
+            if k2 < i:
+                _keep_entry(c, i, k2, dec_req[i], bat)
+            if rem[i] < left:
+                left = rem[i]
             k2 += 1
             continue
+        r = dec_req[i]
         w = int(dec_w[i])
         s = int(dec_s[i])
         kf = int(dec_k[i]) + F      # its context at formation F

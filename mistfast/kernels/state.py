@@ -138,6 +138,10 @@ class Batches(NamedTuple):
                                # completion (s); then, per stage q in row q, when the latest micro-batch left it (s)
     # lazy decodes (kernels/lazy.py): the formation count at which each member joined
     run_j0: np.ndarray         # int64[cap]
+    # decode runs and lazy decodes: each entry's tokens left as of the run's base formation (its row's
+    # output minus generated while the run holds it), contiguous so that a pass looking for the
+    # entries that finish reads no request rows
+    run_rem: np.ndarray        # int64[cap]
 
 
 class Loop(NamedTuple):
@@ -284,4 +288,4 @@ def new_batches(cli, n):
                    np.zeros(max(n, 1)), bd, np.zeros(cap, np.int64), np.zeros(cap, np.int64),
                    np.zeros(max_block, np.int64), np.full((memo_cap, 4), -1, np.int64), np.zeros(memo_cap),
                    np.full((C, pp, 2, (cap if pp > 1 else 0) + 1), -1, np.int64),
-                   np.zeros((C, pp, (cap if pp > 1 else 0) + 3)), np.zeros(cap, np.int64))
+                   np.zeros((C, pp, (cap if pp > 1 else 0) + 3)), np.zeros(cap, np.int64), np.zeros(cap, np.int64))

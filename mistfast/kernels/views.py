@@ -151,6 +151,7 @@ class BatchesForming(NamedTuple):
     run_amt: np.ndarray
     ring: np.ndarray
     run_j0: np.ndarray
+    run_rem: np.ndarray
 
 
 class PrefixCaches(NamedTuple):
@@ -176,7 +177,8 @@ def clients_batching(cli):
 @jit_inline
 def batches_forming(bat):
     return BatchesForming(bat.run, bat.pf_req, bat.pf_past, bat.pf_new, bat.dec_req, bat.dec_w, bat.dec_s, bat.dec_k,
-                          bat.static_batch, bat.order, bat.keys, bat.run_j1, bat.run_amt, bat.ring, bat.run_j0)
+                          bat.static_batch, bat.order, bat.keys, bat.run_j1, bat.run_amt, bat.ring, bat.run_j0,
+                          bat.run_rem)
 
 
 @jit_inline
@@ -223,6 +225,7 @@ class BatchesDecoding(NamedTuple):
     run_amt: np.ndarray
     ring: np.ndarray
     run_j0: np.ndarray
+    run_rem: np.ndarray
 
 
 class LoopLogging(NamedTuple):
@@ -250,7 +253,7 @@ def clients_decoding(cli):
 @jit_inline
 def batches_decoding(bat):
     return BatchesDecoding(bat.run, bat.dec_req, bat.dec_w, bat.dec_s, bat.dec_k, bat.bd, bat.run_j1, bat.run_amt,
-                           bat.ring, bat.run_j0)
+                           bat.ring, bat.run_j0, bat.run_rem)
 
 
 @jit_inline
