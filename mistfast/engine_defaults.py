@@ -313,8 +313,21 @@ INFERENCEMAX_LAUNCHERS = (
 )
 
 
+# The DeepSeek-R1 FP8 B200 script branches on TP since github:SemiAnalysisAI/InferenceX@1d29967c4
+# (2026-01-13, "adds more SGLang B200 configs", the commit that added the TP4 runs; kept by the
+# consolidated benchmarks/dsr1_fp8_b200.sh of b0c4ed21b): TP8 keeps the flags above, TP4 (8k/1k only)
+# runs 32 requests with 95 % of memory static -- at 0.82 the ~157 GiB of FP8 weights per device
+# would not fit the 147.6 GiB static share of a 180 GB B200 and SGLang would refuse to start.
+INFERENCEMAX_TP_LAUNCHERS = {
+    ("benchmarks/dsr1_fp8_b200_docker.sh", 4): (
+        "--cuda-graph-max-bs 32 --max-running-requests 32 --mem-fraction-static 0.95 --kv-cache-dtype fp8_e4m3 "
+        "--chunked-prefill-size 8192",
+        "github:SemiAnalysisAI/InferenceX@1d29967c46d489dceedf4142f7038053052d55b0:benchmarks/dsr1_fp8_b200_docker.sh"),
+}
+
+
 def launcher_flags(source: str, engine: str, model_text: str, device: str, isl: int = 0, osl: int = 0,
-                   concurrency: int = 0) -> tuple[str, str]:
+                   concurrency: int = 0, tp: int = 0) -> tuple[str, str]:
     """(flags, source) of the InferenceMAX launch script that ran a row (``source`` names the
     InferenceMAX artifacts), else ("", ""). The first entry whose model text the row's model
     contains wins (the FP4 entries come before the FP8 ones)."""
@@ -322,6 +335,8 @@ def launcher_flags(source: str, engine: str, model_text: str, device: str, isl: 
         return "", ""
     for fam, model_part, dev, flags, path in INFERENCEMAX_LAUNCHERS:
         if fam == engine and dev == device and model_part.lower() in (model_text or "").lower():
+            if (path, tp) in INFERENCEMAX_TP_LAUNCHERS:   # a script that branches on TP (above)
+                return INFERENCEMAX_TP_LAUNCHERS[(path, tp)]
             if path.endswith("dsr1_fp4_mi355x_docker.sh") and isl == 8192 and osl == 1024 and concurrency > 32:
                 # the script lowers the prefill chunk for 8k/1k above 32 users
                 flags = flags.replace("--chunked-prefill-size 196608", "--chunked-prefill-size 32768")
@@ -338,7 +353,8 @@ def row_settings(engine: str, version: str, client, text: str, *, source: str = 
     """Settings of the server behind one measurement row: the engine's defaults for its version and
     device, the InferenceMAX launcher's flags (when the row is one of its runs), and the flags the
     row's own text states (last, so they win)."""
-    imax_flags, imax_src = launcher_flags(source, engine, model_text, client.device.name, isl, osl, concurrency)
+    imax_flags, imax_src = launcher_flags(source, engine, model_text, client.device.name, isl, osl, concurrency,
+                                          tp=client.tp)
     flags = parse_flags(imax_flags)
     flags.update(parse_flags(text))
     if imax_src:

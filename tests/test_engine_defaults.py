@@ -174,3 +174,32 @@ def test_apply_engine_defaults_to_a_client():
     assert f.precision.kv == "fp8" and f.kv_capacity_tokens() == pytest.approx(2 * v.kv_capacity_tokens(), abs=2)
     with pytest.raises(ED.EngineSettingsError, match="known: vllm"):
         ED.apply_engine_defaults(c, "tgi")
+
+
+def test_inferencemax_dsr1_fp8_b200_tp4_runs_with_its_own_flags():
+    # InferenceX@1d29967c4 dsr1_fp8_b200_docker.sh: TP4 -> --mem-fraction-static 0.95,
+    # --max-running-requests 32, --chunked-prefill-size 8192 (TP8 keeps 0.82 / 128 / 32768).
+    # DeepSeek-R1 FP8: ~671e9 parameters x 1 byte / 4 devices = 156 GiB per device > 0.82 x 180 =
+    # 147.6 GiB, < 0.95 x 180 = 171 GiB: only the TP4 flags let the server start.
+    row = dict(engine="SGLang (sglang.launch_server)", engine_version="v0.5.6-cu129-amd64",
+               model="deepseek-ai/DeepSeek-R1-0528", precision="FP8 (block-scaled, native)", hardware="B200",
+               num_accel=4, tp=4, batch_or_concurrency=8, osl=1024, isl=8192)
+    p = V.plan_row(_imax_row(**row))
+    assert p.status == "ok", p.reason
+    sched = p.scenario["clients"][0]["scheduler"]
+    assert sched["max_batch_size"] == 32 and sched["chunk_size"] == 8192
+    assert sched["reserved_memory_GiB"] == pytest.approx(0.05 * 180.0)
+    assert p.precision.split("/")[2] == "fp8"
+    assert 671e9 / 4 / GiB > 0.82 * 180.0
+    p8 = V.plan_row(_imax_row(**{**row, "num_accel": 8, "tp": 8}))
+    s8 = p8.scenario["clients"][0]["scheduler"]
+    assert p8.status == "ok" and s8["max_batch_size"] == 128 and s8["chunk_size"] == 32768
+    assert s8["reserved_memory_GiB"] == pytest.approx(0.18 * 180.0)
+    # the TP8 flags on 4 devices: the weights do not fit, and the row says so in one line
+    p4 = V.plan_row(_imax_row(**{**row, "notes": "InferenceMAX run; --mem-fraction-static 0.82"}))
+    if p4.status == "ok":
+        from mistfast.specs import parse_scenario
+        with pytest.raises(Exception, match="does not fit"):
+            parse_scenario(p4.scenario)
+    else:
+        assert "fit" in p4.reason
