@@ -107,6 +107,7 @@ class ServerSettings:
     activation_GiB: float      # A: activations and runtime memory the engine keeps outside weights and KV
     kv_dtype: str = ""         # "" = the row's precision; else "fp8" (--kv-cache-dtype fp8*)
     decode_steps: int = 1      # SGLang --num-continuous-decode-steps
+    recv_interval: int = 1     # SGLang --scheduler-recv-interval: decode iterations between polls for new requests
     sources: tuple[str, ...] = ()
 
     def scheduler(self, device_memory_GiB: float) -> dict:
@@ -210,6 +211,7 @@ def _sglang(version, mem, tp, pp, flags, dp_attention=False) -> ServerSettings:
     seqs = int(flags.get("max_running_requests", SGLANG["max_running_requests"]))
     return ServerSettings("sglang", seqs, d["chunked_prefill_size"], "total", frac, 0.0,
                           kv_dtype=flags.get("kv_dtype", ""), decode_steps=int(flags.get("decode_steps", 1)),
+                          recv_interval=int(flags.get("recv_interval", 1)),
                           sources=(SGLANG["source"],) + tuple(flags.get("sources", ())))
 
 
@@ -230,6 +232,7 @@ _INT_FLAGS = {
     "chunked-prefill-size": "chunked_prefill_size", "max-running-requests": "max_running_requests",
     "cuda-graph-max-bs": "cuda_graph_max_bs", "num-continuous-decode-steps": "decode_steps",
     "max-batch-size": "max_batch_size", "max-num-tokens": "max_num_tokens",
+    "scheduler-recv-interval": "recv_interval",
 }
 _FRACTION_FLAGS = {
     "gpu-memory-utilization": "gpu_memory_utilization", "mem-fraction-static": "mem_fraction_static",
@@ -294,10 +297,10 @@ INFERENCEMAX_LAUNCHERS = (
      "benchmarks/gptoss_fp4_b200_trt_slurm.sh"),
     ("sglang", "DeepSeek-R1-0528-FP4", "B200",
      "--cuda-graph-max-bs 256 --max-running-requests 256 --mem-fraction-static 0.85 --kv-cache-dtype fp8_e4m3 "
-     "--chunked-prefill-size 16384", "benchmarks/dsr1_fp4_b200_docker.sh"),
+     "--chunked-prefill-size 16384 --scheduler-recv-interval {recv}", "benchmarks/dsr1_fp4_b200_docker.sh"),
     ("sglang", "DeepSeek-R1", "B200",
      "--cuda-graph-max-bs 128 --max-running-requests 128 --mem-fraction-static 0.82 --kv-cache-dtype fp8_e4m3 "
-     "--chunked-prefill-size 32768", "benchmarks/dsr1_fp8_b200_docker.sh"),
+     "--chunked-prefill-size 32768 --scheduler-recv-interval {recv}", "benchmarks/dsr1_fp8_b200_docker.sh"),
     ("sglang", "DeepSeek-R1-0528-MXFP4", "MI355X",
      "--chunked-prefill-size 196608 --mem-fraction-static 0.8 --num-continuous-decode-steps 4 "
      "--cuda-graph-max-bs 128 --kv-cache-dtype fp8_e4m3", "benchmarks/dsr1_fp4_mi355x_docker.sh"),
@@ -321,7 +324,7 @@ INFERENCEMAX_LAUNCHERS = (
 INFERENCEMAX_TP_LAUNCHERS = {
     ("benchmarks/dsr1_fp8_b200_docker.sh", 4): (
         "--cuda-graph-max-bs 32 --max-running-requests 32 --mem-fraction-static 0.95 --kv-cache-dtype fp8_e4m3 "
-        "--chunked-prefill-size 8192",
+        "--chunked-prefill-size 8192 --scheduler-recv-interval 10",
         "github:SemiAnalysisAI/InferenceX@1d29967c46d489dceedf4142f7038053052d55b0:benchmarks/dsr1_fp8_b200_docker.sh"),
 }
 
@@ -344,6 +347,9 @@ def launcher_flags(source: str, engine: str, model_text: str, device: str, isl: 
             # DeepSeek-R1 script runs 512 requests at 1k/1k and 256 otherwise)
             flags = flags.replace("{conc}", str(max(int(concurrency), 1)) if concurrency else "1024")
             flags = flags.replace("{h200_seqs}", "512" if (isl, osl) == (1024, 1024) else "256")
+            # the B200 SGLang scripts poll for new requests every 10 decode iterations, every 30
+            # from 16 users on ("relax to ~30 requests between scheduler recv polls")
+            flags = flags.replace("{recv}", "30" if concurrency >= 16 else "10")
             return flags, f"{INFERENCEMAX_SOURCE}:{path}"
     return "", ""
 
