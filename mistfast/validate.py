@@ -893,14 +893,6 @@ def first_wave_ms_term(p: RowPlan, client) -> float:
 # the least number of closed-loop p99 TTFT rows an entry needs for its own first-wave delay; with
 # fewer it takes its parent's (engine pooled over devices, then the current engines, then 0)
 FIRST_WAVE_MIN_ROWS = 3
-# Whether an entry without rows of its own takes the delay of its parents (the engine pooled over
-# devices, then the current engines). Off: the delay is a cold start of one software stack on one
-# device (kernel JIT and autotuning on first use) and does not carry over. Out of sample it did
-# not: SGLang's p99 TTFT over 100 prompts at 4 users on H100 (GPUStack, Qwen3-8B) is 40-135 ms
-# (one run 5.7 s), while the SGLang delay pooled from the InferenceMAX DeepSeek-R1 runs (1-3 s on
-# NVIDIA, 21 s on MI355X) predicted 3.3 s for it; vLLM on A100 took 23-43 ms from H100/H200/B200
-# where its own p99 rows were already over-predicted.
-FIRST_WAVE_FROM_PARENTS = False
 
 
 def first_wave_rows(plans) -> list[RowPlan]:
@@ -915,10 +907,8 @@ def fit_first_wave(cal: C.Calibration, plans, predicted: Mapping[str, float]) ->
     (:func:`first_wave_rows`) and their predictions with that calibration (first-wave delay 0):
     per row, D = measured - predicted; an entry takes the median D over the rows it covers (its
     device and engine, ``*`` = any, ``current`` = the current engines), clipped at 0, when it covers
-    at least FIRST_WAVE_MIN_ROWS of them, else 0. (With FIRST_WAVE_FROM_PARENTS an entry with
-    too few rows takes its parent's value ((*, engine) for (device, engine); (*, current) for
-    (device, current) and (device, *); 0 at the root) and the pooled entries their pooled rows'
-    median; without it, the default, only (device, engine family) entries get a delay.) Returns
+    at least FIRST_WAVE_MIN_ROWS of them, else its parent's value ((*, engine) for (device,
+    engine); (*, current) for (device, current) and (device, *); 0 at the root). Returns
     {(device, engine): value}."""
     from .calibration_store import CURRENT_ENGINE_FAMILIES, POOLED_ENGINE
     d_rows = [(p.device, p.engine, p.measured - predicted[p.id]) for p in plans
@@ -940,8 +930,6 @@ def fit_first_wave(cal: C.Calibration, plans, predicted: Mapping[str, float]) ->
     def value(dev, eng) -> float:
         chain = [(dev, eng), ("*", eng), ("*", POOLED_ENGINE), ("*", "*")] if eng not in ("*", POOLED_ENGINE) \
             else [(dev, eng), ("*", POOLED_ENGINE), ("*", "*")]
-        if not FIRST_WAVE_FROM_PARENTS:   # one device and one engine family, or nothing
-            chain = [(dev, eng)] if dev != "*" and eng not in ("*", POOLED_ENGINE) else []
         for k in dict.fromkeys(chain):
             v = own(*k)
             if v is not None:

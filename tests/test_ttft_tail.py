@@ -130,7 +130,7 @@ def _tail_plans(groups):
     return plans, pred
 
 
-def _fit_example():
+def test_fit_first_wave_takes_the_median_per_entry_and_the_parent_where_rows_are_few():
     plans, pred = _tail_plans([
         ("MI355X", "sglang", [20000.0, 21000.0, 22000.0, 90000.0]),   # median 21,500 ms (one outlier)
         ("B200", "sglang", [1500.0, 2500.0]),                            # 2 rows: too few of its own
@@ -142,25 +142,7 @@ def _fit_example():
     for key in [("MI355X", "sglang"), ("B200", "sglang"), ("B200", "vllm"), ("H100", "vllm"), ("H200", "vllm"),
                 ("*", "sglang"), ("*", "current"), ("MI300X", "current"), ("*", "*")]:
         cal.efficiencies[key] = C.EfficiencyFit(compute=0.5, memory=0.8, op_overhead_us=0.0)
-    return cal, V.fit_first_wave(cal, plans, pred)
-
-
-def test_fit_first_wave_takes_the_median_per_device_and_engine_and_nothing_elsewhere():
-    # default: a delay only for a (device, engine family) entry with rows of its own; the pooled
-    # entries and the entries with too few rows get 0 (a cold start does not carry over)
-    assert V.FIRST_WAVE_FROM_PARENTS is False
-    cal, got = _fit_example()
-    assert got[("MI355X", "sglang")] == pytest.approx(21500.0)
-    assert got[("B200", "vllm")] == pytest.approx(40.0)
-    for key in [("B200", "sglang"), ("H100", "vllm"), ("H200", "vllm"), ("*", "sglang"), ("*", "current"),
-                ("MI300X", "current"), ("*", "*")]:
-        assert got[key] == 0.0, key
-    assert cal.efficiencies[("MI355X", "sglang")].first_wave_ms == pytest.approx(21500.0)
-
-
-def test_fit_first_wave_takes_the_parent_where_rows_are_few_when_asked(monkeypatch):
-    monkeypatch.setattr(V, "FIRST_WAVE_FROM_PARENTS", True)
-    cal, got = _fit_example()
+    got = V.fit_first_wave(cal, plans, pred)
     sglang_all = float(np.median([20000.0, 21000.0, 22000.0, 90000.0, 1500.0, 2500.0]))   # 20,500 ms
     every = [20000.0, 21000.0, 22000.0, 90000.0, 1500.0, 2500.0, 30.0, 40.0, 50.0, -20.0, -10.0, -5.0]
     assert got[("MI355X", "sglang")] == pytest.approx(21500.0)
