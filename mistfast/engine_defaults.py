@@ -107,6 +107,7 @@ class ServerSettings:
     activation_GiB: float      # A: activations and runtime memory the engine keeps outside weights and KV
     kv_dtype: str = ""         # "" = the row's precision; else "fp8" (--kv-cache-dtype fp8*)
     decode_steps: int = 1      # SGLang --num-continuous-decode-steps
+    recv_interval: int = 1     # SGLang --scheduler-recv-interval: decode iterations between polls for new requests
     sources: tuple[str, ...] = ()
 
     def scheduler(self, device_memory_GiB: float) -> dict:
@@ -210,6 +211,7 @@ def _sglang(version, mem, tp, pp, flags, dp_attention=False) -> ServerSettings:
     seqs = int(flags.get("max_running_requests", SGLANG["max_running_requests"]))
     return ServerSettings("sglang", seqs, d["chunked_prefill_size"], "total", frac, 0.0,
                           kv_dtype=flags.get("kv_dtype", ""), decode_steps=int(flags.get("decode_steps", 1)),
+                          recv_interval=int(flags.get("recv_interval", 1)),
                           sources=(SGLANG["source"],) + tuple(flags.get("sources", ())))
 
 
@@ -230,6 +232,7 @@ _INT_FLAGS = {
     "chunked-prefill-size": "chunked_prefill_size", "max-running-requests": "max_running_requests",
     "cuda-graph-max-bs": "cuda_graph_max_bs", "num-continuous-decode-steps": "decode_steps",
     "max-batch-size": "max_batch_size", "max-num-tokens": "max_num_tokens",
+    "scheduler-recv-interval": "recv_interval",
 }
 _FRACTION_FLAGS = {
     "gpu-memory-utilization": "gpu_memory_utilization", "mem-fraction-static": "mem_fraction_static",
@@ -294,10 +297,10 @@ INFERENCEMAX_LAUNCHERS = (
      "benchmarks/gptoss_fp4_b200_trt_slurm.sh"),
     ("sglang", "DeepSeek-R1-0528-FP4", "B200",
      "--cuda-graph-max-bs 256 --max-running-requests 256 --mem-fraction-static 0.85 --kv-cache-dtype fp8_e4m3 "
-     "--chunked-prefill-size 16384", "benchmarks/dsr1_fp4_b200_docker.sh"),
+     "--chunked-prefill-size 16384 --scheduler-recv-interval {recv}", "benchmarks/dsr1_fp4_b200_docker.sh"),
     ("sglang", "DeepSeek-R1", "B200",
      "--cuda-graph-max-bs 128 --max-running-requests 128 --mem-fraction-static 0.82 --kv-cache-dtype fp8_e4m3 "
-     "--chunked-prefill-size 32768", "benchmarks/dsr1_fp8_b200_docker.sh"),
+     "--chunked-prefill-size 32768 --scheduler-recv-interval {recv}", "benchmarks/dsr1_fp8_b200_docker.sh"),
     ("sglang", "DeepSeek-R1-0528-MXFP4", "MI355X",
      "--chunked-prefill-size 196608 --mem-fraction-static 0.8 --num-continuous-decode-steps 4 "
      "--cuda-graph-max-bs 128 --kv-cache-dtype fp8_e4m3", "benchmarks/dsr1_fp4_mi355x_docker.sh"),
@@ -313,8 +316,21 @@ INFERENCEMAX_LAUNCHERS = (
 )
 
 
+# The DeepSeek-R1 FP8 B200 script branches on TP since github:SemiAnalysisAI/InferenceX@1d29967c4
+# (2026-01-13, "adds more SGLang B200 configs", the commit that added the TP4 runs; kept by the
+# consolidated benchmarks/dsr1_fp8_b200.sh of b0c4ed21b): TP8 keeps the flags above, TP4 (8k/1k only)
+# runs 32 requests with 95 % of memory static -- at 0.82 the ~157 GiB of FP8 weights per device
+# would not fit the 147.6 GiB static share of a 180 GB B200 and SGLang would refuse to start.
+INFERENCEMAX_TP_LAUNCHERS = {
+    ("benchmarks/dsr1_fp8_b200_docker.sh", 4): (
+        "--cuda-graph-max-bs 32 --max-running-requests 32 --mem-fraction-static 0.95 --kv-cache-dtype fp8_e4m3 "
+        "--chunked-prefill-size 8192 --scheduler-recv-interval 10",
+        "github:SemiAnalysisAI/InferenceX@1d29967c46d489dceedf4142f7038053052d55b0:benchmarks/dsr1_fp8_b200_docker.sh"),
+}
+
+
 def launcher_flags(source: str, engine: str, model_text: str, device: str, isl: int = 0, osl: int = 0,
-                   concurrency: int = 0) -> tuple[str, str]:
+                   concurrency: int = 0, tp: int = 0) -> tuple[str, str]:
     """(flags, source) of the InferenceMAX launch script that ran a row (``source`` names the
     InferenceMAX artifacts), else ("", ""). The first entry whose model text the row's model
     contains wins (the FP4 entries come before the FP8 ones)."""
@@ -322,6 +338,8 @@ def launcher_flags(source: str, engine: str, model_text: str, device: str, isl: 
         return "", ""
     for fam, model_part, dev, flags, path in INFERENCEMAX_LAUNCHERS:
         if fam == engine and dev == device and model_part.lower() in (model_text or "").lower():
+            if (path, tp) in INFERENCEMAX_TP_LAUNCHERS:   # a script that branches on TP (above)
+                return INFERENCEMAX_TP_LAUNCHERS[(path, tp)]
             if path.endswith("dsr1_fp4_mi355x_docker.sh") and isl == 8192 and osl == 1024 and concurrency > 32:
                 # the script lowers the prefill chunk for 8k/1k above 32 users
                 flags = flags.replace("--chunked-prefill-size 196608", "--chunked-prefill-size 32768")
@@ -329,6 +347,9 @@ def launcher_flags(source: str, engine: str, model_text: str, device: str, isl: 
             # DeepSeek-R1 script runs 512 requests at 1k/1k and 256 otherwise)
             flags = flags.replace("{conc}", str(max(int(concurrency), 1)) if concurrency else "1024")
             flags = flags.replace("{h200_seqs}", "512" if (isl, osl) == (1024, 1024) else "256")
+            # the B200 SGLang scripts poll for new requests every 10 decode iterations, every 30
+            # from 16 users on ("relax to ~30 requests between scheduler recv polls")
+            flags = flags.replace("{recv}", "30" if concurrency >= 16 else "10")
             return flags, f"{INFERENCEMAX_SOURCE}:{path}"
     return "", ""
 
@@ -338,7 +359,8 @@ def row_settings(engine: str, version: str, client, text: str, *, source: str = 
     """Settings of the server behind one measurement row: the engine's defaults for its version and
     device, the InferenceMAX launcher's flags (when the row is one of its runs), and the flags the
     row's own text states (last, so they win)."""
-    imax_flags, imax_src = launcher_flags(source, engine, model_text, client.device.name, isl, osl, concurrency)
+    imax_flags, imax_src = launcher_flags(source, engine, model_text, client.device.name, isl, osl, concurrency,
+                                          tp=client.tp)
     flags = parse_flags(imax_flags)
     flags.update(parse_flags(text))
     if imax_src:

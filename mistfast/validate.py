@@ -234,6 +234,7 @@ class RowPlan:
     disagg: "DisaggLayout | None" = None   # prefill/decode disaggregation: the row is a two-pool pipeline
     tokens_per_chunk: int = 1   # ITL rows: tokens per streamed chunk (multi-step scheduling streams N tokens at once)
     scheduler_steps: int = 1    # vLLM multi-step scheduling: decode steps run back to back before new prefills
+    recv_interval: int = 1      # SGLang --scheduler-recv-interval: decode iterations between polls for new requests
     concurrency: int = 0    # closed-loop users or static batch size (run rows)
     replica_scale: int = 1  # rate metrics x this: one of that many identical replicas was simulated (loadgen_steady_state)
     run_key: str = ""       # the benchmark run the row is one metric of (RUN_KEY_FIELDS)
@@ -713,6 +714,7 @@ def _plan_row(r: Mapping) -> RowPlan:
                                 "is not a recognised kind (offline, static batch, fixed concurrency, Poisson rate)")
     if served is not None:   # the engine's KV format and continuous decode steps as the run set them
         plan.scheduler_steps = max(plan.scheduler_steps, served.decode_steps)
+        plan.recv_interval = max(int(served.recv_interval), 1)
         if served.kv_dtype:
             plan.precision = _with_kv_dtype(plan.precision, served.kv_dtype)
     limits = engine_limits_from_notes(_txt(r.get("notes")), plan.tp)
@@ -1020,6 +1022,24 @@ def multistep_admission_wait_ms(p: RowPlan, summary: Mapping) -> float:
     return q * p.scheduler_steps * float(summary["tpot_mean_ms"])
 
 
+def recv_poll_wait_ms(p: RowPlan, summary: Mapping) -> float:
+    """Extra time to first token under SGLang's ``--scheduler-recv-interval K``: the scheduler
+    reads new requests only once every K decode iterations (and right after a prefill), so a
+    request that arrives while the engine decodes waits for the next poll, uniform over 0..K
+    iterations of ``scheduler_steps`` decode steps each, where the simulation (which admits at the
+    next step boundary) has 0..1 of them. TTFT and E2E rows get the mean of the difference, (K - 1)/2
+    iterations (the p-th percentile, p (K - 1), for p90/p99 rows); one decode step = the run's mean
+    TPOT. Offline and static-batch rows are unaffected: their requests are all there at the first
+    poll. Source: github:sgl-project/sglang python/sglang/srt/managers/scheduler_recv_skipper.py
+    (SchedulerRecvSkipper: +1 per decode iteration, +1000 after any other forward mode, poll at
+    >= K), read by Scheduler.recv_requests."""
+    if p.recv_interval <= 1 or not p.metric.startswith(("ttft", "e2e")) \
+            or p.workload_kind in ("offline", "static batch"):
+        return 0.0
+    q = {"p90": 0.9, "p99": 0.99}.get(p.value_key.rsplit("_", 2)[-2], 0.5)
+    return q * (p.recv_interval - 1) * max(p.scheduler_steps, 1) * float(summary["tpot_mean_ms"])
+
+
 def plan_value(p: RowPlan, summary: Mapping) -> float:
     """The row's metric from a run summary: per device when the metric says so; $ per 1M tokens
     = price per device-hour x devices / (tokens/s x 3600) x 1e6."""
@@ -1028,7 +1048,8 @@ def plan_value(p: RowPlan, summary: Mapping) -> float:
         # pooled per-chunk gaps (bench_clients); a run simulated without step log (the fit's
         # reference pass, where these rows are not fitted) has only the per-request statistic
         key = _chunk_itl_keys()[key]
-    v = float(summary[key]) * p.tokens_per_chunk + multistep_admission_wait_ms(p, summary)
+    v = float(summary[key]) * p.tokens_per_chunk + multistep_admission_wait_ms(p, summary) \
+        + recv_poll_wait_ms(p, summary)
     if p.value_key in REPLICA_RATE_KEYS:   # one simulated replica stands for replica_scale of them
         v *= p.replica_scale
     if p.metric in COST_METRICS:

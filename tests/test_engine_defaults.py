@@ -174,3 +174,78 @@ def test_apply_engine_defaults_to_a_client():
     assert f.precision.kv == "fp8" and f.kv_capacity_tokens() == pytest.approx(2 * v.kv_capacity_tokens(), abs=2)
     with pytest.raises(ED.EngineSettingsError, match="known: vllm"):
         ED.apply_engine_defaults(c, "tgi")
+
+
+def test_inferencemax_dsr1_fp8_b200_tp4_runs_with_its_own_flags():
+    # InferenceX@1d29967c4 dsr1_fp8_b200_docker.sh: TP4 -> --mem-fraction-static 0.95,
+    # --max-running-requests 32, --chunked-prefill-size 8192 (TP8 keeps 0.82 / 128 / 32768).
+    # DeepSeek-R1 FP8: ~671e9 parameters x 1 byte / 4 devices = 156 GiB per device > 0.82 x 180 =
+    # 147.6 GiB, < 0.95 x 180 = 171 GiB: only the TP4 flags let the server start.
+    row = dict(engine="SGLang (sglang.launch_server)", engine_version="v0.5.6-cu129-amd64",
+               model="deepseek-ai/DeepSeek-R1-0528", precision="FP8 (block-scaled, native)", hardware="B200",
+               num_accel=4, tp=4, batch_or_concurrency=8, osl=1024, isl=8192)
+    p = V.plan_row(_imax_row(**row))
+    assert p.status == "ok", p.reason
+    sched = p.scenario["clients"][0]["scheduler"]
+    assert sched["max_batch_size"] == 32 and sched["chunk_size"] == 8192
+    assert sched["reserved_memory_GiB"] == pytest.approx(0.05 * 180.0)
+    assert p.precision.split("/")[2] == "fp8"
+    assert 671e9 / 4 / GiB > 0.82 * 180.0
+    p8 = V.plan_row(_imax_row(**{**row, "num_accel": 8, "tp": 8}))
+    s8 = p8.scenario["clients"][0]["scheduler"]
+    assert p8.status == "ok" and s8["max_batch_size"] == 128 and s8["chunk_size"] == 32768
+    assert s8["reserved_memory_GiB"] == pytest.approx(0.18 * 180.0)
+    # the TP8 flags on 4 devices: the weights do not fit, and the row says so in one line
+    p4 = V.plan_row(_imax_row(**{**row, "notes": "InferenceMAX run; --mem-fraction-static 0.82"}))
+    if p4.status == "ok":
+        from mistfast.specs import parse_scenario
+        with pytest.raises(Exception, match="does not fit"):
+            parse_scenario(p4.scenario)
+    else:
+        assert "fit" in p4.reason
+
+
+def test_scheduler_recv_interval_flag_and_launchers():
+    assert ED.parse_flags("--scheduler-recv-interval 30")["recv_interval"] == 30
+    s = ED.server_settings("sglang", "v0.5.6", device_name="B200", device_memory_GiB=180.0, tp=8,
+                           flags=ED.parse_flags("--scheduler-recv-interval 10"))
+    assert s.recv_interval == 10
+    assert ED.server_settings("sglang", "v0.5.6", device_name="B200", device_memory_GiB=180.0, tp=8).recv_interval == 1
+    src = "github:gminneci/mantile@x:reconcile/sources/inferencemax/raw/run_1/agg_bmk.json"
+    # dsr1_fp{4,8}_b200_docker.sh: 10 below 16 users, 30 from 16 on; the FP8 TP4 branch: 10
+    for model in ("deepseek-ai/DeepSeek-R1-0528", "nvidia/DeepSeek-R1-0528-FP4"):
+        for conc, k in ((4, 10), (8, 10), (16, 30), (64, 30)):
+            flags, _ = ED.launcher_flags(src, "sglang", model, "B200", 1024, 1024, conc, tp=8)
+            assert ED.parse_flags(flags)["recv_interval"] == k, (model, conc)
+    flags, _ = ED.launcher_flags(src, "sglang", "deepseek-ai/DeepSeek-R1-0528", "B200", 8192, 1024, 32, tp=4)
+    assert ED.parse_flags(flags)["recv_interval"] == 10
+    flags, _ = ED.launcher_flags(src, "sglang", "deepseek-ai/DeepSeek-R1-0528", "H200", 1024, 1024, 32)
+    assert "recv_interval" not in ED.parse_flags(flags)
+
+
+@pytest.mark.parametrize("metric,kind,k,steps,expected", [
+    # mean / median: (K - 1)/2 decode iterations of `steps` decode steps at the run's mean TPOT (20 ms)
+    ("ttft_ms", "closed loop", 30, 1, 0.5 * 29 * 20.0),
+    ("ttft_p50_ms", "closed loop", 10, 1, 0.5 * 9 * 20.0),
+    ("ttft_p99_ms", "closed loop", 30, 1, 0.99 * 29 * 20.0),
+    ("e2e_mean_ms", "poisson", 10, 4, 0.5 * 9 * 4 * 20.0),
+    ("tpot_ms", "closed loop", 30, 1, 0.0),          # TPOT and throughput: no change
+    ("output_tok_s", "closed loop", 30, 1, 0.0),
+    ("ttft_ms", "offline", 30, 1, 0.0),              # all requests there at the first poll
+    ("ttft_ms", "closed loop", 1, 1, 0.0),           # polling every iteration: what the simulation does
+])
+def test_recv_poll_wait_by_hand(metric, kind, k, steps, expected):
+    p = V.RowPlan(id="x", model_text="", hardware_text="", engine_text="", metric=metric, measured=1.0, group="g")
+    p.value_key = V.RUN_METRICS[metric][0]
+    p.workload_kind, p.recv_interval, p.scheduler_steps = kind, k, steps
+    summary = {"tpot_mean_ms": 20.0}
+    assert V.recv_poll_wait_ms(p, summary) == pytest.approx(expected)
+
+
+def test_b200_sglang_rows_carry_the_recv_interval():
+    row = dict(engine="SGLang (sglang.launch_server)", engine_version="v0.5.6-cu129-amd64",
+               model="deepseek-ai/DeepSeek-R1-0528", precision="FP8 (block-scaled, native)", hardware="B200",
+               num_accel=8, tp=8, osl=1024, isl=1024, metric="ttft_p50_ms")
+    assert V.plan_row(_imax_row(**row, batch_or_concurrency=8)).recv_interval == 10
+    assert V.plan_row(_imax_row(**row, batch_or_concurrency=32)).recv_interval == 30
+    assert V.plan_row(_imax_row()).recv_interval == 1      # MI355X: no recv interval
