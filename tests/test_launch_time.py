@@ -113,3 +113,19 @@ def test_bad_launch_time_is_one_clear_line():
     with pytest.raises(mf.SpecError, match=r"prefill_launch_us.*-1"):
         mf.parse_scenario({"clients": [{"model": "llama-3.1-8b", "device": "H100",
                                         "efficiency": {"prefill_launch_us": -1.0}}]})
+
+
+def test_validate_rows_take_their_engines_default():
+    from mistfast import validate as V
+    row = dict(id="s", source="https://example.org/bench", engine="SGLang (python -m sglang.launch_server)",
+               engine_version="0.5.2", model="meta-llama/Llama-3.1-8B-Instruct", precision="BF16",
+               hardware="H100-SXM-80GB", num_accel=1, tp=1, pp=1,
+               workload="closed loop at concurrency 4, random prompts", isl=1024, osl=128,
+               batch_or_concurrency=4, request_rate="inf", metric="ttft_p50_ms", value=50.0, notes="",
+               dataset="", engine_family="sglang")
+    p = V.plan_row(row)
+    assert p.status == "ok", p.reason
+    assert p.scenario["clients"][0]["efficiency"] == {"prefill_launch_us": 40.0}
+    q = V.plan_row(dict(row, engine="vLLM (vllm serve)", engine_family="vllm"))
+    assert q.status == "ok", q.reason
+    assert q.scenario["clients"][0]["efficiency"] == {}
