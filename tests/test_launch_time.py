@@ -129,3 +129,32 @@ def test_validate_rows_take_their_engines_default():
     q = V.plan_row(dict(row, engine="vLLM (vllm serve)", engine_family="vllm"))
     assert q.status == "ok", q.reason
     assert q.scenario["clients"][0]["efficiency"] == {}
+
+
+@pytest.mark.parametrize("eff, shape", [
+    ({"prefill_launch_us": 40.0, "step_overhead_ms": 2.0}, ([(0, 32)], [])),
+    ({"prefill_launch_us": 40.0}, ([(0, 16000)], [])),
+    ({"decode_launch_us": 3.0, "step_overhead_ms": 1.0}, ([], [(1, 900)] * 16)),
+])
+def test_op_breakdown_has_a_launch_row_and_sums_to_the_step(eff, shape):
+    from mistfast.opbreakdown import op_breakdown
+    c = make_client("llama-3.1-8b", "H100", efficiency=eff)
+    ops, total = op_breakdown(c, prefill=shape[0], decode=shape[1])
+    assert sum(o.time_s for o in ops) == pytest.approx(total, rel=1e-12)
+    rows = {o.name: o.time_s for o in ops}
+    if shape[1]:
+        assert rows["kernel launches"] == pytest.approx(320 * 3e-6, rel=1e-12)
+    elif shape[0][0][1] == 32:
+        # 32 tokens: the launches (12.8 ms) outlast the device: the row is the wait beyond it
+        assert total - 2e-3 == pytest.approx(320 * 40e-6, rel=1e-12)
+        assert rows["kernel launches"] > 0
+    else:
+        assert "kernel launches" not in rows
+
+
+def test_a_client_naming_its_engine_gets_the_engines_launch_default():
+    c = _make_client("llama-3.1-8b", "H100", engine="sglang")
+    assert c.efficiency.prefill_launch_us == 40.0
+    assert _make_client("llama-3.1-8b", "H100", engine="vllm").efficiency.prefill_launch_us == 0.0
+    # a client's own efficiency is never replaced
+    assert _make_client("llama-3.1-8b", "H100", engine="sglang", efficiency={}).efficiency.prefill_launch_us == 0.0
