@@ -86,11 +86,11 @@ def test_kernel_matches_python_twin(spec, shape):
     assert step_latency(c, prefill=pf, decode=dec).total_s == pytest.approx(want, rel=1e-9, abs=1e-15)
 
 
-def test_engine_defaults():
-    # engine design (mistfast.launch_time): SGLang and TensorRT-LLM 1.x launch prefill eagerly
+def test_engine_defaults(monkeypatch):
+    # an engine family in the table gets its host time per kernel; others nothing
+    monkeypatch.setitem(launch_time.EAGER_PREFILL_ENGINES, "sglang", 40.0)
     assert launch_time.engine_launch_efficiency("sglang") == {"prefill_launch_us": 40.0}
-    assert launch_time.engine_launch_efficiency("trtllm-1") == {"prefill_launch_us": 40.0}
-    assert launch_time.engine_launch_efficiency("vllm") == {}
+    assert launch_time.engine_launch_efficiency("no-such-engine") == {}
     assert launch_time.engine_launch_efficiency("") == {}
 
 
@@ -115,8 +115,10 @@ def test_bad_launch_time_is_one_clear_line():
                                         "efficiency": {"prefill_launch_us": -1.0}}]})
 
 
-def test_validate_rows_take_their_engines_default():
+def test_validate_rows_take_their_engines_default(monkeypatch):
     from mistfast import validate as V
+    monkeypatch.setitem(launch_time.EAGER_PREFILL_ENGINES, "sglang", 40.0)
+    monkeypatch.delitem(launch_time.EAGER_PREFILL_ENGINES, "vllm", raising=False)
     row = dict(id="s", source="https://example.org/bench", engine="SGLang (python -m sglang.launch_server)",
                engine_version="0.5.2", model="meta-llama/Llama-3.1-8B-Instruct", precision="BF16",
                hardware="H100-SXM-80GB", num_accel=1, tp=1, pp=1,
@@ -152,7 +154,9 @@ def test_op_breakdown_has_a_launch_row_and_sums_to_the_step(eff, shape):
         assert "kernel launches" not in rows
 
 
-def test_a_client_naming_its_engine_gets_the_engines_launch_default():
+def test_a_client_naming_its_engine_gets_the_engines_launch_default(monkeypatch):
+    monkeypatch.setitem(launch_time.EAGER_PREFILL_ENGINES, "sglang", 40.0)
+    monkeypatch.delitem(launch_time.EAGER_PREFILL_ENGINES, "vllm", raising=False)
     c = _make_client("llama-3.1-8b", "H100", engine="sglang")
     assert c.efficiency.prefill_launch_us == 40.0
     assert _make_client("llama-3.1-8b", "H100", engine="vllm").efficiency.prefill_launch_us == 0.0
