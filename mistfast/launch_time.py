@@ -43,22 +43,22 @@ TP_ALLREDUCE_KERNELS = 2
 # * the PyTorch dispatch path alone (Python binding, dispatcher, backend choice, cudaLaunchKernel)
 #   costs 5-25 us per op before module and engine code around it
 #   (https://jiahuanglin.xyz/all_lessons/gpu_kernel_serving/18_pytorch_to_kernel.html).
-# The default takes the lower, dense-model reading: 40 us per launched kernel.
+# The reading to start from is the lower, dense-model one: 40 us per launched kernel.
 EAGER_KERNEL_US = 40.0
 
-# Which engine families launch their prefill steps eagerly (engine design, not fitted):
+# Engine families whose validation rows and named clients get a default host time per kernel. Which
+# engines launch their prefill steps eagerly (engine design):
 # * SGLang captures CUDA graphs for decode batches only (`cuda_graph_max_bs`); prefill graphs are
 #   opt-in (`--enable-piecewise-cuda-graph`, sgl-project/sglang pull request #13377);
 # * TensorRT-LLM 1.x's PyTorch backend replays CUDA graphs for generation-only batches
-#   (`cuda_graph_config` batch sizes); context (prefill) batches run eagerly;
+#   (`cuda_graph_config` batch sizes); context (prefill) and mixed batches run eagerly;
 # * vLLM V1 compiles the model (torch.compile) and replays piecewise CUDA graphs around attention
-#   for batches up to its largest capture size; larger prefills run the compiled (fused) code
-#   without graphs: not eager PyTorch, so no default here;
-# * other engines (ATOM, TensorRT 0.x engines run from C++, simulators): none.
-EAGER_PREFILL_ENGINES = {
-    "sglang": EAGER_KERNEL_US,
-    "trtllm-1": EAGER_KERNEL_US,
-}
+#   for batches up to its largest capture size; larger prefills run the compiled (fused) code.
+# Measured on the InferenceMAX fold (docs/moe-fidelity.md, session 7): EAGER_KERNEL_US for SGLang and
+# TensorRT-LLM 1.x made the leave-one-source-out errors worse (all rows 14.3 -> 24.2 %), for SGLang
+# alone TTFT p50 worse (23.8 -> 26.6 %) with the SGLang groups no better; so no engine has a default
+# yet, and a client sets `efficiency.prefill_launch_us` itself.
+EAGER_PREFILL_ENGINES: dict[str, float] = {}
 
 
 def kernels_per_step(model, tp: int) -> int:
