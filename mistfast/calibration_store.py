@@ -554,7 +554,9 @@ def client_calibration(data: Mapping[str, Any]) -> dict:
     if "efficiency" not in data and dev:
         eff = calibrated_efficiency(dev, fam or None, path=path)
         if eff is not None:
-            out["efficiency"] = eff
+            # the engine family's kernel-launch defaults (mistfast.launch_time), unless the file has its own
+            from .launch_time import engine_launch_efficiency
+            out["efficiency"] = {**engine_launch_efficiency(fam), **eff}
     model = _preset_name(data.get("model"))
     if "step_correction" not in data and model and dev:
         prec = data.get("precision", "bf16")

@@ -127,6 +127,14 @@ def op_breakdown(client, prefill=(), decode=(), *, prompts_done=None) -> tuple[l
     for lineno, cat, mult, flops, byts, bound, t in calls:
         name = lineno if isinstance(lineno, str) else _op_name(_call_text(lines, lineno), lineno)
         ops.append(OpCost(name, _CATEGORY.get(cat, str(cat)), mult, flops, byts, bound, t * factor))
+    # kernel launches (docs/step-model.md, "Launch-bound steps"): the wait for an eager step's
+    # launches beyond its device time, or the per-kernel time of a graph-replayed decode step
+    device_s = sum(op.time_s for op in ops)
+    launch = float(out[K.X_HOST_ADD])
+    if out[K.X_HOST_FLOOR] > device_s + launch:
+        launch = float(out[K.X_HOST_FLOOR]) - device_s
+    if launch > 0.0:
+        ops.append(OpCost("kernel launches", "other", 1.0, 0.0, 0.0, "host", launch))
     # the fixed host time per step (scheduler, launches; calibrated step_overhead_ms) is added after
     # the correction and costs no device work: its own row, so that the rows sum to the step time
     host = float(prm[K.P_STEP_OVH])

@@ -377,6 +377,11 @@ class EfficiencySpec(Spec):
     first_wave_ms: float = Field(ge=0, default=0.0)
     # MoE expert parallelism: tokens on the busiest device / the mean (>= 1) (MODEL.md §2.1 λ)
     expert_imbalance: float = Field(ge=1, default=1.0)
+    # kernel launches (docs/step-model.md, "Launch-bound steps"; mistfast.launch_time): host time per
+    # kernel of an eager prefill step (the step lasts at least kernels x this), and the time per kernel
+    # a graph-replayed decode-only step adds; µs, 0 = off
+    prefill_launch_us: float = Field(ge=0, default=0.0)
+    decode_launch_us: float = Field(ge=0, default=0.0)
     source: str = "MODEL.md §2.1 defaults (reference system_eff 0.75)"
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from .specs import DTYPE_BYTES, ClientSpec, LinkSpec
 from .kernels import steptime as K
+from . import launch_time
 
 GENZ_GB = float(2**30)          # GenZ reads "X GB/s" as X * 2^30 B/s
 GENZ_ONCHIP_GBps = 18000.0      # GenZ on-chip (SRAM) bandwidth, GiB/s
@@ -160,6 +161,10 @@ def _extension_params(client: ClientSpec, prm: np.ndarray, genz: bool, fpeak: fl
     prm[K.P_IMBALANCE] = eff.expert_imbalance
     prm[K.P_STEP_OVH] = (eff.step_overhead_ms + getattr(client, "harness_step_ms", 0.0)) * 1e-3
     prm[K.P_PF_SLOW] = 1.0 / eff.prefill - 1.0
+    if (eff.prefill_launch_us > 0.0 or eff.decode_launch_us > 0.0) and not genz:
+        kernels = launch_time.kernels_per_step(m, client.tp)
+        prm[K.P_HOST_PF_FLOOR] = kernels * eff.prefill_launch_us * 1e-6
+        prm[K.P_HOST_DEC] = kernels * eff.decode_launch_us * 1e-6
     # local attention: correct mode only (GenZ has no windows); MLA and encoders have none
     if m.sliding_window and not genz and m.architecture == "decoder" and not m.is_mla:
         prm[K.P_N_WIN] = m.num_window_layers

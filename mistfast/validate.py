@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from . import calibration as C
+from . import launch_time
 
 MAX_SIM_REQUESTS = 8000       # offline runs: cap on simulated requests (the 128/128 rows: 30000 -> 8000 moves the result < 0.1 %)
 DEFAULT_OFFLINE_REQUESTS = 2000
@@ -360,7 +361,7 @@ def _pipeline_scenario(plan: RowPlan, lay: DisaggLayout, workload: dict, isl: in
         base = C._client_cached(plan.model, plan.device, tp, 1, plan.precision)
         sched = offline_scheduler(plan.engine, base, isl, osl)
         c = {"name": name, "model": plan.model, "device": plan.device, "tp": tp, "dp": workers,
-             "precision": prec, "efficiency": {}, "scheduler": sched}
+             "precision": prec, "efficiency": launch_time.engine_launch_efficiency(plan.engine), "scheduler": sched}
         if ep > 1:
             c["ep"] = ep
         clients.append(c)
@@ -757,7 +758,8 @@ def _plan_row(r: Mapping) -> RowPlan:
                   "dp": plan.dp // plan.replica_scale,
                   "precision": C.precision_dict(plan.precision),
                   **C.row_parallelism(r.get("notes"), plan.tp, plan.model),   # ep, dp_attention from the notes
-                  "efficiency": {},   # analytical base (0.75); calibrations replace it
+                  # analytical base (0.75; calibrations replace it) with the engine's kernel-launch model
+                  "efficiency": launch_time.engine_launch_efficiency(plan.engine),
                   "scheduler": sched}
     ep = re.search(r"\bmoe ep\s*=\s*(\d+)", notes)
     if ep and int(ep.group(1)) > 1 and "ep" not in client_doc:   # MoE EP stated by the source (MLPerf configs)

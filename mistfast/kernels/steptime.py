@@ -109,7 +109,13 @@ P_DP_ATTN = P_MIST_MEMO + 1
 # t_pf/T prefill takes (1 + s t_pf/T) times its time (calibration: prefill kernels of MoE models
 # reach a small share of the roofline the decode-fitted efficiencies give, docs/calibration.md)
 P_PF_SLOW = P_DP_ATTN + 1
-N_PARAMS = P_PF_SLOW + 1
+# kernel-launch host time (docs/step-model.md, "Launch-bound steps"): an eager (non-graph) step with
+# prefill rows is launched kernel by kernel from Python, and the host runs ahead of the device, so
+# the step takes at least the launch time of its kernels (s, whole model); a graph-replayed
+# decode-only step pays a fixed time per kernel on the device instead, added (s, whole model)
+P_HOST_PF_FLOOR = P_PF_SLOW + 1
+P_HOST_DEC = P_PF_SLOW + 2
+N_PARAMS = P_PF_SLOW + 3
 
 # ---- breakdown layout (per device, whole step) ---------------------------------------------
 B_GEMM = 0
@@ -209,7 +215,9 @@ X_KEY_CLIENT = X_CALLER + 1        # client whose fixed part the scratch holds (
 X_KEY_T = X_KEY_CLIENT + 1         # its T, R and t_pf
 X_KEY_R = X_KEY_T + 1
 X_KEY_TPF = X_KEY_R + 1
-N_OUT = X_KEY_TPF + 1                      # length of the ``out`` buffer every caller passes
+X_HOST_FLOOR = X_KEY_TPF + 1       # launch-time floor of this step (s; 0 unless it has prefill rows)
+X_HOST_ADD = X_HOST_FLOOR + 1      # per-kernel time added to this step (s; decode-only steps)
+N_OUT = X_HOST_ADD + 1                      # length of the ``out`` buffer every caller passes
 
 
 @jit_inline
@@ -723,6 +731,8 @@ def step_fixed(prm, T, R, t_pf, out):
     out[X_FACTOR_ATTN] = fa
     out[X_OOR] = oor
     out[X_PF_SLOW] = prm[P_PF_SLOW] * t_pf / T_real if T_real > 0.0 else 0.0
+    out[X_HOST_FLOOR] = prm[P_HOST_PF_FLOOR] if t_pf > 0.0 else 0.0
+    out[X_HOST_ADD] = prm[P_HOST_DEC] if t_pf == 0.0 else 0.0
 
 
 @jit_inline
@@ -807,6 +817,17 @@ def _step_total(prm, layer_t, out):
             for i in range(B_COMPUTE_BOUND + 1):
                 out[i] *= f
             out[B_MEMORY_BOUND] *= f
+    # kernel launches (not scaled by the correction): an eager prefill step cannot end before its
+    # kernels are launched (the host runs ahead, so the two overlap); graph replays add a fixed time
+    # per kernel. Both belong to the layers, so PP stages split them with the layer time
+    launch = out[X_HOST_ADD]
+    floor = out[X_HOST_FLOOR]
+    if floor > total + launch:
+        launch = floor - total
+    if launch > 0.0:
+        total += launch
+        layer_t += launch
+        out[B_OTHER] += launch
     # fixed host time per step (scheduler, launches): not scaled by the correction
     ovh = prm[P_STEP_OVH]
     if ovh > 0.0:

@@ -253,6 +253,30 @@ def reference_step_time(client, prefill, decode, prompts_done=None):
     slow = (1.0 / eff.prefill - 1.0) * t_new / rows_all if rows_all > 0 else 0.0
     if slow:
         ops[:] = [(name, x * (1.0 + slow)) for name, x in ops]
+    # kernel launches (docs/step-model.md, "Launch-bound steps"): an eager prefill step lasts at least
+    # its kernels' launch time; a graph-replayed decode-only step adds a time per kernel
+    if not genz and (eff.prefill_launch_us or eff.decode_launch_us):
+        kernels = _kernels_per_step(m, t)
+        device_s = sum(x for _, x in ops)
+        if t_new > 0:
+            if kernels * eff.prefill_launch_us * 1e-6 > device_s:
+                ops.append(("launch_wait", kernels * eff.prefill_launch_us * 1e-6 - device_s))
+        elif eff.decode_launch_us:
+            ops.append(("graph_kernels", kernels * eff.decode_launch_us * 1e-6))
     if eff.step_overhead_ms:
         ops.append(("step_overhead", eff.step_overhead_ms * 1e-3))
     return sum(x for _, x in ops), ops
+
+
+def _kernels_per_step(m, t):
+    """Kernels per forward (docs/step-model.md): per layer 2 norms, attention (MLA 11, else 5), FFN
+    (dense 3; routed experts 7, shared experts 3 more), 2 AllReduces under TP."""
+    n = 0
+    for i in range(m.num_layers):
+        k = 2 + (11 if m.is_mla else 5) + (2 if t > 1 else 0)
+        if m.is_moe_layer(i):
+            k += 7 + (3 if m.num_shared_experts else 0)
+        else:
+            k += 3
+        n += k
+    return n

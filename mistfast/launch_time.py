@@ -1,0 +1,81 @@
+"""Kernel-launch time of engine steps (docs/step-model.md, "Launch-bound steps").
+
+Serving engines replay CUDA graphs for decode-only batches but run most prefill steps eagerly: the
+Python model code launches every kernel of every layer one by one. The host runs ahead of the
+device, so an eager step takes at least the time the host needs to launch its kernels; for a short
+prompt of a model with many small kernels per layer (MLA + MoE) that launch time, not the roofline,
+sets the step. This module counts the kernels a step launches and holds each engine family's
+default host time per launched kernel.
+
+Kernels per layer (one eager forward, from the engines' model code; counted as launched kernels,
+fused ones once):
+
+* normalisation: 2 (input and post-attention RMSNorm with the residual add fused in);
+* GQA attention: 5 (QKV GEMM, rotary embedding, KV-cache write, attention, O projection);
+* MLA attention: 11 (q down / norm / up, kv down / norm, rotary, latent cache write, K/V up
+  projection, attention, O projection, and the split of the q/kv heads);
+* dense FFN: 3 (gate-up GEMM, activation, down GEMM);
+* routed experts: 7 (router GEMM, top-k, token sort/align, two grouped GEMMs, activation,
+  weighted combine); shared experts: 3 more (as a dense FFN);
+* tensor parallelism: 2 AllReduces (after attention and after the FFN) when tp > 1.
+
+A dense GQA layer is 10 kernels and a DeepSeek-V3 MoE layer 23 (+ 2 AllReduces under TP).
+"""
+from __future__ import annotations
+
+# kernels per layer, by part (module docstring)
+NORM_KERNELS = 2
+GQA_ATTENTION_KERNELS = 5
+MLA_ATTENTION_KERNELS = 11
+DENSE_FFN_KERNELS = 3
+ROUTED_EXPERT_KERNELS = 7
+SHARED_EXPERT_KERNELS = 3
+TP_ALLREDUCE_KERNELS = 2
+
+# Host time per kernel of an eager (Python-launched) step, µs. Readings outside the validation data:
+# * sfllm (wejoncy/sfllm pull request #46, "full prefill CUDA graphs"): Qwen3-4B (36 layers, about
+#   12 kernels each with its q/k norms), a 129-token prefill took 16.6 ms eager against 5.7 ms as a
+#   graph replay: the eager step is launch-bound at 16.6 / (36 x 12) = 38 us per kernel;
+# * tokenspeed (lightseekorg/tokenspeed pull request #597, "breakable CUDA graph for prefill"):
+#   Kimi-K2.6 (the DeepSeek-V3 architecture, 61 layers of about 25 kernels under TP), a
+#   2,048-token prefill took 123 ms eager and 55 ms (about the device floor) with graphs: at least
+#   123 / (61 x 25) = 81 us per kernel;
+# * the PyTorch dispatch path alone (Python binding, dispatcher, backend choice, cudaLaunchKernel)
+#   costs 5-25 us per op before module and engine code around it
+#   (https://jiahuanglin.xyz/all_lessons/gpu_kernel_serving/18_pytorch_to_kernel.html).
+# The reading to start from is the lower, dense-model one: 40 us per launched kernel.
+EAGER_KERNEL_US = 40.0
+
+# Engine families whose validation rows and named clients get a default host time per kernel. Which
+# engines launch their prefill steps eagerly (engine design):
+# * SGLang captures CUDA graphs for decode batches only (`cuda_graph_max_bs`); prefill graphs are
+#   opt-in (`--enable-piecewise-cuda-graph`, sgl-project/sglang pull request #13377);
+# * TensorRT-LLM 1.x's PyTorch backend replays CUDA graphs for generation-only batches
+#   (`cuda_graph_config` batch sizes); context (prefill) and mixed batches run eagerly;
+# * vLLM V1 compiles the model (torch.compile) and replays piecewise CUDA graphs around attention
+#   for batches up to its largest capture size; larger prefills run the compiled (fused) code.
+# Measured on the InferenceMAX fold (docs/moe-fidelity.md, session 7): EAGER_KERNEL_US for SGLang and
+# TensorRT-LLM 1.x made the leave-one-source-out errors worse (all rows 14.3 -> 24.2 %), for SGLang
+# alone TTFT p50 worse (23.8 -> 26.6 %) with the SGLang groups no better; so no engine has a default
+# yet, and a client sets `efficiency.prefill_launch_us` itself.
+EAGER_PREFILL_ENGINES: dict[str, float] = {}
+
+
+def kernels_per_step(model, tp: int) -> int:
+    """Kernels one forward of ``model`` launches per device across all its layers (module
+    docstring); embedding, final norm, LM head and sampling are left to the per-step overhead."""
+    attn = MLA_ATTENTION_KERNELS if model.is_mla else GQA_ATTENTION_KERNELS
+    comm = TP_ALLREDUCE_KERNELS if tp > 1 else 0
+    n_moe = model.num_moe_layers if model.is_moe else 0
+    n_dense = model.num_layers - n_moe
+    moe_ffn = ROUTED_EXPERT_KERNELS + (SHARED_EXPERT_KERNELS if model.num_shared_experts else 0)
+    per_dense = NORM_KERNELS + attn + DENSE_FFN_KERNELS + comm
+    per_moe = NORM_KERNELS + attn + moe_ffn + comm
+    return n_dense * per_dense + n_moe * per_moe
+
+
+def engine_launch_efficiency(engine: str) -> dict:
+    """Efficiency fields of an engine family's launch model (``prefill_launch_us``), {} for
+    engines without an eager prefill default."""
+    us = EAGER_PREFILL_ENGINES.get(engine or "")
+    return {"prefill_launch_us": us} if us else {}
