@@ -22,7 +22,7 @@ import types
 
 import numpy as np
 
-from .._numba import jit_entry, lazy_numba, njit
+from .._numba import jit_entry, jit_inline, lazy_numba, njit
 from .layout import *  # noqa: F401,F403  (the codes and layouts, re-exported for the Python lowering)
 from .layout import F_COUNT, F_TTFT, MAX_HOPS, N_SRV
 from .loop import _event_loop
@@ -122,6 +122,28 @@ def _renamed(fn, name):
     return copy
 
 
+# The serial point kernel runs simulate_single's body inlined (numba's IR inlining), not as a
+# dispatcher of its own: every dispatcher level links the event loop's code and emits its machine
+# code once more (a few CPU s of cold compile each: docs/kernels.md "Compile time"). The code that
+# runs for the loop is the same: simulate_cluster's, linked as it is. (simulate_cluster itself
+# cannot be inlined so: a call with more than 30 arguments is a *args call to numba's inliner.)
+_single_point = jit_inline(_renamed(simulate_single.py_func, "_single_point"))
+
+
+def _serial_points(prm, sch, g, offsets, arrival_in, prompt, output, branches, hash_off, hash_ids, n_hash, status,
+                   reason, arrival, t_first_sched, t_first_tok, t_last_tok, t_finish, generated, preempts, hit_first,
+                   computed_pf, cstats, runstats, steplog):
+    """_simulate_single_points_impl's loop for the serial kernel, each point simulate_single's body
+    inlined (the parallel kernel keeps its prange over simulate_single calls)."""
+    for q in range(prm.shape[0]):
+        a = offsets[q]
+        z = offsets[q + 1]
+        _single_point(prm[q], sch[q], g[q], arrival_in[a:z], prompt[a:z], output[a:z], branches[a:z],
+                      hash_off[a + q:z + q + 1], hash_ids, n_hash[q], status[a:z], reason[a:z], arrival[a:z],
+                      t_first_sched[a:z], t_first_tok[a:z], t_last_tok[a:z], t_finish[a:z], generated[a:z],
+                      preempts[a:z], hit_first[a:z], computed_pf[a:z], cstats[q], runstats[q], steplog[q])
+
+
 simulate_points = njit(parallel=True, nogil=True)(_simulate_single_points_impl)
-simulate_points_serial = njit(parallel=False, nogil=True, link_only=True)(_renamed(_simulate_single_points_impl,
+simulate_points_serial = njit(parallel=False, nogil=True, link_only=True)(_renamed(_serial_points,
                                                                    "_simulate_single_points_serial"))
