@@ -52,7 +52,14 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
                      st_t_ready, st_t_arrive, st_t_sched, st_t_exit)
     cli = new_clients(cli_kind, cli_prm, cli_sch, cli_srv, cstats)
     rte = Routes(pool_off, pool_cli, pool_policy, pool_thresh, route_lat, route_res, route_nres)
-    fl = new_flows(n, cli_kind.shape[0], res_cap, res_bytes)
+    return _run_point(lp, req, stg, cli, rte, n_hash, tcap, chain_off, chain_tier, res_cap, res_bytes)
+
+
+@jit_inline
+def _run_point(lp, req, stg, cli, rte, n_hash, tcap, chain_off, chain_tier, res_cap, res_bytes):
+    """The rest of a point's state (flows, KV stores, batches), then the event loop over it."""
+    n = req.arrival.shape[0]
+    fl = new_flows(n, cli.kind.shape[0], res_cap, res_bytes)
     kv = new_kv_stores(cli, n_hash, tcap, chain_off, chain_tier)
     bat = new_batches(cli, n)
     return _event_loop(req, stg, cli, rte, fl, kv, bat, lp)
@@ -88,12 +95,17 @@ def simulate_single(prm, sch, g, arrival_in, prompt, output, branches, hash_off,
     st_c = np.zeros(n)
     st_d = np.zeros(n)
     res_bytes = np.zeros(0)
-    return simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, pool_policy, pool_thresh,
-                            res_cap, route_lat, route_res, route_nres, g, arrival_in, branches, hash_off, hash_ids,
-                            n_hash, st_off, st_kind, st_pool, prompt, output, st_bytes, st_tier, st_flags,
-                            status, reason, arrival, t_first_sched, t_first_tok, t_last_tok, t_finish, generated,
-                            preempts, hit_first, computed_pf, st_client, st_a, st_b, st_c, st_d, cstats, res_bytes,
-                            runstats, steplog, np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int64))
+    # simulate_cluster's body, not a call to it: one dispatcher level fewer above the event loop
+    # (each level emits the loop's machine code once more: docs/kernels.md "Compile time")
+    lp = new_loop(g, n, steplog, runstats)
+    req = new_requests(lp, arrival_in, branches, hash_off, hash_ids, status, reason, arrival, t_first_sched,
+                       t_first_tok, t_last_tok, t_finish, generated, preempts, hit_first, computed_pf)
+    stg = new_stages(st_off, st_kind, st_pool, prompt, output, st_bytes, st_tier, st_flags, st_client,
+                     st_a, st_b, st_c, st_d)
+    cli = new_clients(cli_kind, cli_prm, cli_sch, cli_srv, cstats)
+    rte = Routes(pool_off, pool_cli, pool_policy, pool_thresh, route_lat, route_res, route_nres)
+    return _run_point(lp, req, stg, cli, rte, n_hash, np.zeros(0, np.int64), np.zeros(1, np.int64),
+                      np.zeros(0, np.int64), res_cap, res_bytes)
 
 
 def _simulate_single_points_impl(prm, sch, g, offsets, arrival_in, prompt, output, branches, hash_off, hash_ids,
