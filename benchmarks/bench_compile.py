@@ -11,7 +11,7 @@ of the total went to LLVM (function passes, module passes after linking the call
 code). A function compiled more than once (an integer literal argument, another array layout) is
 marked.
 
-Usage: python benchmarks/bench_compile.py [--top 25] [--json out.json]
+Usage: python benchmarks/bench_compile.py [--top 25] [--passes 20] [--json out.json]
 It measures the checkout it belongs to (the child runs in its root); to compare two trees, run
 each tree's copy, interleaved, on a shared machine.
 """
@@ -36,6 +36,7 @@ from numba.core import codegen, event
 stack = []                      # [kind, key, start, time of nested compiles]
 compiles = []                   # (function, signature)
 by_function = defaultdict(float)
+by_pass = defaultdict(float)    # "function|pass" -> exclusive CPU s
 llvm = defaultdict(float)
 
 
@@ -62,6 +63,7 @@ class Passes(event.Listener):
             compiles.append(key)
         else:
             by_function[key] += spent - nested
+            by_pass[f"{key}|{(ev.data or {}).get('name')}"] += spent - nested
 
 
 def timed(cls, name, label):
@@ -88,7 +90,7 @@ c1 = time.process_time()
 mistfast.simulate("examples/kv_tiers.toml")
 c2 = time.process_time()
 json.dump(dict(tree=str(mistfast.__file__), import_s=c0 - c_start, single_s=c1 - c_start, pipeline_s=c2 - c1, compiles=compiles,
-               by_function=dict(by_function), llvm=dict(llvm)), sys.stdout)
+               by_function=dict(by_function), by_pass=dict(by_pass), llvm=dict(llvm)), sys.stdout)
 '''
 
 
@@ -119,15 +121,27 @@ def report(res: dict, top: int) -> None:
         print(f"{s:7.2f} {s / (total or 1.0):6.1%} {n:8d}  {fn}{mark}")
 
 
+def report_passes(res: dict, top: int) -> None:
+    """The costliest (function, compiler pass) pairs: where a function's time goes (type inference,
+    numba's IR inlining, lowering to LLVM with LLVM's function passes, ...)."""
+    rows = sorted(res.get("by_pass", {}).items(), key=lambda kv: -kv[1])[:top]
+    print(f"{'CPU s':>7}  function | compiler pass")
+    for key, s in rows:
+        print(f"{s:7.2f}  {key.replace('|', ' | ')}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--top", type=int, default=25, help="functions listed (default 25)")
     ap.add_argument("--json", help="also write the raw profile here")
+    ap.add_argument("--passes", type=int, default=0, help="also list the N costliest (function, pass) pairs")
     args = ap.parse_args()
     res = profile()
     if args.json:
         Path(args.json).write_text(json.dumps(res))
     report(res, args.top)
+    if args.passes:
+        report_passes(res, args.passes)
 
 
 if __name__ == "__main__":

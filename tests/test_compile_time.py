@@ -14,9 +14,7 @@ import pytest
 from mistfast.kernels import cluster as CL
 
 KERNELS = Path(CL.__file__).parent
-# known: metrics._stats is called with its output columns (O_TTFT, O_QUANT, ...) and compiles once
-# per column; metrics.py is another work item's file (docs/kernels.md, "Compile time")
-ALLOWED = {("metrics.py", "_stats")}
+ALLOWED: set = set()   # (file, kernel) pairs allowed a literal argument: none
 
 
 def _module_int_constants() -> set[str]:
@@ -219,3 +217,73 @@ def test_a_link_only_entry_links_its_callees_ir_from_before_machine_code():
     # the entry's module holds the callee exactly as its own -O3 round left it, not as the code
     # generator rewrote it (on x86-64 it does: the last field is False there)
     assert has_clean == "True" and linked_is_clean == "True"
+
+
+# ---- rare phases out of line; no dispatcher level between the point kernel and the loop ---------
+# Each is compiled once as its own function instead of its body being inlined into the event loop
+# or batch formation (numba types, lowers and LLVM optimises an inlined body at every call site and
+# as part of the loop's one big function): flows/transfers, the end of a run, slot and retrieval
+# servers, PP micro-batching, KV growth with preemption, rejections, static padding, sorted
+# admission, the lazy members' settle and one op's cost (docs/kernels.md "Compile time").
+RARE_OUT_OF_LINE = {"_advance_transfers", "_close_books", "_lazy_decodes_ok", "_slots_release", "_slots_start",
+                    "_retrieval_phase_end", "_retrieval_start", "_pp_launch", "_pp_restore_oldest",
+                    "_pp_busy_after", "_pp_set_next", "_add_decode", "_reject_to_unblock", "_pad_static_batch",
+                    "_sort_waiting", "_lazy_settle", "_op_cost"}
+
+
+def test_rare_phases_are_compiled_out_of_line():
+    kinds = _compiled_kernels()
+    inlined = {name for name in RARE_OUT_OF_LINE if kinds.get(name) != "jit_noalloc"}
+    assert inlined == set(), f"inlined again (cold compile time): {sorted(inlined)}"
+
+
+def _function(tree, name):
+    return next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name)
+
+
+def _called_names(node):
+    return {n.func.id for n in ast.walk(node) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+
+
+def test_the_single_client_path_has_one_dispatcher_above_the_loop():
+    # the serial point kernel inlines simulate_single, which builds the state itself (no
+    # simulate_cluster call): every dispatcher level emits the whole loop's machine code again
+    tree = ast.parse(Path(CL.__file__).read_text())
+    assert "simulate_cluster" not in _called_names(_function(tree, "simulate_single"))
+    assert "_run_point" in _called_names(_function(tree, "simulate_single"))
+    assert "_single_point" in _called_names(_function(tree, "_serial_points"))
+    assigned = {ast.unparse(n.targets[0]): ast.unparse(n.value) for n in tree.body if isinstance(n, ast.Assign)}
+    assert assigned["_single_point"].startswith("jit_inline(")
+    assert "_serial_points" in assigned["simulate_points_serial"]
+    assert ast.unparse(_function(tree, "_run_point").decorator_list[0]) == "jit_inline"
+
+
+def test_no_cached_kernel_was_compiled_for_a_literal_argument():
+    """numba compiles a callee once per argument types; a variable first assigned a literal (``nw = 0``)
+    can type as ``Literal[int](0)`` while the loop around it is typed, which compiles the callee a
+    second time for nothing (the AST check above sees only literal arguments written in the call).
+    Read from the kernel cache's indexes: every signature compiled so far with these sources."""
+    from mistfast import _numba
+    if not _numba._CACHE_DIR:
+        pytest.skip("no kernel cache")
+    _numba.ensure_compiled_kernels()
+    import importlib
+
+    from numba.core import types
+    from numba.core.dispatcher import Dispatcher
+    seen = 0
+    found = []
+    for path in sorted(KERNELS.glob("*.py")):
+        mod = importlib.import_module(f"mistfast.kernels.{path.stem}")
+        for name, obj in vars(mod).items():
+            cache = getattr(obj, "_cache", None) if isinstance(obj, Dispatcher) else None
+            if cache is None or obj.py_func.__module__ != mod.__name__ or not hasattr(cache, "_cache_file"):
+                continue
+            for key in cache._cache_file._load_index():
+                seen += 1
+                sig = key[0]
+                if any(isinstance(t, types.Literal) for t in getattr(sig, "args", sig)):
+                    found.append(f"{path.name}::{name}{sig}")
+    if seen == 0:
+        pytest.skip("nothing compiled into the kernel cache yet")
+    assert found == []

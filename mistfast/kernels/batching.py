@@ -3,6 +3,8 @@ admissions from the waiting queue in policy order (strict head of line), KV grow
 recompute preemption, and the rejections that break a deadlock."""
 from __future__ import annotations
 
+import numpy as np
+
 from .._numba import jit_inline, jit_noalloc
 from .engine import (CHUNKED, FCFS, FINISHED, MIXED, R_KV_CAPACITY, R_KV_EXHAUSTED, R_TOKEN_BUDGET, REJECTED, RUNNING,
                      S_AGING, S_BATCHING, S_BLOCK, S_CHUNK, S_MAX_SEQS, S_MAX_TOKENS, S_POLICY, S_PREEMPTION,
@@ -35,7 +37,7 @@ def _preempt(v, c, req, cli, w_of):
     _wpush_front(req.rq, cli.ci, c, v)
 
 
-@jit_inline
+@jit_noalloc
 def _add_decode(r, c, form, sch, req, cli, bat):
     """Grow r's KV for this decode (preempting the newest others if needed) and add it.
     Returns 1 added, 0 skipped, -1 r itself was preempted; bit 2 set when anyone was preempted."""
@@ -205,7 +207,7 @@ def _place_partial_prefills(c, form, budget, npf, first, req, cli, bat):
     return budget, npf
 
 
-@jit_inline
+@jit_noalloc
 def _sort_waiting(c, t, nw, req, cli, bat):
     """SPF / LWL: the waiting queue's nw requests in bat.order, sorted (aged requests first, in
     queue order). FCFS walks the queue itself and stops at the head-of-line block."""
@@ -318,7 +320,7 @@ def _admit_waiting(c, form, budget, npf, nw, sorted_order, req, cli, bat, kv, lp
     return budget, npf
 
 
-@jit_inline
+@jit_noalloc
 def _pad_static_batch(c, req, cli, bat):
     """Padded static batching: finished members keep costing a decode slot."""
     for ii in range(cli.ci[c, I_NSTATIC]):
@@ -333,7 +335,7 @@ def _pad_static_batch(c, req, cli, bat):
             cli.ci[c, I_NDEC] = k + 1
 
 
-@jit_inline
+@jit_noalloc
 def _reject_to_unblock(c, t, nw, sorted_order, req, cli, bat):
     """Nothing could run and nobody was preempted. With running requests, nobody can grow: the
     newest is aborted (KV exhausted). Else the first waiting request in policy order can never be
@@ -415,4 +417,6 @@ def _form_batch(c, t, req, cli, bat, kv, lp):
         return 1
     if preempted:
         return 3
-    return _reject_to_unblock(c, t, nw, sorted_order, req, cli, bat)
+    # (np.int64, np.bool_: nw = 0 and sorted_order = False would also type as literals and compile
+    # _reject_to_unblock a second time)
+    return _reject_to_unblock(c, t, np.int64(nw), np.bool_(sorted_order), req, cli, bat)

@@ -22,7 +22,7 @@ import types
 
 import numpy as np
 
-from .._numba import jit_entry, lazy_numba, njit
+from .._numba import jit_entry, jit_inline, lazy_numba, njit
 from .layout import *  # noqa: F401,F403  (the codes and layouts, re-exported for the Python lowering)
 from .layout import F_COUNT, F_TTFT, MAX_HOPS, N_SRV
 from .loop import _event_loop
@@ -52,7 +52,14 @@ def simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, po
                      st_t_ready, st_t_arrive, st_t_sched, st_t_exit)
     cli = new_clients(cli_kind, cli_prm, cli_sch, cli_srv, cstats)
     rte = Routes(pool_off, pool_cli, pool_policy, pool_thresh, route_lat, route_res, route_nres)
-    fl = new_flows(n, cli_kind.shape[0], res_cap, res_bytes)
+    return _run_point(lp, req, stg, cli, rte, n_hash, tcap, chain_off, chain_tier, res_cap, res_bytes)
+
+
+@jit_inline
+def _run_point(lp, req, stg, cli, rte, n_hash, tcap, chain_off, chain_tier, res_cap, res_bytes):
+    """The rest of a point's state (flows, KV stores, batches), then the event loop over it."""
+    n = req.arrival.shape[0]
+    fl = new_flows(n, cli.kind.shape[0], res_cap, res_bytes)
     kv = new_kv_stores(cli, n_hash, tcap, chain_off, chain_tier)
     bat = new_batches(cli, n)
     return _event_loop(req, stg, cli, rte, fl, kv, bat, lp)
@@ -88,12 +95,17 @@ def simulate_single(prm, sch, g, arrival_in, prompt, output, branches, hash_off,
     st_c = np.zeros(n)
     st_d = np.zeros(n)
     res_bytes = np.zeros(0)
-    return simulate_cluster(cli_kind, cli_prm, cli_sch, cli_srv, pool_off, pool_cli, pool_policy, pool_thresh,
-                            res_cap, route_lat, route_res, route_nres, g, arrival_in, branches, hash_off, hash_ids,
-                            n_hash, st_off, st_kind, st_pool, prompt, output, st_bytes, st_tier, st_flags,
-                            status, reason, arrival, t_first_sched, t_first_tok, t_last_tok, t_finish, generated,
-                            preempts, hit_first, computed_pf, st_client, st_a, st_b, st_c, st_d, cstats, res_bytes,
-                            runstats, steplog, np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int64))
+    # simulate_cluster's body, not a call to it: one dispatcher level fewer above the event loop
+    # (each level emits the loop's machine code once more: docs/kernels.md "Compile time")
+    lp = new_loop(g, n, steplog, runstats)
+    req = new_requests(lp, arrival_in, branches, hash_off, hash_ids, status, reason, arrival, t_first_sched,
+                       t_first_tok, t_last_tok, t_finish, generated, preempts, hit_first, computed_pf)
+    stg = new_stages(st_off, st_kind, st_pool, prompt, output, st_bytes, st_tier, st_flags, st_client,
+                     st_a, st_b, st_c, st_d)
+    cli = new_clients(cli_kind, cli_prm, cli_sch, cli_srv, cstats)
+    rte = Routes(pool_off, pool_cli, pool_policy, pool_thresh, route_lat, route_res, route_nres)
+    return _run_point(lp, req, stg, cli, rte, n_hash, np.zeros(0, np.int64), np.zeros(1, np.int64),
+                      np.zeros(0, np.int64), res_cap, res_bytes)
 
 
 def _simulate_single_points_impl(prm, sch, g, offsets, arrival_in, prompt, output, branches, hash_off, hash_ids,
@@ -122,6 +134,28 @@ def _renamed(fn, name):
     return copy
 
 
+# The serial point kernel runs simulate_single's body inlined (numba's IR inlining), not as a
+# dispatcher of its own: every dispatcher level links the event loop's code and emits its machine
+# code once more (a few CPU s of cold compile each: docs/kernels.md "Compile time"). The code that
+# runs for the loop is the same: simulate_cluster's, linked as it is. (simulate_cluster itself
+# cannot be inlined so: a call with more than 30 arguments is a *args call to numba's inliner.)
+_single_point = jit_inline(_renamed(simulate_single.py_func, "_single_point"))
+
+
+def _serial_points(prm, sch, g, offsets, arrival_in, prompt, output, branches, hash_off, hash_ids, n_hash, status,
+                   reason, arrival, t_first_sched, t_first_tok, t_last_tok, t_finish, generated, preempts, hit_first,
+                   computed_pf, cstats, runstats, steplog):
+    """_simulate_single_points_impl's loop for the serial kernel, each point simulate_single's body
+    inlined (the parallel kernel keeps its prange over simulate_single calls)."""
+    for q in range(prm.shape[0]):
+        a = offsets[q]
+        z = offsets[q + 1]
+        _single_point(prm[q], sch[q], g[q], arrival_in[a:z], prompt[a:z], output[a:z], branches[a:z],
+                      hash_off[a + q:z + q + 1], hash_ids, n_hash[q], status[a:z], reason[a:z], arrival[a:z],
+                      t_first_sched[a:z], t_first_tok[a:z], t_last_tok[a:z], t_finish[a:z], generated[a:z],
+                      preempts[a:z], hit_first[a:z], computed_pf[a:z], cstats[q], runstats[q], steplog[q])
+
+
 simulate_points = njit(parallel=True, nogil=True)(_simulate_single_points_impl)
-simulate_points_serial = njit(parallel=False, nogil=True, link_only=True)(_renamed(_simulate_single_points_impl,
+simulate_points_serial = njit(parallel=False, nogil=True, link_only=True)(_renamed(_serial_points,
                                                                    "_simulate_single_points_serial"))

@@ -24,6 +24,7 @@ from .llm_step import _llm_step_end, _llm_step_start
 from .ppipe import _pp_busy_after, _pp_may_form, _pp_oldest_done, _pp_on, _pp_restore_oldest, _pp_set_next
 from .servers import _retrieval_phase_end, _retrieval_start, _slots_release, _slots_start
 from .stages import _arrive, _release, _workload_arrivals
+from .views import batches_forming, clients_batching, requests_batching
 from .views import (batches_decoding, clients_decoding, loop_core, loop_logging, requests_decoding,
                     clients_arriving, requests_moving, stages_arriving, stages_decoding, tier_chains)
 
@@ -110,7 +111,7 @@ def _transfer_done(f, t, req, stg, cli, fl, lp):
         _release(t, req, lp)
 
 
-@jit_inline
+@jit_noalloc
 def _advance_transfers(t, dt, req, stg, cli, fl, lp):
     """Phase 0: bytes moved since the last event (dt s ago); latency phases that end now start
     moving bytes; transfers that end now complete, in start order; rates are shared out again
@@ -244,7 +245,7 @@ def _run_decodes_ahead(t, plain, req, stg, cli, bat, lp):
                     batches_decoding(bat), loop_logging(lp))
 
 
-@jit_inline
+@jit_noalloc
 def _lazy_decodes_ok(plain, req, stg, cli, lp):
     """Lazy decodes (kernels/lazy.py) for each client: one plain LLM client (see _one_plain_client)
     with decode runs on, one stage per request, every stage counting its tokens and having a prompt (so nobody arrives to
@@ -266,7 +267,7 @@ def _lazy_decodes_ok(plain, req, stg, cli, lp):
 
 
 # ============================================================================ the end
-@jit_inline
+@jit_noalloc
 def _close_books(t, req, cli, bat, lp):
     """The run stopped at t. Busy time is booked when a step or a slot's service starts; work still
     in progress (cut at max_sim_s, or another client's step end without drain) counts only up to
@@ -274,7 +275,9 @@ def _close_books(t, req, cli, bat, lp):
     a NaN arrival."""
     for c in range(cli.kind.shape[0]):
         if cli.ci[c, I_LAZY_N] > 0:
-            _lazy_settle(c, req, cli, bat)   # lazy decodes: the members' rows brought up to date
+            # lazy decodes: the members' rows brought up to date (as batch formation sees them:
+            # the same argument types, so _lazy_settle is compiled once)
+            _lazy_settle(c, requests_batching(req), clients_batching(cli), batches_forming(bat))
     for c in range(cli.kind.shape[0]):
         if cli.kind[c] == CK_LLM and _pp_on(c, cli):
             cli.stats[c, CS_BUSY] -= _pp_busy_after(c, t, cli, bat)

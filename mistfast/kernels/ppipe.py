@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._numba import jit_inline
+from .._numba import jit_inline, jit_noalloc
 from . import steptime as ST
 from .engine import S_PP_MB
 from .layout import F_GATE, F_NEXT, F_START, I_MB_HEAD, I_MB_N, I_MB_REQS, I_NDEC, I_NPF, I_NREAL, Q_MB
@@ -61,7 +61,7 @@ def _stage_time(prm, bd, dt, q, p):
     return d
 
 
-@jit_inline
+@jit_noalloc
 def _pp_launch(c, t, dt, req, cli, bat):
     """Client c's batch just formed at t (latency dt when run alone) enters the pipeline: it is
     copied into the ring, its requests are marked in flight, its stage times go through the
@@ -129,7 +129,7 @@ def _pp_oldest_done(c, t, cli, bat):
     return cli.ci[c, I_MB_N] > 0 and bat.mb_f[c, cli.ci[c, I_MB_HEAD], bat.mb_f.shape[2] - 2] <= t
 
 
-@jit_inline
+@jit_noalloc
 def _pp_restore_oldest(c, req, cli, bat):
     """Take client c's oldest micro-batch out of the ring, back into the batch arrays (with its start
     in F_START), for the ordinary step end to apply; its requests are no longer in flight."""
@@ -156,7 +156,7 @@ def _pp_restore_oldest(c, req, cli, bat):
     cli.ci[c, I_MB_REQS] -= npf + nreal
 
 
-@jit_inline
+@jit_noalloc
 def _pp_busy_after(c, t, cli, bat):
     """Busy time of client c's micro-batches in flight beyond t (a run cut at t)."""
     if cli.ci[c, I_MB_N] == 0:
@@ -165,7 +165,7 @@ def _pp_busy_after(c, t, cli, bat):
     return end - t if end > t else 0.0
 
 
-@jit_inline
+@jit_noalloc
 def _pp_set_next(c, t, cli, bat):
     """After client c's events at t: it may form again (dirty is set by the caller) and its next
     event is scheduled."""

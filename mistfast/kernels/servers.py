@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._numba import jit_inline
+from .._numba import jit_inline, jit_noalloc
 from .engine import RUNNING
 from .layout import (C_NFL, CS_BATCH_SEQS, CS_BUSY, CS_SERVED, CS_STEPS, F_NEXT, F_START, I_BPHASE, I_DIRTY, I_NPF,
                      I_WCOUNT, I_WHEAD, Q_CUR, SRV_BASE_S, SRV_BATCH_MAX, SRV_BW, SRV_BYTES_BATCH, SRV_BYTES_Q,
@@ -18,7 +18,7 @@ from .views import loop_core, requests_moving, tier_chains
 # (a flow), 3 the batch is done at cf[c, F_NEXT]
 
 
-@jit_inline
+@jit_noalloc
 def _slots_release(c, t, req, stg, cli, rte, fl, kv, bat, lp):
     """Slot server c at time t: the services ending now leave their stage."""
     for j in range(int(cli.srv[c, SRV_SLOTS])):
@@ -31,7 +31,7 @@ def _slots_release(c, t, req, stg, cli, rte, fl, kv, bat, lp):
     cli.ci[c, I_DIRTY] = 1
 
 
-@jit_inline
+@jit_noalloc
 def _slots_start(c, t, req, stg, cli, bat):
     """Slot server c at time t: waiting requests take the free slots (bat.pf_past holds each slot's
     end of service); the server's next event is the earliest end."""
@@ -54,7 +54,7 @@ def _slots_start(c, t, req, stg, cli, bat):
     cli.cf[c, F_NEXT] = nxt
 
 
-@jit_inline
+@jit_noalloc
 def _retrieval_phase_end(c, t, req, stg, cli, rte, fl, kv, bat, lp):
     """Retrieval server c at time t: the compute phase hands over to the index read (a flow in
     slot n + c), or the batch is done and its requests leave their stage."""
@@ -86,7 +86,7 @@ def _retrieval_phase_end(c, t, req, stg, cli, rte, fl, kv, bat, lp):
         _leave_stage(r, c, t, requests_moving(req), stg, cli, rte, fl, tier_chains(kv), loop_core(lp))
 
 
-@jit_inline
+@jit_noalloc
 def _retrieval_start(c, t, req, stg, cli, bat):
     """Idle retrieval server c at time t: the waiting requests (up to the batch size) form a batch;
     its compute phase starts (with a shared memory link) or the whole batch is timed at once."""

@@ -146,6 +146,15 @@ def _op(prm, out, cat, mult, flops, off_bytes, on_bytes, comm_s):
 @jit_inline
 def _op_at(prm, out, cat, mult, flops, off_bytes, on_bytes, comm_s, peak):
     """Cost one op ``mult`` times at the compute peak ``peak`` FLOP/s; returns the time added."""
+    # one compiled function called from every op (step_fixed has 17), not its body inlined into
+    # each: numba types and inlines an ``inline="always"`` body once per call site (cold compile
+    # time); np.int64: a category constant would type as a literal and compile once per category
+    return _op_cost(prm, out, np.int64(cat), mult, flops, off_bytes, on_bytes, comm_s, peak)
+
+
+@jit_noalloc
+def _op_cost(prm, out, cat, mult, flops, off_bytes, on_bytes, comm_s, peak):
+    """_op_at's cost, compiled on its own."""
     tc = flops / peak
     tm = off_bytes / prm[P_BW]
     if on_bytes > 0.0:
@@ -409,9 +418,9 @@ def step_time(prm, pf_past, pf_new, n_pf, n_pf_done, dec_w, dec_s, dec_k, n_dec,
 
     # ---- decodes: integer sums (token rows, query-key pairs, KV tokens read) ------------------
     shared_once = prm[P_SHARED_ONCE] > 0.0
-    w_sum = 0
-    a_ctx = 0
-    a_read = 0
+    w_sum = np.int64(0)   # (not a literal 0: step_time_sums would compile a second time for it)
+    a_ctx = np.int64(0)
+    a_read = np.int64(0)
     for j in range(n_dec):
         w = int(dec_w[j])
         ctx, rd = decode_terms(shared_once, w, int(dec_s[j]), int(dec_k[j]))
