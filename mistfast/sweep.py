@@ -374,6 +374,8 @@ REJECT_REASONS = list(REASON_NAMES[1:])
 
 def run_chunk(spec: SweepSpec, start: int, stop: int) -> dict[str, np.ndarray]:
     """Simulate points [start, stop); returns flat arrays (point order) of every summary variable."""
+    from ._malloc import keep_freed_memory
+    keep_freed_memory()   # the chunk's ~1 MB arrays reuse the last chunk's pages (mistfast/_malloc.py)
     allv = point_values(spec, start, stop)
     pts, where, reasons = [], [], []
     derived_cols: dict[str, list] = {name: [np.nan] * len(allv) for name, _, _ in spec.derived}
