@@ -682,11 +682,15 @@ def _quiet_local_cluster(watched: bool):
     bokeh import costs the driver about 2 CPU-s), and no statistical profiler in the workers. The
     profiler samples the task thread's stack every 10 ms on the worker's event loop: about 20 ms
     of CPU per second of wall time per worker, a sixth of a 1,000-request point's cost under load,
-    for a profile only the dashboard shows. A watched cluster keeps dask's settings."""
+    for a profile only the dashboard shows. The nannies (in the driver's process) and workers read
+    their memory use every 500 ms instead of every 100 ms: the chunks' results are small, so the
+    limits are reached by a runaway task, which a nanny stops half a second later at most.
+    A watched cluster keeps dask's settings."""
     import dask
     if watched:
         return contextlib.nullcontext()
-    return dask.config.set({"distributed.worker.profile.enabled": False})
+    return dask.config.set({"distributed.worker.profile.enabled": False,
+                            "distributed.worker.memory.monitor-interval": "500ms"})
 
 
 # chunk tasks in flight per worker thread: enough to keep every worker busy while the driver

@@ -106,6 +106,7 @@ def test_unwatched_local_cluster_turns_the_worker_profiler_off():
     before = dask.config.get("distributed.worker.profile.enabled")
     with S._quiet_local_cluster(watched=False):
         assert dask.config.get("distributed.worker.profile.enabled") is False
+        assert dask.config.get("distributed.worker.memory.monitor-interval") == "500ms"
     assert dask.config.get("distributed.worker.profile.enabled") == before
     with S._quiet_local_cluster(watched=True):
         assert dask.config.get("distributed.worker.profile.enabled") == before
