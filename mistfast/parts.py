@@ -205,7 +205,7 @@ def _packed(arrays: dict) -> dict:
         groups.setdefault(dt, []).append(cols)
         width[dt] = width.get(dt, 0) + cols.shape[1]
     for dt, cols in groups.items():
-        payload[_pack_name(dt)] = np.concatenate(cols, axis=1) if cols else cols
+        payload[_pack_name(dt)] = np.concatenate(cols, axis=1)
     payload[COLUMNS] = np.array(json.dumps(table))
     return payload
 
