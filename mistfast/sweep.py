@@ -247,6 +247,7 @@ def _stable_key(spec: SweepSpec, values: tuple, derived: dict | None = None) -> 
 # build_requests reads; bounded by the number of requests held.
 _REQUESTS_CACHE: dict = {}
 _REQUESTS_CACHE_MAX = 2_000_000
+_REQUESTS_HELD = 0   # requests held in _REQUESTS_CACHE (kept as entries come and go: no scan per miss)
 
 
 _WORKLOAD_JSON: dict = {}   # id -> (workload object, kept alive with its key; its JSON)
@@ -273,12 +274,15 @@ def _cached_requests_report(scen, ss: np.random.SeedSequence, cwd: str | None = 
     directory (part of the key: relative trace paths), passed in once per chunk by run_chunk."""
     key = (_workload_json(scen.workload), "num_requests" in scen.workload.model_fields_set,  # (a trace runs whole unless it is set)
            scen.simulation.horizon_s, repr(ss.entropy), repr(ss.spawn_key), cwd or os.getcwd())
+    global _REQUESTS_HELD
+    if not _REQUESTS_CACHE:
+        _REQUESTS_HELD = 0   # (emptied from outside: tests and benchmarks clear the cache)
     hit = _REQUESTS_CACHE.pop(key, None)
     if hit is None:
         hit = build_requests_report(scen.workload, scen.simulation.horizon_s, ss)
-        held = sum(len(r) for r, _ in _REQUESTS_CACHE.values())
-        while _REQUESTS_CACHE and held + len(hit[0]) > _REQUESTS_CACHE_MAX:
-            held -= len(_REQUESTS_CACHE.pop(next(iter(_REQUESTS_CACHE)))[0])  # least recently used
+        while _REQUESTS_CACHE and _REQUESTS_HELD + len(hit[0]) > _REQUESTS_CACHE_MAX:
+            _REQUESTS_HELD -= len(_REQUESTS_CACHE.pop(next(iter(_REQUESTS_CACHE)))[0])  # least recently used
+        _REQUESTS_HELD += len(hit[0])
     _REQUESTS_CACHE[key] = hit  # most recently used last
     return hit
 
@@ -370,6 +374,8 @@ REJECT_REASONS = list(REASON_NAMES[1:])
 
 def run_chunk(spec: SweepSpec, start: int, stop: int) -> dict[str, np.ndarray]:
     """Simulate points [start, stop); returns flat arrays (point order) of every summary variable."""
+    from ._malloc import keep_freed_memory
+    keep_freed_memory()   # the chunk's ~1 MB arrays reuse the last chunk's pages (mistfast/_malloc.py)
     allv = point_values(spec, start, stop)
     pts, where, reasons = [], [], []
     derived_cols: dict[str, list] = {name: [np.nan] * len(allv) for name, _, _ in spec.derived}
@@ -647,8 +653,10 @@ def _run_distributed(spec, todo, done, scheduler, workers, client, bar, h, annou
 
                 from .worker_start import local_worker_start
                 kw = start.enter_context(local_worker_start())
+                start.enter_context(_quiet_local_cluster(watched=announce))
                 cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                                       dashboard_address=":0" if _has_bokeh() else None, silence_logs=40, **kw)
+                                       dashboard_address=":0" if announce and _has_bokeh() else None, silence_logs=40,
+                                       **kw)
                 stack.append(cluster)
                 client = Client(cluster)
             else:
@@ -667,6 +675,22 @@ def _run_distributed(spec, todo, done, scheduler, workers, client, bar, h, annou
         for obj in reversed(stack):
             obj.close()
         start.close()
+
+
+def _quiet_local_cluster(watched: bool):
+    """dask settings for a local cluster nobody watches (no ``--progress``): no dashboard (its
+    bokeh import costs the driver about 2 CPU-s), and no statistical profiler in the workers. The
+    profiler samples the task thread's stack every 10 ms on the worker's event loop: about 20 ms
+    of CPU per second of wall time per worker (12 % of the tasks' own CPU in a 4,000-point run
+    under load; docs/scaling.md), for a profile only the dashboard shows. The nannies (in the driver's process) and workers read
+    their memory use every 500 ms instead of every 100 ms: the chunks' results are small, so the
+    limits are reached by a runaway task, which a nanny stops half a second later at most.
+    A watched cluster keeps dask's settings."""
+    import dask
+    if watched:
+        return contextlib.nullcontext()
+    return dask.config.set({"distributed.worker.profile.enabled": False,
+                            "distributed.worker.memory.monitor-interval": "500ms"})
 
 
 # chunk tasks in flight per worker thread: enough to keep every worker busy while the driver

@@ -24,6 +24,15 @@ def _topology_path(path: str) -> bool:
     return path.split(".")[0].split("[")[0] not in ("workload", "simulation", "slo", "metrics")
 
 
+def _names_free(path: str) -> bool:
+    """Is ``path`` a client's device or scheduler setting? Those decide whether a point is valid
+    (its memory fit), never which instances or resources it has: the topology's names come from the
+    clients' names, dp, tp x pp (node packing), servers, tiers, links and network. Valid points
+    that differ only there have the same labels, so the scan parses one of them."""
+    head, _, rest = path.partition(".")
+    return head.startswith("clients[") and rest.split(".")[0].split("[")[0] in ("device", "scheduler")
+
+
 def table_labels(spec, key: str, point_values, point_doc) -> dict[str, list] | None:
     """Labels of the table dims over every point of ``spec`` (None: no point is valid).
     ``key``: the sweep's hash (the cache key); ``point_values(spec)`` and ``point_doc(spec, values)``
@@ -33,6 +42,7 @@ def table_labels(spec, key: str, point_values, point_doc) -> dict[str, list] | N
     from .lowering import Topology
     from .specs import SpecError, parse_scenario
     seen: set = set()
+    named: set = set()   # keys of the labels a valid point has given already
     labels: dict[str, dict] = {"client": {}, "resource": {}}
     any_valid = False
     for values in point_values(spec):
@@ -42,6 +52,10 @@ def table_labels(spec, key: str, point_values, point_doc) -> dict[str, list] | N
         if rk in seen:
             continue
         seen.add(rk)
+        nk = rk if spec.derived else repr(tuple(v for a, v in zip(spec.axes, values)
+                                                if _topology_path(a.path) and not _names_free(a.path)))
+        if nk in named:
+            continue       # a valid point with the same labels was parsed: this one adds none
         try:
             doc, _ = point_doc(spec, values)
             scen = parse_scenario(doc, base={})
@@ -49,6 +63,7 @@ def table_labels(spec, key: str, point_values, point_doc) -> dict[str, list] | N
         except (SpecError, ZeroDivisionError):
             continue       # an invalid point: reported by the chunk that runs it
         any_valid = True
+        named.add(nk)
         topo.routes()      # creates the network resources
         for dim, names in (("client", topo.names), ("resource", topo.res_names)):
             for nm in names:
