@@ -53,6 +53,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_sweep import _cpu_s, _stop_forkserver  # noqa: E402  (CPU of this process and its workers)
+
 GOAL_POINTS_PER_CORE_S = 500.0
 N_REQUESTS = 1000
 
@@ -122,23 +124,6 @@ def child_run(spec_path: str, out: str, workers: int, resume: bool) -> dict:
             "nc_MiB": Path(out).stat().st_size / 2**20,
             "parts_MiB": sum(p.stat().st_size for p in parts.glob("chunk-*.npz")) / 2**20,
             "chunks": sum(1 for _ in parts.glob("chunk-*.npz"))}
-
-
-def _stop_forkserver() -> None:
-    """Workers forked by a forkserver are its children: their CPU time reaches this process's
-    RUSAGE_CHILDREN only once the server has exited and been reaped (mistfast.worker_start)."""
-    try:
-        from mistfast.worker_start import stop_forkserver
-    except ImportError:   # a checkout without it starts workers with spawn: nothing to stop
-        return
-    stop_forkserver()
-
-
-def _cpu_s() -> float:
-    """CPU seconds of this process and its finished children: on cores shared with other work
-    this stretches far less than wall time."""
-    return sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-               for f in ("ru_utime", "ru_stime"))
 
 
 def child_make_parts(spec_path: str, out: str) -> dict:
