@@ -20,13 +20,16 @@ from .lazy import _lazy_settle
 from .layout import (C_NA, C_NFL, C_NLOG, CK_BATCH, CK_LLM, CK_SLOTS, CS_BUSY, F_NEXT, F_START, G_DECODE_RUNS,
                      G_CONC, G_DRAIN, G_HORIZON, G_MAX_SIM, I_BPHASE, I_DIRTY, F_COUNT, I_LAZY_N, I_LAZY_OK, I_LAZY_SHARED, I_MIST, I_NDEC, I_NPF, I_NREAL, I_NRUN, I_RCOUNT,
                      I_WCOUNT, K_KVFETCH, K_LLM, Q_CUR, Q_FETCHED, Q_PENDING, Q_RESV, SRV_SLOTS)
+from .layout import I_NREQ, RT_OVERFLOW
 from .llm_step import _llm_step_end, _llm_step_start
 from .ppipe import _pp_busy_after, _pp_may_form, _pp_oldest_done, _pp_on, _pp_restore_oldest, _pp_set_next
 from .servers import _retrieval_phase_end, _retrieval_start, _slots_release, _slots_start
+from .routing import _route
 from .stages import _arrive, _release, _workload_arrivals
 from .views import batches_forming, clients_batching, requests_batching
 from .views import (batches_decoding, clients_decoding, loop_core, loop_logging, requests_decoding,
                     clients_arriving, requests_moving, stages_arriving, stages_decoding, tier_chains)
+from .views import clients_routing, stages_routing
 
 
 # ============================================================================ the clock
@@ -138,6 +141,39 @@ def _advance_transfers(t, dt, req, stg, cli, fl, lp):
         k += 1
     if changed:
         _retime_flows(t, fl, lp.ctr[C_NFL])
+
+
+# ============================================================================ phase 1: arrivals
+@jit_inline
+def _plain_arrivals(t, req, stg, cli, rte, lp):
+    """Phase 1 for one plain LLM client (_one_plain_client): what _workload_arrivals does, with
+    _enter_stage's steps for an LLM stage entered from the workload written out here instead of
+    called (a call carries ~400 machine words; one per arrival). The stage's pool can only pick the
+    one client: a pool of one member is picked without reading any load (routing._choose), other
+    pools go through _route as _enter_stage does; nothing moves (no source client), and the
+    open loop releases nobody. _arrive (the checks and the queue) is the same call."""
+    n = req.arrival.shape[0]
+    horizon = lp.g[G_HORIZON]
+    while lp.ctr[C_NA] < n and req.arrival[lp.ctr[C_NA]] <= t and req.arrival[lp.ctr[C_NA]] <= horizon:
+        r = lp.ctr[C_NA]
+        lp.ctr[C_NA] += 1
+        s = stg.off[r]
+        req.rq[r, Q_CUR] = s
+        req.rq[r, Q_FETCHED] = 0
+        c2 = stg.client[s]
+        if c2 < 0:
+            p = stg.pool[s]
+            a = rte.pool_off[p]
+            if rte.pool_off[p + 1] - a == 1 and rte.pool_policy[p] < RT_OVERFLOW:
+                c2 = rte.pool_cli[a]
+            else:
+                c2 = _route(s, stg.prompt[s], req.branches[r], stages_routing(stg), rte, clients_routing(cli), t)
+            stg.client[s] = c2
+        cli.ci[c2, I_NREQ] += 1
+        stg.t_arrive[s] = t
+        if not _arrive(r, c2, t, s, requests_moving(req), stages_arriving(stg), clients_arriving(cli)):
+            _release(t, req, lp)
+        stg.t_ready[s] = req.arrival[r]
 
 
 # ============================================================================ phases 2-4: clients
@@ -320,7 +356,9 @@ def _event_loop(req, stg, cli, rte, fl, kv, bat, lp):
             _advance_transfers(t, t - flow_clock, req, stg, cli, fl, lp)
             flow_clock = t
         # phase 1: arrivals from the workload
-        if _arrivals_due(t, req, lp):
+        if plain and _arrivals_due(t, req, lp):
+            _plain_arrivals(t, req, stg, cli, rte, lp)
+        elif _arrivals_due(t, req, lp):
             _workload_arrivals(t, requests_moving(req), stg, cli, rte, fl, tier_chains(kv), loop_core(lp))
         # phase 2: outputs of every step ending now are released and routed
         nfl_before = lp.ctr[C_NFL]
