@@ -125,7 +125,7 @@ class Batches(NamedTuple):
     static_batch: np.ndarray   # int64[C, cap] members of a static batch
     order: np.ndarray          # int64[n] waiting order (sorted policies)
     keys: np.ndarray           # float64[n] sort keys
-    bd: np.ndarray             # float64[ST.N_OUT] step-time breakdown of the last step
+    bd: np.ndarray             # float64[ST.N_OUT_MEMO] step-time breakdown of the last step, scratch, step_fixed's memo
     run_j1: np.ndarray         # int64[cap] decode run: first formation that grows the entry's KV
     run_amt: np.ndarray        # int64[cap] decode run: blocks it grows by
     ring: np.ndarray           # int64[max block] decode run: blocks needed per step mod block size
@@ -279,9 +279,11 @@ def new_batches(cli, n):
             cap = max(cap, int(cli.srv[c, SRV_SLOTS]) + 1)
         else:
             cap = max(cap, int(cli.srv[c, SRV_BATCH_MAX]) + 1)
-    bd = np.zeros(ST.N_OUT)
+    bd = np.zeros(ST.N_OUT_MEMO)   # the scratch, then step_fixed's memo table (steptime.FIX_SLOTS)
     bd[ST.X_MEMO] = 1.0         # keep step_fixed's part with its key (steptime.py)
     bd[ST.X_KEY_CLIENT] = -1.0
+    for e in range(ST.FIX_SLOTS):
+        bd[ST.N_OUT + e * ST.FIX_W] = -1.0   # (no client: empty)
     return Batches(np.full((C, cap), -1, np.int64), np.zeros((C, cap), np.int64), np.zeros((C, cap)),
                    np.zeros((C, cap)), np.zeros((C, cap), np.int64), np.zeros((C, cap)), np.zeros((C, cap)),
                    np.zeros((C, cap)), np.zeros((C, cap), np.int64), np.zeros(max(n, 1), np.int64),
