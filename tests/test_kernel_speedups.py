@@ -147,3 +147,64 @@ def test_first_scheduling_of_decode_only_admissions_from_the_step_log():
         _, st_on, out_on, _ = _pd_run_with_ids(decode_runs=True, chunked_decode=chunked_decode)
         np.testing.assert_array_equal(st_on["sched"], st["sched"])
         np.testing.assert_array_equal(out_on["t_first_sched"], out["t_first_sched"])
+
+
+def _engine_buffer(ST):
+    """The engine's step-time buffer as state.new_batches makes it: scratch, then the memo table."""
+    buf = np.zeros(ST.N_OUT_MEMO)
+    buf[ST.X_MEMO] = 1.0
+    buf[ST.X_KEY_CLIENT] = -1.0
+    buf[ST.N_OUT::ST.FIX_W] = -1.0
+    return buf
+
+
+def _memo_table_shapes():
+    """Shapes that come back after others (so the one-entry memo misses and the table may hold
+    them): decode-only batches of several sizes, chunked steps of a fixed token count whose decode
+    count changes, prefill-only steps."""
+    shapes = []
+    for n_dec in (3, 8, 5, 3, 9, 8, 5, 12, 3):
+        shapes.append(([], [1, 0, 100 + n_dec] * n_dec))
+        shapes.append(([float(512 - n_dec), 40.0], [1, 0, 90] * n_dec))
+    shapes += [([300, 0, 200, 0], []), ([], [1, 0, 120] * 8), ([300, 0, 200, 0], [])]
+    return shapes
+
+
+def test_step_fixed_memo_table_gives_the_numbers_of_a_fresh_computation():
+    # the engine's buffer also keeps recent fixed parts in a table after its scratch (keyed by
+    # client, T, R, t_pf): interleaved clients and returning shapes must cost exactly what fresh
+    # buffers (memo off) cost
+    from mistfast.kernels import steptime as ST
+    cases = _memo_cases()
+    memo = _engine_buffer(ST)
+    for rnd in range(2):
+        for k, shape in enumerate(_memo_table_shapes()):
+            for c, (name, prm) in enumerate(cases):
+                if (rnd + k) % 3 == 0 and c == 1:
+                    continue
+                memo[ST.X_CALLER] = c
+                got = _step(ST, prm, memo, shape)
+                want = _step(ST, prm, np.zeros(ST.N_OUT), shape)
+                assert got[0] == want[0], (name, shape)
+                assert (got[1] == want[1]).all(), (name, shape)
+    keys = memo[ST.N_OUT:].reshape(ST.FIX_SLOTS, ST.FIX_W)[:, 0]
+    assert (keys >= 0).sum() >= 10    # the table holds many parts
+
+
+def test_step_fixed_memo_table_is_what_a_returning_key_reads():
+    # proof that the table is read (so the test above covers recalls): a returning key whose entry
+    # is doctored gets the doctored layer time; an entry for another client is not taken
+    from mistfast.kernels import steptime as ST
+    name, prm = _memo_cases()[0]
+    memo = _engine_buffer(ST)
+    a, b = ([], [1, 0, 100] * 4), ([], [1, 0, 100] * 6)
+    memo[ST.X_CALLER] = 0
+    dt_a = _step(ST, prm, memo, a)[0]
+    _step(ST, prm, memo, b)               # a's part goes into the table
+    entries = memo[ST.N_OUT:].reshape(ST.FIX_SLOTS, ST.FIX_W)
+    held = np.flatnonzero((entries[:, 0] == 0) & (entries[:, 1] == 4.0) & (entries[:, 2] == 4.0))
+    assert len(held) == 1, "a's fixed part (T = R = 4, t_pf = 0) must be in the table"
+    entries[held[0], 4 + ST.X_LAYER - ST.X_BD] += 1.0   # one more second of layers
+    assert _step(ST, prm, memo, a)[0] > dt_a + 0.5
+    memo[ST.X_CALLER] = 1                 # the same shape for another client: computed
+    assert _step(ST, prm, memo, a)[0] == dt_a

@@ -97,3 +97,25 @@ def test_many_members_leave_in_one_step(batching):
         np.testing.assert_array_equal(np.delete(cs_on, RUN_COLS), np.delete(cs_off, RUN_COLS))
         for k in got_on:
             np.testing.assert_array_equal(got_on[k], got_off[k], err_msg=k)
+
+
+@pytest.mark.parametrize("batching", [E.CHUNKED, E.CONTINUOUS, E.MIXED])
+def test_members_only_formations_between_quiet_bursts(batching):
+    """Bursts far apart: once a burst's prompts are in, nobody waits and every running request is a
+    member, so decode runs go on through last tokens and the formations between them place the
+    members and nothing else; the same as stepping one by one and as the twin."""
+    for seed in range(3):
+        rng = np.random.default_rng(3000 + seed)
+        n = 36
+        req, sch = make_case(rng, batching, n)
+        req["output"] = rng.integers(3, 120, n).astype(np.int64)
+        req["arrival_s"] = np.sort(np.repeat(8.0 * np.arange(n // 12), 12) + rng.uniform(0.0, 0.05, n))
+        sch.update(max_batch_size=16, static_pad=0, chunk_size=256)
+        assert_same(req, sch)
+        got_on, cs_on, log_on = run_kernel(req, sch)
+        got_off, cs_off, log_off = run_kernel(req, dict(sch, decode_runs=0))
+        assert cs_on[CL.CS_RUN_LEAVES] > 0, "members must leave inside decode runs"
+        np.testing.assert_array_equal(log_on, log_off)
+        np.testing.assert_array_equal(np.delete(cs_on, RUN_COLS), np.delete(cs_off, RUN_COLS))
+        for k in got_on:
+            np.testing.assert_array_equal(got_on[k], got_off[k], err_msg=k)
