@@ -168,25 +168,27 @@ def _steps(truth_eff, device, engine, publisher, batches=(1, 2, 4, 64, 256)):
     return out
 
 
-def test_fit_recovers_a_known_host_time_per_sequence():
+def test_fit_recovers_a_known_host_time_per_sequence(monkeypatch):
     """Steps generated with η = (0.55, 0.7), 2 ms per step and 40 µs per sequence on (H100, vllm),
     8 µs per sequence on (H100, trtllm-1): the fit (engine terms free, pair and publisher terms
     held at 0) recovers both per-sequence times within 1.5 µs (0.4 ms on a 256-sequence step of
     ~10 ms; η, τ and the per-step time are free too and trade a little against the slope at the
     weak priors) and the per-step time within 5 %: the batch-1 to batch-4 steps pin the per-step
     time, the 64- and 256-sequence steps the slope."""
+    from mistfast import calibration_factored as CF
+    monkeypatch.setattr(CF, "FACTOR_PARAMS", CF.FACTOR_PARAMS + (CF.SEQ_PARAM,))   # FIT_SEQ_OVERHEAD on
     common = {"compute": 0.55, "memory": 0.7, "step_overhead_ms": 2.0}
     obs = _steps({**common, "seq_overhead_us": 40.0}, "H100", "vllm", "pub") + \
         _steps({**common, "seq_overhead_us": 8.0}, "H100", "trtllm-1", "pub")
     loose = {"device": 10.0, "engine": 10.0, "pair": 1e-4, "publisher": 1e-4}
-    fit = C.fit_factored(obs, prior_sd=loose)
+    fit = CF.fit_factored(obs, prior_sd=loose)
     v, t = fit.efficiency("H100", "vllm"), fit.efficiency("H100", "trtllm-1")
     assert v["seq_overhead_us"] == pytest.approx(40.0, abs=1.5)
     assert t["seq_overhead_us"] == pytest.approx(8.0, abs=1.5)
     assert v["step_overhead_ms"] == pytest.approx(2.0, rel=0.05)
     assert v["memory"] == pytest.approx(0.7, rel=0.05)
     # the stored entries carry it (as calibrate() writes them)
-    ent = C.efficiency_entries(fit)
+    ent = CF.efficiency_entries(fit)
     assert ent[("H100", "vllm")].as_efficiency()["seq_overhead_us"] == pytest.approx(40.0, abs=1.5)
     # and the steps are reproduced (exact data: what is left is the priors' pull)
     assert _median_error(fit, obs) < 0.01
@@ -196,3 +198,12 @@ def _median_error(fit, obs):
     import numpy as np
     errs = [np.abs(np.expm1(c.log_ratio(fit.coordinates(c.device, c.engine)))) for c in fit.cells]
     return float(np.median(np.concatenate(errs)))
+
+
+def test_default_fit_leaves_the_clients_own_value():
+    """Off by default (calibration_factored.FIT_SEQ_OVERHEAD): the fit does not re-cost or store it."""
+    from mistfast import calibration_factored as CF
+    assert CF.SEQ_PARAM not in CF.FACTOR_PARAMS
+    obs = _steps({"compute": 0.55, "memory": 0.7, "seq_overhead_us": 40.0}, "H100", "vllm", "pub", batches=(1, 64))
+    fit = CF.fit_factored(obs, max_nfev=5)
+    assert CF.efficiency_entries(fit)[("H100", "vllm")].seq_overhead_us == 0.0
