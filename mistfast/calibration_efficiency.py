@@ -55,12 +55,13 @@ class EfficiencyFit:
     p90_abs_rel_err: float = float("nan")
     success: bool = True
     message: str = ""
+    seq_overhead_us: float = 0.0    # host time per sequence per step (factorised fit only)
 
     def as_efficiency(self) -> dict:
         return {"compute": self.compute, "memory": self.memory, "network": self.network,
                 "op_overhead_us": self.op_overhead_us, "step_overhead_ms": self.step_overhead_ms,
                 "prefill": self.prefill, "ttft_overhead_ms": self.ttft_overhead_ms,
-                "first_wave_ms": self.first_wave_ms}
+                "first_wave_ms": self.first_wave_ms, "seq_overhead_us": self.seq_overhead_us}
 
     def __getitem__(self, k):
         return getattr(self, k)

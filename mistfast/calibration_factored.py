@@ -48,11 +48,25 @@ FACTOR_LOG_PARAMS = ("compute", "memory", "prefill")           # fitted as log �
 # (ROOT_WEIGHT) towards the roofline default instead. Data: every (publisher, device, engine,
 # model) key is one configuration measured with a scatter of KEY_SCATTER (log units), whatever
 # its row count.
+# host time per sequence per step (docs/step-model.md): the unit of its terms, µs (a device or engine
+# term of one sd = 0.3 x 20 = 6 µs: vLLM and SGLang spend tens of µs of Python per running request
+# per step, a C++ scheduler a few), and its start value
+SEQ_UNIT_US = 20.0
+SEQ_START_US = 1.0
 FACTOR_UNIT = {"compute": 1.0, "memory": 1.0, "prefill": 1.0,
-        "op_overhead_us": 10.0, "step_overhead_ms": 3.0, "ttft_overhead_ms": 30.0}
+        "op_overhead_us": 10.0, "step_overhead_ms": 3.0, "ttft_overhead_ms": 30.0, "seq_overhead_us": SEQ_UNIT_US}
 PRIOR_SD = {"device": 0.3, "engine": 0.3, "pair": 0.15, "publisher": 0.2}
 # per-parameter multiplier of every term's prior sd (1: PRIOR_SD in the parameter's UNIT)
 PARAM_PRIOR_SCALE = {p: 1.0 for p in FACTOR_PARAMS}
+# the host time per sequence per step (docs/step-model.md) is a factorised parameter only when
+# FIT_SEQ_OVERHEAD: out of sample it helped the MLPerf fold's throughput and TTFT but not its
+# requests/s and E2E, and left GPUStack's offline bursts where they were (docs/ttft-under-load.md,
+# "Host time per sequence"), so the default fit leaves every client's own value (0)
+FIT_SEQ_OVERHEAD = False
+SEQ_PARAM = "seq_overhead_us"
+PARAM_PRIOR_SCALE[SEQ_PARAM] = 1.0
+if FIT_SEQ_OVERHEAD:
+    FACTOR_PARAMS = FACTOR_PARAMS + (SEQ_PARAM,)
 ROOT_WEIGHT = 0.02
 KEY_SCATTER = 0.2
 FACTOR_ETA_MIN = 0.05
@@ -137,11 +151,11 @@ class _Cell:
         out = []
         if self.obs:
             t = self.steps.times(v["compute"], v["memory"], v["op_overhead_us"], 1.0, v["step_overhead_ms"],
-                                 v["prefill"])
+                                 v["prefill"], seq_us=v.get(SEQ_PARAM))
             out.append(np.log(t) - self.meas)
         if self.runs:
             S = self.run_steps.totals(len(self.runs), v["compute"], v["memory"], v["op_overhead_us"], 1.0,
-                                      v["step_overhead_ms"], v["prefill"])
+                                      v["step_overhead_ms"], v["prefill"], seq_us=v.get(SEQ_PARAM))
             ratio = np.where(self.rate_like, self.S0 / S, S / self.S0)
             pred = self.m0 * ratio + v["ttft_overhead_ms"] * self.ttft_rows
             out.append(np.log(np.maximum(pred, 1e-300)) - self.run_meas)
@@ -330,6 +344,7 @@ def fit_cells(cell_list: Sequence, *, prior_sd: Mapping[str, float] | None = Non
     x0 = np.zeros(n_x)
     start = dict(DEFAULT_EFFICIENCY)
     start.update({"op_overhead_us": 0.5, "step_overhead_ms": 0.1, "ttft_overhead_ms": 1.0, "prefill": 0.95})
+    start["seq_overhead_us"] = SEQ_START_US
     x0[0:P] = [factor_coordinate(p, start[p]) for p in FACTOR_PARAMS]
     if warm is not None:
         x0[0:P] = warm.root
@@ -380,6 +395,7 @@ def efficiency_entries(fit: FactoredFit) -> dict:
         out[key] = EfficiencyFit(
             compute=v["compute"], memory=v["memory"], op_overhead_us=v["op_overhead_us"], network=1.0,
             step_overhead_ms=v["step_overhead_ms"], prefill=v["prefill"], ttft_overhead_ms=v["ttft_overhead_ms"],
+            seq_overhead_us=v.get(SEQ_PARAM, 0.0),
             n_steps=sum(len(c.obs) for c in own), n_runs=sum(len(c.runs) for c in own), params=FACTOR_PARAMS,
             rows=tuple(o.id for c in own for o in c.obs + c.runs) if key[0] != "*" and key[1] != "*" else (),
             median_abs_rel_err=float(np.median(err)) if np.isfinite(err).any() else float("nan"),

@@ -140,6 +140,10 @@ def op_breakdown(client, prefill=(), decode=(), *, prompts_done=None) -> tuple[l
     host = float(prm[K.P_STEP_OVH])
     if host > 0.0:
         ops.append(OpCost("step_overhead (host)", "other", 1.0, 0.0, 0.0, "host", host))
+    # host time per sequence (decode rows + prefill chunks): one row, as the per-step time
+    n_seqs = float(len(pf) + dec[:, 0].sum())
+    if prm[K.P_SEQ_OVH] * n_seqs > 0.0:
+        ops.append(OpCost("seq_overhead (host)", "other", n_seqs, 0.0, 0.0, "host", float(prm[K.P_SEQ_OVH] * n_seqs)))
     return ops, float(total)
 
 

@@ -382,6 +382,10 @@ class EfficiencySpec(Spec):
     # a graph-replayed decode-only step adds; µs, 0 = off
     prefill_launch_us: float = Field(ge=0, default=0.0)
     decode_launch_us: float = Field(ge=0, default=0.0)
+    # host time per sequence per step (scheduler, sampler, detokeniser, streamer: Python work per
+    # running request in vLLM and SGLang), µs; a step of n decode rows and m prefill chunks takes
+    # (n + m) x this longer (docs/step-model.md, "Host time per sequence"); 0 = off
+    seq_overhead_us: float = Field(ge=0, default=0.0, allow_inf_nan=False)
     source: str = "MODEL.md §2.1 defaults (reference system_eff 0.75)"
 
 

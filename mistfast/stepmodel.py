@@ -161,6 +161,7 @@ def _extension_params(client: ClientSpec, prm: np.ndarray, genz: bool, fpeak: fl
     prm[K.P_IMBALANCE] = eff.expert_imbalance
     prm[K.P_STEP_OVH] = (eff.step_overhead_ms + getattr(client, "harness_step_ms", 0.0)) * 1e-3
     prm[K.P_PF_SLOW] = 1.0 / eff.prefill - 1.0
+    prm[K.P_SEQ_OVH] = eff.seq_overhead_us * 1e-6   # host time per sequence per step
     if (eff.prefill_launch_us > 0.0 or eff.decode_launch_us > 0.0) and not genz:
         kernels = launch_time.kernels_per_step(m, client.tp)
         prm[K.P_HOST_PF_FLOOR] = kernels * eff.prefill_launch_us * 1e-6

@@ -115,7 +115,12 @@ P_PF_SLOW = P_DP_ATTN + 1
 # decode-only step pays a fixed time per kernel on the device instead, added (s, whole model)
 P_HOST_PF_FLOOR = P_PF_SLOW + 1
 P_HOST_DEC = P_PF_SLOW + 2
-N_PARAMS = P_PF_SLOW + 3
+# host time per sequence in the step (s; docs/step-model.md, "Host time per sequence"): the Python
+# scheduler, sampler, detokeniser and streamer of vLLM and SGLang touch every running sequence every
+# step, so a step takes this much longer per decode row and per prefill chunk (not scaled by the
+# correction)
+P_SEQ_OVH = P_PF_SLOW + 3
+N_PARAMS = P_PF_SLOW + 4
 
 # ---- breakdown layout (per device, whole step) ---------------------------------------------
 B_GEMM = 0
@@ -486,7 +491,7 @@ def step_time_sums(prm, pf_past, pf_new, n_pf, n_pf_done, w_sum, a_ctx, a_read, 
     if n_win > 0.0:
         out[X_LAYER] += _op(prm, out[X_BD:X_BD + N_BREAKDOWN], CAT_ATTN, n_win, win_f, win_off, 0.0, 0.0)
         out[X_KEY_CLIENT] = -1.0   # the scratch is no longer step_fixed's alone
-    return step_finish(prm, attn_f, attn_off, attn_on, out)
+    return add_seq_overhead(prm, float(w_sum + n_pf), step_finish(prm, attn_f, attn_off, attn_on, out), out)
 
 
 @jit_noalloc
@@ -568,8 +573,9 @@ def _step_time_genz(prm, pf_past, pf_new, n_pf, dec_w, dec_s, dec_k, n_dec, out)
         off_m += doff
         on_m += don
     step_fixed(prm, T, T, t_pf, out)  # GenZ: the LM head runs over all T rows
-    return step_finish_genz(prm, f_c, off_c, on_c, float(n_c + n_c_dec), f_m, off_m, on_m,
-                            float(n_m + n_dec - n_c_dec), out)
+    t = step_finish_genz(prm, f_c, off_c, on_c, float(n_c + n_c_dec), f_m, off_m, on_m,
+                         float(n_m + n_dec - n_c_dec), out)
+    return add_seq_overhead(prm, float(w_sum + n_pf), t, out)
 
 
 # ---- step_fixed's memo table (the engine's buffer only: it is N_OUT_MEMO long). The one-entry memo
@@ -862,8 +868,23 @@ def decode_step_finish(prm, w_sum, a_ctx, a_read, n_dec, out):
     which is what _step_time_genz then finds too."""
     af, aoff, aon = decode_attention(prm, w_sum, a_ctx, a_read)
     if prm[P_GENZ] > 0.0:
-        return step_finish_genz(prm, 0.0, 0.0, 0.0, 0.0, af, aoff, aon, float(n_dec), out)
-    return step_finish(prm, af, aoff, aon, out)
+        t = step_finish_genz(prm, 0.0, 0.0, 0.0, 0.0, af, aoff, aon, float(n_dec), out)
+    else:
+        t = step_finish(prm, af, aoff, aon, out)
+    return add_seq_overhead(prm, w_sum, t, out)   # one sequence per decode row (w_sum rows)
+
+
+@jit_inline
+def add_seq_overhead(prm, n_seqs, total, out):
+    """Add the host time of ``n_seqs`` sequences (decode rows + prefill chunks) to a finished step
+    of latency ``total``: to the latency, the breakdown's ``other`` and the PP interval (host work
+    between two steps delays the next batch whatever the stage). Nothing changes when it is 0."""
+    x = prm[P_SEQ_OVH] * n_seqs
+    if x > 0.0:
+        total += x
+        out[B_OTHER] += x
+        out[B_INTERVAL] += x
+    return total
 
 
 @jit_inline

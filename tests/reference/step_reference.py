@@ -265,6 +265,11 @@ def reference_step_time(client, prefill, decode, prompts_done=None):
             ops.append(("graph_kernels", kernels * eff.decode_launch_us * 1e-6))
     if eff.step_overhead_ms:
         ops.append(("step_overhead", eff.step_overhead_ms * 1e-3))
+    # host time per sequence (docs/step-model.md): every decode branch and every prefill chunk is one
+    # sequence the engine's Python loop handles this step
+    n_seqs = len(prefill) + sum(d[0] for d in decode)
+    if eff.seq_overhead_us and n_seqs:
+        ops.append(("seq_overhead", n_seqs * eff.seq_overhead_us * 1e-6))
     return sum(x for _, x in ops), ops
 
 
