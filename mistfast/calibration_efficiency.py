@@ -55,12 +55,13 @@ class EfficiencyFit:
     p90_abs_rel_err: float = float("nan")
     success: bool = True
     message: str = ""
+    collective_us: float = 5.0      # per collective call (factorised fit; the per-group fit keeps the default)
 
     def as_efficiency(self) -> dict:
         return {"compute": self.compute, "memory": self.memory, "network": self.network,
                 "op_overhead_us": self.op_overhead_us, "step_overhead_ms": self.step_overhead_ms,
                 "prefill": self.prefill, "ttft_overhead_ms": self.ttft_overhead_ms,
-                "first_wave_ms": self.first_wave_ms}
+                "first_wave_ms": self.first_wave_ms, "collective_us": self.collective_us}
 
     def __getitem__(self, k):
         return getattr(self, k)

@@ -382,6 +382,10 @@ class EfficiencySpec(Spec):
     # a graph-replayed decode-only step adds; µs, 0 = off
     prefill_launch_us: float = Field(ge=0, default=0.0)
     decode_launch_us: float = Field(ge=0, default=0.0)
+    # fixed latency of one collective call (TP AllReduce, AllGather, EP dispatch/combine), µs, added to
+    # the link's hop latency and the bytes/bandwidth term (docs/step-model.md, "Collective latency");
+    # fitted per (device, engine) (NCCL/RCCL launch and synchronisation under the framework)
+    collective_us: float = Field(ge=0, default=5.0)
     source: str = "MODEL.md §2.1 defaults (reference system_eff 0.75)"
 
 
