@@ -126,7 +126,21 @@ def _rows(tps, truth=TRUTH, model="llama-3.1-8b", dev="H100", eng="vllm", pub="p
 SD = {"device": 10.0, "engine": 10.0, "pair": 1e-4, "publisher": 1e-4}
 
 
-def test_fit_recovers_collective_latency_next_to_the_overheads():
+@pytest.fixture
+def fit_collective(monkeypatch):
+    """The factorised fit with collective_us switched on (off by default: docs/calibration.md)."""
+    from mistfast import calibration_factored as F
+    assert "collective_us" in F.FACTOR_OPTIONAL_PARAMS and "collective_us" not in F.FACTOR_PARAMS
+    monkeypatch.setattr(F, "FACTOR_PARAMS", F.FACTOR_PARAMS + ("collective_us",))
+
+
+def test_default_fit_leaves_collective_latency_at_its_default():
+    """Off by default: the fitted entries carry 5 µs whatever the rows say."""
+    fit = C.fit_factored(_rows((1, 2)), prior_sd=SD, max_nfev=30)
+    assert C.efficiency_entries(fit)[("H100", "vllm")].collective_us == 5.0
+
+
+def test_fit_recovers_collective_latency_next_to_the_overheads(fit_collective):
     """Steps at TP 1, 2 and 4 of one (device, engine). A collective is an op, so it pays
     op_overhead_us too: TP > 1 rows add 65 calls x (collective_us + op_overhead_us) = 65 x 42 µs
     per step, seen only there; the per-step fixed time (130 ops x 2 µs + 1.5 ms on Llama-3.1-8B:
@@ -136,6 +150,7 @@ def test_fit_recovers_collective_latency_next_to_the_overheads():
     fit = C.fit_factored(_rows((1, 2, 4)), prior_sd=SD, max_nfev=100)
     e = fit.efficiency("H100", "vllm")
     assert e["collective_us"] + e["op_overhead_us"] == pytest.approx(40.0 + 2.0, rel=0.03)
+    assert C.efficiency_entries(fit)[("H100", "vllm")].collective_us == pytest.approx(e["collective_us"])
     assert 130 * e["op_overhead_us"] * 1e-3 + e["step_overhead_ms"] == pytest.approx(0.26 + 1.5, rel=0.03)
     assert e["compute"] == pytest.approx(0.6, rel=0.03)
     assert e["memory"] == pytest.approx(0.7, rel=0.03)
@@ -151,6 +166,6 @@ def test_op_count_at_tp1_by_the_twin():
     assert sum(1 for name, t in ops if t > 0 and name != "step_overhead") == 4 * 32 + 2
 
 
-def test_tp1_rows_leave_the_collective_latency_at_its_prior():
+def test_tp1_rows_leave_the_collective_latency_at_its_prior(fit_collective):
     fit = C.fit_factored(_rows((1,)), prior_sd=SD, max_nfev=100)
     assert fit.efficiency("H100", "vllm")["collective_us"] == pytest.approx(5.0, abs=0.5)
