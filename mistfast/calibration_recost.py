@@ -110,7 +110,7 @@ class StepSet:
         if eta_pf is not None:
             prm[:, K.P_PF_SLOW] = 1.0 / eta_pf - 1.0
         if coll_us is not None:   # GenZ-compat rows keep MODEL.md's fixed start-up
-            prm[:, K.P_S0] = np.where(self.raw[:, 7] > 0, self.prm0[:, K.P_S0], coll_us * 1e-6)
+            prm[:, K.P_S0] = np.where(self.raw[:, 7] > 0, self.prm0[:, K.P_S0], coll_us / 1e6)
         return prm
 
     def times(self, eta_c: float, eta_m: float, tau_us: float, eta_n: float = 1.0, step_ms: float | None = None,

@@ -30,6 +30,10 @@ def _delta_per_us(spec: dict, prefill, decode, lo=5.0, hi=30.0) -> float:
 def test_default_is_the_fixed_start_up_of_before():
     assert EfficiencySpec().collective_us == pytest.approx(COLLECTIVE_STARTUP_S * 1e6)
     assert C.DEFAULT_EFFICIENCY["collective_us"] == EfficiencySpec().collective_us
+    # bit for bit: the default gives exactly the constant of before (5 x 1e-6 would not: 4.9999...e-6)
+    from mistfast.kernels import steptime as K
+    from mistfast.stepmodel import client_params
+    assert client_params(make_client("llama-2-70b", "A100", tp=4))[K.P_S0] == COLLECTIVE_STARTUP_S == 5e-6
     unset = make_client("llama-2-70b", "A100", tp=4)
     five = make_client("llama-2-70b", "A100", tp=4, efficiency={"collective_us": 5.0})
     for pf, dec in (([(0, 300)], []), ([], [(1, 900)] * 12)):
