@@ -42,6 +42,9 @@ from .calibration_efficiency import ROBUST_SCALE, EfficiencyFit
 # so one forward difference per parameter and cell (7 re-costings of all rows per iteration) gives
 # the derivatives of every term by the chain rule.
 FACTOR_PARAMS = ("compute", "memory", "prefill", "op_overhead_us", "step_overhead_ms", "ttft_overhead_ms")
+# fields the fit can take as well, off by default (add to FACTOR_PARAMS to fit them): the latency per
+# collective call held out worse than the fixed 5 µs (docs/calibration.md, "Collective latency")
+FACTOR_OPTIONAL_PARAMS = ("collective_us",)
 FACTOR_LOG_PARAMS = ("compute", "memory", "prefill")           # fitted as log η (η ≤ 1 by a smooth cap)
 # prior standard deviation of each kind of term, in log units for η (the overhead terms in UNITs of
 # their own: 10 µs, 3 ms, 30 ms); the ridge weight of a term is 1/sd. The root μ has a weak prior
@@ -54,10 +57,11 @@ FACTOR_LOG_PARAMS = ("compute", "memory", "prefill")           # fitted as log �
 SEQ_UNIT_US = 20.0
 SEQ_START_US = 1.0
 FACTOR_UNIT = {"compute": 1.0, "memory": 1.0, "prefill": 1.0,
-        "op_overhead_us": 10.0, "step_overhead_ms": 3.0, "ttft_overhead_ms": 30.0, "seq_overhead_us": SEQ_UNIT_US}
+        "op_overhead_us": 10.0, "step_overhead_ms": 3.0, "ttft_overhead_ms": 30.0, "seq_overhead_us": SEQ_UNIT_US,
+        "collective_us": 20.0}
 PRIOR_SD = {"device": 0.3, "engine": 0.3, "pair": 0.15, "publisher": 0.2}
 # per-parameter multiplier of every term's prior sd (1: PRIOR_SD in the parameter's UNIT)
-PARAM_PRIOR_SCALE = {p: 1.0 for p in FACTOR_PARAMS}
+PARAM_PRIOR_SCALE = {p: 1.0 for p in FACTOR_PARAMS + FACTOR_OPTIONAL_PARAMS}
 # the host time per sequence per step (docs/step-model.md) is a factorised parameter only when
 # FIT_SEQ_OVERHEAD: out of sample it helped the MLPerf fold's throughput and TTFT but not its
 # requests/s and E2E, and left GPUStack's offline bursts where they were (docs/ttft-under-load.md,
@@ -151,11 +155,12 @@ class _Cell:
         out = []
         if self.obs:
             t = self.steps.times(v["compute"], v["memory"], v["op_overhead_us"], 1.0, v["step_overhead_ms"],
-                                 v["prefill"], seq_us=v.get(SEQ_PARAM))
+                                 v["prefill"], seq_us=v.get(SEQ_PARAM), coll_us=v.get("collective_us"))
             out.append(np.log(t) - self.meas)
         if self.runs:
             S = self.run_steps.totals(len(self.runs), v["compute"], v["memory"], v["op_overhead_us"], 1.0,
-                                      v["step_overhead_ms"], v["prefill"], seq_us=v.get(SEQ_PARAM))
+                                      v["step_overhead_ms"], v["prefill"], seq_us=v.get(SEQ_PARAM),
+                                      coll_us=v.get("collective_us"))
             ratio = np.where(self.rate_like, self.S0 / S, S / self.S0)
             pred = self.m0 * ratio + v["ttft_overhead_ms"] * self.ttft_rows
             out.append(np.log(np.maximum(pred, 1e-300)) - self.run_meas)
@@ -396,6 +401,7 @@ def efficiency_entries(fit: FactoredFit) -> dict:
             compute=v["compute"], memory=v["memory"], op_overhead_us=v["op_overhead_us"], network=1.0,
             step_overhead_ms=v["step_overhead_ms"], prefill=v["prefill"], ttft_overhead_ms=v["ttft_overhead_ms"],
             seq_overhead_us=v.get(SEQ_PARAM, 0.0),
+            collective_us=v.get("collective_us", DEFAULT_EFFICIENCY["collective_us"]),
             n_steps=sum(len(c.obs) for c in own), n_runs=sum(len(c.runs) for c in own), params=FACTOR_PARAMS,
             rows=tuple(o.id for c in own for o in c.obs + c.runs) if key[0] != "*" and key[1] != "*" else (),
             median_abs_rel_err=float(np.median(err)) if np.isfinite(err).any() else float("nan"),

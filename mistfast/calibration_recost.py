@@ -90,9 +90,11 @@ class StepSet:
         return self
 
     def params(self, eta_c: float, eta_m: float, tau_us: float, eta_n: float = 1.0,
-               step_ms: float | None = None, eta_pf: float | None = None, seq_us: float | None = None) -> np.ndarray:
-        """Parameter rows at trial efficiencies; ``step_ms`` (``eta_pf``, ``seq_us``) None keeps each
-        client's own per-step overhead (prefill-step efficiency, host time per sequence)."""
+               step_ms: float | None = None, eta_pf: float | None = None, seq_us: float | None = None,
+               coll_us: float | None = None) -> np.ndarray:
+        """Parameter rows at trial efficiencies; ``step_ms`` (``eta_pf``, ``seq_us``, ``coll_us``) None
+        keeps each client's own per-step overhead (prefill-step efficiency, host time per sequence,
+        per-collective latency)."""
         prm = self.prm0.copy()
         r = self.raw
         prm[:, K.P_FPEAK] = r[:, 0] * eta_c
@@ -110,15 +112,18 @@ class StepSet:
             prm[:, K.P_PF_SLOW] = 1.0 / eta_pf - 1.0
         if seq_us is not None:
             prm[:, K.P_SEQ_OVH] = seq_us * 1e-6
+        if coll_us is not None:   # GenZ-compat rows keep MODEL.md's fixed start-up
+            prm[:, K.P_S0] = np.where(self.raw[:, 7] > 0, self.prm0[:, K.P_S0], coll_us / 1e6)
         return prm
 
     def times(self, eta_c: float, eta_m: float, tau_us: float, eta_n: float = 1.0, step_ms: float | None = None,
-              eta_pf: float | None = None, prm=None, seq_us: float | None = None) -> np.ndarray:
+              eta_pf: float | None = None, prm=None, seq_us: float | None = None,
+              coll_us: float | None = None) -> np.ndarray:
         """Unweighted time of every step (s)."""
         if not self._built:
             self.build()
         if prm is None:
-            prm = self.params(eta_c, eta_m, tau_us, eta_n, step_ms, eta_pf, seq_us)
+            prm = self.params(eta_c, eta_m, tau_us, eta_n, step_ms, eta_pf, seq_us, coll_us)
         out = np.zeros(len(self.rows))
         _cost_steps(prm, self.row, self.pf_off, self.pf_past, self.pf_new, self.pf_done,
                     self.dec_off, self.dec_w, self.dec_s, self.dec_k, out)

@@ -386,6 +386,10 @@ class EfficiencySpec(Spec):
     # running request in vLLM and SGLang), µs; a step of n decode rows and m prefill chunks takes
     # (n + m) x this longer (docs/step-model.md, "Host time per sequence"); 0 = off
     seq_overhead_us: float = Field(ge=0, default=0.0, allow_inf_nan=False)
+    # fixed latency of one collective call (TP AllReduce, AllGather, EP dispatch/combine), µs, added to
+    # the link's hop latency and the bytes/bandwidth term (docs/step-model.md, "Collective latency");
+    # fitted per (device, engine) (NCCL/RCCL launch and synchronisation under the framework)
+    collective_us: float = Field(ge=0, default=5.0)
     source: str = "MODEL.md §2.1 defaults (reference system_eff 0.75)"
 
 

@@ -100,7 +100,8 @@ def client_params(client: ClientSpec) -> np.ndarray:
     prm[K.P_SHARED_ONCE] = 1.0 if client.shared_prefix_read_once else 0.0
     prm[K.P_TP] = t
     prm[K.P_TP_ALPHA], prm[K.P_TP_BETA] = tp_link(client, t)
-    prm[K.P_S0] = COLLECTIVE_STARTUP_S
+    # per-call collective latency: the fitted efficiency field (GenZ compat keeps MODEL.md's s0)
+    prm[K.P_S0] = COLLECTIVE_STARTUP_S if genz else eff.collective_us / 1e6   # / 1e6: 5 µs is exactly 5e-6
     prm[K.P_PP_ALPHA], prm[K.P_PP_BETA] = tp_link(client, t * p)
     if m.is_moe:
         prm[K.P_E] = m.num_experts

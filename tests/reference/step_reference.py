@@ -47,7 +47,7 @@ def reference_step_time(client, prefill, decode, prompts_done=None):
         onchip = None
     tau = eff.op_overhead_us * 1e-6
     alpha, beta = _ring(client, t)
-    s0 = 5e-6
+    s0 = 5e-6 if genz else eff.collective_us / 1e6   # per collective call (GenZ: MODEL.md's fixed s0)
 
     def op(name, flops=0.0, off=0.0, on=0.0, comm=0.0, attn=False, fpeak=None):
         tc = flops / (fpeak or (peak_attn if attn else peak))
