@@ -242,6 +242,8 @@ class RowPlan:
     loadgen: bool = False   # measured by MLPerf LoadGen inside the harness process (no client-side TTFT overhead)
     benchmark_client: str = ""   # the tool that measured the row (mistfast.bench_clients.benchmark_client)
     itl_per_chunk: bool = False  # an ITL row over pooled per-chunk gaps (vllm bench serve, sglang.bench_serving)
+    frontend: Any = None         # the serving front-end's queue in front of the engine (mistfast.frontend.FrontEnd)
+    frontend_wait_ms: dict = field(default_factory=dict)   # its queue waits: mean, p50, p90, p99 (set with the point)
 
     @property
     def client_key(self) -> str:
@@ -506,6 +508,44 @@ def _apply_benchmark_client(plan: RowPlan, r: Mapping) -> None:
     plan.itl_per_chunk = B.itl_per_chunk(plan.metric, plan.benchmark_client) and plan.value_key in B.CHUNK_ITL_KEYS
 
 
+def serving_frontend(plan: RowPlan, version: str):
+    """The serving front-end (:mod:`mistfast.frontend`) whose queue an open-loop row (offline burst
+    or Poisson arrivals) passes before the engine: rows measured over HTTP by a serving benchmark
+    client, of an engine with a published front-end time; None otherwise (closed loops: at most C
+    requests are in the front-end at once and one pass is the fitted ``ttft_overhead_ms``; LoadGen
+    harnesses and ``trtllm-bench`` have no HTTP front-end)."""
+    from . import frontend as F
+    if plan.workload_kind not in ("offline", "poisson") or plan.loadgen or plan.disagg is not None \
+            or plan.benchmark_client not in F.HTTP_CLIENTS:
+        return None
+    return F.frontend_for(plan.engine, version)
+
+
+def with_frontend(p: RowPlan, pt):
+    """The point of a row whose requests pass its serving front-end first: engine arrivals moved
+    to the front-end's FIFO departures, the queue waits' statistics kept on the row
+    (``frontend_wait_ms``, added to TTFT and E2E rows by :func:`plan_value`); other rows as given."""
+    if p.frontend is None:
+        return pt
+    from . import frontend as F
+    reqs = pt.requests
+    service = p.frontend.service_s(reqs.input_tokens)
+    dep = F.fifo_departures(reqs.arrival_s, service)
+    p.frontend_wait_ms = F.wait_statistics_ms(dep - service - reqs.arrival_s)
+    return dataclasses.replace(pt, requests=reqs.with_arrivals(dep))
+
+
+def frontend_wait_term_ms(p: RowPlan) -> float:
+    """The front-end queue wait as it enters this row's statistic: TTFT and E2E rows get the
+    wait's own mean or percentile. (A percentile of a sum is the sum of the percentiles when both
+    grow with the request's place in the queue, as in a burst sent at t = 0; at lower load it is an
+    upper estimate.)"""
+    if not p.frontend_wait_ms or not p.value_key.startswith(("ttft", "e2e")):
+        return 0.0
+    stat = p.value_key.split("_")[1]      # ttft_mean_ms -> mean, e2e_p99_ms -> p99
+    return float(p.frontend_wait_ms.get(stat, 0.0))
+
+
 def num_scheduler_steps(text: str) -> int:
     """N of vLLM's multi-step scheduling (``--num-scheduler-steps N``) stated in a row's text, else 1."""
     m = re.search(r"--num[-_]scheduler[-_]steps[ =](\d+)", text)
@@ -725,6 +765,7 @@ def _plan_row(r: Mapping) -> RowPlan:
             # a batch limit without a token budget: the smallest budget that lets a full batch decode
             sched["max_batched_tokens"] = sched["chunk_size"] = sched["max_batch_size"]
     sched = _apply_mlperf_harness(plan, r, sched)
+    plan.frontend = serving_frontend(plan, _txt(r.get("engine_version")))
     plan.kind = "run"
     rr = re.search(r"random[-_ ]range[-_ ]ratio[ =]*([0-9.]+)", wl)
     if rr and plan.dataset in ("", "random") and 0.0 < float(rr.group(1)) < 1.0:
@@ -809,7 +850,7 @@ def _points(plans: list[RowPlan]):
     from .specs import parse_scenario
     pts = []
     for p in plans:
-        pts.append(scenario_point(parse_scenario(p.scenario)))
+        pts.append(with_frontend(p, scenario_point(parse_scenario(p.scenario))))
     return pts
 
 
@@ -1051,7 +1092,7 @@ def plan_value(p: RowPlan, summary: Mapping) -> float:
         # reference pass, where these rows are not fitted) has only the per-request statistic
         key = _chunk_itl_keys()[key]
     v = float(summary[key]) * p.tokens_per_chunk + multistep_admission_wait_ms(p, summary) \
-        + recv_poll_wait_ms(p, summary)
+        + recv_poll_wait_ms(p, summary) + frontend_wait_term_ms(p)
     if p.value_key in REPLICA_RATE_KEYS:   # one simulated replica stands for replica_scale of them
         v *= p.replica_scale
     if p.metric in COST_METRICS:
@@ -1198,7 +1239,7 @@ def _live_points(runs: list[RowPlan]) -> tuple[list[RowPlan], list]:
     keep, pts = [], []
     for p in runs:
         try:
-            pts.append(scenario_point(parse_scenario(p.scenario)))
+            pts.append(with_frontend(p, scenario_point(parse_scenario(p.scenario))))
             keep.append(p)
         except Exception as exc:  # a row's own configuration problem: report, keep going
             p.unsupported(f"scenario not representable: {str(exc).splitlines()[-1].strip()[:200]}")
