@@ -242,6 +242,7 @@ class RowPlan:
     loadgen: bool = False   # measured by MLPerf LoadGen inside the harness process (no client-side TTFT overhead)
     benchmark_client: str = ""   # the tool that measured the row (mistfast.bench_clients.benchmark_client)
     itl_per_chunk: bool = False  # an ITL row over pooled per-chunk gaps (vllm bench serve, sglang.bench_serving)
+    adp_balance: tuple = ()      # TensorRT-LLM attention-DP balancing: (ranks, timeout_iters, batching_wait_iters)
     frontend: Any = None         # the serving front-end's queue in front of the engine (mistfast.frontend.FrontEnd)
     frontend_wait_ms: dict = field(default_factory=dict)   # its queue waits: mean, p50, p90, p99 (set with the point)
 
@@ -416,6 +417,9 @@ def _apply_mlperf_harness(plan: RowPlan, r: Mapping, sched: dict) -> dict:
     if batching and sched.get("batching") == "chunked":
         sched = {**sched, "batching": batching}
     plan.scheduler_steps = max(plan.scheduler_steps, int(settings.get("num_scheduler_steps", 1)))
+    if settings.get("adp_balancing_enable") is True and "per rank (attention dp" in _txt(r.get("notes")).lower():
+        plan.adp_balance = (plan.tp, int(settings.get("adp_balancing_timeout_iters", 0)),
+                            int(settings.get("adp_balancing_batching_wait_iters", 0)))
     return sched
 
 
@@ -1083,6 +1087,44 @@ def recv_poll_wait_ms(p: RowPlan, summary: Mapping) -> float:
     return q * (p.recv_interval - 1) * max(p.scheduler_steps, 1) * float(summary["tpot_mean_ms"])
 
 
+def adp_balance_wait_iters(arrivals_per_iter: float, ranks: int, timeout_iters: int, batching_wait_iters: int,
+                           q: float | None = None) -> float:
+    """Iterations a new context request waits under TensorRT-LLM's attention-DP balancing (mean, or
+    the q-quantile). ``PyExecutor._balance_adp_requests`` (github:NVIDIA/TensorRT-LLM
+    tensorrt_llm/_torch/pyexecutor/py_executor.py; docs/source/blogs/tech_blog/
+    blog10_ADP_Balance_Strategy.md): while some rank has no context request, every rank holds its
+    context requests and counts iterations; at ``timeout_iters`` all are released. When every rank
+    has one, they wait ``batching_wait_iters`` more instead. So the holding windows last L
+    iterations: L = timeout_iters while fewer than ``ranks`` requests arrive in one (r L < ranks,
+    r = arrivals per iteration), else batching_wait_iters. The request that opens a window waits
+    L, the r L that arrive during it wait uniformly 0..L: mean (L + r L^2/2) / (1 + r L); the
+    quantile is L above the share 1 - 1/(1 + r L) of uniform waits."""
+    r = max(float(arrivals_per_iter), 0.0)
+    window = float(timeout_iters) if r * timeout_iters < ranks else float(batching_wait_iters)
+    if window <= 0:
+        return 0.0
+    opener = 1.0 / (1.0 + r * window)      # share of requests that open a window (wait all of it)
+    if q is None:
+        return (window + r * window * window / 2.0) * opener
+    return window if q >= 1.0 - opener else q * window / (1.0 - opener)
+
+
+def adp_balance_wait_ms(p: RowPlan, summary: Mapping) -> float:
+    """Extra time to first token of a Poisson row whose TensorRT-LLM harness config enables
+    attention-DP balancing (``adp_balancing_enable``; the MLPerf DeepSeek-R1 Server configs):
+    :func:`adp_balance_wait_iters` at the row's arrival rate per engine, one iteration = the run's
+    simulated mean TPOT. TTFT and E2E rows (mean: the mean wait; p-th percentile: its percentile)."""
+    if not p.adp_balance or not p.workload_kind.startswith("poisson") or not p.metric.startswith(("ttft", "e2e")):
+        return 0.0
+    ranks, timeout, batching = p.adp_balance
+    arrival = p.scenario.get("workload", {}).get("arrival", {})
+    rate_per_engine = float(arrival.get("rate_rps", 0.0)) / max(p.dp // max(p.replica_scale, 1), 1)
+    iter_ms = float(summary["tpot_mean_ms"])
+    stat = p.value_key.split("_")[1]
+    q = None if stat == "mean" else int(stat[1:]) / 100.0
+    return adp_balance_wait_iters(rate_per_engine * iter_ms / 1e3, ranks, timeout, batching, q) * iter_ms
+
+
 def plan_value(p: RowPlan, summary: Mapping) -> float:
     """The row's metric from a run summary: per device when the metric says so; $ per 1M tokens
     = price per device-hour x devices / (tokens/s x 3600) x 1e6."""
@@ -1092,7 +1134,7 @@ def plan_value(p: RowPlan, summary: Mapping) -> float:
         # reference pass, where these rows are not fitted) has only the per-request statistic
         key = _chunk_itl_keys()[key]
     v = float(summary[key]) * p.tokens_per_chunk + multistep_admission_wait_ms(p, summary) \
-        + recv_poll_wait_ms(p, summary) + frontend_wait_term_ms(p)
+        + recv_poll_wait_ms(p, summary) + frontend_wait_term_ms(p) + adp_balance_wait_ms(p, summary)
     if p.value_key in REPLICA_RATE_KEYS:   # one simulated replica stands for replica_scale of them
         v *= p.replica_scale
     if p.metric in COST_METRICS:
