@@ -54,3 +54,23 @@ def test_redhat_vllm_rows_run_with_the_submitters_flags():
     offline = V.plan_row(_row("P4642"))
     sched = offline.scenario["clients"][0]["scheduler"]
     assert (sched["max_batch_size"], sched["max_batched_tokens"]) == (1024, 4096)
+
+
+def test_harness_tool_appends_the_balancing_settings_to_an_existing_segment(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("mhs", PUBLIC.parents[2] / "tools" / "mlperf_harness_settings.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    repo = tmp_path / "results"
+    cfg = repo / "closed/X/configs/SYS/Server/deepseek-r1.py"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text("base = {\n    llm_fields.trtllm_runtime_flags: {\n        'enable_chunked_context': False,\n"
+                   "        \"adp_balancing_enable\": True,\n        \"adp_balancing_batching_wait_iters\": 3,\n"
+                   "        \"adp_balancing_timeout_iters\": 9,\n    },\n    harness_fields.use_graphs: True,\n}\n")
+    old = (f"parallelism from {cfg.relative_to(repo)}; harness settings from that config: use_graphs True, "
+           "enable_chunked_context False; engine limits from that config: max batch 512")
+    new = tool.annotated_notes(old, repo)
+    assert new == (f"parallelism from {cfg.relative_to(repo)}; harness settings from that config: use_graphs True, "
+                   "enable_chunked_context False, adp_balancing_enable True, adp_balancing_batching_wait_iters 3, "
+                   "adp_balancing_timeout_iters 9; engine limits from that config: max batch 512")
+    assert tool.annotated_notes(new, repo) == new      # idempotent
