@@ -54,7 +54,18 @@ def _burst_row(**kw):
     return row
 
 
-def test_validate_builds_the_front_end_for_an_http_offline_burst():
+@pytest.fixture
+def frontend_on(monkeypatch):
+    monkeypatch.setattr(V, "FRONTEND_QUEUE_IN_VALIDATE", True)
+
+
+def test_validate_leaves_the_front_end_out_by_default():
+    p = V.plan_row(_burst_row())
+    assert p.status == "ok" and p.frontend is None
+    assert np.all(V._points([p])[0].requests.arrival_s == 0.0)
+
+
+def test_validate_builds_the_front_end_for_an_http_offline_burst(frontend_on):
     p = V.plan_row(_burst_row())
     assert p.status == "ok" and p.workload_kind == "offline" and p.frontend is F.VLLM_V1
     pt = V._points([p])[0]
@@ -81,7 +92,7 @@ def test_validate_builds_the_front_end_for_an_http_offline_burst():
     dict(engine_version="v0.6.3"),                             # vLLM before V1
     dict(workload="offline: 50 prompts, vllm bench throughput (LLM class)"),   # no HTTP client
 ])
-def test_rows_without_a_front_end_queue(change):
+def test_rows_without_a_front_end_queue(change, frontend_on):
     p = V.plan_row(_burst_row(**change))
     assert p.status == "ok"
     assert p.frontend is None
