@@ -100,3 +100,21 @@ def test_rows_without_a_front_end_queue(change, frontend_on):
     assert p.frontend_wait_ms == {}
     if p.workload_kind == "offline":
         assert np.all(pt.requests.arrival_s == 0.0)
+
+
+def test_a_one_slot_pre_stage_is_the_same_fifo_front_end():
+    # 10 prompts at t = 0 through a one-slot CPU server of 100 ms each: the k-th reaches the engine at
+    # k x 100 ms + the hand-off over the default inter-client link (MODEL.md §7: 5 ms latency; 400 B of
+    # token ids at 10 GB/s), alone (its prefill takes t1 < 100 ms): TTFT_k = k x 100 ms + 5 ms + t1
+    from mistfast.scenario import simulate
+    base = {"workload": {"num_requests": 10, "arrival": {"process": "offline"},
+                         "input": {"dist": "fixed", "value": 100}, "output": {"dist": "fixed", "value": 2}},
+            "clients": [{"name": "llm", "model": "llama-3.1-8b", "device": "H100"}],
+            "simulation": {"horizon_s": 100, "seed": 1}}
+    one = simulate({**base, "workload": {**base["workload"], "num_requests": 1}})
+    t1 = float(one.ttft_mean_ms)
+    assert t1 < 100.0
+    fe = simulate({**base, "servers": [{"name": "fe", "kind": "cpu", "slots": 1, "base_ms": 100.0, "per_token_us": 0.0}],
+                   "pipelines": [{"name": "p", "stages": [{"kind": "pre", "pool": "fe"}, {"kind": "llm", "pool": "llm"}]}]})
+    hop_ms = 5.0 + 400 / 10e9 * 1e3
+    assert float(fe.ttft_mean_ms) == pytest.approx(550.0 + hop_ms + t1, rel=1e-4)
