@@ -512,12 +512,12 @@ def _apply_benchmark_client(plan: RowPlan, r: Mapping) -> None:
     plan.itl_per_chunk = B.itl_per_chunk(plan.metric, plan.benchmark_client) and plan.value_key in B.CHUNK_ITL_KEYS
 
 
-# The front-end queue is not applied by default: with the published vLLM figure (13.5 ms + 1.2 us per
-# prompt token, mistfast.frontend.VLLM_V1) GPUStack's 1,000-prompt bursts of 128-token prompts would
-# be served at <= 72 requests/s, where vLLM 0.10/0.11 measured 111-191 (so one request costs the
-# front-end <= 5-9 ms of throughput there), their TPOT moves further from the measurement, and the
-# ShareGPT bursts' TTFT does not move at all (the engine is the slower queue); measured with the
-# shipped calibration on 66 GPUStack rows, docs/ttft-under-load.md "The serving front-end".
+# The front-end queue is not applied by default: on GPUStack's vLLM bursts (the rows it would touch)
+# it trades TTFT for TPOT. Leave-one-source-out (GPUStack fold): TTFT 45 -> 41 %, throughput 42 -> 39 %,
+# requests/s 34 -> 32 %, but TPOT/ITL 35 -> 39 % (the simulated engine sees requests trickle in and
+# streams faster, while the measured client TPOT is stretched by the same busy event loop); with the
+# shipped calibration requests/s and TPOT get worse too (1,000 x 128/4 prompts: <= 72 requests/s
+# simulated, 111-191 measured). docs/ttft-under-load.md, "The serving front-end".
 FRONTEND_QUEUE_IN_VALIDATE = False
 
 
