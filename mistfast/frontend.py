@@ -44,12 +44,12 @@ class FrontEnd:
 # tokenises and detokenises/streams for every request on one asyncio event loop; tokenisation runs
 # on a one-thread executor, `serving_engine.py` `ThreadPoolExecutor(max_workers=1)`):
 # * fixed: 12-15 ms of pre-processing per request, measured in the front-end of a vLLM V1 server
-#   at batch 96 (github:vllm-project/vllm#21139, 2025-07-17: "Preproc time seems to be ~12-15 ms
-#   (almost always >12)"); 13.5 ms, the middle of that range;
-# * per prompt token: "tokenization can take a few hundred milliseconds" for 256K-token prompts
-#   (github:vllm-project/vllm#10635, 2024-11-25): ~300 ms / 256k = 1.2 us per token. The cost of
-#   tokenisation "scales linearly with the length of the input" and requests "wait in a serialized
-#   queue for preprocessing" (github:vllm-project/vllm#25301, 2025-09-20, vLLM 0.10).
+#   at batch 96 (github:vllm-project/vllm#21139, 2025-07-17: 12-15 ms, nearly always above 12);
+#   13.5 ms, the middle of that range;
+# * per prompt token: tokenising a 256K-token prompt takes a few hundred milliseconds
+#   (github:vllm-project/vllm#10635, 2024-11-25): ~300 ms / 256k = 1.2 us per token. Tokenisation
+#   cost is linear in the prompt length and requests queue for the one tokeniser thread
+#   (github:vllm-project/vllm#25301, 2025-09-20, vLLM 0.10).
 # `--api-server-count N` (github:vllm-project/vllm#17546, vLLM 0.9) runs N such processes; no row
 # here states it, so one is assumed.
 VLLM_V1 = FrontEnd(
