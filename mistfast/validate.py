@@ -242,6 +242,9 @@ class RowPlan:
     loadgen: bool = False   # measured by MLPerf LoadGen inside the harness process (no client-side TTFT overhead)
     benchmark_client: str = ""   # the tool that measured the row (mistfast.bench_clients.benchmark_client)
     itl_per_chunk: bool = False  # an ITL row over pooled per-chunk gaps (vllm bench serve, sglang.bench_serving)
+    adp_balance: tuple = ()      # TensorRT-LLM attention-DP balancing: (ranks, timeout_iters, batching_wait_iters)
+    frontend: Any = None         # the serving front-end's queue in front of the engine (mistfast.frontend.FrontEnd)
+    frontend_wait_ms: dict = field(default_factory=dict)   # its queue waits: mean, p50, p90, p99 (set with the point)
 
     @property
     def client_key(self) -> str:
@@ -414,6 +417,9 @@ def _apply_mlperf_harness(plan: RowPlan, r: Mapping, sched: dict) -> dict:
     if batching and sched.get("batching") == "chunked":
         sched = {**sched, "batching": batching}
     plan.scheduler_steps = max(plan.scheduler_steps, int(settings.get("num_scheduler_steps", 1)))
+    if settings.get("adp_balancing_enable") is True and "per rank (attention dp" in _txt(r.get("notes")).lower():
+        plan.adp_balance = (plan.tp, int(settings.get("adp_balancing_timeout_iters", 0)),
+                            int(settings.get("adp_balancing_batching_wait_iters", 0)))
     return sched
 
 
@@ -504,6 +510,55 @@ def _apply_benchmark_client(plan: RowPlan, r: Mapping) -> None:
     from . import bench_clients as B
     plan.benchmark_client = B.benchmark_client(r)
     plan.itl_per_chunk = B.itl_per_chunk(plan.metric, plan.benchmark_client) and plan.value_key in B.CHUNK_ITL_KEYS
+
+
+# The front-end queue is not applied by default: on GPUStack's vLLM bursts (the rows it would touch)
+# it trades TTFT for TPOT. Leave-one-source-out (GPUStack fold): TTFT 45 -> 41 %, throughput 42 -> 39 %,
+# requests/s 34 -> 32 %, but TPOT/ITL 35 -> 39 % (the simulated engine sees requests trickle in and
+# streams faster, while the measured client TPOT is stretched by the same busy event loop); with the
+# shipped calibration requests/s and TPOT get worse too (1,000 x 128/4 prompts: <= 72 requests/s
+# simulated, 111-191 measured). docs/ttft-under-load.md, "The serving front-end".
+FRONTEND_QUEUE_IN_VALIDATE = False
+
+
+def serving_frontend(plan: RowPlan, version: str):
+    """The serving front-end (:mod:`mistfast.frontend`) whose queue an open-loop row (offline burst
+    or Poisson arrivals) passes before the engine: rows measured over HTTP by a serving benchmark
+    client, of an engine with a published front-end time; None otherwise (closed loops: at most C
+    requests are in the front-end at once and one pass is the fitted ``ttft_overhead_ms``; LoadGen
+    harnesses and ``trtllm-bench`` have no HTTP front-end)."""
+    from . import frontend as F
+    if not FRONTEND_QUEUE_IN_VALIDATE:
+        return None
+    if plan.workload_kind not in ("offline", "poisson") or plan.loadgen or plan.disagg is not None \
+            or plan.benchmark_client not in F.HTTP_CLIENTS:
+        return None
+    return F.frontend_for(plan.engine, version)
+
+
+def with_frontend(p: RowPlan, pt):
+    """The point of a row whose requests pass its serving front-end first: engine arrivals moved
+    to the front-end's FIFO departures, the queue waits' statistics kept on the row
+    (``frontend_wait_ms``, added to TTFT and E2E rows by :func:`plan_value`); other rows as given."""
+    if p.frontend is None:
+        return pt
+    from . import frontend as F
+    reqs = pt.requests
+    service = p.frontend.service_s(reqs.input_tokens)
+    dep = F.fifo_departures(reqs.arrival_s, service)
+    p.frontend_wait_ms = F.wait_statistics_ms(dep - service - reqs.arrival_s)
+    return dataclasses.replace(pt, requests=reqs.with_arrivals(dep))
+
+
+def frontend_wait_term_ms(p: RowPlan) -> float:
+    """The front-end queue wait as it enters this row's statistic: TTFT and E2E rows get the
+    wait's own mean or percentile. (A percentile of a sum is the sum of the percentiles when both
+    grow with the request's place in the queue, as in a burst sent at t = 0; at lower load it is an
+    upper estimate.)"""
+    if not p.frontend_wait_ms or not p.value_key.startswith(("ttft", "e2e")):
+        return 0.0
+    stat = p.value_key.split("_")[1]      # ttft_mean_ms -> mean, e2e_p99_ms -> p99
+    return float(p.frontend_wait_ms.get(stat, 0.0))
 
 
 def num_scheduler_steps(text: str) -> int:
@@ -725,6 +780,7 @@ def _plan_row(r: Mapping) -> RowPlan:
             # a batch limit without a token budget: the smallest budget that lets a full batch decode
             sched["max_batched_tokens"] = sched["chunk_size"] = sched["max_batch_size"]
     sched = _apply_mlperf_harness(plan, r, sched)
+    plan.frontend = serving_frontend(plan, _txt(r.get("engine_version")))
     plan.kind = "run"
     rr = re.search(r"random[-_ ]range[-_ ]ratio[ =]*([0-9.]+)", wl)
     if rr and plan.dataset in ("", "random") and 0.0 < float(rr.group(1)) < 1.0:
@@ -809,7 +865,7 @@ def _points(plans: list[RowPlan]):
     from .specs import parse_scenario
     pts = []
     for p in plans:
-        pts.append(scenario_point(parse_scenario(p.scenario)))
+        pts.append(with_frontend(p, scenario_point(parse_scenario(p.scenario))))
     return pts
 
 
@@ -1042,6 +1098,44 @@ def recv_poll_wait_ms(p: RowPlan, summary: Mapping) -> float:
     return q * (p.recv_interval - 1) * max(p.scheduler_steps, 1) * float(summary["tpot_mean_ms"])
 
 
+def adp_balance_wait_iters(arrivals_per_iter: float, ranks: int, timeout_iters: int, batching_wait_iters: int,
+                           q: float | None = None) -> float:
+    """Iterations a new context request waits under TensorRT-LLM's attention-DP balancing (mean, or
+    the q-quantile). ``PyExecutor._balance_adp_requests`` (github:NVIDIA/TensorRT-LLM
+    tensorrt_llm/_torch/pyexecutor/py_executor.py; docs/source/blogs/tech_blog/
+    blog10_ADP_Balance_Strategy.md): while some rank has no context request, every rank holds its
+    context requests and counts iterations; at ``timeout_iters`` all are released. When every rank
+    has one, they wait ``batching_wait_iters`` more instead. So the holding windows last L
+    iterations: L = timeout_iters while fewer than ``ranks`` requests arrive in one (r L < ranks,
+    r = arrivals per iteration), else batching_wait_iters. The request that opens a window waits
+    L, the r L that arrive during it wait uniformly 0..L: mean (L + r L^2/2) / (1 + r L); the
+    quantile is L above the share 1 - 1/(1 + r L) of uniform waits."""
+    r = max(float(arrivals_per_iter), 0.0)
+    window = float(timeout_iters) if r * timeout_iters < ranks else float(batching_wait_iters)
+    if window <= 0:
+        return 0.0
+    opener = 1.0 / (1.0 + r * window)      # share of requests that open a window (wait all of it)
+    if q is None:
+        return (window + r * window * window / 2.0) * opener
+    return window if q >= 1.0 - opener else q * window / (1.0 - opener)
+
+
+def adp_balance_wait_ms(p: RowPlan, summary: Mapping) -> float:
+    """Extra time to first token of a Poisson row whose TensorRT-LLM harness config enables
+    attention-DP balancing (``adp_balancing_enable``; the MLPerf DeepSeek-R1 Server configs):
+    :func:`adp_balance_wait_iters` at the row's arrival rate per engine, one iteration = the run's
+    simulated mean TPOT. TTFT and E2E rows (mean: the mean wait; p-th percentile: its percentile)."""
+    if not p.adp_balance or not p.workload_kind.startswith("poisson") or not p.metric.startswith(("ttft", "e2e")):
+        return 0.0
+    ranks, timeout, batching = p.adp_balance
+    arrival = p.scenario.get("workload", {}).get("arrival", {})
+    rate_per_engine = float(arrival.get("rate_rps", 0.0)) / max(p.dp // max(p.replica_scale, 1), 1)
+    iter_ms = float(summary["tpot_mean_ms"])
+    stat = p.value_key.split("_")[1]
+    q = None if stat == "mean" else int(stat[1:]) / 100.0
+    return adp_balance_wait_iters(rate_per_engine * iter_ms / 1e3, ranks, timeout, batching, q) * iter_ms
+
+
 def plan_value(p: RowPlan, summary: Mapping) -> float:
     """The row's metric from a run summary: per device when the metric says so; $ per 1M tokens
     = price per device-hour x devices / (tokens/s x 3600) x 1e6."""
@@ -1051,7 +1145,7 @@ def plan_value(p: RowPlan, summary: Mapping) -> float:
         # reference pass, where these rows are not fitted) has only the per-request statistic
         key = _chunk_itl_keys()[key]
     v = float(summary[key]) * p.tokens_per_chunk + multistep_admission_wait_ms(p, summary) \
-        + recv_poll_wait_ms(p, summary)
+        + recv_poll_wait_ms(p, summary) + frontend_wait_term_ms(p) + adp_balance_wait_ms(p, summary)
     if p.value_key in REPLICA_RATE_KEYS:   # one simulated replica stands for replica_scale of them
         v *= p.replica_scale
     if p.metric in COST_METRICS:
@@ -1198,7 +1292,7 @@ def _live_points(runs: list[RowPlan]) -> tuple[list[RowPlan], list]:
     keep, pts = [], []
     for p in runs:
         try:
-            pts.append(scenario_point(parse_scenario(p.scenario)))
+            pts.append(with_frontend(p, scenario_point(parse_scenario(p.scenario))))
             keep.append(p)
         except Exception as exc:  # a row's own configuration problem: report, keep going
             p.unsupported(f"scenario not representable: {str(exc).splitlines()[-1].strip()[:200]}")

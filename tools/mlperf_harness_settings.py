@@ -29,7 +29,12 @@ from pathlib import Path
 
 SEGMENT = "harness settings from that config:"
 NVIDIA_KEYS = (("use_graphs", r"harness_fields\.use_graphs\s*:\s*(True|False)"),
-               ("enable_chunked_context", r"'enable_chunked_context'\s*:\s*(True|False)"))
+               ("enable_chunked_context", r"'enable_chunked_context'\s*:\s*(True|False)"),
+               # attention-DP balancing of the DeepSeek-R1 configs: context requests wait for the other
+               # ranks (TensorRT-LLM PyExecutor._balance_adp_requests; validate.adp_balance_wait_ms)
+               ("adp_balancing_enable", r"[\"']adp_balancing_enable[\"']\s*:\s*(True|False)"),
+               ("adp_balancing_batching_wait_iters", r"[\"']adp_balancing_batching_wait_iters[\"']\s*:\s*(\d+)"),
+               ("adp_balancing_timeout_iters", r"[\"']adp_balancing_timeout_iters[\"']\s*:\s*(\d+)"))
 AMD_KEYS = (("enforce_eager", r"^\s*enforce_eager\s*:\s*(True|False|true|false)"),
             ("enable_chunked_prefill", r"^\s*enable_chunked_prefill\s*:\s*(True|False|true|false)"),
             ("num_scheduler_steps", r"^\s*num_scheduler_steps\s*:\s*(\d+)"))
@@ -61,7 +66,7 @@ def annotated_notes(notes: str, repo: Path, cache: dict | None = None) -> str:
     the notes name no config, already have the segment, or the config sets none of the keys)."""
     cache = {} if cache is None else cache
     m = re.search(r"parallelism from (\S+?);", notes)
-    if not m or SEGMENT in notes:
+    if not m:
         return notes
     path = m.group(1)
     if path not in cache:
@@ -69,6 +74,13 @@ def annotated_notes(notes: str, repo: Path, cache: dict | None = None) -> str:
         cache[path] = harness_settings(path, text) if text else []
     if not cache[path]:
         return notes
+    seg = re.search(re.escape(SEGMENT) + r"([^;]*);", notes)
+    if seg:   # settings added to the tool since the segment was written go to its end
+        have = {item.split()[0] for item in seg.group(1).split(",") if item.split()}
+        extra = [s for s in cache[path] if s.split()[0] not in have]
+        if not extra:
+            return notes
+        return notes[:seg.end() - 1] + ", " + ", ".join(extra) + notes[seg.end() - 1:]
     return notes.replace(m.group(0), f"{m.group(0)} {SEGMENT} {', '.join(cache[path])};", 1)
 
 
