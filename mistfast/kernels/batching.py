@@ -8,7 +8,7 @@ import numpy as np
 from .._numba import jit_inline, jit_noalloc
 from .engine import (CHUNKED, FCFS, FINISHED, MIXED, R_KV_CAPACITY, R_KV_EXHAUSTED, R_TOKEN_BUDGET, REJECTED, RUNNING,
                      S_AGING, S_BATCHING, S_BLOCK, S_CHUNK, S_MAX_SEQS, S_MAX_TOKENS, S_POLICY, S_PREEMPTION,
-                     S_SEQS_PER_STEP, S_STATIC_PAD, S_TOTAL_BLOCKS, S_WATERMARK, SPF, STATIC, WAITING, _blocks_for, _cache_lookup,
+                     S_PREFILL_APART, S_SEQS_PER_STEP, S_STATIC_PAD, S_TOTAL_BLOCKS, S_WATERMARK, SPF, STATIC, WAITING, _blocks_for, _cache_lookup,
                      _cache_touch)
 from .layout import (C_FORM, CS_PREEMPT, CS_RECOMP, G_HASH_BLOCK, I_NDEC, I_NDEC_C, I_NPF, I_NREAL, I_NREQ, I_NRUN,
                      I_NSTATIC, I_PEND_PF, I_PFTOK, I_LEAVE_CHECK, I_LAZY_N, I_USED, I_WCOUNT, I_WHEAD, I_MB_N, I_MB_REQS, Q_BLOCKS, Q_COMPUTED, Q_FETCHED,
@@ -303,7 +303,8 @@ def _admit_waiting(c, form, budget, npf, nw, sorted_order, req, cli, bat, kv, lp
         if cc == 0:
             # a decode-only arrival (disaggregated): under CHUNKED the decodes were placed
             # before admissions, so place it now; other strategies add decodes below
-            if batching == CHUNKED and budget >= w and not (per_step and npf + cli.ci[c, I_NDEC] >= max_seq):
+            if batching == CHUNKED and budget >= w and not (per_step and npf + cli.ci[c, I_NDEC] >= max_seq) \
+                    and not sch[S_PREFILL_APART] > 0.0:   # (prefill apart: decodes only in a step without prefill)
                 res = _add_decode(r, c, form, sch, req, cli, bat)
                 if res > 0 and res & 1:
                     budget -= w
@@ -393,12 +394,15 @@ def _form_batch(c, t, req, cli, bat, kv, lp):
     sorted_order = False
     first_partial = 0
     # CHUNKED places the running decodes (then partial prefills) before admissions; the other
-    # strategies admit whole prompts first and add decodes after (MODEL.md §5.2)
-    for part in range(2):
-        if (part == 0) == (batching == CHUNKED):
-            if batching == CHUNKED or batching == MIXED or npf == 0:
+    # strategies admit whole prompts first and add decodes after (MODEL.md §5.2). CHUNKED with
+    # prefill apart (SGLang) places partial prefills and admissions first, decodes only if none.
+    # (part 2, prefill apart only: the decodes; one call site of the inlined placement)
+    apart = batching == CHUNKED and sch[S_PREFILL_APART] > 0.0
+    for part in range(3 if apart else 2):
+        if part == 2 or (part == 0) == (batching == CHUNKED):
+            if (batching == CHUNKED and not apart) or batching == MIXED or (npf == 0 and part > 0):
                 budget, preempted, first_partial = _place_decodes(c, form, budget, npf, req, cli, bat)
-            if batching == CHUNKED:
+            if batching == CHUNKED and part == 0:
                 budget, npf = _place_partial_prefills(c, form, budget, npf, first_partial, req, cli, bat)
             continue
         nw = cli.ci[c, I_WCOUNT]

@@ -7,7 +7,7 @@ import numpy as np
 from .._numba import jit_inline, jit_noalloc
 from . import steptime as ST
 from .engine import (CHUNKED, FCFS, FINISHED, L_DEC_TOKENS, L_DT, L_KV_USED, L_NDEC, L_NPF, L_PF_TOKENS, L_T, N_LOG,
-                     S_AGING, S_BATCHING, S_BLOCK, S_CHUNK, S_MAX_SEQS, S_POLICY, S_SEQS_PER_STEP, S_TOTAL_BLOCKS,
+                     S_AGING, S_BATCHING, S_BLOCK, S_CHUNK, S_MAX_SEQS, S_POLICY, S_PREFILL_APART, S_SEQS_PER_STEP, S_TOTAL_BLOCKS,
                      STATIC)
 from .layout import (C_FORM, C_NLOG, CS_BATCH_SEQS, CS_BATCH_TOKENS, CS_BUSY, CS_DEC_SEQ_S, CS_DEC_SEQS,
                      CS_DEC_TOKENS, CS_FINISH_STEP_START, CS_KV_BLOCK_S, CS_KV_PEAK, CS_RUN_LEAVES, CS_RUN_STEPS,
@@ -55,7 +55,8 @@ def _oldest_unaged_arrival(c, w_sum, req, cli):
     batching = int(sch[S_BATCHING])
     t_age = np.inf
     if cli.ci[c, I_WCOUNT] > 0 and int(sch[S_POLICY]) != FCFS and cli.ci[c, I_NRUN] < int(sch[S_MAX_SEQS]) and not (
-            batching == CHUNKED and int(sch[S_CHUNK]) - w_sum <= 0):
+            batching == CHUNKED and int(sch[S_CHUNK]) - w_sum <= 0 and not sch[S_PREFILL_APART] > 0.0):
+        # (prefill apart: admissions scan with the whole chunk, before the decodes)
         r = cli.ci[c, I_WHEAD]
         t0 = cli.cf[c, F_START]
         while r >= 0:

@@ -35,7 +35,11 @@ S_MAX_MODEL_LEN = 12
 S_SEQS_PER_STEP = 13
 # PP micro-batch pipelining (ENGINE_SEMANTICS.md): 1 = up to pp batches in flight (kernels/ppipe.py)
 S_PP_MB = 14
-N_SCHED = 15
+# CHUNKED only: 1 = a step that admits or continues any prefill carries no decodes; decodes run in
+# steps without prefill (SGLang's default scheduler; 0 = mixed chunks, vLLM and SGLang
+# --enable-mixed-chunk). ENGINE_SEMANTICS.md "Batch formation per strategy"
+S_PREFILL_APART = 15
+N_SCHED = 16
 
 # ---- step log columns -----------------------------------------------------------------------------
 L_T, L_DT, L_NPF, L_PF_TOKENS, L_NDEC, L_DEC_TOKENS, L_KV_USED = 0, 1, 2, 3, 4, 5, 6

@@ -87,7 +87,8 @@ def reference_simulate(requests: dict, sched: dict, step_fn, stage_fn=None) -> d
             'max_batched_tokens', 'max_batch_size', 'chunk_size', 'block_size', 'total_blocks',
             'watermark_blocks', 'preemption' (0/1), 'prefix_cache_blocks' (0 = off),
             'static_pad' (0/1), 'aging_s', 'max_model_len', 'concurrency' (0 = open loop),
-            'think_s', 'horizon_s', 'max_sim_s', 'drain' (0/1)}
+            'think_s', 'horizon_s', 'max_sim_s', 'drain' (0/1), optional 'prefill_apart' (0/1,
+            CHUNKED: prefill steps carry no decodes, SGLang)}
     step_fn(prefill: list[(past, new)], decode: list[(w, s, k)], n_done: int) -> seconds
 
     PP micro-batch pipelining (ENGINE_SEMANTICS.md "PP micro-batch pipelining"): with
@@ -140,6 +141,9 @@ def reference_simulate(requests: dict, sched: dict, step_fn, stage_fn=None) -> d
     # MIST's rule (docs/mist_parity.md): max_batch_size bounds the requests of one step, not the
     # running set
     per_step = int(sched.get("seqs_per_step", 0)) > 0
+    # CHUNKED with prefill apart (SGLang's default scheduler): a step with any prefill chunk carries
+    # no decodes; the decodes run in the steps without one
+    prefill_apart = batching == CHUNKED and int(sched.get("prefill_apart", 0)) > 0
     pp = int(sched.get("pp_stages", 1))
     pipelined = pp > 1
     inflight = set()    # PP micro-batching: requests in a micro-batch in flight
@@ -456,18 +460,24 @@ def reference_simulate(requests: dict, sched: dict, step_fn, stage_fn=None) -> d
 
         elif batching == CHUNKED:
             budget = C
-            # 1. decodes in running order while budget >= w
-            for i in list(running):
-                if per_step and len(dec) >= B_seq:
-                    break
-                if i not in running or not is_decode(i):
-                    continue
-                if budget < w or len(dec) >= B_seq:
-                    break
-                added, removed = add_decode(i, dec, ())
-                budget += w * len(removed)
-                if added:
-                    budget -= w
+
+            def chunked_decodes(budget):
+                for i in list(running):
+                    if per_step and len(dec) >= B_seq:
+                        break
+                    if i not in running or not is_decode(i):
+                        continue
+                    if budget < w or len(dec) >= B_seq:
+                        break
+                    added, removed = add_decode(i, dec, ())
+                    budget += w * len(removed)
+                    if added:
+                        budget -= w
+                return budget
+
+            # 1. decodes in running order while budget >= w (prefill apart: last, see 4.)
+            if not prefill_apart:
+                budget = chunked_decodes(budget)
             # 2. partials in running order
             for i in list(running):
                 if budget <= 0 or (per_step and len(prefill) + len(dec) >= B_seq):
@@ -488,6 +498,9 @@ def reference_simulate(requests: dict, sched: dict, step_fn, stage_fn=None) -> d
                 chunk = min(got, budget)
                 prefill.append((i, hit[i], chunk))
                 budget -= chunk
+            # 4. prefill apart: the decodes, with the whole budget, only in a step without prefill
+            if prefill_apart and not prefill:
+                chunked_decodes(budget)
         else:
             raise ValueError(f"unknown batching {batching}")
 
