@@ -86,6 +86,11 @@ SGLANG = {
     "mix_prefill_default": False,
     "mix_source": "github:sgl-project/sglang@d51c1c21d1ac07cd5d1de9ead6c99087d8428e79:"
                   "python/sglang/srt/managers/scheduler.py (run_step, get_new_batch_prefill: is_mixed_chunk)",
+    # PrefillAdder admits a prompt only while the free KV tokens, less new_token_ratio x the running
+    # requests' remaining outputs (clipped at 4,096), hold the prompt and its whole output
+    # (python/sglang/srt/managers/schedule_policy.py; ratio constants in python/sglang/srt/environ.py).
+    # mistfast: scheduler.kv_reserve = "sglang" (ENGINE_SEMANTICS.md "Admission reserve").
+    "kv_reserve_default": "sglang",
 }
 
 # TensorRT-LLM 1.x `trtllm-serve` (PyTorch backend): --max_batch_size and --max_num_tokens default
@@ -118,6 +123,7 @@ class ServerSettings:
     recv_interval: int = 1     # SGLang --scheduler-recv-interval: decode iterations between polls for new requests
     sources: tuple[str, ...] = ()
     mix_prefill: bool = True   # prefill chunks share a step with the decodes (SGLang: only with --enable-mixed-chunk)
+    kv_reserve: str = "none"   # admission reserve for the running requests' outputs ("sglang": PrefillAdder's)
 
     def scheduler(self, device_memory_GiB: float) -> dict:
         """``[clients.scheduler]`` fields: chunked batching with the engine's limits and its KV rule."""
@@ -126,6 +132,8 @@ class ServerSettings:
                "max_batched_tokens": int(budget), "chunk_size": int(budget)}
         if not self.mix_prefill:
             out["mix_prefill"] = False
+        if self.kv_reserve != "none":
+            out["kv_reserve"] = self.kv_reserve
         if self.kv_rule == "total":
             out["kv_memory_fraction"] = 1.0
             out["reserved_memory_GiB"] = round((1.0 - self.memory_fraction) * device_memory_GiB + self.activation_GiB, 6)
@@ -224,7 +232,8 @@ def _sglang(version, mem, tp, pp, flags, dp_attention=False) -> ServerSettings:
                           kv_dtype=flags.get("kv_dtype", ""), decode_steps=int(flags.get("decode_steps", 1)),
                           recv_interval=int(flags.get("recv_interval", 1)),
                           sources=(SGLANG["source"],) + tuple(flags.get("sources", ())),
-                          mix_prefill=bool(flags.get("enable_mixed_chunk", SGLANG["mix_prefill_default"])))
+                          mix_prefill=bool(flags.get("enable_mixed_chunk", SGLANG["mix_prefill_default"])),
+                          kv_reserve=SGLANG["kv_reserve_default"])
 
 
 def _trtllm_serve(tp, model, flags) -> ServerSettings:

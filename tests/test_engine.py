@@ -44,6 +44,7 @@ def run_single(prm, req, sch, log_cap=100000):
     s[E.S_SEQS_PER_STEP] = sch.get("seqs_per_step", 0)   # MIST's per-step batch limit (docs/mist_parity.md)
     s[E.S_PP_MB] = 1.0 if sch.get("pp_stages", 1) > 1 else 0.0   # PP micro-batching (kernels/ppipe.py)
     s[E.S_PREFILL_APART] = sch.get("prefill_apart", 0)   # CHUNKED: prefill steps carry no decodes (SGLang)
+    s[E.S_KV_RESERVE] = sch.get("kv_reserve", 0)   # SGLang's admission reserve
     g = np.zeros(CL.N_G)
     g[CL.G_HORIZON], g[CL.G_MAX_SIM], g[CL.G_DRAIN] = sch["horizon_s"], sch["max_sim_s"], sch["drain"]
     g[CL.G_DECODE_RUNS] = sch.get("decode_runs", 1)

@@ -200,6 +200,20 @@ def reference_simulate(requests: dict, sched: dict, step_fn, stage_fn=None) -> d
     static_batch = []   # STATIC: the requests admitted together in the current batch
 
     preemptions_total = 0
+    # SGLang's admission reserve (sched['kv_reserve'] = 1, ENGINE_SEMANTICS.md "Admission reserve"):
+    # decode batches since new_token_ratio was last reset, and the KV tokens this formation's
+    # admissions set aside (None until its first admission attempt)
+    kv_reserve = int(sched.get("kv_reserve", 0)) > 0
+    reserve_decays = 0
+    set_aside = [None]
+
+    def reserve_ratio():
+        init, low = 0.7, 0.7 * 0.14          # SGLang environ.py: init ratio, min factor, 600 decay steps
+        ratio = init - reserve_decays * ((init - low) / 600.0)
+        return ratio if ratio > low else low
+
+    def output_left(i):
+        return w * min(output[i] - generated[i], 4096)   # (SGLANG_CLIP_MAX_NEW_TOKENS_ESTIMATION)
     recomputed_tokens = 0
 
     def blocks_for(i, g, h):
@@ -306,6 +320,12 @@ def reference_simulate(requests: dict, sched: dict, step_fn, stage_fn=None) -> d
         free = N_blk - used_blocks
         if free - need < watermark:
             return None
+        if kv_reserve:
+            if set_aside[0] is None:
+                set_aside[0] = reserve_ratio() * sum(output_left(r) for r in running)
+            if not new_tokens + output_left(i) < free * b - set_aside[0]:
+                return None
+            set_aside[0] += output_left(i)
         # success
         if cache is not None:
             cache.touch(ids_of[i], m)
@@ -388,6 +408,7 @@ def reference_simulate(requests: dict, sched: dict, step_fn, stage_fn=None) -> d
         of the live decodes in batch order; pad_order = None except for a STATIC decode step, where
         it is the full decode order as [(id, is_pad)] (pads only with static_pad)."""
         nonlocal static_batch
+        set_aside[0] = None
         prefill = []   # (id, past, new)
         dec = []       # ids of live decodes
         pad_order = None  # STATIC with pad: full decode order as list of (id, is_pad)
@@ -668,7 +689,15 @@ def reference_simulate(requests: dict, sched: dict, step_fn, stage_fn=None) -> d
         # 1. arrivals
         process_arrivals(t)
         # 2. batch
+        preempted_before = preemptions_total
         prefill, dec, pad_order = form_batch(t)
+        # new_token_ratio: a retraction resets it, a decode batch decays it, an idle engine resets it
+        if preemptions_total != preempted_before:
+            reserve_decays = 0
+        elif not prefill and dec:
+            reserve_decays += 1
+        if not prefill and not dec and not running:
+            reserve_decays = 0
         if not prefill and not dec:
             # AMBIGUITY: a STATIC step that would hold only padded (finished) entries counts as
             # empty: it has no live work.
