@@ -78,6 +78,23 @@ SGLANG = {
     "max_prefill_tokens": 16384,
     "source": "github:sgl-project/sglang python/sglang/srt/server_args.py "
               "(ServerArgs._handle_gpu_memory_settings), python/sglang/srt/model_executor/model_runner.py",
+    # The scheduler runs a prefill batch (the chunked request's next chunk and new prompts, up to
+    # chunked_prefill_size tokens) whenever it can admit one, and the decode batch otherwise; only
+    # --enable-mixed-chunk (off by default) puts the decodes into the prefill batch
+    # (github:sgl-project/sglang@d51c1c21d1ac07cd5d1de9ead6c99087d8428e79:python/sglang/srt/managers/
+    # scheduler.py, Scheduler.run_step / get_new_batch_prefill). mistfast: scheduler.mix_prefill.
+    # Kept mixed (True) for SGLang rows: prefill apart made the held-out InferenceMAX SGLang rows
+    # worse (median |error| 21.6 -> 22.8 %, docs/engines.md "SGLang's scheduler"); set
+    # mix_prefill = false on a client to run SGLang's order.
+    "mix_prefill_default": True,
+    "mix_source": "github:sgl-project/sglang@d51c1c21d1ac07cd5d1de9ead6c99087d8428e79:"
+                  "python/sglang/srt/managers/scheduler.py (run_step, get_new_batch_prefill: is_mixed_chunk)",
+    # PrefillAdder admits a prompt only while the free KV tokens, less new_token_ratio x the running
+    # requests' remaining outputs (clipped at 4,096), hold the prompt and its whole output
+    # (python/sglang/srt/managers/schedule_policy.py; ratio constants in python/sglang/srt/environ.py).
+    # mistfast: scheduler.kv_reserve = "sglang" (ENGINE_SEMANTICS.md "Admission reserve"); off for
+    # SGLang rows until measured out of sample (docs/engines.md "SGLang's scheduler").
+    "kv_reserve_default": "none",
 }
 
 # TensorRT-LLM 1.x `trtllm-serve` (PyTorch backend): --max_batch_size and --max_num_tokens default
@@ -109,12 +126,18 @@ class ServerSettings:
     decode_steps: int = 1      # SGLang --num-continuous-decode-steps
     recv_interval: int = 1     # SGLang --scheduler-recv-interval: decode iterations between polls for new requests
     sources: tuple[str, ...] = ()
+    mix_prefill: bool = True   # prefill chunks share a step with the decodes (SGLang: only with --enable-mixed-chunk)
+    kv_reserve: str = "none"   # admission reserve for the running requests' outputs ("sglang": PrefillAdder's)
 
     def scheduler(self, device_memory_GiB: float) -> dict:
         """``[clients.scheduler]`` fields: chunked batching with the engine's limits and its KV rule."""
         budget = max(self.token_budget, self.max_num_seqs)
         out = {"batching": "chunked", "max_batch_size": int(self.max_num_seqs),
                "max_batched_tokens": int(budget), "chunk_size": int(budget)}
+        if not self.mix_prefill:
+            out["mix_prefill"] = False
+        if self.kv_reserve != "none":
+            out["kv_reserve"] = self.kv_reserve
         if self.kv_rule == "total":
             out["kv_memory_fraction"] = 1.0
             out["reserved_memory_GiB"] = round((1.0 - self.memory_fraction) * device_memory_GiB + self.activation_GiB, 6)
@@ -212,7 +235,9 @@ def _sglang(version, mem, tp, pp, flags, dp_attention=False) -> ServerSettings:
     return ServerSettings("sglang", seqs, d["chunked_prefill_size"], "total", frac, 0.0,
                           kv_dtype=flags.get("kv_dtype", ""), decode_steps=int(flags.get("decode_steps", 1)),
                           recv_interval=int(flags.get("recv_interval", 1)),
-                          sources=(SGLANG["source"],) + tuple(flags.get("sources", ())))
+                          sources=(SGLANG["source"],) + tuple(flags.get("sources", ())),
+                          mix_prefill=bool(flags.get("enable_mixed_chunk", SGLANG["mix_prefill_default"])),
+                          kv_reserve=SGLANG["kv_reserve_default"])
 
 
 def _trtllm_serve(tp, model, flags) -> ServerSettings:
@@ -270,6 +295,10 @@ def parse_flags(text: str) -> dict:
     kv = re.search(r"kv[-_]cache[-_]dtype\s*[ =:]\s*['\"]?([a-z0-9_]+)", t, re.I)
     if kv and kv.group(1).lower().startswith("fp8"):
         out["kv_dtype"] = "fp8"
+    # SGLang --enable-mixed-chunk (a switch; "enable_mixed_chunk: false" in a config turns it off)
+    mixed = re.search(r"(?<![\w-])(?:--)?enable[-_]mixed[-_]chunk\b(\s*[=:]\s*(\w+))?", t, re.I)
+    if mixed:
+        out["enable_mixed_chunk"] = (mixed.group(2) or "true").lower() not in ("false", "0", "no")
     return out
 
 

@@ -91,6 +91,8 @@ def scheduler_vector(client: ClientSpec) -> np.ndarray:
     sch[E.S_MAX_MODEL_LEN] = client.model.max_model_len
     sch[E.S_SEQS_PER_STEP] = 1.0 if s.max_batch_size_scope == "step" else 0.0
     sch[E.S_PP_MB] = 1.0 if pp_micro_batching(client) else 0.0
+    sch[E.S_PREFILL_APART] = 1.0 if s.batching == "chunked" and not s.mix_prefill else 0.0
+    sch[E.S_KV_RESERVE] = 1.0 if s.kv_reserve == "sglang" else 0.0
     return sch
 
 

@@ -449,6 +449,8 @@ class SchedulerSpec(Spec):
                                         "reference = \"genz\" (false: strictly sequential steps, ENGINE_SEMANTICS.md)")
     cuda_graph_sizes: tuple[int, ...] = Field(default=(), max_length=128, description="captured CUDA-graph batch sizes: a decode-only step of T <= max tokens runs at the next captured size (empty: no padding)")
     max_batch_size_scope: Literal["running", "step"] = Field(default="running", description="what max_batch_size limits: the running set (\"running\", vLLM) or the requests scheduled in one step (\"step\", MIST: any number may run; docs/mist_parity.md)")
+    kv_reserve: Literal["none", "sglang"] = Field(default="none", description="admission reserve: \"sglang\" admits a prompt only while the free KV tokens, less new_token_ratio x the running requests' remaining outputs (0.7 decaying to 0.098 over 600 decode batches), hold the prompt and its whole output (SGLang's PrefillAdder; ENGINE_SEMANTICS.md); \"none\": the KV blocks of the prompt and the watermark only")
+    mix_prefill: bool = Field(default=True, description="chunked batching: a step with prefill chunks also carries the running decodes (true: vLLM, SGLang --enable-mixed-chunk); false: a step that admits or continues any prefill carries no decodes and the decodes run in steps without prefill (SGLang's default scheduler; ENGINE_SEMANTICS.md)")
 
     @field_validator("cuda_graph_sizes", mode="before")
     @classmethod
@@ -599,6 +601,14 @@ class ClientSpec(Spec):
         if s.micro_batching and s.max_batch_size_scope == "step":
             raise field_error("scheduler.micro_batching", True, "PP micro-batches are each bounded by max_batch_size "
                               "over their running set: set micro_batching = false or max_batch_size_scope = \"running\"")
+        pipelined = self.pp > 1 and (s.micro_batching if s.micro_batching is not None else
+                                     self.reference != "genz" and s.max_batch_size_scope != "step")
+        if s.kv_reserve != "none" and pipelined:
+            raise field_error("scheduler.kv_reserve", s.kv_reserve, "the admission reserve is modelled for sequential "
+                              "steps only: set scheduler.micro_batching = false or kv_reserve = \"none\"")
+        if s.batching == "mixed" and not s.mix_prefill:
+            raise field_error("scheduler.mix_prefill", False, "batching = \"mixed\" always puts decodes next to the "
+                              "prompts: use batching = \"continuous\" (prompts apart) or \"chunked\"")
         if s.batching == "chunked" and s.chunk_size > s.max_batched_tokens:
             raise field_error("scheduler.chunk_size", s.chunk_size,
                               f"must be <= scheduler.max_batched_tokens ({s.max_batched_tokens})")

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 
 from .._numba import jit_inline, jit_noalloc
-from .engine import (CHUNKED, FCFS, FINISHED, MIXED, R_KV_CAPACITY, R_KV_EXHAUSTED, R_TOKEN_BUDGET, REJECTED, RUNNING,
-                     S_AGING, S_BATCHING, S_BLOCK, S_CHUNK, S_MAX_SEQS, S_MAX_TOKENS, S_POLICY, S_PREEMPTION,
-                     S_SEQS_PER_STEP, S_STATIC_PAD, S_TOTAL_BLOCKS, S_WATERMARK, SPF, STATIC, WAITING, _blocks_for, _cache_lookup,
-                     _cache_touch)
-from .layout import (C_FORM, CS_PREEMPT, CS_RECOMP, G_HASH_BLOCK, I_NDEC, I_NDEC_C, I_NPF, I_NREAL, I_NREQ, I_NRUN,
+from .engine import (CHUNKED, FCFS, FINISHED, MIXED, RESERVE_CLIP_TOKENS, R_KV_CAPACITY, R_KV_EXHAUSTED, R_TOKEN_BUDGET, REJECTED, RUNNING,
+                     S_AGING, S_BATCHING, S_BLOCK, S_CHUNK, S_KV_RESERVE, S_MAX_SEQS, S_MAX_TOKENS, S_POLICY, S_PREEMPTION,
+                     S_PREFILL_APART, S_SEQS_PER_STEP, S_STATIC_PAD, S_TOTAL_BLOCKS, S_WATERMARK, SPF, STATIC, WAITING, _blocks_for, _cache_lookup,
+                     _cache_touch, _reserve_ratio)
+from .layout import (C_FORM, CS_PREEMPT, CS_RECOMP, G_HASH_BLOCK, I_RESERVE_DECAYS, I_NDEC, I_NDEC_C, I_NPF, I_NREAL, I_NREQ, I_NRUN,
                      I_NSTATIC, I_PEND_PF, I_PFTOK, I_LEAVE_CHECK, I_LAZY_N, I_USED, I_WCOUNT, I_WHEAD, I_MB_N, I_MB_REQS, Q_BLOCKS, Q_COMPUTED, Q_FETCHED,
                      Q_GEN, Q_HIT, Q_IN_STEP, Q_MB, Q_OUT, Q_PF_TARGET, Q_PROMPT, Q_RESV, Q_WNEXT)
 from .lazy import _place_decodes_lazily
@@ -229,6 +229,19 @@ def _sort_waiting(c, t, nw, req, cli, bat):
     _sort_by_key(bat.order, bat.keys, nw)
 
 
+@jit_noalloc
+def _remaining_outputs(c, req, cli, bat):
+    """Σ over c's running requests of their output tokens still to emit (all branches), each
+    clipped at SGLang's 4,096 (the admission reserve, ENGINE_SEMANTICS.md)."""
+    total = 0
+    for ii in range(cli.ci[c, I_NRUN]):
+        r = bat.run[c, ii]
+        if req.status[r] == RUNNING:
+            left = req.rq[r, Q_OUT] - req.rq[r, Q_GEN]
+            total += req.branches[r] * (left if left < RESERVE_CLIP_TOKENS else RESERVE_CLIP_TOKENS)
+    return total
+
+
 @jit_inline
 def _admit_waiting(c, form, budget, npf, nw, sorted_order, req, cli, bat, kv, lp):
     """Admissions in policy order, strict head of line: the first request that does not fit (sequence
@@ -246,6 +259,12 @@ def _admit_waiting(c, form, budget, npf, nw, sorted_order, req, cli, bat, kv, lp
     hb = int(lp.g[G_HASH_BLOCK])
     slot = kv.cache_slot[c]
     nxt = cli.ci[c, I_WHEAD]
+    # SGLang's admission reserve: KV tokens set aside for the running requests' outputs (at
+    # new_token_ratio) and for the whole outputs of the prompts this scan admits
+    reserve = sch[S_KV_RESERVE] > 0.0
+    set_aside = 0.0
+    if reserve and nw > 0:
+        set_aside = _reserve_ratio(cli.ci[c, I_RESERVE_DECAYS]) * _remaining_outputs(c, req, cli, bat)
     for i in range(nw):
         if sorted_order:
             r = bat.order[i]
@@ -277,6 +296,12 @@ def _admit_waiting(c, form, budget, npf, nw, sorted_order, req, cli, bat, kv, lp
             need = _blocks_for(req.rq[r, Q_PROMPT] - cached, req.rq[r, Q_GEN] + 1, w, b)
         if req.rq[r, Q_RESV] == 0 and total - cli.ci[c, I_USED] - need < watermark:
             break  # (KV backpressure: a request with reserved blocks always has room)
+        if reserve:
+            left = req.rq[r, Q_OUT] - req.rq[r, Q_GEN]
+            out_tok = w * (left if left < RESERVE_CLIP_TOKENS else RESERVE_CLIP_TOKENS)
+            if not cc + out_tok < (total - cli.ci[c, I_USED]) * b - set_aside:
+                break
+            set_aside += out_tok
         # admit
         _wremove(req.rq, cli.ci, c, r)
         if m > 0:
@@ -303,7 +328,8 @@ def _admit_waiting(c, form, budget, npf, nw, sorted_order, req, cli, bat, kv, lp
         if cc == 0:
             # a decode-only arrival (disaggregated): under CHUNKED the decodes were placed
             # before admissions, so place it now; other strategies add decodes below
-            if batching == CHUNKED and budget >= w and not (per_step and npf + cli.ci[c, I_NDEC] >= max_seq):
+            if batching == CHUNKED and budget >= w and not (per_step and npf + cli.ci[c, I_NDEC] >= max_seq) \
+                    and not sch[S_PREFILL_APART] > 0.0:   # (prefill apart: decodes only in a step without prefill)
                 res = _add_decode(r, c, form, sch, req, cli, bat)
                 if res > 0 and res & 1:
                     budget -= w
@@ -393,12 +419,15 @@ def _form_batch(c, t, req, cli, bat, kv, lp):
     sorted_order = False
     first_partial = 0
     # CHUNKED places the running decodes (then partial prefills) before admissions; the other
-    # strategies admit whole prompts first and add decodes after (MODEL.md §5.2)
-    for part in range(2):
-        if (part == 0) == (batching == CHUNKED):
-            if batching == CHUNKED or batching == MIXED or npf == 0:
+    # strategies admit whole prompts first and add decodes after (MODEL.md §5.2). CHUNKED with
+    # prefill apart (SGLang) places partial prefills and admissions first, decodes only if none.
+    # (part 2, prefill apart only: the decodes; one call site of the inlined placement)
+    apart = batching == CHUNKED and sch[S_PREFILL_APART] > 0.0
+    for part in range(3 if apart else 2):
+        if part == 2 or (part == 0) == (batching == CHUNKED):
+            if (batching == CHUNKED and not apart) or batching == MIXED or (npf == 0 and part > 0):
                 budget, preempted, first_partial = _place_decodes(c, form, budget, npf, req, cli, bat)
-            if batching == CHUNKED:
+            if batching == CHUNKED and part == 0:
                 budget, npf = _place_partial_prefills(c, form, budget, npf, first_partial, req, cli, bat)
             continue
         nw = cli.ci[c, I_WCOUNT]
@@ -409,6 +438,13 @@ def _form_batch(c, t, req, cli, bat, kv, lp):
             budget, npf = _admit_waiting(c, form, budget, npf, nw, sorted_order, req, cli, bat, kv, lp)
         cli.ci[c, I_NPF] = npf
     cli.ci[c, I_NREAL] = cli.ci[c, I_NDEC]
+    # SGLang's new_token_ratio (admission reserve): a retraction resets it, a decode batch decays it
+    # (counted for every client, read only with the reserve on; decode runs, off for such a
+    # client, skip these formations)
+    if preempted:
+        cli.ci[c, I_RESERVE_DECAYS] = 0
+    elif npf == 0 and cli.ci[c, I_NDEC] > 0:
+        cli.ci[c, I_RESERVE_DECAYS] += 1
     if batching == STATIC and sch[S_STATIC_PAD] > 0.0 and npf == 0 and cli.ci[c, I_NDEC] > 0:
         _pad_static_batch(c, req, cli, bat)
     if preempted:
@@ -417,6 +453,8 @@ def _form_batch(c, t, req, cli, bat, kv, lp):
         return 1
     if preempted:
         return 3
+    if cli.ci[c, I_NRUN] == 0:
+        cli.ci[c, I_RESERVE_DECAYS] = 0   # (idle: SGLang resets new_token_ratio)
     # (np.int64, np.bool_: nw = 0 and sorted_order = False would also type as literals and compile
     # _reject_to_unblock a second time)
     return _reject_to_unblock(c, t, np.int64(nw), np.bool_(sorted_order), req, cli, bat)

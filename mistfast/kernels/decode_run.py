@@ -7,7 +7,7 @@ import numpy as np
 from .._numba import jit_inline, jit_noalloc
 from . import steptime as ST
 from .engine import (CHUNKED, FCFS, FINISHED, L_DEC_TOKENS, L_DT, L_KV_USED, L_NDEC, L_NPF, L_PF_TOKENS, L_T, N_LOG,
-                     S_AGING, S_BATCHING, S_BLOCK, S_CHUNK, S_MAX_SEQS, S_POLICY, S_SEQS_PER_STEP, S_TOTAL_BLOCKS,
+                     S_AGING, S_BATCHING, S_BLOCK, S_CHUNK, S_MAX_SEQS, S_KV_RESERVE, S_POLICY, S_PREFILL_APART, S_SEQS_PER_STEP, S_TOTAL_BLOCKS,
                      STATIC)
 from .layout import (C_FORM, C_NLOG, CS_BATCH_SEQS, CS_BATCH_TOKENS, CS_BUSY, CS_DEC_SEQ_S, CS_DEC_SEQS,
                      CS_DEC_TOKENS, CS_FINISH_STEP_START, CS_KV_BLOCK_S, CS_KV_PEAK, CS_RUN_LEAVES, CS_RUN_STEPS,
@@ -55,7 +55,8 @@ def _oldest_unaged_arrival(c, w_sum, req, cli):
     batching = int(sch[S_BATCHING])
     t_age = np.inf
     if cli.ci[c, I_WCOUNT] > 0 and int(sch[S_POLICY]) != FCFS and cli.ci[c, I_NRUN] < int(sch[S_MAX_SEQS]) and not (
-            batching == CHUNKED and int(sch[S_CHUNK]) - w_sum <= 0):
+            batching == CHUNKED and int(sch[S_CHUNK]) - w_sum <= 0 and not sch[S_PREFILL_APART] > 0.0):
+        # (prefill apart: admissions scan with the whole chunk, before the decodes)
         r = cli.ci[c, I_WHEAD]
         t0 = cli.cf[c, F_START]
         while r >= 0:
@@ -296,6 +297,8 @@ def _decode_run(c, t_other, req, stg, cli, bat, lp):
         return  # MIST token loads / the MIST memo are taken at every formation: ordinary steps
     if sch[S_SEQS_PER_STEP] > 0.0:
         return  # MIST's per-step sequence limit: which decodes run changes as requests finish
+    if sch[S_KV_RESERVE] > 0.0:
+        return  # SGLang's admission reserve shrinks every decode step: an admission may come without an event
     te = cli.cf[c, F_NEXT]
     if not (te < t_other) or te > max_sim or (not drain and te >= horizon):
         return  # the step in flight ends at or after the next outside event: nothing repeats

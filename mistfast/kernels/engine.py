@@ -35,11 +35,34 @@ S_MAX_MODEL_LEN = 12
 S_SEQS_PER_STEP = 13
 # PP micro-batch pipelining (ENGINE_SEMANTICS.md): 1 = up to pp batches in flight (kernels/ppipe.py)
 S_PP_MB = 14
-N_SCHED = 15
+# CHUNKED only: 1 = a step that admits or continues any prefill carries no decodes; decodes run in
+# steps without prefill (SGLang's default scheduler; 0 = mixed chunks, vLLM and SGLang
+# --enable-mixed-chunk). ENGINE_SEMANTICS.md "Batch formation per strategy"
+S_PREFILL_APART = 15
+# 1: SGLang's admission reserve (scheduler.kv_reserve = "sglang", ENGINE_SEMANTICS.md "Admission
+# reserve"): a prompt is admitted only while the free KV tokens, less new_token_ratio x the running
+# requests' remaining outputs, hold it and its whole output
+S_KV_RESERVE = 16
+N_SCHED = 17
+# SGLang's new_token_ratio (python/sglang/srt/environ.py: SGLANG_INIT_NEW_TOKEN_RATIO 0.7,
+# SGLANG_MIN_NEW_TOKEN_RATIO_FACTOR 0.14, SGLANG_NEW_TOKEN_RATIO_DECAY_STEPS 600,
+# SGLANG_CLIP_MAX_NEW_TOKENS_ESTIMATION 4096): after n decode batches since the last reset the
+# ratio is max(0.7 - n (0.7 - 0.098)/600, 0.098); a request's remaining output counts up to 4096
+RESERVE_INIT_RATIO = 0.7
+RESERVE_MIN_RATIO = 0.7 * 0.14
+RESERVE_DECAY = (RESERVE_INIT_RATIO - RESERVE_MIN_RATIO) / 600.0
+RESERVE_CLIP_TOKENS = 4096
 
 # ---- step log columns -----------------------------------------------------------------------------
 L_T, L_DT, L_NPF, L_PF_TOKENS, L_NDEC, L_DEC_TOKENS, L_KV_USED = 0, 1, 2, 3, 4, 5, 6
 N_LOG = 7
+
+
+@jit_inline
+def _reserve_ratio(n_decays):
+    """SGLang's new_token_ratio after n_decays decode batches since its last reset."""
+    ratio = RESERVE_INIT_RATIO - n_decays * RESERVE_DECAY
+    return ratio if ratio > RESERVE_MIN_RATIO else RESERVE_MIN_RATIO
 
 
 @jit_inline

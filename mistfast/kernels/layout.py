@@ -90,7 +90,9 @@ I_LEAVE_CHECK = 26
 # shared prefix is read once per step (steptime P_SHARED_ONCE)
 I_LAZY_OK, I_LAZY_N, I_LAZY_F, I_LAZY_DONE, I_LAZY_FORM = 27, 28, 29, 30, 31
 I_LAZY_W, I_LAZY_CTX, I_LAZY_READ, I_LAZY_LEFT, I_LAZY_SHARED = 32, 33, 34, 35, 36
-N_I = 37
+# SGLang's admission reserve (engine.S_KV_RESERVE): decode batches since new_token_ratio was last reset
+I_RESERVE_DECAYS = 37
+N_I = 38
 F_NEXT, F_START = 0, 1   # client float columns: end of the step in flight, its start
 F_GATE = 2   # PP micro-batching: earliest start of the next micro-batch (kernels/ppipe.py)
 F_LAZY_T = 3  # lazy decodes: when the members last emitted a token, s

@@ -87,7 +87,8 @@ def reference_simulate(requests: dict, sched: dict, step_fn, stage_fn=None) -> d
             'max_batched_tokens', 'max_batch_size', 'chunk_size', 'block_size', 'total_blocks',
             'watermark_blocks', 'preemption' (0/1), 'prefix_cache_blocks' (0 = off),
             'static_pad' (0/1), 'aging_s', 'max_model_len', 'concurrency' (0 = open loop),
-            'think_s', 'horizon_s', 'max_sim_s', 'drain' (0/1)}
+            'think_s', 'horizon_s', 'max_sim_s', 'drain' (0/1), optional 'prefill_apart' (0/1,
+            CHUNKED: prefill steps carry no decodes, SGLang)}
     step_fn(prefill: list[(past, new)], decode: list[(w, s, k)], n_done: int) -> seconds
 
     PP micro-batch pipelining (ENGINE_SEMANTICS.md "PP micro-batch pipelining"): with
@@ -140,6 +141,9 @@ def reference_simulate(requests: dict, sched: dict, step_fn, stage_fn=None) -> d
     # MIST's rule (docs/mist_parity.md): max_batch_size bounds the requests of one step, not the
     # running set
     per_step = int(sched.get("seqs_per_step", 0)) > 0
+    # CHUNKED with prefill apart (SGLang's default scheduler): a step with any prefill chunk carries
+    # no decodes; the decodes run in the steps without one
+    prefill_apart = batching == CHUNKED and int(sched.get("prefill_apart", 0)) > 0
     pp = int(sched.get("pp_stages", 1))
     pipelined = pp > 1
     inflight = set()    # PP micro-batching: requests in a micro-batch in flight
@@ -196,6 +200,20 @@ def reference_simulate(requests: dict, sched: dict, step_fn, stage_fn=None) -> d
     static_batch = []   # STATIC: the requests admitted together in the current batch
 
     preemptions_total = 0
+    # SGLang's admission reserve (sched['kv_reserve'] = 1, ENGINE_SEMANTICS.md "Admission reserve"):
+    # decode batches since new_token_ratio was last reset, and the KV tokens this formation's
+    # admissions set aside (None until its first admission attempt)
+    kv_reserve = int(sched.get("kv_reserve", 0)) > 0
+    reserve_decays = 0
+    set_aside = [None]
+
+    def reserve_ratio():
+        init, low = 0.7, 0.7 * 0.14          # SGLang environ.py: init ratio, min factor, 600 decay steps
+        ratio = init - reserve_decays * ((init - low) / 600.0)
+        return ratio if ratio > low else low
+
+    def output_left(i):
+        return w * min(output[i] - generated[i], 4096)   # (SGLANG_CLIP_MAX_NEW_TOKENS_ESTIMATION)
     recomputed_tokens = 0
 
     def blocks_for(i, g, h):
@@ -302,6 +320,12 @@ def reference_simulate(requests: dict, sched: dict, step_fn, stage_fn=None) -> d
         free = N_blk - used_blocks
         if free - need < watermark:
             return None
+        if kv_reserve:
+            if set_aside[0] is None:
+                set_aside[0] = reserve_ratio() * sum(output_left(r) for r in running)
+            if not new_tokens + output_left(i) < free * b - set_aside[0]:
+                return None
+            set_aside[0] += output_left(i)
         # success
         if cache is not None:
             cache.touch(ids_of[i], m)
@@ -384,6 +408,7 @@ def reference_simulate(requests: dict, sched: dict, step_fn, stage_fn=None) -> d
         of the live decodes in batch order; pad_order = None except for a STATIC decode step, where
         it is the full decode order as [(id, is_pad)] (pads only with static_pad)."""
         nonlocal static_batch
+        set_aside[0] = None
         prefill = []   # (id, past, new)
         dec = []       # ids of live decodes
         pad_order = None  # STATIC with pad: full decode order as list of (id, is_pad)
@@ -456,18 +481,24 @@ def reference_simulate(requests: dict, sched: dict, step_fn, stage_fn=None) -> d
 
         elif batching == CHUNKED:
             budget = C
-            # 1. decodes in running order while budget >= w
-            for i in list(running):
-                if per_step and len(dec) >= B_seq:
-                    break
-                if i not in running or not is_decode(i):
-                    continue
-                if budget < w or len(dec) >= B_seq:
-                    break
-                added, removed = add_decode(i, dec, ())
-                budget += w * len(removed)
-                if added:
-                    budget -= w
+
+            def chunked_decodes(budget):
+                for i in list(running):
+                    if per_step and len(dec) >= B_seq:
+                        break
+                    if i not in running or not is_decode(i):
+                        continue
+                    if budget < w or len(dec) >= B_seq:
+                        break
+                    added, removed = add_decode(i, dec, ())
+                    budget += w * len(removed)
+                    if added:
+                        budget -= w
+                return budget
+
+            # 1. decodes in running order while budget >= w (prefill apart: last, see 4.)
+            if not prefill_apart:
+                budget = chunked_decodes(budget)
             # 2. partials in running order
             for i in list(running):
                 if budget <= 0 or (per_step and len(prefill) + len(dec) >= B_seq):
@@ -488,6 +519,9 @@ def reference_simulate(requests: dict, sched: dict, step_fn, stage_fn=None) -> d
                 chunk = min(got, budget)
                 prefill.append((i, hit[i], chunk))
                 budget -= chunk
+            # 4. prefill apart: the decodes, with the whole budget, only in a step without prefill
+            if prefill_apart and not prefill:
+                chunked_decodes(budget)
         else:
             raise ValueError(f"unknown batching {batching}")
 
@@ -655,7 +689,15 @@ def reference_simulate(requests: dict, sched: dict, step_fn, stage_fn=None) -> d
         # 1. arrivals
         process_arrivals(t)
         # 2. batch
+        preempted_before = preemptions_total
         prefill, dec, pad_order = form_batch(t)
+        # new_token_ratio: a retraction resets it, a decode batch decays it, an idle engine resets it
+        if preemptions_total != preempted_before:
+            reserve_decays = 0
+        elif not prefill and dec:
+            reserve_decays += 1
+        if not prefill and not dec and not running:
+            reserve_decays = 0
         if not prefill and not dec:
             # AMBIGUITY: a STATIC step that would hold only padded (finished) entries counts as
             # empty: it has no live work.
