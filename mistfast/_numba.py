@@ -324,8 +324,10 @@ def _copy_inlined_scopes_once() -> None:
 
 
 LINK_ONLY = _VERIFIED and os.environ.get("MISTFAST_NUMBA_LINK_ONLY", "1") not in ("0", "false", "no")
-# internal kernels (jit_noalloc) get no machine code of their own (their callers link their IR)
-INTERNAL_NO_CODE = LINK_ONLY and os.environ.get("MISTFAST_NUMBA_INTERNAL_NO_CODE", "1") not in ("0", "false", "no")
+# internal kernels (jit_noalloc) without machine code of their own (their callers link their IR):
+# off by default, it made the kernel ~8 % slower per point (a re-optimising caller then links the
+# helper's IR as its -O3 round left it instead of the code generator's rewrite; docs/kernels.md)
+INTERNAL_NO_CODE = LINK_ONLY and os.environ.get("MISTFAST_NUMBA_INTERNAL_NO_CODE", "0") not in ("0", "false", "no")
 _LINK_ONLY: set = set()      # python functions of the link_only kernels (jit_entry)
 _KERNELS: set = set()        # python functions of every mistfast kernel with a dispatcher
 _INTERNAL: set = set()       # python functions of the internal kernels (no Python entry, no machine code)

@@ -355,24 +355,39 @@ def _internal_probe(tmp_path, cache, which, extra_env=None):
     return out.stdout.split()
 
 
-def test_an_internal_kernel_has_no_python_entry_and_no_machine_code(tmp_path):
+def test_an_internal_kernel_has_no_python_entry(tmp_path):
+    # the default: no wrappers, machine code kept; a Python call raises instead of crashing
+    hand = sum((i * 0x123456789AB) // 7 + (i ^ 0x7FFF0000FFFF) for i in range(10))
     from mistfast import _numba
-    if not _numba.INTERNAL_NO_CODE:
+    code = "machine-code" if not _numba.INTERNAL_NO_CODE else "no-machine-code"
+    assert _internal_probe(tmp_path, tmp_path / "cache", "entry") == [str(hand + 1), "TypeError", "TypeError", code,
+                                                                      "1", "compiled"]
+    assert _internal_probe(tmp_path, tmp_path / "cache", "later") == [str(hand + 2), "TypeError", "TypeError", code,
+                                                                      "1", "loaded"]
+
+
+def test_an_internal_kernel_without_machine_code_links_from_the_cache(tmp_path):
+    # MISTFAST_NUMBA_INTERNAL_NO_CODE=1 (off by default: slower per point, docs/kernels.md)
+    from mistfast import _numba
+    if not _numba.LINK_ONLY:
         pytest.skip("numba internals not verified for this numba version, or switched off")
     hand = sum((i * 0x123456789AB) // 7 + (i ^ 0x7FFF0000FFFF) for i in range(10))
     cache = tmp_path / "cache"
+    on = {"MISTFAST_NUMBA_INTERNAL_NO_CODE": "1"}
     # fresh cache: compiled; a Python call raises one clear error (not a crash); no machine code
-    assert _internal_probe(tmp_path, cache, "entry") == [str(hand + 1), "TypeError", "TypeError", "no-machine-code",
-                                                         "1", "compiled"]
+    assert _internal_probe(tmp_path, cache, "entry", on) == [str(hand + 1), "TypeError", "TypeError",
+                                                             "no-machine-code", "1", "compiled"]
     # second process: the entry loads from the cache (the callee is not even needed)
-    assert _internal_probe(tmp_path, cache, "entry") == [str(hand + 1), "TypeError", "TypeError", "-", "0", "not-needed"]
+    assert _internal_probe(tmp_path, cache, "entry", on) == [str(hand + 1), "TypeError", "TypeError", "-", "0",
+                                                             "not-needed"]
     # a new caller links the callee as cached (its IR, no machine code)
-    assert _internal_probe(tmp_path, cache, "later") == [str(hand + 2), "TypeError", "TypeError", "no-machine-code",
-                                                         "1", "loaded"]
+    assert _internal_probe(tmp_path, cache, "later", on) == [str(hand + 2), "TypeError", "TypeError",
+                                                             "no-machine-code", "1", "loaded"]
     # numba's own cache loading (light loading off) links it too
-    assert _internal_probe(tmp_path, tmp_path / "cache2", "entry", {"MISTFAST_NUMBA_LIGHT_LOAD": "0"})[:3] == \
-        [str(hand + 1), "TypeError", "TypeError"]
-    assert _internal_probe(tmp_path, tmp_path / "cache2", "later", {"MISTFAST_NUMBA_LIGHT_LOAD": "0"})[0] == str(hand + 2)
+    off_light = dict(on, MISTFAST_NUMBA_LIGHT_LOAD="0")
+    assert _internal_probe(tmp_path, tmp_path / "cache2", "entry", off_light)[:3] == [str(hand + 1), "TypeError",
+                                                                                     "TypeError"]
+    assert _internal_probe(tmp_path, tmp_path / "cache2", "later", off_light)[0] == str(hand + 2)
 
 
 def test_the_helpers_of_the_loop_are_internal():
