@@ -98,6 +98,8 @@ class DeferredKernel:
         self._dispatcher = None
 
     def __call__(self, *args, **kwargs):
+        if self._options.get("internal"):
+            raise _internal_call_error(self.py_func)
         if self._dispatcher is None and IMAGES and not kwargs and not self._options.get("parallel"):
             from ._kernel_image import call   # the cached machine code without numba, if it matches
             done, result = call(_CACHE_DIR, self.__module__, self.__qualname__, args)
@@ -139,6 +141,10 @@ def _dispatcher(fn, options):
     options = dict(options)
     if options.pop("link_only", False):
         _LINK_ONLY.add(fn)
+    internal = options.pop("internal", False)
+    if internal:   # only jitted code calls it: no Python or C entry (see _internal_kernel_class)
+        options.update(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+        _INTERNAL.add(fn)
     _KERNELS.add(fn)
     saved = numba.config.CACHE_DIR
     if _CACHE_DIR is not None:
@@ -151,7 +157,36 @@ def _dispatcher(fn, options):
         light = _light_loading_cache()
         if type(dispatcher._cache) is light.__base__:
             dispatcher._cache.__class__ = light
+    if internal:
+        dispatcher.__class__ = _internal_kernel_class(type(dispatcher))
     return dispatcher
+
+
+def _internal_call_error(fn) -> TypeError:
+    return TypeError(f"mistfast kernel {fn.__module__}.{fn.__qualname__} is compiled for jitted callers only "
+                     "(no Python entry): call it from a jitted function, or call its .py_func from Python")
+
+
+_INTERNAL_CLASSES: dict = {}
+
+
+def _internal_kernel_class(base):
+    """numba's dispatcher class for an ``internal`` kernel: compiled without its CPython and C
+    wrappers (``no_cpython_wrapper``, ``no_cfunc_wrapper``), which unbox every argument bundle and
+    cost compile time in every helper; numba would call the missing wrapper's null address from
+    Python and crash the process, so a call from Python raises one clear error instead. Compiled
+    callers never go through ``__call__`` (they type the dispatcher and link its code)."""
+    cls = _INTERNAL_CLASSES.get(base)
+    if cls is None:
+        class InternalKernel(base):
+            def __call__(self, *args, **kwargs):
+                raise _internal_call_error(self.py_func)
+
+            def __reduce__(self):   # by reference, like DeferredKernel
+                return (_by_reference, (self.py_func.__module__, self.py_func.__qualname__))
+
+        cls = _INTERNAL_CLASSES[base] = InternalKernel
+    return cls
 
 
 def _light_loading_cache():
@@ -289,8 +324,13 @@ def _copy_inlined_scopes_once() -> None:
 
 
 LINK_ONLY = _VERIFIED and os.environ.get("MISTFAST_NUMBA_LINK_ONLY", "1") not in ("0", "false", "no")
+# internal kernels (jit_noalloc) without machine code of their own (their callers link their IR):
+# off by default, it made the kernel ~8 % slower per point (a re-optimising caller then links the
+# helper's IR as its -O3 round left it instead of the code generator's rewrite; docs/kernels.md)
+INTERNAL_NO_CODE = LINK_ONLY and os.environ.get("MISTFAST_NUMBA_INTERNAL_NO_CODE", "0") not in ("0", "false", "no")
 _LINK_ONLY: set = set()      # python functions of the link_only kernels (jit_entry)
 _KERNELS: set = set()        # python functions of every mistfast kernel with a dispatcher
+_INTERNAL: set = set()       # python functions of the internal kernels (no Python entry, no machine code)
 _COMPILING: list = []        # python function of each dispatcher numba is compiling, innermost last
 
 
@@ -344,9 +384,34 @@ def _link_only_entries_once() -> None:
 
     def finalize_final_module(self):
         fn = _COMPILING[-1] if _COMPILING else None
-        if fn in _KERNELS and self.name == fn.__qualname__:
+        ours = fn in _KERNELS and self.name == fn.__qualname__
+        loaded_without_code = getattr(self, "_object_caching_enabled", False) and self._compiled_object == b""
+        if (ours and fn in _INTERNAL and INTERNAL_NO_CODE) or loaded_without_code:
+            # an internal kernel never runs on its own: every caller links its IR (numba's
+            # linking), so it gets no machine code; cached as such (serialize_using_object_code)
+            self._finalize_dynamic_globals()
+            self._verify_declare_only_symbols()
+            self._mistfast_no_machine_code = True
+            self._finalized = True
+            return
+        if ours:
             self._mistfast_ir_for_linking = self._final_module.clone()   # before machine code rewrites it
         original_finalize(self)
+
+    original_serialize = lib.serialize_using_object_code
+
+    def serialize_using_object_code(self):
+        if getattr(self, "_mistfast_no_machine_code", False):   # cached: no machine code, the IR to link
+            return (self.name, "object", (b"", self._get_module_for_linking().as_bitcode()))
+        return original_serialize(self)
+
+    original_set_env = codegen.JITCPUCodegen.set_env
+
+    def set_env(self, env_name, env):
+        # an internal kernel's environment global is not in the execution engine (no machine
+        # code): numba would write through a null address; its callers' copies are set as usual
+        if self._engine.get_global_value_address(env_name):
+            original_set_env(self, env_name, env)
 
     original_linking = lib._get_module_for_linking
 
@@ -368,6 +433,8 @@ def _link_only_entries_once() -> None:
     lib._optimize_final_module = optimize_final_module
     lib._finalize_final_module = finalize_final_module
     lib._get_module_for_linking = get_module_for_linking
+    lib.serialize_using_object_code = serialize_using_object_code
+    codegen.JITCPUCodegen.set_env = set_env
     lib._mistfast_link_only = True
 
 
@@ -436,7 +503,14 @@ jit_inline = njit(nogil=True, fastmath=False, boundscheck=False, error_model="nu
 # reference-count their array arguments. A jitted call otherwise increfs and decrefs every array
 # argument (atomic operations); for the event helpers taking 30-50 arrays that was most of the
 # cost of an arrival or a departure. An allocation inside one of these is a compile error.
-jit_noalloc = njit(nogil=True, fastmath=False, boundscheck=False, error_model="numpy", _nrt=False)
+# They are internal: called from jitted code only (no Python entry, no machine code of their own,
+# see _internal_kernel_class; a call from Python raises). jit_noalloc_py is the same, callable
+# from Python.
+jit_noalloc = njit(nogil=True, fastmath=False, boundscheck=False, error_model="numpy", _nrt=False, internal=True)
+jit_noalloc_py = njit(nogil=True, fastmath=False, boundscheck=False, error_model="numpy", _nrt=False)
+
+# a helper that allocates (numba runtime on), called from jitted code only (internal, as above)
+jit_internal = njit(nogil=True, fastmath=False, boundscheck=False, error_model="numpy", internal=True)
 
 # an entry that only allocates state and calls the kernel below: its module does not re-optimise
 # the callees' code (see _link_only_entries_once); the code that runs is the callee's own -O3 code

@@ -82,7 +82,8 @@ def rebuild_compile_result(target_context, libdata, fndesc, env, signature, obje
         fn()
     codegen = target_context.codegen()
     library = unserialize_lazily(codegen, libdata)
-    if getattr(library, "_shared_bitcode", None) is not None:  # the one symbol looked up now
+    if getattr(library, "_shared_bitcode", None) is not None and libdata[2][0]:  # the one symbol looked up now
+        # (an internal kernel has no machine code and no Python entry: _numba._internal_kernel_class)
         codegen._engine._defined_symbols.add(fndesc.llvm_cpython_wrapper_name)
     cfunc = target_context.get_executable(library, fndesc, env)
     result = CompileResult(target_context=target_context, typing_context=target_context.typing_context,
@@ -135,7 +136,7 @@ def _save_image(payload, image_dir) -> None:
     """Keep the kernel just loaded as an image that the next process runs without numba
     (``_kernel_image.py``): plain nopython code only."""
     libdata, fndesc, env, signature, objectmode, lifted, typeann, reload_init, referenced_envs = payload
-    if objectmode or lifted or reload_init:
-        return
+    if objectmode or lifted or reload_init or (libdata[1] == "object" and not libdata[2][0]):
+        return   # (no machine code: an internal kernel, only linked into its callers)
     from ._kernel_image import write_image
     write_image(image_dir, libdata, fndesc, env, signature, referenced_envs)

@@ -287,3 +287,115 @@ def test_no_cached_kernel_was_compiled_for_a_literal_argument():
     if seen == 0:
         pytest.skip("nothing compiled into the kernel cache yet")
     assert found == []
+
+
+# ---- internal kernels: no Python entry, no machine code of their own (_numba.py, docs/kernels.md) --
+# A jit_noalloc helper is only ever called from jitted code, which links its IR: its CPython
+# wrapper (unboxing every argument bundle) and its own machine code were compile time for nothing.
+# The probe is a real module file (numba caches only functions with a source file), compiled in a
+# fresh cache, then loaded from it, then linked from the cache into a new caller.
+_INTERNAL_MODULE = '''
+import numpy as np
+from mistfast._numba import jit_noalloc, jit_noalloc_py, njit
+
+@jit_noalloc
+def callee(x, d):
+    s = 0
+    for i in range(x.shape[0]):
+        s += (x[i] * 0x123456789AB) // d + (x[i] ^ 0x7FFF0000FFFF)
+    return s
+
+@jit_noalloc_py
+def entry(x, d):
+    return callee(x, d) + 1
+
+@jit_noalloc_py
+def later_entry(x, d):
+    return callee(x, d) + 2
+'''
+
+_INTERNAL_PROBE = r"""
+import sys
+sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[2])
+import numpy as np
+import internal_probe as P
+import mistfast._numba as M
+x = np.arange(10, dtype=np.int64)
+try:
+    P.callee(x, np.int64(7))      # before numba is set up (a deferred kernel)
+    deferred = "called"
+except TypeError as e:
+    deferred = "TypeError" if "jitted callers only" in str(e) and "internal_probe.callee" in str(e) else str(e)
+value = P.entry(x, np.int64(7)) if sys.argv[3] == "entry" else P.later_entry(x, np.int64(7))
+callee = sys.modules["internal_probe"].callee
+try:
+    callee(x, np.int64(7))        # the dispatcher itself
+    direct = "called"
+except TypeError as e:
+    direct = "TypeError" if "jitted callers only" in str(e) else str(e)
+if callee.signatures:   # (an entry loaded from the cache does not load its callees)
+    lib = callee.overloads[callee.signatures[0]].library
+    code = "no-machine-code" if getattr(lib, "_mistfast_no_machine_code", False) or lib._compiled_object == b"" else "machine-code"
+    how = "compiled" if callee._cache_hits.total() == 0 else "loaded"
+else:
+    code, how = "-", "not-needed"
+print(int(value), deferred, direct, code, len(callee.signatures), how)
+"""
+
+
+def _internal_probe(tmp_path, cache, which, extra_env=None):
+    import os
+    import subprocess
+    import sys
+    (tmp_path / "internal_probe.py").write_text(_INTERNAL_MODULE)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), NUMBA_DISABLE_JIT="0", MISTFAST_NUMBA_CACHE="1", **(extra_env or {}))
+    out = subprocess.run([sys.executable, "-c", _INTERNAL_PROBE, str(KERNELS.parents[1]), str(tmp_path), which],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.split()
+
+
+def test_an_internal_kernel_has_no_python_entry(tmp_path):
+    # the default: no wrappers, machine code kept; a Python call raises instead of crashing
+    hand = sum((i * 0x123456789AB) // 7 + (i ^ 0x7FFF0000FFFF) for i in range(10))
+    from mistfast import _numba
+    code = "machine-code" if not _numba.INTERNAL_NO_CODE else "no-machine-code"
+    assert _internal_probe(tmp_path, tmp_path / "cache", "entry") == [str(hand + 1), "TypeError", "TypeError", code,
+                                                                      "1", "compiled"]
+    assert _internal_probe(tmp_path, tmp_path / "cache", "later") == [str(hand + 2), "TypeError", "TypeError", code,
+                                                                      "1", "loaded"]
+
+
+def test_an_internal_kernel_without_machine_code_links_from_the_cache(tmp_path):
+    # MISTFAST_NUMBA_INTERNAL_NO_CODE=1 (off by default: slower per point, docs/kernels.md)
+    from mistfast import _numba
+    if not _numba.LINK_ONLY:
+        pytest.skip("numba internals not verified for this numba version, or switched off")
+    hand = sum((i * 0x123456789AB) // 7 + (i ^ 0x7FFF0000FFFF) for i in range(10))
+    cache = tmp_path / "cache"
+    on = {"MISTFAST_NUMBA_INTERNAL_NO_CODE": "1"}
+    # fresh cache: compiled; a Python call raises one clear error (not a crash); no machine code
+    assert _internal_probe(tmp_path, cache, "entry", on) == [str(hand + 1), "TypeError", "TypeError",
+                                                             "no-machine-code", "1", "compiled"]
+    # second process: the entry loads from the cache (the callee is not even needed)
+    assert _internal_probe(tmp_path, cache, "entry", on) == [str(hand + 1), "TypeError", "TypeError", "-", "0",
+                                                             "not-needed"]
+    # a new caller links the callee as cached (its IR, no machine code)
+    assert _internal_probe(tmp_path, cache, "later", on) == [str(hand + 2), "TypeError", "TypeError",
+                                                             "no-machine-code", "1", "loaded"]
+    # numba's own cache loading (light loading off) links it too
+    off_light = dict(on, MISTFAST_NUMBA_LIGHT_LOAD="0")
+    assert _internal_probe(tmp_path, tmp_path / "cache2", "entry", off_light)[:3] == [str(hand + 1), "TypeError",
+                                                                                     "TypeError"]
+    assert _internal_probe(tmp_path, tmp_path / "cache2", "later", off_light)[0] == str(hand + 2)
+
+
+def test_the_helpers_of_the_loop_are_internal():
+    # every out-of-line helper is jit_noalloc (internal): only the point kernels, the entries and
+    # the kernels called from Python (step_time, summarize_points, ...) keep a Python entry
+    kinds = _compiled_kernels()
+    for name in ("_event_loop", "_form_batch", "_decode_run", "_enter_stage", "_leave_stage", "step_fixed",
+                 "_slots_release", "_advance_transfers"):
+        assert kinds[name] == "jit_noalloc", name
+    assert kinds["step_time"] == "jit_noalloc_py"
+    assert {kinds[n] for n in ("_percentile", "_order_statistics", "_stats")} == {"jit_internal"}

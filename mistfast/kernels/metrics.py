@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._numba import jit
+from .._numba import jit, jit_internal
 from .engine import FINISHED, PENDING, REASON_NAMES, REJECTED, UNFINISHED
 
 # ---- metric parameter vector ----------------------------------------------------------------------
@@ -45,7 +45,7 @@ O_QUANT = O_REJ_BY_REASON + N_REASONS  # configured quantiles: MAX_QUANTILES slo
 N_OUT = O_QUANT + 4 * MAX_QUANTILES
 
 
-@jit
+@jit_internal
 def _percentile(sorted_x, n, q, compat):
     if n == 0:
         return np.nan
@@ -67,7 +67,7 @@ def _percentile(sorted_x, n, q, compat):
     return a + d * frac
 
 
-@jit
+@jit_internal
 def _order_statistics(x, n, compat, mp, kth):
     """x[:n] partitioned so that every rank a percentile below reads holds its sorted value (the
     p50/p90/p99 and configured quantiles): a selection, O(n), instead of a full sort."""
@@ -87,7 +87,7 @@ def _order_statistics(x, n, compat, mp, kth):
     return np.partition(x[:n], kth[:m])
 
 
-@jit
+@jit_internal
 def _stats(x, n, out, at, compat, mp, qat, kth):
     """Mean and p50/p90/p99 at out[at:at+4]; the configured quantiles at out[qat:qat+M_NQ]."""
     nq = int(mp[M_NQ])

@@ -2,12 +2,12 @@
 its join-shortest-queue router reads."""
 from __future__ import annotations
 
-from .._numba import jit_inline, jit_noalloc
+from .._numba import jit_inline, jit_noalloc, jit_noalloc_py
 from .layout import (C_FORM, I_MIST_Q, I_MIST_STEP, I_NREAL, I_NRUN, I_WHEAD, K_LLM, K_PREFILL, Q_COMPUTED, Q_CUR,
                      Q_IN_STEP, Q_PF_TARGET, Q_WNEXT, SRV_MIST_STEP_END)
 
 
-@jit_noalloc
+@jit_noalloc_py
 def _mist_memo(group, npf, pf_past, pf_new, n_dec, dec_w, dec_s, dec_k, dt, memo_key, memo_dt):
     """MIST's step-time memo with tolerance 0 (Mixed_LLM_Engine.step, platforms.get_chunked_time):
     a decode-only batch is keyed by (decodes, sum of their KV lengths), any other batch by (prefill

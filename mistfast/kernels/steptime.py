@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._numba import jit, jit_inline, jit_noalloc
+from .._numba import jit, jit_inline, jit_noalloc, jit_noalloc_py
 
 # ---- parameter vector layout -------------------------------------------------------------
 P_FPEAK = 0          # GEMM FLOP/s, efficiency applied
@@ -409,7 +409,7 @@ def zero_breakdown(out):
     return 0.0
 
 
-@jit_noalloc
+@jit_noalloc_py
 def step_time(prm, pf_past, pf_new, n_pf, n_pf_done, dec_w, dec_s, dec_k, n_dec, out):
     """Latency (s) of one step; fills ``out`` (length N_OUT: the breakdown, then scratch).
 
