@@ -242,6 +242,13 @@ def _remaining_outputs(c, req, cli, bat):
     return total
 
 
+@jit_noalloc
+def _place_decodes_apart(c, form, budget, npf, req, cli, bat):
+    """The running decodes of a step that placed no prefill (prefill apart, SGLang's default
+    scheduler): out of line, so `_form_batch`'s common path keeps one inlined placement."""
+    return _place_decodes(c, form, budget, npf, req, cli, bat)
+
+
 @jit_inline
 def _admit_waiting(c, form, budget, npf, nw, sorted_order, req, cli, bat, kv, lp):
     """Admissions in policy order, strict head of line: the first request that does not fit (sequence
@@ -421,13 +428,14 @@ def _form_batch(c, t, req, cli, bat, kv, lp):
     # CHUNKED places the running decodes (then partial prefills) before admissions; the other
     # strategies admit whole prompts first and add decodes after (MODEL.md §5.2). CHUNKED with
     # prefill apart (SGLang) places partial prefills and admissions first, decodes only if none.
-    # (part 2, prefill apart only: the decodes; one call site of the inlined placement)
+    # (prefill apart: the decodes after the loop, through an out-of-line copy of the placement, so
+    # the common path keeps its fixed two-part loop)
     apart = batching == CHUNKED and sch[S_PREFILL_APART] > 0.0
-    for part in range(3 if apart else 2):
-        if part == 2 or (part == 0) == (batching == CHUNKED):
+    for part in range(2):
+        if (part == 0) == (batching == CHUNKED):
             if (batching == CHUNKED and not apart) or batching == MIXED or (npf == 0 and part > 0):
                 budget, preempted, first_partial = _place_decodes(c, form, budget, npf, req, cli, bat)
-            if batching == CHUNKED and part == 0:
+            if batching == CHUNKED:
                 budget, npf = _place_partial_prefills(c, form, budget, npf, first_partial, req, cli, bat)
             continue
         nw = cli.ci[c, I_WCOUNT]
@@ -437,6 +445,8 @@ def _form_batch(c, t, req, cli, bat, kv, lp):
         if not (batching == STATIC and cli.ci[c, I_NRUN] > 0):
             budget, npf = _admit_waiting(c, form, budget, npf, nw, sorted_order, req, cli, bat, kv, lp)
         cli.ci[c, I_NPF] = npf
+    if apart and npf == 0:
+        budget, preempted, first_partial = _place_decodes_apart(c, form, budget, np.int64(npf), req, cli, bat)
     cli.ci[c, I_NREAL] = cli.ci[c, I_NDEC]
     # SGLang's new_token_ratio (admission reserve): a retraction resets it, a decode batch decays it
     # (counted for every client, read only with the reserve on; decode runs, off for such a
