@@ -53,12 +53,20 @@ def kernel_source_tag(files) -> str:
     return "src-" + h.hexdigest()[:16]
 
 
+def _env_on(name: str) -> bool:
+    return os.environ.get(name, "0") not in ("0", "false", "no")
+
+
 def kernel_cache_dir() -> str | None:
     """Where this version of the kernels is cached: ``$NUMBA_CACHE_DIR/mistfast/<tag>`` when that
     variable is set, else the package's ``kernels/__pycache__/<tag>``, else (a read-only install)
     ``~/.cache/mistfast/<tag>``; None when none is writable (numba then picks its own place)."""
     pkg = Path(__file__).resolve().parent
     tag = kernel_source_tag([pkg / "_numba.py", *(pkg / "kernels").glob("*.py")])
+    # numba's cache index does not key on compile flags: kernels compiled without wrappers (or
+    # without machine code) get a directory of their own, so a later default run never loads them
+    if _env_on("MISTFAST_NUMBA_INTERNAL"):
+        tag += "-internal" + ("-nocode" if _env_on("MISTFAST_NUMBA_INTERNAL_NO_CODE") else "")
     if os.environ.get("NUMBA_CACHE_DIR"):
         roots = [Path(os.environ["NUMBA_CACHE_DIR"]) / "mistfast"]
     else:
@@ -98,7 +106,7 @@ class DeferredKernel:
         self._dispatcher = None
 
     def __call__(self, *args, **kwargs):
-        if self._options.get("internal"):
+        if self._options.get("internal") and WRAPPERLESS:
             raise _internal_call_error(self.py_func)
         if self._dispatcher is None and IMAGES and not kwargs and not self._options.get("parallel"):
             from ._kernel_image import call   # the cached machine code without numba, if it matches
@@ -141,7 +149,7 @@ def _dispatcher(fn, options):
     options = dict(options)
     if options.pop("link_only", False):
         _LINK_ONLY.add(fn)
-    internal = options.pop("internal", False)
+    internal = options.pop("internal", False) and WRAPPERLESS
     if internal:   # only jitted code calls it: no Python or C entry (see _internal_kernel_class)
         options.update(no_cpython_wrapper=True, no_cfunc_wrapper=True)
         _INTERNAL.add(fn)
@@ -324,10 +332,15 @@ def _copy_inlined_scopes_once() -> None:
 
 
 LINK_ONLY = _VERIFIED and os.environ.get("MISTFAST_NUMBA_LINK_ONLY", "1") not in ("0", "false", "no")
+WRAPPERLESS = _env_on("MISTFAST_NUMBA_INTERNAL")
 # internal kernels (jit_noalloc) without machine code of their own (their callers link their IR):
 # off by default, it made the kernel ~8 % slower per point (a re-optimising caller then links the
 # helper's IR as its -O3 round left it instead of the code generator's rewrite; docs/kernels.md)
-INTERNAL_NO_CODE = LINK_ONLY and os.environ.get("MISTFAST_NUMBA_INTERNAL_NO_CODE", "0") not in ("0", "false", "no")
+# internal kernels (jit_noalloc, jit_internal) without CPython and C wrappers: opt-in
+# (MISTFAST_NUMBA_INTERNAL=1). It cuts cold compile by ~8-13 % but, merged with the rest of the
+# eighth session's kernel, made the engine kernel ~5 % slower per point (bench_kernel_pair.py, a
+# tree without it against one with it: 0.949), and a sweep pays per point what a compile pays once
+INTERNAL_NO_CODE = WRAPPERLESS and LINK_ONLY and os.environ.get("MISTFAST_NUMBA_INTERNAL_NO_CODE", "0") not in ("0", "false", "no")
 _LINK_ONLY: set = set()      # python functions of the link_only kernels (jit_entry)
 _KERNELS: set = set()        # python functions of every mistfast kernel with a dispatcher
 _INTERNAL: set = set()       # python functions of the internal kernels (no Python entry, no machine code)

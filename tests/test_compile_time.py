@@ -355,15 +355,21 @@ def _internal_probe(tmp_path, cache, which, extra_env=None):
     return out.stdout.split()
 
 
-def test_an_internal_kernel_has_no_python_entry(tmp_path):
-    # the default: no wrappers, machine code kept; a Python call raises instead of crashing
+def test_an_internal_kernel_keeps_its_python_entry_by_default(tmp_path):
+    # the default (MISTFAST_NUMBA_INTERNAL unset): wrappers kept, a Python call simply runs
     hand = sum((i * 0x123456789AB) // 7 + (i ^ 0x7FFF0000FFFF) for i in range(10))
-    from mistfast import _numba
-    code = "machine-code" if not _numba.INTERNAL_NO_CODE else "no-machine-code"
-    assert _internal_probe(tmp_path, tmp_path / "cache", "entry") == [str(hand + 1), "TypeError", "TypeError", code,
-                                                                      "1", "compiled"]
-    assert _internal_probe(tmp_path, tmp_path / "cache", "later") == [str(hand + 2), "TypeError", "TypeError", code,
-                                                                      "1", "loaded"]
+    out = _internal_probe(tmp_path, tmp_path / "cache", "entry", {"MISTFAST_NUMBA_INTERNAL": "0"})
+    assert out[:4] == [str(hand + 1), "called", "called", "machine-code"]
+
+
+def test_an_internal_kernel_has_no_python_entry(tmp_path):
+    # MISTFAST_NUMBA_INTERNAL=1: no wrappers, machine code kept; a Python call raises instead of crashing
+    hand = sum((i * 0x123456789AB) // 7 + (i ^ 0x7FFF0000FFFF) for i in range(10))
+    on = {"MISTFAST_NUMBA_INTERNAL": "1", "MISTFAST_NUMBA_INTERNAL_NO_CODE": "0"}
+    assert _internal_probe(tmp_path, tmp_path / "cache", "entry", on) == [str(hand + 1), "TypeError", "TypeError",
+                                                                          "machine-code", "1", "compiled"]
+    assert _internal_probe(tmp_path, tmp_path / "cache", "later", on) == [str(hand + 2), "TypeError", "TypeError",
+                                                                          "machine-code", "1", "loaded"]
 
 
 def test_an_internal_kernel_without_machine_code_links_from_the_cache(tmp_path):
@@ -373,7 +379,7 @@ def test_an_internal_kernel_without_machine_code_links_from_the_cache(tmp_path):
         pytest.skip("numba internals not verified for this numba version, or switched off")
     hand = sum((i * 0x123456789AB) // 7 + (i ^ 0x7FFF0000FFFF) for i in range(10))
     cache = tmp_path / "cache"
-    on = {"MISTFAST_NUMBA_INTERNAL_NO_CODE": "1"}
+    on = {"MISTFAST_NUMBA_INTERNAL": "1", "MISTFAST_NUMBA_INTERNAL_NO_CODE": "1"}
     # fresh cache: compiled; a Python call raises one clear error (not a crash); no machine code
     assert _internal_probe(tmp_path, cache, "entry", on) == [str(hand + 1), "TypeError", "TypeError",
                                                              "no-machine-code", "1", "compiled"]
