@@ -53,8 +53,14 @@ def kernel_source_tag(files) -> str:
     return "src-" + h.hexdigest()[:16]
 
 
-def _env_on(name: str) -> bool:
-    return os.environ.get(name, "0") not in ("0", "false", "no")
+def _env_on(name: str, default: str = "0") -> bool:
+    return os.environ.get(name, default) not in ("0", "false", "no")
+
+
+def _wrapperless() -> bool:
+    """Internal kernels without CPython and C wrappers (the default; ``MISTFAST_NUMBA_INTERNAL=0``
+    keeps them, see ``WRAPPERLESS``)."""
+    return _env_on("MISTFAST_NUMBA_INTERNAL", "1")
 
 
 def kernel_cache_dir() -> str | None:
@@ -63,10 +69,12 @@ def kernel_cache_dir() -> str | None:
     ``~/.cache/mistfast/<tag>``; None when none is writable (numba then picks its own place)."""
     pkg = Path(__file__).resolve().parent
     tag = kernel_source_tag([pkg / "_numba.py", *(pkg / "kernels").glob("*.py")])
-    # numba's cache index does not key on compile flags: kernels compiled without wrappers (or
+    # numba's cache index does not key on compile flags: kernels compiled with wrappers (or
     # without machine code) get a directory of their own, so a later default run never loads them
-    if _env_on("MISTFAST_NUMBA_INTERNAL"):
-        tag += "-internal" + ("-nocode" if _env_on("MISTFAST_NUMBA_INTERNAL_NO_CODE") else "")
+    if not _wrapperless():
+        tag += "-wrapped"
+    elif _env_on("MISTFAST_NUMBA_INTERNAL_NO_CODE"):
+        tag += "-nocode"
     if os.environ.get("NUMBA_CACHE_DIR"):
         roots = [Path(os.environ["NUMBA_CACHE_DIR"]) / "mistfast"]
     else:
@@ -275,6 +283,8 @@ def _import_numba() -> None:
         _copy_inlined_scopes_once()
     if LINK_ONLY:
         _link_only_entries_once()
+    if FAST_TYPING:
+        _fast_typing_once()
     if not (CACHE and LIGHT_LOAD):
         _check_blas_without_scipy_linalg()
 
@@ -332,19 +342,125 @@ def _copy_inlined_scopes_once() -> None:
 
 
 LINK_ONLY = _VERIFIED and os.environ.get("MISTFAST_NUMBA_LINK_ONLY", "1") not in ("0", "false", "no")
-WRAPPERLESS = _env_on("MISTFAST_NUMBA_INTERNAL")
+# internal kernels (jit_noalloc, jit_internal) without CPython and C wrappers: the default
+# (MISTFAST_NUMBA_INTERNAL=0 keeps the wrappers). It cuts the cold compile by ~8-13 %. Session 8
+# measured it ~5 % slower per point; session 9 found the machine code of the point kernel the same
+# instructions with and without (only symbol numbering differs) and a paired run of the two at
+# 0.951, i.e. the 5 % was the noise of the loaded machine (docs/kernels.md, "Ninth session")
+WRAPPERLESS = _wrapperless()
 # internal kernels (jit_noalloc) without machine code of their own (their callers link their IR):
 # off by default, it made the kernel ~8 % slower per point (a re-optimising caller then links the
 # helper's IR as its -O3 round left it instead of the code generator's rewrite; docs/kernels.md)
-# internal kernels (jit_noalloc, jit_internal) without CPython and C wrappers: opt-in
-# (MISTFAST_NUMBA_INTERNAL=1). It cuts cold compile by ~8-13 % but, merged with the rest of the
-# eighth session's kernel, made the engine kernel ~5 % slower per point (bench_kernel_pair.py, a
-# tree without it against one with it: 0.949), and a sweep pays per point what a compile pays once
 INTERNAL_NO_CODE = WRAPPERLESS and LINK_ONLY and os.environ.get("MISTFAST_NUMBA_INTERNAL_NO_CODE", "0") not in ("0", "false", "no")
 _LINK_ONLY: set = set()      # python functions of the link_only kernels (jit_entry)
 _KERNELS: set = set()        # python functions of every mistfast kernel with a dispatcher
 _INTERNAL: set = set()       # python functions of the internal kernels (no Python entry, no machine code)
 _COMPILING: list = []        # python function of each dispatcher numba is compiling, innermost last
+_OURS = [0]                  # how many of them are mistfast kernels
+_STACK_LISTENER: list = []   # the compile-event listener, once registered
+FAST_TYPING = _VERIFIED and os.environ.get("MISTFAST_NUMBA_FAST_TYPING", "1") not in ("0", "false", "no")
+
+
+def _compile_stack_once() -> None:
+    """Track which dispatcher numba is compiling (``_COMPILING``, innermost last) and how many
+    mistfast kernels are on that stack (``_OURS``), from numba's compile event
+    (``numba.core.event``: it names the dispatcher; numba compiles under one global lock, so a
+    stack is exact). The hooks below act only for mistfast's kernels and leave a user's own numba
+    code to numba's defaults."""
+    from numba.core import event
+
+    if _STACK_LISTENER:
+        return
+
+    class _Compiling(event.Listener):
+        def on_start(self, ev):
+            fn = getattr((ev.data or {}).get("dispatcher"), "py_func", None)
+            _COMPILING.append(fn)
+            if fn in _KERNELS:
+                _OURS[0] += 1
+
+        def on_end(self, ev):
+            if _COMPILING.pop() in _KERNELS:
+                _OURS[0] -= 1
+
+    listener = _Compiling()
+    event.register("numba:compile", listener)
+    _STACK_LISTENER.append(listener)
+
+
+def _fast_typing_once() -> None:
+    """Compile time: two costs of numba's type inference that change nothing it computes, cut
+    while a mistfast kernel is being compiled (``_OURS``; docs/kernels.md, "Ninth session").
+
+    * Comparing compile flags. numba caches every ``@overload`` implementation under a key that
+      holds the current ``Flags`` (``typing.templates._get_impl``), and ``TargetConfig.__hash__``
+      and ``__eq__`` rebuild a dict of all ~30 options through property getters on every lookup:
+      ~200,000 lookups and about a tenth of a single-client cold compile. The hash numba computes
+      is ``hash(tuple(sorted(values())))``, the sorted option *names* (``sorted`` of a dict gives
+      its keys), the same for every instance of a class: it is computed once per class. Equality
+      compares only the options set in either object (an option set in neither has its default in
+      both), with ``is`` before ``==`` as dict comparison does: the same answer as numba's.
+    * Colouring error messages. Type inference raises and catches tens of thousands of typing
+      errors while it tries overload templates, and numba's message markup enters colorama's
+      ``init()``/``deinit()`` (wrapping and unwrapping ``sys.stdout`` and ``sys.stderr``) for each
+      piece of each message although nothing is printed in between. The message text is built
+      apart from that (``reset_terminal``), so it is the same bytes without it.
+
+    ``MISTFAST_NUMBA_FAST_TYPING=0`` turns both off."""
+    from numba.core import errors, targetconfig
+
+    cls = targetconfig.TargetConfig
+    if getattr(cls, "_mistfast_fast_typing", False):
+        return
+    _compile_stack_once()
+    original_hash, original_eq = cls.__hash__, cls.__eq__
+    hashes: dict = {}
+
+    def config_hash(self):
+        if not _OURS[0]:
+            return original_hash(self)
+        kind = type(self)
+        h = hashes.get(kind)
+        if h is None:
+            h = hashes[kind] = original_hash(self)
+        return h
+
+    def config_eq(self, other):
+        if not _OURS[0] or type(other) is not type(self):
+            return original_eq(self, other)
+        mine, theirs = self._values, other._values
+        if mine is theirs or mine == theirs:
+            return True
+        options = type(self).options
+        for key in mine.keys() | theirs.keys():
+            default = options[key].default
+            a, b = mine.get(key, default), theirs.get(key, default)
+            if not (a is b or a == b):
+                return False
+        return True
+
+    cls.__hash__ = config_hash
+    cls.__eq__ = config_eq
+    cls._mistfast_fast_typing = True
+
+    shell = getattr(errors, "ColorShell", None)   # absent when colorama is not installed
+    if shell is not None:
+        original_init, original_enter, original_exit = shell.__init__, shell.__enter__, shell.__exit__
+
+        def init(self):
+            self._mistfast_quiet = bool(_OURS[0])
+            if not self._mistfast_quiet:
+                original_init(self)
+
+        def enter(self):
+            if not getattr(self, "_mistfast_quiet", False):
+                return original_enter(self)
+
+        def exit_(self, *exc_detail):
+            if not getattr(self, "_mistfast_quiet", False):
+                return original_exit(self, *exc_detail)
+
+        shell.__init__, shell.__enter__, shell.__exit__ = init, enter, exit_
 
 
 def _link_only_entries_once() -> None:
@@ -368,18 +484,12 @@ def _link_only_entries_once() -> None:
     numba compiles under one global lock, so a stack of them is exact. Everything else compiled in
     the process, including a user's own numba functions, is optimised as numba always does."""
     import llvmlite.binding as ll
-    from numba.core import codegen, config, event
+    from numba.core import codegen, config
 
     lib = codegen.CPUCodeLibrary
     if getattr(lib, "_mistfast_link_only", False):
         return
-
-    class _Compiling(event.Listener):
-        def on_start(self, ev):
-            _COMPILING.append(getattr((ev.data or {}).get("dispatcher"), "py_func", None))
-
-        def on_end(self, ev):
-            _COMPILING.pop()
+    _compile_stack_once()
 
     original = lib._optimize_final_module
 
@@ -442,7 +552,6 @@ def _link_only_entries_once() -> None:
             self._mistfast_shared_clean = shared
         return shared
 
-    event.register("numba:compile", _Compiling())
     lib._optimize_final_module = optimize_final_module
     lib._finalize_final_module = finalize_final_module
     lib._get_module_for_linking = get_module_for_linking
