@@ -355,16 +355,20 @@ def _internal_probe(tmp_path, cache, which, extra_env=None):
     return out.stdout.split()
 
 
-def test_an_internal_kernel_keeps_its_python_entry_by_default(tmp_path):
-    # the default (MISTFAST_NUMBA_INTERNAL unset): wrappers kept, a Python call simply runs
+def test_an_internal_kernel_keeps_its_python_entry_when_asked(tmp_path):
+    # MISTFAST_NUMBA_INTERNAL=0: wrappers kept, a Python call simply runs
     hand = sum((i * 0x123456789AB) // 7 + (i ^ 0x7FFF0000FFFF) for i in range(10))
     out = _internal_probe(tmp_path, tmp_path / "cache", "entry", {"MISTFAST_NUMBA_INTERNAL": "0"})
     assert out[:4] == [str(hand + 1), "called", "called", "machine-code"]
 
 
 def test_an_internal_kernel_has_no_python_entry(tmp_path):
-    # MISTFAST_NUMBA_INTERNAL=1: no wrappers, machine code kept; a Python call raises instead of crashing
+    # the default (session 9) and MISTFAST_NUMBA_INTERNAL=1: no wrappers, machine code kept; a
+    # Python call raises instead of crashing
     hand = sum((i * 0x123456789AB) // 7 + (i ^ 0x7FFF0000FFFF) for i in range(10))
+    default = {k: v for k, v in {"MISTFAST_NUMBA_INTERNAL_NO_CODE": "0"}.items()}
+    assert _internal_probe(tmp_path, tmp_path / "cache0", "entry", default) == [
+        str(hand + 1), "TypeError", "TypeError", "machine-code", "1", "compiled"]
     on = {"MISTFAST_NUMBA_INTERNAL": "1", "MISTFAST_NUMBA_INTERNAL_NO_CODE": "0"}
     assert _internal_probe(tmp_path, tmp_path / "cache", "entry", on) == [str(hand + 1), "TypeError", "TypeError",
                                                                           "machine-code", "1", "compiled"]
@@ -405,3 +409,122 @@ def test_the_helpers_of_the_loop_are_internal():
         assert kinds[name] == "jit_noalloc", name
     assert kinds["step_time"] == "jit_noalloc_py"
     assert {kinds[n] for n in ("_percentile", "_order_statistics", "_stats")} == {"jit_internal"}
+
+
+_TYPING_MODULE = '''
+import numpy as np
+from mistfast._numba import jit
+
+def make():   # one function object each: numba's and mistfast's dispatchers key on it
+    def body(n, x):
+        a = np.empty(n)
+        b = np.zeros((n, 2), dtype=np.int64)
+        for i in range(n):
+            a[i] = min(x[i % x.shape[0]], 3.5) * 2.0
+            b[i, 0] = i // 3
+        return a.sum() + b[:, 0].sum() + np.max(a)
+    return body
+
+body = make()
+kernel = jit(make())
+'''
+
+_TYPING_PROBE = r"""
+import sys
+sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[2])
+import numpy as np
+import mistfast._numba as M
+import typing_probe as P
+M.ensure_compiled_kernels()
+import numba
+from numba.core import errors, targetconfig
+calls = {"values": 0, "colorama": 0}
+values = targetconfig.TargetConfig.values
+def counted_values(self):
+    calls["values"] += 1
+    return values(self)
+targetconfig.TargetConfig.values = counted_values
+if hasattr(errors, "init"):
+    init = errors.init
+    def counted_init(*a, **k):
+        calls["colorama"] += 1
+        return init(*a, **k)
+    errors.init = counted_init
+x = np.array([1.0, 7.0, 2.5])
+user = numba.njit(P.body)(9, x)          # a user's own numba function: numba's defaults
+user_calls = dict(calls)
+calls.update(values=0, colorama=0)
+ours = P.kernel(9, x)                     # the same body as a mistfast kernel
+print(repr(float(user)), repr(float(ours)), user_calls["values"], user_calls["colorama"], calls["values"],
+      calls["colorama"])
+"""
+
+
+def _typing_probe(tmp_path, fast):
+    import os
+    import subprocess
+    import sys
+    (tmp_path / "typing_probe.py").write_text(_TYPING_MODULE)
+    env = dict(os.environ, MISTFAST_NUMBA_CACHE="0", NUMBA_DISABLE_JIT="0", MISTFAST_NUMBA_FAST_TYPING=fast)
+    out = subprocess.run([sys.executable, "-c", _TYPING_PROBE, str(KERNELS.parents[1]), str(tmp_path)],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.split()
+
+
+def test_fast_typing_is_scoped_to_mistfast_kernels_and_changes_no_result(tmp_path):
+    # the probe compiles one body as a user's numba function, then as a mistfast kernel, counting
+    # numba's TargetConfig.values() (what Flags.__hash__/__eq__ rebuild per overload lookup) and
+    # colorama's init() (entered per error-message piece)
+    from mistfast import _numba
+    if not _numba.FAST_TYPING:
+        pytest.skip("numba internals not verified for this numba version, or switched off")
+    n = 9
+    x = [1.0, 7.0, 2.5]
+    a = [min(x[i % 3], 3.5) * 2.0 for i in range(n)]
+    hand = sum(a) + sum(i // 3 for i in range(n)) + max(a)
+    on = _typing_probe(tmp_path, "1")
+    off = _typing_probe(tmp_path, "0")
+    assert float(on[0]) == float(on[1]) == float(off[0]) == float(off[1]) == hand
+    user_on, user_off = int(on[2]), int(off[2])
+    # a user's function: numba's own methods (the counts vary by ~1 % from run to run)
+    assert user_off > 0 and abs(user_on - user_off) <= 0.05 * user_off, (on, off)
+    assert int(on[3]) == int(off[3])
+    ours_on, ours_off = int(on[4]), int(off[4])
+    assert ours_off > 0 and ours_on < ours_off / 2, (on, off)   # a mistfast kernel: the fast comparison
+    assert int(on[5]) == 0 and int(off[5]) >= 0
+
+
+def test_fast_flags_comparison_answers_as_numba_does():
+    # the fast Flags hash and equality (active while a mistfast kernel compiles) against numba's
+    # definitions, values() compared as dicts: options left unset, set to their default, set
+    # to other values, in either object
+    from mistfast import _numba
+    if not _numba.FAST_TYPING:
+        pytest.skip("numba internals not verified for this numba version, or switched off")
+    _numba.ensure_compiled_kernels()
+    from numba.core.compiler import Flags
+    from numba.core.targetconfig import TargetConfig
+    assert getattr(TargetConfig, "_mistfast_fast_typing", False)
+
+    def flags(**kv):
+        f = Flags()
+        for k, v in kv.items():
+            setattr(f, k, v)
+        return f
+
+    variants = [flags(), flags(nrt=False), flags(nrt=True), flags(no_cpython_wrapper=True),
+                flags(no_cpython_wrapper=False), flags(nrt=True, no_cpython_wrapper=True),
+                flags(boundscheck=False), flags(boundscheck=True), flags(error_model="numpy"),
+                flags(error_model="python"), flags(nrt=True, error_model="numpy")]
+    saved = _numba._OURS[0]
+    try:
+        _numba._OURS[0] = 1   # as during a mistfast compile
+        fast = [[a == b for b in variants] for a in variants]
+        fast_hash = [hash(a) for a in variants]
+    finally:
+        _numba._OURS[0] = saved
+    assert fast == [[a.values() == b.values() for b in variants] for a in variants]
+    assert fast_hash == [hash(tuple(sorted(a.values()))) for a in variants]
+    assert any(not row[i] for row in fast for i in range(len(variants)))   # some pairs differ
+    assert flags(nrt=False) == flags() or Flags().nrt is not False        # set-to-default: equal
