@@ -438,10 +438,11 @@ import typing_probe as P
 M.ensure_compiled_kernels()
 import numba
 from numba.core import errors, targetconfig
-calls = {"values": 0, "colorama": 0}
+calls = {"values": 0, "colorama": 0, "ours": 0}
 values = targetconfig.TargetConfig.values
 def counted_values(self):
     calls["values"] += 1
+    calls["ours"] = max(calls["ours"], M._OURS[0])   # mistfast kernels on numba's compile stack
     return values(self)
 targetconfig.TargetConfig.values = counted_values
 if hasattr(errors, "init"):
@@ -453,10 +454,10 @@ if hasattr(errors, "init"):
 x = np.array([1.0, 7.0, 2.5])
 user = numba.njit(P.body)(9, x)          # a user's own numba function: numba's defaults
 user_calls = dict(calls)
-calls.update(values=0, colorama=0)
+calls.update(values=0, colorama=0, ours=0)
 ours = P.kernel(9, x)                     # the same body as a mistfast kernel
 print(repr(float(user)), repr(float(ours)), user_calls["values"], user_calls["colorama"], calls["values"],
-      calls["colorama"])
+      calls["colorama"], user_calls["ours"], calls["ours"])
 """
 
 
@@ -487,9 +488,11 @@ def test_fast_typing_is_scoped_to_mistfast_kernels_and_changes_no_result(tmp_pat
     off = _typing_probe(tmp_path, "0")
     assert float(on[0]) == float(on[1]) == float(off[0]) == float(off[1]) == hand
     user_on, user_off = int(on[2]), int(off[2])
-    # a user's function: numba's own methods (the counts vary by ~1 % from run to run)
-    assert user_off > 0 and abs(user_on - user_off) <= 0.05 * user_off, (on, off)
-    assert int(on[3]) == int(off[3])
+    # a user's function: no mistfast kernel on the compile stack, so numba's own methods (the
+    # counts vary by up to ~15 % from run to run: numba's typing order is not fixed)
+    assert on[6] == off[6] == "0" and on[7] == off[7] == "1", (on, off)
+    assert user_off > 0 and user_on > 0.7 * user_off, (on, off)
+    assert int(on[3]) > 0 and int(off[3]) > 0
     ours_on, ours_off = int(on[4]), int(off[4])
     assert ours_off > 0 and ours_on < ours_off / 2, (on, off)   # a mistfast kernel: the fast comparison
     assert int(on[5]) == 0 and int(off[5]) >= 0
