@@ -13,7 +13,7 @@ from .calibration_store import CURRENT_ENGINE_FAMILIES, POOLED_ENGINE, DEFAULT_E
 from .calibration_observations import default_client
 from .calibration_recost import StepSet
 from .calibration_runs import _run_stepset, prepare_runs
-from .calibration_efficiency import ROBUST_SCALE, EfficiencyFit
+from .calibration_efficiency import ROBUST_SCALE, EfficiencyFit, one_blas_thread
 
 # ============================================================================ factorised fit
 # A factorised efficiency fit that transfers to a publisher it has not seen.
@@ -358,8 +358,9 @@ def fit_cells(cell_list: Sequence, *, prior_sd: Mapping[str, float] | None = Non
             for name, xs in terms.items():
                 if (kind, name) in at:
                     x0[at[(kind, name)]:at[(kind, name)] + P] = xs
-    sol = least_squares(residuals, x0, jac=jacobian, method="trf", x_scale="jac", xtol=1e-8, ftol=1e-10,
-                        gtol=1e-10, max_nfev=max_nfev)
+    with one_blas_thread():
+        sol = least_squares(residuals, x0, jac=jacobian, method="trf", x_scale="jac", xtol=1e-8, ftol=1e-10,
+                            gtol=1e-10, max_nfev=max_nfev)
     x = sol.x
 
     def block(k):

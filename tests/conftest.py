@@ -3,9 +3,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import os
+
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+try:
+    from hypothesis import settings as _hyp_settings
+except ImportError:      # hypothesis is a test extra; the modules that use it import it themselves
+    _hyp_settings = None
+if _hyp_settings is not None:
+    # The property tests draw the same examples on every run ("deterministic": CI passes or fails
+    # for the code, not for the draw). HYPOTHESIS_PROFILE=explore draws new ones each run, to
+    # search for bugs; a failure found that way becomes an explicit regression test.
+    _hyp_settings.register_profile("deterministic", derandomize=True, print_blob=True)
+    _hyp_settings.register_profile("explore", derandomize=False, print_blob=True)
+    _hyp_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 
 @pytest.fixture(scope="session")

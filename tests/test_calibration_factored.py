@@ -135,3 +135,28 @@ def test_unknown_prior_entries_are_named():
         C.fit_cells(cells, prior_sd={"devices": 1.0})
     with pytest.raises(C.CalibrationError, match=r"unknown entries \['ttft_ms'\].*ttft_overhead_ms"):
         C.fit_cells(cells, param_scale={"ttft_ms": 3.0})
+
+
+def test_the_fits_solve_with_one_blas_thread(monkeypatch):
+    """The least-squares solver (an SVD of the Jacobian per iteration) runs with BLAS limited to
+    one thread, whatever the process had: several BLAS threads spin against other jobs on a busy
+    node. The solver is wrapped to record the BLAS thread counts it sees (threadpoolctl)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import scipy.optimize
+
+    seen = []
+    real = scipy.optimize.least_squares
+
+    def spy(*a, **kw):
+        seen.append([p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(scipy.optimize, "least_squares", spy)
+    obs = _rows("H100", "vllm", "pub")[:6]
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        before = [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+        C.fit_factored(obs)
+        C.fit_efficiency(obs)
+        after = [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+    assert len(seen) >= 2 and all(n and n == [1] * len(n) for n in seen), seen
+    assert after == before     # the caller's setting is restored

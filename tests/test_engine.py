@@ -119,6 +119,14 @@ def assert_same(req, sch):
     assert rs[CL.CS_BUSY] == pytest.approx(want["busy_s"], rel=1e-12)
 
 
+def test_kernel_matches_twin_on_readmission_with_a_larger_prefix_hit():
+    """The hypothesis-found case of tests/test_engine_reference.py (a preempted request re-admitted
+    with a larger prefix-cache hit than at its first admission): engine and reference agree."""
+    from tests.test_engine_reference import readmission_case
+    req, sch = readmission_case()
+    assert_same(req, sch)
+
+
 @pytest.mark.parametrize("batching", [E.STATIC, E.CONTINUOUS, E.MIXED, E.CHUNKED])
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 40), policy=st.sampled_from([0, 1, 2]),
