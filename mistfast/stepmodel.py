@@ -157,7 +157,8 @@ def _extension_params(client: ClientSpec, prm: np.ndarray, genz: bool, fpeak: fl
         prm[K.P_FPEAK_EXPERT] = prm[K.P_FPEAK]
         prm[K.P_BWB_EXPERT] = prm[K.P_BWB]
     else:
-        prm[K.P_FPEAK_EXPERT] = client.device.peak_flops(prec.expert_compute) * eff.compute
+        # η_e (efficiency.expert_compute) on top of η_c: the expert GEMMs' own share of the peak
+        prm[K.P_FPEAK_EXPERT] = client.device.peak_flops(prec.expert_compute) * eff.compute * eff.expert_compute
         prm[K.P_BWB_EXPERT] = DTYPE_BYTES[prec.expert_weights]
     prm[K.P_IMBALANCE] = eff.expert_imbalance
     prm[K.P_STEP_OVH] = (eff.step_overhead_ms + getattr(client, "harness_step_ms", 0.0)) * 1e-3
