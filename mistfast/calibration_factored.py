@@ -74,8 +74,12 @@ if FIT_SEQ_OVERHEAD:
 # the expert-GEMM efficiency η_e (efficiency.expert_compute, docs/step-model.md "Expert GEMM
 # efficiency"): a log parameter seen only by MoE rows whose expert op is compute-bound (prefill), so
 # the MoE rows of a (device, engine) against its dense rows identify it (the dense rows fix η_c and
-# η_prefill); dense-only cells leave its terms at their priors
-FIT_EXPERT_COMPUTE = True
+# η_prefill); dense-only cells leave its terms at their priors. Off by default: held out it fixed
+# GPUStack's MoE bursts (fold median 39.7 -> 27.1 %) and InferenceMAX's Hopper TTFT slope, but the
+# η_e learned mostly on Hopper/A100 W4A16 experts lands on Blackwell's native MXFP4 x MXFP8 experts
+# (InferenceMAX GB200 TensorRT-LLM TTFT 29 -> 204 %) and the fold's TPOT/E2E got slightly worse
+# (docs/calibration.md, "Expert GEMM efficiency")
+FIT_EXPERT_COMPUTE = False
 EXPERT_PARAM = "expert_compute"
 PARAM_PRIOR_SCALE[EXPERT_PARAM] = 1.0
 if FIT_EXPERT_COMPUTE:

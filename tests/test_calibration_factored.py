@@ -137,15 +137,16 @@ def test_unknown_prior_entries_are_named():
         C.fit_cells(cells, param_scale={"ttft_ms": 3.0})
 
 
-def test_expert_compute_is_identified_by_moe_against_dense_rows():
+def test_expert_compute_is_identified_by_moe_against_dense_rows(monkeypatch):
     """η_e (efficiency.expert_compute) is seen only where an MoE model's expert GEMMs are
     compute-bound. Truth on (H100, vllm): η_c = 0.5, η_m = 0.6 for every GEMM and η_e = 0.4 on top
     for the expert GEMMs. The dense model's rows fix η_c and η_m, gpt-oss-20b's long prefills
     (in BF16 compute-bound from ~800 tokens: T·K/E tokens per expert against a ridge of
     989·0.5·0.4 / (3.35·0.6) ≈ 99 FLOP/B at 2 B per weight) then fix η_e: recovered within 3 %. Fitted on the dense rows alone
     the term has no data and stays at its prior centre 1 (η_c, η_m unchanged)."""
-    if "expert_compute" not in C.FACTOR_PARAMS:
-        pytest.skip("expert_compute is not a fitted parameter (FIT_EXPERT_COMPUTE off)")
+    from mistfast import calibration_factored as CF
+    if CF.EXPERT_PARAM not in CF.FACTOR_PARAMS:   # FIT_EXPERT_COMPUTE off (the default): switch it on
+        monkeypatch.setattr(CF, "FACTOR_PARAMS", CF.FACTOR_PARAMS + (CF.EXPERT_PARAM,))
     truth = {"compute": 0.5, "memory": 0.6, "expert_compute": 0.4}
     obs = []
     for model in ("llama-3.1-8b", "gpt-oss-20b"):
