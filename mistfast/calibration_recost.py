@@ -76,8 +76,9 @@ class StepSet:
         self.raw = np.zeros((P, 9))
         self.harness_s = np.zeros(P)
         # each client's own η_e (GenZ compat has no expert peak of its own: P_FPEAK_EXPERT = P_FPEAK, no η_e)
-        self.eta_e = np.array([1.0 if c.reference == "genz" else c.efficiency.expert_compute
-                               for c in self.client_list])
+        from .stepmodel import expert_eta_applies
+        self.e_on = np.array([expert_eta_applies(c) for c in self.client_list], dtype=bool)
+        self.eta_e = np.array([c.efficiency.expert_compute if on else 1.0 for c, on in zip(self.client_list, self.e_on)])
         for j, c in enumerate(self.client_list):
             prm = client_params(c)
             e = c.efficiency
@@ -102,8 +103,8 @@ class StepSet:
         r = self.raw
         prm[:, K.P_FPEAK] = r[:, 0] * eta_c
         prm[:, K.P_FPEAK_ATTN] = r[:, 1] * eta_c
-        # GenZ-compat rows have no expert format of their own (P_FPEAK_EXPERT = P_FPEAK): no η_e
-        eta_e_rows = self.eta_e if eta_e is None else np.where(r[:, 7] > 0, self.eta_e, eta_e)
+        # rows where η_e does not act (GenZ compat; outside stepmodel.EXPERT_ETA_SCOPE) keep 1
+        eta_e_rows = self.eta_e if eta_e is None else np.where(self.e_on, eta_e, 1.0)
         prm[:, K.P_FPEAK_EXPERT] = r[:, 8] * eta_c * eta_e_rows
         prm[:, K.P_BW] = r[:, 2] * eta_m
         prm[:, K.P_BW_ONCHIP] = np.where(r[:, 7] > 0, r[:, 3] * eta_m, r[:, 3])

@@ -106,3 +106,21 @@ def test_recosting_at_trial_expert_compute_matches_the_client():
     assert t_own[0] == pytest.approx(step_latency(base, prefill=[(0, 4096)]).total_s, rel=1e-12)
     assert t_own[1] == pytest.approx(ref, rel=1e-12)
     assert t_own[1] > 1.2 * t_own[0]                       # the expert GEMMs are a real share
+
+
+def test_expert_compute_scope_weight_only(monkeypatch):
+    """stepmodel.EXPERT_ETA_SCOPE = "weight_only": η_e acts on W4A16 experts (MXFP4 weights in a
+    BF16 GEMM, gpt-oss on Hopper) and not on native low-precision MMAs (MXFP4 x MXFP8 on B200),
+    nor on FP8 x FP8 experts; with the default "all" it acts on every one (test above)."""
+    from mistfast import stepmodel as SM
+    monkeypatch.setattr(SM, "EXPERT_ETA_SCOPE", "weight_only")
+    w4a16 = {"weights": "bf16", "compute": "bf16", "kv": "bf16", "activations": "bf16",
+             "experts": "mxfp4", "experts_compute": "bf16"}
+    for dev, prec, acts in (("H100", w4a16, True), ("B200", None, False), ("H200", "fp8", False)):
+        kw = {} if prec is None else {"precision": prec}
+        a = make_client("gpt-oss-120b", dev, **kw)
+        b = make_client("gpt-oss-120b", dev, efficiency={"expert_compute": 0.5}, **kw)
+        assert SM.expert_eta_applies(b) is acts, dev
+        ta = step_latency(a, prefill=[(0, 8192)]).total_s
+        tb = step_latency(b, prefill=[(0, 8192)]).total_s
+        assert (tb > 1.2 * ta) if acts else (tb == ta), (dev, prec)
