@@ -78,7 +78,9 @@ if FIT_SEQ_OVERHEAD:
 # GPUStack's MoE bursts (fold median 39.7 -> 27.1 %) and InferenceMAX's Hopper TTFT slope, but the
 # η_e learned mostly on Hopper/A100 W4A16 experts lands on Blackwell's native MXFP4 x MXFP8 experts
 # (InferenceMAX GB200 TensorRT-LLM TTFT 29 -> 204 %) and the fold's TPOT/E2E got slightly worse
-# (docs/calibration.md, "Expert GEMM efficiency")
+# (docs/calibration.md, "Expert GEMM efficiency"). With stepmodel.EXPERT_ETA_SCOPE = "weight_only"
+# (η_e on W4A16 experts only) the two folds gave all 18.3 -> 16.0 %, TTFT 32.2 -> 24.2 %, but TPOT
+# and throughput +0.4 / +0.3 points (through the refit of the other parameters): also off
 FIT_EXPERT_COMPUTE = False
 EXPERT_PARAM = "expert_compute"
 PARAM_PRIOR_SCALE[EXPERT_PARAM] = 1.0
