@@ -45,7 +45,7 @@ FACTOR_PARAMS = ("compute", "memory", "prefill", "op_overhead_us", "step_overhea
 # fields the fit can take as well, off by default (add to FACTOR_PARAMS to fit them): the latency per
 # collective call held out worse than the fixed 5 µs (docs/calibration.md, "Collective latency")
 FACTOR_OPTIONAL_PARAMS = ("collective_us",)
-FACTOR_LOG_PARAMS = ("compute", "memory", "prefill")           # fitted as log η (η ≤ 1 by a smooth cap)
+FACTOR_LOG_PARAMS = ("compute", "memory", "prefill", "expert_compute")   # fitted as log η (η ≤ 1 by a smooth cap)
 # prior standard deviation of each kind of term, in log units for η (the overhead terms in UNITs of
 # their own: 10 µs, 3 ms, 30 ms); the ridge weight of a term is 1/sd. The root μ has a weak prior
 # (ROOT_WEIGHT) towards the roofline default instead. Data: every (publisher, device, engine,
@@ -58,7 +58,7 @@ SEQ_UNIT_US = 20.0
 SEQ_START_US = 1.0
 FACTOR_UNIT = {"compute": 1.0, "memory": 1.0, "prefill": 1.0,
         "op_overhead_us": 10.0, "step_overhead_ms": 3.0, "ttft_overhead_ms": 30.0, "seq_overhead_us": SEQ_UNIT_US,
-        "collective_us": 20.0}
+        "collective_us": 20.0, "expert_compute": 1.0}
 PRIOR_SD = {"device": 0.3, "engine": 0.3, "pair": 0.15, "publisher": 0.2}
 # per-parameter multiplier of every term's prior sd (1: PRIOR_SD in the parameter's UNIT)
 PARAM_PRIOR_SCALE = {p: 1.0 for p in FACTOR_PARAMS + FACTOR_OPTIONAL_PARAMS}
@@ -71,6 +71,21 @@ SEQ_PARAM = "seq_overhead_us"
 PARAM_PRIOR_SCALE[SEQ_PARAM] = 1.0
 if FIT_SEQ_OVERHEAD:
     FACTOR_PARAMS = FACTOR_PARAMS + (SEQ_PARAM,)
+# the expert-GEMM efficiency η_e (efficiency.expert_compute, docs/step-model.md "Expert GEMM
+# efficiency"): a log parameter seen only by MoE rows whose expert op is compute-bound (prefill), so
+# the MoE rows of a (device, engine) against its dense rows identify it (the dense rows fix η_c and
+# η_prefill); dense-only cells leave its terms at their priors. Off by default: held out it fixed
+# GPUStack's MoE bursts (fold median 39.7 -> 27.1 %) and InferenceMAX's Hopper TTFT slope, but the
+# η_e learned mostly on Hopper/A100 W4A16 experts lands on Blackwell's native MXFP4 x MXFP8 experts
+# (InferenceMAX GB200 TensorRT-LLM TTFT 29 -> 204 %) and the fold's TPOT/E2E got slightly worse
+# (docs/calibration.md, "Expert GEMM efficiency"). With stepmodel.EXPERT_ETA_SCOPE = "weight_only"
+# (η_e on W4A16 experts only) the two folds gave all 18.3 -> 16.0 %, TTFT 32.2 -> 24.2 %, but TPOT
+# and throughput +0.4 / +0.3 points (through the refit of the other parameters): also off
+FIT_EXPERT_COMPUTE = False
+EXPERT_PARAM = "expert_compute"
+PARAM_PRIOR_SCALE[EXPERT_PARAM] = 1.0
+if FIT_EXPERT_COMPUTE:
+    FACTOR_PARAMS = FACTOR_PARAMS + (EXPERT_PARAM,)
 ROOT_WEIGHT = 0.02
 KEY_SCATTER = 0.2
 FACTOR_ETA_MIN = 0.05
@@ -155,12 +170,13 @@ class _Cell:
         out = []
         if self.obs:
             t = self.steps.times(v["compute"], v["memory"], v["op_overhead_us"], 1.0, v["step_overhead_ms"],
-                                 v["prefill"], seq_us=v.get(SEQ_PARAM), coll_us=v.get("collective_us"))
+                                 v["prefill"], seq_us=v.get(SEQ_PARAM), coll_us=v.get("collective_us"),
+                                 eta_e=v.get(EXPERT_PARAM))
             out.append(np.log(t) - self.meas)
         if self.runs:
             S = self.run_steps.totals(len(self.runs), v["compute"], v["memory"], v["op_overhead_us"], 1.0,
                                       v["step_overhead_ms"], v["prefill"], seq_us=v.get(SEQ_PARAM),
-                                      coll_us=v.get("collective_us"))
+                                      coll_us=v.get("collective_us"), eta_e=v.get(EXPERT_PARAM))
             ratio = np.where(self.rate_like, self.S0 / S, S / self.S0)
             pred = self.m0 * ratio + v["ttft_overhead_ms"] * self.ttft_rows
             out.append(np.log(np.maximum(pred, 1e-300)) - self.run_meas)
@@ -403,6 +419,7 @@ def efficiency_entries(fit: FactoredFit) -> dict:
             step_overhead_ms=v["step_overhead_ms"], prefill=v["prefill"], ttft_overhead_ms=v["ttft_overhead_ms"],
             seq_overhead_us=v.get(SEQ_PARAM, 0.0),
             collective_us=v.get("collective_us", DEFAULT_EFFICIENCY["collective_us"]),
+            expert_compute=v.get(EXPERT_PARAM, 1.0),
             n_steps=sum(len(c.obs) for c in own), n_runs=sum(len(c.runs) for c in own), params=FACTOR_PARAMS,
             rows=tuple(o.id for c in own for o in c.obs + c.runs) if key[0] != "*" and key[1] != "*" else (),
             median_abs_rel_err=float(np.median(err)) if np.isfinite(err).any() else float("nan"),

@@ -75,6 +75,10 @@ class StepSet:
         self.prm0 = np.zeros((P, K.N_PARAMS))
         self.raw = np.zeros((P, 9))
         self.harness_s = np.zeros(P)
+        # each client's own η_e (GenZ compat has no expert peak of its own: P_FPEAK_EXPERT = P_FPEAK, no η_e)
+        from .stepmodel import expert_eta_applies
+        self.e_on = np.array([expert_eta_applies(c) for c in self.client_list], dtype=bool)
+        self.eta_e = np.array([c.efficiency.expert_compute if on else 1.0 for c, on in zip(self.client_list, self.e_on)])
         for j, c in enumerate(self.client_list):
             prm = client_params(c)
             e = c.efficiency
@@ -85,21 +89,23 @@ class StepSet:
                            prm[K.P_TP_BETA] / e.network, prm[K.P_PP_BETA] / e.network,
                            prm[K.P_EP_BETA] / e.network if prm[K.P_EP_BETA] > 0 else 0.0,
                            1.0 if prm[K.P_GENZ] > 0 else 0.0,
-                           prm[K.P_FPEAK_EXPERT] / e.compute)   # expert GEMM peak (own format), η_c applied
+                           prm[K.P_FPEAK_EXPERT] / self.eta_e[j] / e.compute)   # expert GEMM peak (own format)
         self._built = True
         return self
 
     def params(self, eta_c: float, eta_m: float, tau_us: float, eta_n: float = 1.0,
                step_ms: float | None = None, eta_pf: float | None = None, seq_us: float | None = None,
-               coll_us: float | None = None) -> np.ndarray:
-        """Parameter rows at trial efficiencies; ``step_ms`` (``eta_pf``, ``seq_us``, ``coll_us``) None
-        keeps each client's own per-step overhead (prefill-step efficiency, host time per sequence,
-        per-collective latency)."""
+               coll_us: float | None = None, eta_e: float | None = None) -> np.ndarray:
+        """Parameter rows at trial efficiencies; ``step_ms`` (``eta_pf``, ``seq_us``, ``coll_us``,
+        ``eta_e``) None keeps each client's own per-step overhead (prefill-step efficiency, host time
+        per sequence, per-collective latency, expert-GEMM efficiency)."""
         prm = self.prm0.copy()
         r = self.raw
         prm[:, K.P_FPEAK] = r[:, 0] * eta_c
         prm[:, K.P_FPEAK_ATTN] = r[:, 1] * eta_c
-        prm[:, K.P_FPEAK_EXPERT] = r[:, 8] * eta_c
+        # rows where η_e does not act (GenZ compat; outside stepmodel.EXPERT_ETA_SCOPE) keep 1
+        eta_e_rows = self.eta_e if eta_e is None else np.where(self.e_on, eta_e, 1.0)
+        prm[:, K.P_FPEAK_EXPERT] = r[:, 8] * eta_c * eta_e_rows
         prm[:, K.P_BW] = r[:, 2] * eta_m
         prm[:, K.P_BW_ONCHIP] = np.where(r[:, 7] > 0, r[:, 3] * eta_m, r[:, 3])
         prm[:, K.P_TP_BETA] = r[:, 4] * eta_n
@@ -118,12 +124,12 @@ class StepSet:
 
     def times(self, eta_c: float, eta_m: float, tau_us: float, eta_n: float = 1.0, step_ms: float | None = None,
               eta_pf: float | None = None, prm=None, seq_us: float | None = None,
-              coll_us: float | None = None) -> np.ndarray:
+              coll_us: float | None = None, eta_e: float | None = None) -> np.ndarray:
         """Unweighted time of every step (s)."""
         if not self._built:
             self.build()
         if prm is None:
-            prm = self.params(eta_c, eta_m, tau_us, eta_n, step_ms, eta_pf, seq_us, coll_us)
+            prm = self.params(eta_c, eta_m, tau_us, eta_n, step_ms, eta_pf, seq_us, coll_us, eta_e)
         out = np.zeros(len(self.rows))
         _cost_steps(prm, self.row, self.pf_off, self.pf_past, self.pf_new, self.pf_done,
                     self.dec_off, self.dec_w, self.dec_s, self.dec_k, out)

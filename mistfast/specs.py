@@ -377,6 +377,11 @@ class EfficiencySpec(Spec):
     first_wave_ms: float = Field(ge=0, default=0.0)
     # MoE expert parallelism: tokens on the busiest device / the mean (>= 1) (MODEL.md §2.1 λ)
     expert_imbalance: float = Field(ge=1, default=1.0)
+    # MoE expert GEMMs (routed and shared experts): their share of the expert-format peak, on top of
+    # `compute` (grouped GEMMs over few tokens per expert, FP4/FP8 dequantisation, thin expert-TP
+    # slices reach less of the peak than dense GEMMs). It only matters where the expert op is
+    # compute-bound (prefill); weight-read-bound decode is unchanged (docs/step-model.md); 1 = off
+    expert_compute: float = Field(gt=0, le=1, default=1.0)
     # kernel launches (docs/step-model.md, "Launch-bound steps"; mistfast.launch_time): host time per
     # kernel of an eager prefill step (the step lasts at least kernels x this), and the time per kernel
     # a graph-replayed decode-only step adds; µs, 0 = off

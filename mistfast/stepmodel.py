@@ -40,6 +40,23 @@ def tp_link(client: ClientSpec, group: int) -> tuple[float, float]:
     return link.latency_us * 1e-6, link.bandwidth_GBps * unit * link.efficiency * eff
 
 
+# Which expert GEMMs efficiency.expert_compute (η_e) slows (docs/step-model.md, "Expert GEMM
+# efficiency"): "all" of them, or only "weight_only" ones, whose narrow weights are dequantised
+# inside a 16-bit GEMM (W4A16 / W8A16: gpt-oss MXFP4 experts on Hopper, A100 and MI300X), not native
+# low-precision MMAs (FP8 or MXFP4 x MXFP8 on Blackwell)
+EXPERT_ETA_SCOPE = "all"
+
+
+def expert_eta_applies(client: ClientSpec) -> bool:
+    """True when η_e acts on this client's expert GEMMs (EXPERT_ETA_SCOPE; never in GenZ compat)."""
+    if client.reference == "genz":
+        return False
+    if EXPERT_ETA_SCOPE == "all":
+        return True
+    prec = client.precision
+    return DTYPE_BYTES[prec.expert_compute] >= 2 and DTYPE_BYTES[prec.expert_weights] < DTYPE_BYTES[prec.expert_compute]
+
+
 def client_params(client: ClientSpec) -> np.ndarray:
     """The kernel's parameter vector for one client (one TP x PP x EP engine)."""
     m, dev, prec, eff = client.model, client.device, client.precision, client.efficiency
@@ -157,7 +174,9 @@ def _extension_params(client: ClientSpec, prm: np.ndarray, genz: bool, fpeak: fl
         prm[K.P_FPEAK_EXPERT] = prm[K.P_FPEAK]
         prm[K.P_BWB_EXPERT] = prm[K.P_BWB]
     else:
-        prm[K.P_FPEAK_EXPERT] = client.device.peak_flops(prec.expert_compute) * eff.compute
+        # η_e (efficiency.expert_compute) on top of η_c: the expert GEMMs' own share of the peak
+        eta_e = eff.expert_compute if expert_eta_applies(client) else 1.0
+        prm[K.P_FPEAK_EXPERT] = client.device.peak_flops(prec.expert_compute) * eff.compute * eta_e
         prm[K.P_BWB_EXPERT] = DTYPE_BYTES[prec.expert_weights]
     prm[K.P_IMBALANCE] = eff.expert_imbalance
     prm[K.P_STEP_OVH] = (eff.step_overhead_ms + getattr(client, "harness_step_ms", 0.0)) * 1e-3

@@ -160,3 +160,34 @@ def test_the_fits_solve_with_one_blas_thread(monkeypatch):
         after = [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
     assert len(seen) >= 2 and all(n and n == [1] * len(n) for n in seen), seen
     assert after == before     # the caller's setting is restored
+
+
+def test_expert_compute_is_identified_by_moe_against_dense_rows(monkeypatch):
+    """η_e (efficiency.expert_compute) is seen only where an MoE model's expert GEMMs are
+    compute-bound. Truth on (H100, vllm): η_c = 0.5, η_m = 0.6 for every GEMM and η_e = 0.4 on top
+    for the expert GEMMs. The dense model's rows fix η_c and η_m, gpt-oss-20b's long prefills
+    (in BF16 compute-bound from ~800 tokens: T·K/E tokens per expert against a ridge of
+    989·0.5·0.4 / (3.35·0.6) ≈ 99 FLOP/B at 2 B per weight) then fix η_e: recovered within 3 %. Fitted on the dense rows alone
+    the term has no data and stays at its prior centre 1 (η_c, η_m unchanged)."""
+    from mistfast import calibration_factored as CF
+    if CF.EXPERT_PARAM not in CF.FACTOR_PARAMS:   # FIT_EXPERT_COMPUTE off (the default): switch it on
+        monkeypatch.setattr(CF, "FACTOR_PARAMS", CF.FACTOR_PARAMS + (CF.EXPERT_PARAM,))
+    truth = {"compute": 0.5, "memory": 0.6, "expert_compute": 0.4}
+    obs = []
+    for model in ("llama-3.1-8b", "gpt-oss-20b"):
+        # the client the fit re-costs the rows with (bf16 throughout), at the true efficiencies
+        c = C.with_efficiency(C.default_client(C.StepObservation(model=model, device="H100", time_s=1.0,
+                                                                      decode=((1, 1),))), truth)
+        shapes = [(((0, P),), ()) for P in (256, 1024, 4096, 8192)]
+        shapes += [((), ((1, kv),) * B) for B in (1, 16, 128) for kv in (512, 8192)]
+        for pf, dec in shapes:
+            t = step_latency(c, prefill=list(pf), decode=list(dec)).total_s
+            obs.append(C.StepObservation(model=model, device="H100", time_s=t, prefill=pf, decode=dec,
+                                         engine="vllm", id=f"{model}-{len(obs)}", source="pub"))
+    sd = {"device": 10.0, "engine": 10.0, "pair": 1e-4, "publisher": 1e-4}
+    e = C.fit_factored(obs, prior_sd=sd).efficiency("H100", "vllm")
+    assert e["expert_compute"] == pytest.approx(0.4, rel=0.03)
+    assert e["compute"] == pytest.approx(0.5, rel=0.02) and e["memory"] == pytest.approx(0.6, rel=0.02)
+    dense = C.fit_factored([o for o in obs if o.model == "llama-3.1-8b"], prior_sd=sd).efficiency("H100", "vllm")
+    assert dense["expert_compute"] > 0.97
+    assert dense["compute"] == pytest.approx(0.5, rel=0.02)

@@ -44,3 +44,83 @@ def test_gpt_oss_expert_gemm_at_fp8_rate_by_hand():
     g8 = step_latency(w4a8, prefill=[(0, T)]).breakdown["gemm_s"]
     g4 = step_latency(w4a4, prefill=[(0, T)]).breakdown["gemm_s"]
     assert g8 - g4 == pytest.approx(L * (t8 - t4), rel=1e-9)
+
+
+# ---- expert-GEMM efficiency η_e (efficiency.expert_compute) ----------------------------------
+def test_expert_compute_slows_compute_bound_expert_gemms_by_hand():
+    """η_e multiplies the expert GEMMs' peak on top of η_c (docs/step-model.md, "Expert GEMM
+    efficiency"). gpt-oss-120b on one B200, one 8,192-token prefill: the expert op of each of the
+    36 layers is max(F / (4,500 TFLOP/s · 0.75 · η_e), Y / (8 TB/s · 0.75)) with F = 2·T·K·W; at
+    η_e = 0.5 it is compute-bound, so the step's GEMM time grows by 36 · (F/(P·0.5) − F/P)."""
+    T, K_, D, E, L = 8192, 4, 2880, 128, 36
+    W = 3 * D * 2880
+    F = 2.0 * T * K_ * W
+    Y = E * (1 - (1 - K_ / E) ** T) * W * 0.53125 + 2.0 * T * K_ * D * 2
+    P, bw = 4500e12 * 0.75, 8000e9 * 0.75
+    t1, t_half = max(F / P, Y / bw), max(F / (P * 0.5), Y / bw)
+    assert t_half == F / (P * 0.5) and t1 == F / P          # compute-bound either way
+    base = make_client("gpt-oss-120b", "B200")
+    slow = make_client("gpt-oss-120b", "B200", efficiency={"expert_compute": 0.5})
+    g1 = step_latency(base, prefill=[(0, T)]).breakdown["gemm_s"]
+    g_half = step_latency(slow, prefill=[(0, T)]).breakdown["gemm_s"]
+    assert g_half - g1 == pytest.approx(L * (t_half - t1), rel=1e-9)
+    assert L * (t_half - t1) == pytest.approx(L * F / P, rel=1e-12)   # the expert GEMMs take twice as long
+
+
+def test_expert_compute_leaves_decode_dense_models_and_genz_unchanged():
+    """A decode step of 64 sequences reads the weights of ~110 of 128 experts per layer: by hand
+    Y/BW ≥ 111·W·0.53125 / 6 TB/s = 19·F/(P·η_e), F = 2·64·4·W, P·η_e = 3,375 TFLOP/s · 0.3, so the step is
+    bit-identical at η_e = 0.3; a dense model has no expert op; GenZ compat has one precision and
+    no η_e. Only the diagnostic ideal_compute_s (Σ F / peak) moves."""
+    T, K_, E, W = 64, 4, 128, 3 * 2880 * 2880
+    e_hit = E * (1 - (1 - K_ / E) ** T)
+    assert e_hit * W * 0.53125 / 6000e9 > 19 * 2.0 * T * K_ * W / (4500e12 * 0.75 * 0.3)
+    dec = [(1, 2000)] * T
+    for model, dev, extra in (("gpt-oss-120b", "B200", {}), ("llama-3.1-8b", "H100", {}),
+                              ("mixtral-8x7b", "H100", {"reference": "genz", "tp": 2})):
+        a = make_client(model, dev, **extra)
+        b = make_client(model, dev, efficiency={"expert_compute": 0.3}, **extra)
+        pf = [] if model == "gpt-oss-120b" else [(0, 4096)]
+        la, lb = step_latency(a, prefill=pf, decode=dec), step_latency(b, prefill=pf, decode=dec)
+        assert la.total_s == lb.total_s, model
+        # (ideal_compute_s, the sum of F / peak over all ops, is a diagnostic that does follow η_e)
+        drop = ("ideal_compute_s",)
+        assert {k: v for k, v in la.breakdown.items() if k not in drop} == \
+            {k: v for k, v in lb.breakdown.items() if k not in drop}, model
+
+
+def test_recosting_at_trial_expert_compute_matches_the_client():
+    """The fit's re-costing (StepSet.times with eta_e) equals a client built with that η_e, and
+    eta_e=None keeps each client's own."""
+    from mistfast.calibration_recost import StepSet
+    base = make_client("gpt-oss-20b", "H100", efficiency={"compute": 0.6, "memory": 0.7})
+    own = make_client("gpt-oss-20b", "H100", efficiency={"compute": 0.6, "memory": 0.7, "expert_compute": 0.45})
+    st = StepSet()
+    st.add(base, [(0, 4096)], [])
+    st.add(own, [(0, 4096)], [])
+    st.build()
+    t = st.times(0.6, 0.7, 0.0, eta_e=0.45)
+    ref = step_latency(own, prefill=[(0, 4096)]).total_s
+    assert t[0] == pytest.approx(ref, rel=1e-12) and t[1] == pytest.approx(ref, rel=1e-12)
+    t_own = st.times(0.6, 0.7, 0.0)
+    assert t_own[0] == pytest.approx(step_latency(base, prefill=[(0, 4096)]).total_s, rel=1e-12)
+    assert t_own[1] == pytest.approx(ref, rel=1e-12)
+    assert t_own[1] > 1.2 * t_own[0]                       # the expert GEMMs are a real share
+
+
+def test_expert_compute_scope_weight_only(monkeypatch):
+    """stepmodel.EXPERT_ETA_SCOPE = "weight_only": η_e acts on W4A16 experts (MXFP4 weights in a
+    BF16 GEMM, gpt-oss on Hopper) and not on native low-precision MMAs (MXFP4 x MXFP8 on B200),
+    nor on FP8 x FP8 experts; with the default "all" it acts on every one (test above)."""
+    from mistfast import stepmodel as SM
+    monkeypatch.setattr(SM, "EXPERT_ETA_SCOPE", "weight_only")
+    w4a16 = {"weights": "bf16", "compute": "bf16", "kv": "bf16", "activations": "bf16",
+             "experts": "mxfp4", "experts_compute": "bf16"}
+    for dev, prec, acts in (("H100", w4a16, True), ("B200", None, False), ("H200", "fp8", False)):
+        kw = {} if prec is None else {"precision": prec}
+        a = make_client("gpt-oss-120b", dev, **kw)
+        b = make_client("gpt-oss-120b", dev, efficiency={"expert_compute": 0.5}, **kw)
+        assert SM.expert_eta_applies(b) is acts, dev
+        ta = step_latency(a, prefill=[(0, 8192)]).total_s
+        tb = step_latency(b, prefill=[(0, 8192)]).total_s
+        assert (tb > 1.2 * ta) if acts else (tb == ta), (dev, prec)
