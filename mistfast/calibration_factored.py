@@ -80,8 +80,9 @@ if FIT_SEQ_OVERHEAD:
 # (InferenceMAX GB200 TensorRT-LLM TTFT 29 -> 204 %) and the fold's TPOT/E2E got slightly worse
 # (docs/calibration.md, "Expert GEMM efficiency"). With stepmodel.EXPERT_ETA_SCOPE = "weight_only"
 # (η_e on W4A16 experts only) the two folds gave all 18.3 -> 16.0 %, TTFT 32.2 -> 24.2 %, but TPOT
-# and throughput +0.4 / +0.3 points (through the refit of the other parameters): also off
-FIT_EXPERT_COMPUTE = False
+# and throughput +0.4 / +0.3 points (through the refit of the other parameters). On since the ninth
+# refit with the "weight_only" scope (the lead's full leave-one-source-out run: docs/calibration.md)
+FIT_EXPERT_COMPUTE = True
 EXPERT_PARAM = "expert_compute"
 PARAM_PRIOR_SCALE[EXPERT_PARAM] = 1.0
 if FIT_EXPERT_COMPUTE:

@@ -44,7 +44,7 @@ def tp_link(client: ClientSpec, group: int) -> tuple[float, float]:
 # efficiency"): "all" of them, or only "weight_only" ones, whose narrow weights are dequantised
 # inside a 16-bit GEMM (W4A16 / W8A16: gpt-oss MXFP4 experts on Hopper, A100 and MI300X), not native
 # low-precision MMAs (FP8 or MXFP4 x MXFP8 on Blackwell)
-EXPERT_ETA_SCOPE = "all"
+EXPERT_ETA_SCOPE = "weight_only"
 
 
 def expert_eta_applies(client: ClientSpec) -> bool:

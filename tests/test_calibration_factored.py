@@ -170,6 +170,8 @@ def test_expert_compute_is_identified_by_moe_against_dense_rows(monkeypatch):
     989·0.5·0.4 / (3.35·0.6) ≈ 99 FLOP/B at 2 B per weight) then fix η_e: recovered within 3 %. Fitted on the dense rows alone
     the term has no data and stays at its prior centre 1 (η_c, η_m unchanged)."""
     from mistfast import calibration_factored as CF
+    from mistfast import stepmodel as SM
+    monkeypatch.setattr(SM, "EXPERT_ETA_SCOPE", "all")   # the default client here is BF16 throughout
     if CF.EXPERT_PARAM not in CF.FACTOR_PARAMS:   # FIT_EXPERT_COMPUTE off (the default): switch it on
         monkeypatch.setattr(CF, "FACTOR_PARAMS", CF.FACTOR_PARAMS + (CF.EXPERT_PARAM,))
     truth = {"compute": 0.5, "memory": 0.6, "expert_compute": 0.4}

@@ -47,11 +47,13 @@ def test_gpt_oss_expert_gemm_at_fp8_rate_by_hand():
 
 
 # ---- expert-GEMM efficiency η_e (efficiency.expert_compute) ----------------------------------
-def test_expert_compute_slows_compute_bound_expert_gemms_by_hand():
+def test_expert_compute_slows_compute_bound_expert_gemms_by_hand(monkeypatch):
     """η_e multiplies the expert GEMMs' peak on top of η_c (docs/step-model.md, "Expert GEMM
     efficiency"). gpt-oss-120b on one B200, one 8,192-token prefill: the expert op of each of the
     36 layers is max(F / (4,500 TFLOP/s · 0.75 · η_e), Y / (8 TB/s · 0.75)) with F = 2·T·K·W; at
     η_e = 0.5 it is compute-bound, so the step's GEMM time grows by 36 · (F/(P·0.5) − F/P)."""
+    from mistfast import stepmodel as SM
+    monkeypatch.setattr(SM, "EXPERT_ETA_SCOPE", "all")   # the arithmetic on every expert format
     T, K_, D, E, L = 8192, 4, 2880, 128, 36
     W = 3 * D * 2880
     F = 2.0 * T * K_ * W
@@ -67,11 +69,13 @@ def test_expert_compute_slows_compute_bound_expert_gemms_by_hand():
     assert L * (t_half - t1) == pytest.approx(L * F / P, rel=1e-12)   # the expert GEMMs take twice as long
 
 
-def test_expert_compute_leaves_decode_dense_models_and_genz_unchanged():
+def test_expert_compute_leaves_decode_dense_models_and_genz_unchanged(monkeypatch):
     """A decode step of 64 sequences reads the weights of ~110 of 128 experts per layer: by hand
     Y/BW ≥ 111·W·0.53125 / 6 TB/s = 19·F/(P·η_e), F = 2·64·4·W, P·η_e = 3,375 TFLOP/s · 0.3, so the step is
     bit-identical at η_e = 0.3; a dense model has no expert op; GenZ compat has one precision and
     no η_e. Only the diagnostic ideal_compute_s (Σ F / peak) moves."""
+    from mistfast import stepmodel as SM
+    monkeypatch.setattr(SM, "EXPERT_ETA_SCOPE", "all")   # the arithmetic on every expert format
     T, K_, E, W = 64, 4, 128, 3 * 2880 * 2880
     e_hit = E * (1 - (1 - K_ / E) ** T)
     assert e_hit * W * 0.53125 / 6000e9 > 19 * 2.0 * T * K_ * W / (4500e12 * 0.75 * 0.3)
@@ -89,9 +93,11 @@ def test_expert_compute_leaves_decode_dense_models_and_genz_unchanged():
             {k: v for k, v in lb.breakdown.items() if k not in drop}, model
 
 
-def test_recosting_at_trial_expert_compute_matches_the_client():
+def test_recosting_at_trial_expert_compute_matches_the_client(monkeypatch):
     """The fit's re-costing (StepSet.times with eta_e) equals a client built with that η_e, and
     eta_e=None keeps each client's own."""
+    from mistfast import stepmodel as SM
+    monkeypatch.setattr(SM, "EXPERT_ETA_SCOPE", "all")   # the arithmetic on every expert format
     from mistfast.calibration_recost import StepSet
     base = make_client("gpt-oss-20b", "H100", efficiency={"compute": 0.6, "memory": 0.7})
     own = make_client("gpt-oss-20b", "H100", efficiency={"compute": 0.6, "memory": 0.7, "expert_compute": 0.45})
