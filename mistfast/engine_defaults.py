@@ -128,6 +128,7 @@ class ServerSettings:
     sources: tuple[str, ...] = ()
     mix_prefill: bool = True   # prefill chunks share a step with the decodes (SGLang: only with --enable-mixed-chunk)
     kv_reserve: str = "none"   # admission reserve for the running requests' outputs ("sglang": PrefillAdder's)
+    torch_compile: bool = False   # SGLang --enable-torch-compile
 
     def scheduler(self, device_memory_GiB: float) -> dict:
         """``[clients.scheduler]`` fields: chunked batching with the engine's limits and its KV rule."""
@@ -237,7 +238,8 @@ def _sglang(version, mem, tp, pp, flags, dp_attention=False) -> ServerSettings:
                           recv_interval=int(flags.get("recv_interval", 1)),
                           sources=(SGLANG["source"],) + tuple(flags.get("sources", ())),
                           mix_prefill=bool(flags.get("enable_mixed_chunk", SGLANG["mix_prefill_default"])),
-                          kv_reserve=SGLANG["kv_reserve_default"])
+                          kv_reserve=SGLANG["kv_reserve_default"],
+                          torch_compile=bool(flags.get("torch_compile", False)))
 
 
 def _trtllm_serve(tp, model, flags) -> ServerSettings:
@@ -295,6 +297,9 @@ def parse_flags(text: str) -> dict:
     kv = re.search(r"kv[-_]cache[-_]dtype\s*[ =:]\s*['\"]?([a-z0-9_]+)", t, re.I)
     if kv and kv.group(1).lower().startswith("fp8"):
         out["kv_dtype"] = "fp8"
+    # SGLang --enable-torch-compile (a switch): the decode graphs are captured from compiled, fused code
+    if re.search(r"(?<![\w-])(?:--)?enable[-_]torch[-_]compile\b(?!\s*[=:]\s*(?:false|0|no)\b)", t, re.I):
+        out["torch_compile"] = True
     # SGLang --enable-mixed-chunk (a switch; "enable_mixed_chunk: false" in a config turns it off)
     mixed = re.search(r"(?<![\w-])(?:--)?enable[-_]mixed[-_]chunk\b(\s*[=:]\s*(\w+))?", t, re.I)
     if mixed:
@@ -335,7 +340,8 @@ INFERENCEMAX_LAUNCHERS = (
      "--cuda-graph-max-bs 128 --kv-cache-dtype fp8_e4m3", "benchmarks/dsr1_fp4_mi355x_docker.sh"),
     ("sglang", "DeepSeek-R1", "MI355X",
      "--chunked-prefill-size 196608 --mem-fraction-static 0.8 --num-continuous-decode-steps 4 "
-     "--cuda-graph-max-bs 128", "benchmarks/dsr1_fp8_mi355x_docker.sh"),
+     "--cuda-graph-max-bs 128 --attention-backend aiter --enable-torch-compile",
+     "benchmarks/dsr1_fp8_mi355x_docker.sh"),
     ("sglang", "DeepSeek-R1", "MI325X",
      "--chunked-prefill-size 196608 --mem-fraction-static 0.8 --num-continuous-decode-steps 4 "
      "--cuda-graph-max-bs 128", "benchmarks/dsr1_fp8_mi325x_docker.sh"),

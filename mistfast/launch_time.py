@@ -61,6 +61,43 @@ EAGER_KERNEL_US = 40.0
 EAGER_PREFILL_ENGINES: dict[str, float] = {}
 
 
+# Device time per kernel of a graph-replayed decode step (``decode_launch_us``), by engine family and
+# device generation, for engines that run without torch.compile. Reading (docs/step-model.md,
+# "Graph-replayed decode on CDNA3"): the InferenceMAX SGLang v0.5.5.post3 DeepSeek-R1 FP8 rows at TP8
+# (lmsysorg/sglang:v0.5.5.post3-rocm700-mi30x; launch scripts benchmarks/dsr1_fp8_mi3{00,25}x_docker.sh of
+# github:SemiAnalysisAI/InferenceX@e264c0e: SGLANG_USE_AITER=1, HIP graphs up to 128, no --enable-torch-compile)
+# decode 4 users in 27.0 ms (MI300X) and 27.5 ms (MI325X) per token. MI325X has 13 % more HBM bandwidth
+# (6.0 against 5.3 TB/s) and the same CUs and clocks, so the ~21 ms above the roofline (5.7 / 5.3 ms at
+# eta 0.75) is not bytes: it is a fixed time per step that does not shrink with bandwidth. On NVIDIA parts
+# the same engine and model leave 4.1 ms (B200) and 6.1 ms (H200) above the roofline, which the fitted
+# efficiencies already carry; the CDNA3 excess, (21.3 + 22.2)/2 - 5.1 = 16.7 ms over the 1,504 kernels of a
+# DeepSeek-V3 forward at tp 8 (kernels_per_step), is 11 us per kernel. The MI355X script of the same
+# image runs --enable-torch-compile (fused elementwise kernels) and its rows leave 10.0 ms (FP8) above
+# the roofline: that engine setting switches the default off. Read off four held-out rows, so the
+# InferenceMAX fold measures it in sample for those rows (docs/step-model.md).
+GRAPH_DECODE_KERNEL_US: dict[tuple[str, str], float] = {("sglang", "cdna3"): 11.0}
+CDNA3_DEVICES = ("MI300X", "MI325X", "MI300A", "MI308X")
+# Whether `mistfast validate` gives the rows of such an engine/device pair the default. OFF: held out it
+# fixes the InferenceMAX CDNA3 rows (60.9 -> 14.5 %) but, through the refit, worsens the MLPerf fold's
+# MI300X/MI325X vLLM rows (11.0 -> 20.4 %, 16.8 -> 25.8 %): docs/step-model.md, "Graph-replayed decode on CDNA3".
+GRAPH_DECODE_DEFAULT_ON = False
+
+
+def device_generation(device_name: str) -> str:
+    """"cdna3" for the MI300-series devices (gfx942), else ""."""
+    name = (device_name or "").upper()
+    return "cdna3" if any(name.startswith(d) for d in CDNA3_DEVICES) else ""
+
+
+def decode_launch_default(engine: str, device_name: str, torch_compile: bool = False) -> float:
+    """Default ``decode_launch_us`` (device time per kernel of a graph-replayed decode step) of an
+    engine family on a device, 0 when none applies: only engines run without torch.compile, on a
+    device generation in :data:`GRAPH_DECODE_KERNEL_US`."""
+    if torch_compile:
+        return 0.0
+    return float(GRAPH_DECODE_KERNEL_US.get((engine or "", device_generation(device_name)), 0.0))
+
+
 def kernels_per_step(model, tp: int) -> int:
     """Kernels one forward of ``model`` launches per device across all its layers (module
     docstring); embedding, final norm, LM head and sampling are left to the per-step overhead."""

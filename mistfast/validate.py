@@ -236,6 +236,7 @@ class RowPlan:
     tokens_per_chunk: int = 1   # ITL rows: tokens per streamed chunk (multi-step scheduling streams N tokens at once)
     scheduler_steps: int = 1    # vLLM multi-step scheduling: decode steps run back to back before new prefills
     recv_interval: int = 1      # SGLang --scheduler-recv-interval: decode iterations between polls for new requests
+    decode_launch_us: float = 0.0   # device time per kernel of a graph-replayed decode step (launch_time)
     concurrency: int = 0    # closed-loop users or static batch size (run rows)
     replica_scale: int = 1  # rate metrics x this: one of that many identical replicas was simulated (loadgen_steady_state)
     run_key: str = ""       # the benchmark run the row is one metric of (RUN_KEY_FIELDS)
@@ -771,6 +772,9 @@ def _plan_row(r: Mapping) -> RowPlan:
     if served is not None:   # the engine's KV format and continuous decode steps as the run set them
         plan.scheduler_steps = max(plan.scheduler_steps, served.decode_steps)
         plan.recv_interval = max(int(served.recv_interval), 1)
+        if launch_time.GRAPH_DECODE_DEFAULT_ON:   # per-kernel decode time of the engine on this device
+            plan.decode_launch_us = launch_time.decode_launch_default(served.engine, plan.device,
+                                                                      served.torch_compile)
         if served.kv_dtype:
             plan.precision = _with_kv_dtype(plan.precision, served.kv_dtype)
     limits = engine_limits_from_notes(_txt(r.get("notes")), plan.tp)
@@ -815,7 +819,8 @@ def _plan_row(r: Mapping) -> RowPlan:
                   "precision": C.precision_dict(plan.precision),
                   **C.row_parallelism(r.get("notes"), plan.tp, plan.model),   # ep, dp_attention from the notes
                   # analytical base (0.75; calibrations replace it) with the engine's kernel-launch model
-                  "efficiency": launch_time.engine_launch_efficiency(plan.engine),
+                  "efficiency": {**launch_time.engine_launch_efficiency(plan.engine),
+                                 **({"decode_launch_us": plan.decode_launch_us} if plan.decode_launch_us else {})},
                   "scheduler": sched}
     ep = re.search(r"\bmoe ep\s*=\s*(\d+)", notes)
     if ep and int(ep.group(1)) > 1 and "ep" not in client_doc:   # MoE EP stated by the source (MLPerf configs)
