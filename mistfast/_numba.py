@@ -17,7 +17,13 @@ import sys
 import threading
 from pathlib import Path
 
-CACHE = os.environ.get("MISTFAST_NUMBA_CACHE", "1") not in ("0", "false", "no")
+
+def _env_on(name: str, default: str = "0") -> bool:
+    """A MISTFAST_* switch: on unless it is "0", "false" or "no"."""
+    return os.environ.get(name, default) not in ("0", "false", "no")
+
+
+CACHE = _env_on("MISTFAST_NUMBA_CACHE", "1")
 
 
 def _numba_internals_verified() -> bool:
@@ -39,7 +45,7 @@ def _numba_internals_verified() -> bool:
 VERIFIED_NUMBA = "0.68."
 _VERIFIED = _numba_internals_verified()
 # load cached kernels without numba's full registry refresh (see _light_loading_cache)
-LIGHT_LOAD = _VERIFIED and os.environ.get("MISTFAST_NUMBA_LIGHT_LOAD", "1") not in ("0", "false", "no")
+LIGHT_LOAD = _VERIFIED and _env_on("MISTFAST_NUMBA_LIGHT_LOAD", "1")
 
 
 def kernel_source_tag(files) -> str:
@@ -51,10 +57,6 @@ def kernel_source_tag(files) -> str:
         h.update(f.name.encode())
         h.update(f.read_bytes())
     return "src-" + h.hexdigest()[:16]
-
-
-def _env_on(name: str, default: str = "0") -> bool:
-    return os.environ.get(name, default) not in ("0", "false", "no")
 
 
 def _wrapperless() -> bool:
@@ -93,7 +95,7 @@ def kernel_cache_dir() -> str | None:
 
 _CACHE_DIR = kernel_cache_dir() if CACHE else None
 # call a cached kernel's machine code without importing numba when possible (_kernel_image.py)
-IMAGES = CACHE and os.environ.get("MISTFAST_KERNEL_IMAGES", "1") not in ("0", "false", "no")
+IMAGES = CACHE and _env_on("MISTFAST_KERNEL_IMAGES", "1")
 
 
 class DeferredKernel:
@@ -289,7 +291,7 @@ def _import_numba() -> None:
         _check_blas_without_scipy_linalg()
 
 
-LINEAR_INLINE_COPY = _VERIFIED and os.environ.get("MISTFAST_NUMBA_LINEAR_INLINE_COPY", "1") not in ("0", "false", "no")
+LINEAR_INLINE_COPY = _VERIFIED and _env_on("MISTFAST_NUMBA_LINEAR_INLINE_COPY", "1")
 _SCOPE_COPIES: dict | None = None   # while numba inlines one call: id(scope) -> (scope, memo of its copy)
 
 
@@ -341,7 +343,7 @@ def _copy_inlined_scopes_once() -> None:
     inline_closurecall.InlineWorker.inline_ir = inline_ir
 
 
-LINK_ONLY = _VERIFIED and os.environ.get("MISTFAST_NUMBA_LINK_ONLY", "1") not in ("0", "false", "no")
+LINK_ONLY = _VERIFIED and _env_on("MISTFAST_NUMBA_LINK_ONLY", "1")
 # internal kernels (jit_noalloc, jit_internal) without CPython and C wrappers: the default
 # (MISTFAST_NUMBA_INTERNAL=0 keeps the wrappers). It cuts the cold compile by ~8-13 %. Session 8
 # measured it ~5 % slower per point; session 9 found the machine code of the point kernel the same
@@ -351,14 +353,14 @@ WRAPPERLESS = _wrapperless()
 # internal kernels (jit_noalloc) without machine code of their own (their callers link their IR):
 # off by default, it made the kernel ~8 % slower per point (a re-optimising caller then links the
 # helper's IR as its -O3 round left it instead of the code generator's rewrite; docs/kernels.md)
-INTERNAL_NO_CODE = WRAPPERLESS and LINK_ONLY and os.environ.get("MISTFAST_NUMBA_INTERNAL_NO_CODE", "0") not in ("0", "false", "no")
+INTERNAL_NO_CODE = WRAPPERLESS and LINK_ONLY and _env_on("MISTFAST_NUMBA_INTERNAL_NO_CODE")
 _LINK_ONLY: set = set()      # python functions of the link_only kernels (jit_entry)
 _KERNELS: set = set()        # python functions of every mistfast kernel with a dispatcher
 _INTERNAL: set = set()       # python functions of the internal kernels (no Python entry, no machine code)
 _COMPILING: list = []        # python function of each dispatcher numba is compiling, innermost last
 _OURS = [0]                  # how many of them are mistfast kernels
 _STACK_LISTENER: list = []   # the compile-event listener, once registered
-FAST_TYPING = _VERIFIED and os.environ.get("MISTFAST_NUMBA_FAST_TYPING", "1") not in ("0", "false", "no")
+FAST_TYPING = _VERIFIED and _env_on("MISTFAST_NUMBA_FAST_TYPING", "1")
 
 
 def _compile_stack_once() -> None:

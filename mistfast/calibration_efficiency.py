@@ -15,6 +15,7 @@ from .calibration_observations import StepObservation, default_client
 from .calibration_recost import StepSet
 from .calibration_runs import RunObservation, _run_stepset, prepare_runs, run_values
 
+
 def one_blas_thread():
     """Context in which BLAS/LAPACK use one thread (threadpoolctl; a no-op without it).
 

@@ -74,14 +74,10 @@ if FIT_SEQ_OVERHEAD:
 # the expert-GEMM efficiency η_e (efficiency.expert_compute, docs/step-model.md "Expert GEMM
 # efficiency"): a log parameter seen only by MoE rows whose expert op is compute-bound (prefill), so
 # the MoE rows of a (device, engine) against its dense rows identify it (the dense rows fix η_c and
-# η_prefill); dense-only cells leave its terms at their priors. Off by default: held out it fixed
-# GPUStack's MoE bursts (fold median 39.7 -> 27.1 %) and InferenceMAX's Hopper TTFT slope, but the
-# η_e learned mostly on Hopper/A100 W4A16 experts lands on Blackwell's native MXFP4 x MXFP8 experts
-# (InferenceMAX GB200 TensorRT-LLM TTFT 29 -> 204 %) and the fold's TPOT/E2E got slightly worse
-# (docs/calibration.md, "Expert GEMM efficiency"). With stepmodel.EXPERT_ETA_SCOPE = "weight_only"
-# (η_e on W4A16 experts only) the two folds gave all 18.3 -> 16.0 %, TTFT 32.2 -> 24.2 %, but TPOT
-# and throughput +0.4 / +0.3 points (through the refit of the other parameters). On since the ninth
-# refit with the "weight_only" scope (the lead's full leave-one-source-out run: docs/calibration.md)
+# η_prefill); dense-only cells leave its terms at their priors. Fitted since the ninth refit, with
+# stepmodel.EXPERT_ETA_SCOPE = "weight_only" (W4A16 experts only): held out, all rows 18.3 -> 16.1 %,
+# TTFT 32.2 -> 24.2 %, throughput / TPOT +0.4 / +0.5 points through the refit of the other terms; on
+# every expert format it made Blackwell's TTFT far worse (docs/calibration.md, "Expert GEMM efficiency")
 FIT_EXPERT_COMPUTE = True
 EXPERT_PARAM = "expert_compute"
 PARAM_PRIOR_SCALE[EXPERT_PARAM] = 1.0

@@ -8,7 +8,7 @@ import numpy as np
 from ._numba import jit
 from .kernels import steptime as K
 from .specs import ClientSpec
-from .stepmodel import client_params
+from .stepmodel import client_params, expert_eta_applies
 
 
 # ============================================================================ fast re-costing
@@ -76,7 +76,6 @@ class StepSet:
         self.raw = np.zeros((P, 9))
         self.harness_s = np.zeros(P)
         # each client's own η_e (GenZ compat has no expert peak of its own: P_FPEAK_EXPERT = P_FPEAK, no η_e)
-        from .stepmodel import expert_eta_applies
         self.e_on = np.array([expert_eta_applies(c) for c in self.client_list], dtype=bool)
         self.eta_e = np.array([c.efficiency.expert_compute if on else 1.0 for c, on in zip(self.client_list, self.e_on)])
         for j, c in enumerate(self.client_list):
