@@ -129,6 +129,10 @@ class ServerSettings:
     mix_prefill: bool = True   # prefill chunks share a step with the decodes (SGLang: only with --enable-mixed-chunk)
     kv_reserve: str = "none"   # admission reserve for the running requests' outputs ("sglang": PrefillAdder's)
     torch_compile: bool = False   # SGLang --enable-torch-compile
+    # TensorRT-LLM attention_dp_config with enable_balance: true: (timeout_iters, batching_wait_iters);
+    # () = off. It acts only under enable_attention_dp (PyExecutor._schedule), so validate applies it
+    # to the rows whose client has dp_attention (validate.adp_balance_wait_ms)
+    adp_balance: tuple = ()
 
     def scheduler(self, device_memory_GiB: float) -> dict:
         """``[clients.scheduler]`` fields: chunked batching with the engine's limits and its KV rule."""
@@ -249,7 +253,8 @@ def _trtllm_serve(tp, model, flags) -> ServerSettings:
     act = activation_GiB(model, tp, tokens, TRTLLM_SERVE["non_torch_GiB"]) if model is not None \
         else TRTLLM_SERVE["non_torch_GiB"]
     return ServerSettings("trtllm-1", seqs, tokens, "free", frac, act, kv_dtype=flags.get("kv_dtype", ""),
-                          sources=(TRTLLM_SERVE["source"],) + tuple(flags.get("sources", ())))
+                          sources=(TRTLLM_SERVE["source"],) + tuple(flags.get("sources", ())),
+                          adp_balance=tuple(flags.get("adp_balance", ())))
 
 
 # ============================================================================ flags in text
@@ -272,6 +277,13 @@ def _flag_re(name: str) -> str:
     # --max-num-seqs 512, --max_num_seqs=512, YAML "max-num-seqs: 512" / "free_gpu_memory_fraction: 0.85"
     spelled = name.replace("-", "[-_]")
     return rf"(?<![\w-])(?:--)?{spelled}\s*[ =:]\s*([0-9.]+)"
+
+
+# TensorRT-LLM AttentionDpConfig defaults (tensorrt_llm/llmapi/llm_args.py): iterations every rank
+# holds its new context requests while some rank has none, and the further iterations they wait
+# once every rank has one
+ADP_TIMEOUT_ITERS = 50
+ADP_BATCHING_WAIT_ITERS = 10
 
 
 def parse_flags(text: str) -> dict:
@@ -297,6 +309,19 @@ def parse_flags(text: str) -> dict:
     kv = re.search(r"kv[-_]cache[-_]dtype\s*[ =:]\s*['\"]?([a-z0-9_]+)", t, re.I)
     if kv and kv.group(1).lower().startswith("fp8"):
         out["kv_dtype"] = "fp8"
+    # TensorRT-LLM ``attention_dp_config: {enable_balance: true[, timeout_iters: N][,
+    # batching_wait_iters: N]}`` (extra-llm-api-options YAML); unset counts take AttentionDpConfig's
+    # defaults, timeout_iters 50 and batching_wait_iters 10 (github:NVIDIA/TensorRT-LLM
+    # tensorrt_llm/llmapi/llm_args.py, class AttentionDpConfig)
+    if re.search(r"enable[-_]balance\s*[=:]\s*true\b", t, re.I):
+        counts = []
+        for name, default in (("timeout_iters", ADP_TIMEOUT_ITERS), ("batching_wait_iters", ADP_BATCHING_WAIT_ITERS)):
+            m = re.search(rf"(?<![\w]){name}\s*[=:]\s*(-?\d+)", t, re.I)
+            v = int(m.group(1)) if m else default
+            if v < 0:
+                raise EngineSettingsError(f"engine flag attention_dp_config.{name} = {v}: must be a whole number >= 0")
+            counts.append(v)
+        out["adp_balance"] = tuple(counts)
     # SGLang --enable-torch-compile (a switch): the decode graphs are captured from compiled, fused code
     if re.search(r"(?<![\w-])(?:--)?enable[-_]torch[-_]compile\b(?!\s*[=:]\s*(?:false|0|no)\b)", t, re.I):
         out["torch_compile"] = True
@@ -326,8 +351,12 @@ INFERENCEMAX_LAUNCHERS = (
     ("sglang", "DeepSeek-R1", "H200",
      "--max-running-requests {h200_seqs} --chunked-prefill-size 32768 --mem-fraction-static 0.82",
      "benchmarks/dsr1_fp8_h200_slurm.sh"),
+    # (the script adds "attention_dp_config: enable_balance: true" to its extra-llm-api-options YAML
+    # when DP_ATTENTION is true, since InferenceX@06667a51e, 2025-12-02; the balancing acts only
+    # under enable_attention_dp, so stating it for every run of the script changes only the DP runs)
     ("trtllm-1", "gpt-oss-120b", "B200",
-     "--max_batch_size 512 --max_num_tokens 20000 free_gpu_memory_fraction: 0.85 kv-cache-dtype: fp8",
+     "--max_batch_size 512 --max_num_tokens 20000 free_gpu_memory_fraction: 0.85 kv-cache-dtype: fp8 "
+     "attention_dp_config: enable_balance: true",
      "benchmarks/gptoss_fp4_b200_trt_slurm.sh"),
     ("sglang", "DeepSeek-R1-0528-FP4", "B200",
      "--cuda-graph-max-bs 256 --max-running-requests 256 --mem-fraction-static 0.85 --kv-cache-dtype fp8_e4m3 "

@@ -243,7 +243,7 @@ class RowPlan:
     loadgen: bool = False   # measured by MLPerf LoadGen inside the harness process (no client-side TTFT overhead)
     benchmark_client: str = ""   # the tool that measured the row (mistfast.bench_clients.benchmark_client)
     itl_per_chunk: bool = False  # an ITL row over pooled per-chunk gaps (vllm bench serve, sglang.bench_serving)
-    adp_balance: tuple = ()      # TensorRT-LLM attention-DP balancing: (ranks, timeout_iters, batching_wait_iters)
+    adp_balance: tuple = ()      # TensorRT-LLM attention-DP balancing: (ranks, timeout_iters, batching_wait_iters[, "chain"])
     frontend: Any = None         # the serving front-end's queue in front of the engine (mistfast.frontend.FrontEnd)
     frontend_wait_ms: dict = field(default_factory=dict)   # its queue waits: mean, p50, p90, p99 (set with the point)
 
@@ -777,6 +777,11 @@ def _plan_row(r: Mapping) -> RowPlan:
                                                                       served.torch_compile)
         if served.kv_dtype:
             plan.precision = _with_kv_dtype(plan.precision, served.kv_dtype)
+        if served.adp_balance and ADP_BALANCE_CHAIN_ON and plan.disagg is None \
+                and C.row_parallelism(r.get("notes"), plan.tp, plan.model).get("dp_attention"):
+            # trtllm-serve with attention_dp_config.enable_balance under attention DP over the tp
+            # ranks (the InferenceMAX gpt-oss B200 runs): the waiting chain of adp_balance_chain_waits
+            plan.adp_balance = (plan.tp, *served.adp_balance, "chain")
     limits = engine_limits_from_notes(_txt(r.get("notes")), plan.tp)
     if limits and plan.workload_kind != "static batch":
         sched = {**sched, **limits}
@@ -1125,19 +1130,130 @@ def adp_balance_wait_iters(arrivals_per_iter: float, ranks: int, timeout_iters: 
     return window if q >= 1.0 - opener else q * window / (1.0 - opener)
 
 
+# Closed-loop and served rows of trtllm-serve with attention_dp_config.enable_balance (the
+# InferenceMAX gpt-oss-120b B200 attention-DP runs) wait in the balancing chain
+# (adp_balance_chain_waits); False leaves them without the wait (docs/ttft-under-load.md,
+# "Attention-DP balancing in closed loops")
+ADP_BALANCE_CHAIN_ON = True
+
+
+def adp_balance_chain_waits(arrivals_per_iter: float, ranks: int, timeout_iters: int,
+                            batching_wait_iters: int) -> np.ndarray:
+    """Distribution of the iterations a new context request waits under TensorRT-LLM's attention-DP
+    balancing, as weights over waits 0 .. timeout_iters + batching_wait_iters (expected arrivals of
+    one renewal cycle with that wait; normalise to get the share of requests).
+
+    The counters of ``PyExecutor._balance_adp_requests`` (github:NVIDIA/TensorRT-LLM
+    tensorrt_llm/_torch/pyexecutor/py_executor.py, called by ``_schedule`` every iteration under
+    attention DP with ``enable_balance``): in an iteration where some rank has no context request,
+    every rank holds its context requests and the waiting count goes up by one -- also in iterations
+    where no rank has one, so the count runs freely -- and at ``timeout_iters`` it is reset and the
+    held requests are released. In an iteration where every rank has one (and every rank is
+    decoding) the waiting count is reset and the batching count goes up instead; they are released
+    in the iteration after it reached ``batching_wait_iters``. So a cycle starts with both counts at
+    0 and ends with a release at iteration T (timeout) or at tau + B, tau the first iteration in
+    which every rank holds a request.
+
+    Arrivals: Poisson with ``arrivals_per_iter`` per iteration, each to one of the ``ranks`` ranks
+    at random (a closed loop's new request goes to the least-loaded rank, the one whose request
+    just finished, a random one), so each rank independently receives Poisson(lambda/a): an
+    uncovered rank is covered in an iteration with p = 1 - exp(-lambda/a), bringing on average
+    lambda/a / p requests (a zero-truncated Poisson); a covered rank brings lambda/a. The chain runs
+    over (iteration t of the cycle, ranks covered k) and carries the expected held requests by
+    arrival iteration, so the release time is known for each: exact, in O(T a^2 T)."""
+    a = int(ranks)
+    T = max(int(timeout_iters), 1)
+    B = max(int(batching_wait_iters), 0)
+    out = np.zeros(T + B + 1)
+    lam = float(arrivals_per_iter)
+    if not lam > 0.0 or a <= 1:
+        out[0] = 1.0     # (one rank has a context request whenever any rank has one: no wait)
+        return out
+    m = lam / a
+    p = -math.expm1(-m)
+    if not p > 0.0:
+        out[0] = 1.0
+        return out
+    mu1 = m / p
+    prob = np.zeros(a)
+    prob[0] = 1.0
+    held = np.zeros((a, T + 1))     # held[k, s]: E[requests that arrived at s, still held; k ranks covered]
+    for t in range(1, T + 1):
+        nprob = np.zeros(a)
+        nheld = np.zeros((a, T + 1))
+        for k in range(a):
+            if prob[k] == 0.0:
+                continue
+            u = a - k
+            for j in range(u + 1):
+                tr = math.comb(u, j) * p ** j * (1.0 - p) ** (u - j)
+                if tr == 0.0:
+                    continue
+                kept = held[k] * tr
+                new = prob[k] * tr * (k * m + j * mu1)      # arrivals of iteration t on this path
+                if k + j == a:   # every rank holds one: released at t + B
+                    out[B + t - np.arange(1, t)] += kept[1:t]
+                    out[B] += new
+                    for i in range(1, B + 1):             # arrivals during the batching wait
+                        out[B - i] += prob[k] * tr * lam
+                else:
+                    nprob[k + j] += prob[k] * tr
+                    nheld[k + j] += kept
+                    nheld[k + j, t] += new
+        prob, held = nprob, nheld
+    for k in range(a):            # still uncovered at T: the timeout releases everyone held
+        out[T - np.arange(1, T + 1)] += held[k, 1:T + 1]
+    return out
+
+
+def adp_chain_wait_iters(arrivals_per_iter: float, ranks: int, timeout_iters: int, batching_wait_iters: int,
+                         q: float | None = None) -> float:
+    """Mean (q None) or q-quantile (the least wait whose cumulative share reaches q) of
+    :func:`adp_balance_chain_waits`, in iterations."""
+    w = adp_balance_chain_waits(arrivals_per_iter, ranks, timeout_iters, batching_wait_iters)
+    tot = float(w.sum())
+    d = np.arange(len(w))
+    if q is None:
+        return float((d * w).sum() / tot)
+    return float(np.searchsorted(np.cumsum(w) / tot, min(max(q, 0.0), 1.0) - 1e-12))
+
+
 def adp_balance_wait_ms(p: RowPlan, summary: Mapping) -> float:
-    """Extra time to first token of a Poisson row whose TensorRT-LLM harness config enables
-    attention-DP balancing (``adp_balancing_enable``; the MLPerf DeepSeek-R1 Server configs):
-    :func:`adp_balance_wait_iters` at the row's arrival rate per engine, one iteration = the run's
-    simulated mean TPOT. TTFT and E2E rows (mean: the mean wait; p-th percentile: its percentile)."""
-    if not p.adp_balance or not p.workload_kind.startswith("poisson") or not p.metric.startswith(("ttft", "e2e")):
+    """Extra time to first token of a row whose TensorRT-LLM engine runs attention-DP balancing,
+    one iteration = the run's simulated mean TPOT; TTFT and E2E rows (mean: the mean wait; p-th
+    percentile: its percentile).
+
+    * Poisson rows whose MLPerf harness config enables it (``adp_balancing_enable``; the
+      DeepSeek-R1 Server configs): :func:`adp_balance_wait_iters` at the row's arrival rate per engine.
+    * trtllm-serve rows with ``attention_dp_config.enable_balance`` (4th field "chain"; the
+      InferenceMAX gpt-oss B200 runs): :func:`adp_chain_wait_iters` at the simulated request
+      rate per engine (closed loops: the rate the C users reach). In a closed loop the C prompts of
+      t = 0 do not wait (no rank is decoding yet, so the balancing releases them at once): the mean
+      is weighted by the share of later requests, a percentile by 1 - :func:`first_wave_weight`
+      (the p99 of a 10 x C run is a first-wave request)."""
+    if not p.adp_balance or not p.metric.startswith(("ttft", "e2e")):
         return 0.0
+    chain = len(p.adp_balance) > 3 and p.adp_balance[3] == "chain"
+    if not (p.workload_kind.startswith("poisson") or (chain and p.workload_kind == "closed loop")):
+        return 0.0
+    stat = p.value_key.split("_")[1]
+    q = None if stat == "mean" else int(stat[1:]) / 100.0
+    iter_ms = float(summary["tpot_mean_ms"])
+    if chain:
+        ranks, timeout, batching = p.adp_balance[:3]
+        engines = max(p.dp // max(p.replica_scale, 1), 1)
+        if p.workload_kind == "closed loop":
+            rate_per_engine = float(summary.get("request_throughput_rps", 0.0)) / engines
+            weight = 1.0 - first_wave_weight(p)
+        else:
+            rate_per_engine = float(p.scenario.get("workload", {}).get("arrival", {}).get("rate_rps", 0.0)) / engines
+            weight = 1.0
+        if not (rate_per_engine > 0.0 and iter_ms > 0.0) or weight <= 0.0:
+            return 0.0
+        return weight * adp_chain_wait_iters(rate_per_engine * iter_ms / 1e3, ranks, timeout, batching, q) * iter_ms
     ranks, timeout, batching = p.adp_balance
     arrival = p.scenario.get("workload", {}).get("arrival", {})
     rate_per_engine = float(arrival.get("rate_rps", 0.0)) / max(p.dp // max(p.replica_scale, 1), 1)
-    iter_ms = float(summary["tpot_mean_ms"])
-    stat = p.value_key.split("_")[1]
-    q = None if stat == "mean" else int(stat[1:]) / 100.0
     return adp_balance_wait_iters(rate_per_engine * iter_ms / 1e3, ranks, timeout, batching, q) * iter_ms
 
 
