@@ -265,3 +265,15 @@ def test_ttft_split_tool_by_hand():
     assert runs.loc["run-a", "benchmark"] == "llama2-70b" and runs.loc["run-a", "scenario"] == "Interactive"
     g = tool.group_table(runs.reset_index())
     assert g.runs.tolist() == [2] and g.err_k.tolist() == pytest.approx([0.25])
+
+
+def test_harness_time_switch_in_validate(monkeypatch):
+    """Off: no harness time on the client. On: 150 us x 80 layers = 12 ms on rows with harness
+    settings (Llama-2-70B), none on an MLPerf row without them or on another source's row."""
+    assert "harness_step_ms" not in V.plan_row(_B200_INTERACTIVE).scenario["clients"][0]
+    monkeypatch.setattr(V, "MLPERF_HARNESS_TIME_IN_VALIDATE", True)
+    assert V.plan_row(_B200_INTERACTIVE).scenario["clients"][0]["harness_step_ms"] == pytest.approx(12.0)
+    bare = V.plan_row(dict(_B200_INTERACTIVE, notes="replicas = 8 / (tp x pp) = 8"))
+    assert "harness_step_ms" not in bare.scenario["clients"][0]
+    other = V.plan_row(dict(_B200_INTERACTIVE, workload="online serving, Poisson arrivals", request_rate="2"))
+    assert "harness_step_ms" not in other.scenario["clients"][0]
