@@ -26,6 +26,12 @@ them into the simulated engine (docs/calibration.md, "MLPerf harnesses"):
   (TensorRT-LLM): whole prompts batched with the decodes (``"mixed"``).
 * **Multi-step scheduling.** ``num_scheduler_steps N`` (vLLM V0): new requests join only between
   groups of N decode steps (:func:`mistfast.validate.multistep_admission_wait_ms`).
+* **Dispatch to replicas** (:func:`replica_arrival_cv`, measured, off in ``validate``: see
+  ``validate.MLPERF_DISPATCH_IN_VALIDATE``). Neither harness splits LoadGen's Poisson stream at
+  random: NVIDIA's ``llmlib`` sends each query to the next core in turn (``round_robin``) in
+  Interactive and Offline and to the core with the fewest pending samples (``load_balancing``)
+  in Server; AMD's ``harness_llm`` to the replica with the fewest in flight plus a token term
+  (``shortest_queue_with_tokens``, every v5.1 YAML).
 """
 from __future__ import annotations
 
@@ -75,6 +81,21 @@ def harness_batching(settings: dict) -> str | None:
     if settings.get("enable_chunked_context") is False:
         return "mixed"        # TensorRT-LLM IFB without chunked context: whole prompts next to the decodes
     return None
+
+
+def replica_arrival_cv(dp: int) -> float:
+    """Coefficient of variation of the gaps between the queries one of ``dp`` replicas receives
+    when the harness deals LoadGen's Poisson stream out in turn: every dp-th gap of a Poisson
+    process summed, i.e. Erlang-dp gaps (gamma, shape dp), cv = 1/sqrt(dp); 1.0 (Poisson) for
+    one replica. Round robin is exact for NVIDIA's Interactive and Offline dispatch
+    (github:mlcommons/inference_results_v5.1@965182b0 closed/NVIDIA/code/llmlib/config.py
+    ``HarnessConfig.__post_init__``, factory.py ``_create_scheduler``; no v5.1 config overrides
+    ``traffic_distribution_policy``). Join-the-shortest-queue (NVIDIA Server ``load_balancing``,
+    AMD ``shortest_queue_with_tokens``) evens the replicas out further still, so for those it is
+    the smoothing's lower bound."""
+    if dp < 1:
+        raise ValueError(f"dp = {dp}: allowed: an integer >= 1")
+    return 1.0 / float(dp) ** 0.5
 
 
 def harness_step_ms(num_layers: int) -> float:

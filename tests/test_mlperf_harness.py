@@ -174,3 +174,106 @@ def test_public_mlperf_rows_carry_their_harness_settings():
     # the Dell B200 llama2-70b Interactive config: use_graphs False, enable_chunked_context True
     row = named[named.notes.str.contains("XE9680L_B200_SXM_180GBx8/Interactive/llama2-70b.py")].iloc[0]
     assert MP.harness_settings(row.notes) == {"use_graphs": False, "enable_chunked_context": True}
+
+
+def test_round_robin_dispatch_gives_erlang_gaps():
+    """Every dp-th arrival of a Poisson stream: gaps are sums of dp exponentials (Erlang-dp), whose
+    coefficient of variation is 1/sqrt(dp); checked against a direct simulation of the dealing."""
+    assert MP.replica_arrival_cv(1) == 1.0
+    assert MP.replica_arrival_cv(8) == pytest.approx(0.353553, abs=1e-6)   # 1/sqrt(8) by hand
+    assert MP.replica_arrival_cv(4) == 0.5
+    with pytest.raises(ValueError, match="dp = 0"):
+        MP.replica_arrival_cv(0)
+    import numpy as np
+    t = np.cumsum(np.random.default_rng(1).exponential(1 / 220.0, 400_000))   # 220 queries/s to 8 cores
+    gaps = np.diff(t[3::8])                                                    # what core 3 receives
+    assert gaps.mean() == pytest.approx(8 / 220.0, rel=0.01)
+    assert gaps.std() / gaps.mean() == pytest.approx(MP.replica_arrival_cv(8), rel=0.02)
+
+
+def test_dispatch_in_validate_is_off_by_default_and_gamma_when_on(monkeypatch):
+    p = V.plan_row(_B200_INTERACTIVE)   # 270,336 queries over 8 replicas: steady state of one replica
+    assert p.workload_kind == "poisson, steady state"
+    assert p.scenario["workload"]["arrival"] == {"process": "poisson", "rate_rps": 220.0 / 8}
+    monkeypatch.setattr(V, "MLPERF_DISPATCH_IN_VALIDATE", True)
+    on = V.plan_row(_B200_INTERACTIVE)
+    assert on.scenario["workload"]["arrival"] == {"process": "gamma", "rate_rps": 220.0 / 8,
+                                                  "cv": pytest.approx(0.353553, abs=1e-6)}
+    one = V.plan_row(dict(_B200_INTERACTIVE, num_accel=1, notes=_NV_NOTES.replace("= 8;", "= 1;")))
+    assert one.scenario["workload"]["arrival"]["process"] == "poisson"     # one replica: nothing to deal out
+    other = V.plan_row(dict(_B200_INTERACTIVE, workload="online serving, Poisson arrivals", request_rate="2"))
+    assert other.scenario["workload"]["arrival"]["process"] == "poisson"   # not a LoadGen row
+
+
+def _tool(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_engine_limits_take_the_runtime_max_num_tokens():
+    """NVIDIA's harness runs the executor with the runtime max_num_tokens (llmlib/config.py: the
+    runtime flag, else the build flag): the B200 llama3.1-405b Interactive config builds 2048 and
+    runs 1536, which the notes used to leave out as ambiguous."""
+    bp = _tool("build_public", ROOT / "data" / "measurements" / "build_public.py")
+    both = ("model_fields.gpu_batch_size: {'llama3.1-405b': 256},\n llm_fields.trtllm_build_flags: {\n"
+            " 'max_num_tokens': 2048,\n 'max_input_len': 20000,\n },\n llm_fields.trtllm_runtime_flags: {\n"
+            " 'use_inflight_batching': True,\n 'max_num_tokens': 1536,\n },\n")
+    assert bp.mlperf_engine_limits(both, "trtllm-1") == "engine limits from that config: max batch 256, max num tokens 1536"
+    build_only = both.replace(" 'max_num_tokens': 1536,\n", "")
+    assert bp.mlperf_engine_limits(build_only, "trtllm-1").endswith("max num tokens 2048")
+    # two accuracy-target blocks running different budgets: ambiguous, left out
+    two = both + both.replace("1536", "1024")
+    assert bp.mlperf_engine_limits(two, "trtllm-1") == "engine limits from that config: max batch 256"
+    notes = "submitter X; parallelism from closed/X/configs/S/Interactive/llama3_1-405b.py; engine limits from " \
+            "that config: max batch 256; summary_results.json Performance_Result 1 Tokens/s"
+    monkey = bp._git_show
+    try:
+        bp._git_show = lambda repo, commit, path: both
+        new = bp.mlperf_notes_with_limits(notes, "trtllm-1", "repo")
+    finally:
+        bp._git_show = monkey
+    assert new == notes.replace("max batch 256;", "max batch 256, max num tokens 1536;")
+
+
+def test_public_405b_interactive_rows_carry_the_runtime_token_budget():
+    pub = pd.read_csv(PUBLIC)
+    rows = pub[pub.notes.str.contains("B200-SXM-180GBx8/Interactive/llama3_1-405b.py", regex=False)]
+    assert len(rows) >= 7
+    assert rows.notes.str.contains("engine limits from that config: max batch 256, max num tokens 1536;").all()
+
+
+def test_ttft_split_tool_by_hand():
+    """TTFT_pred/TTFT_meas = (TPOT_pred/TPOT_meas) x (k_pred/k_meas), k = TTFT/TPOT."""
+    tool = _tool("mlperf_ttft_split", ROOT / "tools" / "mlperf_ttft_split.py")
+    wl = "MLPerf Inference v5.1 Interactive: MLPerf llama2-70b OpenOrca subset"
+    pub = pd.DataFrame([dict(id=i, source=s, workload=wl, notes="") for i, s in
+                        (("a1", "run-a"), ("a2", "run-a"), ("b1", "run-b"), ("b2", "run-b"))])
+    rep = pd.DataFrame([
+        # run a: measured 60 / 30 ms (k 2), predicted 20 / 10 ms (k 2): all of it is the step
+        dict(id="a1", metric="ttft_ms", measured=60.0, predicted_calibrated=20.0),
+        dict(id="a2", metric="tpot_ms", measured=30.0, predicted_calibrated=10.0),
+        # run b: measured 60 / 30 ms (k 2), predicted 30 / 10 ms (k 3): step -2/3, k +1/2, TTFT -1/2
+        dict(id="b1", metric="ttft_ms", measured=60.0, predicted_calibrated=30.0),
+        dict(id="b2", metric="tpot_ms", measured=30.0, predicted_calibrated=10.0)])
+    rep = rep.assign(status="ok", device="B200", engine_family="trtllm-1", tp=1)
+    runs = tool.run_table(rep, pub).set_index("source")
+    assert runs.loc["run-a", ["err_ttft", "err_step", "err_k"]].tolist() == pytest.approx([-2 / 3, -2 / 3, 0.0])
+    assert runs.loc["run-b", ["err_ttft", "err_step", "err_k"]].tolist() == pytest.approx([-0.5, -2 / 3, 0.5])
+    assert runs.loc["run-b", "k_meas"] == 2.0 and runs.loc["run-b", "k_pred"] == 3.0
+    assert runs.loc["run-a", "benchmark"] == "llama2-70b" and runs.loc["run-a", "scenario"] == "Interactive"
+    g = tool.group_table(runs.reset_index())
+    assert g.runs.tolist() == [2] and g.err_k.tolist() == pytest.approx([0.25])
+
+
+def test_harness_time_switch_in_validate(monkeypatch):
+    """Off: no harness time on the client. On: 150 us x 80 layers = 12 ms on rows with harness
+    settings (Llama-2-70B), none on an MLPerf row without them or on another source's row."""
+    assert "harness_step_ms" not in V.plan_row(_B200_INTERACTIVE).scenario["clients"][0]
+    monkeypatch.setattr(V, "MLPERF_HARNESS_TIME_IN_VALIDATE", True)
+    assert V.plan_row(_B200_INTERACTIVE).scenario["clients"][0]["harness_step_ms"] == pytest.approx(12.0)
+    bare = V.plan_row(dict(_B200_INTERACTIVE, notes="replicas = 8 / (tp x pp) = 8"))
+    assert "harness_step_ms" not in bare.scenario["clients"][0]
+    other = V.plan_row(dict(_B200_INTERACTIVE, workload="online serving, Poisson arrivals", request_rate="2"))
+    assert "harness_step_ms" not in other.scenario["clients"][0]

@@ -318,7 +318,14 @@ def mlperf_engine_limits(text: str | None, family: str) -> str:
         m = re.search(r"gpu_batch_size:\s*\{([^}]*)\}", text)
         bs = {int(v) for v in re.findall(r":\s*(\d+)", m.group(1))} if m else set()
         bs = bs.pop() if len(bs) == 1 else None
-        tok = _single_int(r"'max_num_tokens':\s*(\d+)", text)
+        # the runtime flag is what the executor runs with (NVIDIA llmlib/config.py
+        # TrtllmHarnessConfig.__post_init__: runtime max_num_tokens = runtime flag or else the build
+        # flag; cores/trtllm_executor_core.py passes the runtime one to ExecutorConfig): the B200
+        # llama3.1-405b configs build 2048 (Interactive) / 5120 (Offline) and run 1536
+        runtime = re.findall(r"trtllm_runtime_flags\s*:\s*\{([^}]*)\}", text)
+        tok = _single_int(r"'max_num_tokens':\s*(\d+)", "\n".join(runtime)) if runtime else None
+        if tok is None and not re.search(r"'max_num_tokens'", "\n".join(runtime)):
+            tok = _single_int(r"'max_num_tokens':\s*(\d+)", text)
         adp = re.search(r"'enable_attention_dp':\s*True", text) is not None
     else:
         section = text.split("vllm_engine_config:", 1)[-1]
@@ -330,6 +337,53 @@ def mlperf_engine_limits(text: str | None, family: str) -> str:
         return ""
     return "engine limits from that config: " + ", ".join(parts) + (" per rank (attention DP over the tp ranks)"
                                                                    if adp else "")
+
+
+_LIMITS = re.compile(r"engine limits from that config:[^;]*")
+
+
+def mlperf_notes_with_limits(notes: str, family: str, repo: str, commit: str = "HEAD") -> str:
+    """A stored MLPerf row's notes with its "engine limits from that config" segment re-read from
+    the config its notes name (``parallelism from <path>;``) by :func:`mlperf_engine_limits`;
+    other notes unchanged."""
+    m = re.search(r"parallelism from (\S+);", notes)
+    if not m or family not in ("trtllm-1", "vllm"):
+        return notes
+    limits = mlperf_engine_limits(_git_show(repo, commit, m.group(1)), family)
+    if _LIMITS.search(notes):
+        return _LIMITS.sub(lambda _: limits, notes).replace("; ; ", "; ") if limits else \
+            re.sub(r"; engine limits from that config:[^;]*", "", notes)
+    if not limits:
+        return notes
+    anchor = re.search(r"harness settings from that config:[^;]*;|parallelism from \S+;", notes)
+    return notes[:anchor.end()] + f" {limits};" + notes[anchor.end():]
+
+
+def relimit_csv(path: str, repo: str) -> int:
+    """Apply :func:`mlperf_notes_with_limits` to the notes of every row of a CSV (``.gz`` too), in
+    place; other cells and rows byte-identical. Returns the number of rows changed."""
+    import csv
+    import gzip
+    import io
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", newline="") as fh:
+        raw = fh.read()
+    rows = list(csv.reader(io.StringIO(raw)))
+    col, fam = rows[0].index("notes"), rows[0].index("engine_family")
+    changed = 0
+    for row in rows[1:]:
+        new = mlperf_notes_with_limits(row[col], row[fam], repo)
+        changed += new != row[col]
+        row[col] = new
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n" if "\r\n" in raw[:4096] else "\n").writerows(rows)
+    if path.endswith(".gz"):
+        with open(path, "wb") as fh:
+            fh.write(gzip.compress(out.getvalue().encode(), mtime=0))
+    else:
+        with open(path, "w", newline="") as fh:
+            fh.write(out.getvalue())
+    return changed
 
 
 def _mlperf_family(repo, commit, rec):
@@ -591,6 +645,11 @@ def main(argv):
         tool, cache = _harness_tool(), {}
         rows["notes"] = [tool.annotated_notes(n, tool.Path(argv[1]), cache) for n in rows.notes]
         _write_generated(rows, "rows_mlperf51.csv.gz")
+        return 0
+    if argv[:1] == ["mlperf51-limits"]:   # re-read the engine limits of MLPerf rows from their configs, in place
+        # (public.csv carries later per-row edits the rows file lacks: both are edited in place)
+        for name in ("public.csv", "rows_mlperf51.csv.gz"):
+            print(f"{name}: {relimit_csv(os.path.join(HERE, name), argv[1])} rows changed")
         return 0
     if argv[:1] == ["mlperf51"]:
         rows = mlperf51_rows(argv[1], argv[2])
