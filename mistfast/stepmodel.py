@@ -47,6 +47,18 @@ def tp_link(client: ClientSpec, group: int) -> tuple[float, float]:
 EXPERT_ETA_SCOPE = "weight_only"
 
 
+# Expert parallelism under TP attention (docs/step-model.md, "MoE expert parallelism"): False (default
+# since session 10) = EP moves no tokens, because after the attention AllReduce every rank of the TP
+# group holds all T tokens; a rank keeps the rows routed to its own experts and the FFN AllReduce sums
+# the partial outputs. That is what the engines run without DP attention: SGLang's StandardDispatcher
+# (moe_a2a_backend "none", the default) only remaps the top-k ids to local experts (-1 elsewhere) and
+# its combine returns the rank's partial output for the TP AllReduce
+# (sgl-project/sglang@008b79d2:python/sglang/srt/layers/moe/token_dispatcher/standard.py); vLLM and
+# TensorRT-LLM use all-to-all kernels only with DP attention. True = the former model: a dispatch and a
+# combine of every token's K copies per MoE layer on top of the AllReduces. GenZ compat keeps it.
+EP_DISPATCH_UNDER_TP_ATTENTION = False
+
+
 def expert_eta_applies(client: ClientSpec) -> bool:
     """True when η_e acts on this client's expert GEMMs (EXPERT_ETA_SCOPE; never in GenZ compat)."""
     if client.reference == "genz":
@@ -179,6 +191,7 @@ def _extension_params(client: ClientSpec, prm: np.ndarray, genz: bool, fpeak: fl
         prm[K.P_FPEAK_EXPERT] = client.device.peak_flops(prec.expert_compute) * eff.compute * eta_e
         prm[K.P_BWB_EXPERT] = DTYPE_BYTES[prec.expert_weights]
     prm[K.P_IMBALANCE] = eff.expert_imbalance
+    prm[K.P_EP_TP_A2A] = 1.0 if (genz or EP_DISPATCH_UNDER_TP_ATTENTION) else 0.0
     prm[K.P_STEP_OVH] = (eff.step_overhead_ms + getattr(client, "harness_step_ms", 0.0)) * 1e-3
     prm[K.P_PF_SLOW] = 1.0 / eff.prefill - 1.0
     prm[K.P_SEQ_OVH] = eff.seq_overhead_us * 1e-6   # host time per sequence per step
