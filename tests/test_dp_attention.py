@@ -28,7 +28,9 @@ def link(c):
     return c.device.scaleup_latency_us * 1e-6, c.device.scaleup_bidir_GBps / 2 * 1e9
 
 
-def test_no_allreduce_and_a_smaller_all_to_all():
+def test_no_allreduce_and_a_smaller_all_to_all(monkeypatch):
+    from mistfast import stepmodel
+    monkeypatch.setattr(stepmodel, "EP_DISPATCH_UNDER_TP_ATTENTION", False)
     T = 64
     dpa = client(tp=2, ep=2, dp_attention=True)
     alpha, beta = link(dpa)

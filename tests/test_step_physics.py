@@ -158,7 +158,30 @@ def moe(**kw):
     return m
 
 
-def test_ep_imbalance_by_hand():
+@pytest.fixture
+def ep_moves_no_tokens(monkeypatch):
+    from mistfast import stepmodel
+    monkeypatch.setattr(stepmodel, "EP_DISPATCH_UNDER_TP_ATTENTION", False)
+
+
+@pytest.fixture
+def ep_former_dispatch(monkeypatch):
+    from mistfast import stepmodel
+    monkeypatch.setattr(stepmodel, "EP_DISPATCH_UNDER_TP_ATTENTION", True)
+
+
+def test_ep_all_to_all_and_imbalance_by_hand_former_model(ep_former_dispatch):
+    base = make_client(moe(), "H100", tp=2, ep=2)
+    skew = make_client(moe(), "H100", tp=2, ep=2, efficiency={"expert_imbalance": 1.5})
+    T = 64
+    b0 = step_latency(base, decode=[(1, 100)] * T).breakdown
+    b1 = step_latency(skew, decode=[(1, 100)] * T).breakdown
+    beta = 900e9 / 2        # NVLink4 per direction
+    # dispatch + combine All-to-All: (ep-1)/ep of lam*T*K*D*2 B; lam = 1.5 adds 0.5*64*2*256*2 B
+    assert b1["communication_s"] - b0["communication_s"] == pytest.approx(2 * 0.5 * (0.5 * T * 2 * 256 * 2) / beta, rel=1e-9)
+
+
+def test_ep_imbalance_by_hand(ep_moves_no_tokens):
     base = make_client(moe(), "H100", tp=2, ep=2)
     skew = make_client(moe(), "H100", tp=2, ep=2, efficiency={"expert_imbalance": 1.5})
     T = 64
@@ -175,7 +198,7 @@ def test_ep_imbalance_by_hand():
     assert b1["hbm_bytes"] - b0["hbm_bytes"] == pytest.approx((e1 - e0) * 3 * 256 * 512 * 2 + tokens, rel=1e-9)
 
 
-def test_ep_under_tp_attention_moves_no_tokens_by_hand():
+def test_ep_under_tp_attention_moves_no_tokens_by_hand(ep_moves_no_tokens):
     """EP without DP attention (SGLang --ep-size with the default moe_a2a_backend "none", vLLM and
     TensorRT-LLM without attention DP): every rank holds all T tokens after the attention AllReduce;
     it runs its E/ep experts on the rows routed to them and the FFN AllReduce sums the partial
