@@ -47,6 +47,22 @@ def tp_link(client: ClientSpec, group: int) -> tuple[float, float]:
 EXPERT_ETA_SCOPE = "weight_only"
 
 
+# Expert parallelism under TP attention (docs/step-model.md, "MoE expert parallelism"). False = EP
+# moves no tokens, because after the attention AllReduce every rank of the TP group holds all T
+# tokens; a rank keeps the rows routed to its own experts and the FFN AllReduce sums the partial
+# outputs. That is what the engines run without DP attention: SGLang's StandardDispatcher
+# (moe_a2a_backend "none", the default) only remaps the top-k ids to local experts (-1 elsewhere) and
+# its combine returns the rank's partial output for the TP AllReduce
+# (sgl-project/sglang@008b79d2:python/sglang/srt/layers/moe/token_dispatcher/standard.py); vLLM and
+# TensorRT-LLM use all-to-all kernels only with DP attention. True = the model as it was: a dispatch
+# and a combine of every token's K copies per MoE layer on top of the AllReduces (GenZ compat always).
+# Ships True (the former cost, OFF): held out, the InferenceMAX fold got worse with False (all rows
+# 13.2 -> 13.8 %, the 294 EP rows 13.5 -> 24.0 %: the phantom All-to-All stood in for costs the
+# B200/MI355X SGLang rows miss at ep 1 too), although the in-source fit of the B200 SGLang DeepSeek
+# rows improves (test rows 14.9 -> 9.8 %); numbers in docs/moe-fidelity.md, session 10.
+EP_DISPATCH_UNDER_TP_ATTENTION = True
+
+
 def expert_eta_applies(client: ClientSpec) -> bool:
     """True when η_e acts on this client's expert GEMMs (EXPERT_ETA_SCOPE; never in GenZ compat)."""
     if client.reference == "genz":
@@ -54,7 +70,13 @@ def expert_eta_applies(client: ClientSpec) -> bool:
     if EXPERT_ETA_SCOPE == "all":
         return True
     prec = client.precision
-    return DTYPE_BYTES[prec.expert_compute] >= 2 and DTYPE_BYTES[prec.expert_weights] < DTYPE_BYTES[prec.expert_compute]
+    weight_only = DTYPE_BYTES[prec.expert_compute] >= 2 and DTYPE_BYTES[prec.expert_weights] < DTYPE_BYTES[prec.expert_compute]
+    if EXPERT_ETA_SCOPE == "weight_only+tp_split":
+        # also the experts split by TP inside an expert (t_e = tp/ep > 1): every rank runs a thin
+        # De/t_e slice of each expert (DeepSeek-R1 at tp 8, ep 1: 256 of 2,048 columns), measured
+        # 2-4x slower per prompt token than EP's whole experts on the InferenceMAX rows (session 10)
+        return weight_only or (client.model.is_moe and client.tp // max(client.ep, 1) > 1)
+    return weight_only
 
 
 def client_params(client: ClientSpec) -> np.ndarray:
@@ -179,6 +201,7 @@ def _extension_params(client: ClientSpec, prm: np.ndarray, genz: bool, fpeak: fl
         prm[K.P_FPEAK_EXPERT] = client.device.peak_flops(prec.expert_compute) * eff.compute * eta_e
         prm[K.P_BWB_EXPERT] = DTYPE_BYTES[prec.expert_weights]
     prm[K.P_IMBALANCE] = eff.expert_imbalance
+    prm[K.P_EP_TP_A2A] = 1.0 if (genz or EP_DISPATCH_UNDER_TP_ATTENTION) else 0.0
     prm[K.P_STEP_OVH] = (eff.step_overhead_ms + getattr(client, "harness_step_ms", 0.0)) * 1e-3
     prm[K.P_PF_SLOW] = 1.0 / eff.prefill - 1.0
     prm[K.P_SEQ_OVH] = eff.seq_overhead_us * 1e-6   # host time per sequence per step

@@ -43,24 +43,37 @@ def test_default_is_the_fixed_start_up_of_before():
 # Collectives per step, counted from the formulas of docs/step-model.md:
 # * dense, TP t > 1: 2 AllReduces per layer (after the O-projection and after the FFN) + 1 AllGather
 #   of the LM-head logits (only when the step samples a row: R > 0);
-# * MoE with EP > 1: + dispatch and combine per MoE layer (2);
+# * MoE with EP > 1 under TP attention: nothing more (every rank holds all tokens; the FFN AllReduce
+#   sums the experts' partial outputs, docs/step-model.md "MoE expert parallelism");
 # * data-parallel attention: no AllReduce; dispatch/combine per MoE layer, AllGather/ReduceScatter
 #   per MoE layer when the experts are split over te = t/ep > 1 ranks, LM-head AllGather.
 @pytest.mark.parametrize("spec, calls", [
     (dict(model="llama-2-70b", device="A100", tp=4), 2 * 80 + 1),                   # 80 layers
     (dict(model="llama-2-70b", device="A100", tp=8), 2 * 80 + 1),
     (dict(model="llama-3.1-8b", device="H100", tp=2), 2 * 32 + 1),
-    (dict(model="mixtral-8x7b", device="H100", tp=4, ep=4), 2 * 32 + 2 * 32 + 1),    # 32 MoE layers
+    (dict(model="mixtral-8x7b", device="H100", tp=4, ep=4), 2 * 32 + 1),            # EP under TP: no all-to-all
     (dict(model="mixtral-8x7b", device="H100", tp=4, ep=1), 2 * 32 + 1),            # expert TP: no all-to-all
     # DeepSeek-R1 (V3 architecture, MLA): 3 dense + 58 MoE layers
-    (dict(model="deepseek-ai/DeepSeek-R1", device="H200", tp=8, ep=8), 2 * 61 + 2 * 58 + 1),
+    (dict(model="deepseek-ai/DeepSeek-R1", device="H200", tp=8, ep=8), 2 * 61 + 1),
     (dict(model="deepseek-ai/DeepSeek-R1", device="H200", tp=8, ep=8, dp_attention=True), 2 * 58 + 1),
     (dict(model="deepseek-ai/DeepSeek-R1", device="H200", tp=8, ep=4, dp_attention=True), 2 * 58 + 2 * 58 + 1),
     (dict(model="llama-3.1-8b", device="H100", tp=1), 0),
 ])
-def test_collectives_per_step_by_hand(spec, calls):
+def test_collectives_per_step_by_hand(spec, calls, monkeypatch):
+    from mistfast import stepmodel
+    monkeypatch.setattr(stepmodel, "EP_DISPATCH_UNDER_TP_ATTENTION", False)   # EP under TP attention moves no tokens
     for pf, dec in (([(0, 512)], []), ([], [(1, 700)] * 8), ([(100, 64)], [(1, 300)] * 3)):
         assert _delta_per_us(spec, pf, dec) == pytest.approx(calls, rel=1e-9, abs=1e-6), (spec, pf, dec)
+
+
+def test_former_ep_dispatch_under_tp_attention_counts_two_more_per_moe_layer(monkeypatch):
+    """stepmodel.EP_DISPATCH_UNDER_TP_ATTENTION = True restores the model before session 10: a dispatch
+    and a combine per MoE layer on top of the AllReduces."""
+    from mistfast import stepmodel
+    monkeypatch.setattr(stepmodel, "EP_DISPATCH_UNDER_TP_ATTENTION", True)
+    for spec, calls in ((dict(model="mixtral-8x7b", device="H100", tp=4, ep=4), 2 * 32 + 2 * 32 + 1),
+                        (dict(model="deepseek-ai/DeepSeek-R1", device="H200", tp=8, ep=8), 2 * 61 + 2 * 58 + 1)):
+        assert _delta_per_us(spec, [(0, 512)], []) == pytest.approx(calls, rel=1e-9), spec
 
 
 def test_tp4_step_adds_2_L_values_without_a_sampled_row():

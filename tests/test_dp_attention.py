@@ -28,7 +28,9 @@ def link(c):
     return c.device.scaleup_latency_us * 1e-6, c.device.scaleup_bidir_GBps / 2 * 1e9
 
 
-def test_no_allreduce_and_a_smaller_all_to_all():
+def test_no_allreduce_and_a_smaller_all_to_all(monkeypatch):
+    from mistfast import stepmodel
+    monkeypatch.setattr(stepmodel, "EP_DISPATCH_UNDER_TP_ATTENTION", False)
     T = 64
     dpa = client(tp=2, ep=2, dp_attention=True)
     alpha, beta = link(dpa)
@@ -40,11 +42,29 @@ def test_no_allreduce_and_a_smaller_all_to_all():
     # the LM head's AllGather of the sampled rows is the same in both layouts: 64 x 1000 x 2 B
     lm = s0 + alpha + 0.5 * (T * 1000 * 2) / beta
     assert got == pytest.approx(2 * a2a + lm, rel=1e-12)
+    # TP attention with EP: every rank holds all T tokens, so EP moves none; the two AllReduces only
     tp = client(tp=2, ep=2)
     ar = s0 + 2 * alpha + 2 * 0.5 * (T * 256 * 2) / beta
+    assert step_latency(tp, decode=[(1, 100)] * T).breakdown["communication_s"] == \
+        pytest.approx(2 * ar + lm, rel=1e-12)
+
+
+def test_former_tp_attention_dispatch_on_request(monkeypatch):
+    # stepmodel.EP_DISPATCH_UNDER_TP_ATTENTION = True: the former model, a dispatch and a combine of
+    # all T tokens' K copies, (ep-1)/ep of T*K*D*2 B on the wire, on top of the AllReduces
+    from mistfast import stepmodel
+    monkeypatch.setattr(stepmodel, "EP_DISPATCH_UNDER_TP_ATTENTION", True)
+    T = 64
+    tp = client(tp=2, ep=2)
+    alpha, beta = link(tp)
+    s0 = 5e-6
+    ar = s0 + 2 * alpha + 2 * 0.5 * (T * 256 * 2) / beta
     a2a_tp = s0 + alpha + 0.5 * (T * 2 * 256 * 2) / beta
+    lm = s0 + alpha + 0.5 * (T * 1000 * 2) / beta
     assert step_latency(tp, decode=[(1, 100)] * T).breakdown["communication_s"] == \
         pytest.approx(2 * ar + 2 * a2a_tp + lm, rel=1e-12)
+    assert step_latency(tp, decode=[(1, 100)] * T).total_s == \
+        pytest.approx(reference_step_time(tp, [], [(1, 100)] * T)[0], rel=1e-9)
 
 
 def test_expert_tp_gathers_tokens():

@@ -130,3 +130,28 @@ def test_expert_compute_scope_weight_only(monkeypatch):
         ta = step_latency(a, prefill=[(0, 8192)]).total_s
         tb = step_latency(b, prefill=[(0, 8192)]).total_s
         assert (tb > 1.2 * ta) if acts else (tb == ta), (dev, prec)
+
+
+def test_expert_compute_scope_with_tp_split_experts(monkeypatch):
+    """stepmodel.EXPERT_ETA_SCOPE = "weight_only+tp_split" (measured, not the default): η_e also acts
+    on native FP8 experts when TP splits each expert (t_e = tp/ep > 1), not when EP holds whole
+    experts (t_e = 1). DeepSeek-V3 FP8 on B200, one 8,192-token prefill at tp 8, ep 1: at η_e = 0.1
+    and 0.05 the routed and shared expert ops are compute-bound (at η_e = 1 the routed op is bound by
+    reading every expert's slice), so halving η_e adds exactly 10x their FLOP time:
+    58 MoE layers x (2·T·K·3·D·De + 2·T·3·D·De)/8 FLOP at 4,500 TFLOP/s x 0.75."""
+    from mistfast import stepmodel as SM
+    monkeypatch.setattr(SM, "EXPERT_ETA_SCOPE", "weight_only+tp_split")
+    dev = {"preset": "B200", "memory_GiB": 4000}
+    eff = {"compute": 0.75, "memory": 0.75}
+
+    def ds(eta, **kw):
+        return make_client("deepseek-v3", dev, tp=8, precision="fp8", efficiency={**eff, "expert_compute": eta}, **kw)
+    assert SM.expert_eta_applies(ds(0.5)) and not SM.expert_eta_applies(ds(0.5, ep=8))
+    assert not SM.expert_eta_applies(make_client("llama-3.1-70b", "B200", tp=8, precision="fp8"))
+    T, K, D, De = 8192, 8, 7168, 2048
+    flop_time = 58 * (2 * T * K * 3 * D * De + 2 * T * 3 * D * De) / 8 / (4500e12 * 0.75)
+    t10 = step_latency(ds(0.1), prefill=[(0, T)]).breakdown["gemm_s"]
+    t05 = step_latency(ds(0.05), prefill=[(0, T)]).breakdown["gemm_s"]
+    assert t05 - t10 == pytest.approx(10 * flop_time, rel=1e-9)
+    # EP holds whole experts: η_e does not act
+    assert step_latency(ds(0.1, ep=8), prefill=[(0, T)]).total_s == step_latency(ds(1.0, ep=8), prefill=[(0, T)]).total_s

@@ -158,7 +158,19 @@ def moe(**kw):
     return m
 
 
-def test_ep_all_to_all_and_imbalance_by_hand():
+@pytest.fixture
+def ep_moves_no_tokens(monkeypatch):
+    from mistfast import stepmodel
+    monkeypatch.setattr(stepmodel, "EP_DISPATCH_UNDER_TP_ATTENTION", False)
+
+
+@pytest.fixture
+def ep_former_dispatch(monkeypatch):
+    from mistfast import stepmodel
+    monkeypatch.setattr(stepmodel, "EP_DISPATCH_UNDER_TP_ATTENTION", True)
+
+
+def test_ep_all_to_all_and_imbalance_by_hand_former_model(ep_former_dispatch):
     base = make_client(moe(), "H100", tp=2, ep=2)
     skew = make_client(moe(), "H100", tp=2, ep=2, efficiency={"expert_imbalance": 1.5})
     T = 64
@@ -167,6 +179,16 @@ def test_ep_all_to_all_and_imbalance_by_hand():
     beta = 900e9 / 2        # NVLink4 per direction
     # dispatch + combine All-to-All: (ep-1)/ep of lam*T*K*D*2 B; lam = 1.5 adds 0.5*64*2*256*2 B
     assert b1["communication_s"] - b0["communication_s"] == pytest.approx(2 * 0.5 * (0.5 * T * 2 * 256 * 2) / beta, rel=1e-9)
+
+
+def test_ep_imbalance_by_hand(ep_moves_no_tokens):
+    base = make_client(moe(), "H100", tp=2, ep=2)
+    skew = make_client(moe(), "H100", tp=2, ep=2, efficiency={"expert_imbalance": 1.5})
+    T = 64
+    b0 = step_latency(base, decode=[(1, 100)] * T).breakdown
+    b1 = step_latency(skew, decode=[(1, 100)] * T).breakdown
+    # under TP attention EP moves no tokens (every rank holds all T): λ changes no communication
+    assert b1["communication_s"] == b0["communication_s"]
     # expert FLOP on the busiest rank: 2*lam*T*K*3*D*De/(ep*te), te = tp/ep = 1
     assert b1["flops"] - b0["flops"] == pytest.approx(0.5 * 2 * T * 2 * 3 * 256 * 512 / 2, rel=1e-12)
     # expert weights read: E(1-(1-K/E)^(lam T))/ep experts of 3*D*De, plus the token traffic
@@ -174,6 +196,28 @@ def test_ep_all_to_all_and_imbalance_by_hand():
     e1 = 8 * (1 - 0.75**96) / 2
     tokens = 2 * 0.5 * T * 2 * 256 * 2 / 2
     assert b1["hbm_bytes"] - b0["hbm_bytes"] == pytest.approx((e1 - e0) * 3 * 256 * 512 * 2 + tokens, rel=1e-9)
+
+
+def test_ep_under_tp_attention_moves_no_tokens_by_hand(ep_moves_no_tokens):
+    """EP without DP attention (SGLang --ep-size with the default moe_a2a_backend "none", vLLM and
+    TensorRT-LLM without attention DP): every rank holds all T tokens after the attention AllReduce;
+    it runs its E/ep experts on the rows routed to them and the FFN AllReduce sums the partial
+    outputs. So the communication of a step is that of expert TP (ep = 1): 2 AllReduces of T*D*2 B
+    per layer and the LM-head AllGather, and EP changes only the expert op."""
+    T = 64
+    ep2 = make_client(moe(), "H100", tp=2, ep=2)
+    tp2 = make_client(moe(), "H100", tp=2)
+    alpha, beta = ep2.device.scaleup_latency_us * 1e-6, ep2.device.scaleup_bidir_GBps / 2 * 1e9
+    s0 = 5e-6
+    ar = s0 + 2 * alpha + 2 * 0.5 * (T * 256 * 2) / beta      # ring AllReduce over 2 ranks
+    lm = s0 + alpha + 0.5 * (T * 1000 * 2) / beta             # LM-head AllGather of the 64 sampled rows
+    for c in (ep2, tp2):
+        assert step_latency(c, decode=[(1, 100)] * T).breakdown["communication_s"] == \
+            pytest.approx(2 * ar + lm, rel=1e-12)
+    # a prefill of 4,096 tokens at 8 experts, top-2: the former model sent 2 x 4,096 x 2 x 256 x 2 B
+    # / 2 on the wire per All-to-All (8.4 MB, 18.6 us on NVLink4 per direction), twice per layer
+    pf = step_latency(ep2, prefill=[(0, 4096)]).breakdown["communication_s"]
+    assert pf == step_latency(tp2, prefill=[(0, 4096)]).breakdown["communication_s"]
 
 
 def test_imbalance_needs_ep():

@@ -120,7 +120,13 @@ P_HOST_DEC = P_PF_SLOW + 2
 # step, so a step takes this much longer per decode row and per prefill chunk (not scaled by the
 # correction)
 P_SEQ_OVH = P_PF_SLOW + 3
-N_PARAMS = P_PF_SLOW + 4
+# 1: charge an EP dispatch and combine of every token's K copies under TP attention too (the default,
+# stepmodel.EP_DISPATCH_UNDER_TP_ATTENTION); 0: under TP attention every rank already holds all T
+# tokens, so EP moves no tokens: a rank runs its own experts on the tokens routed to them and the FFN
+# AllReduce sums the partial outputs (docs/step-model.md, "MoE expert parallelism"). Under DP
+# attention it has no effect.
+P_EP_TP_A2A = P_PF_SLOW + 4
+N_PARAMS = P_PF_SLOW + 5
 
 # ---- breakdown layout (per device, whole step) ---------------------------------------------
 B_GEMM = 0
@@ -711,9 +717,12 @@ def step_fixed(prm, T, R, t_pf, out):
         layer_t += _op(prm, bdx, CAT_OTHER, n_moe, 2.0 * Ta * w_router, w_router * bw + Ta * (D + E) * ba, 0.0, 0.0)
         # EP: the busiest rank receives lam times the mean tokens (MODEL.md §2.1 imbalance λ)
         lam = prm[P_IMBALANCE] if (ep > 1.0 and not genz) else 1.0
-        if ep > 1.0:
-            # dispatch and combine (same cost form as All-to-All); under TP every rank holds all T
-            # tokens, under DP attention a rank holds T/a of them and sends its K copies
+        if ep > 1.0 and (dp_attn or prm[P_EP_TP_A2A] > 0.0):
+            # dispatch and combine (same cost form as All-to-All): under DP attention a rank holds T/a
+            # of the tokens and sends their K copies. Under TP attention every rank holds all T
+            # tokens already and EP moves none (P_EP_TP_A2A = 0; the default 1 keeps the former
+            # cost): each rank keeps the rows routed to its own experts and the FFN AllReduce above
+            # sums the partial outputs
             a2a_tokens = lam * T * K / ep if dp_attn else lam * T * K
             a2a = _allgather(ep, a2a_tokens * D * ba, prm[P_EP_ALPHA], prm[P_EP_BETA], s0)
             layer_t += _op(prm, bdx, CAT_COMM, 2.0 * n_moe, 0.0, 0.0, 0.0, a2a)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+from mistfast import stepmodel
 from mistfast.specs import DTYPE_BYTES
 
 GiB = 2.0**30
@@ -204,8 +205,9 @@ def reference_step_time(client, prefill, decode, prompts_done=None):
             op("router", 2 * T * D * E, D * E * bw + T * (D + E) * ba)
             ep_alpha, ep_beta = _ring(client, t)
             te = t // e
-            if e > 1:
-                # a rank sends the K copies of its own tokens: all T under TP, T/t under DP attention
+            if e > 1 and (dpa or genz or stepmodel.EP_DISPATCH_UNDER_TP_ATTENTION):
+                # a rank sends the K copies of its own tokens: T/t under DP attention (all T under TP
+                # attention in the former model; now every rank holds them already and none move)
                 sent = lam * T_all * Kk / e if dpa else lam * T_all * Kk
                 a2a = s0 + (e - 1) * ep_alpha + (e - 1) / e * sent * D * ba / ep_beta
                 op("dispatch", comm=a2a)

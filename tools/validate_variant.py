@@ -1,0 +1,31 @@
+"""Run ``mistfast validate`` with the session-10 model switches set, for A/B runs of one fold
+(docs/moe-fidelity.md, session 10). Usage:
+
+    python tools/validate_variant.py VARIANT validate CSV... -o OUT --cv source --cv-only mantile
+
+VARIANT is any of these words joined by '+': ``ep_no_a2a`` (stepmodel.EP_DISPATCH_UNDER_TP_ATTENTION =
+False: EP under TP attention moves no tokens), ``split`` (stepmodel.EXPERT_ETA_SCOPE =
+"weight_only+tp_split"), ``launch40`` (SGLang eager prefill at 40 us per kernel), ``default``."""
+import sys
+
+from mistfast import launch_time, stepmodel
+
+
+def main() -> None:
+    words = set(sys.argv[1].split("+"))
+    unknown = words - {"ep_no_a2a", "split", "launch40", "default"}
+    if unknown:
+        sys.exit(f"variant {sys.argv[1]!r}: unknown word(s) {sorted(unknown)}; allowed: ep_no_a2a, split, launch40, default")
+    if "ep_no_a2a" in words:
+        stepmodel.EP_DISPATCH_UNDER_TP_ATTENTION = False
+    if "split" in words:
+        stepmodel.EXPERT_ETA_SCOPE = "weight_only+tp_split"
+    if "launch40" in words:
+        launch_time.EAGER_PREFILL_ENGINES["sglang"] = launch_time.EAGER_KERNEL_US
+    from mistfast.cli import main as cli
+    sys.argv = ["mistfast"] + sys.argv[2:]
+    cli()
+
+
+if __name__ == "__main__":
+    main()
