@@ -41,10 +41,22 @@ def tp_link(client: ClientSpec, group: int) -> tuple[float, float]:
 
 
 # Which expert GEMMs efficiency.expert_compute (η_e) slows (docs/step-model.md, "Expert GEMM
-# efficiency"): "all" of them, or only "weight_only" ones, whose narrow weights are dequantised
-# inside a 16-bit GEMM (W4A16 / W8A16: gpt-oss MXFP4 experts on Hopper, A100 and MI300X), not native
-# low-precision MMAs (FP8 or MXFP4 x MXFP8 on Blackwell)
+# efficiency"): "all" of them; only "weight_only" ones, whose narrow weights are dequantised
+# inside a 16-bit GEMM (W4A16 / W8A16: gpt-oss MXFP4 experts on Hopper, A100 and MI300X); or
+# "gemm16": every expert GEMM whose multiply runs at 16 bits on the device -- the weight-only ones,
+# BF16/FP16 experts (vLLM's Triton fused_moe, the same grouped GEMM over T·K/E tokens per expert)
+# and a format the device has no MMA for (an FP8 checkpoint on A100 runs W8A16, Marlin). Never
+# native low-precision MMAs (FP8 x FP8 on Hopper, MXFP4 x MXFP8 on Blackwell: DeepGEMM / CUTLASS
+# grouped GEMMs), whose η_e learned on Hopper's 16-bit kernels made Blackwell's TTFT far worse.
 EXPERT_ETA_SCOPE = "weight_only"
+EXPERT_ETA_SCOPES = ("all", "weight_only", "gemm16")
+
+
+def expert_gemm_bits16(client: ClientSpec) -> bool:
+    """True when this client's expert GEMMs multiply at 16 bits on its device: the expert compute
+    format as the device runs it (``DeviceSpec.mma_format``: FP8 on A100 -> bf16) is 2 bytes."""
+    fmt = client.device.mma_format(client.precision.expert_compute) or client.precision.expert_compute
+    return DTYPE_BYTES[fmt] >= 2
 
 
 def expert_eta_applies(client: ClientSpec) -> bool:
@@ -53,6 +65,10 @@ def expert_eta_applies(client: ClientSpec) -> bool:
         return False
     if EXPERT_ETA_SCOPE == "all":
         return True
+    if EXPERT_ETA_SCOPE == "gemm16":
+        return expert_gemm_bits16(client)
+    if EXPERT_ETA_SCOPE != "weight_only":
+        raise ValueError(f"stepmodel.EXPERT_ETA_SCOPE = {EXPERT_ETA_SCOPE!r}: allowed {', '.join(EXPERT_ETA_SCOPES)}")
     prec = client.precision
     return DTYPE_BYTES[prec.expert_compute] >= 2 and DTYPE_BYTES[prec.expert_weights] < DTYPE_BYTES[prec.expert_compute]
 

@@ -130,3 +130,44 @@ def test_expert_compute_scope_weight_only(monkeypatch):
         ta = step_latency(a, prefill=[(0, 8192)]).total_s
         tb = step_latency(b, prefill=[(0, 8192)]).total_s
         assert (tb > 1.2 * ta) if acts else (tb == ta), (dev, prec)
+
+
+def test_expert_compute_scope_gemm16(monkeypatch):
+    """stepmodel.EXPERT_ETA_SCOPE = "gemm16": η_e acts on every expert GEMM that multiplies at 16
+    bits on its device -- BF16 experts (Qwen3-235B-A22B BF16 on A100 / H100: vLLM's Triton
+    fused_moe), W4A16 (gpt-oss on Hopper) and an FP8 checkpoint on A100, which has no FP8 MMA
+    (engines run it W8A16) -- and not on native FP8 x FP8 (H100) or MXFP4 x MXFP8 (B200) MMAs.
+    Where it acts, a long prefill's expert op is compute-bound, so at η_e = 0.5 its expert GEMM
+    time doubles: the step grows by exactly the expert FLOPs F over P·η_c (hand count below)."""
+    from mistfast import stepmodel as SM
+    monkeypatch.setattr(SM, "EXPERT_ETA_SCOPE", "gemm16")
+    # the device's MMA format: FP8 on A100 falls back to its bf16 rate, on H100 it is native
+    from mistfast.specs import make_client as mk
+    assert mk("qwen3-235b-a22b", "A100", tp=8, precision="fp8").device.mma_format("fp8") == "bf16"
+    assert mk("qwen3-235b-a22b", "H100", tp=4, precision="fp8").device.mma_format("fp8") == "fp8"
+    cases = (("qwen3-235b-a22b", "A100", 8, "bf16", True), ("qwen3-235b-a22b", "H100", 8, "bf16", True),
+             ("qwen3-235b-a22b", "A100", 8, "fp8", True), ("qwen3-235b-a22b", "H100", 4, "fp8", False),
+             ("gpt-oss-120b", "H100", 1, {"weights": "bf16", "compute": "bf16", "kv": "bf16", "activations": "bf16",
+                                          "experts": "mxfp4", "experts_compute": "bf16"}, True),
+             ("gpt-oss-120b", "B200", 1, None, False))
+    for model, dev, tp, prec, acts in cases:
+        kw = {} if prec is None else {"precision": prec}
+        a = make_client(model, dev, tp=tp, **kw)
+        b = make_client(model, dev, tp=tp, efficiency={"expert_compute": 0.5}, **kw)
+        assert SM.expert_eta_applies(b) is acts, (model, dev, prec)
+        ta = step_latency(a, prefill=[(0, 8192)]).total_s
+        tb = step_latency(b, prefill=[(0, 8192)]).total_s
+        assert (tb > ta) if acts else (tb == ta), (model, dev, prec)
+    # hand count, Qwen3-235B-A22B BF16 on 8 x A100, one 8,192-token prefill: the routed experts
+    # are F = 2·T·K·3·D·De/t FLOP per layer per device (T 8,192, K 8, D 4,096, De 1,536, t 8),
+    # compute-bound at 8,192·8/128 = 512 tokens per expert (intensity 512 FLOP/B > the A100 ridge
+    # 312/2.04·0.75/0.75 ≈ 153), so halving η_e adds F/(P·η_c) per layer: 94 layers, P = 312 TFLOP/s, η_c 0.75
+    a = make_client("qwen3-235b-a22b", "A100", tp=8, precision="bf16")
+    b = make_client("qwen3-235b-a22b", "A100", tp=8, precision="bf16", efficiency={"expert_compute": 0.5})
+    m = a.model
+    assert (m.num_experts, m.top_k, m.hidden_size, m.num_layers) == (128, 8, 4096, 94)
+    F = 2 * 8192 * 8 * 3 * 4096 * 1536 / 8
+    extra = 94 * F / (312e12 * 0.75)
+    ta = step_latency(a, prefill=[(0, 8192)]).total_s
+    tb = step_latency(b, prefill=[(0, 8192)]).total_s
+    assert tb - ta == pytest.approx(extra, rel=1e-6)
