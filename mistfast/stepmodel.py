@@ -59,6 +59,25 @@ def expert_gemm_bits16(client: ClientSpec) -> bool:
     return DTYPE_BYTES[fmt] >= 2
 
 
+# Dense GEMMs of a weight-only model (W8A16 / W4A16: an FP8 checkpoint on A100, which has no FP8
+# MMA, or an AWQ / GPTQ INT4 one) run the same dequantising kernels (Marlin) as weight-only expert
+# GEMMs, so η_e (efficiency.expert_compute, "the weight-only GEMM's share of the peak") slows them
+# too. GPUStack's vLLM bursts on A100: Qwen3-14B BF16 1,887 output tok/s, FP8 (W8A16) 1,605, AWQ
+# 1,802; Qwen3-32B 832 / 751 / 851 -- no gain from the narrower weights where the GEMMs are
+# compute-bound. docs/step-model.md, "Expert GEMM efficiency".
+DENSE_WEIGHT_ONLY_ETA = True
+
+
+def dense_eta_applies(client: ClientSpec) -> bool:
+    """True when η_e acts on this client's dense GEMMs (QKV, O, dense FFN, LM head): weights
+    narrower than the 16-bit format the device multiplies them in (DENSE_WEIGHT_ONLY_ETA)."""
+    if client.reference == "genz" or not DENSE_WEIGHT_ONLY_ETA:
+        return False
+    prec = client.precision
+    mma = client.device.mma_format(prec.compute) or prec.compute
+    return DTYPE_BYTES[mma] >= 2 and DTYPE_BYTES[prec.weights] < DTYPE_BYTES[mma]
+
+
 def expert_eta_applies(client: ClientSpec) -> bool:
     """True when η_e acts on this client's expert GEMMs (EXPERT_ETA_SCOPE; never in GenZ compat)."""
     if client.reference == "genz":
@@ -98,7 +117,7 @@ def client_params(client: ClientSpec) -> np.ndarray:
         unit = 1e9
         prm[K.P_BW_ONCHIP] = 1.0  # unused
         prm[K.P_GENZ_KV_EXTRA] = 1.0
-    prm[K.P_FPEAK] = fpeak * eff.compute
+    prm[K.P_FPEAK] = fpeak * eff.compute * (eff.expert_compute if dense_eta_applies(client) else 1.0)
     prm[K.P_FPEAK_ATTN] = fpeak_attn * eff.compute
     prm[K.P_BW] = dev.memory_bandwidth_GBps * unit * eff.memory
     prm[K.P_TAU] = eff.op_overhead_us * 1e-6

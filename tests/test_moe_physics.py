@@ -171,3 +171,44 @@ def test_expert_compute_scope_gemm16(monkeypatch):
     ta = step_latency(a, prefill=[(0, 8192)]).total_s
     tb = step_latency(b, prefill=[(0, 8192)]).total_s
     assert tb - ta == pytest.approx(extra, rel=1e-6)
+
+
+def test_dense_weight_only_gemms_at_expert_compute_by_hand():
+    """stepmodel.dense_eta_applies: the dense GEMMs of a weight-only model (FP8 weights on A100,
+    which multiplies them at its bf16 rate: W8A16; AWQ INT4: W4A16) run at η_c·η_e of the peak.
+    Qwen3-14B FP8 on A100, one 8,192-token prefill at η_c 0.75: the linear layers are compute-bound
+    (8,192 tokens on 1-byte weights: 16,384 FLOP/B against a ridge near 150), so halving η_e adds
+    exactly their FLOPs over P·η_c: F = 2·T·40 layers x (5,120·(40 + 2·8)·128 + 40·128·5,120 +
+    3·5,120·17,408) (QKV, O, gated FFN; the LM head on the one sampled row is weight-read-bound;
+    config.json of Qwen/Qwen3-14B);
+    BF16 weights, native FP8 (H100) and the switch off are unchanged; the fit's re-costing matches."""
+    from mistfast import stepmodel as SM
+    from mistfast.calibration_recost import StepSet
+    w8a16 = {"weights": "fp8", "compute": "fp8", "kv": "bf16", "activations": "bf16"}
+    a = make_client("qwen3-14b", "A100", precision=w8a16)
+    b = make_client("qwen3-14b", "A100", precision=w8a16, efficiency={"expert_compute": 0.5})
+    m = a.model
+    assert (m.hidden_size, m.num_layers, m.num_heads, m.num_kv_heads, m.head_dim, m.ffn_dim, m.vocab_size) == \
+        (5120, 40, 40, 8, 128, 17408, 151936)
+    assert SM.dense_eta_applies(b)
+    T = 8192
+    per_layer = 5120 * (40 + 2 * 8) * 128 + 40 * 128 * 5120 + 3 * 5120 * 17408
+    F = 2 * T * 40 * per_layer   # (the LM head runs on the one sampled row: weight-read-bound, unchanged)
+    ta = step_latency(a, prefill=[(0, T)]).total_s
+    tb = step_latency(b, prefill=[(0, T)]).total_s
+    assert tb - ta == pytest.approx(F / (312e12 * 0.75), rel=1e-6)
+    # not weight-only: BF16 weights; FP8 on H100 multiplies natively (W8A8)
+    for dev, prec in (("A100", "bf16"), ("H100", "fp8")):
+        c1 = make_client("qwen3-14b", dev, precision=prec)
+        c2 = make_client("qwen3-14b", dev, precision=prec, efficiency={"expert_compute": 0.5})
+        assert not SM.dense_eta_applies(c2)
+        assert step_latency(c1, prefill=[(0, T)]).total_s == step_latency(c2, prefill=[(0, T)]).total_s
+    # the re-costing at a trial η_e equals the client built with it
+    st = StepSet()
+    st.add(a, [(0, T)], [])
+    st.add(b, [(0, T)], [])
+    st.build()
+    t = st.times(0.75, 0.75, 0.0, eta_e=0.5)
+    assert t[0] == pytest.approx(tb, rel=1e-12) and t[1] == pytest.approx(tb, rel=1e-12)
+    t_own = st.times(0.75, 0.75, 0.0)
+    assert t_own[0] == pytest.approx(ta, rel=1e-12) and t_own[1] == pytest.approx(tb, rel=1e-12)
