@@ -48,7 +48,7 @@ def tp_link(client: ClientSpec, group: int) -> tuple[float, float]:
 # and a format the device has no MMA for (an FP8 checkpoint on A100 runs W8A16, Marlin). Never
 # native low-precision MMAs (FP8 x FP8 on Hopper, MXFP4 x MXFP8 on Blackwell: DeepGEMM / CUTLASS
 # grouped GEMMs), whose η_e learned on Hopper's 16-bit kernels made Blackwell's TTFT far worse.
-EXPERT_ETA_SCOPE = "weight_only"
+EXPERT_ETA_SCOPE = "gemm16"
 EXPERT_ETA_SCOPES = ("all", "weight_only", "gemm16")
 
 
@@ -65,7 +65,7 @@ def expert_gemm_bits16(client: ClientSpec) -> bool:
 # too. GPUStack's vLLM bursts on A100: Qwen3-14B BF16 1,887 output tok/s, FP8 (W8A16) 1,605, AWQ
 # 1,802; Qwen3-32B 832 / 751 / 851 -- no gain from the narrower weights where the GEMMs are
 # compute-bound. docs/step-model.md, "Expert GEMM efficiency".
-DENSE_WEIGHT_ONLY_ETA = True
+DENSE_WEIGHT_ONLY_ETA = False
 
 
 def dense_eta_applies(client: ClientSpec) -> bool:

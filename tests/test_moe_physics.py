@@ -173,7 +173,7 @@ def test_expert_compute_scope_gemm16(monkeypatch):
     assert tb - ta == pytest.approx(extra, rel=1e-6)
 
 
-def test_dense_weight_only_gemms_at_expert_compute_by_hand():
+def test_dense_weight_only_gemms_at_expert_compute_by_hand(monkeypatch):
     """stepmodel.dense_eta_applies: the dense GEMMs of a weight-only model (FP8 weights on A100,
     which multiplies them at its bf16 rate: W8A16; AWQ INT4: W4A16) run at η_c·η_e of the peak.
     Qwen3-14B FP8 on A100, one 8,192-token prefill at η_c 0.75: the linear layers are compute-bound
@@ -187,6 +187,10 @@ def test_dense_weight_only_gemms_at_expert_compute_by_hand():
     w8a16 = {"weights": "fp8", "compute": "fp8", "kv": "bf16", "activations": "bf16"}
     a = make_client("qwen3-14b", "A100", precision=w8a16)
     b = make_client("qwen3-14b", "A100", precision=w8a16, efficiency={"expert_compute": 0.5})
+    # off by default (held out it traded TTFT/TPOT for throughput): η_e leaves a dense model alone
+    assert SM.DENSE_WEIGHT_ONLY_ETA is False and not SM.dense_eta_applies(b)
+    assert step_latency(a, prefill=[(0, 8192)]).total_s == step_latency(b, prefill=[(0, 8192)]).total_s
+    monkeypatch.setattr(SM, "DENSE_WEIGHT_ONLY_ETA", True)
     m = a.model
     assert (m.hidden_size, m.num_layers, m.num_heads, m.num_kv_heads, m.head_dim, m.ffn_dim, m.vocab_size) == \
         (5120, 40, 40, 8, 128, 17408, 151936)
