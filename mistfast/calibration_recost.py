@@ -8,7 +8,7 @@ import numpy as np
 from ._numba import jit
 from .kernels import steptime as K
 from .specs import ClientSpec
-from .stepmodel import client_params, expert_eta_applies
+from .stepmodel import client_params, dense_eta_applies, expert_eta_applies
 
 
 # ============================================================================ fast re-costing
@@ -78,12 +78,15 @@ class StepSet:
         # each client's own η_e (GenZ compat has no expert peak of its own: P_FPEAK_EXPERT = P_FPEAK, no η_e)
         self.e_on = np.array([expert_eta_applies(c) for c in self.client_list], dtype=bool)
         self.eta_e = np.array([c.efficiency.expert_compute if on else 1.0 for c, on in zip(self.client_list, self.e_on)])
+        # the same η_e on the dense GEMMs of weight-only models (stepmodel.dense_eta_applies)
+        self.d_on = np.array([dense_eta_applies(c) for c in self.client_list], dtype=bool)
+        self.eta_d = np.array([c.efficiency.expert_compute if on else 1.0 for c, on in zip(self.client_list, self.d_on)])
         for j, c in enumerate(self.client_list):
             prm = client_params(c)
             e = c.efficiency
             self.prm0[j] = prm
             self.harness_s[j] = getattr(c, "harness_step_ms", 0.0) * 1e-3
-            self.raw[j] = (prm[K.P_FPEAK] / e.compute, prm[K.P_FPEAK_ATTN] / e.compute, prm[K.P_BW] / e.memory,
+            self.raw[j] = (prm[K.P_FPEAK] / self.eta_d[j] / e.compute, prm[K.P_FPEAK_ATTN] / e.compute, prm[K.P_BW] / e.memory,
                            prm[K.P_BW_ONCHIP] / e.memory if prm[K.P_GENZ] > 0 else prm[K.P_BW_ONCHIP],
                            prm[K.P_TP_BETA] / e.network, prm[K.P_PP_BETA] / e.network,
                            prm[K.P_EP_BETA] / e.network if prm[K.P_EP_BETA] > 0 else 0.0,
@@ -100,7 +103,8 @@ class StepSet:
         per sequence, per-collective latency, expert-GEMM efficiency)."""
         prm = self.prm0.copy()
         r = self.raw
-        prm[:, K.P_FPEAK] = r[:, 0] * eta_c
+        eta_d_rows = self.eta_d if eta_e is None else np.where(self.d_on, eta_e, 1.0)
+        prm[:, K.P_FPEAK] = r[:, 0] * eta_c * eta_d_rows
         prm[:, K.P_FPEAK_ATTN] = r[:, 1] * eta_c
         # rows where η_e does not act (GenZ compat; outside stepmodel.EXPERT_ETA_SCOPE) keep 1
         eta_e_rows = self.eta_e if eta_e is None else np.where(self.e_on, eta_e, 1.0)

@@ -126,11 +126,20 @@ def parse_precision(text: Any) -> dict | None:
     d = m.group(1)   # MXFP4 and NVFP4 stay apart: other scale bytes, other peaks (MI355X: no NVFP4)
     if d in ("fp16", "bf16", "fp32", "tf32"):
         return {"weights": d, "compute": d, "kv": d, "activations": d}
-    kv = "fp8" if d in FP4_FAMILY + ("int4", "fp6") else d
-    kvm = re.search(r"(fp8|int8|fp16|bf16|fp4)\s*kv|kv\s*(?:cache)?\s*(fp8|int8|fp16|bf16|fp4)", s)
+    kv = "fp8" if d in FP4_FAMILY + ("fp6",) else d
+    compute = d
+    if d == "int4":
+        # INT4 checkpoints (AWQ, GPTQ) are weight-only: W4A16, dequantised in a 16-bit GEMM, the KV
+        # cache in the model's 16-bit type (as modelnames.WEIGHT_ONLY_INT4 reads such names)
+        compute, kv = "bf16", "bf16"
+    kvm = KV_TEXT.search(s)
     if kvm:
         kv = kvm.group(1) or kvm.group(2)
-    return {"weights": d, "compute": d, "kv": kv, "activations": "bf16"}
+    return {"weights": d, "compute": compute, "kv": kv, "activations": "bf16"}
+
+
+# a KV-cache format stated in a precision text ("FP8 KV", "KV cache FP8", "BF16 KV cache")
+KV_TEXT = re.compile(r"(fp8|int8|fp16|bf16|fp4)\s*kv|kv\s*(?:cache)?\s*(fp8|int8|fp16|bf16|fp4)")
 
 
 def precision_key(prec: Any) -> str:

@@ -171,6 +171,17 @@ class DeviceSpec(Spec):
 
     def peak_flops(self, dtype: str) -> float:
         """Dense peak FLOP/s for ``dtype``; unsupported dtypes run at the next higher rate."""
+        d = self.mma_format(dtype)
+        if d is not None:
+            return self.tflops[d] * 1e12
+        # nothing at or above: the slowest the device has
+        return min(self.tflops.values()) * 1e12
+
+    def mma_format(self, dtype: str) -> str | None:
+        """The format whose peak ``dtype`` runs at on this device (``peak_flops``): ``dtype``
+        itself where the device has a rate for it, else the next higher one it has (FP8 on A100
+        -> bf16: engines run FP8 checkpoints there as W8A16, e.g. vLLM's Marlin kernels); None
+        when the device lists nothing at or above it."""
         d: str | None = dtype
         if d in FP4_FORMATS and d not in self.tflops:
             # a device listing only a generic "fp4" peak runs every FP4 format there; one that
@@ -179,10 +190,9 @@ class DeviceSpec(Spec):
             d = "fp4" if ("fp4" in self.tflops and not listed) else DTYPE_FALLBACK[d]
         while d is not None:
             if d in self.tflops:
-                return self.tflops[d] * 1e12
+                return d
             d = DTYPE_FALLBACK[d]
-        # nothing at or above: the slowest the device has
-        return min(self.tflops.values()) * 1e12
+        return None
 
 
 class LinkSpec(Spec):

@@ -41,10 +41,43 @@ def tp_link(client: ClientSpec, group: int) -> tuple[float, float]:
 
 
 # Which expert GEMMs efficiency.expert_compute (η_e) slows (docs/step-model.md, "Expert GEMM
-# efficiency"): "all" of them, or only "weight_only" ones, whose narrow weights are dequantised
-# inside a 16-bit GEMM (W4A16 / W8A16: gpt-oss MXFP4 experts on Hopper, A100 and MI300X), not native
-# low-precision MMAs (FP8 or MXFP4 x MXFP8 on Blackwell)
-EXPERT_ETA_SCOPE = "weight_only"
+# efficiency"): "all" of them; only "weight_only" ones, whose narrow weights are dequantised
+# inside a 16-bit GEMM (W4A16 / W8A16: gpt-oss MXFP4 experts on Hopper, A100 and MI300X); or
+# "gemm16": every expert GEMM whose multiply runs at 16 bits on the device -- the weight-only ones,
+# BF16/FP16 experts (vLLM's Triton fused_moe, the same grouped GEMM over T·K/E tokens per expert)
+# and a format the device has no MMA for (an FP8 checkpoint on A100 runs W8A16, Marlin). Never
+# native low-precision MMAs (FP8 x FP8 on Hopper, MXFP4 x MXFP8 on Blackwell: DeepGEMM / CUTLASS
+# grouped GEMMs), whose η_e learned on Hopper's 16-bit kernels made Blackwell's TTFT far worse.
+# "weight_only+tp_split" (measured, off): the weight-only ones and every expert split by TP inside
+# the expert (docs/moe-fidelity.md, session 10).
+EXPERT_ETA_SCOPE = "gemm16"
+EXPERT_ETA_SCOPES = ("all", "weight_only", "gemm16", "weight_only+tp_split")
+
+
+def expert_gemm_bits16(client: ClientSpec) -> bool:
+    """True when this client's expert GEMMs multiply at 16 bits on its device: the expert compute
+    format as the device runs it (``DeviceSpec.mma_format``: FP8 on A100 -> bf16) is 2 bytes."""
+    fmt = client.device.mma_format(client.precision.expert_compute) or client.precision.expert_compute
+    return DTYPE_BYTES[fmt] >= 2
+
+
+# Dense GEMMs of a weight-only model (W8A16 / W4A16: an FP8 checkpoint on A100, which has no FP8
+# MMA, or an AWQ / GPTQ INT4 one) run the same dequantising kernels (Marlin) as weight-only expert
+# GEMMs, so η_e (efficiency.expert_compute, "the weight-only GEMM's share of the peak") slows them
+# too. GPUStack's vLLM bursts on A100: Qwen3-14B BF16 1,887 output tok/s, FP8 (W8A16) 1,605, AWQ
+# 1,802; Qwen3-32B 832 / 751 / 851 -- no gain from the narrower weights where the GEMMs are
+# compute-bound. docs/step-model.md, "Expert GEMM efficiency".
+DENSE_WEIGHT_ONLY_ETA = False
+
+
+def dense_eta_applies(client: ClientSpec) -> bool:
+    """True when η_e acts on this client's dense GEMMs (QKV, O, dense FFN, LM head): weights
+    narrower than the 16-bit format the device multiplies them in (DENSE_WEIGHT_ONLY_ETA)."""
+    if client.reference == "genz" or not DENSE_WEIGHT_ONLY_ETA:
+        return False
+    prec = client.precision
+    mma = client.device.mma_format(prec.compute) or prec.compute
+    return DTYPE_BYTES[mma] >= 2 and DTYPE_BYTES[prec.weights] < DTYPE_BYTES[mma]
 
 
 # Expert parallelism under TP attention (docs/step-model.md, "MoE expert parallelism"). False = EP
@@ -69,6 +102,10 @@ def expert_eta_applies(client: ClientSpec) -> bool:
         return False
     if EXPERT_ETA_SCOPE == "all":
         return True
+    if EXPERT_ETA_SCOPE == "gemm16":
+        return expert_gemm_bits16(client)
+    if EXPERT_ETA_SCOPE not in ("weight_only", "weight_only+tp_split"):
+        raise ValueError(f"stepmodel.EXPERT_ETA_SCOPE = {EXPERT_ETA_SCOPE!r}: allowed {', '.join(EXPERT_ETA_SCOPES)}")
     prec = client.precision
     weight_only = DTYPE_BYTES[prec.expert_compute] >= 2 and DTYPE_BYTES[prec.expert_weights] < DTYPE_BYTES[prec.expert_compute]
     if EXPERT_ETA_SCOPE == "weight_only+tp_split":
@@ -104,7 +141,7 @@ def client_params(client: ClientSpec) -> np.ndarray:
         unit = 1e9
         prm[K.P_BW_ONCHIP] = 1.0  # unused
         prm[K.P_GENZ_KV_EXTRA] = 1.0
-    prm[K.P_FPEAK] = fpeak * eff.compute
+    prm[K.P_FPEAK] = fpeak * eff.compute * (eff.expert_compute if dense_eta_applies(client) else 1.0)
     prm[K.P_FPEAK_ATTN] = fpeak_attn * eff.compute
     prm[K.P_BW] = dev.memory_bandwidth_GBps * unit * eff.memory
     prm[K.P_TAU] = eff.op_overhead_us * 1e-6

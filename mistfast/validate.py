@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from . import calibration as C
+from . import calibration_store as CS
 from . import launch_time
 
 MAX_SIM_REQUESTS = 8000       # offline runs: cap on simulated requests (the 128/128 rows: 30000 -> 8000 moves the result < 0.1 %)
@@ -184,6 +185,31 @@ def engine_scheduler(engine: str, client, r: Mapping, isl: int, osl: int, concur
     if served is not None:
         sched = {**sched, **served.scheduler(client.device.memory_GiB)}
     return sched, served
+
+
+# A served engine's KV cache with no --kv-cache-dtype flag: "auto", the model's data type (vLLM
+# `vllm/config/cache.py` CacheConfig.cache_dtype: 'If "auto", will use model data type'; SGLang
+# `server_args.py` kv_cache_dtype "auto", the same words; TensorRT-LLM's KvCacheConfig.dtype "auto":
+# the checkpoint's KV quantisation, else the model's type). An FP8 or FP4 checkpoint of Qwen or
+# DeepSeek (block-scaled weights, no KV quantisation in its config) thus keeps a BF16 cache, where
+# parse_precision's free-text rule assumes ModelOpt's FP8 cache. docs/engines.md, "KV memory".
+# Off by default: held out it helps the GPUStack fold (all rows 27.8 -> 27.1 %, on top of the gemm16
+# scope) but the refit on those rows moves the MLPerf fold 15.6 -> 19.5 % (E2E 32 -> 56 %, TPOT 35 ->
+# 52 %: TensorRT-LLM B200 Llama-3.1-405B); docs/calibration.md, "GPUStack bursts".
+KV_AUTO_IN_VALIDATE = False
+HTTP_SERVING_CLIENTS = ("vllm-bench-serve", "sglang-bench-serving", "aiperf")   # = frontend.HTTP_CLIENTS
+
+
+def kv_auto_dtype(r: Mapping, precision_key: str) -> str:
+    """The KV format of a vLLM / SGLang / ``trtllm-serve`` row that states no KV flag: the model's
+    16-bit activation type, unless the row's precision text states a KV format or the checkpoint is
+    a ModelOpt one (``nvidia/...`` names, "ModelOpt" in the text: their config quantises the KV
+    cache), which keep the row's own; "" = keep."""
+    text = _txt(r.get("precision")).lower()
+    if CS.KV_TEXT.search(text) or "modelopt" in text or _txt(r.get("model")).lower().startswith("nvidia/"):
+        return ""
+    parts = precision_key.split("/")
+    return parts[3] if len(parts) >= 4 and parts[2] != parts[3] else ""
 
 
 def _with_kv_dtype(precision_key: str, kv: str) -> str:
@@ -790,6 +816,9 @@ def _plan_row(r: Mapping) -> RowPlan:
                                                                       served.torch_compile)
         if served.kv_dtype:
             plan.precision = _with_kv_dtype(plan.precision, served.kv_dtype)
+        elif KV_AUTO_IN_VALIDATE and plan.benchmark_client in HTTP_SERVING_CLIENTS:
+            # (a server started from its command line; MLPerf harnesses set the KV format in their own configs)
+            plan.precision = _with_kv_dtype(plan.precision, kv_auto_dtype(r, plan.precision))
         if served.adp_balance and ADP_BALANCE_CHAIN_ON and plan.disagg is None \
                 and C.row_parallelism(r.get("notes"), plan.tp, plan.model).get("dp_attention"):
             # trtllm-serve with attention_dp_config.enable_balance under attention DP over the tp

@@ -434,7 +434,10 @@ def test_fit_splits_step_overhead_from_per_op_overhead_across_models():
     obs, bases = [], {}
     for name in ("gpt-oss-20b", "mixtral-8x7b"):
         truth = make_client(name, "B200", efficiency=eff)
-        bases[name] = make_client(name, "B200")
+        # the fit keeps each base client's own η_e (not fitted here): Mixtral's BF16 experts run at
+        # 16 bits, where η_e acts (stepmodel.EXPERT_ETA_SCOPE "gemm16"), so the base carries the
+        # truth's η_e = 1 rather than the shipped calibration's
+        bases[name] = make_client(name, "B200", efficiency={"expert_compute": 1.0})
         obs += [C.StepObservation(model=name, device="B200", tp=1, precision="bf16", engine="vllm",
                                   id=f"{name}-{o.id}", time_s=o.time_s, prefill=o.prefill, decode=o.decode)
                 for o in _moe_sweep(truth)]

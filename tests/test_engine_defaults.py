@@ -249,3 +249,51 @@ def test_b200_sglang_rows_carry_the_recv_interval():
     assert V.plan_row(_imax_row(**row, batch_or_concurrency=8)).recv_interval == 10
     assert V.plan_row(_imax_row(**row, batch_or_concurrency=32)).recv_interval == 30
     assert V.plan_row(_imax_row()).recv_interval == 1      # MI355X: no recv interval
+
+
+def _gpustack_fp8_row(**kw):
+    row = {"id": "X1", "source": "github:gpustack/gpustack@x:docs/performance-lab/qwen3-32b/h100.md",
+           "engine": "vLLM (vllm serve; default flags)", "engine_version": "v0.11.0",
+           "model": "Qwen/Qwen3-32B-FP8", "precision": "FP8", "hardware": "H100-SXM-80GB",
+           "num_accel": 1, "tp": 1, "pp": 1,
+           "workload": "offline: all 1000 prompts sent at t=0 (request rate inf); random tokens, 2000 input "
+                       "tokens per prompt (vllm bench serve --backend openai-chat --num-prompts 1000)",
+           "isl": 2000, "osl": 100, "batch_or_concurrency": "unbounded (all at once)",
+           "request_rate": "inf (offline, all at t=0)", "metric": "output_tok_s", "value": 500.0,
+           "notes": "serving command: vllm serve Qwen/Qwen3-32B-FP8", "dataset": "random", "engine_family": "vllm"}
+    row.update(kw)
+    return row
+
+
+def test_served_fp8_checkpoint_keeps_a_16bit_kv_cache_by_hand(monkeypatch):
+    """`vllm serve Qwen/Qwen3-32B-FP8` with no --kv-cache-dtype: cache_dtype "auto" = the model's
+    data type (BF16), not the FP8 cache the free-text rule assumes for ModelOpt checkpoints. KV
+    tokens by hand: weights 32,761,446,400 x 1 byte (FP8; the embeddings counted at the weight
+    format as for every row), activation peak 1 GiB + 8,192 x (2 x 25,600 + 4 x 5,120) x 2 bytes,
+    KV = 0.9 x 80 GiB - weights - activation over 2 x 8 x 128 x 64 x 2 bytes per token."""
+    # off by default (docs/calibration.md): the row's free-text precision (FP8 cache) as before
+    assert V.KV_AUTO_IN_VALIDATE is False
+    assert V.plan_row(_gpustack_fp8_row()).precision.split("/")[2] == "fp8"
+    monkeypatch.setattr(V, "KV_AUTO_IN_VALIDATE", True)
+    p = V.plan_row(_gpustack_fp8_row())
+    assert p.status == "ok", p.reason
+    assert p.precision.split("/")[:4] == ["fp8", "fp8", "bf16", "bf16"]
+    c = C._client_cached(p.model, p.device, 1, 1, p.precision)
+    c = _with_scheduler(c, p.scenario["clients"][0]["scheduler"])
+    weights = c.weight_bytes_device()
+    act = 1 * GiB + 8192 * (2 * 25600 + 4 * 5120) * 2
+    per_token = 2 * 8 * 128 * 64 * 2
+    assert abs(c.kv_capacity_tokens() - int((0.9 * 80 * GiB - weights - act) // per_token)) <= 1
+    # a stated FP8 cache (flag or precision text) and ModelOpt checkpoints keep FP8
+    for kw in ({"notes": "serving command: vllm serve Qwen/Qwen3-32B-FP8 --kv-cache-dtype fp8"},
+               {"precision": "FP8 (weights and KV cache FP8)"},
+               {"model": "nvidia/Qwen3-32B-FP8"}):
+        q = V.plan_row(_gpustack_fp8_row(**kw))
+        assert q.precision.split("/")[2] == "fp8", kw
+
+
+def test_int4_awq_rows_are_weight_only():
+    """"INT4 (AWQ weights)": W4A16 -- dequantised in a 16-bit GEMM (compute bf16), BF16 KV cache."""
+    assert C.parse_precision("INT4 (AWQ weights)") == {"weights": "int4", "compute": "bf16", "kv": "bf16",
+                                                         "activations": "bf16"}
+    assert C.parse_precision("INT4 (AWQ weights), FP8 KV")["kv"] == "fp8"

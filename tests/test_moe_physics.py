@@ -155,3 +155,89 @@ def test_expert_compute_scope_with_tp_split_experts(monkeypatch):
     assert t05 - t10 == pytest.approx(10 * flop_time, rel=1e-9)
     # EP holds whole experts: η_e does not act
     assert step_latency(ds(0.1, ep=8), prefill=[(0, T)]).total_s == step_latency(ds(1.0, ep=8), prefill=[(0, T)]).total_s
+
+
+def test_expert_compute_scope_gemm16(monkeypatch):
+    """stepmodel.EXPERT_ETA_SCOPE = "gemm16": η_e acts on every expert GEMM that multiplies at 16
+    bits on its device -- BF16 experts (Qwen3-235B-A22B BF16 on A100 / H100: vLLM's Triton
+    fused_moe), W4A16 (gpt-oss on Hopper) and an FP8 checkpoint on A100, which has no FP8 MMA
+    (engines run it W8A16) -- and not on native FP8 x FP8 (H100) or MXFP4 x MXFP8 (B200) MMAs.
+    Where it acts, a long prefill's expert op is compute-bound, so at η_e = 0.5 its expert GEMM
+    time doubles: the step grows by exactly the expert FLOPs F over P·η_c (hand count below)."""
+    from mistfast import stepmodel as SM
+    monkeypatch.setattr(SM, "EXPERT_ETA_SCOPE", "gemm16")
+    # the device's MMA format: FP8 on A100 falls back to its bf16 rate, on H100 it is native
+    from mistfast.specs import make_client as mk
+    assert mk("qwen3-235b-a22b", "A100", tp=8, precision="fp8").device.mma_format("fp8") == "bf16"
+    assert mk("qwen3-235b-a22b", "H100", tp=4, precision="fp8").device.mma_format("fp8") == "fp8"
+    cases = (("qwen3-235b-a22b", "A100", 8, "bf16", True), ("qwen3-235b-a22b", "H100", 8, "bf16", True),
+             ("qwen3-235b-a22b", "A100", 8, "fp8", True), ("qwen3-235b-a22b", "H100", 4, "fp8", False),
+             ("gpt-oss-120b", "H100", 1, {"weights": "bf16", "compute": "bf16", "kv": "bf16", "activations": "bf16",
+                                          "experts": "mxfp4", "experts_compute": "bf16"}, True),
+             ("gpt-oss-120b", "B200", 1, None, False))
+    for model, dev, tp, prec, acts in cases:
+        kw = {} if prec is None else {"precision": prec}
+        a = make_client(model, dev, tp=tp, **kw)
+        b = make_client(model, dev, tp=tp, efficiency={"expert_compute": 0.5}, **kw)
+        assert SM.expert_eta_applies(b) is acts, (model, dev, prec)
+        ta = step_latency(a, prefill=[(0, 8192)]).total_s
+        tb = step_latency(b, prefill=[(0, 8192)]).total_s
+        assert (tb > ta) if acts else (tb == ta), (model, dev, prec)
+    # hand count, Qwen3-235B-A22B BF16 on 8 x A100, one 8,192-token prefill: the routed experts
+    # are F = 2·T·K·3·D·De/t FLOP per layer per device (T 8,192, K 8, D 4,096, De 1,536, t 8),
+    # compute-bound at 8,192·8/128 = 512 tokens per expert (intensity 512 FLOP/B > the A100 ridge
+    # 312/2.04·0.75/0.75 ≈ 153), so halving η_e adds F/(P·η_c) per layer: 94 layers, P = 312 TFLOP/s, η_c 0.75
+    a = make_client("qwen3-235b-a22b", "A100", tp=8, precision="bf16")
+    b = make_client("qwen3-235b-a22b", "A100", tp=8, precision="bf16", efficiency={"expert_compute": 0.5})
+    m = a.model
+    assert (m.num_experts, m.top_k, m.hidden_size, m.num_layers) == (128, 8, 4096, 94)
+    F = 2 * 8192 * 8 * 3 * 4096 * 1536 / 8
+    extra = 94 * F / (312e12 * 0.75)
+    ta = step_latency(a, prefill=[(0, 8192)]).total_s
+    tb = step_latency(b, prefill=[(0, 8192)]).total_s
+    assert tb - ta == pytest.approx(extra, rel=1e-6)
+
+
+def test_dense_weight_only_gemms_at_expert_compute_by_hand(monkeypatch):
+    """stepmodel.dense_eta_applies: the dense GEMMs of a weight-only model (FP8 weights on A100,
+    which multiplies them at its bf16 rate: W8A16; AWQ INT4: W4A16) run at η_c·η_e of the peak.
+    Qwen3-14B FP8 on A100, one 8,192-token prefill at η_c 0.75: the linear layers are compute-bound
+    (8,192 tokens on 1-byte weights: 16,384 FLOP/B against a ridge near 150), so halving η_e adds
+    exactly their FLOPs over P·η_c: F = 2·T·40 layers x (5,120·(40 + 2·8)·128 + 40·128·5,120 +
+    3·5,120·17,408) (QKV, O, gated FFN; the LM head on the one sampled row is weight-read-bound;
+    config.json of Qwen/Qwen3-14B);
+    BF16 weights, native FP8 (H100) and the switch off are unchanged; the fit's re-costing matches."""
+    from mistfast import stepmodel as SM
+    from mistfast.calibration_recost import StepSet
+    w8a16 = {"weights": "fp8", "compute": "fp8", "kv": "bf16", "activations": "bf16"}
+    a = make_client("qwen3-14b", "A100", precision=w8a16)
+    b = make_client("qwen3-14b", "A100", precision=w8a16, efficiency={"expert_compute": 0.5})
+    # off by default (held out it traded TTFT/TPOT for throughput): η_e leaves a dense model alone
+    assert SM.DENSE_WEIGHT_ONLY_ETA is False and not SM.dense_eta_applies(b)
+    assert step_latency(a, prefill=[(0, 8192)]).total_s == step_latency(b, prefill=[(0, 8192)]).total_s
+    monkeypatch.setattr(SM, "DENSE_WEIGHT_ONLY_ETA", True)
+    m = a.model
+    assert (m.hidden_size, m.num_layers, m.num_heads, m.num_kv_heads, m.head_dim, m.ffn_dim, m.vocab_size) == \
+        (5120, 40, 40, 8, 128, 17408, 151936)
+    assert SM.dense_eta_applies(b)
+    T = 8192
+    per_layer = 5120 * (40 + 2 * 8) * 128 + 40 * 128 * 5120 + 3 * 5120 * 17408
+    F = 2 * T * 40 * per_layer   # (the LM head runs on the one sampled row: weight-read-bound, unchanged)
+    ta = step_latency(a, prefill=[(0, T)]).total_s
+    tb = step_latency(b, prefill=[(0, T)]).total_s
+    assert tb - ta == pytest.approx(F / (312e12 * 0.75), rel=1e-6)
+    # not weight-only: BF16 weights; FP8 on H100 multiplies natively (W8A8)
+    for dev, prec in (("A100", "bf16"), ("H100", "fp8")):
+        c1 = make_client("qwen3-14b", dev, precision=prec)
+        c2 = make_client("qwen3-14b", dev, precision=prec, efficiency={"expert_compute": 0.5})
+        assert not SM.dense_eta_applies(c2)
+        assert step_latency(c1, prefill=[(0, T)]).total_s == step_latency(c2, prefill=[(0, T)]).total_s
+    # the re-costing at a trial η_e equals the client built with it
+    st = StepSet()
+    st.add(a, [(0, T)], [])
+    st.add(b, [(0, T)], [])
+    st.build()
+    t = st.times(0.75, 0.75, 0.0, eta_e=0.5)
+    assert t[0] == pytest.approx(tb, rel=1e-12) and t[1] == pytest.approx(tb, rel=1e-12)
+    t_own = st.times(0.75, 0.75, 0.0)
+    assert t_own[0] == pytest.approx(ta, rel=1e-12) and t_own[1] == pytest.approx(tb, rel=1e-12)
