@@ -40,9 +40,13 @@ def reference_step_time(client, prefill, decode, prompts_done=None):
         onchip = 18000 * GiB * eff.memory
     else:
         bw, ba, bkv = DTYPE_BYTES[prec.weights], DTYPE_BYTES[prec.activations], DTYPE_BYTES[prec.kv]
-        peak = dev.peak_flops(prec.compute) * eff.compute
+        # η_e (efficiency.expert_compute) where its scope puts it: which GEMMs it covers is
+        # stepmodel's rule (hand-tested in test_moe_physics); the arithmetic below is the twin's own
+        eta_e = eff.expert_compute if stepmodel.expert_eta_applies(client) else 1.0
+        eta_dense = eff.expert_compute if stepmodel.dense_eta_applies(client) else 1.0
+        peak = dev.peak_flops(prec.compute) * eff.compute * eta_dense
         peak_attn = dev.peak_flops(prec.activations) * eff.compute
-        peak_exp = dev.peak_flops(prec.experts_compute or prec.compute) * eff.compute
+        peak_exp = dev.peak_flops(prec.experts_compute or prec.compute) * eff.compute * eta_e
         bx = DTYPE_BYTES[prec.experts or prec.weights]
         hbm = dev.memory_bandwidth_GBps * 1e9 * eff.memory
         onchip = None
