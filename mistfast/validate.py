@@ -48,6 +48,7 @@ import pandas as pd
 from . import calibration as C
 from . import calibration_store as CS
 from . import launch_time
+from .frontend import HTTP_CLIENTS
 
 MAX_SIM_REQUESTS = 8000       # offline runs: cap on simulated requests (the 128/128 rows: 30000 -> 8000 moves the result < 0.1 %)
 DEFAULT_OFFLINE_REQUESTS = 2000
@@ -197,7 +198,6 @@ def engine_scheduler(engine: str, client, r: Mapping, isl: int, osl: int, concur
 # scope) but the refit on those rows moves the MLPerf fold 15.6 -> 19.5 % (E2E 32 -> 56 %, TPOT 35 ->
 # 52 %: TensorRT-LLM B200 Llama-3.1-405B); docs/calibration.md, "GPUStack bursts".
 KV_AUTO_IN_VALIDATE = False
-HTTP_SERVING_CLIENTS = ("vllm-bench-serve", "sglang-bench-serving", "aiperf")   # = frontend.HTTP_CLIENTS
 
 
 def kv_auto_dtype(r: Mapping, precision_key: str) -> str:
@@ -816,7 +816,7 @@ def _plan_row(r: Mapping) -> RowPlan:
                                                                       served.torch_compile)
         if served.kv_dtype:
             plan.precision = _with_kv_dtype(plan.precision, served.kv_dtype)
-        elif KV_AUTO_IN_VALIDATE and plan.benchmark_client in HTTP_SERVING_CLIENTS:
+        elif KV_AUTO_IN_VALIDATE and plan.benchmark_client in HTTP_CLIENTS:
             # (a server started from its command line; MLPerf harnesses set the KV format in their own configs)
             plan.precision = _with_kv_dtype(plan.precision, kv_auto_dtype(r, plan.precision))
         if served.adp_balance and ADP_BALANCE_CHAIN_ON and plan.disagg is None \
@@ -1291,22 +1291,18 @@ def adp_balance_wait_ms(p: RowPlan, summary: Mapping) -> float:
     stat = p.value_key.split("_")[1]
     q = None if stat == "mean" else int(stat[1:]) / 100.0
     iter_ms = float(summary["tpot_mean_ms"])
-    if chain:
-        ranks, timeout, batching = p.adp_balance[:3]
-        engines = max(p.dp // max(p.replica_scale, 1), 1)
-        if p.workload_kind == "closed loop":
-            rate_per_engine = float(summary.get("request_throughput_rps", 0.0)) / engines
-            weight = 1.0 - first_wave_weight(p)
-        else:
-            rate_per_engine = float(p.scenario.get("workload", {}).get("arrival", {}).get("rate_rps", 0.0)) / engines
-            weight = 1.0
-        if not (rate_per_engine > 0.0 and iter_ms > 0.0) or weight <= 0.0:
-            return 0.0
-        return weight * adp_chain_wait_iters(rate_per_engine * iter_ms / 1e3, ranks, timeout, batching, q) * iter_ms
-    ranks, timeout, batching = p.adp_balance
-    arrival = p.scenario.get("workload", {}).get("arrival", {})
-    rate_per_engine = float(arrival.get("rate_rps", 0.0)) / max(p.dp // max(p.replica_scale, 1), 1)
-    return adp_balance_wait_iters(rate_per_engine * iter_ms / 1e3, ranks, timeout, batching, q) * iter_ms
+    ranks, timeout, batching = p.adp_balance[:3]
+    engines = max(p.dp // max(p.replica_scale, 1), 1)
+    if p.workload_kind == "closed loop":   # (chain rows only, by the test above)
+        rate_per_engine = float(summary.get("request_throughput_rps", 0.0)) / engines
+    else:
+        rate_per_engine = float(p.scenario.get("workload", {}).get("arrival", {}).get("rate_rps", 0.0)) / engines
+    if not chain:
+        return adp_balance_wait_iters(rate_per_engine * iter_ms / 1e3, ranks, timeout, batching, q) * iter_ms
+    weight = 1.0 - first_wave_weight(p) if p.workload_kind == "closed loop" else 1.0
+    if not (rate_per_engine > 0.0 and iter_ms > 0.0) or weight <= 0.0:
+        return 0.0
+    return weight * adp_chain_wait_iters(rate_per_engine * iter_ms / 1e3, ranks, timeout, batching, q) * iter_ms
 
 
 def plan_value(p: RowPlan, summary: Mapping) -> float:
