@@ -76,13 +76,15 @@ class EfficiencyFit:
     seq_overhead_us: float = 0.0    # host time per sequence per step (factorised fit only)
     collective_us: float = 5.0      # per collective call (factorised fit; the per-group fit keeps the default)
     expert_compute: float = 1.0     # expert-GEMM share of the peak on top of compute (factorised fit only)
+    expert_fp8: float = 1.0         # W8A8 FP8 expert GEMMs' share of the FP8 peak (factorised fit only)
 
     def as_efficiency(self) -> dict:
         return {"compute": self.compute, "memory": self.memory, "network": self.network,
                 "op_overhead_us": self.op_overhead_us, "step_overhead_ms": self.step_overhead_ms,
                 "prefill": self.prefill, "ttft_overhead_ms": self.ttft_overhead_ms,
                 "first_wave_ms": self.first_wave_ms, "seq_overhead_us": self.seq_overhead_us,
-                "collective_us": self.collective_us, "expert_compute": self.expert_compute}
+                "collective_us": self.collective_us, "expert_compute": self.expert_compute,
+                "expert_fp8": self.expert_fp8}
 
     def __getitem__(self, k):
         return getattr(self, k)

@@ -392,6 +392,11 @@ class EfficiencySpec(Spec):
     # slices reach less of the peak than dense GEMMs). It only matters where the expert op is
     # compute-bound (prefill); weight-read-bound decode is unchanged (docs/step-model.md); 1 = off
     expert_compute: float = Field(gt=0, le=1, default=1.0)
+    # W8A8 FP8 expert GEMMs (FP8 expert weights multiplied at the device's native FP8 rate: the
+    # 128x128 block-scaled DeepSeek-V3/R1 and Qwen3-FP8 checkpoints): their share of the FP8 peak, on
+    # top of `compute`; only where stepmodel.expert_fp8_applies (docs/moe-fidelity.md, session 11);
+    # 1 = off
+    expert_fp8: float = Field(gt=0, le=1, default=1.0)
     # kernel launches (docs/step-model.md, "Launch-bound steps"; mistfast.launch_time): host time per
     # kernel of an eager prefill step (the step lasts at least kernels x this), and the time per kernel
     # a graph-replayed decode-only step adds; µs, 0 = off

@@ -116,6 +116,26 @@ def expert_eta_applies(client: ClientSpec) -> bool:
     return weight_only
 
 
+# W8A8 FP8 expert GEMMs (docs/moe-fidelity.md, "Session 11"): efficiency.expert_fp8 (η_f8) is their
+# share of the device's FP8 peak, on top of η_c, for MoE checkpoints whose experts are stored in FP8 and
+# multiplied at the native FP8 rate (DeepSeek-V3/R1 and Qwen3-FP8: 128x128 weight blocks and 1x128
+# activation groups, each K block's partial sums rescaled in FP32 outside the MMA: SGLang's
+# fused_moe_triton w8a8 block kernel, DeepGEMM, FlashInfer's TRT-LLM FP8 block-scale MoE, AITER on
+# MI300X). Not the 16-bit expert GEMMs (η_e, EXPERT_ETA_SCOPE), not FP4 experts (gpt-oss MXFP4,
+# DeepSeek NVFP4), not an FP8 checkpoint on a device without FP8 MMAs (A100: W8A16, η_e). It is a
+# separate fitted parameter because these rows run at a few per cent of the FP8 peak in prefill
+# (the InferenceMAX and GPUStack DeepSeek-R1 rows, TP-split and EP alike), far below what η_e learns on
+# the 16-bit kernels. 1 (the default of every client and of a calibration without it) leaves the model
+# as it was; calibration_factored.FIT_EXPERT_FP8 fits it.
+def expert_fp8_applies(client: ClientSpec) -> bool:
+    """True when η_f8 (efficiency.expert_fp8) acts on this client's expert GEMMs: a MoE model whose
+    expert weights are FP8 and whose device multiplies FP8 natively (never in GenZ compat)."""
+    if client.reference == "genz" or not client.model.is_moe:
+        return False
+    prec = client.precision
+    return prec.expert_weights == "fp8" and client.device.mma_format(prec.expert_compute) == "fp8"
+
+
 def client_params(client: ClientSpec) -> np.ndarray:
     """The kernel's parameter vector for one client (one TP x PP x EP engine)."""
     m, dev, prec, eff = client.model, client.device, client.precision, client.efficiency
@@ -235,7 +255,8 @@ def _extension_params(client: ClientSpec, prm: np.ndarray, genz: bool, fpeak: fl
     else:
         # η_e (efficiency.expert_compute) on top of η_c: the expert GEMMs' own share of the peak
         eta_e = eff.expert_compute if expert_eta_applies(client) else 1.0
-        prm[K.P_FPEAK_EXPERT] = client.device.peak_flops(prec.expert_compute) * eff.compute * eta_e
+        eta_f8 = eff.expert_fp8 if expert_fp8_applies(client) else 1.0   # W8A8 FP8 experts (session 11)
+        prm[K.P_FPEAK_EXPERT] = client.device.peak_flops(prec.expert_compute) * eff.compute * eta_e * eta_f8
         prm[K.P_BWB_EXPERT] = DTYPE_BYTES[prec.expert_weights]
     prm[K.P_IMBALANCE] = eff.expert_imbalance
     prm[K.P_EP_TP_A2A] = 1.0 if (genz or EP_DISPATCH_UNDER_TP_ATTENTION) else 0.0

@@ -241,3 +241,81 @@ def test_dense_weight_only_gemms_at_expert_compute_by_hand(monkeypatch):
     assert t[0] == pytest.approx(tb, rel=1e-12) and t[1] == pytest.approx(tb, rel=1e-12)
     t_own = st.times(0.75, 0.75, 0.0)
     assert t_own[0] == pytest.approx(ta, rel=1e-12) and t_own[1] == pytest.approx(tb, rel=1e-12)
+
+
+# ---- W8A8 FP8 expert-GEMM efficiency η_f8 (efficiency.expert_fp8, session 11) -------------------
+def test_expert_fp8_scope():
+    """η_f8 acts on MoE experts stored in FP8 and multiplied at the device's native FP8 rate
+    (DeepSeek-R1 FP8 on H200 / B200 / MI300X, Qwen3-235B FP8 on H100) and on nothing else: not an
+    FP8 checkpoint on A100 (W8A16, η_e's scope), not FP4 experts (gpt-oss MXFP4, DeepSeek NVFP4),
+    not BF16 experts, not a dense FP8 model, not GenZ compat. Where it does not act, a client with
+    η_f8 = 0.2 is bit-identical to one without."""
+    from mistfast import stepmodel as SM
+    cases = (("deepseek-v3", "H200", 8, "fp8", True), ("deepseek-v3", "B200", 8, "fp8", True),
+             ("deepseek-v3", "MI300X", 8, "fp8", True), ("qwen3-235b-a22b", "H100", 4, "fp8", True),
+             ("qwen3-235b-a22b", "A100", 8, "fp8", False), ("qwen3-235b-a22b", "H100", 8, "bf16", False),
+             ("gpt-oss-120b", "B200", 1, None, False), ("llama-3.1-8b", "H100", 1, "fp8", False),
+             ("deepseek-v3", "B200", 4, {"weights": "fp8", "compute": "fp8", "kv": "fp8", "activations": "bf16",
+                                         "experts": "nvfp4", "experts_compute": "nvfp4"}, False))
+    for model, dev, tp, prec, acts in cases:
+        kw = {} if prec is None else {"precision": prec}
+        a = make_client(model, dev, tp=tp, **kw)
+        b = make_client(model, dev, tp=tp, efficiency={"expert_fp8": 0.2}, **kw)
+        assert SM.expert_fp8_applies(b) is acts, (model, dev, prec)
+        ta = step_latency(a, prefill=[(0, 8192)]).total_s
+        tb = step_latency(b, prefill=[(0, 8192)]).total_s
+        assert (tb > ta) if acts else (tb == ta), (model, dev, prec)
+    g = make_client("mixtral-8x7b", "H100", tp=2, precision="fp8", reference="genz",
+                    efficiency={"expert_fp8": 0.2})
+    assert not SM.expert_fp8_applies(g)
+
+
+def test_expert_fp8_by_hand():
+    """DeepSeek-R1 FP8 on 8 x H200 (TP-split experts: De/t = 2,048/8 = 256 columns per rank), one
+    8,192-token prefill. Routed experts per layer and rank: F = 2·T·K·3·D·De/t FLOP (T 8,192, K 8,
+    D 7,168, De 2,048, t 8) = 7.2e11; Y = all 256 experts' slices (3·D·De/t bytes each, FP8) plus the
+    token rows in and out (2·T·K·D·2 bytes) = 3.29 GB. At η_f8 = 1 the op is memory-bound
+    (Y / (4.8 TB/s · 0.75) = 0.91 ms > F / (1,978.9 TFLOP/s · 0.75) = 0.49 ms); at η_f8 = 0.1 it is
+    compute-bound (4.9 ms). The shared expert (one, 3·D·De/t weights per rank) is its own op at the
+    same expert peak: max(F_sh/(P·η_f8), Y_sh/BW) with F_sh = 2·T·3·D·De/t. 58 MoE layers."""
+    T, K_, D, De, t, E, L = 8192, 8, 7168, 2048, 8, 256, 58
+    a = make_client("deepseek-v3", "H200", tp=t, precision="fp8")
+    b = make_client("deepseek-v3", "H200", tp=t, precision="fp8", efficiency={"expert_fp8": 0.1})
+    m = a.model
+    assert (m.num_experts, m.top_k, m.hidden_size, m.expert_ffn_dim, m.num_shared_experts) == (E, K_, D, De, 1)
+    P, bw = 1978.9e12 * 0.75, 4800e9 * 0.75
+    F = 2.0 * T * K_ * 3 * D * De / t
+    Y = E * (1 - (1 - K_ / E) ** T) * 3 * D * De / t * 1.0 + 2.0 * T * K_ * D * 2
+    assert Y / bw > F / P and F / (P * 0.1) > Y / bw
+    w_sh = 3 * D * De * m.num_shared_experts / t
+    F_sh = 2.0 * T * w_sh
+    Y_sh = w_sh * 1.0 + 2.0 * T * D * 2
+    t_sh1, t_sh = max(F_sh / P, Y_sh / bw), max(F_sh / (P * 0.1), Y_sh / bw)
+    extra = L * ((F / (P * 0.1) - Y / bw) + (t_sh - t_sh1))
+    ga = step_latency(a, prefill=[(0, T)]).breakdown["gemm_s"]
+    gb = step_latency(b, prefill=[(0, T)]).breakdown["gemm_s"]
+    assert gb - ga == pytest.approx(extra, rel=1e-6)
+
+
+def test_recosting_at_trial_expert_fp8_matches_the_client():
+    """StepSet.times with eta_f8 equals a client built with that η_f8; None keeps each client's own;
+    it leaves clients outside the scope (gpt-oss MXFP4 on B200) alone."""
+    from mistfast.calibration_recost import StepSet
+    base = make_client("deepseek-v3", "H200", tp=8, precision="fp8", efficiency={"compute": 0.6, "memory": 0.7})
+    own = make_client("deepseek-v3", "H200", tp=8, precision="fp8",
+                      efficiency={"compute": 0.6, "memory": 0.7, "expert_fp8": 0.15})
+    oss = make_client("gpt-oss-120b", "B200", efficiency={"compute": 0.6, "memory": 0.7})
+    st = StepSet()
+    st.add(base, [(0, 8192)], [])
+    st.add(own, [(0, 8192)], [])
+    st.add(oss, [(0, 8192)], [])
+    st.build()
+    t = st.times(0.6, 0.7, 0.0, eta_f8=0.15)
+    ref = step_latency(own, prefill=[(0, 8192)]).total_s
+    ref_oss = step_latency(oss, prefill=[(0, 8192)]).total_s
+    assert t[0] == pytest.approx(ref, rel=1e-12) and t[1] == pytest.approx(ref, rel=1e-12)
+    assert t[2] == pytest.approx(ref_oss, rel=1e-12)
+    t_own = st.times(0.6, 0.7, 0.0)
+    assert t_own[0] == pytest.approx(step_latency(base, prefill=[(0, 8192)]).total_s, rel=1e-12)
+    assert t_own[1] == pytest.approx(ref, rel=1e-12)
+    assert t_own[1] > 2.0 * t_own[0]

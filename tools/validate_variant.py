@@ -5,23 +5,27 @@
 
 VARIANT is any of these words joined by '+': ``ep_no_a2a`` (stepmodel.EP_DISPATCH_UNDER_TP_ATTENTION =
 False: EP under TP attention moves no tokens), ``split`` (stepmodel.EXPERT_ETA_SCOPE =
-"weight_only+tp_split"), ``launch40`` (SGLang eager prefill at 40 us per kernel), ``default``."""
+"weight_only+tp_split"), ``launch40`` (SGLang eager prefill at 40 us per kernel), ``fp8eta`` (fit the W8A8 FP8 expert efficiency
+η_f8 as a factorised parameter: calibration_factored.enable_expert_fp8(), docs/moe-fidelity.md session 11),
+``default``."""
 import sys
 
-from mistfast import launch_time, stepmodel
+from mistfast import calibration_factored, launch_time, stepmodel
 
 
 def main() -> None:
     words = set(sys.argv[1].split("+"))
-    unknown = words - {"ep_no_a2a", "split", "launch40", "default"}
+    unknown = words - {"ep_no_a2a", "split", "launch40", "fp8eta", "default"}
     if unknown:
-        sys.exit(f"variant {sys.argv[1]!r}: unknown word(s) {sorted(unknown)}; allowed: ep_no_a2a, split, launch40, default")
+        sys.exit(f"variant {sys.argv[1]!r}: unknown word(s) {sorted(unknown)}; allowed: ep_no_a2a, split, launch40, fp8eta, default")
     if "ep_no_a2a" in words:
         stepmodel.EP_DISPATCH_UNDER_TP_ATTENTION = False
     if "split" in words:
         stepmodel.EXPERT_ETA_SCOPE = "weight_only+tp_split"
     if "launch40" in words:
         launch_time.EAGER_PREFILL_ENGINES["sglang"] = launch_time.EAGER_KERNEL_US
+    if "fp8eta" in words:
+        calibration_factored.enable_expert_fp8()
     from mistfast.cli import main as cli
     sys.argv = ["mistfast"] + sys.argv[2:]
     cli()
