@@ -9,6 +9,7 @@ import pytest
 
 from mistfast import calibration as C
 from mistfast import step_latency
+from mistfast import stepmodel as S
 from mistfast.specs import make_client
 
 # truth: η = ROOT × device factor × engine factor (compute, memory); τ = 0, no step overhead
@@ -193,3 +194,35 @@ def test_expert_compute_is_identified_by_moe_against_dense_rows(monkeypatch):
     dense = C.fit_factored([o for o in obs if o.model == "llama-3.1-8b"], prior_sd=sd).efficiency("H100", "vllm")
     assert dense["expert_compute"] > 0.97
     assert dense["compute"] == pytest.approx(0.5, rel=0.02)
+
+
+def test_expert_fp8_is_identified_by_fp8_moe_against_dense_rows(monkeypatch):
+    """η_f8 (efficiency.expert_fp8, W8A8 FP8 experts) is seen only where FP8 experts are compute-bound
+    at the trial value. Truth on (H100, sglang): η_c 0.5, η_m 0.6 for every GEMM and η_f8 0.15 on the
+    FP8 experts of Qwen3-235B-A22B at tp 4 (De/t = 384 columns per rank). Llama-3.1-8B FP8 rows fix
+    η_c and η_m; the Qwen3 prefills (1k-8k tokens; at η_f8 0.15 the expert op is compute-bound from
+    ~1k tokens) fix η_f8: recovered within 3 %. On the dense rows alone no row sees it, and the weak
+    root prior takes it from its start value (EXPERT_FP8_START) back to its centre 1 (off)."""
+    from mistfast import calibration_factored as CF
+    if CF.EXPERT_FP8_PARAM not in CF.FACTOR_PARAMS:   # FIT_EXPERT_FP8 off (the default): switch it on
+        monkeypatch.setattr(CF, "FACTOR_PARAMS", CF.FACTOR_PARAMS + (CF.EXPERT_FP8_PARAM,))
+    truth = {"compute": 0.5, "memory": 0.6, "expert_fp8": 0.15}
+    obs = []
+    for model, tp in (("llama-3.1-8b", 1), ("qwen3-235b-a22b", 4)):
+        o0 = C.StepObservation(model=model, device="H100", time_s=1.0, decode=((1, 1),), tp=tp,
+                               precision="fp8/fp8/fp8/bf16")
+        c = C.with_efficiency(C.default_client(o0), truth)
+        assert S.expert_fp8_applies(c) is (model != "llama-3.1-8b")
+        shapes = [(((0, P),), ()) for P in (256, 1024, 2048, 4096, 8192)]
+        shapes += [((), ((1, kv),) * B) for B in (1, 16, 128) for kv in (512, 8192)]
+        for pf, dec in shapes:
+            t = step_latency(c, prefill=list(pf), decode=list(dec)).total_s
+            obs.append(C.StepObservation(model=model, device="H100", time_s=t, prefill=pf, decode=dec, tp=tp,
+                                         precision="fp8/fp8/fp8/bf16", engine="sglang",
+                                         id=f"{model}-{len(obs)}", source="pub"))
+    sd = {"device": 10.0, "engine": 10.0, "pair": 1e-4, "publisher": 1e-4}
+    e = C.fit_factored(obs, prior_sd=sd).efficiency("H100", "sglang")
+    assert e["expert_fp8"] == pytest.approx(0.15, rel=0.03)
+    assert e["compute"] == pytest.approx(0.5, rel=0.02) and e["memory"] == pytest.approx(0.6, rel=0.02)
+    dense = C.fit_factored([o for o in obs if o.model == "llama-3.1-8b"], prior_sd=sd).efficiency("H100", "sglang")
+    assert dense["expert_fp8"] > 0.97 and CF.EXPERT_FP8_START < 0.5

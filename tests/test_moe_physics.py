@@ -319,3 +319,16 @@ def test_recosting_at_trial_expert_fp8_matches_the_client():
     assert t_own[0] == pytest.approx(step_latency(base, prefill=[(0, 8192)]).total_s, rel=1e-12)
     assert t_own[1] == pytest.approx(ref, rel=1e-12)
     assert t_own[1] > 2.0 * t_own[0]
+
+
+def test_expert_fp8_kernel_matches_the_twin():
+    """The kernel with η_f8 = 0.15 equals the independent Python twin (tests/reference) on mixed
+    prefill + decode steps of DeepSeek-R1 FP8 at tp 8 (TP-split experts) and tp 8 / ep 8."""
+    from tests.reference.step_reference import reference_step_time
+    for kw in ({"tp": 8}, {"tp": 8, "ep": 8}):
+        c = make_client("deepseek-v3", "H200", precision="fp8",
+                        efficiency={"compute": 0.7, "memory": 0.8, "expert_fp8": 0.15}, **kw)
+        for pf, dec in [([(0, 8192)], []), ([(0, 3000), (500, 700)], [(1, 0, 900)] * 17), ([], [(1, 0, 2000)] * 64)]:
+            got = step_latency(c, prefill=pf, decode=dec).total_s
+            want, _ = reference_step_time(c, pf, dec)
+            assert got == pytest.approx(want, rel=1e-9), (kw, pf)
