@@ -127,10 +127,22 @@ def expert_eta_applies(client: ClientSpec) -> bool:
 # (the InferenceMAX and GPUStack DeepSeek-R1 rows, TP-split and EP alike), far below what η_e learns on
 # the 16-bit kernels. 1 (the default of every client and of a calibration without it) leaves the model
 # as it was; calibration_factored.FIT_EXPERT_FP8 fits it.
+# Model families whose FP8 checkpoints are block-scaled (128 x 128 weight blocks, 1 x 128 activation
+# groups): DeepSeek-V3/R1 (native FP8, and Kimi-K2 on its architecture), Qwen3's official FP8 releases
+# ("fine-grained fp8 quantization with block size of 128"). Not Mixtral's FP8 checkpoints (per-tensor
+# scales, ModelOpt / Quark: the MLPerf rows), whose GEMMs accumulate inside the MMA: with them in the
+# scope the MLPerf fold's Mixtral TTFT went from −37 % to +40,000 % held out (docs/moe-fidelity.md,
+# session 11). Prefixes of ModelSpec.name.
+FP8_BLOCK_SCALED_MODELS = ("deepseek-", "qwen3-", "kimi-")
+
+
 def expert_fp8_applies(client: ClientSpec) -> bool:
-    """True when η_f8 (efficiency.expert_fp8) acts on this client's expert GEMMs: a MoE model whose
-    expert weights are FP8 and whose device multiplies FP8 natively (never in GenZ compat)."""
+    """True when η_f8 (efficiency.expert_fp8) acts on this client's expert GEMMs: a MoE model of a
+    block-scaled FP8 family (FP8_BLOCK_SCALED_MODELS) whose expert weights are FP8 and whose device
+    multiplies FP8 natively (never in GenZ compat)."""
     if client.reference == "genz" or not client.model.is_moe:
+        return False
+    if not client.model.name.lower().startswith(FP8_BLOCK_SCALED_MODELS):
         return False
     prec = client.precision
     return prec.expert_weights == "fp8" and client.device.mma_format(prec.expert_compute) == "fp8"

@@ -245,8 +245,9 @@ def test_dense_weight_only_gemms_at_expert_compute_by_hand(monkeypatch):
 
 # ---- W8A8 FP8 expert-GEMM efficiency η_f8 (efficiency.expert_fp8, session 11) -------------------
 def test_expert_fp8_scope():
-    """η_f8 acts on MoE experts stored in FP8 and multiplied at the device's native FP8 rate
-    (DeepSeek-R1 FP8 on H200 / B200 / MI300X, Qwen3-235B FP8 on H100) and on nothing else: not an
+    """η_f8 acts on MoE experts of a block-scaled FP8 family stored in FP8 and multiplied at the device's
+    native FP8 rate (DeepSeek-R1 FP8 on H200 / B200 / MI300X, Qwen3-235B FP8 on H100) and on nothing
+    else: not Mixtral FP8 (per-tensor scales), not an
     FP8 checkpoint on A100 (W8A16, η_e's scope), not FP4 experts (gpt-oss MXFP4, DeepSeek NVFP4),
     not BF16 experts, not a dense FP8 model, not GenZ compat. Where it does not act, a client with
     η_f8 = 0.2 is bit-identical to one without."""
@@ -255,6 +256,7 @@ def test_expert_fp8_scope():
              ("deepseek-v3", "MI300X", 8, "fp8", True), ("qwen3-235b-a22b", "H100", 4, "fp8", True),
              ("qwen3-235b-a22b", "A100", 8, "fp8", False), ("qwen3-235b-a22b", "H100", 8, "bf16", False),
              ("gpt-oss-120b", "B200", 1, None, False), ("llama-3.1-8b", "H100", 1, "fp8", False),
+             ("mixtral-8x7b", "H100", 2, "fp8", False),   # per-tensor FP8 checkpoints: not block-scaled
              ("deepseek-v3", "B200", 4, {"weights": "fp8", "compute": "fp8", "kv": "fp8", "activations": "bf16",
                                          "experts": "nvfp4", "experts_compute": "nvfp4"}, False))
     for model, dev, tp, prec, acts in cases:
