@@ -6,7 +6,8 @@
 VARIANT is any of these words joined by '+': ``ep_no_a2a`` (stepmodel.EP_DISPATCH_UNDER_TP_ATTENTION =
 False: EP under TP attention moves no tokens), ``split`` (stepmodel.EXPERT_ETA_SCOPE =
 "weight_only+tp_split"), ``launch40`` (SGLang eager prefill at 40 us per kernel), ``fp8eta`` (fit the W8A8 FP8 expert efficiency
-η_f8 as a factorised parameter: calibration_factored.enable_expert_fp8(), docs/moe-fidelity.md session 11),
+η_f8 as a factorised parameter: calibration_factored.enable_expert_fp8(), docs/moe-fidelity.md session 11;
+the default since session 11), ``no_fp8eta`` (leave it out: the fit as before session 11),
 ``default``."""
 import sys
 
@@ -15,9 +16,9 @@ from mistfast import calibration_factored, launch_time, stepmodel
 
 def main() -> None:
     words = set(sys.argv[1].split("+"))
-    unknown = words - {"ep_no_a2a", "split", "launch40", "fp8eta", "default"}
+    unknown = words - {"ep_no_a2a", "split", "launch40", "fp8eta", "no_fp8eta", "default"}
     if unknown:
-        sys.exit(f"variant {sys.argv[1]!r}: unknown word(s) {sorted(unknown)}; allowed: ep_no_a2a, split, launch40, fp8eta, default")
+        sys.exit(f"variant {sys.argv[1]!r}: unknown word(s) {sorted(unknown)}; allowed: ep_no_a2a, split, launch40, fp8eta, no_fp8eta, default")
     if "ep_no_a2a" in words:
         stepmodel.EP_DISPATCH_UNDER_TP_ATTENTION = False
     if "split" in words:
@@ -26,6 +27,8 @@ def main() -> None:
         launch_time.EAGER_PREFILL_ENGINES["sglang"] = launch_time.EAGER_KERNEL_US
     if "fp8eta" in words:
         calibration_factored.enable_expert_fp8()
+    if "no_fp8eta" in words:
+        calibration_factored.disable_expert_fp8()
     from mistfast.cli import main as cli
     sys.argv = ["mistfast"] + sys.argv[2:]
     cli()
