@@ -88,7 +88,7 @@ if FIT_EXPERT_COMPUTE:
     FACTOR_PARAMS = FACTOR_PARAMS + (EXPERT_PARAM,)
 # the W8A8 FP8 expert-GEMM efficiency η_f8 (efficiency.expert_fp8, stepmodel.expert_fp8_applies;
 # docs/moe-fidelity.md, "Session 11"): a log parameter seen only by the MoE rows whose experts are FP8
-# on an FP8 device (DeepSeek-V3/R1, Qwen3-235B-FP8, Mixtral FP8), where the expert op is compute-bound
+# on an FP8 device and block-scaled (DeepSeek-V3/R1, Qwen3-235B-FP8; not Mixtral), where the expert op is compute-bound
 # (prefill). Its root and engine terms are learned from every publisher's such rows (GPUStack H200,
 # InferenceMAX on five devices, SGLang docs), so a held-out publisher gets their level.
 # FIT_EXPERT_FP8 = False leaves every client's own value (1: off); enable_expert_fp8() turns it on.
