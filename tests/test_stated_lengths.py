@@ -52,7 +52,16 @@ def _row(**kw):
     return row
 
 
-def test_a_burst_is_simulated_with_the_stated_lengths():
+@pytest.fixture
+def lengths_on(monkeypatch):
+    monkeypatch.setattr(V, "STATED_LENGTHS_IN_VALIDATE", True)
+
+
+def test_off_by_default():
+    assert V.STATED_LENGTHS_IN_VALIDATE is False
+
+
+def test_a_burst_is_simulated_with_the_stated_lengths(lengths_on):
     p = V.plan_row(_row())
     assert p.status == "ok" and p.workload_kind == "offline"
     assert (p.stated_input_mean, p.stated_output_mean, p.template_tokens) == pytest.approx((3995.9, 136.06, 8))
@@ -65,17 +74,14 @@ def test_a_burst_is_simulated_with_the_stated_lengths():
     assert set(req.output_tokens.tolist()) <= {136, 137}
 
 
-def test_sharegpt_outputs_are_scaled_not_replaced():
+def test_sharegpt_outputs_are_scaled_not_replaced(lengths_on):
     p = V.plan_row(_row(isl=None, osl=None, dataset="sharegpt", workload=_row()["workload"].replace(
         "random tokens, 4000 input tokens per prompt (vLLM random dataset, range ratio 0), --random-output-len 200",
         "ShareGPT prompts with their ShareGPT output lengths"), notes="client result: 50 successful requests, 10870 input / 10037 generated tokens"))
     assert p.status == "ok" and p.dataset == "sharegpt"
-    V.STATED_LENGTHS_IN_VALIDATE = False
-    try:
-        base = V._points([p])[0].requests
-    finally:
-        V.STATED_LENGTHS_IN_VALIDATE = True
     req = V._points([p])[0].requests
+    V.STATED_LENGTHS_IN_VALIDATE = False      # (the fixture restores True and then the default)
+    base = V._points([p])[0].requests
     f = (10037 / 50) / base.output_tokens.mean()
     # one factor for every request: the spread and the order of the lengths are kept
     assert req.output_tokens.sum() == 10037 and req.input_tokens.sum() == 10870 + 50 * 8
@@ -88,7 +94,7 @@ def test_sharegpt_outputs_are_scaled_not_replaced():
     dict(workload="online serving, Poisson arrivals at 4 req/s; random tokens (vllm bench serve --backend "
                   "openai-chat --num-prompts 50)", request_rate="4"),     # not a run of exactly the stated prompts
 ])
-def test_rows_that_keep_their_lengths(change):
+def test_rows_that_keep_their_lengths(change, lengths_on):
     p = V.plan_row(_row(**change))
     assert p.status == "ok" and p.stated_output_mean == 0.0 and p.template_tokens == 0
     req = V._points([p])[0].requests

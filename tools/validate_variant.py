@@ -5,23 +5,30 @@
 
 VARIANT is any of these words joined by '+': ``ep_no_a2a`` (stepmodel.EP_DISPATCH_UNDER_TP_ATTENTION =
 False: EP under TP attention moves no tokens), ``split`` (stepmodel.EXPERT_ETA_SCOPE =
-"weight_only+tp_split"), ``launch40`` (SGLang eager prefill at 40 us per kernel), ``default``."""
+"weight_only+tp_split"), ``launch40`` (SGLang eager prefill at 40 us per kernel), ``kvreserve`` (SGLang rows with PrefillAdder's
+admission reserve, engine_defaults.SGLANG["kv_reserve_default"] = "sglang"), ``lengths``
+(validate.STATED_LENGTHS_IN_VALIDATE = True), ``default``."""
 import sys
 
-from mistfast import launch_time, stepmodel
+from mistfast import engine_defaults, launch_time, stepmodel, validate
 
 
 def main() -> None:
     words = set(sys.argv[1].split("+"))
-    unknown = words - {"ep_no_a2a", "split", "launch40", "default"}
+    allowed = ("ep_no_a2a", "split", "launch40", "kvreserve", "lengths", "default")
+    unknown = words - set(allowed)
     if unknown:
-        sys.exit(f"variant {sys.argv[1]!r}: unknown word(s) {sorted(unknown)}; allowed: ep_no_a2a, split, launch40, default")
+        sys.exit(f"variant {sys.argv[1]!r}: unknown word(s) {sorted(unknown)}; allowed: {', '.join(allowed)}")
     if "ep_no_a2a" in words:
         stepmodel.EP_DISPATCH_UNDER_TP_ATTENTION = False
     if "split" in words:
         stepmodel.EXPERT_ETA_SCOPE = "weight_only+tp_split"
     if "launch40" in words:
         launch_time.EAGER_PREFILL_ENGINES["sglang"] = launch_time.EAGER_KERNEL_US
+    if "kvreserve" in words:
+        engine_defaults.SGLANG["kv_reserve_default"] = "sglang"
+    if "lengths" in words:
+        validate.STATED_LENGTHS_IN_VALIDATE = True
     from mistfast.cli import main as cli
     sys.argv = ["mistfast"] + sys.argv[2:]
     cli()
