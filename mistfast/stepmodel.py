@@ -142,6 +142,8 @@ def client_params(client: ClientSpec) -> np.ndarray:
         prm[K.P_BW_ONCHIP] = 1.0  # unused
         prm[K.P_GENZ_KV_EXTRA] = 1.0
     prm[K.P_FPEAK] = fpeak * eff.compute * (eff.expert_compute if dense_eta_applies(client) else 1.0)
+    if not genz and prec.compute == "fp8" and eff.fp8_block_share != 1.0:
+        prm[K.P_FPEAK] *= eff.fp8_block_share   # block-scaled FP8 GEMMs (efficiency.fp8_block_share)
     prm[K.P_FPEAK_ATTN] = fpeak_attn * eff.compute
     prm[K.P_BW] = dev.memory_bandwidth_GBps * unit * eff.memory
     prm[K.P_TAU] = eff.op_overhead_us * 1e-6
@@ -236,6 +238,8 @@ def _extension_params(client: ClientSpec, prm: np.ndarray, genz: bool, fpeak: fl
         # η_e (efficiency.expert_compute) on top of η_c: the expert GEMMs' own share of the peak
         eta_e = eff.expert_compute if expert_eta_applies(client) else 1.0
         prm[K.P_FPEAK_EXPERT] = client.device.peak_flops(prec.expert_compute) * eff.compute * eta_e
+        if prec.expert_compute == "fp8" and eff.fp8_block_share != 1.0:
+            prm[K.P_FPEAK_EXPERT] *= eff.fp8_block_share
         prm[K.P_BWB_EXPERT] = DTYPE_BYTES[prec.expert_weights]
     prm[K.P_IMBALANCE] = eff.expert_imbalance
     prm[K.P_EP_TP_A2A] = 1.0 if (genz or EP_DISPATCH_UNDER_TP_ATTENTION) else 0.0

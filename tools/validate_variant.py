@@ -7,7 +7,8 @@ VARIANT is any of these words joined by '+': ``ep_no_a2a`` (stepmodel.EP_DISPATC
 False: EP under TP attention moves no tokens), ``split`` (stepmodel.EXPERT_ETA_SCOPE =
 "weight_only+tp_split"), ``launch40`` (SGLang eager prefill at 40 us per kernel), ``kvreserve`` (SGLang rows with PrefillAdder's
 admission reserve, engine_defaults.SGLANG["kv_reserve_default"] = "sglang"), ``lengths``
-(validate.STATED_LENGTHS_IN_VALIDATE = True), ``default``."""
+(validate.STATED_LENGTHS_IN_VALIDATE = True), ``fp8block`` (validate.BLOCK_FP8_SHARE_IN_VALIDATE = 0.5:
+block-scaled FP8 GEMMs on Hopper at the BF16 rate), ``default``."""
 import sys
 
 from mistfast import engine_defaults, launch_time, stepmodel, validate
@@ -15,7 +16,7 @@ from mistfast import engine_defaults, launch_time, stepmodel, validate
 
 def main() -> None:
     words = set(sys.argv[1].split("+"))
-    allowed = ("ep_no_a2a", "split", "launch40", "kvreserve", "lengths", "default")
+    allowed = ("ep_no_a2a", "split", "launch40", "kvreserve", "lengths", "fp8block", "default")
     unknown = words - set(allowed)
     if unknown:
         sys.exit(f"variant {sys.argv[1]!r}: unknown word(s) {sorted(unknown)}; allowed: {', '.join(allowed)}")
@@ -27,6 +28,8 @@ def main() -> None:
         launch_time.EAGER_PREFILL_ENGINES["sglang"] = launch_time.EAGER_KERNEL_US
     if "kvreserve" in words:
         engine_defaults.SGLANG["kv_reserve_default"] = "sglang"
+    if "fp8block" in words:
+        validate.BLOCK_FP8_SHARE_IN_VALIDATE = 0.5
     if "lengths" in words:
         validate.STATED_LENGTHS_IN_VALIDATE = True
     from mistfast.cli import main as cli
