@@ -59,8 +59,8 @@ def _row(**kw):
     return row
 
 
-def test_validate_off_by_default():
-    assert V.BLOCK_FP8_SHARE_IN_VALIDATE == 1.0
+def test_validate_switch_off(monkeypatch):
+    monkeypatch.setattr(V, "BLOCK_FP8_SHARE_IN_VALIDATE", 1.0)
     p = V.plan_row(_row())
     assert p.status == "ok" and "fp8_block_share" not in p.scenario["clients"][0]["efficiency"]
 
