@@ -8,7 +8,8 @@ False: EP under TP attention moves no tokens), ``split`` (stepmodel.EXPERT_ETA_S
 "weight_only+tp_split"), ``launch40`` (SGLang eager prefill at 40 us per kernel), ``kvreserve`` (SGLang rows with PrefillAdder's
 admission reserve, engine_defaults.SGLANG["kv_reserve_default"] = "sglang"), ``lengths``
 (validate.STATED_LENGTHS_IN_VALIDATE = True), ``fp8block`` (validate.BLOCK_FP8_SHARE_IN_VALIDATE = 0.5:
-block-scaled FP8 GEMMs on Hopper at the BF16 rate), ``default``."""
+block-scaled FP8 GEMMs on Hopper at the BF16 rate; the default since session 11), ``nofp8block`` (= 1.0,
+off), ``default``."""
 import sys
 
 from mistfast import engine_defaults, launch_time, stepmodel, validate
@@ -16,7 +17,7 @@ from mistfast import engine_defaults, launch_time, stepmodel, validate
 
 def main() -> None:
     words = set(sys.argv[1].split("+"))
-    allowed = ("ep_no_a2a", "split", "launch40", "kvreserve", "lengths", "fp8block", "default")
+    allowed = ("ep_no_a2a", "split", "launch40", "kvreserve", "lengths", "fp8block", "nofp8block", "default")
     unknown = words - set(allowed)
     if unknown:
         sys.exit(f"variant {sys.argv[1]!r}: unknown word(s) {sorted(unknown)}; allowed: {', '.join(allowed)}")
@@ -30,6 +31,8 @@ def main() -> None:
         engine_defaults.SGLANG["kv_reserve_default"] = "sglang"
     if "fp8block" in words:
         validate.BLOCK_FP8_SHARE_IN_VALIDATE = 0.5
+    if "nofp8block" in words:
+        validate.BLOCK_FP8_SHARE_IN_VALIDATE = 1.0
     if "lengths" in words:
         validate.STATED_LENGTHS_IN_VALIDATE = True
     from mistfast.cli import main as cli
