@@ -397,6 +397,11 @@ class EfficiencySpec(Spec):
     # top of `compute`; only where stepmodel.expert_fp8_applies (docs/moe-fidelity.md, session 11);
     # 1 = off
     expert_fp8: float = Field(gt=0, le=1, default=1.0)
+    # FP8 GEMMs of a block-scaled checkpoint (1x128 activation groups, 128x128 weight blocks: official
+    # Qwen "-FP8", DeepSeek-V3/R1 native) on a part without block-scaled MMAs (Hopper: partial sums
+    # promoted and scaled on the CUDA cores every 128 of K): their share of the FP8 peak, on top of
+    # `compute`, dense and expert GEMMs alike; 1 = off (docs/calibration.md, "GPUStack bursts, session 11")
+    fp8_block_share: float = Field(gt=0, le=1, default=1.0)
     # kernel launches (docs/step-model.md, "Launch-bound steps"; mistfast.launch_time): host time per
     # kernel of an eager prefill step (the step lasts at least kernels x this), and the time per kernel
     # a graph-replayed decode-only step adds; µs, 0 = off

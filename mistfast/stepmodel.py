@@ -174,6 +174,8 @@ def client_params(client: ClientSpec) -> np.ndarray:
         prm[K.P_BW_ONCHIP] = 1.0  # unused
         prm[K.P_GENZ_KV_EXTRA] = 1.0
     prm[K.P_FPEAK] = fpeak * eff.compute * (eff.expert_compute if dense_eta_applies(client) else 1.0)
+    if not genz and prec.compute == "fp8" and eff.fp8_block_share != 1.0:
+        prm[K.P_FPEAK] *= eff.fp8_block_share   # block-scaled FP8 GEMMs (efficiency.fp8_block_share)
     prm[K.P_FPEAK_ATTN] = fpeak_attn * eff.compute
     prm[K.P_BW] = dev.memory_bandwidth_GBps * unit * eff.memory
     prm[K.P_TAU] = eff.op_overhead_us * 1e-6
@@ -269,6 +271,8 @@ def _extension_params(client: ClientSpec, prm: np.ndarray, genz: bool, fpeak: fl
         eta_e = eff.expert_compute if expert_eta_applies(client) else 1.0
         eta_f8 = eff.expert_fp8 if expert_fp8_applies(client) else 1.0   # W8A8 FP8 experts (session 11)
         prm[K.P_FPEAK_EXPERT] = client.device.peak_flops(prec.expert_compute) * eff.compute * eta_e * eta_f8
+        if prec.expert_compute == "fp8" and eff.fp8_block_share != 1.0:
+            prm[K.P_FPEAK_EXPERT] *= eff.fp8_block_share
         prm[K.P_BWB_EXPERT] = DTYPE_BYTES[prec.expert_weights]
     prm[K.P_IMBALANCE] = eff.expert_imbalance
     prm[K.P_EP_TP_A2A] = 1.0 if (genz or EP_DISPATCH_UNDER_TP_ATTENTION) else 0.0

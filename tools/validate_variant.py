@@ -7,18 +7,21 @@ VARIANT is any of these words joined by '+': ``ep_no_a2a`` (stepmodel.EP_DISPATC
 False: EP under TP attention moves no tokens), ``split`` (stepmodel.EXPERT_ETA_SCOPE =
 "weight_only+tp_split"), ``launch40`` (SGLang eager prefill at 40 us per kernel), ``fp8eta`` (fit the W8A8 FP8 expert efficiency
 η_f8 as a factorised parameter: calibration_factored.enable_expert_fp8(), docs/moe-fidelity.md session 11;
-the default since session 11), ``no_fp8eta`` (leave it out: the fit as before session 11),
-``default``."""
+the default since session 11), ``no_fp8eta`` (leave it out: the fit as before session 11), ``kvreserve`` (SGLang rows with PrefillAdder's
+admission reserve, engine_defaults.SGLANG["kv_reserve_default"] = "sglang"), ``lengths``
+(validate.STATED_LENGTHS_IN_VALIDATE = True), ``fp8block`` (validate.BLOCK_FP8_SHARE_IN_VALIDATE = 0.5:
+block-scaled FP8 GEMMs on Hopper at the BF16 rate), ``nofp8block`` (= 1.0, off), ``default``."""
 import sys
 
-from mistfast import calibration_factored, launch_time, stepmodel
+from mistfast import calibration_factored, engine_defaults, launch_time, stepmodel, validate
 
 
 def main() -> None:
     words = set(sys.argv[1].split("+"))
-    unknown = words - {"ep_no_a2a", "split", "launch40", "fp8eta", "no_fp8eta", "default"}
+    allowed = ("ep_no_a2a", "split", "launch40", "fp8eta", "no_fp8eta", "kvreserve", "lengths", "fp8block", "nofp8block", "default")
+    unknown = words - set(allowed)
     if unknown:
-        sys.exit(f"variant {sys.argv[1]!r}: unknown word(s) {sorted(unknown)}; allowed: ep_no_a2a, split, launch40, fp8eta, no_fp8eta, default")
+        sys.exit(f"variant {sys.argv[1]!r}: unknown word(s) {sorted(unknown)}; allowed: {', '.join(allowed)}")
     if "ep_no_a2a" in words:
         stepmodel.EP_DISPATCH_UNDER_TP_ATTENTION = False
     if "split" in words:
@@ -29,6 +32,14 @@ def main() -> None:
         calibration_factored.enable_expert_fp8()
     if "no_fp8eta" in words:
         calibration_factored.disable_expert_fp8()
+    if "kvreserve" in words:
+        engine_defaults.SGLANG["kv_reserve_default"] = "sglang"
+    if "fp8block" in words:
+        validate.BLOCK_FP8_SHARE_IN_VALIDATE = 0.5
+    if "nofp8block" in words:
+        validate.BLOCK_FP8_SHARE_IN_VALIDATE = 1.0
+    if "lengths" in words:
+        validate.STATED_LENGTHS_IN_VALIDATE = True
     from mistfast.cli import main as cli
     sys.argv = ["mistfast"] + sys.argv[2:]
     cli()
