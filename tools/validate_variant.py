@@ -13,15 +13,18 @@ from mistfast import launch_time, stepmodel
 
 def main() -> None:
     words = set(sys.argv[1].split("+"))
-    unknown = words - {"ep_no_a2a", "split", "launch40", "default"}
+    tpbus = [w for w in words if w.startswith("tpbus") and w[5:].isdigit() and 0 < int(w[5:]) <= 100]
+    unknown = words - {"ep_no_a2a", "split", "launch40", "default"} - set(tpbus)
     if unknown:
-        sys.exit(f"variant {sys.argv[1]!r}: unknown word(s) {sorted(unknown)}; allowed: ep_no_a2a, split, launch40, default")
+        sys.exit(f"variant {sys.argv[1]!r}: unknown word(s) {sorted(unknown)}; allowed: ep_no_a2a, split, launch40, tpbusNN (NN in 1..100), default")
     if "ep_no_a2a" in words:
         stepmodel.EP_DISPATCH_UNDER_TP_ATTENTION = False
     if "split" in words:
         stepmodel.EXPERT_ETA_SCOPE = "weight_only+tp_split"
     if "launch40" in words:
         launch_time.EAGER_PREFILL_ENGINES["sglang"] = launch_time.EAGER_KERNEL_US
+    if tpbus:
+        stepmodel.TP_BUS_EFFICIENCY = int(tpbus[0][5:]) / 100.0
     from mistfast.cli import main as cli
     sys.argv = ["mistfast"] + sys.argv[2:]
     cli()
