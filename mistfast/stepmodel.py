@@ -22,14 +22,15 @@ DEFAULT_INTER_NODE = LinkSpec(name="RDMA-400G (default)", bandwidth_GBps=50.0, l
 
 
 # Achieved share of the scale-up link's per-direction bandwidth in the TP group's collectives
-# (AllReduce after attention and after the FFN, the embedding AllReduce, the LM-head AllGather):
-# docs/step-model.md, "TP scaling of short prefills, session 11". None = off (the link's nominal
-# bandwidth x efficiency.network, as before, bit for bit). A number in (0, 1] divides the
-# bandwidth term of every TP collective by it; decode steps' small messages are latency-bound and
-# barely move, a long prefill's 40-MB AllReduces slow down in proportion. Measured held out and
-# shipped OFF (see the docs): the value the InferenceMAX TTFT rows ask for (about 1/3) is well
-# below what isolated collective benchmarks reach (about 0.7 of 450 GB/s at 32-48 MiB on 8 x
-# H100, vLLM PR #42324), so the missing per-token cost is not the all-reduce alone.
+# (AllReduce after attention and after the FFN, the LM-head AllGather): docs/step-model.md, "TP
+# scaling of short prefills, session 11". None = off (the link's nominal bandwidth x
+# efficiency.network, as before, bit for bit). A number in (0, 1] divides the bandwidth term of
+# every TP collective by it: small decode messages are latency-bound and barely move, a long
+# prefill's 40-MB AllReduces slow down in proportion. Measured held out and shipped OFF: 1/3 (what
+# the InferenceMAX gpt-oss TTFT slopes ask for) improved that fold (12.6 -> 11.6 %) but broke the
+# MLPerf one (14.1 -> 18.4 %: Llama-3.1-405B TensorRT-LLM decode AllReduces are bandwidth-bound and
+# reach the nominal link), and isolated collective benchmarks reach ~0.7 (vLLM PR #42324), so the
+# missing TP-proportional per-token cost of gpt-oss is not the all-reduce alone.
 TP_BUS_EFFICIENCY: float | None = None
 
 
