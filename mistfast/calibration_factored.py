@@ -62,6 +62,11 @@ FACTOR_UNIT = {"compute": 1.0, "memory": 1.0, "prefill": 1.0,
 PRIOR_SD = {"device": 0.3, "engine": 0.3, "pair": 0.15, "publisher": 0.2}
 # per-parameter multiplier of every term's prior sd (1: PRIOR_SD in the parameter's UNIT)
 PARAM_PRIOR_SCALE = {p: 1.0 for p in FACTOR_PARAMS + FACTOR_OPTIONAL_PARAMS}
+# per-parameter multiplier of the publisher terms' prior sd only (a publisher's setup offset of that
+# parameter allowed to be larger than PRIOR_SD["publisher"] units); empty = as before, bit for bit.
+# docs/step-model.md, "TP scaling of short prefills, session 11": {"ttft_overhead_ms": 3.0} lets
+# one publisher's front-end (GPUStack's ~50 ms at 215-token prompts) stay in its own term
+PUBLISHER_PARAM_SD_SCALE: dict = {}
 # the host time per sequence per step (docs/step-model.md) is a factorised parameter only when
 # FIT_SEQ_OVERHEAD: out of sample it helped the MLPerf fold's throughput and TTFT but not its
 # requests/s and E2E, and left GPUStack's offline bursts where they were (docs/ttft-under-load.md,
@@ -324,6 +329,11 @@ def fit_cells(cell_list: Sequence, *, prior_sd: Mapping[str, float] | None = Non
     lam = {k: 1.0 / v for k, v in sd.items()}
     scale = dict(PARAM_PRIOR_SCALE, **(param_scale or {}))
     term_unit = np.array([FACTOR_UNIT[p] * scale[p] for p in FACTOR_PARAMS])   # one sd of a term, per parameter
+    bad = sorted(set(PUBLISHER_PARAM_SD_SCALE) - set(FACTOR_PARAMS))
+    if bad:
+        raise CalibrationError(f"calibration_factored.PUBLISHER_PARAM_SD_SCALE: unknown parameters {bad}; "
+                               f"allowed: {', '.join(FACTOR_PARAMS)}")
+    pub_unit = term_unit * np.array([float(PUBLISHER_PARAM_SD_SCALE.get(p, 1.0)) for p in FACTOR_PARAMS])
     cell_list = list(cell_list)
     P = len(FACTOR_PARAMS)
     devices = sorted({c.device for c in cell_list})
@@ -346,6 +356,7 @@ def fit_cells(cell_list: Sequence, *, prior_sd: Mapping[str, float] | None = Non
     root_at = np.array([factor_coordinate(p, DEFAULT_EFFICIENCY.get(p, 1.0)) for p in FACTOR_PARAMS])
     root_w = np.array([ROOT_WEIGHT / FACTOR_UNIT[p] for p in FACTOR_PARAMS])
     ridge_rows = [(b, lam[b[0]]) for b in blocks[1:]]
+    ridge_unit = {b: (pub_unit if b[0] == "publisher" else term_unit) for b, _ in ridge_rows}
     floor_pairs = pairs if "memory" in FACTOR_PARAMS else []
     mem = FACTOR_PARAMS.index("memory")
     n_res = n_data + P + len(ridge_rows) * P + len(floor_pairs)
@@ -361,7 +372,7 @@ def fit_cells(cell_list: Sequence, *, prior_sd: Mapping[str, float] | None = Non
         out[i:i + P] = root_w * (x[0:P] - root_at)
         i += P
         for blk, lw in ridge_rows:
-            out[i:i + P] = lw / term_unit * x[at[blk]:at[blk] + P]
+            out[i:i + P] = lw / ridge_unit[blk] * x[at[blk]:at[blk] + P]
             i += P
         for d, e in floor_pairs:
             xm = x[at[("root", None)] + mem] + x[at[("device", d)] + mem] + x[at[("engine", e)] + mem] + \
@@ -388,7 +399,7 @@ def fit_cells(cell_list: Sequence, *, prior_sd: Mapping[str, float] | None = Non
         J[i:i + P, 0:P] = np.diag(root_w)
         i += P
         for blk, lw in ridge_rows:
-            J[i:i + P, at[blk]:at[blk] + P] = np.diag(lw / term_unit)
+            J[i:i + P, at[blk]:at[blk] + P] = np.diag(lw / ridge_unit[blk])
             i += P
         for d, e in floor_pairs:
             xm = sum(x[at[k] + mem] for k in (("root", None), ("device", d), ("engine", e), ("pair", (d, e))))

@@ -21,6 +21,29 @@ DEFAULT_INTER_NODE = LinkSpec(name="RDMA-400G (default)", bandwidth_GBps=50.0, l
                               source="400 Gb/s NIC = 50 GB/s per direction (MODEL.md §9.2); latency assumed")
 
 
+# Achieved share of the scale-up link's per-direction bandwidth in the TP group's collectives
+# (AllReduce after attention and after the FFN, the LM-head AllGather): docs/step-model.md, "TP
+# scaling of short prefills, session 11". None = off (the link's nominal bandwidth x
+# efficiency.network, as before, bit for bit). A number in (0, 1] divides the bandwidth term of
+# every TP collective by it: small decode messages are latency-bound and barely move, a long
+# prefill's 40-MB AllReduces slow down in proportion. Measured held out and shipped OFF: 1/3 (what
+# the InferenceMAX gpt-oss TTFT slopes ask for) improved that fold (12.6 -> 11.6 %) but broke the
+# MLPerf one (14.1 -> 18.4 %: Llama-3.1-405B TensorRT-LLM decode AllReduces are bandwidth-bound and
+# reach the nominal link), and isolated collective benchmarks reach ~0.7 (vLLM PR #42324), so the
+# missing TP-proportional per-token cost of gpt-oss is not the all-reduce alone.
+TP_BUS_EFFICIENCY: float | None = None
+
+
+def tp_bus_efficiency() -> float:
+    """The TP collectives' bandwidth share (1.0 when the switch is off)."""
+    f = TP_BUS_EFFICIENCY
+    if f is None:
+        return 1.0
+    if not (0.0 < f <= 1.0):
+        raise ValueError(f"stepmodel.TP_BUS_EFFICIENCY = {f!r}: allowed a number in (0, 1] or None")
+    return float(f)
+
+
 def tp_link(client: ClientSpec, group: int) -> tuple[float, float]:
     """(alpha s, beta B/s per direction) of the slowest link of a ring over ``group`` devices."""
     dev = client.device
@@ -210,6 +233,8 @@ def client_params(client: ClientSpec) -> np.ndarray:
     prm[K.P_SHARED_ONCE] = 1.0 if client.shared_prefix_read_once else 0.0
     prm[K.P_TP] = t
     prm[K.P_TP_ALPHA], prm[K.P_TP_BETA] = tp_link(client, t)
+    if TP_BUS_EFFICIENCY is not None and not genz:   # off: the nominal bandwidth, bit for bit
+        prm[K.P_TP_BETA] *= tp_bus_efficiency()
     # per-call collective latency: the fitted efficiency field (GenZ compat keeps MODEL.md's s0)
     prm[K.P_S0] = COLLECTIVE_STARTUP_S if genz else eff.collective_us / 1e6   # / 1e6: 5 µs is exactly 5e-6
     prm[K.P_PP_ALPHA], prm[K.P_PP_BETA] = tp_link(client, t * p)

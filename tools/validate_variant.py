@@ -10,7 +10,11 @@ False: EP under TP attention moves no tokens), ``split`` (stepmodel.EXPERT_ETA_S
 the default since session 11), ``no_fp8eta`` (leave it out: the fit as before session 11), ``kvreserve`` (SGLang rows with PrefillAdder's
 admission reserve, engine_defaults.SGLANG["kv_reserve_default"] = "sglang"), ``lengths``
 (validate.STATED_LENGTHS_IN_VALIDATE = True), ``fp8block`` (validate.BLOCK_FP8_SHARE_IN_VALIDATE = 0.5:
-block-scaled FP8 GEMMs on Hopper at the BF16 rate), ``nofp8block`` (= 1.0, off), ``default``."""
+block-scaled FP8 GEMMs on Hopper at the BF16 rate), ``nofp8block`` (= 1.0, off), ``tpbusNN``
+(stepmodel.TP_BUS_EFFICIENCY = NN / 100: TP collectives at NN % of the link bandwidth), ``pubttftN``
+(calibration_factored.PUBLISHER_PARAM_SD_SCALE = {"ttft_overhead_ms": N}: the publisher terms of the
+TTFT overhead N times looser; both docs/step-model.md, "TP scaling of short prefills, session 11"),
+``default``."""
 import sys
 
 from mistfast import calibration_factored, engine_defaults, launch_time, stepmodel, validate
@@ -18,10 +22,12 @@ from mistfast import calibration_factored, engine_defaults, launch_time, stepmod
 
 def main() -> None:
     words = set(sys.argv[1].split("+"))
+    tpbus = [w for w in words if w.startswith("tpbus") and w[5:].isdigit() and 0 < int(w[5:]) <= 100]
+    pubttft = [w for w in words if w.startswith("pubttft") and w[7:].isdigit() and int(w[7:]) > 0]
     allowed = ("ep_no_a2a", "split", "launch40", "fp8eta", "no_fp8eta", "kvreserve", "lengths", "fp8block", "nofp8block", "default")
-    unknown = words - set(allowed)
+    unknown = words - set(allowed) - set(tpbus) - set(pubttft)
     if unknown:
-        sys.exit(f"variant {sys.argv[1]!r}: unknown word(s) {sorted(unknown)}; allowed: {', '.join(allowed)}")
+        sys.exit(f"variant {sys.argv[1]!r}: unknown word(s) {sorted(unknown)}; allowed: {', '.join(allowed)}, tpbusNN (NN in 1..100), pubttftN")
     if "ep_no_a2a" in words:
         stepmodel.EP_DISPATCH_UNDER_TP_ATTENTION = False
     if "split" in words:
@@ -40,6 +46,10 @@ def main() -> None:
         validate.BLOCK_FP8_SHARE_IN_VALIDATE = 1.0
     if "lengths" in words:
         validate.STATED_LENGTHS_IN_VALIDATE = True
+    if tpbus:
+        stepmodel.TP_BUS_EFFICIENCY = int(tpbus[0][5:]) / 100.0
+    if pubttft:
+        calibration_factored.PUBLISHER_PARAM_SD_SCALE = {"ttft_overhead_ms": float(pubttft[0][7:])}
     from mistfast.cli import main as cli
     sys.argv = ["mistfast"] + sys.argv[2:]
     cli()
