@@ -444,7 +444,10 @@ MLPERF_HARNESS_TIME_IN_VALIDATE = False
 # kernels, launch_time.kernels_per_step x launch_time.EAGER_KERNEL_US (the host reading from outside the
 # validation data); every step when the config sets use_graphs False (no CUDA graph replays), the steps
 # with prefill rows when it sets use_graphs True (graphs replay decode-only batches only).
-MLPERF_LAUNCH_FLOOR_IN_VALIDATE = True
+# Measured, OFF: held out it improves the MLPerf fold (--cv-only mlcommons: all rows 14.1 -> 12.2 %,
+# TTFT 57.6 -> 54.9 %, TPOT 37.1 -> 31.9 %) but, through the fit on the MLPerf training rows, makes the
+# InferenceMAX fold worse (--cv-only mantile: all rows 12.6 -> 21.7 %, TPOT 9.0 -> 22.8 %).
+MLPERF_LAUNCH_FLOOR_IN_VALIDATE = False
 
 
 def _apply_mlperf_harness(plan: RowPlan, r: Mapping, sched: dict) -> dict:

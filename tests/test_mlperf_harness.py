@@ -279,7 +279,7 @@ def test_harness_time_switch_in_validate(monkeypatch):
     assert "harness_step_ms" not in other.scenario["clients"][0]
 
 
-def test_mlperf_launch_floor_from_the_harness_settings():
+def test_mlperf_launch_floor_from_the_harness_settings(monkeypatch):
     # validate.mlperf_launch_floor: TensorRT-LLM harness rows get the eager launch time per kernel
     # (launch_time.EAGER_KERNEL_US); the floor covers decode-only steps when use_graphs is False
     from mistfast import launch_time
@@ -290,6 +290,7 @@ def test_mlperf_launch_floor_from_the_harness_settings():
         plan.loadgen, plan.engine = True, engine
         return V.mlperf_launch_floor(plan, {"notes": notes})
 
+    monkeypatch.setattr(V, "MLPERF_LAUNCH_FLOOR_IN_VALIDATE", True)
     us = launch_time.EAGER_KERNEL_US
     assert us == 40.0
     assert floor("trtllm-1", "x; harness settings from that config: use_graphs False, enable_chunked_context True;") == \
@@ -298,9 +299,5 @@ def test_mlperf_launch_floor_from_the_harness_settings():
         ({"prefill_launch_us": 40.0}, False)
     assert floor("vllm", "harness settings from that config: enforce_eager True, enable_chunked_prefill False;") == ({}, False)
     assert floor("trtllm-1", "no settings") == ({}, False)
-    old = V.MLPERF_LAUNCH_FLOOR_IN_VALIDATE
-    try:
-        V.MLPERF_LAUNCH_FLOOR_IN_VALIDATE = False
-        assert floor("trtllm-1", "harness settings from that config: use_graphs False;") == ({}, False)
-    finally:
-        V.MLPERF_LAUNCH_FLOOR_IN_VALIDATE = old
+    monkeypatch.setattr(V, "MLPERF_LAUNCH_FLOOR_IN_VALIDATE", False)   # the shipped default: off
+    assert floor("trtllm-1", "harness settings from that config: use_graphs False;") == ({}, False)
