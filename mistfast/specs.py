@@ -550,6 +550,9 @@ class ClientSpec(Spec):
     harness_step_ms: float = Field(ge=0, default=0.0, description="host time per engine step of the serving "
                                    "harness around the engine (MLPerf harnesses: mistfast.mlperf), added to every step "
                                    "like efficiency.step_overhead_ms but not replaced by a calibration")
+    harness_no_graphs: bool = Field(default=False, description="the engine replays no CUDA graphs (MLPerf harness "
+                                    "configs with use_graphs False): the launch-time floor of "
+                                    "efficiency.prefill_launch_us holds for decode-only steps too")
 
     @model_validator(mode="before")
     @classmethod

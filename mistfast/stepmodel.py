@@ -308,6 +308,7 @@ def _extension_params(client: ClientSpec, prm: np.ndarray, genz: bool, fpeak: fl
         kernels = launch_time.kernels_per_step(m, client.tp)
         prm[K.P_HOST_PF_FLOOR] = kernels * eff.prefill_launch_us * 1e-6
         prm[K.P_HOST_DEC] = kernels * eff.decode_launch_us * 1e-6
+        prm[K.P_HOST_FLOOR_ALL] = 1.0 if getattr(client, "harness_no_graphs", False) else 0.0
     # local attention: correct mode only (GenZ has no windows); MLA and encoders have none
     if m.sliding_window and not genz and m.architecture == "decoder" and not m.is_mla:
         prm[K.P_N_WIN] = m.num_window_layers

@@ -162,3 +162,26 @@ def test_a_client_naming_its_engine_gets_the_engines_launch_default(monkeypatch)
     assert _make_client("llama-3.1-8b", "H100", engine="vllm").efficiency.prefill_launch_us == 0.0
     # a client's own efficiency is never replaced
     assert _make_client("llama-3.1-8b", "H100", engine="sglang", efficiency={}).efficiency.prefill_launch_us == 0.0
+
+
+def test_no_graphs_floor_holds_for_decode_only_steps():
+    # MLPerf harness configs with use_graphs False (docs/ttft-under-load.md, "MLPerf TTFT, session 11"):
+    # Llama-2-70B at TP1 is 80 dense GQA layers x 10 kernels = 800; x 40 us = 32.0 ms
+    eff = {"prefill_launch_us": 40.0}
+    ng = make_client("llama-2-70b", "B200", tp=1, efficiency=eff, harness_no_graphs=True)
+    gr = make_client("llama-2-70b", "B200", tp=1, efficiency=eff)
+    plain = make_client("llama-2-70b", "B200", tp=1)
+    assert launch_time.kernels_per_step(plain.model, 1) == 800
+    dec = [(1, 1000)] * 32
+    dev = step_latency(plain, decode=dec).total_s
+    assert dev < 0.032                                    # the device alone is faster than the launches
+    assert step_latency(ng, decode=dec).total_s == pytest.approx(800 * 40e-6, rel=1e-12)
+    assert step_latency(gr, decode=dec).total_s == dev    # graph replays: no floor on decode-only steps
+    # prefill steps have the floor either way; a step the device keeps busy longer is unchanged
+    assert step_latency(ng, prefill=[(0, 64)]).total_s == step_latency(gr, prefill=[(0, 64)]).total_s
+    big = [(1, 1000)] * 1500
+    assert step_latency(plain, decode=big).total_s > 0.032
+    assert step_latency(ng, decode=big).total_s == step_latency(plain, decode=big).total_s
+    # the plain-Python twin agrees
+    for d in (dec, big):
+        assert step_latency(ng, decode=d).total_s == pytest.approx(reference_step_time(ng, [], d)[0], rel=1e-9)

@@ -277,3 +277,27 @@ def test_harness_time_switch_in_validate(monkeypatch):
     assert "harness_step_ms" not in bare.scenario["clients"][0]
     other = V.plan_row(dict(_B200_INTERACTIVE, workload="online serving, Poisson arrivals", request_rate="2"))
     assert "harness_step_ms" not in other.scenario["clients"][0]
+
+
+def test_mlperf_launch_floor_from_the_harness_settings(monkeypatch):
+    # validate.mlperf_launch_floor: TensorRT-LLM harness rows get the eager launch time per kernel
+    # (launch_time.EAGER_KERNEL_US); the floor covers decode-only steps when use_graphs is False
+    from mistfast import launch_time
+    from mistfast import validate as V
+
+    def floor(engine, notes):
+        plan = V.RowPlan.__new__(V.RowPlan)
+        plan.loadgen, plan.engine = True, engine
+        return V.mlperf_launch_floor(plan, {"notes": notes})
+
+    monkeypatch.setattr(V, "MLPERF_LAUNCH_FLOOR_IN_VALIDATE", True)
+    us = launch_time.EAGER_KERNEL_US
+    assert us == 40.0
+    assert floor("trtllm-1", "x; harness settings from that config: use_graphs False, enable_chunked_context True;") == \
+        ({"prefill_launch_us": 40.0}, True)
+    assert floor("trtllm-1", "harness settings from that config: use_graphs True, enable_chunked_context True;") == \
+        ({"prefill_launch_us": 40.0}, False)
+    assert floor("vllm", "harness settings from that config: enforce_eager True, enable_chunked_prefill False;") == ({}, False)
+    assert floor("trtllm-1", "no settings") == ({}, False)
+    monkeypatch.setattr(V, "MLPERF_LAUNCH_FLOOR_IN_VALIDATE", False)   # the shipped default: off
+    assert floor("trtllm-1", "harness settings from that config: use_graphs False;") == ({}, False)

@@ -126,7 +126,11 @@ P_SEQ_OVH = P_PF_SLOW + 3
 # AllReduce sums the partial outputs (docs/step-model.md, "MoE expert parallelism"). Under DP
 # attention it has no effect.
 P_EP_TP_A2A = P_PF_SLOW + 4
-N_PARAMS = P_PF_SLOW + 5
+# 1: the launch-time floor P_HOST_PF_FLOOR holds for every step, decode-only ones too (an engine that
+# replays no CUDA graphs at all: the TensorRT engines of MLPerf harness configs with use_graphs False,
+# docs/ttft-under-load.md "MLPerf TTFT, session 11"); 0: only for steps with prefill rows
+P_HOST_FLOOR_ALL = P_PF_SLOW + 5
+N_PARAMS = P_PF_SLOW + 6
 
 # ---- breakdown layout (per device, whole step) ---------------------------------------------
 B_GEMM = 0
@@ -819,7 +823,7 @@ def step_fixed(prm, T, R, t_pf, out):
     out[X_FACTOR_ATTN] = fa
     out[X_OOR] = oor
     out[X_PF_SLOW] = prm[P_PF_SLOW] * t_pf / T_real if T_real > 0.0 else 0.0
-    out[X_HOST_FLOOR] = prm[P_HOST_PF_FLOOR] if t_pf > 0.0 else 0.0
+    out[X_HOST_FLOOR] = prm[P_HOST_PF_FLOOR] if (t_pf > 0.0 or prm[P_HOST_FLOOR_ALL] > 0.0) else 0.0
     out[X_HOST_ADD] = prm[P_HOST_DEC] if t_pf == 0.0 else 0.0
 
 

@@ -266,9 +266,14 @@ def reference_step_time(client, prefill, decode, prompts_done=None):
     if not genz and (eff.prefill_launch_us or eff.decode_launch_us):
         kernels = _kernels_per_step(m, t)
         device_s = sum(x for _, x in ops)
-        if t_new > 0:
-            if kernels * eff.prefill_launch_us * 1e-6 > device_s:
+        # an engine without any CUDA graphs (client.harness_no_graphs) has the floor on decode-only
+        # steps too; there a graph time per kernel, if set, counts towards the floor
+        add = kernels * eff.decode_launch_us * 1e-6 if t_new == 0 else 0.0
+        if t_new > 0 or getattr(client, "harness_no_graphs", False):
+            if kernels * eff.prefill_launch_us * 1e-6 > device_s + add:
                 ops.append(("launch_wait", kernels * eff.prefill_launch_us * 1e-6 - device_s))
+            elif add:
+                ops.append(("graph_kernels", add))
         elif eff.decode_launch_us:
             ops.append(("graph_kernels", kernels * eff.decode_launch_us * 1e-6))
     if eff.step_overhead_ms:
