@@ -10,7 +10,7 @@ False: EP under TP attention moves no tokens), ``split`` (stepmodel.EXPERT_ETA_S
 the default since session 11), ``no_fp8eta`` (leave it out: the fit as before session 11), ``kvreserve`` (SGLang rows with PrefillAdder's
 admission reserve, engine_defaults.SGLANG["kv_reserve_default"] = "sglang"), ``lengths``
 (validate.STATED_LENGTHS_IN_VALIDATE = True), ``fp8block`` (validate.BLOCK_FP8_SHARE_IN_VALIDATE = 0.5:
-block-scaled FP8 GEMMs on Hopper at the BF16 rate), ``nofp8block`` (= 1.0, off), ``tpbusNN``
+block-scaled FP8 GEMMs on Hopper at the BF16 rate; measured, off), ``nofp8block`` (= 1.0, off, the default), ``tpbusNN``
 (stepmodel.TP_BUS_EFFICIENCY = NN / 100: TP collectives at NN % of the link bandwidth), ``pubttftN``
 (calibration_factored.PUBLISHER_PARAM_SD_SCALE = {"ttft_overhead_ms": N}: the publisher terms of the
 TTFT overhead N times looser; both docs/step-model.md, "TP scaling of short prefills, session 11"),
