@@ -108,6 +108,44 @@ def test_derived_expressions_are_bounded(expr):
     assert time.perf_counter() - t0 < 2
 
 
+def test_the_expression_time_limit_counts_only_the_evaluating_thread(monkeypatch):
+    """The limit is the evaluating thread's CPU time: another thread of the process burning CPU
+    without the GIL (a dask worker's numba kernel; here numpy matrix products) while the expression
+    waits does not trip it. With the whole process's CPU time (time.process_time) the 0.3 s wait below
+    lets the busy thread spend more than the 0.05 s limit and the expression was refused."""
+    import threading
+
+    import numpy as np
+
+    from mistfast import sweepspec
+    monkeypatch.setattr(sweepspec, "EXPR_TIME_LIMIT_S", 0.05)
+
+    class Slow:   # an operand whose addition waits 0.3 s of wall time without using CPU
+        def __add__(self, other):
+            time.sleep(0.3)
+            return 1
+
+    stop = threading.Event()
+    m = np.random.default_rng(0).random((300, 300))
+
+    def busy():
+        while not stop.is_set():
+            m @ m   # BLAS releases the GIL: CPU time of this process, not of the evaluating thread
+
+    worker = threading.Thread(target=busy)
+    worker.start()
+    try:
+        time.sleep(0.05)   # the busy thread is running
+        c0 = time.process_time()
+        assert safe_eval("x + 1 + 1", {"x": Slow()}) == 2
+        process_cpu_s = time.process_time() - c0
+    finally:
+        stop.set()
+        worker.join()
+    # the test can fail: the busy thread did spend more than the limit during the evaluation
+    assert process_cpu_s > sweepspec.EXPR_TIME_LIMIT_S
+
+
 def test_safe_eval_computes_ordinary_expressions_and_refuses_the_rest():
     env = {"tp": 4, "case": "b"}
     assert safe_eval("8 // tp", env) == 2
