@@ -171,6 +171,13 @@ def expert_fp8_applies(client: ClientSpec) -> bool:
     return prec.expert_weights == "fp8" and client.device.mma_format(prec.expert_compute) == "fp8"
 
 
+def fp8_block_factor(client: ClientSpec, compute_fmt: str) -> float:
+    """efficiency.fp8_block_share for GEMMs that multiply in FP8 (block-scaled FP8 checkpoints on a
+    part without block-scaled MMAs; 1 = off), 1 for any other format: one factor for the dense and
+    the expert FP8 peaks (x 1.0 is exact, so the default leaves both bit for bit)."""
+    return client.efficiency.fp8_block_share if compute_fmt == "fp8" else 1.0
+
+
 def client_params(client: ClientSpec) -> np.ndarray:
     """The kernel's parameter vector for one client (one TP x PP x EP engine)."""
     m, dev, prec, eff = client.model, client.device, client.precision, client.efficiency
@@ -197,8 +204,8 @@ def client_params(client: ClientSpec) -> np.ndarray:
         prm[K.P_BW_ONCHIP] = 1.0  # unused
         prm[K.P_GENZ_KV_EXTRA] = 1.0
     prm[K.P_FPEAK] = fpeak * eff.compute * (eff.expert_compute if dense_eta_applies(client) else 1.0)
-    if not genz and prec.compute == "fp8" and eff.fp8_block_share != 1.0:
-        prm[K.P_FPEAK] *= eff.fp8_block_share   # block-scaled FP8 GEMMs (efficiency.fp8_block_share)
+    if not genz:
+        prm[K.P_FPEAK] *= fp8_block_factor(client, prec.compute)
     prm[K.P_FPEAK_ATTN] = fpeak_attn * eff.compute
     prm[K.P_BW] = dev.memory_bandwidth_GBps * unit * eff.memory
     prm[K.P_TAU] = eff.op_overhead_us * 1e-6
@@ -295,9 +302,8 @@ def _extension_params(client: ClientSpec, prm: np.ndarray, genz: bool, fpeak: fl
         # η_e (efficiency.expert_compute) on top of η_c: the expert GEMMs' own share of the peak
         eta_e = eff.expert_compute if expert_eta_applies(client) else 1.0
         eta_f8 = eff.expert_fp8 if expert_fp8_applies(client) else 1.0   # W8A8 FP8 experts (session 11)
-        prm[K.P_FPEAK_EXPERT] = client.device.peak_flops(prec.expert_compute) * eff.compute * eta_e * eta_f8
-        if prec.expert_compute == "fp8" and eff.fp8_block_share != 1.0:
-            prm[K.P_FPEAK_EXPERT] *= eff.fp8_block_share
+        prm[K.P_FPEAK_EXPERT] = (client.device.peak_flops(prec.expert_compute) * eff.compute * eta_e * eta_f8
+                                 * fp8_block_factor(client, prec.expert_compute))
         prm[K.P_BWB_EXPERT] = DTYPE_BYTES[prec.expert_weights]
     prm[K.P_IMBALANCE] = eff.expert_imbalance
     prm[K.P_EP_TP_A2A] = 1.0 if (genz or EP_DISPATCH_UNDER_TP_ATTENTION) else 0.0
@@ -308,7 +314,7 @@ def _extension_params(client: ClientSpec, prm: np.ndarray, genz: bool, fpeak: fl
         kernels = launch_time.kernels_per_step(m, client.tp)
         prm[K.P_HOST_PF_FLOOR] = kernels * eff.prefill_launch_us * 1e-6
         prm[K.P_HOST_DEC] = kernels * eff.decode_launch_us * 1e-6
-        prm[K.P_HOST_FLOOR_ALL] = 1.0 if getattr(client, "harness_no_graphs", False) else 0.0
+        prm[K.P_HOST_FLOOR_ALL] = 1.0 if client.harness_no_graphs else 0.0
     # local attention: correct mode only (GenZ has no windows); MLA and encoders have none
     if m.sliding_window and not genz and m.architecture == "decoder" and not m.is_mla:
         prm[K.P_N_WIN] = m.num_window_layers

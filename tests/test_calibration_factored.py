@@ -204,7 +204,7 @@ def test_expert_fp8_is_identified_by_fp8_moe_against_dense_rows(monkeypatch):
     ~1k tokens) fix η_f8: recovered within 3 %. On the dense rows alone no row sees it, and the weak
     root prior takes it from its start value (EXPERT_FP8_START) back to its centre 1 (off)."""
     from mistfast import calibration_factored as CF
-    if CF.EXPERT_FP8_PARAM not in CF.FACTOR_PARAMS:   # FIT_EXPERT_FP8 off (the default): switch it on
+    if CF.EXPERT_FP8_PARAM not in CF.FACTOR_PARAMS:   # FIT_EXPERT_FP8 turned off (the default is on): switch it on
         monkeypatch.setattr(CF, "FACTOR_PARAMS", CF.FACTOR_PARAMS + (CF.EXPERT_FP8_PARAM,))
     truth = {"compute": 0.5, "memory": 0.6, "expert_fp8": 0.15}
     obs = []
