@@ -387,6 +387,18 @@ def kv_transfer_link(device: str, n_devices: int) -> str:
     return "NVLink5" if dev.startswith("B") else "NVLink4"
 
 
+# Disaggregated rows (docs/ttft-under-load.md, "Disaggregated P/D rows"): the user's first token
+# comes from the decode server, after the KV transfer, the wait for the decode client's next step
+# boundary and its first step of the request (disagg_first_token_ms), not when the prefill client
+# computes it (the pipeline's own TTFT); False: the pipeline's TTFT as is (the sessions 1-11 model).
+DISAGG_FIRST_TOKEN_FROM_DECODE = True
+# ... and their TTFT / E2E rows get the client-side per-request overhead every aggregated run row
+# gets (client_side_ms: the fitted ttft_overhead_ms), from the decode pool's calibrated client
+DISAGG_CLIENT_OVERHEAD_ON = True
+# ... and the fitted cold first-wave delay of closed loops (first_wave_ms_term) of that client
+DISAGG_FIRST_WAVE_ON = True
+
+
 def _pipeline_scenario(plan: RowPlan, lay: DisaggLayout, workload: dict, isl: int, osl: int) -> dict:
     """A two-pool prefill -> decode pipeline scenario for a disaggregated row."""
     prec = C.precision_dict(plan.precision)
@@ -1241,12 +1253,50 @@ def _predict_pipelines(plans: list[RowPlan], cal_client=None) -> tuple[dict, dic
                     clients.append(cc)
                     what.append(f"{c.name}: {u}")
                 spec = spec.model_copy(update={"clients": clients})
-            done[key] = (_pipeline_summary(spec), "; ".join(what))
-        summ, u = done[key]
-        pred[p.id] = plan_value(p, summ)
+            done[key] = (_pipeline_summary(spec), "; ".join(what), spec)
+        summ, u, spec = done[key]
+        decode = next((c for c in spec.clients if c.name == "decode"), spec.clients[-1])
+        pred[p.id] = plan_value(p, summ) + disagg_first_token_ms(p, summ, decode, spec.network.default_link) \
+            + disagg_client_terms_ms(p, decode)
         used[p.id] = u
         _note_unfinished(p, summ)
     return pred, used
+
+
+def disagg_first_token_ms(p: RowPlan, summary: Mapping, decode_client, link) -> float:
+    """Time from the end of a disaggregated request's prefill (where the simulated pipeline stamps
+    its first token) to the first token the user receives, which the decode server streams: the
+    prompt's KV crosses the link (isl x the model's KV bytes per token at the link's bandwidth x
+    efficiency, plus its latency; unloaded), the request waits for the decode client's next step
+    boundary (uniform over one step: half a step for the mean and the median, q steps for the
+    q-quantile) and one more step passes before the token is out (TensorRT-LLM's generation server
+    answers after its first generation step; SGLang's decode server streams the prebuilt batch's
+    token one iteration late under its default overlap scheduler). One decode step = the run's
+    mean TPOT. TTFT rows only (the simulated E2E already holds the transfer and the decode steps);
+    0 for other rows and with DISAGG_FIRST_TOKEN_FROM_DECODE off. Sources: docs/ttft-under-load.md,
+    "Disaggregated P/D rows"."""
+    if not DISAGG_FIRST_TOKEN_FROM_DECODE or p.disagg is None or not p.metric.startswith("ttft"):
+        return 0.0
+    q = {"p90": 0.9, "p99": 0.99}.get(p.value_key.rsplit("_", 2)[-2], 0.5)
+    step_ms = float(summary.get("tpot_mean_ms", 0.0))
+    step_ms = step_ms if np.isfinite(step_ms) else 0.0
+    bw_Bps = float(link.bandwidth_GBps) * 1e9 * float(link.efficiency)
+    kv_ms = p.isl * float(decode_client.kv_bytes_per_token()) / bw_Bps * 1e3 + float(link.latency_us) * 1e-3
+    return kv_ms + (q + 1.0) * step_ms
+
+
+def disagg_client_terms_ms(p: RowPlan, decode_client) -> float:
+    """What a disaggregated row's TTFT / E2E statistic gets outside the simulated pipeline, as an
+    aggregated run row does (:func:`client_side_ms` + :func:`first_wave_ms_term`, each behind its
+    switch, DISAGG_CLIENT_OVERHEAD_ON and DISAGG_FIRST_WAVE_ON), from the decode
+    pool's client: the benchmark client's stream comes from the decode server (SGLang's router and
+    Dynamo's frontend forward the decode server's stream). The first-wave weight is that of the
+    row's closed loop (its ``workload_kind`` without the ", disaggregated P/D" suffix)."""
+    if p.disagg is None:
+        return 0.0
+    base = dataclasses.replace(p, workload_kind=p.workload_kind.split(", disaggregated")[0])
+    return (client_side_ms(base, decode_client) if DISAGG_CLIENT_OVERHEAD_ON else 0.0) \
+        + (first_wave_ms_term(base, decode_client) if DISAGG_FIRST_WAVE_ON else 0.0)
 
 
 def _live_pipelines(pipes: list[RowPlan]) -> list[RowPlan]:

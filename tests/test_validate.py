@@ -412,6 +412,88 @@ def test_disagg_row_prediction_is_the_pipeline_simulation(tmp_path):
     assert rep.loc["per_gpu", "predicted"] == pytest.approx(float(ds.output_tok_s) / 5, rel=1e-9)
 
 
+def _disagg_reference_run():
+    """The hand-built pipeline of test_disagg_row_prediction_is_the_pipeline_simulation."""
+    sched = V.offline_scheduler("trtllm-1", make_client("llama-3.1-8b", "H100", tp=1, precision="fp8"), 256, 16)
+    sched_d = V.offline_scheduler("trtllm-1", make_client("llama-3.1-8b", "H100", tp=4, precision="fp8"), 256, 16)
+    sc = {"clients": [{"name": "P", "model": "llama-3.1-8b", "device": "H100", "tp": 1, "precision": "fp8",
+                       "efficiency": {}, "scheduler": sched},
+                      {"name": "D", "model": "llama-3.1-8b", "device": "H100", "tp": 4, "precision": "fp8",
+                       "efficiency": {}, "scheduler": sched_d}],
+          "network": {"default_link": "NVLink4"},
+          "pipelines": [{"stages": [{"kind": "prefill", "pool": "P", "routing": "least_prefill_tokens"},
+                                    {"kind": "decode", "pool": "D", "routing": "least_kv"}]}],
+          "workload": {"num_requests": 40, "input": 256, "output": 16,
+                       "arrival": {"process": "closed_loop", "concurrency": 4}},
+          "simulation": {"horizon_s": 1e7, "seed": 0}}
+    return simulate(sc)
+
+
+def test_disagg_ttft_is_prefill_plus_transfer_plus_decode_admission(tmp_path, monkeypatch):
+    """A disaggregated row's TTFT is the pipeline's (its prefill's) TTFT + the KV transfer + the
+    wait for the decode client's step boundary + its first decode step: llama-3.1-8b holds
+    2 x 32 layers x 8 KV heads x 128 = 65,536 FP8 bytes per token, so 256 tokens cross NVLink4
+    (450 GB/s, 1 us) in 256 x 65,536 / 450e9 s + 1 us = 0.0382827 ms; the admission waits half a
+    step for the mean and the median (0.99 of one for the p99), then one step (the run's mean
+    TPOT). The E2E row and the non-TTFT rows are the simulation's as before."""
+    rows = [dict(_DISAGG, id="ttft", metric="ttft_ms", value=50.0),
+            dict(_DISAGG, id="p50", metric="ttft_p50_ms", value=50.0),
+            dict(_DISAGG, id="p99", metric="ttft_p99_ms", value=50.0),
+            dict(_DISAGG, id="e2e", metric="e2e_mean_ms", value=90.0),
+            dict(_DISAGG, id="tpot", metric="tpot_ms", value=5.0)]
+    csv = tmp_path / "m.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    rep = V.validate(csv, tmp_path / "out", calibration="none", plot=False).set_index("id")
+    ds = _disagg_reference_run()
+    kv_ms = 256 * 65536 / 450e9 * 1e3 + 1e-3
+    assert kv_ms == pytest.approx(0.0382827, rel=1e-5)
+    step = float(ds.tpot_mean_ms)
+    assert rep.loc["ttft", "predicted"] == pytest.approx(float(ds.ttft_mean_ms) + kv_ms + 1.5 * step, rel=1e-9)
+    assert rep.loc["p50", "predicted"] == pytest.approx(float(ds.ttft_p50_ms) + kv_ms + 1.5 * step, rel=1e-9)
+    assert rep.loc["p99", "predicted"] == pytest.approx(float(ds.ttft_p99_ms) + kv_ms + 1.99 * step, rel=1e-9)
+    assert rep.loc["e2e", "predicted"] == pytest.approx(float(ds.e2e_mean_ms), rel=1e-9)
+    assert rep.loc["tpot", "predicted"] == pytest.approx(step, rel=1e-9)
+    # switched off: the pipeline's own TTFT (the sessions 1-11 model)
+    monkeypatch.setattr(V, "DISAGG_FIRST_TOKEN_FROM_DECODE", False)
+    off = V.validate(csv, tmp_path / "off", calibration="none", plot=False).set_index("id")
+    assert off.loc["ttft", "predicted"] == pytest.approx(float(ds.ttft_mean_ms), rel=1e-9)
+
+
+def test_disagg_client_terms_come_from_the_decode_client():
+    """TTFT / E2E rows of a disaggregated closed loop get the decode client's fitted per-request
+    overhead (every statistic) and its first-wave delay weighted as for an aggregated closed loop
+    of C = 4 users and N = 40 prompts: C/N = 0.1 of it for the mean, all of it for the p99
+    (0.99 x 39 = 38.61 lies above the N - C - 1 = 35 requests of the later waves), none for the
+    median; other metrics get neither, and a row without a P/D layout gets nothing."""
+    from types import SimpleNamespace
+    dec = SimpleNamespace(efficiency=SimpleNamespace(ttft_overhead_ms=7.0, first_wave_ms=100.0))
+    mean = V.plan_row(dict(_DISAGG, metric="ttft_ms"))
+    assert (mean.n_requests_sim, mean.concurrency) == (40, 4)
+    assert V.disagg_client_terms_ms(mean, dec) == pytest.approx(7.0 + 10.0)
+    assert V.disagg_client_terms_ms(V.plan_row(dict(_DISAGG, metric="ttft_p99_ms")), dec) == pytest.approx(107.0)
+    assert V.disagg_client_terms_ms(V.plan_row(dict(_DISAGG, metric="ttft_p50_ms")), dec) == pytest.approx(7.0)
+    assert V.disagg_client_terms_ms(V.plan_row(dict(_DISAGG, metric="e2e_mean_ms")), dec) == pytest.approx(17.0)
+    assert V.disagg_client_terms_ms(V.plan_row(dict(_DISAGG, metric="tpot_ms")), dec) == 0.0
+    agg = V.plan_row(dict(_DISAGG, workload="closed loop at max concurrency", metric="ttft_ms", num_accel=4))
+    assert agg.status == "ok" and agg.disagg is None
+    assert V.disagg_client_terms_ms(agg, dec) == 0.0
+
+
+def test_disagg_switches_leave_aggregated_rows_bit_identical(tmp_path, monkeypatch):
+    """The disaggregated-TTFT terms touch pipeline rows only: an aggregated row's predictions are
+    the same bits with every switch on or off."""
+    rows = [dict(_DISAGG, id=m, metric=m, value=10.0, workload="closed loop at max concurrency", num_accel=4,
+                 notes="") for m in ("ttft_ms", "ttft_p99_ms", "e2e_mean_ms", "tpot_ms")]
+    csv = tmp_path / "m.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    on = V.validate(csv, tmp_path / "on", calibration="none", plot=False).set_index("id")
+    for name in ("DISAGG_FIRST_TOKEN_FROM_DECODE", "DISAGG_CLIENT_OVERHEAD_ON", "DISAGG_FIRST_WAVE_ON"):
+        monkeypatch.setattr(V, name, False)
+    off = V.validate(csv, tmp_path / "off", calibration="none", plot=False).set_index("id")
+    assert set(on.status) == {"ok"}
+    assert list(on.predicted) == list(off.predicted)
+
+
 def test_mlperf_mixture_row_is_planned_with_the_mixture():
     row = dict(id="mx", source="github:mlcommons/inference_results_v5.1@9:x", engine="vLLM", engine_version="0.9",
                model="mistralai/Mixtral-8x7B-Instruct-v0.1", precision="FP8", hardware="MI300X", num_accel=8, tp=1,
