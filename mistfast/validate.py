@@ -350,13 +350,15 @@ class DisaggLayout:
     decode_workers: int
     decode_tp: int
     decode_ep: int
+    prefill_dp_attention: bool = False   # the pool's attention is data parallel over its tp ranks
+    decode_dp_attention: bool = False
 
     @property
     def n_devices(self) -> int:
         return self.prefill_workers * self.prefill_tp + self.decode_workers * self.decode_tp
 
 
-_POOL_RE = r"(\d+)\s*{kind} worker\(s\)\s*x\s*tp\s*(\d+)(?:\s*\(ep\s*(\d+))?"
+_POOL_RE = r"(\d+)\s*{kind} worker\(s\)\s*x\s*tp\s*(\d+)(?:\s*\(ep\s*(\d+)(?:,\s*dp_attention\s*(true|false))?)?"
 
 
 def disagg_layout(r: Mapping) -> DisaggLayout | None:
@@ -370,7 +372,8 @@ def disagg_layout(r: Mapping) -> DisaggLayout | None:
     if not (pre and dec):
         return None
     return DisaggLayout(int(pre.group(1)), int(pre.group(2)), int(pre.group(3) or 1),
-                        int(dec.group(1)), int(dec.group(2)), int(dec.group(3) or 1))
+                        int(dec.group(1)), int(dec.group(2)), int(dec.group(3) or 1),
+                        pre.group(4) == "true", dec.group(4) == "true")
 
 
 def kv_transfer_link(device: str, n_devices: int) -> str:
@@ -397,20 +400,29 @@ DISAGG_FIRST_TOKEN_FROM_DECODE = True
 DISAGG_CLIENT_OVERHEAD_ON = True
 # ... and the fitted cold first-wave delay of closed loops (first_wave_ms_term) of that client
 DISAGG_FIRST_WAVE_ON = True
+# A pool whose notes say "dp_attention true" runs data-parallel attention (client dp_attention), as
+# an aggregated row's does; False: the pools' attention is tensor parallel whatever the notes say
+# (sessions 1-11)
+DISAGG_DP_ATTENTION_ON = True
 
 
 def _pipeline_scenario(plan: RowPlan, lay: DisaggLayout, workload: dict, isl: int, osl: int) -> dict:
     """A two-pool prefill -> decode pipeline scenario for a disaggregated row."""
     prec = C.precision_dict(plan.precision)
     clients = []
-    for name, workers, tp, ep in (("prefill", lay.prefill_workers, lay.prefill_tp, lay.prefill_ep),
-                                  ("decode", lay.decode_workers, lay.decode_tp, lay.decode_ep)):
+    for name, workers, tp, ep, dpa in (
+            ("prefill", lay.prefill_workers, lay.prefill_tp, lay.prefill_ep, lay.prefill_dp_attention),
+            ("decode", lay.decode_workers, lay.decode_tp, lay.decode_ep, lay.decode_dp_attention)):
         base = C._client_cached(plan.model, plan.device, tp, 1, plan.precision)
         sched = offline_scheduler(plan.engine, base, isl, osl)
         c = {"name": name, "model": plan.model, "device": plan.device, "tp": tp, "dp": workers,
              "precision": prec, "efficiency": launch_time.engine_launch_efficiency(plan.engine), "scheduler": sched}
         if ep > 1:
             c["ep"] = ep
+        if dpa and DISAGG_DP_ATTENTION_ON:
+            # as an aggregated row's notes give it (C.row_parallelism: MoE models with tp > 1 only)
+            c.update({k: v for k, v in C.row_parallelism("dp_attention true", tp, plan.model).items()
+                      if k == "dp_attention"})
         clients.append(c)
     return {"clients": clients,
             "network": {"default_link": kv_transfer_link(plan.device, lay.n_devices)},

@@ -367,10 +367,29 @@ def test_disagg_layout_from_notes():
     assert lay == V.DisaggLayout(1, 1, 1, 1, 4, 1) and lay.n_devices == 5
     lay = V.disagg_layout(dict(_DISAGG, notes="2 prefill worker(s) x tp 1 (ep 1, dp_attention false) = 2 GPUs; "
                                               "3 decode worker(s) x tp 4 (ep 4, dp_attention true) = 12 GPUs"))
-    assert lay == V.DisaggLayout(2, 1, 1, 3, 4, 4) and lay.n_devices == 14
+    assert lay == V.DisaggLayout(2, 1, 1, 3, 4, 4, False, True) and lay.n_devices == 14
     assert V.disagg_layout(dict(_DISAGG, workload="closed loop at max concurrency")) is None
     assert V.kv_transfer_link("GB200", 13) == "NVLink5"
     assert V.kv_transfer_link("MI355X", 24) == "RDMA-400G"
+
+
+def test_pd_pool_with_attention_dp_runs_it(monkeypatch):
+    """A pool the notes give "dp_attention true" is a client with data-parallel attention when the
+    model has experts (as for an aggregated row: C.row_parallelism); dense models and pools with
+    "dp_attention false" keep tensor-parallel attention; the switch off drops it."""
+    notes = ("1 prefill worker(s) x tp 1 (ep 1, dp_attention false) = 1 GPUs; "
+             "1 decode worker(s) x tp 4 (ep 4, dp_attention true) = 4 GPUs; tp = decode tp")
+    moe = dict(_DISAGG, model="gpt-oss-120b", precision="MXFP4", hardware="B200", notes=notes)
+    p = V.plan_row(moe)
+    assert p.status == "ok", p.reason
+    cl = {c["name"]: c for c in p.scenario["clients"]}
+    assert cl["decode"].get("dp_attention") is True and cl["decode"]["ep"] == 4
+    assert "dp_attention" not in cl["prefill"]
+    dense = {c["name"]: c for c in V.plan_row(dict(_DISAGG, notes=notes)).scenario["clients"]}
+    assert "dp_attention" not in dense["decode"]
+    monkeypatch.setattr(V, "DISAGG_DP_ATTENTION_ON", False)
+    off = {c["name"]: c for c in V.plan_row(moe).scenario["clients"]}
+    assert "dp_attention" not in off["decode"]
 
 
 def test_unequal_pd_row_is_a_two_pool_pipeline():
