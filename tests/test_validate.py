@@ -374,9 +374,11 @@ def test_disagg_layout_from_notes():
 
 
 def test_pd_pool_with_attention_dp_runs_it(monkeypatch):
-    """A pool the notes give "dp_attention true" is a client with data-parallel attention when the
-    model has experts (as for an aggregated row: C.row_parallelism); dense models and pools with
-    "dp_attention false" keep tensor-parallel attention; the switch off drops it."""
+    """With DISAGG_DP_ATTENTION_ON (measured, off by default) a pool the notes give "dp_attention
+    true" is a client with data-parallel attention when the model has experts (as for an
+    aggregated row: C.row_parallelism); dense models and pools with "dp_attention false" keep
+    tensor-parallel attention; the switch off (the default) drops it."""
+    monkeypatch.setattr(V, "DISAGG_DP_ATTENTION_ON", True)
     notes = ("1 prefill worker(s) x tp 1 (ep 1, dp_attention false) = 1 GPUs; "
              "1 decode worker(s) x tp 4 (ep 4, dp_attention true) = 4 GPUs; tp = decode tp")
     moe = dict(_DISAGG, model="gpt-oss-120b", precision="MXFP4", hardware="B200", notes=notes)
@@ -478,13 +480,14 @@ def test_disagg_ttft_is_prefill_plus_transfer_plus_decode_admission(tmp_path, mo
     assert off.loc["ttft", "predicted"] == pytest.approx(float(ds.ttft_mean_ms), rel=1e-9)
 
 
-def test_disagg_client_terms_come_from_the_decode_client():
+def test_disagg_client_terms_come_from_the_decode_client(monkeypatch):
     """TTFT / E2E rows of a disaggregated closed loop get the decode client's fitted per-request
     overhead (every statistic) and its first-wave delay weighted as for an aggregated closed loop
     of C = 4 users and N = 40 prompts: C/N = 0.1 of it for the mean, all of it for the p99
     (0.99 x 39 = 38.61 lies above the N - C - 1 = 35 requests of the later waves), none for the
     median; other metrics get neither, and a row without a P/D layout gets nothing."""
     from types import SimpleNamespace
+    monkeypatch.setattr(V, "DISAGG_FIRST_WAVE_ON", True)
     dec = SimpleNamespace(efficiency=SimpleNamespace(ttft_overhead_ms=7.0, first_wave_ms=100.0))
     mean = V.plan_row(dict(_DISAGG, metric="ttft_ms"))
     assert (mean.n_requests_sim, mean.concurrency) == (40, 4)
@@ -496,6 +499,9 @@ def test_disagg_client_terms_come_from_the_decode_client():
     agg = V.plan_row(dict(_DISAGG, workload="closed loop at max concurrency", metric="ttft_ms", num_accel=4))
     assert agg.status == "ok" and agg.disagg is None
     assert V.disagg_client_terms_ms(agg, dec) == 0.0
+    # the default: the per-request overhead only (the first-wave delay measured, off)
+    monkeypatch.setattr(V, "DISAGG_FIRST_WAVE_ON", False)
+    assert V.disagg_client_terms_ms(V.plan_row(dict(_DISAGG, metric="ttft_p99_ms")), dec) == pytest.approx(7.0)
 
 
 def test_disagg_switches_leave_aggregated_rows_bit_identical(tmp_path, monkeypatch):
