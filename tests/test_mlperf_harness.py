@@ -309,6 +309,8 @@ def test_predict_only_floor_leaves_the_row_client_alone(monkeypatch):
     Llama-2-70B at TP1: 80 dense GQA layers x 10 kernels = 800 launches x 40 us = 32.0 ms per step,
     every step (the Dell config sets use_graphs False)."""
     from mistfast import launch_time
+    assert V.MLPERF_LAUNCH_FLOOR_AT_PREDICT is True and V.MLPERF_LAUNCH_FLOOR_IN_VALIDATE is False   # the defaults
+    monkeypatch.setattr(V, "MLPERF_LAUNCH_FLOOR_AT_PREDICT", False)
     off = V.plan_row(_B200_INTERACTIVE)
     assert off.predict_floor == ({}, False)
     monkeypatch.setattr(V, "MLPERF_LAUNCH_FLOOR_AT_PREDICT", True)
