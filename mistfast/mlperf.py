@@ -26,10 +26,12 @@ them into the simulated engine (docs/calibration.md, "MLPerf harnesses"):
   (TensorRT-LLM): whole prompts batched with the decodes (``"mixed"``).
 * **Multi-step scheduling.** ``num_scheduler_steps N`` (vLLM V0): new requests join only between
   groups of N decode steps (:func:`mistfast.validate.multistep_admission_wait_ms`).
-* **Launch-time floor** (``validate.MLPERF_LAUNCH_FLOOR_IN_VALIDATE``, measured, off): NVIDIA's TensorRT-LLM
-  harness steps last at least ``launch_time.kernels_per_step`` x ``launch_time.EAGER_KERNEL_US``;
-  every step with ``use_graphs False`` (TensorRT engines enqueued kernel by kernel), the steps with
-  prefill rows with ``use_graphs True`` (docs/ttft-under-load.md, "MLPerf TTFT, session 11").
+* **Launch-time floor**: NVIDIA's TensorRT-LLM harness steps last at least
+  ``launch_time.kernels_per_step`` x ``launch_time.EAGER_KERNEL_US``; every step with ``use_graphs False``
+  (TensorRT engines enqueued kernel by kernel), the steps with prefill rows with ``use_graphs True``
+  (docs/ttft-under-load.md, "MLPerf TTFT, session 11"). **On when predicting**
+  (``validate.MLPERF_LAUNCH_FLOOR_AT_PREDICT``, session 12: the fit's training runs stay without it);
+  in the fit's training runs too (``validate.MLPERF_LAUNCH_FLOOR_IN_VALIDATE``): measured, off.
 * **Dispatch to replicas** (:func:`replica_arrival_cv`, measured, off in ``validate``: see
   ``validate.MLPERF_DISPATCH_IN_VALIDATE``). Neither harness splits LoadGen's Poisson stream at
   random: NVIDIA's ``llmlib`` sends each query to the next core in turn (``round_robin``) in

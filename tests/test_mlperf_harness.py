@@ -301,3 +301,42 @@ def test_mlperf_launch_floor_from_the_harness_settings(monkeypatch):
     assert floor("trtllm-1", "no settings") == ({}, False)
     monkeypatch.setattr(V, "MLPERF_LAUNCH_FLOOR_IN_VALIDATE", False)   # the shipped default: off
     assert floor("trtllm-1", "harness settings from that config: use_graphs False;") == ({}, False)
+
+
+def test_predict_only_floor_leaves_the_row_client_alone(monkeypatch):
+    """MLPERF_LAUNCH_FLOOR_AT_PREDICT (session 12): the row's scenario (what the fit simulates) is the
+    one of the switch off; the floor rides on the plan and is put on the client only when predicting.
+    Llama-2-70B at TP1: 80 dense GQA layers x 10 kernels = 800 launches x 40 us = 32.0 ms per step,
+    every step (the Dell config sets use_graphs False)."""
+    from mistfast import launch_time
+    assert V.MLPERF_LAUNCH_FLOOR_AT_PREDICT is True and V.MLPERF_LAUNCH_FLOOR_IN_VALIDATE is False   # the defaults
+    monkeypatch.setattr(V, "MLPERF_LAUNCH_FLOOR_AT_PREDICT", False)
+    off = V.plan_row(_B200_INTERACTIVE)
+    assert off.predict_floor == ({}, False)
+    monkeypatch.setattr(V, "MLPERF_LAUNCH_FLOOR_AT_PREDICT", True)
+    on = V.plan_row(_B200_INTERACTIVE)
+    assert on.scenario == off.scenario                     # the fit's training run is unchanged
+    assert "prefill_launch_us" not in on.scenario["clients"][0]["efficiency"]
+    assert on.predict_floor == ({"prefill_launch_us": 40.0}, True)
+    base = scenario_point(parse_scenario(on.scenario)).client
+    cal = C.with_efficiency(base, {"compute": 0.6, "memory": 0.8, "step_overhead_ms": 1.0})
+    floored = V.with_predict_floor(cal, on)
+    assert floored.efficiency.prefill_launch_us == 40.0 and floored.harness_no_graphs
+    assert floored.efficiency.compute == 0.6 and floored.efficiency.step_overhead_ms == 1.0   # the fit's values kept
+    assert V.with_predict_floor(cal, off) is cal
+    assert launch_time.kernels_per_step(base.model, 1) == 800
+    small = [(1, 1000)] * 32
+    assert step_latency(cal, decode=small).total_s < 0.032          # the calibrated device step alone is shorter
+    # the floor bounds the device part; the fitted host time per step (step_overhead_ms) adds after it
+    assert step_latency(floored, decode=small).total_s == pytest.approx(800 * 40e-6 + 1.0e-3, rel=1e-12)
+    big = [(1, 1000)] * 2000                                          # the device is busy longer: unchanged (a max)
+    assert step_latency(cal, decode=big).total_s > 0.032
+    assert step_latency(floored, decode=big).total_s == step_latency(cal, decode=big).total_s
+    # the in-fit switch (session 11) puts the floor into the scenario itself; the predict-only one then adds nothing
+    monkeypatch.setattr(V, "MLPERF_LAUNCH_FLOOR_IN_VALIDATE", True)
+    both = V.plan_row(_B200_INTERACTIVE)
+    assert both.scenario["clients"][0]["efficiency"]["prefill_launch_us"] == 40.0 and both.predict_floor == ({}, False)
+    # other rows: no floor (an AMD harness row, an MLPerf row without harness settings)
+    monkeypatch.setattr(V, "MLPERF_LAUNCH_FLOOR_IN_VALIDATE", False)
+    assert V.plan_row(_MI300X_INTERACTIVE).predict_floor == ({}, False)
+    assert V.plan_row(dict(_B200_INTERACTIVE, notes="replicas = 8 / (tp x pp) = 8")).predict_floor == ({}, False)
