@@ -112,7 +112,7 @@ def test_dense_fp8_is_identified_by_block_scaled_rows_against_per_tensor_rows(mo
     few hundred tokens) fix η_d8: recovered within 3 %. On the Llama rows alone no row sees it and
     the weak root prior takes it from its start (DENSE_FP8_START) back to its centre 1 (off)."""
     from mistfast import calibration_factored as CF
-    if CF.DENSE_FP8_PARAM not in CF.FACTOR_PARAMS:   # FIT_DENSE_FP8 off (the default): switch it on
+    if CF.DENSE_FP8_PARAM not in CF.FACTOR_PARAMS:   # FIT_DENSE_FP8 turned off: switch it on
         monkeypatch.setattr(CF, "FACTOR_PARAMS", CF.FACTOR_PARAMS + (CF.DENSE_FP8_PARAM,))
     truth = {"compute": 0.5, "memory": 0.6, "dense_fp8": 0.4}
     obs = []

@@ -14,8 +14,8 @@ block-scaled FP8 GEMMs on Hopper at the BF16 rate; measured, off), ``nofp8block`
 (stepmodel.TP_BUS_EFFICIENCY = NN / 100: TP collectives at NN % of the link bandwidth), ``pubttftN``
 (calibration_factored.PUBLISHER_PARAM_SD_SCALE = {"ttft_overhead_ms": N}: the publisher terms of the
 TTFT overhead N times looser; both docs/step-model.md, "TP scaling of short prefills, session 11"),
-``fp8dense`` (fit the block-scaled FP8 dense-GEMM efficiency η_d8: calibration_factored.enable_dense_fp8(),
-docs/calibration.md session 12), ``no_fp8dense`` (leave it out), ``default``."""
+``fp8dense`` (fit the block-scaled FP8 dense-GEMM efficiency η_d8: calibration_factored.enable_dense_fp8(), the default since session 12,
+docs/calibration.md session 12), ``no_fp8dense`` (leave it out: the fit as before session 12), ``default``."""
 import sys
 
 from mistfast import calibration_factored, engine_defaults, launch_time, stepmodel, validate
