@@ -77,6 +77,7 @@ class EfficiencyFit:
     collective_us: float = 5.0      # per collective call (factorised fit; the per-group fit keeps the default)
     expert_compute: float = 1.0     # expert-GEMM share of the peak on top of compute (factorised fit only)
     expert_fp8: float = 1.0         # W8A8 FP8 expert GEMMs' share of the FP8 peak (factorised fit only)
+    dense_fp8: float = 1.0          # block-scaled FP8 dense GEMMs' share of the FP8 peak (factorised fit only)
 
     def as_efficiency(self) -> dict:
         return {"compute": self.compute, "memory": self.memory, "network": self.network,
@@ -84,7 +85,7 @@ class EfficiencyFit:
                 "prefill": self.prefill, "ttft_overhead_ms": self.ttft_overhead_ms,
                 "first_wave_ms": self.first_wave_ms, "seq_overhead_us": self.seq_overhead_us,
                 "collective_us": self.collective_us, "expert_compute": self.expert_compute,
-                "expert_fp8": self.expert_fp8}
+                "expert_fp8": self.expert_fp8, "dense_fp8": self.dense_fp8}
 
     def __getitem__(self, k):
         return getattr(self, k)

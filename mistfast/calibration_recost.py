@@ -8,7 +8,7 @@ import numpy as np
 from ._numba import jit
 from .kernels import steptime as K
 from .specs import ClientSpec
-from .stepmodel import client_params, dense_eta_applies, expert_eta_applies, expert_fp8_applies
+from .stepmodel import client_params, dense_eta_applies, dense_fp8_applies, expert_eta_applies, expert_fp8_applies
 
 
 # ============================================================================ fast re-costing
@@ -84,12 +84,15 @@ class StepSet:
         # each client's own η_f8 (W8A8 FP8 experts, stepmodel.expert_fp8_applies)
         self.f_on = np.array([expert_fp8_applies(c) for c in self.client_list], dtype=bool)
         self.eta_f = np.array([c.efficiency.expert_fp8 if on else 1.0 for c, on in zip(self.client_list, self.f_on)])
+        # each client's own η_d8 (block-scaled FP8 dense GEMMs, stepmodel.dense_fp8_applies; session 12)
+        self.g_on = np.array([dense_fp8_applies(c) for c in self.client_list], dtype=bool)
+        self.eta_g = np.array([c.efficiency.dense_fp8 if on else 1.0 for c, on in zip(self.client_list, self.g_on)])
         for j, c in enumerate(self.client_list):
             prm = client_params(c)
             e = c.efficiency
             self.prm0[j] = prm
             self.harness_s[j] = getattr(c, "harness_step_ms", 0.0) * 1e-3
-            self.raw[j] = (prm[K.P_FPEAK] / self.eta_d[j] / e.compute, prm[K.P_FPEAK_ATTN] / e.compute, prm[K.P_BW] / e.memory,
+            self.raw[j] = (prm[K.P_FPEAK] / self.eta_d[j] / self.eta_g[j] / e.compute, prm[K.P_FPEAK_ATTN] / e.compute, prm[K.P_BW] / e.memory,
                            prm[K.P_BW_ONCHIP] / e.memory if prm[K.P_GENZ] > 0 else prm[K.P_BW_ONCHIP],
                            prm[K.P_TP_BETA] / e.network, prm[K.P_PP_BETA] / e.network,
                            prm[K.P_EP_BETA] / e.network if prm[K.P_EP_BETA] > 0 else 0.0,
@@ -100,14 +103,17 @@ class StepSet:
 
     def params(self, eta_c: float, eta_m: float, tau_us: float, eta_n: float = 1.0,
                step_ms: float | None = None, eta_pf: float | None = None, seq_us: float | None = None,
-               coll_us: float | None = None, eta_e: float | None = None, eta_f8: float | None = None) -> np.ndarray:
+               coll_us: float | None = None, eta_e: float | None = None, eta_f8: float | None = None,
+               eta_d8: float | None = None) -> np.ndarray:
         """Parameter rows at trial efficiencies; ``step_ms`` (``eta_pf``, ``seq_us``, ``coll_us``,
         ``eta_e``, ``eta_f8``) None keeps each client's own per-step overhead (prefill-step efficiency, host
-        time per sequence, per-collective latency, expert-GEMM efficiency, W8A8 FP8 expert efficiency)."""
+        time per sequence, per-collective latency, expert-GEMM efficiency, W8A8 FP8 expert efficiency);
+        ``eta_d8`` likewise for the block-scaled FP8 dense GEMMs (η_d8)."""
         prm = self.prm0.copy()
         r = self.raw
         eta_d_rows = self.eta_d if eta_e is None else np.where(self.d_on, eta_e, 1.0)
-        prm[:, K.P_FPEAK] = r[:, 0] * eta_c * eta_d_rows
+        eta_g_rows = self.eta_g if eta_d8 is None else np.where(self.g_on, eta_d8, 1.0)
+        prm[:, K.P_FPEAK] = r[:, 0] * eta_c * eta_d_rows * eta_g_rows
         prm[:, K.P_FPEAK_ATTN] = r[:, 1] * eta_c
         # rows where η_e does not act (GenZ compat; outside stepmodel.EXPERT_ETA_SCOPE) keep 1
         eta_e_rows = self.eta_e if eta_e is None else np.where(self.e_on, eta_e, 1.0)
@@ -131,12 +137,13 @@ class StepSet:
 
     def times(self, eta_c: float, eta_m: float, tau_us: float, eta_n: float = 1.0, step_ms: float | None = None,
               eta_pf: float | None = None, prm=None, seq_us: float | None = None,
-              coll_us: float | None = None, eta_e: float | None = None, eta_f8: float | None = None) -> np.ndarray:
+              coll_us: float | None = None, eta_e: float | None = None, eta_f8: float | None = None,
+              eta_d8: float | None = None) -> np.ndarray:
         """Unweighted time of every step (s)."""
         if not self._built:
             self.build()
         if prm is None:
-            prm = self.params(eta_c, eta_m, tau_us, eta_n, step_ms, eta_pf, seq_us, coll_us, eta_e, eta_f8)
+            prm = self.params(eta_c, eta_m, tau_us, eta_n, step_ms, eta_pf, seq_us, coll_us, eta_e, eta_f8, eta_d8)
         out = np.zeros(len(self.rows))
         _cost_steps(prm, self.row, self.pf_off, self.pf_past, self.pf_new, self.pf_done,
                     self.dec_off, self.dec_w, self.dec_s, self.dec_k, out)

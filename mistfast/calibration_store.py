@@ -23,11 +23,12 @@ import numpy as np
 
 DEFAULT_EFFICIENCY = {"compute": 0.75, "memory": 0.75, "network": 1.0, "op_overhead_us": 0.0, "step_overhead_ms": 0.0,
                       "prefill": 1.0, "ttft_overhead_ms": 0.0, "first_wave_ms": 0.0, "seq_overhead_us": 0.0,
-                      "collective_us": 5.0, "expert_compute": 1.0, "expert_fp8": 1.0}
+                      "collective_us": 5.0, "expert_compute": 1.0, "expert_fp8": 1.0,
+                      "dense_fp8": 1.0}
 # the efficiency fields a calibration fits and stores (EfficiencySpec names)
 EFFICIENCY_FIELDS = ("compute", "memory", "network", "op_overhead_us", "step_overhead_ms", "prefill",
                      "ttft_overhead_ms", "first_wave_ms", "seq_overhead_us", "collective_us", "expert_compute",
-                     "expert_fp8")
+                     "expert_fp8", "dense_fp8")
 
 
 class CalibrationError(ValueError):
@@ -311,6 +312,7 @@ def with_efficiency(client, eff: Mapping[str, Any] | None, correction: Mapping |
         e["collective_us"] = max(e.get("collective_us", DEFAULT_EFFICIENCY["collective_us"]), 0.0)
         e["expert_compute"] = min(max(e.get("expert_compute", 1.0), 1e-6), 1.0)
         e["expert_fp8"] = min(max(e.get("expert_fp8", 1.0), 1e-6), 1.0)
+        e["dense_fp8"] = min(max(e.get("dense_fp8", 1.0), 1e-6), 1.0)
         if source or eff.get("source"):
             e["source"] = str(source or eff.get("source"))
         upd["efficiency"] = _field_value(client, "efficiency", e)

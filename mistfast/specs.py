@@ -397,6 +397,11 @@ class EfficiencySpec(Spec):
     # top of `compute`; only where stepmodel.expert_fp8_applies (docs/moe-fidelity.md, session 11);
     # 1 = off
     expert_fp8: float = Field(gt=0, le=1, default=1.0)
+    # W8A8 FP8 dense GEMMs of the same block-scaled checkpoints (QKV / MLA projections, O, dense FFN,
+    # LM head of DeepSeek-V3/R1, Qwen3-FP8 dense and MoE; not the shared experts): their share of the FP8
+    # peak, on top of `compute`; only where stepmodel.dense_fp8_applies (docs/calibration.md, "A fitted
+    # dense block-scaled FP8 efficiency, session 12"); 1 = off
+    dense_fp8: float = Field(gt=0, le=1, default=1.0)
     # FP8 GEMMs of a block-scaled checkpoint (1x128 activation groups, 128x128 weight blocks: official
     # Qwen "-FP8", DeepSeek-V3/R1 native) on a part without block-scaled MMAs (Hopper: partial sums
     # promoted and scaled on the CUDA cores every 128 of K): their share of the FP8 peak, on top of

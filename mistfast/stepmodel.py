@@ -171,6 +171,21 @@ def expert_fp8_applies(client: ClientSpec) -> bool:
     return prec.expert_weights == "fp8" and client.device.mma_format(prec.expert_compute) == "fp8"
 
 
+def dense_fp8_applies(client: ClientSpec) -> bool:
+    """True when η_d8 (efficiency.dense_fp8) acts on this client's dense GEMMs (QKV or MLA
+    projections, O, dense FFN, LM head: every GEMM costed at the dense peak; the shared experts run at
+    the expert peak, η_f8's): a model of a block-scaled FP8 family (FP8_BLOCK_SCALED_MODELS), dense or
+    MoE, whose weights are FP8 and whose device multiplies FP8 natively (never in GenZ compat). The dense analogue of
+    expert_fp8_applies (session 12): not the FP8 checkpoints of other families (per-tensor scales),
+    not FP8 on A100 (W8A16: dense_eta_applies)."""
+    if client.reference == "genz":
+        return False
+    if not client.model.name.lower().startswith(FP8_BLOCK_SCALED_MODELS):
+        return False
+    prec = client.precision
+    return prec.weights == "fp8" and client.device.mma_format(prec.compute) == "fp8"
+
+
 def fp8_block_factor(client: ClientSpec, compute_fmt: str) -> float:
     """efficiency.fp8_block_share for GEMMs that multiply in FP8 (block-scaled FP8 checkpoints on a
     part without block-scaled MMAs; 1 = off), 1 for any other format: one factor for the dense and
@@ -204,6 +219,8 @@ def client_params(client: ClientSpec) -> np.ndarray:
         prm[K.P_BW_ONCHIP] = 1.0  # unused
         prm[K.P_GENZ_KV_EXTRA] = 1.0
     prm[K.P_FPEAK] = fpeak * eff.compute * (eff.expert_compute if dense_eta_applies(client) else 1.0)
+    if eff.dense_fp8 != 1.0 and dense_fp8_applies(client):   # η_d8 (session 12); x 1.0 skipped: bit for bit
+        prm[K.P_FPEAK] *= eff.dense_fp8
     if not genz:
         prm[K.P_FPEAK] *= fp8_block_factor(client, prec.compute)
     prm[K.P_FPEAK_ATTN] = fpeak_attn * eff.compute

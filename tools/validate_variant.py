@@ -16,7 +16,9 @@ block-scaled FP8 GEMMs on Hopper at the BF16 rate; measured, off), ``nofp8block`
 TTFT overhead N times looser; both docs/step-model.md, "TP scaling of short prefills, session 11"),
 ``mlpfloor`` (validate.MLPERF_LAUNCH_FLOOR_AT_PREDICT = True: the MLPerf TensorRT-LLM launch-time floor
 when predicting only, session 12), ``mlpfloorfit`` (validate.MLPERF_LAUNCH_FLOOR_IN_VALIDATE = True: the floor
-in the fit's training runs too, session 11), ``nomlpfloor`` (both off), ``default``."""
+in the fit's training runs too, session 11), ``nomlpfloor`` (both off),
+``fp8dense`` (fit the block-scaled FP8 dense-GEMM efficiency η_d8: calibration_factored.enable_dense_fp8(), the default since session 12,
+docs/calibration.md session 12), ``no_fp8dense`` (leave it out: the fit as before session 12), ``default``."""
 import sys
 
 from mistfast import calibration_factored, engine_defaults, launch_time, stepmodel, validate
@@ -27,7 +29,7 @@ def main() -> None:
     tpbus = [w for w in words if w.startswith("tpbus") and w[5:].isdigit() and 0 < int(w[5:]) <= 100]
     pubttft = [w for w in words if w.startswith("pubttft") and w[7:].isdigit() and int(w[7:]) > 0]
     allowed = ("ep_no_a2a", "split", "launch40", "fp8eta", "no_fp8eta", "kvreserve", "lengths", "fp8block", "nofp8block",
-               "mlpfloor", "mlpfloorfit", "nomlpfloor", "default")
+               "mlpfloor", "mlpfloorfit", "nomlpfloor", "fp8dense", "no_fp8dense", "default")
     unknown = words - set(allowed) - set(tpbus) - set(pubttft)
     if unknown:
         sys.exit(f"variant {sys.argv[1]!r}: unknown word(s) {sorted(unknown)}; allowed: {', '.join(allowed)}, tpbusNN (NN in 1..100), pubttftN")
@@ -41,6 +43,10 @@ def main() -> None:
         calibration_factored.enable_expert_fp8()
     if "no_fp8eta" in words:
         calibration_factored.disable_expert_fp8()
+    if "fp8dense" in words:
+        calibration_factored.enable_dense_fp8()
+    if "no_fp8dense" in words:
+        calibration_factored.disable_dense_fp8()
     if "kvreserve" in words:
         engine_defaults.SGLANG["kv_reserve_default"] = "sglang"
     if "fp8block" in words:

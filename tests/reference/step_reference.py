@@ -46,6 +46,8 @@ def reference_step_time(client, prefill, decode, prompts_done=None):
         eta_dense = eff.expert_compute if stepmodel.dense_eta_applies(client) else 1.0
         # η_f8 (efficiency.expert_fp8) on W8A8 FP8 experts, likewise stepmodel's rule
         eta_e = eta_e * (eff.expert_fp8 if stepmodel.expert_fp8_applies(client) else 1.0)
+        # η_d8 (efficiency.dense_fp8) on the dense GEMMs of block-scaled FP8 checkpoints, stepmodel's rule
+        eta_dense = eta_dense * (eff.dense_fp8 if stepmodel.dense_fp8_applies(client) else 1.0)
         peak = dev.peak_flops(prec.compute) * eff.compute * eta_dense
         peak_attn = dev.peak_flops(prec.activations) * eff.compute
         peak_exp = dev.peak_flops(prec.experts_compute or prec.compute) * eff.compute * eta_e
