@@ -1309,13 +1309,16 @@ def recv_poll_wait_ms(p: RowPlan, summary: Mapping) -> float:
 # as the simulation admits them, at the step boundary where the user's previous request ended
 # (docs/ttft-under-load.md, "Closed loops: the re-issued request waits for the step in flight")
 CLOSED_LOOP_STEP_WAIT_ON = True
+# steps an engine that schedules one step ahead adds to that wait (1: the batch of step n + 1 is
+# fixed while step n runs; 0 keeps the landing wait alone, for A/B runs: tools/validate_variant.py)
+SCHEDULE_AHEAD_STEPS = 1.0
 
 
 def closed_loop_step_wait_steps(q: float | None, schedule_ahead: bool) -> float:
     """Decode steps a closed loop's re-issued request waits before the step that prefills it, mean
     (q None) or q-quantile: it lands at a uniform phase of the step in flight (0..1 steps: mean 1/2,
     quantile q) and, when the engine schedules one step ahead, waits one whole step more."""
-    return (0.5 if q is None else min(max(q, 0.0), 1.0)) + (1.0 if schedule_ahead else 0.0)
+    return (0.5 if q is None else min(max(q, 0.0), 1.0)) + (SCHEDULE_AHEAD_STEPS if schedule_ahead else 0.0)
 
 
 def closed_loop_step_wait_ms(p: RowPlan, summary: Mapping) -> float:

@@ -14,7 +14,9 @@ block-scaled FP8 GEMMs on Hopper at the BF16 rate; measured, off), ``nofp8block`
 (stepmodel.TP_BUS_EFFICIENCY = NN / 100: TP collectives at NN % of the link bandwidth), ``pubttftN``
 (calibration_factored.PUBLISHER_PARAM_SD_SCALE = {"ttft_overhead_ms": N}: the publisher terms of the
 TTFT overhead N times looser; both docs/step-model.md, "TP scaling of short prefills, session 11"),
-``default``."""
+``nocloopwait`` (validate.CLOSED_LOOP_STEP_WAIT_ON = False: closed-loop rows without the step-synchronous
+wait), ``noahead`` (validate.SCHEDULE_AHEAD_STEPS = 0: the landing wait only, no step for async /
+overlap scheduling; both docs/ttft-under-load.md, "Closed loops: the re-issued request waits"), ``default``."""
 import sys
 
 from mistfast import calibration_factored, engine_defaults, launch_time, stepmodel, validate
@@ -24,7 +26,7 @@ def main() -> None:
     words = set(sys.argv[1].split("+"))
     tpbus = [w for w in words if w.startswith("tpbus") and w[5:].isdigit() and 0 < int(w[5:]) <= 100]
     pubttft = [w for w in words if w.startswith("pubttft") and w[7:].isdigit() and int(w[7:]) > 0]
-    allowed = ("ep_no_a2a", "split", "launch40", "fp8eta", "no_fp8eta", "kvreserve", "lengths", "fp8block", "nofp8block", "default")
+    allowed = ("ep_no_a2a", "split", "launch40", "fp8eta", "no_fp8eta", "kvreserve", "lengths", "fp8block", "nofp8block", "nocloopwait", "noahead", "default")
     unknown = words - set(allowed) - set(tpbus) - set(pubttft)
     if unknown:
         sys.exit(f"variant {sys.argv[1]!r}: unknown word(s) {sorted(unknown)}; allowed: {', '.join(allowed)}, tpbusNN (NN in 1..100), pubttftN")
@@ -44,6 +46,10 @@ def main() -> None:
         validate.BLOCK_FP8_SHARE_IN_VALIDATE = 0.5
     if "nofp8block" in words:
         validate.BLOCK_FP8_SHARE_IN_VALIDATE = 1.0
+    if "nocloopwait" in words:
+        validate.CLOSED_LOOP_STEP_WAIT_ON = False
+    if "noahead" in words:
+        validate.SCHEDULE_AHEAD_STEPS = 0.0
     if "lengths" in words:
         validate.STATED_LENGTHS_IN_VALIDATE = True
     if tpbus:
