@@ -133,6 +133,10 @@ class ServerSettings:
     # () = off. It acts only under enable_attention_dp (PyExecutor._schedule), so validate applies it
     # to the rows whose client has dp_attention (validate.adp_balance_wait_ms)
     adp_balance: tuple = ()
+    # the batch of step n + 1 is formed while step n runs (vLLM --async-scheduling, SGLang's overlap
+    # scheduler, TensorRT-LLM's PyTorch overlap scheduler): a request that arrives during step n is
+    # first scheduled in step n + 2 (validate.closed_loop_step_wait_ms)
+    schedule_ahead: bool = False
 
     def scheduler(self, device_memory_GiB: float) -> dict:
         """``[clients.scheduler]`` fields: chunked batching with the engine's limits and its KV rule."""
@@ -222,8 +226,11 @@ def _vllm(version, device_name, mem, tp, model, flags) -> ServerSettings:
     tokens = int(flags.get("max_num_batched_tokens", d["max_num_batched_tokens"]))
     util = float(flags.get("gpu_memory_utilization", VLLM["gpu_memory_utilization"]))
     act = activation_GiB(model, tp, tokens, VLLM["non_torch_GiB"]) if model is not None else VLLM["non_torch_GiB"]
+    # async scheduling: off unless stated (SchedulerConfig.async_scheduling, vllm/config/scheduler.py,
+    # False through v0.13; made the default later by vllm-project/vllm#27614, no rows of such versions)
     return ServerSettings("vllm", seqs, tokens, "total", util, act, kv_dtype=flags.get("kv_dtype", ""),
-                          sources=(VLLM["source"],) + tuple(flags.get("sources", ())))
+                          sources=(VLLM["source"],) + tuple(flags.get("sources", ())),
+                          schedule_ahead=bool(flags.get("schedule_ahead", False)))
 
 
 def _sglang(version, mem, tp, pp, flags, dp_attention=False) -> ServerSettings:
@@ -243,7 +250,11 @@ def _sglang(version, mem, tp, pp, flags, dp_attention=False) -> ServerSettings:
                           sources=(SGLANG["source"],) + tuple(flags.get("sources", ())),
                           mix_prefill=bool(flags.get("enable_mixed_chunk", SGLANG["mix_prefill_default"])),
                           kv_reserve=SGLANG["kv_reserve_default"],
-                          torch_compile=bool(flags.get("torch_compile", False)))
+                          torch_compile=bool(flags.get("torch_compile", False)),
+                          # the overlap scheduler: on unless --disable-overlap-schedule
+                          # (ServerArgs.disable_overlap_schedule = False, python/sglang/srt/server_args.py,
+                          # since v0.4.0; Scheduler.event_loop_overlap)
+                          schedule_ahead=bool(flags.get("schedule_ahead", not v or v >= (0, 4))))
 
 
 def _trtllm_serve(tp, model, flags) -> ServerSettings:
@@ -254,7 +265,11 @@ def _trtllm_serve(tp, model, flags) -> ServerSettings:
         else TRTLLM_SERVE["non_torch_GiB"]
     return ServerSettings("trtllm-1", seqs, tokens, "free", frac, act, kv_dtype=flags.get("kv_dtype", ""),
                           sources=(TRTLLM_SERVE["source"],) + tuple(flags.get("sources", ())),
-                          adp_balance=tuple(flags.get("adp_balance", ())))
+                          adp_balance=tuple(flags.get("adp_balance", ())),
+                          # the PyTorch backend's overlap scheduler: on unless disable_overlap_scheduler
+                          # (TorchLlmArgs.disable_overlap_scheduler = False, tensorrt_llm/llmapi/llm_args.py;
+                          # PyExecutor._executor_loop_overlap)
+                          schedule_ahead=bool(flags.get("schedule_ahead", True)))
 
 
 # ============================================================================ flags in text
@@ -325,6 +340,16 @@ def parse_flags(text: str) -> dict:
     # SGLang --enable-torch-compile (a switch): the decode graphs are captured from compiled, fused code
     if re.search(r"(?<![\w-])(?:--)?enable[-_]torch[-_]compile\b(?!\s*[=:]\s*(?:false|0|no)\b)", t, re.I):
         out["torch_compile"] = True
+    # scheduling one step ahead (ServerSettings.schedule_ahead): vLLM --async-scheduling /
+    # "async-scheduling: true" (--no-async-scheduling turns it off), SGLang --disable-overlap-schedule,
+    # TensorRT-LLM "disable_overlap_scheduler: true" (": false" keeps it on)
+    ahead = re.search(r"(?<![\w-])(?:--)?(no[-_])?async[-_]scheduling\b(\s*[=:]\s*(\w+))?", t, re.I)
+    if ahead:
+        on = (ahead.group(3) or "true").lower() not in ("false", "0", "no")
+        out["schedule_ahead"] = on != bool(ahead.group(1))
+    off = re.search(r"(?<![\w-])(?:--)?disable[-_]overlap[-_]scheduler?\b(\s*[=:]\s*(\w+))?", t, re.I)
+    if off:
+        out["schedule_ahead"] = (off.group(2) or "true").lower() in ("false", "0", "no")
     # SGLang --enable-mixed-chunk (a switch; "enable_mixed_chunk: false" in a config turns it off)
     mixed = re.search(r"(?<![\w-])(?:--)?enable[-_]mixed[-_]chunk\b(\s*[=:]\s*(\w+))?", t, re.I)
     if mixed:
@@ -340,13 +365,14 @@ def parse_flags(text: str) -> dict:
 INFERENCEMAX_SOURCE = "github:SemiAnalysisAI/InferenceX@e264c0eedbf8d611e3a317a67e13911f0d4d687c"
 INFERENCEMAX_LAUNCHERS = (
     ("vllm", "gpt-oss-120b", "B200",
-     "--gpu-memory-utilization 0.9 --max-num-seqs 512 max-num-batched-tokens: 8192 kv-cache-dtype: fp8",
+     "--gpu-memory-utilization 0.9 --max-num-seqs 512 max-num-batched-tokens: 8192 kv-cache-dtype: fp8 "
+     "async-scheduling: true",
      "benchmarks/gptoss_fp4_b200_docker.sh"),
     ("vllm", "gpt-oss-120b", "H100",
-     "--gpu-memory-utilization 0.9 --max-num-seqs {conc} max-num-batched-tokens: 8192",
+     "--gpu-memory-utilization 0.9 --max-num-seqs {conc} max-num-batched-tokens: 8192 async-scheduling: true",
      "benchmarks/gptoss_fp4_h100_docker.sh"),
     ("vllm", "gpt-oss-120b", "H200",
-     "--gpu-memory-utilization 0.9 --max-num-seqs {conc} max-num-batched-tokens: 8192",
+     "--gpu-memory-utilization 0.9 --max-num-seqs {conc} max-num-batched-tokens: 8192 async-scheduling: true",
      "benchmarks/gptoss_fp4_h200_slurm.sh"),
     ("sglang", "DeepSeek-R1", "H200",
      "--max-running-requests {h200_seqs} --chunked-prefill-size 32768 --mem-fraction-static 0.82",

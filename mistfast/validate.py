@@ -262,6 +262,7 @@ class RowPlan:
     tokens_per_chunk: int = 1   # ITL rows: tokens per streamed chunk (multi-step scheduling streams N tokens at once)
     scheduler_steps: int = 1    # vLLM multi-step scheduling: decode steps run back to back before new prefills
     recv_interval: int = 1      # SGLang --scheduler-recv-interval: decode iterations between polls for new requests
+    schedule_ahead: bool = False   # the engine forms step n + 1 while step n runs (engine_defaults.ServerSettings)
     decode_launch_us: float = 0.0   # device time per kernel of a graph-replayed decode step (launch_time)
     concurrency: int = 0    # closed-loop users or static batch size (run rows)
     replica_scale: int = 1  # rate metrics x this: one of that many identical replicas was simulated (loadgen_steady_state)
@@ -998,6 +999,7 @@ def _plan_row(r: Mapping) -> RowPlan:
     if served is not None:   # the engine's KV format and continuous decode steps as the run set them
         plan.scheduler_steps = max(plan.scheduler_steps, served.decode_steps)
         plan.recv_interval = max(int(served.recv_interval), 1)
+        plan.schedule_ahead = bool(served.schedule_ahead)
         if launch_time.GRAPH_DECODE_DEFAULT_ON:   # per-kernel decode time of the engine on this device
             plan.decode_launch_us = launch_time.decode_launch_default(served.engine, plan.device,
                                                                       served.torch_compile)
@@ -1394,6 +1396,53 @@ def recv_poll_wait_ms(p: RowPlan, summary: Mapping) -> float:
     return q * (p.recv_interval - 1) * max(p.scheduler_steps, 1) * float(summary["tpot_mean_ms"])
 
 
+# A closed loop's next request lands at a random phase of a decode step (and one step later still
+# under async / overlap scheduling): validate.closed_loop_step_wait_ms; False leaves closed-loop rows
+# as the simulation admits them, at the step boundary where the user's previous request ended
+# (docs/ttft-under-load.md, "Closed loops: the re-issued request waits for the step in flight")
+CLOSED_LOOP_STEP_WAIT_ON = True
+# steps an engine that schedules one step ahead adds to that wait (1: the batch of step n + 1 is
+# fixed while step n runs; 0 keeps the landing wait alone, for A/B runs: tools/validate_variant.py)
+SCHEDULE_AHEAD_STEPS = 1.0
+
+
+def closed_loop_step_wait_steps(q: float | None, schedule_ahead: bool) -> float:
+    """Decode steps a closed loop's re-issued request waits before the step that prefills it, mean
+    (q None) or q-quantile: it lands at a uniform phase of the step in flight (0..1 steps: mean 1/2,
+    quantile q) and, when the engine schedules one step ahead, waits one whole step more."""
+    return (0.5 if q is None else min(max(q, 0.0), 1.0)) + (SCHEDULE_AHEAD_STEPS if schedule_ahead else 0.0)
+
+
+def closed_loop_step_wait_ms(p: RowPlan, summary: Mapping) -> float:
+    """Extra time to first token of a closed-loop row served over HTTP, one step = the run's
+    simulated mean TPOT. The simulation re-issues a user's next request at the step boundary where
+    the previous one finished and prefills it in the very next step. A real client receives the last
+    token, sends the next prompt, the server tokenises it (the fixed ``ttft_overhead_ms``), and
+    meanwhile the engine keeps stepping: the request lands at a uniform phase of a step and waits for
+    it to end (1/2 step mean, q for the q-quantile); an engine that forms step n + 1 while step n runs
+    (``RowPlan.schedule_ahead``: vLLM --async-scheduling, SGLang's and TensorRT-LLM's overlap
+    schedulers) first schedules it in step n + 2, one step more (:func:`closed_loop_step_wait_steps`).
+    TTFT and E2E rows; the C prompts a closed loop sends at t = 0 find the engine idle and do not
+    wait, so the term is weighted by 1 - :func:`first_wave_weight`. Rows that already carry a wait
+    for the step grid -- vLLM multi-step or SGLang continuous decode steps (scheduler_steps > 1,
+    :func:`multistep_admission_wait_ms`) -- keep only the scheduling-ahead step. Not for MLPerf
+    LoadGen (no HTTP client) or disaggregated rows. Like the other waits it does not feed back on
+    the load (a user's next request comes later by the wait: about wait / E2E of the throughput)."""
+    if not CLOSED_LOOP_STEP_WAIT_ON or p.workload_kind != "closed loop" or p.loadgen or p.disagg is not None \
+            or not p.metric.startswith(("ttft", "e2e")):
+        return 0.0
+    stat = p.value_key.split("_")[1]
+    q = None if stat == "mean" or not stat.startswith("p") or not stat[1:].isdigit() else int(stat[1:]) / 100.0
+    steps = closed_loop_step_wait_steps(q, p.schedule_ahead)
+    if p.scheduler_steps > 1:
+        steps -= closed_loop_step_wait_steps(q, False)
+    weight = 1.0 - first_wave_weight(p)
+    tpot = float(summary.get("tpot_mean_ms", 0.0))
+    if not (weight > 0.0 and tpot > 0.0 and math.isfinite(tpot)):
+        return 0.0
+    return weight * steps * tpot
+
+
 def adp_balance_wait_iters(arrivals_per_iter: float, ranks: int, timeout_iters: int, batching_wait_iters: int,
                            q: float | None = None) -> float:
     """Iterations a new context request waits under TensorRT-LLM's attention-DP balancing (mean, or
@@ -1548,7 +1597,8 @@ def plan_value(p: RowPlan, summary: Mapping) -> float:
         # reference pass, where these rows are not fitted) has only the per-request statistic
         key = _chunk_itl_keys()[key]
     v = float(summary[key]) * p.tokens_per_chunk + multistep_admission_wait_ms(p, summary) \
-        + recv_poll_wait_ms(p, summary) + frontend_wait_term_ms(p) + adp_balance_wait_ms(p, summary)
+        + recv_poll_wait_ms(p, summary) + frontend_wait_term_ms(p) + adp_balance_wait_ms(p, summary) \
+        + closed_loop_step_wait_ms(p, summary)
     if p.value_key in REPLICA_RATE_KEYS:   # one simulated replica stands for replica_scale of them
         v *= p.replica_scale
     if p.metric in COST_METRICS:

@@ -93,7 +93,7 @@ def test_parse_flags_spellings():
                        "mem-fraction-static: 0.8 --kv-cache-dtype fp8_e4m3 --max_batch_size 64")
     assert f == {"max_num_seqs": 512, "max_num_batched_tokens": 4096, "mem_fraction_static": 0.8,
                  "kv_dtype": "fp8", "max_batch_size": 64}
-    assert ED.parse_flags("--max-model-len 32768 --async-scheduling") == {}
+    assert ED.parse_flags("--max-model-len 32768 --async-scheduling") == {"schedule_ahead": True}   # (read since session 12: closed_loop_step_wait_ms)
 
 
 @pytest.mark.parametrize("text,flag", [("--gpu-memory-utilization 1.5", "gpu-memory-utilization"),
@@ -297,3 +297,92 @@ def test_int4_awq_rows_are_weight_only():
     assert C.parse_precision("INT4 (AWQ weights)") == {"weights": "int4", "compute": "bf16", "kv": "bf16",
                                                          "activations": "bf16"}
     assert C.parse_precision("INT4 (AWQ weights), FP8 KV")["kv"] == "fp8"
+
+
+# ============================================================================ closed-loop step waits
+def test_schedule_ahead_flags_and_engine_defaults():
+    """Which engines form step n + 1 while step n runs (engine_defaults.ServerSettings.schedule_ahead):
+    vLLM only with --async-scheduling (off by default through v0.13), SGLang's overlap scheduler on
+    since v0.4 unless --disable-overlap-schedule, trtllm-serve's overlap scheduler on unless
+    disable_overlap_scheduler: true."""
+    P = ED.parse_flags
+    assert P("--async-scheduling") == {"schedule_ahead": True}
+    assert P("async-scheduling: true") == {"schedule_ahead": True}
+    assert P("async_scheduling=false") == {"schedule_ahead": False}
+    assert P("--no-async-scheduling") == {"schedule_ahead": False}
+    assert P("--disable-overlap-schedule") == {"schedule_ahead": False}
+    assert P("disable_overlap_scheduler: true") == {"schedule_ahead": False}
+    assert P("disable_overlap_scheduler: false") == {"schedule_ahead": True}
+    assert "schedule_ahead" not in P("vllm serve m -tp 8 --max-num-seqs 64")
+    kw = dict(device_name="H100", device_memory_GiB=80.0, tp=1)
+    assert not ED.server_settings("vllm", "v0.11.2", **kw).schedule_ahead
+    assert ED.server_settings("vllm", "v0.11.2", flags=P("--async-scheduling"), **kw).schedule_ahead
+    assert ED.server_settings("sglang", "v0.5.6", **kw).schedule_ahead
+    assert not ED.server_settings("sglang", "v0.3.6", **kw).schedule_ahead
+    assert not ED.server_settings("sglang", "v0.5.6", flags=P("--disable-overlap-schedule"), **kw).schedule_ahead
+    assert ED.server_settings("trtllm-1", "1.2.0rc2", **kw).schedule_ahead
+    # the InferenceMAX gpt-oss vLLM scripts write "async-scheduling: true" into their config.yaml
+    src = "github:gminneci/mantile@x:reconcile/sources/inferencemax/raw/run_1/agg_bmk.json"
+    for dev in ("B200", "H100", "H200"):
+        flags, _ = ED.launcher_flags(src, "vllm", "openai/gpt-oss-120b", dev, 1024, 1024, 16, tp=1)
+        assert P(flags)["schedule_ahead"] is True, dev
+
+
+@pytest.mark.parametrize("metric,ahead,steps,expected", [
+    # one step = the run's mean TPOT, 10 ms; landing at a uniform phase of the step in flight
+    ("ttft_p50_ms", False, 1, 0.5 * 10.0),
+    ("ttft_ms", False, 1, 0.5 * 10.0),
+    ("ttft_p90_ms", False, 1, 0.9 * 10.0),
+    # scheduled one step ahead (async / overlap): one whole step more
+    ("ttft_p50_ms", True, 1, 1.5 * 10.0),
+    ("e2e_mean_ms", True, 1, 1.5 * 10.0),
+    ("ttft_p90_ms", True, 1, 1.9 * 10.0),
+    # multi-step / continuous decode steps already carry the landing wait: only the step ahead
+    ("ttft_p50_ms", True, 4, 1.0 * 10.0),
+    ("ttft_p50_ms", False, 4, 0.0),
+    ("tpot_ms", True, 1, 0.0),
+    ("output_tok_s", True, 1, 0.0),
+])
+def test_closed_loop_step_wait_by_hand(metric, ahead, steps, expected):
+    p = V.RowPlan(id="x", model_text="", hardware_text="", engine_text="", metric=metric, measured=1.0, group="g")
+    p.value_key = V.RUN_METRICS[metric][0]
+    p.workload_kind, p.schedule_ahead, p.scheduler_steps = "closed loop", ahead, steps
+    p.concurrency, p.n_requests_sim = 4, 400      # first wave: 4 of 400 prompts
+    summary = {"tpot_mean_ms": 10.0}
+    weight = 1.0 - V.first_wave_weight(p)
+    # the mean carries the first wave's share (4/400 without a wait); the median none of it
+    mean_ttft = p.value_key in ("ttft_mean_ms", "e2e_mean_ms")
+    assert weight == pytest.approx(1.0 - 4 / 400 if mean_ttft else 1.0)
+    assert V.closed_loop_step_wait_ms(p, summary) == pytest.approx(weight * expected)
+
+
+def test_closed_loop_step_wait_only_where_it_applies(monkeypatch):
+    p = V.RowPlan(id="x", model_text="", hardware_text="", engine_text="", metric="ttft_p50_ms", measured=1.0,
+                  group="g")
+    p.value_key, p.schedule_ahead, p.concurrency, p.n_requests_sim = "ttft_p50_ms", True, 4, 40
+    s = {"tpot_mean_ms": 10.0}
+    for kind in ("offline", "poisson", "static batch", "closed loop, disaggregated P/D"):
+        p.workload_kind = kind
+        assert V.closed_loop_step_wait_ms(p, s) == 0.0, kind
+    p.workload_kind = "closed loop"
+    assert V.closed_loop_step_wait_ms(p, s) == pytest.approx(15.0)
+    p.loadgen = True                     # MLPerf LoadGen: no HTTP client
+    assert V.closed_loop_step_wait_ms(p, s) == 0.0
+    p.loadgen = False
+    p.value_key, p.metric = "ttft_p99_ms", "ttft_p99_ms"   # the p99 of 40 prompts is a first-wave one
+    assert V.first_wave_weight(p) == 1.0 and V.closed_loop_step_wait_ms(p, s) == 0.0
+    p.value_key, p.metric = "ttft_p50_ms", "ttft_p50_ms"
+    # plan_value adds the wait to the run's statistic
+    assert V.plan_value(p, {"ttft_p50_ms": 100.0, "tpot_mean_ms": 10.0}) == pytest.approx(115.0)
+    monkeypatch.setattr(V, "CLOSED_LOOP_STEP_WAIT_ON", False)
+    assert V.plan_value(p, {"ttft_p50_ms": 100.0, "tpot_mean_ms": 10.0}) == pytest.approx(100.0)
+
+
+def test_inferencemax_rows_carry_schedule_ahead():
+    gptoss = dict(engine="vLLM (vllm serve)", engine_version="v0.11.2 (container vllm/vllm-openai:v0.11.2)",
+                  model="openai/gpt-oss-120b", precision="MXFP4", hardware="B200", num_accel=1, tp=1,
+                  isl=1024, osl=1024, batch_or_concurrency=16, metric="ttft_p50_ms")
+    p = V.plan_row(_imax_row(**gptoss))
+    assert p.status == "ok", p.reason
+    assert p.schedule_ahead is True and p.workload_kind == "closed loop"
+    assert V.plan_row(_imax_row()).schedule_ahead is True          # SGLang v0.5.6: overlap scheduler

@@ -18,7 +18,10 @@ TTFT overhead N times looser; both docs/step-model.md, "TP scaling of short pref
 when predicting only, session 12), ``mlpfloorfit`` (validate.MLPERF_LAUNCH_FLOOR_IN_VALIDATE = True: the floor
 in the fit's training runs too, session 11), ``nomlpfloor`` (both off),
 ``fp8dense`` (fit the block-scaled FP8 dense-GEMM efficiency η_d8: calibration_factored.enable_dense_fp8(), the default since session 12,
-docs/calibration.md session 12), ``no_fp8dense`` (leave it out: the fit as before session 12), ``default``."""
+docs/calibration.md session 12), ``no_fp8dense`` (leave it out: the fit as before session 12),
+``nocloopwait`` (validate.CLOSED_LOOP_STEP_WAIT_ON = False: closed-loop rows without the step-synchronous
+wait), ``noahead`` (validate.SCHEDULE_AHEAD_STEPS = 0: the landing wait only, no step for async /
+overlap scheduling; both docs/ttft-under-load.md, "Closed loops: the re-issued request waits"), ``default``."""
 import sys
 
 from mistfast import calibration_factored, engine_defaults, launch_time, stepmodel, validate
@@ -29,7 +32,7 @@ def main() -> None:
     tpbus = [w for w in words if w.startswith("tpbus") and w[5:].isdigit() and 0 < int(w[5:]) <= 100]
     pubttft = [w for w in words if w.startswith("pubttft") and w[7:].isdigit() and int(w[7:]) > 0]
     allowed = ("ep_no_a2a", "split", "launch40", "fp8eta", "no_fp8eta", "kvreserve", "lengths", "fp8block", "nofp8block",
-               "mlpfloor", "mlpfloorfit", "nomlpfloor", "fp8dense", "no_fp8dense", "default")
+               "mlpfloor", "mlpfloorfit", "nomlpfloor", "fp8dense", "no_fp8dense", "nocloopwait", "noahead", "default")
     unknown = words - set(allowed) - set(tpbus) - set(pubttft)
     if unknown:
         sys.exit(f"variant {sys.argv[1]!r}: unknown word(s) {sorted(unknown)}; allowed: {', '.join(allowed)}, tpbusNN (NN in 1..100), pubttftN")
@@ -53,6 +56,10 @@ def main() -> None:
         validate.BLOCK_FP8_SHARE_IN_VALIDATE = 0.5
     if "nofp8block" in words:
         validate.BLOCK_FP8_SHARE_IN_VALIDATE = 1.0
+    if "nocloopwait" in words:
+        validate.CLOSED_LOOP_STEP_WAIT_ON = False
+    if "noahead" in words:
+        validate.SCHEDULE_AHEAD_STEPS = 0.0
     if "lengths" in words:
         validate.STATED_LENGTHS_IN_VALIDATE = True
     if "mlpfloor" in words:
