@@ -96,7 +96,7 @@ if FIT_EXPERT_COMPUTE:
 # on an FP8 device and block-scaled (DeepSeek-V3/R1, Qwen3-235B-FP8; not Mixtral), where the expert op is compute-bound
 # (prefill). Its root and engine terms are learned from every publisher's such rows (GPUStack H200,
 # InferenceMAX on five devices, SGLang docs), so a held-out publisher gets their level.
-# FIT_EXPERT_FP8 = False leaves every client's own value (1: off); enable_expert_fp8() turns it on.
+# FIT_EXPERT_FP8 = False leaves every client's own value (1: off); fit_param() switches it at run time.
 # On since session 11: held out (InferenceMAX + GPUStack + MLPerf folds pooled, 6,758 rows) all
 # 15.1 -> 14.7 %, TTFT 24.0 -> 23.3 %, TPOT 13.2 -> 13.1 %, throughput 9.2 -> 8.7 %; the MLPerf fold
 # alone got worse (14.1 -> 15.5 %: its MI300X / MI325X vLLM rows lose the slowdown the DeepSeek FP8
@@ -107,32 +107,23 @@ EXPERT_FP8_PARAM = "expert_fp8"
 PARAM_PRIOR_SCALE[EXPERT_FP8_PARAM] = 1.0
 
 
-def enable_expert_fp8() -> None:
-    """Fit η_f8 as a factorised parameter (FIT_EXPERT_FP8 at import time; tools/validate_variant.py's
-    ``fp8eta`` for A/B runs)."""
-    global FIT_EXPERT_FP8, FACTOR_PARAMS
-    FIT_EXPERT_FP8 = True
-    if EXPERT_FP8_PARAM not in FACTOR_PARAMS:
-        FACTOR_PARAMS = FACTOR_PARAMS + (EXPERT_FP8_PARAM,)
+def fit_param(param: str, on: bool) -> None:
+    """Put an optional factorised parameter (η_f8 ``expert_fp8``, η_d8 ``dense_fp8``) in the fit, or
+    leave it out so every client keeps its own value (1 = off): the switches FIT_EXPERT_FP8 and
+    FIT_DENSE_FP8 at import time, and tools/validate_variant.py's ``fp8eta`` / ``no_fp8eta`` and
+    ``fp8dense`` / ``no_fp8dense`` for A/B runs."""
+    global FACTOR_PARAMS
+    FACTOR_PARAMS = tuple(p for p in FACTOR_PARAMS if p != param) + ((param,) if on else ())
 
 
-def disable_expert_fp8() -> None:
-    """Leave η_f8 out of the factorised fit (every client keeps its own value, 1 = off): the
-    "before" of an A/B run (tools/validate_variant.py's ``no_fp8eta``)."""
-    global FIT_EXPERT_FP8, FACTOR_PARAMS
-    FIT_EXPERT_FP8 = False
-    FACTOR_PARAMS = tuple(p for p in FACTOR_PARAMS if p != EXPERT_FP8_PARAM)
-
-
-if FIT_EXPERT_FP8:
-    enable_expert_fp8()
+fit_param(EXPERT_FP8_PARAM, FIT_EXPERT_FP8)
 # the block-scaled FP8 dense-GEMM efficiency η_d8 (efficiency.dense_fp8, stepmodel.dense_fp8_applies;
 # docs/calibration.md, "A fitted dense block-scaled FP8 efficiency, session 12"): the dense analogue of
 # η_f8, a log parameter seen only by rows of a block-scaled FP8 family (DeepSeek-V3/R1, Qwen3-FP8 dense
 # and MoE) on a device with FP8 MMAs, where the dense GEMMs are compute-bound (prefill). It replaces
 # the fixed Hopper share (validate.BLOCK_FP8_SHARE_IN_VALIDATE = 0.5) by a factorised fit, so a held-out
 # publisher gets the root + device + engine + pair level the others measured.
-# FIT_DENSE_FP8 = False leaves every client's own value (1: off); enable_dense_fp8() turns it on.
+# FIT_DENSE_FP8 = False leaves every client's own value (1: off); fit_param() switches it at run time.
 # On since session 12: held out, the four folds it touches (GPUStack, InferenceMAX, SGLang docs, MLPerf;
 # the other folds' refit not rerun) give leave-one-source-out all 14.8 -> 14.7 %, TTFT 23.3 -> 23.3 %,
 # throughput 9.1 -> 8.9 %, E2E 10.1 -> 9.9 %, TPOT 13.2 -> 13.5 % (worse); MLPerf 15.5 -> 13.8 %, SGLang
@@ -145,24 +136,7 @@ DENSE_FP8_PARAM = "dense_fp8"
 PARAM_PRIOR_SCALE[DENSE_FP8_PARAM] = 1.0
 
 
-def enable_dense_fp8() -> None:
-    """Fit η_d8 as a factorised parameter (FIT_DENSE_FP8 at import time; tools/validate_variant.py's
-    ``fp8dense`` for A/B runs)."""
-    global FIT_DENSE_FP8, FACTOR_PARAMS
-    FIT_DENSE_FP8 = True
-    if DENSE_FP8_PARAM not in FACTOR_PARAMS:
-        FACTOR_PARAMS = FACTOR_PARAMS + (DENSE_FP8_PARAM,)
-
-
-def disable_dense_fp8() -> None:
-    """Leave η_d8 out of the factorised fit (every client keeps its own value, 1 = off)."""
-    global FIT_DENSE_FP8, FACTOR_PARAMS
-    FIT_DENSE_FP8 = False
-    FACTOR_PARAMS = tuple(p for p in FACTOR_PARAMS if p != DENSE_FP8_PARAM)
-
-
-if FIT_DENSE_FP8:
-    enable_dense_fp8()
+fit_param(DENSE_FP8_PARAM, FIT_DENSE_FP8)
 ROOT_WEIGHT = 0.02
 KEY_SCATTER = 0.2
 FACTOR_ETA_MIN = 0.05

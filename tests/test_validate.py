@@ -415,26 +415,15 @@ def test_disagg_row_prediction_is_the_pipeline_simulation(tmp_path):
     pd.DataFrame(rows).to_csv(csv, index=False)
     rep = V.validate(csv, tmp_path / "out", calibration="none", plot=False).set_index("id")
     assert set(rep.status) == {"ok"} and set(rep.prediction_kind) == {"closed loop, disaggregated P/D"}
-    sched = V.offline_scheduler("trtllm-1", make_client("llama-3.1-8b", "H100", tp=1, precision="fp8"), 256, 16)
-    sched_d = V.offline_scheduler("trtllm-1", make_client("llama-3.1-8b", "H100", tp=4, precision="fp8"), 256, 16)
-    sc = {"clients": [{"name": "P", "model": "llama-3.1-8b", "device": "H100", "tp": 1, "precision": "fp8",
-                       "efficiency": {}, "scheduler": sched},
-                      {"name": "D", "model": "llama-3.1-8b", "device": "H100", "tp": 4, "precision": "fp8",
-                       "efficiency": {}, "scheduler": sched_d}],
-          "network": {"default_link": "NVLink4"},
-          "pipelines": [{"stages": [{"kind": "prefill", "pool": "P", "routing": "least_prefill_tokens"},
-                                    {"kind": "decode", "pool": "D", "routing": "least_kv"}]}],
-          "workload": {"num_requests": 100, "input": 256, "output": 16,
-                       "arrival": {"process": "closed_loop", "concurrency": 4}},
-          "simulation": {"horizon_s": 1e7, "seed": 0}}
-    ds = simulate(sc)
+    ds = _disagg_reference_run(num_requests=100)
     assert rep.loc["tput", "predicted"] == pytest.approx(float(ds.output_tok_s), rel=1e-9)
     assert rep.loc["tpot", "predicted"] == pytest.approx(float(ds.tpot_mean_ms), rel=1e-9)
     assert rep.loc["per_gpu", "predicted"] == pytest.approx(float(ds.output_tok_s) / 5, rel=1e-9)
 
 
-def _disagg_reference_run():
-    """The hand-built pipeline of test_disagg_row_prediction_is_the_pipeline_simulation."""
+def _disagg_reference_run(num_requests: int = 40):
+    """A prefill pool (1 x TP1) feeding a decode pool (1 x TP4) over NVLink4, built by hand as
+    validate should build a P/D row of _DISAGG (analytical efficiency: {})."""
     sched = V.offline_scheduler("trtllm-1", make_client("llama-3.1-8b", "H100", tp=1, precision="fp8"), 256, 16)
     sched_d = V.offline_scheduler("trtllm-1", make_client("llama-3.1-8b", "H100", tp=4, precision="fp8"), 256, 16)
     sc = {"clients": [{"name": "P", "model": "llama-3.1-8b", "device": "H100", "tp": 1, "precision": "fp8",
@@ -444,7 +433,7 @@ def _disagg_reference_run():
           "network": {"default_link": "NVLink4"},
           "pipelines": [{"stages": [{"kind": "prefill", "pool": "P", "routing": "least_prefill_tokens"},
                                     {"kind": "decode", "pool": "D", "routing": "least_kv"}]}],
-          "workload": {"num_requests": 40, "input": 256, "output": 16,
+          "workload": {"num_requests": num_requests, "input": 256, "output": 16,
                        "arrival": {"process": "closed_loop", "concurrency": 4}},
           "simulation": {"horizon_s": 1e7, "seed": 0}}
     return simulate(sc)

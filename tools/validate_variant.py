@@ -6,7 +6,7 @@
 VARIANT is any of these words joined by '+': ``ep_no_a2a`` (stepmodel.EP_DISPATCH_UNDER_TP_ATTENTION =
 False: EP under TP attention moves no tokens), ``split`` (stepmodel.EXPERT_ETA_SCOPE =
 "weight_only+tp_split"), ``launch40`` (SGLang eager prefill at 40 us per kernel), ``fp8eta`` (fit the W8A8 FP8 expert efficiency
-η_f8 as a factorised parameter: calibration_factored.enable_expert_fp8(), docs/moe-fidelity.md session 11;
+η_f8 as a factorised parameter: calibration_factored.fit_param, docs/moe-fidelity.md session 11;
 the default since session 11), ``no_fp8eta`` (leave it out: the fit as before session 11), ``kvreserve`` (SGLang rows with PrefillAdder's
 admission reserve, engine_defaults.SGLANG["kv_reserve_default"] = "sglang"), ``lengths``
 (validate.STATED_LENGTHS_IN_VALIDATE = True), ``fp8block`` (validate.BLOCK_FP8_SHARE_IN_VALIDATE = 0.5:
@@ -17,7 +17,7 @@ TTFT overhead N times looser; both docs/step-model.md, "TP scaling of short pref
 ``mlpfloor`` (validate.MLPERF_LAUNCH_FLOOR_AT_PREDICT = True: the MLPerf TensorRT-LLM launch-time floor
 when predicting only, session 12), ``mlpfloorfit`` (validate.MLPERF_LAUNCH_FLOOR_IN_VALIDATE = True: the floor
 in the fit's training runs too, session 11), ``nomlpfloor`` (both off),
-``fp8dense`` (fit the block-scaled FP8 dense-GEMM efficiency η_d8: calibration_factored.enable_dense_fp8(), the default since session 12,
+``fp8dense`` (fit the block-scaled FP8 dense-GEMM efficiency η_d8: calibration_factored.fit_param, the default since session 12,
 docs/calibration.md session 12), ``no_fp8dense`` (leave it out: the fit as before session 12),
 ``nocloopwait`` (validate.CLOSED_LOOP_STEP_WAIT_ON = False: closed-loop rows without the step-synchronous
 wait), ``noahead`` (validate.SCHEDULE_AHEAD_STEPS = 0: the landing wait only, no step for async /
@@ -43,13 +43,13 @@ def main() -> None:
     if "launch40" in words:
         launch_time.EAGER_PREFILL_ENGINES["sglang"] = launch_time.EAGER_KERNEL_US
     if "fp8eta" in words:
-        calibration_factored.enable_expert_fp8()
+        calibration_factored.fit_param(calibration_factored.EXPERT_FP8_PARAM, True)
     if "no_fp8eta" in words:
-        calibration_factored.disable_expert_fp8()
+        calibration_factored.fit_param(calibration_factored.EXPERT_FP8_PARAM, False)
     if "fp8dense" in words:
-        calibration_factored.enable_dense_fp8()
+        calibration_factored.fit_param(calibration_factored.DENSE_FP8_PARAM, True)
     if "no_fp8dense" in words:
-        calibration_factored.disable_dense_fp8()
+        calibration_factored.fit_param(calibration_factored.DENSE_FP8_PARAM, False)
     if "kvreserve" in words:
         engine_defaults.SGLANG["kv_reserve_default"] = "sglang"
     if "fp8block" in words:
