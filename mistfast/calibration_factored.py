@@ -124,13 +124,16 @@ fit_param(EXPERT_FP8_PARAM, FIT_EXPERT_FP8)
 # the fixed Hopper share (validate.BLOCK_FP8_SHARE_IN_VALIDATE = 0.5) by a factorised fit, so a held-out
 # publisher gets the root + device + engine + pair level the others measured.
 # FIT_DENSE_FP8 = False leaves every client's own value (1: off); fit_param() switches it at run time.
-# On since session 12: held out, the four folds it touches (GPUStack, InferenceMAX, SGLang docs, MLPerf;
+# Measured by its developer (session 12): held out, the four folds it touches (GPUStack, InferenceMAX, SGLang docs, MLPerf;
 # the other folds' refit not rerun) give leave-one-source-out all 14.8 -> 14.7 %, TTFT 23.3 -> 23.3 %,
 # throughput 9.1 -> 8.9 %, E2E 10.1 -> 9.9 %, TPOT 13.2 -> 13.5 % (worse); MLPerf 15.5 -> 13.8 %, SGLang
 # docs 10.2 -> 9.7 %, InferenceMAX 12.0 -> 12.0 %, GPUStack 25.9 -> 25.9 % (unchanged: the only
 # publisher of dense block-scaled FP8 rows, so without it the fit leaves η_d8 at ~1). With GPUStack in
 # the fit η_d8 is ~0.54 (H100 0.53-0.60, H200 0.51-0.52). docs/calibration.md, session 12.
-FIT_DENSE_FP8 = True
+# OFF since the twelfth refit: two full leave-one-source-out runs of the merged code, with and without
+# it (/work/bench/s12/refitA, refitB): all 14.2 vs 14.0 %, TPOT 13.2 vs 13.0 %, requests/s 6.7 vs 6.3 %,
+# TTFT 20.4 % both, throughput 8.5 vs 8.8 % (docs/calibration.md, "Twelfth refit").
+FIT_DENSE_FP8 = False
 DENSE_FP8_START = 0.5
 DENSE_FP8_PARAM = "dense_fp8"
 PARAM_PRIOR_SCALE[DENSE_FP8_PARAM] = 1.0

@@ -17,8 +17,8 @@ TTFT overhead N times looser; both docs/step-model.md, "TP scaling of short pref
 ``mlpfloor`` (validate.MLPERF_LAUNCH_FLOOR_AT_PREDICT = True: the MLPerf TensorRT-LLM launch-time floor
 when predicting only, session 12), ``mlpfloorfit`` (validate.MLPERF_LAUNCH_FLOOR_IN_VALIDATE = True: the floor
 in the fit's training runs too, session 11), ``nomlpfloor`` (both off),
-``fp8dense`` (fit the block-scaled FP8 dense-GEMM efficiency η_d8: calibration_factored.fit_param, the default since session 12,
-docs/calibration.md session 12), ``no_fp8dense`` (leave it out: the fit as before session 12),
+``fp8dense`` (fit the block-scaled FP8 dense-GEMM efficiency η_d8: calibration_factored.fit_param; measured, off,
+docs/calibration.md session 12), ``no_fp8dense`` (leave it out: the default),
 ``nocloopwait`` (validate.CLOSED_LOOP_STEP_WAIT_ON = False: closed-loop rows without the step-synchronous
 wait), ``noahead`` (validate.SCHEDULE_AHEAD_STEPS = 0: the landing wait only, no step for async /
 overlap scheduling; both docs/ttft-under-load.md, "Closed loops: the re-issued request waits"), ``default``."""
