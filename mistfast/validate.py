@@ -1321,7 +1321,7 @@ def disagg_first_token_ms(p: RowPlan, summary: Mapping, decode_client, link) -> 
     "Disaggregated P/D rows"."""
     if not DISAGG_FIRST_TOKEN_FROM_DECODE or p.disagg is None or not p.metric.startswith("ttft"):
         return 0.0
-    q = {"p90": 0.9, "p99": 0.99}.get(p.value_key.rsplit("_", 2)[-2], 0.5)
+    q = uniform_wait_share(p)
     step_ms = float(summary.get("tpot_mean_ms", 0.0))
     step_ms = step_ms if np.isfinite(step_ms) else 0.0
     bw_Bps = float(link.bandwidth_GBps) * 1e9 * float(link.efficiency)
@@ -1367,6 +1367,13 @@ def _predict_steps(plans: list[RowPlan], clients: list) -> tuple[np.ndarray, np.
     return out, flag
 
 
+def uniform_wait_share(p: RowPlan) -> float:
+    """The share of a wait uniform over 0..W that a TTFT / E2E row's statistic carries: 1/2 for the
+    mean and the median, q for a q-quantile row (p90, p99)."""
+    stat = p.value_key.split("_")[1]      # ttft_mean_ms -> mean, e2e_p99_ms -> p99
+    return int(stat[1:]) / 100.0 if stat.startswith("p") and stat[1:].isdigit() else 0.5
+
+
 def multistep_admission_wait_ms(p: RowPlan, summary: Mapping) -> float:
     """Extra time to first token under vLLM multi-step scheduling (``--num-scheduler-steps N``): a
     request that arrives while the running batch is inside a group of N decode steps is admitted
@@ -1374,7 +1381,7 @@ def multistep_admission_wait_ms(p: RowPlan, summary: Mapping) -> float:
     (N/2 steps; the p-th percentile for p90/p99 rows), one step = the run's mean TPOT."""
     if p.scheduler_steps <= 1 or not p.metric.startswith(("ttft", "e2e")):
         return 0.0
-    q = {"p90": 0.9, "p99": 0.99}.get(p.value_key.rsplit("_", 2)[-2], 0.5)
+    q = uniform_wait_share(p)
     return q * p.scheduler_steps * float(summary["tpot_mean_ms"])
 
 
@@ -1392,7 +1399,7 @@ def recv_poll_wait_ms(p: RowPlan, summary: Mapping) -> float:
     if p.recv_interval <= 1 or not p.metric.startswith(("ttft", "e2e")) \
             or p.workload_kind in ("offline", "static batch"):
         return 0.0
-    q = {"p90": 0.9, "p99": 0.99}.get(p.value_key.rsplit("_", 2)[-2], 0.5)
+    q = uniform_wait_share(p)
     return q * (p.recv_interval - 1) * max(p.scheduler_steps, 1) * float(summary["tpot_mean_ms"])
 
 
@@ -1406,13 +1413,6 @@ CLOSED_LOOP_STEP_WAIT_ON = True
 SCHEDULE_AHEAD_STEPS = 1.0
 
 
-def closed_loop_step_wait_steps(q: float | None, schedule_ahead: bool) -> float:
-    """Decode steps a closed loop's re-issued request waits before the step that prefills it, mean
-    (q None) or q-quantile: it lands at a uniform phase of the step in flight (0..1 steps: mean 1/2,
-    quantile q) and, when the engine schedules one step ahead, waits one whole step more."""
-    return (0.5 if q is None else min(max(q, 0.0), 1.0)) + (SCHEDULE_AHEAD_STEPS if schedule_ahead else 0.0)
-
-
 def closed_loop_step_wait_ms(p: RowPlan, summary: Mapping) -> float:
     """Extra time to first token of a closed-loop row served over HTTP, one step = the run's
     simulated mean TPOT. The simulation re-issues a user's next request at the step boundary where
@@ -1421,7 +1421,7 @@ def closed_loop_step_wait_ms(p: RowPlan, summary: Mapping) -> float:
     meanwhile the engine keeps stepping: the request lands at a uniform phase of a step and waits for
     it to end (1/2 step mean, q for the q-quantile); an engine that forms step n + 1 while step n runs
     (``RowPlan.schedule_ahead``: vLLM --async-scheduling, SGLang's and TensorRT-LLM's overlap
-    schedulers) first schedules it in step n + 2, one step more (:func:`closed_loop_step_wait_steps`).
+    schedulers) first schedules it in step n + 2, :data:`SCHEDULE_AHEAD_STEPS` more.
     TTFT and E2E rows; the C prompts a closed loop sends at t = 0 find the engine idle and do not
     wait, so the term is weighted by 1 - :func:`first_wave_weight`. Rows that already carry a wait
     for the step grid -- vLLM multi-step or SGLang continuous decode steps (scheduler_steps > 1,
@@ -1431,11 +1431,8 @@ def closed_loop_step_wait_ms(p: RowPlan, summary: Mapping) -> float:
     if not CLOSED_LOOP_STEP_WAIT_ON or p.workload_kind != "closed loop" or p.loadgen or p.disagg is not None \
             or not p.metric.startswith(("ttft", "e2e")):
         return 0.0
-    stat = p.value_key.split("_")[1]
-    q = None if stat == "mean" or not stat.startswith("p") or not stat[1:].isdigit() else int(stat[1:]) / 100.0
-    steps = closed_loop_step_wait_steps(q, p.schedule_ahead)
-    if p.scheduler_steps > 1:
-        steps -= closed_loop_step_wait_steps(q, False)
+    landing = 0.0 if p.scheduler_steps > 1 else uniform_wait_share(p)   # multi-step rows have it already
+    steps = landing + (SCHEDULE_AHEAD_STEPS if p.schedule_ahead else 0.0)
     weight = 1.0 - first_wave_weight(p)
     tpot = float(summary.get("tpot_mean_ms", 0.0))
     if not (weight > 0.0 and tpot > 0.0 and math.isfinite(tpot)):

@@ -12,6 +12,8 @@ from mistfast import step_latency
 from mistfast import stepmodel as S
 from mistfast.specs import make_client
 
+from .builders import synthetic_h100_fp8_steps
+
 # truth: η = ROOT × device factor × engine factor (compute, memory); τ = 0, no step overhead
 ROOT = {"compute": 0.5, "memory": 0.6}
 DEV = {"H100": {"compute": 1.0, "memory": 1.0}, "A100": {"compute": 1.3, "memory": 1.2}}
@@ -207,19 +209,11 @@ def test_expert_fp8_is_identified_by_fp8_moe_against_dense_rows(monkeypatch):
     if CF.EXPERT_FP8_PARAM not in CF.FACTOR_PARAMS:   # FIT_EXPERT_FP8 turned off (the default is on): switch it on
         monkeypatch.setattr(CF, "FACTOR_PARAMS", CF.FACTOR_PARAMS + (CF.EXPERT_FP8_PARAM,))
     truth = {"compute": 0.5, "memory": 0.6, "expert_fp8": 0.15}
-    obs = []
     for model, tp in (("llama-3.1-8b", 1), ("qwen3-235b-a22b", 4)):
         o0 = C.StepObservation(model=model, device="H100", time_s=1.0, decode=((1, 1),), tp=tp,
                                precision="fp8/fp8/fp8/bf16")
-        c = C.with_efficiency(C.default_client(o0), truth)
-        assert S.expert_fp8_applies(c) is (model != "llama-3.1-8b")
-        shapes = [(((0, P),), ()) for P in (256, 1024, 2048, 4096, 8192)]
-        shapes += [((), ((1, kv),) * B) for B in (1, 16, 128) for kv in (512, 8192)]
-        for pf, dec in shapes:
-            t = step_latency(c, prefill=list(pf), decode=list(dec)).total_s
-            obs.append(C.StepObservation(model=model, device="H100", time_s=t, prefill=pf, decode=dec, tp=tp,
-                                         precision="fp8/fp8/fp8/bf16", engine="sglang",
-                                         id=f"{model}-{len(obs)}", source="pub"))
+        assert S.expert_fp8_applies(C.with_efficiency(C.default_client(o0), truth)) is (model != "llama-3.1-8b")
+    obs = synthetic_h100_fp8_steps(truth, (("llama-3.1-8b", 1), ("qwen3-235b-a22b", 4)))
     sd = {"device": 10.0, "engine": 10.0, "pair": 1e-4, "publisher": 1e-4}
     e = C.fit_factored(obs, prior_sd=sd).efficiency("H100", "sglang")
     assert e["expert_fp8"] == pytest.approx(0.15, rel=0.03)

@@ -9,6 +9,8 @@ from mistfast import step_latency
 from mistfast import stepmodel as SM
 from mistfast.specs import make_client as _make_client
 
+from .builders import check_efficiency_scope, synthetic_h100_fp8_steps
+
 
 def make_client(*args, **kw):
     """MODEL.md's efficiencies (0.75), no calibration, as in the other hand-computed tests."""
@@ -29,14 +31,7 @@ def test_dense_fp8_scope():
              ("qwen3-32b", "A100", 1, "fp8", False), ("qwen3-32b", "H100", 1, "bf16", False),
              ("llama-3.1-8b", "H100", 1, "fp8", False), ("mixtral-8x7b", "H100", 2, "fp8", False),
              ("gpt-oss-120b", "B200", 1, None, False))
-    for model, dev, tp, prec, acts in cases:
-        kw = {} if prec is None else {"precision": prec}
-        a = make_client(model, dev, tp=tp, **kw)
-        b = make_client(model, dev, tp=tp, efficiency={"dense_fp8": 0.2}, **kw)
-        assert SM.dense_fp8_applies(b) is acts, (model, dev, prec)
-        ta = step_latency(a, prefill=[(0, 8192)]).total_s
-        tb = step_latency(b, prefill=[(0, 8192)]).total_s
-        assert (tb > ta) if acts else (tb == ta), (model, dev, prec)
+    check_efficiency_scope("dense_fp8", 0.2, SM.dense_fp8_applies, cases)
     g = make_client("qwen3-32b", "H100", precision="fp8", reference="genz", efficiency={"dense_fp8": 0.2})
     assert not SM.dense_fp8_applies(g)
 
@@ -115,19 +110,11 @@ def test_dense_fp8_is_identified_by_block_scaled_rows_against_per_tensor_rows(mo
     if CF.DENSE_FP8_PARAM not in CF.FACTOR_PARAMS:   # FIT_DENSE_FP8 turned off: switch it on
         monkeypatch.setattr(CF, "FACTOR_PARAMS", CF.FACTOR_PARAMS + (CF.DENSE_FP8_PARAM,))
     truth = {"compute": 0.5, "memory": 0.6, "dense_fp8": 0.4}
-    obs = []
     for model in ("llama-3.1-8b", "qwen3-8b"):
         o0 = C.StepObservation(model=model, device="H100", time_s=1.0, decode=((1, 1),), tp=1,
                                precision="fp8/fp8/fp8/bf16")
-        c = C.with_efficiency(C.default_client(o0), truth)
-        assert SM.dense_fp8_applies(c) is (model == "qwen3-8b")
-        shapes = [(((0, P),), ()) for P in (256, 1024, 2048, 4096, 8192)]
-        shapes += [((), ((1, kv),) * B) for B in (1, 16, 128) for kv in (512, 8192)]
-        for pf, dec in shapes:
-            t = step_latency(c, prefill=list(pf), decode=list(dec)).total_s
-            obs.append(C.StepObservation(model=model, device="H100", time_s=t, prefill=pf, decode=dec, tp=1,
-                                         precision="fp8/fp8/fp8/bf16", engine="sglang",
-                                         id=f"{model}-{len(obs)}", source="pub"))
+        assert SM.dense_fp8_applies(C.with_efficiency(C.default_client(o0), truth)) is (model == "qwen3-8b")
+    obs = synthetic_h100_fp8_steps(truth, (("llama-3.1-8b", 1), ("qwen3-8b", 1)))
     sd = {"device": 10.0, "engine": 10.0, "pair": 1e-4, "publisher": 1e-4}
     e = C.fit_factored(obs, prior_sd=sd).efficiency("H100", "sglang")
     assert e["dense_fp8"] == pytest.approx(0.4, rel=0.03)

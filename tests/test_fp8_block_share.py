@@ -8,6 +8,8 @@ from mistfast import stepmodel
 from mistfast import validate as V
 from mistfast.kernels import steptime as K
 
+from .builders import gpustack_burst_row
+
 
 def _client(model, device, precision, share=1.0, tp=1):
     c = C._client_cached(model, device, tp, 1, precision)
@@ -47,16 +49,9 @@ def test_block_scaled_fp8_rows(model, precision, device, key, expected):
 
 
 def _row(**kw):
-    row = dict(id="t1", source="github:gpustack/gpustack@abc:docs/x.md", engine="SGLang (sglang.launch_server; default flags)",
-               engine_version="v0.5.5.post1", model="Qwen/Qwen3-14B-FP8", precision="FP8", hardware="H100-SXM-80GB",
-               num_accel=1, tp=1, pp=1, isl=2000, osl=100,
-               workload="offline: all 50 prompts sent at t=0 (request rate inf); random tokens, 2000 input tokens "
-                        "per prompt (vLLM random dataset, range ratio 0), --random-output-len 100 (vllm bench serve "
-                        "--backend openai-chat --endpoint /v1/chat/completions --num-prompts 50)",
-               batch_or_concurrency="unbounded (all at once)", request_rate="inf (offline, all at t=0)",
-               metric="requests_s", value=7.0, notes="")
-    row.update(kw)
-    return row
+    return gpustack_burst_row(2000, 100, **{**dict(engine="SGLang (sglang.launch_server; default flags)",
+                                                   engine_version="v0.5.5.post1", model="Qwen/Qwen3-14B-FP8",
+                                                   precision="FP8", value=7.0), **kw})
 
 
 def test_validate_switch_off(monkeypatch):

@@ -6,6 +6,8 @@ import pytest
 from mistfast import frontend as F
 from mistfast import validate as V
 
+from .builders import gpustack_burst_row
+
 
 def test_simultaneous_requests_enter_the_engine_one_service_time_apart():
     # N requests at t = 0 through a front-end of s seconds each: the k-th (1-based) leaves at k s
@@ -43,15 +45,9 @@ def test_front_end_defaults_by_engine_and_version():
 
 
 def _burst_row(**kw):
-    row = dict(id="t1", source="github:gpustack/gpustack@abc:docs/x.md", engine="vLLM (vllm serve; default flags)",
-               engine_version="v0.11.0", model="Qwen/Qwen3-8B", precision="BF16", hardware="H100-SXM-80GB",
-               num_accel=1, tp=1, pp=1, isl=1000, osl=8,
-               workload="offline: all 50 prompts sent at t=0 (request rate inf); random tokens (vllm bench serve "
-                        "--backend openai-chat --endpoint /v1/chat/completions --num-prompts 50)",
-               batch_or_concurrency="unbounded (all at once)", request_rate="inf (offline, all at t=0)",
-               metric="ttft_ms", value=100.0, notes="")
-    row.update(kw)
-    return row
+    workload = ("offline: all 50 prompts sent at t=0 (request rate inf); random tokens (vllm bench serve "
+                "--backend openai-chat --endpoint /v1/chat/completions --num-prompts 50)")
+    return gpustack_burst_row(1000, 8, **{"workload": workload, "metric": "ttft_ms", "value": 100.0, **kw})
 
 
 @pytest.fixture

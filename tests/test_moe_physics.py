@@ -6,6 +6,8 @@ from mistfast import step_latency
 from mistfast.calibration_store import row_precision
 from mistfast.specs import make_client as _make_client
 
+from .builders import check_efficiency_scope
+
 
 def make_client(*args, **kw):
     """MODEL.md's efficiencies (0.75), no calibration, as in the other hand-computed tests."""
@@ -175,14 +177,7 @@ def test_expert_compute_scope_gemm16(monkeypatch):
              ("gpt-oss-120b", "H100", 1, {"weights": "bf16", "compute": "bf16", "kv": "bf16", "activations": "bf16",
                                           "experts": "mxfp4", "experts_compute": "bf16"}, True),
              ("gpt-oss-120b", "B200", 1, None, False))
-    for model, dev, tp, prec, acts in cases:
-        kw = {} if prec is None else {"precision": prec}
-        a = make_client(model, dev, tp=tp, **kw)
-        b = make_client(model, dev, tp=tp, efficiency={"expert_compute": 0.5}, **kw)
-        assert SM.expert_eta_applies(b) is acts, (model, dev, prec)
-        ta = step_latency(a, prefill=[(0, 8192)]).total_s
-        tb = step_latency(b, prefill=[(0, 8192)]).total_s
-        assert (tb > ta) if acts else (tb == ta), (model, dev, prec)
+    check_efficiency_scope("expert_compute", 0.5, SM.expert_eta_applies, cases)
     # hand count, Qwen3-235B-A22B BF16 on 8 x A100, one 8,192-token prefill: the routed experts
     # are F = 2·T·K·3·D·De/t FLOP per layer per device (T 8,192, K 8, D 4,096, De 1,536, t 8),
     # compute-bound at 8,192·8/128 = 512 tokens per expert (intensity 512 FLOP/B > the A100 ridge

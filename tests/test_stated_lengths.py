@@ -6,6 +6,8 @@ import pytest
 
 from mistfast import validate as V
 
+from .builders import gpustack_burst_row
+
 RESULT = "client result: 1000 successful requests, 219171 input / 200752 generated tokens, duration 76.59 s"
 
 
@@ -39,17 +41,8 @@ def test_chat_template_tokens():
 
 
 def _row(**kw):
-    row = dict(id="t1", source="github:gpustack/gpustack@abc:docs/x.md", engine="vLLM (vllm serve; default flags)",
-               engine_version="v0.11.0", model="Qwen/Qwen3-8B", precision="BF16", hardware="H100-SXM-80GB",
-               num_accel=1, tp=1, pp=1, isl=4000, osl=200,
-               workload="offline: all 50 prompts sent at t=0 (request rate inf); random tokens, 4000 input tokens "
-                        "per prompt (vLLM random dataset, range ratio 0), --random-output-len 200 (vllm bench serve "
-                        "--backend openai-chat --endpoint /v1/chat/completions --num-prompts 50)",
-               batch_or_concurrency="unbounded (all at once)", request_rate="inf (offline, all at t=0)",
-               metric="requests_s", value=10.0,
-               notes="client result: 50 successful requests, 199795 input / 6803 generated tokens, duration 5 s")
-    row.update(kw)
-    return row
+    notes = "client result: 50 successful requests, 199795 input / 6803 generated tokens, duration 5 s"
+    return gpustack_burst_row(4000, 200, **{"notes": notes, **kw})
 
 
 @pytest.fixture
