@@ -83,3 +83,28 @@ def test_switch_off_leaves_rows_as_before(monkeypatch):
     monkeypatch.setattr(launch_time, "GRAPH_DECODE_DEFAULT_ON", False)
     p = V.plan_row(_imax_row("MI300X", "v0.5.5.post3-rocm700-mi30x"))
     assert p.scenario["clients"][0]["efficiency"] == {}
+
+
+def test_a_second_publisher_bounds_the_per_kernel_time_of_a_compiled_engine_on_cdna3():
+    """AMD's "Performance results with AMD ROCm software" page (rows P0003 of data/measurements/public.csv):
+    vLLM 0.10.1 (torch.compile + HIP graphs), Llama-3.1-70B FP8 TP8 on MI300X, batch 1, 128 in / 2,048 out,
+    15.254 s end to end, i.e. at most 15,254 / 2,048 = 7.448 ms per decode step. A step reads the FP8
+    weights, by hand 80 x (2 x 8192^2 + 2 x 8192 x 1024 + 3 x 8192 x 28672) + 128256 x 8192 (LM head)
+    = 69.5e9 bytes over 8 devices at 5.3 TB/s = 1.64 ms, and launches 80 x (2 + 5 + 3 + 2) = 960 kernels.
+    Even with the whole excess put on the kernels, a kernel costs at most (7.448 - 1.64) / 960 = 6.05 us:
+    the 11 us of the SGLang default cannot be a property of every HIP-graph node on gfx942 (it would
+    make this step >= 1.64 + 10.56 = 12.2 ms), so it stays scoped to the uncompiled engine, and the
+    compiled vLLM gets none (test_default_by_engine_device_and_torch_compile)."""
+    llama = make_client("llama-3.1-70b", "MI300X", tp=8, efficiency={}).model
+    kernels = launch_time.kernels_per_step(llama, 8)
+    assert kernels == 80 * (2 + 5 + 3 + 2) == 960
+    layer_bytes = 2 * 8192 ** 2 + 2 * 8192 * 1024 + 3 * 8192 * 28672
+    weight_read_s = (80 * layer_bytes + 128256 * 8192) / 8 / 5300e9
+    assert weight_read_s == pytest.approx(1.64e-3, rel=0.01)
+    step_s = 15.254 / 2048
+    bound_us = (step_s - weight_read_s) / kernels * 1e6
+    assert bound_us == pytest.approx(6.05, abs=0.05)
+    sglang_us = launch_time.GRAPH_DECODE_KERNEL_US[("sglang", "cdna3")]
+    assert sglang_us > bound_us
+    assert weight_read_s + kernels * sglang_us * 1e-6 > 1.6 * step_s    # 12.2 ms against 7.45 ms measured
+    assert launch_time.decode_launch_default("vllm", "MI300X") == 0.0

@@ -21,7 +21,9 @@ in the fit's training runs too, session 11), ``nomlpfloor`` (both off),
 docs/calibration.md session 12), ``no_fp8dense`` (leave it out: the default),
 ``nocloopwait`` (validate.CLOSED_LOOP_STEP_WAIT_ON = False: closed-loop rows without the step-synchronous
 wait), ``noahead`` (validate.SCHEDULE_AHEAD_STEPS = 0: the landing wait only, no step for async /
-overlap scheduling; both docs/ttft-under-load.md, "Closed loops: the re-issued request waits"), ``default``."""
+overlap scheduling; both docs/ttft-under-load.md, "Closed loops: the re-issued request waits"), ``cdna3graph``
+(launch_time.GRAPH_DECODE_DEFAULT_ON = True: SGLang decode on CDNA3 without torch.compile at the per-kernel
+graph-replay time, docs/step-model.md, "Graph-replayed decode on CDNA3"), ``default``."""
 import sys
 
 from mistfast import calibration_factored, engine_defaults, launch_time, stepmodel, validate
@@ -32,7 +34,8 @@ def main() -> None:
     tpbus = [w for w in words if w.startswith("tpbus") and w[5:].isdigit() and 0 < int(w[5:]) <= 100]
     pubttft = [w for w in words if w.startswith("pubttft") and w[7:].isdigit() and int(w[7:]) > 0]
     allowed = ("ep_no_a2a", "split", "launch40", "fp8eta", "no_fp8eta", "kvreserve", "lengths", "fp8block", "nofp8block",
-               "mlpfloor", "mlpfloorfit", "nomlpfloor", "fp8dense", "no_fp8dense", "nocloopwait", "noahead", "default")
+               "mlpfloor", "mlpfloorfit", "nomlpfloor", "fp8dense", "no_fp8dense", "nocloopwait", "noahead", "cdna3graph",
+               "default")
     unknown = words - set(allowed) - set(tpbus) - set(pubttft)
     if unknown:
         sys.exit(f"variant {sys.argv[1]!r}: unknown word(s) {sorted(unknown)}; allowed: {', '.join(allowed)}, tpbusNN (NN in 1..100), pubttftN")
@@ -60,6 +63,8 @@ def main() -> None:
         validate.CLOSED_LOOP_STEP_WAIT_ON = False
     if "noahead" in words:
         validate.SCHEDULE_AHEAD_STEPS = 0.0
+    if "cdna3graph" in words:
+        launch_time.GRAPH_DECODE_DEFAULT_ON = True
     if "lengths" in words:
         validate.STATED_LENGTHS_IN_VALIDATE = True
     if "mlpfloor" in words:
