@@ -80,6 +80,9 @@ CDNA3_DEVICES = ("MI300X", "MI325X", "MI300A", "MI308X")
 # Whether `mistfast validate` gives the rows of such an engine/device pair the default. OFF: held out it
 # fixes the InferenceMAX CDNA3 rows (60.9 -> 14.5 %) but, through the refit, worsens the MLPerf fold's
 # MI300X/MI325X vLLM rows (11.0 -> 20.4 %, 16.8 -> 25.8 %): docs/step-model.md, "Graph-replayed decode on CDNA3".
+# Session 13 (main 27e604a, held out): InferenceMAX fold 11.3 -> 10.7 % (its 210 CDNA3 SGLang rows 54.0 -> 11.7 %),
+# AMD page fold (vLLM MI300X, 8 rows) 14.8 -> 6.0 %; MLPerf fold not rerun. Still off: the 11 us is read off
+# InferenceMAX rows (docs/engines.md, "SGLang DeepSeek-R1 on MI300X / MI325X ... (session 13)").
 GRAPH_DECODE_DEFAULT_ON = False
 
 
