@@ -45,11 +45,18 @@ TP_BUS_EFFICIENCY: float | None = None
 # the expert GEMM peak only: decode steps, which read the expert weights, barely move; dense GEMMs
 # (Llama-3.1-405B's 13,312-wide FFN slices at tp 4) do not move at all. None = off (as before).
 EXPERT_SPLIT_HALF_WIDTH: float | None = None
+# True: leave the block-scaled W8A8 FP8 experts (expert_fp8_applies: DeepSeek-V3/R1, Qwen3 FP8) out
+# of the split factor. Their η_f8 was measured equally low on TP-split and EP rows (no width
+# dependence in those data), and in the InferenceMAX fold the factor on them (DeepSeek-R1 at tp 8:
+# 0.466) made their TPOT and throughput worse while gpt-oss improved (docs/step-model.md, session 13).
+# Not measured held out on its own: a switch for the refit.
+EXPERT_SPLIT_SKIP_FP8_BLOCK = False
 
 
 def expert_split_factor(client: ClientSpec) -> float:
     """eta_N(De / t_e) / eta_N(De) of EXPERT_SPLIT_HALF_WIDTH (1.0 when off, for a dense model, for
-    experts not split by TP, and in GenZ compat)."""
+    experts not split by TP, in GenZ compat, and for block-scaled FP8 experts when
+    EXPERT_SPLIT_SKIP_FP8_BLOCK)."""
     n0 = EXPERT_SPLIT_HALF_WIDTH
     if n0 is None:
         return 1.0
@@ -58,6 +65,8 @@ def expert_split_factor(client: ClientSpec) -> float:
     m = client.model
     te = client.tp // max(client.ep, 1)
     if client.reference == "genz" or not m.is_moe or te <= 1:
+        return 1.0
+    if EXPERT_SPLIT_SKIP_FP8_BLOCK and expert_fp8_applies(client):
         return 1.0
     de = float(m.expert_ffn_dim)
     n = de / te

@@ -119,3 +119,23 @@ def test_bad_value_names_the_switch(n0, bad):
     n0(bad)
     with pytest.raises(ValueError, match=r"stepmodel.EXPERT_SPLIT_HALF_WIDTH = .*: allowed a number of columns >= 0 or None"):
         client_params(make_client("gpt-oss-120b", "B200", tp=8))
+
+
+def test_skip_block_scaled_fp8_experts(n0):
+    """EXPERT_SPLIT_SKIP_FP8_BLOCK leaves block-scaled W8A8 FP8 experts (η_f8's scope) at 1 and
+    nothing else: DeepSeek-V3 (De 2,048) at tp 8, n = 256: 256 x 2448 / (656 x 2048) = 0.466463
+    without it; gpt-oss-120b keeps its factor."""
+    fp8 = {"weights": "fp8", "compute": "fp8", "kv": "fp8", "activations": "bf16", "experts": "fp8",
+           "experts_compute": "fp8"}
+    ds = make_client("deepseek-v3", "H200", tp=8, precision=fp8)
+    oss = make_client("gpt-oss-120b", "B200", tp=8)
+    assert stepmodel.expert_fp8_applies(ds) and not stepmodel.expert_fp8_applies(oss)
+    n0(400.0)
+    assert expert_split_factor(ds) == pytest.approx(256 * 2448 / (656 * 2048), rel=1e-15)
+    old = stepmodel.EXPERT_SPLIT_SKIP_FP8_BLOCK
+    try:
+        stepmodel.EXPERT_SPLIT_SKIP_FP8_BLOCK = True
+        assert expert_split_factor(ds) == 1.0
+        assert expert_split_factor(oss) == pytest.approx(360 * 3280 / (760 * 2880), rel=1e-15)
+    finally:
+        stepmodel.EXPERT_SPLIT_SKIP_FP8_BLOCK = old
