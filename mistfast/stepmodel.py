@@ -44,6 +44,8 @@ TP_BUS_EFFICIENCY: float | None = None
 # time bit for bit and the fitted eta_c / eta_e keep their meaning (whole experts). It multiplies
 # the expert GEMM peak only: decode steps, which read the expert weights, barely move; dense GEMMs
 # (Llama-3.1-405B's 13,312-wide FFN slices at tp 4) do not move at all. None = off (as before).
+# Measured held out at N0 = 400 and shipped OFF: InferenceMAX fold TTFT 18.0 -> 17.4 %, but all rows
+# 11.3 -> 11.4 % (DeepSeek-R1 TPOT / throughput worse), MLPerf fold 11.6 -> 11.6 %.
 EXPERT_SPLIT_HALF_WIDTH: float | None = None
 # True: leave the block-scaled W8A8 FP8 experts (expert_fp8_applies: DeepSeek-V3/R1, Qwen3 FP8) out
 # of the split factor. Their η_f8 was measured equally low on TP-split and EP rows (no width
