@@ -34,6 +34,47 @@ DEFAULT_INTER_NODE = LinkSpec(name="RDMA-400G (default)", bandwidth_GBps=50.0, l
 TP_BUS_EFFICIENCY: float | None = None
 
 
+# Per-rank width of TP-split expert GEMMs (docs/step-model.md, "Per-rank GEMM shapes, session 13").
+# A GEMM whose per-rank width n is small reaches a smaller share of the peak: every output tile
+# carries a fixed prologue / epilogue (and the down projection a K loop of n only) that does not
+# shrink with n. Modelled as a half-width efficiency eta_N(n) = n / (n + N0), N0 in columns; the
+# expert GEMMs split by TP inside an expert (t_e = tp / ep > 1) run n = De / t_e columns per rank
+# (gpt-oss-120b at tp 8: 360 of 2,880), and the factor is taken relative to the whole expert,
+# eta_N(De / t_e) / eta_N(De), so experts that are not split (t_e = 1: EP, tp 1) keep their step
+# time bit for bit and the fitted eta_c / eta_e keep their meaning (whole experts). It multiplies
+# the expert GEMM peak only: decode steps, which read the expert weights, barely move; dense GEMMs
+# (Llama-3.1-405B's 13,312-wide FFN slices at tp 4) do not move at all. None = off (as before).
+# Measured held out at N0 = 400 and shipped OFF: InferenceMAX fold TTFT 18.0 -> 17.4 %, but all rows
+# 11.3 -> 11.4 % (DeepSeek-R1 TPOT / throughput worse), MLPerf fold 11.6 -> 11.6 %.
+EXPERT_SPLIT_HALF_WIDTH: float | None = None
+# True: leave the block-scaled W8A8 FP8 experts (expert_fp8_applies: DeepSeek-V3/R1, Qwen3 FP8) out
+# of the split factor. Their η_f8 was measured equally low on TP-split and EP rows (no width
+# dependence in those data), and in the InferenceMAX fold the factor on them (DeepSeek-R1 at tp 8:
+# 0.466) made their TPOT and throughput worse while gpt-oss improved (docs/step-model.md, session 13).
+# Not measured held out on its own: a switch for the refit.
+EXPERT_SPLIT_SKIP_FP8_BLOCK = False
+
+
+def expert_split_factor(client: ClientSpec) -> float:
+    """eta_N(De / t_e) / eta_N(De) of EXPERT_SPLIT_HALF_WIDTH (1.0 when off, for a dense model, for
+    experts not split by TP, in GenZ compat, and for block-scaled FP8 experts when
+    EXPERT_SPLIT_SKIP_FP8_BLOCK)."""
+    n0 = EXPERT_SPLIT_HALF_WIDTH
+    if n0 is None:
+        return 1.0
+    if not (isinstance(n0, (int, float)) and math.isfinite(n0) and n0 >= 0.0):
+        raise ValueError(f"stepmodel.EXPERT_SPLIT_HALF_WIDTH = {n0!r}: allowed a number of columns >= 0 or None")
+    m = client.model
+    te = client.tp // max(client.ep, 1)
+    if client.reference == "genz" or not m.is_moe or te <= 1:
+        return 1.0
+    if EXPERT_SPLIT_SKIP_FP8_BLOCK and expert_fp8_applies(client):
+        return 1.0
+    de = float(m.expert_ffn_dim)
+    n = de / te
+    return (n / (n + n0)) / (de / (de + n0))
+
+
 def tp_bus_efficiency() -> float:
     """The TP collectives' bandwidth share (1.0 when the switch is off)."""
     f = TP_BUS_EFFICIENCY
@@ -322,6 +363,8 @@ def _extension_params(client: ClientSpec, prm: np.ndarray, genz: bool, fpeak: fl
         prm[K.P_FPEAK_EXPERT] = (client.device.peak_flops(prec.expert_compute) * eff.compute * eta_e * eta_f8
                                  * fp8_block_factor(client, prec.expert_compute))
         prm[K.P_BWB_EXPERT] = DTYPE_BYTES[prec.expert_weights]
+        if EXPERT_SPLIT_HALF_WIDTH is not None:   # off: the peak as before, bit for bit
+            prm[K.P_FPEAK_EXPERT] *= expert_split_factor(client)
     prm[K.P_IMBALANCE] = eff.expert_imbalance
     prm[K.P_EP_TP_A2A] = 1.0 if (genz or EP_DISPATCH_UNDER_TP_ATTENTION) else 0.0
     prm[K.P_STEP_OVH] = (eff.step_overhead_ms + getattr(client, "harness_step_ms", 0.0)) * 1e-3

@@ -19,6 +19,9 @@ when predicting only, session 12), ``mlpfloorfit`` (validate.MLPERF_LAUNCH_FLOOR
 in the fit's training runs too, session 11), ``nomlpfloor`` (both off),
 ``fp8dense`` (fit the block-scaled FP8 dense-GEMM efficiency η_d8: calibration_factored.fit_param; measured, off,
 docs/calibration.md session 12), ``no_fp8dense`` (leave it out: the default),
+``splitwN`` (stepmodel.EXPERT_SPLIT_HALF_WIDTH = N columns: TP-split expert GEMMs at the half-width
+efficiency of their per-rank width, docs/step-model.md "Per-rank GEMM shapes, session 13"), ``nosplitw`` (None, off), ``splitnofp8``
+(stepmodel.EXPERT_SPLIT_SKIP_FP8_BLOCK = True: not on block-scaled FP8 experts),
 ``nocloopwait`` (validate.CLOSED_LOOP_STEP_WAIT_ON = False: closed-loop rows without the step-synchronous
 wait), ``noahead`` (validate.SCHEDULE_AHEAD_STEPS = 0: the landing wait only, no step for async /
 overlap scheduling; both docs/ttft-under-load.md, "Closed loops: the re-issued request waits"), ``cdna3graph``
@@ -33,12 +36,13 @@ def main() -> None:
     words = set(sys.argv[1].split("+"))
     tpbus = [w for w in words if w.startswith("tpbus") and w[5:].isdigit() and 0 < int(w[5:]) <= 100]
     pubttft = [w for w in words if w.startswith("pubttft") and w[7:].isdigit() and int(w[7:]) > 0]
+    splitw = [w for w in words if w.startswith("splitw") and w[6:].isdigit()]
     allowed = ("ep_no_a2a", "split", "launch40", "fp8eta", "no_fp8eta", "kvreserve", "lengths", "fp8block", "nofp8block",
                "mlpfloor", "mlpfloorfit", "nomlpfloor", "fp8dense", "no_fp8dense", "nocloopwait", "noahead", "cdna3graph",
-               "default")
-    unknown = words - set(allowed) - set(tpbus) - set(pubttft)
+               "nosplitw", "splitnofp8", "default")
+    unknown = words - set(allowed) - set(tpbus) - set(pubttft) - set(splitw)
     if unknown:
-        sys.exit(f"variant {sys.argv[1]!r}: unknown word(s) {sorted(unknown)}; allowed: {', '.join(allowed)}, tpbusNN (NN in 1..100), pubttftN")
+        sys.exit(f"variant {sys.argv[1]!r}: unknown word(s) {sorted(unknown)}; allowed: {', '.join(allowed)}, tpbusNN (NN in 1..100), pubttftN, splitwN")
     if "ep_no_a2a" in words:
         stepmodel.EP_DISPATCH_UNDER_TP_ATTENTION = False
     if "split" in words:
@@ -75,6 +79,12 @@ def main() -> None:
         validate.MLPERF_LAUNCH_FLOOR_AT_PREDICT = validate.MLPERF_LAUNCH_FLOOR_IN_VALIDATE = False
     if tpbus:
         stepmodel.TP_BUS_EFFICIENCY = int(tpbus[0][5:]) / 100.0
+    if splitw:
+        stepmodel.EXPERT_SPLIT_HALF_WIDTH = float(splitw[0][6:])
+    if "nosplitw" in words:
+        stepmodel.EXPERT_SPLIT_HALF_WIDTH = None
+    if "splitnofp8" in words:
+        stepmodel.EXPERT_SPLIT_SKIP_FP8_BLOCK = True
     if pubttft:
         calibration_factored.PUBLISHER_PARAM_SD_SCALE = {"ttft_overhead_ms": float(pubttft[0][7:])}
     from mistfast.cli import main as cli
