@@ -686,8 +686,11 @@ def frontend_wait_term_ms(p: RowPlan) -> float:
 # The intake of an offline burst by vLLM's API server (session 13, docs/ttft-under-load.md "GPUStack
 # bursts: the event loop takes in the whole burst first"): the engine gets the burst, and the client
 # its first token, only after the front-end's pre-processing of all N requests (13.5 ms + 1.2 us per
-# prompt token each, the published figures of frontend.VLLM_V1). On: leave-one-source-out GPUStack
-# fold measured in that section.
+# prompt token each, the published figures of frontend.VLLM_V1). On, at prediction only
+# (at_prediction): the fit's run surrogate scales a whole run metric by the re-costed step time
+# (calibration_runs.RunObservation), which an idle intake gap breaks; with the intake in the fit's
+# rows the InferenceMAX fold (GPUStack in training) got worse (all 11.3 -> 11.9 %), held out on the
+# GPUStack fold it improves (TTFT 26.6 -> 23.2 %, throughput 21.4 -> 19.6 %, TPOT/ITL bit for bit).
 BURST_INTAKE_IN_VALIDATE = True
 
 
@@ -718,6 +721,16 @@ def with_burst_intake(p: RowPlan, pt):
     intake_s = F.burst_intake_s(p.burst_intake, reqs.input_tokens)
     p.frontend_wait_ms = {k: intake_s * 1e3 for k in ("mean", "p50", "p90", "p99")}
     return dataclasses.replace(pt, requests=reqs.with_arrivals(np.asarray(reqs.arrival_s, dtype=np.float64) + intake_s))
+
+
+def at_prediction(p: RowPlan, pt):
+    """(plan, point) of a run row as predicted: with the burst intake (:func:`with_burst_intake`)
+    applied to a copy of the plan, so the fit's plans and points stay without it; the row as given
+    when it has none."""
+    if p.burst_intake is None:
+        return p, pt
+    q = dataclasses.replace(p)
+    return q, with_burst_intake(q, pt)
 
 
 # A run's realised lengths (session 11, docs/calibration.md "GPUStack bursts, session 11"): the
@@ -821,10 +834,11 @@ def with_stated_lengths(p: RowPlan, pt):
 
 def row_point(p: RowPlan):
     """The simulated point of a run row: its scenario's point with the stated lengths and the
-    serving front-end (FIFO queue or burst intake) applied."""
+    serving front-end's FIFO queue applied (the burst intake is applied at prediction only,
+    :func:`at_prediction`)."""
     from .scenario import scenario_point
     from .specs import parse_scenario
-    return with_burst_intake(p, with_frontend(p, with_stated_lengths(p, scenario_point(parse_scenario(p.scenario)))))
+    return with_frontend(p, with_stated_lengths(p, scenario_point(parse_scenario(p.scenario))))
 
 
 def num_scheduler_steps(text: str) -> int:
@@ -1811,9 +1825,13 @@ def with_predict_floor(client, p: RowPlan):
 def _predict_with(cal_client, steps, base_step, runs, points, pipes=(), predict_floor: bool = True):
     """Predictions (id -> value), calibration used (id -> text) and out-of-range flags of every
     step and run row, with clients made by ``cal_client(base_client, plan)``. ``predict_floor``:
-    run rows get their prediction-only launch-time floor (:func:`with_predict_floor`); False for
+    run rows get their prediction-only launch-time floor (:func:`with_predict_floor`) and burst
+    intake (:func:`at_prediction`); False for
     the predictions the fit itself makes of its training rows (the first-wave fit)."""
     pred, used, outside = {}, {}, {}
+    if predict_floor:   # the prediction-only burst intake (BURST_INTAKE_IN_VALIDATE) too
+        rp = [at_prediction(p, pt) for p, pt in zip(runs, points)]
+        runs, points = [q for q, _ in rp], [pt for _, pt in rp]
     cs = []
     for p, b in zip(steps, base_step):
         c, u = cal_client(b, p)

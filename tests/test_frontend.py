@@ -58,9 +58,9 @@ def frontend_on(monkeypatch):
 def test_validate_leaves_the_front_end_queue_out_by_default():
     p = V.plan_row(_burst_row())
     assert p.status == "ok" and p.frontend is None
-    # (the burst's intake is on: every request reaches the engine at the same, later time)
-    arr = V._points([p])[0].requests.arrival_s
-    assert np.all(arr == arr[0])
+    # (the burst's intake is on at prediction: every request reaches the engine at the same, later time)
+    arr = V.at_prediction(p, V._points([p])[0])[1].requests.arrival_s
+    assert np.all(arr == arr[0]) and arr[0] > 0.0
 
 
 def test_validate_builds_the_front_end_for_an_http_offline_burst(frontend_on):
@@ -140,21 +140,27 @@ def test_burst_intake_by_engine_endpoint_and_model():
     assert F.burst_intake_for("vllm", "0.6.3", "Qwen/Qwen3-14B", chat) is None
 
 
+def _predicted(p):
+    return V.at_prediction(p, V._points([p])[0])
+
+
 def test_validate_moves_a_burst_to_the_end_of_its_intake():
     p = V.plan_row(_burst_row())
     assert p.status == "ok" and p.workload_kind == "offline" and p.burst_intake is F.VLLM_V1
-    pt = V._points([p])[0]
+    fit_pt = V._points([p])[0]
+    q, pt = _predicted(p)
     intake_s = 50 * (13.5e-3 + 1.2e-6 * 1000)         # 0.735 s (50 prompts of 1,000 tokens)
     assert pt.requests.arrival_s == pytest.approx(np.full(50, intake_s))
     # every TTFT statistic (mean, p50, p99) gains the whole intake: the client timed from t = 0
-    assert V.frontend_wait_term_ms(p) == pytest.approx(735.0)
+    assert V.frontend_wait_term_ms(q) == pytest.approx(735.0)
     p99 = V.plan_row(_burst_row(metric="ttft_p99_ms"))
-    V._points([p99])
-    assert V.frontend_wait_term_ms(p99) == pytest.approx(735.0)
+    assert V.frontend_wait_term_ms(_predicted(p99)[0]) == pytest.approx(735.0)
     # throughput rows take no term: they see the intake through the run's duration
     tput = V.plan_row(_burst_row(metric="output_tok_s"))
-    V._points([tput])
-    assert V.frontend_wait_term_ms(tput) == 0.0
+    assert V.frontend_wait_term_ms(_predicted(tput)[0]) == 0.0
+    # prediction only: the fit's plan and point stay without it
+    assert q is not p and p.frontend_wait_ms == {} and V.frontend_wait_term_ms(p) == 0.0
+    assert np.all(fit_pt.requests.arrival_s == 0.0)
 
 
 @pytest.mark.parametrize("change", [
@@ -169,7 +175,8 @@ def test_validate_moves_a_burst_to_the_end_of_its_intake():
 def test_rows_without_a_burst_intake(change):
     p = V.plan_row(_burst_row(**change))
     assert p.status == "ok" and p.burst_intake is None
-    pt = V._points([p])[0]
+    q, pt = _predicted(p)
+    assert q is p
     assert p.frontend_wait_ms == {}
     if p.workload_kind == "offline":
         assert np.all(pt.requests.arrival_s == 0.0)
@@ -186,10 +193,10 @@ def test_the_intake_shifts_the_run_and_lengthens_it_by_the_intake(monkeypatch):
     # the run's duration, which gains exactly the intake time.
     from mistfast.runner import run_points
     p = V.plan_row(_burst_row())
-    on = V._points([p])[0]
+    on = _predicted(p)[1]
     monkeypatch.setattr(V, "BURST_INTAKE_IN_VALIDATE", False)
     q = V.plan_row(_burst_row())
-    off = V._points([q])[0]
+    off = _predicted(q)[1]
     assert np.all(off.requests.arrival_s == 0.0)
     s_on, s_off = (run_points([pt])["summary"] for pt in (on, off))
     val = lambda s, k: float(np.asarray(s[k])[0])
