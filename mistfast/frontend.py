@@ -109,3 +109,47 @@ def wait_statistics_ms(waits_s) -> dict:
         return {"mean": 0.0, "p50": 0.0, "p90": 0.0, "p99": 0.0}
     return {"mean": float(w.mean()), "p50": float(np.percentile(w, 50)),
             "p90": float(np.percentile(w, 90)), "p99": float(np.percentile(w, 99))}
+
+
+# ---------------------------------------------------------------------------------------------
+# The intake of a burst (session 13, docs/ttft-under-load.md "GPUStack bursts: the event loop
+# takes in the whole burst first"). When N requests reach vLLM's API server at once, its one
+# asyncio event loop runs every handler's synchronous part (HTTP parsing, the Jinja chat-template
+# rendering, the hand-off to the one tokeniser thread) in turn before the continuations that send
+# the tokenised requests to the engine core and stream their outputs get the loop: the engine
+# receives the burst, and the client sees a first token, only after the intake of all N. The
+# requests then meet the engine together, as in the simulated burst at t = 0, so the batch sequence
+# (and with it TPOT) is that of the burst; TTFT gains the whole intake time and the run's duration
+# gains it too. Per request the intake is the published pre-processing time of VLLM_V1 above.
+
+# vLLM renders gpt-oss chats through openai_harmony instead of the model's Jinja chat template
+# (serving_chat.py: ``use_harmony = hf_config.model_type == "gpt_oss"`` selects
+# ``_make_request_with_harmony`` in place of ``_preprocess_chat``); no per-request time is published
+# for that path, so those models have no intake figure (left out, not guessed).
+HARMONY_MODEL_MARKERS = ("gpt-oss", "gpt_oss")
+
+
+def chat_endpoint(text: str) -> bool:
+    """True when a row's text says the requests went to the chat endpoint (``/v1/chat/completions``
+    or ``--backend openai-chat``), where the server renders a chat template for every request."""
+    t = (text or "").lower()
+    return "chat/completions" in t or "openai-chat" in t
+
+
+def burst_intake_for(engine: str, version: str, model: str, endpoint_text: str) -> FrontEnd | None:
+    """The front-end whose per-request pre-processing a burst sent to the chat endpoint passes
+    before the engine sees any of it: vLLM >= 0.8 (:func:`frontend_for`) for models rendered
+    through a Jinja chat template; None otherwise (other endpoints, the harmony path of gpt-oss,
+    engines without a published per-request time)."""
+    if not chat_endpoint(endpoint_text):
+        return None
+    name = (model or "").lower()
+    if any(m in name for m in HARMONY_MODEL_MARKERS):
+        return None
+    return frontend_for(engine, version)
+
+
+def burst_intake_s(frontend: FrontEnd, prompt_tokens) -> float:
+    """Seconds the front-end takes to take in a whole burst: the sum of the requests' service
+    times (``fixed_ms`` + ``per_prompt_token_us`` x prompt tokens each)."""
+    return float(np.sum(frontend.service_s(prompt_tokens)))

@@ -276,6 +276,7 @@ class RowPlan:
     adp_balance: tuple = ()      # TensorRT-LLM attention-DP balancing: (ranks, timeout_iters, batching_wait_iters[, "chain"])
     frontend: Any = None         # the serving front-end's queue in front of the engine (mistfast.frontend.FrontEnd)
     frontend_wait_ms: dict = field(default_factory=dict)   # its queue waits: mean, p50, p90, p99 (set with the point)
+    burst_intake: Any = None     # the front-end that takes in a whole offline burst before the engine sees it (BURST_INTAKE_IN_VALIDATE)
     # the benchmark client's realised token counts per request (mean input, mean output; 0 = not
     # stated) and the chat-template tokens the server adds to every prompt (stated_lengths)
     stated_input_mean: float = 0.0
@@ -682,6 +683,56 @@ def frontend_wait_term_ms(p: RowPlan) -> float:
     return float(p.frontend_wait_ms.get(stat, 0.0))
 
 
+# The intake of an offline burst by vLLM's API server (session 13, docs/ttft-under-load.md "GPUStack
+# bursts: the event loop takes in the whole burst first"): the engine gets the burst, and the client
+# its first token, only after the front-end's pre-processing of all N requests (13.5 ms + 1.2 us per
+# prompt token each, the published figures of frontend.VLLM_V1). On, at prediction only
+# (at_prediction): the fit's run surrogate scales a whole run metric by the re-costed step time
+# (calibration_runs.RunObservation), which an idle intake gap breaks; with the intake in the fit's
+# rows the InferenceMAX fold (GPUStack in training) got worse (all 11.3 -> 11.9 %), held out on the
+# GPUStack fold it improves (TTFT 26.6 -> 23.2 %, throughput 21.4 -> 19.6 %, TPOT/ITL bit for bit).
+BURST_INTAKE_IN_VALIDATE = True
+
+
+def burst_intake(plan: RowPlan, version: str, model_text: str, endpoint_text: str):
+    """The front-end whose intake an offline burst waits for (:func:`mistfast.frontend.burst_intake_for`):
+    bursts sent at t = 0 over HTTP by a serving benchmark client to the chat endpoint of vLLM >= 0.8,
+    models with a Jinja chat template; None for other rows (closed loops and Poisson arrivals: the
+    requests trickle in and each pass is the fitted ``ttft_overhead_ms``; LoadGen harnesses; rows
+    that already go through the FIFO front-end queue, FRONTEND_QUEUE_IN_VALIDATE)."""
+    from . import frontend as F
+    if not BURST_INTAKE_IN_VALIDATE or plan.frontend is not None:
+        return None
+    if plan.workload_kind != "offline" or plan.loadgen or plan.disagg is not None \
+            or plan.benchmark_client not in F.HTTP_CLIENTS:
+        return None
+    return F.burst_intake_for(plan.engine, version, model_text, endpoint_text)
+
+
+def with_burst_intake(p: RowPlan, pt):
+    """The point of an offline burst whose requests reach the engine after the front-end's intake
+    of the whole burst: every arrival moved later by the intake time, which TTFT and E2E rows also
+    get (``frontend_wait_ms``, added by :func:`plan_value`: the client timed each request from t = 0);
+    throughput rows see it through the run's longer duration. Other rows as given."""
+    if p.burst_intake is None:
+        return pt
+    from . import frontend as F
+    reqs = pt.requests
+    intake_s = F.burst_intake_s(p.burst_intake, reqs.input_tokens)
+    p.frontend_wait_ms = {k: intake_s * 1e3 for k in ("mean", "p50", "p90", "p99")}
+    return dataclasses.replace(pt, requests=reqs.with_arrivals(np.asarray(reqs.arrival_s, dtype=np.float64) + intake_s))
+
+
+def at_prediction(p: RowPlan, pt):
+    """(plan, point) of a run row as predicted: with the burst intake (:func:`with_burst_intake`)
+    applied to a copy of the plan, so the fit's plans and points stay without it; the row as given
+    when it has none."""
+    if p.burst_intake is None:
+        return p, pt
+    q = dataclasses.replace(p)
+    return q, with_burst_intake(q, pt)
+
+
 # A run's realised lengths (session 11, docs/calibration.md "GPUStack bursts, session 11"): the
 # GPUStack notes carry what `vllm bench serve` counted, "client result: N successful requests, X
 # input / Y generated tokens". The outputs are the ShareGPT completion lengths of the model's own
@@ -783,7 +834,8 @@ def with_stated_lengths(p: RowPlan, pt):
 
 def row_point(p: RowPlan):
     """The simulated point of a run row: its scenario's point with the stated lengths and the
-    serving front-end applied."""
+    serving front-end's FIFO queue applied (the burst intake is applied at prediction only,
+    :func:`at_prediction`)."""
     from .scenario import scenario_point
     from .specs import parse_scenario
     return with_frontend(p, with_stated_lengths(p, scenario_point(parse_scenario(p.scenario))))
@@ -1032,6 +1084,7 @@ def _plan_row(r: Mapping) -> RowPlan:
         workload["arrival"] = {"process": "gamma", "rate_rps": workload["arrival"]["rate_rps"],
                                "cv": MP.replica_arrival_cv(plan.dp)}
     plan.frontend = serving_frontend(plan, _txt(r.get("engine_version")))
+    plan.burst_intake = burst_intake(plan, _txt(r.get("engine_version")), plan.model_text, wl)
     if plan.workload_kind in ("offline", "closed loop") and plan.disagg is None:
         # the client's realised lengths (a run of exactly the stated prompts: offline bursts and closed loops)
         plan.stated_input_mean, plan.stated_output_mean = stated_client_lengths(_txt(r.get("notes")))
@@ -1772,9 +1825,13 @@ def with_predict_floor(client, p: RowPlan):
 def _predict_with(cal_client, steps, base_step, runs, points, pipes=(), predict_floor: bool = True):
     """Predictions (id -> value), calibration used (id -> text) and out-of-range flags of every
     step and run row, with clients made by ``cal_client(base_client, plan)``. ``predict_floor``:
-    run rows get their prediction-only launch-time floor (:func:`with_predict_floor`); False for
+    run rows get their prediction-only launch-time floor (:func:`with_predict_floor`) and burst
+    intake (:func:`at_prediction`); False for
     the predictions the fit itself makes of its training rows (the first-wave fit)."""
     pred, used, outside = {}, {}, {}
+    if predict_floor:   # the prediction-only burst intake (BURST_INTAKE_IN_VALIDATE) too
+        rp = [at_prediction(p, pt) for p, pt in zip(runs, points)]
+        runs, points = [q for q, _ in rp], [pt for _, pt in rp]
     cs = []
     for p, b in zip(steps, base_step):
         c, u = cal_client(b, p)
