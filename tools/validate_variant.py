@@ -21,7 +21,10 @@ in the fit's training runs too, session 11), ``nomlpfloor`` (both off),
 docs/calibration.md session 12), ``no_fp8dense`` (leave it out: the default),
 ``nocloopwait`` (validate.CLOSED_LOOP_STEP_WAIT_ON = False: closed-loop rows without the step-synchronous
 wait), ``noahead`` (validate.SCHEDULE_AHEAD_STEPS = 0: the landing wait only, no step for async /
-overlap scheduling; both docs/ttft-under-load.md, "Closed loops: the re-issued request waits"), ``default``."""
+overlap scheduling; both docs/ttft-under-load.md, "Closed loops: the re-issued request waits"), ``nolandkernel``
+(validate.CLOSED_LOOP_LANDING_IN_KERNEL = False: the closed loop's landing wait as the session-12 post-hoc 1/2 step
+instead of simulated with the client-side time as think time; docs/ttft-under-load.md, "Closed loops in
+continuous time, session 13"), ``default``."""
 import sys
 
 from mistfast import calibration_factored, engine_defaults, launch_time, stepmodel, validate
@@ -32,7 +35,7 @@ def main() -> None:
     tpbus = [w for w in words if w.startswith("tpbus") and w[5:].isdigit() and 0 < int(w[5:]) <= 100]
     pubttft = [w for w in words if w.startswith("pubttft") and w[7:].isdigit() and int(w[7:]) > 0]
     allowed = ("ep_no_a2a", "split", "launch40", "fp8eta", "no_fp8eta", "kvreserve", "lengths", "fp8block", "nofp8block",
-               "mlpfloor", "mlpfloorfit", "nomlpfloor", "fp8dense", "no_fp8dense", "nocloopwait", "noahead", "default")
+               "mlpfloor", "mlpfloorfit", "nomlpfloor", "fp8dense", "no_fp8dense", "nocloopwait", "noahead", "nolandkernel", "default")
     unknown = words - set(allowed) - set(tpbus) - set(pubttft)
     if unknown:
         sys.exit(f"variant {sys.argv[1]!r}: unknown word(s) {sorted(unknown)}; allowed: {', '.join(allowed)}, tpbusNN (NN in 1..100), pubttftN")
@@ -58,6 +61,8 @@ def main() -> None:
         validate.BLOCK_FP8_SHARE_IN_VALIDATE = 1.0
     if "nocloopwait" in words:
         validate.CLOSED_LOOP_STEP_WAIT_ON = False
+    if "nolandkernel" in words:
+        validate.CLOSED_LOOP_LANDING_IN_KERNEL = False
     if "noahead" in words:
         validate.SCHEDULE_AHEAD_STEPS = 0.0
     if "lengths" in words:
