@@ -1170,8 +1170,10 @@ def client_side_ms(p: RowPlan, client) -> float:
     """Time a benchmark client measures outside the engine steps, added to a predicted TTFT or
     E2E row (any statistic: a constant shifts the mean and every percentile alike): the client's
     ``efficiency.ttft_overhead_ms``, fitted from low-load TTFT rows (docs/calibration.md). In a
-    closed loop it would also delay each user's next request; that second-order effect on the
-    load (about overhead / E2E, under 1 % on the InferenceMAX rows) is not simulated."""
+    closed loop it also delays each user's next request: simulated as the loop's think time for the
+    TTFT and E2E rows (:func:`closed_loop_think_s`, where the next prompt lands in the step grid);
+    its effect on the load (about overhead / E2E, under 1 % on the InferenceMAX rows) is left out of
+    the throughput and TPOT rows."""
     if not (p.metric.startswith("ttft") or p.metric.startswith("e2e")) or p.loadgen:
         return 0.0   # (LoadGen timestamps tokens inside the harness process: no client stack)
     return float(getattr(client.efficiency, "ttft_overhead_ms", 0.0))
@@ -1458,7 +1460,10 @@ def closed_loop_step_wait_ms(p: RowPlan, summary: Mapping) -> float:
     meanwhile the engine keeps stepping: the request lands at a uniform phase of a step and waits for
     it to end (1/2 step mean, q for the q-quantile); an engine that forms step n + 1 while step n runs
     (``RowPlan.schedule_ahead``: vLLM --async-scheduling, SGLang's and TensorRT-LLM's overlap
-    schedulers) first schedules it in step n + 2, :data:`SCHEDULE_AHEAD_STEPS` more.
+    schedulers) first schedules it in step n + 2, :data:`SCHEDULE_AHEAD_STEPS` more. Where the
+    kernel simulated the landing (:func:`closed_loop_think_s`, ``LANDED_IN_KERNEL`` in the summary:
+    the prompt arrives mid-step and waits for the boundary, in long prefill steps more often) only
+    the step ahead is added.
     TTFT and E2E rows; the C prompts a closed loop sends at t = 0 find the engine idle and do not
     wait, so the term is weighted by 1 - :func:`first_wave_weight`. Rows that already carry a wait
     for the step grid -- vLLM multi-step or SGLang continuous decode steps (scheduler_steps > 1,
