@@ -1423,8 +1423,9 @@ SCHEDULE_AHEAD_STEPS = 1.0
 # (validate.closed_loop_think_s), lands mid-step and waits there for the step boundary -- long
 # (prefill) steps are landed in more often and requests that land during them queue behind each
 # other, which a constant 1/2 mean step misses (docs/ttft-under-load.md, "Closed loops in continuous
-# time, session 13"). False: the session-12 post-hoc 1/2 step.
-CLOSED_LOOP_LANDING_IN_KERNEL = True
+# time, session 13"). Measured held out (InferenceMAX fold: vLLM TTFT 12.1 -> 11.7 %, ATOM 29.2 -> 30.3 %,
+# the fold's TTFT 18.0 -> 18.2 %): not an improvement, so OFF (False: the session-12 post-hoc 1/2 step).
+CLOSED_LOOP_LANDING_IN_KERNEL = False
 # summary key _predict_runs sets on runs simulated with that think time
 LANDED_IN_KERNEL = "closed_loop_landed_in_kernel"
 

@@ -387,7 +387,9 @@ def test_closed_loop_landing_in_the_kernel_by_hand(monkeypatch):
     """The closed loop's landing wait simulated (session 13): the TTFT / E2E rows of an HTTP closed
     loop run with the client-side time as think time (23 ms -> 0.023 s), and a run simulated so
     (LANDED_IN_KERNEL in its summary) keeps only the step ahead of the post-hoc wait: 1 step of 10 ms
-    (async), 0 (synchronous), where the session-12 wait is 1.5 and 0.5 steps."""
+    (async), 0 (synchronous), where the session-12 wait is 1.5 and 0.5 steps. The switch is off by
+    default (held out it did not help): on here."""
+    monkeypatch.setattr(V, "CLOSED_LOOP_LANDING_IN_KERNEL", True)
     p = V.RowPlan(id="x", model_text="", hardware_text="", engine_text="", metric="ttft_p50_ms", measured=1.0,
                   group="g")
     p.value_key, p.workload_kind, p.schedule_ahead, p.concurrency, p.n_requests_sim = \

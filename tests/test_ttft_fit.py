@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from mistfast import calibration as C
+from mistfast import calibration_runs as CR
 from mistfast import step_latency, validate as V
 from mistfast.specs import make_client
 
@@ -89,13 +90,14 @@ def test_low_load_ttft_rows_are_selected_for_the_prefill_fit():
     assert not V.low_load_ttft(V.plan_row(_row(98, "ttft_p99_ms", 4, 512)))   # tail: cold starts
 
 
-def test_fit_recovers_prefill_efficiency_from_low_load_ttft():
+def test_fit_recovers_prefill_efficiency_from_low_load_ttft(monkeypatch):
     """η_m = 0.6 and η_prefill = 0.4 (η_c at its default 0.75): TPOT rows identify η_m, the TTFT rows
     re-costed through their prefill steps identify η_prefill. The rows carry the closed-loop step
     wait (validate.closed_loop_step_wait_ms, ~3 ms of decode steps): the fit keeps it at its
     reference value (calibration_runs.recosted) -- scaled with the prefill steps, as before session
     13, it gave η_prefill 0.412 (3 % off; docs/ttft-under-load.md, "The fit's re-costing of the wait,
-    session 13")."""
+    session 13"); the switch is off by default (held out it did not help), on here."""
+    monkeypatch.setattr(CR, "WAIT_OUT_OF_PREFILL_RATIO", True)
     truth = {"memory": 0.6, "prefill": 0.4}
     runs, _ = _synthetic_runs(truth)
     ttft = [r for r in runs if r.prefill_steps]
@@ -195,11 +197,13 @@ def _runs_with_client_latency(truth_eff, latency_ms):
     return runs
 
 
-def test_fit_separates_a_fixed_ttft_latency_from_the_prefill_efficiency():
+def test_fit_separates_a_fixed_ttft_latency_from_the_prefill_efficiency(monkeypatch):
     """Truth: η_prefill = 0.5 and 25 ms per request outside the engine. The two prompt lengths (512
     and 3,072 tokens: prefill steps ~6x apart) tell the additive part from the multiplicative one.
     With the closed-loop step wait on (see the test above): when the re-costing scaled the wait with
-    the prefill steps the fit put 22.8 ms in the fixed part; kept at its reference value, 25.7 ms."""
+    the prefill steps the fit put 22.8 ms in the fixed part; kept at its reference value, 25.7 ms
+    (calibration_runs.WAIT_OUT_OF_PREFILL_RATIO, off by default, on here)."""
+    monkeypatch.setattr(CR, "WAIT_OUT_OF_PREFILL_RATIO", True)
     runs = _runs_with_client_latency({"prefill": 0.5}, 25.0)
     fit = C.fit_efficiency([], runs=runs, group_by=None, params=("prefill", "ttft_overhead_ms"))
     assert fit.ttft_overhead_ms == pytest.approx(25.0, abs=1.0)

@@ -21,13 +21,15 @@ in the fit's training runs too, session 11), ``nomlpfloor`` (both off),
 docs/calibration.md session 12), ``no_fp8dense`` (leave it out: the default),
 ``nocloopwait`` (validate.CLOSED_LOOP_STEP_WAIT_ON = False: closed-loop rows without the step-synchronous
 wait), ``noahead`` (validate.SCHEDULE_AHEAD_STEPS = 0: the landing wait only, no step for async /
-overlap scheduling; both docs/ttft-under-load.md, "Closed loops: the re-issued request waits"), ``nolandkernel``
-(validate.CLOSED_LOOP_LANDING_IN_KERNEL = False: the closed loop's landing wait as the session-12 post-hoc 1/2 step
-instead of simulated with the client-side time as think time; docs/ttft-under-load.md, "Closed loops in
-continuous time, session 13"), ``default``."""
+overlap scheduling; both docs/ttft-under-load.md, "Closed loops: the re-issued request waits"), ``landkernel``
+(validate.CLOSED_LOOP_LANDING_IN_KERNEL = True: the closed loop's landing wait simulated with the client-side
+time as think time instead of the session-12 post-hoc 1/2 step; ``nolandkernel``: off, the default;
+docs/ttft-under-load.md, "Closed loops in continuous time, session 13"), ``waitfixed``
+(calibration_runs.WAIT_OUT_OF_PREFILL_RATIO = True: the fit keeps a low-load TTFT row's closed-loop wait out
+of its prefill-step ratio; ``waitscaled``: scaled with the prefill steps, the default), ``default``."""
 import sys
 
-from mistfast import calibration_factored, engine_defaults, launch_time, stepmodel, validate
+from mistfast import calibration_factored, calibration_runs, engine_defaults, launch_time, stepmodel, validate
 
 
 def main() -> None:
@@ -35,7 +37,7 @@ def main() -> None:
     tpbus = [w for w in words if w.startswith("tpbus") and w[5:].isdigit() and 0 < int(w[5:]) <= 100]
     pubttft = [w for w in words if w.startswith("pubttft") and w[7:].isdigit() and int(w[7:]) > 0]
     allowed = ("ep_no_a2a", "split", "launch40", "fp8eta", "no_fp8eta", "kvreserve", "lengths", "fp8block", "nofp8block",
-               "mlpfloor", "mlpfloorfit", "nomlpfloor", "fp8dense", "no_fp8dense", "nocloopwait", "noahead", "nolandkernel", "default")
+               "mlpfloor", "mlpfloorfit", "nomlpfloor", "fp8dense", "no_fp8dense", "nocloopwait", "noahead", "landkernel", "nolandkernel", "waitfixed", "waitscaled", "default")
     unknown = words - set(allowed) - set(tpbus) - set(pubttft)
     if unknown:
         sys.exit(f"variant {sys.argv[1]!r}: unknown word(s) {sorted(unknown)}; allowed: {', '.join(allowed)}, tpbusNN (NN in 1..100), pubttftN")
@@ -63,6 +65,12 @@ def main() -> None:
         validate.CLOSED_LOOP_STEP_WAIT_ON = False
     if "nolandkernel" in words:
         validate.CLOSED_LOOP_LANDING_IN_KERNEL = False
+    if "waitscaled" in words:
+        calibration_runs.WAIT_OUT_OF_PREFILL_RATIO = False
+    if "waitfixed" in words:
+        calibration_runs.WAIT_OUT_OF_PREFILL_RATIO = True
+    if "landkernel" in words:
+        validate.CLOSED_LOOP_LANDING_IN_KERNEL = True
     if "noahead" in words:
         validate.SCHEDULE_AHEAD_STEPS = 0.0
     if "lengths" in words:
