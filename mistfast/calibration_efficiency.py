@@ -13,7 +13,7 @@ from .specs import ClientSpec
 from .calibration_store import DEFAULT_EFFICIENCY, CalibrationError, _eff_dict
 from .calibration_observations import StepObservation, default_client
 from .calibration_recost import StepSet
-from .calibration_runs import RunObservation, _run_stepset, prepare_runs, run_values
+from .calibration_runs import RunObservation, _run_stepset, prepare_runs, recosted, ref_waits, run_values
 
 
 def one_blas_thread():
@@ -233,6 +233,7 @@ def _fit_one(obs, runs, factory, params, start, prior_weight, tau_prior_weight, 
         wts = np.ones(len(obs) + len(runs))
     w_obs, w_run = wts[:len(obs)], wts[len(obs):]
     ttft_rows = np.array([1.0 if r.prefill_steps else 0.0 for r in runs])
+    w0 = ref_waits(runs) if runs else np.zeros(0)   # decode-step waits kept out of the prefill ratio
 
     def residuals(x, S0, m0):
         v = unpack(x)
@@ -247,7 +248,7 @@ def _fit_one(obs, runs, factory, params, start, prior_weight, tau_prior_weight, 
             ratio = np.where([r.rate_like for r in runs], S0 / S, S / S0)
             # a low-load TTFT row adds the per-request time outside the engine steps (the reference
             # simulations never include it)
-            pred = m0 * ratio + v["ttft_overhead_ms"] * ttft_rows
+            pred = recosted(m0, ratio, w0) + v["ttft_overhead_ms"] * ttft_rows
             res.append(w_run * (np.log(np.maximum(pred, 1e-300)) - run_meas))
         linear_weight = {"op_overhead_us": tau_prior_weight, "step_overhead_ms": step_prior_weight,
                          "ttft_overhead_ms": TTFT_PRIOR_WEIGHT}

@@ -12,7 +12,7 @@ import numpy as np
 from .calibration_store import CURRENT_ENGINE_FAMILIES, POOLED_ENGINE, DEFAULT_EFFICIENCY, CalibrationError
 from .calibration_observations import default_client
 from .calibration_recost import StepSet
-from .calibration_runs import _run_stepset, prepare_runs
+from .calibration_runs import _run_stepset, prepare_runs, recosted, ref_waits
 from .calibration_efficiency import ROBUST_SCALE, EfficiencyFit, one_blas_thread
 
 # ============================================================================ factorised fit
@@ -212,6 +212,7 @@ class _Cell:
             self.m0 = np.array([r.ref_value for r in self.runs])
             self.rate_like = np.array([bool(r.rate_like) for r in self.runs])
             self.ttft_rows = np.array([1.0 if r.prefill_steps else 0.0 for r in self.runs])
+            self.w0 = ref_waits(self.runs)   # decode-step waits kept out of the prefill ratio
         return self
 
     @property
@@ -234,7 +235,7 @@ class _Cell:
                                       coll_us=v.get("collective_us"), eta_e=v.get(EXPERT_PARAM),
                                       eta_f8=v.get(EXPERT_FP8_PARAM), eta_d8=v.get(DENSE_FP8_PARAM))
             ratio = np.where(self.rate_like, self.S0 / S, S / self.S0)
-            pred = self.m0 * ratio + v["ttft_overhead_ms"] * self.ttft_rows
+            pred = recosted(self.m0, ratio, self.w0) + v["ttft_overhead_ms"] * self.ttft_rows
             out.append(np.log(np.maximum(pred, 1e-300)) - self.run_meas)
         return np.concatenate(out) if out else np.zeros(0)
 

@@ -1197,7 +1197,8 @@ def _predict_runs(plans: list[RowPlan], points: list, clients: list) -> tuple[np
     from .runner import run_points
     if not plans:
         return np.zeros(0), np.zeros(0)
-    pts = [dataclasses.replace(pt, client=c) for pt, c in zip(points, clients)]
+    pts = [dataclasses.replace(pt, client=c, think_s=closed_loop_think_s(p, c) or pt.think_s)
+           for p, pt, c in zip(plans, points, clients)]
     logged = [q for q, p in enumerate(plans) if p.itl_per_chunk]   # need the step log (bench_clients)
     plain = [q for q in range(len(plans)) if not plans[q].itl_per_chunk]
     summaries: dict[int, dict] = {}
@@ -1211,6 +1212,8 @@ def _predict_runs(plans: list[RowPlan], points: list, clients: list) -> tuple[np
     outside = np.array([float(summaries[q].get("steps_outside_calibration", 0.0)) for q in range(len(plans))])
     for q, p in enumerate(plans):
         s = summaries[q]
+        if pts[q].think_s > 0.0 and closed_loop_landing_in_kernel(p):
+            s = {**s, LANDED_IN_KERNEL: 1.0}   # closed_loop_step_wait_ms: the kernel has the landing wait
         out[q] = plan_value(p, s) + client_side_ms(p, pts[q].client) + first_wave_ms_term(p, pts[q].client)
         _note_unfinished(p, s)
     return out, outside
@@ -1220,8 +1223,10 @@ def client_side_ms(p: RowPlan, client) -> float:
     """Time a benchmark client measures outside the engine steps, added to a predicted TTFT or
     E2E row (any statistic: a constant shifts the mean and every percentile alike): the client's
     ``efficiency.ttft_overhead_ms``, fitted from low-load TTFT rows (docs/calibration.md). In a
-    closed loop it would also delay each user's next request; that second-order effect on the
-    load (about overhead / E2E, under 1 % on the InferenceMAX rows) is not simulated."""
+    closed loop it also delays each user's next request: simulated as the loop's think time for the
+    TTFT and E2E rows (:func:`closed_loop_think_s`, where the next prompt lands in the step grid);
+    its effect on the load (about overhead / E2E, under 1 % on the InferenceMAX rows) is left out of
+    the throughput and TPOT rows."""
     if not (p.metric.startswith("ttft") or p.metric.startswith("e2e")) or p.loadgen:
         return 0.0   # (LoadGen timestamps tokens inside the harness process: no client stack)
     return float(getattr(client.efficiency, "ttft_overhead_ms", 0.0))
@@ -1466,6 +1471,41 @@ CLOSED_LOOP_STEP_WAIT_ON = True
 SCHEDULE_AHEAD_STEPS = 1.0
 
 
+# The landing wait of a closed loop's next request simulated by the kernel instead of added as 1/2
+# step: the user's next prompt reaches the engine the client-side time after its last token
+# (validate.closed_loop_think_s), lands mid-step and waits there for the step boundary -- long
+# (prefill) steps are landed in more often and requests that land during them queue behind each
+# other, which a constant 1/2 mean step misses (docs/ttft-under-load.md, "Closed loops in continuous
+# time, session 13"). Measured held out (InferenceMAX fold: vLLM TTFT 12.1 -> 11.7 %, ATOM 29.2 -> 30.3 %,
+# the fold's TTFT 18.0 -> 18.2 %): not an improvement, so OFF (False: the session-12 post-hoc 1/2 step).
+CLOSED_LOOP_LANDING_IN_KERNEL = False
+# summary key _predict_runs sets on runs simulated with that think time
+LANDED_IN_KERNEL = "closed_loop_landed_in_kernel"
+
+
+def closed_loop_landing_in_kernel(p: RowPlan) -> bool:
+    """True for the rows whose landing wait the kernel simulates (:data:`CLOSED_LOOP_LANDING_IN_KERNEL`):
+    the TTFT and E2E rows of an HTTP closed loop that :func:`closed_loop_step_wait_ms` gives a
+    landing wait (not multi-step rows, whose step-grid wait has the landing already)."""
+    return CLOSED_LOOP_LANDING_IN_KERNEL and CLOSED_LOOP_STEP_WAIT_ON and p.workload_kind == "closed loop" \
+        and not p.loadgen and p.disagg is None and p.scheduler_steps <= 1 and p.metric.startswith(("ttft", "e2e"))
+
+
+def closed_loop_think_s(p: RowPlan, client) -> float:
+    """Seconds from the engine step that emits a closed-loop user's last token to its next prompt
+    reaching the engine, for :func:`closed_loop_landing_in_kernel` rows (else 0): the last token
+    goes out through the front-end and the client (output processing, streaming), the client sends
+    the next prompt at once (think time 0), the server takes it in (HTTP, template, tokeniser) --
+    the two halves of the client-side time the client measures in every TTFT, the fitted
+    ``efficiency.ttft_overhead_ms`` (:func:`client_side_ms`). Simulated as the closed loop's think
+    time, so the prompt lands at its phase of the step then running. Only the TTFT / E2E rows'
+    runs get it (it lengthens a user's cycle by overhead / E2E, < 1 % of throughput on the
+    InferenceMAX rows; the throughput and TPOT rows keep the session-12 simulation)."""
+    if not closed_loop_landing_in_kernel(p):
+        return 0.0
+    return max(float(getattr(client.efficiency, "ttft_overhead_ms", 0.0)), 0.0) / 1e3
+
+
 def closed_loop_step_wait_ms(p: RowPlan, summary: Mapping) -> float:
     """Extra time to first token of a closed-loop row served over HTTP, one step = the run's
     simulated mean TPOT. The simulation re-issues a user's next request at the step boundary where
@@ -1474,7 +1514,10 @@ def closed_loop_step_wait_ms(p: RowPlan, summary: Mapping) -> float:
     meanwhile the engine keeps stepping: the request lands at a uniform phase of a step and waits for
     it to end (1/2 step mean, q for the q-quantile); an engine that forms step n + 1 while step n runs
     (``RowPlan.schedule_ahead``: vLLM --async-scheduling, SGLang's and TensorRT-LLM's overlap
-    schedulers) first schedules it in step n + 2, :data:`SCHEDULE_AHEAD_STEPS` more.
+    schedulers) first schedules it in step n + 2, :data:`SCHEDULE_AHEAD_STEPS` more. Where the
+    kernel simulated the landing (:func:`closed_loop_think_s`, ``LANDED_IN_KERNEL`` in the summary:
+    the prompt arrives mid-step and waits for the boundary, in long prefill steps more often) only
+    the step ahead is added.
     TTFT and E2E rows; the C prompts a closed loop sends at t = 0 find the engine idle and do not
     wait, so the term is weighted by 1 - :func:`first_wave_weight`. Rows that already carry a wait
     for the step grid -- vLLM multi-step or SGLang continuous decode steps (scheduler_steps > 1,
@@ -1484,7 +1527,9 @@ def closed_loop_step_wait_ms(p: RowPlan, summary: Mapping) -> float:
     if not CLOSED_LOOP_STEP_WAIT_ON or p.workload_kind != "closed loop" or p.loadgen or p.disagg is not None \
             or not p.metric.startswith(("ttft", "e2e")):
         return 0.0
-    landing = 0.0 if p.scheduler_steps > 1 else uniform_wait_share(p)   # multi-step rows have it already
+    # multi-step rows have the landing already; so has a run whose kernel simulated it (think time)
+    landed = p.scheduler_steps > 1 or float(summary.get(LANDED_IN_KERNEL, 0.0)) > 0.0
+    landing = 0.0 if landed else uniform_wait_share(p)
     steps = landing + (SCHEDULE_AHEAD_STEPS if p.schedule_ahead else 0.0)
     weight = 1.0 - first_wave_weight(p)
     tpot = float(summary.get("tpot_mean_ms", 0.0))
@@ -1689,7 +1734,8 @@ def _run_observation(p: RowPlan, point) -> C.RunObservation:
     return C.RunObservation(id=p.id, device=p.device, engine=p.engine, point=point, measured=p.measured,
                             value_of=value_of, rate_like=p.rate_like, group=p.group, isl=p.isl, osl=p.osl,
                             share_key=json.dumps(p.scenario, sort_keys=True, default=str),
-                            prefill_steps=low_load_ttft(p), source=p.source_doc)
+                            prefill_steps=low_load_ttft(p), source=p.source_doc,
+                            wait_of=lambda s, p=p: closed_loop_step_wait_ms(p, s))
 
 
 def _step_observation(p: RowPlan) -> C.StepObservation:

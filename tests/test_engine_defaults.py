@@ -378,6 +378,69 @@ def test_closed_loop_step_wait_only_where_it_applies(monkeypatch):
     assert V.plan_value(p, {"ttft_p50_ms": 100.0, "tpot_mean_ms": 10.0}) == pytest.approx(100.0)
 
 
+class _Eff:
+    def __init__(self, ms):
+        self.efficiency = type("E", (), {"ttft_overhead_ms": ms})()
+
+
+def test_closed_loop_landing_in_the_kernel_by_hand(monkeypatch):
+    """The closed loop's landing wait simulated (session 13): the TTFT / E2E rows of an HTTP closed
+    loop run with the client-side time as think time (23 ms -> 0.023 s), and a run simulated so
+    (LANDED_IN_KERNEL in its summary) keeps only the step ahead of the post-hoc wait: 1 step of 10 ms
+    (async), 0 (synchronous), where the session-12 wait is 1.5 and 0.5 steps. The switch is off by
+    default (held out it did not help): on here."""
+    monkeypatch.setattr(V, "CLOSED_LOOP_LANDING_IN_KERNEL", True)
+    p = V.RowPlan(id="x", model_text="", hardware_text="", engine_text="", metric="ttft_p50_ms", measured=1.0,
+                  group="g")
+    p.value_key, p.workload_kind, p.schedule_ahead, p.concurrency, p.n_requests_sim = \
+        "ttft_p50_ms", "closed loop", True, 4, 40
+    assert V.closed_loop_think_s(p, _Eff(23.0)) == pytest.approx(0.023)
+    landed = {"tpot_mean_ms": 10.0, V.LANDED_IN_KERNEL: 1.0}
+    assert V.closed_loop_step_wait_ms(p, landed) == pytest.approx(10.0)
+    assert V.closed_loop_step_wait_ms(p, {"tpot_mean_ms": 10.0}) == pytest.approx(15.0)
+    assert V.plan_value(p, {"ttft_p50_ms": 100.0, **landed}) == pytest.approx(110.0)
+    p.schedule_ahead = False
+    assert V.closed_loop_step_wait_ms(p, landed) == 0.0
+    assert V.closed_loop_step_wait_ms(p, {"tpot_mean_ms": 10.0}) == pytest.approx(5.0)
+    # not for: throughput / TPOT rows, multi-step rows (their step-grid wait has the landing),
+    # LoadGen, disaggregated and open-loop rows, a client without a client-side time, the switch off
+    for change in ({"metric": "tpot_ms"}, {"metric": "output_tok_s"}, {"scheduler_steps": 8}, {"loadgen": True},
+                   {"workload_kind": "poisson"}, {"workload_kind": "offline"}):
+        q = V.RowPlan(**{f: getattr(p, f) for f in ("id", "model_text", "hardware_text", "engine_text", "metric",
+                                                    "measured", "group")})
+        q.value_key, q.workload_kind, q.concurrency, q.n_requests_sim = p.value_key, "closed loop", 4, 40
+        for k, v in change.items():
+            setattr(q, k, v)
+        assert V.closed_loop_think_s(q, _Eff(23.0)) == 0.0, change
+    assert V.closed_loop_think_s(p, _Eff(0.0)) == 0.0
+    monkeypatch.setattr(V, "CLOSED_LOOP_LANDING_IN_KERNEL", False)
+    assert V.closed_loop_think_s(p, _Eff(23.0)) == 0.0
+
+
+def test_closed_loop_think_time_reaches_the_kernel():
+    """One user, think time 40 ms: each next prompt reaches the engine exactly 40 ms after the
+    previous request's last token; the engine is idle then, so its TTFT is the unloaded prefill:
+    the same for every request of equal length as with think time 0."""
+    import dataclasses
+    import numpy as np
+    from mistfast.runner import run_points
+    row = _imax_row(engine="vLLM (vllm serve)", engine_version="v0.11.2 (container vllm/vllm-openai:v0.11.2)",
+                    model="openai/gpt-oss-120b", precision="MXFP4", hardware="B200", num_accel=1, tp=1,
+                    isl=1024, osl=64, batch_or_concurrency=1, metric="ttft_p50_ms")
+    p = V.plan_row(row)
+    assert p.status == "ok", p.reason
+    (p,), (pt,) = V._live_points([p])
+    out = {}
+    for think in (0.0, 0.04):
+        res = run_points([dataclasses.replace(pt, think_s=think)], per_request=True, parallel=False)
+        rq = res["requests"]
+        order = np.argsort(rq["arrival"])
+        arr, fin = rq["arrival"][order], rq["t_finish"][order]
+        assert np.allclose(arr[1:] - fin[:-1], think, atol=1e-12)
+        out[think] = (rq["t_first_tok"] - rq["arrival"])[order]
+    assert len(out[0.0]) >= 10 and np.allclose(out[0.04], out[0.0], rtol=1e-9)
+
+
 def test_inferencemax_rows_carry_schedule_ahead():
     gptoss = dict(engine="vLLM (vllm serve)", engine_version="v0.11.2 (container vllm/vllm-openai:v0.11.2)",
                   model="openai/gpt-oss-120b", precision="MXFP4", hardware="B200", num_accel=1, tp=1,

@@ -26,10 +26,15 @@ efficiency of their per-rank width, docs/step-model.md "Per-rank GEMM shapes, se
 wait), ``noahead`` (validate.SCHEDULE_AHEAD_STEPS = 0: the landing wait only, no step for async /
 overlap scheduling; both docs/ttft-under-load.md, "Closed loops: the re-issued request waits"), ``cdna3graph``
 (launch_time.GRAPH_DECODE_DEFAULT_ON = True: SGLang decode on CDNA3 without torch.compile at the per-kernel
-graph-replay time, docs/step-model.md, "Graph-replayed decode on CDNA3"), ``default``."""
+graph-replay time, docs/step-model.md, "Graph-replayed decode on CDNA3"), ``landkernel``
+(validate.CLOSED_LOOP_LANDING_IN_KERNEL = True: the closed loop's landing wait simulated with the client-side
+time as think time instead of the session-12 post-hoc 1/2 step; ``nolandkernel``: off, the default;
+docs/ttft-under-load.md, "Closed loops in continuous time, session 13"), ``waitfixed``
+(calibration_runs.WAIT_OUT_OF_PREFILL_RATIO = True: the fit keeps a low-load TTFT row's closed-loop wait out
+of its prefill-step ratio; ``waitscaled``: scaled with the prefill steps, the default), ``default``."""
 import sys
 
-from mistfast import calibration_factored, engine_defaults, launch_time, stepmodel, validate
+from mistfast import calibration_factored, calibration_runs, engine_defaults, launch_time, stepmodel, validate
 
 
 def main() -> None:
@@ -39,7 +44,7 @@ def main() -> None:
     splitw = [w for w in words if w.startswith("splitw") and w[6:].isdigit()]
     allowed = ("ep_no_a2a", "split", "launch40", "fp8eta", "no_fp8eta", "kvreserve", "lengths", "fp8block", "nofp8block",
                "mlpfloor", "mlpfloorfit", "nomlpfloor", "fp8dense", "no_fp8dense", "nocloopwait", "noahead", "cdna3graph",
-               "nosplitw", "splitnofp8", "default")
+               "nosplitw", "splitnofp8", "landkernel", "nolandkernel", "waitfixed", "waitscaled", "default")
     unknown = words - set(allowed) - set(tpbus) - set(pubttft) - set(splitw)
     if unknown:
         sys.exit(f"variant {sys.argv[1]!r}: unknown word(s) {sorted(unknown)}; allowed: {', '.join(allowed)}, tpbusNN (NN in 1..100), pubttftN, splitwN")
@@ -65,6 +70,14 @@ def main() -> None:
         validate.BLOCK_FP8_SHARE_IN_VALIDATE = 1.0
     if "nocloopwait" in words:
         validate.CLOSED_LOOP_STEP_WAIT_ON = False
+    if "nolandkernel" in words:
+        validate.CLOSED_LOOP_LANDING_IN_KERNEL = False
+    if "waitscaled" in words:
+        calibration_runs.WAIT_OUT_OF_PREFILL_RATIO = False
+    if "waitfixed" in words:
+        calibration_runs.WAIT_OUT_OF_PREFILL_RATIO = True
+    if "landkernel" in words:
+        validate.CLOSED_LOOP_LANDING_IN_KERNEL = True
     if "noahead" in words:
         validate.SCHEDULE_AHEAD_STEPS = 0.0
     if "cdna3graph" in words:
