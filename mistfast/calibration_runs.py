@@ -179,8 +179,8 @@ def recosted(m0: np.ndarray, ratio: np.ndarray, w0: np.ndarray) -> np.ndarray:
     """A run's metric at trial efficiencies from its reference value ``m0``: the simulated part
     scaled by the re-costed step ratio, the decode-step wait ``w0`` of a low-load TTFT row
     (:attr:`RunObservation.wait_of`) kept as simulated. The prefill steps such a row re-costs say
-    nothing about the decode steps the wait counts (scaled with them, a 5 ms wait beside a 20 ms
-    prefill moved the recovered prefill efficiency of tests/test_ttft_fit.py from 0.400 to 0.412);
+    nothing about the decode steps the wait counts (scaled with them, a ~3 ms wait beside 20-130 ms
+    of TTFT moved the recovered prefill efficiency of tests/test_ttft_fit.py from 0.400 to 0.412);
     at the low loads of these rows the decode step barely depends on the fitted efficiencies'
     prefill share, so the reference value stands for it."""
     return (m0 - w0) * ratio + w0

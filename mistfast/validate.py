@@ -1223,9 +1223,9 @@ def client_side_ms(p: RowPlan, client) -> float:
     """Time a benchmark client measures outside the engine steps, added to a predicted TTFT or
     E2E row (any statistic: a constant shifts the mean and every percentile alike): the client's
     ``efficiency.ttft_overhead_ms``, fitted from low-load TTFT rows (docs/calibration.md). In a
-    closed loop it also delays each user's next request: simulated as the loop's think time for the
-    TTFT and E2E rows (:func:`closed_loop_think_s`, where the next prompt lands in the step grid);
-    its effect on the load (about overhead / E2E, under 1 % on the InferenceMAX rows) is left out of
+    closed loop it also delays each user's next request: with :data:`CLOSED_LOOP_LANDING_IN_KERNEL`
+    (off by default) simulated as the loop's think time for the TTFT and E2E rows
+    (:func:`closed_loop_think_s`, where the next prompt lands in the step grid); its effect on the load (about overhead / E2E, under 1 % on the InferenceMAX rows) is left out of
     the throughput and TPOT rows."""
     if not (p.metric.startswith("ttft") or p.metric.startswith("e2e")) or p.loadgen:
         return 0.0   # (LoadGen timestamps tokens inside the harness process: no client stack)
