@@ -1,9 +1,17 @@
 """Inputs several test modules build alike: a GPUStack-style offline burst row for ``validate``, the
-synthetic step observations a factorised-fit identification test fits, and the scope check of an
-efficiency field that acts on some clients only."""
+synthetic step observations a factorised-fit identification test fits, the scope check of an
+efficiency field that acts on some clients only, and the client of the hand-computed step tests."""
 from mistfast import calibration as C
 from mistfast import step_latency
 from mistfast.specs import make_client
+
+
+def model_client(*args, **kw):
+    """A client at MODEL.md's efficiencies (0.75; tau = 0, eta_net = 1), no calibration: the
+    hand-computed step tests' client (one that sets no efficiency gets the pooled calibration
+    instead). Arguments as :func:`mistfast.specs.make_client`."""
+    kw.setdefault("efficiency", {})
+    return make_client(*args, **kw)
 
 
 def gpustack_burst_row(prompt_tokens: int, output_tokens: int, **kw) -> dict:

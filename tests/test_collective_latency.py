@@ -6,15 +6,10 @@ import pytest
 import mistfast as mf
 from mistfast import calibration as C
 from mistfast import step_latency
-from mistfast.specs import EfficiencySpec, make_client as _make_client
+from mistfast.specs import EfficiencySpec
 from mistfast.stepmodel import COLLECTIVE_STARTUP_S
 from tests.reference.step_reference import reference_step_time
-
-
-def make_client(*args, **kw):
-    """MODEL.md's efficiencies (0.75), no calibration, as in the other hand-computed tests."""
-    kw.setdefault("efficiency", {})
-    return _make_client(*args, **kw)
+from .builders import model_client as make_client
 
 
 def _delta_per_us(spec: dict, prefill, decode, lo=5.0, hi=30.0) -> float:

@@ -7,15 +7,8 @@ import pytest
 from mistfast import calibration as C
 from mistfast import step_latency
 from mistfast import stepmodel as SM
-from mistfast.specs import make_client as _make_client
 
-from .builders import check_efficiency_scope, synthetic_h100_fp8_steps
-
-
-def make_client(*args, **kw):
-    """MODEL.md's efficiencies (0.75), no calibration, as in the other hand-computed tests."""
-    kw.setdefault("efficiency", {})
-    return _make_client(*args, **kw)
+from .builders import check_efficiency_scope, model_client as make_client, synthetic_h100_fp8_steps
 
 
 def test_dense_fp8_scope():

@@ -5,14 +5,8 @@ import pytest
 
 from mistfast import step_latency, stepmodel
 from mistfast.kernels import steptime as K
-from mistfast.specs import make_client as _make_client
 from mistfast.stepmodel import client_params, expert_split_factor
-
-
-def make_client(*args, **kw):
-    """MODEL.md's efficiencies (0.75), no calibration, as in the other hand-computed tests."""
-    kw.setdefault("efficiency", {})
-    return _make_client(*args, **kw)
+from .builders import model_client as make_client
 
 
 @pytest.fixture

@@ -6,11 +6,7 @@ import mistfast as mf
 from mistfast import launch_time, step_latency
 from mistfast.specs import make_client as _make_client
 from tests.reference.step_reference import reference_step_time
-
-
-def make_client(*args, **kw):
-    kw.setdefault("efficiency", {})
-    return _make_client(*args, **kw)
+from .builders import model_client as make_client
 
 
 def test_kernels_per_step_by_hand():

@@ -4,15 +4,9 @@ import pytest
 
 from mistfast import step_latency
 from mistfast.calibration_store import row_precision
-from mistfast.specs import make_client as _make_client
 
 from .builders import check_efficiency_scope
-
-
-def make_client(*args, **kw):
-    """MODEL.md's efficiencies (0.75), no calibration, as in the other hand-computed tests."""
-    kw.setdefault("efficiency", {})
-    return _make_client(*args, **kw)
+from .builders import model_client as make_client
 
 
 # ---- FP4 experts with FP8 activations ---------------------------------------------------------

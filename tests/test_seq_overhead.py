@@ -10,11 +10,7 @@ from mistfast import calibration as C
 from mistfast import step_latency
 from mistfast.specs import make_client as _make_client
 from tests.reference.step_reference import reference_step_time
-
-
-def make_client(*args, **kw):
-    kw.setdefault("efficiency", {})
-    return _make_client(*args, **kw)
+from .builders import model_client as make_client
 
 
 def test_three_decodes_and_one_chunk_add_four_times_the_value():

@@ -8,15 +8,9 @@ from hypothesis import given, settings, strategies as st
 
 import mistfast as mf
 from mistfast import step_latency
-from mistfast.specs import make_client as _make_client
 from tests.reference.step_reference import reference_step_time
+from .builders import model_client as make_client
 
-
-def make_client(*args, **kw):
-    """The hand values below use MODEL.md's efficiencies (0.75): a client that sets none would get
-    the pooled calibration instead."""
-    kw.setdefault("efficiency", {})
-    return _make_client(*args, **kw)
 
 H100_BW = 3350e9 * 0.75       # B/s, default memory efficiency
 BIG_H100 = {"preset": "H100", "memory_GiB": 4000}

@@ -6,13 +6,8 @@ import pytest
 from mistfast import step_latency, stepmodel
 from mistfast.kernels import steptime as K
 from mistfast.opbreakdown import op_breakdown
-from mistfast.specs import make_client as _make_client
 from mistfast.stepmodel import client_params
-
-
-def make_client(*args, **kw):
-    kw.setdefault("efficiency", {})   # MODEL.md's efficiencies: τ = 0, η_net = 1
-    return _make_client(*args, **kw)
+from .builders import model_client as make_client
 
 
 @pytest.fixture

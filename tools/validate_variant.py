@@ -37,69 +37,75 @@ import sys
 from mistfast import calibration_factored, calibration_runs, engine_defaults, launch_time, stepmodel, validate
 
 
+def _set(obj, name: str, value):
+    """A switch: set ``obj.name`` (a module attribute) or ``obj[name]`` (a dict item) to ``value``."""
+    if isinstance(obj, dict):
+        return lambda: obj.__setitem__(name, value)
+    return lambda: setattr(obj, name, value)
+
+
+def _both_floors_off():
+    validate.MLPERF_LAUNCH_FLOOR_AT_PREDICT = validate.MLPERF_LAUNCH_FLOOR_IN_VALIDATE = False
+
+
+# word -> what it switches, applied in this order (a later word wins: ``nomlpfloor`` after ``mlpfloor``)
+SWITCHES = {
+    "ep_no_a2a": _set(stepmodel, "EP_DISPATCH_UNDER_TP_ATTENTION", False),
+    "split": _set(stepmodel, "EXPERT_ETA_SCOPE", "weight_only+tp_split"),
+    "launch40": _set(launch_time.EAGER_PREFILL_ENGINES, "sglang", launch_time.EAGER_KERNEL_US),
+    "fp8eta": lambda: calibration_factored.fit_param(calibration_factored.EXPERT_FP8_PARAM, True),
+    "no_fp8eta": lambda: calibration_factored.fit_param(calibration_factored.EXPERT_FP8_PARAM, False),
+    "fp8dense": lambda: calibration_factored.fit_param(calibration_factored.DENSE_FP8_PARAM, True),
+    "no_fp8dense": lambda: calibration_factored.fit_param(calibration_factored.DENSE_FP8_PARAM, False),
+    "kvreserve": _set(engine_defaults.SGLANG, "kv_reserve_default", "sglang"),
+    "fp8block": _set(validate, "BLOCK_FP8_SHARE_IN_VALIDATE", 0.5),
+    "nofp8block": _set(validate, "BLOCK_FP8_SHARE_IN_VALIDATE", 1.0),
+    "nocloopwait": _set(validate, "CLOSED_LOOP_STEP_WAIT_ON", False),
+    "nolandkernel": _set(validate, "CLOSED_LOOP_LANDING_IN_KERNEL", False),
+    "waitscaled": _set(calibration_runs, "WAIT_OUT_OF_PREFILL_RATIO", False),
+    "waitfixed": _set(calibration_runs, "WAIT_OUT_OF_PREFILL_RATIO", True),
+    "landkernel": _set(validate, "CLOSED_LOOP_LANDING_IN_KERNEL", True),
+    "noahead": _set(validate, "SCHEDULE_AHEAD_STEPS", 0.0),
+    "cdna3graph": _set(launch_time, "GRAPH_DECODE_DEFAULT_ON", True),
+    "lengths": _set(validate, "STATED_LENGTHS_IN_VALIDATE", True),
+    "mlpfloor": _set(validate, "MLPERF_LAUNCH_FLOOR_AT_PREDICT", True),
+    "mlpfloorfit": _set(validate, "MLPERF_LAUNCH_FLOOR_IN_VALIDATE", True),
+    "nomlpfloor": _both_floors_off,
+    "nosplitw": _set(stepmodel, "EXPERT_SPLIT_HALF_WIDTH", None),
+    "splitnofp8": _set(stepmodel, "EXPERT_SPLIT_SKIP_FP8_BLOCK", True),
+    "default": lambda: None,
+}
+# words with a number: prefix -> (range check, what the number sets)
+NUMBERED = {
+    "tpbus": (lambda n: 0 < n <= 100, lambda n: setattr(stepmodel, "TP_BUS_EFFICIENCY", n / 100.0)),
+    "pubttft": (lambda n: n > 0, lambda n: setattr(calibration_factored, "PUBLISHER_PARAM_SD_SCALE",
+                                                   {"ttft_overhead_ms": float(n)})),
+    "splitw": (lambda n: True, lambda n: setattr(stepmodel, "EXPERT_SPLIT_HALF_WIDTH", float(n))),
+}
+
+
+def _numbered(word: str):
+    """(prefix, number) of a numbered word in range, else None."""
+    for prefix, (ok, _) in NUMBERED.items():
+        tail = word[len(prefix):]
+        if word.startswith(prefix) and tail.isdigit() and ok(int(tail)):
+            return prefix, int(tail)
+    return None
+
+
 def main() -> None:
     words = set(sys.argv[1].split("+"))
-    tpbus = [w for w in words if w.startswith("tpbus") and w[5:].isdigit() and 0 < int(w[5:]) <= 100]
-    pubttft = [w for w in words if w.startswith("pubttft") and w[7:].isdigit() and int(w[7:]) > 0]
-    splitw = [w for w in words if w.startswith("splitw") and w[6:].isdigit()]
-    allowed = ("ep_no_a2a", "split", "launch40", "fp8eta", "no_fp8eta", "kvreserve", "lengths", "fp8block", "nofp8block",
-               "mlpfloor", "mlpfloorfit", "nomlpfloor", "fp8dense", "no_fp8dense", "nocloopwait", "noahead", "cdna3graph",
-               "nosplitw", "splitnofp8", "landkernel", "nolandkernel", "waitfixed", "waitscaled", "default")
-    unknown = words - set(allowed) - set(tpbus) - set(pubttft) - set(splitw)
+    unknown = sorted(w for w in words if w not in SWITCHES and _numbered(w) is None)
     if unknown:
-        sys.exit(f"variant {sys.argv[1]!r}: unknown word(s) {sorted(unknown)}; allowed: {', '.join(allowed)}, tpbusNN (NN in 1..100), pubttftN, splitwN")
-    if "ep_no_a2a" in words:
-        stepmodel.EP_DISPATCH_UNDER_TP_ATTENTION = False
-    if "split" in words:
-        stepmodel.EXPERT_ETA_SCOPE = "weight_only+tp_split"
-    if "launch40" in words:
-        launch_time.EAGER_PREFILL_ENGINES["sglang"] = launch_time.EAGER_KERNEL_US
-    if "fp8eta" in words:
-        calibration_factored.fit_param(calibration_factored.EXPERT_FP8_PARAM, True)
-    if "no_fp8eta" in words:
-        calibration_factored.fit_param(calibration_factored.EXPERT_FP8_PARAM, False)
-    if "fp8dense" in words:
-        calibration_factored.fit_param(calibration_factored.DENSE_FP8_PARAM, True)
-    if "no_fp8dense" in words:
-        calibration_factored.fit_param(calibration_factored.DENSE_FP8_PARAM, False)
-    if "kvreserve" in words:
-        engine_defaults.SGLANG["kv_reserve_default"] = "sglang"
-    if "fp8block" in words:
-        validate.BLOCK_FP8_SHARE_IN_VALIDATE = 0.5
-    if "nofp8block" in words:
-        validate.BLOCK_FP8_SHARE_IN_VALIDATE = 1.0
-    if "nocloopwait" in words:
-        validate.CLOSED_LOOP_STEP_WAIT_ON = False
-    if "nolandkernel" in words:
-        validate.CLOSED_LOOP_LANDING_IN_KERNEL = False
-    if "waitscaled" in words:
-        calibration_runs.WAIT_OUT_OF_PREFILL_RATIO = False
-    if "waitfixed" in words:
-        calibration_runs.WAIT_OUT_OF_PREFILL_RATIO = True
-    if "landkernel" in words:
-        validate.CLOSED_LOOP_LANDING_IN_KERNEL = True
-    if "noahead" in words:
-        validate.SCHEDULE_AHEAD_STEPS = 0.0
-    if "cdna3graph" in words:
-        launch_time.GRAPH_DECODE_DEFAULT_ON = True
-    if "lengths" in words:
-        validate.STATED_LENGTHS_IN_VALIDATE = True
-    if "mlpfloor" in words:
-        validate.MLPERF_LAUNCH_FLOOR_AT_PREDICT = True
-    if "mlpfloorfit" in words:
-        validate.MLPERF_LAUNCH_FLOOR_IN_VALIDATE = True
-    if "nomlpfloor" in words:
-        validate.MLPERF_LAUNCH_FLOOR_AT_PREDICT = validate.MLPERF_LAUNCH_FLOOR_IN_VALIDATE = False
-    if tpbus:
-        stepmodel.TP_BUS_EFFICIENCY = int(tpbus[0][5:]) / 100.0
-    if splitw:
-        stepmodel.EXPERT_SPLIT_HALF_WIDTH = float(splitw[0][6:])
-    if "nosplitw" in words:
-        stepmodel.EXPERT_SPLIT_HALF_WIDTH = None
-    if "splitnofp8" in words:
-        stepmodel.EXPERT_SPLIT_SKIP_FP8_BLOCK = True
-    if pubttft:
-        calibration_factored.PUBLISHER_PARAM_SD_SCALE = {"ttft_overhead_ms": float(pubttft[0][7:])}
+        sys.exit(f"variant {sys.argv[1]!r}: unknown word(s) {unknown}; allowed: {', '.join(SWITCHES)}, "
+                 "tpbusNN (NN in 1..100), pubttftN, splitwN")
+    for w in words:
+        if _numbered(w) is not None:
+            prefix, n = _numbered(w)
+            NUMBERED[prefix][1](n)
+    for word, switch in SWITCHES.items():
+        if word in words:
+            switch()
     from mistfast.cli import main as cli
     sys.argv = ["mistfast"] + sys.argv[2:]
     cli()
