@@ -77,13 +77,14 @@ EAGER_PREFILL_ENGINES: dict[str, float] = {}
 # InferenceMAX fold measures it in sample for those rows (docs/step-model.md).
 GRAPH_DECODE_KERNEL_US: dict[tuple[str, str], float] = {("sglang", "cdna3"): 11.0}
 CDNA3_DEVICES = ("MI300X", "MI325X", "MI300A", "MI308X")
-# Whether `mistfast validate` gives the rows of such an engine/device pair the default. OFF: held out it
-# fixes the InferenceMAX CDNA3 rows (60.9 -> 14.5 %) but, through the refit, worsens the MLPerf fold's
-# MI300X/MI325X vLLM rows (11.0 -> 20.4 %, 16.8 -> 25.8 %): docs/step-model.md, "Graph-replayed decode on CDNA3".
-# Session 13 (main 27e604a, held out): InferenceMAX fold 11.3 -> 10.7 % (its 210 CDNA3 SGLang rows 54.0 -> 11.7 %),
-# AMD page fold (vLLM MI300X, 8 rows) 14.8 -> 6.0 %; MLPerf fold not rerun. Still off: the 11 us is read off
-# InferenceMAX rows (docs/engines.md, "SGLang DeepSeek-R1 on MI300X / MI325X ... (session 13)").
-GRAPH_DECODE_DEFAULT_ON = False
+# Whether `mistfast validate` gives the rows of such an engine/device pair the default. ON since session 13:
+# two full leave-one-source-out refits of the merged session-13 code, with and without it (/work/bench/s13/refitA,
+# refitB): all rows 13.8 -> 13.1 %, TTFT 20.0 -> 19.4 %, TPOT 13.0 -> 12.2 %, throughput 9.0 -> 8.2 %; the folds
+# other than InferenceMAX (whose four rows gave the 11 us) 20.4 -> 19.9 %; the AMD page fold 14.8 -> 6.0 %, the
+# MLPerf fold 11.6 -> 12.9 % (its MI300X/MI325X vLLM rows, already too fast, lose the slowness the SGLang rows had
+# pushed into the shared device term). Session 9 measured it off (docs/step-model.md, "Graph-replayed decode on
+# CDNA3"); docs/engines.md, "SGLang DeepSeek-R1 on MI300X / MI325X ... (session 13)".
+GRAPH_DECODE_DEFAULT_ON = True
 
 
 def device_generation(device_name: str) -> str:

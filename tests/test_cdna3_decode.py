@@ -61,7 +61,7 @@ def _imax_row(device: str, version: str) -> dict:
 
 def test_validate_rows_take_the_default_from_their_launch_script(monkeypatch):
     from mistfast import validate as V
-    monkeypatch.setattr(launch_time, "GRAPH_DECODE_DEFAULT_ON", True)   # shipped off (docs)
+    monkeypatch.setattr(launch_time, "GRAPH_DECODE_DEFAULT_ON", True)   # the default since session 13
     # MI300X / MI325X scripts (InferenceX@e264c0e): no --enable-torch-compile
     for dev in ("MI300X", "MI325X"):
         p = V.plan_row(_imax_row(dev, "v0.5.5.post3-rocm700-mi30x (container lmsysorg/sglang:v0.5.5.post3-rocm700-mi30x)"))
