@@ -854,8 +854,10 @@ def row_point(p: RowPlan):
 # static batches; not disaggregated rows; not offline bursts, whose intake is BURST_INTAKE_IN_VALIDATE;
 # not rows behind the FIFO front-end queue, whose service time has it). In the fit it is a fixed
 # part of the row (calibration_runs.RunObservation.fixed_ms: not scaled by the re-costed steps), so
-# the fitted ttft_overhead_ms keeps only the prompt-independent rest. None = off (bit for bit).
-PROMPT_INTAKE_US_PER_TOKEN: float | None = None
+# the fitted ttft_overhead_ms keeps only the prompt-independent rest. None = off (bit for bit as before).
+# ON: held out, InferenceMAX fold all 10.7 -> 10.4 %, TTFT 17.7 -> 16.8 % (the 8k prompts at TP 2-8); GPUStack
+# fold all 22.6 -> 22.6 %, TTFT 22.4 -> 22.1 %, throughput 18.5 -> 18.8 % (docs/ttft-under-load.md).
+PROMPT_INTAKE_US_PER_TOKEN: float | None = 1.2
 
 
 def prompt_intake_applies(p: RowPlan) -> bool:

@@ -22,8 +22,9 @@ def _row(i, metric, conc, isl, osl=256, workload="closed loop at fixed concurren
             "value": 1.0, "notes": ""}
 
 
-def test_off_by_default():
-    assert V.PROMPT_INTAKE_US_PER_TOKEN is None
+def test_default_is_the_published_rate_and_none_is_off(monkeypatch):
+    assert V.PROMPT_INTAKE_US_PER_TOKEN == 1.2     # github:vllm-project/vllm#10635, frontend.VLLM_V1
+    monkeypatch.setattr(V, "PROMPT_INTAKE_US_PER_TOKEN", None)
     p = V.plan_row(_row(0, "ttft_p50_ms", 4, 512))
     V.row_point(p)
     assert p.prompt_intake_ms == {} and V.prompt_intake_term_ms(p) == 0.0
@@ -33,6 +34,7 @@ def test_intake_adds_rate_times_prompt_tokens_to_ttft_and_e2e_only(monkeypatch):
     """1.2 us per token: a 512-token prompt 0.6144 ms, a 3,072-token one 3.6864 ms more TTFT and E2E
     (fixed-length prompts: every statistic the same); TPOT and throughput the same to the bit."""
     monkeypatch.setattr(V, "CLOSED_LOOP_LANDING_IN_KERNEL", False)
+    monkeypatch.setattr(V, "PROMPT_INTAKE_US_PER_TOKEN", None)
     rows = [_row(i, m, 4, isl) for i, (m, isl) in enumerate(
         (m, isl) for isl in (512, 3072) for m in ("ttft_ms", "ttft_p50_ms", "ttft_p99_ms", "e2e_mean_ms",
                                                     "tpot_ms", "output_tok_s"))]

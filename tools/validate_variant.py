@@ -33,7 +33,7 @@ docs/ttft-under-load.md, "Closed loops in continuous time, session 13"), ``waitf
 (calibration_runs.WAIT_OUT_OF_PREFILL_RATIO = True: the fit keeps a low-load TTFT row's closed-loop wait out
 of its prefill-step ratio; ``waitscaled``: scaled with the prefill steps, the default), ``intakeN``
 (validate.PROMPT_INTAKE_US_PER_TOKEN = N / 10 us: the front-end's time per prompt token in the TTFT and E2E
-of HTTP-served closed and open loops, ``intake12`` = 1.2 us; ``nointake``: None, off, the default;
+of HTTP-served closed and open loops, ``intake12`` = 1.2 us, the default since session 14; ``nointake``: None, off;
 docs/ttft-under-load.md, "InferenceMAX TTFT versus TP, session 14"), ``default``."""
 import sys
 
