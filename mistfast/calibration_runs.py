@@ -61,6 +61,9 @@ class RunObservation:
     wait_of: Callable[[dict], float] | None = None
     ref_wait: float = 0.0
     source: str = ""                   # publisher (leave-one-source-out unit), for the factorised fit
+    # a part of value_of(summary) that is no step time (validate.prompt_intake_term_ms, the front-end's
+    # per-prompt-token time): kept at its value, never scaled with the re-costed steps (:func:`recosted`)
+    fixed_ms: float = 0.0
 
     @property
     def client(self) -> ClientSpec:
@@ -165,9 +168,12 @@ WAIT_OUT_OF_PREFILL_RATIO = False
 def _ref_wait(r: RunObservation, summ: dict) -> float:
     """The decode-step wait inside a prefill_steps row's reference value (0 for other rows, and for
     all with :data:`WAIT_OUT_OF_PREFILL_RATIO` off)."""
-    if not (WAIT_OUT_OF_PREFILL_RATIO and r.prefill_steps and r.wait_of is not None):
+    w = max(float(r.fixed_ms), 0.0)
+    if WAIT_OUT_OF_PREFILL_RATIO and r.prefill_steps and r.wait_of is not None:
+        w += max(float(r.wait_of(summ)), 0.0)
+    elif w == 0.0:
         return 0.0
-    return min(max(float(r.wait_of(summ)), 0.0), max(float(r.ref_value), 0.0))
+    return min(w, max(float(r.ref_value), 0.0))
 
 
 def ref_waits(runs: Sequence[RunObservation]) -> np.ndarray:

@@ -88,8 +88,10 @@ def test_first_wave_delay_matches_a_per_request_twin(monkeypatch):
     t = 0 (the C users' first prompts), summarise with numpy; `validate` must give the same mean and
     p99 from the summary and the weights, and leave the median, TPOT and throughput alone. (The
     closed-loop step wait, validate.closed_loop_step_wait_ms, is held off: this twin has no step grid;
-    that wait has its own hand-computed tests in tests/test_engine_defaults.py.)"""
+    that wait has its own hand-computed tests in tests/test_engine_defaults.py; so is the front-end's
+    per-prompt-token intake, validate.PROMPT_INTAKE_US_PER_TOKEN: tests/test_prompt_intake.py.)"""
     monkeypatch.setattr(V, "CLOSED_LOOP_STEP_WAIT_ON", False)
+    monkeypatch.setattr(V, "PROMPT_INTAKE_US_PER_TOKEN", None)
     d_ms = 4000.0
     metrics = ("ttft_ms", "ttft_p99_ms", "ttft_p50_ms", "e2e_mean_ms", "tpot_ms", "output_tok_s")
     plans, points = V._live_points([V.plan_row(_row(i, m, 4, isl=512, osl=64)) for i, m in enumerate(metrics)])

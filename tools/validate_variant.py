@@ -31,7 +31,10 @@ graph-replay time, docs/step-model.md, "Graph-replayed decode on CDNA3"), ``land
 time as think time instead of the session-12 post-hoc 1/2 step; ``nolandkernel``: off, the default;
 docs/ttft-under-load.md, "Closed loops in continuous time, session 13"), ``waitfixed``
 (calibration_runs.WAIT_OUT_OF_PREFILL_RATIO = True: the fit keeps a low-load TTFT row's closed-loop wait out
-of its prefill-step ratio; ``waitscaled``: scaled with the prefill steps, the default), ``default``."""
+of its prefill-step ratio; ``waitscaled``: scaled with the prefill steps, the default), ``intakeN``
+(validate.PROMPT_INTAKE_US_PER_TOKEN = N / 10 us: the front-end's time per prompt token in the TTFT and E2E
+of HTTP-served closed and open loops, ``intake12`` = 1.2 us, the default since session 14; ``nointake``: None, off;
+docs/ttft-under-load.md, "InferenceMAX TTFT versus TP, session 14"), ``default``."""
 import sys
 
 from mistfast import calibration_factored, calibration_runs, engine_defaults, launch_time, stepmodel, validate
@@ -73,6 +76,7 @@ SWITCHES = {
     "nomlpfloor": _both_floors_off,
     "nosplitw": _set(stepmodel, "EXPERT_SPLIT_HALF_WIDTH", None),
     "splitnofp8": _set(stepmodel, "EXPERT_SPLIT_SKIP_FP8_BLOCK", True),
+    "nointake": _set(validate, "PROMPT_INTAKE_US_PER_TOKEN", None),
     "default": lambda: None,
 }
 # words with a number: prefix -> (range check, what the number sets)
@@ -81,6 +85,7 @@ NUMBERED = {
     "pubttft": (lambda n: n > 0, lambda n: setattr(calibration_factored, "PUBLISHER_PARAM_SD_SCALE",
                                                    {"ttft_overhead_ms": float(n)})),
     "splitw": (lambda n: True, lambda n: setattr(stepmodel, "EXPERT_SPLIT_HALF_WIDTH", float(n))),
+    "intake": (lambda n: n > 0, lambda n: setattr(validate, "PROMPT_INTAKE_US_PER_TOKEN", n / 10.0)),
 }
 
 
@@ -98,7 +103,7 @@ def main() -> None:
     unknown = sorted(w for w in words if w not in SWITCHES and _numbered(w) is None)
     if unknown:
         sys.exit(f"variant {sys.argv[1]!r}: unknown word(s) {unknown}; allowed: {', '.join(SWITCHES)}, "
-                 "tpbusNN (NN in 1..100), pubttftN, splitwN")
+                 "tpbusNN (NN in 1..100), pubttftN, splitwN, intakeN")
     for w in words:
         if _numbered(w) is not None:
             prefix, n = _numbered(w)
