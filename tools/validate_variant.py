@@ -31,7 +31,10 @@ graph-replay time, docs/step-model.md, "Graph-replayed decode on CDNA3"), ``land
 time as think time instead of the session-12 post-hoc 1/2 step; ``nolandkernel``: off, the default;
 docs/ttft-under-load.md, "Closed loops in continuous time, session 13"), ``waitfixed``
 (calibration_runs.WAIT_OUT_OF_PREFILL_RATIO = True: the fit keeps a low-load TTFT row's closed-loop wait out
-of its prefill-step ratio; ``waitscaled``: scaled with the prefill steps, the default), ``default``."""
+of its prefill-step ratio; ``waitscaled``: scaled with the prefill steps, the default), ``d8pred``
+(validate.DENSE_BLOCK_FP8_AT_PREDICT = 0.5: the dense GEMMs of block-scaled FP8 checkpoints on Hopper at the
+BF16 rate, at prediction only; ``nod8pred``: 1.0, off; docs/calibration.md, "Dense block-scaled FP8 on
+Hopper at prediction only, session 14"), ``d8predNN`` (the share at NN / 100), ``default``."""
 import sys
 
 from mistfast import calibration_factored, calibration_runs, engine_defaults, launch_time, stepmodel, validate
@@ -73,6 +76,8 @@ SWITCHES = {
     "nomlpfloor": _both_floors_off,
     "nosplitw": _set(stepmodel, "EXPERT_SPLIT_HALF_WIDTH", None),
     "splitnofp8": _set(stepmodel, "EXPERT_SPLIT_SKIP_FP8_BLOCK", True),
+    "d8pred": _set(validate, "DENSE_BLOCK_FP8_AT_PREDICT", 0.5),
+    "nod8pred": _set(validate, "DENSE_BLOCK_FP8_AT_PREDICT", 1.0),
     "default": lambda: None,
 }
 # words with a number: prefix -> (range check, what the number sets)
@@ -81,6 +86,7 @@ NUMBERED = {
     "pubttft": (lambda n: n > 0, lambda n: setattr(calibration_factored, "PUBLISHER_PARAM_SD_SCALE",
                                                    {"ttft_overhead_ms": float(n)})),
     "splitw": (lambda n: True, lambda n: setattr(stepmodel, "EXPERT_SPLIT_HALF_WIDTH", float(n))),
+    "d8pred": (lambda n: 0 < n <= 100, lambda n: setattr(validate, "DENSE_BLOCK_FP8_AT_PREDICT", n / 100.0)),
 }
 
 
