@@ -781,6 +781,12 @@ HOPPER_DEVICES = ("H100", "H200", "H800", "H20", "GH200")
 # η_f8), never in the fit's own clients (with_predict_floor), so no fold's fit moves; a fitted η_d8
 # lower than it wins (min). 1.0 = off.
 DENSE_BLOCK_FP8_AT_PREDICT = 1.0
+# ... and for MoE checkpoints too (DeepSeek-R1, Qwen3-235B-A22B FP8: their attention projections and
+# dense layers)? False: dense models only. Their fitted Hopper η_c / η_f8 were learned on block-scaled
+# MoE rows without the share (InferenceMAX, GPUStack H200 DeepSeek-R1), so the share would count the
+# slow GEMMs twice; held out it moved them both ways (InferenceMAX's 105 H200 SGLang DeepSeek-R1 rows
+# TTFT 23.1 -> 24.1 %, throughput 9.3 -> 11.4 %; GPUStack's vLLM Qwen3-235B-FP8 TTFT 67 -> 71 %).
+DENSE_BLOCK_FP8_AT_PREDICT_MOE = False
 
 
 def block_scaled_fp8(r: Mapping, device: str, precision_key: str) -> bool:
@@ -1092,7 +1098,8 @@ def _plan_row(r: Mapping) -> RowPlan:
     launch_eff = mlperf_launch_floor(plan, r)
     if MLPERF_LAUNCH_FLOOR_AT_PREDICT and not launch_eff[0]:
         plan.predict_floor = harness_launch_floor(plan, r)   # the fit's client stays without it
-    if DENSE_BLOCK_FP8_AT_PREDICT != 1.0 and block_scaled_fp8(r, plan.device, plan.precision):
+    if DENSE_BLOCK_FP8_AT_PREDICT != 1.0 and block_scaled_fp8(r, plan.device, plan.precision) \
+            and (DENSE_BLOCK_FP8_AT_PREDICT_MOE or not client.model.is_moe):
         fields, no_graphs = plan.predict_floor   # the predicting client only, like the launch floor
         plan.predict_floor = ({**fields, "dense_fp8": DENSE_BLOCK_FP8_AT_PREDICT}, no_graphs)
     if MLPERF_DISPATCH_IN_VALIDATE and plan.loadgen and plan.workload_kind == "poisson, steady state" and plan.dp > 1:

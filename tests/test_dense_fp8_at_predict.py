@@ -22,20 +22,26 @@ def test_off_by_switch(monkeypatch):
     assert p.status == "ok" and p.predict_floor == ({}, False)
 
 
-@pytest.mark.parametrize("kw, expected", [
-    ({}, True),                                                              # Qwen3-14B-FP8, H100, SGLang
-    ({"engine": "TensorRT-LLM (trtllm-serve; default flags)", "engine_version": "v1.2.0rc1"}, True),
-    ({"model": "deepseek-ai/DeepSeek-R1-0528", "precision": "FP8 (block-scaled, native)",
-      "hardware": "H200-SXM-141GB", "tp": 8, "num_accel": 8}, True),
-    ({"hardware": "A100-SXM-80GB"}, False),                                  # W8A16 (Marlin): no FP8 MMA
-    ({"hardware": "B200-SXM-180GB"}, False),                                 # native block-scaled MMAs
-    ({"model": "Qwen/Qwen3-14B", "precision": "BF16"}, False),
-    ({"model": "nvidia/Llama-3.1-8B-Instruct-FP8", "precision": "FP8 (ModelOpt)"}, False),  # per-tensor
+_DSR1 = {"model": "deepseek-ai/DeepSeek-R1-0528", "precision": "FP8 (block-scaled, native)",
+         "hardware": "H200-SXM-141GB", "tp": 8, "num_accel": 8}
+
+
+@pytest.mark.parametrize("kw, moe, expected", [
+    ({}, False, True),                                                       # Qwen3-14B-FP8, H100, SGLang
+    ({"engine": "TensorRT-LLM (trtllm-serve; default flags)", "engine_version": "v1.2.0rc1"}, False, True),
+    (_DSR1, False, False),                                                   # MoE: only with the MoE switch
+    (_DSR1, True, True),
+    ({"hardware": "A100-SXM-80GB"}, True, False),                            # W8A16 (Marlin): no FP8 MMA
+    ({"hardware": "B200-SXM-180GB"}, True, False),                           # native block-scaled MMAs
+    ({"model": "Qwen/Qwen3-14B", "precision": "BF16"}, True, False),
+    ({"model": "nvidia/Llama-3.1-8B-Instruct-FP8", "precision": "FP8 (ModelOpt)"}, True, False),  # per-tensor
 ])
-def test_rows_in_scope_and_the_fit_client_without_it(monkeypatch, kw, expected):
-    """The share reaches the predicting client (predict_floor) of block-scaled FP8 rows on Hopper only;
-    the scenario's client, which the fit re-costs, never carries it."""
+def test_rows_in_scope_and_the_fit_client_without_it(monkeypatch, kw, moe, expected):
+    """The share reaches the predicting client (predict_floor) of block-scaled FP8 rows on Hopper only
+    (of dense models unless DENSE_BLOCK_FP8_AT_PREDICT_MOE); the scenario's client, which the fit
+    re-costs, never carries it."""
     monkeypatch.setattr(V, "DENSE_BLOCK_FP8_AT_PREDICT", 0.5)
+    monkeypatch.setattr(V, "DENSE_BLOCK_FP8_AT_PREDICT_MOE", moe)
     p = V.plan_row(_row(**kw))
     assert p.status == "ok", p.reason
     assert (p.predict_floor == ({"dense_fp8": 0.5}, False)) is expected

@@ -34,7 +34,8 @@ docs/ttft-under-load.md, "Closed loops in continuous time, session 13"), ``waitf
 of its prefill-step ratio; ``waitscaled``: scaled with the prefill steps, the default), ``d8pred``
 (validate.DENSE_BLOCK_FP8_AT_PREDICT = 0.5: the dense GEMMs of block-scaled FP8 checkpoints on Hopper at the
 BF16 rate, at prediction only; ``nod8pred``: 1.0, off; docs/calibration.md, "Dense block-scaled FP8 on
-Hopper at prediction only, session 14"), ``d8predNN`` (the share at NN / 100), ``default``."""
+Hopper at prediction only, session 14"), ``d8predNN`` (the share at NN / 100), ``d8predmoe``
+(validate.DENSE_BLOCK_FP8_AT_PREDICT_MOE = True: the share for the dense GEMMs of MoE checkpoints too; off), ``default``."""
 import sys
 
 from mistfast import calibration_factored, calibration_runs, engine_defaults, launch_time, stepmodel, validate
@@ -78,6 +79,7 @@ SWITCHES = {
     "splitnofp8": _set(stepmodel, "EXPERT_SPLIT_SKIP_FP8_BLOCK", True),
     "d8pred": _set(validate, "DENSE_BLOCK_FP8_AT_PREDICT", 0.5),
     "nod8pred": _set(validate, "DENSE_BLOCK_FP8_AT_PREDICT", 1.0),
+    "d8predmoe": _set(validate, "DENSE_BLOCK_FP8_AT_PREDICT_MOE", True),
     "default": lambda: None,
 }
 # words with a number: prefix -> (range check, what the number sets)
