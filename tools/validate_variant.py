@@ -106,7 +106,7 @@ def main() -> None:
     unknown = sorted(w for w in words if w not in SWITCHES and _numbered(w) is None)
     if unknown:
         sys.exit(f"variant {sys.argv[1]!r}: unknown word(s) {unknown}; allowed: {', '.join(SWITCHES)}, "
-                 "tpbusNN (NN in 1..100), pubttftN, splitwN")
+                 "tpbusNN (NN in 1..100), pubttftN, splitwN, d8predNN (NN in 1..100)")
     for w in words:
         if _numbered(w) is not None:
             prefix, n = _numbered(w)
