@@ -770,6 +770,28 @@ _CLIENT_RESULT = re.compile(r"client result:\s*([\d,]+) successful requests,\s*(
 # class as good or better; docs/calibration.md, "GPUStack bursts, session 11", the merge).
 BLOCK_FP8_SHARE_IN_VALIDATE = 1.0
 HOPPER_DEVICES = ("H100", "H200", "H800", "H20", "GH200")
+# Dense block-scaled FP8 GEMMs on Hopper at the BF16 rate, at prediction only (session 14, branch
+# fid-gsspeed; docs/calibration.md "Dense block-scaled FP8 on Hopper at prediction only"). Hopper's
+# FP8 MMAs take no block scales: the engines quantise each activation in 1x128 groups, and the GEMM
+# promotes its partial sums every 128 of K to scale them on the CUDA cores. Published kernel figures
+# on H100, outside the validation data: FBGEMM's block-scaled FP8 GEMM with its activation
+# quantisation 595 / 762 / 548 TFLOP/s against cuBLAS BF16 585 / 575 / 546 on three large shapes
+# (github:pytorch/FBGEMM PR 2546: 1.02, 1.33, 1.00x BF16); vLLM's Triton and CUTLASS block-FP8 GEMMs
+# 350-490 against BF16 620-715 TFLOP/s at 1,024-8,192 tokens (github:vllm-project/vllm PR 23280). So
+# 0.5 of the FP8 peak (= the BF16 peak): efficiency.dense_fp8 of the predicting client, for the rows
+# of block_scaled_fp8 (dense GEMMs of Qwen3 / DeepSeek FP8 checkpoints; the experts keep the fitted
+# η_f8), never in the fit's own clients (with_predict_floor), so no fold's fit moves; a fitted η_d8
+# lower than it wins (min). 1.0 = off. OFF by the session's rule (held out it must improve a fold
+# other than GPUStack, the only source with dense block-scaled FP8 rows): GPUStack fold all 22.6 ->
+# 21.0 %, TTFT 22.4 -> 19.1 %; leave-one-source-out all 13.09 -> 12.96 %, TTFT 19.37 -> 18.96 %,
+# requests/s 5.63 -> 5.02 %, TPOT 12.19 -> 12.18 %; no other fold moves. 0.5 turns it on.
+DENSE_BLOCK_FP8_AT_PREDICT = 1.0
+# ... and for MoE checkpoints too (DeepSeek-R1, Qwen3-235B-A22B FP8: their attention projections and
+# dense layers)? False: dense models only. Their fitted Hopper η_c / η_f8 were learned on block-scaled
+# MoE rows without the share (InferenceMAX, GPUStack H200 DeepSeek-R1), so the share would count the
+# slow GEMMs twice; held out it moved them both ways (InferenceMAX's 105 H200 SGLang DeepSeek-R1 rows
+# TTFT 23.1 -> 24.1 %, throughput 9.3 -> 11.4 %; GPUStack's vLLM Qwen3-235B-FP8 TTFT 67 -> 71 %).
+DENSE_BLOCK_FP8_AT_PREDICT_MOE = False
 
 
 def block_scaled_fp8(r: Mapping, device: str, precision_key: str) -> bool:
@@ -1131,6 +1153,10 @@ def _plan_row(r: Mapping) -> RowPlan:
     launch_eff = mlperf_launch_floor(plan, r)
     if MLPERF_LAUNCH_FLOOR_AT_PREDICT and not launch_eff[0]:
         plan.predict_floor = harness_launch_floor(plan, r)   # the fit's client stays without it
+    if DENSE_BLOCK_FP8_AT_PREDICT != 1.0 and block_scaled_fp8(r, plan.device, plan.precision) \
+            and (DENSE_BLOCK_FP8_AT_PREDICT_MOE or not client.model.is_moe):
+        fields, no_graphs = plan.predict_floor   # the predicting client only, like the launch floor
+        plan.predict_floor = ({**fields, "dense_fp8": DENSE_BLOCK_FP8_AT_PREDICT}, no_graphs)
     if MLPERF_DISPATCH_IN_VALIDATE and plan.loadgen and plan.workload_kind == "poisson, steady state" and plan.dp > 1:
         from . import mlperf as MP   # the harness deals queries to replicas in turn, not at random
         workload["arrival"] = {"process": "gamma", "rate_rps": workload["arrival"]["rate_rps"],
@@ -1917,6 +1943,8 @@ def with_predict_floor(client, p: RowPlan):
     fields, no_graphs = p.predict_floor
     if not fields:
         return client
+    if "dense_fp8" in fields:   # DENSE_BLOCK_FP8_AT_PREDICT: a fitted η_d8 below the share stays
+        fields = {**fields, "dense_fp8": min(fields["dense_fp8"], client.efficiency.dense_fp8)}
     eff = client.efficiency.model_copy(update=fields)
     return client.model_copy(update={"efficiency": eff, **({"harness_no_graphs": True} if no_graphs else {})})
 

@@ -34,7 +34,11 @@ docs/ttft-under-load.md, "Closed loops in continuous time, session 13"), ``waitf
 of its prefill-step ratio; ``waitscaled``: scaled with the prefill steps, the default), ``intakeN``
 (validate.PROMPT_INTAKE_US_PER_TOKEN = N / 10 us: the front-end's time per prompt token in the TTFT and E2E
 of HTTP-served closed and open loops, ``intake12`` = 1.2 us, the default since session 14; ``nointake``: None, off;
-docs/ttft-under-load.md, "InferenceMAX TTFT versus TP, session 14"), ``default``."""
+docs/ttft-under-load.md, "InferenceMAX TTFT versus TP, session 14"), ``d8pred``
+(validate.DENSE_BLOCK_FP8_AT_PREDICT = 0.5: the dense GEMMs of block-scaled FP8 checkpoints on Hopper at the
+BF16 rate, at prediction only; ``nod8pred``: 1.0, off; docs/calibration.md, "Dense block-scaled FP8 on
+Hopper at prediction only, session 14"), ``d8predNN`` (the share at NN / 100), ``d8predmoe``
+(validate.DENSE_BLOCK_FP8_AT_PREDICT_MOE = True: the share for the dense GEMMs of MoE checkpoints too; off), ``default``."""
 import sys
 
 from mistfast import calibration_factored, calibration_runs, engine_defaults, launch_time, stepmodel, validate
@@ -77,6 +81,9 @@ SWITCHES = {
     "nosplitw": _set(stepmodel, "EXPERT_SPLIT_HALF_WIDTH", None),
     "splitnofp8": _set(stepmodel, "EXPERT_SPLIT_SKIP_FP8_BLOCK", True),
     "nointake": _set(validate, "PROMPT_INTAKE_US_PER_TOKEN", None),
+    "d8pred": _set(validate, "DENSE_BLOCK_FP8_AT_PREDICT", 0.5),
+    "nod8pred": _set(validate, "DENSE_BLOCK_FP8_AT_PREDICT", 1.0),
+    "d8predmoe": _set(validate, "DENSE_BLOCK_FP8_AT_PREDICT_MOE", True),
     "default": lambda: None,
 }
 # words with a number: prefix -> (range check, what the number sets)
@@ -86,6 +93,7 @@ NUMBERED = {
                                                    {"ttft_overhead_ms": float(n)})),
     "splitw": (lambda n: True, lambda n: setattr(stepmodel, "EXPERT_SPLIT_HALF_WIDTH", float(n))),
     "intake": (lambda n: n > 0, lambda n: setattr(validate, "PROMPT_INTAKE_US_PER_TOKEN", n / 10.0)),
+    "d8pred": (lambda n: 0 < n <= 100, lambda n: setattr(validate, "DENSE_BLOCK_FP8_AT_PREDICT", n / 100.0)),
 }
 
 
@@ -103,7 +111,7 @@ def main() -> None:
     unknown = sorted(w for w in words if w not in SWITCHES and _numbered(w) is None)
     if unknown:
         sys.exit(f"variant {sys.argv[1]!r}: unknown word(s) {unknown}; allowed: {', '.join(SWITCHES)}, "
-                 "tpbusNN (NN in 1..100), pubttftN, splitwN, intakeN")
+                 "tpbusNN (NN in 1..100), pubttftN, splitwN, intakeN, d8predNN (NN in 1..100)")
     for w in words:
         if _numbered(w) is not None:
             prefix, n = _numbered(w)
