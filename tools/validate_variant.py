@@ -36,7 +36,7 @@ of its prefill-step ratio; ``waitscaled``: scaled with the prefill steps, the de
 of HTTP-served closed and open loops, ``intake12`` = 1.2 us, the default since session 14; ``nointake``: None, off;
 docs/ttft-under-load.md, "InferenceMAX TTFT versus TP, session 14"), ``d8pred``
 (validate.DENSE_BLOCK_FP8_AT_PREDICT = 0.5: the dense GEMMs of block-scaled FP8 checkpoints on Hopper at the
-BF16 rate, at prediction only; ``nod8pred``: 1.0, off; docs/calibration.md, "Dense block-scaled FP8 on
+BF16 rate, at prediction only, the default since session 14; ``nod8pred``: 1.0, off; docs/calibration.md, "Dense block-scaled FP8 on
 Hopper at prediction only, session 14"), ``d8predNN`` (the share at NN / 100), ``d8predmoe``
 (validate.DENSE_BLOCK_FP8_AT_PREDICT_MOE = True: the share for the dense GEMMs of MoE checkpoints too; off), ``default``."""
 import sys
