@@ -73,6 +73,7 @@ SWITCHES = {
     "nomlpfloor": _both_floors_off,
     "nosplitw": _set(stepmodel, "EXPERT_SPLIT_HALF_WIDTH", None),
     "splitnofp8": _set(stepmodel, "EXPERT_SPLIT_SKIP_FP8_BLOCK", True),
+    "cdna3maf": _set(stepmodel, "SUSTAINED_PEAK_ON", True),
     "default": lambda: None,
 }
 # words with a number: prefix -> (range check, what the number sets)
