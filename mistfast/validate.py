@@ -498,6 +498,12 @@ MLPERF_LAUNCH_FLOOR_IN_VALIDATE = False
 # 58.6 %, TPOT 42.5 -> 42.2 %, output tokens/s 6.2 -> 4.0 %; the TensorRT-LLM docs and InferenceMAX
 # folds bit for bit unchanged (all 79 and 4,480 predictions); all LOSO rows 14.8 -> 14.5 %.
 MLPERF_LAUNCH_FLOOR_AT_PREDICT = True
+# The same prediction-only floor for AMD's vLLM harness (harness_llm) rows whose config sets
+# enforce_eager True (session 14, docs/engines.md "vLLM ROCm at hundreds of sequences"): vLLM V0 without
+# HIP graphs launches every kernel of every step from Python, so every step (decode-only ones too)
+# lasts at least launch_time.kernels_per_step x launch_time.EAGER_KERNEL_US (Llama-2-70B at tp 1: 800
+# kernels, 32 ms). Needs MLPERF_LAUNCH_FLOOR_AT_PREDICT. Measured, OFF (numbers in the docs section).
+MLPERF_EAGER_FLOOR_VLLM_AT_PREDICT = False
 
 
 def _apply_mlperf_harness(plan: RowPlan, r: Mapping, sched: dict) -> dict:
@@ -543,6 +549,18 @@ def harness_launch_floor(plan: RowPlan, r: Mapping) -> tuple[dict, bool]:
     if "use_graphs" not in settings:
         return {}, False
     return {"prefill_launch_us": launch_time.EAGER_KERNEL_US}, settings["use_graphs"] is False
+
+
+def vllm_eager_floor(plan: RowPlan, r: Mapping) -> tuple[dict, bool]:
+    """The prediction-only launch-time floor of an AMD vLLM harness row with ``enforce_eager True``
+    (:data:`MLPERF_EAGER_FLOOR_VLLM_AT_PREDICT`): ({"prefill_launch_us": EAGER_KERNEL_US}, True) --
+    no graph replays, so every step --, or ({}, False) for other rows or with the switch off."""
+    if not (MLPERF_EAGER_FLOOR_VLLM_AT_PREDICT and plan.loadgen and plan.engine == "vllm"):
+        return {}, False
+    from . import mlperf as MP
+    if MP.harness_settings(_txt(r.get("notes"))).get("enforce_eager") is not True:
+        return {}, False
+    return {"prefill_launch_us": launch_time.EAGER_KERNEL_US}, True
 
 
 def _closed_loop_requests(wl: str, n_meas: int, concurrency: int, prompts_per_user: int = 0) -> int:
@@ -1079,6 +1097,8 @@ def _plan_row(r: Mapping) -> RowPlan:
     launch_eff = mlperf_launch_floor(plan, r)
     if MLPERF_LAUNCH_FLOOR_AT_PREDICT and not launch_eff[0]:
         plan.predict_floor = harness_launch_floor(plan, r)   # the fit's client stays without it
+        if not plan.predict_floor[0]:
+            plan.predict_floor = vllm_eager_floor(plan, r)   # AMD harness_llm, enforce_eager (off by default)
     if MLPERF_DISPATCH_IN_VALIDATE and plan.loadgen and plan.workload_kind == "poisson, steady state" and plan.dp > 1:
         from . import mlperf as MP   # the harness deals queries to replicas in turn, not at random
         workload["arrival"] = {"process": "gamma", "rate_rps": workload["arrival"]["rate_rps"],

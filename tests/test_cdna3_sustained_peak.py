@@ -82,3 +82,44 @@ def test_moe_expert_gemms_use_the_sustained_peak(maf_on, monkeypatch):
     monkeypatch.setattr(SM, "SUSTAINED_PEAK_ON", False)
     off = step_latency(c, prefill=[(0, 16384)]).breakdown
     assert on["gemm_s"] / off["gemm_s"] == pytest.approx(2614.9 / 1519, rel=1e-6)
+
+
+# ---- the AMD vLLM harness's eager launch floor (validate.MLPERF_EAGER_FLOOR_VLLM_AT_PREDICT) ----------
+
+def _plan(row_id: str):
+    import pandas as pd
+    from pathlib import Path
+    from mistfast import validate as V
+    pub = pd.read_csv(Path(__file__).parents[1] / "data" / "measurements" / "public.csv", dtype=str,
+                      keep_default_na=False)
+    r = pub[pub.id == row_id].iloc[0].to_dict()
+    return r, V.plan_row(r)
+
+
+def test_eager_floor_only_for_enforce_eager_vllm_harness_rows(monkeypatch):
+    """P3849 (AMD MI300X Llama-2-70B Interactive, `enforce_eager True`) gets the every-step floor at
+    prediction with the switch on, nothing with it off; P3865 (Mixtral Offline, `enforce_eager False`)
+    never; a TensorRT-LLM harness row (P3926, Dell B200, `use_graphs False`) keeps its own floor."""
+    from mistfast import validate as V
+    r, p = _plan("P3849")
+    assert "enforce_eager True" in r["notes"] and p.predict_floor == ({}, False)
+    monkeypatch.setattr(V, "MLPERF_EAGER_FLOOR_VLLM_AT_PREDICT", True)
+    assert _plan("P3849")[1].predict_floor == ({"prefill_launch_us": 40.0}, True)
+    r, p = _plan("P3865")
+    assert "enforce_eager False" in r["notes"] and p.predict_floor == ({}, False)
+    assert _plan("P3926")[1].predict_floor == ({"prefill_launch_us": 40.0}, True)
+
+
+def test_eager_floor_step_by_hand():
+    """Llama-2-70B at tp 1 launches 80 x (2 norms + 5 attention + 3 FFN) = 800 kernels per step: with
+    40 us each and no graphs, a batch-8 decode step (about 19 ms of HBM at the client's efficiencies)
+    lasts the 32.0 ms of launches; a 576-sequence step, longer than its launches, does not move."""
+    from mistfast import launch_time
+    c = make_client("llama-2-70b", "MI300X", precision="fp8")
+    assert launch_time.kernels_per_step(c.model, 1) == 800
+    f = c.model_copy(update={"efficiency": c.efficiency.model_copy(update={"prefill_launch_us": 40.0}),
+                             "harness_no_graphs": True})
+    small, big = [(1, 400)] * 8, [(1, 400)] * 576
+    assert step_latency(c, decode=small).total_s < 0.032
+    assert step_latency(f, decode=small).total_s == pytest.approx(0.032, rel=1e-9)
+    assert step_latency(f, decode=big).total_s == step_latency(c, decode=big).total_s
