@@ -32,8 +32,8 @@ def test_published_maf_shares_of_the_datasheet_peak(maf_on):
         assert SM.sustained_peak_factor(d, "fp8") == 1.0 and SM.sustained_peak_factor(d, "bf16") == 1.0
 
 
-def test_switch_off_is_the_datasheet_peak():
-    assert SM.SUSTAINED_PEAK_ON is False
+def test_switch_off_is_the_datasheet_peak(monkeypatch):
+    monkeypatch.setattr(SM, "SUSTAINED_PEAK_ON", False)
     d = make_client("llama-2-70b", "MI300X", precision="fp8").device
     assert SM.sustained_peak_factor(d, "fp8") == 1.0
 
@@ -52,6 +52,7 @@ def test_compute_bound_prefill_by_hand(monkeypatch):
     W = D * (hq + 2 * hkv) * dh + hq * dh * D + 3 * D * Fd
     assert W == 855_638_016
     F = 2.0 * T * W * L
+    monkeypatch.setattr(SM, "SUSTAINED_PEAK_ON", False)
     off = step_latency(c, prefill=[(0, T)]).breakdown
     assert off["gemm_s"] == pytest.approx(F / (2614.9e12 * 0.75), rel=1e-9)
     monkeypatch.setattr(SM, "SUSTAINED_PEAK_ON", True)
@@ -66,6 +67,7 @@ def test_memory_bound_decode_and_other_devices_unchanged(monkeypatch):
     it. An H100 client is bit-identical with the switch on (no published MAF)."""
     mi = make_client("llama-2-70b", "MI300X", precision="fp8")
     h = make_client("llama-3.1-70b", "H100", tp=4, precision="fp8")
+    monkeypatch.setattr(SM, "SUSTAINED_PEAK_ON", False)
     before = (step_latency(mi, decode=[(1, 512)]).total_s, step_latency(h, prefill=[(0, 4096)]).total_s,
               step_latency(h, decode=[(1, 512)] * 256).total_s)
     monkeypatch.setattr(SM, "SUSTAINED_PEAK_ON", True)
@@ -115,7 +117,7 @@ def test_eager_floor_step_by_hand():
     40 us each and no graphs, a batch-8 decode step (about 19 ms of HBM at the client's efficiencies)
     lasts the 32.0 ms of launches; a 576-sequence step, longer than its launches, does not move."""
     from mistfast import launch_time
-    c = make_client("llama-2-70b", "MI300X", precision="fp8")
+    c = make_client("llama-2-70b", "MI300X", precision="fp8")   # (either peak: a memory-bound step)
     assert launch_time.kernels_per_step(c.model, 1) == 800
     f = c.model_copy(update={"efficiency": c.efficiency.model_copy(update={"prefill_launch_us": 40.0}),
                              "harness_no_graphs": True})
