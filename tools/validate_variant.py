@@ -74,6 +74,7 @@ SWITCHES = {
     "nosplitw": _set(stepmodel, "EXPERT_SPLIT_HALF_WIDTH", None),
     "splitnofp8": _set(stepmodel, "EXPERT_SPLIT_SKIP_FP8_BLOCK", True),
     "cdna3maf": _set(stepmodel, "SUSTAINED_PEAK_ON", True),
+    "nocdna3maf": _set(stepmodel, "SUSTAINED_PEAK_ON", False),
     "amdeager": _set(validate, "MLPERF_EAGER_FLOOR_VLLM_AT_PREDICT", True),
     "default": lambda: None,
 }
