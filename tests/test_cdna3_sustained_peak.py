@@ -103,6 +103,7 @@ def test_eager_floor_only_for_enforce_eager_vllm_harness_rows(monkeypatch):
     prediction with the switch on, nothing with it off; P3865 (Mixtral Offline, `enforce_eager False`)
     never; a TensorRT-LLM harness row (P3926, Dell B200, `use_graphs False`) keeps its own floor."""
     from mistfast import validate as V
+    monkeypatch.setattr(V, "MLPERF_EAGER_FLOOR_VLLM_AT_PREDICT", False)
     r, p = _plan("P3849")
     assert "enforce_eager True" in r["notes"] and p.predict_floor == ({}, False)
     monkeypatch.setattr(V, "MLPERF_EAGER_FLOOR_VLLM_AT_PREDICT", True)

@@ -76,6 +76,7 @@ SWITCHES = {
     "cdna3maf": _set(stepmodel, "SUSTAINED_PEAK_ON", True),
     "nocdna3maf": _set(stepmodel, "SUSTAINED_PEAK_ON", False),
     "amdeager": _set(validate, "MLPERF_EAGER_FLOOR_VLLM_AT_PREDICT", True),
+    "noamdeager": _set(validate, "MLPERF_EAGER_FLOOR_VLLM_AT_PREDICT", False),
     "default": lambda: None,
 }
 # words with a number: prefix -> (range check, what the number sets)
