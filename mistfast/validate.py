@@ -502,8 +502,9 @@ MLPERF_LAUNCH_FLOOR_AT_PREDICT = True
 # enforce_eager True (session 14, docs/engines.md "vLLM ROCm at hundreds of sequences"): vLLM V0 without
 # HIP graphs launches every kernel of every step from Python, so every step (decode-only ones too)
 # lasts at least launch_time.kernels_per_step x launch_time.EAGER_KERNEL_US (Llama-2-70B at tp 1: 800
-# kernels, 32 ms). Needs MLPERF_LAUNCH_FLOOR_AT_PREDICT. ON: held out (--cv-only mlcommons, with
-# stepmodel.SUSTAINED_PEAK_ON) the MLPerf fold's 784 rows 11.0 -> 9.2 % (TPOT 37.3 -> 37.2 %, E2E 42.9 ->
+# kernels, 32 ms). Needs MLPERF_LAUNCH_FLOOR_AT_PREDICT. ON: held out (--cv-only mlcommons) alone the MLPerf
+# fold's 784 rows 12.9 -> 10.6 % (126 rows move; TTFT 63.1 -> 61.0 %, MI325X Llama-2-70B Interactive TPOT
+# -29.3 -> -4.0 %); with stepmodel.SUSTAINED_PEAK_ON 11.0 -> 9.2 % (TPOT 37.3 -> 37.2 %, E2E 42.9 ->
 # 42.9 %, rows > 15 % 343 -> 327; MI325X Llama-2-70B Interactive TPOT -21.9 -> +5.4 %, MI300X -12.7 -> +18.5 %);
 # prediction only, so every other fold is bit for bit unchanged (no other source has these rows).
 MLPERF_EAGER_FLOOR_VLLM_AT_PREDICT = True
