@@ -336,7 +336,11 @@ def test_predict_only_floor_leaves_the_row_client_alone(monkeypatch):
     monkeypatch.setattr(V, "MLPERF_LAUNCH_FLOOR_IN_VALIDATE", True)
     both = V.plan_row(_B200_INTERACTIVE)
     assert both.scenario["clients"][0]["efficiency"]["prefill_launch_us"] == 40.0 and both.predict_floor == ({}, False)
-    # other rows: no floor (an AMD harness row, an MLPerf row without harness settings)
+    # other rows: no floor (an AMD harness row with its own switch off, an MLPerf row without harness settings);
+    # the AMD harness's enforce_eager rows get the every-step floor from their own switch (session 14)
     monkeypatch.setattr(V, "MLPERF_LAUNCH_FLOOR_IN_VALIDATE", False)
+    monkeypatch.setattr(V, "MLPERF_EAGER_FLOOR_VLLM_AT_PREDICT", False)
     assert V.plan_row(_MI300X_INTERACTIVE).predict_floor == ({}, False)
+    monkeypatch.setattr(V, "MLPERF_EAGER_FLOOR_VLLM_AT_PREDICT", True)
+    assert V.plan_row(_MI300X_INTERACTIVE).predict_floor == ({"prefill_launch_us": 40.0}, True)
     assert V.plan_row(dict(_B200_INTERACTIVE, notes="replicas = 8 / (tp x pp) = 8")).predict_floor == ({}, False)

@@ -13,7 +13,8 @@ TOUCHED = [(stepmodel, "EXPERT_SPLIT_HALF_WIDTH"), (stepmodel, "EXPERT_SPLIT_SKI
            (stepmodel, "TP_BUS_EFFICIENCY"), (validate, "CLOSED_LOOP_LANDING_IN_KERNEL"),
            (validate, "MLPERF_LAUNCH_FLOOR_AT_PREDICT"), (validate, "MLPERF_LAUNCH_FLOOR_IN_VALIDATE"),
            (launch_time, "GRAPH_DECODE_DEFAULT_ON"), (calibration_runs, "WAIT_OUT_OF_PREFILL_RATIO"),
-           (calibration_factored, "PUBLISHER_PARAM_SD_SCALE")]
+           (calibration_factored, "PUBLISHER_PARAM_SD_SCALE"), (stepmodel, "SUSTAINED_PEAK_ON"),
+           (validate, "MLPERF_EAGER_FLOOR_VLLM_AT_PREDICT")]
 
 
 @pytest.fixture
@@ -62,3 +63,11 @@ def test_unknown_word_stops_with_one_line(tool, monkeypatch, variant):
         run(monkeypatch, vv, variant)
     msg = str(e.value)
     assert "unknown word(s)" in msg and "\n" not in msg and handed == []
+
+
+def test_session14_words(tool, monkeypatch):
+    vv, _ = tool
+    run(monkeypatch, vv, "nocdna3maf+amdeager")
+    assert stepmodel.SUSTAINED_PEAK_ON is False and validate.MLPERF_EAGER_FLOOR_VLLM_AT_PREDICT is True
+    run(monkeypatch, vv, "cdna3maf+noamdeager")
+    assert stepmodel.SUSTAINED_PEAK_ON is True and validate.MLPERF_EAGER_FLOOR_VLLM_AT_PREDICT is False

@@ -38,7 +38,11 @@ docs/ttft-under-load.md, "InferenceMAX TTFT versus TP, session 14"), ``d8pred``
 (validate.DENSE_BLOCK_FP8_AT_PREDICT = 0.5: the dense GEMMs of block-scaled FP8 checkpoints on Hopper at the
 BF16 rate, at prediction only, the default since session 14; ``nod8pred``: 1.0, off; docs/calibration.md, "Dense block-scaled FP8 on
 Hopper at prediction only, session 14"), ``d8predNN`` (the share at NN / 100), ``d8predmoe``
-(validate.DENSE_BLOCK_FP8_AT_PREDICT_MOE = True: the share for the dense GEMMs of MoE checkpoints too; off), ``default``."""
+(validate.DENSE_BLOCK_FP8_AT_PREDICT_MOE = True: the share for the dense GEMMs of MoE checkpoints too; off),
+``cdna3maf`` (stepmodel.SUSTAINED_PEAK_ON = True: MI300X / MI325X matrix peaks at AMD's published
+max-achievable FLOPs; ``nocdna3maf``: off, the default), ``amdeager`` (validate.MLPERF_EAGER_FLOOR_VLLM_AT_PREDICT =
+True: the eager launch floor of AMD harness rows with enforce_eager, at prediction only, the default since
+session 14; ``noamdeager``: off; both docs/engines.md, "vLLM ROCm at hundreds of sequences"), ``default``."""
 import sys
 
 from mistfast import calibration_factored, calibration_runs, engine_defaults, launch_time, stepmodel, validate
@@ -84,6 +88,10 @@ SWITCHES = {
     "d8pred": _set(validate, "DENSE_BLOCK_FP8_AT_PREDICT", 0.5),
     "nod8pred": _set(validate, "DENSE_BLOCK_FP8_AT_PREDICT", 1.0),
     "d8predmoe": _set(validate, "DENSE_BLOCK_FP8_AT_PREDICT_MOE", True),
+    "cdna3maf": _set(stepmodel, "SUSTAINED_PEAK_ON", True),
+    "nocdna3maf": _set(stepmodel, "SUSTAINED_PEAK_ON", False),
+    "amdeager": _set(validate, "MLPERF_EAGER_FLOOR_VLLM_AT_PREDICT", True),
+    "noamdeager": _set(validate, "MLPERF_EAGER_FLOOR_VLLM_AT_PREDICT", False),
     "default": lambda: None,
 }
 # words with a number: prefix -> (range check, what the number sets)
