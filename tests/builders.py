@@ -64,3 +64,15 @@ def check_efficiency_scope(field: str, value: float, applies, cases) -> None:
         ta = step_latency(a, prefill=[(0, 8192)]).total_s
         tb = step_latency(b, prefill=[(0, 8192)]).total_s
         assert (tb > ta) if acts else (tb == ta), (model, dev, prec)
+
+
+def dense_prefill_gemm_flop(model, tokens: int, dims: tuple) -> tuple[int, float]:
+    """(W, F) of a dense GQA model's prefill, by hand: per layer the GEMMs hold W = QKV D·(hq + 2·hkv)·dh
+    + O hq·dh·D + FFN 3·D·F weights, and a T-token prefill costs F = 2·T·W·L FLOP. ``dims`` =
+    (D, L, hq, hkv, dh, F) as written in the test's docstring; checked against the catalog model first,
+    so a changed catalog entry fails here instead of silently moving the expected value."""
+    D, L, hq, hkv, dh, Fd = dims
+    m = model
+    assert (m.hidden_size, m.num_layers, m.num_heads, m.num_kv_heads, m.head_dim, m.ffn_dim) == dims
+    W = D * (hq + 2 * hkv) * dh + hq * dh * D + 3 * D * Fd
+    return W, 2.0 * tokens * W * L

@@ -6,7 +6,7 @@ import pytest
 from mistfast import step_latency
 from mistfast import stepmodel as SM
 
-from .builders import model_client as make_client
+from .builders import dense_prefill_gemm_flop, model_client as make_client
 
 
 @pytest.fixture
@@ -45,13 +45,10 @@ def test_compute_bound_prefill_by_hand(monkeypatch):
     datasheet FP8 peak 2,614.9 TFLOP/s the GEMMs take F / (2,614.9e12·0.75) = 0.5719 s; at the
     sustained 1,273 TFLOP/s, F / (1,273e12·0.75) = 1.1747 s (each GEMM is compute-bound either way:
     the FFN's 704.6 M FP8 weights take 0.18 ms of HBM at 5.3 TB/s·0.75 against 23 ms of compute)."""
-    T, L, D, hq, hkv, dh, Fd = 8192, 80, 8192, 64, 8, 128, 28672
+    T = 8192
     c = make_client("llama-2-70b", "MI300X", precision="fp8")
-    m = c.model
-    assert (m.hidden_size, m.num_layers, m.num_heads, m.num_kv_heads, m.head_dim, m.ffn_dim) == (D, L, hq, hkv, dh, Fd)
-    W = D * (hq + 2 * hkv) * dh + hq * dh * D + 3 * D * Fd
+    W, F = dense_prefill_gemm_flop(c.model, T, (8192, 80, 64, 8, 128, 28672))
     assert W == 855_638_016
-    F = 2.0 * T * W * L
     monkeypatch.setattr(SM, "SUSTAINED_PEAK_ON", False)
     off = step_latency(c, prefill=[(0, T)]).breakdown
     assert off["gemm_s"] == pytest.approx(F / (2614.9e12 * 0.75), rel=1e-9)

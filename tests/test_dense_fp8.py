@@ -8,7 +8,7 @@ from mistfast import calibration as C
 from mistfast import step_latency
 from mistfast import stepmodel as SM
 
-from .builders import check_efficiency_scope, model_client as make_client, synthetic_h100_fp8_steps
+from .builders import check_efficiency_scope, dense_prefill_gemm_flop, model_client as make_client, synthetic_h100_fp8_steps
 
 
 def test_dense_fp8_scope():
@@ -36,14 +36,11 @@ def test_dense_fp8_gemm_by_hand():
     the FP8 peak 1,978.9 TFLOP/s x η_c 0.75 every one is compute-bound (QKV: 0.58 ms of compute
     against 0.07 ms of HBM), so the GEMM time is F / (P·η_c·η_d8): 0.3445 s at η_d8 = 1 and
     0.3445 / 0.3 = 1.148 s at 0.3. Attention (FlashAttention in BF16 at η_c) does not change."""
-    T, L, D, hq, hkv, dh, Fd = 8192, 64, 5120, 64, 8, 128, 25600
+    T = 8192
     a = make_client("qwen3-32b", "H100", precision="fp8")
     b = make_client("qwen3-32b", "H100", precision="fp8", efficiency={"dense_fp8": 0.3})
-    m = a.model
-    assert (m.hidden_size, m.num_layers, m.num_heads, m.num_kv_heads, m.head_dim, m.ffn_dim) == (D, L, hq, hkv, dh, Fd)
-    W = D * (hq + 2 * hkv) * dh + hq * dh * D + 3 * D * Fd
+    W, F = dense_prefill_gemm_flop(a.model, T, (5120, 64, 64, 8, 128, 25600))
     assert W == 487_587_840
-    F = 2.0 * T * W * L
     P = 1978.9e12 * 0.75
     ra, rb = step_latency(a, prefill=[(0, T)]).breakdown, step_latency(b, prefill=[(0, T)]).breakdown
     assert ra["gemm_s"] == pytest.approx(F / P, rel=1e-9)

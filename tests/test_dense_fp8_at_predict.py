@@ -7,7 +7,7 @@ import pytest
 from mistfast import step_latency
 from mistfast import validate as V
 
-from .builders import gpustack_burst_row, model_client
+from .builders import dense_prefill_gemm_flop, gpustack_burst_row, model_client
 
 
 def _row(**kw):
@@ -59,13 +59,10 @@ def test_predicting_client_gemm_time_by_hand(monkeypatch):
     BF16 rate (989.4 TFLOP/s): the same GEMMs of a BF16 client take that time too. Attention does not
     change. A fitted η_d8 below the share stays (min); one above it gives way to it."""
     monkeypatch.setattr(V, "DENSE_BLOCK_FP8_AT_PREDICT", 0.5)
-    T, L, D, hq, hkv, dh, Fd = 8192, 40, 5120, 40, 8, 128, 17408
+    T = 8192
     base = model_client("qwen3-14b", "H100", precision="fp8")
-    m = base.model
-    assert (m.hidden_size, m.num_layers, m.num_heads, m.num_kv_heads, m.head_dim, m.ffn_dim) == (D, L, hq, hkv, dh, Fd)
-    W = D * (hq + 2 * hkv) * dh + hq * dh * D + 3 * D * Fd
+    W, F = dense_prefill_gemm_flop(base.model, T, (5120, 40, 40, 8, 128, 17408))
     assert W == 330_301_440
-    F = 2.0 * T * W * L
     P = 1978.9e12 * 0.75
     p = V.plan_row(_row())
     pred = V.with_predict_floor(base, p)
