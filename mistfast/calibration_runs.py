@@ -166,13 +166,12 @@ WAIT_OUT_OF_PREFILL_RATIO = False
 
 
 def _ref_wait(r: RunObservation, summ: dict) -> float:
-    """The decode-step wait inside a prefill_steps row's reference value (0 for other rows, and for
-    all with :data:`WAIT_OUT_OF_PREFILL_RATIO` off)."""
+    """The part of a run's reference value that :func:`recosted` keeps unscaled: its fixed part
+    (:attr:`RunObservation.fixed_ms`) plus, for a prefill_steps row with
+    :data:`WAIT_OUT_OF_PREFILL_RATIO` on, its decode-step wait; never more than the reference value."""
     w = max(float(r.fixed_ms), 0.0)
     if WAIT_OUT_OF_PREFILL_RATIO and r.prefill_steps and r.wait_of is not None:
         w += max(float(r.wait_of(summ)), 0.0)
-    elif w == 0.0:
-        return 0.0
     return min(w, max(float(r.ref_value), 0.0))
 
 

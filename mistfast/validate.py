@@ -931,8 +931,9 @@ def with_prompt_intake(p: RowPlan, pt):
 
 
 def prompt_intake_term_ms(p: RowPlan) -> float:
-    """The per-prompt-token front-end time as it enters this row's statistic (0 for other rows)."""
-    if not p.prompt_intake_ms or not p.value_key.startswith(("ttft", "e2e")):
+    """The per-prompt-token front-end time as it enters this row's statistic (0 for other rows:
+    :func:`with_prompt_intake` leaves ``prompt_intake_ms`` empty for them)."""
+    if not p.prompt_intake_ms:
         return 0.0
     stat = p.value_key.split("_")[1]      # ttft_mean_ms -> mean, e2e_p99_ms -> p99
     return float(p.prompt_intake_ms.get(stat, p.prompt_intake_ms["mean"]))
