@@ -558,6 +558,11 @@ class ClientSpec(Spec):
     harness_no_graphs: bool = Field(default=False, description="the engine replays no CUDA graphs (MLPerf harness "
                                     "configs with use_graphs False): the launch-time floor of "
                                     "efficiency.prefill_launch_us holds for decode-only steps too")
+    attention_kernel_share: float = Field(default=1.0, gt=0, le=1, description="share of the modelled attention "
+                                          "FLOP rate (efficiency.compute x the activation peak) that the engine's "
+                                          "attention kernel reaches: vLLM's Triton attention for attention-sink "
+                                          "models on pre-Hopper GPUs (validate.SINK_ATTENTION_TRITON_SHARE); "
+                                          "1 = as modelled")
 
     @model_validator(mode="before")
     @classmethod

@@ -308,6 +308,8 @@ def client_params(client: ClientSpec) -> np.ndarray:
     if not genz:
         prm[K.P_FPEAK] *= fp8_block_factor(client, prec.compute)
     prm[K.P_FPEAK_ATTN] = fpeak_attn * eff.compute
+    if client.attention_kernel_share != 1.0:   # a slower attention kernel (x 1.0 skipped: bit for bit)
+        prm[K.P_FPEAK_ATTN] *= client.attention_kernel_share
     prm[K.P_BW] = dev.memory_bandwidth_GBps * unit * eff.memory
     prm[K.P_TAU] = eff.op_overhead_us * 1e-6
     D, dh = m.hidden_size, m.head_dim

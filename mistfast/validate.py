@@ -271,6 +271,8 @@ class RowPlan:
     # the launch-time floor of a TensorRT-LLM MLPerf harness row, applied to its predictions only
     # (MLPERF_LAUNCH_FLOOR_AT_PREDICT): (efficiency fields, no-graphs flag); ({}, False) for other rows
     predict_floor: tuple = ({}, False)
+    # the predicting client's attention-kernel share (SINK_ATTENTION_TRITON_SHARE); 1.0 = as modelled
+    attention_share: float = 1.0
     benchmark_client: str = ""   # the tool that measured the row (mistfast.bench_clients.benchmark_client)
     itl_per_chunk: bool = False  # an ITL row over pooled per-chunk gaps (vllm bench serve, sglang.bench_serving)
     adp_balance: tuple = ()      # TensorRT-LLM attention-DP balancing: (ranks, timeout_iters, batching_wait_iters[, "chain"])
@@ -816,6 +818,34 @@ DENSE_BLOCK_FP8_AT_PREDICT = 0.5
 # TTFT 23.1 -> 24.1 %, throughput 9.3 -> 11.4 %; GPUStack's vLLM Qwen3-235B-FP8 TTFT 67 -> 71 %).
 DENSE_BLOCK_FP8_AT_PREDICT_MOE = False
 
+# Attention-sink models (gpt-oss) under vLLM on pre-Hopper NVIDIA GPUs, at prediction only (session 15,
+# branch fid-gsdense; docs/calibration.md "gpt-oss on A100: vLLM's Triton attention"). vLLM's
+# FlashAttention-2 kernels take no attention sinks (sinks only in FlashAttention 3, i.e. Hopper), so on
+# Ampere vLLM runs gpt-oss with its Triton attention backend (TRITON_ATTN) and Marlin MXFP4 experts
+# (github:vllm-project/vllm PR 22714 "Enable gpt-oss on ampere"; the backend selector rejects FLASH_ATTN
+# and FLASHINFER for "sink setting not supported", vllm issue 40153). The Triton unified-attention
+# kernel prefills slower than FlashAttention-2 on A100 (vllm issue 18152: an 8k-token prompt on an
+# A100-40GB 600 -> 1,500 ms TTFT when the V1 Triton backend moved to it, before PR 20308 skipped the
+# fully masked causal tiles). The share multiplies the attention FLOP rate of the predicting client only
+# (ClientSpec.attention_kernel_share; with_predict_floor), never the fit's clients, so no fold's fit
+# moves; GEMMs, bandwidth and the other rows are untouched. The value is a round hypothesis (the Triton
+# kernel at half the FlashAttention-2 rate), not fitted. 1.0 = off.
+SINK_ATTENTION_TRITON_SHARE = 1.0
+# NVIDIA parts before Hopper (compute capability 8.x) in the device catalog; vLLM >= 0.10.1 serves gpt-oss
+PRE_HOPPER_NVIDIA = ("A100", "A10G", "A10", "L4", "L40S", "L40")
+
+
+def triton_sink_attention(engine: str, version: str, device: str, model) -> bool:
+    """True for a row whose attention runs in vLLM's Triton backend because the model has attention
+    sinks and the GPU is pre-Hopper NVIDIA (:data:`SINK_ATTENTION_TRITON_SHARE`)."""
+    if engine != "vllm" or not getattr(model, "attention_sinks", False):
+        return False
+    from .engine_defaults import version_tuple
+    v = version_tuple(version)
+    if v and v < (0, 10, 1):
+        return False
+    return device.upper().startswith(PRE_HOPPER_NVIDIA) and not device.upper().startswith(HOPPER_DEVICES)
+
 
 def block_scaled_fp8(r: Mapping, device: str, precision_key: str) -> bool:
     """True for a row whose FP8 GEMMs are block-scaled and run on a Hopper part: FP8 compute, and the
@@ -1183,6 +1213,9 @@ def _plan_row(r: Mapping) -> RowPlan:
             and (DENSE_BLOCK_FP8_AT_PREDICT_MOE or not client.model.is_moe):
         fields, no_graphs = plan.predict_floor   # the predicting client only, like the launch floor
         plan.predict_floor = ({**fields, "dense_fp8": DENSE_BLOCK_FP8_AT_PREDICT}, no_graphs)
+    if SINK_ATTENTION_TRITON_SHARE != 1.0 and triton_sink_attention(plan.engine, _txt(r.get("engine_version")),
+                                                                     plan.device, client.model):
+        plan.attention_share = SINK_ATTENTION_TRITON_SHARE   # the predicting client only, like the floor
     if MLPERF_DISPATCH_IN_VALIDATE and plan.loadgen and plan.workload_kind == "poisson, steady state" and plan.dp > 1:
         from . import mlperf as MP   # the harness deals queries to replicas in turn, not at random
         workload["arrival"] = {"process": "gamma", "rate_rps": workload["arrival"]["rate_rps"],
@@ -1965,7 +1998,10 @@ def _stored_client(base, p: RowPlan, path: Path) -> tuple[Any, str]:
 
 def with_predict_floor(client, p: RowPlan):
     """``client`` with the row's prediction-only launch-time floor (:data:`MLPERF_LAUNCH_FLOOR_AT_PREDICT`,
-    ``p.predict_floor``) added to its efficiency, unchanged for a row without one."""
+    ``p.predict_floor``) added to its efficiency and its attention-kernel share (``p.attention_share``,
+    :data:`SINK_ATTENTION_TRITON_SHARE`), unchanged for a row without either."""
+    if p.attention_share != 1.0:   # SINK_ATTENTION_TRITON_SHARE: the engine's slower attention kernel
+        client = client.model_copy(update={"attention_kernel_share": p.attention_share})
     fields, no_graphs = p.predict_floor
     if not fields:
         return client

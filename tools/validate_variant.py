@@ -42,7 +42,10 @@ Hopper at prediction only, session 14"), ``d8predNN`` (the share at NN / 100), `
 ``cdna3maf`` (stepmodel.SUSTAINED_PEAK_ON = True: MI300X / MI325X matrix peaks at AMD's published
 max-achievable FLOPs; ``nocdna3maf``: off, the default), ``amdeager`` (validate.MLPERF_EAGER_FLOOR_VLLM_AT_PREDICT =
 True: the eager launch floor of AMD harness rows with enforce_eager, at prediction only, the default since
-session 14; ``noamdeager``: off; both docs/engines.md, "vLLM ROCm at hundreds of sequences"), ``default``."""
+session 14; ``noamdeager``: off; both docs/engines.md, "vLLM ROCm at hundreds of sequences"), ``sinkattn``
+(validate.SINK_ATTENTION_TRITON_SHARE = 0.5: gpt-oss under vLLM on A100 with the Triton attention kernel at half
+the modelled attention FLOP rate, at prediction only; ``sinkattnNN``: the share at NN / 100; ``nosinkattn``: 1.0,
+off, the default; docs/calibration.md, "gpt-oss on A100: vLLM's Triton attention, session 15"), ``default``."""
 import sys
 
 from mistfast import calibration_factored, calibration_runs, engine_defaults, launch_time, stepmodel, validate
@@ -92,6 +95,8 @@ SWITCHES = {
     "nocdna3maf": _set(stepmodel, "SUSTAINED_PEAK_ON", False),
     "amdeager": _set(validate, "MLPERF_EAGER_FLOOR_VLLM_AT_PREDICT", True),
     "noamdeager": _set(validate, "MLPERF_EAGER_FLOOR_VLLM_AT_PREDICT", False),
+    "sinkattn": _set(validate, "SINK_ATTENTION_TRITON_SHARE", 0.5),
+    "nosinkattn": _set(validate, "SINK_ATTENTION_TRITON_SHARE", 1.0),
     "default": lambda: None,
 }
 # words with a number: prefix -> (range check, what the number sets)
@@ -102,6 +107,7 @@ NUMBERED = {
     "splitw": (lambda n: True, lambda n: setattr(stepmodel, "EXPERT_SPLIT_HALF_WIDTH", float(n))),
     "intake": (lambda n: n > 0, lambda n: setattr(validate, "PROMPT_INTAKE_US_PER_TOKEN", n / 10.0)),
     "d8pred": (lambda n: 0 < n <= 100, lambda n: setattr(validate, "DENSE_BLOCK_FP8_AT_PREDICT", n / 100.0)),
+    "sinkattn": (lambda n: 0 < n <= 100, lambda n: setattr(validate, "SINK_ATTENTION_TRITON_SHARE", n / 100.0)),
 }
 
 
@@ -119,7 +125,7 @@ def main() -> None:
     unknown = sorted(w for w in words if w not in SWITCHES and _numbered(w) is None)
     if unknown:
         sys.exit(f"variant {sys.argv[1]!r}: unknown word(s) {unknown}; allowed: {', '.join(SWITCHES)}, "
-                 "tpbusNN (NN in 1..100), pubttftN, splitwN, intakeN, d8predNN (NN in 1..100)")
+                 "tpbusNN (NN in 1..100), pubttftN, splitwN, intakeN, d8predNN, sinkattnNN (NN in 1..100)")
     for w in words:
         if _numbered(w) is not None:
             prefix, n = _numbered(w)
