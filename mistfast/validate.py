@@ -823,14 +823,20 @@ DENSE_BLOCK_FP8_AT_PREDICT_MOE = False
 # FlashAttention-2 kernels take no attention sinks (sinks only in FlashAttention 3, i.e. Hopper), so on
 # Ampere vLLM runs gpt-oss with its Triton attention backend (TRITON_ATTN) and Marlin MXFP4 experts
 # (github:vllm-project/vllm PR 22714 "Enable gpt-oss on ampere"; the backend selector rejects FLASH_ATTN
-# and FLASHINFER for "sink setting not supported", vllm issue 40153). The Triton unified-attention
-# kernel prefills slower than FlashAttention-2 on A100 (vllm issue 18152: an 8k-token prompt on an
-# A100-40GB 600 -> 1,500 ms TTFT when the V1 Triton backend moved to it, before PR 20308 skipped the
-# fully masked causal tiles). The share multiplies the attention FLOP rate of the predicting client only
+# and FLASHINFER for "sink setting not supported", vllm issue 40153). That Triton unified-attention
+# kernel is tuned for H100 / MI300 and its A100 prefill has been slow (vllm issue 18152: an 8k-token
+# prompt on an A100-40GB went from ~600 to ~1,500 ms TTFT when the V1 Triton backend moved to it; PR
+# 20308 then skipped the fully masked causal tiles); no published A100 figure against FlashAttention-2
+# for the v0.10-0.11 kernel was found. The share multiplies the attention FLOP rate of the predicting client only
 # (ClientSpec.attention_kernel_share; with_predict_floor), never the fit's clients, so no fold's fit
 # moves; GEMMs, bandwidth and the other rows are untouched. The value is a round hypothesis (the Triton
-# kernel at half the FlashAttention-2 rate), not fitted. 1.0 = off.
-SINK_ATTENTION_TRITON_SHARE = 1.0
+# kernel at half the FlashAttention-2 rate), set before the held-out run, not fitted. 1.0 = off.
+# ON: only GPUStack has rows in scope (gpt-oss on A100 under vLLM, 187 rows) and no fold's fit moves, so
+# its held-out fold is the whole effect: GPUStack fold all 21.02 -> 20.41 %, TTFT 19.19 -> 18.65 % (rows
+# > 15 %: 308 -> 300); leave-one-source-out all 12.52 -> 12.44 %, TTFT 18.50 -> 18.40 %, TPOT/ITL 11.96
+# -> 11.85 %, throughput and requests/s unchanged; cost: gpt-oss-120b's prefill-bound TPOT (+34 -> +60 %
+# at 32k prompts), docs/calibration.md.
+SINK_ATTENTION_TRITON_SHARE = 0.5
 # NVIDIA parts before Hopper (compute capability 8.x) in the device catalog; vLLM >= 0.10.1 serves gpt-oss
 PRE_HOPPER_NVIDIA = ("A100", "A10G", "A10", "L4", "L40S", "L40")
 

@@ -44,8 +44,8 @@ max-achievable FLOPs; ``nocdna3maf``: off, the default), ``amdeager`` (validate.
 True: the eager launch floor of AMD harness rows with enforce_eager, at prediction only, the default since
 session 14; ``noamdeager``: off; both docs/engines.md, "vLLM ROCm at hundreds of sequences"), ``sinkattn``
 (validate.SINK_ATTENTION_TRITON_SHARE = 0.5: gpt-oss under vLLM on A100 with the Triton attention kernel at half
-the modelled attention FLOP rate, at prediction only; ``sinkattnNN``: the share at NN / 100; ``nosinkattn``: 1.0,
-off, the default; docs/calibration.md, "gpt-oss on A100: vLLM's Triton attention, session 15"), ``default``."""
+the modelled attention FLOP rate, at prediction only; ``sinkattnNN``: the share at NN / 100; the default since
+session 15; ``nosinkattn``: 1.0, off; docs/calibration.md, "gpt-oss on A100: vLLM's Triton attention, session 15"), ``default``."""
 import sys
 
 from mistfast import calibration_factored, calibration_runs, engine_defaults, launch_time, stepmodel, validate
