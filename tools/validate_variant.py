@@ -42,7 +42,10 @@ Hopper at prediction only, session 14"), ``d8predNN`` (the share at NN / 100), `
 ``cdna3maf`` (stepmodel.SUSTAINED_PEAK_ON = True: MI300X / MI325X matrix peaks at AMD's published
 max-achievable FLOPs; ``nocdna3maf``: off, the default), ``amdeager`` (validate.MLPERF_EAGER_FLOOR_VLLM_AT_PREDICT =
 True: the eager launch floor of AMD harness rows with enforce_eager, at prediction only, the default since
-session 14; ``noamdeager``: off; both docs/engines.md, "vLLM ROCm at hundreds of sequences"), ``default``."""
+session 14; ``noamdeager``: off; both docs/engines.md, "vLLM ROCm at hundreds of sequences"), ``chatfixed``
+(validate.CHAT_PREPROCESS_FIXED_IN_VALIDATE = True: vLLM's published 13.5 ms per-request pre-processing as a
+fixed, unfitted part of chat-endpoint closed-loop and Poisson TTFT / E2E rows; ``nochatfixed``: off; docs/ttft-under-load.md,
+"The chat endpoint's fixed pre-processing, session 15"), ``default``."""
 import sys
 
 from mistfast import calibration_factored, calibration_runs, engine_defaults, launch_time, stepmodel, validate
@@ -92,6 +95,8 @@ SWITCHES = {
     "nocdna3maf": _set(stepmodel, "SUSTAINED_PEAK_ON", False),
     "amdeager": _set(validate, "MLPERF_EAGER_FLOOR_VLLM_AT_PREDICT", True),
     "noamdeager": _set(validate, "MLPERF_EAGER_FLOOR_VLLM_AT_PREDICT", False),
+    "chatfixed": _set(validate, "CHAT_PREPROCESS_FIXED_IN_VALIDATE", True),
+    "nochatfixed": _set(validate, "CHAT_PREPROCESS_FIXED_IN_VALIDATE", False),
     "default": lambda: None,
 }
 # words with a number: prefix -> (range check, what the number sets)
