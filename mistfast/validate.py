@@ -955,7 +955,11 @@ def prompt_intake_term_ms(p: RowPlan) -> float:
 # Poisson arrivals in that scope, in the prediction and in the fit (calibration_runs.RunObservation.fixed_ms,
 # beside the per-token intake), so the fitted overhead keeps only the rest and the completions endpoint
 # does not pay for the chat template. False = off (bit for bit as before).
-CHAT_PREPROCESS_FIXED_IN_VALIDATE = False
+# ON: held out, InferenceMAX fold all 10.42 -> 10.12 %, TTFT 16.83 -> 15.79 % (vLLM's 9.5 %, its 1k rows at
+# TP 2-8), TPOT 8.09 -> 8.12; MLPerf fold all 10.41 -> 10.59 %, TTFT 60.6 -> 60.8, TPOT 41.9 -> 42.4 (through
+# the refit); GPUStack fold's fit unchanged (its 15 rows +13.5 ms); leave-one-source-out with the three folds
+# replaced: all 12.52 -> 12.33 %, TTFT 18.50 -> 17.70 % (docs/ttft-under-load.md, session 15).
+CHAT_PREPROCESS_FIXED_IN_VALIDATE = True
 
 
 def chat_preprocess_fixed_ms(plan: RowPlan, version: str, model_text: str, endpoint_text: str) -> float:

@@ -32,8 +32,8 @@ def _plan(monkeypatch, on=True, **kw):
     return p
 
 
-def test_off_by_default_and_off_is_zero(monkeypatch):
-    assert V.CHAT_PREPROCESS_FIXED_IN_VALIDATE is False
+def test_on_by_default_and_off_is_zero(monkeypatch):
+    assert V.CHAT_PREPROCESS_FIXED_IN_VALIDATE is True
     p = _plan(monkeypatch, on=False)
     assert p.chat_preprocess_ms == 0.0 and V.chat_preprocess_term_ms(p) == 0.0
 

@@ -44,7 +44,7 @@ max-achievable FLOPs; ``nocdna3maf``: off, the default), ``amdeager`` (validate.
 True: the eager launch floor of AMD harness rows with enforce_eager, at prediction only, the default since
 session 14; ``noamdeager``: off; both docs/engines.md, "vLLM ROCm at hundreds of sequences"), ``chatfixed``
 (validate.CHAT_PREPROCESS_FIXED_IN_VALIDATE = True: vLLM's published 13.5 ms per-request pre-processing as a
-fixed, unfitted part of chat-endpoint closed-loop and Poisson TTFT / E2E rows; ``nochatfixed``: off; docs/ttft-under-load.md,
+fixed, unfitted part of chat-endpoint closed-loop and Poisson TTFT / E2E rows, the default since session 15; ``nochatfixed``: off; docs/ttft-under-load.md,
 "The chat endpoint's fixed pre-processing, session 15"), ``default``."""
 import sys
 
