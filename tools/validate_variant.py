@@ -45,7 +45,10 @@ True: the eager launch floor of AMD harness rows with enforce_eager, at predicti
 session 14; ``noamdeager``: off; both docs/engines.md, "vLLM ROCm at hundreds of sequences"), ``sinkattn``
 (validate.SINK_ATTENTION_TRITON_SHARE = 0.5: gpt-oss under vLLM on A100 with the Triton attention kernel at half
 the modelled attention FLOP rate, at prediction only; ``sinkattnNN``: the share at NN / 100; the default since
-session 15; ``nosinkattn``: 1.0, off; docs/calibration.md, "gpt-oss on A100: vLLM's Triton attention, session 15"), ``default``."""
+session 15; ``nosinkattn``: 1.0, off; docs/calibration.md, "gpt-oss on A100: vLLM's Triton attention, session 15"), ``chatfixed``
+(validate.CHAT_PREPROCESS_FIXED_IN_VALIDATE = True: vLLM's published 13.5 ms per-request pre-processing as a
+fixed, unfitted part of chat-endpoint closed-loop and Poisson TTFT / E2E rows, the default since session 15; ``nochatfixed``: off; docs/ttft-under-load.md,
+"The chat endpoint's fixed pre-processing, session 15"), ``default``."""
 import sys
 
 from mistfast import calibration_factored, calibration_runs, engine_defaults, launch_time, stepmodel, validate
@@ -97,6 +100,8 @@ SWITCHES = {
     "noamdeager": _set(validate, "MLPERF_EAGER_FLOOR_VLLM_AT_PREDICT", False),
     "sinkattn": _set(validate, "SINK_ATTENTION_TRITON_SHARE", 0.5),
     "nosinkattn": _set(validate, "SINK_ATTENTION_TRITON_SHARE", 1.0),
+    "chatfixed": _set(validate, "CHAT_PREPROCESS_FIXED_IN_VALIDATE", True),
+    "nochatfixed": _set(validate, "CHAT_PREPROCESS_FIXED_IN_VALIDATE", False),
     "default": lambda: None,
 }
 # words with a number: prefix -> (range check, what the number sets)
