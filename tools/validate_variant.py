@@ -42,7 +42,10 @@ Hopper at prediction only, session 14"), ``d8predNN`` (the share at NN / 100), `
 ``cdna3maf`` (stepmodel.SUSTAINED_PEAK_ON = True: MI300X / MI325X matrix peaks at AMD's published
 max-achievable FLOPs; ``nocdna3maf``: off, the default), ``amdeager`` (validate.MLPERF_EAGER_FLOOR_VLLM_AT_PREDICT =
 True: the eager launch floor of AMD harness rows with enforce_eager, at prediction only, the default since
-session 14; ``noamdeager``: off; both docs/engines.md, "vLLM ROCm at hundreds of sequences"), ``default``."""
+session 14; ``noamdeager``: off; both docs/engines.md, "vLLM ROCm at hundreds of sequences"), ``vendor``
+(calibration_factored.VENDOR_TERMS_ON = True: a vendor term of the compute efficiency for non-NVIDIA devices;
+``novendor``: off, the default; docs/calibration.md, "A vendor level of the compute efficiency, session 15"),
+``default``."""
 import sys
 
 from mistfast import calibration_factored, calibration_runs, engine_defaults, launch_time, stepmodel, validate
@@ -91,6 +94,8 @@ SWITCHES = {
     "cdna3maf": _set(stepmodel, "SUSTAINED_PEAK_ON", True),
     "nocdna3maf": _set(stepmodel, "SUSTAINED_PEAK_ON", False),
     "amdeager": _set(validate, "MLPERF_EAGER_FLOOR_VLLM_AT_PREDICT", True),
+    "vendor": _set(calibration_factored, "VENDOR_TERMS_ON", True),
+    "novendor": _set(calibration_factored, "VENDOR_TERMS_ON", False),
     "noamdeager": _set(validate, "MLPERF_EAGER_FLOOR_VLLM_AT_PREDICT", False),
     "default": lambda: None,
 }
