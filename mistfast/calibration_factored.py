@@ -153,6 +153,10 @@ fit_param(DENSE_FP8_PARAM, FIT_DENSE_FP8)
 VENDOR_TERMS_ON = False
 VENDOR_REFERENCE = "NVIDIA"
 VENDOR_PRIOR_SD = {"compute": 3.0}
+# Measured (session 15): with one AMD group, MI355X (datasheet peak) shares the term of MI300X / MI325X
+# (sustained peak), so the MAF's step moved the vLLM engine term and the root instead (NVIDIA rows of the
+# InferenceMAX fold 8.96 -> 9.23 %); True: the sustained-peak devices in a group of their own
+VENDOR_SPLIT_SUSTAINED = True
 
 
 def vendor_of(device: str) -> str:
@@ -163,12 +167,20 @@ def vendor_of(device: str) -> str:
 
 
 def vendor_term_of(device: str) -> str | None:
-    """The vendor whose term a device's cells carry: None for the reference vendor, for a device of
-    unknown vendor, and when VENDOR_TERMS_ON is False."""
+    """The vendor group whose term a device's cells carry: None for the reference vendor, for a device
+    of unknown vendor, and when VENDOR_TERMS_ON is False. With VENDOR_SPLIT_SUSTAINED a device whose
+    peaks are its sustained ones (stepmodel.SUSTAINED_PEAK_ON and a CDNA3_MAF_TFLOPS entry) is in a
+    group of its own vendor's sustained-peak devices ("AMD/sustained"): its η is a share of another
+    peak than its vendor's other devices'."""
     if not VENDOR_TERMS_ON or device == "*":
         return None
     v = vendor_of(device)
-    return v if v and v != VENDOR_REFERENCE else None
+    if not v or v == VENDOR_REFERENCE:
+        return None
+    from . import stepmodel
+    if VENDOR_SPLIT_SUSTAINED and stepmodel.SUSTAINED_PEAK_ON and device in stepmodel.CDNA3_MAF_TFLOPS:
+        return v + "/sustained"
+    return v
 
 
 def vendor_mask() -> np.ndarray:

@@ -88,3 +88,16 @@ def test_unknown_vendor_parameter_is_named(monkeypatch):
     monkeypatch.setattr(CF, "VENDOR_PRIOR_SD", {"bogus": 1.0})
     with pytest.raises(C.CalibrationError, match="VENDOR_PRIOR_SD.*bogus"):
         CF.vendor_mask()
+
+
+def test_sustained_peak_devices_get_a_group_of_their_own(monkeypatch):
+    from mistfast import stepmodel
+    monkeypatch.setattr(CF, "VENDOR_TERMS_ON", True)
+    assert CF.vendor_term_of("MI300X") == "AMD" and CF.vendor_term_of("H100") is None
+    monkeypatch.setattr(stepmodel, "SUSTAINED_PEAK_ON", True)
+    assert CF.vendor_term_of("MI300X") == "AMD/sustained" == CF.vendor_term_of("MI325X")
+    assert CF.vendor_term_of("MI355X") == "AMD"   # no published MAF: its datasheet peak
+    monkeypatch.setattr(CF, "VENDOR_SPLIT_SUSTAINED", False)
+    assert CF.vendor_term_of("MI300X") == "AMD"
+    monkeypatch.setattr(CF, "VENDOR_TERMS_ON", False)
+    assert CF.vendor_term_of("MI300X") is None
