@@ -101,3 +101,18 @@ def test_sustained_peak_devices_get_a_group_of_their_own(monkeypatch):
     assert CF.vendor_term_of("MI300X") == "AMD"
     monkeypatch.setattr(CF, "VENDOR_TERMS_ON", False)
     assert CF.vendor_term_of("MI300X") is None
+
+
+def test_sustained_peak_at_prediction_only(monkeypatch):
+    """validate.SUSTAINED_PEAK_AT_PREDICT: the rows to predict see stepmodel.SUSTAINED_PEAK_ON, the fit's
+    own predictions (predict_floor=False) do not, and the switch is back off afterwards."""
+    from mistfast import stepmodel, validate
+    seen = []
+    monkeypatch.setattr(validate, "_predict_runs", lambda runs, points, cr: (seen.append(stepmodel.SUSTAINED_PEAK_ON) or [], []))
+    monkeypatch.setattr(validate, "_predict_pipelines", lambda pipes, cal_client: ({}, {}))
+    monkeypatch.setattr(validate, "SUSTAINED_PEAK_AT_PREDICT", True)
+    validate._predict_with(None, [], [], [], [])
+    validate._predict_with(None, [], [], [], [], predict_floor=False)
+    monkeypatch.setattr(validate, "SUSTAINED_PEAK_AT_PREDICT", False)
+    validate._predict_with(None, [], [], [], [])
+    assert seen == [True, False, False] and stepmodel.SUSTAINED_PEAK_ON is False

@@ -45,6 +45,8 @@ True: the eager launch floor of AMD harness rows with enforce_eager, at predicti
 session 14; ``noamdeager``: off; both docs/engines.md, "vLLM ROCm at hundreds of sequences"), ``vendor``
 (calibration_factored.VENDOR_TERMS_ON = True: a vendor term of the compute efficiency for non-NVIDIA devices;
 ``novendor``: off, the default; docs/calibration.md, "A vendor level of the compute efficiency, session 15"),
+``cdna3pred`` (validate.SUSTAINED_PEAK_AT_PREDICT = True: the CDNA3 sustained peak at prediction only, the fit on
+datasheet peaks; ``nocdna3pred``: off, the default; same section),
 ``default``."""
 import sys
 
@@ -95,6 +97,8 @@ SWITCHES = {
     "nocdna3maf": _set(stepmodel, "SUSTAINED_PEAK_ON", False),
     "amdeager": _set(validate, "MLPERF_EAGER_FLOOR_VLLM_AT_PREDICT", True),
     "vendor": _set(calibration_factored, "VENDOR_TERMS_ON", True),
+    "cdna3pred": _set(validate, "SUSTAINED_PEAK_AT_PREDICT", True),
+    "nocdna3pred": _set(validate, "SUSTAINED_PEAK_AT_PREDICT", False),
     "novendor": _set(calibration_factored, "VENDOR_TERMS_ON", False),
     "noamdeager": _set(validate, "MLPERF_EAGER_FLOOR_VLLM_AT_PREDICT", False),
     "default": lambda: None,
