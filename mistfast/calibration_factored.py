@@ -140,6 +140,58 @@ PARAM_PRIOR_SCALE[DENSE_FP8_PARAM] = 1.0
 
 
 fit_param(DENSE_FP8_PARAM, FIT_DENSE_FP8)
+# A vendor level of the compute efficiency (session 15, docs/calibration.md "A vendor level of the
+# compute efficiency"). Without it every device's compute η is root + device term, and the root is the
+# compromise of all devices (the device terms are ridge-pulled to 0): CDNA3's low share of its datasheet
+# peak (stepmodel.CDNA3_MAF_TFLOPS) is partly carried by the root, so whatever changes how the AMD rows
+# are costed (stepmodel.SUSTAINED_PEAK_ON) moves the root and with it every NVIDIA prediction. With
+# VENDOR_TERMS_ON a device whose catalog vendor is not VENDOR_REFERENCE gets one more term, shared by
+# that vendor's devices, on the parameters of VENDOR_PRIOR_SD only (the others are masked: exactly 0);
+# its prior sd (in the parameter's UNIT) is loose, so the root stays the reference vendor's level and a
+# constant factor on one vendor's peaks is absorbed by its vendor term instead of the root. False: no
+# vendor blocks, bit for bit as before.
+VENDOR_TERMS_ON = False
+VENDOR_REFERENCE = "NVIDIA"
+VENDOR_PRIOR_SD = {"compute": 3.0}
+# Measured (session 15): with one AMD group, MI355X (datasheet peak) shares the term of MI300X / MI325X
+# (sustained peak), so the MAF's step moved the vLLM engine term and the root instead (NVIDIA rows of the
+# InferenceMAX fold 8.96 -> 9.23 %); True: the sustained-peak devices in a group of their own
+VENDOR_SPLIT_SUSTAINED = True
+
+
+def vendor_of(device: str) -> str:
+    """The catalog vendor of a device preset name ("" when the name is not a preset)."""
+    from .catalog import default_catalog
+    hit = default_catalog().entry("devices", device)
+    return str(hit[1].get("vendor", "")) if hit else ""
+
+
+def vendor_term_of(device: str) -> str | None:
+    """The vendor group whose term a device's cells carry: None for the reference vendor, for a device
+    of unknown vendor, and when VENDOR_TERMS_ON is False. With VENDOR_SPLIT_SUSTAINED a device whose
+    peaks are its sustained ones (stepmodel.SUSTAINED_PEAK_ON and a CDNA3_MAF_TFLOPS entry) is in a
+    group of its own vendor's sustained-peak devices ("AMD/sustained"): its η is a share of another
+    peak than its vendor's other devices'."""
+    if not VENDOR_TERMS_ON or device == "*":
+        return None
+    v = vendor_of(device)
+    if not v or v == VENDOR_REFERENCE:
+        return None
+    from . import stepmodel
+    if VENDOR_SPLIT_SUSTAINED and stepmodel.SUSTAINED_PEAK_ON and device in stepmodel.CDNA3_MAF_TFLOPS:
+        return v + "/sustained"
+    return v
+
+
+def vendor_mask() -> np.ndarray:
+    """1 for the parameters (FACTOR_PARAMS order) that have a vendor term, else 0."""
+    bad = sorted(set(VENDOR_PRIOR_SD) - set(FACTOR_PARAMS))
+    if bad:
+        raise CalibrationError(f"calibration_factored.VENDOR_PRIOR_SD: unknown parameters {bad}; "
+                               f"allowed: {', '.join(FACTOR_PARAMS)}")
+    return np.array([1.0 if p in VENDOR_PRIOR_SD else 0.0 for p in FACTOR_PARAMS])
+
+
 ROOT_WEIGHT = 0.02
 KEY_SCATTER = 0.2
 FACTOR_ETA_MIN = 0.05
@@ -260,6 +312,7 @@ class FactoredFit:
     cells: list
     success: bool = True
     message: str = ""
+    vendor: dict = field(default_factory=dict)   # VENDOR_TERMS_ON: {vendor: coordinates (masked)}
 
     def coordinates(self, device: str = "*", engine: str = "*", publisher: str | None = None) -> np.ndarray:
         """μ + device + engine (+ pair) (+ publisher, only when asked: a new publisher gets none).
@@ -267,6 +320,8 @@ class FactoredFit:
         x = self.root.copy()
         if device != "*":
             x = x + self.device.get(device, 0.0)
+            if self.vendor:
+                x = x + self.vendor.get(vendor_term_of(device), 0.0)
         if engine == POOLED_ENGINE:
             cur = [self.engine[e] for e in CURRENT_ENGINE_FAMILIES if e in self.engine]
             if cur:
@@ -288,11 +343,14 @@ class FactoredFit:
         overhead terms additive in their unit (before the floor at 0)."""
         def row(x):
             return {p: (float(np.exp(xi)) if p in FACTOR_LOG_PARAMS else float(xi)) for p, xi in zip(FACTOR_PARAMS, x)}
-        return {"root": {p: float(factor_value(p, xi)) for p, xi in zip(FACTOR_PARAMS, self.root)},
-                "device": {d: row(x) for d, x in sorted(self.device.items())},
-                "engine": {e: row(x) for e, x in sorted(self.engine.items())},
-                "pair": {f"{d}|{e}": row(x) for (d, e), x in sorted(self.pair.items())},
-                "publisher": {s: row(x) for s, x in sorted(self.publisher.items())}}
+        out = {"root": {p: float(factor_value(p, xi)) for p, xi in zip(FACTOR_PARAMS, self.root)},
+               "device": {d: row(x) for d, x in sorted(self.device.items())},
+               "engine": {e: row(x) for e, x in sorted(self.engine.items())},
+               "pair": {f"{d}|{e}": row(x) for (d, e), x in sorted(self.pair.items())},
+               "publisher": {s: row(x) for s, x in sorted(self.publisher.items())}}
+        if self.vendor:   # only with VENDOR_TERMS_ON: the table as before otherwise
+            out["vendor"] = {v: row(x) for v, x in sorted(self.vendor.items())}
+        return out
 
 
 def _cell_weights(cell: _Cell) -> np.ndarray:
@@ -356,9 +414,11 @@ def fit_cells(cell_list: Sequence, *, prior_sd: Mapping[str, float] | None = Non
     engines = sorted({c.engine for c in cell_list})
     pairs = sorted({(c.device, c.engine) for c in cell_list})
     pubs = sorted({c.publisher for c in cell_list})
-    # coordinate layout: blocks of P (one per term), root first
+    vendors = sorted({v for v in (vendor_term_of(c.device) for c in cell_list) if v is not None})
+    vmask = vendor_mask() if vendors else None
+    # coordinate layout: blocks of P (one per term), root first (vendor blocks last: none when off)
     blocks = [("root", None)] + [("device", d) for d in devices] + [("engine", e) for e in engines] + \
-        [("pair", pe) for pe in pairs] + [("publisher", s) for s in pubs]
+        [("pair", pe) for pe in pairs] + [("publisher", s) for s in pubs] + [("vendor", v) for v in vendors]
     at = {b: i * P for i, b in enumerate(blocks)}
     n_x = len(blocks) * P
 
@@ -366,24 +426,30 @@ def fit_cells(cell_list: Sequence, *, prior_sd: Mapping[str, float] | None = Non
         return [at[("root", None)], at[("device", c.device)], at[("engine", c.engine)],
                 at[("pair", (c.device, c.engine))], at[("publisher", c.publisher)]]
     contrib = [contributing(c) for c in cell_list]
+    vend = [at[("vendor", vendor_term_of(c.device))] if vendor_term_of(c.device) is not None else None
+            for c in cell_list]
     weights = [_cell_weights(c) for c in cell_list]
     offsets = np.cumsum([0] + [c.n for c in cell_list])
     n_data = int(offsets[-1])
     root_at = np.array([factor_coordinate(p, DEFAULT_EFFICIENCY.get(p, 1.0)) for p in FACTOR_PARAMS])
     root_w = np.array([ROOT_WEIGHT / FACTOR_UNIT[p] for p in FACTOR_PARAMS])
-    ridge_rows = [(b, lam[b[0]]) for b in blocks[1:]]
+    ridge_rows = [(b, lam.get(b[0], 1.0)) for b in blocks[1:]]
     ridge_unit = {b: (pub_unit if b[0] == "publisher" else term_unit) for b, _ in ridge_rows}
+    if vendors:   # vendor terms: their own loose sd (VENDOR_PRIOR_SD) on the unmasked parameters
+        vendor_unit = np.array([FACTOR_UNIT[p] * VENDOR_PRIOR_SD.get(p, 1.0) for p in FACTOR_PARAMS])
+        ridge_unit.update({b: vendor_unit for b, _ in ridge_rows if b[0] == "vendor"})
     floor_pairs = pairs if "memory" in FACTOR_PARAMS else []
     mem = FACTOR_PARAMS.index("memory")
     n_res = n_data + P + len(ridge_rows) * P + len(floor_pairs)
 
-    def cell_x(x, blocks_at):
-        return sum(x[b:b + P] for b in blocks_at)
+    def cell_x(x, blocks_at, vb=None):
+        xc = sum(x[b:b + P] for b in blocks_at)
+        return xc if vb is None else xc + vmask * x[vb:vb + P]
 
     def residuals(x):
         out = np.empty(n_res)
-        for c, bl, w, a, b in zip(cell_list, contrib, weights, offsets[:-1], offsets[1:]):
-            out[a:b] = w * _soft_l1_residual(c.log_ratio(cell_x(x, bl)))[0]
+        for c, bl, vb, w, a, b in zip(cell_list, contrib, vend, weights, offsets[:-1], offsets[1:]):
+            out[a:b] = w * _soft_l1_residual(c.log_ratio(cell_x(x, bl, vb)))[0]
         i = n_data
         out[i:i + P] = root_w * (x[0:P] - root_at)
         i += P
@@ -399,8 +465,8 @@ def fit_cells(cell_list: Sequence, *, prior_sd: Mapping[str, float] | None = Non
 
     def jacobian(x):
         J = np.zeros((n_res, n_x))
-        for c, bl, w, a, b in zip(cell_list, contrib, weights, offsets[:-1], offsets[1:]):
-            xc = cell_x(x, bl)
+        for c, bl, vb, w, a, b in zip(cell_list, contrib, vend, weights, offsets[:-1], offsets[1:]):
+            xc = cell_x(x, bl, vb)
             r0 = c.log_ratio(xc)
             _, slope = _soft_l1_residual(r0)
             dc = np.empty((c.n, P))
@@ -411,6 +477,8 @@ def fit_cells(cell_list: Sequence, *, prior_sd: Mapping[str, float] | None = Non
             dc *= (w * slope)[:, None]
             for blk in bl:
                 J[a:b, blk:blk + P] += dc
+            if vb is not None:
+                J[a:b, vb:vb + P] += dc * vmask
         i = n_data
         J[i:i + P, 0:P] = np.diag(root_w)
         i += P
@@ -437,7 +505,7 @@ def fit_cells(cell_list: Sequence, *, prior_sd: Mapping[str, float] | None = Non
     if warm is not None:
         x0[0:P] = warm.root
         for kind, terms in (("device", warm.device), ("engine", warm.engine), ("pair", warm.pair),
-                            ("publisher", warm.publisher)):
+                            ("publisher", warm.publisher), ("vendor", warm.vendor)):
             for name, xs in terms.items():
                 if (kind, name) in at:
                     x0[at[(kind, name)]:at[(kind, name)] + P] = xs
@@ -452,7 +520,8 @@ def fit_cells(cell_list: Sequence, *, prior_sd: Mapping[str, float] | None = Non
                        engine={e: block(("engine", e)) for e in engines},
                        pair={pe: block(("pair", pe)) for pe in pairs},
                        publisher={s: block(("publisher", s)) for s in pubs}, cells=cell_list,
-                       success=bool(sol.success), message=str(sol.message))
+                       success=bool(sol.success), message=str(sol.message),
+                       vendor={v: block(("vendor", v)) * vmask for v in vendors})
 
 
 def efficiency_entries(fit: FactoredFit) -> dict:

@@ -67,7 +67,11 @@ EXPERT_SPLIT_SKIP_FP8_BLOCK = False
 # -- where NVIDIA parts sustain most of theirs. A calibration pools the compute efficiency of all
 # devices, so without this an MI300X compute-bound step is costed at the pooled share of 2,615 TFLOPS.
 # Read from the vendor's document, not from the validation rows. None of the other devices has a
-# vendor-published MAF: they keep their datasheet peak (factor 1).
+# vendor-published MAF: they keep their datasheet peak (factor 1). MI355X (CDNA4), searched in session 15:
+# the ROCm blog's Table 1 has MI300X and MI325X only, and no other rocm.blogs.amd.com / ROCm/rocm-blogs page
+# gives an MI355X MAF. AMD's github:AMD-AGI/TraceLens keeps `max_achievable_tflops` per device in
+# TraceLens/Agent/Analysis/utils/arch/MI355X.json, without a measurement note and changed between commits
+# (c89aa71: bf16 1,686 / fp8 3,567; a895738: bf16 1,613 / fp16 1,518 / fp8 2,905 TFLOPS): not used.
 CDNA3_MAF_TFLOPS: dict[str, dict[str, float]] = {
     "MI300X": {"fp16": 654.0, "bf16": 708.0, "fp8": 1273.0},
     "MI325X": {"fp16": 794.0, "bf16": 843.0, "fp8": 1519.0},

@@ -514,6 +514,11 @@ MLPERF_LAUNCH_FLOOR_AT_PREDICT = True
 # 42.9 %, rows > 15 % 343 -> 327; MI325X Llama-2-70B Interactive TPOT -21.9 -> +5.4 %, MI300X -12.7 -> +18.5 %);
 # prediction only, so every other fold is bit for bit unchanged (no other source has these rows).
 MLPERF_EAGER_FLOOR_VLLM_AT_PREDICT = True
+# The CDNA3 sustained matrix peak (stepmodel.SUSTAINED_PEAK_ON) at prediction only (session 15,
+# docs/calibration.md "A vendor level of the compute efficiency"): the fit keeps the datasheet peaks, so
+# every fitted term and every non-CDNA3 prediction is bit for bit as without it; the MI300X / MI325X rows
+# to predict run at the MAF times the fitted efficiency. False: off.
+SUSTAINED_PEAK_AT_PREDICT = False
 
 
 def _apply_mlperf_harness(plan: RowPlan, r: Mapping, sched: dict) -> dict:
@@ -2071,6 +2076,13 @@ def _predict_with(cal_client, steps, base_step, runs, points, pipes=(), predict_
     run rows get their prediction-only launch-time floor (:func:`with_predict_floor`) and burst
     intake (:func:`at_prediction`); False for
     the predictions the fit itself makes of its training rows (the first-wave fit)."""
+    from . import stepmodel
+    if predict_floor and SUSTAINED_PEAK_AT_PREDICT and not stepmodel.SUSTAINED_PEAK_ON:
+        stepmodel.SUSTAINED_PEAK_ON = True   # the rows to predict only; the fit kept the datasheet peaks
+        try:
+            return _predict_with(cal_client, steps, base_step, runs, points, pipes, predict_floor)
+        finally:
+            stepmodel.SUSTAINED_PEAK_ON = False
     pred, used, outside = {}, {}, {}
     if predict_floor:   # the prediction-only burst intake (BURST_INTAKE_IN_VALIDATE) too
         rp = [at_prediction(p, pt) for p, pt in zip(runs, points)]

@@ -48,7 +48,12 @@ the modelled attention FLOP rate, at prediction only; ``sinkattnNN``: the share 
 session 15; ``nosinkattn``: 1.0, off; docs/calibration.md, "gpt-oss on A100: vLLM's Triton attention, session 15"), ``chatfixed``
 (validate.CHAT_PREPROCESS_FIXED_IN_VALIDATE = True: vLLM's published 13.5 ms per-request pre-processing as a
 fixed, unfitted part of chat-endpoint closed-loop and Poisson TTFT / E2E rows, the default since session 15; ``nochatfixed``: off; docs/ttft-under-load.md,
-"The chat endpoint's fixed pre-processing, session 15"), ``default``."""
+"The chat endpoint's fixed pre-processing, session 15"), ``vendor``
+(calibration_factored.VENDOR_TERMS_ON = True: a vendor term of the compute efficiency for non-NVIDIA devices;
+``novendor``: off, the default; docs/calibration.md, "A vendor level of the compute efficiency, session 15"),
+``cdna3pred`` (validate.SUSTAINED_PEAK_AT_PREDICT = True: the CDNA3 sustained peak at prediction only, the fit on
+datasheet peaks; ``nocdna3pred``: off, the default; same section),
+``default``."""
 import sys
 
 from mistfast import calibration_factored, calibration_runs, engine_defaults, launch_time, stepmodel, validate
@@ -97,6 +102,10 @@ SWITCHES = {
     "cdna3maf": _set(stepmodel, "SUSTAINED_PEAK_ON", True),
     "nocdna3maf": _set(stepmodel, "SUSTAINED_PEAK_ON", False),
     "amdeager": _set(validate, "MLPERF_EAGER_FLOOR_VLLM_AT_PREDICT", True),
+    "vendor": _set(calibration_factored, "VENDOR_TERMS_ON", True),
+    "cdna3pred": _set(validate, "SUSTAINED_PEAK_AT_PREDICT", True),
+    "nocdna3pred": _set(validate, "SUSTAINED_PEAK_AT_PREDICT", False),
+    "novendor": _set(calibration_factored, "VENDOR_TERMS_ON", False),
     "noamdeager": _set(validate, "MLPERF_EAGER_FLOOR_VLLM_AT_PREDICT", False),
     "sinkattn": _set(validate, "SINK_ATTENTION_TRITON_SHARE", 0.5),
     "nosinkattn": _set(validate, "SINK_ATTENTION_TRITON_SHARE", 1.0),
