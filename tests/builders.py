@@ -31,6 +31,16 @@ def gpustack_burst_row(prompt_tokens: int, output_tokens: int, **kw) -> dict:
     return row
 
 
+
+def sglang_qwen3_fp8_burst_row(**kw) -> dict:
+    """:func:`gpustack_burst_row` (2,000-token prompts, 100 outputs) of SGLang v0.5.5.post1 serving the
+    official block-scaled FP8 checkpoint Qwen/Qwen3-14B-FP8 on one H100: a row in the scope of the
+    Hopper block-scaled FP8 terms; ``kw`` replaces any field."""
+    return gpustack_burst_row(2000, 100, **{**dict(engine="SGLang (sglang.launch_server; default flags)",
+                                                   engine_version="v0.5.5.post1", model="Qwen/Qwen3-14B-FP8",
+                                                   precision="FP8", value=7.0), **kw})
+
+
 def synthetic_h100_fp8_steps(truth: dict, models_tp) -> list:
     """Step observations of (H100, sglang), FP8 weights and compute, published by "pub": for each
     (model, tp) five prefills (256-8k tokens) and six decode batches (1, 16, 128 sequences at 512

@@ -7,18 +7,12 @@ import pytest
 from mistfast import step_latency
 from mistfast import validate as V
 
-from .builders import dense_prefill_gemm_flop, gpustack_burst_row, model_client
-
-
-def _row(**kw):
-    return gpustack_burst_row(2000, 100, **{**dict(engine="SGLang (sglang.launch_server; default flags)",
-                                                   engine_version="v0.5.5.post1", model="Qwen/Qwen3-14B-FP8",
-                                                   precision="FP8", value=7.0), **kw})
+from .builders import dense_prefill_gemm_flop, model_client, sglang_qwen3_fp8_burst_row
 
 
 def test_off_by_switch(monkeypatch):
     monkeypatch.setattr(V, "DENSE_BLOCK_FP8_AT_PREDICT", 1.0)
-    p = V.plan_row(_row())
+    p = V.plan_row(sglang_qwen3_fp8_burst_row())
     assert p.status == "ok" and p.predict_floor == ({}, False)
 
 
@@ -42,7 +36,7 @@ def test_rows_in_scope_and_the_fit_client_without_it(monkeypatch, kw, moe, expec
     re-costs, never carries it."""
     monkeypatch.setattr(V, "DENSE_BLOCK_FP8_AT_PREDICT", 0.5)
     monkeypatch.setattr(V, "DENSE_BLOCK_FP8_AT_PREDICT_MOE", moe)
-    p = V.plan_row(_row(**kw))
+    p = V.plan_row(sglang_qwen3_fp8_burst_row(**kw))
     assert p.status == "ok", p.reason
     assert (p.predict_floor == ({"dense_fp8": 0.5}, False)) is expected
     if not expected:
@@ -64,7 +58,7 @@ def test_predicting_client_gemm_time_by_hand(monkeypatch):
     W, F = dense_prefill_gemm_flop(base.model, T, (5120, 40, 40, 8, 128, 17408))
     assert W == 330_301_440
     P = 1978.9e12 * 0.75
-    p = V.plan_row(_row())
+    p = V.plan_row(sglang_qwen3_fp8_burst_row())
     pred = V.with_predict_floor(base, p)
     assert pred.efficiency.dense_fp8 == 0.5 and base.efficiency.dense_fp8 == 1.0
     ra, rb = step_latency(base, prefill=[(0, T)]).breakdown, step_latency(pred, prefill=[(0, T)]).breakdown

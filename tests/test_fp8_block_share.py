@@ -8,7 +8,7 @@ from mistfast import stepmodel
 from mistfast import validate as V
 from mistfast.kernels import steptime as K
 
-from .builders import gpustack_burst_row
+from .builders import sglang_qwen3_fp8_burst_row
 
 
 def _client(model, device, precision, share=1.0, tp=1):
@@ -48,25 +48,19 @@ def test_block_scaled_fp8_rows(model, precision, device, key, expected):
     assert V.block_scaled_fp8({"model": model, "precision": precision}, device, key) is expected
 
 
-def _row(**kw):
-    return gpustack_burst_row(2000, 100, **{**dict(engine="SGLang (sglang.launch_server; default flags)",
-                                                   engine_version="v0.5.5.post1", model="Qwen/Qwen3-14B-FP8",
-                                                   precision="FP8", value=7.0), **kw})
-
-
 def test_validate_switch_off(monkeypatch):
     monkeypatch.setattr(V, "BLOCK_FP8_SHARE_IN_VALIDATE", 1.0)
-    p = V.plan_row(_row())
+    p = V.plan_row(sglang_qwen3_fp8_burst_row())
     assert p.status == "ok" and "fp8_block_share" not in p.scenario["clients"][0]["efficiency"]
 
 
 def test_validate_sets_the_share_for_block_scaled_hopper_rows(monkeypatch):
     monkeypatch.setattr(V, "BLOCK_FP8_SHARE_IN_VALIDATE", 0.5)
-    p = V.plan_row(_row())
+    p = V.plan_row(sglang_qwen3_fp8_burst_row())
     assert p.scenario["clients"][0]["efficiency"]["fp8_block_share"] == 0.5
     # the simulated client carries it (and a stored calibration keeps it: not a fitted field)
     pt = V._points([p])[0]
     assert pt.client.efficiency.fp8_block_share == 0.5
     assert C.with_efficiency(pt.client, {"compute": 0.6}).efficiency.fp8_block_share == 0.5
-    a100 = V.plan_row(_row(hardware="A100-SXM-80GB"))
+    a100 = V.plan_row(sglang_qwen3_fp8_burst_row(hardware="A100-SXM-80GB"))
     assert "fp8_block_share" not in a100.scenario["clients"][0]["efficiency"]
