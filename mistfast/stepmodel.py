@@ -54,6 +54,21 @@ EXPERT_SPLIT_HALF_WIDTH: float | None = None
 # Not measured held out on its own: a switch for the refit.
 EXPERT_SPLIT_SKIP_FP8_BLOCK = False
 
+# Replicated element-wise traffic (docs/step-model.md, "Replicated element-wise traffic, session 16").
+# Every TP rank runs the residual-add + RMSNorm kernels and the MoE combine on all of its token rows:
+# their HBM traffic per prompt token does not shrink with tp, and the step model had no op for them.
+# InferenceMAX gpt-oss-120b held out: the 8k prompts are under-predicted more as tp grows (measured
+# marginal time per prompt token on B200 vLLM 6.8 / 5.6 / 5.2 / 5.0 us at tp 1 / 2 / 4 / 8). Hand
+# physics, elements of width D per token row, values fixed before measuring (not fitted):
+#   per layer, two fused residual-add + RMSNorm passes (vLLM fused_add_rms_norm, TRT-LLM's
+#   residual + norm): each reads x and the residual and writes the residual and the normed output,
+#   4 D each -> 8;
+#   per MoE layer, the combine (vLLM moe_sum, TRT-LLM finalize): reads the K expert outputs and writes
+#   one row -> K + 1 (the experts' own K-row input gather and output write are in the expert op).
+# A pair (per layer, per MoE layer without the K + 1) or None = off (no op: the step time bit for bit).
+REPLICATED_ELEMENTWISE: tuple[float, float] | None = None
+REPLICATED_ELEMENTWISE_ON = (8.0, 1.0)   # (8 per layer, K + 1 per MoE layer): what the word turns on
+
 
 # Sustained matrix peak of CDNA3 (docs/engines.md, "vLLM ROCm at hundreds of sequences: the sustained
 # matrix peak, session 14"). The catalog's `tflops` are datasheet peaks at the 2,100 MHz boost clock; a
@@ -416,6 +431,11 @@ def _extension_params(client: ClientSpec, prm: np.ndarray, genz: bool, fpeak: fl
         prm[K.P_BWB_EXPERT] = DTYPE_BYTES[prec.expert_weights]
         if EXPERT_SPLIT_HALF_WIDTH is not None:   # off: the peak as before, bit for bit
             prm[K.P_FPEAK_EXPERT] *= expert_split_factor(client)
+    if REPLICATED_ELEMENTWISE is not None and not genz:   # off: no op, bit for bit
+        per_layer, moe_extra = REPLICATED_ELEMENTWISE
+        prm[K.P_ELEM_LAYER] = per_layer * m.hidden_size
+        if m.is_moe:
+            prm[K.P_ELEM_MOE] = (m.top_k + moe_extra) * m.hidden_size
     prm[K.P_IMBALANCE] = eff.expert_imbalance
     prm[K.P_EP_TP_A2A] = 1.0 if (genz or EP_DISPATCH_UNDER_TP_ATTENTION) else 0.0
     prm[K.P_STEP_OVH] = (eff.step_overhead_ms + getattr(client, "harness_step_ms", 0.0)) * 1e-3

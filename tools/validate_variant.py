@@ -53,6 +53,9 @@ fixed, unfitted part of chat-endpoint closed-loop and Poisson TTFT / E2E rows, t
 ``novendor``: off, the default; docs/calibration.md, "A vendor level of the compute efficiency, session 15"),
 ``cdna3pred`` (validate.SUSTAINED_PEAK_AT_PREDICT = True: the CDNA3 sustained peak at prediction only, the fit on
 datasheet peaks; ``nocdna3pred``: off, the default; same section),
+``elemwise`` (stepmodel.REPLICATED_ELEMENTWISE = (8, 1): the residual-add + RMSNorm passes and the MoE
+combine as one memory-bound op whose rows are not split by TP, docs/step-model.md, "Replicated element-wise
+traffic, session 16"; ``noelemwise``: None, off, the default),
 ``default``."""
 import sys
 
@@ -94,6 +97,8 @@ SWITCHES = {
     "mlpfloorfit": _set(validate, "MLPERF_LAUNCH_FLOOR_IN_VALIDATE", True),
     "nomlpfloor": _both_floors_off,
     "nosplitw": _set(stepmodel, "EXPERT_SPLIT_HALF_WIDTH", None),
+    "elemwise": _set(stepmodel, "REPLICATED_ELEMENTWISE", stepmodel.REPLICATED_ELEMENTWISE_ON),
+    "noelemwise": _set(stepmodel, "REPLICATED_ELEMENTWISE", None),
     "splitnofp8": _set(stepmodel, "EXPERT_SPLIT_SKIP_FP8_BLOCK", True),
     "nointake": _set(validate, "PROMPT_INTAKE_US_PER_TOKEN", None),
     "d8pred": _set(validate, "DENSE_BLOCK_FP8_AT_PREDICT", 0.5),

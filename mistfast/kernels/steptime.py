@@ -130,7 +130,13 @@ P_EP_TP_A2A = P_PF_SLOW + 4
 # replays no CUDA graphs at all: the TensorRT engines of MLPerf harness configs with use_graphs False,
 # docs/ttft-under-load.md "MLPerf TTFT, session 11"); 0: only for steps with prefill rows
 P_HOST_FLOOR_ALL = P_PF_SLOW + 5
-N_PARAMS = P_PF_SLOW + 6
+# replicated per-token element-wise traffic (docs/step-model.md, "Replicated element-wise traffic, session 16";
+# stepmodel.REPLICATED_ELEMENTWISE): activation elements read + written per token row per layer by
+# kernels every TP rank runs on all its rows (fused residual-add + RMSNorm), and per MoE layer (the
+# combine of the K expert outputs). 0, 0: off, no op (the step time as before, bit for bit)
+P_ELEM_LAYER = P_PF_SLOW + 6
+P_ELEM_MOE = P_PF_SLOW + 7
+N_PARAMS = P_PF_SLOW + 8
 
 # ---- breakdown layout (per device, whole step) ---------------------------------------------
 B_GEMM = 0
@@ -754,6 +760,13 @@ def step_fixed(prm, T, R, t_pf, out):
         if w_sh > 0.0:
             layer_t += _op_at(prm, bdx, CAT_GEMM, n_moe, 2.0 * Ta * w_sh, w_sh * bx + 2.0 * Ta * D * ba, 0.0, 0.0,
                               prm[P_FPEAK_EXPERT])
+
+    # ---- replicated element-wise kernels (off: 0, 0) -------------------------------------------
+    e_elem = n_layers * prm[P_ELEM_LAYER] + n_moe * prm[P_ELEM_MOE]
+    if e_elem > 0.0:
+        # one memory-bound op for the whole step: the rows are not split by TP (every rank norms and
+        # combines all its Ta rows), so the time per prompt token does not shrink with tp
+        layer_t += _op(prm, bdx, CAT_OTHER, 1.0, 0.0, Ta * e_elem * ba, 0.0, 0.0)
 
     # ---- embedding and LM head ---------------------------------------------------------------
     V = prm[P_V]
