@@ -58,3 +58,15 @@ def test_prefill_time_added_by_hand_and_tp_invariant(elem, tp):
     assert by_hand == pytest.approx(3.680502e-3, rel=1e-6)
     assert s1.breakdown["other_s"] - s0.breakdown["other_s"] == pytest.approx(by_hand, rel=1e-9)
     assert s1.total_s - s0.total_s == pytest.approx(by_hand, rel=1e-9)
+
+
+@pytest.mark.parametrize("kw", [dict(model="gpt-oss-120b", device="B200", tp=8),
+                                dict(model="llama-3.1-70b", device="H100", tp=4, pp=2),
+                                dict(model="mixtral-8x7b", device="H100", tp=2, ep=2)])
+def test_kernel_matches_the_python_twin_when_on(elem, kw):
+    """tests/reference/step_reference.py costs the op on its own (layer by layer); on, the kernel agrees."""
+    from tests.reference.step_reference import reference_step_time
+    elem((8.0, 1.0))
+    c = make_client(**kw)
+    pf, dec = [(0, 3000), (500, 700)], [(1, 0, 2000)] * 12
+    assert step_latency(c, prefill=pf, decode=dec).total_s == pytest.approx(reference_step_time(c, pf, dec)[0], rel=1e-9)

@@ -240,6 +240,13 @@ def reference_step_time(client, prefill, decode, prompts_done=None):
         if not dpa:
             op("allreduce_ffn", comm=allreduce(t, T * D * ba))
     T = T_all
+    # replicated element-wise kernels (stepmodel.REPLICATED_ELEMENTWISE; off: no op): residual-add +
+    # RMSNorm on every layer, the combine of the K expert outputs on every MoE layer, rows not split by TP
+    if stepmodel.REPLICATED_ELEMENTWISE is not None and not genz:
+        a, b = stepmodel.REPLICATED_ELEMENTWISE
+        n_moe = sum(1 for i in range(m.num_layers) if m.is_moe_layer(i))
+        elems = m.num_layers * a * D + n_moe * (m.top_k + b) * D
+        op("elementwise", 0.0, T * share * elems * ba)
     # embedding
     if genz:
         op("embedding", 2 * T_pf * D * V / t, (V / t * D + T_pf * V / t + T_pf * D) * bw)  # V/t shard
