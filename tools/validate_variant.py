@@ -52,7 +52,10 @@ fixed, unfitted part of chat-endpoint closed-loop and Poisson TTFT / E2E rows, t
 (calibration_factored.VENDOR_TERMS_ON = True: a vendor term of the compute efficiency for non-NVIDIA devices;
 ``novendor``: off, the default; docs/calibration.md, "A vendor level of the compute efficiency, session 15"),
 ``cdna3pred`` (validate.SUSTAINED_PEAK_AT_PREDICT = True: the CDNA3 sustained peak at prediction only, the fit on
-datasheet peaks; ``nocdna3pred``: off, the default; same section),
+datasheet peaks; ``nocdna3pred``: off, the default; same section), ``mxfp4pad``
+(validate.MXFP4_PAD_AT_PREDICT = True: vLLM's MXFP4 expert weights on Hopper padded to a multiple of 256 in
+their intermediate size, out of the predicting client's KV pool, at prediction only; ``nomxfp4pad``: off, the
+default; docs/ttft-under-load.md, "vLLM's padded MXFP4 experts on Hopper, session 16"),
 ``default``."""
 import sys
 
@@ -111,6 +114,8 @@ SWITCHES = {
     "nosinkattn": _set(validate, "SINK_ATTENTION_TRITON_SHARE", 1.0),
     "chatfixed": _set(validate, "CHAT_PREPROCESS_FIXED_IN_VALIDATE", True),
     "nochatfixed": _set(validate, "CHAT_PREPROCESS_FIXED_IN_VALIDATE", False),
+    "mxfp4pad": _set(validate, "MXFP4_PAD_AT_PREDICT", True),
+    "nomxfp4pad": _set(validate, "MXFP4_PAD_AT_PREDICT", False),
     "default": lambda: None,
 }
 # words with a number: prefix -> (range check, what the number sets)
