@@ -55,7 +55,10 @@ fixed, unfitted part of chat-endpoint closed-loop and Poisson TTFT / E2E rows, t
 datasheet peaks; ``nocdna3pred``: off, the default; same section),
 ``elemwise`` (stepmodel.REPLICATED_ELEMENTWISE = (8, 1): the residual-add + RMSNorm passes and the MoE
 combine as one memory-bound op whose rows are not split by TP, docs/step-model.md, "Replicated element-wise
-traffic, session 16"; ``noelemwise``: None, off, the default),
+traffic, session 16"; ``noelemwise``: None, off, the default), ``mxfp4pad``
+(validate.MXFP4_PAD_AT_PREDICT = True: vLLM's MXFP4 expert weights on Hopper padded to a multiple of 256 in
+their intermediate size, out of the predicting client's KV pool, at prediction only; ``nomxfp4pad``: off, the
+default; docs/ttft-under-load.md, "vLLM's padded MXFP4 experts on Hopper, session 16"),
 ``default``."""
 import sys
 
@@ -116,6 +119,8 @@ SWITCHES = {
     "nosinkattn": _set(validate, "SINK_ATTENTION_TRITON_SHARE", 1.0),
     "chatfixed": _set(validate, "CHAT_PREPROCESS_FIXED_IN_VALIDATE", True),
     "nochatfixed": _set(validate, "CHAT_PREPROCESS_FIXED_IN_VALIDATE", False),
+    "mxfp4pad": _set(validate, "MXFP4_PAD_AT_PREDICT", True),
+    "nomxfp4pad": _set(validate, "MXFP4_PAD_AT_PREDICT", False),
     "default": lambda: None,
 }
 # words with a number: prefix -> (range check, what the number sets)
