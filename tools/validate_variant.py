@@ -52,7 +52,10 @@ fixed, unfitted part of chat-endpoint closed-loop and Poisson TTFT / E2E rows, t
 (calibration_factored.VENDOR_TERMS_ON = True: a vendor term of the compute efficiency for non-NVIDIA devices;
 ``novendor``: off, the default; docs/calibration.md, "A vendor level of the compute efficiency, session 15"),
 ``cdna3pred`` (validate.SUSTAINED_PEAK_AT_PREDICT = True: the CDNA3 sustained peak at prediction only, the fit on
-datasheet peaks; ``nocdna3pred``: off, the default; same section),
+datasheet peaks; ``nocdna3pred``: off, the default; same section), ``atomdef``
+(validate.ATOM_DEFAULTS_IN_VALIDATE = True: ATOM rows at ATOM's own scheduler defaults, 16,384 tokens,
+512 sequences, prefill-only batches, instead of the vLLM-like fallback; off, the default; docs/ttft-under-load.md,
+"InferenceMAX's first wave from outside its rows, session 16"),
 ``default``."""
 import sys
 
@@ -72,6 +75,7 @@ def _both_floors_off():
 
 # word -> what it switches, applied in this order (a later word wins: ``nomlpfloor`` after ``mlpfloor``)
 SWITCHES = {
+    "atomdef": _set(validate, "ATOM_DEFAULTS_IN_VALIDATE", True),
     "ep_no_a2a": _set(stepmodel, "EP_DISPATCH_UNDER_TP_ATTENTION", False),
     "split": _set(stepmodel, "EXPERT_ETA_SCOPE", "weight_only+tp_split"),
     "launch40": _set(launch_time.EAGER_PREFILL_ENGINES, "sglang", launch_time.EAGER_KERNEL_US),
