@@ -145,8 +145,28 @@ def trtllm_bench_settings(client, isl: int, osl: int, kv_fraction: float = 0.95)
     return int(bs), int(tok)
 
 
+# ATOM (ROCm/ATOM, the engine of InferenceMAX's MI355X "atom" rows, image atom0.1.1 of January 2026)
+# as its own defaults run it, instead of the vLLM-like fallback (8,192 tokens, 256 sequences, prefill
+# chunks mixed with decodes): ``atom/model_engine/arg_utils.py`` and ``atom/config.py`` at f969215aa
+# (2026-01-14) default max_num_batched_tokens 16,384 and max_num_seqs 512, and
+# ``atom/model_engine/scheduler.py`` Scheduler.schedule admits whole waiting prompts while they fit the
+# token budget and returns a prefill-only batch whenever it admitted any (decodes wait), else a decode
+# batch. InferenceMAX's ATOM launchers (benchmarks/dsr1_fp*_mi355x_atom_slurm.sh,
+# gptoss_fp4_mi355x_atom_slurm.sh) set neither flag. Simulated as the chunked scheduler at a 16,384-token
+# budget with prefills apart from decodes (a prompt never needs splitting at these lengths: ISL <= 8,192).
+# docs/ttft-under-load.md, "InferenceMAX's first wave from outside its rows, session 16 (branch
+# fid-firstwave)"; off by default until measured held out.
+ATOM_DEFAULTS_IN_VALIDATE = False
+ATOM_MAX_BATCHED_TOKENS = 16384
+ATOM_MAX_NUM_SEQS = 512
+
+
 def offline_scheduler(engine: str, client, isl: int, osl: int) -> dict:
     """Scheduler fields for an offline max-throughput run of ``engine`` (family name)."""
+    if engine.startswith("atom") and ATOM_DEFAULTS_IN_VALIDATE:
+        return {"batching": "chunked", "max_batch_size": ATOM_MAX_NUM_SEQS,
+                "max_batched_tokens": ATOM_MAX_BATCHED_TOKENS, "chunk_size": ATOM_MAX_BATCHED_TOKENS,
+                "mix_prefill": False}
     if engine.startswith("trtllm"):
         bs, tok = trtllm_bench_settings(client, isl, osl)
         tok = max(tok, 1)

@@ -59,6 +59,10 @@ traffic, session 16"; ``noelemwise``: None, off, the default), ``mxfp4pad``
 (validate.MXFP4_PAD_AT_PREDICT = True: vLLM's MXFP4 expert weights on Hopper padded to a multiple of 256 in
 their intermediate size, out of the predicting client's KV pool, at prediction only; ``nomxfp4pad``: off, the
 default; docs/ttft-under-load.md, "vLLM's padded MXFP4 experts on Hopper, session 16"),
+``atomdef``
+(validate.ATOM_DEFAULTS_IN_VALIDATE = True: ATOM rows at ATOM's own scheduler defaults, 16,384 tokens,
+512 sequences, prefill-only batches, instead of the vLLM-like fallback; off, the default; docs/ttft-under-load.md,
+"InferenceMAX's first wave from outside its rows, session 16"),
 ``default``."""
 import sys
 
@@ -78,6 +82,7 @@ def _both_floors_off():
 
 # word -> what it switches, applied in this order (a later word wins: ``nomlpfloor`` after ``mlpfloor``)
 SWITCHES = {
+    "atomdef": _set(validate, "ATOM_DEFAULTS_IN_VALIDATE", True),
     "ep_no_a2a": _set(stepmodel, "EP_DISPATCH_UNDER_TP_ATTENTION", False),
     "split": _set(stepmodel, "EXPERT_ETA_SCOPE", "weight_only+tp_split"),
     "launch40": _set(launch_time.EAGER_PREFILL_ENGINES, "sglang", launch_time.EAGER_KERNEL_US),
