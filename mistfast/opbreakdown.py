@@ -23,7 +23,7 @@ _OP_NAMES = (("wf, woff", "attention_windowed"), ("prm[P_N_WIN], f, off", "atten
              ("w_ffn", "ffn"), ("w_router", "moe_router"), ("a2a", "moe_all_to_all"), ("f_exp", "moe_experts"),
              ("w_sh", "moe_shared_expert"), ("CAT_ATTN", "attention"), ("emb_t += _op(prm, bdx, CAT_OTHER", "embedding"),
              ("emb_t += _op(prm, bdx, CAT_COMM", "embedding_allreduce"), ("_allgather(tp, rows", "lm_head_allgather"),
-             ("head_t += _op", "lm_head"), ("p2p", "pp_send"))
+             ("head_t += _op", "lm_head"), ("p2p", "pp_send"), ("e_elem", "norm_residual_combine"))
 _CATEGORY = {0: "gemm", 1: "attention", 2: "communication", 3: "other"}
 
 

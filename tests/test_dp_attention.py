@@ -107,7 +107,11 @@ def test_attention_weights_are_replicated():
     qkv_o_dp = 196_608 * 2 + T / 2 * (256 + 768) * 2 + 65_536 * 2 + T / 2 * (256 + 256) * 2
     emb = T * 256 * 2 - T / 2 * 256 * 2          # embedding gather: the rank's own rows
     router = T / 2 * (256 + 8) * 2               # router activations: the rank's own rows (weights alike)
-    assert b_dp["hbm_bytes"] - b_tp["hbm_bytes"] == pytest.approx(qkv_o_dp - qkv_o_tp - emb - router, rel=1e-12)
+    # replicated element-wise traffic (residual-add + RMSNorm 8 D per layer, MoE combine (K + 1) D with
+    # K = 2): a TP rank runs it on all 64 rows, a DP-attention rank on its own 32
+    elem = (64 - T / 2) * (8 + 2 + 1) * 256 * 2
+    assert b_dp["hbm_bytes"] - b_tp["hbm_bytes"] == pytest.approx(qkv_o_dp - qkv_o_tp - emb - router - elem,
+                                                                  rel=1e-12)
 
 
 def test_mla_latent_read_split_over_ranks():

@@ -309,7 +309,9 @@ def test_recosting_at_trial_expert_fp8_matches_the_client():
     t_own = st.times(0.6, 0.7, 0.0)
     assert t_own[0] == pytest.approx(step_latency(base, prefill=[(0, 8192)]).total_s, rel=1e-12)
     assert t_own[1] == pytest.approx(ref, rel=1e-12)
-    assert t_own[1] > 2.0 * t_own[0]
+    # the slow FP8 experts dominate the 8k prefill (the step's memory-bound ops, among them the
+    # replicated element-wise traffic on since session 16, do not change with η_f8)
+    assert t_own[1] > 1.8 * t_own[0]
 
 
 def test_expert_fp8_kernel_matches_the_twin():
