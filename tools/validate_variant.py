@@ -55,7 +55,7 @@ fixed, unfitted part of chat-endpoint closed-loop and Poisson TTFT / E2E rows, t
 datasheet peaks; ``nocdna3pred``: off, the default; same section),
 ``elemwise`` (stepmodel.REPLICATED_ELEMENTWISE = (8, 1): the residual-add + RMSNorm passes and the MoE
 combine as one memory-bound op whose rows are not split by TP, docs/step-model.md, "Replicated element-wise
-traffic, session 16"; ``noelemwise``: None, off, the default), ``mxfp4pad``
+traffic, session 16"; the default since session 16; ``noelemwise``: None, off), ``mxfp4pad``
 (validate.MXFP4_PAD_AT_PREDICT = True: vLLM's MXFP4 expert weights on Hopper padded to a multiple of 256 in
 their intermediate size, out of the predicting client's KV pool, at prediction only; ``nomxfp4pad``: off, the
 default; docs/ttft-under-load.md, "vLLM's padded MXFP4 experts on Hopper, session 16"),
