@@ -65,10 +65,14 @@ EXPERT_SPLIT_SKIP_FP8_BLOCK = False
 #   4 D each -> 8;
 #   per MoE layer, the combine (vLLM moe_sum, TRT-LLM finalize): reads the K expert outputs and writes
 #   one row -> K + 1 (the experts' own K-row input gather and output write are in the expert op).
-# A pair (per layer, per MoE layer without the K + 1) or None = off (no op: the step time bit for bit).
+# A pair (elements per layer, elements per MoE layer beyond the K expert rows; both in units of D) or
+# None = off (no op: the step time bit for bit). The bytes per element are the client's activation width
+# (prec.activations); the residual stream of W8A8 FP8 engines is BF16, so their traffic is costed at half
+# (a known simplification, not measured).
 # ON since session 16: held out on four folds it took 74 TTFT rows net under 15 % (InferenceMAX
-# TTFT 15.8 -> 14.2 %; GPUStack 18.7 -> 19.2 %), and the full leave-one-source-out refit confirmed it
-# (docs/step-model.md, same section).
+# TTFT 15.8 -> 14.2 %; GPUStack 18.7 -> 19.2 %); the full leave-one-source-out refit with it: all rows
+# 12.3 -> 11.7 %, TTFT 17.6 -> 16.6 %, TPOT 11.8 -> 11.5 %, throughput 8.2 -> 7.9 %, requests/s
+# 4.9 -> 5.3 % (docs/step-model.md, same section).
 REPLICATED_ELEMENTWISE_ON = (8.0, 1.0)   # (8 per layer, K + 1 per MoE layer)
 REPLICATED_ELEMENTWISE: tuple[float, float] | None = REPLICATED_ELEMENTWISE_ON
 
