@@ -2109,8 +2109,7 @@ def mxfp4_pad_GiB(client, p: RowPlan) -> float:
     if part != int(part):
         return 0.0
     padded = math.ceil(part / MXFP4_PAD_ALIGN) * MXFP4_PAD_ALIGN
-    layers = sum(1 for i in range(m.num_layers) if m.is_moe_layer(i))
-    expert_bytes = layers * m.num_experts * m.ffn_mats * m.hidden_size * part * DTYPE_BYTES["mxfp4"]
+    expert_bytes = m.num_moe_layers * m.num_experts * m.ffn_mats * m.hidden_size * part * DTYPE_BYTES["mxfp4"]
     return expert_bytes * (padded / part - 1.0) / 2**30
 
 
